@@ -1,0 +1,65 @@
+// Package backend is the interface between the provider agent and the local
+// model server that does the work. Implementations: ollama (HTTP client of a
+// real Ollama, or of the simulator's Ollama-compatible server) and sim (the
+// deterministic simulator itself). backendtest runs one conformance suite
+// against each.
+package backend
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+// Backend generates text for protocol requests.
+type Backend interface {
+	// Models lists the models the backend can serve, with their digests.
+	Models(ctx context.Context) ([]Model, error)
+	// Generate runs req, calling emit for every piece of generated text in
+	// order, and returns the final counts. It stops and returns ctx.Err()
+	// (wrapped) when ctx is cancelled, and returns emit's error when emit
+	// fails. The upstream request is cancelled in both cases.
+	Generate(ctx context.Context, req protocol.Request, emit func(Delta) error) (Result, error)
+}
+
+// Model is one model the backend has.
+type Model struct {
+	Name          string
+	Digest        string
+	Quantization  string
+	Family        string
+	ParameterSize string
+	ContextLength int
+	SizeBytes     int64
+}
+
+// Delta is a piece of generated text.
+type Delta struct {
+	Text string
+	// Tokens in Text (1 per streamed token for Ollama).
+	Tokens int
+	// Logprobs for the tokens in Text, when requested and supported.
+	Logprobs []protocol.TokenLogprob
+}
+
+// Result is the outcome of a finished generation.
+type Result struct {
+	Usage protocol.Usage
+	// FinishReason is "stop" or "length".
+	FinishReason string
+	// PromptEval and Eval are the backend's own durations, when reported.
+	PromptEval time.Duration
+	Eval       time.Duration
+}
+
+// Errors callers branch on. Implementations wrap them.
+var (
+	// ErrModelNotFound: the backend does not have the requested model.
+	ErrModelNotFound = errors.New("model not found")
+	// ErrBadRequest: the backend rejected the request as invalid.
+	ErrBadRequest = errors.New("bad request")
+	// ErrUnavailable: the backend could not be reached or failed.
+	ErrUnavailable = errors.New("backend unavailable")
+)

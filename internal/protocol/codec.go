@@ -1,0 +1,296 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// Limits on fields, so that a hostile peer cannot make the other side
+// allocate much per message.
+const (
+	MaxIDLen       = 128
+	MaxModels      = 256
+	MaxNameLen     = 256
+	MaxSlots       = 1024
+	MaxMessageText = 4096 // error messages, reasons, versions
+	NonceSize      = 32
+)
+
+// ErrProtocol is wrapped by every decoding and validation error: the peer
+// broke the protocol and the connection should be closed with the reason.
+var ErrProtocol = errors.New("protocol error")
+
+// Encode appends the JSON encoding of m and a trailing newline to dst.
+func Encode(dst []byte, m *Message) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return dst, fmt.Errorf("encode %s: %w", m.Type, err)
+	}
+	dst = append(dst, b...)
+	return append(dst, '\n'), nil
+}
+
+// DecodeFrame decodes every message of one WebSocket frame, validates it and
+// calls fn for it in order. It stops at the first error.
+func DecodeFrame(frame []byte, fn func(*Message) error) error {
+	for len(frame) > 0 {
+		line := frame
+		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
+			line, frame = frame[:i], frame[i+1:]
+		} else {
+			frame = nil
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		m, err := Decode(line)
+		if err != nil {
+			return err
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Decode decodes and validates one message.
+func Decode(b []byte) (*Message, error) {
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func protoErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// Validate checks that exactly the payload for m.Type is set and that its
+// fields are within limits.
+func (m *Message) Validate() error {
+	payloads := 0
+	for _, set := range []bool{m.Hello != nil, m.Auth != nil, m.Welcome != nil, m.Job != nil, m.Cancel != nil, m.Chunk != nil,
+		m.Done != nil, m.Error != nil, m.Pause != nil, m.Capabilities != nil, m.Ping != nil} {
+		if set {
+			payloads++
+		}
+	}
+	want := 1
+	var err error
+	switch m.Type {
+	case TypeHello:
+		err = need(m.Hello != nil, m.Type)
+		if err == nil {
+			err = m.Hello.validate()
+		}
+	case TypeAuth:
+		err = need(m.Auth != nil, m.Type)
+		if err == nil {
+			err = m.Auth.Capabilities.Validate()
+		}
+	case TypeWelcome:
+		err = need(m.Welcome != nil, m.Type)
+		if err == nil && m.Welcome.HeartbeatMs <= 0 {
+			err = protoErr("welcome: heartbeat_ms must be positive")
+		}
+	case TypeJob:
+		err = need(m.Job != nil, m.Type)
+		if err == nil {
+			err = m.Job.validate()
+		}
+	case TypeCancel:
+		err = need(m.Cancel != nil, m.Type)
+		if err == nil {
+			err = validID(m.Cancel.ID)
+		}
+	case TypeChunk:
+		err = need(m.Chunk != nil, m.Type)
+		if err == nil {
+			err = m.Chunk.validate()
+		}
+	case TypeDone:
+		err = need(m.Done != nil, m.Type)
+		if err == nil {
+			err = m.Done.validate()
+		}
+	case TypeError:
+		err = need(m.Error != nil, m.Type)
+		if err == nil {
+			err = validID(m.Error.ID)
+		}
+		if err == nil && (m.Error.Code == "" || len(m.Error.Code) > 64 || len(m.Error.Message) > MaxMessageText) {
+			err = protoErr("error: code must be set and message at most %d bytes", MaxMessageText)
+		}
+	case TypePause:
+		want = 0
+		if m.Pause != nil {
+			want = 1
+			if len(m.Pause.Reason) > MaxMessageText {
+				err = protoErr("pause: reason too long")
+			}
+		}
+	case TypeResume:
+		want = 0
+	case TypeCapabilities:
+		err = need(m.Capabilities != nil, m.Type)
+		if err == nil {
+			err = m.Capabilities.Validate()
+		}
+	case TypePing, TypePong:
+		err = need(m.Ping != nil, m.Type)
+	default:
+		return protoErr("unknown message type %q", truncate(string(m.Type)))
+	}
+	if err != nil {
+		return err
+	}
+	if payloads != want {
+		return protoErr("%s message carries %d payloads, want %d", m.Type, payloads, want)
+	}
+	return nil
+}
+
+func need(ok bool, t Type) error {
+	if !ok {
+		return protoErr("%s message without its payload", t)
+	}
+	return nil
+}
+
+func validID(id string) error {
+	if id == "" || len(id) > MaxIDLen || !utf8.ValidString(id) {
+		return protoErr("job id must be 1 to %d bytes of UTF-8", MaxIDLen)
+	}
+	return nil
+}
+
+func (h *Hello) validate() error {
+	if len(h.Nonce) != NonceSize {
+		return protoErr("hello: nonce must be %d bytes", NonceSize)
+	}
+	if h.ChainID == "" || len(h.ChainID) > receipt.MaxChainID {
+		return protoErr("hello: bad chain id")
+	}
+	return nil
+}
+
+// Validate checks the capabilities' limits.
+func (c *Capabilities) Validate() error {
+	if c.Slots < 1 || c.Slots > MaxSlots {
+		return protoErr("capabilities: slots must be 1 to %d", MaxSlots)
+	}
+	if len(c.Models) > MaxModels {
+		return protoErr("capabilities: at most %d models", MaxModels)
+	}
+	if len(c.AgentVersion) > MaxMessageText {
+		return protoErr("capabilities: agent version too long")
+	}
+	for i, md := range c.Models {
+		if md.Name == "" || len(md.Name) > MaxNameLen || md.Digest == "" || len(md.Digest) > receipt.MaxDigest {
+			return protoErr("capabilities: model %d needs a name (≤%d bytes) and a digest (≤%d bytes)", i, MaxNameLen, receipt.MaxDigest)
+		}
+		if md.TokensPerSecond < 0 || md.ContextLength < 0 {
+			return protoErr("capabilities: model %q has negative figures", md.Name)
+		}
+	}
+	return nil
+}
+
+func (j *Job) validate() error {
+	if err := validID(j.ID); err != nil {
+		return err
+	}
+	if j.Terms.RequestID != j.ID {
+		return protoErr("job %q: terms name request %q", j.ID, truncate(j.Terms.RequestID))
+	}
+	switch j.Request.Kind {
+	case KindChat, KindGenerate:
+	default:
+		return protoErr("job %q: unknown request kind %q", j.ID, truncate(string(j.Request.Kind)))
+	}
+	if j.Request.Model == "" || j.Request.Options.MaxTokens < 0 {
+		return protoErr("job %q: request needs a model and max_tokens ≥ 0", j.ID)
+	}
+	return nil
+}
+
+func (c *Chunk) validate() error {
+	if err := validID(c.ID); err != nil {
+		return err
+	}
+	if c.Tokens < 0 {
+		return protoErr("chunk %q/%d: negative token count", c.ID, c.Seq)
+	}
+	return nil
+}
+
+func (d *Done) validate() error {
+	if err := validID(d.ID); err != nil {
+		return err
+	}
+	if d.FinishReason != "stop" && d.FinishReason != "length" {
+		return protoErr("done %q: finish_reason must be stop or length", d.ID)
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// AuthBytes is what a provider signs to answer a hello: a tag, then the
+// nonce, gateway key and chain id, each length-prefixed so no two inputs
+// share bytes.
+func AuthBytes(nonce []byte, gateway keys.PublicKey, chainID string) []byte {
+	b := []byte("idlegrid/provider-auth/v1\n")
+	for _, part := range [][]byte{nonce, gateway[:], []byte(chainID)} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(part)))
+		b = append(b, part...)
+	}
+	return b
+}
+
+// Receipt assembles the receipt a provider signs at the end of a job. Both
+// sides build it from the same inputs: the gateway with the response hash of
+// what it relayed, so a provider that signs anything else fails to verify.
+func (t *Terms) Receipt(provider keys.PublicKey, usage Usage, responseHash receipt.Hash, endUnixMs int64) (receipt.Receipt, error) {
+	amount, err := receipt.ComputeAmount(usage.PromptTokens, usage.CompletionTokens, t.PricePromptPerMTok, t.PriceCompletionPerMTok)
+	if err != nil {
+		return receipt.Receipt{}, err
+	}
+	return receipt.Receipt{
+		Version:                receipt.Version,
+		ChainID:                t.ChainID,
+		RequestID:              t.RequestID,
+		Gateway:                t.Gateway,
+		Provider:               provider,
+		Consumer:               t.Consumer,
+		Model:                  t.Model,
+		ModelDigest:            t.ModelDigest,
+		PromptTokens:           usage.PromptTokens,
+		CompletionTokens:       usage.CompletionTokens,
+		PricePromptPerMTok:     t.PricePromptPerMTok,
+		PriceCompletionPerMTok: t.PriceCompletionPerMTok,
+		Amount:                 amount,
+		RequestHash:            t.RequestHash,
+		ResponseHash:           responseHash,
+		StartUnixMs:            t.StartUnixMs,
+		EndUnixMs:              endUnixMs,
+	}, nil
+}
+

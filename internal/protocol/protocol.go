@@ -1,0 +1,304 @@
+// Package protocol defines the messages exchanged between a gateway and its
+// providers over one WebSocket per provider (/v1/providers/connect). Both ends
+// — the gateway's hub, the native agent and the browser page — encode and
+// decode exactly these types, so they cannot drift. The package reads no
+// environment and no clock.
+//
+// Framing: every WebSocket text message carries one or more JSON messages
+// separated by '\n' (JSON never contains a raw newline), so a busy connection
+// can batch many small chunks into one frame.
+package protocol
+
+import (
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// Version is the protocol version spoken by this code. Each version lists
+// what it added:
+//
+//	1: hello/auth/welcome handshake; job, chunk, done, error, cancel;
+//	   pause, resume, capabilities; ping, pong.
+const Version = 1
+
+// Path is the gateway URL path providers dial.
+const Path = "/v1/providers/connect"
+
+// Type names a message kind.
+type Type string
+
+// Message types.
+const (
+	TypeHello        Type = "hello"        // gateway → provider, first message
+	TypeAuth         Type = "auth"         // provider → gateway, answer to hello
+	TypeWelcome      Type = "welcome"      // gateway → provider, auth accepted
+	TypeJob          Type = "job"          // gateway → provider
+	TypeCancel       Type = "cancel"       // gateway → provider
+	TypeChunk        Type = "chunk"        // provider → gateway
+	TypeDone         Type = "done"         // provider → gateway
+	TypeError        Type = "error"        // provider → gateway
+	TypePause        Type = "pause"        // provider → gateway
+	TypeResume       Type = "resume"       // provider → gateway
+	TypeCapabilities Type = "capabilities" // provider → gateway, update after auth
+	TypePing         Type = "ping"         // either way
+	TypePong         Type = "pong"         // either way, answer to ping
+)
+
+// Message is one protocol message: Type says which one payload field is set.
+type Message struct {
+	Type         Type          `json:"type"`
+	Hello        *Hello        `json:"hello,omitempty"`
+	Auth         *Auth         `json:"auth,omitempty"`
+	Welcome      *Welcome      `json:"welcome,omitempty"`
+	Job          *Job          `json:"job,omitempty"`
+	Cancel       *Cancel       `json:"cancel,omitempty"`
+	Chunk        *Chunk        `json:"chunk,omitempty"`
+	Done         *Done         `json:"done,omitempty"`
+	Error        *JobError     `json:"error,omitempty"`
+	Pause        *Pause        `json:"pause,omitempty"`
+	Capabilities *Capabilities `json:"capabilities,omitempty"`
+	Ping         *Ping         `json:"ping,omitempty"`
+}
+
+// Hello opens the handshake.
+type Hello struct {
+	// Nonce is 32 random bytes the provider must sign.
+	Nonce []byte `json:"nonce"`
+	// GatewayKey identifies the gateway; it countersigns receipts.
+	GatewayKey keys.PublicKey `json:"gateway_key"`
+	// ChainID names the ledger the gateway settles on.
+	ChainID string `json:"chain_id"`
+	// ProtocolVersion is the gateway's Version.
+	ProtocolVersion int `json:"protocol_version"`
+}
+
+// Auth proves the provider holds its key for this gateway and chain.
+type Auth struct {
+	// ProviderKey is the provider's identity.
+	ProviderKey keys.PublicKey `json:"provider_key"`
+	// Signature is over AuthBytes(nonce, gateway key, chain id).
+	Signature keys.Signature `json:"signature"`
+	// ProtocolVersion is the provider's Version.
+	ProtocolVersion int `json:"protocol_version"`
+	// Capabilities is what the provider serves.
+	Capabilities Capabilities `json:"capabilities"`
+}
+
+// Welcome tells the provider its auth was accepted.
+type Welcome struct {
+	// HeartbeatMs is how often each side should send a ping when idle; a
+	// side that hears nothing for three intervals drops the connection.
+	HeartbeatMs int64 `json:"heartbeat_ms"`
+}
+
+// Capabilities describes what a provider serves.
+type Capabilities struct {
+	// Models served, with the exact digests the provider attests.
+	Models []Model `json:"models"`
+	// Slots is how many jobs the provider runs at once.
+	Slots int `json:"slots"`
+	// Hardware is a summary for routing and display.
+	Hardware Hardware `json:"hardware"`
+	// AgentVersion is the provider software's version string.
+	AgentVersion string `json:"agent_version"`
+}
+
+// Model is one model a provider serves.
+type Model struct {
+	// Name as consumers ask for it, e.g. "llama3.2:1b".
+	Name string `json:"name"`
+	// Digest of the weights and quantization (Ollama's manifest digest).
+	Digest string `json:"digest"`
+	// Quantization level, e.g. "Q4_K_M", "F16".
+	Quantization string `json:"quantization,omitempty"`
+	// Family and ParameterSize as the backend reports them.
+	Family        string `json:"family,omitempty"`
+	ParameterSize string `json:"parameter_size,omitempty"`
+	// ContextLength in tokens; 0 when unknown.
+	ContextLength int `json:"context_length,omitempty"`
+	// Prices in base units per million tokens.
+	PricePromptPerMTok     money.Amount `json:"price_per_mtok_in"`
+	PriceCompletionPerMTok money.Amount `json:"price_per_mtok_out"`
+	// TokensPerSecond measured by the provider; 0 when unmeasured.
+	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+}
+
+// Hardware summarizes the provider machine.
+type Hardware struct {
+	OS          string `json:"os,omitempty"`
+	Arch        string `json:"arch,omitempty"`
+	CPU         string `json:"cpu,omitempty"`
+	Cores       int    `json:"cores,omitempty"`
+	MemoryBytes uint64 `json:"memory_bytes,omitempty"`
+	GPUs        []GPU  `json:"gpus,omitempty"`
+}
+
+// GPU is one accelerator.
+type GPU struct {
+	Name        string `json:"name"`
+	MemoryBytes uint64 `json:"memory_bytes,omitempty"`
+}
+
+// Job asks the provider to run one request.
+type Job struct {
+	// ID names the job on this connection (the request id).
+	ID string `json:"id"`
+	// Request is what to generate.
+	Request Request `json:"request"`
+	// DeadlineUnixMs after which the gateway no longer wants the result.
+	DeadlineUnixMs int64 `json:"deadline_unix_ms"`
+	// Terms are the receipt fields the gateway fixes; the provider signs a
+	// receipt made of these plus its usage, response hash and end time.
+	Terms Terms `json:"terms"`
+}
+
+// Terms are the receipt fields fixed when a job is dispatched.
+type Terms struct {
+	ChainID                string         `json:"chain_id"`
+	RequestID              string         `json:"request_id"`
+	Gateway                keys.PublicKey `json:"gateway"`
+	Consumer               keys.Address   `json:"consumer"`
+	Model                  string         `json:"model"`
+	ModelDigest            string         `json:"model_digest"`
+	PricePromptPerMTok     money.Amount   `json:"price_per_mtok_in"`
+	PriceCompletionPerMTok money.Amount   `json:"price_per_mtok_out"`
+	RequestHash            receipt.Hash   `json:"request_hash"`
+	StartUnixMs            int64          `json:"start_unix_ms"`
+}
+
+// Cancel tells the provider to stop a job; it answers with an error message
+// (code CodeCancelled) or, if it had already finished, nothing more.
+type Cancel struct {
+	ID string `json:"id"`
+}
+
+// Chunk carries generated text of a job, in order.
+type Chunk struct {
+	ID string `json:"id"`
+	// Seq numbers chunks of a job from 0 without gaps.
+	Seq uint64 `json:"seq"`
+	// Delta is the text generated since the previous chunk.
+	Delta string `json:"delta"`
+	// Tokens is how many tokens Delta holds, when the backend says.
+	Tokens int `json:"tokens,omitempty"`
+	// Logprobs of the tokens in Delta, when requested and available.
+	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+}
+
+// TokenLogprob is one generated token and its log-probability.
+type TokenLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	// Top alternatives at this position, most likely first.
+	Top []TopLogprob `json:"top_logprobs,omitempty"`
+}
+
+// TopLogprob is one alternative token.
+type TopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+}
+
+// Done ends a job successfully.
+type Done struct {
+	ID string `json:"id"`
+	// Chunks is how many chunks were sent (the next Seq).
+	Chunks uint64 `json:"chunks"`
+	// Usage as counted by the backend.
+	Usage Usage `json:"usage"`
+	// FinishReason is "stop" or "length".
+	FinishReason string `json:"finish_reason"`
+	// Timings measured by the provider.
+	Timings Timings `json:"timings"`
+	// EndUnixMs is the receipt's end time.
+	EndUnixMs int64 `json:"end_unix_ms"`
+	// ReceiptSignature is the provider's signature over the receipt made of
+	// the job's Terms, Usage, the sha256 of all deltas, and EndUnixMs.
+	ReceiptSignature keys.Signature `json:"receipt_signature"`
+}
+
+// Usage counts tokens.
+type Usage struct {
+	PromptTokens     uint64 `json:"prompt_tokens"`
+	CompletionTokens uint64 `json:"completion_tokens"`
+}
+
+// Timings are durations in microseconds.
+type Timings struct {
+	FirstTokenUs int64 `json:"first_token_us"`
+	TotalUs      int64 `json:"total_us"`
+}
+
+// JobError ends a job unsuccessfully.
+type JobError struct {
+	ID      string `json:"id"`
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+// Code classifies a job error.
+type Code string
+
+// Job error codes.
+const (
+	CodeBackend       Code = "backend_error"   // the local model server failed
+	CodeModelNotFound Code = "model_not_found" // provider no longer has the model
+	CodeBusy          Code = "busy"            // no free slot (or paused)
+	CodeCancelled     Code = "cancelled"       // after a cancel message
+	CodeDeadline      Code = "deadline"        // the deadline passed
+	CodeBadRequest    Code = "bad_request"     // the backend rejected the request
+)
+
+// Pause tells the gateway to stop sending new jobs.
+type Pause struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Ping asks for a Pong with the same Seq.
+type Ping struct {
+	Seq uint64 `json:"seq"`
+}
+
+// Request is idlegrid's one internal generation request; the OpenAI and
+// Ollama APIs are translated into it and backends translate it out.
+type Request struct {
+	// Kind is KindChat (Messages) or KindGenerate (Prompt, System).
+	Kind     Kind          `json:"kind"`
+	Model    string        `json:"model"`
+	Messages []ChatMessage `json:"messages,omitempty"`
+	Prompt   string        `json:"prompt,omitempty"`
+	System   string        `json:"system,omitempty"`
+	// Raw sends Prompt without the model's template (generate only).
+	Raw     bool    `json:"raw,omitempty"`
+	Options Options `json:"options"`
+}
+
+// Kind of request.
+type Kind string
+
+// Request kinds.
+const (
+	KindChat     Kind = "chat"
+	KindGenerate Kind = "generate"
+)
+
+// ChatMessage is one turn of a chat.
+type ChatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Options are sampling options; nil means the backend's default.
+type Options struct {
+	// MaxTokens caps generated tokens (0: the gateway's default).
+	MaxTokens   int      `json:"max_tokens,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	Seed        *int64   `json:"seed,omitempty"`
+	Stop        []string `json:"stop,omitempty"`
+	// Logprobs asks for per-token log-probabilities; TopLogprobs for that
+	// many alternatives per position.
+	Logprobs    bool `json:"logprobs,omitempty"`
+	TopLogprobs int  `json:"top_logprobs,omitempty"`
+}
