@@ -293,4 +293,3 @@ func (t *Terms) Receipt(provider keys.PublicKey, usage Usage, responseHash recei
 		EndUnixMs:              endUnixMs,
 	}, nil
 }
-
