@@ -126,3 +126,27 @@ func TestKeyFileCorrupt(t *testing.T) {
 		}
 	}
 }
+
+func TestWeakKeys(t *testing.T) {
+	for _, w := range smallOrderKeys {
+		if !w.Weak() {
+			t.Errorf("%s not weak", w)
+		}
+		high := w
+		high[31] |= 0x80
+		if !high.Weak() {
+			t.Errorf("%s (sign bit set) not weak", high)
+		}
+	}
+	// The identity point with R = identity, S = 0 "signs" every message
+	// for ed25519.Verify; our Verify refuses it.
+	var sig Signature
+	sig[0] = 1
+	if smallOrderKeys[1].Verify([]byte("anything"), sig) {
+		t.Fatal("forged signature accepted for the identity key")
+	}
+	k, _ := Generate()
+	if k.Public().Weak() {
+		t.Fatal("a generated key is weak")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"unicode/utf8"
 
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -130,15 +131,15 @@ func (m *Message) Validate() error {
 		if err == nil {
 			err = validID(m.Error.ID)
 		}
-		if err == nil && (m.Error.Code == "" || len(m.Error.Code) > 64 || len(m.Error.Message) > MaxMessageText) {
-			err = protoErr("error: code must be set and message at most %d bytes", MaxMessageText)
+		if err == nil && (m.Error.Code == "" || !validText(string(m.Error.Code), 64) || !validText(m.Error.Message, MaxMessageText)) {
+			err = protoErr("error: code must be set and message at most %d bytes of UTF-8", MaxMessageText)
 		}
 	case TypePause:
 		want = 0
 		if m.Pause != nil {
 			want = 1
-			if len(m.Pause.Reason) > MaxMessageText {
-				err = protoErr("pause: reason too long")
+			if !validText(m.Pause.Reason, MaxMessageText) {
+				err = protoErr("pause: reason must be at most %d bytes of UTF-8", MaxMessageText)
 			}
 		}
 	case TypeResume:
@@ -169,6 +170,16 @@ func need(ok bool, t Type) error {
 	return nil
 }
 
+// validText reports whether s is valid UTF-8 of at most max bytes. Every
+// length-limited or hashed string must be valid UTF-8 on the sending side:
+// JSON carries only UTF-8, so the encoder replaces each invalid byte with
+// U+FFFD (three bytes), and the receiver would see a different (and possibly
+// too long) string than the sender validated, hashed or signed.
+func validText(s string, max int) bool { return len(s) <= max && utf8.ValidString(s) }
+
+// finite reports whether f can be encoded: JSON has no NaN or infinities.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
 func validID(id string) error {
 	if id == "" || len(id) > MaxIDLen || !utf8.ValidString(id) {
 		return protoErr("job id must be 1 to %d bytes of UTF-8", MaxIDLen)
@@ -180,7 +191,7 @@ func (h *Hello) validate() error {
 	if len(h.Nonce) != NonceSize {
 		return protoErr("hello: nonce must be %d bytes", NonceSize)
 	}
-	if h.ChainID == "" || len(h.ChainID) > receipt.MaxChainID {
+	if h.ChainID == "" || !validText(h.ChainID, receipt.MaxChainID) {
 		return protoErr("hello: bad chain id")
 	}
 	return nil
@@ -194,15 +205,15 @@ func (c *Capabilities) Validate() error {
 	if len(c.Models) > MaxModels {
 		return protoErr("capabilities: at most %d models", MaxModels)
 	}
-	if len(c.AgentVersion) > MaxMessageText {
-		return protoErr("capabilities: agent version too long")
+	if !validText(c.AgentVersion, MaxMessageText) {
+		return protoErr("capabilities: agent version must be at most %d bytes of UTF-8", MaxMessageText)
 	}
 	for i, md := range c.Models {
-		if md.Name == "" || len(md.Name) > MaxNameLen || md.Digest == "" || len(md.Digest) > receipt.MaxDigest {
-			return protoErr("capabilities: model %d needs a name (≤%d bytes) and a digest (≤%d bytes)", i, MaxNameLen, receipt.MaxDigest)
+		if md.Name == "" || !validText(md.Name, MaxNameLen) || md.Digest == "" || !validText(md.Digest, receipt.MaxDigest) {
+			return protoErr("capabilities: model %d needs a name (≤%d bytes) and a digest (≤%d bytes) of UTF-8", i, MaxNameLen, receipt.MaxDigest)
 		}
-		if md.TokensPerSecond < 0 || md.ContextLength < 0 {
-			return protoErr("capabilities: model %q has negative figures", md.Name)
+		if md.TokensPerSecond < 0 || !finite(md.TokensPerSecond) || md.ContextLength < 0 {
+			return protoErr("capabilities: model %q has negative or non-finite figures", md.Name)
 		}
 	}
 	return nil
@@ -223,6 +234,11 @@ func (j *Job) validate() error {
 	if j.Request.Model == "" || j.Request.Options.MaxTokens < 0 {
 		return protoErr("job %q: request needs a model and max_tokens ≥ 0", j.ID)
 	}
+	for _, f := range []*float64{j.Request.Options.Temperature, j.Request.Options.TopP} {
+		if f != nil && !finite(*f) {
+			return protoErr("job %q: non-finite sampling option", j.ID)
+		}
+	}
 	return nil
 }
 
@@ -232,6 +248,20 @@ func (c *Chunk) validate() error {
 	}
 	if c.Tokens < 0 {
 		return protoErr("chunk %q/%d: negative token count", c.ID, c.Seq)
+	}
+	// Both ends hash the deltas into the receipt's response hash, so the
+	// text must reach the gateway byte for byte (see validText).
+	if !utf8.ValidString(c.Delta) {
+		return protoErr("chunk %q/%d: delta is not valid UTF-8", c.ID, c.Seq)
+	}
+	for _, lp := range c.Logprobs {
+		ok := finite(lp.Logprob)
+		for _, top := range lp.Top {
+			ok = ok && finite(top.Logprob)
+		}
+		if !ok {
+			return protoErr("chunk %q/%d: non-finite logprob", c.ID, c.Seq)
+		}
 	}
 	return nil
 }

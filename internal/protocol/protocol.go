@@ -178,7 +178,9 @@ type Chunk struct {
 	ID string `json:"id"`
 	// Seq numbers chunks of a job from 0 without gaps.
 	Seq uint64 `json:"seq"`
-	// Delta is the text generated since the previous chunk.
+	// Delta is the text generated since the previous chunk. It must be valid
+	// UTF-8 (hold back a rune split across tokens until it is complete): both
+	// ends hash the deltas for the receipt, and JSON would alter invalid bytes.
 	Delta string `json:"delta"`
 	// Tokens is how many tokens Delta holds, when the backend says.
 	Tokens int `json:"tokens,omitempty"`

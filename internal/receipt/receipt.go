@@ -127,8 +127,8 @@ func (r *Receipt) Validate() error {
 			return fmt.Errorf("receipt %s: want 1 to %d bytes of UTF-8", f.name, f.max)
 		}
 	}
-	if r.Gateway.IsZero() || r.Provider.IsZero() {
-		return errors.New("receipt: gateway and provider keys must be set")
+	if r.Gateway.Weak() || r.Provider.Weak() {
+		return errors.New("receipt: gateway and provider keys must be set and not of small order")
 	}
 	want, err := ComputeAmount(r.PromptTokens, r.CompletionTokens, r.PricePromptPerMTok, r.PriceCompletionPerMTok)
 	if err != nil {

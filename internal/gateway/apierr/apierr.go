@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // Error is an error a consumer sees.
@@ -25,6 +26,9 @@ type Error struct {
 	// Message is for people; it says what is wrong and, where it helps, what
 	// to do.
 	Message string
+	// RetryAfter, when positive, is sent as the Retry-After header (seconds)
+	// so that SDKs that retry wait sensibly.
+	RetryAfter int
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -52,12 +56,12 @@ func NotFound(format string, args ...any) *Error {
 
 // Overloaded is a 429: every provider queue for the model is full.
 func Overloaded(format string, args ...any) *Error {
-	return &Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "providers_busy", Message: fmt.Sprintf(format, args...)}
+	return &Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "providers_busy", Message: fmt.Sprintf(format, args...), RetryAfter: 1}
 }
 
 // Unavailable is a 503 with the reason no provider can take the request.
 func Unavailable(code, format string, args ...any) *Error {
-	return &Error{Status: http.StatusServiceUnavailable, Type: "service_unavailable", Code: code, Message: fmt.Sprintf(format, args...)}
+	return &Error{Status: http.StatusServiceUnavailable, Type: "service_unavailable", Code: code, Message: fmt.Sprintf(format, args...), RetryAfter: 5}
 }
 
 // Upstream is a 502: the provider failed while serving.
@@ -106,17 +110,20 @@ func (e *Error) OpenAI() OpenAIBody {
 
 // WriteOpenAI writes e as an OpenAI error response.
 func WriteOpenAI(w http.ResponseWriter, e *Error) {
-	writeJSON(w, e.Status, e.OpenAI())
+	writeJSON(w, e.Status, e.OpenAI(), e.RetryAfter)
 }
 
 // WriteOllama writes e as an Ollama error response ({"error":"message"}),
 // which Ollama clients turn into their StatusError.
 func WriteOllama(w http.ResponseWriter, e *Error) {
-	writeJSON(w, e.Status, map[string]string{"error": e.Message})
+	writeJSON(w, e.Status, map[string]string{"error": e.Message}, e.RetryAfter)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func writeJSON(w http.ResponseWriter, status int, v any, retryAfter int) {
 	b, _ := json.Marshal(v)
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/idlegrid/idlegrid/internal/bench"
+)
+
+func newBenchCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Performance harness: measure idlegrid against a baseline in the same run",
+	}
+	cfg := bench.DefaultOverhead()
+	overhead := &cobra.Command{
+		Use:   "overhead",
+		Short: "What the gateway, hub and provider agent add to calling the simulator directly",
+		Long: `Start a local network in this process with an instant simulator upstream and
+compare, in the same run: non-streaming latency (direct vs through the
+network) at each concurrency, time to first token, per-token relay delay for
+many concurrent streams (backend emission → consumer arrival), and the most
+requests per second each side sustains. Prints a summary line at the end.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Out = a.stdout
+			res, err := bench.Overhead(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, res.Summary())
+			return nil
+		},
+	}
+	f := overhead.Flags()
+	f.IntVar(&cfg.Requests, "requests", cfg.Requests, "requests per latency measurement and side")
+	f.IntSliceVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "concurrency levels for the latency comparison")
+	f.IntVar(&cfg.Streams, "streams", cfg.Streams, "concurrent streams for the relay delay measurement")
+	f.Float64Var(&cfg.StreamRate, "stream-rate", cfg.StreamRate, "tokens per second per stream")
+	f.IntVar(&cfg.StreamTokens, "stream-tokens", cfg.StreamTokens, "tokens per stream")
+	f.DurationVar(&cfg.RPSDuration, "rps-duration", cfg.RPSDuration, "duration of each max-throughput run")
+	cmd.AddCommand(overhead)
+	return cmd
+}

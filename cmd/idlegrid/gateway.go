@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/idlegrid/idlegrid/internal/node"
+)
+
+func newGatewayCmd(a *app) *cobra.Command {
+	cfg := node.GatewayConfig{}
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run a gateway: the consumer APIs and the endpoint providers dial",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger, cfg.Version = a.log, version
+			ctx := cmd.Context()
+			g, err := node.StartGateway(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "gateway %s listening on %s (OpenAI API at %s/v1)\n", g.Key.Public(), g.URL(), g.URL())
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return g.Shutdown(sctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8420", "address to listen on (loopback by default)")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for the gateway key and database")
+	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
+	f.IntVar(&cfg.Gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
+	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")
+	f.DurationVar(&cfg.Gateway.QueueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a busy provider")
+	f.IntVar(&cfg.Gateway.MaxQueued, "max-queued", 1024, "requests that may wait at once before 429")
+	return cmd
+}

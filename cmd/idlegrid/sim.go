@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+)
+
+func newSimCmd(a *app) *cobra.Command {
+	var (
+		addr      string
+		firstTok  time.Duration
+		tokPerSec float64
+	)
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Serve the deterministic simulator model over the Ollama API",
+		Long: `Serve the built-in simulator as a standalone Ollama-compatible server: a
+deterministic "model" (same prompt and seed, same tokens) with configurable
+speed, per-token logprobs and CORS headers. Useful for trying a provider
+without a GPU and as a zero-cost upstream for benchmarks.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := sim.DefaultConfig()
+			for i := range cfg.Models {
+				if cmd.Flags().Changed("first-token") {
+					cfg.Models[i].FirstToken = firstTok
+				}
+				if cmd.Flags().Changed("tokens-per-second") {
+					cfg.Models[i].TokensPerSecond = tokPerSec
+				}
+			}
+			s, err := sim.New(cfg)
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			srv := &http.Server{Handler: sim.NewServer(s), ReadHeaderTimeout: 10 * time.Second}
+			fmt.Fprintf(a.stdout, "simulator serving the Ollama API at http://%s\n", ln.Addr())
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			select {
+			case err := <-errc:
+				return err
+			case <-cmd.Context().Done():
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "addr", "127.0.0.1:11435", "address to listen on")
+	f.DurationVar(&firstTok, "first-token", 0, "time to first token (default: the model's)")
+	f.Float64Var(&tokPerSec, "tokens-per-second", 0, "generation speed, 0 = instant (default: the model's)")
+	return cmd
+}

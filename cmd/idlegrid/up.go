@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/idlegrid/idlegrid/internal/node"
+)
+
+func newUpCmd(a *app) *cobra.Command {
+	cfg := node.UpConfig{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole network locally: gateway, a local provider and a dev account",
+		Long: `Run the whole network in one process with embedded defaults: a gateway on
+127.0.0.1:8420, a provider agent serving your local Ollama (or the built-in
+simulator when no Ollama answers), and a dev account with an API key.
+
+The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
+--dev-api-key) to fix it for scripts and tests.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger, cfg.Version = a.log, version
+			ctx := cmd.Context()
+			n, err := node.StartUp(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			n.PrintBanner(a.stdout, cfg.DataDir)
+			<-ctx.Done()
+			a.log.Info("shutting down: finishing in-flight requests (up to 30 s)")
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return n.Shutdown(sctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8420", "address the gateway listens on (loopback by default)")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for keys and the gateway database")
+	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
+	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator), ollama or sim")
+	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
+	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")
+	f.IntVar(&cfg.Slots, "slots", 4, "jobs the local provider runs at once")
+	f.IntVar(&cfg.Gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
+	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")
+	return cmd
+}

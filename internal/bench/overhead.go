@@ -1,0 +1,273 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/node"
+)
+
+// OverheadConfig sizes the overhead benchmark.
+type OverheadConfig struct {
+	// Requests per latency measurement (per concurrency level and side).
+	Requests int
+	// Concurrency levels for the non-streaming latency comparison.
+	Concurrency []int
+	// Streams, StreamRate (tokens/s each) and StreamTokens size the relay
+	// delay measurement.
+	Streams, StreamTokens int
+	StreamRate            float64
+	// RPSDuration is how long the max-throughput run lasts per side.
+	RPSDuration time.Duration
+	Out         io.Writer
+}
+
+// DefaultOverhead is what `idlegrid bench overhead` runs.
+func DefaultOverhead() OverheadConfig {
+	return OverheadConfig{Requests: 2000, Concurrency: []int{1, 64}, Streams: 256, StreamTokens: 100, StreamRate: 50, RPSDuration: 5 * time.Second}
+}
+
+// Latency compares one measurement through the network with the baseline.
+type Latency struct {
+	Concurrency int
+	Direct, Via Dist
+}
+
+// Added is the difference of the q-quantiles (via − direct).
+func (l Latency) Added(q float64) time.Duration { return l.Via.Q(q) - l.Direct.Q(q) }
+
+// OverheadResult holds every figure.
+type OverheadResult struct {
+	NonStreaming []Latency
+	TTFT         Latency
+	Relay        Dist // per-token delay, emission at the backend → arrival at the consumer
+	RelayRate    float64
+	RPSDirect    float64
+	RPSVia       float64
+}
+
+const benchKey = "ig-bench-0123456789abcdefghijklmnop"
+
+// Overhead measures what the gateway + hub + provider agent path adds to
+// calling the simulator directly.
+func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) {
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	simCfg := sim.DefaultConfig()
+	for i := range simCfg.Models {
+		simCfg.Models[i].FirstToken, simCfg.Models[i].TokensPerSecond = 0, 0
+	}
+	s, err := sim.New(simCfg)
+	if err != nil {
+		return nil, err
+	}
+	simSrv := httptest.NewServer(sim.NewServer(s))
+	defer simSrv.Close()
+	model := simCfg.Models[0].Name
+
+	dir, err := os.MkdirTemp("", "idlegrid-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	b, err := node.OpenBackend(ctx, node.BackendOllama, simSrv.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	timed := newTimedBackend(b.Backend, cfg.StreamRate)
+	n, err := node.StartUp(ctx, node.UpConfig{Addr: "127.0.0.1:0", DataDir: dir, DevAPIKey: benchKey, Slots: 1024,
+		BackendOverride: &node.LocalBackend{Backend: timed, Description: "simulator"}})
+	if err != nil {
+		return nil, err
+	}
+	defer n.Shutdown(context.Background())
+	via := n.Gateway.URL()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 0}}
+	res := &OverheadResult{}
+	out := cfg.Out
+
+	body := func(stream bool, tokens int, prompt string) []byte {
+		b, _ := json.Marshal(map[string]any{"model": model, "stream": stream, "messages": []map[string]string{{"role": "user", "content": prompt}},
+			"options": map[string]any{"num_predict": tokens, "seed": 1, "temperature": 0}})
+		return b
+	}
+	call := func(base string, b []byte) (time.Duration, error) {
+		start := time.Now()
+		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/chat", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+benchKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return 0, fmt.Errorf("%s: status %d", base, resp.StatusCode)
+		}
+		return time.Since(start), err
+	}
+
+	fmt.Fprintf(out, "non-streaming latency, 16 tokens, %d requests per side (direct = simulator alone, via = gateway+hub+agent+simulator)\n", cfg.Requests)
+	for _, c := range cfg.Concurrency {
+		l := Latency{Concurrency: c}
+		for _, side := range []struct {
+			base string
+			dst  *Dist
+		}{{simSrv.URL, &l.Direct}, {via, &l.Via}} {
+			lat, err := runClosed(ctx, c, cfg.Requests, func(i int) (time.Duration, error) {
+				return call(side.base, body(false, 16, fmt.Sprintf("request %d", i%50)))
+			})
+			if err != nil {
+				return nil, err
+			}
+			*side.dst = lat
+		}
+		res.NonStreaming = append(res.NonStreaming, l)
+		fmt.Fprintf(out, "  c=%-3d direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s\n", c,
+			ms(l.Direct.Q(.5)), ms(l.Direct.Q(.99)), ms(l.Via.Q(.5)), ms(l.Via.Q(.99)), ms(l.Added(.5)), ms(l.Added(.99)))
+	}
+
+	ttft := func(base string, b []byte) (time.Duration, error) {
+		start := time.Now()
+		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/chat", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+benchKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		if _, err := r.ReadBytes('\n'); err != nil {
+			return 0, err
+		}
+		d := time.Since(start)
+		_, err = io.Copy(io.Discard, r)
+		return d, err
+	}
+	res.TTFT.Concurrency = 1
+	if res.TTFT.Direct, err = runClosed(ctx, 1, cfg.Requests/2, func(i int) (time.Duration, error) {
+		return ttft(simSrv.URL, body(true, 16, fmt.Sprintf("ttft %d", i%50)))
+	}); err != nil {
+		return nil, err
+	}
+	if res.TTFT.Via, err = runClosed(ctx, 1, cfg.Requests/2, func(i int) (time.Duration, error) {
+		return ttft(via, body(true, 16, fmt.Sprintf("ttft %d", i%50)))
+	}); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "time to first token, c=1: direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s\n",
+		ms(res.TTFT.Direct.Q(.5)), ms(res.TTFT.Direct.Q(.99)), ms(res.TTFT.Via.Q(.5)), ms(res.TTFT.Via.Q(.99)), ms(res.TTFT.Added(.5)), ms(res.TTFT.Added(.99)))
+
+	if res.Relay, err = relayDelay(ctx, client, via, model, timed, cfg); err != nil {
+		return nil, err
+	}
+	res.RelayRate = float64(cfg.Streams) * cfg.StreamRate
+	fmt.Fprintf(out, "relay delay per token, %d streams × %.0f tokens/s = %.0f tokens/s: p50 %s p99 %s max %s (%d tokens)\n",
+		cfg.Streams, cfg.StreamRate, res.RelayRate, ms(res.Relay.Q(.5)), ms(res.Relay.Q(.99)), ms(res.Relay.Max()), len(res.Relay))
+
+	for _, side := range []struct {
+		base string
+		dst  *float64
+	}{{simSrv.URL, &res.RPSDirect}, {via, &res.RPSVia}} {
+		rps, err := maxRPS(ctx, 64, cfg.RPSDuration, func(i int) error {
+			_, err := call(side.base, body(false, 4, fmt.Sprintf("rps %d", i%50)))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		*side.dst = rps
+	}
+	fmt.Fprintf(out, "max requests/s (64 clients, 4-token answers, instant upstream): direct %.0f | via %.0f (%.0f%%)\n",
+		res.RPSDirect, res.RPSVia, 100*res.RPSVia/res.RPSDirect)
+	return res, nil
+}
+
+// Summary is the one-line result.
+func (r *OverheadResult) Summary() string {
+	var parts []string
+	for _, l := range r.NonStreaming {
+		parts = append(parts, fmt.Sprintf("added c=%d p50 %s p99 %s", l.Concurrency, ms(l.Added(.5)), ms(l.Added(.99))))
+	}
+	parts = append(parts, fmt.Sprintf("added TTFT p50 %s p99 %s", ms(r.TTFT.Added(.5)), ms(r.TTFT.Added(.99))),
+		fmt.Sprintf("relay @%.0f tok/s p50 %s p99 %s max %s", r.RelayRate, ms(r.Relay.Q(.5)), ms(r.Relay.Q(.99)), ms(r.Relay.Max())),
+		fmt.Sprintf("rps via %.0f / direct %.0f", r.RPSVia, r.RPSDirect))
+	return "overhead: " + strings.Join(parts, "; ")
+}
+
+// runClosed runs n calls with c workers and returns their latencies.
+func runClosed(ctx context.Context, c, n int, f func(i int) (time.Duration, error)) (Dist, error) {
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				d, err := f(i)
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				lat[i] = d
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return NewDist(lat), firstErr
+}
+
+// maxRPS runs c closed-loop workers for d and returns completed requests/s.
+func maxRPS(ctx context.Context, c int, d time.Duration, f func(i int) error) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var done, next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := f(int(next.Add(1))); err != nil {
+					if ctx.Err() == nil {
+						once.Do(func() { firstErr = err })
+					}
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil && !errors.Is(firstErr, context.DeadlineExceeded) {
+		return 0, firstErr
+	}
+	return float64(done.Load()) / time.Since(start).Seconds(), nil
+}

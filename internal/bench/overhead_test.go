@@ -1,0 +1,34 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOverheadRuns runs the harness at a tiny size: it checks that every
+// figure is produced from real traffic, not how fast anything is.
+func TestOverheadRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a network; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out strings.Builder
+	res, err := Overhead(ctx, OverheadConfig{Requests: 40, Concurrency: []int{1, 4}, Streams: 8, StreamTokens: 10, StreamRate: 200,
+		RPSDuration: 300 * time.Millisecond, Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay) != 80 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
+		t.Fatalf("incomplete result: %+v", res)
+	}
+	for _, d := range res.Relay {
+		if d <= 0 {
+			t.Fatalf("token arrived before it was emitted: %s", d)
+		}
+	}
+	t.Log(out.String())
+	t.Log(res.Summary())
+}

@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/api/ollama"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/openai"
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/sink"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
+	"github.com/idlegrid/idlegrid/internal/store"
+)
+
+func (g *Gateway) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
+	key, body, ok := g.admit(w, r, apierr.WriteOpenAI)
+	if !ok {
+		return
+	}
+	p, e := openai.ParseChat(body)
+	if e != nil {
+		apierr.WriteOpenAI(w, e)
+		return
+	}
+	g.relay(r.Context(), key, p.Request, receipt.Sum(body), "chatcmpl-", openai.NewChatSink(w, p))
+}
+
+func (g *Gateway) handleOpenAICompletion(w http.ResponseWriter, r *http.Request) {
+	key, body, ok := g.admit(w, r, apierr.WriteOpenAI)
+	if !ok {
+		return
+	}
+	p, e := openai.ParseCompletion(body)
+	if e != nil {
+		apierr.WriteOpenAI(w, e)
+		return
+	}
+	g.relay(r.Context(), key, p.Request, receipt.Sum(body), "cmpl-", openai.NewCompletionSink(w, p))
+}
+
+func (g *Gateway) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
+	g.ollamaGeneration(w, r, ollama.ParseChat, ollama.NewChatSink, "chat-")
+}
+
+func (g *Gateway) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) {
+	g.ollamaGeneration(w, r, ollama.ParseGenerate, ollama.NewGenerateSink, "gen-")
+}
+
+func (g *Gateway) ollamaGeneration(w http.ResponseWriter, r *http.Request, parse func([]byte) (ollama.Params, *apierr.Error),
+	newSink func(http.ResponseWriter, ollama.Params) sink.Sink, idPrefix string) {
+	key, body, ok := g.admit(w, r, apierr.WriteOllama)
+	if !ok {
+		return
+	}
+	p, e := parse(body)
+	if e != nil {
+		apierr.WriteOllama(w, e)
+		return
+	}
+	if p.LoadOnly {
+		// Ollama's "load the model" call: providers keep their models
+		// loaded, so only say whether the network has it.
+		if _, found := g.findModel(p.Request.Model); !found {
+			apierr.WriteOllama(w, apierr.ModelNotFound(p.Request.Model))
+			return
+		}
+		ollama.WriteLoaded(w, p, time.Now())
+		return
+	}
+	g.relay(r.Context(), key, p.Request, receipt.Sum(body), idPrefix, newSink(w, p))
+}
+
+// modelEntry aggregates one model name across providers.
+type modelEntry struct {
+	model     protocol.Model // from the first provider, for details
+	providers int
+	since     time.Time
+}
+
+// catalog lists the models connected providers offer, by name.
+func (g *Gateway) catalog() []modelEntry {
+	byName := map[string]*modelEntry{}
+	for _, p := range g.cfg.Hub.Snapshot() {
+		for _, m := range p.Capabilities.Models {
+			e := byName[m.Name]
+			if e == nil {
+				e = &modelEntry{model: m, since: p.ConnectedAt}
+				byName[m.Name] = e
+			}
+			e.providers++
+			if p.ConnectedAt.Before(e.since) {
+				e.since = p.ConnectedAt
+			}
+		}
+	}
+	out := make([]modelEntry, 0, len(byName))
+	for _, e := range byName {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].model.Name < out[j].model.Name })
+	return out
+}
+
+func (g *Gateway) findModel(name string) (modelEntry, bool) {
+	for _, e := range g.catalog() {
+		if scheduler.MatchModel(e.model.Name, name) {
+			return e, true
+		}
+	}
+	return modelEntry{}, false
+}
+
+func openAIModel(e modelEntry) openai.Model {
+	return openai.Model{ID: e.model.Name, Created: e.since.Unix(), OwnedBy: "idlegrid"}
+}
+
+func ollamaModel(e modelEntry) ollama.Model {
+	m := e.model
+	return ollama.Model{Name: m.Name, Digest: m.Digest, Family: m.Family, ParameterSize: m.ParameterSize,
+		Quantization: m.Quantization, ContextLength: m.ContextLength, ModifiedAt: e.since}
+}
+
+func (g *Gateway) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
+	var list []openai.Model
+	for _, e := range g.catalog() {
+		list = append(list, openAIModel(e))
+	}
+	openai.WriteModelList(w, list)
+}
+
+func (g *Gateway) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	e, ok := g.findModel(id)
+	if !ok {
+		apierr.WriteOpenAI(w, apierr.ModelNotFound(id))
+		return
+	}
+	openai.WriteModel(w, openAIModel(e))
+}
+
+func (g *Gateway) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
+	var list []ollama.Model
+	for _, e := range g.catalog() {
+		list = append(list, ollamaModel(e))
+	}
+	ollama.WriteTags(w, list)
+}
+
+func (g *Gateway) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
+	body, e := g.readBody(w, r)
+	if e != nil {
+		apierr.WriteOllama(w, e)
+		return
+	}
+	name, e := ollama.ParseShow(body)
+	if e != nil {
+		apierr.WriteOllama(w, e)
+		return
+	}
+	m, ok := g.findModel(name)
+	if !ok {
+		apierr.WriteOllama(w, apierr.ModelNotFound(name))
+		return
+	}
+	ollama.WriteShow(w, ollamaModel(m))
+}
+
+func (g *Gateway) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {
+	ollama.WriteVersion(w, g.cfg.Version)
+}
+
+// handleReceipt serves a consumer's own receipt; anyone else's is a 404, so
+// request ids reveal nothing.
+func (g *Gateway) handleReceipt(w http.ResponseWriter, r *http.Request) {
+	key, e := g.authenticate(r)
+	if e != nil {
+		apierr.WriteOpenAI(w, e)
+		return
+	}
+	id := r.PathValue("id")
+	s, err := g.cfg.Store.Receipt(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) || err == nil && s.Receipt.Consumer != key.Account {
+		apierr.WriteOpenAI(w, apierr.NotFound("No receipt %q for this account.", id))
+		return
+	}
+	if err != nil {
+		g.log.Error("read receipt", "request_id", id, "err", err)
+		apierr.WriteOpenAI(w, apierr.Internal("could not read the receipt"))
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}

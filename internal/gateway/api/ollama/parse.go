@@ -1,0 +1,273 @@
+package ollama
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+// maxTokensLimit bounds num_predict so that the gateway's price
+// reservation (tokens × price) cannot overflow.
+const maxTokensLimit = 1<<31 - 1
+
+// ParseChat parses an /api/chat body into Params.
+//
+// As in Ollama, stream defaults to true and a request without messages
+// only loads the model (Params.LoadOnly). Decisions where Ollama's API is
+// richer than the network: images, tools, tool calls and the "tool" role
+// are refused, as is a non-empty format (JSON mode and schemas); think,
+// keep_alive (beyond detecting an unload) and unknown options are ignored.
+func ParseChat(body []byte) (Params, *apierr.Error) {
+	var p Params
+	o, e := decodeBody(body)
+	if e != nil {
+		return p, e
+	}
+	p.Request.Kind = protocol.KindChat
+	if e := parseCommon(o, &p); e != nil {
+		return p, e
+	}
+	if o.nonEmpty("tools") {
+		return p, invalid(codeUnsupported, "tools", "tool calling is not supported yet on this network: remove 'tools' from the request")
+	}
+	if raw, ok := o.get("messages"); ok {
+		items, e := asArray(raw, "messages")
+		if e != nil {
+			return p, e
+		}
+		for i, item := range items {
+			m, e := parseMessage(item, fmt.Sprintf("messages[%d]", i))
+			if e != nil {
+				return p, e
+			}
+			p.Request.Messages = append(p.Request.Messages, m)
+		}
+	}
+	p.LoadOnly = len(p.Request.Messages) == 0
+	p.Unload = p.LoadOnly && isZeroKeepAlive(o)
+	return p, nil
+}
+
+// ParseGenerate parses an /api/generate body into Params.
+//
+// As in Ollama, stream defaults to true, an empty prompt only loads the
+// model (Params.LoadOnly), and raw mode cannot be combined with a system
+// prompt. Refused: images, a non-empty template, suffix or format. context
+// (Ollama's token memory of earlier calls) is ignored: token ids depend on
+// whichever provider served the previous call.
+func ParseGenerate(body []byte) (Params, *apierr.Error) {
+	var p Params
+	o, e := decodeBody(body)
+	if e != nil {
+		return p, e
+	}
+	p.Request.Kind = protocol.KindGenerate
+	if e := parseCommon(o, &p); e != nil {
+		return p, e
+	}
+	r := &p.Request
+	if r.Prompt, e = o.optString("prompt", "prompt"); e != nil {
+		return p, e
+	}
+	if r.System, e = o.optString("system", "system"); e != nil {
+		return p, e
+	}
+	if r.Raw, e = o.optBool("raw", "raw", false); e != nil {
+		return p, e
+	}
+	// The Go client always sends "template" and "suffix", empty when unset.
+	for _, key := range []string{"template", "suffix"} {
+		if s, e := o.optString(key, key); e != nil {
+			return p, e
+		} else if s != "" {
+			return p, invalid(codeUnsupported, key, "'%s' is not supported on this network: providers apply each model's own template", key)
+		}
+	}
+	if o.nonEmpty("images") {
+		return p, invalid(codeUnsupported, "images", "images are not supported yet on this network")
+	}
+	if r.Raw && r.System != "" {
+		return p, invalid(codeInvalidVal, "raw", "raw mode does not support a system prompt")
+	}
+	p.LoadOnly = r.Prompt == ""
+	p.Unload = p.LoadOnly && isZeroKeepAlive(o)
+	return p, nil
+}
+
+// parseCommon reads the members /api/chat and /api/generate share.
+func parseCommon(o object, p *Params) *apierr.Error {
+	raw, ok := o.get("model")
+	if !ok {
+		return invalid(codeMissing, "model", "model is required")
+	}
+	model, e := asString(raw, "model")
+	if e != nil {
+		return e
+	}
+	if model == "" {
+		return invalid(codeMissing, "model", "model is required")
+	}
+	p.Request.Model = model
+	if p.Stream, e = o.optBool("stream", "stream", true); e != nil {
+		return e
+	}
+	if raw, ok := o.get("format"); ok && string(raw) != `""` {
+		return invalid(codeUnsupported, "format", "structured output ('format': %s) is not supported yet on this network", truncate(raw))
+	}
+	if raw, ok := o.get("options"); ok {
+		opts, e := asObject(raw, "options")
+		if e != nil {
+			return e
+		}
+		if e := parseOptions(opts, &p.Request.Options); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// parseOptions reads the options the network supports; Ollama's others
+// (top_k, num_ctx, repeat_penalty, …) are the provider's business and are
+// ignored.
+func parseOptions(o object, opts *protocol.Options) *apierr.Error {
+	if raw, ok := o.get("num_predict"); ok {
+		n, e := asInt(raw, "options.num_predict")
+		if e != nil {
+			return e
+		}
+		switch {
+		case n > maxTokensLimit:
+			return invalid(codeInvalidVal, "options.num_predict", "invalid value for 'options.num_predict': %d is above the maximum of %d", n, maxTokensLimit)
+		case n > 0:
+			opts.MaxTokens = int(n)
+		case n < -2:
+			return invalid(codeInvalidVal, "options.num_predict", "invalid value for 'options.num_predict': %d (use a positive number, or -1 for no limit)", n)
+		}
+		// 0, -1 (infinite) and -2 (fill the context) leave the limit to
+		// the gateway's default: a request must have a bounded price.
+	}
+	var e *apierr.Error
+	if opts.Temperature, e = o.optFloatIn("temperature", "options.temperature", 0, math.MaxFloat64); e != nil {
+		return e
+	}
+	if opts.TopP, e = o.optFloatIn("top_p", "options.top_p", 0, 1); e != nil {
+		return e
+	}
+	if raw, ok := o.get("seed"); ok {
+		seed, e := asInt(raw, "options.seed")
+		if e != nil {
+			return e
+		}
+		// Ollama's default seed is -1, meaning "random"; any negative seed
+		// is treated the same way.
+		if seed >= 0 {
+			opts.Seed = &seed
+		}
+	}
+	if opts.Stop, e = parseStop(o); e != nil {
+		return e
+	}
+	return nil
+}
+
+// parseStop reads options.stop: an array of strings, or one string (which
+// Ollama's own parser refuses, but is unambiguous). Empty strings are
+// dropped.
+func parseStop(o object) ([]string, *apierr.Error) {
+	raw, ok := o.get("stop")
+	if !ok {
+		return nil, nil
+	}
+	if raw[0] == '"' {
+		s, e := asString(raw, "options.stop")
+		if e != nil || s == "" {
+			return nil, e
+		}
+		return []string{s}, nil
+	}
+	items, e := asArray(raw, "options.stop")
+	if e != nil {
+		return nil, e
+	}
+	var stop []string
+	for i, item := range items {
+		s, e := asString(item, fmt.Sprintf("options.stop[%d]", i))
+		if e != nil {
+			return nil, e
+		}
+		if s != "" {
+			stop = append(stop, s)
+		}
+	}
+	return stop, nil
+}
+
+func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *apierr.Error) {
+	var m protocol.ChatMessage
+	o, e := asObject(raw, param)
+	if e != nil {
+		return m, e
+	}
+	role, e := o.optString("role", param+".role")
+	if e != nil {
+		return m, e
+	}
+	// Ollama lowercases roles when it decodes a message.
+	switch role = strings.ToLower(role); role {
+	case "system", "user", "assistant":
+		m.Role = role
+	case "":
+		return m, invalid(codeMissing, param+".role", "%s.role is required", param)
+	case "tool":
+		return m, invalid(codeUnsupported, param+".role", "tool calling is not supported yet on this network: messages with role \"tool\" cannot be sent")
+	default:
+		return m, invalid(codeInvalidVal, param+".role", "invalid role %q in %s: use system, user or assistant", role, param)
+	}
+	if m.Content, e = o.optString("content", param+".content"); e != nil {
+		return m, e
+	}
+	if o.nonEmpty("images") {
+		return m, invalid(codeUnsupported, param+".images", "images are not supported yet on this network")
+	}
+	if o.nonEmpty("tool_calls") {
+		return m, invalid(codeUnsupported, param+".tool_calls", "tool calling is not supported yet on this network")
+	}
+	return m, nil
+}
+
+// isZeroKeepAlive reports keep_alive 0 ("0", "0s", 0), Ollama's way of
+// asking to unload a model. Other values are ignored: providers manage
+// their own memory.
+func isZeroKeepAlive(o object) bool {
+	raw, ok := o.get("keep_alive")
+	if !ok {
+		return false
+	}
+	var n float64
+	if json.Unmarshal(raw, &n) == nil {
+		return n == 0
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return false
+	}
+	if s == "0" {
+		return true
+	}
+	d, err := time.ParseDuration(s)
+	return err == nil && d == 0
+}
+
+// truncate shortens a raw value quoted in an error message.
+func truncate(raw json.RawMessage) string {
+	const limit = 40
+	if len(raw) <= limit {
+		return string(raw)
+	}
+	return string(raw[:limit]) + "…"
+}

@@ -1,0 +1,193 @@
+package ollama
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func chat(o protocol.Options, msgs ...protocol.ChatMessage) protocol.Request {
+	return protocol.Request{Kind: protocol.KindChat, Model: "m", Messages: msgs, Options: o}
+}
+
+func msg(role, content string) protocol.ChatMessage {
+	return protocol.ChatMessage{Role: role, Content: content}
+}
+
+func TestParseChatValid(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want Params
+	}{
+		{"stream defaults to true", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+			Params{Stream: true, Request: chat(protocol.Options{}, msg("user", "hi"))}},
+		{"Go client shape", `{"model":"m","messages":[{"role":"System","content":"s"},{"role":"user","content":"hi","images":null},{"role":"assistant","content":null,"tool_calls":[]}],
+			"stream":false,"options":null,"format":"","keep_alive":"5m","think":true,"tools":[]}`,
+			Params{Request: chat(protocol.Options{}, msg("system", "s"), msg("user", "hi"), msg("assistant", ""))}},
+		{"options", `{"model":"m","messages":[{"role":"user","content":"x"}],"options":{"num_predict":64,"temperature":0.7,
+			"top_p":0.9,"seed":3,"stop":["\n\n",""],"top_k":40,"num_ctx":4096,"repeat_penalty":1.1}}`,
+			Params{Stream: true, Request: chat(protocol.Options{MaxTokens: 64, Temperature: ptr(0.7), TopP: ptr(0.9), Seed: ptr(int64(3)), Stop: []string{"\n\n"}}, msg("user", "x"))}},
+		{"num_predict -1, seed -1, stop string", `{"model":"m","messages":[{"role":"user","content":"x"}],"options":{"num_predict":-1,"seed":-1,"stop":"END"}}`,
+			Params{Stream: true, Request: chat(protocol.Options{Stop: []string{"END"}}, msg("user", "x"))}},
+		{"num_predict -2 and 0", `{"model":"m","messages":[{"role":"user","content":"x"}],"options":{"num_predict":-2,"temperature":0}}`,
+			Params{Stream: true, Request: chat(protocol.Options{Temperature: ptr(0.0)}, msg("user", "x"))}},
+		{"no messages loads", `{"model":"m"}`,
+			Params{Stream: true, LoadOnly: true, Request: chat(protocol.Options{})}},
+		{"empty messages loads", `{"model":"m","messages":[]}`,
+			Params{Stream: true, LoadOnly: true, Request: chat(protocol.Options{})}},
+		{"keep_alive 0 unloads", `{"model":"m","messages":[],"keep_alive":0}`,
+			Params{Stream: true, LoadOnly: true, Unload: true, Request: chat(protocol.Options{})}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, e := ParseChat([]byte(tt.body))
+			if e != nil {
+				t.Fatalf("ParseChat: %+v", e)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseChat =\n%+v\nwant\n%+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseGenerateValid(t *testing.T) {
+	gen := func(prompt, system string, raw bool, o protocol.Options) protocol.Request {
+		return protocol.Request{Kind: protocol.KindGenerate, Model: "m", Prompt: prompt, System: system, Raw: raw, Options: o}
+	}
+	tests := []struct {
+		name string
+		body string
+		want Params
+	}{
+		{"Go client shape", `{"model":"m","prompt":"Why?","suffix":"","system":"be brief","template":"","options":null}`,
+			Params{Stream: true, Request: gen("Why?", "be brief", false, protocol.Options{})}},
+		{"raw, no stream, context ignored", `{"model":"m","prompt":"[INST] x [/INST]","raw":true,"stream":false,"context":[1,2,3],"images":[]}`,
+			Params{Request: gen("[INST] x [/INST]", "", true, protocol.Options{})}},
+		{"options", `{"model":"m","prompt":"p","options":{"num_predict":5,"top_p":0.5}}`,
+			Params{Stream: true, Request: gen("p", "", false, protocol.Options{MaxTokens: 5, TopP: ptr(0.5)})}},
+		{"empty prompt loads", `{"model":"m","prompt":""}`,
+			Params{Stream: true, LoadOnly: true, Request: gen("", "", false, protocol.Options{})}},
+		{"unload", `{"model":"m","keep_alive":"0s"}`,
+			Params{Stream: true, LoadOnly: true, Unload: true, Request: gen("", "", false, protocol.Options{})}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, e := ParseGenerate([]byte(tt.body))
+			if e != nil {
+				t.Fatalf("ParseGenerate: %+v", e)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseGenerate =\n%+v\nwant\n%+v", got, tt.want)
+			}
+		})
+	}
+}
+
+type errCase struct {
+	name  string
+	body  string
+	param string
+	code  string
+}
+
+func checkErr(t *testing.T, e *apierr.Error, tt errCase) {
+	t.Helper()
+	if e == nil {
+		t.Fatalf("%s: no error", tt.name)
+	}
+	if e.Status != http.StatusBadRequest || e.Type != "invalid_request_error" || e.Param != tt.param || e.Code != tt.code || e.Message == "" {
+		t.Errorf("%s: got status=%d type=%q param=%q code=%q (%s); want 400 param=%q code=%q",
+			tt.name, e.Status, e.Type, e.Param, e.Code, e.Message, tt.param, tt.code)
+	}
+}
+
+const okMsgs = `"messages":[{"role":"user","content":"x"}]`
+
+func TestParseChatErrors(t *testing.T) {
+	tests := []errCase{
+		{"empty body", ``, "", codeInvalidJSON},
+		{"malformed JSON", `{"model":"m"`, "", codeInvalidJSON},
+		{"body is array", `[]`, "", codeInvalidJSON},
+		{"missing model", `{` + okMsgs + `}`, "model", codeMissing},
+		{"empty model", `{"model":"",` + okMsgs + `}`, "model", codeMissing},
+		{"model wrong type", `{"model":1,` + okMsgs + `}`, "model", codeInvalidType},
+		{"messages wrong type", `{"model":"m","messages":"hi"}`, "messages", codeInvalidType},
+		{"message wrong type", `{"model":"m","messages":[1]}`, "messages[0]", codeInvalidType},
+		{"missing role", `{"model":"m","messages":[{"content":"x"}]}`, "messages[0].role", codeMissing},
+		{"unknown role", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"developer","content":"x"}]}`, "messages[1].role", codeInvalidVal},
+		{"tool role", `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, "messages[0].role", codeUnsupported},
+		{"content wrong type", `{"model":"m","messages":[{"role":"user","content":["x"]}]}`, "messages[0].content", codeInvalidType},
+		{"images", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk="]}]}`, "messages[0].images", codeUnsupported},
+		{"tool calls", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f"}}]}]}`, "messages[0].tool_calls", codeUnsupported},
+		{"tools", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function"}]}`, "tools", codeUnsupported},
+		{"format json", `{"model":"m",` + okMsgs + `,"format":"json"}`, "format", codeUnsupported},
+		{"format schema", `{"model":"m",` + okMsgs + `,"format":{"type":"object"}}`, "format", codeUnsupported},
+		{"stream wrong type", `{"model":"m",` + okMsgs + `,"stream":"no"}`, "stream", codeInvalidType},
+		{"options wrong type", `{"model":"m",` + okMsgs + `,"options":[]}`, "options", codeInvalidType},
+		{"num_predict wrong type", `{"model":"m",` + okMsgs + `,"options":{"num_predict":"10"}}`, "options.num_predict", codeInvalidType},
+		{"num_predict below -2", `{"model":"m",` + okMsgs + `,"options":{"num_predict":-3}}`, "options.num_predict", codeInvalidVal},
+		{"num_predict huge", `{"model":"m",` + okMsgs + `,"options":{"num_predict":1e12}}`, "options.num_predict", codeInvalidVal},
+		{"temperature negative", `{"model":"m",` + okMsgs + `,"options":{"temperature":-1}}`, "options.temperature", codeInvalidVal},
+		{"temperature wrong type", `{"model":"m",` + okMsgs + `,"options":{"temperature":true}}`, "options.temperature", codeInvalidType},
+		{"top_p out of range", `{"model":"m",` + okMsgs + `,"options":{"top_p":2}}`, "options.top_p", codeInvalidVal},
+		{"seed fractional", `{"model":"m",` + okMsgs + `,"options":{"seed":0.5}}`, "options.seed", codeInvalidType},
+		{"stop element type", `{"model":"m",` + okMsgs + `,"options":{"stop":["a",2]}}`, "options.stop[1]", codeInvalidType},
+		{"stop wrong type", `{"model":"m",` + okMsgs + `,"options":{"stop":{}}}`, "options.stop", codeInvalidType},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, e := ParseChat([]byte(tt.body))
+			checkErr(t, e, tt)
+		})
+	}
+}
+
+func TestParseGenerateErrors(t *testing.T) {
+	tests := []errCase{
+		{"empty body", ``, "", codeInvalidJSON},
+		{"malformed JSON", `{"model":"m",}`, "", codeInvalidJSON},
+		{"missing model", `{"prompt":"p"}`, "model", codeMissing},
+		{"prompt wrong type", `{"model":"m","prompt":["p"]}`, "prompt", codeInvalidType},
+		{"system wrong type", `{"model":"m","prompt":"p","system":1}`, "system", codeInvalidType},
+		{"raw wrong type", `{"model":"m","prompt":"p","raw":"yes"}`, "raw", codeInvalidType},
+		{"template", `{"model":"m","prompt":"p","template":"{{ .Prompt }}"}`, "template", codeUnsupported},
+		{"suffix", `{"model":"m","prompt":"p","suffix":"end"}`, "suffix", codeUnsupported},
+		{"images", `{"model":"m","prompt":"p","images":["aGk="]}`, "images", codeUnsupported},
+		{"format", `{"model":"m","prompt":"p","format":"json"}`, "format", codeUnsupported},
+		{"raw with system", `{"model":"m","prompt":"p","raw":true,"system":"s"}`, "raw", codeInvalidVal},
+		{"num_predict wrong type", `{"model":"m","prompt":"p","options":{"num_predict":true}}`, "options.num_predict", codeInvalidType},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, e := ParseGenerate([]byte(tt.body))
+			checkErr(t, e, tt)
+		})
+	}
+}
+
+func TestParseShow(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"llama3.2:1b"}`:                   "llama3.2:1b",
+		`{"name":"llama3.2:1b"}`:                    "llama3.2:1b",
+		`{"model":"","name":"qwen","verbose":true}`: "qwen",
+	} {
+		if got, e := ParseShow([]byte(body)); e != nil || got != want {
+			t.Errorf("ParseShow(%s) = %q, %v", body, got, e)
+		}
+	}
+	for _, tt := range []errCase{
+		{"empty body", ``, "", codeInvalidJSON},
+		{"no model", `{}`, "model", codeMissing},
+		{"model wrong type", `{"model":1}`, "model", codeInvalidType},
+	} {
+		_, e := ParseShow([]byte(tt.body))
+		checkErr(t, e, tt)
+	}
+}

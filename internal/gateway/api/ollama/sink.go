@@ -1,0 +1,219 @@
+package ollama
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/sink"
+)
+
+// message is an Ollama chat message in a response.
+type message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// metrics are the counters of Ollama's last line; durations are in
+// nanoseconds, as Ollama's time.Duration fields marshal.
+type metrics struct {
+	TotalDuration      int64  `json:"total_duration"`
+	LoadDuration       int64  `json:"load_duration"`
+	PromptEvalCount    uint64 `json:"prompt_eval_count"`
+	PromptEvalDuration int64  `json:"prompt_eval_duration"`
+	EvalCount          uint64 `json:"eval_count"`
+	EvalDuration       int64  `json:"eval_duration"`
+}
+
+// newMetrics maps the relay's timings onto Ollama's: providers keep models
+// loaded, so load time is 0, and the wait for the first token is the
+// consumer-visible prompt evaluation.
+func newMetrics(f sink.Final) *metrics {
+	return &metrics{
+		TotalDuration:      f.Total.Nanoseconds(),
+		PromptEvalCount:    f.Usage.PromptTokens,
+		PromptEvalDuration: f.FirstToken.Nanoseconds(),
+		EvalCount:          f.Usage.CompletionTokens,
+		EvalDuration:       f.Eval.Nanoseconds(),
+	}
+}
+
+// chatLine and generateLine are Ollama's response objects, members in
+// Ollama's order; metrics only on the last.
+type chatLine struct {
+	Model      string    `json:"model"`
+	CreatedAt  time.Time `json:"created_at"`
+	Message    message   `json:"message"`
+	DoneReason string    `json:"done_reason,omitempty"`
+	Done       bool      `json:"done"`
+	*metrics
+}
+
+type generateLine struct {
+	Model      string    `json:"model"`
+	CreatedAt  time.Time `json:"created_at"`
+	Response   string    `json:"response"`
+	Done       bool      `json:"done"`
+	DoneReason string    `json:"done_reason,omitempty"`
+	*metrics
+}
+
+// state is where a sink is in Begin → Delta* → End|Fail.
+type state int
+
+const (
+	stateNew state = iota
+	stateBegun
+	stateDone
+)
+
+// ndjsonSink writes /api/chat (chat) or /api/generate responses.
+type ndjsonSink struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	p    Params
+	chat bool
+	// now stamps created_at; tests replace it for golden output.
+	now   func() time.Time
+	meta  sink.Meta
+	state state
+	// sent is true once the status line is written.
+	sent bool
+	// text is buffered for the non-streaming response.
+	text strings.Builder
+}
+
+var _ sink.Sink = (*ndjsonSink)(nil)
+
+// NewChatSink returns a sink that writes /api/chat responses for p to w:
+// one NDJSON line per delta and a last line with done, done_reason and
+// Ollama's counters when p.Stream, else one object at End.
+func NewChatSink(w http.ResponseWriter, p Params) sink.Sink {
+	return newSink(w, p, true, time.Now)
+}
+
+// NewGenerateSink is NewChatSink for /api/generate ("response" instead of
+// "message").
+func NewGenerateSink(w http.ResponseWriter, p Params) sink.Sink {
+	return newSink(w, p, false, time.Now)
+}
+
+func newSink(w http.ResponseWriter, p Params, chat bool, now func() time.Time) *ndjsonSink {
+	return &ndjsonSink{w: w, rc: http.NewResponseController(w), p: p, chat: chat, now: now}
+}
+
+// Begin implements sink.Sink. When streaming it sends the headers at once,
+// so that the consumer sees the request accepted before the first token.
+func (s *ndjsonSink) Begin(m sink.Meta) error {
+	if s.state != stateNew {
+		return outOfOrder("Begin")
+	}
+	s.state = stateBegun
+	s.meta = m
+	if m.RequestID != "" {
+		s.w.Header().Set("X-Request-Id", m.RequestID)
+	}
+	if !s.p.Stream {
+		return nil
+	}
+	s.w.Header().Set("Content-Type", "application/x-ndjson")
+	s.w.WriteHeader(http.StatusOK)
+	s.sent = true
+	return s.flush()
+}
+
+// Delta implements sink.Sink.
+func (s *ndjsonSink) Delta(d sink.Delta) error {
+	if s.state != stateBegun {
+		return outOfOrder("Delta")
+	}
+	if !s.p.Stream {
+		s.text.WriteString(d.Text)
+		return nil
+	}
+	return s.line(s.response(d.Text, "", false, nil))
+}
+
+// End implements sink.Sink.
+func (s *ndjsonSink) End(f sink.Final) error {
+	if s.state != stateBegun {
+		return outOfOrder("End")
+	}
+	s.state = stateDone
+	reason := f.FinishReason
+	if reason == "" {
+		reason = "stop"
+	}
+	last := s.response(s.text.String(), reason, true, newMetrics(f))
+	if !s.p.Stream {
+		s.w.Header().Set("Content-Type", "application/json")
+		s.w.WriteHeader(http.StatusOK)
+		s.sent = true
+	}
+	return s.line(last)
+}
+
+// Fail implements sink.Sink. Once a stream is open, the error becomes a
+// {"error": …} line, which Ollama's clients return as an error.
+func (s *ndjsonSink) Fail(e *apierr.Error) {
+	if s.state == stateDone {
+		return
+	}
+	s.state = stateDone
+	if !s.sent {
+		apierr.WriteOllama(s.w, e)
+		s.sent = true
+		return
+	}
+	// The consumer may already be gone; there is nobody left to tell.
+	_ = s.line(map[string]string{"error": e.Message})
+}
+
+// response builds one chat or generate object.
+func (s *ndjsonSink) response(text, reason string, done bool, m *metrics) any {
+	return newLine(s.chat, s.meta.Model, s.now(), text, reason, done, m)
+}
+
+func newLine(chat bool, model string, now time.Time, text, reason string, done bool, m *metrics) any {
+	if chat {
+		return chatLine{Model: model, CreatedAt: now.UTC(), Message: message{Role: "assistant", Content: text}, DoneReason: reason, Done: done, metrics: m}
+	}
+	return generateLine{Model: model, CreatedAt: now.UTC(), Response: text, Done: done, DoneReason: reason, metrics: m}
+}
+
+// line writes v as one line of JSON and flushes it.
+func (s *ndjsonSink) line(v any) error {
+	b, err := marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := s.w.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// flush pushes buffered bytes to the consumer; a writer that cannot flush
+// still delivers everything at the end, so only real failures count.
+func (s *ndjsonSink) flush() error {
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// marshal encodes v as one line of JSON without HTML escaping, so that
+// "<", ">" and "&" in generated text reach clients as written.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

@@ -1,0 +1,173 @@
+package openai
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func chatReq(msgs ...protocol.ChatMessage) protocol.Request {
+	return protocol.Request{Kind: protocol.KindChat, Model: "m", Messages: msgs}
+}
+
+func user(s string) protocol.ChatMessage { return protocol.ChatMessage{Role: "user", Content: s} }
+
+func TestParseChatValid(t *testing.T) {
+	withOpts := func(r protocol.Request, o protocol.Options) protocol.Request { r.Options = o; return r }
+	tests := []struct {
+		name string
+		body string
+		want Params
+	}{
+		{"minimal", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+			Params{Request: chatReq(user("hi"))}},
+		{"string and parts content, developer role", `{"model":"m","messages":[
+			{"role":"developer","content":"be brief"},
+			{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
+			{"role":"assistant","content":null},
+			{"role":"system","content":[]}]}`,
+			Params{Request: chatReq(
+				protocol.ChatMessage{Role: "system", Content: "be brief"},
+				user("a\nb"),
+				protocol.ChatMessage{Role: "assistant"},
+				protocol.ChatMessage{Role: "system"})}},
+		{"only empty content", `{"model":"m","messages":[{"role":"user","content":""}]}`,
+			Params{Request: chatReq(user(""))}},
+		{"nulls mean absent", `{"model":"m","messages":[{"role":"user","content":"x","name":null}],
+			"temperature":null,"top_p":null,"seed":null,"stop":null,"stream":null,"stream_options":null,
+			"user":null,"n":null,"logprobs":null,"top_logprobs":null,"response_format":null,"tools":null,
+			"tool_choice":null,"functions":null,"max_tokens":null,"max_completion_tokens":null}`,
+			Params{Request: chatReq(user("x"))}},
+		{"all sampling fields", `{"model":"m","messages":[{"role":"user","content":"x"}],
+			"temperature":0.5,"top_p":1,"seed":-7,"stop":"END","max_tokens":10,"user":"u1","n":1,
+			"logprobs":true,"top_logprobs":3,"response_format":{"type":"text"}}`,
+			Params{User: "u1", Request: withOpts(chatReq(user("x")), protocol.Options{
+				MaxTokens: 10, Temperature: ptr(0.5), TopP: ptr(1.0), Seed: ptr(int64(-7)),
+				Stop: []string{"END"}, Logprobs: true, TopLogprobs: 3})}},
+		{"max_completion_tokens wins", `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":10,"max_completion_tokens":20}`,
+			Params{Request: withOpts(chatReq(user("x")), protocol.Options{MaxTokens: 20})}},
+		{"max_tokens as 100.0", `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":100.0}`,
+			Params{Request: withOpts(chatReq(user("x")), protocol.Options{MaxTokens: 100})}},
+		{"stop array drops empty strings", `{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","","b","c"]}`,
+			Params{Request: withOpts(chatReq(user("x")), protocol.Options{Stop: []string{"a", "b", "c"}})}},
+		{"empty stop string", `{"model":"m","messages":[{"role":"user","content":"x"}],"stop":""}`,
+			Params{Request: chatReq(user("x"))}},
+		{"stream with usage", `{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}`,
+			Params{Stream: true, IncludeUsage: true, Request: chatReq(user("x"))}},
+		{"include_usage ignored without stream", `{"model":"m","messages":[{"role":"user","content":"x"}],"stream":false,"stream_options":{"include_usage":true}}`,
+			Params{Request: chatReq(user("x"))}},
+		{"unknown fields and empty tools ignored", `{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[]}],
+			"presence_penalty":0.5,"frequency_penalty":1,"logit_bias":{"1":2},"metadata":{"a":"b"},"store":true,
+			"tools":[],"functions":[ ],"tool_choice":"none","parallel_tool_calls":false,"reasoning_effort":"low"}`,
+			Params{Request: chatReq(user("x"))}},
+		{"top_logprobs 0 without logprobs", `{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":0}`,
+			Params{Request: chatReq(user("x"))}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, e := ParseChat([]byte(tt.body))
+			if e != nil {
+				t.Fatalf("ParseChat: %+v", e)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseChat =\n%+v\nwant\n%+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// errCase is one bad request and the exact error it must produce.
+type errCase struct {
+	name  string
+	body  string
+	param string
+	code  string
+}
+
+func checkErr(t *testing.T, e *apierr.Error, tt errCase) {
+	t.Helper()
+	if e == nil {
+		t.Fatalf("%s: no error", tt.name)
+	}
+	if e.Status != http.StatusBadRequest || e.Type != "invalid_request_error" || e.Param != tt.param || e.Code != tt.code {
+		t.Errorf("%s: got status=%d type=%q param=%q code=%q (%s); want 400 invalid_request_error param=%q code=%q",
+			tt.name, e.Status, e.Type, e.Param, e.Code, e.Message, tt.param, tt.code)
+	}
+	if e.Message == "" {
+		t.Errorf("%s: empty message", tt.name)
+	}
+}
+
+const okMsgs = `"messages":[{"role":"user","content":"x"}]`
+
+func TestParseChatErrors(t *testing.T) {
+	tests := []errCase{
+		{"empty body", ``, "", codeInvalidJSON},
+		{"whitespace body", " \n", "", codeInvalidJSON},
+		{"malformed JSON", `{"model":"m",`, "", codeInvalidJSON},
+		{"body is array", `[1]`, "", codeInvalidJSON},
+		{"body is null", `null`, "", codeInvalidJSON},
+		{"missing model", `{` + okMsgs + `}`, "model", codeMissing},
+		{"null model", `{"model":null,` + okMsgs + `}`, "model", codeMissing},
+		{"empty model", `{"model":"",` + okMsgs + `}`, "model", codeMissing},
+		{"model not a string", `{"model":7,` + okMsgs + `}`, "model", codeInvalidType},
+		{"missing messages", `{"model":"m"}`, "messages", codeMissing},
+		{"messages not an array", `{"model":"m","messages":{}}`, "messages", codeInvalidType},
+		{"empty messages", `{"model":"m","messages":[]}`, "messages", codeEmptyArray},
+		{"message not an object", `{"model":"m","messages":["hi"]}`, "messages[0]", codeInvalidType},
+		{"missing role", `{"model":"m","messages":[{"content":"x"}]}`, "messages[0].role", codeMissing},
+		{"role not a string", `{"model":"m","messages":[{"role":1,"content":"x"}]}`, "messages[0].role", codeInvalidType},
+		{"unknown role", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"robot","content":"x"}]}`, "messages[1].role", codeInvalidValue},
+		{"tool role", `{"model":"m","messages":[{"role":"tool","content":"x","tool_call_id":"1"}]}`, "messages[0].role", codeUnsupportedTool},
+		{"assistant tool_calls", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"1"}]}]}`, "messages[0].tool_calls", codeUnsupportedTool},
+		{"content wrong type", `{"model":"m","messages":[{"role":"user","content":5}]}`, "messages[0].content", codeInvalidType},
+		{"image part", `{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},
+			{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://x"}}]}]}`, "messages[2].content[0]", codeUnsupportedVal},
+		{"part not an object", `{"model":"m","messages":[{"role":"user","content":["x"]}]}`, "messages[0].content[0]", codeInvalidType},
+		{"part without type", `{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}`, "messages[0].content[0].type", codeMissing},
+		{"text part without text", `{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}`, "messages[0].content[0].text", codeMissing},
+		{"text part text not string", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":1}]}]}`, "messages[0].content[0].text", codeInvalidType},
+		{"n > 1", `{"model":"m",` + okMsgs + `,"n":2}`, "n", codeUnsupportedVal},
+		{"n = 0", `{"model":"m",` + okMsgs + `,"n":0}`, "n", codeInvalidValue},
+		{"n wrong type", `{"model":"m",` + okMsgs + `,"n":"1"}`, "n", codeInvalidType},
+		{"tools", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function","function":{"name":"f"}}]}`, "tools", codeUnsupportedTool},
+		{"functions", `{"model":"m",` + okMsgs + `,"functions":[{"name":"f"}]}`, "functions", codeUnsupportedTool},
+		{"tool_choice required", `{"model":"m",` + okMsgs + `,"tool_choice":"required"}`, "tool_choice", codeUnsupportedTool},
+		{"tool_choice object", `{"model":"m",` + okMsgs + `,"tool_choice":{"type":"function"}}`, "tool_choice", codeUnsupportedTool},
+		{"top_logprobs without logprobs", `{"model":"m",` + okMsgs + `,"top_logprobs":2}`, "top_logprobs", codeInvalidValue},
+		{"top_logprobs out of range", `{"model":"m",` + okMsgs + `,"logprobs":true,"top_logprobs":21}`, "top_logprobs", codeInvalidValue},
+		{"logprobs wrong type", `{"model":"m",` + okMsgs + `,"logprobs":"yes"}`, "logprobs", codeInvalidType},
+		{"temperature too high", `{"model":"m",` + okMsgs + `,"temperature":2.5}`, "temperature", codeInvalidValue},
+		{"temperature negative", `{"model":"m",` + okMsgs + `,"temperature":-0.1}`, "temperature", codeInvalidValue},
+		{"temperature string", `{"model":"m",` + okMsgs + `,"temperature":"0.5"}`, "temperature", codeInvalidType},
+		{"top_p too high", `{"model":"m",` + okMsgs + `,"top_p":1.5}`, "top_p", codeInvalidValue},
+		{"seed fractional", `{"model":"m",` + okMsgs + `,"seed":1.5}`, "seed", codeInvalidType},
+		{"seed huge", `{"model":"m",` + okMsgs + `,"seed":1e300}`, "seed", codeInvalidValue},
+		{"max_tokens zero", `{"model":"m",` + okMsgs + `,"max_tokens":0}`, "max_tokens", codeInvalidValue},
+		{"max_tokens too large", `{"model":"m",` + okMsgs + `,"max_tokens":4294967296}`, "max_tokens", codeInvalidValue},
+		{"max_tokens string", `{"model":"m",` + okMsgs + `,"max_tokens":"10"}`, "max_tokens", codeInvalidType},
+		{"max_completion_tokens negative", `{"model":"m",` + okMsgs + `,"max_completion_tokens":-1}`, "max_completion_tokens", codeInvalidValue},
+		{"stop oversized", `{"model":"m",` + okMsgs + `,"stop":["a","b","c","d","e"]}`, "stop", codeInvalidValue},
+		{"stop element type", `{"model":"m",` + okMsgs + `,"stop":["a",1]}`, "stop[1]", codeInvalidType},
+		{"stop wrong type", `{"model":"m",` + okMsgs + `,"stop":true}`, "stop", codeInvalidType},
+		{"stream wrong type", `{"model":"m",` + okMsgs + `,"stream":"true"}`, "stream", codeInvalidType},
+		{"stream_options wrong type", `{"model":"m",` + okMsgs + `,"stream":true,"stream_options":true}`, "stream_options", codeInvalidType},
+		{"include_usage wrong type", `{"model":"m",` + okMsgs + `,"stream":true,"stream_options":{"include_usage":1}}`, "stream_options.include_usage", codeInvalidType},
+		{"user wrong type", `{"model":"m",` + okMsgs + `,"user":5}`, "user", codeInvalidType},
+		{"response_format json", `{"model":"m",` + okMsgs + `,"response_format":{"type":"json_object"}}`, "response_format.type", codeUnsupportedVal},
+		{"response_format schema", `{"model":"m",` + okMsgs + `,"response_format":{"type":"json_schema","json_schema":{}}}`, "response_format.type", codeUnsupportedVal},
+		{"response_format without type", `{"model":"m",` + okMsgs + `,"response_format":{}}`, "response_format.type", codeMissing},
+		{"response_format string", `{"model":"m",` + okMsgs + `,"response_format":"text"}`, "response_format", codeInvalidType},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, e := ParseChat([]byte(tt.body))
+			checkErr(t, e, tt)
+		})
+	}
+}

@@ -1,0 +1,190 @@
+package openai
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/sink"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+// jsonNull is a literal null for members OpenAI always sends, even empty;
+// a const, converted at each use, so no package-level value can be mutated.
+const jsonNull = "null"
+
+// chatChunk is one chat.completion.chunk event.
+type chatChunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint"`
+	Choices           []chunkChoice   `json:"choices"`
+	// Usage is omitted unless stream_options.include_usage was set; then
+	// it is null on every chunk but the last, as OpenAI sends it.
+	Usage any `json:"usage,omitempty"`
+}
+
+type chunkChoice struct {
+	Index        int           `json:"index"`
+	Delta        chunkDelta    `json:"delta"`
+	Logprobs     *chatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
+}
+
+type chunkDelta struct {
+	Role    string          `json:"role,omitempty"`
+	Content *string         `json:"content,omitempty"`
+	Refusal json.RawMessage `json:"refusal,omitempty"`
+}
+
+// chatCompletion is the non-streaming response.
+type chatCompletion struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	Choices           []chatChoice    `json:"choices"`
+	Usage             *usage          `json:"usage"`
+	SystemFingerprint json.RawMessage `json:"system_fingerprint"`
+}
+
+type chatChoice struct {
+	Index        int           `json:"index"`
+	Message      chatMessage   `json:"message"`
+	Logprobs     *chatLogprobs `json:"logprobs"`
+	FinishReason string        `json:"finish_reason"`
+}
+
+type chatMessage struct {
+	Role    string          `json:"role"`
+	Content string          `json:"content"`
+	Refusal json.RawMessage `json:"refusal"`
+}
+
+// chatSink writes chat completions; see NewChatSink.
+type chatSink struct {
+	out   responder
+	p     Params
+	meta  sink.Meta
+	state state
+	// text and logprobs are buffered for the non-streaming response.
+	text     strings.Builder
+	logprobs []protocol.TokenLogprob
+}
+
+var _ sink.Sink = (*chatSink)(nil)
+
+// NewChatSink returns a sink that writes /v1/chat/completions responses
+// for p to w: server-sent chat.completion.chunk events when p.Stream, else
+// one chat.completion object written at End. Meta.RequestID becomes the
+// "id" and the X-Request-Id header, Meta.Created the "created" time and
+// Meta.Model the "model".
+func NewChatSink(w http.ResponseWriter, p Params) sink.Sink {
+	return &chatSink{out: newResponder(w), p: p}
+}
+
+// Begin implements sink.Sink. When streaming, it opens the stream with
+// OpenAI's first chunk: the assistant role and empty content.
+func (s *chatSink) Begin(m sink.Meta) error {
+	if s.state != stateNew {
+		return outOfOrder("Begin")
+	}
+	s.state = stateBegun
+	s.meta = m
+	s.out.setRequestID(m.RequestID)
+	if !s.p.Stream {
+		return nil
+	}
+	if err := s.out.startEvents(); err != nil {
+		return err
+	}
+	empty := ""
+	return s.out.event(s.chunk(chunkChoice{Delta: chunkDelta{Role: "assistant", Content: &empty, Refusal: json.RawMessage(jsonNull)}}))
+}
+
+// Delta implements sink.Sink.
+func (s *chatSink) Delta(d sink.Delta) error {
+	if s.state != stateBegun {
+		return outOfOrder("Delta")
+	}
+	if !s.p.Stream {
+		s.text.WriteString(d.Text)
+		s.logprobs = append(s.logprobs, d.Logprobs...)
+		return nil
+	}
+	text := d.Text
+	return s.out.event(s.chunk(chunkChoice{Delta: chunkDelta{Content: &text}, Logprobs: s.chatLogprobs(d.Logprobs)}))
+}
+
+// End implements sink.Sink: the finish_reason chunk, the usage chunk when
+// asked for, and [DONE]; or the whole response when not streaming.
+func (s *chatSink) End(f sink.Final) error {
+	if s.state != stateBegun {
+		return outOfOrder("End")
+	}
+	s.state = stateDone
+	reason := finishReason(f.FinishReason)
+	if !s.p.Stream {
+		return s.out.body(http.StatusOK, chatCompletion{
+			ID:      s.meta.RequestID,
+			Object:  "chat.completion",
+			Created: s.meta.Created.Unix(),
+			Model:   s.meta.Model,
+			Choices: []chatChoice{{
+				Message:      chatMessage{Role: "assistant", Content: s.text.String(), Refusal: json.RawMessage(jsonNull)},
+				Logprobs:     s.chatLogprobs(s.logprobs),
+				FinishReason: reason,
+			}},
+			Usage:             newUsage(f.Usage),
+			SystemFingerprint: json.RawMessage(jsonNull),
+		})
+	}
+	if err := s.out.event(s.chunk(chunkChoice{FinishReason: &reason})); err != nil {
+		return err
+	}
+	if s.p.IncludeUsage {
+		last := s.chunk()
+		last.Choices = []chunkChoice{}
+		last.Usage = newUsage(f.Usage)
+		if err := s.out.event(last); err != nil {
+			return err
+		}
+	}
+	return s.out.done()
+}
+
+// Fail implements sink.Sink.
+func (s *chatSink) Fail(e *apierr.Error) {
+	if s.state == stateDone {
+		return
+	}
+	s.state = stateDone
+	s.out.fail(e)
+}
+
+// chunk returns a chunk with the stream's common members and the choices.
+func (s *chatSink) chunk(choices ...chunkChoice) chatChunk {
+	c := chatChunk{
+		ID:                s.meta.RequestID,
+		Object:            "chat.completion.chunk",
+		Created:           s.meta.Created.Unix(),
+		Model:             s.meta.Model,
+		SystemFingerprint: json.RawMessage(jsonNull),
+		Choices:           choices,
+	}
+	if s.p.IncludeUsage {
+		c.Usage = json.RawMessage(jsonNull)
+	}
+	return c
+}
+
+// chatLogprobs renders logprobs when they were requested, else null.
+func (s *chatSink) chatLogprobs(lps []protocol.TokenLogprob) *chatLogprobs {
+	if !s.p.Request.Options.Logprobs {
+		return nil
+	}
+	return newChatLogprobs(lps, s.p.Request.Options.TopLogprobs)
+}

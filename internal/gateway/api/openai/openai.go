@@ -1,0 +1,90 @@
+// Package openai translates the OpenAI-compatible consumer API
+// (/v1/chat/completions, /v1/completions, /v1/models) to and from idlegrid's
+// one internal request type and typed event stream: ParseChat and
+// ParseCompletion turn a request body into a protocol.Request, and
+// NewChatSink and NewCompletionSink write a sink.Sink's events in OpenAI's
+// wire format, streaming (server-sent events) or not. The gateway core owns
+// authentication, model lookup, scheduling and the relay; this package owns
+// only the format, so that unmodified OpenAI clients (openai-go,
+// openai-python, LangChain, …) work against the gateway.
+package openai
+
+import (
+	"fmt"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+// Params is a parsed OpenAI request: the internal request plus the
+// response-shape choices that only the sink needs.
+type Params struct {
+	// Request is what providers run.
+	Request protocol.Request
+	// Stream selects server-sent events instead of one JSON body.
+	Stream bool
+	// IncludeUsage (stream_options.include_usage, streaming only) adds a
+	// last chunk with token usage, and "usage":null on every other chunk.
+	IncludeUsage bool
+	// User is the consumer's end-user identifier, for abuse tracking; it
+	// does not affect generation.
+	User string
+}
+
+// Limits OpenAI documents for its own API; enforcing them here keeps
+// clients' expectations (and errors) the same on idlegrid.
+const (
+	maxStopSequences   = 4
+	maxChatTopLogprobs = 20
+	// maxLegacyLogprobs is the cap of /v1/completions' integer logprobs.
+	maxLegacyLogprobs = 5
+	// maxTokensLimit bounds max_tokens so that the gateway's price
+	// reservation (tokens × price) cannot overflow; no model has a context
+	// anywhere near it.
+	maxTokensLimit = 1<<31 - 1
+)
+
+// Error codes in the "code" member of 400 responses, modelled on the
+// codes OpenAI returns, so clients that branch on them keep working.
+const (
+	codeInvalidJSON     = "invalid_json"
+	codeInvalidType     = "invalid_type"
+	codeMissing         = "missing_required_parameter"
+	codeInvalidValue    = "invalid_value"
+	codeEmptyArray      = "empty_array"
+	codeUnsupportedVal  = "unsupported_value"
+	codeUnsupportedTool = "tools_not_supported"
+)
+
+// invalid is apierr.Invalid with a specific code instead of the generic one.
+func invalid(code, param, format string, args ...any) *apierr.Error {
+	e := apierr.Invalid(param, format, args...)
+	e.Code = code
+	return e
+}
+
+// finishReason defaults an empty reason to "stop": OpenAI clients treat a
+// null finish_reason on the last chunk as a stream that never ended.
+func finishReason(r string) string {
+	if r == "" {
+		return "stop"
+	}
+	return r
+}
+
+// usage is OpenAI's token usage object.
+type usage struct {
+	PromptTokens     uint64 `json:"prompt_tokens"`
+	CompletionTokens uint64 `json:"completion_tokens"`
+	TotalTokens      uint64 `json:"total_tokens"`
+}
+
+func newUsage(u protocol.Usage) *usage {
+	return &usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
+}
+
+// outOfOrder reports a relay that broke the Begin → Delta* → End|Fail order;
+// returning it makes the relay cancel the job instead of sending garbage.
+func outOfOrder(call string) error {
+	return fmt.Errorf("openai sink: %s called out of order", call)
+}

@@ -1,0 +1,170 @@
+// Package gateway is the consumer-facing side of the network: the
+// OpenAI-compatible (/v1) and Ollama-compatible (/api) HTTP APIs, API-key
+// authentication, admission and queueing, the relay that streams a job from
+// a provider to the consumer, and the receipt that is verified, countersigned
+// and stored before the consumer sees the end of the stream.
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/hub"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/store"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// Key is the gateway's identity; it countersigns receipts.
+	Key keys.PrivateKey
+	// ChainID names the ledger receipts settle on.
+	ChainID string
+	// Store holds API keys and receipts.
+	Store *store.Store
+	// Hub holds the provider connections.
+	Hub *hub.Hub
+	// MaxBodyBytes bounds a request body (default 8 MiB).
+	MaxBodyBytes int64
+	// DefaultMaxTokens applies when a request sets no limit (default 1024).
+	DefaultMaxTokens int
+	// QueueTimeout is how long a request waits for a busy provider's slot
+	// (default 30 s); MaxQueued bounds the waiting requests (default 1024);
+	// past either, the consumer gets 429.
+	QueueTimeout time.Duration
+	MaxQueued    int
+	// JobTimeout bounds one job from dispatch to done (default 10 min).
+	JobTimeout time.Duration
+	// Version is reported by /api/version.
+	Version string
+	Logger  *slog.Logger
+}
+
+// Gateway serves the consumer APIs.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	queued atomic.Int64
+}
+
+// New checks cfg and returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Key.IsZero() || cfg.Store == nil || cfg.Hub == nil || cfg.ChainID == "" {
+		return nil, errors.New("gateway: key, store, hub and chain id are required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 8 << 20
+	}
+	if cfg.DefaultMaxTokens <= 0 {
+		cfg.DefaultMaxTokens = 1024
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = 30 * time.Second
+	}
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = 1024
+	}
+	if cfg.JobTimeout <= 0 {
+		cfg.JobTimeout = 10 * time.Minute
+	}
+	if cfg.Version == "" {
+		cfg.Version = "0.0.0-dev"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Gateway{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Handler returns the gateway's HTTP routes, including the provider
+// WebSocket endpoint.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(method, path string, h http.HandlerFunc, format errorFormat) {
+		mux.HandleFunc(method+" "+path, h)
+		// Same path, other method: a JSON 405 instead of the mux's text.
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", method)
+			format(w, &apierr.Error{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+				Message: fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, method)})
+		})
+	}
+	route("POST", "/v1/chat/completions", g.handleOpenAIChat, apierr.WriteOpenAI)
+	route("POST", "/v1/completions", g.handleOpenAICompletion, apierr.WriteOpenAI)
+	route("GET", "/v1/models", g.handleOpenAIModels, apierr.WriteOpenAI)
+	mux.HandleFunc("GET /v1/models/{id...}", g.handleOpenAIModel)
+	mux.HandleFunc("GET /v1/receipts/{id}", g.handleReceipt)
+	route("POST", "/api/chat", g.handleOllamaChat, apierr.WriteOllama)
+	route("POST", "/api/generate", g.handleOllamaGenerate, apierr.WriteOllama)
+	route("GET", "/api/tags", g.handleOllamaTags, apierr.WriteOllama)
+	route("POST", "/api/show", g.handleOllamaShow, apierr.WriteOllama)
+	route("GET", "/api/version", g.handleOllamaVersion, apierr.WriteOllama)
+	mux.Handle("GET "+protocol.Path, g.cfg.Hub)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		apierr.WriteOllama(w, apierr.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierr.WriteOpenAI(w, apierr.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+type errorFormat func(http.ResponseWriter, *apierr.Error)
+
+// authenticate maps the bearer token to an API key record.
+func (g *Gateway) authenticate(r *http.Request) (store.APIKey, *apierr.Error) {
+	h := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	token = strings.TrimSpace(token)
+	if !ok || token == "" {
+		return store.APIKey{}, apierr.Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'. `idlegrid keys create` makes one.")
+	}
+	k, err := g.cfg.Store.LookupAPIKey(r.Context(), token)
+	switch {
+	case err == nil:
+		return k, nil
+	case errors.Is(err, store.ErrRevoked):
+		return store.APIKey{}, apierr.Unauthorized("This API key has been revoked.")
+	case errors.Is(err, store.ErrNotFound):
+		return store.APIKey{}, apierr.Unauthorized("Incorrect API key provided.")
+	default:
+		g.log.Error("API key lookup failed", "err", err)
+		return store.APIKey{}, apierr.Internal("could not check the API key; try again")
+	}
+}
+
+// readBody reads a size-limited request body.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.Error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		e := apierr.Invalid("", "Request body exceeds the %d MiB limit.", g.cfg.MaxBodyBytes>>20)
+		e.Code = "request_too_large"
+		return nil, e
+	case err != nil:
+		return nil, apierr.Invalid("", "Could not read the request body: %v", err)
+	}
+	return body, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		apierr.WriteOpenAI(w, apierr.Internal("could not encode the response"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

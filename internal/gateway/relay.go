@@ -1,0 +1,272 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"hash"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/sink"
+	"github.com/idlegrid/idlegrid/internal/hub"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
+	"github.com/idlegrid/idlegrid/internal/store"
+)
+
+// admit authenticates the consumer and reads the size-limited body; on
+// failure it has answered in format and returns ok = false.
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, format errorFormat) (key store.APIKey, body []byte, ok bool) {
+	key, e := g.authenticate(r)
+	if e == nil {
+		body, e = g.readBody(w, r)
+	}
+	if e != nil {
+		format(w, e)
+		return store.APIKey{}, nil, false
+	}
+	return key, body, true
+}
+
+// requestID returns prefix + 26 random base32 characters.
+func requestID(prefix string) string {
+	var b [16]byte
+	rand.Read(b[:])
+	return prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// call is one admitted request on its way through the relay.
+type call struct {
+	id       string
+	asked    string // model name as the consumer wrote it
+	key      store.APIKey
+	req      protocol.Request
+	reqHash  receipt.Hash
+	admitted time.Time
+}
+
+// relay places the request on a provider and streams the result into snk.
+func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, idPrefix string, snk sink.Sink) {
+	c := &call{id: requestID(idPrefix), asked: req.Model, key: key, req: req, reqHash: reqHash, admitted: time.Now()}
+	if c.req.Options.MaxTokens <= 0 {
+		c.req.Options.MaxTokens = g.cfg.DefaultMaxTokens
+	}
+	stream, job, e := g.place(ctx, c)
+	if e != nil {
+		snk.Fail(e)
+		return
+	}
+	log := g.log.With("request_id", c.id, "provider", stream.Provider().Key.String(), "model", job.Request.Model)
+	var (
+		began      bool
+		firstToken time.Duration
+		tokens     int
+		text       = sha256.New()
+	)
+	begin := func() error {
+		if began {
+			return nil
+		}
+		began = true
+		return snk.Begin(sink.Meta{RequestID: c.id, Model: c.asked, Created: c.admitted})
+	}
+	for {
+		ev, err := stream.Next(ctx)
+		if err != nil {
+			stream.Cancel()
+			log.Info("consumer went away; job cancelled", "chunks", tokens)
+			return
+		}
+		switch {
+		case ev.Chunk != nil:
+			if firstToken == 0 {
+				firstToken = time.Since(c.admitted)
+			}
+			tokens++
+			text.Write([]byte(ev.Chunk.Delta))
+			err := begin()
+			if err == nil {
+				err = snk.Delta(sink.Delta{Text: ev.Chunk.Delta, Logprobs: ev.Chunk.Logprobs})
+			}
+			if err != nil {
+				stream.Cancel()
+				log.Info("consumer went away; job cancelled", "chunks", tokens, "err", err)
+				return
+			}
+		case ev.Done != nil:
+			g.finish(ctx, c, job, stream, ev.Done, text, firstToken, begin, snk, log)
+			return
+		default:
+			e := jobFailure(ev.Err, tokens)
+			log.Warn("job failed", "err", ev.Err, "chunks", tokens)
+			snk.Fail(e)
+			return
+		}
+	}
+}
+
+// finish verifies the provider's receipt, countersigns and stores it, and
+// only then ends the consumer's stream: a consumer never sees a complete
+// answer without a stored receipt.
+func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, stream *hub.Stream, d *protocol.Done, text hash.Hash,
+	firstToken time.Duration, begin func() error, snk sink.Sink, log *slog.Logger) {
+	var responseHash receipt.Hash
+	text.Sum(responseHash[:0])
+	now := time.Now()
+	r, err := job.Terms.Receipt(stream.Provider().Key, d.Usage, responseHash, d.EndUnixMs)
+	if err == nil && d.EndUnixMs > now.Add(5*time.Minute).UnixMilli() {
+		err = errors.New("receipt end time is in the future")
+	}
+	if err == nil {
+		err = r.Validate()
+	}
+	if err == nil {
+		err = receipt.VerifyProvider(&r, d.ReceiptSignature)
+	}
+	if err != nil {
+		log.Warn("provider receipt rejected", "err", err)
+		snk.Fail(apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry."))
+		return
+	}
+	signed := receipt.Signed{Receipt: r, ProviderSignature: d.ReceiptSignature, GatewaySignature: receipt.SignGateway(g.cfg.Key, &r)}
+	// The tokens were delivered: record the receipt even if the consumer
+	// has just gone away.
+	if err := g.cfg.Store.SaveReceipt(context.WithoutCancel(ctx), signed); err != nil {
+		log.Error("could not store receipt", "err", err)
+		snk.Fail(apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry."))
+		return
+	}
+	total := now.Sub(c.admitted)
+	final := sink.Final{FinishReason: d.FinishReason, Usage: d.Usage, Total: total, FirstToken: firstToken, Eval: total - firstToken}
+	err = begin()
+	if err == nil {
+		err = snk.End(final)
+	}
+	if err != nil {
+		log.Info("consumer went away before the end of the answer; the receipt stands for the tokens relayed", "err", err)
+	}
+	log.Info("request served", "prompt_tokens", d.Usage.PromptTokens, "completion_tokens", d.Usage.CompletionTokens,
+		"amount", r.Amount.String(), "ttft_ms", firstToken.Milliseconds(), "total_ms", total.Milliseconds())
+}
+
+// jobFailure maps a stream's error to what the consumer sees.
+func jobFailure(err error, chunks int) *apierr.Error {
+	var je *hub.JobError
+	switch {
+	case errors.As(err, &je):
+		switch je.Code {
+		case protocol.CodeBusy:
+			return apierr.Overloaded("The provider had no free slot; please retry.")
+		case protocol.CodeBadRequest:
+			return apierr.Invalid("", "The provider's model server rejected the request: %s", je.Message)
+		case protocol.CodeModelNotFound:
+			return apierr.Unavailable("model_unavailable", "The provider no longer serves this model; please retry.")
+		case protocol.CodeDeadline:
+			return &apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout", Message: "The request took longer than the gateway's job timeout."}
+		}
+		return apierr.Upstream("The provider failed while generating: %s", je.Message)
+	case errors.Is(err, hub.ErrProviderLost):
+		return apierr.Upstream("The provider disconnected after %d chunks; the partial answer is not billed. Please retry.", chunks)
+	case errors.Is(err, hub.ErrSlowConsumer):
+		return apierr.Upstream("The response was read too slowly and was cancelled.")
+	}
+	return apierr.Upstream("The provider failed: %v", err)
+}
+
+// place finds a provider with a free slot and dispatches the job, waiting in
+// the queue while every provider of the model is busy.
+func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Job, *apierr.Error) {
+	h := g.cfg.Hub
+	deadline := time.NewTimer(g.cfg.QueueTimeout)
+	defer deadline.Stop()
+	queued := false
+	defer func() {
+		if queued {
+			g.queued.Add(-1)
+		}
+	}()
+	for {
+		changed := h.Changed() // before the snapshot, so no change is missed
+		choice, err := scheduler.Pick(candidates(h.Snapshot()), c.req.Model, nil)
+		if err == nil {
+			job := g.job(c, choice)
+			s, err := h.Dispatch(ctx, choice.Key, job)
+			if err == nil {
+				return s, job, nil
+			}
+			g.log.Debug("dispatch lost a race; picking again", "request_id", c.id, "err", err)
+			continue
+		}
+		var u *scheduler.Unplaceable
+		if !errors.As(err, &u) {
+			return nil, nil, apierr.Internal("scheduling failed")
+		}
+		if u.Offering == 0 {
+			if !g.knownModel(c.req.Model) {
+				return nil, nil, apierr.ModelNotFound(c.asked)
+			}
+			return nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
+		}
+		if !u.OnlyBusy() {
+			return nil, nil, apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
+		}
+		if !queued {
+			if g.queued.Add(1) > int64(g.cfg.MaxQueued) {
+				g.queued.Add(-1)
+				return nil, nil, apierr.Overloaded("The request queue is full (%d waiting; %s). Retry with backoff.", g.cfg.MaxQueued, u.Error())
+			}
+			queued = true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, u.Error())
+		case <-ctx.Done():
+			return nil, nil, apierr.Unavailable("cancelled", "The request was cancelled while queued.")
+		}
+	}
+}
+
+func (g *Gateway) knownModel(name string) bool {
+	h := g.cfg.Hub
+	base, _ := strings.CutSuffix(name, ":latest")
+	return h.KnownModel(name) || h.KnownModel(base) || h.KnownModel(base+":latest")
+}
+
+// job builds the job and its receipt terms for the chosen provider.
+func (g *Gateway) job(c *call, choice scheduler.Choice) *protocol.Job {
+	req := c.req
+	req.Model = choice.Model.Name // the provider's exact name, e.g. "tiny:latest" for "tiny"
+	return &protocol.Job{
+		ID:             c.id,
+		Request:        req,
+		DeadlineUnixMs: c.admitted.Add(g.cfg.JobTimeout).UnixMilli(),
+		Terms: protocol.Terms{
+			ChainID:                g.cfg.ChainID,
+			RequestID:              c.id,
+			Gateway:                g.cfg.Key.Public(),
+			Consumer:               c.key.Account,
+			Model:                  choice.Model.Name,
+			ModelDigest:            choice.Model.Digest,
+			PricePromptPerMTok:     choice.Model.PricePromptPerMTok,
+			PriceCompletionPerMTok: choice.Model.PriceCompletionPerMTok,
+			RequestHash:            c.reqHash,
+			StartUnixMs:            c.admitted.UnixMilli(),
+		},
+	}
+}
+
+func candidates(infos []hub.Info) []scheduler.Candidate {
+	out := make([]scheduler.Candidate, len(infos))
+	for i, in := range infos {
+		out[i] = scheduler.Candidate{Key: in.Key, Models: in.Capabilities.Models, Slots: in.Capabilities.Slots, InFlight: in.InFlight, Paused: in.Paused}
+	}
+	return out
+}

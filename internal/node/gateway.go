@@ -1,0 +1,123 @@
+// Package node assembles idlegrid's roles into running processes: a gateway
+// (store, hub, HTTP server), a provider agent with its backend, and `up`,
+// which runs them all in one process with embedded defaults.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/hub"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/link"
+	"github.com/idlegrid/idlegrid/internal/store"
+)
+
+// DefaultChainID is the chain of the embedded single-node network.
+const DefaultChainID = "idlegrid-dev"
+
+// GatewayConfig configures a gateway process.
+type GatewayConfig struct {
+	// Addr to listen on (default 127.0.0.1:8420; port 0 picks one).
+	Addr string
+	// DataDir holds gateway.key and gateway.db.
+	DataDir string
+	ChainID string
+	// Link tunes provider connections (tests shorten the heartbeat).
+	Link link.Options
+	// Gateway tunables; Key, Store, Hub and ChainID are filled in here.
+	Gateway gateway.Config
+	Version string
+	Logger  *slog.Logger
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	Key   keys.PrivateKey
+	Store *store.Store
+	Hub   *hub.Hub
+	API   *gateway.Gateway
+
+	srv  *http.Server
+	ln   net.Listener
+	done chan error
+}
+
+// StartGateway opens the store and keys and starts serving.
+func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8420"
+	}
+	if cfg.ChainID == "" {
+		cfg.ChainID = DefaultChainID
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	key, created, err := keys.LoadOrCreate(filepath.Join(cfg.DataDir, "gateway.key"))
+	if err != nil {
+		return nil, fmt.Errorf("gateway key: %w", err)
+	}
+	if created {
+		cfg.Logger.Info("created gateway key", "gateway", key.Public().String())
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.DataDir, "gateway.db"))
+	if err != nil {
+		return nil, fmt.Errorf("gateway store: %w", err)
+	}
+	h := hub.New(hub.Config{Key: key, ChainID: cfg.ChainID, Link: cfg.Link, Logger: cfg.Logger})
+	gcfg := cfg.Gateway
+	gcfg.Key, gcfg.Store, gcfg.Hub, gcfg.ChainID, gcfg.Logger, gcfg.Version = key, st, h, cfg.ChainID, cfg.Logger, cfg.Version
+	api, err := gateway.New(gcfg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	g := &Gateway{Key: key, Store: st, Hub: h, API: api, ln: ln, done: make(chan error, 1),
+		srv: &http.Server{
+			Handler:           api.Handler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		}}
+	go func() {
+		err := g.srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		g.done <- err
+	}()
+	return g, nil
+}
+
+// URL is the gateway's base URL, e.g. http://127.0.0.1:8420.
+func (g *Gateway) URL() string { return "http://" + g.ln.Addr().String() }
+
+// Shutdown stops taking requests, lets in-flight ones finish (until ctx
+// ends), disconnects providers and closes the store.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	err := g.srv.Shutdown(ctx)
+	if err != nil {
+		g.srv.Close() // the grace period is over: cut what is left
+	}
+	g.Hub.Close()
+	if serr := <-g.done; err == nil {
+		err = serr
+	}
+	if cerr := g.Store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,195 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/backend/ollama"
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/link"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/provider"
+)
+
+// Backend kinds.
+const (
+	BackendAuto   = "auto"
+	BackendOllama = "ollama"
+	BackendSim    = "sim"
+)
+
+// DefaultOllamaURL is where Ollama listens by default; OLLAMA_HOST overrides.
+func DefaultOllamaURL() string {
+	h := os.Getenv("OLLAMA_HOST")
+	switch {
+	case h == "":
+		return "http://127.0.0.1:11434"
+	case strings.HasPrefix(h, "http://"), strings.HasPrefix(h, "https://"):
+		return h
+	default:
+		return "http://" + h
+	}
+}
+
+// LocalBackend is a resolved backend and what to tell the owner about it.
+type LocalBackend struct {
+	Backend     backend.Backend
+	Description string
+	close       func()
+}
+
+// Close stops a backend the node started (the simulator).
+func (b *LocalBackend) Close() {
+	if b.close != nil {
+		b.close()
+	}
+}
+
+// OpenBackend resolves kind: ollama at ollamaURL, the built-in simulator
+// (served on a loopback port so the agent uses the same Ollama client
+// either way), or auto: Ollama when it answers and has models, else the
+// simulator.
+func OpenBackend(ctx context.Context, kind, ollamaURL string, log *slog.Logger) (*LocalBackend, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch kind {
+	case BackendOllama:
+		return &LocalBackend{Backend: ollama.New(ollamaURL, nil), Description: "Ollama at " + ollamaURL}, nil
+	case BackendSim:
+		return startSim(sim.DefaultConfig())
+	case BackendAuto, "":
+		c := ollama.New(ollamaURL, nil)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		models, err := c.Models(pctx)
+		cancel()
+		if err == nil && len(models) > 0 {
+			return &LocalBackend{Backend: c, Description: fmt.Sprintf("Ollama at %s (%d models)", ollamaURL, len(models))}, nil
+		}
+		reason := "no models"
+		if err != nil {
+			reason = "not reachable"
+		}
+		log.Info("using the built-in simulator", "ollama_url", ollamaURL, "reason", reason)
+		b, err := startSim(sim.DefaultConfig())
+		if b != nil {
+			b.Description += fmt.Sprintf(" (no usable Ollama at %s: %s)", ollamaURL, reason)
+		}
+		return b, err
+	}
+	return nil, fmt.Errorf("unknown backend %q: want auto, ollama or sim", kind)
+}
+
+func startSim(cfg sim.Config) (*LocalBackend, error) {
+	s, err := sim.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("simulator listen: %w", err)
+	}
+	srv := &http.Server{Handler: sim.NewServer(s), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	url := "http://" + ln.Addr().String()
+	return &LocalBackend{Backend: ollama.New(url, nil), Description: "built-in simulator", close: func() { srv.Close() }}, nil
+}
+
+// ProviderConfig configures a provider agent process.
+type ProviderConfig struct {
+	Gateway string
+	// KeyFile holds the provider key (created 0600 on first run).
+	KeyFile string
+	Backend *LocalBackend
+	Models  []string
+	Slots   int
+	// Prices in base units per million tokens (0: defaults).
+	PricePrompt, PriceCompletion money.Amount
+	Link                         link.Options
+	Version                      string
+	Logger                       *slog.Logger
+}
+
+// Provider is a running provider agent.
+type Provider struct {
+	Agent *provider.Agent
+	Key   keys.PublicKey
+	// Created tells whether the key file was created by this start.
+	Created bool
+
+	stop     context.CancelFunc
+	done     chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// StartProvider loads or creates the key and runs the agent in the
+// background until Stop.
+func StartProvider(cfg ProviderConfig) (*Provider, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	key, created, err := keys.LoadOrCreate(cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("provider key: %w", err)
+	}
+	if cfg.PricePrompt == 0 {
+		cfg.PricePrompt = provider.DefaultPricePrompt
+	}
+	if cfg.PriceCompletion == 0 {
+		cfg.PriceCompletion = provider.DefaultPriceCompletion
+	}
+	a, err := provider.New(provider.Config{
+		Gateway: cfg.Gateway, Key: key, Backend: cfg.Backend.Backend, Models: cfg.Models, Slots: cfg.Slots,
+		PricePrompt: cfg.PricePrompt, PriceCompletion: cfg.PriceCompletion, Hardware: hardware(),
+		Version: cfg.Version, Link: cfg.Link, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	p := &Provider{Agent: a, Key: key.Public(), Created: created, stop: stop, done: make(chan error, 1)}
+	go func() { p.done <- a.Run(ctx) }()
+	return p, nil
+}
+
+// Stop disconnects the agent and waits for its jobs to end.
+func (p *Provider) Stop() error {
+	p.stopOnce.Do(func() {
+		p.stop()
+		p.stopErr = <-p.done
+	})
+	return p.stopErr
+}
+
+// WaitConnected waits until the agent is connected to its gateway.
+func (p *Provider) WaitConnected(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !p.Agent.Status().Connected {
+		select {
+		case <-ctx.Done():
+			return errors.New("provider did not connect to the gateway in time")
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// hardware is the summary a provider advertises. GPU detection comes with
+// the idle policy (nvidia-smi); until then only what Go knows.
+func hardware() protocol.Hardware {
+	return protocol.Hardware{OS: runtime.GOOS, Arch: runtime.GOARCH, Cores: runtime.NumCPU()}
+}

@@ -1,0 +1,261 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// receiptRow is the queryable copy of a receipt's fields. The canonical bytes
+// remain the source of truth; reads check that the two still agree.
+type receiptRow struct {
+	requestID        string
+	consumer         string
+	provider         string
+	gateway          string
+	model            string
+	modelDigest      string
+	promptTokens     int64
+	completionTokens int64
+	amount           int64
+}
+
+// rowOf maps a receipt to its columns. SQLite INTEGER and PostgreSQL BIGINT
+// are signed 64-bit, so values above math.MaxInt64 are refused with
+// ErrOutOfRange rather than stored wrapped or as text (which would break SUM
+// and ordering). That bound is 9.2 trillion tokens of money or tokens in one
+// request, far beyond anything admission lets through.
+func rowOf(r *receipt.Receipt) (receiptRow, error) {
+	ints := [3]int64{}
+	for i, f := range [3]struct {
+		name string
+		v    uint64
+	}{
+		{"prompt_tokens", r.PromptTokens},
+		{"completion_tokens", r.CompletionTokens},
+		{"amount", uint64(r.Amount)},
+	} {
+		if f.v > math.MaxInt64 {
+			return receiptRow{}, fmt.Errorf("%w: %s %d exceeds %d", ErrOutOfRange, f.name, f.v, int64(math.MaxInt64))
+		}
+		ints[i] = int64(f.v)
+	}
+	return receiptRow{
+		requestID:        r.RequestID,
+		consumer:         string(r.Consumer),
+		provider:         r.Provider.String(),
+		gateway:          r.Gateway.String(),
+		model:            r.Model,
+		modelDigest:      r.ModelDigest,
+		promptTokens:     ints[0],
+		completionTokens: ints[1],
+		amount:           ints[2],
+	}, nil
+}
+
+// SaveReceipt stores a signed receipt. When it returns nil the receipt is
+// committed and synced to disk. It verifies both signatures first, so the
+// store never holds a receipt that settlement would reject, and returns
+// ErrDuplicate if the request_id is already stored (whatever its content):
+// a request is paid at most once.
+func (s *Store) SaveReceipt(ctx context.Context, sr receipt.Signed) error {
+	r := &sr.Receipt
+	if err := sr.Verify(); err != nil {
+		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
+	}
+	row, err := rowOf(r)
+	if err != nil {
+		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
+	}
+	// ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike) turns a duplicate
+	// into zero affected rows, so detecting it needs no driver error codes.
+	res, err := s.write.ExecContext(ctx, `
+		INSERT INTO receipts (
+			request_id, consumer, provider, gateway, model, model_digest,
+			prompt_tokens, completion_tokens, amount,
+			receipt_bytes, provider_signature, gateway_signature, created_at
+		) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (request_id) DO NOTHING`,
+		row.requestID, row.consumer, row.provider, row.gateway, row.model, row.modelDigest,
+		row.promptTokens, row.completionTokens, row.amount,
+		r.Bytes(), sr.ProviderSignature[:], sr.GatewaySignature[:], micros(s.now()))
+	if err != nil {
+		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("save receipt %q: %w", r.RequestID, ErrDuplicate)
+	}
+	return nil
+}
+
+// Receipt returns the stored receipt, decoded from the bytes that were
+// signed. It returns ErrNotFound for an unknown id and ErrCorrupt if the
+// stored data no longer decodes, verifies, or matches its columns.
+func (s *Store) Receipt(ctx context.Context, requestID string) (receipt.Signed, error) {
+	sr, err := scanReceipt(s.read.QueryRowContext(ctx,
+		`SELECT `+receiptColumns+` FROM receipts WHERE request_id = $1`, requestID))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return receipt.Signed{}, fmt.Errorf("receipt %q: %w", requestID, ErrNotFound)
+	case err != nil:
+		// scanReceipt's errors already name the receipt.
+		return receipt.Signed{}, fmt.Errorf("read receipt: %w", err)
+	}
+	return sr, nil
+}
+
+// UnsettledReceipts returns up to limit receipts not yet settled, oldest
+// first (ties broken by request_id, so batches are deterministic). A corrupt
+// receipt fails the whole call with an error naming it: a batch must not be
+// settled with a receipt quietly missing.
+func (s *Store) UnsettledReceipts(ctx context.Context, limit int) ([]receipt.Signed, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("unsettled receipts: limit %d: want a positive limit", limit)
+	}
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT `+receiptColumns+` FROM receipts
+		WHERE settled_at IS NULL
+		ORDER BY created_at, request_id
+		LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("unsettled receipts: %w", err)
+	}
+	defer rows.Close()
+	var out []receipt.Signed
+	for rows.Next() {
+		sr, err := scanReceipt(rows)
+		if err != nil {
+			return nil, fmt.Errorf("unsettled receipts: %w", err)
+		}
+		out = append(out, sr)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("unsettled receipts: %w", err)
+	}
+	return out, nil
+}
+
+// MarkSettled records that the receipts were settled at ledger height, all
+// or none: if any id is unknown (ErrNotFound) or already settled
+// (ErrAlreadySettled, also when an id repeats in requestIDs) nothing
+// changes and the error names that id.
+func (s *Store) MarkSettled(ctx context.Context, requestIDs []string, height int64) error {
+	if height <= 0 {
+		return fmt.Errorf("mark settled: height %d: want a positive height", height)
+	}
+	if len(requestIDs) == 0 {
+		return nil
+	}
+	settledAt := micros(s.now())
+	err := inTx(ctx, s.write, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `
+			UPDATE receipts SET settled_at = $1, settle_height = $2
+			WHERE request_id = $3 AND settled_at IS NULL`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, id := range requestIDs {
+			res, err := stmt.ExecContext(ctx, settledAt, height, id)
+			if err != nil {
+				return fmt.Errorf("receipt %q: %w", id, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("receipt %q: %w", id, err)
+			}
+			if n == 0 {
+				return whyNotSettled(ctx, tx, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark settled at height %d: %w", height, err)
+	}
+	return nil
+}
+
+// whyNotSettled explains an UPDATE that matched no row.
+func whyNotSettled(ctx context.Context, tx *sql.Tx, id string) error {
+	var h int64
+	err := tx.QueryRowContext(ctx,
+		`SELECT settle_height FROM receipts WHERE request_id = $1`, id).Scan(&h)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("receipt %q: %w", id, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("receipt %q: %w", id, err)
+	}
+	return fmt.Errorf("receipt %q (settled at height %d): %w", id, h, ErrAlreadySettled)
+}
+
+// ReceiptStats counts the consumer's stored receipts and sums their amounts,
+// settled or not. A sum beyond the 64-bit range is an error, not a wrap.
+func (s *Store) ReceiptStats(ctx context.Context, consumer keys.Address) (count int64, amount money.Amount, err error) {
+	var sum int64
+	err = s.read.QueryRowContext(ctx,
+		`SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM receipts WHERE consumer = $1`,
+		string(consumer)).Scan(&count, &sum)
+	if err != nil {
+		return 0, 0, fmt.Errorf("receipt stats for %s: %w", consumer, err)
+	}
+	if sum < 0 {
+		return 0, 0, fmt.Errorf("receipt stats for %s: negative sum %d: %w", consumer, sum, ErrCorrupt)
+	}
+	return count, money.Amount(sum), nil
+}
+
+const receiptColumns = `request_id, consumer, provider, gateway, model, model_digest,
+	prompt_tokens, completion_tokens, amount,
+	receipt_bytes, provider_signature, gateway_signature`
+
+// scanReceipt rebuilds a signed receipt from its canonical bytes and checks
+// it before handing it out: bytes that decode, signatures that verify over
+// them, and columns that agree with them. Anything else is ErrCorrupt.
+func scanReceipt(row interface{ Scan(...any) error }) (receipt.Signed, error) {
+	var (
+		col                   receiptRow
+		blob, provSig, gwySig []byte
+	)
+	if err := row.Scan(&col.requestID, &col.consumer, &col.provider, &col.gateway,
+		&col.model, &col.modelDigest, &col.promptTokens, &col.completionTokens, &col.amount,
+		&blob, &provSig, &gwySig); err != nil {
+		return receipt.Signed{}, err
+	}
+	corrupt := func(why string, args ...any) error {
+		return fmt.Errorf("receipt %q: %w: %s", col.requestID, ErrCorrupt, fmt.Sprintf(why, args...))
+	}
+	r, err := receipt.Decode(blob)
+	if err != nil {
+		return receipt.Signed{}, corrupt("%v", err)
+	}
+	var sr receipt.Signed
+	sr.Receipt = r
+	if len(provSig) != len(sr.ProviderSignature) || len(gwySig) != len(sr.GatewaySignature) {
+		return receipt.Signed{}, corrupt("signature lengths %d and %d", len(provSig), len(gwySig))
+	}
+	copy(sr.ProviderSignature[:], provSig)
+	copy(sr.GatewaySignature[:], gwySig)
+	if err := sr.Verify(); err != nil {
+		return receipt.Signed{}, corrupt("%v", err)
+	}
+	want, err := rowOf(&sr.Receipt)
+	if err != nil {
+		return receipt.Signed{}, corrupt("%v", err)
+	}
+	if col != want {
+		return receipt.Signed{}, corrupt("columns disagree with the signed bytes")
+	}
+	return sr, nil
+}

@@ -1,0 +1,216 @@
+// Package store is the gateway's SQL store: API keys and signed receipts.
+//
+// SQLite (modernc.org/sqlite, no cgo) is the default backend; PostgreSQL is
+// meant to sit behind the same API, so queries use $N placeholders and
+// portable SQL, and everything SQLite-specific lives in Open, the DSN and the
+// migration files under migrations/sqlite.
+//
+// Receipts are money: SaveReceipt returns only once the receipt is durable on
+// disk, stores each request_id at most once, and Receipt hands back exactly
+// the bytes that were signed (or an error), never a reconstruction.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/pressly/goose/v3"
+
+	// Registers the "sqlite" database/sql driver.
+	_ "modernc.org/sqlite"
+)
+
+// Errors callers branch on. They are wrapped with context; test with errors.Is.
+var (
+	// ErrNotFound: no API key, receipt or id matches.
+	ErrNotFound = errors.New("not found")
+	// ErrRevoked: the API key exists but was revoked.
+	ErrRevoked = errors.New("api key revoked")
+	// ErrDuplicate: the request_id (or API key secret) is already stored.
+	ErrDuplicate = errors.New("already exists")
+	// ErrAlreadySettled: MarkSettled was given a receipt that is settled.
+	ErrAlreadySettled = errors.New("receipt already settled")
+	// ErrCorrupt: stored data no longer decodes or verifies.
+	ErrCorrupt = errors.New("corrupt stored data")
+	// ErrOutOfRange: a token count or amount does not fit the store's signed
+	// 64-bit integer columns.
+	ErrOutOfRange = errors.New("value out of the store's range")
+)
+
+//go:embed migrations/sqlite/*.sql
+var sqliteMigrations embed.FS
+
+// busyTimeout bounds how long a statement waits for SQLite's file lock (held
+// briefly by checkpoints, or by another process such as a backup tool) before
+// failing; writers inside this process queue in Go instead (see Open).
+const busyTimeout = 10 * time.Second
+
+// Store is the gateway's database. It is safe for concurrent use.
+type Store struct {
+	// write has exactly one connection. SQLite admits one writer at a time;
+	// queueing writers on database/sql's pool is fair and cheap, whereas
+	// letting many connections race for the lock means busy-sleeping and,
+	// under load, SQLITE_BUSY errors once busy_timeout runs out.
+	write *sql.DB
+	// read serves queries; in WAL mode readers never block the writer nor
+	// each other.
+	read *sql.DB
+	now  func() time.Time
+}
+
+// Open opens (creating if needed) the SQLite database at path, creating its
+// parent directory with mode 0700, and migrates the schema to the latest
+// version.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("store: empty database path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: resolve %q: %w", path, err)
+	}
+	// 0700: the directory holds key hashes and the receipts that are owed
+	// money; other local users have no business reading them.
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("store: create directory for %s: %w", abs, err)
+	}
+
+	write, err := openPool(ctx, sqliteDSN(abs, url.Values{
+		"_pragma": {
+			pragma("busy_timeout", busyTimeout.Milliseconds()),
+			// WAL: readers proceed while a receipt is being written.
+			"journal_mode(WAL)",
+			// FULL, not NORMAL: in WAL mode NORMAL skips the fsync at commit,
+			// so a power cut can drop transactions that already returned. A
+			// receipt that SaveReceipt acknowledged is money owed to a
+			// provider, so every commit is synced.
+			"synchronous(FULL)",
+			"foreign_keys(ON)",
+		},
+		// Take the write lock at BEGIN, so a transaction never fails halfway
+		// when upgrading from a read lock.
+		"_txlock": {"immediate"},
+	}), 1)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", abs, err)
+	}
+	if err := migrate(ctx, write); err != nil {
+		return nil, errors.Join(fmt.Errorf("store: migrate %s: %w", abs, err), write.Close())
+	}
+
+	// Readers are opened after the writer has switched the file to WAL and
+	// created the schema; query_only makes a stray write through this pool
+	// fail loudly rather than bypass the single writer.
+	read, err := openPool(ctx, sqliteDSN(abs, url.Values{
+		"_pragma": {
+			pragma("busy_timeout", busyTimeout.Milliseconds()),
+			"foreign_keys(ON)",
+			"query_only(1)",
+		},
+	}), max(4, runtime.NumCPU()))
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("store: open %s for reading: %w", abs, err), write.Close())
+	}
+	return &Store{write: write, read: read, now: time.Now}, nil
+}
+
+// Close closes the database. The writer closes last so that SQLite
+// checkpoints the WAL into the main file when the last connection goes.
+func (s *Store) Close() error {
+	return errors.Join(s.read.Close(), s.write.Close())
+}
+
+func pragma(name string, v int64) string { return fmt.Sprintf("%s(%d)", name, v) }
+
+// sqliteDSN builds a file: URI so that any path (spaces, '?', '#', '%') is
+// escaped rather than cut at the first '?' by the driver.
+func sqliteDSN(abs string, params url.Values) string {
+	p := filepath.ToSlash(abs)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // Windows drive letter: file:///C:/...
+	}
+	u := url.URL{Scheme: "file", Path: p, RawQuery: params.Encode()}
+	return u.String()
+}
+
+func openPool(ctx context.Context, dsn string, conns int) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	// Connections are cheap to keep and pragmas are per connection; never
+	// recycle them for nothing.
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	return db, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	fsys, err := fs.Sub(sqliteMigrations, "migrations/sqlite")
+	if err != nil {
+		return err
+	}
+	// The global registry holds Go migrations registered by any imported
+	// package; this schema is exactly the embedded SQL files.
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return err
+	}
+	current, target, err := p.GetVersions(ctx)
+	if err != nil {
+		return err
+	}
+	// goose ignores applied versions it does not know, so an older binary
+	// would otherwise run against a schema it does not understand.
+	if current > target {
+		return fmt.Errorf("database schema version %d is newer than this program's %d", current, target)
+	}
+	return nil
+}
+
+// querier is what both *sql.DB and *sql.Tx offer.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// inTx runs fn in a transaction on db and commits it, or rolls back if fn
+// fails.
+func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		// ErrTxDone means database/sql already rolled back (context
+		// cancelled); that is not a second failure worth reporting.
+		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			return errors.Join(err, rbErr)
+		}
+		return err
+	}
+	return tx.Commit()
+}
+
+// micros is the stored form of a time: Unix microseconds.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
