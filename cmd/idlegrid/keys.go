@@ -78,7 +78,7 @@ func newKeysCmd(a *app) *cobra.Command {
 				if !k.RevokedAt.IsZero() {
 					status = "revoked " + k.RevokedAt.Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\tig-%s…\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, k.Account, k.CreatedAt.Format(time.DateTime), status)
+				fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, k.Account, k.CreatedAt.Format(time.DateTime), status)
 			}
 			return tw.Flush()
 		},

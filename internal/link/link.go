@@ -109,21 +109,32 @@ func (l *Link) SetHeartbeat(d time.Duration) {
 }
 
 // Send encodes m and queues it. It blocks while the queue is full, until ctx
-// ends or the link stops.
+// ends or the link stops. After the link stopped it returns an error that
+// wraps ErrClosed and the reason the link stopped.
 func (l *Link) Send(ctx context.Context, m *protocol.Message) error {
 	b, err := protocol.Encode(nil, m)
 	if err != nil {
 		return err
 	}
+	// Check first: when the queue has room, select would pick at random
+	// between queueing and done, and report success for a message that no
+	// writer will ever send.
+	select {
+	case <-l.done:
+		return l.stopped()
+	default:
+	}
 	select {
 	case l.out <- b:
 		return nil
 	case <-l.done:
-		return l.err()
+		return l.stopped()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
+
+func (l *Link) stopped() error { return fmt.Errorf("%w: %w", ErrClosed, l.err()) }
 
 // ReadOne reads and decodes the next frame, which must hold exactly one
 // message. It is for the handshake, before Run.

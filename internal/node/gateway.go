@@ -105,19 +105,28 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 // URL is the gateway's base URL, e.g. http://127.0.0.1:8420.
 func (g *Gateway) URL() string { return "http://" + g.ln.Addr().String() }
 
-// Shutdown stops taking requests, lets in-flight ones finish (until ctx
-// ends), disconnects providers and closes the store.
+// Shutdown drains and then closes the gateway.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	return errors.Join(g.Drain(ctx), g.Close())
+}
+
+// Drain stops taking requests and lets in-flight ones finish until ctx
+// ends; then it cuts what is left. Providers stay connected meanwhile, since
+// the in-flight requests need them.
+func (g *Gateway) Drain(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
 	if err != nil {
-		g.srv.Close() // the grace period is over: cut what is left
+		g.srv.Close() // the grace period is over
 	}
-	g.Hub.Close()
 	if serr := <-g.done; err == nil {
 		err = serr
 	}
-	if cerr := g.Store.Close(); err == nil {
-		err = cerr
-	}
+	g.done <- nil // Drain may be called again
 	return err
+}
+
+// Close disconnects providers and closes the store; call Drain first.
+func (g *Gateway) Close() error {
+	g.Hub.Close()
+	return g.Store.Close()
 }

@@ -117,10 +117,15 @@ func devAPIKey(ctx context.Context, st *store.Store, fixed string, account keys.
 func (n *Network) Shutdown(ctx context.Context) error {
 	var errs []error
 	if n.Gateway != nil {
-		errs = append(errs, n.Gateway.Shutdown(ctx))
+		errs = append(errs, n.Gateway.Drain(ctx))
 	}
+	// The provider goes before the hub closes, so it does not see a lost
+	// gateway and try to reconnect.
 	if n.Provider != nil {
 		errs = append(errs, n.Provider.Stop())
+	}
+	if n.Gateway != nil {
+		errs = append(errs, n.Gateway.Close())
 	}
 	if n.Backend != nil {
 		n.Backend.Close()

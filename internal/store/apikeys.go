@@ -99,7 +99,10 @@ func (s *Store) EnsureAPIKey(ctx context.Context, secret, name string, account k
 // LookupAPIKey finds the key a request presents. It returns ErrNotFound for
 // an unknown secret and ErrRevoked (with the key) for a revoked one.
 func (s *Store) LookupAPIKey(ctx context.Context, secret string) (APIKey, error) {
-	k, err := lookupAPIKey(ctx, s.read, secret)
+	k, err := scanAPIKey(s.lookupKey.QueryRowContext(ctx, secretHashArg(secret)))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
 	if err != nil {
 		return APIKey{}, fmt.Errorf("lookup api key: %w", err)
 	}
@@ -176,10 +179,15 @@ func (s *Store) insertAPIKey(ctx context.Context, q querier, secret, name string
 	return key, nil
 }
 
+const lookupAPIKeySQL = `SELECT ` + apiKeyColumns + ` FROM api_keys WHERE secret_hash = $1`
+
+func secretHashArg(secret string) []byte {
+	h := secretHash(secret)
+	return h[:]
+}
+
 func lookupAPIKey(ctx context.Context, q querier, secret string) (APIKey, error) {
-	hash := secretHash(secret)
-	k, err := scanAPIKey(q.QueryRowContext(ctx,
-		`SELECT `+apiKeyColumns+` FROM api_keys WHERE secret_hash = $1`, hash[:]))
+	k, err := scanAPIKey(q.QueryRowContext(ctx, lookupAPIKeySQL, secretHashArg(secret)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return APIKey{}, ErrNotFound
 	}

@@ -59,45 +59,6 @@ func rowOf(r *receipt.Receipt) (receiptRow, error) {
 	}, nil
 }
 
-// SaveReceipt stores a signed receipt. When it returns nil the receipt is
-// committed and synced to disk. It verifies both signatures first, so the
-// store never holds a receipt that settlement would reject, and returns
-// ErrDuplicate if the request_id is already stored (whatever its content):
-// a request is paid at most once.
-func (s *Store) SaveReceipt(ctx context.Context, sr receipt.Signed) error {
-	r := &sr.Receipt
-	if err := sr.Verify(); err != nil {
-		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
-	}
-	row, err := rowOf(r)
-	if err != nil {
-		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
-	}
-	// ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike) turns a duplicate
-	// into zero affected rows, so detecting it needs no driver error codes.
-	res, err := s.write.ExecContext(ctx, `
-		INSERT INTO receipts (
-			request_id, consumer, provider, gateway, model, model_digest,
-			prompt_tokens, completion_tokens, amount,
-			receipt_bytes, provider_signature, gateway_signature, created_at
-		) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-		ON CONFLICT (request_id) DO NOTHING`,
-		row.requestID, row.consumer, row.provider, row.gateway, row.model, row.modelDigest,
-		row.promptTokens, row.completionTokens, row.amount,
-		r.Bytes(), sr.ProviderSignature[:], sr.GatewaySignature[:], micros(s.now()))
-	if err != nil {
-		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("save receipt %q: %w", r.RequestID, ErrDuplicate)
-	}
-	return nil
-}
-
 // Receipt returns the stored receipt, decoded from the bytes that were
 // signed. It returns ErrNotFound for an unknown id and ErrCorrupt if the
 // stored data no longer decodes, verifies, or matches its columns.

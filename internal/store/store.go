@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -66,6 +67,15 @@ type Store struct {
 	// each other.
 	read *sql.DB
 	now  func() time.Time
+
+	// Prepared once: preparing costs more than running these queries.
+	insertReceipt *sql.Stmt
+	lookupKey     *sql.Stmt
+
+	saves     chan *pendingSave // to the committer (see commit.go)
+	closing   chan struct{}     // closed by Close
+	committed chan struct{}     // closed when the committer has exited
+	closeOnce sync.Once
 }
 
 // Open opens (creating if needed) the SQLite database at path, creating its
@@ -84,6 +94,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create directory for %s: %w", abs, err)
 	}
+	// Create the file 0600 before SQLite does (it would use 0644); SQLite
+	// gives its -wal and -shm files the database file's mode.
+	f, err := os.OpenFile(abs, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", abs, err)
+	}
+	f.Close()
 
 	write, err := openPool(ctx, sqliteDSN(abs, url.Values{
 		"_pragma": {
@@ -121,13 +138,35 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store: open %s for reading: %w", abs, err), write.Close())
 	}
-	return &Store{write: write, read: read, now: time.Now}, nil
+	s := &Store{write: write, read: read, now: time.Now, saves: make(chan *pendingSave, maxBatch),
+		closing: make(chan struct{}), committed: make(chan struct{})}
+	if s.insertReceipt, err = write.PrepareContext(ctx, insertReceiptSQL); err == nil {
+		s.lookupKey, err = read.PrepareContext(ctx, lookupAPIKeySQL)
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("store: prepare statements: %w", err), read.Close(), write.Close())
+	}
+	go s.committer()
+	return s, nil
 }
 
 // Close closes the database. The writer closes last so that SQLite
 // checkpoints the WAL into the main file when the last connection goes.
 func (s *Store) Close() error {
-	return errors.Join(s.read.Close(), s.write.Close())
+	s.closeOnce.Do(func() { close(s.closing) })
+	<-s.committed
+	// Saves queued after the committer's last batch are answered, not lost
+	// silently: their callers get ErrClosed.
+	for {
+		select {
+		case p := <-s.saves:
+			p.done <- ErrClosed
+			continue
+		default:
+		}
+		break
+	}
+	return errors.Join(s.insertReceipt.Close(), s.lookupKey.Close(), s.read.Close(), s.write.Close())
 }
 
 func pragma(name string, v int64) string { return fmt.Sprintf("%s(%d)", name, v) }

@@ -237,6 +237,10 @@ func testReceiptDuplicate(t *testing.T, s *Store) {
 	}
 }
 
+// testReceiptRejectsBadSignature: SaveReceipt checks fields but trusts the
+// caller's signatures (the gateway verified and made them a moment before);
+// a receipt whose signatures do not verify can be stored by a buggy caller,
+// but never comes back out as valid: every read verifies both.
 func testReceiptRejectsBadSignature(t *testing.T, s *Store) {
 	ctx := t.Context()
 	sg := newSigner(t)
@@ -246,17 +250,32 @@ func testReceiptRejectsBadSignature(t *testing.T, s *Store) {
 		"field after signing": func(r *receipt.Signed) {
 			r.Receipt.ResponseHash = receipt.Sum([]byte("something else"))
 		},
-		"amount not tokens times prices": func(r *receipt.Signed) { r.Receipt.Amount++ },
 	}
 	for name, mutate := range tests {
 		r := sg.receipt(t, "req-bad-"+strings.ReplaceAll(name, " ", "-"), 10, 10)
 		mutate(&r)
-		if err := s.SaveReceipt(ctx, r); err == nil {
-			t.Errorf("%s: SaveReceipt accepted a receipt that does not verify", name)
+		if err := s.SaveReceipt(ctx, r); err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
-		if _, err := s.Receipt(ctx, r.Receipt.RequestID); !errors.Is(err, ErrNotFound) {
-			t.Errorf("%s: rejected receipt is readable: %v", name, err)
+		if _, err := s.Receipt(ctx, r.Receipt.RequestID); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: a receipt that does not verify was read back: %v", name, err)
 		}
+		if _, err := s.UnsettledReceipts(ctx, 100); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: a receipt that does not verify was offered for settlement: %v", name, err)
+		}
+		if _, err := s.write.ExecContext(ctx, `DELETE FROM receipts WHERE request_id = $1`, r.Receipt.RequestID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fields are checked on the way in: an amount that is not tokens ×
+	// prices is refused.
+	r := sg.receipt(t, "req-bad-amount", 10, 10)
+	r.Receipt.Amount++
+	if err := s.SaveReceipt(ctx, r); err == nil {
+		t.Error("SaveReceipt accepted an amount that is not tokens × prices")
+	}
+	if _, err := s.Receipt(ctx, r.Receipt.RequestID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rejected receipt is readable: %v", err)
 	}
 }
 
