@@ -62,6 +62,7 @@ requests per second each side sustains. Prints a summary line at the end.`,
 	f.Float64Var(&cfg.StreamRate, "stream-rate", cfg.StreamRate, "tokens per second per stream")
 	f.IntVar(&cfg.StreamTokens, "stream-tokens", cfg.StreamTokens, "tokens per stream")
 	f.DurationVar(&cfg.RPSDuration, "rps-duration", cfg.RPSDuration, "duration of each max-throughput run")
+	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "gateway receipt durability: disk (fsync) or process")
 	cmd.AddCommand(overhead)
 	return cmd
 }

@@ -29,8 +29,8 @@ type app struct {
 	stderr     io.Writer
 }
 
-func newRootCmd() *cobra.Command {
-	a := &app{stdout: os.Stdout, stderr: os.Stderr}
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	a := &app{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "idlegrid",
 		Short:         "idlegrid: a decentralized inference network of idle machines",

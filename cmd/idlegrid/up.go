@@ -40,6 +40,7 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8420", "address the gateway listens on (loopback by default)")
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for keys and the gateway database")
 	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
+	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
 	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator), ollama or sim")
 	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")

@@ -21,7 +21,7 @@ func TestOverheadRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay) != 80 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
+	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay)+len(res.RelayFirst) != 80 || len(res.RelayFirst) != 8 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
 		t.Fatalf("incomplete result: %+v", res)
 	}
 	for _, d := range res.Relay {

@@ -68,11 +68,13 @@ func (t *timedBackend) emitted(prompt string) []time.Time {
 
 // relayDelay runs cfg.Streams concurrent OpenAI streams through the gateway
 // and returns, for every token, arrival at the consumer − emission at the
-// backend.
-func relayDelay(ctx context.Context, client *http.Client, via, model string, tb *timedBackend, cfg OverheadConfig) (Dist, error) {
+// backend: the first token of each stream apart (it shares the machine with
+// the admission of the streams still starting) from all later ones.
+func relayDelay(ctx context.Context, client *http.Client, via, model string, tb *timedBackend, cfg OverheadConfig) (first, later Dist, err error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
+		firsts   []time.Duration
 		delays   []time.Duration
 		firstErr error
 	)
@@ -101,11 +103,14 @@ func relayDelay(ctx context.Context, client *http.Client, via, model string, tb 
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
-			delays = append(delays, d...)
+			if len(d) > 0 {
+				firsts = append(firsts, d[0])
+				delays = append(delays, d[1:]...)
+			}
 		}()
 	}
 	wg.Wait()
-	return NewDist(delays), firstErr
+	return NewDist(firsts), NewDist(delays), firstErr
 }
 
 // streamArrivals reads an OpenAI SSE stream and timestamps each content chunk.

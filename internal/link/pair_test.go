@@ -39,6 +39,9 @@ func wsPair(tb testing.TB) (server, client *websocket.Conn) {
 		tb.Fatalf("dial: %v", err)
 	}
 	tb.Cleanup(func() { client.CloseNow() })
+	// The peer's end reads frames as big as a link sends (the library's
+	// default limit is 32 KiB); link.New sets the same on its own end.
+	client.SetReadLimit(DefaultMaxMessageBytes)
 	select {
 	case server = <-accepted:
 	case <-ctx.Done():

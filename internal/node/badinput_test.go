@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
 )
 
 func TestBadInput(t *testing.T) {
@@ -118,4 +120,45 @@ func post(t *testing.T, url, key, body string) (int, []byte) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
+}
+
+// TestReceiptsArePrivate: a consumer reads its own receipts; another
+// account's key gets the same 404 as for an id that does not exist.
+func TestReceiptsArePrivate(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	ctx := context.Background()
+	status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`)
+	if status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	var resp struct{ ID string }
+	if err := json.Unmarshal(body, &resp); err != nil || resp.ID == "" {
+		t.Fatalf("no id in %s", body)
+	}
+	other, _, err := tn.Gateway.Store.CreateAPIKey(ctx, "other", keys.Address("idg"+strings.Repeat("ab", 20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(key, id string) (int, []byte) {
+		req, _ := http.NewRequest("GET", tn.URL+"/v1/receipts/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode, b
+	}
+	if s, b := get(testAPIKey, resp.ID); s != 200 {
+		t.Fatalf("own receipt: %d %s", s, b)
+	}
+	s1, b1 := get(other, resp.ID)
+	s2, b2 := get(other, "chatcmpl-doesnotexist")
+	if s1 != 404 || s2 != 404 || strings.Contains(string(b1), string(tn.Account)) {
+		t.Fatalf("other account: %d %s; unknown id: %d %s", s1, b1, s2, b2)
+	}
+	if s, _ := get("", resp.ID); s != 401 {
+		t.Fatalf("no key: %d", s)
+	}
 }

@@ -30,6 +30,10 @@ type GatewayConfig struct {
 	// DataDir holds gateway.key and gateway.db.
 	DataDir string
 	ChainID string
+	// ReceiptSync is "disk" (default: every receipt is fsynced before the
+	// consumer sees the end of the answer) or "process" (survives the
+	// gateway being killed, not the machine losing power; no fsync wait).
+	ReceiptSync string
 	// Link tunes provider connections (tests shorten the heartbeat).
 	Link link.Options
 	// Gateway tunables; Key, Store, Hub and ChainID are filled in here.
@@ -68,7 +72,15 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if created {
 		cfg.Logger.Info("created gateway key", "gateway", key.Public().String())
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.DataDir, "gateway.db"))
+	var opts []store.Option
+	switch cfg.ReceiptSync {
+	case "", "disk":
+	case "process":
+		opts = append(opts, store.WithProcessDurability())
+	default:
+		return nil, fmt.Errorf("receipt sync %q: want disk or process", cfg.ReceiptSync)
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.DataDir, "gateway.db"), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("gateway store: %w", err)
 	}

@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/store"
 )
 
 const testAPIKey = "ig-test-0123456789abcdefghijklmnop"
@@ -112,5 +114,23 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// checkStoredReceipt opens the gateway database of a stopped network and
+// verifies the receipt for id.
+func checkStoredReceipt(t *testing.T, dataDir, id string) {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(dataDir, "gateway.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := st.Receipt(context.Background(), id)
+	if err != nil {
+		t.Fatalf("receipt %s: %v", id, err)
+	}
+	if err := s.Verify(); err != nil {
+		t.Fatal(err)
 	}
 }

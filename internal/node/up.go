@@ -26,6 +26,8 @@ type UpConfig struct {
 	// is created on first start and printed once.
 	DevAPIKey string
 	Slots     int
+	// ReceiptSync: see GatewayConfig.
+	ReceiptSync string
 	// BackendOverride, when set, is used instead of resolving Backend
 	// (tests pass a simulator they control; the network closes it).
 	BackendOverride *LocalBackend
@@ -52,7 +54,7 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link,
+	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link, ReceiptSync: cfg.ReceiptSync,
 		Gateway: cfg.Gateway, Version: cfg.Version, Logger: cfg.Logger.With("role", "gateway")})
 	if err != nil {
 		return nil, err
