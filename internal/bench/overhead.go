@@ -60,8 +60,8 @@ type OverheadResult struct {
 	// the first tokens, which compete with the admission of other streams.
 	Relay, RelayFirst Dist
 	RelayRate         float64
-	RPSDirect    float64
-	RPSVia       float64
+	RPSDirect         float64
+	RPSVia            float64
 }
 
 const benchKey = "ig-bench-0123456789abcdefghijklmnop"
