@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/provider"
@@ -17,6 +18,7 @@ func newProvideCmd(a *app) *cobra.Command {
 		backendKind, ollama string
 		dataDir             string
 		priceIn, priceOut   string
+		gatewayKey          string
 	)
 	cmd := &cobra.Command{
 		Use:   "provide --gateway URL",
@@ -37,6 +39,11 @@ directory (mode 0600).`,
 			if cfg.PriceCompletion, err = money.Parse(priceOut); err != nil {
 				return fmt.Errorf("--price-out: %w", err)
 			}
+			if gatewayKey != "" {
+				if cfg.ExpectGateway, err = keys.ParsePublicKey(gatewayKey); err != nil {
+					return fmt.Errorf("--gateway-key: %w", err)
+				}
+			}
 			ctx := cmd.Context()
 			b, err := node.OpenBackend(ctx, backendKind, ollama, a.log)
 			if err != nil {
@@ -55,7 +62,10 @@ directory (mode 0600).`,
 				fmt.Fprintf(a.stdout, "created provider key %s\n", cfg.KeyFile)
 			}
 			fmt.Fprintf(a.stdout, "provider %s (address %s) serving %s via %s\n", p.Key, p.Key.Address(), b.Description, cfg.Gateway)
-			<-ctx.Done()
+			select {
+			case <-ctx.Done():
+			case <-p.Done():
+			}
 			return p.Stop()
 		},
 	}
@@ -68,6 +78,8 @@ directory (mode 0600).`,
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the provider key")
 	f.StringVar(&cfg.KeyFile, "key-file", "", "provider key file (default DATA-DIR/provider.key)")
 	f.StringVar(&priceIn, "price-in", provider.DefaultPricePrompt.String(), "price floor per million prompt tokens, in tokens")
+	f.StringVar(&cfg.ExpectChainID, "chain-id", "", "refuse a gateway on another chain (default: accept any)")
+	f.StringVar(&gatewayKey, "gateway-key", "", "refuse a gateway with another key, hex (default: accept any)")
 	f.StringVar(&priceOut, "price-out", provider.DefaultPriceCompletion.String(), "price floor per million completion tokens, in tokens")
 	return cmd
 }

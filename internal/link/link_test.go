@@ -41,7 +41,7 @@ func TestBatchesQueuedMessagesIntoFewFrames(t *testing.T) {
 					t.Fatalf("Send %d: %v", i, err)
 				}
 			}
-			start(t, l)
+			start(t, l, client)
 			maxFrame := tt.maxFrameBytes
 			if maxFrame == 0 {
 				maxFrame = DefaultMaxFrameBytes
@@ -87,7 +87,7 @@ func TestBatchesQueuedMessagesIntoFewFrames(t *testing.T) {
 func TestConcurrentSendersKeepTheirOrder(t *testing.T) {
 	const senders, perSender = 8, 200
 	server, client := wsPair(t)
-	r := start(t, New(server, Options{QueueLen: 16})) // a short queue: senders block and resume
+	r := start(t, New(server, Options{QueueLen: 16}), client) // a short queue: senders block and resume
 	ctx := sendCtx(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, senders)
@@ -132,7 +132,7 @@ func TestConcurrentSendersKeepTheirOrder(t *testing.T) {
 
 func TestPingIsAnsweredAndNotHandled(t *testing.T) {
 	server, client := wsPair(t)
-	r := start(t, New(server, Options{}))
+	r := start(t, New(server, Options{}), client)
 	p := &peer{ws: client}
 	cancel := &protocol.Message{Type: protocol.TypeCancel, Cancel: &protocol.Cancel{ID: "job-9"}}
 	// A ping, a stray pong and a real message in one frame: handle must
@@ -163,21 +163,21 @@ func TestPingIsAnsweredAndNotHandled(t *testing.T) {
 func TestHeartbeat(t *testing.T) {
 	t.Run("silent peer fails the link", func(t *testing.T) {
 		server, client := wsPair(t)
-		r := start(t, New(server, Options{Heartbeat: 50 * time.Millisecond}))
+		r := start(t, New(server, Options{Heartbeat: 50 * time.Millisecond}), client)
 		// The peer reads (so it sees the pings) but never answers.
-		err := r.ended(t)
-		if err == nil || !strings.Contains(err.Error(), "silent") {
-			t.Fatalf("Run ended with %v, want a silent-peer error", err)
-		}
 		ce := (&peer{ws: client}).closeFrame(t)
 		if !strings.Contains(ce.Reason, "silent") {
 			t.Fatalf("peer saw close %d %q", ce.Code, ce.Reason)
+		}
+		err := r.ended(t)
+		if err == nil || !strings.Contains(err.Error(), "silent") {
+			t.Fatalf("Run ended with %v, want a silent-peer error", err)
 		}
 	})
 	t.Run("answering peer keeps it alive", func(t *testing.T) {
 		const hb = 250 * time.Millisecond
 		server, client := wsPair(t)
-		r := start(t, New(server, Options{Heartbeat: hb}))
+		r := start(t, New(server, Options{Heartbeat: hb}), client)
 		p := &peer{ws: client}
 		pings := make(chan uint64, 100)
 		go func() {
@@ -233,15 +233,15 @@ func TestCloseSendsReason(t *testing.T) {
 			`protocol error: job "j" chunk 5, expected 0`},
 		{"shutdown", fmt.Errorf("stopping: %w", context.Canceled), websocket.StatusGoingAway, "shutting down"},
 		{"long ASCII", errors.New(long("", "a")), websocket.StatusNormalClosure, ""},
-		{"long 2-byte runes", errors.New(long("x", "é")), websocket.StatusNormalClosure, ""},
-		{"long 3-byte runes", errors.New(long("xy", "日本")), websocket.StatusNormalClosure, ""},
-		{"long 4-byte runes, every offset", errors.New(long("xyz", "🦙")), websocket.StatusNormalClosure, ""},
+		{"long 2-byte runes, offset 1", errors.New(long("x", "é")), websocket.StatusNormalClosure, ""},
+		{"long 3-byte runes, offset 2", errors.New(long("xy", "日本")), websocket.StatusNormalClosure, ""},
+		{"long 4-byte runes, offset 3", errors.New(long("xyz", "🦙")), websocket.StatusNormalClosure, ""},
 		{"long 4-byte runes, offset 1", errors.New(long("x", "🦙")), websocket.StatusNormalClosure, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			server, client := wsPair(t)
-			r := start(t, New(server, Options{}))
+			r := start(t, New(server, Options{}), client)
 			r.Close(tt.reason)
 			ce := (&peer{ws: client}).closeFrame(t)
 			if err := r.ended(t); !errors.Is(err, tt.reason) {
@@ -273,7 +273,7 @@ func TestSendAfterFailure(t *testing.T) {
 	t.Run("after Close", func(t *testing.T) {
 		server, client := wsPair(t)
 		drain(client)
-		r := start(t, New(server, Options{}))
+		r := start(t, New(server, Options{}), client)
 		why := errors.New("owner stopped the agent")
 		r.Close(why)
 		r.ended(t)
@@ -291,7 +291,7 @@ func TestSendAfterFailure(t *testing.T) {
 	})
 	t.Run("after the peer went away", func(t *testing.T) {
 		server, client := wsPair(t)
-		r := start(t, New(server, Options{}))
+		r := start(t, New(server, Options{}), client)
 		client.CloseNow()
 		if err := r.ended(t); err == nil {
 			t.Fatal("Run returned nil after the peer vanished")
@@ -359,7 +359,7 @@ func TestProtocolViolationClosesWithPolicyViolation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			server, client := wsPair(t)
-			r := start(t, New(server, Options{}))
+			r := start(t, New(server, Options{}), client)
 			p := &peer{ws: client}
 			p.write(t, tt.typ, tt.b)
 			if err := r.ended(t); !errors.Is(err, protocol.ErrProtocol) {
@@ -399,7 +399,7 @@ func TestProtocolViolationClosesWithPolicyViolation(t *testing.T) {
 
 func TestOversizedMessageEndsTheLink(t *testing.T) {
 	server, client := wsPair(t)
-	r := start(t, New(server, Options{MaxMessageBytes: 1024}))
+	r := start(t, New(server, Options{MaxMessageBytes: 1024}), client)
 	p := &peer{ws: client}
 	p.send(t, chunk("j", 0, strings.Repeat("x", 2048)))
 	if err := r.ended(t); err == nil {

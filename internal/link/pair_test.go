@@ -143,8 +143,10 @@ type running struct {
 }
 
 // start runs l with a handle that records every message it sees, and
-// stops it at cleanup.
-func start(tb testing.TB, l *Link) *running {
+// stops it at cleanup. peer is the other end of l's WebSocket: cleanup cuts
+// it first, so that Run need not wait out its close grace for a peer that
+// is not reading.
+func start(tb testing.TB, l *Link, peer *websocket.Conn) *running {
 	tb.Helper()
 	r := &running{Link: l, handled: make(chan *protocol.Message, 1024), result: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -155,6 +157,7 @@ func start(tb testing.TB, l *Link) *running {
 		})
 	}()
 	tb.Cleanup(func() {
+		peer.CloseNow()
 		cancel()
 		select {
 		case <-r.result:

@@ -10,7 +10,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
@@ -117,7 +116,10 @@ type ProviderConfig struct {
 	Slots   int
 	// Prices in base units per million tokens (0: defaults).
 	PricePrompt, PriceCompletion money.Amount
-	Link                         link.Options
+	// ExpectChainID and ExpectGateway pin the gateway (empty: any).
+	ExpectChainID string
+	ExpectGateway keys.PublicKey
+	Link          link.Options
 	Version                      string
 	Logger                       *slog.Logger
 }
@@ -129,10 +131,9 @@ type Provider struct {
 	// Created tells whether the key file was created by this start.
 	Created bool
 
-	stop     context.CancelFunc
-	done     chan error
-	stopOnce sync.Once
-	stopErr  error
+	stop   context.CancelFunc
+	done   chan struct{} // closed when the agent's Run returned
+	runErr error         // what Run returned; read after done
 }
 
 // StartProvider loads or creates the key and runs the agent in the
@@ -154,25 +155,30 @@ func StartProvider(cfg ProviderConfig) (*Provider, error) {
 	a, err := provider.New(provider.Config{
 		Gateway: cfg.Gateway, Key: key, Backend: cfg.Backend.Backend, Models: cfg.Models, Slots: cfg.Slots,
 		PricePrompt: cfg.PricePrompt, PriceCompletion: cfg.PriceCompletion, Hardware: hardware(),
-		Version: cfg.Version, Link: cfg.Link, Logger: cfg.Logger,
+		Version: cfg.Version, Link: cfg.Link, Logger: cfg.Logger, ExpectChainID: cfg.ExpectChainID, ExpectGateway: cfg.ExpectGateway,
 	})
 	if err != nil {
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	p := &Provider{Agent: a, Key: key.Public(), Created: created, stop: stop, done: make(chan error, 1)}
-	go func() { p.done <- a.Run(ctx) }()
+	p := &Provider{Agent: a, Key: key.Public(), Created: created, stop: stop, done: make(chan struct{})}
+	go func() {
+		p.runErr = a.Run(ctx)
+		close(p.done)
+	}()
 	return p, nil
 }
 
 // Stop disconnects the agent and waits for its jobs to end.
 func (p *Provider) Stop() error {
-	p.stopOnce.Do(func() {
-		p.stop()
-		p.stopErr = <-p.done
-	})
-	return p.stopErr
+	p.stop()
+	<-p.done
+	return p.runErr
 }
+
+// Done is closed when the agent stopped by itself (e.g. the gateway is not
+// the configured one) or after Stop; Stop then returns why.
+func (p *Provider) Done() <-chan struct{} { return p.done }
 
 // WaitConnected waits until the agent is connected to its gateway.
 func (p *Provider) WaitConnected(ctx context.Context) error {

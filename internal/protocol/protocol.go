@@ -246,7 +246,7 @@ type Code string
 const (
 	CodeBackend       Code = "backend_error"   // the local model server failed
 	CodeModelNotFound Code = "model_not_found" // provider no longer has the model
-	CodeBusy          Code = "busy"            // no free slot (or paused)
+	CodeBusy          Code = "busy"            // no free slot
 	CodeCancelled     Code = "cancelled"       // after a cancel message
 	CodeDeadline      Code = "deadline"        // the deadline passed
 	CodeBadRequest    Code = "bad_request"     // the backend rejected the request

@@ -73,10 +73,13 @@ type Agent struct {
 	log *slog.Logger
 	url string
 
-	mu     sync.Mutex
-	paused bool
-	reason string
-	cur    *session
+	// stateMu orders pause/resume messages: held from deciding the state
+	// to sending it, so two quick toggles reach the gateway in order.
+	stateMu sync.Mutex
+	mu      sync.Mutex
+	paused  bool
+	reason  string
+	cur     *session
 
 	connected atomic.Bool
 	served    atomic.Int64
@@ -158,6 +161,8 @@ func (a *Agent) Pause(reason string) { a.setPaused(true, reason) }
 func (a *Agent) Resume() { a.setPaused(false, "") }
 
 func (a *Agent) setPaused(paused bool, reason string) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
 	a.mu.Lock()
 	changed := a.paused != paused
 	a.paused, a.reason = paused, reason
@@ -168,7 +173,13 @@ func (a *Agent) setPaused(paused bool, reason string) {
 	}
 }
 
-// Run connects and serves until ctx ends, reconnecting after failures.
+// ErrWrongGateway is returned by Run when the gateway is not the one the
+// agent was configured for (chain, key or protocol version): retrying cannot
+// fix that.
+var ErrWrongGateway = errors.New("wrong gateway")
+
+// Run connects and serves until ctx ends, reconnecting after failures. It
+// returns nil when ctx ends, or an error wrapping ErrWrongGateway.
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := a.cfg.MinBackoff
 	for {
@@ -176,6 +187,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		err := a.session(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, ErrWrongGateway) {
+			return err
 		}
 		if time.Since(start) > time.Minute {
 			backoff = a.cfg.MinBackoff // it was a healthy connection
@@ -243,15 +257,17 @@ func (a *Agent) session(ctx context.Context) error {
 		return err
 	}
 	s := &session{agent: a, link: l, hello: hello, caps: caps, jobs: map[string]context.CancelFunc{}}
+	a.stateMu.Lock()
 	a.mu.Lock()
 	a.cur = s
 	paused, reason := a.paused, a.reason
 	a.mu.Unlock()
-	a.connected.Store(true)
-	a.log.Info("connected to gateway", "gateway", a.cfg.Gateway, "provider", a.cfg.Key.Public().String(), "models", len(caps.Models))
 	if paused {
 		s.sendState(true, reason)
 	}
+	a.stateMu.Unlock()
+	a.connected.Store(true)
+	a.log.Info("connected to gateway", "gateway", a.cfg.Gateway, "provider", a.cfg.Key.Public().String(), "models", len(caps.Models))
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	err = l.Run(runCtx, func(m *protocol.Message) error { return s.handle(runCtx, m) })
@@ -276,13 +292,13 @@ func (a *Agent) handshake(ctx context.Context, l *link.Link, caps protocol.Capab
 	}
 	h := m.Hello
 	if h.ProtocolVersion != protocol.Version {
-		return nil, fmt.Errorf("gateway speaks protocol version %d, this agent %d: upgrade one of them", h.ProtocolVersion, protocol.Version)
+		return nil, fmt.Errorf("%w: it speaks protocol version %d, this agent %d: upgrade one of them", ErrWrongGateway, h.ProtocolVersion, protocol.Version)
 	}
 	if a.cfg.ExpectChainID != "" && h.ChainID != a.cfg.ExpectChainID {
-		return nil, fmt.Errorf("gateway is on chain %q, expected %q", h.ChainID, a.cfg.ExpectChainID)
+		return nil, fmt.Errorf("%w: it is on chain %q, expected %q", ErrWrongGateway, h.ChainID, a.cfg.ExpectChainID)
 	}
 	if !a.cfg.ExpectGateway.IsZero() && h.GatewayKey != a.cfg.ExpectGateway {
-		return nil, fmt.Errorf("gateway key %s, expected %s", h.GatewayKey, a.cfg.ExpectGateway)
+		return nil, fmt.Errorf("%w: its key is %s, expected %s", ErrWrongGateway, h.GatewayKey, a.cfg.ExpectGateway)
 	}
 	auth := &protocol.Auth{
 		ProviderKey:     a.cfg.Key.Public(),

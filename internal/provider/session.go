@@ -99,16 +99,27 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	a := s.agent
 	a.active.Add(1)
 	defer a.active.Add(-1)
-	defer func() {
+	// release frees the job's slot. It must run before the job's last
+	// message (done or error) is sent: the gateway frees its slot when that
+	// message arrives and may send the next job at once, which would
+	// otherwise find this one still holding the slot and be refused as busy.
+	released := false
+	release := func() {
+		if released {
+			return
+		}
+		released = true
 		s.mu.Lock()
 		if cancel := s.jobs[job.ID]; cancel != nil {
 			cancel()
 			delete(s.jobs, job.ID)
 		}
 		s.mu.Unlock()
-	}()
+	}
+	defer release()
 	if code, msg := s.checkTerms(job); code != "" {
 		a.failed.Add(1)
+		release()
 		s.fail(ctx, job.ID, code, msg)
 		return
 	}
@@ -121,6 +132,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	// longer match the signed one. So incomplete characters wait for the
 	// rest, and anything still invalid is replaced here, before hashing.
 	var pending []byte
+	heldTokens := 0 // tokens of text held back, reported with the chunk that carries it
 	send := func(text string, tokens int, logprobs []protocol.TokenLogprob) error {
 		if seq == 0 {
 			firstToken = time.Since(started)
@@ -135,9 +147,12 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		complete, pending = splitIncomplete(append(pending, d.Text...))
 		text := strings.ToValidUTF8(string(complete), "\uFFFD")
 		if text == "" && len(d.Logprobs) == 0 {
+			heldTokens += d.Tokens
 			return nil
 		}
-		return send(text, d.Tokens, d.Logprobs)
+		tokens := heldTokens + d.Tokens
+		heldTokens = 0
+		return send(text, tokens, d.Logprobs)
 	}
 	res, err := a.cfg.Backend.Generate(jctx, job.Request, emit)
 	if err != nil {
@@ -154,12 +169,14 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 			code = protocol.CodeBadRequest
 		}
 		a.log.Info("job failed", "request_id", job.ID, "model", job.Request.Model, "code", code, "err", err)
+		release() // after reading jctx.Err(): release cancels jctx
 		s.fail(ctx, job.ID, code, err.Error())
 		return
 	}
 	if len(pending) > 0 {
-		if err := send(strings.ToValidUTF8(string(pending), "\uFFFD"), 0, nil); err != nil {
+		if err := send(strings.ToValidUTF8(string(pending), "\uFFFD"), heldTokens, nil); err != nil {
 			a.failed.Add(1)
+			release()
 			s.fail(ctx, job.ID, protocol.CodeCancelled, err.Error())
 			return
 		}
@@ -172,6 +189,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	r, err := job.Terms.Receipt(a.cfg.Key.Public(), res.Usage, responseHash, end)
 	if err != nil {
 		a.failed.Add(1)
+		release()
 		s.fail(ctx, job.ID, protocol.CodeBackend, "cannot price the usage: "+err.Error())
 		return
 	}
@@ -183,6 +201,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	if done.FinishReason != "length" {
 		done.FinishReason = "stop"
 	}
+	release()
 	if err := s.link.Send(ctx, &protocol.Message{Type: protocol.TypeDone, Done: done}); err != nil {
 		a.failed.Add(1)
 		return

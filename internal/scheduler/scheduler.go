@@ -40,10 +40,17 @@ func (u *Unplaceable) Error() string {
 	case u.Offering == 0:
 		return fmt.Sprintf("model %q: 0 providers online", u.Model)
 	case u.Paused == u.Offering:
-		return fmt.Sprintf("model %q: all %d providers are paused by their owners", u.Model, u.Offering)
+		return fmt.Sprintf("model %q: %s online, all paused by their owners", u.Model, plural(u.Offering, "provider"))
 	default:
-		return fmt.Sprintf("model %q: %d providers online, %d busy, %d paused", u.Model, u.Offering, u.Busy, u.Paused)
+		return fmt.Sprintf("model %q: %s online, %d busy, %d paused", u.Model, plural(u.Offering, "provider"), u.Busy, u.Paused)
 	}
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // OnlyBusy reports whether capacity will come back by itself (every

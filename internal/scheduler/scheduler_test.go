@@ -87,7 +87,7 @@ func TestPick(t *testing.T) {
 			model: "sim", msg: `model "sim": 0 providers online`},
 		{name: "all paused",
 			cands: []Candidate{offering(1, 4, 0, true, "sim"), offering(2, 4, 0, true, "sim:latest"), offering(3, 4, 0, false, "other")},
-			model: "sim", offering: 2, paused: 2, msg: `model "sim": all 2 providers are paused by their owners`},
+			model: "sim", offering: 2, paused: 2, msg: `model "sim": 2 providers online, all paused by their owners`},
 		{name: "all busy",
 			cands: []Candidate{offering(1, 4, 4, false, "sim"), offering(2, 1, 1, false, "sim")},
 			model: "sim", offering: 2, busy: 2, onlyBusy: true, msg: `model "sim": 2 providers online, 2 busy, 0 paused`},
@@ -99,7 +99,7 @@ func TestPick(t *testing.T) {
 			model: "sim", offering: 2, busy: 1, paused: 1, onlyBusy: true, msg: `model "sim": 2 providers online, 1 busy, 1 paused`},
 		{name: "no slots at all is busy",
 			cands: []Candidate{offering(1, 0, 0, false, "sim")},
-			model: "sim", offering: 1, busy: 1, onlyBusy: true, msg: `model "sim": 1 providers online, 1 busy, 0 paused`},
+			model: "sim", offering: 1, busy: 1, onlyBusy: true, msg: `model "sim": 1 provider online, 1 busy, 0 paused`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
