@@ -120,8 +120,8 @@ type ProviderConfig struct {
 	ExpectChainID string
 	ExpectGateway keys.PublicKey
 	Link          link.Options
-	Version                      string
-	Logger                       *slog.Logger
+	Version       string
+	Logger        *slog.Logger
 }
 
 // Provider is a running provider agent.
