@@ -246,9 +246,9 @@ func (h *Hub) handshake(ctx context.Context, l *link.Link) (*Provider, error) {
 	if heartbeat <= 0 {
 		heartbeat = link.DefaultHeartbeat
 	}
-	if err := l.WriteOne(ctx, &protocol.Message{Type: protocol.TypeWelcome, Welcome: &protocol.Welcome{HeartbeatMs: heartbeat.Milliseconds()}}); err != nil {
-		return nil, fmt.Errorf("send welcome: %w", err)
-	}
+	// Register before the welcome, so that a provider that has been welcomed
+	// is always routable. A job dispatched in between waits in the link's
+	// queue and goes out after the welcome, when the link runs.
 	p := &Provider{Key: a.ProviderKey, ConnectedAt: time.Now(), hub: h, link: l, caps: a.Capabilities, jobs: map[string]*Stream{}}
 	h.mu.Lock()
 	old := h.providers[p.Key]
@@ -259,6 +259,10 @@ func (h *Hub) handshake(ctx context.Context, l *link.Link) (*Provider, error) {
 	h.mu.Unlock()
 	if old != nil {
 		old.link.Close(errors.New("replaced by a newer connection of the same provider"))
+	}
+	if err := l.WriteOne(ctx, &protocol.Message{Type: protocol.TypeWelcome, Welcome: &protocol.Welcome{HeartbeatMs: heartbeat.Milliseconds()}}); err != nil {
+		h.drop(p, err)
+		return nil, fmt.Errorf("send welcome: %w", err)
 	}
 	h.signal()
 	return p, nil

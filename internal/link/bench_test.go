@@ -97,3 +97,28 @@ func benchSenders(b *testing.B, senders int, client *websocket.Conn, send func(c
 	b.ReportMetric(float64(msgs)/b.Elapsed().Seconds(), "msgs/s")
 	b.ReportMetric(float64(msgs)/float64(frames), "msgs/frame")
 }
+
+// BenchmarkRoundTrip measures one message there and one back between two
+// running links over loopback: the cost of a gateway↔provider hop, twice.
+func BenchmarkRoundTrip(b *testing.B) {
+	server, client := wsPair(b)
+	ls, lc := New(server, Options{}), New(client, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ls.Run(ctx, func(m *protocol.Message) error {
+		return ls.Send(ctx, &protocol.Message{Type: protocol.TypeCancel, Cancel: m.Cancel})
+	})
+	back := make(chan struct{}, 1)
+	go lc.Run(ctx, func(*protocol.Message) error {
+		back <- struct{}{}
+		return nil
+	})
+	msg := &protocol.Message{Type: protocol.TypeCancel, Cancel: &protocol.Cancel{ID: "job-1"}}
+	for b.Loop() {
+		if err := lc.Send(ctx, msg); err != nil {
+			b.Fatal(err)
+		}
+		<-back
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/roundtrip")
+}
