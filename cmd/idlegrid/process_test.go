@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests in this file run the real binary as separate processes, the
+// way an operator does: flags, environment, output and signals included.
+
+// buildBinary compiles idlegrid once per test binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the idlegrid binary; skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "idlegrid")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// proc is a running idlegrid process whose stdout is scanned for a line.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan string
+	done  chan error
+}
+
+func start(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = io.Discard
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return p
+}
+
+// await returns the first submatch of re in the process's output.
+func (p *proc) await(t *testing.T, re string) string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case l := <-p.lines:
+			if m := rx.FindStringSubmatch(l); m != nil {
+				return m[len(m)-1]
+			}
+		case err := <-p.done:
+			t.Fatalf("process exited (%v) before printing %q", err, re)
+		case <-deadline:
+			t.Fatalf("no line matching %q within 60s", re)
+		}
+	}
+}
+
+// stop sends sig and requires a clean exit.
+func (p *proc) stop(t *testing.T, sig os.Signal) {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after %v: %v", sig, err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("no exit within 40s of %v", sig)
+	}
+}
+
+func chat(t *testing.T, base, key string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), "POST", base+"/v1/chat/completions",
+		strings.NewReader(`{"model":"sim","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"role":"assistant","content":" `) {
+		t.Fatalf("chat: %d %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func TestUpProcess(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	const key = "ig-process-test-0123456789"
+	up := start(t, bin, []string{"IDLEGRID_DEV_API_KEY=" + key, "OLLAMA_HOST=127.0.0.1:1"},
+		"up", "--addr", "127.0.0.1:0", "--data-dir", dir, "--backend", "auto")
+	base := up.await(t, `OpenAI API base URL:\s+(http://\S+)/v1`)
+	chat(t, base, key)
+	up.stop(t, os.Interrupt)
+}
+
+// TestSeparateRoles runs a gateway and a provider as separate processes and
+// manages keys with the CLI while the gateway runs.
+func TestSeparateRoles(t *testing.T) {
+	bin := buildBinary(t)
+	gwDir, pvDir := t.TempDir(), t.TempDir()
+	gw := start(t, bin, nil, "gateway", "--addr", "127.0.0.1:0", "--data-dir", gwDir, "--log-format", "json")
+	base := gw.await(t, `listening on (http://\S+) `)
+	pv := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir, "--slots", "2")
+	pv.await(t, `created provider key`)
+	pv.await(t, `serving built-in simulator`)
+	out, err := exec.Command(bin, "keys", "create", "--data-dir", gwDir).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(string(out))
+	// The agent may still be completing its handshake.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/v1/models")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), `"sim"`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the provider never appeared in /v1/models")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	chat(t, base, key)
+	st, err := os.Stat(filepath.Join(pvDir, "provider.key"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("provider key file: %v %v", st.Mode(), err)
+	}
+	pv.stop(t, syscall.SIGTERM)
+	gw.stop(t, syscall.SIGTERM)
+}
