@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/store"
@@ -32,6 +33,7 @@ type netOptions struct {
 	sim     sim.Config
 	backend *node.LocalBackend // overrides the simulator (real Ollama)
 	slots   int
+	gateway gateway.Config // queue limits and timeouts
 }
 
 func fastSim() sim.Config {
@@ -71,7 +73,7 @@ func startNet(t *testing.T, opts netOptions) *testNet {
 	n, err := node.StartUp(ctx, node.UpConfig{
 		Addr: "127.0.0.1:0", DataDir: tn.DataDir, Backend: node.BackendOllama, OllamaURL: "unused", DevAPIKey: testAPIKey,
 		Slots: opts.slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t),
-		BackendOverride: b,
+		BackendOverride: b, Gateway: opts.gateway,
 	})
 	if err != nil {
 		t.Fatal(err)

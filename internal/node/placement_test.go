@@ -1,0 +1,129 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway"
+)
+
+type apiError struct {
+	Error struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	} `json:"error"`
+}
+
+func decodeError(t *testing.T, b []byte) apiError {
+	t.Helper()
+	var e apiError
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("not OpenAI error JSON: %s", b)
+	}
+	return e
+}
+
+// TestQueueFull: with the only slot taken, one request waits in the queue;
+// past the queue's size a request gets 429 at once, and the waiting one
+// gets 429 when the queue timeout passes. Both say why and when to retry.
+func TestQueueFull(t *testing.T) {
+	tn := startNet(t, netOptions{sim: slowSim(20), slots: 1, gateway: gateway.Config{MaxQueued: 1, QueueTimeout: 500 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, _, _ := openStream(t, ctx, tn, 1000) // holds the slot
+	defer resp.Body.Close()
+
+	body := `{"model":"sim","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`
+	queued := make(chan struct {
+		status int
+		body   []byte
+		after  time.Duration
+	}, 1)
+	go func() {
+		start := time.Now()
+		var s int
+		var b []byte
+		req, _ := http.NewRequest("POST", tn.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		if r, err := http.DefaultClient.Do(req); err == nil {
+			b, _ = io.ReadAll(r.Body)
+			r.Body.Close()
+			s = r.StatusCode
+		}
+		queued <- struct {
+			status int
+			body   []byte
+			after  time.Duration
+		}{s, b, time.Since(start)}
+	}()
+	// Wait until the first request is waiting, then overflow the queue.
+	var status int
+	var b []byte
+	eventually(t, 10*time.Second, "the queue to be full", func() bool {
+		req, _ := http.NewRequest("POST", tn.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ = io.ReadAll(r.Body)
+		status = r.StatusCode
+		if status == 429 && r.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+		return status == 429 && strings.Contains(string(b), "queue is full")
+	})
+	if e := decodeError(t, b); e.Error.Type != "rate_limit_error" || e.Error.Code != "providers_busy" {
+		t.Fatalf("queue full: %+v", e)
+	}
+	q := <-queued
+	if e := decodeError(t, q.body); q.status != 429 || !strings.Contains(e.Error.Message, "1 busy") || q.after < 400*time.Millisecond {
+		t.Fatalf("queued request: %d after %s: %s", q.status, q.after, q.body)
+	}
+}
+
+// TestNoProviderOnline: a model the network has seen but no provider serves
+// now is a 503 that says so (not a 404).
+func TestNoProviderOnline(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	if err := tn.Provider.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the provider to be gone", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 0 })
+	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","messages":[{"role":"user","content":"hi"}]}`)
+	e := decodeError(t, b)
+	if status != 503 || e.Error.Code != "no_provider" || !strings.Contains(e.Error.Message, `model "sim": 0 providers online`) {
+		t.Fatalf("%d %+v", status, e)
+	}
+	status, _ = post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"never-seen","messages":[{"role":"user","content":"hi"}]}`)
+	if status != 404 {
+		t.Fatalf("unknown model: %d", status)
+	}
+}
+
+// TestPausedProvider: a provider paused by its owner is routed around; with
+// no other provider the consumer learns that it is paused.
+func TestPausedProvider(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	tn.Provider.Agent.Pause("owner is gaming")
+	eventually(t, 10*time.Second, "the pause to reach the gateway", func() bool {
+		infos := tn.Gateway.Hub.Snapshot()
+		return len(infos) == 1 && infos[0].Paused
+	})
+	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","messages":[{"role":"user","content":"hi"}]}`)
+	if e := decodeError(t, b); status != 503 || !strings.Contains(e.Error.Message, "paused") {
+		t.Fatalf("%d %+v", status, e)
+	}
+	tn.Provider.Agent.Resume()
+	eventually(t, 10*time.Second, "the resume to reach the gateway", func() bool {
+		s, _ := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`)
+		return s == 200
+	})
+}
