@@ -85,6 +85,9 @@ func New(cfg Config) (*Gateway, error) {
 	return &Gateway{cfg: cfg, log: cfg.Logger}, nil
 }
 
+// Queued is the number of requests waiting for a provider slot.
+func (g *Gateway) Queued() int { return int(g.queued.Load()) }
+
 // Handler returns the gateway's HTTP routes, including the provider
 // WebSocket endpoint.
 func (g *Gateway) Handler() http.Handler {

@@ -20,6 +20,8 @@ func slowSim(tokensPerSecond float64) sim.Config {
 	for i := range cfg.Models {
 		cfg.Models[i].FirstToken = 0
 		cfg.Models[i].TokensPerSecond = tokensPerSecond
+		// Long streams must last until the test is done with them.
+		cfg.Models[i].IgnoreEOS = true
 	}
 	return cfg
 }

@@ -33,7 +33,7 @@ func decodeError(t *testing.T, b []byte) apiError {
 // past the queue's size a request gets 429 at once, and the waiting one
 // gets 429 when the queue timeout passes. Both say why and when to retry.
 func TestQueueFull(t *testing.T) {
-	tn := startNet(t, netOptions{sim: slowSim(20), slots: 1, gateway: gateway.Config{MaxQueued: 1, QueueTimeout: 500 * time.Millisecond}})
+	tn := startNet(t, netOptions{sim: slowSim(20), slots: 1, gateway: gateway.Config{MaxQueued: 1, QueueTimeout: 3 * time.Second}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, _, _ := openStream(t, ctx, tn, 1000) // holds the slot
@@ -62,29 +62,25 @@ func TestQueueFull(t *testing.T) {
 			after  time.Duration
 		}{s, b, time.Since(start)}
 	}()
-	// Wait until the first request is waiting, then overflow the queue.
-	var status int
-	var b []byte
-	eventually(t, 10*time.Second, "the queue to be full", func() bool {
-		req, _ := http.NewRequest("POST", tn.URL+"/v1/chat/completions", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
-		r, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Body.Close()
-		b, _ = io.ReadAll(r.Body)
-		status = r.StatusCode
-		if status == 429 && r.Header.Get("Retry-After") == "" {
-			t.Error("429 without Retry-After")
-		}
-		return status == 429 && strings.Contains(string(b), "queue is full")
-	})
+	// Once the first request waits in the queue, the next one overflows it.
+	eventually(t, 10*time.Second, "a request to wait in the queue", func() bool { return tn.Gateway.API.Queued() == 1 })
+	req, _ := http.NewRequest("POST", tn.URL+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	start := time.Now()
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 429 || !strings.Contains(string(b), "queue is full") || r.Header.Get("Retry-After") == "" || time.Since(start) > 2*time.Second {
+		t.Fatalf("overflow: %d after %s, Retry-After %q: %s", r.StatusCode, time.Since(start), r.Header.Get("Retry-After"), b)
+	}
 	if e := decodeError(t, b); e.Error.Type != "rate_limit_error" || e.Error.Code != "providers_busy" {
 		t.Fatalf("queue full: %+v", e)
 	}
 	q := <-queued
-	if e := decodeError(t, q.body); q.status != 429 || !strings.Contains(e.Error.Message, "1 busy") || q.after < 400*time.Millisecond {
+	if e := decodeError(t, q.body); q.status != 429 || !strings.Contains(e.Error.Message, "1 busy") || q.after < 2*time.Second {
 		t.Fatalf("queued request: %d after %s: %s", q.status, q.after, q.body)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
@@ -75,12 +76,12 @@ func WriteTags(w http.ResponseWriter, models []Model) {
 // ParseShow returns the model an /api/show body names, in "model" or the
 // legacy "name" that older clients send.
 func ParseShow(body []byte) (string, *apierr.Error) {
-	o, e := decodeBody(body)
+	o, e := jsonfield.DecodeBody(body)
 	if e != nil {
 		return "", e
 	}
 	for _, key := range []string{"model", "name"} {
-		name, e := o.optString(key, key)
+		name, e := o.OptString(key, key)
 		if e != nil {
 			return "", e
 		}
@@ -88,7 +89,7 @@ func ParseShow(body []byte) (string, *apierr.Error) {
 			return name, nil
 		}
 	}
-	return "", invalid(codeMissing, "model", "model is required")
+	return "", jsonfield.Invalid(jsonfield.CodeMissing, "model", "model is required")
 }
 
 type showResponse struct {

@@ -13,7 +13,6 @@ package ollama
 import (
 	"fmt"
 
-	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -34,23 +33,6 @@ type Params struct {
 	// unload a model ("ollama stop"); WriteLoaded answers done_reason
 	// "unload" so that such clients see the reply they expect.
 	Unload bool
-}
-
-// Error codes in apierr.Error.Code. Ollama clients only see the message,
-// but the gateway's logs and metrics see the code.
-const (
-	codeInvalidJSON = "invalid_json"
-	codeInvalidType = "invalid_type"
-	codeMissing     = "missing_required_parameter"
-	codeInvalidVal  = "invalid_value"
-	codeUnsupported = "unsupported_value"
-)
-
-// invalid is apierr.Invalid with a specific code instead of the generic one.
-func invalid(code, param, format string, args ...any) *apierr.Error {
-	e := apierr.Invalid(param, format, args...)
-	e.Code = code
-	return e
 }
 
 // outOfOrder reports a relay that broke the Begin → Delta* → End|Fail order;

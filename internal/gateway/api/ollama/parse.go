@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
@@ -23,20 +24,15 @@ const maxTokensLimit = 1<<31 - 1
 // are refused, as is a non-empty format (JSON mode and schemas); think,
 // keep_alive (beyond detecting an unload) and unknown options are ignored.
 func ParseChat(body []byte) (Params, *apierr.Error) {
-	var p Params
-	o, e := decodeBody(body)
+	o, p, e := parseRequest(body, protocol.KindChat)
 	if e != nil {
 		return p, e
 	}
-	p.Request.Kind = protocol.KindChat
-	if e := parseCommon(o, &p); e != nil {
-		return p, e
+	if o.NonEmpty("tools") {
+		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "tools", "tool calling is not supported yet on this network: remove 'tools' from the request")
 	}
-	if o.nonEmpty("tools") {
-		return p, invalid(codeUnsupported, "tools", "tool calling is not supported yet on this network: remove 'tools' from the request")
-	}
-	if raw, ok := o.get("messages"); ok {
-		items, e := asArray(raw, "messages")
+	if raw, ok := o.Get("messages"); ok {
+		items, e := jsonfield.AsArray(raw, "messages")
 		if e != nil {
 			return p, e
 		}
@@ -61,66 +57,71 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 // (Ollama's token memory of earlier calls) is ignored: token ids depend on
 // whichever provider served the previous call.
 func ParseGenerate(body []byte) (Params, *apierr.Error) {
-	var p Params
-	o, e := decodeBody(body)
+	o, p, e := parseRequest(body, protocol.KindGenerate)
 	if e != nil {
 		return p, e
 	}
-	p.Request.Kind = protocol.KindGenerate
-	if e := parseCommon(o, &p); e != nil {
-		return p, e
-	}
 	r := &p.Request
-	if r.Prompt, e = o.optString("prompt", "prompt"); e != nil {
+	if r.Prompt, e = o.OptString("prompt", "prompt"); e != nil {
 		return p, e
 	}
-	if r.System, e = o.optString("system", "system"); e != nil {
+	if r.System, e = o.OptString("system", "system"); e != nil {
 		return p, e
 	}
-	if r.Raw, e = o.optBool("raw", "raw", false); e != nil {
+	if r.Raw, e = o.OptBool("raw", "raw", false); e != nil {
 		return p, e
 	}
 	// The Go client always sends "template" and "suffix", empty when unset.
 	for _, key := range []string{"template", "suffix"} {
-		if s, e := o.optString(key, key); e != nil {
+		if s, e := o.OptString(key, key); e != nil {
 			return p, e
 		} else if s != "" {
-			return p, invalid(codeUnsupported, key, "'%s' is not supported on this network: providers apply each model's own template", key)
+			return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, key, "'%s' is not supported on this network: providers apply each model's own template", key)
 		}
 	}
-	if o.nonEmpty("images") {
-		return p, invalid(codeUnsupported, "images", "images are not supported yet on this network")
+	if o.NonEmpty("images") {
+		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "images", "images are not supported yet on this network")
 	}
 	if r.Raw && r.System != "" {
-		return p, invalid(codeInvalidVal, "raw", "raw mode does not support a system prompt")
+		return p, jsonfield.Invalid(jsonfield.CodeInvalidValue, "raw", "raw mode does not support a system prompt")
 	}
 	p.LoadOnly = r.Prompt == ""
 	p.Unload = p.LoadOnly && isZeroKeepAlive(o)
 	return p, nil
 }
 
-// parseCommon reads the members /api/chat and /api/generate share.
-func parseCommon(o object, p *Params) *apierr.Error {
-	raw, ok := o.get("model")
-	if !ok {
-		return invalid(codeMissing, "model", "model is required")
+// parseRequest decodes an /api/chat or /api/generate body into o and reads
+// the members both share into p; the caller reads the rest of o.
+func parseRequest(body []byte, kind protocol.Kind) (o jsonfield.Object, p Params, e *apierr.Error) {
+	if o, e = jsonfield.DecodeBody(body); e != nil {
+		return o, p, e
 	}
-	model, e := asString(raw, "model")
+	p.Request.Kind = kind
+	return o, p, parseCommon(o, &p)
+}
+
+// parseCommon reads the members /api/chat and /api/generate share.
+func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
+	raw, ok := o.Get("model")
+	if !ok {
+		return jsonfield.Invalid(jsonfield.CodeMissing, "model", "model is required")
+	}
+	model, e := jsonfield.AsString(raw, "model")
 	if e != nil {
 		return e
 	}
 	if model == "" {
-		return invalid(codeMissing, "model", "model is required")
+		return jsonfield.Invalid(jsonfield.CodeMissing, "model", "model is required")
 	}
 	p.Request.Model = model
-	if p.Stream, e = o.optBool("stream", "stream", true); e != nil {
+	if p.Stream, e = o.OptBool("stream", "stream", true); e != nil {
 		return e
 	}
-	if raw, ok := o.get("format"); ok && string(raw) != `""` {
-		return invalid(codeUnsupported, "format", "structured output ('format': %s) is not supported yet on this network", truncate(raw))
+	if raw, ok := o.Get("format"); ok && string(raw) != `""` {
+		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "format", "structured output ('format': %s) is not supported yet on this network", truncate(raw))
 	}
-	if raw, ok := o.get("options"); ok {
-		opts, e := asObject(raw, "options")
+	if raw, ok := o.Get("options"); ok {
+		opts, e := jsonfield.AsObject(raw, "options")
 		if e != nil {
 			return e
 		}
@@ -134,32 +135,32 @@ func parseCommon(o object, p *Params) *apierr.Error {
 // parseOptions reads the options the network supports; Ollama's others
 // (top_k, num_ctx, repeat_penalty, …) are the provider's business and are
 // ignored.
-func parseOptions(o object, opts *protocol.Options) *apierr.Error {
-	if raw, ok := o.get("num_predict"); ok {
-		n, e := asInt(raw, "options.num_predict")
+func parseOptions(o jsonfield.Object, opts *protocol.Options) *apierr.Error {
+	if raw, ok := o.Get("num_predict"); ok {
+		n, e := jsonfield.AsInt(raw, "options.num_predict")
 		if e != nil {
 			return e
 		}
 		switch {
 		case n > maxTokensLimit:
-			return invalid(codeInvalidVal, "options.num_predict", "invalid value for 'options.num_predict': %d is above the maximum of %d", n, maxTokensLimit)
+			return jsonfield.Invalid(jsonfield.CodeInvalidValue, "options.num_predict", "invalid value for 'options.num_predict': %d is above the maximum of %d", n, maxTokensLimit)
 		case n > 0:
 			opts.MaxTokens = int(n)
 		case n < -2:
-			return invalid(codeInvalidVal, "options.num_predict", "invalid value for 'options.num_predict': %d (use a positive number, or -1 for no limit)", n)
+			return jsonfield.Invalid(jsonfield.CodeInvalidValue, "options.num_predict", "invalid value for 'options.num_predict': %d (use a positive number, or -1 for no limit)", n)
 		}
 		// 0, -1 (infinite) and -2 (fill the context) leave the limit to
 		// the gateway's default: a request must have a bounded price.
 	}
 	var e *apierr.Error
-	if opts.Temperature, e = o.optFloatIn("temperature", "options.temperature", 0, math.MaxFloat64); e != nil {
+	if opts.Temperature, e = o.OptFloatIn("temperature", "options.temperature", 0, math.MaxFloat64); e != nil {
 		return e
 	}
-	if opts.TopP, e = o.optFloatIn("top_p", "options.top_p", 0, 1); e != nil {
+	if opts.TopP, e = o.OptFloatIn("top_p", "options.top_p", 0, 1); e != nil {
 		return e
 	}
-	if raw, ok := o.get("seed"); ok {
-		seed, e := asInt(raw, "options.seed")
+	if raw, ok := o.Get("seed"); ok {
+		seed, e := jsonfield.AsInt(raw, "options.seed")
 		if e != nil {
 			return e
 		}
@@ -178,25 +179,25 @@ func parseOptions(o object, opts *protocol.Options) *apierr.Error {
 // parseStop reads options.stop: an array of strings, or one string (which
 // Ollama's own parser refuses, but is unambiguous). Empty strings are
 // dropped.
-func parseStop(o object) ([]string, *apierr.Error) {
-	raw, ok := o.get("stop")
+func parseStop(o jsonfield.Object) ([]string, *apierr.Error) {
+	raw, ok := o.Get("stop")
 	if !ok {
 		return nil, nil
 	}
 	if raw[0] == '"' {
-		s, e := asString(raw, "options.stop")
+		s, e := jsonfield.AsString(raw, "options.stop")
 		if e != nil || s == "" {
 			return nil, e
 		}
 		return []string{s}, nil
 	}
-	items, e := asArray(raw, "options.stop")
+	items, e := jsonfield.AsArray(raw, "options.stop")
 	if e != nil {
 		return nil, e
 	}
 	var stop []string
 	for i, item := range items {
-		s, e := asString(item, fmt.Sprintf("options.stop[%d]", i))
+		s, e := jsonfield.AsString(item, fmt.Sprintf("options.stop[%d]", i))
 		if e != nil {
 			return nil, e
 		}
@@ -209,11 +210,11 @@ func parseStop(o object) ([]string, *apierr.Error) {
 
 func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *apierr.Error) {
 	var m protocol.ChatMessage
-	o, e := asObject(raw, param)
+	o, e := jsonfield.AsObject(raw, param)
 	if e != nil {
 		return m, e
 	}
-	role, e := o.optString("role", param+".role")
+	role, e := o.OptString("role", param+".role")
 	if e != nil {
 		return m, e
 	}
@@ -222,20 +223,20 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 	case "system", "user", "assistant":
 		m.Role = role
 	case "":
-		return m, invalid(codeMissing, param+".role", "%s.role is required", param)
+		return m, jsonfield.Invalid(jsonfield.CodeMissing, param+".role", "%s.role is required", param)
 	case "tool":
-		return m, invalid(codeUnsupported, param+".role", "tool calling is not supported yet on this network: messages with role \"tool\" cannot be sent")
+		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".role", "tool calling is not supported yet on this network: messages with role \"tool\" cannot be sent")
 	default:
-		return m, invalid(codeInvalidVal, param+".role", "invalid role %q in %s: use system, user or assistant", role, param)
+		return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".role", "invalid role %q in %s: use system, user or assistant", role, param)
 	}
-	if m.Content, e = o.optString("content", param+".content"); e != nil {
+	if m.Content, e = o.OptString("content", param+".content"); e != nil {
 		return m, e
 	}
-	if o.nonEmpty("images") {
-		return m, invalid(codeUnsupported, param+".images", "images are not supported yet on this network")
+	if o.NonEmpty("images") {
+		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".images", "images are not supported yet on this network")
 	}
-	if o.nonEmpty("tool_calls") {
-		return m, invalid(codeUnsupported, param+".tool_calls", "tool calling is not supported yet on this network")
+	if o.NonEmpty("tool_calls") {
+		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".tool_calls", "tool calling is not supported yet on this network")
 	}
 	return m, nil
 }
@@ -243,8 +244,8 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 // isZeroKeepAlive reports keep_alive 0 ("0", "0s", 0), Ollama's way of
 // asking to unload a model. Other values are ignored: providers manage
 // their own memory.
-func isZeroKeepAlive(o object) bool {
-	raw, ok := o.get("keep_alive")
+func isZeroKeepAlive(o jsonfield.Object) bool {
+	raw, ok := o.Get("keep_alive")
 	if !ok {
 		return false
 	}

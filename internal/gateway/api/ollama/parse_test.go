@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
@@ -112,34 +113,34 @@ const okMsgs = `"messages":[{"role":"user","content":"x"}]`
 
 func TestParseChatErrors(t *testing.T) {
 	tests := []errCase{
-		{"empty body", ``, "", codeInvalidJSON},
-		{"malformed JSON", `{"model":"m"`, "", codeInvalidJSON},
-		{"body is array", `[]`, "", codeInvalidJSON},
-		{"missing model", `{` + okMsgs + `}`, "model", codeMissing},
-		{"empty model", `{"model":"",` + okMsgs + `}`, "model", codeMissing},
-		{"model wrong type", `{"model":1,` + okMsgs + `}`, "model", codeInvalidType},
-		{"messages wrong type", `{"model":"m","messages":"hi"}`, "messages", codeInvalidType},
-		{"message wrong type", `{"model":"m","messages":[1]}`, "messages[0]", codeInvalidType},
-		{"missing role", `{"model":"m","messages":[{"content":"x"}]}`, "messages[0].role", codeMissing},
-		{"unknown role", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"developer","content":"x"}]}`, "messages[1].role", codeInvalidVal},
-		{"tool role", `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, "messages[0].role", codeUnsupported},
-		{"content wrong type", `{"model":"m","messages":[{"role":"user","content":["x"]}]}`, "messages[0].content", codeInvalidType},
-		{"images", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk="]}]}`, "messages[0].images", codeUnsupported},
-		{"tool calls", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f"}}]}]}`, "messages[0].tool_calls", codeUnsupported},
-		{"tools", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function"}]}`, "tools", codeUnsupported},
-		{"format json", `{"model":"m",` + okMsgs + `,"format":"json"}`, "format", codeUnsupported},
-		{"format schema", `{"model":"m",` + okMsgs + `,"format":{"type":"object"}}`, "format", codeUnsupported},
-		{"stream wrong type", `{"model":"m",` + okMsgs + `,"stream":"no"}`, "stream", codeInvalidType},
-		{"options wrong type", `{"model":"m",` + okMsgs + `,"options":[]}`, "options", codeInvalidType},
-		{"num_predict wrong type", `{"model":"m",` + okMsgs + `,"options":{"num_predict":"10"}}`, "options.num_predict", codeInvalidType},
-		{"num_predict below -2", `{"model":"m",` + okMsgs + `,"options":{"num_predict":-3}}`, "options.num_predict", codeInvalidVal},
-		{"num_predict huge", `{"model":"m",` + okMsgs + `,"options":{"num_predict":1e12}}`, "options.num_predict", codeInvalidVal},
-		{"temperature negative", `{"model":"m",` + okMsgs + `,"options":{"temperature":-1}}`, "options.temperature", codeInvalidVal},
-		{"temperature wrong type", `{"model":"m",` + okMsgs + `,"options":{"temperature":true}}`, "options.temperature", codeInvalidType},
-		{"top_p out of range", `{"model":"m",` + okMsgs + `,"options":{"top_p":2}}`, "options.top_p", codeInvalidVal},
-		{"seed fractional", `{"model":"m",` + okMsgs + `,"options":{"seed":0.5}}`, "options.seed", codeInvalidType},
-		{"stop element type", `{"model":"m",` + okMsgs + `,"options":{"stop":["a",2]}}`, "options.stop[1]", codeInvalidType},
-		{"stop wrong type", `{"model":"m",` + okMsgs + `,"options":{"stop":{}}}`, "options.stop", codeInvalidType},
+		{"empty body", ``, "", jsonfield.CodeInvalidJSON},
+		{"malformed JSON", `{"model":"m"`, "", jsonfield.CodeInvalidJSON},
+		{"body is array", `[]`, "", jsonfield.CodeInvalidJSON},
+		{"missing model", `{` + okMsgs + `}`, "model", jsonfield.CodeMissing},
+		{"empty model", `{"model":"",` + okMsgs + `}`, "model", jsonfield.CodeMissing},
+		{"model wrong type", `{"model":1,` + okMsgs + `}`, "model", jsonfield.CodeInvalidType},
+		{"messages wrong type", `{"model":"m","messages":"hi"}`, "messages", jsonfield.CodeInvalidType},
+		{"message wrong type", `{"model":"m","messages":[1]}`, "messages[0]", jsonfield.CodeInvalidType},
+		{"missing role", `{"model":"m","messages":[{"content":"x"}]}`, "messages[0].role", jsonfield.CodeMissing},
+		{"unknown role", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"developer","content":"x"}]}`, "messages[1].role", jsonfield.CodeInvalidValue},
+		{"tool role", `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, "messages[0].role", jsonfield.CodeUnsupportedValue},
+		{"content wrong type", `{"model":"m","messages":[{"role":"user","content":["x"]}]}`, "messages[0].content", jsonfield.CodeInvalidType},
+		{"images", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk="]}]}`, "messages[0].images", jsonfield.CodeUnsupportedValue},
+		{"tool calls", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f"}}]}]}`, "messages[0].tool_calls", jsonfield.CodeUnsupportedValue},
+		{"tools", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function"}]}`, "tools", jsonfield.CodeUnsupportedValue},
+		{"format json", `{"model":"m",` + okMsgs + `,"format":"json"}`, "format", jsonfield.CodeUnsupportedValue},
+		{"format schema", `{"model":"m",` + okMsgs + `,"format":{"type":"object"}}`, "format", jsonfield.CodeUnsupportedValue},
+		{"stream wrong type", `{"model":"m",` + okMsgs + `,"stream":"no"}`, "stream", jsonfield.CodeInvalidType},
+		{"options wrong type", `{"model":"m",` + okMsgs + `,"options":[]}`, "options", jsonfield.CodeInvalidType},
+		{"num_predict wrong type", `{"model":"m",` + okMsgs + `,"options":{"num_predict":"10"}}`, "options.num_predict", jsonfield.CodeInvalidType},
+		{"num_predict below -2", `{"model":"m",` + okMsgs + `,"options":{"num_predict":-3}}`, "options.num_predict", jsonfield.CodeInvalidValue},
+		{"num_predict huge", `{"model":"m",` + okMsgs + `,"options":{"num_predict":1e12}}`, "options.num_predict", jsonfield.CodeInvalidValue},
+		{"temperature negative", `{"model":"m",` + okMsgs + `,"options":{"temperature":-1}}`, "options.temperature", jsonfield.CodeInvalidValue},
+		{"temperature wrong type", `{"model":"m",` + okMsgs + `,"options":{"temperature":true}}`, "options.temperature", jsonfield.CodeInvalidType},
+		{"top_p out of range", `{"model":"m",` + okMsgs + `,"options":{"top_p":2}}`, "options.top_p", jsonfield.CodeInvalidValue},
+		{"seed fractional", `{"model":"m",` + okMsgs + `,"options":{"seed":0.5}}`, "options.seed", jsonfield.CodeInvalidType},
+		{"stop element type", `{"model":"m",` + okMsgs + `,"options":{"stop":["a",2]}}`, "options.stop[1]", jsonfield.CodeInvalidType},
+		{"stop wrong type", `{"model":"m",` + okMsgs + `,"options":{"stop":{}}}`, "options.stop", jsonfield.CodeInvalidType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,18 +152,18 @@ func TestParseChatErrors(t *testing.T) {
 
 func TestParseGenerateErrors(t *testing.T) {
 	tests := []errCase{
-		{"empty body", ``, "", codeInvalidJSON},
-		{"malformed JSON", `{"model":"m",}`, "", codeInvalidJSON},
-		{"missing model", `{"prompt":"p"}`, "model", codeMissing},
-		{"prompt wrong type", `{"model":"m","prompt":["p"]}`, "prompt", codeInvalidType},
-		{"system wrong type", `{"model":"m","prompt":"p","system":1}`, "system", codeInvalidType},
-		{"raw wrong type", `{"model":"m","prompt":"p","raw":"yes"}`, "raw", codeInvalidType},
-		{"template", `{"model":"m","prompt":"p","template":"{{ .Prompt }}"}`, "template", codeUnsupported},
-		{"suffix", `{"model":"m","prompt":"p","suffix":"end"}`, "suffix", codeUnsupported},
-		{"images", `{"model":"m","prompt":"p","images":["aGk="]}`, "images", codeUnsupported},
-		{"format", `{"model":"m","prompt":"p","format":"json"}`, "format", codeUnsupported},
-		{"raw with system", `{"model":"m","prompt":"p","raw":true,"system":"s"}`, "raw", codeInvalidVal},
-		{"num_predict wrong type", `{"model":"m","prompt":"p","options":{"num_predict":true}}`, "options.num_predict", codeInvalidType},
+		{"empty body", ``, "", jsonfield.CodeInvalidJSON},
+		{"malformed JSON", `{"model":"m",}`, "", jsonfield.CodeInvalidJSON},
+		{"missing model", `{"prompt":"p"}`, "model", jsonfield.CodeMissing},
+		{"prompt wrong type", `{"model":"m","prompt":["p"]}`, "prompt", jsonfield.CodeInvalidType},
+		{"system wrong type", `{"model":"m","prompt":"p","system":1}`, "system", jsonfield.CodeInvalidType},
+		{"raw wrong type", `{"model":"m","prompt":"p","raw":"yes"}`, "raw", jsonfield.CodeInvalidType},
+		{"template", `{"model":"m","prompt":"p","template":"{{ .Prompt }}"}`, "template", jsonfield.CodeUnsupportedValue},
+		{"suffix", `{"model":"m","prompt":"p","suffix":"end"}`, "suffix", jsonfield.CodeUnsupportedValue},
+		{"images", `{"model":"m","prompt":"p","images":["aGk="]}`, "images", jsonfield.CodeUnsupportedValue},
+		{"format", `{"model":"m","prompt":"p","format":"json"}`, "format", jsonfield.CodeUnsupportedValue},
+		{"raw with system", `{"model":"m","prompt":"p","raw":true,"system":"s"}`, "raw", jsonfield.CodeInvalidValue},
+		{"num_predict wrong type", `{"model":"m","prompt":"p","options":{"num_predict":true}}`, "options.num_predict", jsonfield.CodeInvalidType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,9 +184,9 @@ func TestParseShow(t *testing.T) {
 		}
 	}
 	for _, tt := range []errCase{
-		{"empty body", ``, "", codeInvalidJSON},
-		{"no model", `{}`, "model", codeMissing},
-		{"model wrong type", `{"model":1}`, "model", codeInvalidType},
+		{"empty body", ``, "", jsonfield.CodeInvalidJSON},
+		{"no model", `{}`, "model", jsonfield.CodeMissing},
+		{"model wrong type", `{"model":1}`, "model", jsonfield.CodeInvalidType},
 	} {
 		_, e := ParseShow([]byte(tt.body))
 		checkErr(t, e, tt)

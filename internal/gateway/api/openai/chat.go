@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
@@ -23,13 +24,8 @@ import (
 //   - response_format must be absent or {"type":"text"};
 //   - n must be 1; top_logprobs > 0 requires logprobs: true.
 func ParseChat(body []byte) (Params, *apierr.Error) {
-	var p Params
-	o, e := decodeBody(body)
+	o, p, e := parseRequest(body, protocol.KindChat)
 	if e != nil {
-		return p, e
-	}
-	p.Request.Kind = protocol.KindChat
-	if e := parseCommon(o, &p); e != nil {
 		return p, e
 	}
 	if e := parseMaxCompletionTokens(o, &p.Request.Options); e != nil {
@@ -50,38 +46,38 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 	return p, nil
 }
 
-func parseChatLogprobs(o object, opts *protocol.Options) *apierr.Error {
+func parseChatLogprobs(o jsonfield.Object, opts *protocol.Options) *apierr.Error {
 	var e *apierr.Error
-	if opts.Logprobs, e = o.optBool("logprobs"); e != nil {
+	if opts.Logprobs, e = o.OptBool("logprobs", "logprobs", false); e != nil {
 		return e
 	}
-	n, ok, e := o.optIntIn("top_logprobs", 0, maxChatTopLogprobs)
+	n, ok, e := o.OptIntIn("top_logprobs", "top_logprobs", 0, maxChatTopLogprobs)
 	if e != nil {
 		return e
 	}
 	// top_logprobs: 0 asks for nothing, so it is accepted without logprobs.
 	if ok && n > 0 && !opts.Logprobs {
-		return invalid(codeInvalidValue, "top_logprobs", "top_logprobs requires logprobs to be true")
+		return jsonfield.Invalid(jsonfield.CodeInvalidValue, "top_logprobs", "top_logprobs requires logprobs to be true")
 	}
 	opts.TopLogprobs = int(n)
 	return nil
 }
 
 func toolsError(param string) *apierr.Error {
-	return invalid(codeUnsupportedTool, param, "tool calling is not supported yet on this network: remove '%s' from the request", param)
+	return jsonfield.Invalid(codeUnsupportedTool, param, "tool calling is not supported yet on this network: remove '%s' from the request", param)
 }
 
 // refuseTools rejects requests that use tool or function calling; empty
 // lists and the choices "none"/"auto" (which some clients always send) mean
 // no tools and pass.
-func refuseTools(o object) *apierr.Error {
+func refuseTools(o jsonfield.Object) *apierr.Error {
 	for _, key := range []string{"tools", "functions"} {
-		if o.nonEmpty(key) {
+		if o.NonEmpty(key) {
 			return toolsError(key)
 		}
 	}
 	for _, key := range []string{"tool_choice", "function_call"} {
-		raw, ok := o.get(key)
+		raw, ok := o.Get(key)
 		if !ok {
 			continue
 		}
@@ -94,27 +90,33 @@ func refuseTools(o object) *apierr.Error {
 	return nil
 }
 
-func parseResponseFormat(o object) *apierr.Error {
-	raw, ok := o.get("response_format")
+func parseResponseFormat(o jsonfield.Object) *apierr.Error {
+	raw, ok := o.Get("response_format")
 	if !ok {
 		return nil
 	}
-	rf, e := asObject(raw, "response_format")
+	rf, e := jsonfield.AsObject(raw, "response_format")
 	if e != nil {
 		return e
 	}
-	rawType, ok := rf.get("type")
-	if !ok {
-		return invalid(codeMissing, "response_format.type", "missing required parameter: 'response_format.type'")
-	}
-	t, e := asString(rawType, "response_format.type")
+	t, e := requiredString(rf, "type", "response_format.type")
 	if e != nil {
 		return e
 	}
 	if t != "text" {
-		return invalid(codeUnsupportedVal, "response_format.type", "response_format type %q is not supported yet on this network: only \"text\" is", t)
+		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "response_format.type", "response_format type %q is not supported yet on this network: only \"text\" is", t)
 	}
 	return nil
+}
+
+// requiredString reads a string member that must be present (not null),
+// with OpenAI's error when it is missing.
+func requiredString(o jsonfield.Object, key, param string) (string, *apierr.Error) {
+	raw, ok := o.Get(key)
+	if !ok {
+		return "", jsonfield.Invalid(jsonfield.CodeMissing, param, "missing required parameter: '%s'", param)
+	}
+	return jsonfield.AsString(raw, param)
 }
 
 // chatRole maps accepted OpenAI roles to the internal ones.
@@ -130,17 +132,17 @@ func chatRole(role string) (string, bool) {
 	return "", false
 }
 
-func parseMessages(o object) ([]protocol.ChatMessage, *apierr.Error) {
-	raw, ok := o.get("messages")
+func parseMessages(o jsonfield.Object) ([]protocol.ChatMessage, *apierr.Error) {
+	raw, ok := o.Get("messages")
 	if !ok {
-		return nil, invalid(codeMissing, "messages", "you must provide a messages parameter")
+		return nil, jsonfield.Invalid(jsonfield.CodeMissing, "messages", "you must provide a messages parameter")
 	}
-	items, e := asArray(raw, "messages")
+	items, e := jsonfield.AsArray(raw, "messages")
 	if e != nil {
 		return nil, e
 	}
 	if len(items) == 0 {
-		return nil, invalid(codeEmptyArray, "messages", "invalid value for 'messages': expected an array with at least one message, but got an empty array")
+		return nil, jsonfield.Invalid(codeEmptyArray, "messages", "invalid value for 'messages': expected an array with at least one message, but got an empty array")
 	}
 	msgs := make([]protocol.ChatMessage, 0, len(items))
 	for i, item := range items {
@@ -155,32 +157,29 @@ func parseMessages(o object) ([]protocol.ChatMessage, *apierr.Error) {
 
 func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *apierr.Error) {
 	var m protocol.ChatMessage
-	o, e := asObject(raw, param)
+	o, e := jsonfield.AsObject(raw, param)
 	if e != nil {
 		return m, e
 	}
-	rawRole, ok := o.get("role")
-	if !ok {
-		return m, invalid(codeMissing, param+".role", "missing required parameter: '%s.role'", param)
-	}
-	role, e := asString(rawRole, param+".role")
+	role, e := requiredString(o, "role", param+".role")
 	if e != nil {
 		return m, e
 	}
 	switch role {
 	case "tool", "function":
-		return m, invalid(codeUnsupportedTool, param+".role", "tool calling is not supported yet on this network: messages with role %q cannot be sent", role)
+		return m, jsonfield.Invalid(codeUnsupportedTool, param+".role", "tool calling is not supported yet on this network: messages with role %q cannot be sent", role)
 	}
+	var ok bool
 	if m.Role, ok = chatRole(role); !ok {
-		return m, invalid(codeInvalidValue, param+".role", "invalid value for '%s.role': %q is not one of system, developer, user, assistant", param, role)
+		return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".role", "invalid value for '%s.role': %q is not one of system, developer, user, assistant", param, role)
 	}
-	if o.nonEmpty("tool_calls") {
+	if o.NonEmpty("tool_calls") {
 		return m, toolsError(param + ".tool_calls")
 	}
-	if o.nonEmpty("function_call") {
+	if o.NonEmpty("function_call") {
 		return m, toolsError(param + ".function_call")
 	}
-	if rawContent, ok := o.get("content"); ok {
+	if rawContent, ok := o.Get("content"); ok {
 		if m.Content, e = parseContent(rawContent, param+".content"); e != nil {
 			return m, e
 		}
@@ -192,38 +191,30 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 // content is empty text (assistant turns may have none).
 func parseContent(raw json.RawMessage, param string) (string, *apierr.Error) {
 	if raw[0] == '"' {
-		return asString(raw, param)
+		return jsonfield.AsString(raw, param)
 	}
 	if raw[0] != '[' {
-		return "", typeError(param, "a string or an array of content parts", raw)
+		return "", jsonfield.TypeError(param, "a string or an array of content parts", raw)
 	}
-	parts, e := asArray(raw, param)
+	parts, e := jsonfield.AsArray(raw, param)
 	if e != nil {
 		return "", e
 	}
 	texts := make([]string, 0, len(parts))
 	for i, part := range parts {
 		pp := fmt.Sprintf("%s[%d]", param, i)
-		po, e := asObject(part, pp)
+		po, e := jsonfield.AsObject(part, pp)
 		if e != nil {
 			return "", e
 		}
-		rawType, ok := po.get("type")
-		if !ok {
-			return "", invalid(codeMissing, pp+".type", "missing required parameter: '%s.type'", pp)
-		}
-		t, e := asString(rawType, pp+".type")
+		t, e := requiredString(po, "type", pp+".type")
 		if e != nil {
 			return "", e
 		}
 		if t != "text" {
-			return "", invalid(codeUnsupportedVal, pp, "content parts of type %q are not supported on this network: only text parts are", t)
+			return "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, pp, "content parts of type %q are not supported on this network: only text parts are", t)
 		}
-		rawText, ok := po.get("text")
-		if !ok {
-			return "", invalid(codeMissing, pp+".text", "missing required parameter: '%s.text'", pp)
-		}
-		text, e := asString(rawText, pp+".text")
+		text, e := requiredString(po, "text", pp+".text")
 		if e != nil {
 			return "", e
 		}

@@ -5,23 +5,14 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
-// jsonNull is a literal null for members OpenAI always sends, even empty;
-// a const, converted at each use, so no package-level value can be mutated.
-const jsonNull = "null"
-
 // chatChunk is one chat.completion.chunk event.
 type chatChunk struct {
-	ID                string          `json:"id"`
-	Object            string          `json:"object"`
-	Created           int64           `json:"created"`
-	Model             string          `json:"model"`
-	SystemFingerprint json.RawMessage `json:"system_fingerprint"`
-	Choices           []chunkChoice   `json:"choices"`
+	envelope
+	Choices []chunkChoice `json:"choices"`
 	// Usage is omitted unless stream_options.include_usage was set; then
 	// it is null on every chunk but the last, as OpenAI sends it.
 	Usage any `json:"usage,omitempty"`
@@ -66,10 +57,7 @@ type chatMessage struct {
 
 // chatSink writes chat completions; see NewChatSink.
 type chatSink struct {
-	out   responder
-	p     Params
-	meta  sink.Meta
-	state state
+	sinkCore
 	// text and logprobs are buffered for the non-streaming response.
 	text     strings.Builder
 	logprobs []protocol.TokenLogprob
@@ -83,22 +71,13 @@ var _ sink.Sink = (*chatSink)(nil)
 // "id" and the X-Request-Id header, Meta.Created the "created" time and
 // Meta.Model the "model".
 func NewChatSink(w http.ResponseWriter, p Params) sink.Sink {
-	return &chatSink{out: newResponder(w), p: p}
+	return &chatSink{sinkCore: sinkCore{out: newResponder(w), p: p}}
 }
 
 // Begin implements sink.Sink. When streaming, it opens the stream with
 // OpenAI's first chunk: the assistant role and empty content.
 func (s *chatSink) Begin(m sink.Meta) error {
-	if s.state != stateNew {
-		return outOfOrder("Begin")
-	}
-	s.state = stateBegun
-	s.meta = m
-	s.out.setRequestID(m.RequestID)
-	if !s.p.Stream {
-		return nil
-	}
-	if err := s.out.startEvents(); err != nil {
+	if err := s.begin(m); err != nil || !s.p.Stream {
 		return err
 	}
 	empty := ""
@@ -107,8 +86,8 @@ func (s *chatSink) Begin(m sink.Meta) error {
 
 // Delta implements sink.Sink.
 func (s *chatSink) Delta(d sink.Delta) error {
-	if s.state != stateBegun {
-		return outOfOrder("Delta")
+	if err := s.delta(); err != nil {
+		return err
 	}
 	if !s.p.Stream {
 		s.text.WriteString(d.Text)
@@ -122,10 +101,9 @@ func (s *chatSink) Delta(d sink.Delta) error {
 // End implements sink.Sink: the finish_reason chunk, the usage chunk when
 // asked for, and [DONE]; or the whole response when not streaming.
 func (s *chatSink) End(f sink.Final) error {
-	if s.state != stateBegun {
-		return outOfOrder("End")
+	if err := s.end(); err != nil {
+		return err
 	}
-	s.state = stateDone
 	reason := finishReason(f.FinishReason)
 	if !s.p.Stream {
 		return s.out.body(http.StatusOK, chatCompletion{
@@ -142,43 +120,14 @@ func (s *chatSink) End(f sink.Final) error {
 			SystemFingerprint: json.RawMessage(jsonNull),
 		})
 	}
-	if err := s.out.event(s.chunk(chunkChoice{FinishReason: &reason})); err != nil {
-		return err
-	}
-	if s.p.IncludeUsage {
-		last := s.chunk()
-		last.Choices = []chunkChoice{}
-		last.Usage = newUsage(f.Usage)
-		if err := s.out.event(last); err != nil {
-			return err
-		}
-	}
-	return s.out.done()
-}
-
-// Fail implements sink.Sink.
-func (s *chatSink) Fail(e *apierr.Error) {
-	if s.state == stateDone {
-		return
-	}
-	s.state = stateDone
-	s.out.fail(e)
+	usage := s.chunk()
+	usage.Choices, usage.Usage = []chunkChoice{}, newUsage(f.Usage)
+	return s.endStream(s.chunk(chunkChoice{FinishReason: &reason}), usage)
 }
 
 // chunk returns a chunk with the stream's common members and the choices.
 func (s *chatSink) chunk(choices ...chunkChoice) chatChunk {
-	c := chatChunk{
-		ID:                s.meta.RequestID,
-		Object:            "chat.completion.chunk",
-		Created:           s.meta.Created.Unix(),
-		Model:             s.meta.Model,
-		SystemFingerprint: json.RawMessage(jsonNull),
-		Choices:           choices,
-	}
-	if s.p.IncludeUsage {
-		c.Usage = json.RawMessage(jsonNull)
-	}
-	return c
+	return chatChunk{envelope: s.envelope("chat.completion.chunk"), Choices: choices, Usage: s.nullUsage()}
 }
 
 // chatLogprobs renders logprobs when they were requested, else null.

@@ -13,6 +13,7 @@ import (
 	oai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -184,7 +185,7 @@ func TestOpenAIGoErrors(t *testing.T) {
 		N:        oai.Int(2),
 	})
 	var apiErr *oai.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != "n" || apiErr.Code != codeUnsupportedVal {
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != "n" || apiErr.Code != jsonfield.CodeUnsupportedValue {
 		t.Errorf("n=2: %v", err)
 	}
 

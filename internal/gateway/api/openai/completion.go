@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
@@ -20,13 +21,8 @@ import (
 // Unlike OpenAI, an absent max_tokens is not 16: it stays 0 so that the
 // gateway applies its own default.
 func ParseCompletion(body []byte) (Params, *apierr.Error) {
-	var p Params
-	o, e := decodeBody(body)
+	o, p, e := parseRequest(body, protocol.KindGenerate)
 	if e != nil {
-		return p, e
-	}
-	p.Request.Kind = protocol.KindGenerate
-	if e := parseCommon(o, &p); e != nil {
 		return p, e
 	}
 	if p.Request.Prompt, e = parsePrompt(o); e != nil {
@@ -35,7 +31,7 @@ func ParseCompletion(body []byte) (Params, *apierr.Error) {
 	if e := refuseLegacyFeatures(o); e != nil {
 		return p, e
 	}
-	n, ok, e := o.optIntIn("logprobs", 0, maxLegacyLogprobs)
+	n, ok, e := o.OptIntIn("logprobs", "logprobs", 0, maxLegacyLogprobs)
 	if e != nil {
 		return p, e
 	}
@@ -44,53 +40,53 @@ func ParseCompletion(body []byte) (Params, *apierr.Error) {
 	return p, nil
 }
 
-func parsePrompt(o object) (string, *apierr.Error) {
-	raw, ok := o.get("prompt")
+func parsePrompt(o jsonfield.Object) (string, *apierr.Error) {
+	raw, ok := o.Get("prompt")
 	if !ok {
 		return "", nil
 	}
 	if raw[0] == '"' {
-		return asString(raw, "prompt")
+		return jsonfield.AsString(raw, "prompt")
 	}
 	if raw[0] != '[' {
-		return "", typeError("prompt", "a string or an array with one string", raw)
+		return "", jsonfield.TypeError("prompt", "a string or an array with one string", raw)
 	}
-	items, e := asArray(raw, "prompt")
+	items, e := jsonfield.AsArray(raw, "prompt")
 	if e != nil {
 		return "", e
 	}
 	if len(items) != 1 {
-		return "", invalid(codeUnsupportedVal, "prompt", "only one prompt per request is supported on this network, got %d: send one request per prompt", len(items))
+		return "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "prompt", "only one prompt per request is supported on this network, got %d: send one request per prompt", len(items))
 	}
 	if items[0][0] != '"' {
 		// [1, 2, 3] or [[1, 2]]: token ids depend on each provider's
 		// tokenizer, which the gateway does not know.
-		return "", invalid(codeUnsupportedVal, "prompt", "token-id prompts are not supported on this network: send the prompt as text")
+		return "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "prompt", "token-id prompts are not supported on this network: send the prompt as text")
 	}
-	return asString(items[0], "prompt[0]")
+	return jsonfield.AsString(items[0], "prompt[0]")
 }
 
-func refuseLegacyFeatures(o object) *apierr.Error {
-	if s, e := o.optString("suffix"); e != nil {
+func refuseLegacyFeatures(o jsonfield.Object) *apierr.Error {
+	if s, e := o.OptString("suffix", "suffix"); e != nil {
 		return e
 	} else if s != "" {
-		return invalid(codeUnsupportedVal, "suffix", "suffix (text insertion) is not supported on this network")
+		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "suffix", "suffix (text insertion) is not supported on this network")
 	}
-	if echo, e := o.optBool("echo"); e != nil {
+	if echo, e := o.OptBool("echo", "echo", false); e != nil {
 		return e
 	} else if echo {
-		return invalid(codeUnsupportedVal, "echo", "echo is not supported on this network: the prompt is not returned with the completion")
+		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "echo", "echo is not supported on this network: the prompt is not returned with the completion")
 	}
-	if raw, ok := o.get("best_of"); ok {
-		n, e := asInt(raw, "best_of")
+	if raw, ok := o.Get("best_of"); ok {
+		n, e := jsonfield.AsInt(raw, "best_of")
 		if e != nil {
 			return e
 		}
 		if n > 1 {
-			return invalid(codeUnsupportedVal, "best_of", "best_of > 1 is not supported on this network: send best_of=1 (or omit it)")
+			return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "best_of", "best_of > 1 is not supported on this network: send best_of=1 (or omit it)")
 		}
 		if n < 1 {
-			return invalid(codeInvalidValue, "best_of", "invalid value for 'best_of': %d is below the minimum of 1", n)
+			return jsonfield.Invalid(jsonfield.CodeInvalidValue, "best_of", "invalid value for 'best_of': %d is below the minimum of 1", n)
 		}
 	}
 	return nil

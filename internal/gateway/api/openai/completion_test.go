@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -46,27 +47,27 @@ func TestParseCompletionValid(t *testing.T) {
 
 func TestParseCompletionErrors(t *testing.T) {
 	tests := []errCase{
-		{"empty body", ``, "", codeInvalidJSON},
-		{"malformed JSON", `{"model":`, "", codeInvalidJSON},
-		{"body is string", `"hi"`, "", codeInvalidJSON},
-		{"missing model", `{"prompt":"p"}`, "model", codeMissing},
-		{"model wrong type", `{"model":["m"],"prompt":"p"}`, "model", codeInvalidType},
-		{"prompt wrong type", `{"model":"m","prompt":5}`, "prompt", codeInvalidType},
-		{"token ids", `{"model":"m","prompt":[1,2,3]}`, "prompt", codeUnsupportedVal},
-		{"nested token ids", `{"model":"m","prompt":[[1,2]]}`, "prompt", codeUnsupportedVal},
-		{"several prompts", `{"model":"m","prompt":["a","b"]}`, "prompt", codeUnsupportedVal},
-		{"empty prompt array", `{"model":"m","prompt":[]}`, "prompt", codeUnsupportedVal},
-		{"suffix", `{"model":"m","prompt":"p","suffix":"end"}`, "suffix", codeUnsupportedVal},
-		{"suffix wrong type", `{"model":"m","prompt":"p","suffix":1}`, "suffix", codeInvalidType},
-		{"echo", `{"model":"m","prompt":"p","echo":true}`, "echo", codeUnsupportedVal},
-		{"best_of", `{"model":"m","prompt":"p","best_of":3}`, "best_of", codeUnsupportedVal},
-		{"best_of zero", `{"model":"m","prompt":"p","best_of":0}`, "best_of", codeInvalidValue},
-		{"n > 1", `{"model":"m","prompt":"p","n":4}`, "n", codeUnsupportedVal},
-		{"logprobs too many", `{"model":"m","prompt":"p","logprobs":6}`, "logprobs", codeInvalidValue},
-		{"logprobs bool", `{"model":"m","prompt":"p","logprobs":true}`, "logprobs", codeInvalidType},
-		{"temperature out of range", `{"model":"m","prompt":"p","temperature":3}`, "temperature", codeInvalidValue},
-		{"stop oversized", `{"model":"m","prompt":"p","stop":["1","2","3","4","5"]}`, "stop", codeInvalidValue},
-		{"max_tokens fractional", `{"model":"m","prompt":"p","max_tokens":1.5}`, "max_tokens", codeInvalidType},
+		{"empty body", ``, "", jsonfield.CodeInvalidJSON},
+		{"malformed JSON", `{"model":`, "", jsonfield.CodeInvalidJSON},
+		{"body is string", `"hi"`, "", jsonfield.CodeInvalidJSON},
+		{"missing model", `{"prompt":"p"}`, "model", jsonfield.CodeMissing},
+		{"model wrong type", `{"model":["m"],"prompt":"p"}`, "model", jsonfield.CodeInvalidType},
+		{"prompt wrong type", `{"model":"m","prompt":5}`, "prompt", jsonfield.CodeInvalidType},
+		{"token ids", `{"model":"m","prompt":[1,2,3]}`, "prompt", jsonfield.CodeUnsupportedValue},
+		{"nested token ids", `{"model":"m","prompt":[[1,2]]}`, "prompt", jsonfield.CodeUnsupportedValue},
+		{"several prompts", `{"model":"m","prompt":["a","b"]}`, "prompt", jsonfield.CodeUnsupportedValue},
+		{"empty prompt array", `{"model":"m","prompt":[]}`, "prompt", jsonfield.CodeUnsupportedValue},
+		{"suffix", `{"model":"m","prompt":"p","suffix":"end"}`, "suffix", jsonfield.CodeUnsupportedValue},
+		{"suffix wrong type", `{"model":"m","prompt":"p","suffix":1}`, "suffix", jsonfield.CodeInvalidType},
+		{"echo", `{"model":"m","prompt":"p","echo":true}`, "echo", jsonfield.CodeUnsupportedValue},
+		{"best_of", `{"model":"m","prompt":"p","best_of":3}`, "best_of", jsonfield.CodeUnsupportedValue},
+		{"best_of zero", `{"model":"m","prompt":"p","best_of":0}`, "best_of", jsonfield.CodeInvalidValue},
+		{"n > 1", `{"model":"m","prompt":"p","n":4}`, "n", jsonfield.CodeUnsupportedValue},
+		{"logprobs too many", `{"model":"m","prompt":"p","logprobs":6}`, "logprobs", jsonfield.CodeInvalidValue},
+		{"logprobs bool", `{"model":"m","prompt":"p","logprobs":true}`, "logprobs", jsonfield.CodeInvalidType},
+		{"temperature out of range", `{"model":"m","prompt":"p","temperature":3}`, "temperature", jsonfield.CodeInvalidValue},
+		{"stop oversized", `{"model":"m","prompt":"p","stop":["1","2","3","4","5"]}`, "stop", jsonfield.CodeInvalidValue},
+		{"max_tokens fractional", `{"model":"m","prompt":"p","max_tokens":1.5}`, "max_tokens", jsonfield.CodeInvalidType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,24 +1,18 @@
 package openai
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 )
 
 // textCompletion is both a streamed chunk and the whole non-streaming
 // response of /v1/completions: the legacy API uses one shape for both.
 type textCompletion struct {
-	ID                string             `json:"id"`
-	Object            string             `json:"object"`
-	Created           int64              `json:"created"`
-	Model             string             `json:"model"`
-	SystemFingerprint json.RawMessage    `json:"system_fingerprint"`
-	Choices           []completionChoice `json:"choices"`
+	envelope
+	Choices []completionChoice `json:"choices"`
 	// Usage: see chatChunk.Usage; always set on the non-streaming body.
 	Usage any `json:"usage,omitempty"`
 }
@@ -32,10 +26,7 @@ type completionChoice struct {
 
 // completionSink writes legacy completions; see NewCompletionSink.
 type completionSink struct {
-	out   responder
-	p     Params
-	meta  sink.Meta
-	state state
+	sinkCore
 	// offset is the completion's length so far in runes, for text_offset.
 	offset int
 	// text and logprobs are buffered for the non-streaming response.
@@ -49,28 +40,17 @@ var _ sink.Sink = (*completionSink)(nil)
 // for p to w: server-sent text_completion events when p.Stream, else one
 // text_completion object written at End. Meta is used as in NewChatSink.
 func NewCompletionSink(w http.ResponseWriter, p Params) sink.Sink {
-	return &completionSink{out: newResponder(w), p: p}
+	return &completionSink{sinkCore: sinkCore{out: newResponder(w), p: p}}
 }
 
 // Begin implements sink.Sink. The legacy stream has no role chunk, so
 // streaming only sends the headers, to show the consumer it was accepted.
-func (s *completionSink) Begin(m sink.Meta) error {
-	if s.state != stateNew {
-		return outOfOrder("Begin")
-	}
-	s.state = stateBegun
-	s.meta = m
-	s.out.setRequestID(m.RequestID)
-	if !s.p.Stream {
-		return nil
-	}
-	return s.out.startEvents()
-}
+func (s *completionSink) Begin(m sink.Meta) error { return s.begin(m) }
 
 // Delta implements sink.Sink.
 func (s *completionSink) Delta(d sink.Delta) error {
-	if s.state != stateBegun {
-		return outOfOrder("Delta")
+	if err := s.delta(); err != nil {
+		return err
 	}
 	lps := s.legacyLogprobs(d)
 	if !s.p.Stream {
@@ -83,10 +63,9 @@ func (s *completionSink) Delta(d sink.Delta) error {
 
 // End implements sink.Sink.
 func (s *completionSink) End(f sink.Final) error {
-	if s.state != stateBegun {
-		return outOfOrder("End")
+	if err := s.end(); err != nil {
+		return err
 	}
-	s.state = stateDone
 	reason := finishReason(f.FinishReason)
 	if !s.p.Stream {
 		lps := s.logprobs
@@ -97,42 +76,13 @@ func (s *completionSink) End(f sink.Final) error {
 		c.Usage = newUsage(f.Usage)
 		return s.out.body(http.StatusOK, c)
 	}
-	if err := s.out.event(s.completion(completionChoice{FinishReason: &reason})); err != nil {
-		return err
-	}
-	if s.p.IncludeUsage {
-		last := s.completion()
-		last.Choices = []completionChoice{}
-		last.Usage = newUsage(f.Usage)
-		if err := s.out.event(last); err != nil {
-			return err
-		}
-	}
-	return s.out.done()
-}
-
-// Fail implements sink.Sink.
-func (s *completionSink) Fail(e *apierr.Error) {
-	if s.state == stateDone {
-		return
-	}
-	s.state = stateDone
-	s.out.fail(e)
+	usage := s.completion()
+	usage.Choices, usage.Usage = []completionChoice{}, newUsage(f.Usage)
+	return s.endStream(s.completion(completionChoice{FinishReason: &reason}), usage)
 }
 
 func (s *completionSink) completion(choices ...completionChoice) textCompletion {
-	c := textCompletion{
-		ID:                s.meta.RequestID,
-		Object:            "text_completion",
-		Created:           s.meta.Created.Unix(),
-		Model:             s.meta.Model,
-		SystemFingerprint: json.RawMessage(jsonNull),
-		Choices:           choices,
-	}
-	if s.p.IncludeUsage {
-		c.Usage = json.RawMessage(jsonNull)
-	}
-	return c
+	return textCompletion{envelope: s.envelope("text_completion"), Choices: choices, Usage: s.nullUsage()}
 }
 
 // legacyLogprobs renders d's logprobs when they were requested, else nil,

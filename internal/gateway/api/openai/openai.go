@@ -12,7 +12,6 @@ package openai
 import (
 	"fmt"
 
-	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -44,24 +43,12 @@ const (
 	maxTokensLimit = 1<<31 - 1
 )
 
-// Error codes in the "code" member of 400 responses, modelled on the
-// codes OpenAI returns, so clients that branch on them keep working.
+// Error codes specific to the OpenAI API, in the "code" member of 400
+// responses; jsonfield has the ones both APIs use.
 const (
-	codeInvalidJSON     = "invalid_json"
-	codeInvalidType     = "invalid_type"
-	codeMissing         = "missing_required_parameter"
-	codeInvalidValue    = "invalid_value"
 	codeEmptyArray      = "empty_array"
-	codeUnsupportedVal  = "unsupported_value"
 	codeUnsupportedTool = "tools_not_supported"
 )
-
-// invalid is apierr.Invalid with a specific code instead of the generic one.
-func invalid(code, param, format string, args ...any) *apierr.Error {
-	e := apierr.Invalid(param, format, args...)
-	e.Code = code
-	return e
-}
 
 // finishReason defaults an empty reason to "stop": OpenAI clients treat a
 // null finish_reason on the last chunk as a stream that never ended.

@@ -4,39 +4,50 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
+
+// parseRequest decodes a /v1/chat/completions or /v1/completions body into
+// o and reads the members both share into p; the caller reads the rest of o.
+func parseRequest(body []byte, kind protocol.Kind) (o jsonfield.Object, p Params, e *apierr.Error) {
+	if o, e = jsonfield.DecodeBody(body); e != nil {
+		return o, p, e
+	}
+	p.Request.Kind = kind
+	return o, p, parseCommon(o, &p)
+}
 
 // parseCommon reads the members /v1/chat/completions and /v1/completions
 // share: model, stream, stream_options, user, n, max_tokens and the
 // sampling options. Members neither endpoint uses are ignored, as OpenAI
 // clients send many (presence_penalty, logit_bias, metadata, store, …)
 // that have no equivalent on the network's backends.
-func parseCommon(o object, p *Params) *apierr.Error {
-	raw, ok := o.get("model")
+func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
+	raw, ok := o.Get("model")
 	if !ok {
-		return invalid(codeMissing, "model", "you must provide a model parameter")
+		return jsonfield.Invalid(jsonfield.CodeMissing, "model", "you must provide a model parameter")
 	}
-	model, e := asString(raw, "model")
+	model, e := jsonfield.AsString(raw, "model")
 	if e != nil {
 		return e
 	}
 	if model == "" {
-		return invalid(codeMissing, "model", "you must provide a model parameter: 'model' is empty")
+		return jsonfield.Invalid(jsonfield.CodeMissing, "model", "you must provide a model parameter: 'model' is empty")
 	}
 	p.Request.Model = model
 
-	if p.Stream, e = o.optBool("stream"); e != nil {
+	if p.Stream, e = o.OptBool("stream", "stream", false); e != nil {
 		return e
 	}
-	if raw, ok := o.get("stream_options"); ok {
-		so, e := asObject(raw, "stream_options")
+	if raw, ok := o.Get("stream_options"); ok {
+		so, e := jsonfield.AsObject(raw, "stream_options")
 		if e != nil {
 			return e
 		}
-		if raw, ok := so.get("include_usage"); ok {
-			inc, e := asBool(raw, "stream_options.include_usage")
+		if raw, ok := so.Get("include_usage"); ok {
+			inc, e := jsonfield.AsBool(raw, "stream_options.include_usage")
 			if e != nil {
 				return e
 			}
@@ -46,7 +57,7 @@ func parseCommon(o object, p *Params) *apierr.Error {
 			p.IncludeUsage = inc && p.Stream
 		}
 	}
-	if p.User, e = o.optString("user"); e != nil {
+	if p.User, e = o.OptString("user", "user"); e != nil {
 		return e
 	}
 	if e := parseN(o); e != nil {
@@ -54,18 +65,18 @@ func parseCommon(o object, p *Params) *apierr.Error {
 	}
 
 	opts := &p.Request.Options
-	if n, ok, e := o.optIntIn("max_tokens", 1, maxTokensLimit); e != nil {
+	if n, ok, e := o.OptIntIn("max_tokens", "max_tokens", 1, maxTokensLimit); e != nil {
 		return e
 	} else if ok {
 		opts.MaxTokens = int(n)
 	}
-	if opts.Temperature, e = o.optFloatIn("temperature", 0, 2); e != nil {
+	if opts.Temperature, e = o.OptFloatIn("temperature", "temperature", 0, 2); e != nil {
 		return e
 	}
-	if opts.TopP, e = o.optFloatIn("top_p", 0, 1); e != nil {
+	if opts.TopP, e = o.OptFloatIn("top_p", "top_p", 0, 1); e != nil {
 		return e
 	}
-	if seed, ok, e := o.optIntIn("seed", math.MinInt64, math.MaxInt64); e != nil {
+	if seed, ok, e := o.OptIntIn("seed", "seed", math.MinInt64, math.MaxInt64); e != nil {
 		return e
 	} else if ok {
 		opts.Seed = &seed
@@ -79,20 +90,20 @@ func parseCommon(o object, p *Params) *apierr.Error {
 // parseN accepts only one choice: a provider runs one generation per job,
 // and silently returning one choice for n > 1 would break clients that
 // index choices[1].
-func parseN(o object) *apierr.Error {
-	raw, ok := o.get("n")
+func parseN(o jsonfield.Object) *apierr.Error {
+	raw, ok := o.Get("n")
 	if !ok {
 		return nil
 	}
-	n, e := asInt(raw, "n")
+	n, e := jsonfield.AsInt(raw, "n")
 	if e != nil {
 		return e
 	}
 	switch {
 	case n > 1:
-		return invalid(codeUnsupportedVal, "n", "n > 1 is not supported on this network: send n=1 (or omit it) and make several requests for several choices")
+		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "n", "n > 1 is not supported on this network: send n=1 (or omit it) and make several requests for several choices")
 	case n < 1:
-		return invalid(codeInvalidValue, "n", "invalid value for 'n': %d is below the minimum of 1", n)
+		return jsonfield.Invalid(jsonfield.CodeInvalidValue, "n", "invalid value for 'n': %d is below the minimum of 1", n)
 	}
 	return nil
 }
@@ -100,31 +111,31 @@ func parseN(o object) *apierr.Error {
 // parseStop reads stop as a string or an array of up to four strings.
 // Empty strings are dropped: they would match immediately on backends that
 // accept them and carry no meaning.
-func parseStop(o object) ([]string, *apierr.Error) {
-	raw, ok := o.get("stop")
+func parseStop(o jsonfield.Object) ([]string, *apierr.Error) {
+	raw, ok := o.Get("stop")
 	if !ok {
 		return nil, nil
 	}
 	if raw[0] == '"' {
-		s, e := asString(raw, "stop")
+		s, e := jsonfield.AsString(raw, "stop")
 		if e != nil || s == "" {
 			return nil, e
 		}
 		return []string{s}, nil
 	}
 	if raw[0] != '[' {
-		return nil, typeError("stop", "a string or an array of strings", raw)
+		return nil, jsonfield.TypeError("stop", "a string or an array of strings", raw)
 	}
-	items, e := asArray(raw, "stop")
+	items, e := jsonfield.AsArray(raw, "stop")
 	if e != nil {
 		return nil, e
 	}
 	if len(items) > maxStopSequences {
-		return nil, invalid(codeInvalidValue, "stop", "invalid value for 'stop': at most %d stop sequences are allowed, got %d", maxStopSequences, len(items))
+		return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, "stop", "invalid value for 'stop': at most %d stop sequences are allowed, got %d", maxStopSequences, len(items))
 	}
 	var stop []string
 	for i, item := range items {
-		s, e := asString(item, fmt.Sprintf("stop[%d]", i))
+		s, e := jsonfield.AsString(item, fmt.Sprintf("stop[%d]", i))
 		if e != nil {
 			return nil, e
 		}
@@ -137,8 +148,8 @@ func parseStop(o object) ([]string, *apierr.Error) {
 
 // parseMaxCompletionTokens applies max_completion_tokens, which replaced
 // max_tokens in the chat API and therefore wins when both are sent.
-func parseMaxCompletionTokens(o object, opts *protocol.Options) *apierr.Error {
-	n, ok, e := o.optIntIn("max_completion_tokens", 1, maxTokensLimit)
+func parseMaxCompletionTokens(o jsonfield.Object, opts *protocol.Options) *apierr.Error {
+	n, ok, e := o.OptIntIn("max_completion_tokens", "max_completion_tokens", 1, maxTokensLimit)
 	if e != nil {
 		return e
 	}

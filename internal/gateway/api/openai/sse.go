@@ -9,15 +9,6 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 )
 
-// state is where a sink is in Begin → Delta* → End|Fail.
-type state int
-
-const (
-	stateNew state = iota
-	stateBegun
-	stateDone
-)
-
 // responder writes one response, either as server-sent events or as one
 // JSON body, and remembers whether headers are out.
 type responder struct {
