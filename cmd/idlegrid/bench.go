@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 
 	"github.com/spf13/cobra"
 
@@ -15,11 +16,21 @@ func newBenchCmd(a *app) *cobra.Command {
 		Use:   "bench",
 		Short: "Performance harness: measure idlegrid against a baseline in the same run",
 	}
-	var cpuProfile string
+	var cpuProfile, traceFile string
 	cmd.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	cmd.PersistentFlags().StringVar(&traceFile, "trace", "", "write an execution trace of the run to this file (go tool trace)")
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		if err := a.configure(cmd); err != nil {
 			return err
+		}
+		if traceFile != "" {
+			f, err := os.Create(traceFile)
+			if err != nil {
+				return err
+			}
+			if err := trace.Start(f); err != nil {
+				return err
+			}
 		}
 		if cpuProfile == "" {
 			return nil
@@ -33,6 +44,9 @@ func newBenchCmd(a *app) *cobra.Command {
 	cmd.PersistentPostRun = func(*cobra.Command, []string) {
 		if cpuProfile != "" {
 			pprof.StopCPUProfile()
+		}
+		if traceFile != "" {
+			trace.Stop()
 		}
 	}
 	cfg := bench.DefaultOverhead()

@@ -55,13 +55,10 @@ func (l Latency) Added(q float64) time.Duration { return l.Via.Q(q) - l.Direct.Q
 type OverheadResult struct {
 	NonStreaming []Latency
 	TTFT         Latency
-	// Relay is the per-token delay (emission at the backend → arrival at
-	// the consumer) of every token but each stream's first; RelayFirst of
-	// the first tokens, which compete with the admission of other streams.
-	Relay, RelayFirst Dist
-	RelayRate         float64
-	RPSDirect         float64
-	RPSVia            float64
+	Relay        RelayResult
+	RelayRate    float64
+	RPSDirect    float64
+	RPSVia       float64
 }
 
 const benchKey = "ig-bench-0123456789abcdefghijklmnop"
@@ -177,14 +174,14 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	fmt.Fprintf(out, "time to first token, c=1: direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s\n",
 		ms(res.TTFT.Direct.Q(.5)), ms(res.TTFT.Direct.Q(.99)), ms(res.TTFT.Via.Q(.5)), ms(res.TTFT.Via.Q(.99)), ms(res.TTFT.Added(.5)), ms(res.TTFT.Added(.99)))
 
-	if res.RelayFirst, res.Relay, err = relayDelay(ctx, client, via, model, timed, cfg); err != nil {
+	if res.Relay, err = relayDelay(ctx, client, via, model, timed, cfg); err != nil {
 		return nil, err
 	}
 	res.RelayRate = float64(cfg.Streams) * cfg.StreamRate
 	fmt.Fprintf(out, "relay delay per token, %d streams × %.0f tokens/s = %.0f tokens/s (backend emission → consumer arrival):\n", cfg.Streams, cfg.StreamRate, res.RelayRate)
-	fmt.Fprintf(out, "  tokens after the first: p50 %s p99 %s max %s (%d tokens)\n", ms(res.Relay.Q(.5)), ms(res.Relay.Q(.99)), ms(res.Relay.Max()), len(res.Relay))
-	fmt.Fprintf(out, "  first token of each stream, while the other streams start: p50 %s p99 %s max %s (%d tokens)\n",
-		ms(res.RelayFirst.Q(.5)), ms(res.RelayFirst.Q(.99)), ms(res.RelayFirst.Max()), len(res.RelayFirst))
+	st, all := res.Relay.Steady, res.Relay.All
+	fmt.Fprintf(out, "  while all %d streams run: p50 %s p99 %s max %s (%d tokens)\n", cfg.Streams, ms(st.Q(.5)), ms(st.Q(.99)), ms(st.Max()), len(st))
+	fmt.Fprintf(out, "  all tokens, streams starting and ending included: p50 %s p99 %s max %s (%d tokens)\n", ms(all.Q(.5)), ms(all.Q(.99)), ms(all.Max()), len(all))
 
 	for _, side := range []struct {
 		base string
@@ -211,7 +208,8 @@ func (r *OverheadResult) Summary() string {
 		parts = append(parts, fmt.Sprintf("added c=%d p50 %s p99 %s", l.Concurrency, ms(l.Added(.5)), ms(l.Added(.99))))
 	}
 	parts = append(parts, fmt.Sprintf("added TTFT p50 %s p99 %s", ms(r.TTFT.Added(.5)), ms(r.TTFT.Added(.99))),
-		fmt.Sprintf("relay @%.0f tok/s p50 %s p99 %s max %s (first tokens max %s)", r.RelayRate, ms(r.Relay.Q(.5)), ms(r.Relay.Q(.99)), ms(r.Relay.Max()), ms(r.RelayFirst.Max())),
+		fmt.Sprintf("relay @%.0f tok/s steady p50 %s p99 %s max %s (all tokens p99 %s max %s)", r.RelayRate,
+			ms(r.Relay.Steady.Q(.5)), ms(r.Relay.Steady.Q(.99)), ms(r.Relay.Steady.Max()), ms(r.Relay.All.Q(.99)), ms(r.Relay.All.Max())),
 		fmt.Sprintf("rps via %.0f / direct %.0f", r.RPSVia, r.RPSDirect))
 	return "overhead: " + strings.Join(parts, "; ")
 }

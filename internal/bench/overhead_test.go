@@ -21,10 +21,10 @@ func TestOverheadRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay)+len(res.RelayFirst) != 80 || len(res.RelayFirst) != 8 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
+	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay.All) != 80 || len(res.Relay.Steady) == 0 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
 		t.Fatalf("incomplete result: %+v", res)
 	}
-	for _, d := range res.Relay {
+	for _, d := range res.Relay.All {
 		if d <= 0 {
 			t.Fatalf("token arrived before it was emitted: %s", d)
 		}

@@ -66,16 +66,31 @@ func (t *timedBackend) emitted(prompt string) []time.Time {
 	return t.sent[prompt]
 }
 
+// RelayResult is the per-token delay (emission at the backend → arrival at
+// the consumer) of the relay measurement.
+type RelayResult struct {
+	// Steady holds the tokens emitted while every stream was running: the
+	// load the measurement is about, without the admission of streams still
+	// starting or the receipts of streams already ending.
+	Steady Dist
+	// All holds every token, the first of each stream included.
+	All Dist
+}
+
+type token struct {
+	sent  time.Time
+	delay time.Duration
+}
+
 // relayDelay runs cfg.Streams concurrent OpenAI streams through the gateway
-// and returns, for every token, arrival at the consumer − emission at the
-// backend: the first token of each stream apart (it shares the machine with
-// the admission of the streams still starting) from all later ones.
-func relayDelay(ctx context.Context, client *http.Client, via, model string, tb *timedBackend, cfg OverheadConfig) (first, later Dist, err error) {
+// and measures every token's delay.
+func relayDelay(ctx context.Context, client *http.Client, via, model string, tb *timedBackend, cfg OverheadConfig) (RelayResult, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
-		firsts   []time.Duration
-		delays   []time.Duration
+		tokens   []token
+		allIn    time.Time // when the last stream emitted its first token
+		firstOut time.Time // when the first stream emitted its last token
 		firstErr error
 	)
 	stagger := tb.interval / time.Duration(max(cfg.Streams, 1))
@@ -88,29 +103,38 @@ func relayDelay(ctx context.Context, client *http.Client, via, model string, tb 
 			time.Sleep(time.Duration(i) * stagger)
 			prompt := fmt.Sprintf("relay %d", i)
 			arrivals, err := streamArrivals(ctx, client, via, model, prompt, cfg.StreamTokens)
-			var d []time.Duration
-			if err == nil {
-				sent := tb.emitted(prompt)
-				if len(sent) != len(arrivals) {
-					err = fmt.Errorf("stream %d: %d tokens sent, %d arrived", i, len(sent), len(arrivals))
-				}
-				for j := range min(len(sent), len(arrivals)) {
-					d = append(d, arrivals[j].Sub(sent[j]))
-				}
+			sent := tb.emitted(prompt)
+			if err == nil && (len(sent) != len(arrivals) || len(sent) == 0) {
+				err = fmt.Errorf("stream %d: %d tokens sent, %d arrived", i, len(sent), len(arrivals))
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
 			}
-			if len(d) > 0 {
-				firsts = append(firsts, d[0])
-				delays = append(delays, d[1:]...)
+			for j := range sent {
+				tokens = append(tokens, token{sent: sent[j], delay: arrivals[j].Sub(sent[j])})
+			}
+			if sent[0].After(allIn) {
+				allIn = sent[0]
+			}
+			if last := sent[len(sent)-1]; firstOut.IsZero() || last.Before(firstOut) {
+				firstOut = last
 			}
 		}()
 	}
 	wg.Wait()
-	return NewDist(firsts), NewDist(delays), firstErr
+	var all, steady []time.Duration
+	for _, t := range tokens {
+		all = append(all, t.delay)
+		if !t.sent.Before(allIn) && !t.sent.After(firstOut) {
+			steady = append(steady, t.delay)
+		}
+	}
+	return RelayResult{Steady: NewDist(steady), All: NewDist(all)}, firstErr
 }
 
 // streamArrivals reads an OpenAI SSE stream and timestamps each content chunk.

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -267,6 +268,11 @@ func (l *Link) readLoop(ctx context.Context, handle func(*protocol.Message) erro
 		if err != nil {
 			return err
 		}
+		// A frame can wake hundreds of goroutines (one per job it carries
+		// chunks for). Yield so they run now, instead of waiting until this
+		// reader blocks, which under a steady stream of frames is when the
+		// runtime preempts it, up to 10 ms later.
+		runtime.Gosched()
 	}
 }
 
