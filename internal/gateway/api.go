@@ -16,62 +16,48 @@ import (
 	"github.com/idlegrid/idlegrid/internal/store"
 )
 
-func (g *Gateway) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
-	key, body, ok := g.admit(w, r, apierr.WriteOpenAI)
-	if !ok {
-		return
-	}
-	p, e := openai.ParseChat(body)
-	if e != nil {
-		apierr.WriteOpenAI(w, e)
-		return
-	}
-	g.relay(r.Context(), key, p.Request, receipt.Sum(body), "chatcmpl-", openai.NewChatSink(w, p))
-}
-
-func (g *Gateway) handleOpenAICompletion(w http.ResponseWriter, r *http.Request) {
-	key, body, ok := g.admit(w, r, apierr.WriteOpenAI)
-	if !ok {
-		return
-	}
-	p, e := openai.ParseCompletion(body)
-	if e != nil {
-		apierr.WriteOpenAI(w, e)
-		return
-	}
-	g.relay(r.Context(), key, p.Request, receipt.Sum(body), "cmpl-", openai.NewCompletionSink(w, p))
-}
-
-func (g *Gateway) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
-	g.ollamaGeneration(w, r, ollama.ParseChat, ollama.NewChatSink, "chat-")
-}
-
-func (g *Gateway) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) {
-	g.ollamaGeneration(w, r, ollama.ParseGenerate, ollama.NewGenerateSink, "gen-")
-}
-
-func (g *Gateway) ollamaGeneration(w http.ResponseWriter, r *http.Request, parse func([]byte) (ollama.Params, *apierr.Error),
-	newSink func(http.ResponseWriter, ollama.Params) sink.Sink, idPrefix string) {
-	key, body, ok := g.admit(w, r, apierr.WriteOllama)
-	if !ok {
-		return
-	}
-	p, e := parse(body)
-	if e != nil {
-		apierr.WriteOllama(w, e)
-		return
-	}
-	if p.LoadOnly {
-		// Ollama's "load the model" call: providers keep their models
-		// loaded, so only say whether the network has it.
-		if _, found := g.findModel(p.Request.Model); !found {
-			apierr.WriteOllama(w, apierr.ModelNotFound(p.Request.Model))
+// openAIGeneration serves one OpenAI generation endpoint.
+func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Error),
+	newSink func(http.ResponseWriter, openai.Params) sink.Sink, idPrefix string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key, body, ok := g.admit(w, r, apierr.WriteOpenAI)
+		if !ok {
 			return
 		}
-		ollama.WriteLoaded(w, p, time.Now())
-		return
+		p, e := parse(body)
+		if e != nil {
+			apierr.WriteOpenAI(w, e)
+			return
+		}
+		g.relay(r.Context(), key, p.Request, receipt.Sum(body), idPrefix, newSink(w, p))
 	}
-	g.relay(r.Context(), key, p.Request, receipt.Sum(body), idPrefix, newSink(w, p))
+}
+
+// ollamaGeneration serves one Ollama generation endpoint.
+func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Error),
+	newSink func(http.ResponseWriter, ollama.Params) sink.Sink, idPrefix string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key, body, ok := g.admit(w, r, apierr.WriteOllama)
+		if !ok {
+			return
+		}
+		p, e := parse(body)
+		if e != nil {
+			apierr.WriteOllama(w, e)
+			return
+		}
+		if p.LoadOnly {
+			// Ollama's "load the model" call: providers keep their models
+			// loaded, so only say whether the network has it.
+			if _, found := g.findModel(p.Request.Model); !found {
+				apierr.WriteOllama(w, apierr.ModelNotFound(p.Request.Model))
+				return
+			}
+			ollama.WriteLoaded(w, p, time.Now())
+			return
+		}
+		g.relay(r.Context(), key, p.Request, receipt.Sum(body), idPrefix, newSink(w, p))
+	}
 }
 
 // modelEntry aggregates one model name across providers.

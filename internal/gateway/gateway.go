@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/ollama"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/openai"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -101,13 +103,13 @@ func (g *Gateway) Handler() http.Handler {
 				Message: fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, method)})
 		})
 	}
-	route("POST", "/v1/chat/completions", g.handleOpenAIChat, apierr.WriteOpenAI)
-	route("POST", "/v1/completions", g.handleOpenAICompletion, apierr.WriteOpenAI)
+	route("POST", "/v1/chat/completions", g.openAIGeneration(openai.ParseChat, openai.NewChatSink, "chatcmpl-"), apierr.WriteOpenAI)
+	route("POST", "/v1/completions", g.openAIGeneration(openai.ParseCompletion, openai.NewCompletionSink, "cmpl-"), apierr.WriteOpenAI)
 	route("GET", "/v1/models", g.handleOpenAIModels, apierr.WriteOpenAI)
 	mux.HandleFunc("GET /v1/models/{id...}", g.handleOpenAIModel)
 	mux.HandleFunc("GET /v1/receipts/{id}", g.handleReceipt)
-	route("POST", "/api/chat", g.handleOllamaChat, apierr.WriteOllama)
-	route("POST", "/api/generate", g.handleOllamaGenerate, apierr.WriteOllama)
+	route("POST", "/api/chat", g.ollamaGeneration(ollama.ParseChat, ollama.NewChatSink, "chat-"), apierr.WriteOllama)
+	route("POST", "/api/generate", g.ollamaGeneration(ollama.ParseGenerate, ollama.NewGenerateSink, "gen-"), apierr.WriteOllama)
 	route("GET", "/api/tags", g.handleOllamaTags, apierr.WriteOllama)
 	route("POST", "/api/show", g.handleOllamaShow, apierr.WriteOllama)
 	route("GET", "/api/version", g.handleOllamaVersion, apierr.WriteOllama)

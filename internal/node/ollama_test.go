@@ -60,6 +60,15 @@ func TestOllamaClient(t *testing.T) {
 		t.Fatalf("generate %q, %v; want %q", gen.String(), err, wantGen)
 	}
 
+	// Ollama's "load the model" call (no prompt) answers without a job.
+	var loaded ollamaapi.GenerateResponse
+	if err := c.Generate(ctx, &ollamaapi.GenerateRequest{Model: "sim"}, func(r ollamaapi.GenerateResponse) error { loaded = r; return nil }); err != nil || !loaded.Done || loaded.DoneReason != "load" {
+		t.Fatalf("load call: %+v, %v", loaded, err)
+	}
+	if err := c.Generate(ctx, &ollamaapi.GenerateRequest{Model: "nope"}, func(ollamaapi.GenerateResponse) error { return nil }); err == nil {
+		t.Fatal("load call for an unknown model succeeded")
+	}
+
 	list, err := c.List(ctx)
 	if err != nil || len(list.Models) != 1 || list.Models[0].Name != "sim" || list.Models[0].Digest == "" {
 		t.Fatalf("tags %+v, %v", list, err)
