@@ -169,3 +169,20 @@ func TestSeparateRoles(t *testing.T) {
 	pv.stop(t, syscall.SIGTERM)
 	gw.stop(t, syscall.SIGTERM)
 }
+
+// TestSimProcess: the simulator as a standalone Ollama-compatible server.
+func TestSimProcess(t *testing.T) {
+	bin := buildBinary(t)
+	sim := start(t, bin, nil, "sim", "--addr", "127.0.0.1:0", "--tokens-per-second", "0")
+	base := sim.await(t, `Ollama API at (http://\S+)`)
+	resp, err := http.Post(base+"/api/generate", "application/json", strings.NewReader(`{"model":"sim","prompt":"hi","stream":false,"options":{"num_predict":4}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"done":true`) || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("generate: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	sim.stop(t, os.Interrupt)
+}
