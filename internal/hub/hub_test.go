@@ -320,3 +320,25 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestEmptyChunksCountAgainstTheBuffer: chunks without text still take
+// memory; a provider flooding them to an unread job gets the job cancelled.
+func TestEmptyChunksCountAgainstTheBuffer(t *testing.T) {
+	h, url := newHub(t, 10*time.Second)
+	p := connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	waitFor(t, func() bool { return len(h.Snapshot()) == 1 })
+	if _, err := h.Dispatch(ctx, p.key.Public(), job("flood")); err != nil {
+		t.Fatal(err)
+	}
+	p.ws.read(t)
+	for i := range 64 {
+		p.ws.write(t, &protocol.Message{Type: protocol.TypeChunk, Chunk: &protocol.Chunk{ID: "flood", Seq: uint64(i),
+			Logprobs: []protocol.TokenLogprob{{Token: "x", Logprob: -1}}}})
+	}
+	m, err := p.ws.read(t)
+	if err != nil || m.Type != protocol.TypeCancel || m.Cancel.ID != "flood" {
+		t.Fatalf("expected a cancel for the flooding job, got %v %v", m, err)
+	}
+}

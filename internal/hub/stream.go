@@ -68,7 +68,7 @@ func (s *Stream) Next(ctx context.Context) (Event, error) {
 			s.queue[s.head] = Event{}
 			s.head++
 			if ev.Chunk != nil {
-				s.bytes -= len(ev.Chunk.Delta)
+				s.bytes -= chunkSize(ev.Chunk)
 			}
 			if s.head == len(s.queue) {
 				s.queue, s.head = s.queue[:0], 0
@@ -110,19 +110,30 @@ func (s *Stream) push(ev Event) bool {
 		return true
 	}
 	if ev.Chunk != nil {
-		if s.bytes+len(ev.Chunk.Delta) > s.maxBytes {
+		if s.bytes+chunkSize(ev.Chunk) > s.maxBytes {
 			s.queue = append(s.queue[:s.head], Event{Err: ErrSlowConsumer})
 			s.ended, s.cancelled = true, true
 			s.wake()
 			return false
 		}
-		s.bytes += len(ev.Chunk.Delta)
+		s.bytes += chunkSize(ev.Chunk)
 	} else {
 		s.ended = true
 	}
 	s.queue = append(s.queue, ev)
 	s.wake()
 	return true
+}
+
+// chunkSize estimates the memory a queued chunk holds, so that chunks with
+// little text but many logprobs (or none at all) still count against the
+// job's buffer.
+func chunkSize(c *protocol.Chunk) int {
+	n := 64 + len(c.Delta)
+	for _, lp := range c.Logprobs {
+		n += 48 + len(lp.Token) + 40*len(lp.Top)
+	}
+	return n
 }
 
 func (s *Stream) wake() {
