@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"errors"
+	"fmt"
 	"hash"
 	"log/slog"
 	"net/http"
@@ -77,10 +78,20 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 		began = true
 		return snk.Begin(sink.Meta{RequestID: c.id, Model: c.asked, Created: c.admitted})
 	}
+	// The gateway enforces the job deadline itself: a provider that stays
+	// connected but never finishes must not hold the consumer forever.
+	jobCtx, cancel := context.WithDeadline(ctx, time.UnixMilli(job.DeadlineUnixMs))
+	defer cancel()
 	for {
-		ev, err := stream.Next(ctx)
+		ev, err := stream.Next(jobCtx)
 		if err != nil {
 			stream.Cancel()
+			if ctx.Err() == nil {
+				log.Warn("job deadline passed; job cancelled", "chunks", tokens)
+				snk.Fail(&apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout",
+					Message: fmt.Sprintf("The provider did not finish within the gateway's job timeout (%s); the partial answer is not billed.", g.cfg.JobTimeout)})
+				return
+			}
 			log.Info("consumer went away; job cancelled", "chunks", tokens)
 			return
 		}
@@ -169,7 +180,7 @@ func jobFailure(err error, chunks int) *apierr.Error {
 		case protocol.CodeModelNotFound:
 			return apierr.Unavailable("model_unavailable", "The provider no longer serves this model; please retry.")
 		case protocol.CodeDeadline:
-			return &apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout", Message: "The request took longer than the gateway's job timeout."}
+			return &apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout", Message: "The provider did not finish within the gateway's job timeout; the partial answer is not billed."}
 		}
 		return apierr.Upstream("The provider failed while generating: %s", je.Message)
 	case errors.Is(err, hub.ErrProviderLost):

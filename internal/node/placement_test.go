@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 )
 
@@ -122,4 +123,20 @@ func TestPausedProvider(t *testing.T) {
 		s, _ := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`)
 		return s == 200
 	})
+}
+
+// TestJobTimeout: a provider that stays connected but stalls gets the job
+// cancelled at the gateway's job timeout, and the consumer a 504, not a hang.
+func TestJobTimeout(t *testing.T) {
+	tn := startNet(t, netOptions{sim: slowSim(1000), gateway: gateway.Config{JobTimeout: 500 * time.Millisecond}})
+	tn.Sim.SetFaults(sim.Faults{StallAfter: 2})
+	start := time.Now()
+	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`)
+	if e := decodeError(t, b); status != 504 || e.Error.Code != "timeout" {
+		t.Fatalf("%d %s", status, b)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("took %s", d)
+	}
+	eventually(t, 10*time.Second, "the stalled upstream request to be cancelled", func() bool { return tn.Sim.Stats().Cancelled == 1 })
 }
