@@ -29,7 +29,9 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 			apierr.WriteOpenAI(w, e)
 			return
 		}
-		g.relay(r.Context(), key, p.Request, receipt.Sum(body), idPrefix, newSink(w, p))
+		req := p.Request
+		req.Buffered = !p.Stream
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, newSink(w, p))
 	}
 }
 
@@ -56,7 +58,9 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 			ollama.WriteLoaded(w, p, time.Now())
 			return
 		}
-		g.relay(r.Context(), key, p.Request, receipt.Sum(body), idPrefix, newSink(w, p))
+		req := p.Request
+		req.Buffered = !p.Stream
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, newSink(w, p))
 	}
 }
 

@@ -272,8 +272,13 @@ type Request struct {
 	Prompt   string        `json:"prompt,omitempty"`
 	System   string        `json:"system,omitempty"`
 	// Raw sends Prompt without the model's template (generate only).
-	Raw     bool    `json:"raw,omitempty"`
-	Options Options `json:"options"`
+	Raw bool `json:"raw,omitempty"`
+	// Buffered says the consumer reads the answer in one piece (it did not
+	// ask for streaming): the backend may generate without streaming and
+	// deliver the text in fewer, larger deltas, which saves a write per
+	// token on every hop.
+	Buffered bool    `json:"buffered,omitempty"`
+	Options  Options `json:"options"`
 }
 
 // Kind of request.

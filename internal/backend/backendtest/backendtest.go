@@ -159,6 +159,14 @@ func testDeterministic(t *testing.T, b backend.Backend, model string) {
 	if a.res.Usage.CompletionTokens != c.res.Usage.CompletionTokens {
 		t.Errorf("same greedy request gave different usage: %+v, %+v", a.res.Usage, c.res.Usage)
 	}
+	// A buffered request (the consumer does not stream) gives the same text
+	// and counts in however many deltas the backend likes.
+	req.Buffered = true
+	buf := generate(t, b, req)
+	if buf.text != a.text || buf.res.Usage != a.res.Usage || buf.res.FinishReason != a.res.FinishReason {
+		t.Errorf("buffered request differs from the streamed one:\n%q %+v %s\n%q %+v %s",
+			buf.text, buf.res.Usage, buf.res.FinishReason, a.text, a.res.Usage, a.res.FinishReason)
+	}
 }
 
 // testLogprobs checks logprobs when the backend reports them; older Ollama

@@ -226,7 +226,7 @@ type genOptions struct {
 func toGenRequest(req protocol.Request) (path string, body any, err error) {
 	o := req.Options
 	common := genCommon{
-		Model: req.Model, Stream: true, Logprobs: o.Logprobs,
+		Model: req.Model, Stream: !req.Buffered, Logprobs: o.Logprobs,
 		Options: genOptions{Temperature: o.Temperature, TopP: o.TopP, Seed: o.Seed, Stop: o.Stop},
 	}
 	if o.MaxTokens > 0 {
