@@ -5,6 +5,10 @@
 package sink
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
@@ -51,4 +55,27 @@ type Sink interface {
 	Delta(Delta) error
 	End(Final) error
 	Fail(e *apierr.Error)
+}
+
+// Marshal encodes v as one line of JSON without HTML escaping, so that "<",
+// ">" and "&" in generated text reach clients as written.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Flush pushes what rc's writer buffered to the consumer. A writer that
+// cannot flush (a middleware that hides http.Flusher) still delivers
+// everything at the end, so that is not an error; a failed flush is (the
+// consumer is gone).
+func Flush(rc *http.ResponseController) error {
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }

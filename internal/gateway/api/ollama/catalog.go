@@ -7,6 +7,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -145,7 +146,7 @@ func WriteLoaded(w http.ResponseWriter, p Params, now time.Time) {
 // writeJSON writes a 200 JSON response. A failed write means the consumer
 // left; there is nobody to tell.
 func writeJSON(w http.ResponseWriter, v any) {
-	b, err := marshal(v)
+	b, err := sink.Marshal(v)
 	if err != nil {
 		apierr.WriteOllama(w, apierr.Internal("could not encode the response"))
 		return

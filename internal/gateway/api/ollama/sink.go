@@ -1,9 +1,6 @@
 package ollama
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -187,7 +184,7 @@ func newLine(chat bool, model string, now time.Time, text, reason string, done b
 
 // line writes v as one line of JSON and flushes it.
 func (s *ndjsonSink) line(v any) error {
-	b, err := marshal(v)
+	b, err := sink.Marshal(v)
 	if err != nil {
 		return err
 	}
@@ -200,20 +197,5 @@ func (s *ndjsonSink) line(v any) error {
 // flush pushes buffered bytes to the consumer; a writer that cannot flush
 // still delivers everything at the end, so only real failures count.
 func (s *ndjsonSink) flush() error {
-	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	return nil
-}
-
-// marshal encodes v as one line of JSON without HTML escaping, so that
-// "<", ">" and "&" in generated text reach clients as written.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return sink.Flush(s.rc)
 }

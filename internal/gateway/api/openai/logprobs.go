@@ -6,6 +6,7 @@ import (
 	"math"
 	"unicode/utf8"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -133,7 +134,7 @@ func (o orderedLogprobs) MarshalJSON() ([]byte, error) {
 		if len(seen) > 1 {
 			buf.WriteByte(',')
 		}
-		k, err := marshal(alt.Token)
+		k, err := sink.Marshal(alt.Token)
 		if err != nil {
 			return nil, err
 		}

@@ -1,12 +1,10 @@
 package openai
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 )
 
 // responder writes one response, either as server-sent events or as one
@@ -48,7 +46,7 @@ func (r *responder) startEvents() error {
 
 // event writes one "data: <json>\n\n" event and flushes it.
 func (r *responder) event(v any) error {
-	b, err := marshal(v)
+	b, err := sink.Marshal(v)
 	if err != nil {
 		return err
 	}
@@ -71,7 +69,7 @@ func (r *responder) done() error { return r.data([]byte("[DONE]")) }
 
 // body writes a whole JSON response.
 func (r *responder) body(status int, v any) error {
-	b, err := marshal(v)
+	b, err := sink.Marshal(v)
 	if err != nil {
 		return err
 	}
@@ -102,20 +100,5 @@ func (r *responder) fail(e *apierr.Error) {
 // (a middleware that hides http.Flusher) still delivers everything at the
 // end, so that is not an error; a failed flush is (the consumer is gone).
 func (r *responder) flush() error {
-	if err := r.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	return nil
-}
-
-// marshal encodes v as one line of JSON without HTML escaping, so that
-// "<", ">" and "&" in generated text reach clients as written.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return sink.Flush(r.rc)
 }
