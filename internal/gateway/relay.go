@@ -206,43 +206,58 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 	for {
 		changed := h.Changed() // before the snapshot, so no change is missed
 		choice, err := scheduler.Pick(candidates(h.Snapshot()), c.req.Model, nil)
+		var u *scheduler.Unplaceable
 		if err == nil {
 			job := g.job(c, choice)
 			s, err := h.Dispatch(ctx, choice.Key, job)
 			if err == nil {
 				return s, job, nil
 			}
-			g.log.Debug("dispatch lost a race; picking again", "request_id", c.id, "err", err)
-			continue
-		}
-		var u *scheduler.Unplaceable
-		if !errors.As(err, &u) {
-			return nil, nil, apierr.Internal("scheduling failed")
-		}
-		if u.Offering == 0 {
-			if !g.knownModel(c.req.Model) {
-				return nil, nil, apierr.ModelNotFound(c.asked)
+			// The snapshot was already stale: the slot was taken, or the
+			// provider paused or went away. Wait for the hub's next change
+			// rather than picking the same provider again at once.
+			g.log.Debug("dispatch lost a race; waiting for the next change", "request_id", c.id, "err", err)
+		} else {
+			if !errors.As(err, &u) {
+				return nil, nil, apierr.Internal("scheduling failed")
 			}
-			return nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
-		}
-		if !u.OnlyBusy() {
-			return nil, nil, apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
+			if u.Offering == 0 {
+				if !g.knownModel(c.req.Model) {
+					return nil, nil, apierr.ModelNotFound(c.asked)
+				}
+				return nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
+			}
+			if !u.OnlyBusy() {
+				return nil, nil, apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
+			}
 		}
 		if !queued {
 			if g.queued.Add(1) > int64(g.cfg.MaxQueued) {
 				g.queued.Add(-1)
-				return nil, nil, apierr.Overloaded("The request queue is full (%d waiting; %s). Retry with backoff.", g.cfg.MaxQueued, u.Error())
+				return nil, nil, apierr.Overloaded("The request queue is full (%d waiting; %s). Retry with backoff.", g.cfg.MaxQueued, g.why(c, u))
 			}
 			queued = true
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			return nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, u.Error())
+			return nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, g.why(c, u))
 		case <-ctx.Done():
 			return nil, nil, apierr.Unavailable("cancelled", "The request was cancelled while queued.")
 		}
 	}
+}
+
+// why describes why a request waits: u when the scheduler said, else the
+// hub's current state for the model.
+func (g *Gateway) why(c *call, u *scheduler.Unplaceable) string {
+	if u == nil {
+		_, err := scheduler.Pick(candidates(g.cfg.Hub.Snapshot()), c.req.Model, nil)
+		if !errors.As(err, &u) {
+			return fmt.Sprintf("model %q: every provider was busy a moment ago", c.asked)
+		}
+	}
+	return u.Error()
 }
 
 func (g *Gateway) knownModel(name string) bool {
