@@ -68,7 +68,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 	var (
 		began      bool
 		firstToken time.Duration
-		tokens     int
+		chunks     int
 		text       = sha256.New()
 	)
 	begin := func() error {
@@ -87,12 +87,12 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 		if err != nil {
 			stream.Cancel()
 			if ctx.Err() == nil {
-				log.Warn("job deadline passed; job cancelled", "chunks", tokens)
+				log.Warn("job deadline passed; job cancelled", "chunks", chunks)
 				snk.Fail(&apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout",
 					Message: fmt.Sprintf("The provider did not finish within the gateway's job timeout (%s); the partial answer is not billed.", g.cfg.JobTimeout)})
 				return
 			}
-			log.Info("consumer went away; job cancelled", "chunks", tokens)
+			log.Info("consumer went away; job cancelled", "chunks", chunks)
 			return
 		}
 		switch {
@@ -100,7 +100,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 			if firstToken == 0 {
 				firstToken = time.Since(c.admitted)
 			}
-			tokens++
+			chunks++
 			text.Write([]byte(ev.Chunk.Delta))
 			err := begin()
 			if err == nil {
@@ -108,15 +108,15 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 			}
 			if err != nil {
 				stream.Cancel()
-				log.Info("consumer went away; job cancelled", "chunks", tokens, "err", err)
+				log.Info("consumer went away; job cancelled", "chunks", chunks, "err", err)
 				return
 			}
 		case ev.Done != nil:
 			g.finish(ctx, c, job, stream, ev.Done, text, firstToken, begin, snk, log)
 			return
 		default:
-			e := jobFailure(ev.Err, tokens)
-			log.Warn("job failed", "err", ev.Err, "chunks", tokens)
+			e := jobFailure(ev.Err, chunks)
+			log.Warn("job failed", "err", ev.Err, "chunks", chunks)
 			snk.Fail(e)
 			return
 		}
