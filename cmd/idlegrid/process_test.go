@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
 // The tests in this file run the real binary as separate processes, the
@@ -185,4 +190,90 @@ func TestSimProcess(t *testing.T) {
 		t.Fatalf("generate: %d %v %s", resp.StatusCode, resp.Header, b)
 	}
 	sim.stop(t, os.Interrupt)
+}
+
+// longPrompt finds a prompt whose greedy answer from the default simulator
+// (what `provide --backend sim` serves) is at least n tokens long, so that a
+// stream is still running when the test interrupts it.
+func longPrompt(t *testing.T, n int) string {
+	t.Helper()
+	s, err := sim.New(sim.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := 0.0
+	for i := range 500 {
+		prompt := fmt.Sprintf("tell a long story %d", i)
+		req := protocol.Request{Kind: protocol.KindChat, Model: "sim", Messages: []protocol.ChatMessage{{Role: "user", Content: prompt}},
+			Options: protocol.Options{MaxTokens: 1000, Temperature: &zero}}
+		res, err := s.Generate(context.Background(), req, func(backend.Delta) error { return nil })
+		if err == nil && res.Usage.CompletionTokens >= uint64(n) {
+			return prompt
+		}
+	}
+	t.Fatalf("no prompt gives %d tokens", n)
+	return ""
+}
+
+// TestProviderKilled: a provider process killed with SIGKILL mid-stream
+// (no close frame, no goodbye) ends the consumer's stream with an error
+// event, and no receipt is issued for the undelivered answer.
+func TestProviderKilled(t *testing.T) {
+	bin := buildBinary(t)
+	prompt := longPrompt(t, 60)
+	gwDir, pvDir := t.TempDir(), t.TempDir()
+	gw := start(t, bin, nil, "gateway", "--addr", "127.0.0.1:0", "--data-dir", gwDir)
+	base := gw.await(t, `listening on (http://\S+) `)
+	pv := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir)
+	pv.await(t, `serving built-in simulator`)
+	out, err := exec.Command(bin, "keys", "create", "--data-dir", gwDir).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(string(out))
+	deadline := time.Now().Add(30 * time.Second)
+	var resp *http.Response
+	for {
+		req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(
+			`{"model":"sim","stream":true,"temperature":0,"max_tokens":1000,"messages":[{"role":"user","content":"`+prompt+`"}]}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		if resp, err = http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == 200 {
+			break
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("stream not accepted: %d", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond) // the agent is still connecting
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	for range 3 { // role chunk and two content chunks
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		r.ReadString('\n')
+	}
+	pv.cmd.Process.Kill()
+	var last string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if line = strings.TrimSpace(line); line != "" {
+			last = line
+		}
+	}
+	if !strings.HasPrefix(last, `data: {"error":`) || !strings.Contains(last, "provider") {
+		t.Fatalf("stream ended with %q, want an error event about the provider", last)
+	}
+	id := resp.Header.Get("X-Request-Id")
+	gw.stop(t, syscall.SIGTERM)
+	if out, err := exec.Command(bin, "receipts", "verify", id, "--data-dir", gwDir).CombinedOutput(); err == nil || !strings.Contains(string(out), "no receipt") {
+		t.Fatalf("a receipt exists for the killed stream: %v %s", err, out)
+	}
 }
