@@ -72,3 +72,13 @@ func ParseSigned(b []byte) (Signed, error) {
 	}
 	return s, nil
 }
+
+// SignedMessages are the provider's and the gateway's signatures over r as
+// messages for keys.VerifyBatch, which checks many receipts at once.
+func SignedMessages(r *Receipt, providerSig, gatewaySig keys.Signature) [2]keys.SignedMessage {
+	b := r.Bytes()
+	return [2]keys.SignedMessage{
+		{Key: r.Provider, Message: append([]byte(providerTag), b...), Signature: providerSig},
+		{Key: r.Gateway, Message: append([]byte(gatewayTag), b...), Signature: gatewaySig},
+	}
+}
