@@ -1,0 +1,285 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
+)
+
+// Block executes one block's transactions against committed state. Writes
+// are staged in two layers: the current transaction's, which a failing
+// transaction discards, and the block's, which the host persists in one
+// batch after the block (Changes). Nothing here reads a clock or iterates a
+// map in an order that matters, so every node computes the same changes.
+type Block struct {
+	base    Reader
+	chainID string
+	height  uint64
+	params  Params
+	writes  map[string]change // the block's staged writes
+	tx      map[string]change // the current transaction's staged writes
+}
+
+type change struct {
+	value   []byte
+	deleted bool
+}
+
+// Change is one staged write: Value nil means the key is deleted.
+type Change struct {
+	Key   []byte
+	Value []byte
+}
+
+// Event is what a transaction or block reports, for clients and indexers.
+type Event struct {
+	Type  string
+	Attrs []Attr
+}
+
+// Attr is one key/value of an event; Index asks the host to index it.
+type Attr struct {
+	Key, Value string
+	Index      bool
+}
+
+// Result is the outcome of one transaction.
+type Result struct {
+	// Code is CodeOK or the reason the transaction failed.
+	Code   uint32
+	Log    string
+	Events []Event
+}
+
+// NewBlock starts block height on top of committed state.
+func NewBlock(base Reader, height uint64) (*Block, error) {
+	b := &Block{base: base, height: height, writes: map[string]change{}}
+	id, err := base.Get([]byte(keyChainID))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read chain id: %w", err)
+	}
+	if len(id) == 0 {
+		return nil, fmt.Errorf("ledger: state has no chain id (genesis not applied)")
+	}
+	b.chainID = string(id)
+	raw, err := base.Get([]byte(keyParams))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read params: %w", err)
+	}
+	if b.params, err = decodeParams(raw); err != nil {
+		return nil, fmt.Errorf("ledger: params: %w", err)
+	}
+	return b, nil
+}
+
+// Height is the block's height.
+func (b *Block) Height() uint64 { return b.height }
+
+// Begin runs what happens at the start of every block before its
+// transactions: escrowed earnings that mature at this height join their
+// owners' balances.
+func (b *Block) Begin() ([]Event, error) {
+	key := dueKey(b.height)
+	raw, err := b.get(key)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	d := dec{b: raw}
+	due := d.addresses()
+	if err := d.end(); err != nil {
+		return nil, fmt.Errorf("ledger: due list at %d: %w", b.height, err)
+	}
+	var events []Event
+	for _, addr := range due {
+		a, ok, err := b.account(addr)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		var released money.Amount
+		kept := a.Escrow[:0]
+		for _, e := range a.Escrow {
+			if e.Height <= b.height {
+				released += e.Amount // escrow entries came out of the supply: no overflow
+			} else {
+				kept = append(kept, e)
+			}
+		}
+		if released == 0 {
+			continue
+		}
+		a.Escrow = kept
+		if a.Balance, err = a.Balance.Add(released); err != nil {
+			return nil, fmt.Errorf("ledger: release escrow of %s: %w", addr, err)
+		}
+		b.putAccount(addr, &a)
+		events = append(events, Event{Type: "escrow_released", Attrs: []Attr{
+			{Key: "account", Value: string(addr), Index: true},
+			{Key: "amount", Value: fmt.Sprint(uint64(released))},
+		}})
+	}
+	b.delete(key)
+	b.commitTx()
+	return events, nil
+}
+
+// Apply executes one transaction. A transaction that is malformed, for
+// another chain, badly signed or out of order changes nothing. One that
+// passes those checks consumes its nonce even if its effect fails (so the
+// sender's later transactions stay valid). The error is only for storage
+// failures, which must stop the node rather than diverge.
+func (b *Block) Apply(raw []byte) (Result, error) {
+	hash := TxHash(raw)
+	res, spent, err := b.apply(raw)
+	if err != nil {
+		b.dropTx()
+		return Result{}, err
+	}
+	// Only a transaction that spent its nonce is recorded: one rejected
+	// before changes nothing, and a replay (same bytes, same hash) must not
+	// overwrite the record of the original.
+	if spent {
+		rec := TxRecord{Height: b.height, Code: res.Code}
+		b.set(txKey(hash), rec.encode())
+	}
+	b.commitTx()
+	return res, nil
+}
+
+// apply executes raw; spent reports whether it got as far as spending the
+// sender's nonce.
+func (b *Block) apply(raw []byte) (res Result, spent bool, err error) {
+	t, err := DecodeTx(raw)
+	if err != nil {
+		return fail(CodeMalformed, err.Error()), false, nil
+	}
+	if t.ChainID != b.chainID {
+		return fail(CodeWrongChain, fmt.Sprintf("transaction for chain %q, this is %q", t.ChainID, b.chainID)), false, nil
+	}
+	if !t.VerifySignature() {
+		return fail(CodeBadSignature, "signature does not verify for the sender key"), false, nil
+	}
+	sender := t.Sender.Address()
+	acct, exists, err := b.account(sender)
+	if err != nil {
+		return Result{}, false, err
+	}
+	if !exists {
+		// An address comes into existence by receiving money; a key that
+		// never did cannot fill the chain with transactions.
+		return fail(CodeUnknownAccount, fmt.Sprintf("account %s does not exist", sender)), false, nil
+	}
+	if t.Nonce != acct.Nonce {
+		return fail(CodeBadNonce, fmt.Sprintf("nonce %d, account %s expects %d", t.Nonce, sender, acct.Nonce)), false, nil
+	}
+	acct.Nonce++
+	acct.PubKey = t.Sender
+	b.putAccount(sender, &acct)
+	b.commitTx() // the nonce is spent whatever the effect does
+
+	x := &txn{Block: b, tx: &t, sender: sender, hash: TxHash(raw)}
+	res, err = x.run()
+	if err != nil {
+		return Result{}, true, err
+	}
+	if res.Code != CodeOK {
+		b.dropTx()
+	}
+	return res, true, nil
+}
+
+// Changes returns the block's writes sorted by key: what the host persists
+// and hashes.
+func (b *Block) Changes() []Change {
+	out := make([]Change, 0, len(b.writes))
+	for k, c := range b.writes {
+		ch := Change{Key: []byte(k)}
+		if !c.deleted {
+			ch.Value = c.value
+			if ch.Value == nil {
+				ch.Value = []byte{}
+			}
+		}
+		out = append(out, ch)
+	}
+	slices.SortFunc(out, func(x, y Change) int { return strings.Compare(string(x.Key), string(y.Key)) })
+	return out
+}
+
+func (b *Block) get(key string) ([]byte, error) {
+	if c, ok := b.tx[key]; ok {
+		return c.live()
+	}
+	if c, ok := b.writes[key]; ok {
+		return c.live()
+	}
+	v, err := b.base.Get([]byte(key))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read state: %w", err)
+	}
+	return v, nil
+}
+
+func (c change) live() ([]byte, error) {
+	if c.deleted {
+		return nil, nil
+	}
+	return c.value, nil
+}
+
+func (b *Block) set(key string, v []byte) {
+	if b.tx == nil {
+		b.tx = map[string]change{}
+	}
+	b.tx[key] = change{value: v}
+}
+
+func (b *Block) delete(key string) {
+	if b.tx == nil {
+		b.tx = map[string]change{}
+	}
+	b.tx[key] = change{deleted: true}
+}
+
+func (b *Block) commitTx() {
+	for k, c := range b.tx {
+		b.writes[k] = c
+	}
+	clear(b.tx)
+}
+
+func (b *Block) dropTx() { clear(b.tx) }
+
+// account reads an account; a missing one is the zero account.
+func (b *Block) account(addr keys.Address) (Account, bool, error) {
+	raw, err := b.get(accountKey(addr))
+	if err != nil || raw == nil {
+		return Account{}, false, err
+	}
+	a, err := decodeAccount(raw)
+	if err != nil {
+		return Account{}, false, fmt.Errorf("ledger: account %s: %w", addr, err)
+	}
+	return a, true, nil
+}
+
+func (b *Block) putAccount(addr keys.Address, a *Account) { b.set(accountKey(addr), a.encode()) }
+
+func (b *Block) allowance(consumer, gateway keys.Address) (money.Amount, error) {
+	raw, err := b.get(allowanceKey(consumer, gateway))
+	if err != nil || raw == nil {
+		return 0, err
+	}
+	if len(raw) != 8 {
+		return 0, fmt.Errorf("ledger: allowance record of %d bytes", len(raw))
+	}
+	return money.Amount(binary.BigEndian.Uint64(raw)), nil
+}
+
+func amountBytes(a money.Amount) []byte { return binary.BigEndian.AppendUint64(nil, uint64(a)) }

@@ -1,0 +1,199 @@
+package ledger
+
+import (
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// TxVersion is the transaction format version written by this code.
+const TxVersion = 1
+
+// txSignTag separates transaction signatures from every other signature
+// made with the same key (receipts, provider handshakes).
+const txSignTag = "idlegrid/tx/v1\n"
+
+// Kind is the type of a transaction.
+type Kind uint8
+
+// Transaction kinds. The numbers are part of the encoding: never reuse one.
+const (
+	KindTransfer         Kind = 1
+	KindRegister         Kind = 2
+	KindStake            Kind = 3
+	KindUnstake          Kind = 4
+	KindWithdrawUnbonded Kind = 5
+	KindSettleBatch      Kind = 6
+	KindApprove          Kind = 7
+)
+
+var kindNames = map[Kind]string{
+	KindTransfer: "transfer", KindRegister: "register", KindStake: "stake", KindUnstake: "unstake",
+	KindWithdrawUnbonded: "withdraw-unbonded", KindSettleBatch: "settle-batch", KindApprove: "approve",
+}
+
+func (k Kind) String() string {
+	if n, ok := kindNames[k]; ok {
+		return n
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Tx is a transaction: who sends it, in which order (Nonce), and one body
+// chosen by Kind. Exactly the body fields of its kind are encoded.
+type Tx struct {
+	ChainID string
+	Kind    Kind
+	Sender  keys.PublicKey
+	// Nonce must equal the sender account's Nonce; it then increments, so a
+	// transaction runs at most once.
+	Nonce uint64
+
+	// Transfer: To receives Amount. Stake, Unstake: Amount.
+	To     keys.Address
+	Amount money.Amount
+	// Register: the role taken and its public metadata (e.g. a URL).
+	Role Role
+	Info string
+	// Approve: Gateway may charge up to Amount of the sender's receipts
+	// (the allowance is set, not added to).
+	Gateway keys.Address
+	// SettleBatch: signed receipts in canonical bytes, and the RFC 6962
+	// Merkle root over their hashes.
+	Receipts []BatchReceipt
+	Root     receipt.Hash
+
+	Signature keys.Signature
+}
+
+// BatchReceipt is one signed receipt inside a settle-batch transaction. The
+// receipt stays in its canonical bytes so that a receipt that fails to
+// decode rejects only itself.
+type BatchReceipt struct {
+	Bytes             []byte
+	ProviderSignature keys.Signature
+	GatewaySignature  keys.Signature
+}
+
+// NewBatchReceipt wraps a signed receipt for a batch.
+func NewBatchReceipt(s *receipt.Signed) BatchReceipt {
+	return BatchReceipt{Bytes: s.Receipt.Bytes(), ProviderSignature: s.ProviderSignature, GatewaySignature: s.GatewaySignature}
+}
+
+// BatchRoot is the Merkle root a settle-batch must carry for its receipts.
+func BatchRoot(rs []BatchReceipt) receipt.Hash {
+	leaves := make([]receipt.Hash, len(rs))
+	for i := range rs {
+		leaves[i] = receipt.LeafHash(rs[i].Bytes)
+	}
+	return receipt.MerkleRoot(leaves)
+}
+
+// Limits the decoder enforces before allocating.
+const (
+	maxReceiptBytes = 2048
+	maxBatch        = 1 << 16
+)
+
+// unsigned is the canonical encoding of everything but the signature.
+func (t *Tx) unsigned() []byte {
+	e := enc{b: make([]byte, 0, 128)}
+	e.u8(TxVersion)
+	e.str(t.ChainID)
+	e.u8(uint8(t.Kind))
+	e.key(t.Sender)
+	e.u64(t.Nonce)
+	switch t.Kind {
+	case KindTransfer:
+		e.address(t.To)
+		e.amount(t.Amount)
+	case KindRegister:
+		e.u8(uint8(t.Role))
+		e.str(t.Info)
+	case KindStake, KindUnstake:
+		e.amount(t.Amount)
+	case KindWithdrawUnbonded:
+	case KindSettleBatch:
+		e.fixed(t.Root[:])
+		e.u32(uint32(len(t.Receipts)))
+		for _, r := range t.Receipts {
+			e.bytes(r.Bytes)
+			e.fixed(r.ProviderSignature[:])
+			e.fixed(r.GatewaySignature[:])
+		}
+	case KindApprove:
+		e.address(t.Gateway)
+		e.amount(t.Amount)
+	}
+	return e.b
+}
+
+// Sign sets the sender and the signature; set ChainID and Nonce first.
+func (t *Tx) Sign(k keys.PrivateKey) {
+	t.Sender = k.Public()
+	t.Signature = k.Sign(append([]byte(txSignTag), t.unsigned()...))
+}
+
+// VerifySignature checks the sender's signature.
+func (t *Tx) VerifySignature() bool {
+	return t.Sender.Verify(append([]byte(txSignTag), t.unsigned()...), t.Signature)
+}
+
+// Bytes is the canonical encoding of the signed transaction.
+func (t *Tx) Bytes() []byte { return append(t.unsigned(), t.Signature[:]...) }
+
+// TxHash is the sha256 of a transaction's bytes: its id on the chain.
+func TxHash(b []byte) receipt.Hash { return sha256.Sum256(b) }
+
+// DecodeTx parses a transaction's bytes. It accepts exactly what Bytes
+// produces, so DecodeTx(b) succeeding implies Bytes() == b. It checks form
+// only; signatures, nonces and balances are checked against state.
+func DecodeTx(b []byte) (Tx, error) {
+	d := dec{b: b}
+	var t Tx
+	if v := d.u8(); v != TxVersion && d.err == nil {
+		d.fail("transaction version %d, want %d", v, TxVersion)
+	}
+	t.ChainID = d.str(64, "chain id")
+	t.Kind = Kind(d.u8())
+	t.Sender = d.key()
+	t.Nonce = d.u64()
+	switch t.Kind {
+	case KindTransfer:
+		t.To = d.address()
+		t.Amount = d.amount()
+	case KindRegister:
+		t.Role = Role(d.u8())
+		t.Info = d.str(maxMetadataBytes, "info")
+	case KindStake, KindUnstake:
+		t.Amount = d.amount()
+	case KindWithdrawUnbonded:
+	case KindSettleBatch:
+		d.fixed(t.Root[:])
+		// Each receipt takes at least 4+128 bytes: the count cannot claim
+		// more than the remaining bytes can hold.
+		n := d.length(min(maxBatch, len(d.b)/(4+2*keys.SignatureSize)), "receipt count")
+		t.Receipts = make([]BatchReceipt, 0, n)
+		for range n {
+			r := BatchReceipt{Bytes: d.bytes(maxReceiptBytes, "receipt")}
+			d.fixed(r.ProviderSignature[:])
+			d.fixed(r.GatewaySignature[:])
+			t.Receipts = append(t.Receipts, r)
+		}
+	case KindApprove:
+		t.Gateway = d.address()
+		t.Amount = d.amount()
+	default:
+		if d.err == nil {
+			d.fail("unknown transaction kind %d", t.Kind)
+		}
+	}
+	d.fixed(t.Signature[:])
+	if err := d.end(); err != nil {
+		return Tx{}, fmt.Errorf("transaction: %w", err)
+	}
+	return t, nil
+}
