@@ -1,0 +1,340 @@
+package chain
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// newLedgerApp is the appFactory of the real application.
+func newLedgerApp(home string) (abci.Application, error) {
+	return OpenApp(filepath.Join(home, "data"), nil)
+}
+
+// parties are the test chain's accounts.
+type parties struct {
+	consumer, poor, gateway, provider keys.PrivateKey
+}
+
+func seedKey(t *testing.T, b byte) keys.PrivateKey {
+	t.Helper()
+	k, err := keys.FromSeed(bytes.Repeat([]byte{b}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func testParties(t *testing.T) parties {
+	return parties{consumer: seedKey(t, 1), poor: seedKey(t, 2), gateway: seedKey(t, 3), provider: seedKey(t, 4)}
+}
+
+const (
+	consumerFunds   = 1_000 * money.Unit
+	poorFunds       = 1 * money.Unit
+	gatewayStake    = 5_000 * money.Unit
+	providerStake   = 200 * money.Unit
+	pricePrompt     = 2 * money.Unit // per million tokens
+	priceCompletion = 6 * money.Unit
+)
+
+func (p parties) genesis(t *testing.T) json.RawMessage {
+	t.Helper()
+	params := ledger.DefaultParams()
+	params.EscrowBlocks = 1000 // escrow stays put during the test
+	g := ledger.Genesis{Params: params, Accounts: []ledger.GenesisAccount{
+		{Address: p.consumer.Public().Address(), PubKey: p.consumer.Public(), Balance: consumerFunds,
+			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Allowance: consumerFunds}}},
+		{Address: p.poor.Public().Address(), PubKey: p.poor.Public(), Balance: poorFunds,
+			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Allowance: consumerFunds}}},
+		{Address: p.gateway.Public().Address(), PubKey: p.gateway.Public(), Balance: 10 * money.Unit, Stake: gatewayStake, Roles: []string{"gateway"}},
+		{Address: p.provider.Public().Address(), PubKey: p.provider.Public(), Stake: providerStake, Roles: []string{"provider"}},
+	}}
+	b, err := json.Marshal(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// receipt is a signed receipt of consumer, served by the provider and
+// countersigned by the gateway.
+func (p parties) receipt(consumer keys.Address, id string, prompt, completion uint64) receipt.Signed {
+	amt, err := receipt.ComputeAmount(prompt, completion, pricePrompt, priceCompletion)
+	if err != nil {
+		panic(err)
+	}
+	r := receipt.Receipt{Version: receipt.Version, ChainID: "idlegrid-test", RequestID: id,
+		Gateway: p.gateway.Public(), Provider: p.provider.Public(), Consumer: consumer,
+		Model: "tiny", ModelDigest: "sha256:abc", PromptTokens: prompt, CompletionTokens: completion,
+		PricePromptPerMTok: pricePrompt, PriceCompletionPerMTok: priceCompletion, Amount: amt,
+		StartUnixMs: 1_700_000_000_000, EndUnixMs: 1_700_000_001_000}
+	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.provider, &r), GatewaySignature: receipt.SignGateway(p.gateway, &r)}
+}
+
+func balanceOf(t *testing.T, ctx context.Context, l Ledger, a keys.Address) AccountInfo {
+	t.Helper()
+	info, err := l.Account(ctx, a)
+	if err != nil {
+		t.Fatalf("account %s: %v", a, err)
+	}
+	return info
+}
+
+func escrowTotal(a AccountInfo) money.Amount {
+	var s money.Amount
+	for _, e := range a.Escrow {
+		s += e.Amount
+	}
+	return s
+}
+
+// TestLedgerOnCometBFT settles receipt batches through a real node: exact
+// balances, the gateway's stake paying for a consumer that cannot, a batch
+// sent again after a lost answer settling nothing twice, pipelined
+// transactions from one key, and state that survives a restart.
+func TestLedgerOnCometBFT(t *testing.T) {
+	p := testParties(t)
+	tn := startSingle(t, p.genesis(t), newLedgerApp)
+	ctx := testContext(t, 2*time.Minute)
+	l := Ledger{tn.client()}
+	gw := NewSigner(tn.client(), p.gateway, "idlegrid-test")
+	consumer := p.consumer.Public().Address()
+
+	var batch []receipt.Signed
+	var total money.Amount
+	for i := range 50 {
+		r := p.receipt(consumer, fmt.Sprintf("req-%03d", i), 1000+uint64(i), 500)
+		total += r.Receipt.Amount
+		batch = append(batch, r)
+	}
+	// The poor consumer cannot pay this one: the gateway's stake does.
+	costly := p.receipt(p.poor.Public().Address(), "req-poor", 1_000_000, 1_000_000)
+	batch = append(batch, costly)
+	// A receipt signed for another chain is rejected on its own.
+	foreign := p.receipt(consumer, "req-foreign", 10, 10)
+	foreign.Receipt.ChainID = "other-chain"
+	foreign.ProviderSignature = receipt.SignProvider(p.provider, &foreign.Receipt)
+	foreign.GatewaySignature = receipt.SignGateway(p.gateway, &foreign.Receipt)
+	batch = append(batch, foreign)
+
+	out, err := gw.SettleBatch(ctx, batch)
+	if err != nil {
+		t.Fatalf("SettleBatch: %v", err)
+	}
+	if len(out.Settled) != 51 || len(out.Rejected) != 1 || out.Rejected["req-foreign"] == "" {
+		t.Fatalf("outcome: %d settled, rejected %v", len(out.Settled), out.Rejected)
+	}
+	charged := total + costly.Receipt.Amount
+	params := ledger.DefaultParams()
+	fee := func(a money.Amount, bps uint32) money.Amount { v, _ := a.MulDiv(uint64(bps), 10_000); return v }
+	// Fees are rounded down per receipt: sum them the same way.
+	var protocolFees, gatewayFees money.Amount
+	for _, r := range batch[:51] {
+		protocolFees += fee(r.Receipt.Amount, params.ProtocolFeeBps)
+		gatewayFees += fee(r.Receipt.Amount, params.GatewayFeeBps)
+	}
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total {
+		t.Errorf("consumer balance %d, want %d", got, consumerFunds-total)
+	}
+	if got := balanceOf(t, ctx, l, p.poor.Public().Address()).Balance; got != poorFunds {
+		t.Errorf("poor consumer balance %d, want untouched %d", got, poorFunds)
+	}
+	g := balanceOf(t, ctx, l, p.gateway.Public().Address())
+	if g.Stake != gatewayStake-costly.Receipt.Amount || g.Balance != 10*money.Unit+gatewayFees {
+		t.Errorf("gateway stake %d balance %d, want %d and %d", g.Stake, g.Balance, gatewayStake-costly.Receipt.Amount, 10*money.Unit+gatewayFees)
+	}
+	if got := escrowTotal(balanceOf(t, ctx, l, p.provider.Public().Address())); got != charged-protocolFees-gatewayFees {
+		t.Errorf("provider escrow %d, want %d", got, charged-protocolFees-gatewayFees)
+	}
+	if got := balanceOf(t, ctx, l, ledger.TreasuryAddress).Balance; got != protocolFees {
+		t.Errorf("treasury %d, want %d", got, protocolFees)
+	}
+	st, err := l.Settlement(ctx, "req-poor")
+	if err != nil || !st.PaidByGateway || st.Height != uint64(out.Height) {
+		t.Errorf("settlement of req-poor: %+v, %v", st, err)
+	}
+	if _, err := l.Settlement(ctx, "req-foreign"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rejected receipt: settlement lookup %v, want ErrNotFound", err)
+	}
+
+	// The gateway lost the answer and sends the same receipts again: they
+	// count as settled at the first height, and nobody pays twice.
+	again, err := gw.SettleBatch(ctx, batch[:51])
+	if err != nil {
+		t.Fatalf("SettleBatch again: %v", err)
+	}
+	if len(again.Settled) != 51 || len(again.Rejected) != 0 || again.Settled["req-000"] != out.Height {
+		t.Fatalf("resent batch: settled %d (req-000 at %d, first at %d), rejected %v", len(again.Settled), again.Settled["req-000"], out.Height, again.Rejected)
+	}
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total {
+		t.Errorf("after resending, consumer balance %d, want %d", got, consumerFunds-total)
+	}
+
+	// Several transactions from one key in flight at once all commit.
+	cs := NewSigner(tn.client(), p.consumer, "idlegrid-test")
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit})
+			if err == nil {
+				err = res.Err()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("pipelined transfer: %v", err)
+		}
+	}
+	if got := balanceOf(t, ctx, l, p.poor.Public().Address()).Balance; got != poorFunds+5*money.Unit {
+		t.Errorf("poor balance after 5 transfers: %d", got)
+	}
+	// A failing transaction comes back as a result with its code.
+	res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: consumerFunds})
+	var te *TxError
+	if err == nil && res.Err() == nil || err != nil && !errors.As(err, &te) {
+		t.Errorf("overdraft: %+v, %v; want a failure", res, err)
+	}
+
+	// Restart: the node resumes from its height with the same state.
+	before := waitHeight(t, tn, 1, 10*time.Second)
+	h, hash := waitAgree(t, []*testNode{tn}, 20*time.Second)
+	tn.stop()
+	tn.start(ctx)
+	after := waitHeight(t, tn, h, 30*time.Second)
+	if after.Height != h || !bytes.Equal(after.AppHash, hash) {
+		t.Errorf("after restart: height %d app hash %X; before %d %X (first seen %d)", after.Height, after.AppHash, h, hash, before.Height)
+	}
+	l = Ledger{tn.client()}
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total-5*money.Unit {
+		t.Errorf("after restart, consumer balance %d", got)
+	}
+	sup, err := l.Supply(ctx)
+	if err != nil || sup.Total != consumerFunds+poorFunds+10*money.Unit+gatewayStake+providerStake {
+		t.Errorf("supply %+v, %v", sup, err)
+	}
+}
+
+// TestLedgerNetwork runs the ledger on four validators: receipts settle
+// through any node; with one validator down the others go on; a node whose
+// data is wiped replays every block from genesis and arrives at the same app
+// hash (CometBFT checks each block's app hash against the replay); with two
+// down nothing commits and nothing is lost.
+func TestLedgerNetwork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a four-validator network")
+	}
+	p := testParties(t)
+	nodes := startNetwork(t, 4, p.genesis(t), newLedgerApp)
+	ctx := testContext(t, 4*time.Minute)
+	consumer := p.consumer.Public().Address()
+	n := 0
+	settle := func(via *testNode, count int) money.Amount {
+		t.Helper()
+		var batch []receipt.Signed
+		var sum money.Amount
+		for range count {
+			r := p.receipt(consumer, fmt.Sprintf("net-%04d", n), 100, 100)
+			n++
+			sum += r.Receipt.Amount
+			batch = append(batch, r)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		out, err := NewSigner(via.client(), p.gateway, "idlegrid-test").SettleBatch(sctx, batch)
+		if err != nil || len(out.Settled) != count {
+			t.Fatalf("settle via %s: %d settled, rejected %v, %v", via.name, len(out.Settled), out.Rejected, err)
+		}
+		return sum
+	}
+	balance := func(via *testNode) money.Amount {
+		t.Helper()
+		return balanceOf(t, ctx, Ledger{via.client()}, consumer).Balance
+	}
+	var spent money.Amount
+	for _, tn := range nodes {
+		spent += settle(tn, 25)
+	}
+	waitAgree(t, nodes, 30*time.Second)
+
+	nodes[3].stop()
+	spent += settle(nodes[1], 25)
+	waitAgree(t, nodes, 30*time.Second)
+
+	// Node 3 loses all its data and comes back: it block-syncs from genesis.
+	wipeData(t, nodes[3].home)
+	nodes[3].start(ctx)
+	spent += settle(nodes[0], 25)
+	_, hash := waitAgree(t, nodes, 90*time.Second)
+	for _, tn := range nodes {
+		if got := balance(tn); got != consumerFunds-spent {
+			t.Fatalf("%s: consumer balance %d, want %d (app hash %X)", tn.name, got, consumerFunds-spent, hash)
+		}
+	}
+
+	// Two down: no quorum. The batch does not commit and is not lost.
+	nodes[2].stop()
+	nodes[3].stop()
+	stuck := []receipt.Signed{p.receipt(consumer, "stuck", 100, 100)}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	_, err := NewSigner(nodes[0].client(), p.gateway, "idlegrid-test").SettleBatch(short, stuck)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("settle without quorum: %v, want a deadline error", err)
+	}
+	if got := balance(nodes[0]); got != consumerFunds-spent {
+		t.Fatalf("balance moved without quorum: %d", got)
+	}
+	nodes[2].start(ctx)
+	out, err := NewSigner(nodes[1].client(), p.gateway, "idlegrid-test").SettleBatch(ctx, stuck)
+	if err != nil || len(out.Settled) != 1 {
+		t.Fatalf("settle after quorum returned: %+v, %v", out, err)
+	}
+	spent += stuck[0].Receipt.Amount
+	waitAgree(t, nodes, 30*time.Second)
+	for _, tn := range nodes[:3] {
+		if got := balance(tn); got != consumerFunds-spent {
+			t.Errorf("%s: consumer balance %d, want %d", tn.name, got, consumerFunds-spent)
+		}
+	}
+}
+
+// wipeData removes a stopped node's blocks and ledger state, keeping its
+// keys, config and signing state (so it cannot sign twice at a height).
+func wipeData(t *testing.T, home string) {
+	t.Helper()
+	data := filepath.Join(home, "data")
+	entries, err := os.ReadDir(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == "priv_validator_state.json" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(data, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,281 @@
+package chain
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// ErrNotFound is wrapped when a query names an account, receipt or
+// transaction the ledger does not have.
+var ErrNotFound = errors.New("not found on the ledger")
+
+// Ledger reads the ledger's state through a Client with typed results.
+type Ledger struct{ Client Client }
+
+func (l Ledger) query(ctx context.Context, path, arg string, v any) error {
+	raw, err := l.Client.Query(ctx, path, []byte(arg))
+	var qe *QueryError
+	if errors.As(err, &qe) && qe.Code == QueryCodeNotFound {
+		return fmt.Errorf("%s %q: %w", path, arg, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("query %s: decode answer: %w", path, err)
+	}
+	return nil
+}
+
+// Account returns an account; ErrNotFound if it never received anything.
+func (l Ledger) Account(ctx context.Context, addr keys.Address) (AccountInfo, error) {
+	var a AccountInfo
+	return a, l.query(ctx, PathAccount, string(addr), &a)
+}
+
+// Settlement says how and when a receipt was settled.
+func (l Ledger) Settlement(ctx context.Context, requestID string) (ledger.Settlement, error) {
+	var s ledger.Settlement
+	return s, l.query(ctx, PathReceipt, requestID, &s)
+}
+
+// Tx says where a transaction ran and with which code.
+func (l Ledger) Tx(ctx context.Context, hash receipt.Hash) (ledger.TxRecord, error) {
+	var t ledger.TxRecord
+	return t, l.query(ctx, PathTx, hash.String(), &t)
+}
+
+// Allowance is what gateway may still charge consumer.
+func (l Ledger) Allowance(ctx context.Context, consumer, gateway keys.Address) (money.Amount, error) {
+	var a AllowanceInfo
+	err := l.query(ctx, PathAllowance, string(consumer)+"/"+string(gateway), &a)
+	return a.Allowance, err
+}
+
+// Params are the chain's parameters.
+func (l Ledger) Params(ctx context.Context) (ledger.Params, error) {
+	var p ledger.Params
+	return p, l.query(ctx, PathParams, "", &p)
+}
+
+// Supply is the chain's money supply.
+func (l Ledger) Supply(ctx context.Context) (ledger.Supply, error) {
+	var s ledger.Supply
+	return s, l.query(ctx, PathSupply, "", &s)
+}
+
+// Signer sends transactions from one key, numbering them: it keeps the next
+// nonce so several transactions can be in flight at once, and re-reads it
+// from the ledger whenever a transaction is refused for its nonce (another
+// program sent from the same key, or a transaction was lost).
+type Signer struct {
+	ledger  Ledger
+	key     keys.PrivateKey
+	chainID string
+
+	mu    sync.Mutex // serialises numbering and broadcasting, so nonces reach the mempool in order
+	nonce uint64
+	known bool
+
+	// also are other validators' clients: each transaction is handed to
+	// them too, so whichever proposes next has it without waiting for
+	// mempool gossip.
+	also []Client
+}
+
+// BroadcastAlso makes the signer hand every transaction to these nodes too,
+// best effort, besides the one it waits on.
+func (s *Signer) BroadcastAlso(cs ...Client) { s.also = append(s.also, cs...) }
+
+// NewSigner returns a Signer for key on chainID.
+func NewSigner(c Client, key keys.PrivateKey, chainID string) *Signer {
+	return &Signer{ledger: Ledger{c}, key: key, chainID: chainID}
+}
+
+// Address is the signer's account.
+func (s *Signer) Address() keys.Address { return s.key.Public().Address() }
+
+// Send numbers, signs and broadcasts tx (its ChainID, Sender, Nonce and
+// Signature are set here), then waits for it to commit. A failed
+// transaction is returned as a result with its code, not as an error; the
+// error is for transactions that never ran.
+func (s *Signer) Send(ctx context.Context, tx ledger.Tx) (*TxResult, error) {
+	hash, err := s.broadcast(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.ledger.Client.WaitTx(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	if res.Code == ledger.CodeBadNonce {
+		s.forget()
+	}
+	return res, nil
+}
+
+func (s *Signer) broadcast(ctx context.Context, tx ledger.Tx) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if !s.known {
+			a, err := s.ledger.Account(ctx, s.Address())
+			if err != nil {
+				return nil, fmt.Errorf("read nonce of %s: %w", s.Address(), err)
+			}
+			s.nonce, s.known = a.Nonce, true
+		}
+		tx.ChainID, tx.Nonce = s.chainID, s.nonce
+		tx.Sign(s.key)
+		hash, err := s.broadcastRetrying(ctx, tx.Bytes())
+		var te *TxError
+		if errors.As(err, &te) && te.Code == ledger.CodeBadNonce && attempt == 0 {
+			s.known = false
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.nonce++
+		for _, c := range s.also {
+			go c.Broadcast(context.WithoutCancel(ctx), tx.Bytes())
+		}
+		return hash, nil
+	}
+}
+
+// broadcastRetrying broadcasts, retrying while the node is unavailable
+// (ErrUnavailable) until ctx ends; a rejection is returned at once.
+func (s *Signer) broadcastRetrying(ctx context.Context, tx []byte) ([]byte, error) {
+	delay := retryMin
+	for {
+		hash, err := s.ledger.Client.Broadcast(ctx, tx)
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return hash, err
+		}
+		if serr := sleep(ctx, jitter(delay)); serr != nil {
+			return nil, fmt.Errorf("broadcast: %w (last error: %w)", serr, err)
+		}
+		delay = min(2*delay, retryMax)
+	}
+}
+
+func (s *Signer) forget() {
+	s.mu.Lock()
+	s.known = false
+	s.mu.Unlock()
+}
+
+// BatchOutcome is what became of each receipt of a settle-batch.
+type BatchOutcome struct {
+	// Height is the block that executed the batch.
+	Height int64
+	// Settled maps request ids to the height at which they were settled:
+	// this batch's, or an earlier one's for a receipt that an earlier,
+	// unacknowledged batch already settled.
+	Settled map[string]int64
+	// Rejected maps request ids to the ledger's reason.
+	Rejected map[string]string
+}
+
+// SettleBatch submits receipts as one settle-batch transaction from the
+// signer (a registered gateway) and reports each receipt's outcome. A
+// receipt the ledger calls already settled is looked up: if the ledger holds
+// this very receipt, it counts as settled at its height (an earlier batch
+// committed but its answer was lost), so retrying never charges twice and
+// never loses a receipt.
+func (s *Signer) SettleBatch(ctx context.Context, rs []receipt.Signed) (BatchOutcome, error) {
+	tx := ledger.Tx{Kind: ledger.KindSettleBatch, Receipts: make([]ledger.BatchReceipt, len(rs))}
+	for i := range rs {
+		tx.Receipts[i] = ledger.NewBatchReceipt(&rs[i])
+	}
+	tx.Root = ledger.BatchRoot(tx.Receipts)
+	res, err := s.Send(ctx, tx)
+	if err != nil {
+		return BatchOutcome{}, err
+	}
+	if err := res.Err(); err != nil {
+		return BatchOutcome{}, err
+	}
+	out := BatchOutcome{Height: res.Height, Settled: map[string]int64{}, Rejected: map[string]string{}}
+	rejected := map[int]string{}
+	for _, ev := range res.Events {
+		if ev.Type != "receipt_rejected" {
+			continue
+		}
+		var idx = -1
+		var reason string
+		for _, a := range ev.Attributes {
+			switch a.Key {
+			case "index":
+				if n, err := strconv.Atoi(a.Value); err == nil && n >= 0 && n < len(rs) {
+					idx = n
+				}
+			case "reason":
+				reason = a.Value
+			}
+		}
+		if idx < 0 {
+			return BatchOutcome{}, fmt.Errorf("settle-batch at height %d: rejection event without a valid index", res.Height)
+		}
+		rejected[idx] = reason
+	}
+	for i := range rs {
+		id := rs[i].Receipt.RequestID
+		reason, bad := rejected[i]
+		if !bad {
+			out.Settled[id] = res.Height
+			continue
+		}
+		if reason == ledger.ReasonAlreadySettled {
+			st, err := s.ledger.Settlement(ctx, id)
+			if err != nil {
+				return BatchOutcome{}, fmt.Errorf("receipt %s: look up earlier settlement: %w", id, err)
+			}
+			if st.Receipt == rs[i].Receipt.Hash() {
+				out.Settled[id] = int64(st.Height)
+				continue
+			}
+			reason = "request_id already settled with a different receipt"
+		}
+		out.Rejected[id] = reason
+	}
+	return out, nil
+}
+
+// Funds is what a gateway may charge a consumer: the consumer's balance,
+// limited by the allowance the consumer granted this gateway.
+type Funds struct {
+	Balance   money.Amount `json:"balance"`
+	Allowance money.Amount `json:"allowance"`
+}
+
+// Spendable is min(Balance, Allowance).
+func (f Funds) Spendable() money.Amount { return min(f.Balance, f.Allowance) }
+
+// ConsumerFunds reads a consumer's balance and its allowance for this
+// signer's gateway. An account that does not exist has no funds.
+func (s *Signer) ConsumerFunds(ctx context.Context, consumer keys.Address) (Funds, error) {
+	var f Funds
+	a, err := s.ledger.Account(ctx, consumer)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Funds{}, nil
+	case err != nil:
+		return Funds{}, err
+	}
+	f.Balance = a.Balance
+	if f.Allowance, err = s.ledger.Allowance(ctx, consumer, s.Address()); err != nil {
+		return Funds{}, err
+	}
+	return f, nil
+}
