@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -276,4 +278,133 @@ func TestProviderKilled(t *testing.T) {
 	if out, err := exec.Command(bin, "receipts", "verify", id, "--data-dir", gwDir).CombinedOutput(); err == nil || !strings.Contains(string(out), "no receipt") {
 		t.Fatalf("a receipt exists for the killed stream: %v %s", err, out)
 	}
+}
+
+// account reads GET /v1/account.
+func account(t *testing.T, base, key string) (balance, pending, settled uint64, counts map[string]int64) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/v1/account", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a struct {
+		Balance  uint64           `json:"balance"`
+		Pending  uint64           `json:"pending_settlement"`
+		Settled  uint64           `json:"settled_spend"`
+		Receipts map[string]int64 `json:"receipts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/account: %d %v", resp.StatusCode, err)
+	}
+	return a.Balance, a.Pending, a.Settled, a.Receipts
+}
+
+// TestGatewayKilledBeforeSettlement: `up` serves requests and is killed with
+// SIGKILL before settling any receipt. After a restart it settles every one
+// of them exactly once: the consumer pays their sum, once, even across a
+// further restart.
+func TestGatewayKilledBeforeSettlement(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	const key = "ig-process-test-kill-0123456789"
+	env := []string{"IDLEGRID_DEV_API_KEY=" + key, "OLLAMA_HOST=127.0.0.1:1"}
+	args := []string{"up", "--addr", "127.0.0.1:0", "--data-dir", dir, "--backend", "sim", "--chain-rpc-addr", "127.0.0.1:0"}
+	up := start(t, bin, env, append(args, "--settle-interval", "1h", "--settle-batch", "100000")...)
+	base := up.await(t, `OpenAI API base URL:\s+(http://\S+)/v1`)
+	for range 5 {
+		chat(t, base, key)
+	}
+	before, pending, settled, counts := account(t, base, key)
+	if pending == 0 || settled != 0 || counts["pending"] != 5 {
+		t.Fatalf("before the kill: pending %d settled %d receipts %v; want 5 pending", pending, settled, counts)
+	}
+	up.cmd.Process.Kill()
+	<-up.done
+
+	up = start(t, bin, env, append(args, "--settle-interval", "100ms")...)
+	base = up.await(t, `OpenAI API base URL:\s+(http://\S+)/v1`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		balance, p, s, c := account(t, base, key)
+		if c["settled"] == 5 {
+			if p != 0 || s != pending || balance != before-pending {
+				t.Fatalf("after restart: balance %d (was %d), pending %d, settled %d; want %d charged once", balance, before, p, s, pending)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receipts not settled after restart: %v", c)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	up.stop(t, os.Interrupt)
+
+	// Once more: nothing is settled a second time.
+	up = start(t, bin, env, append(args, "--settle-interval", "100ms")...)
+	base = up.await(t, `OpenAI API base URL:\s+(http://\S+)/v1`)
+	time.Sleep(500 * time.Millisecond)
+	if balance, p, s, c := account(t, base, key); balance != before-pending || p != 0 || s != pending || c["settled"] != 5 {
+		t.Fatalf("after a second restart: balance %d pending %d settled %d receipts %v", balance, p, s, c)
+	}
+	up.stop(t, os.Interrupt)
+}
+
+// TestValidatorAndLedgerCLI: a validator network from `validator init`,
+// one node run by `validator start`, and the ledger read and changed with
+// `idlegrid ledger` over its RPC.
+func TestValidatorAndLedgerCLI(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "alice.key")
+	alice := writeKey(t, keyFile)
+	bob := "idg" + strings.Repeat("0b", 20)
+	out, err := exec.Command(bin, "validator", "init", "--validators", "1", "--out", filepath.Join(dir, "net"), "--fund", string(alice)+"=100").CombinedOutput()
+	if err != nil {
+		t.Fatalf("validator init: %v\n%s", err, out)
+	}
+	v := start(t, bin, nil, "validator", "start", "--home", filepath.Join(dir, "net", "node0"))
+	rpc := v.await(t, `RPC at (http://\S+)`)
+	ledger := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"ledger", "--rpc", rpc, "--key", keyFile}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ledger %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := ledger("balance"); !strings.Contains(out, "balance   100.000000") {
+		t.Fatalf("balance at genesis:\n%s", out)
+	}
+	if out := ledger("send", bob, "2.5"); !strings.Contains(out, "ok") {
+		t.Fatalf("send:\n%s", out)
+	}
+	ledger("stake", "10")
+	if out := ledger("balance"); !strings.Contains(out, "balance   87.500000") || !strings.Contains(out, "stake     10.000000") {
+		t.Fatalf("balance after send and stake:\n%s", out)
+	}
+	if out := ledger("balance", bob); !strings.Contains(out, "balance   2.500000") {
+		t.Fatalf("recipient:\n%s", out)
+	}
+	// An overdraft fails with the ledger's reason and a non-zero exit.
+	cmd := exec.Command(bin, "ledger", "--rpc", rpc, "--key", keyFile, "send", bob, "1000")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "balance") {
+		t.Fatalf("overdraft: %v\n%s", err, out)
+	}
+	v.stop(t, os.Interrupt)
+}
+
+// writeKey writes a fresh key file and returns its address.
+func writeKey(t *testing.T, path string) keys.Address {
+	t.Helper()
+	k, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.Save(path, k); err != nil {
+		t.Fatal(err)
+	}
+	return k.Public().Address()
 }

@@ -13,10 +13,12 @@ func newUpCmd(a *app) *cobra.Command {
 	cfg := node.UpConfig{}
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run the whole network locally: gateway, a local provider and a dev account",
-		Long: `Run the whole network in one process with embedded defaults: a gateway on
-127.0.0.1:8420, a provider agent serving your local Ollama (or the built-in
-simulator when no Ollama answers), and a dev account with an API key.
+		Short: "Run the whole network locally: a ledger validator, a gateway, a local provider and a funded dev account",
+		Long: `Run the whole network in one process with embedded defaults: a single
+CometBFT validator running the ledger (RPC on 127.0.0.1:26657), a gateway on
+127.0.0.1:8420 that settles receipts on it, a provider agent serving your
+local Ollama (or the built-in simulator when no Ollama answers), and a dev
+account funded at genesis with an API key.
 
 The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 --dev-api-key) to fix it for scripts and tests.`,
@@ -41,11 +43,14 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for keys and the gateway database")
 	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
 	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
+	f.StringVar(&cfg.ChainRPCAddr, "chain-rpc-addr", "127.0.0.1:26657", "where the local validator serves its RPC (for `idlegrid ledger`)")
 	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator), ollama or sim")
 	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")
 	f.IntVar(&cfg.Slots, "slots", 4, "jobs the local provider runs at once")
 	f.IntVar(&cfg.Gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
 	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")
+	f.IntVar(&cfg.Gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
+	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
 	return cmd
 }

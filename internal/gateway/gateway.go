@@ -6,6 +6,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,21 @@ type Config struct {
 	// Version is reported by /api/version.
 	Version string
 	Logger  *slog.Logger
+
+	// Ledger, when set, makes admission check each consumer's funds on
+	// the chain (402 when they do not cover a request) and settles stored
+	// receipts there (RunSettlement). Without it requests are served
+	// without a funds check and receipts stay in the store.
+	Ledger Ledger
+	// FundsTTL is how long a consumer's funds read from the ledger are
+	// reused (default 2 s).
+	FundsTTL time.Duration
+	// SettleBatchSize receipts make a batch (default 1000); a partial batch
+	// goes out every SettleInterval (default 2 s); at most SettleInFlight
+	// batches await the ledger at once (default 2).
+	SettleBatchSize int
+	SettleInterval  time.Duration
+	SettleInFlight  int
 }
 
 // Gateway serves the consumer APIs.
@@ -56,6 +72,8 @@ type Gateway struct {
 	cfg    Config
 	log    *slog.Logger
 	queued atomic.Int64
+	funds  *funds      // nil without a ledger
+	settle *settlement // nil without a ledger
 }
 
 // New checks cfg and returns a Gateway.
@@ -84,8 +102,34 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger}, nil
+	if cfg.FundsTTL <= 0 {
+		cfg.FundsTTL = 2 * time.Second
+	}
+	if cfg.SettleBatchSize <= 0 {
+		cfg.SettleBatchSize = 1000
+	}
+	if cfg.SettleInterval <= 0 {
+		cfg.SettleInterval = 2 * time.Second
+	}
+	if cfg.SettleInFlight <= 0 {
+		cfg.SettleInFlight = 2
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	if cfg.Ledger != nil {
+		// Receipts stored but not settled before a restart still count
+		// against their consumers.
+		pending, err := cfg.Store.PendingByConsumer(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		g.funds = newFunds(cfg.Ledger, cfg.FundsTTL, pending)
+		g.settle = newSettlement(g)
+	}
+	return g, nil
 }
+
+// Logger is the gateway's logger.
+func (g *Gateway) Logger() *slog.Logger { return g.log }
 
 // Queued is the number of requests waiting for a provider slot.
 func (g *Gateway) Queued() int { return int(g.queued.Load()) }
@@ -108,6 +152,7 @@ func (g *Gateway) Handler() http.Handler {
 	route("GET", "/v1/models", g.handleOpenAIModels, apierr.WriteOpenAI)
 	mux.HandleFunc("GET /v1/models/{id...}", g.handleOpenAIModel)
 	mux.HandleFunc("GET /v1/receipts/{id}", g.handleReceipt)
+	route("GET", "/v1/account", g.handleAccount, apierr.WriteOpenAI)
 	route("POST", "/api/chat", g.ollamaGeneration(ollama.ParseChat, ollama.NewChatSink, "chat-"), apierr.WriteOllama)
 	route("POST", "/api/generate", g.ollamaGeneration(ollama.ParseGenerate, ollama.NewGenerateSink, "gen-"), apierr.WriteOllama)
 	route("GET", "/api/tags", g.handleOllamaTags, apierr.WriteOllama)

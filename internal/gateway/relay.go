@@ -51,6 +51,7 @@ type call struct {
 	req      protocol.Request
 	reqHash  receipt.Hash
 	admitted time.Time
+	hold     *reservation // funds held for it; nil without a ledger
 }
 
 // relay places the request on a provider and streams the result into snk.
@@ -59,11 +60,13 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 	if c.req.Options.MaxTokens <= 0 {
 		c.req.Options.MaxTokens = g.cfg.DefaultMaxTokens
 	}
-	stream, job, e := g.place(ctx, c)
+	stream, job, hold, e := g.place(ctx, c)
 	if e != nil {
 		snk.Fail(e)
 		return
 	}
+	defer hold.release() // a request that ends without a receipt costs nothing
+	c.hold = hold
 	log := g.log.With("request_id", c.id, "provider", stream.Provider().Key.String(), "model", job.Request.Model)
 	var (
 		began      bool
@@ -154,6 +157,10 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, stream
 		snk.Fail(apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry."))
 		return
 	}
+	if c.hold != nil {
+		c.hold.charged(r.Amount)
+		g.settle.stored()
+	}
 	total := now.Sub(c.admitted)
 	final := sink.Final{FinishReason: d.FinishReason, Usage: d.Usage, Total: total, FirstToken: firstToken, Eval: total - firstToken}
 	err = begin()
@@ -193,7 +200,7 @@ func jobFailure(err error, chunks int) *apierr.Error {
 
 // place finds a provider with a free slot and dispatches the job, waiting in
 // the queue while every provider of the model is busy.
-func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Job, *apierr.Error) {
+func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Job, *reservation, *apierr.Error) {
 	h := g.cfg.Hub
 	deadline := time.NewTimer(g.cfg.QueueTimeout)
 	defer deadline.Stop()
@@ -209,43 +216,63 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 		var u *scheduler.Unplaceable
 		if err == nil {
 			job := g.job(c, choice)
+			hold, e := g.hold(ctx, c, choice)
+			if e != nil {
+				return nil, nil, nil, e
+			}
 			s, err := h.Dispatch(ctx, choice.Key, job)
 			if err == nil {
-				return s, job, nil
+				return s, job, hold, nil
 			}
+			hold.release()
 			// The snapshot was already stale: the slot was taken, or the
 			// provider paused or went away. Wait for the hub's next change
 			// rather than picking the same provider again at once.
 			g.log.Debug("dispatch lost a race; waiting for the next change", "request_id", c.id, "err", err)
 		} else {
 			if !errors.As(err, &u) {
-				return nil, nil, apierr.Internal("scheduling failed")
+				return nil, nil, nil, apierr.Internal("scheduling failed")
 			}
 			if u.Offering == 0 {
 				if !g.knownModel(c.req.Model) {
-					return nil, nil, apierr.ModelNotFound(c.asked)
+					return nil, nil, nil, apierr.ModelNotFound(c.asked)
 				}
-				return nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
+				return nil, nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
 			}
 			if !u.OnlyBusy() {
-				return nil, nil, apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
+				return nil, nil, nil, apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
 			}
 		}
 		if !queued {
 			if g.queued.Add(1) > int64(g.cfg.MaxQueued) {
 				g.queued.Add(-1)
-				return nil, nil, apierr.Overloaded("The request queue is full (%d waiting; %s). Retry with backoff.", g.cfg.MaxQueued, g.why(c, u))
+				return nil, nil, nil, apierr.Overloaded("The request queue is full (%d waiting; %s). Retry with backoff.", g.cfg.MaxQueued, g.why(c, u))
 			}
 			queued = true
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			return nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, g.why(c, u))
+			return nil, nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, g.why(c, u))
 		case <-ctx.Done():
-			return nil, nil, apierr.Unavailable("cancelled", "The request was cancelled while queued.")
+			return nil, nil, nil, apierr.Unavailable("cancelled", "The request was cancelled while queued.")
 		}
 	}
+}
+
+// hold reserves the request's worst-case cost at the chosen provider's
+// prices; nil without a ledger.
+func (g *Gateway) hold(ctx context.Context, c *call, choice scheduler.Choice) (*reservation, *apierr.Error) {
+	if g.funds == nil {
+		return nil, nil
+	}
+	m := choice.Model
+	cost, err := worstCost(&c.req, m.PricePromptPerMTok, m.PriceCompletionPerMTok)
+	if err != nil {
+		return nil, apierr.Invalid("max_tokens", "This request's worst-case cost does not fit in an amount: %v", err)
+	}
+	what := fmt.Sprintf("max_tokens %d at %s/Mtok output, prompt at %s/Mtok", c.req.Options.MaxTokens, m.PriceCompletionPerMTok, m.PricePromptPerMTok)
+	return g.funds.reserve(ctx, c.key.Account, cost, what)
 }
 
 // why describes why a request waits: u when the scheduler said, else the

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -36,6 +37,10 @@ type GatewayConfig struct {
 	ReceiptSync string
 	// Link tunes provider connections (tests shorten the heartbeat).
 	Link link.Options
+	// ChainRPC, when set, is a validator's RPC URL: admission checks funds
+	// on that ledger and receipts settle there (unless Gateway.Ledger is
+	// already set, as `up` does for its in-process validator).
+	ChainRPC string
 	// Gateway tunables; Key, Store, Hub and ChainID are filled in here.
 	Gateway gateway.Config
 	Version string
@@ -52,6 +57,9 @@ type Gateway struct {
 	srv  *http.Server
 	ln   net.Listener
 	done chan error
+
+	stopSettlement context.CancelFunc
+	settled        chan struct{}
 }
 
 // StartGateway opens the store and keys and starts serving.
@@ -87,6 +95,14 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	h := hub.New(hub.Config{Key: key, ChainID: cfg.ChainID, Link: cfg.Link, Logger: cfg.Logger})
 	gcfg := cfg.Gateway
 	gcfg.Key, gcfg.Store, gcfg.Hub, gcfg.ChainID, gcfg.Logger, gcfg.Version = key, st, h, cfg.ChainID, cfg.Logger, cfg.Version
+	if gcfg.Ledger == nil && cfg.ChainRPC != "" {
+		c, err := chain.NewHTTPClient(cfg.ChainRPC)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("ledger RPC: %w", err)
+		}
+		gcfg.Ledger = chain.NewSigner(c, key, cfg.ChainID)
+	}
 	api, err := gateway.New(gcfg)
 	if err != nil {
 		st.Close()
@@ -104,6 +120,14 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 		}}
+	if gcfg.Ledger != nil {
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		g.stopSettlement, g.settled = cancel, make(chan struct{})
+		go func() {
+			defer close(g.settled)
+			api.RunSettlement(sctx)
+		}()
+	}
 	go func() {
 		err := g.srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -134,11 +158,28 @@ func (g *Gateway) Drain(ctx context.Context) error {
 		err = serr
 	}
 	g.done <- nil // Drain may be called again
+	if g.stopSettlement != nil {
+		// Settle what the last requests left, briefly; whatever is still
+		// unsettled is settled at the next start.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if serr := g.API.SettleNow(sctx); serr != nil {
+			g.API.Logger().Warn("shutdown: " + serr.Error())
+		}
+		cancel()
+		g.stopSettlement()
+		<-g.settled
+		g.stopSettlement = nil
+	}
 	return err
 }
 
 // Close disconnects providers and closes the store; call Drain first.
 func (g *Gateway) Close() error {
+	if g.stopSettlement != nil {
+		g.stopSettlement()
+		<-g.settled
+		g.stopSettlement = nil
+	}
 	g.Hub.Close()
 	return g.Store.Close()
 }

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
@@ -28,6 +30,9 @@ type UpConfig struct {
 	Slots     int
 	// ReceiptSync: see GatewayConfig.
 	ReceiptSync string
+	// ChainRPCAddr is where the validator serves its RPC (`idlegrid ledger
+	// --rpc`); empty picks a free loopback port.
+	ChainRPCAddr string
 	// BackendOverride, when set, is used instead of resolving Backend
 	// (tests pass a simulator they control; the network closes it).
 	BackendOverride *LocalBackend
@@ -39,36 +44,62 @@ type UpConfig struct {
 
 // Network is everything `up` runs.
 type Network struct {
-	Gateway  *Gateway
-	Provider *Provider
-	Backend  *LocalBackend
+	Validator *Validator
+	Gateway   *Gateway
+	Provider  *Provider
+	Backend   *LocalBackend
 	// Account is the dev consumer account the API key bills.
 	Account keys.Address
 	// APIKey is the dev key when it was created or fixed by this start.
 	APIKey string
 }
 
-// StartUp starts the embedded network: gateway, local provider (Ollama or
-// the simulator) and the dev account with its API key.
+// StartUp starts the embedded network: a single-validator ledger, the
+// gateway settling on it, a local provider (Ollama or the simulator) and the
+// funded dev account with its API key.
 func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link, ReceiptSync: cfg.ReceiptSync,
-		Gateway: cfg.Gateway, Version: cfg.Version, Logger: cfg.Logger.With("role", "gateway")})
-	if err != nil {
-		return nil, err
+	if cfg.ChainID == "" {
+		cfg.ChainID = DefaultChainID
 	}
-	n := &Network{Gateway: gw}
+	n := &Network{}
 	fail := func(err error) (*Network, error) {
 		n.Shutdown(context.Background())
 		return nil, err
 	}
-	dev, _, err := keys.LoadOrCreate(filepath.Join(cfg.DataDir, "dev-account.key"))
-	if err != nil {
-		return fail(fmt.Errorf("dev account key: %w", err))
+	var ids [3]keys.PrivateKey
+	for i, name := range []string{"dev-account.key", "gateway.key", "provider.key"} {
+		k, _, err := keys.LoadOrCreate(filepath.Join(cfg.DataDir, name))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		ids[i] = k
 	}
+	dev, gwKey, provKey := ids[0], ids[1], ids[2]
 	n.Account = dev.Public().Address()
+	home := filepath.Join(cfg.DataDir, "chain")
+	if err := initDevChain(home, cfg.ChainID, DevGenesis(dev.Public(), gwKey.Public(), provKey.Public())); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	rpc := "tcp://127.0.0.1:0"
+	if cfg.ChainRPCAddr != "" {
+		rpc = "tcp://" + strings.TrimPrefix(strings.TrimPrefix(cfg.ChainRPCAddr, "tcp://"), "http://")
+	}
+	v, err := StartValidator(ctx, home, rpc, cfg.Logger.With("role", "validator"))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	n.Validator = v
+	gcfg := cfg.Gateway
+	gcfg.Ledger = chain.NewSigner(v.Node.Client(), gwKey, cfg.ChainID)
+	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link, ReceiptSync: cfg.ReceiptSync,
+		Gateway: gcfg, Version: cfg.Version, Logger: cfg.Logger.With("role", "gateway")})
+	if err != nil {
+		return fail(err)
+	}
+	n.Gateway = gw
 	if n.APIKey, err = devAPIKey(ctx, gw.Store, cfg.DevAPIKey, n.Account); err != nil {
 		return fail(err)
 	}
@@ -132,6 +163,9 @@ func (n *Network) Shutdown(ctx context.Context) error {
 	if n.Backend != nil {
 		n.Backend.Close()
 	}
+	if n.Validator != nil {
+		errs = append(errs, n.Validator.Stop())
+	}
 	return errors.Join(errs...)
 }
 
@@ -147,7 +181,8 @@ func (n *Network) PrintBanner(w io.Writer, dataDir string) {
 		fmt.Fprintf(w, "  API key:              created on first start (shown once); make another with\n")
 		fmt.Fprintf(w, "                        idlegrid keys create --data-dir %s\n", dataDir)
 	}
-	fmt.Fprintf(w, "  Dev account:          %s\n", n.Account)
+	fmt.Fprintf(w, "  Dev account:          %s (funded on the local ledger)\n", n.Account)
+	fmt.Fprintf(w, "  Ledger RPC:           %s (idlegrid ledger balance --rpc %s)\n", n.Validator.RPC(), n.Validator.RPC())
 	fmt.Fprintf(w, "  Provider:             %s, serving %s\n", n.Provider.Key, n.Backend.Description)
 	fmt.Fprintf(w, "  Data directory:       %s\n\n", dataDir)
 	fmt.Fprintf(w, "Try:\n  curl %s/v1/chat/completions -H 'Authorization: Bearer <API key>' \\\n", url)

@@ -75,7 +75,8 @@ func (s *Store) Receipt(ctx context.Context, requestID string) (receipt.Signed, 
 	return sr, nil
 }
 
-// UnsettledReceipts returns up to limit receipts not yet settled, oldest
+// UnsettledReceipts returns up to limit receipts neither settled nor
+// rejected by the ledger, oldest
 // first (ties broken by request_id, so batches are deterministic). A corrupt
 // receipt fails the whole call with an error naming it: a batch must not be
 // settled with a receipt quietly missing.
@@ -85,7 +86,7 @@ func (s *Store) UnsettledReceipts(ctx context.Context, limit int) ([]receipt.Sig
 	}
 	rows, err := s.read.QueryContext(ctx, `
 		SELECT `+receiptColumns+` FROM receipts
-		WHERE settled_at IS NULL
+		WHERE settled_at IS NULL AND rejected_at IS NULL
 		ORDER BY created_at, request_id
 		LIMIT $1`, limit)
 	if err != nil {
@@ -107,7 +108,8 @@ func (s *Store) UnsettledReceipts(ctx context.Context, limit int) ([]receipt.Sig
 }
 
 // MarkSettled records that the receipts were settled at ledger height, all
-// or none: if any id is unknown (ErrNotFound) or already settled
+// or none (a receipt marked rejected can still be marked settled: the ledger
+// is the authority): if any id is unknown (ErrNotFound) or already settled
 // (ErrAlreadySettled, also when an id repeats in requestIDs) nothing
 // changes and the error names that id.
 func (s *Store) MarkSettled(ctx context.Context, requestIDs []string, height int64) error {
@@ -120,7 +122,7 @@ func (s *Store) MarkSettled(ctx context.Context, requestIDs []string, height int
 	settledAt := micros(s.now())
 	err := inTx(ctx, s.write, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `
-			UPDATE receipts SET settled_at = $1, settle_height = $2
+			UPDATE receipts SET settled_at = $1, settle_height = $2, rejected_at = NULL, rejected_reason = NULL
 			WHERE request_id = $3 AND settled_at IS NULL`)
 		if err != nil {
 			return err
@@ -159,6 +161,88 @@ func whyNotSettled(ctx context.Context, tx *sql.Tx, id string) error {
 		return fmt.Errorf("receipt %q: %w", id, err)
 	}
 	return fmt.Errorf("receipt %q (settled at height %d): %w", id, h, ErrAlreadySettled)
+}
+
+// MarkRejected records that the ledger refused to settle the receipt and
+// why; it is no longer offered by UnsettledReceipts. A settled receipt
+// cannot be marked rejected (ErrAlreadySettled).
+func (s *Store) MarkRejected(ctx context.Context, requestID, reason string) error {
+	res, err := s.write.ExecContext(ctx, `
+		UPDATE receipts SET rejected_at = $1, rejected_reason = $2
+		WHERE request_id = $3 AND settled_at IS NULL`, micros(s.now()), reason, requestID)
+	if err != nil {
+		return fmt.Errorf("mark receipt %q rejected: %w", requestID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		if err == nil {
+			err = inTx(ctx, s.write, func(tx *sql.Tx) error { return whyNotSettled(ctx, tx, requestID) })
+		}
+		return fmt.Errorf("mark rejected: %w", err)
+	}
+	return nil
+}
+
+// Spend is what one consumer's receipts add up to, by settlement state.
+type Spend struct {
+	Settled, Pending, Rejected                money.Amount
+	SettledCount, PendingCount, RejectedCount int64
+}
+
+// ConsumerSpend sums the consumer's receipts by state.
+func (s *Store) ConsumerSpend(ctx context.Context, consumer keys.Address) (Spend, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT CASE WHEN settled_at IS NOT NULL THEN 0 WHEN rejected_at IS NOT NULL THEN 2 ELSE 1 END AS state,
+		       COUNT(*), COALESCE(SUM(amount), 0)
+		FROM receipts WHERE consumer = $1 GROUP BY state`, string(consumer))
+	if err != nil {
+		return Spend{}, fmt.Errorf("spend of %s: %w", consumer, err)
+	}
+	defer rows.Close()
+	var sp Spend
+	for rows.Next() {
+		var state, n, sum int64
+		if err := rows.Scan(&state, &n, &sum); err != nil {
+			return Spend{}, fmt.Errorf("spend of %s: %w", consumer, err)
+		}
+		if sum < 0 {
+			return Spend{}, fmt.Errorf("spend of %s: negative sum: %w", consumer, ErrCorrupt)
+		}
+		switch state {
+		case 0:
+			sp.Settled, sp.SettledCount = money.Amount(sum), n
+		case 1:
+			sp.Pending, sp.PendingCount = money.Amount(sum), n
+		default:
+			sp.Rejected, sp.RejectedCount = money.Amount(sum), n
+		}
+	}
+	return sp, rows.Err()
+}
+
+// PendingByConsumer sums, per consumer, the receipts neither settled nor
+// rejected: spend the gateway has admitted that the ledger has not yet
+// charged. A gateway starts its admission bookkeeping from it.
+func (s *Store) PendingByConsumer(ctx context.Context) (map[keys.Address]money.Amount, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT consumer, COALESCE(SUM(amount), 0) FROM receipts
+		WHERE settled_at IS NULL AND rejected_at IS NULL GROUP BY consumer`)
+	if err != nil {
+		return nil, fmt.Errorf("pending spend: %w", err)
+	}
+	defer rows.Close()
+	out := map[keys.Address]money.Amount{}
+	for rows.Next() {
+		var c string
+		var sum int64
+		if err := rows.Scan(&c, &sum); err != nil {
+			return nil, fmt.Errorf("pending spend: %w", err)
+		}
+		if sum < 0 {
+			return nil, fmt.Errorf("pending spend of %s: negative sum: %w", c, ErrCorrupt)
+		}
+		out[keys.Address(c)] = money.Amount(sum)
+	}
+	return out, rows.Err()
 }
 
 // ReceiptStats counts the consumer's stored receipts and sums their amounts,

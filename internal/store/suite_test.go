@@ -32,6 +32,7 @@ func runSuite(t *testing.T, open func(t *testing.T) *Store) {
 		{"ReceiptOutOfRange", testReceiptOutOfRange},
 		{"ReceiptConcurrentSave", testReceiptConcurrentSave},
 		{"Settlement", testSettlement},
+		{"RejectionAndSpend", testRejectionAndSpend},
 		{"ReceiptCorrupt", testReceiptCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -502,5 +503,69 @@ func testReceiptCorrupt(t *testing.T, s *Store) {
 		if _, err := s.write.ExecContext(ctx, `DELETE FROM receipts WHERE request_id = $1`, r.Receipt.RequestID); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func testRejectionAndSpend(t *testing.T, s *Store) {
+	ctx := t.Context()
+	sg := newSigner(t)
+	other := newSigner(t)
+	amounts := map[string]money.Amount{}
+	for i, id := range []string{"r1", "r2", "r3", "r4"} {
+		sr := sg.receipt(t, id, uint64(1000*(i+1)), 2000)
+		amounts[id] = sr.Receipt.Amount
+		if err := s.SaveReceipt(ctx, sr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveReceipt(ctx, other.receipt(t, "o1", 10, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkSettled(ctx, []string{"r1"}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkRejected(ctx, "r2", "consumer cannot pay"); err != nil {
+		t.Fatalf("MarkRejected: %v", err)
+	}
+	if err := s.MarkRejected(ctx, "r1", "late"); !errors.Is(err, ErrAlreadySettled) {
+		t.Errorf("MarkRejected(settled) = %v, want ErrAlreadySettled", err)
+	}
+	if err := s.MarkRejected(ctx, "nope", "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("MarkRejected(unknown) = %v, want ErrNotFound", err)
+	}
+	rs, err := s.UnsettledReceipts(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range rs {
+		ids = append(ids, r.Receipt.RequestID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"o1", "r3", "r4"}) {
+		t.Errorf("unsettled after one settled and one rejected = %v", ids)
+	}
+	sp, err := s.ConsumerSpend(ctx, sg.consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Spend{Settled: amounts["r1"], SettledCount: 1, Pending: amounts["r3"] + amounts["r4"], PendingCount: 2, Rejected: amounts["r2"], RejectedCount: 1}
+	if sp != want {
+		t.Errorf("ConsumerSpend = %+v, want %+v", sp, want)
+	}
+	pending, err := s.PendingByConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 2 || pending[sg.consumer] != want.Pending || pending[other.consumer] == 0 {
+		t.Errorf("PendingByConsumer = %v", pending)
+	}
+	// The ledger is the authority: a receipt marked rejected that the ledger
+	// did settle (a lost reply) can still be marked settled.
+	if err := s.MarkSettled(ctx, []string{"r2"}, 4); err != nil {
+		t.Errorf("MarkSettled(rejected) = %v", err)
+	}
+	if sp, _ := s.ConsumerSpend(ctx, sg.consumer); sp.RejectedCount != 0 || sp.SettledCount != 2 {
+		t.Errorf("after settling the rejected receipt: %+v", sp)
 	}
 }

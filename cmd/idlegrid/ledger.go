@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// DefaultRPC is where `idlegrid up` serves its validator's RPC.
+const defaultRPC = "http://127.0.0.1:26657"
+
+// ledgerFlags are shared by every ledger subcommand.
+type ledgerFlags struct {
+	rpc     string
+	keyFile string
+	json    bool
+	timeout time.Duration
+}
+
+func (f *ledgerFlags) client() (chain.Client, error) { return chain.NewHTTPClient(f.rpc) }
+
+func (f *ledgerFlags) key() (keys.PrivateKey, error) {
+	k, err := keys.Load(f.keyFile)
+	if err != nil {
+		return keys.PrivateKey{}, fmt.Errorf("signing key: %w (choose one with --key)", err)
+	}
+	return k, nil
+}
+
+func newLedgerCmd(a *app) *cobra.Command {
+	f := &ledgerFlags{}
+	cmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "Read and change the ledger: balances, transfers, stakes, registrations, receipts",
+		Long: `Talk to a validator over its RPC (--rpc; ` + "`idlegrid up`" + ` serves one at
+` + defaultRPC + `). Amounts are tokens with up to six decimals ("12.5").
+Transactions are signed with --key (default: the dev account of ` + "`idlegrid up`" + `).`,
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.rpc, "rpc", defaultRPC, "validator RPC URL")
+	pf.StringVar(&f.keyFile, "key", filepath.Join(defaultDataDir(), "dev-account.key"), "key file that signs transactions")
+	pf.BoolVar(&f.json, "json", false, "print JSON")
+	pf.DurationVar(&f.timeout, "timeout", time.Minute, "how long to wait for the ledger")
+	cmd.AddCommand(
+		ledgerBalanceCmd(a, f),
+		ledgerTxCmd(a, f, "send TO AMOUNT", "Transfer tokens to an address", 2, func(args []string) (ledger.Tx, error) {
+			amt, err := money.Parse(args[1])
+			return ledger.Tx{Kind: ledger.KindTransfer, To: keys.Address(args[0]), Amount: amt}, errors.Join(err, keys.Address(args[0]).Validate())
+		}),
+		ledgerTxCmd(a, f, "stake AMOUNT", "Bond tokens from the balance as stake", 1, amountTx(ledger.KindStake)),
+		ledgerTxCmd(a, f, "unstake AMOUNT", "Start unbonding stake (withdraw it after the unbonding period)", 1, amountTx(ledger.KindUnstake)),
+		ledgerTxCmd(a, f, "withdraw", "Move stake that has finished unbonding back to the balance", 0, func([]string) (ledger.Tx, error) {
+			return ledger.Tx{Kind: ledger.KindWithdrawUnbonded}, nil
+		}),
+		ledgerTxCmd(a, f, "register ROLE [INFO]", "Register as provider, gateway or verifier, with public info (e.g. a URL)", -1, func(args []string) (ledger.Tx, error) {
+			if len(args) < 1 || len(args) > 2 {
+				return ledger.Tx{}, errors.New("want ROLE and optionally INFO")
+			}
+			r, err := ledger.ParseRole(args[0])
+			tx := ledger.Tx{Kind: ledger.KindRegister, Role: r}
+			if len(args) == 2 {
+				tx.Info = args[1]
+			}
+			return tx, err
+		}),
+		ledgerTxCmd(a, f, "approve GATEWAY ALLOWANCE", "Let a gateway charge your receipts up to ALLOWANCE tokens in total", 2, func(args []string) (ledger.Tx, error) {
+			amt, err := money.Parse(args[1])
+			return ledger.Tx{Kind: ledger.KindApprove, Gateway: keys.Address(args[0]), Amount: amt}, errors.Join(err, keys.Address(args[0]).Validate())
+		}),
+		ledgerLookupCmd(a, f, "tx HASH", "Show where a transaction ran and its result code", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
+			var h receipt.Hash
+			if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
+				return nil, err
+			}
+			return l.Tx(ctx, h)
+		}),
+		ledgerLookupCmd(a, f, "receipt REQUEST_ID", "Show how a receipt was settled", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
+			return l.Settlement(ctx, arg)
+		}),
+	)
+	return cmd
+}
+
+func amountTx(kind ledger.Kind) func([]string) (ledger.Tx, error) {
+	return func(args []string) (ledger.Tx, error) {
+		amt, err := money.Parse(args[0])
+		return ledger.Tx{Kind: kind, Amount: amt}, err
+	}
+}
+
+func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "balance [ADDRESS]",
+		Short: "Show an account: balance, stake, unbonding, escrow, roles (default: the --key account)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var addr keys.Address
+			if len(args) == 1 {
+				addr = keys.Address(args[0])
+			} else {
+				k, err := f.key()
+				if err != nil {
+					return err
+				}
+				addr = k.Public().Address()
+			}
+			if err := addr.Validate(); err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			defer cancel()
+			info, err := chain.Ledger{Client: c}.Account(ctx, addr)
+			if errors.Is(err, chain.ErrNotFound) {
+				return fmt.Errorf("account %s does not exist on the ledger (it has never received anything)", addr)
+			}
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(a.stdout, info)
+			}
+			printAccount(a.stdout, info)
+			return nil
+		},
+	}
+}
+
+func printAccount(w io.Writer, a chain.AccountInfo) {
+	fmt.Fprintf(w, "account   %s\n", a.Address)
+	fmt.Fprintf(w, "balance   %s\n", a.Balance)
+	fmt.Fprintf(w, "stake     %s\n", a.Stake)
+	for _, e := range a.Unbonding {
+		fmt.Fprintf(w, "unbonding %s (withdrawable from height %d)\n", e.Amount, e.Height)
+	}
+	for _, e := range a.Escrow {
+		fmt.Fprintf(w, "escrow    %s (released at height %d)\n", e.Amount, e.Height)
+	}
+	var roles []string
+	for _, r := range []ledger.Role{ledger.RoleProvider, ledger.RoleGateway, ledger.RoleVerifier} {
+		if a.Has(r) {
+			roles = append(roles, r.String())
+		}
+	}
+	if len(roles) > 0 {
+		fmt.Fprintf(w, "roles     %s\n", strings.Join(roles, ", "))
+	}
+	if a.Jailed {
+		fmt.Fprintf(w, "JAILED\n")
+	}
+	fmt.Fprintf(w, "nonce     %d\n", a.Nonce)
+}
+
+// ledgerTxCmd builds a subcommand that signs and submits one transaction;
+// nargs < 0 leaves argument checks to build.
+func ledgerTxCmd(a *app, f *ledgerFlags, use, short string, nargs int, build func([]string) (ledger.Tx, error)) *cobra.Command {
+	args := cobra.ExactArgs(max(nargs, 0))
+	if nargs < 0 {
+		args = cobra.ArbitraryArgs
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tx, err := build(args)
+			if err != nil {
+				return err
+			}
+			k, err := f.key()
+			if err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			defer cancel()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return fmt.Errorf("ledger at %s: %w", f.rpc, err)
+			}
+			res, err := chain.NewSigner(c, k, st.ChainID).Send(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				if err := printJSON(a.stdout, res); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(a.stdout, "%s tx %X at height %d: ", tx.Kind, res.Hash, res.Height)
+			}
+			if err := res.Err(); err != nil {
+				return err
+			}
+			if !f.json {
+				fmt.Fprintln(a.stdout, "ok")
+			}
+			return nil
+		},
+	}
+}
+
+func ledgerLookupCmd(a *app, f *ledgerFlags, use, short string, look func(context.Context, chain.Ledger, string) (any, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			defer cancel()
+			v, err := look(ctx, chain.Ledger{Client: c}, args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(a.stdout, v)
+		},
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

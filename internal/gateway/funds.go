@@ -1,0 +1,181 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// Ledger is what the gateway needs from the chain: a consumer's funds for
+// admission, and settlement of receipt batches. chain.Signer implements it.
+type Ledger interface {
+	ConsumerFunds(ctx context.Context, consumer keys.Address) (chain.Funds, error)
+	SettleBatch(ctx context.Context, rs []receipt.Signed) (chain.BatchOutcome, error)
+}
+
+var _ Ledger = (*chain.Signer)(nil)
+
+// funds is admission bookkeeping per consumer: what the ledger says the
+// consumer can pay this gateway (cached briefly), what requests in flight
+// have reserved, and what stored receipts will charge once settled. A
+// request is admitted only if spendable − reserved − pending covers its
+// worst-case cost, so a consumer can never run up more than it can pay.
+type funds struct {
+	ledger Ledger
+	ttl    time.Duration
+
+	mu    sync.Mutex
+	accts map[keys.Address]*consumerFunds
+}
+
+type consumerFunds struct {
+	ledger   chain.Funds
+	fetched  time.Time // zero: must be read again
+	gen      uint64    // bumped whenever the cached ledger view is invalidated
+	reserved money.Amount
+	pending  money.Amount
+}
+
+func newFunds(l Ledger, ttl time.Duration, pending map[keys.Address]money.Amount) *funds {
+	f := &funds{ledger: l, ttl: ttl, accts: map[keys.Address]*consumerFunds{}}
+	for c, amt := range pending {
+		f.acct(c).pending = amt
+	}
+	return f
+}
+
+func (f *funds) acct(c keys.Address) *consumerFunds {
+	a, ok := f.accts[c]
+	if !ok {
+		a = &consumerFunds{}
+		f.accts[c] = a
+	}
+	return a
+}
+
+// reservation is money held for one request in flight.
+type reservation struct {
+	f        *funds
+	consumer keys.Address
+	amount   money.Amount
+	once     sync.Once
+}
+
+// worstCost is what a request can cost at most at the given prices: every
+// byte of the prompt a token (no tokenizer makes fewer bytes per token),
+// plus template overhead per message, and every allowed completion token.
+func worstCost(req *protocol.Request, pricePrompt, priceCompletion money.Amount) (money.Amount, error) {
+	promptTokens := uint64(len(req.Prompt)+len(req.System)) + 16
+	for _, m := range req.Messages {
+		promptTokens += uint64(len(m.Content)+len(m.Role)) + 16
+	}
+	return receipt.ComputeAmount(promptTokens, uint64(max(req.Options.MaxTokens, 0)), pricePrompt, priceCompletion)
+}
+
+// reserve holds cost for consumer, or answers 402 when the consumer's funds
+// do not cover it.
+func (f *funds) reserve(ctx context.Context, consumer keys.Address, cost money.Amount, what string) (*reservation, *apierr.Error) {
+	view, e := f.view(ctx, consumer)
+	if e != nil {
+		return nil, e
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := f.acct(consumer)
+	spendable := view.Spendable()
+	avail := spendable - min(spendable, a.reserved+a.pending) // saturating: pending can exceed a stale view
+	if avail < cost {
+		return nil, insufficient(consumer, cost, what, view, a.reserved, a.pending)
+	}
+	a.reserved += cost
+	return &reservation{f: f, consumer: consumer, amount: cost}, nil
+}
+
+func insufficient(consumer keys.Address, cost money.Amount, what string, view chain.Funds, reserved, pending money.Amount) *apierr.Error {
+	limit := "balance"
+	if view.Allowance < view.Balance {
+		limit = fmt.Sprintf("allowance for this gateway (balance %s)", view.Balance)
+	}
+	return &apierr.Error{Status: http.StatusPaymentRequired, Type: "insufficient_quota", Code: "insufficient_funds",
+		Message: fmt.Sprintf("Insufficient funds: this request may cost up to %s tokens (%s), but account %s has %s tokens spendable by its %s, "+
+			"with %s reserved by requests in flight and %s charged by receipts awaiting settlement. Add funds or approve a higher allowance (`idlegrid ledger send`, `idlegrid ledger approve`), or lower max_tokens.",
+			cost, what, consumer, view.Spendable(), limit, reserved, pending)}
+}
+
+// view returns the consumer's ledger funds, read again when older than ttl.
+// When the ledger cannot be reached, a previous reading is used; with none,
+// the request fails with 503 rather than being served unpaid.
+func (f *funds) view(ctx context.Context, consumer keys.Address) (chain.Funds, *apierr.Error) {
+	f.mu.Lock()
+	a := f.acct(consumer)
+	cached, fetched, gen := a.ledger, a.fetched, a.gen
+	f.mu.Unlock()
+	if !fetched.IsZero() && time.Since(fetched) < f.ttl {
+		return cached, nil
+	}
+	fresh, err := f.ledger.ConsumerFunds(ctx, consumer)
+	if err != nil {
+		if !fetched.IsZero() {
+			return cached, nil
+		}
+		return chain.Funds{}, apierr.Unavailable("ledger_unavailable", "The gateway cannot read account %s from the ledger right now (%v); please retry.", consumer, err)
+	}
+	f.mu.Lock()
+	if a.gen == gen { // not invalidated while reading: the reading is current
+		a.ledger, a.fetched = fresh, time.Now()
+	}
+	f.mu.Unlock()
+	return fresh, nil
+}
+
+// release gives a reservation back (the request failed, or its receipt is
+// now counted as pending instead). Safe to call more than once.
+func (r *reservation) release() {
+	if r == nil {
+		return
+	}
+	r.once.Do(func() {
+		r.f.mu.Lock()
+		a := r.f.acct(r.consumer)
+		a.reserved -= min(a.reserved, r.amount)
+		r.f.mu.Unlock()
+	})
+}
+
+// charged turns the reservation into the receipt's actual amount, pending
+// until the ledger settles it.
+func (r *reservation) charged(amount money.Amount) {
+	r.release()
+	r.f.mu.Lock()
+	r.f.acct(r.consumer).pending += amount
+	r.f.mu.Unlock()
+}
+
+// resolved removes a receipt's amount from pending once the ledger settled
+// or rejected it, and drops the cached ledger view, which no longer counts
+// what the ledger just charged.
+func (f *funds) resolved(consumer keys.Address, amount money.Amount) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := f.acct(consumer)
+	a.pending -= min(a.pending, amount)
+	a.fetched = time.Time{}
+	a.gen++
+}
+
+// snapshot is the bookkeeping for one consumer, for /v1/account.
+func (f *funds) snapshot(consumer keys.Address) (reserved, pending money.Amount) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := f.acct(consumer)
+	return a.reserved, a.pending
+}

@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// fixedLedger answers ConsumerFunds from a table and counts the reads; the
+// end-to-end tests run the real chain, this one pins the bookkeeping.
+type fixedLedger struct {
+	mu    sync.Mutex
+	funds map[keys.Address]chain.Funds
+	err   error
+	reads int
+}
+
+func (l *fixedLedger) ConsumerFunds(_ context.Context, c keys.Address) (chain.Funds, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reads++
+	return l.funds[c], l.err
+}
+
+func (l *fixedLedger) SettleBatch(context.Context, []receipt.Signed) (chain.BatchOutcome, error) {
+	return chain.BatchOutcome{}, errors.New("not used")
+}
+
+func (l *fixedLedger) set(c keys.Address, f chain.Funds, err error) {
+	l.mu.Lock()
+	l.funds[c], l.err = f, err
+	l.mu.Unlock()
+}
+
+const alice = keys.Address("idg00000000000000000000000000000000000000a1")
+
+func TestFundsReserveChargeResolve(t *testing.T) {
+	ctx := context.Background()
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 800}}}
+	f := newFunds(l, time.Hour, map[keys.Address]money.Amount{alice: 100}) // 100 pending from before a restart
+
+	// Spendable is min(balance, allowance) = 800, minus 100 pending.
+	r1, e := f.reserve(ctx, alice, 500, "test")
+	if e != nil {
+		t.Fatalf("reserve 500 of 700: %v", e)
+	}
+	if _, e := f.reserve(ctx, alice, 201, "test"); e == nil || e.Status != http.StatusPaymentRequired {
+		t.Fatalf("reserve 201 of 200 left: %v, want 402", e)
+	}
+	r2, e := f.reserve(ctx, alice, 200, "test")
+	if e != nil {
+		t.Fatalf("reserve the last 200: %v", e)
+	}
+	r2.release()
+	r2.release() // twice is harmless
+	if res, pend := f.snapshot(alice); res != 500 || pend != 100 {
+		t.Fatalf("after release: reserved %d pending %d", res, pend)
+	}
+	// The request cost 120 of its 500: 380 is free again.
+	r1.charged(120)
+	r1.release() // the relay's deferred release after charged does nothing
+	if res, pend := f.snapshot(alice); res != 0 || pend != 220 {
+		t.Fatalf("after charge: reserved %d pending %d", res, pend)
+	}
+	if _, e := f.reserve(ctx, alice, 580, "test"); e != nil {
+		t.Fatalf("reserve 580 of 580: %v", e)
+	}
+	// The ledger settles the first 100: pending drops and the cached view
+	// is read again (the balance on the ledger dropped by as much).
+	reads := l.reads
+	l.set(alice, chain.Funds{Balance: 900, Allowance: 700}, nil)
+	f.resolved(alice, 100)
+	if _, e := f.reserve(ctx, alice, 1, "test"); e == nil {
+		t.Fatal("reserve beyond 700 − 580 reserved − 120 pending accepted")
+	}
+	if l.reads != reads+1 {
+		t.Errorf("resolved did not make the next reservation read the ledger (%d reads)", l.reads-reads)
+	}
+}
+
+func TestFundsLedgerDown(t *testing.T) {
+	ctx := context.Background()
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{}}
+	l.set(alice, chain.Funds{}, errors.New("connection refused"))
+	f := newFunds(l, time.Nanosecond, nil)
+	if _, e := f.reserve(ctx, alice, 1, "test"); e == nil || e.Status != http.StatusServiceUnavailable {
+		t.Fatalf("no reading and the ledger down: %v, want 503", e)
+	}
+	l.set(alice, chain.Funds{Balance: 50, Allowance: 50}, nil)
+	if _, e := f.reserve(ctx, alice, 10, "test"); e != nil {
+		t.Fatal(e)
+	}
+	// Down again: the last reading stands in.
+	l.set(alice, chain.Funds{}, errors.New("connection refused"))
+	if _, e := f.reserve(ctx, alice, 40, "test"); e != nil {
+		t.Fatalf("ledger down with an earlier reading: %v", e)
+	}
+	if _, e := f.reserve(ctx, alice, 1, "test"); e == nil || e.Status != http.StatusPaymentRequired {
+		t.Fatalf("beyond the earlier reading: %v, want 402", e)
+	}
+}
+
+// TestFundsConcurrent: many requests racing for one account never reserve
+// more than it has.
+func TestFundsConcurrent(t *testing.T) {
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 1000}}}
+	f := newFunds(l, time.Millisecond, nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	granted := 0
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if _, e := f.reserve(context.Background(), alice, 7, "test"); e == nil {
+					mu.Lock()
+					granted++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if granted != 1000/7 {
+		t.Fatalf("%d reservations of 7 granted from 1000", granted)
+	}
+}
+
+func TestWorstCost(t *testing.T) {
+	req := protocol.Request{Kind: protocol.KindChat, Messages: []protocol.ChatMessage{{Role: "user", Content: "hello"}}, Options: protocol.Options{MaxTokens: 100}}
+	// Prompt: 16 + 4 + 5 + 16 = 41 tokens at 1 token/Mtok … priced per million.
+	got, err := worstCost(&req, 1_000_000, 2_000_000)
+	if err != nil || got != 41+200 {
+		t.Fatalf("worstCost = %d, %v; want %d", got, err, 41+200)
+	}
+	req.Options.MaxTokens = 1 << 62
+	if _, err := worstCost(&req, 1_000_000, money.Amount(1)<<62); err == nil {
+		t.Error("an overflowing worst case was accepted")
+	}
+}
