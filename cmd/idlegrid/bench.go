@@ -77,6 +77,30 @@ requests per second each side sustains. Prints a summary line at the end.`,
 	f.IntVar(&cfg.StreamTokens, "stream-tokens", cfg.StreamTokens, "tokens per stream")
 	f.DurationVar(&cfg.RPSDuration, "rps-duration", cfg.RPSDuration, "duration of each max-throughput run")
 	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "gateway receipt durability: disk (fsync) or process")
-	cmd.AddCommand(overhead)
+	lcfg := bench.DefaultLedger()
+	ledgerCmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "Receipts settled per second end to end, on one validator and on a 4-validator loopback network",
+		Long: `Sign receipts, then settle them in settle-batch transactions through CometBFT
+in this process: once on a single validator and once on a loopback network of
+four, measuring receipts settled per second from the first submission to the
+last commit and each batch's commit latency. Prints a summary line.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lcfg.Out = a.stdout
+			res, err := bench.Ledger(cmd.Context(), lcfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, res.Summary())
+			return nil
+		},
+	}
+	lf := ledgerCmd.Flags()
+	lf.IntSliceVar(&lcfg.Validators, "validators", lcfg.Validators, "network sizes to measure")
+	lf.IntVar(&lcfg.Receipts, "receipts", lcfg.Receipts, "receipts settled per network size")
+	lf.IntVar(&lcfg.BatchSize, "batch", lcfg.BatchSize, "receipts per settle-batch transaction")
+	lf.IntVar(&lcfg.InFlight, "in-flight", lcfg.InFlight, "batches awaiting commit at once")
+	cmd.AddCommand(overhead, ledgerCmd)
 	return cmd
 }
