@@ -226,6 +226,17 @@ func (b *Block) get(key string) ([]byte, error) {
 	return v, nil
 }
 
+// staged reports whether key has a live value written in this block (by
+// the current transaction or an earlier one), without reading committed
+// state.
+func (b *Block) staged(key string) bool {
+	c, ok := b.tx[key]
+	if !ok {
+		c, ok = b.writes[key]
+	}
+	return ok && !c.deleted
+}
+
 func (c change) live() ([]byte, error) {
 	if c.deleted {
 		return nil, nil

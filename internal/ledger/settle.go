@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -39,7 +40,10 @@ func (x *txn) settleBatch() (Result, error) {
 	if res, bad := x.checkRole(gw, RoleGateway, x.params.MinGatewayStake); bad {
 		return res, nil
 	}
-	decoded := decodeBatch(x.chainID, t)
+	decoded, err := decodeBatch(x.chainID, t, x.base)
+	if err != nil {
+		return Result{}, err
+	}
 	var rejected []Event
 	var accepted int
 	var total money.Amount
@@ -94,33 +98,37 @@ type batchItem struct {
 	r       receipt.Receipt
 	hash    receipt.Hash
 	problem string // why it is rejected before touching state; "" if none
+	// settledBefore: committed state already holds the request id.
+	settledBefore bool
 }
 
-// decodeBatch decodes every receipt and checks what needs no state: form,
-// chain, countersigning gateway and both signatures. Signatures are checked
-// with batch verification, in parallel over contiguous chunks; each check's
-// result is a pure function of its bytes, so this is as deterministic as a
-// loop.
-func decodeBatch(chainID string, t *Tx) []batchItem {
+// decodeBatch decodes every receipt and checks what needs no state but
+// the committed one: form, chain, countersigning gateway, both signatures,
+// and whether committed state already holds its request id. Signatures are
+// checked with batch verification, in parallel over contiguous chunks; each
+// check's result is a pure function of its bytes and of committed state,
+// so this is as deterministic as a loop.
+func decodeBatch(chainID string, t *Tx, committed Reader) ([]batchItem, error) {
 	items := make([]batchItem, len(t.Receipts))
 	workers := min(runtime.GOMAXPROCS(0), (len(items)+63)/64)
 	chunk := (len(items) + workers - 1) / workers
 	var wg sync.WaitGroup
-	for lo := 0; lo < len(items); lo += chunk {
+	errs := make([]error, workers)
+	for w, lo := 0, 0; lo < len(items); w, lo = w+1, lo+chunk {
 		hi := min(lo+chunk, len(items))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			checkReceipts(chainID, t.Sender, t.Receipts[lo:hi], items[lo:hi])
+			errs[w] = checkReceipts(chainID, t.Sender, t.Receipts[lo:hi], items[lo:hi], committed)
 		}()
 	}
 	wg.Wait()
-	return items
+	return items, errors.Join(errs...)
 }
 
 // checkReceipts fills items with the decoded receipts of brs and why each
 // is refused, if it is.
-func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, items []batchItem) {
+func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, items []batchItem, committed Reader) error {
 	msgs := make([]keys.SignedMessage, 0, 2*len(brs))
 	owner := make([]int, 0, 2*len(brs))
 	for i := range brs {
@@ -152,6 +160,17 @@ func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, i
 			items[i].problem = fmt.Sprintf("%s: %s signature does not verify", receipt.ErrBadSignature, who)
 		}
 	}
+	for i := range items {
+		if items[i].problem != "" {
+			continue
+		}
+		prev, err := committed.Get([]byte(receiptKey(items[i].r.RequestID)))
+		if err != nil {
+			return fmt.Errorf("ledger: read state: %w", err)
+		}
+		items[i].settledBefore = prev != nil
+	}
+	return nil
 }
 
 // settler keeps the accounts a batch touches decoded until the batch ends,
@@ -199,11 +218,9 @@ func (s *settler) allowance(consumer keys.Address) (money.Amount, error) {
 func (s *settler) settle(it *batchItem) (string, error) {
 	r := &it.r
 	key := receiptKey(r.RequestID)
-	prev, err := s.get(key)
-	if err != nil {
-		return "", err
-	}
-	if prev != nil {
+	// Committed state was read while decoding; what this block has
+	// written since (an earlier batch, or this one) is only staged.
+	if it.settledBefore || s.staged(key) {
 		return ReasonAlreadySettled, nil
 	}
 	providerAddr := r.Provider.Address()
