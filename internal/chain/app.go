@@ -167,7 +167,11 @@ func (app *App) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.Chec
 	if app.checker == nil {
 		return &abci.CheckTxResponse{Code: ledger.CodeInvalid, Log: "ledger not initialised"}, nil
 	}
-	res, err := app.checker.Check(req.Tx)
+	check := app.checker.Check
+	if req.Type == abci.CHECK_TX_TYPE_RECHECK {
+		check = app.checker.Recheck
+	}
+	res, err := check(req.Tx)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,15 @@ func NewChecker(base Reader) (*Checker, error) {
 
 // Check decides whether raw may enter the mempool, and if so counts its
 // nonce and spending against the sender.
-func (c *Checker) Check(raw []byte) (Result, error) {
+func (c *Checker) Check(raw []byte) (Result, error) { return c.check(raw, false) }
+
+// Recheck checks again a transaction this host admitted before, after a
+// commit: its bytes have not changed, so its signature and batch root are
+// not verified again, only what the commit may have changed (nonce, funds,
+// the sender's role and stake).
+func (c *Checker) Recheck(raw []byte) (Result, error) { return c.check(raw, true) }
+
+func (c *Checker) check(raw []byte, again bool) (Result, error) {
 	t, err := DecodeTx(raw)
 	if err != nil {
 		return fail(CodeMalformed, err.Error()), nil
@@ -58,7 +66,7 @@ func (c *Checker) Check(raw []byte) (Result, error) {
 	if t.Nonce != want {
 		return fail(CodeBadNonce, fmt.Sprintf("nonce %d, account %s expects %d", t.Nonce, sender, want)), nil
 	}
-	if !t.VerifySignature() {
+	if !again && !t.VerifySignature() {
 		return fail(CodeBadSignature, "signature does not verify for the sender key"), nil
 	}
 	var spend money.Amount
@@ -83,7 +91,7 @@ func (c *Checker) Check(raw []byte) (Result, error) {
 			return fail(CodeInvalid, "approve: an account cannot approve itself"), nil
 		}
 	case KindSettleBatch:
-		if res, bad := c.checkBatch(&t, &a); bad {
+		if res, bad := c.checkBatch(&t, &a, again); bad {
 			return res, nil
 		}
 	}
@@ -99,14 +107,14 @@ func (c *Checker) Check(raw []byte) (Result, error) {
 	return ok(), nil
 }
 
-func (c *Checker) checkBatch(t *Tx, gw *Account) (Result, bool) {
+func (c *Checker) checkBatch(t *Tx, gw *Account, again bool) (Result, bool) {
 	n := len(t.Receipts)
 	switch {
 	case n == 0:
 		return fail(CodeBadBatch, "settle-batch without receipts"), true
 	case n > int(c.params.MaxBatchReceipts):
 		return fail(CodeBadBatch, fmt.Sprintf("settle-batch of %d receipts exceeds the limit of %d", n, c.params.MaxBatchReceipts)), true
-	case BatchRoot(t.Receipts) != t.Root:
+	case !again && BatchRoot(t.Receipts) != t.Root:
 		return fail(CodeBadBatch, "settle-batch root does not match its receipts"), true
 	}
 	x := txn{tx: t, sender: t.Sender.Address()}

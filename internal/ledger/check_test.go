@@ -130,3 +130,23 @@ func TestNewCheckerWithoutGenesis(t *testing.T) {
 		t.Fatal("NewBlock on empty state succeeded")
 	}
 }
+
+// TestCheckerRecheck: a recheck after a commit skips the signature and root
+// (the bytes were checked when admitted) but still applies what the commit
+// changed: the nonce.
+func TestCheckerRecheck(t *testing.T) {
+	w := newWorld(t)
+	bob := addr(w.bob)
+	badSig := transferTx(w.alice, 0, bob, 1)
+	badSig[len(badSig)-1] ^= 1
+	c := newChecker(t, w.testChain)
+	if res, err := c.Recheck(badSig); err != nil || res.Code != CodeOK {
+		t.Fatalf("recheck does not verify signatures again: %+v %v", res, err)
+	}
+	if res, _ := c.Check(transferTx(w.alice, 0, bob, 1)); res.Code != CodeBadNonce {
+		t.Fatalf("after the recheck admitted nonce 0, a check of nonce 0: code %d", res.Code)
+	}
+	if res, _ := c.Recheck(transferTx(w.alice, 5, bob, 1)); res.Code != CodeBadNonce {
+		t.Fatalf("recheck with a stale nonce: code %d", res.Code)
+	}
+}
