@@ -408,3 +408,87 @@ func writeKey(t *testing.T, path string) keys.Address {
 	}
 	return k.Public().Address()
 }
+
+// TestSeparateRolesOnLedger runs a validator, a gateway settling on it
+// (--chain-rpc) and a provider as separate processes: a funded consumer is
+// served and its receipt settles on the ledger; an unfunded one gets 402.
+func TestSeparateRolesOnLedger(t *testing.T) {
+	bin := buildBinary(t)
+	dir, gwDir, pvDir := t.TempDir(), t.TempDir(), t.TempDir()
+	gw := writeKey(t, filepath.Join(gwDir, "gateway.key"))
+	pv := writeKey(t, filepath.Join(pvDir, "provider.key"))
+	consumer := writeKey(t, filepath.Join(dir, "consumer.key"))
+	gwKey, _ := keys.Load(filepath.Join(gwDir, "gateway.key"))
+	pvKey, _ := keys.Load(filepath.Join(pvDir, "provider.key"))
+	genesis := fmt.Sprintf(`{"accounts":[
+		{"address":%q,"balance":100000000,"approvals":[{"gateway":%q,"allowance":100000000}]},
+		{"address":%q,"pub_key":%q,"stake":5000000000,"roles":["gateway"]},
+		{"address":%q,"pub_key":%q,"stake":500000000,"roles":["provider"]}]}`,
+		consumer, gw, gw, gwKey.Public(), pv, pvKey.Public())
+	appState := filepath.Join(dir, "genesis.json")
+	if err := os.WriteFile(appState, []byte(genesis), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "validator", "init", "--validators", "1", "--chain-id", "roles-test", "--out", filepath.Join(dir, "net"), "--app-state", appState).CombinedOutput(); err != nil {
+		t.Fatalf("validator init: %v\n%s", err, out)
+	}
+	v := start(t, bin, nil, "validator", "start", "--home", filepath.Join(dir, "net", "node0"))
+	rpc := v.await(t, `RPC at (http://\S+)`)
+	g := start(t, bin, nil, "gateway", "--addr", "127.0.0.1:0", "--data-dir", gwDir, "--chain-id", "roles-test", "--chain-rpc", rpc, "--settle-interval", "100ms")
+	base := g.await(t, `listening on (http://\S+) `)
+	p := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir, "--chain-id", "roles-test")
+	p.await(t, `serving built-in simulator`)
+	apiKey := func(account keys.Address) string {
+		t.Helper()
+		out, err := exec.Command(bin, "keys", "create", "--data-dir", gwDir, "--account", string(account)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	key := apiKey(consumer)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/v1/models")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), `"sim"`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the provider never appeared in /v1/models")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	chat(t, base, key)
+	for {
+		_, pending, settled, c := account(t, base, key)
+		if c["settled"] == 1 {
+			if pending != 0 || settled == 0 {
+				t.Fatalf("settled receipt: pending %d settled %d", pending, settled)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the receipt did not settle: %v", c)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	poor := apiKey(keys.Address("idg" + strings.Repeat("0c", 20)))
+	req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(`{"model":"sim","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`))
+	req.Header.Set("Authorization", "Bearer "+poor)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPaymentRequired || !strings.Contains(string(b), "insufficient_funds") {
+		t.Fatalf("unfunded consumer: %d %s", resp.StatusCode, b)
+	}
+	p.stop(t, syscall.SIGTERM)
+	g.stop(t, syscall.SIGTERM)
+	v.stop(t, os.Interrupt)
+}

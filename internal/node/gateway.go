@@ -37,10 +37,12 @@ type GatewayConfig struct {
 	ReceiptSync string
 	// Link tunes provider connections (tests shorten the heartbeat).
 	Link link.Options
-	// ChainRPC, when set, is a validator's RPC URL: admission checks funds
-	// on that ledger and receipts settle there (unless Gateway.Ledger is
-	// already set, as `up` does for its in-process validator).
-	ChainRPC string
+	// ChainRPC, when set, lists validators' RPC URLs: admission checks
+	// funds on that ledger and receipts settle there (unless Gateway.Ledger
+	// is already set, as `up` does for its in-process validator). The first
+	// is queried and waited on; every transaction is also handed to the
+	// others, so the next proposer has it without waiting for gossip.
+	ChainRPC []string
 	// Gateway tunables; Key, Store, Hub and ChainID are filled in here.
 	Gateway gateway.Config
 	Version string
@@ -95,13 +97,19 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	h := hub.New(hub.Config{Key: key, ChainID: cfg.ChainID, Link: cfg.Link, Logger: cfg.Logger})
 	gcfg := cfg.Gateway
 	gcfg.Key, gcfg.Store, gcfg.Hub, gcfg.ChainID, gcfg.Logger, gcfg.Version = key, st, h, cfg.ChainID, cfg.Logger, cfg.Version
-	if gcfg.Ledger == nil && cfg.ChainRPC != "" {
-		c, err := chain.NewHTTPClient(cfg.ChainRPC)
-		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("ledger RPC: %w", err)
+	if gcfg.Ledger == nil && len(cfg.ChainRPC) > 0 {
+		var clients []chain.Client
+		for _, u := range cfg.ChainRPC {
+			c, err := chain.NewHTTPClient(u)
+			if err != nil {
+				st.Close()
+				return nil, fmt.Errorf("ledger RPC %s: %w", u, err)
+			}
+			clients = append(clients, c)
 		}
-		gcfg.Ledger = chain.NewSigner(c, key, cfg.ChainID)
+		signer := chain.NewSigner(clients[0], key, cfg.ChainID)
+		signer.BroadcastAlso(clients[1:]...)
+		gcfg.Ledger = signer
 	}
 	api, err := gateway.New(gcfg)
 	if err != nil {
