@@ -189,28 +189,18 @@ func (app *App) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest)
 	if req.Height != height+1 {
 		return nil, fmt.Errorf("finalize block %d: last committed height is %d", req.Height, height)
 	}
-	b, err := ledger.NewBlock(app.db, uint64(req.Height))
+	ex, err := ledger.ExecuteBlock(app.db, uint64(req.Height), prevHash, req.Txs)
 	if err != nil {
 		return nil, err
 	}
-	begin, err := b.Begin()
-	if err != nil {
-		return nil, err
-	}
-	results := make([]*abci.ExecTxResult, len(req.Txs))
-	for i, tx := range req.Txs {
-		res, err := b.Apply(tx)
-		if err != nil {
-			return nil, fmt.Errorf("block %d tx %d: %w", req.Height, i, err)
-		}
+	results := make([]*abci.ExecTxResult, len(ex.Results))
+	for i, res := range ex.Results {
 		results[i] = &abci.ExecTxResult{Code: res.Code, Log: res.Log, Events: toABCI(res.Events)}
 	}
-	changes := b.Changes()
-	hash := ledger.NextAppHash(prevHash, changes)
 	app.mu.Lock()
-	app.staged = &staged{height: req.Height, changes: changes, appHash: hash}
+	app.staged = &staged{height: req.Height, changes: ex.Changes, appHash: ex.AppHash}
 	app.mu.Unlock()
-	return &abci.FinalizeBlockResponse{TxResults: results, AppHash: hash, Events: toABCI(begin)}, nil
+	return &abci.FinalizeBlockResponse{TxResults: results, AppHash: ex.AppHash, Events: toABCI(ex.Events)}, nil
 }
 
 // Commit persists the staged block in one synced batch.

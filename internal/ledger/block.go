@@ -294,3 +294,38 @@ func (b *Block) allowance(consumer, gateway keys.Address) (money.Amount, error) 
 }
 
 func amountBytes(a money.Amount) []byte { return binary.BigEndian.AppendUint64(nil, uint64(a)) }
+
+// Executed is one block's outcome.
+type Executed struct {
+	// Results are the transactions' results, in block order.
+	Results []Result
+	// Events happened at the block's start (escrow releases).
+	Events []Event
+	// Changes are the sorted writes to persist; AppHash chains them onto
+	// the previous app hash.
+	Changes []Change
+	AppHash []byte
+}
+
+// ExecuteBlock runs block height with txs on committed state whose app hash
+// is prevHash. It is the one definition of what a block does: the chain
+// application and the auditor both call it, so they cannot disagree.
+func ExecuteBlock(base Reader, height uint64, prevHash []byte, txs [][]byte) (Executed, error) {
+	b, err := NewBlock(base, height)
+	if err != nil {
+		return Executed{}, err
+	}
+	var out Executed
+	if out.Events, err = b.Begin(); err != nil {
+		return Executed{}, err
+	}
+	out.Results = make([]Result, len(txs))
+	for i, tx := range txs {
+		if out.Results[i], err = b.Apply(tx); err != nil {
+			return Executed{}, fmt.Errorf("block %d tx %d: %w", height, i, err)
+		}
+	}
+	out.Changes = b.Changes()
+	out.AppHash = NextAppHash(prevHash, out.Changes)
+	return out, nil
+}
