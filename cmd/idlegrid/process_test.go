@@ -388,12 +388,19 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	if out := ledger("balance", bob); !strings.Contains(out, "balance   2.500000") {
 		t.Fatalf("recipient:\n%s", out)
 	}
+	// The audit replays the chain over RPC and agrees.
+	if out, err := exec.Command(bin, "audit", "--rpc", rpc).CombinedOutput(); err != nil || !strings.Contains(string(out), "every app hash matches") {
+		t.Fatalf("audit: %v\n%s", err, out)
+	}
 	// An overdraft fails with the ledger's reason and a non-zero exit.
 	cmd := exec.Command(bin, "ledger", "--rpc", rpc, "--key", keyFile, "send", bob, "1000")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "balance") {
 		t.Fatalf("overdraft: %v\n%s", err, out)
 	}
 	v.stop(t, os.Interrupt)
+	if out, err := exec.Command(bin, "audit", "--home", filepath.Join(dir, "net", "node0")).CombinedOutput(); err != nil || !strings.Contains(string(out), "every app hash matches") {
+		t.Fatalf("audit --home: %v\n%s", err, out)
+	}
 }
 
 // writeKey writes a fresh key file and returns its address.

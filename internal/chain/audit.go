@@ -1,0 +1,375 @@
+package chain
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	dbm "github.com/cometbft/cometbft-db"
+	"github.com/cometbft/cometbft/store"
+	"github.com/cometbft/cometbft/types"
+
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+)
+
+// An audit trusts nothing but the blocks: it re-executes every block from
+// genesis with its own copy of the state machine and compares what it
+// computes with what the node claims — the app hash in every block header
+// and, at the end, the node's state.
+
+// BlockSource is where an audit reads the chain.
+type BlockSource interface {
+	Genesis(ctx context.Context) (*types.GenesisDoc, error)
+	// Latest is the node's last committed height and app hash.
+	Latest(ctx context.Context) (int64, []byte, error)
+	Block(ctx context.Context, height int64) (*types.Block, error)
+}
+
+// StateSource is the node's current state, compared key by key with the
+// replay. Accounts returns the node's accounts (at height, which it
+// reports) and Supply its supply record.
+type StateSource interface {
+	Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error)
+	Supply(ctx context.Context) (ledger.Supply, error)
+}
+
+// AuditReport is what an audit checked.
+type AuditReport struct {
+	ChainID  string
+	Heights  int64 // blocks re-executed
+	Txs      int   // transactions re-executed
+	Accounts int   // accounts compared with the node's
+	AppHash  []byte
+	// Mismatch is the first disagreement; nil when everything agreed.
+	Mismatch *Mismatch
+}
+
+// Mismatch is where the node and the replay disagree.
+type Mismatch struct {
+	Height int64
+	What   string
+}
+
+func (m *Mismatch) Error() string { return fmt.Sprintf("height %d: %s", m.Height, m.What) }
+
+// Audit replays the chain from src and compares with the node.
+func Audit(ctx context.Context, src BlockSource, state StateSource) (AuditReport, error) {
+	var rep AuditReport
+	gen, err := src.Genesis(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("genesis: %w", err)
+	}
+	rep.ChainID = gen.ChainID
+	g, err := ledger.ParseGenesis(gen.AppState)
+	if err != nil {
+		return rep, err
+	}
+	mem := memState{}
+	b, err := ledger.Init(mem, gen.ChainID, g)
+	if err != nil {
+		return rep, err
+	}
+	changes := b.Changes()
+	mem.apply(changes)
+	hash := ledger.NextAppHash(nil, changes)
+	h := gen.InitialHeight
+	if h == 0 {
+		h = 1
+	}
+	for {
+		latest, latestHash, err := src.Latest(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("node status: %w", err)
+		}
+		for ; h <= latest; h++ {
+			blk, err := src.Block(ctx, h)
+			if err != nil {
+				return rep, fmt.Errorf("block %d: %w", h, err)
+			}
+			if !bytes.Equal(blk.Header.AppHash, hash) {
+				rep.Mismatch = &Mismatch{Height: h, What: fmt.Sprintf("the block header carries app hash %X for the state after height %d; the replay computes %X", []byte(blk.Header.AppHash), h-1, hash)}
+				return rep, nil
+			}
+			txs := make([][]byte, len(blk.Data.Txs))
+			for i, tx := range blk.Data.Txs {
+				txs[i] = tx
+			}
+			ex, err := ledger.ExecuteBlock(mem, uint64(h), hash, txs)
+			if err != nil {
+				return rep, fmt.Errorf("replay block %d: %w", h, err)
+			}
+			mem.apply(ex.Changes)
+			hash = ex.AppHash
+			rep.Heights++
+			rep.Txs += len(txs)
+		}
+		if !bytes.Equal(latestHash, hash) {
+			rep.Mismatch = &Mismatch{Height: latest, What: fmt.Sprintf("the node reports app hash %X after its last block; the replay computes %X", latestHash, hash)}
+			return rep, nil
+		}
+		rep.AppHash = hash
+		m, stateHeight, err := compareState(ctx, mem, state, &rep)
+		if err != nil {
+			return rep, err
+		}
+		if stateHeight > latest {
+			continue // the node moved on while we compared: replay the new blocks and compare again
+		}
+		rep.Mismatch = m
+		return rep, nil
+	}
+}
+
+// compareState compares every replayed account and the supply with the
+// node's, and that the node has no account the replay lacks.
+func compareState(ctx context.Context, mem memState, state StateSource, rep *AuditReport) (*Mismatch, int64, error) {
+	view := ledger.View{R: mem}
+	addrs := mem.accounts()
+	node, height, err := state.Accounts(ctx, addrs)
+	if err != nil {
+		return nil, 0, err
+	}
+	rep.Accounts = len(addrs)
+	for _, a := range addrs {
+		want, _, err := view.Account(a)
+		if err != nil {
+			return nil, 0, err
+		}
+		got, ok := node[a]
+		switch {
+		case !ok:
+			return &Mismatch{Height: height, What: fmt.Sprintf("account %s: the node does not have it", a)}, height, nil
+		case !equalJSON(got.Account, want):
+			return &Mismatch{Height: height, What: fmt.Sprintf("account %s: the node says %s, the replay %s", a, asJSON(got.Account), asJSON(want))}, height, nil
+		}
+	}
+	for a := range node {
+		if _, ok := mem[string(accountKeyOf(a))]; !ok {
+			return &Mismatch{Height: height, What: fmt.Sprintf("account %s: the node has it, the replay does not", a)}, height, nil
+		}
+	}
+	want, err := view.Supply()
+	if err != nil {
+		return nil, 0, err
+	}
+	got, err := state.Supply(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if got != want {
+		return &Mismatch{Height: height, What: fmt.Sprintf("supply: the node says %s, the replay %s", asJSON(got), asJSON(want))}, height, nil
+	}
+	return nil, height, nil
+}
+
+func equalJSON(a, b any) bool { return asJSON(a) == asJSON(b) }
+
+func asJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func accountKeyOf(a keys.Address) []byte { return []byte("a/" + string(a)) }
+
+// memState is the audit's own copy of the ledger state.
+type memState map[string][]byte
+
+func (m memState) Get(k []byte) ([]byte, error) { return m[string(k)], nil }
+
+func (m memState) apply(changes []ledger.Change) {
+	for _, c := range changes {
+		if c.Value == nil {
+			delete(m, string(c.Key))
+		} else {
+			m[string(c.Key)] = c.Value
+		}
+	}
+}
+
+func (m memState) accounts() []keys.Address {
+	var out []keys.Address
+	for k := range m {
+		if a, ok := strings.CutPrefix(k, "a/"); ok {
+			out = append(out, keys.Address(a))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// RPCAudit reads blocks and state from a node's RPC server.
+type RPCAudit struct {
+	c *rpchttp.HTTP
+}
+
+// NewRPCAudit connects to the node at rpcURL.
+func NewRPCAudit(rpcURL string) (*RPCAudit, error) {
+	c, err := rpchttp.New(rpcURL)
+	if err != nil {
+		return nil, fmt.Errorf("RPC client for %s: %w", rpcURL, err)
+	}
+	return &RPCAudit{c: c}, nil
+}
+
+// Genesis implements BlockSource.
+func (r *RPCAudit) Genesis(ctx context.Context) (*types.GenesisDoc, error) {
+	res, err := r.c.Genesis(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return res.Genesis, nil
+}
+
+// Latest implements BlockSource.
+func (r *RPCAudit) Latest(ctx context.Context) (int64, []byte, error) {
+	res, err := r.c.ABCIInfo(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	return res.Response.LastBlockHeight, res.Response.LastBlockAppHash, nil
+}
+
+// Block implements BlockSource.
+func (r *RPCAudit) Block(ctx context.Context, h int64) (*types.Block, error) {
+	res, err := r.c.Block(ctx, &h)
+	if err != nil {
+		return nil, err
+	}
+	return res.Block, nil
+}
+
+// Accounts implements StateSource with one query per account; the height
+// is the highest any answer reports.
+func (r *RPCAudit) Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error) {
+	out := map[keys.Address]AccountInfo{}
+	var height int64
+	for _, a := range addrs {
+		res, err := r.c.ABCIQuery(ctx, PathAccount, []byte(a))
+		if err != nil {
+			return nil, 0, err
+		}
+		height = max(height, res.Response.Height)
+		if res.Response.Code == QueryCodeNotFound {
+			continue
+		}
+		if res.Response.Code != 0 {
+			return nil, 0, &QueryError{Path: PathAccount, Code: res.Response.Code, Log: res.Response.Log}
+		}
+		var info AccountInfo
+		if err := json.Unmarshal(res.Response.Value, &info); err != nil {
+			return nil, 0, fmt.Errorf("account %s: %w", a, err)
+		}
+		out[a] = info
+	}
+	return out, height, nil
+}
+
+// Supply implements StateSource.
+func (r *RPCAudit) Supply(ctx context.Context) (ledger.Supply, error) {
+	res, err := r.c.ABCIQuery(ctx, PathSupply, nil)
+	if err != nil {
+		return ledger.Supply{}, err
+	}
+	var s ledger.Supply
+	return s, json.Unmarshal(res.Response.Value, &s)
+}
+
+// HomeAudit reads blocks and state straight from a stopped node's home
+// directory: its block store, its genesis and its ledger state.
+type HomeAudit struct {
+	gen    *types.GenesisDoc
+	blocks *store.BlockStore
+	bdb    dbm.DB
+	app    *App
+}
+
+// OpenHomeAudit opens the node home (it must not be running).
+func OpenHomeAudit(home string) (*HomeAudit, error) {
+	c, err := loadConfig(home)
+	if err != nil {
+		return nil, err
+	}
+	gen, err := types.GenesisDocFromFile(c.GenesisFile())
+	if err != nil {
+		return nil, fmt.Errorf("genesis: %w", err)
+	}
+	bdb, err := dbm.NewDB("blockstore", dbm.BackendType(c.DBBackend), c.DBDir())
+	if err != nil {
+		return nil, fmt.Errorf("block store in %s (is the node still running?): %w", c.DBDir(), err)
+	}
+	app, err := OpenApp(filepath.Join(home, "data"), nil)
+	if err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	return &HomeAudit{gen: gen, blocks: store.NewBlockStore(bdb), bdb: bdb, app: app}, nil
+}
+
+// Close closes the home's databases.
+func (h *HomeAudit) Close() error { return errors.Join(h.app.Close(), h.bdb.Close()) }
+
+// Genesis implements BlockSource.
+func (h *HomeAudit) Genesis(context.Context) (*types.GenesisDoc, error) { return h.gen, nil }
+
+// Latest implements BlockSource: the ledger's committed height and hash.
+func (h *HomeAudit) Latest(context.Context) (int64, []byte, error) {
+	h.app.mu.Lock()
+	defer h.app.mu.Unlock()
+	return h.app.height, h.app.appHash, nil
+}
+
+// Block implements BlockSource.
+func (h *HomeAudit) Block(_ context.Context, height int64) (*types.Block, error) {
+	b, _ := h.blocks.LoadBlock(height)
+	if b == nil {
+		return nil, fmt.Errorf("block %d is not in the block store (base %d, height %d)", height, h.blocks.Base(), h.blocks.Height())
+	}
+	return b, nil
+}
+
+// Accounts implements StateSource from the ledger database.
+func (h *HomeAudit) Accounts(_ context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error) {
+	view := ledger.View{R: h.app.db}
+	out := map[keys.Address]AccountInfo{}
+	for _, a := range addrs {
+		acct, ok, err := view.Account(a)
+		if err != nil {
+			return nil, 0, err
+		}
+		if ok {
+			out[a] = AccountInfo{Address: a, Account: acct}
+		}
+	}
+	// Accounts the node has and the replay lacks.
+	it, err := h.app.db.Iterator([]byte("a/"), []byte("a0"))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer it.Close()
+	for ; it.Valid(); it.Next() {
+		a := keys.Address(strings.TrimPrefix(string(it.Key()), "a/"))
+		if _, ok := out[a]; !ok {
+			acct, _, err := view.Account(a)
+			if err != nil {
+				return nil, 0, err
+			}
+			out[a] = AccountInfo{Address: a, Account: acct}
+		}
+	}
+	h.app.mu.Lock()
+	defer h.app.mu.Unlock()
+	return out, h.app.height, it.Error()
+}
+
+// Supply implements StateSource.
+func (h *HomeAudit) Supply(context.Context) (ledger.Supply, error) {
+	return ledger.View{R: h.app.db}.Supply()
+}
