@@ -59,6 +59,13 @@ func BenchmarkVerifyBatch(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(items)), "ns/sig")
 	})
+	few := fewKeyItems(b, 1000)
+	b.Run("batch-3-keys", func(b *testing.B) {
+		for b.Loop() {
+			VerifyBatch(few)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(few)), "ns/sig")
+	})
 	b.Run("one-by-one", func(b *testing.B) {
 		for b.Loop() {
 			for _, it := range items {
@@ -67,4 +74,49 @@ func BenchmarkVerifyBatch(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(items)), "ns/sig")
 	})
+}
+
+// fewKeyItems are n messages signed by only three keys, as the receipts
+// of a batch are.
+func fewKeyItems(t testing.TB, n int) []SignedMessage {
+	t.Helper()
+	items := make([]SignedMessage, n)
+	for i := range items {
+		k, err := FromSeed(bytes.Repeat([]byte{byte(i % 3)}, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := []byte(fmt.Sprintf("message %d", i))
+		items[i] = SignedMessage{Key: k.Public(), Message: msg, Signature: k.Sign(msg)}
+	}
+	return items
+}
+
+// TestVerifyCombined: the equation with the terms of each key added up
+// holds for valid signatures from repeated keys and fails as soon as one
+// signature is wrong, so VerifyBatch falls back to checking each.
+func TestVerifyCombined(t *testing.T) {
+	items := fewKeyItems(t, 300)
+	seed := batchSeed(items)
+	if !verifyCombined(items, &hashStream{seed: seed}) {
+		t.Fatal("valid batch from repeated keys refused")
+	}
+	for _, breakIt := range []func(it *SignedMessage){
+		func(it *SignedMessage) { it.Signature[40] ^= 1 },
+		func(it *SignedMessage) { it.Signature[0] ^= 1 },
+		func(it *SignedMessage) { it.Message = []byte("another message") },
+		func(it *SignedMessage) { it.Key = items[2].Key }, // item 7 is signed by key 1
+	} {
+		broken := slices.Clone(items)
+		breakIt(&broken[7])
+		if verifyCombined(broken, &hashStream{seed: batchSeed(broken)}) {
+			t.Error("batch with a broken signature passed the combined equation")
+		}
+		got := VerifyBatch(broken)
+		for i, it := range broken {
+			if want := it.Key.Verify(it.Message, it.Signature); got[i] != want {
+				t.Errorf("item %d: batch %v, Verify %v", i, got[i], want)
+			}
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
 // Block executes one block's transactions against committed state. Writes
@@ -136,7 +137,7 @@ func (b *Block) Begin() ([]Event, error) {
 // failures, which must stop the node rather than diverge.
 func (b *Block) Apply(raw []byte) (Result, error) {
 	hash := TxHash(raw)
-	res, spent, err := b.apply(raw)
+	res, spent, err := b.apply(raw, hash)
 	if err != nil {
 		b.dropTx()
 		return Result{}, err
@@ -152,9 +153,9 @@ func (b *Block) Apply(raw []byte) (Result, error) {
 	return res, nil
 }
 
-// apply executes raw; spent reports whether it got as far as spending the
-// sender's nonce.
-func (b *Block) apply(raw []byte) (res Result, spent bool, err error) {
+// apply executes raw, whose TxHash is hash; spent reports whether it got
+// as far as spending the sender's nonce.
+func (b *Block) apply(raw []byte, hash receipt.Hash) (res Result, spent bool, err error) {
 	t, err := DecodeTx(raw)
 	if err != nil {
 		return fail(CodeMalformed, err.Error()), false, nil
@@ -162,7 +163,7 @@ func (b *Block) apply(raw []byte) (res Result, spent bool, err error) {
 	if t.ChainID != b.chainID {
 		return fail(CodeWrongChain, fmt.Sprintf("transaction for chain %q, this is %q", t.ChainID, b.chainID)), false, nil
 	}
-	if !t.VerifySignature() {
+	if !t.verifyDecoded(raw) {
 		return fail(CodeBadSignature, "signature does not verify for the sender key"), false, nil
 	}
 	sender := t.Sender.Address()
@@ -183,7 +184,7 @@ func (b *Block) apply(raw []byte) (res Result, spent bool, err error) {
 	b.putAccount(sender, &acct)
 	b.commitTx() // the nonce is spent whatever the effect does
 
-	x := &txn{Block: b, tx: &t, sender: sender, hash: TxHash(raw)}
+	x := &txn{Block: b, tx: &t, sender: sender, hash: hash}
 	res, err = x.run()
 	if err != nil {
 		return Result{}, true, err

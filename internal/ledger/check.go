@@ -66,7 +66,7 @@ func (c *Checker) check(raw []byte, again bool) (Result, error) {
 	if t.Nonce != want {
 		return fail(CodeBadNonce, fmt.Sprintf("nonce %d, account %s expects %d", t.Nonce, sender, want)), nil
 	}
-	if !again && !t.VerifySignature() {
+	if !again && !t.verifyDecoded(raw) {
 		return fail(CodeBadSignature, "signature does not verify for the sender key"), nil
 	}
 	var spend money.Amount

@@ -131,6 +131,11 @@ func decodeBatch(chainID string, t *Tx, committed Reader) ([]batchItem, error) {
 func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, items []batchItem, committed Reader) error {
 	msgs := make([]keys.SignedMessage, 0, 2*len(brs))
 	owner := make([]int, 0, 2*len(brs))
+	size := 0
+	for i := range brs {
+		size += receipt.SignedMessagesSize(len(brs[i].Bytes))
+	}
+	buf := make([]byte, 0, size)
 	for i := range brs {
 		br := &brs[i]
 		r, err := receipt.Decode(br.Bytes)
@@ -145,7 +150,8 @@ func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, i
 		case r.Gateway != gateway:
 			items[i].problem = "receipt countersigned by another gateway than the sender"
 		default:
-			m := receipt.SignedMessages(&r, br.ProviderSignature, br.GatewaySignature)
+			var m [2]keys.SignedMessage
+			buf, m = receipt.AppendSignedMessages(buf, br.Bytes, &r, br.ProviderSignature, br.GatewaySignature)
 			msgs = append(msgs, m[0], m[1])
 			owner = append(owner, i, i)
 		}

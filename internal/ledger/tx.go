@@ -134,20 +134,27 @@ func (t *Tx) unsigned() []byte {
 // Sign sets the sender and the signature; set ChainID and Nonce first.
 func (t *Tx) Sign(k keys.PrivateKey) {
 	t.Sender = k.Public()
-	t.Signature = k.Sign(t.signedMessage())
+	t.Signature = k.Sign(signedMessage(t.unsigned()))
 }
 
 // VerifySignature checks the sender's signature.
 func (t *Tx) VerifySignature() bool {
-	return t.Sender.Verify(t.signedMessage(), t.Signature)
+	return t.Sender.Verify(signedMessage(t.unsigned()), t.Signature)
+}
+
+// verifyDecoded is VerifySignature for t as DecodeTx returned it from raw.
+// DecodeTx accepts only canonical bytes, so the unsigned encoding is raw
+// without its signature: a megabyte-sized batch is not encoded again.
+func (t *Tx) verifyDecoded(raw []byte) bool {
+	return t.Sender.Verify(signedMessage(raw[:len(raw)-keys.SignatureSize]), t.Signature)
 }
 
 // signedMessage is what the sender signs: the tag and the SHA-256 of the
 // unsigned bytes. Signing the digest rather than the bytes keeps a
 // megabyte-sized settle-batch cheap to check: ed25519 would hash the whole
 // message with SHA-512 on every check, SHA-256 is faster.
-func (t *Tx) signedMessage() []byte {
-	d := sha256.Sum256(t.unsigned())
+func signedMessage(unsigned []byte) []byte {
+	d := sha256.Sum256(unsigned)
 	return append([]byte(txSignTag), d[:]...)
 }
 

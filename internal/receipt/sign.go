@@ -82,3 +82,23 @@ func SignedMessages(r *Receipt, providerSig, gatewaySig keys.Signature) [2]keys.
 		{Key: r.Gateway, Message: append([]byte(gatewayTag), b...), Signature: gatewaySig},
 	}
 }
+
+// AppendSignedMessages is SignedMessages for r decoded from b: Decode
+// accepts only canonical bytes, so b is r's encoding and is not rebuilt.
+// The two messages are appended to buf, which is returned grown, so that
+// a caller checking many receipts can hold all their messages in one
+// allocation (SignedMessagesSize each).
+func AppendSignedMessages(buf, b []byte, r *Receipt, providerSig, gatewaySig keys.Signature) ([]byte, [2]keys.SignedMessage) {
+	start := len(buf)
+	buf = append(append(buf, providerTag...), b...)
+	mid := len(buf)
+	buf = append(append(buf, gatewayTag...), b...)
+	return buf, [2]keys.SignedMessage{
+		{Key: r.Provider, Message: buf[start:mid:mid], Signature: providerSig},
+		{Key: r.Gateway, Message: buf[mid:len(buf):len(buf)], Signature: gatewaySig},
+	}
+}
+
+// SignedMessagesSize is how many bytes AppendSignedMessages appends for a
+// receipt of n bytes.
+func SignedMessagesSize(n int) int { return len(providerTag) + len(gatewayTag) + 2*n }

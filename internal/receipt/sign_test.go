@@ -288,3 +288,29 @@ func TestSmallOrderKeysRejected(t *testing.T) {
 		t.Fatal("Signed.Verify accepted a receipt whose provider signature was forged")
 	}
 }
+
+// AppendSignedMessages must give VerifyBatch exactly the messages of
+// SignedMessages, and earlier messages must survive later appends.
+func TestAppendSignedMessages(t *testing.T) {
+	s := signedReceipt(t)
+	b := s.Receipt.Bytes()
+	want := SignedMessages(&s.Receipt, s.ProviderSignature, s.GatewaySignature)
+	var buf []byte
+	var got [][2]keys.SignedMessage
+	for range 3 { // a nil buf grows while earlier messages are held
+		var m [2]keys.SignedMessage
+		buf, m = AppendSignedMessages(buf, b, &s.Receipt, s.ProviderSignature, s.GatewaySignature)
+		got = append(got, m)
+	}
+	if len(buf) != 3*SignedMessagesSize(len(b)) {
+		t.Errorf("appended %d bytes, SignedMessagesSize says %d", len(buf), 3*SignedMessagesSize(len(b)))
+	}
+	for _, m := range got {
+		if !reflect.DeepEqual(m, want) {
+			t.Fatalf("AppendSignedMessages = %+v, want %+v", m, want)
+		}
+	}
+	if ok := keys.VerifyBatch([]keys.SignedMessage{got[0][0], got[0][1], got[2][0], got[2][1]}); !ok[0] || !ok[1] || !ok[2] || !ok[3] {
+		t.Errorf("VerifyBatch = %v, want all true", ok)
+	}
+}
