@@ -108,9 +108,16 @@ func StartNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 		return nil, errors.Join(fmt.Errorf("create node in %s: %w", nc.Home, err), dbs.closeAll())
 	}
 	if err := ctx.Err(); err != nil {
+		stopping.Store(true)
 		return nil, errors.Join(fmt.Errorf("start node in %s: %w", nc.Home, err), stopCreated(n, dbs))
 	}
 	if err := n.Start(); err != nil {
+		// Undoing a half-started node makes CometBFT log an error for each
+		// service it had not started yet: noise next to the real error.
+		stopping.Store(true)
+		if strings.Contains(err.Error(), "address already in use") {
+			err = fmt.Errorf("%w (another node or `idlegrid up` holds the port; choose another RPC address, e.g. `up --chain-rpc-addr 127.0.0.1:26658`)", err)
+		}
 		return nil, errors.Join(fmt.Errorf("start node in %s: %w", nc.Home, err), stopCreated(n, dbs))
 	}
 	api := &stoppableAPI{api: local.New(n)}
