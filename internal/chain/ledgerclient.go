@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -138,8 +139,17 @@ func (s *Signer) broadcast(ctx context.Context, tx ledger.Tx) ([]byte, error) {
 		tx.Sign(s.key)
 		hash, err := s.broadcastRetrying(ctx, tx.Bytes())
 		var te *TxError
-		if errors.As(err, &te) && te.Code == ledger.CodeBadNonce && attempt == 0 {
+		if errors.As(err, &te) && te.Code == ledger.CodeBadNonce && attempt < nonceAttempts {
+			// Another sender with this key, or a node whose committed
+			// state lags its mempool (a transaction of ours that another
+			// node committed is still pending here): read the nonce again,
+			// giving the node a moment to commit.
 			s.known = false
+			if attempt > 0 {
+				if err := sleep(ctx, jitter(time.Duration(attempt)*100*time.Millisecond)); err != nil {
+					return nil, err
+				}
+			}
 			continue
 		}
 		if err != nil {
@@ -152,6 +162,10 @@ func (s *Signer) broadcast(ctx context.Context, tx ledger.Tx) ([]byte, error) {
 		return hash, nil
 	}
 }
+
+// nonceAttempts bounds how often a transaction refused for its nonce is
+// renumbered and sent again.
+const nonceAttempts = 10
 
 // broadcastRetrying broadcasts, retrying while the node is unavailable
 // (ErrUnavailable) until ctx ends; a rejection is returned at once.
