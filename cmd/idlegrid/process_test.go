@@ -109,6 +109,26 @@ func (p *proc) stop(t *testing.T, sig os.Signal) {
 	}
 }
 
+// waitForSim waits until the gateway at base lists the simulator's model.
+func waitForSim(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/v1/models")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), `"sim"`) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the provider never appeared in /v1/models")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func chat(t *testing.T, base, key string) string {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(context.Background(), "POST", base+"/v1/chat/completions",
@@ -152,22 +172,7 @@ func TestSeparateRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := strings.TrimSpace(string(out))
-	// The agent may still be completing its handshake.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/v1/models")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), `"sim"`) {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the provider never appeared in /v1/models")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForSim(t, base) // the agent may still be completing its handshake
 	chat(t, base, key)
 	st, err := os.Stat(filepath.Join(pvDir, "provider.key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -454,22 +459,9 @@ func TestSeparateRolesOnLedger(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 	key := apiKey(consumer)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/v1/models")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), `"sim"`) {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the provider never appeared in /v1/models")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForSim(t, base)
 	chat(t, base, key)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, pending, settled, c := account(t, base, key)
 		if c["settled"] == 1 {

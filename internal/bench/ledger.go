@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -198,7 +197,7 @@ func ledgerRun(ctx context.Context, cfg LedgerConfig, n int) (LedgerRun, error) 
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for _, h := range homes {
-		v, err := node.StartValidator(sctx, h, "", benchLog(h))
+		v, err := node.StartValidator(sctx, h, "", nil)
 		if err != nil {
 			return LedgerRun{}, err
 		}
@@ -264,11 +263,4 @@ func ledgerRun(ctx context.Context, cfg LedgerConfig, n int) (LedgerRun, error) 
 		return LedgerRun{}, fmt.Errorf("%d of %d receipts settled", settled, len(rs))
 	}
 	return LedgerRun{Validators: n, Receipts: settled, Batches: len(latencies), Elapsed: elapsed, Commit: NewDist(latencies)}, nil
-}
-
-func benchLog(h string) *slog.Logger {
-	if os.Getenv("IDLEGRID_BENCH_DEBUG") == "" || !strings.HasSuffix(h, "node0") {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

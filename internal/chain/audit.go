@@ -152,7 +152,9 @@ func compareState(ctx context.Context, mem memState, state StateSource, rep *Aud
 		}
 	}
 	for a := range node {
-		if _, ok := mem[string(accountKeyOf(a))]; !ok {
+		if _, ok, err := view.Account(a); err != nil {
+			return nil, 0, err
+		} else if !ok {
 			return &Mismatch{Height: height, What: fmt.Sprintf("account %s: the node has it, the replay does not", a)}, height, nil
 		}
 	}
@@ -177,8 +179,6 @@ func asJSON(v any) string {
 	return string(b)
 }
 
-func accountKeyOf(a keys.Address) []byte { return []byte("a/" + string(a)) }
-
 // memState is the audit's own copy of the ledger state.
 type memState map[string][]byte
 
@@ -197,7 +197,7 @@ func (m memState) apply(changes []ledger.Change) {
 func (m memState) accounts() []keys.Address {
 	var out []keys.Address
 	for k := range m {
-		if a, ok := strings.CutPrefix(k, "a/"); ok {
+		if a, ok := strings.CutPrefix(k, ledger.AccountKeyPrefix); ok {
 			out = append(out, keys.Address(a))
 		}
 	}
@@ -349,13 +349,15 @@ func (h *HomeAudit) Accounts(_ context.Context, addrs []keys.Address) (map[keys.
 		}
 	}
 	// Accounts the node has and the replay lacks.
-	it, err := h.app.db.Iterator([]byte("a/"), []byte("a0"))
+	// The prefix ends in '/', so the next byte value bounds the range.
+	prefix := ledger.AccountKeyPrefix
+	it, err := h.app.db.Iterator([]byte(prefix), []byte(prefix[:len(prefix)-1]+string(prefix[len(prefix)-1]+1)))
 	if err != nil {
 		return nil, 0, err
 	}
 	defer it.Close()
 	for ; it.Valid(); it.Next() {
-		a := keys.Address(strings.TrimPrefix(string(it.Key()), "a/"))
+		a := keys.Address(strings.TrimPrefix(string(it.Key()), prefix))
 		if _, ok := out[a]; !ok {
 			acct, _, err := view.Account(a)
 			if err != nil {

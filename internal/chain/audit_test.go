@@ -86,11 +86,11 @@ func TestAudit(t *testing.T) {
 	}
 	// The poor consumer's record written over the consumer's: a different
 	// balance under the same key, as a corrupted or doctored store holds.
-	other, err := home.app.db.Get(accountKeyOf(p.poor.Public().Address()))
+	other, err := home.app.db.Get([]byte(ledger.AccountKeyPrefix + string(p.poor.Public().Address())))
 	if err != nil || other == nil {
 		t.Fatalf("read account record: %v", err)
 	}
-	if err := home.app.db.SetSync(accountKeyOf(consumer), other); err != nil {
+	if err := home.app.db.SetSync([]byte(ledger.AccountKeyPrefix+string(consumer)), other); err != nil {
 		t.Fatal(err)
 	}
 	rep, err = Audit(ctx, home, home)

@@ -285,8 +285,16 @@ func (b *Block) putAccount(addr keys.Address, a *Account) { b.set(accountKey(add
 
 func (b *Block) allowance(consumer, gateway keys.Address) (money.Amount, error) {
 	raw, err := b.get(allowanceKey(consumer, gateway))
-	if err != nil || raw == nil {
+	if err != nil {
 		return 0, err
+	}
+	return decodeAllowance(raw)
+}
+
+// decodeAllowance reads an allowance record; an absent one is zero.
+func decodeAllowance(raw []byte) (money.Amount, error) {
+	if raw == nil {
+		return 0, nil
 	}
 	if len(raw) != 8 {
 		return 0, fmt.Errorf("ledger: allowance record of %d bytes", len(raw))

@@ -185,13 +185,10 @@ func (v View) Tx(hash receipt.Hash) (TxRecord, bool, error) {
 // Allowance is what gateway may still charge consumer.
 func (v View) Allowance(consumer, gateway keys.Address) (money.Amount, error) {
 	raw, err := v.R.Get([]byte(allowanceKey(consumer, gateway)))
-	if err != nil || raw == nil {
+	if err != nil {
 		return 0, err
 	}
-	if len(raw) != 8 {
-		return 0, fmt.Errorf("ledger: allowance record of %d bytes", len(raw))
-	}
-	return money.Amount(binary.BigEndian.Uint64(raw)), nil
+	return decodeAllowance(raw)
 }
 
 // Params are the chain's parameters.

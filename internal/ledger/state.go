@@ -239,6 +239,10 @@ func decodeSupply(b []byte) (Supply, error) {
 
 func accountKey(a keys.Address) string { return prefixAccount + string(a) }
 
+// AccountKeyPrefix starts the state key of every account; the rest of the
+// key is the address. Auditors that walk a state store use it.
+const AccountKeyPrefix = prefixAccount
+
 func allowanceKey(consumer, gateway keys.Address) string {
 	return prefixAllowance + string(consumer) + "/" + string(gateway)
 }

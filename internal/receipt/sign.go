@@ -73,17 +73,8 @@ func ParseSigned(b []byte) (Signed, error) {
 	return s, nil
 }
 
-// SignedMessages are the provider's and the gateway's signatures over r as
-// messages for keys.VerifyBatch, which checks many receipts at once.
-func SignedMessages(r *Receipt, providerSig, gatewaySig keys.Signature) [2]keys.SignedMessage {
-	b := r.Bytes()
-	return [2]keys.SignedMessage{
-		{Key: r.Provider, Message: append([]byte(providerTag), b...), Signature: providerSig},
-		{Key: r.Gateway, Message: append([]byte(gatewayTag), b...), Signature: gatewaySig},
-	}
-}
-
-// AppendSignedMessages is SignedMessages for r decoded from b: Decode
+// AppendSignedMessages appends the provider's and the gateway's signed
+// messages for r, decoded from b, as keys.VerifyBatch takes them: Decode
 // accepts only canonical bytes, so b is r's encoding and is not rebuilt.
 // The two messages are appended to buf, which is returned grown, so that
 // a caller checking many receipts can hold all their messages in one

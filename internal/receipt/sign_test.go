@@ -289,12 +289,16 @@ func TestSmallOrderKeysRejected(t *testing.T) {
 	}
 }
 
-// AppendSignedMessages must give VerifyBatch exactly the messages of
-// SignedMessages, and earlier messages must survive later appends.
+// AppendSignedMessages must give VerifyBatch exactly the messages the
+// provider and the gateway signed, and earlier messages must survive later
+// appends.
 func TestAppendSignedMessages(t *testing.T) {
 	s := signedReceipt(t)
 	b := s.Receipt.Bytes()
-	want := SignedMessages(&s.Receipt, s.ProviderSignature, s.GatewaySignature)
+	want := [2]keys.SignedMessage{
+		{Key: s.Receipt.Provider, Message: signedBytes(providerTag, &s.Receipt), Signature: s.ProviderSignature},
+		{Key: s.Receipt.Gateway, Message: signedBytes(gatewayTag, &s.Receipt), Signature: s.GatewaySignature},
+	}
 	var buf []byte
 	var got [][2]keys.SignedMessage
 	for range 3 { // a nil buf grows while earlier messages are held
