@@ -44,7 +44,7 @@ func newLedgerCmd(a *app) *cobra.Command {
 	f := &ledgerFlags{}
 	cmd := &cobra.Command{
 		Use:   "ledger",
-		Short: "Read and change the ledger: balances, transfers, stakes, registrations, receipts",
+		Short: "Read and change the ledger: balances, transfers, stakes, registrations, receipts, rewards",
 		Long: `Talk to a validator over its RPC (--rpc; ` + "`idlegrid up`" + ` serves one at
 ` + defaultRPC + `). Amounts are tokens with up to six decimals ("12.5").
 Transactions are signed with --key (default: the dev account of ` + "`idlegrid up`" + `).`,
@@ -90,6 +90,13 @@ Transactions are signed with --key (default: the dev account of ` + "`idlegrid u
 		ledgerLookupCmd(a, f, "receipt REQUEST_ID", "Show how a receipt was settled", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
 			return l.Settlement(ctx, arg)
 		}),
+		ledgerTxCmd(a, f, "claim", "Move the vested part of your rewards to your balance", 0, func([]string) (ledger.Tx, error) {
+			return ledger.Tx{Kind: ledger.KindClaim}, nil
+		}),
+		ledgerEpochCmd(a, f),
+		ledgerPayoutCmd(a, f),
+		ledgerVerifyPayoutCmd(a, f),
+		ledgerParamsCmd(a, f),
 	)
 	return cmd
 }
@@ -152,6 +159,12 @@ func printAccount(w io.Writer, a chain.AccountInfo) {
 	for _, e := range a.Escrow {
 		fmt.Fprintf(w, "escrow    %s (released at height %d)\n", e.Amount, e.Height)
 	}
+	if len(a.Vesting) > 0 {
+		fmt.Fprintf(w, "vesting   %s claimable now, %s still vesting\n", a.Claimable, a.Unvested)
+		for _, v := range a.Vesting {
+			fmt.Fprintf(w, "          %s from height %d to %d (%s paid out)\n", v.Amount, v.Start, v.End, v.Released)
+		}
+	}
 	var roles []string
 	for _, r := range []ledger.Role{ledger.RoleProvider, ledger.RoleGateway, ledger.RoleVerifier} {
 		if a.Has(r) {
@@ -183,40 +196,46 @@ func ledgerTxCmd(a *app, f *ledgerFlags, use, short string, nargs int, build fun
 			if err != nil {
 				return err
 			}
-			k, err := f.key()
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-			defer cancel()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return fmt.Errorf("ledger at %s: %w", f.rpc, err)
-			}
-			res, err := chain.NewSigner(c, k, st.ChainID).Send(ctx, tx)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				if err := printJSON(a.stdout, res); err != nil {
-					return err
-				}
-			} else {
-				fmt.Fprintf(a.stdout, "%s tx %X at height %d: ", tx.Kind, res.Hash, res.Height)
-			}
-			if err := res.Err(); err != nil {
-				return err
-			}
-			if !f.json {
-				fmt.Fprintln(a.stdout, "ok")
-			}
-			return nil
+			return f.send(cmd, a, tx)
 		},
 	}
+}
+
+// send signs tx with --key, submits it, waits for its block and prints the
+// outcome.
+func (f *ledgerFlags) send(cmd *cobra.Command, a *app, tx ledger.Tx) error {
+	k, err := f.key()
+	if err != nil {
+		return err
+	}
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger at %s: %w", f.rpc, err)
+	}
+	res, err := chain.NewSigner(c, k, st.ChainID).Send(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if f.json {
+		if err := printJSON(a.stdout, res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(a.stdout, "%s tx %X at height %d: ", tx.Kind, res.Hash, res.Height)
+	}
+	if err := res.Err(); err != nil {
+		return err
+	}
+	if !f.json {
+		fmt.Fprintln(a.stdout, "ok")
+	}
+	return nil
 }
 
 func ledgerLookupCmd(a *app, f *ledgerFlags, use, short string, look func(context.Context, chain.Ledger, string) (any, error)) *cobra.Command {

@@ -359,14 +359,20 @@ func TestGatewayKilledBeforeSettlement(t *testing.T) {
 
 // TestValidatorAndLedgerCLI: a validator network from `validator init`,
 // one node run by `validator start`, and the ledger read and changed with
-// `idlegrid ledger` over its RPC.
+// `idlegrid ledger` over its RPC; epochs pay the validator, its payout
+// proof verifies (and a doctored one does not), it claims what vested, and
+// it changes a parameter.
 func TestValidatorAndLedgerCLI(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "alice.key")
 	alice := writeKey(t, keyFile)
 	bob := "idg" + strings.Repeat("0b", 20)
-	out, err := exec.Command(bin, "validator", "init", "--validators", "1", "--out", filepath.Join(dir, "net"), "--fund", string(alice)+"=100").CombinedOutput()
+	appState := filepath.Join(dir, "genesis.json")
+	if err := os.WriteFile(appState, []byte(`{"params":{"epoch_blocks":4,"vesting_blocks":2},"accounts":[]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "validator", "init", "--validators", "1", "--out", filepath.Join(dir, "net"), "--app-state", appState, "--fund", string(alice)+"=100").CombinedOutput()
 	if err != nil {
 		t.Fatalf("validator init: %v\n%s", err, out)
 	}
@@ -392,6 +398,59 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	}
 	if out := ledger("balance", bob); !strings.Contains(out, "balance   2.500000") {
 		t.Fatalf("recipient:\n%s", out)
+	}
+	// Four blocks make an epoch: the validator, which signed block 2 (the
+	// commit block 3 carries), earned epoch 1's validator pool.
+	rewardKey := filepath.Join(dir, "net", "node0", "config", "reward.key")
+	if out := ledger("epoch", "1"); !strings.Contains(out, "epoch 1, heights 1 to 4") || !strings.Contains(out, "payees     2") {
+		t.Fatalf("epoch 1:\n%s", out)
+	}
+	proofFile := filepath.Join(dir, "proof.json")
+	out1 := ledger("--key", rewardKey, "payout", "--epoch", "1", "--out", proofFile)
+	if !strings.Contains(out1, "epoch 1: idg") || !strings.Contains(out1, "earned 20000.000000") {
+		t.Fatalf("payout:\n%s", out1)
+	}
+	if out := ledger("verify-payout", proofFile); !strings.HasPrefix(out, "ok: ") {
+		t.Fatalf("verify-payout:\n%s", out)
+	}
+	// The root the audit recomputes from the blocks verifies it too.
+	auditOut, err := exec.Command(bin, "audit", "--rpc", rpc, "--epoch", "1").CombinedOutput()
+	if err != nil || !strings.Contains(string(auditOut), "every app hash matches") {
+		t.Fatalf("audit: %v\n%s", err, auditOut)
+	}
+	m := regexp.MustCompile(`epoch 1 payout root, recomputed from the blocks: ([0-9a-f]{64})`).FindStringSubmatch(string(auditOut))
+	if m == nil {
+		t.Fatalf("audit printed no root for epoch 1:\n%s", auditOut)
+	}
+	if out := ledger("verify-payout", "--root", m[1], proofFile); !strings.HasPrefix(out, "ok: ") {
+		t.Fatalf("verify-payout --root:\n%s", out)
+	}
+	proof, _ := os.ReadFile(proofFile)
+	doctored := regexp.MustCompile(`"amount": \d+`).ReplaceAll(proof, []byte(`"amount": 99000000`))
+	if err := os.WriteFile(proofFile, doctored, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "ledger", "--rpc", rpc, "verify-payout", proofFile).CombinedOutput(); err == nil || !strings.Contains(string(out), "REJECTED") {
+		t.Fatalf("a doctored proof: %v\n%s", err, out)
+	}
+	// The reward vests over two blocks; by now it has.
+	if out := ledger("--key", rewardKey, "claim"); !strings.Contains(out, "ok") {
+		t.Fatalf("claim:\n%s", out)
+	}
+	// The one validator approves and submits a parameter change.
+	change := filepath.Join(dir, "change.json")
+	if err := os.WriteFile(change, []byte(`{"epoch_emission": 1000000}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	approval := filepath.Join(dir, "approval.json")
+	if err := os.WriteFile(approval, []byte(ledger("--key", rewardKey, "params", "approve", change)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := ledger("params", "submit", change, "--approval", approval); !strings.Contains(out, "ok") {
+		t.Fatalf("params submit:\n%s", out)
+	}
+	if out := ledger("params"); !strings.Contains(out, `"epoch_emission": 1000000`) || !strings.Contains(out, `"params_version": 1`) {
+		t.Fatalf("params after the change:\n%s", out)
 	}
 	// The audit replays the chain over RPC and agrees.
 	if out, err := exec.Command(bin, "audit", "--rpc", rpc).CombinedOutput(); err != nil || !strings.Contains(string(out), "every app hash matches") {

@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/bloom"
 	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
+	cmtproto "github.com/cometbft/cometbft/api/cometbft/types/v1"
 
 	"github.com/idlegrid/idlegrid/internal/ledger"
 )
@@ -114,8 +115,12 @@ func NewApp(db dbm.DB, log *slog.Logger) (*App, error) {
 		if app.appHash, err = db.Get(keyAppHash); err != nil {
 			return nil, fmt.Errorf("ledger state: read app hash: %w", err)
 		}
-		if app.checker, err = ledger.NewChecker(db); err != nil {
-			return nil, err
+		app.checker, err = ledger.NewChecker(db)
+		if err == nil {
+			_, err = ledger.View{R: db}.EpochState()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ledger state at height %d cannot be read (%w); a state written by an older idlegrid cannot be upgraded: remove the node's data to start a new chain", app.height, err)
 		}
 	}
 	return app, nil
@@ -199,7 +204,7 @@ func (app *App) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest)
 	if req.Height != height+1 {
 		return nil, fmt.Errorf("finalize block %d: last committed height is %d", req.Height, height)
 	}
-	ex, err := ledger.ExecuteBlock(app.db, uint64(req.Height), prevHash, req.Txs)
+	ex, err := ledger.ExecuteBlock(app.db, uint64(req.Height), prevHash, req.Txs, commitSigners(req.DecidedLastCommit))
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +216,18 @@ func (app *App) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest)
 	app.staged = &staged{height: req.Height, changes: ex.Changes, appHash: ex.AppHash}
 	app.mu.Unlock()
 	return &abci.FinalizeBlockResponse{TxResults: results, AppHash: ex.AppHash, Events: toABCI(ex.Events)}, nil
+}
+
+// commitSigners lists the validators whose commit signatures the block
+// carries for the previous height, by CometBFT address.
+func commitSigners(c abci.CommitInfo) [][]byte {
+	var out [][]byte
+	for _, v := range c.Votes {
+		if v.BlockIdFlag == cmtproto.BlockIDFlagCommit {
+			out = append(out, v.Validator.Address)
+		}
+	}
+	return out
 }
 
 // Commit persists the staged block in one synced batch.

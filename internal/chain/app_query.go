@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -23,7 +24,29 @@ const (
 	PathAllowance = "/allowance" // data: "consumer/gateway" → AllowanceInfo
 	PathParams    = "/params"    // → ledger.Params
 	PathSupply    = "/supply"    // → ledger.Supply
+	// PathEpoch: data "" → EpochInfo of the running epoch; an epoch number
+	// → the finished epoch's ledger.EpochRecord.
+	PathEpoch      = "/epoch"
+	PathPayouts    = "/payouts"    // data: epoch number → []ledger.Payout, sorted by account
+	PathPayout     = "/payout"     // data: "epoch/address" → ledger.PayoutProof
+	PathGovernance = "/governance" // → GovernanceInfo
 )
+
+// EpochInfo is the running epoch and the last finished one.
+type EpochInfo struct {
+	ledger.EpochState
+	// EndHeight is the height whose block ends the epoch.
+	EndHeight uint64 `json:"end_height"`
+	Height    int64  `json:"height"`
+}
+
+// GovernanceInfo is who approves parameter changes and the version the
+// next change's approvals must sign.
+type GovernanceInfo struct {
+	ChainID       string             `json:"chain_id"`
+	ParamsVersion uint64             `json:"params_version"`
+	Validators    []ledger.Validator `json:"validators"`
+}
 
 // Query result codes (0 is success).
 const (
@@ -36,6 +59,10 @@ const (
 type AccountInfo struct {
 	Address keys.Address `json:"address"`
 	ledger.Account
+	// Claimable and Unvested split the account's vesting schedules at the
+	// height of the answer.
+	Claimable money.Amount `json:"claimable"`
+	Unvested  money.Amount `json:"unvested"`
 }
 
 // AllowanceInfo is what a gateway may still charge a consumer.
@@ -50,7 +77,7 @@ func (app *App) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryRes
 	app.mu.Lock()
 	height := app.height
 	app.mu.Unlock()
-	v, code, err := app.query(req.Path, string(req.Data))
+	v, code, err := app.query(req.Path, string(req.Data), height)
 	resp := &abci.QueryResponse{Code: code, Height: height, Key: req.Data}
 	if err != nil {
 		resp.Log = err.Error()
@@ -62,7 +89,7 @@ func (app *App) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryRes
 	return resp, nil
 }
 
-func (app *App) query(path, arg string) (any, uint32, error) {
+func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 	view := ledger.View{R: app.db}
 	notFound := func(what string) (any, uint32, error) {
 		return nil, QueryCodeNotFound, fmt.Errorf("%s %q not found", what, arg)
@@ -81,7 +108,7 @@ func (app *App) query(path, arg string) (any, uint32, error) {
 		case !ok:
 			return notFound("account")
 		}
-		return AccountInfo{Address: addr, Account: a}, 0, nil
+		return AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(uint64(height)), Unvested: a.Unvested(uint64(height))}, 0, nil
 	case PathReceipt:
 		s, ok, err := view.Settlement(arg)
 		switch {
@@ -130,6 +157,78 @@ func (app *App) query(path, arg string) (any, uint32, error) {
 			return internal(err)
 		}
 		return s, 0, nil
+	case PathEpoch:
+		if arg == "" {
+			st, err := view.EpochState()
+			if err != nil {
+				return internal(err)
+			}
+			p, err := view.Params()
+			if err != nil {
+				return internal(err)
+			}
+			return EpochInfo{EpochState: st, EndHeight: st.Start + p.EpochBlocks - 1, Height: height}, 0, nil
+		}
+		n, err := strconv.ParseUint(arg, 10, 64)
+		if err != nil {
+			return nil, QueryCodeBadRequest, fmt.Errorf("epoch %q: want a number", arg)
+		}
+		r, ok, err := view.Epoch(n)
+		switch {
+		case err != nil:
+			return internal(err)
+		case !ok:
+			return notFound("finished epoch")
+		}
+		return r, 0, nil
+	case PathPayouts:
+		n, err := strconv.ParseUint(arg, 10, 64)
+		if err != nil {
+			return nil, QueryCodeBadRequest, fmt.Errorf("epoch %q: want a number", arg)
+		}
+		if _, ok, err := view.Epoch(n); err != nil || !ok {
+			if err != nil {
+				return internal(err)
+			}
+			return notFound("finished epoch")
+		}
+		ps, err := view.Payouts(n)
+		if err != nil {
+			return internal(err)
+		}
+		return append([]ledger.Payout{}, ps...), 0, nil
+	case PathPayout:
+		e, a, _ := strings.Cut(arg, "/")
+		n, err := strconv.ParseUint(e, 10, 64)
+		if err != nil {
+			return nil, QueryCodeBadRequest, fmt.Errorf("payout %q: want EPOCH/ADDRESS", arg)
+		}
+		addr := keys.Address(a)
+		if err := addr.Validate(); err != nil {
+			return nil, QueryCodeBadRequest, err
+		}
+		pr, ok, err := view.PayoutProof(n, addr)
+		switch {
+		case err != nil:
+			return internal(err)
+		case !ok:
+			return nil, QueryCodeNotFound, fmt.Errorf("no payout to %s in epoch %d (the epoch has not ended, or the account earned nothing in it)", addr, n)
+		}
+		return pr, 0, nil
+	case PathGovernance:
+		id, err := view.ChainID()
+		if err != nil {
+			return internal(err)
+		}
+		v, err := view.ParamsVersion()
+		if err != nil {
+			return internal(err)
+		}
+		vals, err := view.Validators()
+		if err != nil {
+			return internal(err)
+		}
+		return GovernanceInfo{ChainID: id, ParamsVersion: v, Validators: append([]ledger.Validator{}, vals...)}, 0, nil
 	}
 	return nil, QueryCodeBadRequest, fmt.Errorf("unknown query path %q", path)
 }

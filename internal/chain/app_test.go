@@ -52,10 +52,13 @@ const (
 	priceCompletion = 6 * money.Unit
 )
 
-func (p parties) genesis(t *testing.T) json.RawMessage {
+func (p parties) genesis(t *testing.T, edit ...func(*ledger.Params)) json.RawMessage {
 	t.Helper()
 	params := ledger.DefaultParams()
 	params.EscrowBlocks = 1000 // escrow stays put during the test
+	for _, f := range edit {
+		f(&params)
+	}
 	g := ledger.Genesis{Params: params, Accounts: []ledger.GenesisAccount{
 		{Address: p.consumer.Public().Address(), PubKey: p.consumer.Public(), Balance: consumerFunds,
 			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Allowance: consumerFunds}}},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	dbm "github.com/cometbft/cometbft-db"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
 // An audit trusts nothing but the blocks: it re-executes every block from
@@ -39,6 +41,9 @@ type BlockSource interface {
 type StateSource interface {
 	Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error)
 	Supply(ctx context.Context) (ledger.Supply, error)
+	// Epoch is a finished epoch's record and payouts; ok is false if the
+	// node has no record of it.
+	Epoch(ctx context.Context, n uint64) (rec ledger.EpochRecord, payouts []ledger.Payout, ok bool, err error)
 }
 
 // AuditReport is what an audit checked.
@@ -47,7 +52,14 @@ type AuditReport struct {
 	Heights  int64 // blocks re-executed
 	Txs      int   // transactions re-executed
 	Accounts int   // accounts compared with the node's
-	AppHash  []byte
+	// Epochs is how many finished epochs were compared, record and every
+	// payout; LastEpoch is the last of them.
+	Epochs    int
+	LastEpoch *ledger.EpochRecord
+	// Roots are the recomputed payout roots of epochs 1, 2, …, Epochs.
+	Roots   []receipt.Hash
+	Supply  ledger.Supply
+	AppHash []byte
 	// Mismatch is the first disagreement; nil when everything agreed.
 	Mismatch *Mismatch
 }
@@ -102,7 +114,7 @@ func Audit(ctx context.Context, src BlockSource, state StateSource) (AuditReport
 			for i, tx := range blk.Data.Txs {
 				txs[i] = tx
 			}
-			ex, err := ledger.ExecuteBlock(mem, uint64(h), hash, txs)
+			ex, err := ledger.ExecuteBlock(mem, uint64(h), hash, txs, blockSigners(blk))
 			if err != nil {
 				return rep, fmt.Errorf("replay block %d: %w", h, err)
 			}
@@ -126,6 +138,21 @@ func Audit(ctx context.Context, src BlockSource, state StateSource) (AuditReport
 		rep.Mismatch = m
 		return rep, nil
 	}
+}
+
+// blockSigners lists the validators whose signatures blk's last commit
+// carries, as FinalizeBlock receives them.
+func blockSigners(blk *types.Block) [][]byte {
+	var out [][]byte
+	if blk.LastCommit == nil {
+		return nil
+	}
+	for _, s := range blk.LastCommit.Signatures {
+		if s.BlockIDFlag == types.BlockIDFlagCommit {
+			out = append(out, s.ValidatorAddress)
+		}
+	}
+	return out
 }
 
 // compareState compares every replayed account and the supply with the
@@ -169,7 +196,45 @@ func compareState(ctx context.Context, mem memState, state StateSource, rep *Aud
 	if got != want {
 		return &Mismatch{Height: height, What: fmt.Sprintf("supply: the node says %s, the replay %s", asJSON(got), asJSON(want))}, height, nil
 	}
-	return nil, height, nil
+	rep.Supply = want
+	return compareEpochs(ctx, view, state, rep, height)
+}
+
+// compareEpochs compares the record and the payouts of every epoch the
+// replay finished with the node's, and that the node has not finished one
+// more.
+func compareEpochs(ctx context.Context, view ledger.View, state StateSource, rep *AuditReport, height int64) (*Mismatch, int64, error) {
+	rep.Epochs, rep.LastEpoch, rep.Roots = 0, nil, nil
+	for n := uint64(1); ; n++ {
+		want, ok, err := view.Epoch(n)
+		if err != nil {
+			return nil, 0, err
+		}
+		got, gotPayouts, nodeOK, err := state.Epoch(ctx, n)
+		if err != nil {
+			return nil, 0, err
+		}
+		switch {
+		case !ok && !nodeOK:
+			return nil, height, nil
+		case !ok:
+			return &Mismatch{Height: height, What: fmt.Sprintf("epoch %d: the node has a record of it, the replay has not finished it", n)}, height, nil
+		case !nodeOK:
+			return &Mismatch{Height: height, What: fmt.Sprintf("epoch %d: the node has no record of it", n)}, height, nil
+		case got != want:
+			return &Mismatch{Height: height, What: fmt.Sprintf("epoch %d: the node says %s, the replay %s", n, asJSON(got), asJSON(want))}, height, nil
+		}
+		wantPayouts, err := view.Payouts(n)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !equalJSON(gotPayouts, wantPayouts) {
+			return &Mismatch{Height: height, What: fmt.Sprintf("epoch %d payouts: the node says %s, the replay %s", n, asJSON(gotPayouts), asJSON(wantPayouts))}, height, nil
+		}
+		rep.Epochs++
+		rep.LastEpoch = &want
+		rep.Roots = append(rep.Roots, want.Root)
+	}
 }
 
 func equalJSON(a, b any) bool { return asJSON(a) == asJSON(b) }
@@ -282,6 +347,35 @@ func (r *RPCAudit) Supply(ctx context.Context) (ledger.Supply, error) {
 	return s, json.Unmarshal(res.Response.Value, &s)
 }
 
+// Epoch implements StateSource.
+func (r *RPCAudit) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
+	var rec ledger.EpochRecord
+	var ps []ledger.Payout
+	arg := []byte(strconv.FormatUint(n, 10))
+	ok, err := r.query(ctx, PathEpoch, arg, &rec)
+	if err != nil || !ok {
+		return rec, nil, false, err
+	}
+	ok, err = r.query(ctx, PathPayouts, arg, &ps)
+	return rec, ps, ok, err
+}
+
+// query decodes the answer to an ABCI query into v; ok is false when the
+// node answers not found.
+func (r *RPCAudit) query(ctx context.Context, path string, arg []byte, v any) (bool, error) {
+	res, err := r.c.ABCIQuery(ctx, path, arg)
+	if err != nil {
+		return false, err
+	}
+	switch res.Response.Code {
+	case 0:
+		return true, json.Unmarshal(res.Response.Value, v)
+	case QueryCodeNotFound:
+		return false, nil
+	}
+	return false, &QueryError{Path: path, Code: res.Response.Code, Log: res.Response.Log}
+}
+
 // HomeAudit reads blocks and state straight from a stopped node's home
 // directory: its block store, its genesis and its ledger state.
 type HomeAudit struct {
@@ -374,4 +468,15 @@ func (h *HomeAudit) Accounts(_ context.Context, addrs []keys.Address) (map[keys.
 // Supply implements StateSource.
 func (h *HomeAudit) Supply(context.Context) (ledger.Supply, error) {
 	return ledger.View{R: h.app.db}.Supply()
+}
+
+// Epoch implements StateSource.
+func (h *HomeAudit) Epoch(_ context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
+	view := ledger.View{R: h.app.db}
+	rec, ok, err := view.Epoch(n)
+	if err != nil || !ok {
+		return rec, nil, false, err
+	}
+	ps, err := view.Payouts(n)
+	return rec, ps, err == nil, err
 }

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -29,11 +30,13 @@ func (t tamperedBlocks) Block(ctx context.Context, h int64) (*types.Block, error
 }
 
 // TestAudit replays a real chain over RPC and from its home: clean, it
-// agrees at every height; with a block altered, or with a state value
-// changed behind the node's back, it names the first disagreement.
+// agrees at every height, epoch records and payouts included; with a block
+// altered, or with a state value changed behind the node's back, it names
+// the first disagreement. Payout proofs from the node verify against the
+// epoch root.
 func TestAudit(t *testing.T) {
 	p := testParties(t)
-	tn := startSingle(t, p.genesis(t), newLedgerApp)
+	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) { p.EpochBlocks = 3 }), newLedgerApp)
 	ctx := testContext(t, 2*time.Minute)
 	gw := NewSigner(tn.client(), p.gateway, "idlegrid-test")
 	consumer := p.consumer.Public().Address()
@@ -63,8 +66,33 @@ func TestAudit(t *testing.T) {
 	if err != nil || rep.Mismatch != nil {
 		t.Fatalf("clean chain over RPC: %+v, %v", rep.Mismatch, err)
 	}
-	if rep.Heights < h || rep.Txs < 4 || rep.Accounts < 5 {
-		t.Errorf("audit covered %d heights, %d txs, %d accounts; the chain is at %d", rep.Heights, rep.Txs, rep.Accounts, h)
+	if rep.Heights < h || rep.Txs < 4 || rep.Accounts < 5 || rep.Epochs < 1 || rep.Supply.Minted <= rep.Supply.Total-rep.Supply.Minted {
+		t.Errorf("audit covered %d heights, %d txs, %d accounts, %d epochs (supply %+v); the chain is at %d", rep.Heights, rep.Txs, rep.Accounts, rep.Epochs, rep.Supply, h)
+	}
+	// Epoch 1 (heights 1-3) saw settled work: the provider and the
+	// validator were paid, and the node's proofs check out against the
+	// root the audit recomputed.
+	l := Ledger{Client: tn.client()}
+	rec, err := l.Epoch(ctx, 1)
+	if err != nil || rec.Providers == 0 || rec.Validators == 0 || rec.Root == (receipt.Hash{}) {
+		t.Fatalf("epoch 1: %+v %v", rec, err)
+	}
+	if _, err := l.Epoch(ctx, uint64(rep.Epochs)+1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("epoch %d not ended yet: %v", rep.Epochs+1, err)
+	}
+	pr, err := l.PayoutProof(ctx, 1, p.provider.Public().Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pr.Verify(rec.Root); err != nil || pr.Payout.Amount != rec.Providers {
+		t.Fatalf("provider's payout %+v: %v", pr.Payout, err)
+	}
+	pr.Payout.Amount--
+	if err := pr.Verify(rec.Root); err == nil {
+		t.Error("a proof for a smaller amount verifies")
+	}
+	if _, err := l.PayoutProof(ctx, 1, p.poor.Public().Address()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("payout to an account that earned nothing: %v", err)
 	}
 
 	// A block that is not what the validators committed.
@@ -81,8 +109,29 @@ func TestAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep, err = Audit(ctx, home, home)
-	if err != nil || rep.Mismatch != nil || rep.Heights < h {
-		t.Fatalf("clean home: %+v (%d heights), %v", rep.Mismatch, rep.Heights, err)
+	if err != nil || rep.Mismatch != nil || rep.Heights < h || rep.Epochs < 1 {
+		t.Fatalf("clean home: %+v (%d heights, %d epochs), %v", rep.Mismatch, rep.Heights, rep.Epochs, err)
+	}
+	// Epoch 1's record rewritten with epoch 2's: the same bytes a node
+	// would hold for another epoch, under epoch 1's key.
+	key1 := ledger.EpochRecordKey(1)
+	rec1, err := home.app.db.Get(key1)
+	if err != nil || rec1 == nil {
+		t.Fatalf("read epoch record: %v", err)
+	}
+	rec2, err := home.app.db.Get(ledger.EpochRecordKey(2))
+	if err != nil || rec2 == nil {
+		t.Fatalf("read epoch 2 record: %v", err)
+	}
+	if err := home.app.db.SetSync(key1, rec2); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Audit(ctx, home, home)
+	if err != nil || rep.Mismatch == nil || !strings.Contains(rep.Mismatch.What, "epoch 1") {
+		t.Fatalf("tampered epoch record: %+v, %v", rep.Mismatch, err)
+	}
+	if err := home.app.db.SetSync(key1, rec1); err != nil {
+		t.Fatal(err)
 	}
 	// The poor consumer's record written over the consumer's: a different
 	// balance under the same key, as a corrupted or doctored store holds.

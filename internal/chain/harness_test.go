@@ -126,7 +126,31 @@ func startNetwork(t *testing.T, n int, appState json.RawMessage, newApp appFacto
 	for _, tn := range nodes {
 		tn.start(ctx)
 	}
+	waitConnected(t, nodes, 60*time.Second)
 	return nodes
+}
+
+// waitConnected waits until every node is connected to all the others. A
+// transaction sent to a node that has not connected yet cannot reach the
+// proposer; on a busy machine the first dials can take a while.
+func waitConnected(t *testing.T, nodes []*testNode, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		counts := make([]int, len(nodes))
+		all := true
+		for i, tn := range nodes {
+			counts[i] = tn.node.node.Switch().Peers().Size()
+			all = all && counts[i] >= len(nodes)-1
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("validators not connected after %v: peers per node %v", timeout, counts)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitAgree waits until every running node reports the same height, and

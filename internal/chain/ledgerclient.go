@@ -74,6 +74,38 @@ func (l Ledger) Supply(ctx context.Context) (ledger.Supply, error) {
 	return s, l.query(ctx, PathSupply, "", &s)
 }
 
+// EpochState is the running epoch.
+func (l Ledger) EpochState(ctx context.Context) (EpochInfo, error) {
+	var e EpochInfo
+	return e, l.query(ctx, PathEpoch, "", &e)
+}
+
+// Epoch is a finished epoch's record; ErrNotFound if it has not ended.
+func (l Ledger) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, error) {
+	var r ledger.EpochRecord
+	return r, l.query(ctx, PathEpoch, strconv.FormatUint(n, 10), &r)
+}
+
+// Payouts are a finished epoch's payouts, sorted by account.
+func (l Ledger) Payouts(ctx context.Context, n uint64) ([]ledger.Payout, error) {
+	var ps []ledger.Payout
+	return ps, l.query(ctx, PathPayouts, strconv.FormatUint(n, 10), &ps)
+}
+
+// PayoutProof is the node's proof of an account's payout in an epoch;
+// ErrNotFound when the account was not paid in it. Check it with
+// PayoutProof.Verify against a root you trust.
+func (l Ledger) PayoutProof(ctx context.Context, epoch uint64, addr keys.Address) (ledger.PayoutProof, error) {
+	var p ledger.PayoutProof
+	return p, l.query(ctx, PathPayout, strconv.FormatUint(epoch, 10)+"/"+string(addr), &p)
+}
+
+// Governance is who approves parameter changes, and the version they sign.
+func (l Ledger) Governance(ctx context.Context) (GovernanceInfo, error) {
+	var g GovernanceInfo
+	return g, l.query(ctx, PathGovernance, "", &g)
+}
+
 // Signer sends transactions from one key, numbering them: it keeps the next
 // nonce so several transactions can be in flight at once, and re-reads it
 // from the ledger whenever a transaction is refused for its nonce (another

@@ -19,6 +19,9 @@ import (
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/privval"
 	"github.com/cometbft/cometbft/types"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 )
 
 // Sizes every home is configured with. Receipt batches are ~1 MiB
@@ -164,6 +167,13 @@ func InitSingle(home, chainID string, appState json.RawMessage) error {
 		return fmt.Errorf("node key %s: %w", c.NodeKeyFile(), err)
 	}
 	if !exists(c.GenesisFile()) {
+		reward, err := rewardAccount(home)
+		if err != nil {
+			return err
+		}
+		if appState, err = withValidators(appState, []ledger.Validator{{ConsensusKey: consensusKey(pub), Account: reward}}); err != nil {
+			return err
+		}
 		doc, err := newGenesis(chainID, time.Time{}, []types.GenesisValidator{{PubKey: pub, Power: validatorPower, Name: c.Moniker}}, appState)
 		if err != nil {
 			return err
@@ -209,6 +219,7 @@ func InitNetwork(out string, n int, chainID string, appState json.RawMessage, op
 		return nil, err
 	}
 	vals := make([]types.GenesisValidator, n)
+	rewards := make([]ledger.Validator, n)
 	peers := make([]string, n)
 	for i, home := range homes {
 		c := newConfig(home, "node"+strconv.Itoa(i), 0, 0, nil)
@@ -224,7 +235,15 @@ func InitNetwork(out string, n int, chainID string, appState json.RawMessage, op
 			return nil, fmt.Errorf("node key %s: %w", c.NodeKeyFile(), err)
 		}
 		vals[i] = types.GenesisValidator{PubKey: pub, Power: validatorPower, Name: c.Moniker}
+		reward, err := rewardAccount(home)
+		if err != nil {
+			return nil, err
+		}
+		rewards[i] = ledger.Validator{ConsensusKey: consensusKey(pub), Account: reward}
 		peers[i] = p2p.IDAddressString(nk.ID(), net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2*i])))
+	}
+	if appState, err = withValidators(appState, rewards); err != nil {
+		return nil, err
 	}
 	doc, err := newGenesis(chainID, opts.GenesisTime, vals, appState)
 	if err != nil {
@@ -313,6 +332,40 @@ func ensureValidatorKey(c *cfg.Config) (crypto.PubKey, error) {
 		return nil, err
 	}
 	return pv.Key.PubKey, nil
+}
+
+// RewardKeyFile is the key of a validator's ledger account, created with
+// its home: epoch rewards for the validator go there, and it approves
+// parameter changes.
+func RewardKeyFile(home string) string { return filepath.Join(home, "config", "reward.key") }
+
+// rewardAccount loads or creates the validator's reward key and returns
+// its address.
+func rewardAccount(home string) (keys.Address, error) {
+	k, _, err := keys.LoadOrCreate(RewardKeyFile(home))
+	if err != nil {
+		return "", fmt.Errorf("validator reward key: %w", err)
+	}
+	return k.Public().Address(), nil
+}
+
+func consensusKey(pub crypto.PubKey) keys.PublicKey {
+	var k keys.PublicKey
+	copy(k[:], pub.Bytes())
+	return k
+}
+
+// withValidators names the validators' reward accounts in the ledger
+// genesis. An app state that already lists validators is left as it is,
+// and so is one that is no ledger genesis (the application it is for
+// judges it when the chain starts).
+func withValidators(appState json.RawMessage, vals []ledger.Validator) (json.RawMessage, error) {
+	g, err := ledger.ParseGenesis(appState)
+	if err != nil || len(g.Validators) > 0 {
+		return appState, nil
+	}
+	g.Validators = vals
+	return json.Marshal(g)
 }
 
 // readValidatorKey reads a privval key file. privval.LoadFilePV would exit

@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cometbft/cometbft/types"
+
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 )
 
 // TestHomeConfig checks the settings every home gets, from both InitSingle
@@ -72,7 +76,32 @@ func TestHomeConfig(t *testing.T) {
 		if i > 0 {
 			vals = 3
 		}
-		if len(doc.Validators) != vals || doc.ConsensusParams.Block.MaxBytes < 32<<20 || !sameJSON(doc.AppState, appState) || doc.ChainID != "idlegrid-test" {
+		// The ledger genesis gained the validators' reward accounts, whose
+		// keys sit in each home.
+		g, err := ledger.ParseGenesis(doc.AppState)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(g.Validators) != vals {
+			t.Errorf("%s: ledger genesis names %d validators, want %d", home, len(g.Validators), vals)
+		}
+		for j, v := range g.Validators {
+			if j < len(doc.Validators) && !bytes.Equal(v.ConsensusKey[:], doc.Validators[j].PubKey.Bytes()) {
+				t.Errorf("%s: ledger validator %d has another consensus key than CometBFT's", home, j)
+			}
+		}
+		own, err := keys.Load(RewardKeyFile(home))
+		if err != nil || !slices.ContainsFunc(g.Validators, func(v ledger.Validator) bool { return v.Account == own.Public().Address() }) {
+			t.Errorf("%s: reward key %v is not a validator account of the genesis", home, err)
+		}
+		g.Validators = nil
+		bare, _ := json.Marshal(g)
+		given, err := ledger.ParseGenesis(appState)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantState, _ := json.Marshal(given)
+		if len(doc.Validators) != vals || doc.ConsensusParams.Block.MaxBytes < 32<<20 || !sameJSON(bare, wantState) || doc.ChainID != "idlegrid-test" {
 			t.Errorf("%s: genesis %d validators, block max_bytes %d, app state %s", home, len(doc.Validators), doc.ConsensusParams.Block.MaxBytes, doc.AppState)
 		}
 		for _, v := range doc.Validators {

@@ -52,6 +52,10 @@ func (x *txn) run() (Result, error) {
 		return x.approve()
 	case KindSettleBatch:
 		return x.settleBatch()
+	case KindClaim:
+		return x.claim()
+	case KindParams:
+		return x.changeParams()
 	}
 	return fail(CodeMalformed, fmt.Sprintf("unknown transaction kind %d", x.tx.Kind)), nil
 }
@@ -109,6 +113,11 @@ func (x *txn) register() (Result, error) {
 	a.Roles |= t.Role
 	a.setInfo(t.Role, t.Info)
 	x.putAccount(x.sender, &a)
+	if t.Role == RoleVerifier {
+		if err := x.addVerifier(x.sender); err != nil {
+			return Result{}, err
+		}
+	}
 	return ok(Event{Type: "register", Attrs: []Attr{
 		{Key: "account", Value: string(x.sender), Index: true},
 		{Key: "role", Value: t.Role.String(), Index: true},

@@ -308,7 +308,8 @@ func amountBytes(a money.Amount) []byte { return binary.BigEndian.AppendUint64(n
 type Executed struct {
 	// Results are the transactions' results, in block order.
 	Results []Result
-	// Events happened at the block's start (escrow releases).
+	// Events happened at the block's start (escrow releases) and end
+	// (epoch payouts).
 	Events []Event
 	// Changes are the sorted writes to persist; AppHash chains them onto
 	// the previous app hash.
@@ -317,9 +318,11 @@ type Executed struct {
 }
 
 // ExecuteBlock runs block height with txs on committed state whose app hash
-// is prevHash. It is the one definition of what a block does: the chain
-// application and the auditor both call it, so they cannot disagree.
-func ExecuteBlock(base Reader, height uint64, prevHash []byte, txs [][]byte) (Executed, error) {
+// is prevHash; signers are the CometBFT addresses of the validators whose
+// signatures the block's last commit carries. It is the one definition of
+// what a block does: the chain application and the auditor both call it,
+// so they cannot disagree.
+func ExecuteBlock(base Reader, height uint64, prevHash []byte, txs [][]byte, signers [][]byte) (Executed, error) {
 	b, err := NewBlock(base, height)
 	if err != nil {
 		return Executed{}, err
@@ -334,6 +337,11 @@ func ExecuteBlock(base Reader, height uint64, prevHash []byte, txs [][]byte) (Ex
 			return Executed{}, fmt.Errorf("block %d tx %d: %w", height, i, err)
 		}
 	}
+	end, err := b.End(signers, len(txs) > 0)
+	if err != nil {
+		return Executed{}, fmt.Errorf("block %d end: %w", height, err)
+	}
+	out.Events = append(out.Events, end...)
 	out.Changes = b.Changes()
 	out.AppHash = NextAppHash(prevHash, out.Changes)
 	return out, nil

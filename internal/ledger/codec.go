@@ -43,6 +43,16 @@ func (e *enc) entries(es []Entry) {
 	}
 }
 
+func (e *enc) vests(vs []Vest) {
+	e.u32(uint32(len(vs)))
+	for _, v := range vs {
+		e.amount(v.Amount)
+		e.amount(v.Released)
+		e.u64(v.Start)
+		e.u64(v.End)
+	}
+}
+
 func (e *enc) addresses(as []keys.Address) {
 	e.u32(uint32(len(as)))
 	for _, a := range as {
@@ -163,6 +173,19 @@ func (d *dec) entries() []Entry {
 		es = append(es, Entry{Amount: d.amount(), Height: d.u64()})
 	}
 	return es
+}
+
+func (d *dec) vests() []Vest {
+	n := d.length(len(d.b)/32, "vesting list")
+	var vs []Vest
+	for range n {
+		v := Vest{Amount: d.amount(), Released: d.amount(), Start: d.u64(), End: d.u64()}
+		if d.err == nil && (v.Released > v.Amount || v.End <= v.Start) {
+			d.fail("vesting entry released %d of %d over heights %d to %d", v.Released, v.Amount, v.Start, v.End)
+		}
+		vs = append(vs, v)
+	}
+	return vs
 }
 
 func (d *dec) addresses() []keys.Address {

@@ -33,6 +33,48 @@ type Params struct {
 	ProtocolFeeBps uint32 `json:"protocol_fee_bps"`
 	// MaxBatchReceipts bounds one settle-batch transaction.
 	MaxBatchReceipts uint32 `json:"max_batch_receipts"`
+
+	// SupplyCap bounds everything ever minted, genesis allocation included.
+	// No parameter change can alter it.
+	SupplyCap money.Amount `json:"supply_cap"`
+	// EpochBlocks is the length of a reward epoch in blocks.
+	EpochBlocks uint64 `json:"epoch_blocks"`
+	// EpochEmission is what the first epoch mints; it halves every
+	// HalvingEpochs epochs, and minting stops at SupplyCap.
+	EpochEmission money.Amount `json:"epoch_emission"`
+	HalvingEpochs uint64       `json:"halving_epochs"`
+	// Shares of each epoch's emission, in basis points summing to 10000:
+	// providers by work units, verifiers by stake, validators by blocks
+	// signed, and the treasury.
+	ProviderRewardBps  uint32 `json:"provider_reward_bps"`
+	VerifierRewardBps  uint32 `json:"verifier_reward_bps"`
+	ValidatorRewardBps uint32 `json:"validator_reward_bps"`
+	TreasuryRewardBps  uint32 `json:"treasury_reward_bps"`
+	// VestingBlocks is how long a reward takes to vest, linearly from the
+	// end of its epoch; unvested rewards stay slashable. Zero pays at once.
+	VestingBlocks uint64 `json:"vesting_blocks"`
+	// PromptTokenWeightBps is what one prompt token counts for in work
+	// units relative to one completion token (prompt tokens are processed
+	// in parallel and cost far less).
+	PromptTokenWeightBps uint32 `json:"prompt_token_weight_bps"`
+	// RewardMinPricePerMTok is the least completion price (base units per
+	// million tokens) at which a receipt's tokens count as work: a free
+	// receipt costs nothing to fabricate, so it earns no emission.
+	RewardMinPricePerMTok money.Amount `json:"reward_min_price_per_mtok"`
+	// ModelClasses weigh a token by the size of the model that produced it;
+	// a model no class names weighs DefaultModelWeight.
+	ModelClasses       []ModelClass `json:"model_classes"`
+	DefaultModelWeight uint32       `json:"default_model_weight_milli"`
+}
+
+// ModelClass is a model size class: a token of any of its models counts
+// WeightMilli/1000 work units.
+type ModelClass struct {
+	Name        string `json:"name"`
+	WeightMilli uint32 `json:"weight_milli"`
+	// Models are model names as receipts carry them ("llama3.1:8b") or
+	// model digests ("sha256:…").
+	Models []string `json:"models"`
 }
 
 // maxPeriodBlocks bounds holding periods (about 300 years at one block a
@@ -50,7 +92,60 @@ func DefaultParams() Params {
 		GatewayFeeBps:    500,
 		ProtocolFeeBps:   100,
 		MaxBatchReceipts: 4096,
+
+		SupplyCap:             1_000_000_000 * money.Unit,
+		EpochBlocks:           100,
+		EpochEmission:         200_000 * money.Unit,
+		HalvingEpochs:         1_000,
+		ProviderRewardBps:     7_000,
+		VerifierRewardBps:     1_500,
+		ValidatorRewardBps:    1_000,
+		TreasuryRewardBps:     500,
+		VestingBlocks:         1_000,
+		PromptTokenWeightBps:  2_500,
+		RewardMinPricePerMTok: 1,
+		ModelClasses: []ModelClass{
+			{Name: "small", WeightMilli: 1_000, Models: []string{"tiny", "llama3.2:1b", "llama3.2:3b", "qwen2.5:0.5b", "qwen2.5:1.5b", "qwen2.5:3b", "gemma3:1b"}},
+			{Name: "medium", WeightMilli: 3_000, Models: []string{"llama3.1:8b", "qwen2.5:7b", "qwen2.5:14b", "gemma3:12b", "mistral:7b"}},
+			{Name: "large", WeightMilli: 10_000, Models: []string{"llama3.3:70b", "qwen2.5:32b", "qwen2.5:72b", "gemma3:27b"}},
+		},
+		DefaultModelWeight: 1_000,
 	}
+}
+
+// Limits on the reward parameters, so that work units and emission cannot
+// overflow and the model table stays small.
+const (
+	maxModelWeightMilli = 1_000_000
+	maxModelClasses     = 64
+	maxClassModels      = 256
+	maxModelName        = 256
+)
+
+// Emission is what epoch (numbered from 1) mints by the schedule, before the
+// supply cap clamps it: EpochEmission halved once every HalvingEpochs.
+func (p *Params) Emission(epoch uint64) money.Amount {
+	if epoch == 0 || p.HalvingEpochs == 0 {
+		return 0
+	}
+	halvings := (epoch - 1) / p.HalvingEpochs
+	if halvings >= 64 {
+		return 0
+	}
+	return p.EpochEmission >> halvings
+}
+
+// ModelWeight is what one token of model (by name or digest) weighs, in
+// thousandths of a work unit.
+func (p *Params) ModelWeight(name, digest string) uint32 {
+	for _, c := range p.ModelClasses {
+		for _, m := range c.Models {
+			if m == name || (digest != "" && m == digest) {
+				return c.WeightMilli
+			}
+		}
+	}
+	return p.DefaultModelWeight
 }
 
 // Validate checks params for consistency.
@@ -65,6 +160,56 @@ func (p *Params) Validate() error {
 	if p.MaxBatchReceipts == 0 {
 		return errors.New("params: max_batch_receipts must be at least 1")
 	}
+	return p.validateRewards()
+}
+
+func (p *Params) validateRewards() error {
+	if p.SupplyCap == 0 {
+		return errors.New("params: supply_cap must be positive")
+	}
+	if p.EpochBlocks == 0 || p.EpochBlocks > maxPeriodBlocks || p.VestingBlocks > maxPeriodBlocks {
+		return fmt.Errorf("params: epoch_blocks must be 1 to %d and vesting_blocks at most %d", maxPeriodBlocks, maxPeriodBlocks)
+	}
+	if p.HalvingEpochs == 0 {
+		return errors.New("params: halving_epochs must be at least 1")
+	}
+	if p.EpochEmission > p.SupplyCap {
+		return fmt.Errorf("params: epoch_emission %d exceeds supply_cap %d", p.EpochEmission, p.SupplyCap)
+	}
+	if sum := uint64(p.ProviderRewardBps) + uint64(p.VerifierRewardBps) + uint64(p.ValidatorRewardBps) + uint64(p.TreasuryRewardBps); sum != 10_000 {
+		return fmt.Errorf("params: reward shares (provider %d + verifier %d + validator %d + treasury %d bps) must sum to 10000, not %d",
+			p.ProviderRewardBps, p.VerifierRewardBps, p.ValidatorRewardBps, p.TreasuryRewardBps, sum)
+	}
+	if p.PromptTokenWeightBps > 10_000 {
+		return fmt.Errorf("params: prompt_token_weight_bps %d exceeds 10000", p.PromptTokenWeightBps)
+	}
+	if p.DefaultModelWeight > maxModelWeightMilli {
+		return fmt.Errorf("params: default_model_weight_milli %d exceeds %d", p.DefaultModelWeight, maxModelWeightMilli)
+	}
+	if len(p.ModelClasses) > maxModelClasses {
+		return fmt.Errorf("params: %d model classes, at most %d", len(p.ModelClasses), maxModelClasses)
+	}
+	seen := map[string]string{}
+	for _, c := range p.ModelClasses {
+		if c.Name == "" || len(c.Name) > maxModelName {
+			return fmt.Errorf("params: model class name %q: want 1 to %d bytes", c.Name, maxModelName)
+		}
+		if c.WeightMilli > maxModelWeightMilli {
+			return fmt.Errorf("params: model class %q weight %d exceeds %d", c.Name, c.WeightMilli, maxModelWeightMilli)
+		}
+		if len(c.Models) > maxClassModels {
+			return fmt.Errorf("params: model class %q lists %d models, at most %d", c.Name, len(c.Models), maxClassModels)
+		}
+		for _, m := range c.Models {
+			if m == "" || len(m) > maxModelName {
+				return fmt.Errorf("params: model class %q: model name %q: want 1 to %d bytes", c.Name, m, maxModelName)
+			}
+			if other, dup := seen[m]; dup {
+				return fmt.Errorf("params: model %q is in classes %q and %q", m, other, c.Name)
+			}
+			seen[m] = c.Name
+		}
+	}
 	return nil
 }
 
@@ -78,6 +223,27 @@ func (p *Params) encode() []byte {
 	e.u32(p.GatewayFeeBps)
 	e.u32(p.ProtocolFeeBps)
 	e.u32(p.MaxBatchReceipts)
+	e.amount(p.SupplyCap)
+	e.u64(p.EpochBlocks)
+	e.amount(p.EpochEmission)
+	e.u64(p.HalvingEpochs)
+	e.u32(p.ProviderRewardBps)
+	e.u32(p.VerifierRewardBps)
+	e.u32(p.ValidatorRewardBps)
+	e.u32(p.TreasuryRewardBps)
+	e.u64(p.VestingBlocks)
+	e.u32(p.PromptTokenWeightBps)
+	e.amount(p.RewardMinPricePerMTok)
+	e.u32(uint32(len(p.ModelClasses)))
+	for _, c := range p.ModelClasses {
+		e.str(c.Name)
+		e.u32(c.WeightMilli)
+		e.u32(uint32(len(c.Models)))
+		for _, m := range c.Models {
+			e.str(m)
+		}
+	}
+	e.u32(p.DefaultModelWeight)
 	return e.b
 }
 
@@ -92,7 +258,29 @@ func decodeParams(b []byte) (Params, error) {
 		GatewayFeeBps:    d.u32(),
 		ProtocolFeeBps:   d.u32(),
 		MaxBatchReceipts: d.u32(),
+
+		SupplyCap:             d.amount(),
+		EpochBlocks:           d.u64(),
+		EpochEmission:         d.amount(),
+		HalvingEpochs:         d.u64(),
+		ProviderRewardBps:     d.u32(),
+		VerifierRewardBps:     d.u32(),
+		ValidatorRewardBps:    d.u32(),
+		TreasuryRewardBps:     d.u32(),
+		VestingBlocks:         d.u64(),
+		PromptTokenWeightBps:  d.u32(),
+		RewardMinPricePerMTok: d.amount(),
 	}
+	n := d.length(maxModelClasses, "model classes")
+	for range n {
+		c := ModelClass{Name: d.str(maxModelName, "model class"), WeightMilli: d.u32()}
+		m := d.length(maxClassModels, "class models")
+		for range m {
+			c.Models = append(c.Models, d.str(maxModelName, "model"))
+		}
+		p.ModelClasses = append(p.ModelClasses, c)
+	}
+	p.DefaultModelWeight = d.u32()
 	return p, d.end()
 }
 
@@ -101,6 +289,9 @@ func decodeParams(b []byte) (Params, error) {
 type Genesis struct {
 	Params   Params           `json:"params"`
 	Accounts []GenesisAccount `json:"accounts"`
+	// Validators name each CometBFT validator's reward account; those
+	// accounts also approve parameter changes.
+	Validators []Validator `json:"validators,omitempty"`
 }
 
 // GenesisAccount is one funded or registered account at genesis.
@@ -115,6 +306,17 @@ type GenesisAccount struct {
 	Info string `json:"info,omitempty"`
 	// Approvals let gateways charge this account's receipts.
 	Approvals []GenesisApproval `json:"approvals,omitempty"`
+	// Vesting allocations (a team's, say) vest linearly between their
+	// heights; they count against the supply cap from genesis.
+	Vesting []GenesisVesting `json:"vesting,omitempty"`
+}
+
+// GenesisVesting is an allocation that vests linearly over the heights
+// after StartHeight up to EndHeight.
+type GenesisVesting struct {
+	Amount      money.Amount `json:"amount"`
+	StartHeight uint64       `json:"start_height"`
+	EndHeight   uint64       `json:"end_height"`
 }
 
 // GenesisApproval is an allowance a consumer grants a gateway at genesis.
@@ -140,6 +342,19 @@ func ParseGenesis(b []byte) (Genesis, error) {
 func (g *Genesis) Validate() error {
 	if err := g.Params.Validate(); err != nil {
 		return fmt.Errorf("ledger genesis: %w", err)
+	}
+	if _, err := g.allocation(); err != nil {
+		return err
+	}
+	seenVal := map[keys.PublicKey]bool{}
+	for i, v := range g.Validators {
+		if v.ConsensusKey.IsZero() || seenVal[v.ConsensusKey] {
+			return fmt.Errorf("ledger genesis validator %d: consensus key missing or listed twice", i)
+		}
+		seenVal[v.ConsensusKey] = true
+		if err := v.Account.Validate(); err != nil {
+			return fmt.Errorf("ledger genesis validator %d account: %w", i, err)
+		}
 	}
 	seen := map[keys.Address]bool{}
 	for i, a := range g.Accounts {
@@ -172,8 +387,65 @@ func (g *Genesis) Validate() error {
 				return fmt.Errorf("ledger genesis account %s approves itself", a.Address)
 			}
 		}
+		for _, v := range a.Vesting {
+			if v.EndHeight <= v.StartHeight || v.EndHeight > maxPeriodBlocks {
+				return fmt.Errorf("ledger genesis account %s: vesting from height %d to %d: want start < end ≤ %d", a.Address, v.StartHeight, v.EndHeight, uint64(maxPeriodBlocks))
+			}
+		}
 	}
 	return nil
+}
+
+// allocation is the genesis accounts' total. It must fit under the supply
+// cap and leave enough for node rewards (ReservesHalf).
+func (g *Genesis) allocation() (money.Amount, error) {
+	var total money.Amount
+	var err error
+	for _, ga := range g.Accounts {
+		a := ga.account()
+		t, errT := a.Total()
+		if err = errT; err == nil {
+			total, err = total.Add(t)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("ledger genesis: total allocation: %w", err)
+		}
+	}
+	if total > g.Params.SupplyCap {
+		return 0, fmt.Errorf("ledger genesis: accounts hold %d, above the supply cap %d", total, g.Params.SupplyCap)
+	}
+	if !g.Params.ReservesHalf(Supply{Minted: total}) {
+		return 0, fmt.Errorf("ledger genesis: accounts hold %d of the cap %d; at least half of all supply must be left for provider and verifier rewards (%d bps of emission)",
+			total, g.Params.SupplyCap, g.Params.ProviderRewardBps+g.Params.VerifierRewardBps)
+	}
+	return total, nil
+}
+
+// ReservesHalf reports whether, with supply minted so far, node rewards
+// (providers' and verifiers' shares of emission) already paid plus their
+// shares of what the cap still allows come to at least half the cap.
+func (p *Params) ReservesHalf(s Supply) bool {
+	room, err := p.SupplyCap.Sub(s.Minted)
+	if err != nil {
+		return false
+	}
+	future, _ := room.MulDiv(uint64(p.ProviderRewardBps)+uint64(p.VerifierRewardBps), 10_000) // ≤ room
+	reserved, err := s.NodeRewards.Add(future)
+	return err == nil && reserved >= p.SupplyCap-p.SupplyCap/2
+}
+
+// account is the genesis account's initial record.
+func (ga *GenesisAccount) account() Account {
+	a := Account{PubKey: ga.PubKey, Balance: ga.Balance, Stake: ga.Stake}
+	for _, name := range ga.Roles {
+		r, _ := ParseRole(name)
+		a.Roles |= r
+		a.setInfo(r, ga.Info)
+	}
+	for _, v := range ga.Vesting {
+		a.Vesting = append(a.Vesting, Vest{Amount: v.Amount, Start: v.StartHeight, End: v.EndHeight})
+	}
+	return a
 }
 
 // Init writes the genesis state into a fresh block (height 0): params,
@@ -188,30 +460,32 @@ func Init(base Reader, chainID string, g Genesis) (*Block, error) {
 	b := &Block{base: base, chainID: chainID, params: g.Params, writes: map[string]change{}}
 	b.set(keyChainID, []byte(chainID))
 	b.set(keyParams, g.Params.encode())
-	var supply Supply
+	total, _ := g.allocation() // validated above
 	accounts := slices.Clone(g.Accounts)
 	slices.SortFunc(accounts, func(x, y GenesisAccount) int { return strings.Compare(string(x.Address), string(y.Address)) })
+	var verifiers []keys.Address
 	for _, ga := range accounts {
-		a := Account{PubKey: ga.PubKey, Balance: ga.Balance, Stake: ga.Stake}
-		for _, name := range ga.Roles {
-			r, _ := ParseRole(name)
-			a.Roles |= r
-			a.setInfo(r, ga.Info)
-		}
-		total, err := a.Total()
-		if err == nil {
-			supply.Total, err = supply.Total.Add(total)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("ledger genesis: total supply: %w", err)
-		}
+		a := ga.account()
 		b.putAccount(ga.Address, &a)
 		for _, ap := range ga.Approvals {
 			b.set(allowanceKey(ga.Address, ap.Gateway), amountBytes(ap.Allowance))
 		}
+		if a.Has(RoleVerifier) {
+			verifiers = append(verifiers, ga.Address)
+		}
 	}
-	supply.Minted = supply.Total
+	supply := Supply{Total: total, Minted: total}
 	b.set(keySupply, supply.encode())
+	if len(verifiers) > 0 {
+		e := enc{}
+		e.addresses(verifiers)
+		b.set(keyVerifiers, e.b)
+	}
+	if len(g.Validators) > 0 {
+		b.set(keyValidators, encodeValidators(g.Validators))
+	}
+	epoch := EpochState{Number: 1, Start: 1, Signed: make([]uint64, len(g.Validators))}
+	b.set(keyEpoch, epoch.encode())
 	b.commitTx()
 	return b, nil
 }

@@ -13,7 +13,7 @@ func TestInitWritesGenesis(t *testing.T) {
 	if id, err := v.ChainID(); err != nil || id != testChainID {
 		t.Errorf("chain id %q %v", id, err)
 	}
-	if p, err := v.Params(); err != nil || p != testParams() {
+	if p, err := v.Params(); err != nil || !reflect.DeepEqual(p, testParams()) {
 		t.Errorf("params %+v %v", p, err)
 	}
 	if s := w.supply(); s != (Supply{Total: worldSupply, Minted: worldSupply}) {

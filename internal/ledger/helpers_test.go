@@ -32,6 +32,8 @@ type testChain struct {
 	state   memState
 	height  uint64
 	appHash []byte
+	// signers are the CometBFT addresses every block's last commit carries.
+	signers [][]byte
 }
 
 func newChain(tb testing.TB, g Genesis) *testChain {
@@ -51,6 +53,7 @@ func newChain(tb testing.TB, g Genesis) *testChain {
 type blockRun struct {
 	height  uint64
 	begin   []Event
+	end     []Event
 	txs     [][]byte
 	results []Result
 	changes []Change
@@ -88,6 +91,9 @@ func (c *testChain) blockWith(fill func(apply func([]byte) Result)) blockRun {
 		run.results = append(run.results, res)
 		return res
 	})
+	if run.end, err = b.End(c.signers, len(run.txs) > 0); err != nil {
+		c.tb.Fatalf("End(%d): %v", run.height, err)
+	}
 	run.changes = b.Changes()
 	c.commit(run.changes)
 	c.height++
@@ -355,6 +361,22 @@ func testParams() Params {
 		GatewayFeeBps:    500,
 		ProtocolFeeBps:   100,
 		MaxBatchReceipts: 8,
+
+		// Epochs long enough that tests about other things never end one;
+		// reward tests shorten them.
+		SupplyCap:             1 << 40,
+		EpochBlocks:           1 << 30,
+		EpochEmission:         1_000_000,
+		HalvingEpochs:         10,
+		ProviderRewardBps:     7_000,
+		VerifierRewardBps:     1_500,
+		ValidatorRewardBps:    1_000,
+		TreasuryRewardBps:     500,
+		VestingBlocks:         100,
+		PromptTokenWeightBps:  2_500,
+		RewardMinPricePerMTok: 1,
+		ModelClasses:          []ModelClass{{Name: "large", WeightMilli: 10_000, Models: []string{"big"}}},
+		DefaultModelWeight:    1_000,
 	}
 }
 

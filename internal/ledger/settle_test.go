@@ -129,6 +129,8 @@ func TestSettleBatch(t *testing.T) {
 	wantKeys := []string{
 		accountKey(addr(w.alice)), accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
 		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey("r1"), receiptKey("r2"), receiptKey("r3"), dueKey(6), txKey(TxHash(tx)),
+		// the providers' work in epoch 1, and the epoch's list of providers
+		workKey(1, addr(w.prov)), workKey(1, addr(w.prov2)), workCountKey(1), workListKey(1, 0), workListKey(1, 1),
 	}
 	slices.Sort(wantKeys)
 	if diff := stateDiff(before, w.state); !slices.Equal(diff, wantKeys) {
@@ -267,6 +269,7 @@ func TestSettleMixedBatch(t *testing.T) {
 		accountKey(addr(w.alice)), accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
 		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey("a1"), receiptKey("c1"), receiptKey("a2"), receiptKey("c2"), receiptKey("a3"),
 		dueKey(6), txKey(TxHash(tx)),
+		workKey(1, addr(w.prov)), workKey(1, addr(w.prov2)), workCountKey(1), workListKey(1, 0), workListKey(1, 1),
 	}
 	slices.Sort(wantKeys)
 	if diff := stateDiff(before, w.state); !slices.Equal(diff, wantKeys) {

@@ -94,7 +94,10 @@ type Account struct {
 	Unbonding []Entry `json:"unbonding,omitempty"`
 	// Escrow holds provider earnings until their height; slashable while held.
 	Escrow []Entry `json:"escrow,omitempty"`
-	Roles  Role    `json:"roles"`
+	// Vesting holds rewards (and genesis allocations) that vest linearly;
+	// the vested part is claimable, the rest slashable.
+	Vesting []Vest `json:"vesting,omitempty"`
+	Roles   Role   `json:"roles"`
 	// Metadata per role: what the account published when registering.
 	ProviderInfo string `json:"provider_info,omitempty"`
 	GatewayInfo  string `json:"gateway_info,omitempty"`
@@ -106,7 +109,8 @@ type Account struct {
 // Has reports whether a holds role r.
 func (a *Account) Has(r Role) bool { return a.Roles&r != 0 }
 
-// Total is everything the account owns: balance, stake, unbonding, escrow.
+// Total is everything the account owns: balance, stake, unbonding, escrow
+// and what is still vesting.
 func (a *Account) Total() (money.Amount, error) {
 	t, err := a.Balance.Add(a.Stake)
 	for _, list := range [][]Entry{a.Unbonding, a.Escrow} {
@@ -114,6 +118,11 @@ func (a *Account) Total() (money.Amount, error) {
 			if err == nil {
 				t, err = t.Add(e.Amount)
 			}
+		}
+	}
+	for _, v := range a.Vesting {
+		if err == nil {
+			t, err = t.Add(v.Amount - v.Released)
 		}
 	}
 	return t, err
@@ -128,6 +137,7 @@ func (a *Account) encode() []byte {
 	e.amount(a.Stake)
 	e.entries(a.Unbonding)
 	e.entries(a.Escrow)
+	e.vests(a.Vesting)
 	e.u8(uint8(a.Roles))
 	e.str(a.ProviderInfo)
 	e.str(a.GatewayInfo)
@@ -148,6 +158,7 @@ func decodeAccount(b []byte) (Account, error) {
 		Stake:        d.amount(),
 		Unbonding:    d.entries(),
 		Escrow:       d.entries(),
+		Vesting:      d.vests(),
 		Roles:        Role(d.u8()),
 		ProviderInfo: d.str(maxMetadataBytes, "provider info"),
 		GatewayInfo:  d.str(maxMetadataBytes, "gateway info"),
@@ -221,6 +232,8 @@ type Supply struct {
 	Total  money.Amount `json:"total"`
 	Minted money.Amount `json:"minted"`
 	Burned money.Amount `json:"burned"`
+	// NodeRewards is what epochs paid to providers and verifiers so far.
+	NodeRewards money.Amount `json:"node_rewards"`
 }
 
 func (s *Supply) encode() []byte {
@@ -228,12 +241,13 @@ func (s *Supply) encode() []byte {
 	e.amount(s.Total)
 	e.amount(s.Minted)
 	e.amount(s.Burned)
+	e.amount(s.NodeRewards)
 	return e.b
 }
 
 func decodeSupply(b []byte) (Supply, error) {
 	d := dec{b: b}
-	s := Supply{Total: d.amount(), Minted: d.amount(), Burned: d.amount()}
+	s := Supply{Total: d.amount(), Minted: d.amount(), Burned: d.amount(), NodeRewards: d.amount()}
 	return s, d.end()
 }
 

@@ -28,11 +28,14 @@ const (
 	KindWithdrawUnbonded Kind = 5
 	KindSettleBatch      Kind = 6
 	KindApprove          Kind = 7
+	KindClaim            Kind = 8
+	KindParams           Kind = 9
 )
 
 var kindNames = map[Kind]string{
 	KindTransfer: "transfer", KindRegister: "register", KindStake: "stake", KindUnstake: "unstake",
 	KindWithdrawUnbonded: "withdraw-unbonded", KindSettleBatch: "settle-batch", KindApprove: "approve",
+	KindClaim: "claim", KindParams: "params",
 }
 
 func (k Kind) String() string {
@@ -65,6 +68,10 @@ type Tx struct {
 	// Merkle root over their hashes.
 	Receipts []BatchReceipt
 	Root     receipt.Hash
+	// Params: the new parameters and the validators' approvals of them
+	// (see ApproveParams).
+	Params    Params
+	Approvals []Approval
 
 	Signature keys.Signature
 }
@@ -96,7 +103,35 @@ func BatchRoot(rs []BatchReceipt) receipt.Hash {
 const (
 	maxReceiptBytes = 2048
 	maxBatch        = 1 << 16
+	maxParamsBytes  = 1 << 20
+	maxApprovals    = 256
 )
+
+// Approval is a validator's signature on a parameter change.
+type Approval struct {
+	Key       keys.PublicKey `json:"key"`
+	Signature keys.Signature `json:"signature"`
+}
+
+// paramsSignTag separates parameter approvals from every other signature.
+const paramsSignTag = "idlegrid/params/v1\n"
+
+// ParamsMessage is what a validator signs to approve p as the chain's
+// parameters after version earlier changes: replaying an old approval
+// cannot bring old parameters back.
+func ParamsMessage(chainID string, version uint64, p *Params) []byte {
+	e := enc{}
+	e.str(chainID)
+	e.u64(version)
+	e.bytes(p.encode())
+	d := sha256.Sum256(e.b)
+	return append([]byte(paramsSignTag), d[:]...)
+}
+
+// ApproveParams signs p as the parameters after version changes on chainID.
+func ApproveParams(k keys.PrivateKey, chainID string, version uint64, p *Params) Approval {
+	return Approval{Key: k.Public(), Signature: k.Sign(ParamsMessage(chainID, version, p))}
+}
 
 // unsigned is the canonical encoding of everything but the signature.
 func (t *Tx) unsigned() []byte {
@@ -127,6 +162,14 @@ func (t *Tx) unsigned() []byte {
 	case KindApprove:
 		e.address(t.Gateway)
 		e.amount(t.Amount)
+	case KindClaim:
+	case KindParams:
+		e.bytes(t.Params.encode())
+		e.u32(uint32(len(t.Approvals)))
+		for _, a := range t.Approvals {
+			e.key(a.Key)
+			e.fixed(a.Signature[:])
+		}
 	}
 	return e.b
 }
@@ -202,6 +245,22 @@ func DecodeTx(b []byte) (Tx, error) {
 	case KindApprove:
 		t.Gateway = d.address()
 		t.Amount = d.amount()
+	case KindClaim:
+	case KindParams:
+		raw := d.bytes(maxParamsBytes, "params")
+		if d.err == nil {
+			var err error
+			if t.Params, err = decodeParams(raw); err != nil {
+				d.fail("params: %v", err)
+			}
+		}
+		n := d.length(min(maxApprovals, len(d.b)/(keys.PublicKeySize+keys.SignatureSize)), "approval count")
+		for range n {
+			var a Approval
+			a.Key = d.key()
+			d.fixed(a.Signature[:])
+			t.Approvals = append(t.Approvals, a)
+		}
 	default:
 		if d.err == nil {
 			d.fail("unknown transaction kind %d", t.Kind)

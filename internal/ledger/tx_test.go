@@ -21,6 +21,8 @@ func sampleTxs(tb testing.TB) []Tx {
 		batchReceipt(tb, gw, prov, addr(alice), "sample-1", 1000, 333),
 		batchReceipt(tb, gw, prov, addr(alice), "sample-2", 7, 0),
 	}
+	params := testParams()
+	params.ModelClasses = append(params.ModelClasses, ModelClass{Name: "medium ✓", WeightMilli: 3_000, Models: []string{"a", "sha256:b"}})
 	txs := []struct {
 		k  keys.PrivateKey
 		tx Tx
@@ -32,6 +34,9 @@ func sampleTxs(tb testing.TB) []Tx {
 		{gw, Tx{Kind: KindWithdrawUnbonded}},
 		{alice, Tx{Kind: KindApprove, Gateway: addr(gw), Amount: 50_000}},
 		{gw, Tx{Kind: KindSettleBatch, Receipts: rs, Root: BatchRoot(rs)}},
+		{prov, Tx{Kind: KindClaim}},
+		{alice, Tx{Kind: KindParams, Params: params, Approvals: []Approval{
+			ApproveParams(alice, testChainID, 3, &params), ApproveParams(gw, testChainID, 3, &params)}}},
 	}
 	out := make([]Tx, len(txs))
 	for i, s := range txs {

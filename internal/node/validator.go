@@ -58,10 +58,13 @@ const (
 
 // DevGenesis is the ledger genesis of the embedded network: the dev
 // consumer funded and approving the gateway, and the gateway and the local
-// provider registered and staked.
+// provider registered and staked. Epochs are short (blocks come only with
+// settlements) so that a local run sees rewards.
 func DevGenesis(consumer, gateway, provider keys.PublicKey) ledger.Genesis {
+	params := ledger.DefaultParams()
+	params.EpochBlocks, params.VestingBlocks = 20, 200
 	return ledger.Genesis{
-		Params: ledger.DefaultParams(),
+		Params: params,
 		Accounts: []ledger.GenesisAccount{
 			{Address: consumer.Address(), PubKey: consumer, Balance: devConsumerBalance,
 				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Allowance: devConsumerBalance}}},
