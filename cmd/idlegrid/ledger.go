@@ -93,6 +93,12 @@ Transactions are signed with --key (default: the dev account of ` + "`idlegrid u
 		ledgerTxCmd(a, f, "claim", "Move the vested part of your rewards to your balance", 0, func([]string) (ledger.Tx, error) {
 			return ledger.Tx{Kind: ledger.KindClaim}, nil
 		}),
+		ledgerTxCmd(a, f, "unjail", "Serve again after a conviction, once the jail time is over", 0, func([]string) (ledger.Tx, error) {
+			return ledger.Tx{Kind: ledger.KindUnjail}, nil
+		}),
+		ledgerLookupCmd(a, f, "provider ADDRESS", "Show a provider's verification record: audits, failures, convictions, reputation", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
+			return l.Provider(ctx, keys.Address(arg))
+		}),
 		ledgerEpochCmd(a, f),
 		ledgerPayoutCmd(a, f),
 		ledgerVerifyPayoutCmd(a, f),

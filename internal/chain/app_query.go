@@ -30,7 +30,18 @@ const (
 	PathPayouts    = "/payouts"    // data: epoch number → []ledger.Payout, sorted by account
 	PathPayout     = "/payout"     // data: "epoch/address" → ledger.PayoutProof
 	PathGovernance = "/governance" // → GovernanceInfo
+	PathProvider   = "/provider"   // data: address → ProviderInfo (verification record)
+	PathCase       = "/case"       // data: evidence hash in hex → ledger.Case
 )
+
+// ProviderInfo is a provider's verification record and reputation.
+type ProviderInfo struct {
+	Address keys.Address `json:"address"`
+	ledger.ProviderRecord
+	// Reputation is in thousandths; it weighs the provider's rewards.
+	Reputation uint64 `json:"reputation_milli"`
+	Jailed     bool   `json:"jailed"`
+}
 
 // EpochInfo is the running epoch and the last finished one.
 type EpochInfo struct {
@@ -215,6 +226,36 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 			return nil, QueryCodeNotFound, fmt.Errorf("no payout to %s in epoch %d (the epoch has not ended, or the account earned nothing in it)", addr, n)
 		}
 		return pr, 0, nil
+	case PathProvider:
+		addr := keys.Address(arg)
+		if err := addr.Validate(); err != nil {
+			return nil, QueryCodeBadRequest, err
+		}
+		a, ok, err := view.Account(addr)
+		switch {
+		case err != nil:
+			return internal(err)
+		case !ok || !a.Has(ledger.RoleProvider):
+			return notFound("provider")
+		}
+		r, err := view.ProviderRecord(addr)
+		if err != nil {
+			return internal(err)
+		}
+		return ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed}, 0, nil
+	case PathCase:
+		var h receipt.Hash
+		if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
+			return nil, QueryCodeBadRequest, fmt.Errorf("evidence hash: %w", err)
+		}
+		c, ok, err := view.Case(h)
+		switch {
+		case err != nil:
+			return internal(err)
+		case !ok:
+			return notFound("case")
+		}
+		return c, 0, nil
 	case PathGovernance:
 		id, err := view.ChainID()
 		if err != nil {

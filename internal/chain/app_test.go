@@ -27,7 +27,7 @@ func newLedgerApp(home string) (abci.Application, error) {
 
 // parties are the test chain's accounts.
 type parties struct {
-	consumer, poor, gateway, provider keys.PrivateKey
+	consumer, poor, gateway, provider, verifier keys.PrivateKey
 }
 
 func seedKey(t *testing.T, b byte) keys.PrivateKey {
@@ -40,7 +40,7 @@ func seedKey(t *testing.T, b byte) keys.PrivateKey {
 }
 
 func testParties(t *testing.T) parties {
-	return parties{consumer: seedKey(t, 1), poor: seedKey(t, 2), gateway: seedKey(t, 3), provider: seedKey(t, 4)}
+	return parties{consumer: seedKey(t, 1), poor: seedKey(t, 2), gateway: seedKey(t, 3), provider: seedKey(t, 4), verifier: seedKey(t, 5)}
 }
 
 const (
@@ -66,6 +66,7 @@ func (p parties) genesis(t *testing.T, edit ...func(*ledger.Params)) json.RawMes
 			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Allowance: consumerFunds}}},
 		{Address: p.gateway.Public().Address(), PubKey: p.gateway.Public(), Balance: 10 * money.Unit, Stake: gatewayStake, Roles: []string{"gateway"}},
 		{Address: p.provider.Public().Address(), PubKey: p.provider.Public(), Stake: providerStake, Roles: []string{"provider"}},
+		{Address: p.verifier.Public().Address(), PubKey: p.verifier.Public(), Stake: providerStake, Roles: []string{"verifier"}},
 	}}
 	b, err := json.Marshal(g)
 	if err != nil {
@@ -234,7 +235,7 @@ func TestLedgerOnCometBFT(t *testing.T) {
 		t.Errorf("after restart, consumer balance %d", got)
 	}
 	sup, err := l.Supply(ctx)
-	if err != nil || sup.Total != consumerFunds+poorFunds+10*money.Unit+gatewayStake+providerStake {
+	if err != nil || sup.Total != consumerFunds+poorFunds+10*money.Unit+gatewayStake+2*providerStake { // the provider and the verifier stake the same
 		t.Errorf("supply %+v, %v", sup, err)
 	}
 }

@@ -36,7 +36,10 @@ func (t tamperedBlocks) Block(ctx context.Context, h int64) (*types.Block, error
 // epoch root.
 func TestAudit(t *testing.T) {
 	p := testParties(t)
-	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) { p.EpochBlocks = 3 }), newLedgerApp)
+	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) {
+		p.EpochBlocks = 3
+		p.VerdictDelayBlocks, p.ConvictFailures = 1, 1 // one failed case convicts, a block later
+	}), newLedgerApp)
 	ctx := testContext(t, 2*time.Minute)
 	gw := NewSigner(tn.client(), p.gateway, "idlegrid-test")
 	consumer := p.consumer.Public().Address()
@@ -56,7 +59,21 @@ func TestAudit(t *testing.T) {
 	if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
 		t.Fatalf("transfer: %v %v", res, err)
 	}
+	// A verifier's failing verdict convicts the provider in the next block:
+	// slashed and jailed, on the node and in the replay.
+	vs := NewSigner(tn.client(), p.verifier, "idlegrid-test")
+	if res, err := vs.Send(ctx, ledger.Tx{Kind: ledger.KindVerdict, Subject: p.provider.Public().Address(), Digest: "sha256:abc",
+		Evidence: receipt.Sum([]byte("canary 1")), Pass: false}); err != nil || res.Err() != nil {
+		t.Fatalf("verdict: %v %v", res, err)
+	}
 	h, _ := waitAgree(t, []*testNode{tn}, 20*time.Second)
+	l := Ledger{Client: tn.client()}
+	if info, err := l.Provider(ctx, p.provider.Public().Address()); err != nil || !info.Jailed || info.Convictions != 1 || info.Reputation != 500 {
+		t.Fatalf("provider after a failed case: %+v %v", info, err)
+	}
+	if c, err := l.Case(ctx, receipt.Sum([]byte("canary 1"))); err != nil || c.State != ledger.CaseFailed || !c.Matured {
+		t.Fatalf("case: %+v %v", c, err)
+	}
 
 	rpc, err := NewRPCAudit(tn.node.RPCAddr())
 	if err != nil {
@@ -66,13 +83,12 @@ func TestAudit(t *testing.T) {
 	if err != nil || rep.Mismatch != nil {
 		t.Fatalf("clean chain over RPC: %+v, %v", rep.Mismatch, err)
 	}
-	if rep.Heights < h || rep.Txs < 4 || rep.Accounts < 5 || rep.Epochs < 1 || rep.Supply.Minted <= rep.Supply.Total-rep.Supply.Minted {
+	if rep.Heights < h || rep.Txs < 5 || rep.Accounts < 6 || rep.Epochs < 1 || rep.Supply.NodeRewards == 0 || rep.Supply.Burned == 0 {
 		t.Errorf("audit covered %d heights, %d txs, %d accounts, %d epochs (supply %+v); the chain is at %d", rep.Heights, rep.Txs, rep.Accounts, rep.Epochs, rep.Supply, h)
 	}
 	// Epoch 1 (heights 1-3) saw settled work: the provider and the
 	// validator were paid, and the node's proofs check out against the
 	// root the audit recomputed.
-	l := Ledger{Client: tn.client()}
 	rec, err := l.Epoch(ctx, 1)
 	if err != nil || rec.Providers == 0 || rec.Validators == 0 || rec.Root == (receipt.Hash{}) {
 		t.Fatalf("epoch 1: %+v %v", rec, err)

@@ -100,6 +100,18 @@ func (l Ledger) PayoutProof(ctx context.Context, epoch uint64, addr keys.Address
 	return p, l.query(ctx, PathPayout, strconv.FormatUint(epoch, 10)+"/"+string(addr), &p)
 }
 
+// Provider is a provider's verification record and reputation.
+func (l Ledger) Provider(ctx context.Context, addr keys.Address) (ProviderInfo, error) {
+	var p ProviderInfo
+	return p, l.query(ctx, PathProvider, string(addr), &p)
+}
+
+// Case is what verifiers said about a piece of evidence.
+func (l Ledger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
+	var c ledger.Case
+	return c, l.query(ctx, PathCase, evidence.String(), &c)
+}
+
 // Governance is who approves parameter changes, and the version they sign.
 func (l Ledger) Governance(ctx context.Context) (GovernanceInfo, error) {
 	var g GovernanceInfo

@@ -56,6 +56,14 @@ func (x *txn) run() (Result, error) {
 		return x.claim()
 	case KindParams:
 		return x.changeParams()
+	case KindVerdict:
+		return x.verdict()
+	case KindPlant:
+		return x.plant()
+	case KindReveal:
+		return x.reveal()
+	case KindUnjail:
+		return x.unjail()
 	}
 	return fail(CodeMalformed, fmt.Sprintf("unknown transaction kind %d", x.tx.Kind)), nil
 }

@@ -82,8 +82,22 @@ func (b *Block) Height() uint64 { return b.height }
 
 // Begin runs what happens at the start of every block before its
 // transactions: escrowed earnings that mature at this height join their
-// owners' balances.
+// owners' balances, and verification cases that mature count for or
+// against their providers.
 func (b *Block) Begin() ([]Event, error) {
+	events, err := b.releaseEscrow()
+	if err != nil {
+		return nil, err
+	}
+	matured, err := b.matureCases()
+	if err != nil {
+		return nil, err
+	}
+	b.commitTx()
+	return append(events, matured...), nil
+}
+
+func (b *Block) releaseEscrow() ([]Event, error) {
 	key := dueKey(b.height)
 	raw, err := b.get(key)
 	if err != nil || raw == nil {
@@ -126,7 +140,6 @@ func (b *Block) Begin() ([]Event, error) {
 		}})
 	}
 	b.delete(key)
-	b.commitTx()
 	return events, nil
 }
 

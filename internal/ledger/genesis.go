@@ -65,6 +65,68 @@ type Params struct {
 	// a model no class names weighs DefaultModelWeight.
 	ModelClasses       []ModelClass `json:"model_classes"`
 	DefaultModelWeight uint32       `json:"default_model_weight_milli"`
+
+	// AllowedDigests names, per model, the weights (digests) a provider may
+	// serve under that name; a receipt for a listed model with another
+	// digest does not settle. Models not listed accept any digest.
+	AllowedDigests []ModelDigests `json:"allowed_digests"`
+	// VerdictQuorum is how many verifiers' verdicts decide a case (by
+	// majority; a tie acquits). Verifiers in the minority lose
+	// VerifierSlashBps of their stake.
+	VerdictQuorum    uint32 `json:"verdict_quorum"`
+	VerifierSlashBps uint32 `json:"verifier_slash_bps"`
+	// VerdictDelayBlocks is how long after its first verdict a case
+	// counts for or against its provider: the time a gateway has to reveal
+	// that it planted the sample to test the verifiers.
+	VerdictDelayBlocks uint64 `json:"verdict_delay_blocks"`
+	// ConvictFailures failed cases within ConvictWindowBlocks convict a
+	// provider: it loses SlashStakeBps of its stake and unbonding stake, all
+	// its escrowed earnings and unvested rewards (burned), and is jailed
+	// for JailBlocks, after which it may unjail.
+	ConvictFailures     uint32 `json:"convict_failures"`
+	ConvictWindowBlocks uint64 `json:"convict_window_blocks"`
+	SlashStakeBps       uint32 `json:"slash_stake_bps"`
+	JailBlocks          uint64 `json:"jail_blocks"`
+}
+
+// ModelDigests lists the digests allowed for one model name.
+type ModelDigests struct {
+	Model   string   `json:"model"`
+	Digests []string `json:"digests"`
+}
+
+func (p *Params) validateVerification() error {
+	if p.VerdictQuorum == 0 || p.VerdictQuorum > maxVotes {
+		return fmt.Errorf("params: verdict_quorum must be 1 to %d", maxVotes)
+	}
+	if p.ConvictFailures == 0 || p.ConvictFailures > maxRecentFailures {
+		return fmt.Errorf("params: convict_failures must be 1 to %d", maxRecentFailures)
+	}
+	if p.VerifierSlashBps > 10_000 || p.SlashStakeBps > 10_000 {
+		return errors.New("params: verifier_slash_bps and slash_stake_bps must be at most 10000")
+	}
+	if p.VerdictDelayBlocks > maxPeriodBlocks || p.ConvictWindowBlocks > maxPeriodBlocks || p.JailBlocks > maxPeriodBlocks {
+		return fmt.Errorf("params: verdict_delay_blocks, convict_window_blocks and jail_blocks must be at most %d", uint64(maxPeriodBlocks))
+	}
+	if len(p.AllowedDigests) > maxDigestModels {
+		return fmt.Errorf("params: allowed_digests lists %d models, at most %d", len(p.AllowedDigests), maxDigestModels)
+	}
+	seen := map[string]bool{}
+	for _, m := range p.AllowedDigests {
+		if m.Model == "" || len(m.Model) > maxModelName || seen[m.Model] {
+			return fmt.Errorf("params: allowed_digests: model %q empty, too long or listed twice", m.Model)
+		}
+		seen[m.Model] = true
+		if len(m.Digests) == 0 || len(m.Digests) > maxModelDigests {
+			return fmt.Errorf("params: allowed_digests: model %q needs 1 to %d digests", m.Model, maxModelDigests)
+		}
+		for _, d := range m.Digests {
+			if d == "" || len(d) > maxModelName {
+				return fmt.Errorf("params: allowed_digests: model %q: digest %q: want 1 to %d bytes", m.Model, d, maxModelName)
+			}
+		}
+	}
+	return nil
 }
 
 // ModelClass is a model size class: a token of any of its models counts
@@ -110,6 +172,14 @@ func DefaultParams() Params {
 			{Name: "large", WeightMilli: 10_000, Models: []string{"llama3.3:70b", "qwen2.5:32b", "qwen2.5:72b", "gemma3:27b"}},
 		},
 		DefaultModelWeight: 1_000,
+
+		VerdictQuorum:       1,
+		VerifierSlashBps:    1_000,
+		VerdictDelayBlocks:  20,
+		ConvictFailures:     3,
+		ConvictWindowBlocks: 10_000,
+		SlashStakeBps:       5_000,
+		JailBlocks:          10_000,
 	}
 }
 
@@ -120,7 +190,19 @@ const (
 	maxModelClasses     = 64
 	maxClassModels      = 256
 	maxModelName        = 256
+	maxDigestModels     = 256
+	maxModelDigests     = 64
 )
+
+// DigestAllowed reports whether a provider may serve model with digest.
+func (p *Params) DigestAllowed(model, digest string) bool {
+	for _, m := range p.AllowedDigests {
+		if m.Model == model {
+			return slices.Contains(m.Digests, digest)
+		}
+	}
+	return true
+}
 
 // Emission is what epoch (numbered from 1) mints by the schedule, before the
 // supply cap clamps it: EpochEmission halved once every HalvingEpochs.
@@ -189,6 +271,9 @@ func (p *Params) validateRewards() error {
 	if len(p.ModelClasses) > maxModelClasses {
 		return fmt.Errorf("params: %d model classes, at most %d", len(p.ModelClasses), maxModelClasses)
 	}
+	if err := p.validateVerification(); err != nil {
+		return err
+	}
 	seen := map[string]string{}
 	for _, c := range p.ModelClasses {
 		if c.Name == "" || len(c.Name) > maxModelName {
@@ -244,6 +329,21 @@ func (p *Params) encode() []byte {
 		}
 	}
 	e.u32(p.DefaultModelWeight)
+	e.u32(uint32(len(p.AllowedDigests)))
+	for _, m := range p.AllowedDigests {
+		e.str(m.Model)
+		e.u32(uint32(len(m.Digests)))
+		for _, d := range m.Digests {
+			e.str(d)
+		}
+	}
+	e.u32(p.VerdictQuorum)
+	e.u32(p.VerifierSlashBps)
+	e.u64(p.VerdictDelayBlocks)
+	e.u32(p.ConvictFailures)
+	e.u64(p.ConvictWindowBlocks)
+	e.u32(p.SlashStakeBps)
+	e.u64(p.JailBlocks)
 	return e.b
 }
 
@@ -281,6 +381,22 @@ func decodeParams(b []byte) (Params, error) {
 		p.ModelClasses = append(p.ModelClasses, c)
 	}
 	p.DefaultModelWeight = d.u32()
+	n = d.length(maxDigestModels, "allowed digests")
+	for range n {
+		m := ModelDigests{Model: d.str(maxModelName, "model")}
+		k := d.length(maxModelDigests, "digests")
+		for range k {
+			m.Digests = append(m.Digests, d.str(maxModelName, "digest"))
+		}
+		p.AllowedDigests = append(p.AllowedDigests, m)
+	}
+	p.VerdictQuorum = d.u32()
+	p.VerifierSlashBps = d.u32()
+	p.VerdictDelayBlocks = d.u64()
+	p.ConvictFailures = d.u32()
+	p.ConvictWindowBlocks = d.u64()
+	p.SlashStakeBps = d.u32()
+	p.JailBlocks = d.u64()
 	return p, d.end()
 }
 

@@ -377,6 +377,14 @@ func testParams() Params {
 		RewardMinPricePerMTok: 1,
 		ModelClasses:          []ModelClass{{Name: "large", WeightMilli: 10_000, Models: []string{"big"}}},
 		DefaultModelWeight:    1_000,
+
+		VerdictQuorum:       1,
+		VerifierSlashBps:    1_000,
+		VerdictDelayBlocks:  5,
+		ConvictFailures:     3,
+		ConvictWindowBlocks: 1_000,
+		SlashStakeBps:       5_000,
+		JailBlocks:          100,
 	}
 }
 

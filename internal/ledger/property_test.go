@@ -24,10 +24,13 @@ type randomRun struct {
 	consumers []keys.PrivateKey
 	gws       []keys.PrivateKey // gws[0] is staked, gws[1] is not
 	provs     []keys.PrivateKey // provs[2] is under-staked
+	verifiers []keys.PrivateKey
 	senders   []keys.PrivateKey // everyone with an account
 	stranger  keys.PrivateKey
 	nonce     map[keys.Address]uint64 // next nonce, counting this block's txs
 	nextID    int
+	// convictions and slashes count what the run provoked.
+	convictions, slashes int
 	ids       []string // request ids used so far
 	supply    money.Amount
 }
@@ -41,7 +44,9 @@ func newRandomRun(tb testing.TB, seed uint64) *randomRun {
 	r.gws = []keys.PrivateKey{testKey(tb, "gw-0"), testKey(tb, "gw-1")}
 	r.provs = []keys.PrivateKey{testKey(tb, "prov-0"), testKey(tb, "prov-1"), testKey(tb, "prov-2")}
 	r.stranger = testKey(tb, "stranger")
+	r.verifiers = []keys.PrivateKey{testKey(tb, "verifier-0"), testKey(tb, "verifier-1")}
 	p := testParams()
+	p.VerdictQuorum, p.ConvictFailures, p.JailBlocks, p.VerdictDelayBlocks = 2, 2, 10, 30 // split verdicts slash, convictions happen
 	p.EscrowBlocks, p.UnbondingBlocks, p.MaxBatchReceipts = 3, 4, 10
 	p.EpochBlocks, p.VestingBlocks = 7, 5 // epochs end and rewards vest all along
 	g := Genesis{Params: p}
@@ -58,7 +63,10 @@ func newRandomRun(tb testing.TB, seed uint64) *randomRun {
 	for i, k := range r.provs {
 		g.Accounts = append(g.Accounts, GenesisAccount{Address: addr(k), PubKey: k.Public(), Stake: []money.Amount{2_000, 1_000, 500}[i], Roles: []string{"provider"}})
 	}
-	r.senders = append(append(append([]keys.PrivateKey{}, r.consumers...), r.gws...), r.provs...)
+	for _, k := range r.verifiers {
+		g.Accounts = append(g.Accounts, GenesisAccount{Address: addr(k), PubKey: k.Public(), Stake: 50_000, Roles: []string{"verifier"}})
+	}
+	r.senders = append(append(append(append([]keys.PrivateKey{}, r.consumers...), r.gws...), r.provs...), r.verifiers...)
 	r.c = newChain(tb, g)
 	r.supply = r.c.supply().Total
 	return r
@@ -105,6 +113,20 @@ func (r *randomRun) check(run blockRun) {
 			r.supply += money.Amount(mustUint(r.tb, attr(e, "minted")))
 		}
 	}
+	burns := run.begin
+	for _, res := range run.results {
+		burns = append(burns, res.Events...)
+	}
+	for _, e := range burns {
+		switch e.Type {
+		case "convicted":
+			r.supply -= money.Amount(mustUint(r.tb, attr(e, "burned")))
+			r.convictions++
+		case "verifier_slashed":
+			r.supply -= money.Amount(mustUint(r.tb, attr(e, "amount")))
+			r.slashes++
+		}
+	}
 	r.c.checkSupply(r.supply)
 	if s := r.c.supply(); s.Minted > r.c.params(r.tb).SupplyCap {
 		r.tb.Fatalf("height %d: minted %d above the cap", run.height, s.Minted)
@@ -133,7 +155,17 @@ func (r *randomRun) check(run blockRun) {
 func (r *randomRun) tx(sender keys.PrivateKey) (keys.PrivateKey, []byte) {
 	nonce := r.nonce[addr(sender)]
 	anyone := append(append([]keys.PrivateKey{}, r.senders...), r.stranger)
-	switch n := r.rng.IntN(24); {
+	switch n := r.rng.IntN(28); {
+	case n >= 24:
+		// Verdicts on a few pieces of evidence, each about one provider
+		// (sometimes another): splits, repeats, decided and closed cases.
+		v, e := r.pick(r.verifiers), r.rng.IntN(30)
+		subject := r.provs[e%len(r.provs)]
+		if r.rng.IntN(10) == 0 {
+			subject = r.pick(r.provs)
+		}
+		return v, signTx(v, Tx{Kind: KindVerdict, Nonce: r.nonce[addr(v)], Subject: addr(subject), Digest: "sha256:x",
+			Evidence: receipt.Sum([]byte{byte(e)}), Pass: r.rng.IntN(3) == 0})
 	case n < 5:
 		to := addr(r.pick(anyone))
 		if r.rng.IntN(10) == 0 {
@@ -270,10 +302,11 @@ func TestSupplyInvariant(t *testing.T) {
 					}
 				}
 			}
-			if settled == 0 || rejected == 0 || paidByGateway == 0 {
-				t.Fatalf("run settled %d receipts (%d paid by the gateway) and rejected %d: the generator is off", settled, paidByGateway, rejected)
+			if settled == 0 || rejected == 0 || paidByGateway == 0 || r.slashes == 0 {
+				t.Fatalf("run settled %d receipts (%d paid by the gateway), rejected %d, slashed %d verifiers: the generator is off", settled, paidByGateway, rejected, r.slashes)
 			}
-			t.Logf("seed %d: %d txs in %d blocks, %d receipts settled (%d paid by the gateway), %d rejected", seed, txs, r.c.height, settled, paidByGateway, rejected)
+			t.Logf("seed %d: %d txs in %d blocks, %d receipts settled (%d paid by the gateway), %d rejected, %d convictions, %d verifier slashes",
+				seed, txs, r.c.height, settled, paidByGateway, rejected, r.convictions, r.slashes)
 		})
 	}
 }

@@ -303,10 +303,6 @@ func (p *Params) WorkUnits(r *receipt.Receipt) uint64 {
 	return satMul(tokensBps, uint64(p.ModelWeight(r.Model, r.ModelDigest))) / 10_000
 }
 
-// reputationMilli is a provider's reputation factor in thousandths; every
-// provider counts fully until verification verdicts adjust it.
-func reputationMilli(*Account) uint64 { return 1_000 }
-
 // epochState reads the running epoch.
 func (b *Block) epochState() (EpochState, error) {
 	raw, err := b.get(keyEpoch)
@@ -611,7 +607,8 @@ func (b *Block) endEpoch(st *EpochState) (Event, error) {
 }
 
 // providerShares reads the epoch's work list, drops it from state, and
-// returns each eligible provider's weight (work × reputation) in address
+// returns each eligible provider's weight (work × reputation, see
+// ProviderRecord.Reputation) in address
 // order, with the total of the eligible work. A provider that is no longer
 // registered, is jailed, or is staked below the minimum at the epoch's end
 // gets nothing.
@@ -647,7 +644,11 @@ func (b *Block) providerShares(epoch uint64) ([]share, uint64, error) {
 		if !ok || !a.Has(RoleProvider) || a.Jailed || a.Stake < b.params.MinProviderStake || units == 0 {
 			continue
 		}
-		w := satMul(units, reputationMilli(&a)) / 1_000
+		rec, err := b.providerRecord(addr)
+		if err != nil {
+			return nil, 0, err
+		}
+		w := satMul(units, rec.Reputation()) / 1_000
 		if w == 0 {
 			continue
 		}

@@ -243,6 +243,9 @@ func (s *settler) settle(it *batchItem) (string, error) {
 	case prov.Stake < s.params.MinProviderStake:
 		return fmt.Sprintf("provider stake %d is below the minimum %d", prov.Stake, s.params.MinProviderStake), nil
 	}
+	if !s.params.DigestAllowed(r.Model, r.ModelDigest) {
+		return fmt.Sprintf("digest %s is not allowed for model %q", r.ModelDigest, r.Model), nil
+	}
 	if err := r.Consumer.Validate(); err != nil {
 		return err.Error(), nil
 	}

@@ -30,12 +30,17 @@ const (
 	KindApprove          Kind = 7
 	KindClaim            Kind = 8
 	KindParams           Kind = 9
+	KindVerdict          Kind = 10
+	KindPlant            Kind = 11
+	KindReveal           Kind = 12
+	KindUnjail           Kind = 13
 )
 
 var kindNames = map[Kind]string{
 	KindTransfer: "transfer", KindRegister: "register", KindStake: "stake", KindUnstake: "unstake",
 	KindWithdrawUnbonded: "withdraw-unbonded", KindSettleBatch: "settle-batch", KindApprove: "approve",
-	KindClaim: "claim", KindParams: "params",
+	KindClaim: "claim", KindParams: "params", KindVerdict: "verdict", KindPlant: "plant", KindReveal: "reveal",
+	KindUnjail: "unjail",
 }
 
 func (k Kind) String() string {
@@ -72,6 +77,15 @@ type Tx struct {
 	// (see ApproveParams).
 	Params    Params
 	Approvals []Approval
+	// Verdict: whether Subject, serving the model with Digest, passed the
+	// check of Evidence (the hash of what the verifier examined). Plant:
+	// Evidence is the PlantCommitment. Reveal: the planted Evidence, its
+	// right verdict Pass and the commitment's Salt.
+	Subject  keys.Address
+	Digest   string
+	Evidence receipt.Hash
+	Pass     bool
+	Salt     receipt.Hash
 
 	Signature keys.Signature
 }
@@ -170,6 +184,18 @@ func (t *Tx) unsigned() []byte {
 			e.key(a.Key)
 			e.fixed(a.Signature[:])
 		}
+	case KindVerdict:
+		e.address(t.Subject)
+		e.str(t.Digest)
+		e.fixed(t.Evidence[:])
+		e.boolean(t.Pass)
+	case KindPlant:
+		e.fixed(t.Evidence[:])
+	case KindReveal:
+		e.fixed(t.Evidence[:])
+		e.boolean(t.Pass)
+		e.fixed(t.Salt[:])
+	case KindUnjail:
 	}
 	return e.b
 }
@@ -261,6 +287,18 @@ func DecodeTx(b []byte) (Tx, error) {
 			d.fixed(a.Signature[:])
 			t.Approvals = append(t.Approvals, a)
 		}
+	case KindVerdict:
+		t.Subject = d.address()
+		t.Digest = d.str(receipt.MaxDigest, "digest")
+		d.fixed(t.Evidence[:])
+		t.Pass = d.boolean()
+	case KindPlant:
+		d.fixed(t.Evidence[:])
+	case KindReveal:
+		d.fixed(t.Evidence[:])
+		t.Pass = d.boolean()
+		d.fixed(t.Salt[:])
+	case KindUnjail:
 	default:
 		if d.err == nil {
 			d.fail("unknown transaction kind %d", t.Kind)

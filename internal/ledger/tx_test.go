@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
 // sampleTxs are one signed transaction of every kind with every body field
@@ -37,6 +38,10 @@ func sampleTxs(tb testing.TB) []Tx {
 		{prov, Tx{Kind: KindClaim}},
 		{alice, Tx{Kind: KindParams, Params: params, Approvals: []Approval{
 			ApproveParams(alice, testChainID, 3, &params), ApproveParams(gw, testChainID, 3, &params)}}},
+		{alice, Tx{Kind: KindVerdict, Subject: addr(prov), Digest: "sha256:abc", Evidence: receipt.Sum([]byte("e")), Pass: true}},
+		{gw, Tx{Kind: KindPlant, Evidence: PlantCommitment(receipt.Sum([]byte("e")), false, receipt.Sum([]byte("salt")))}},
+		{gw, Tx{Kind: KindReveal, Evidence: receipt.Sum([]byte("e")), Salt: receipt.Sum([]byte("salt"))}},
+		{prov, Tx{Kind: KindUnjail}},
 	}
 	out := make([]Tx, len(txs))
 	for i, s := range txs {
