@@ -164,15 +164,35 @@ func TestSeparateRoles(t *testing.T) {
 	gwDir, pvDir := t.TempDir(), t.TempDir()
 	gw := start(t, bin, nil, "gateway", "--addr", "127.0.0.1:0", "--data-dir", gwDir, "--log-format", "json")
 	base := gw.await(t, `listening on (http://\S+) `)
-	pv := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir, "--slots", "2")
+	pv := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir, "--slots", "2", "--control-addr", "127.0.0.1:0")
 	pv.await(t, `created provider key`)
 	pv.await(t, `serving built-in simulator`)
+	control := pv.await(t, `control endpoint (http://\S+)`)
 	out, err := exec.Command(bin, "keys", "create", "--data-dir", gwDir).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := strings.TrimSpace(string(out))
 	waitForSim(t, base) // the agent may still be completing its handshake
+	chat(t, base, key)
+	// The owner pauses and resumes the running provider.
+	provide := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"provide"}, append(args, "--control", control)...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("provide %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := provide("pause", "gaming"); !strings.Contains(out, "state     paused: gaming") {
+		t.Fatalf("provide pause:\n%s", out)
+	}
+	if out := provide("status"); !strings.Contains(out, "paused: gaming") || !strings.Contains(out, "1 served") {
+		t.Fatalf("provide status:\n%s", out)
+	}
+	if out := provide("resume"); !strings.Contains(out, "state     serving") {
+		t.Fatalf("provide resume:\n%s", out)
+	}
 	chat(t, base, key)
 	st, err := os.Stat(filepath.Join(pvDir, "provider.key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -231,7 +251,7 @@ func TestProviderKilled(t *testing.T) {
 	gwDir, pvDir := t.TempDir(), t.TempDir()
 	gw := start(t, bin, nil, "gateway", "--addr", "127.0.0.1:0", "--data-dir", gwDir)
 	base := gw.await(t, `listening on (http://\S+) `)
-	pv := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir)
+	pv := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir, "--no-control")
 	pv.await(t, `serving built-in simulator`)
 	out, err := exec.Command(bin, "keys", "create", "--data-dir", gwDir).Output()
 	if err != nil {
@@ -507,7 +527,7 @@ func TestSeparateRolesOnLedger(t *testing.T) {
 	rpc := v.await(t, `RPC at (http://\S+)`)
 	g := start(t, bin, nil, "gateway", "--addr", "127.0.0.1:0", "--data-dir", gwDir, "--chain-id", "roles-test", "--chain-rpc", rpc, "--settle-interval", "100ms")
 	base := g.await(t, `listening on (http://\S+) `)
-	p := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir, "--chain-id", "roles-test")
+	p := start(t, bin, nil, "provide", "--gateway", base, "--backend", "sim", "--data-dir", pvDir, "--chain-id", "roles-test", "--no-control")
 	p.await(t, `serving built-in simulator`)
 	apiKey := func(account keys.Address) string {
 		t.Helper()

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +22,8 @@ func newProvideCmd(a *app) *cobra.Command {
 		dataDir             string
 		priceIn, priceOut   string
 		gatewayKey          string
+		idleCfg             node.IdleConfig
+		noControl           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "provide --gateway URL",
@@ -54,6 +59,10 @@ directory (mode 0600).`,
 			if cfg.KeyFile == "" {
 				cfg.KeyFile = filepath.Join(dataDir, "provider.key")
 			}
+			cfg.Idle, cfg.PauseFile = &idleCfg, filepath.Join(dataDir, "paused.json")
+			if noControl {
+				cfg.ControlAddr = ""
+			}
 			p, err := node.StartProvider(cfg)
 			if err != nil {
 				return err
@@ -62,6 +71,12 @@ directory (mode 0600).`,
 				fmt.Fprintf(a.stdout, "created provider key %s\n", cfg.KeyFile)
 			}
 			fmt.Fprintf(a.stdout, "provider %s (address %s) serving %s via %s\n", p.Key, p.Key.Address(), b.Description, cfg.Gateway)
+			if p.ControlURL != "" {
+				fmt.Fprintf(a.stdout, "control endpoint %s (idlegrid provide status|pause|resume)\n", p.ControlURL)
+			}
+			if st := p.ControlStatus(); st.Idle != nil && st.Idle.Paused {
+				fmt.Fprintf(a.stdout, "paused: %s\n", st.Idle.Reason)
+			}
 			select {
 			case <-ctx.Done():
 			case <-p.Done():
@@ -81,5 +96,80 @@ directory (mode 0600).`,
 	f.StringVar(&cfg.ExpectChainID, "chain-id", "", "refuse a gateway on another chain (default: accept any)")
 	f.StringVar(&gatewayKey, "gateway-key", "", "refuse a gateway with another key, hex (default: accept any)")
 	f.StringVar(&priceOut, "price-out", provider.DefaultPriceCompletion.String(), "price floor per million completion tokens, in tokens")
+	f.BoolVar(&idleCfg.GPU, "idle-gpu", true, "pause while another program uses the GPU (nvidia-smi; skipped when absent)")
+	f.IntVar(&idleCfg.GPUUtilization, "gpu-busy-percent", 30, "GPU utilization that means the owner uses it, while no job of ours runs (0: off)")
+	f.IntVar(&idleCfg.GPUMemoryMiB, "gpu-busy-mib", 256, "GPU memory another program must use to count as using the GPU")
+	f.Float64Var(&idleCfg.CPULoad, "cpu-busy-load", 0, "pause while the 1-minute load per core is at least this and no job of ours runs (0: off; the load average lags our own jobs)")
+	f.StringVar(&idleCfg.Hours, "hours", "", `serve only during these local hours, e.g. "22:00-08:00,12:00-13:00" (default: any time)`)
+	f.BoolVar(&idleCfg.Battery, "idle-battery", true, "pause while the machine runs on battery")
+	f.DurationVar(&idleCfg.Interval, "idle-interval", 5*time.Second, "how often to check whether the machine is in use")
+	f.DurationVar(&idleCfg.ResumeAfter, "resume-after", time.Minute, "how long the machine must stay idle before serving resumes")
+	f.StringVar(&cfg.ControlAddr, "control-addr", node.DefaultControlAddr, "loopback address of the owner's control endpoint (status, pause, resume)")
+	f.BoolVar(&noControl, "no-control", false, "do not serve the control endpoint")
+	cmd.AddCommand(provideControlCmds(a)...)
 	return cmd
+}
+
+// provideControlCmds talk to a running `idlegrid provide` on its control
+// endpoint.
+func provideControlCmds(a *app) []*cobra.Command {
+	var control string
+	do := func(name, short string, nargs int, call func(context.Context, node.ControlClient, []string) (node.ControlStatus, error)) *cobra.Command {
+		c := &cobra.Command{
+			Use:   name,
+			Short: short,
+			Args:  cobra.MaximumNArgs(nargs),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+				defer cancel()
+				st, err := call(ctx, node.ControlClient{URL: control}, args)
+				if err != nil {
+					return err
+				}
+				printProviderStatus(a.stdout, st)
+				return nil
+			},
+		}
+		c.Flags().StringVar(&control, "control", "http://"+node.DefaultControlAddr, "the provider's control endpoint")
+		return c
+	}
+	return []*cobra.Command{
+		do("status", "Show the running provider: connection, pause state and why, jobs and tokens served", 0, func(ctx context.Context, c node.ControlClient, _ []string) (node.ControlStatus, error) {
+			return c.Status(ctx)
+		}),
+		do("pause [REASON]", "Stop taking new jobs (running ones finish) until `provide resume`, across restarts", 1, func(ctx context.Context, c node.ControlClient, args []string) (node.ControlStatus, error) {
+			reason := ""
+			if len(args) == 1 {
+				reason = args[0]
+			}
+			return c.Pause(ctx, reason)
+		}),
+		do("resume", "End a manual pause (the idle checks still apply)", 0, func(ctx context.Context, c node.ControlClient, _ []string) (node.ControlStatus, error) {
+			return c.Resume(ctx)
+		}),
+	}
+}
+
+func printProviderStatus(w io.Writer, st node.ControlStatus) {
+	conn := "connected"
+	if !st.Agent.Connected {
+		conn = "NOT connected"
+	}
+	fmt.Fprintf(w, "provider  %s (address %s)\n", st.Provider, st.Address)
+	fmt.Fprintf(w, "gateway   %s, %s\n", st.Gateway, conn)
+	fmt.Fprintf(w, "backend   %s\n", st.Backend)
+	state := "serving"
+	if st.Agent.Paused {
+		state = "paused: " + st.Agent.Reason
+	}
+	fmt.Fprintf(w, "state     %s\n", state)
+	fmt.Fprintf(w, "jobs      %d served, %d failed, %d running; %d tokens\n", st.Agent.Served, st.Agent.Failed, st.Agent.Active, st.Agent.Tokens)
+	if st.Idle != nil {
+		for _, r := range st.Idle.Results {
+			fmt.Fprintf(w, "check     %s\n", r)
+		}
+		if st.Idle.Paused && !st.Idle.ClearSince.IsZero() {
+			fmt.Fprintf(w, "idle since %s; serving resumes after the quiet period\n", st.Idle.ClearSince.Format(time.TimeOnly))
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/idle"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -122,6 +123,64 @@ type ProviderConfig struct {
 	Link          link.Options
 	Version       string
 	Logger        *slog.Logger
+	// Idle decides when the machine may serve; nil serves all the time
+	// (the owner can still pause by hand).
+	Idle *IdleConfig
+	// PauseFile keeps the owner's manual pause across restarts ("" keeps
+	// it in memory).
+	PauseFile string
+	// ControlAddr, when set, serves the owner's control endpoint there
+	// (status, pause, resume), e.g. DefaultControlAddr.
+	ControlAddr string
+}
+
+// IdleConfig is the idle policy of a provider: serve only while the owner
+// does not use the machine.
+type IdleConfig struct {
+	// GPU: another program on the GPU (nvidia-smi compute apps, not the
+	// model server) using at least GPUMemoryMiB, or utilization of at
+	// least GPUUtilization% while no job of ours runs. Skipped without
+	// nvidia-smi.
+	GPU            bool
+	GPUUtilization int
+	GPUMemoryMiB   int
+	GPUCommand     string
+	// CPULoad: the one-minute load per core at least this while no job of
+	// ours runs (0: no CPU rule).
+	CPULoad float64
+	// Hours are the serving windows ("22:00-08:00,12:00-13:00"; "" = any
+	// time).
+	Hours string
+	// Battery pauses while the machine runs on battery.
+	Battery bool
+	// Interval between checks; ResumeAfter is how long every check must
+	// stay clear before serving resumes.
+	Interval, ResumeAfter time.Duration
+}
+
+// checks builds the policy's checks.
+func (c *IdleConfig) checks() ([]idle.Check, error) {
+	var out []idle.Check
+	if c == nil {
+		return nil, nil
+	}
+	if c.GPU {
+		out = append(out, idle.GPU{Command: c.GPUCommand, UtilizationPercent: c.GPUUtilization, MinMemoryMiB: c.GPUMemoryMiB})
+	}
+	if c.CPULoad > 0 {
+		out = append(out, idle.CPU{LoadPerCore: c.CPULoad})
+	}
+	if c.Hours != "" {
+		ws, err := idle.ParseSchedule(c.Hours)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, idle.Schedule{Windows: ws})
+	}
+	if c.Battery {
+		out = append(out, idle.Battery{})
+	}
+	return out, nil
 }
 
 // Provider is a running provider agent.
@@ -131,9 +190,15 @@ type Provider struct {
 	// Created tells whether the key file was created by this start.
 	Created bool
 
-	stop   context.CancelFunc
-	done   chan struct{} // closed when the agent's Run returned
-	runErr error         // what Run returned; read after done
+	// ControlURL is where the control endpoint listens ("" if none).
+	ControlURL string
+
+	policy  *idle.Policy
+	gateway string
+	backend string
+	stop    context.CancelFunc
+	done    chan struct{} // closed when the agent's Run returned
+	runErr  error         // what Run returned; read after done
 }
 
 // StartProvider loads or creates the key and runs the agent in the
@@ -152,6 +217,10 @@ func StartProvider(cfg ProviderConfig) (*Provider, error) {
 	if cfg.PriceCompletion == 0 {
 		cfg.PriceCompletion = provider.DefaultPriceCompletion
 	}
+	checks, err := cfg.Idle.checks()
+	if err != nil {
+		return nil, err
+	}
 	a, err := provider.New(provider.Config{
 		Gateway: cfg.Gateway, Key: key, Backend: cfg.Backend.Backend, Models: cfg.Models, Slots: cfg.Slots,
 		PricePrompt: cfg.PricePrompt, PriceCompletion: cfg.PriceCompletion, Hardware: hardware(),
@@ -161,12 +230,44 @@ func StartProvider(cfg ProviderConfig) (*Provider, error) {
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	p := &Provider{Agent: a, Key: key.Public(), Created: created, stop: stop, done: make(chan struct{})}
+	p := &Provider{Agent: a, Key: key.Public(), Created: created, gateway: cfg.Gateway, backend: cfg.Backend.Description, stop: stop, done: make(chan struct{})}
+	p.policy = &idle.Policy{Agent: a, Checks: checks, Manual: &idle.ManualPause{Path: cfg.PauseFile}, Logger: cfg.Logger}
+	if cfg.Idle != nil {
+		p.policy.Interval, p.policy.ResumeAfter = cfg.Idle.Interval, cfg.Idle.ResumeAfter
+	}
+	// Decide before connecting, so a busy machine never takes a job.
+	p.policy.Evaluate(ctx, time.Now())
+	if cfg.ControlAddr != "" {
+		if p.ControlURL, err = p.serveControl(ctx, cfg.ControlAddr, cfg.Logger); err != nil {
+			stop()
+			return nil, err
+		}
+	}
+	go p.policy.Run(ctx)
 	go func() {
 		p.runErr = a.Run(ctx)
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// Pause pauses serving by hand until Resume (kept across restarts when
+// PauseFile is set).
+func (p *Provider) Pause(reason string) error {
+	if err := p.policy.Pause(reason); err != nil {
+		return err
+	}
+	p.policy.Evaluate(context.Background(), time.Now())
+	return nil
+}
+
+// Resume ends a manual pause; the idle checks still apply.
+func (p *Provider) Resume() error {
+	if err := p.policy.Resume(); err != nil {
+		return err
+	}
+	p.policy.Evaluate(context.Background(), time.Now())
+	return nil
 }
 
 // Stop disconnects the agent and waits for its jobs to end.
@@ -194,8 +295,15 @@ func (p *Provider) WaitConnected(ctx context.Context) error {
 	return nil
 }
 
-// hardware is the summary a provider advertises. GPU detection comes with
-// the idle policy (nvidia-smi); until then only what Go knows.
+// hardware is the summary a provider advertises: what Go knows, and the
+// GPUs nvidia-smi lists when it is installed.
 func hardware() protocol.Hardware {
-	return protocol.Hardware{OS: runtime.GOOS, Arch: runtime.GOARCH, Cores: runtime.NumCPU()}
+	h := protocol.Hardware{OS: runtime.GOOS, Arch: runtime.GOARCH, Cores: runtime.NumCPU()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gpus, _ := idle.GPU{}.GPUs(ctx)
+	for _, g := range gpus {
+		h.GPUs = append(h.GPUs, protocol.GPU{Name: g.Name, MemoryBytes: uint64(g.MemoryMiB) << 20})
+	}
+	return h
 }

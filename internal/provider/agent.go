@@ -154,6 +154,9 @@ func (a *Agent) Status() Status {
 		Failed: a.failed.Load(), Tokens: a.tokens.Load(), Active: a.active.Load()}
 }
 
+// ActiveJobs is how many jobs are running.
+func (a *Agent) ActiveJobs() int { return int(a.active.Load()) }
+
 // Pause stops new jobs from being routed here; running jobs finish.
 func (a *Agent) Pause(reason string) { a.setPaused(true, reason) }
 
