@@ -472,6 +472,24 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	if out := ledger("params"); !strings.Contains(out, `"epoch_emission": 1000000`) || !strings.Contains(out, `"params_version": 1`) {
 		t.Fatalf("params after the change:\n%s", out)
 	}
+	// Provider onboarding: the new key has no money, so init says how to
+	// fund it; once funded, it registers and stakes.
+	pvDir := t.TempDir()
+	initArgs := []string{"provide", "init", "--backend", "sim", "--runs", "2", "--max-tokens", "8", "--data-dir", pvDir, "--rpc", rpc, "--stake", "5"}
+	out2, err := exec.Command(bin, initArgs...).CombinedOutput()
+	m2 := regexp.MustCompile(`ledger address (idg[0-9a-f]+)`).FindStringSubmatch(string(out2))
+	if err == nil || m2 == nil || !strings.Contains(string(out2), "send it tokens first") || !strings.Contains(string(out2), "tokens/s") {
+		t.Fatalf("provide init without funds: %v\n%s", err, out2)
+	}
+	ledger("send", m2[1], "6")
+	out2, err = exec.Command(bin, initArgs...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out2), "registered as a provider") || !strings.Contains(string(out2), "staked 5.000000") ||
+		!strings.Contains(string(out2), "idlegrid provide --gateway URL --key-file "+filepath.Join(pvDir, "provider.key")) {
+		t.Fatalf("provide init: %v\n%s", err, out2)
+	}
+	if out := ledger("balance", m2[1]); !strings.Contains(out, "stake     5.000000") || !strings.Contains(out, "roles     provider") {
+		t.Fatalf("provider after init:\n%s", out)
+	}
 	// The audit replays the chain over RPC and agrees.
 	if out, err := exec.Command(bin, "audit", "--rpc", rpc).CombinedOutput(); err != nil || !strings.Contains(string(out), "every app hash matches") {
 		t.Fatalf("audit: %v\n%s", err, out)

@@ -106,7 +106,7 @@ directory (mode 0600).`,
 	f.DurationVar(&idleCfg.ResumeAfter, "resume-after", time.Minute, "how long the machine must stay idle before serving resumes")
 	f.StringVar(&cfg.ControlAddr, "control-addr", node.DefaultControlAddr, "loopback address of the owner's control endpoint (status, pause, resume)")
 	f.BoolVar(&noControl, "no-control", false, "do not serve the control endpoint")
-	cmd.AddCommand(provideControlCmds(a)...)
+	cmd.AddCommand(append(provideControlCmds(a), newProvideInitCmd(a))...)
 	return cmd
 }
 
