@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/idlegrid/idlegrid/internal/econ"
+	"github.com/idlegrid/idlegrid/internal/money"
+)
+
+func newBenchEconCmd(a *app) *cobra.Command {
+	cfg := econ.DefaultConfig()
+	var (
+		providers           int
+		emission, rewardMin string
+		svgFile             string
+		washLevels          []uint
+	)
+	cmd := &cobra.Command{
+		Use:   "econ",
+		Short: "Economics simulation on the real ledger: supply, earnings per hardware class, what cheating pays",
+		Long: `Run a population of providers (datacenter GPUs, gaming GPUs, laptops) for
+hundreds of epochs on the real ledger state machine: a demand curve is routed
+to the cheapest online providers, one gateway settles their receipts, and
+every epoch's emission is paid by the ledger's reward code. Prints the supply
+curve, each class's earnings (fees vs emission, net of energy), the expected
+profit of each cheating strategy against honesty, and a wash trading sweep
+run on the ledger. Slashing is not on the ledger yet: the --canary, --slash,
+--jail and --detect flags set the modelled verdicts. Prices and energy are
+in US dollars, converted at --tokens-per-usd. Prints a summary line at the
+end; --svg writes a plot.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.Params.EpochEmission, err = money.Parse(emission); err != nil {
+				return fmt.Errorf("--emission: %w", err)
+			}
+			if cfg.Params.RewardMinPricePerMTok, err = money.Parse(rewardMin); err != nil {
+				return fmt.Errorf("--reward-min-price: %w", err)
+			}
+			if providers != cfg.Providers() {
+				if err := cfg.ScaleProviders(providers); err != nil {
+					return err
+				}
+			}
+			cfg.Wash.LevelsBps = cfg.Wash.LevelsBps[:0]
+			for _, l := range washLevels {
+				cfg.Wash.LevelsBps = append(cfg.Wash.LevelsBps, uint32(min(l, 1<<31)))
+			}
+			rep, err := econ.Run(cfg)
+			if err != nil {
+				return err
+			}
+			if err := rep.Print(a.stdout); err != nil {
+				return err
+			}
+			if svgFile != "" {
+				if err := writeEconSVG(svgFile, &rep); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "plot written to %s\n", svgFile)
+			}
+			fmt.Fprintln(a.stdout, rep.Summary())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "epochs to simulate")
+	f.IntVar(&providers, "providers", cfg.Providers(), "providers; the default mix of classes and strategies is scaled to this many, and demand with it")
+	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of uptime and canary draws")
+	f.Uint64Var(&cfg.TokensPerUSD, "tokens-per-usd", cfg.TokensPerUSD, "assumed exchange rate: ledger tokens per US dollar")
+	f.Uint64Var(&cfg.BlockMillis, "block-ms", cfg.BlockMillis, "wall time of a block in milliseconds: turns speeds into tokens per epoch")
+	f.Uint64Var(&cfg.Params.EpochBlocks, "epoch-blocks", cfg.Params.EpochBlocks, "ledger param: blocks per epoch")
+	f.StringVar(&emission, "emission", cfg.Params.EpochEmission.String(), "ledger param: tokens the first epoch mints")
+	f.Uint64Var(&cfg.Params.HalvingEpochs, "halving-epochs", cfg.Params.HalvingEpochs, "ledger param: emission halves every this many epochs (the chain default is 1000)")
+	f.Uint64Var(&cfg.Params.VestingBlocks, "vesting-blocks", cfg.Params.VestingBlocks, "ledger param: blocks over which rewards vest")
+	f.Uint64Var(&cfg.Params.EscrowBlocks, "escrow-blocks", cfg.Params.EscrowBlocks, "ledger param: blocks a provider's earnings stay in escrow")
+	f.StringVar(&rewardMin, "reward-min-price", cfg.Params.RewardMinPricePerMTok.String(), "ledger param: least completion price (tokens per Mtok) whose tokens earn emission")
+	f.Uint32Var(&cfg.Params.GatewayFeeBps, "gateway-fee-bps", cfg.Params.GatewayFeeBps, "ledger param: gateway fee in basis points")
+	f.Uint32Var(&cfg.Params.ProtocolFeeBps, "protocol-fee-bps", cfg.Params.ProtocolFeeBps, "ledger param: protocol fee in basis points")
+	f.Uint32Var(&cfg.Slashing.CanaryBps, "canary-bps", cfg.Slashing.CanaryBps, "modelled: chance (basis points) that a provider meets a canary in an epoch it serves")
+	f.Uint32Var(&cfg.Slashing.SlashBps, "slash-bps", cfg.Slashing.SlashBps, "modelled: share of stake slashed when caught (basis points)")
+	f.Uint64Var(&cfg.Slashing.JailEpochs, "jail-epochs", cfg.Slashing.JailEpochs, "modelled: epochs a caught provider earns nothing")
+	f.Uint32Var(&cfg.Slashing.QuantizeDetectBps, "detect-quantize-bps", cfg.Slashing.QuantizeDetectBps, "modelled: chance that a canary catches a cheaper quantization")
+	f.Uint32Var(&cfg.Slashing.FabricateDetectBps, "detect-fabricate-bps", cfg.Slashing.FabricateDetectBps, "modelled: chance that a canary catches fabricated text")
+	f.Uint32Var(&cfg.Slashing.InflateDetectBps, "detect-inflate-bps", cfg.Slashing.InflateDetectBps, "modelled: chance that a canary catches inflated counts (unmetered gateway)")
+	f.Uint32Var(&cfg.Slashing.QuantizeCostBps, "quantize-cost-bps", cfg.Slashing.QuantizeCostBps, "energy of a cheaper quantization relative to the real model")
+	f.Uint32Var(&cfg.Slashing.FabricateCostBps, "fabricate-cost-bps", cfg.Slashing.FabricateCostBps, "energy of fabricating text relative to serving")
+	f.Uint32Var(&cfg.Slashing.InflateBps, "inflate-bps", cfg.Slashing.InflateBps, "how much an inflater adds to its token counts")
+	f.StringVar(&cfg.Wash.Class, "wash-class", cfg.Wash.Class, "hardware class (model and price) of the wash trader")
+	f.Uint64Var(&cfg.Wash.TokensPerEpoch, "wash-tokens", cfg.Wash.TokensPerEpoch, "fake completion tokens the wash trader settles per epoch (0: its class's capacity)")
+	f.IntVar(&cfg.Wash.Epochs, "wash-epochs", cfg.Wash.Epochs, "epochs per honest demand level of the wash trading sweep")
+	levels := make([]uint, len(cfg.Wash.LevelsBps))
+	for i, l := range cfg.Wash.LevelsBps {
+		levels[i] = uint(l)
+	}
+	f.UintSliceVar(&washLevels, "wash-levels-bps", levels, "honest demand levels of the wash trading sweep, in basis points of the default demand")
+	f.StringVar(&svgFile, "svg", "", "write the supply curve and income split as SVG to this file")
+	return cmd
+}
+
+func writeEconSVG(path string, rep *econ.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteSVG(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
