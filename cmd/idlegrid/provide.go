@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -113,7 +114,7 @@ directory (mode 0600).`,
 // provideControlCmds talk to a running `idlegrid provide` on its control
 // endpoint.
 func provideControlCmds(a *app) []*cobra.Command {
-	var control string
+	var control, rpc string
 	do := func(name, short string, nargs int, call func(context.Context, node.ControlClient, []string) (node.ControlStatus, error)) *cobra.Command {
 		c := &cobra.Command{
 			Use:   name,
@@ -127,10 +128,14 @@ func provideControlCmds(a *app) []*cobra.Command {
 					return err
 				}
 				printProviderStatus(a.stdout, st)
+				if rpc != "" {
+					printProviderLedger(ctx, a.stdout, rpc, keys.Address(st.Address))
+				}
 				return nil
 			},
 		}
 		c.Flags().StringVar(&control, "control", "http://"+node.DefaultControlAddr, "the provider's control endpoint")
+		c.Flags().StringVar(&rpc, "rpc", "", "also show earnings, stake and verification record from the ledger at this validator RPC URL")
 		return c
 	}
 	return []*cobra.Command{
@@ -147,6 +152,45 @@ func provideControlCmds(a *app) []*cobra.Command {
 		do("resume", "End a manual pause (the idle checks still apply)", 0, func(ctx context.Context, c node.ControlClient, _ []string) (node.ControlStatus, error) {
 			return c.Resume(ctx)
 		}),
+	}
+}
+
+// printProviderLedger shows what the ledger holds for the provider:
+// earnings (balance, escrow, vesting), stake and verification record.
+func printProviderLedger(ctx context.Context, w io.Writer, rpc string, addr keys.Address) {
+	c, err := chain.NewHTTPClient(rpc)
+	if err != nil {
+		fmt.Fprintf(w, "ledger    %v\n", err)
+		return
+	}
+	l := chain.Ledger{Client: c}
+	acct, err := l.Account(ctx, addr)
+	if err != nil {
+		fmt.Fprintf(w, "ledger    %v\n", err)
+		return
+	}
+	var escrow money.Amount
+	for _, e := range acct.Escrow {
+		escrow += e.Amount
+	}
+	fmt.Fprintf(w, "earnings  %s settled (balance), %s in escrow, %s vested to claim, %s still vesting\n", acct.Balance, escrow, acct.Claimable, acct.Unvested)
+	fmt.Fprintf(w, "stake     %s\n", acct.Stake)
+	p, err := l.Provider(ctx, addr)
+	if err != nil {
+		fmt.Fprintf(w, "verification: %v\n", err)
+		return
+	}
+	jailed := ""
+	if p.Jailed {
+		jailed = ", JAILED"
+	}
+	fmt.Fprintf(w, "reputation %d/1000 (%d audits, %d failed, %d convictions%s)\n", p.Reputation, p.Audits, p.Failures, p.Convictions, jailed)
+	for _, v := range p.Last {
+		verdict := "passed"
+		if !v.Pass {
+			verdict = "FAILED"
+		}
+		fmt.Fprintf(w, "verdict   %s at height %d (evidence %s)\n", verdict, v.Height, v.Evidence)
 	}
 }
 

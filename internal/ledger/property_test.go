@@ -31,8 +31,8 @@ type randomRun struct {
 	nextID    int
 	// convictions and slashes count what the run provoked.
 	convictions, slashes int
-	ids       []string // request ids used so far
-	supply    money.Amount
+	ids                  []string // request ids used so far
+	supply               money.Amount
 }
 
 func newRandomRun(tb testing.TB, seed uint64) *randomRun {

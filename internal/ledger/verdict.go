@@ -22,6 +22,7 @@ const (
 const (
 	maxVotes          = 64
 	maxRecentFailures = 64
+	maxLastCases      = 8
 )
 
 // Case states.
@@ -95,6 +96,15 @@ type ProviderRecord struct {
 	Convictions uint32   `json:"convictions"`
 	// JailedAt is the height of the last conviction (0: never).
 	JailedAt uint64 `json:"jailed_at"`
+	// Last are its latest matured cases, oldest first (at most maxLastCases).
+	Last []CaseOutcome `json:"last_cases,omitempty"`
+}
+
+// CaseOutcome is how one matured case ended for its provider.
+type CaseOutcome struct {
+	Evidence receipt.Hash `json:"evidence"`
+	Pass     bool         `json:"pass"`
+	Height   uint64       `json:"height"`
 }
 
 // Reputation is the provider's reputation factor in thousandths: the
@@ -118,6 +128,12 @@ func (r *ProviderRecord) encode() []byte {
 	}
 	e.u32(r.Convictions)
 	e.u64(r.JailedAt)
+	e.u32(uint32(len(r.Last)))
+	for _, c := range r.Last {
+		e.fixed(c.Evidence[:])
+		e.boolean(c.Pass)
+		e.u64(c.Height)
+	}
 	return e.b
 }
 
@@ -129,6 +145,13 @@ func decodeProviderRecord(b []byte) (ProviderRecord, error) {
 		r.Recent = append(r.Recent, d.u64())
 	}
 	r.Convictions, r.JailedAt = d.u32(), d.u64()
+	n = d.length(maxLastCases, "last cases")
+	for range n {
+		var c CaseOutcome
+		d.fixed(c.Evidence[:])
+		c.Pass, c.Height = d.boolean(), d.u64()
+		r.Last = append(r.Last, c)
+	}
 	return r, d.end()
 }
 
@@ -457,7 +480,7 @@ func (b *Block) matureCases() ([]Event, error) {
 		if c.Planted || c.State == CaseOpen {
 			continue // a test of the verifiers, or too few verdicts: no effect
 		}
-		ev, err := b.countCase(&c)
+		ev, err := b.countCase(evidence, &c)
 		if err != nil {
 			return nil, err
 		}
@@ -468,12 +491,16 @@ func (b *Block) matureCases() ([]Event, error) {
 
 // countCase adds a decided case to its provider's record and convicts the
 // provider when the failures in the window reach ConvictFailures.
-func (b *Block) countCase(c *Case) ([]Event, error) {
+func (b *Block) countCase(evidence receipt.Hash, c *Case) ([]Event, error) {
 	r, err := b.providerRecord(c.Provider)
 	if err != nil {
 		return nil, err
 	}
 	r.Audits++
+	r.Last = append(r.Last, CaseOutcome{Evidence: evidence, Pass: c.State == CasePassed, Height: b.height})
+	if n := len(r.Last); n > maxLastCases {
+		r.Last = r.Last[n-maxLastCases:]
+	}
 	if c.State == CaseFailed {
 		r.Failures++
 		r.Recent = append(r.Recent, b.height)

@@ -83,7 +83,8 @@ func TestConviction(t *testing.T) {
 	}
 	w.checkSupply(s.Total)
 	r := w.record(w.p1)
-	if r.Convictions != 1 || r.JailedAt != 9 || r.Audits != 3 || r.Failures != 3 || r.Reputation() != 250 {
+	if r.Convictions != 1 || r.JailedAt != 9 || r.Audits != 3 || r.Failures != 3 || r.Reputation() != 250 ||
+		len(r.Last) != 3 || r.Last[2] != (CaseOutcome{Evidence: evidence("2"), Pass: false, Height: 9}) {
 		t.Errorf("record %+v, reputation %d", r, r.Reputation())
 	}
 	// Jailed: its receipts no longer settle.
