@@ -193,7 +193,24 @@ func TestSeparateRoles(t *testing.T) {
 	if out := provide("resume"); !strings.Contains(out, "state     serving") {
 		t.Fatalf("provide resume:\n%s", out)
 	}
-	chat(t, base, key)
+	// The resume reaches the gateway over the agent's connection, a moment
+	// after the command returns.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(`{"model":"sim","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d after the resume", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	st, err := os.Stat(filepath.Join(pvDir, "provider.key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("provider key file: %v %v", st.Mode(), err)
