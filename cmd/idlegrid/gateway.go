@@ -42,5 +42,6 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.StringSliceVar(&cfg.ChainRPC, "chain-rpc", nil, "validator RPC URLs of the ledger, comma-separated (e.g. http://127.0.0.1:26657); the first is queried, all receive each transaction; without any, requests are not funds-checked and receipts are not settled")
 	f.DurationVar(&cfg.Gateway.QueueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a busy provider")
 	f.IntVar(&cfg.Gateway.MaxQueued, "max-queued", 1024, "requests that may wait at once before 429")
+	f.Uint32Var(&cfg.Gateway.FeeBps, "fee-bps", 0, "the gateway's fee in basis points of the consumer price, added on top of providers' price floors (the ledger's gateway_fee_bps + protocol_fee_bps lets providers keep their floors)")
 	return cmd
 }

@@ -15,9 +15,11 @@ import (
 
 func newSimCmd(a *app) *cobra.Command {
 	var (
-		addr      string
-		firstTok  time.Duration
-		tokPerSec float64
+		addr        string
+		firstTok    time.Duration
+		tokPerSec   float64
+		promptRate  float64
+		cacheTokens int
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -36,6 +38,7 @@ without a GPU and as a zero-cost upstream for benchmarks.`,
 				if cmd.Flags().Changed("tokens-per-second") {
 					cfg.Models[i].TokensPerSecond = tokPerSec
 				}
+				cfg.Models[i].PromptTokensPerSecond, cfg.Models[i].PrefixCacheTokens = promptRate, cacheTokens
 			}
 			s, err := sim.New(cfg)
 			if err != nil {
@@ -66,5 +69,7 @@ without a GPU and as a zero-cost upstream for benchmarks.`,
 	f.StringVar(&addr, "addr", "127.0.0.1:11435", "address to listen on")
 	f.DurationVar(&firstTok, "first-token", 0, "time to first token (default: the model's)")
 	f.Float64Var(&tokPerSec, "tokens-per-second", 0, "generation speed, 0 = instant (default: the model's)")
+	f.Float64Var(&promptRate, "prompt-tokens-per-second", 0, "prompt processing speed for tokens not in the prefix cache, 0 = free")
+	f.IntVar(&cacheTokens, "prefix-cache-tokens", 0, "size of the simulated prefix cache in tokens, 0 = none")
 	return cmd
 }

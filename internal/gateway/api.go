@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway/api/openai"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
@@ -31,7 +34,11 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 		}
 		req := p.Request
 		req.Buffered = !p.Stream
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, newSink(w, p))
+		session := r.Header.Get(SessionHeader)
+		if session == "" {
+			session = p.User
+		}
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: p.Provider, session: session}, newSink(w, p))
 	}
 }
 
@@ -60,15 +67,21 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		}
 		req := p.Request
 		req.Buffered = !p.Stream
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, newSink(w, p))
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{session: r.Header.Get(SessionHeader)}, newSink(w, p))
 	}
 }
 
 // modelEntry aggregates one model name across providers.
 type modelEntry struct {
-	model     protocol.Model // from the first provider, for details
-	providers int
-	since     time.Time
+	model  protocol.Model // from the first provider, for details
+	offers []offer
+	since  time.Time
+}
+
+// offer is one provider's entry for a model.
+type offer struct {
+	key   keys.PublicKey
+	model protocol.Model
 }
 
 // catalog lists the models connected providers offer, by name.
@@ -81,7 +94,7 @@ func (g *Gateway) catalog() []modelEntry {
 				e = &modelEntry{model: m, since: p.ConnectedAt}
 				byName[m.Name] = e
 			}
-			e.providers++
+			e.offers = append(e.offers, offer{key: p.Key, model: m})
 			if p.ConnectedAt.Before(e.since) {
 				e.since = p.ConnectedAt
 			}
@@ -104,8 +117,30 @@ func (g *Gateway) findModel(name string) (modelEntry, bool) {
 	return modelEntry{}, false
 }
 
-func openAIModel(e modelEntry) openai.Model {
-	return openai.Model{ID: e.model.Name, Created: e.since.Unix(), OwnedBy: "idlegrid"}
+// openAIModel describes a model with its market: how many providers serve
+// it, their consumer prices (floors plus the gateway's fee) and their
+// recent generation speed.
+func (g *Gateway) openAIModel(e modelEntry) openai.Model {
+	m := openai.Model{ID: e.model.Name, Created: e.since.Unix(), OwnedBy: "idlegrid", Providers: len(e.offers)}
+	var prompt, completion []money.Amount
+	var rates []float64
+	for _, o := range e.offers {
+		prompt = append(prompt, scheduler.ConsumerPrice(o.model.PricePromptPerMTok, g.cfg.FeeBps))
+		completion = append(completion, scheduler.ConsumerPrice(o.model.PriceCompletionPerMTok, g.cfg.FeeBps))
+		if est, ok := g.sched.Estimate(o.key, o.model.Name); ok && est.RateSamples > 0 {
+			rates = append(rates, est.TokensPerSecond)
+		} else if o.model.TokensPerSecond > 0 {
+			rates = append(rates, o.model.TokensPerSecond)
+		}
+	}
+	m.PricePrompt = openai.PriceRange{Min: slices.Min(prompt), Median: scheduler.Median(prompt)}
+	m.PriceCompletion = openai.PriceRange{Min: slices.Min(completion), Median: scheduler.Median(completion)}
+	if len(rates) > 0 {
+		slices.Sort(rates)
+		n := len(rates)
+		m.TokensPerSecond = (rates[(n-1)/2] + rates[n/2]) / 2
+	}
+	return m
 }
 
 func ollamaModel(e modelEntry) ollama.Model {
@@ -117,7 +152,7 @@ func ollamaModel(e modelEntry) ollama.Model {
 func (g *Gateway) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
 	var list []openai.Model
 	for _, e := range g.catalog() {
-		list = append(list, openAIModel(e))
+		list = append(list, g.openAIModel(e))
 	}
 	openai.WriteModelList(w, list)
 }
@@ -129,7 +164,7 @@ func (g *Gateway) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteOpenAI(w, apierr.ModelNotFound(id))
 		return
 	}
-	openai.WriteModel(w, openAIModel(e))
+	openai.WriteModel(w, g.openAIModel(e))
 }
 
 func (g *Gateway) handleOllamaTags(w http.ResponseWriter, r *http.Request) {

@@ -23,6 +23,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
 
@@ -65,12 +66,27 @@ type Config struct {
 	SettleBatchSize int
 	SettleInterval  time.Duration
 	SettleInFlight  int
+
+	// FeeBps is the gateway's fee in basis points of the consumer price:
+	// consumers pay each provider's floor divided by (1 − FeeBps/10000),
+	// rounded up to a base unit, so the provider keeps at least its floor
+	// once that share is taken out. This price is what /v1/models shows,
+	// what max_price is checked against and what receipts bill. The ledger
+	// splits every receipt's amount by its own gateway_fee_bps and
+	// protocol_fee_bps; set FeeBps to their sum for providers to earn their
+	// floors. 0 (default): consumers pay the floors.
+	FeeBps uint32
+	// Policy selects how the scheduler picks among eligible providers. The
+	// zero value is the marketplace policy; the others are baselines for
+	// `idlegrid bench routing`.
+	Policy scheduler.Policy
 }
 
 // Gateway serves the consumer APIs.
 type Gateway struct {
 	cfg    Config
 	log    *slog.Logger
+	sched  *scheduler.Scheduler
 	queued atomic.Int64
 	funds  *funds      // nil without a ledger
 	settle *settlement // nil without a ledger
@@ -114,7 +130,11 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.SettleInFlight <= 0 {
 		cfg.SettleInFlight = 2
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	sched, err := scheduler.New(scheduler.Config{Policy: cfg.Policy, FeeBps: cfg.FeeBps})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, sched: sched}
 	if cfg.Ledger != nil {
 		// Receipts stored but not settled before a restart still count
 		// against their consumers.

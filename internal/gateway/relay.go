@@ -16,6 +16,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/hub"
+	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
@@ -43,23 +44,37 @@ func requestID(prefix string) string {
 	return prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
+// SessionHeader is the request header that names a session for affinity:
+// requests of one session prefer the provider that served it last. On the
+// OpenAI API the "user" member serves when the header is absent.
+const SessionHeader = "X-Session-Id"
+
+// route is how the consumer wants a request placed.
+type route struct {
+	prefs   scheduler.Preferences
+	session string // explicit session id; "" for none
+}
+
 // call is one admitted request on its way through the relay.
 type call struct {
-	id       string
-	asked    string // model name as the consumer wrote it
-	key      store.APIKey
-	req      protocol.Request
-	reqHash  receipt.Hash
-	admitted time.Time
-	hold     *reservation // funds held for it; nil without a ledger
+	id         string
+	asked      string // model name as the consumer wrote it
+	key        store.APIKey
+	req        protocol.Request
+	sched      scheduler.Request
+	reqHash    receipt.Hash
+	admitted   time.Time
+	dispatched time.Time    // when the job was sent to its provider
+	hold       *reservation // funds held for it; nil without a ledger
 }
 
 // relay places the request on a provider and streams the result into snk.
-func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, idPrefix string, snk sink.Sink) {
+func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, idPrefix string, rt route, snk sink.Sink) {
 	c := &call{id: requestID(idPrefix), asked: req.Model, key: key, req: req, reqHash: reqHash, admitted: time.Now()}
 	if c.req.Options.MaxTokens <= 0 {
 		c.req.Options.MaxTokens = g.cfg.DefaultMaxTokens
 	}
+	c.sched = g.sched.NewRequest(&c.req, rt.prefs, rt.session)
 	stream, job, hold, e := g.place(ctx, c)
 	if e != nil {
 		snk.Fail(e)
@@ -71,6 +86,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 	var (
 		began      bool
 		firstToken time.Duration
+		firstChunk time.Time
 		chunks     int
 		text       = sha256.New()
 	)
@@ -100,8 +116,9 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 		}
 		switch {
 		case ev.Chunk != nil:
-			if firstToken == 0 {
-				firstToken = time.Since(c.admitted)
+			if firstChunk.IsZero() {
+				firstChunk = time.Now()
+				firstToken = firstChunk.Sub(c.admitted)
 			}
 			chunks++
 			text.Write([]byte(ev.Chunk.Delta))
@@ -115,6 +132,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 				return
 			}
 		case ev.Done != nil:
+			g.observe(c, job, stream.Provider().Key, ev.Done, firstChunk, chunks)
 			g.finish(ctx, c, job, stream, ev.Done, text, firstToken, begin, snk, log)
 			return
 		default:
@@ -212,7 +230,7 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 	}()
 	for {
 		changed := h.Changed() // before the snapshot, so no change is missed
-		choice, err := scheduler.Pick(candidates(h.Snapshot()), c.req.Model, nil)
+		choice, err := g.sched.Pick(candidates(h.Snapshot()), &c.sched)
 		var u *scheduler.Unplaceable
 		if err == nil {
 			job := g.job(c, choice)
@@ -220,8 +238,10 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 			if e != nil {
 				return nil, nil, nil, e
 			}
+			c.dispatched = time.Now()
 			s, err := h.Dispatch(ctx, choice.Key, job)
 			if err == nil {
+				g.sched.Placed(&c.sched, choice.Key)
 				return s, job, hold, nil
 			}
 			hold.release()
@@ -240,7 +260,7 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 				return nil, nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
 			}
 			if !u.OnlyBusy() {
-				return nil, nil, nil, apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
+				return nil, nil, nil, unplaceable(u)
 			}
 		}
 		if !queued {
@@ -260,18 +280,27 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 	}
 }
 
+// unplaceable is the 503 for a request no provider can take and none
+// will by merely finishing a job.
+func unplaceable(u *scheduler.Unplaceable) *apierr.Error {
+	if u.Excluded() > 0 {
+		return apierr.Unavailable("no_matching_provider", "No provider can serve this request within its routing preferences (%s). "+
+			"Relax the request's \"provider\" preferences, or try again later.", u.Error())
+	}
+	return apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
+}
+
 // hold reserves the request's worst-case cost at the chosen provider's
-// prices; nil without a ledger.
+// consumer prices; nil without a ledger.
 func (g *Gateway) hold(ctx context.Context, c *call, choice scheduler.Choice) (*reservation, *apierr.Error) {
 	if g.funds == nil {
 		return nil, nil
 	}
-	m := choice.Model
-	cost, err := worstCost(&c.req, m.PricePromptPerMTok, m.PriceCompletionPerMTok)
+	cost, err := worstCost(&c.req, choice.PricePrompt, choice.PriceCompletion)
 	if err != nil {
 		return nil, apierr.Invalid("max_tokens", "This request's worst-case cost does not fit in an amount: %v", err)
 	}
-	what := fmt.Sprintf("max_tokens %d at %s/Mtok output, prompt at %s/Mtok", c.req.Options.MaxTokens, m.PriceCompletionPerMTok, m.PricePromptPerMTok)
+	what := fmt.Sprintf("max_tokens %d at %s/Mtok output, prompt at %s/Mtok", c.req.Options.MaxTokens, choice.PriceCompletion, choice.PricePrompt)
 	return g.funds.reserve(ctx, c.key.Account, cost, what)
 }
 
@@ -279,12 +308,38 @@ func (g *Gateway) hold(ctx context.Context, c *call, choice scheduler.Choice) (*
 // hub's current state for the model.
 func (g *Gateway) why(c *call, u *scheduler.Unplaceable) string {
 	if u == nil {
-		_, err := scheduler.Pick(candidates(g.cfg.Hub.Snapshot()), c.req.Model, nil)
-		if !errors.As(err, &u) {
+		if u = g.sched.Explain(candidates(g.cfg.Hub.Snapshot()), &c.sched); u == nil {
 			return fmt.Sprintf("model %q: every provider was busy a moment ago", c.asked)
 		}
 	}
 	return u.Error()
+}
+
+// observe feeds the scheduler the speed of a finished job. With two chunks
+// or more the gateway's own clock splits time to first token from
+// generation; a buffered answer arrives in one chunk, so the provider's
+// reported split is used, bounded by the total the gateway measured (a
+// provider can only move time between the two, not shorten it).
+func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, d *protocol.Done, firstChunk time.Time, chunks int) {
+	now := time.Now()
+	var o scheduler.Observation
+	tokens := d.Usage.CompletionTokens
+	var first, gen time.Duration
+	switch {
+	case chunks >= 2:
+		first, gen = firstChunk.Sub(c.dispatched), now.Sub(firstChunk)
+	case d.Timings.FirstTokenUs >= 0 && d.Timings.TotalUs >= d.Timings.FirstTokenUs:
+		total := now.Sub(c.dispatched)
+		first = min(time.Duration(d.Timings.FirstTokenUs)*time.Microsecond, total)
+		gen = total - first
+	default:
+		return
+	}
+	o.FirstToken, o.HasFirstToken = first, first >= 0
+	if tokens >= 2 && gen > 0 {
+		o.TokensPerSecond = float64(tokens-1) / gen.Seconds()
+	}
+	g.sched.Observe(provider, job.Request.Model, o)
 }
 
 func (g *Gateway) knownModel(name string) bool {
@@ -308,8 +363,8 @@ func (g *Gateway) job(c *call, choice scheduler.Choice) *protocol.Job {
 			Consumer:               c.key.Account,
 			Model:                  choice.Model.Name,
 			ModelDigest:            choice.Model.Digest,
-			PricePromptPerMTok:     choice.Model.PricePromptPerMTok,
-			PriceCompletionPerMTok: choice.Model.PriceCompletionPerMTok,
+			PricePromptPerMTok:     choice.PricePrompt,
+			PriceCompletionPerMTok: choice.PriceCompletion,
 			RequestHash:            c.reqHash,
 			StartUnixMs:            c.admitted.UnixMilli(),
 		},

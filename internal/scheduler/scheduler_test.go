@@ -16,6 +16,15 @@ func key(n byte) keys.PublicKey {
 	return k
 }
 
+func newScheduler(t *testing.T, cfg Config) *Scheduler {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func offering(n byte, slots, inflight int, paused bool, models ...string) Candidate {
 	c := Candidate{Key: key(n), Slots: slots, InFlight: inflight, Paused: paused}
 	for _, m := range models {
@@ -90,22 +99,22 @@ func TestPick(t *testing.T) {
 			model: "sim", offering: 2, paused: 2, msg: `model "sim": 2 providers online, all paused by their owners`},
 		{name: "all busy",
 			cands: []Candidate{offering(1, 4, 4, false, "sim"), offering(2, 1, 1, false, "sim")},
-			model: "sim", offering: 2, busy: 2, onlyBusy: true, msg: `model "sim": 2 providers online, 2 busy, 0 paused`},
+			model: "sim", offering: 2, busy: 2, onlyBusy: true, msg: `model "sim": 2 providers online, 2 busy`},
 		{name: "busy and paused",
 			cands: []Candidate{offering(1, 4, 4, false, "sim"), offering(2, 4, 0, true, "sim"), offering(3, 4, 0, true, "sim")},
-			model: "sim", offering: 3, busy: 1, paused: 2, onlyBusy: true, msg: `model "sim": 3 providers online, 1 busy, 2 paused`},
+			model: "sim", offering: 3, busy: 1, paused: 2, onlyBusy: true, msg: `model "sim": 3 providers online, 2 paused, 1 busy`},
 		{name: "paused and full counts as paused",
 			cands: []Candidate{offering(1, 4, 4, true, "sim"), offering(2, 4, 4, false, "sim")},
-			model: "sim", offering: 2, busy: 1, paused: 1, onlyBusy: true, msg: `model "sim": 2 providers online, 1 busy, 1 paused`},
+			model: "sim", offering: 2, busy: 1, paused: 1, onlyBusy: true, msg: `model "sim": 2 providers online, 1 paused, 1 busy`},
 		{name: "no slots at all is busy",
 			cands: []Candidate{offering(1, 0, 0, false, "sim")},
-			model: "sim", offering: 1, busy: 1, onlyBusy: true, msg: `model "sim": 1 provider online, 1 busy, 0 paused`},
+			model: "sim", offering: 1, busy: 1, onlyBusy: true, msg: `model "sim": 1 provider online, 1 busy`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Several seeds: a filtered provider must never slip through.
 			for seed := range uint64(20) {
-				got, err := Pick(tt.cands, tt.model, rand.New(rand.NewPCG(seed, 1)))
+				got, err := newScheduler(t, Config{Rand: rand.New(rand.NewPCG(seed, 1))}).Pick(tt.cands, &Request{Model: tt.model})
 				if tt.want != 0 {
 					if err != nil {
 						t.Fatalf("Pick: %v", err)
@@ -135,8 +144,9 @@ func TestPick(t *testing.T) {
 
 func TestPickNilRand(t *testing.T) {
 	cands := []Candidate{offering(1, 4, 0, false, "sim"), offering(2, 4, 4, false, "sim"), offering(3, 4, 2, false, "sim")}
+	s := newScheduler(t, Config{})
 	for range 100 {
-		got, err := Pick(cands, "sim", nil)
+		got, err := s.Pick(cands, &Request{Model: "sim"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,10 +172,10 @@ func TestPowerOfTwoChoices(t *testing.T) {
 	// Eligible by rank: 2, 4, 5, 1 (n = 4): 6/12, 4/12, 2/12, 0.
 	want := map[byte]float64{2: 6.0 / 12, 4: 4.0 / 12, 5: 2.0 / 12, 1: 0}
 	const picks = 24000
-	rng := rand.New(rand.NewPCG(42, 7))
+	s := newScheduler(t, Config{Rand: rand.New(rand.NewPCG(42, 7))})
 	count := map[byte]int{}
 	for range picks {
-		c, err := Pick(cands, "sim", rng)
+		c, err := s.Pick(cands, &Request{Model: "sim"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +197,7 @@ func TestPowerOfTwoChoices(t *testing.T) {
 	tied := []Candidate{offering(1, 4, 1, false, "sim"), offering(2, 4, 1, false, "sim"), offering(3, 4, 1, false, "sim")}
 	count = map[byte]int{}
 	for range 3000 {
-		c, err := Pick(tied, "sim", rng)
+		c, err := s.Pick(tied, &Request{Model: "sim"})
 		if err != nil {
 			t.Fatal(err)
 		}

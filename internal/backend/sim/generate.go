@@ -28,9 +28,15 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 	}
 	g := &generation{vocab: s.vocab, m: m, st: newSeqState(), max: m.DefaultMaxTokens}
 	for _, t := range tokenize(prompt) {
-		g.st = g.st.push(t)
+		g.push(t)
 	}
 	g.promptTokens = g.st.pos
+	cached := 0
+	if m.cache != nil {
+		cached = m.cache.lookup(g.blocks) * CacheBlockTokens
+	}
+	s.counts.add(g.promptTokens, cached)
+	g.prefill = m.prefill(g.promptTokens - cached)
 	o := req.Options
 	if o.MaxTokens > 0 {
 		g.max = o.MaxTokens
@@ -70,6 +76,11 @@ type generation struct {
 	logprobs     bool
 	topN         int
 	stops        []string
+	// prefill is the prompt processing time before the first token;
+	// blocks are the sequence's block hashes for the prefix cache (only
+	// collected when the model has one).
+	prefill time.Duration
+	blocks  []uint64
 
 	// held is generated text not yet emitted because it may begin a stop
 	// string; heldTokens and heldLP are the tokens generated since the last
@@ -93,12 +104,14 @@ func (g *generation) run(ctx context.Context, emit func(backend.Delta) error) (b
 	for n < g.max {
 		// Deadlines from start rather than a sleep per token, so that slow
 		// emits do not add up to a slower rate than configured.
-		deadline := start.Add(g.m.FirstToken + time.Duration(n)*per)
+		deadline := start.Add(g.m.FirstToken + g.prefill + time.Duration(n)*per)
 		if err := pace(ctx, timer, deadline); err != nil {
 			return backend.Result{}, fmt.Errorf("sim: %w", err)
 		}
 		if first.IsZero() {
 			first = time.Now()
+			// The prompt is processed: its blocks are in the cache now.
+			g.cacheBlocks()
 		}
 		d := g.vocab.next(g.m.Weights, g.st)
 		slot := g.vocab.choose(&d, g.samp, g.m.Weights, g.st)
@@ -111,7 +124,7 @@ func (g *generation) run(ctx context.Context, emit func(backend.Delta) error) (b
 		if g.logprobs {
 			g.heldLP = append(g.heldLP, g.tokenLogprob(&d, slot))
 		}
-		g.st = g.st.push(tok)
+		g.push(tok)
 		n++
 		stopped, err := g.add(tok, emit)
 		if err != nil {
@@ -129,12 +142,30 @@ func (g *generation) run(ctx context.Context, emit func(backend.Delta) error) (b
 	if first.IsZero() {
 		first = time.Now()
 	}
+	// The answer's blocks too: a follow-up turn starts with prompt and
+	// answer.
+	g.cacheBlocks()
 	return backend.Result{
 		Usage:        protocol.Usage{PromptTokens: uint64(g.promptTokens), CompletionTokens: uint64(n)},
 		FinishReason: finish,
 		PromptEval:   first.Sub(start),
 		Eval:         time.Since(first),
 	}, nil
+}
+
+// push appends a token to the sequence, noting each full cache block.
+func (g *generation) push(tok string) {
+	g.st = g.st.push(tok)
+	if g.m.cache != nil && g.st.pos%CacheBlockTokens == 0 {
+		g.blocks = append(g.blocks, g.st.hash)
+	}
+}
+
+// cacheBlocks puts the sequence's blocks so far in the prefix cache.
+func (g *generation) cacheBlocks() {
+	if g.m.cache != nil {
+		g.m.cache.insert(g.blocks)
+	}
 }
 
 // pace waits until deadline or ctx ends, whichever is first; it always

@@ -14,7 +14,11 @@
 //   - each position has a small candidate set with softmax log-probabilities,
 //     so the tokens of one Weights are improbable under another;
 //   - time to first token and tokens per second are configurable, and
-//     cancellation stops a generation at once.
+//     cancellation stops a generation at once;
+//   - optionally, prompt processing takes time per token and a bounded
+//     prefix cache per model skips the tokens it holds, so time to first
+//     token depends on where a conversation was served before, which makes
+//     prefix-aware routing measurable.
 //
 // The model is the same on every machine: it uses its own hash-based PRNG,
 // never math/rand, and no clock except for pacing.
@@ -27,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -68,6 +73,17 @@ type ModelConfig struct {
 	// to its token limit (finish reason "length"), for benchmarks and tests
 	// that need long streams. The log-probabilities are unchanged.
 	IgnoreEOS bool
+	// PromptTokensPerSecond is the prompt processing rate: each prompt
+	// token not found in the prefix cache adds 1/PromptTokensPerSecond to
+	// the time to first token. 0 (the default) makes prompt processing
+	// free, so the time to first token is FirstToken alone.
+	PromptTokensPerSecond float64
+	// PrefixCacheTokens sizes the model's prefix cache, like a real
+	// server's KV cache: the token sequences of recent requests (prompt and
+	// answer) in blocks of CacheBlockTokens, least recently used evicted
+	// first. A prompt that starts with cached blocks skips processing them.
+	// 0 (the default) disables the cache.
+	PrefixCacheTokens int
 }
 
 // fallbackMaxTokens is the limit when neither request nor config sets one.
@@ -96,6 +112,7 @@ func DefaultConfig() Config {
 type Sim struct {
 	models []model
 	vocab  *vocab
+	counts cacheCounters
 }
 
 var _ backend.Backend = (*Sim)(nil)
@@ -105,6 +122,7 @@ type model struct {
 	ModelConfig
 	canonical string
 	digest    string
+	cache     *prefixCache // nil without PrefixCacheTokens
 }
 
 // New checks cfg and builds a Sim.
@@ -121,14 +139,20 @@ func New(cfg Config) (*Sim, error) {
 			return nil, errors.New("sim: a model has no name")
 		case seen[c]:
 			return nil, fmt.Errorf("sim: model %q configured twice", mc.Name)
-		case mc.TokensPerSecond < 0 || mc.FirstToken < 0 || mc.DefaultMaxTokens < 0:
-			return nil, fmt.Errorf("sim: model %q: negative timing or token limit", mc.Name)
+		case mc.TokensPerSecond < 0 || mc.FirstToken < 0 || mc.DefaultMaxTokens < 0 || mc.PromptTokensPerSecond < 0 || mc.PrefixCacheTokens < 0:
+			return nil, fmt.Errorf("sim: model %q: negative timing, rate, token limit or cache size", mc.Name)
+		case math.IsInf(mc.TokensPerSecond, 0) || math.IsNaN(mc.TokensPerSecond) || math.IsInf(mc.PromptTokensPerSecond, 0) || math.IsNaN(mc.PromptTokensPerSecond):
+			return nil, fmt.Errorf("sim: model %q: rates must be finite numbers", mc.Name)
 		}
 		seen[c] = true
 		if mc.DefaultMaxTokens == 0 {
 			mc.DefaultMaxTokens = fallbackMaxTokens
 		}
-		s.models = append(s.models, model{ModelConfig: mc, canonical: c, digest: Digest(mc.Weights, mc.Quantization)})
+		md := model{ModelConfig: mc, canonical: c, digest: Digest(mc.Weights, mc.Quantization)}
+		if mc.PrefixCacheTokens > 0 {
+			md.cache = newPrefixCache(mc.PrefixCacheTokens)
+		}
+		s.models = append(s.models, md)
 	}
 	return s, nil
 }

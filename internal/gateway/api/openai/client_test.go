@@ -71,7 +71,8 @@ func newTestServer(t *testing.T) *httptest.Server {
 			fakeRelay(newSink(w, p), p)
 		}
 	}
-	models := []Model{{ID: "llama3.2:1b", Created: 1700000000}, {ID: "qwen2.5:0.5b", Created: 1700000001, OwnedBy: "someone"}}
+	models := []Model{{ID: "llama3.2:1b", Created: 1700000000}, {ID: "qwen2.5:0.5b", Created: 1700000001, OwnedBy: "someone",
+		Providers: 3, PricePrompt: PriceRange{Min: 200_000, Median: 250_000}, PriceCompletion: PriceRange{Min: 600_000, Median: 1_000_000}, TokensPerSecond: 42.04}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", handle(ParseChat, NewChatSink))
 	mux.HandleFunc("POST /v1/completions", handle(ParseCompletion, NewCompletionSink))
@@ -253,8 +254,22 @@ func TestOpenAIGoModels(t *testing.T) {
 		t.Errorf("models %+v", page.Data)
 	}
 	m, err := client.Models.Get(ctx, "qwen2.5:0.5b")
-	if err != nil || m.ID != "qwen2.5:0.5b" {
-		t.Errorf("Get: %+v, %v", m, err)
+	if err != nil || m.ID != "qwen2.5:0.5b" || m.OwnedBy != "someone" {
+		t.Fatalf("Get: %+v, %v", m, err)
+	}
+	// The market fields reach the client as extra fields.
+	extra := m.JSON.ExtraFields
+	for name, want := range map[string]string{
+		"providers":         `3`,
+		"price_per_mtok":    `{"prompt":{"min":"0.200000","median":"0.250000"},"completion":{"min":"0.600000","median":"1.000000"}}`,
+		"tokens_per_second": `42`,
+	} {
+		if got := extra[name].Raw(); got != want {
+			t.Errorf("extra field %s = %s, want %s", name, got, want)
+		}
+	}
+	if _, ok := page.Data[0].JSON.ExtraFields["providers"]; ok {
+		t.Error("a model without providers shows market fields")
 	}
 	var apiErr *oai.Error
 	if _, err := client.Models.Get(ctx, "nope"); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {

@@ -1,7 +1,10 @@
 package openai
 
 import (
+	"math"
 	"net/http"
+
+	"github.com/idlegrid/idlegrid/internal/money"
 )
 
 // Model is one entry of /v1/models.
@@ -12,14 +15,52 @@ type Model struct {
 	Created int64
 	// OwnedBy is shown to consumers as "owned_by"; "idlegrid" when empty.
 	OwnedBy string
+	// Providers is how many connected providers serve the model; 0 leaves
+	// out the market fields below.
+	Providers int
+	// PricePrompt and PriceCompletion are the consumer prices per million
+	// tokens across those providers.
+	PricePrompt, PriceCompletion PriceRange
+	// TokensPerSecond is the providers' median recent generation speed; 0
+	// when unknown.
+	TokensPerSecond float64
 }
 
-// modelObject is OpenAI's model object.
+// PriceRange summarizes one price across providers.
+type PriceRange struct {
+	Min, Median money.Amount
+}
+
+// modelObject is OpenAI's model object plus the network's market fields.
+// OpenAI clients keep unknown fields (openai-go exposes them as extra
+// fields), so the additions break none of them; their names differ from
+// OpenRouter's "pricing", whose values are strings per token.
 type modelObject struct {
 	ID      string `json:"id"`
 	Object  string `json:"object"`
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
+	// Providers serving the model now.
+	Providers int `json:"providers,omitempty"`
+	// PricePerMTok is in tokens per million tokens, as exact decimal
+	// strings.
+	PricePerMTok *priceObject `json:"price_per_mtok,omitempty"`
+	// TokensPerSecond is the providers' median recent generation speed.
+	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+}
+
+type priceObject struct {
+	Prompt     rangeObject `json:"prompt"`
+	Completion rangeObject `json:"completion"`
+}
+
+type rangeObject struct {
+	Min    string `json:"min"`
+	Median string `json:"median"`
+}
+
+func newRange(r PriceRange) rangeObject {
+	return rangeObject{Min: r.Min.String(), Median: r.Median.String()}
 }
 
 func newModelObject(m Model) modelObject {
@@ -27,7 +68,15 @@ func newModelObject(m Model) modelObject {
 	if owner == "" {
 		owner = "idlegrid"
 	}
-	return modelObject{ID: m.ID, Object: "model", Created: m.Created, OwnedBy: owner}
+	o := modelObject{ID: m.ID, Object: "model", Created: m.Created, OwnedBy: owner}
+	if m.Providers > 0 {
+		o.Providers = m.Providers
+		o.PricePerMTok = &priceObject{Prompt: newRange(m.PricePrompt), Completion: newRange(m.PriceCompletion)}
+		if m.TokensPerSecond > 0 && !math.IsInf(m.TokensPerSecond, 0) {
+			o.TokensPerSecond = math.Round(m.TokensPerSecond*10) / 10
+		}
+	}
+	return o
 }
 
 type modelList struct {

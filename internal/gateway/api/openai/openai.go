@@ -13,6 +13,7 @@ import (
 	"fmt"
 
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
 )
 
 // Params is a parsed OpenAI request: the internal request plus the
@@ -25,9 +26,12 @@ type Params struct {
 	// IncludeUsage (stream_options.include_usage, streaming only) adds a
 	// last chunk with token usage, and "usage":null on every other chunk.
 	IncludeUsage bool
-	// User is the consumer's end-user identifier, for abuse tracking; it
-	// does not affect generation.
+	// User is the consumer's end-user identifier. It does not affect
+	// generation; the gateway uses it as a session for affinity when the
+	// request has no X-Session-Id header.
 	User string
+	// Provider holds the routing preferences of the "provider" member.
+	Provider scheduler.Preferences
 }
 
 // Limits OpenAI documents for its own API; enforcing them here keeps

@@ -20,8 +20,8 @@ func parseRequest(body []byte, kind protocol.Kind) (o jsonfield.Object, p Params
 }
 
 // parseCommon reads the members /v1/chat/completions and /v1/completions
-// share: model, stream, stream_options, user, n, max_tokens and the
-// sampling options. Members neither endpoint uses are ignored, as OpenAI
+// share: model, stream, stream_options, user, n, provider (routing
+// preferences), max_tokens and the sampling options. Members neither endpoint uses are ignored, as OpenAI
 // clients send many (presence_penalty, logit_bias, metadata, store, …)
 // that have no equivalent on the network's backends.
 func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
@@ -61,6 +61,9 @@ func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
 		return e
 	}
 	if e := parseN(o); e != nil {
+		return e
+	}
+	if p.Provider, e = parseProvider(o); e != nil {
 		return e
 	}
 

@@ -1,0 +1,330 @@
+package scheduler
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+// priced is an idle provider of "sim" with 4 slots and the given floors.
+func priced(n byte, pp, pc money.Amount) Candidate {
+	c := offering(n, 4, 0, false, "sim")
+	c.Models[0].PricePromptPerMTok, c.Models[0].PriceCompletionPerMTok = pp, pc
+	return c
+}
+
+func withDigest(c Candidate, d string) Candidate {
+	c.Models[0].Digest = d
+	return c
+}
+
+func busy(c Candidate) Candidate {
+	c.InFlight = c.Slots
+	return c
+}
+
+func paused(c Candidate) Candidate {
+	c.Paused = true
+	return c
+}
+
+func ref(t *testing.T, s string) ProviderRef {
+	t.Helper()
+	r, err := ParseProviderRef(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func amount(a money.Amount) *money.Amount { return &a }
+
+func TestPreferences(t *testing.T) {
+	digestA, digestB := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	tests := []struct {
+		name  string
+		cands []Candidate
+		prefs Preferences
+		fee   uint32
+		// want is the only acceptable provider, with its consumer prices;
+		// 0 when Pick must fail with msg.
+		want       byte
+		wantPrices [2]money.Amount
+		msg        string
+		onlyBusy   bool
+	}{
+		{name: "max_price.prompt leaves the cheaper",
+			cands: []Candidate{priced(1, 350_000, 600_000), priced(2, 200_000, 600_000)},
+			prefs: Preferences{MaxPrompt: amount(200_000)}, want: 2, wantPrices: [2]money.Amount{200_000, 600_000}},
+		{name: "max_price.completion leaves the cheaper",
+			cands: []Candidate{priced(1, 100_000, 900_000), priced(2, 200_000, 600_000)},
+			prefs: Preferences{MaxCompletion: amount(600_000)}, want: 2, wantPrices: [2]money.Amount{200_000, 600_000}},
+		{name: "all above max_price.prompt",
+			cands: []Candidate{priced(1, 350_000, 600_000), priced(2, 500_000, 600_000), priced(3, 300_000, 900_000)},
+			prefs: Preferences{MaxPrompt: amount(200_000)},
+			msg:   `model "sim": 3 providers online, all above max_price prompt 0.20/Mtok (cheapest 0.30)`},
+		{name: "above one cap or the other",
+			cands: []Candidate{priced(1, 350_000, 600_000), priced(2, 100_000, 900_000)},
+			prefs: Preferences{MaxPrompt: amount(200_000), MaxCompletion: amount(700_000)},
+			msg:   `model "sim": 2 providers online, all above max_price prompt 0.20/Mtok (cheapest 0.35), completion 0.70/Mtok (cheapest 0.90)`},
+		{name: "the fee is in the consumer price",
+			cands: []Candidate{priced(1, 200_000, 600_000)}, fee: 600,
+			want: 1, wantPrices: [2]money.Amount{212_766, 638_298}},
+		{name: "the fee can push a provider over the cap",
+			cands: []Candidate{priced(1, 200_000, 600_000)}, fee: 600, prefs: Preferences{MaxPrompt: amount(200_000)},
+			msg: `model "sim": 1 provider online, all above max_price prompt 0.20/Mtok (cheapest 0.212766)`},
+		{name: "ignore",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1)},
+			prefs: Preferences{Ignore: []ProviderRef{ref(t, key(1).String())}}, want: 2, wantPrices: [2]money.Amount{1, 1}},
+		{name: "ignore by address and prefix",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1), priced(3, 1, 1)},
+			prefs: Preferences{Ignore: []ProviderRef{ref(t, string(key(1).Address())), ref(t, key(3).String()[:8])}},
+			want:  2, wantPrices: [2]money.Amount{1, 1}},
+		{name: "all ignored",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1)},
+			prefs: Preferences{Ignore: []ProviderRef{ref(t, key(1).String()), ref(t, key(2).String())}},
+			msg:   `model "sim": 2 providers online, all ignored by provider.ignore`},
+		{name: "require_digest",
+			cands: []Candidate{withDigest(priced(1, 1, 1), digestA), withDigest(priced(2, 1, 1), "sha256:"+digestB)},
+			prefs: Preferences{RequireDigest: digestB[:12]}, want: 2, wantPrices: [2]money.Amount{1, 1}},
+		{name: "no provider has the digest",
+			cands: []Candidate{withDigest(priced(1, 1, 1), digestA), withDigest(priced(2, 1, 1), digestA)},
+			prefs: Preferences{RequireDigest: digestB},
+			msg:   `model "sim": 2 providers online, all serving another digest than require_digest ` + digestB},
+		{name: "order: first listed",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1), priced(3, 1, 1)},
+			prefs: Preferences{Order: []ProviderRef{ref(t, key(3).String()), ref(t, key(2).String())}}, want: 3, wantPrices: [2]money.Amount{1, 1}},
+		{name: "order: the next listed when the first is busy",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1), busy(priced(3, 1, 1))},
+			prefs: Preferences{Order: []ProviderRef{ref(t, key(3).String()), ref(t, key(2).String())}}, want: 2, wantPrices: [2]money.Amount{1, 1}},
+		{name: "order: fallback when every listed one is busy",
+			cands: []Candidate{priced(1, 1, 1), busy(priced(2, 1, 1)), busy(priced(3, 1, 1))},
+			prefs: Preferences{Order: []ProviderRef{ref(t, key(3).String()), ref(t, key(2).String())}}, want: 1, wantPrices: [2]money.Amount{1, 1}},
+		{name: "order without fallbacks waits for the listed",
+			cands: []Candidate{priced(1, 1, 1), busy(priced(2, 1, 1)), busy(priced(3, 1, 1))},
+			prefs: Preferences{Order: []ProviderRef{ref(t, key(3).String()), ref(t, key(2).String())}, NoFallbacks: true},
+			msg:   `model "sim": 3 providers online, 1 not in provider.order (allow_fallbacks is false), 2 busy`, onlyBusy: true},
+		{name: "order without fallbacks, none listed online",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1)},
+			prefs: Preferences{Order: []ProviderRef{ref(t, key(9).String())}, NoFallbacks: true},
+			msg:   `model "sim": 2 providers online, all not in provider.order (allow_fallbacks is false)`},
+		{name: "order without fallbacks by address",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1)},
+			prefs: Preferences{Order: []ProviderRef{ref(t, string(key(2).Address()))}, NoFallbacks: true}, want: 2, wantPrices: [2]money.Amount{1, 1}},
+		{name: "allow_fallbacks false without order is no restriction",
+			cands: []Candidate{priced(1, 1, 1)}, prefs: Preferences{NoFallbacks: true}, want: 1, wantPrices: [2]money.Amount{1, 1}},
+		{name: "ignore wins over order",
+			cands: []Candidate{priced(1, 1, 1), priced(2, 1, 1)},
+			prefs: Preferences{Order: []ProviderRef{ref(t, key(1).String())}, Ignore: []ProviderRef{ref(t, key(1).String())}}, want: 2, wantPrices: [2]money.Amount{1, 1}},
+		{name: "order overrides max_price? no: the cap still applies",
+			cands: []Candidate{priced(1, 900_000, 1), priced(2, 1, 1)},
+			prefs: Preferences{Order: []ProviderRef{ref(t, key(1).String())}, MaxPrompt: amount(500_000)}, want: 2, wantPrices: [2]money.Amount{1, 1}},
+		{name: "sort price takes the cheapest even when loaded",
+			cands: []Candidate{{Key: key(1), Slots: 4, InFlight: 3, Models: priced(1, 100_000, 500_000).Models}, priced(2, 200_000, 600_000), priced(3, 100_000, 600_000)},
+			prefs: Preferences{Sort: SortPrice}, want: 1, wantPrices: [2]money.Amount{100_000, 500_000}},
+		{name: "every reason at once",
+			cands: []Candidate{priced(1, 1, 1), withDigest(priced(2, 1, 1), digestB), priced(3, 350_000, 1), paused(priced(4, 1, 1)), busy(priced(5, 1, 1))},
+			prefs: Preferences{Ignore: []ProviderRef{ref(t, key(1).String())}, RequireDigest: "digest-of-sim", MaxPrompt: amount(200_000)},
+			msg: `model "sim": 5 providers online, 1 ignored by provider.ignore, 1 serving another digest than require_digest digest-of-sim, ` +
+				`1 above max_price prompt 0.20/Mtok (cheapest 0.35), 1 paused, 1 busy`, onlyBusy: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for seed := range uint64(20) {
+				s := newScheduler(t, Config{FeeBps: tt.fee, Rand: rand.New(rand.NewPCG(seed, 3))})
+				r := &Request{Model: "sim", Prefs: tt.prefs, PromptTokens: 100, MaxTokens: 50}
+				got, err := s.Pick(tt.cands, r)
+				if tt.want != 0 {
+					if err != nil {
+						t.Fatalf("Pick: %v", err)
+					}
+					if got.Key != key(tt.want) || got.PricePrompt != tt.wantPrices[0] || got.PriceCompletion != tt.wantPrices[1] {
+						t.Fatalf("seed %d: picked %d at %d/%d, want %d at %v", seed, got.Key[0], got.PricePrompt, got.PriceCompletion, tt.want, tt.wantPrices)
+					}
+					if s.Explain(tt.cands, r) != nil {
+						t.Fatal("Explain found a reason although Pick placed the request")
+					}
+					continue
+				}
+				var u *Unplaceable
+				if !errors.As(err, &u) {
+					t.Fatalf("Pick = %+v, %v; want an *Unplaceable", got, err)
+				}
+				if u.Error() != tt.msg {
+					t.Fatalf("message\n got %s\nwant %s", u.Error(), tt.msg)
+				}
+				if u.OnlyBusy() != tt.onlyBusy {
+					t.Fatalf("OnlyBusy() = %v, want %v", u.OnlyBusy(), tt.onlyBusy)
+				}
+				if e := s.Explain(tt.cands, r); e == nil || e.Error() != tt.msg {
+					t.Fatalf("Explain = %v, want the same reason as Pick", e)
+				}
+			}
+		})
+	}
+}
+
+func TestUnplaceableExcluded(t *testing.T) {
+	u := &Unplaceable{Offering: 9, Ignored: 1, WrongDigest: 2, NotListed: 3, OverPrice: 1, Paused: 1, Busy: 1}
+	if u.Excluded() != 7 {
+		t.Errorf("Excluded() = %d, want 7", u.Excluded())
+	}
+}
+
+// observed returns a scheduler that has seen each provider serve with the
+// given time to first token and rate.
+func observed(t *testing.T, seed uint64, speeds map[byte]speed) *Scheduler {
+	t.Helper()
+	s := newScheduler(t, Config{Rand: rand.New(rand.NewPCG(seed, 5))})
+	for k, sp := range speeds {
+		s.Observe(key(k), "sim", Observation{FirstToken: time.Duration(sp.ttft * float64(time.Second)), HasFirstToken: true, TokensPerSecond: sp.tps})
+	}
+	return s
+}
+
+func TestScore(t *testing.T) {
+	tests := []struct {
+		name   string
+		cands  []Candidate
+		speeds map[byte]speed
+		sort   Sort
+		want   byte
+	}{
+		{name: "the faster of two",
+			cands:  []Candidate{priced(1, 1, 1), priced(2, 1, 1)},
+			speeds: map[byte]speed{1: {0.5, 20}, 2: {0.05, 200}}, want: 2},
+		{name: "a faster provider loses when loaded enough",
+			cands:  []Candidate{{Key: key(1), Slots: 4, InFlight: 3, Models: priced(1, 1, 1).Models}, priced(2, 1, 1)},
+			speeds: map[byte]speed{1: {1.0, 0}, 2: {1.5, 0}}, want: 2},
+		{name: "but wins when lightly loaded",
+			cands:  []Candidate{{Key: key(1), Slots: 4, InFlight: 1, Models: priced(1, 1, 1).Models}, priced(2, 1, 1)},
+			speeds: map[byte]speed{1: {1.0, 0}, 2: {1.5, 0}}, want: 1},
+		{name: "the cheaper at equal speed",
+			cands:  []Candidate{priced(1, 200_000, 600_000), priced(2, 100_000, 300_000)},
+			speeds: map[byte]speed{1: {0.1, 100}, 2: {0.1, 100}}, want: 2},
+		{name: "twice as cheap but three times slower loses",
+			cands:  []Candidate{priced(1, 100_000, 300_000), priced(2, 200_000, 600_000)},
+			speeds: map[byte]speed{1: {0.3, 0}, 2: {0.1, 0}}, want: 2},
+		{name: "three times cheaper and twice slower wins",
+			cands:  []Candidate{priced(1, 100_000, 200_000), priced(2, 300_000, 600_000)},
+			speeds: map[byte]speed{1: {0.2, 0}, 2: {0.1, 0}}, want: 1},
+		{name: "free beats paid at equal speed",
+			cands:  []Candidate{priced(1, 0, 0), priced(2, 1, 1)},
+			speeds: map[byte]speed{1: {0.1, 100}, 2: {0.1, 100}}, want: 1},
+		{name: "sort latency",
+			cands:  []Candidate{priced(1, 1, 1), priced(2, 1, 1), priced(3, 1, 1)},
+			speeds: map[byte]speed{1: {0.05, 10}, 2: {0.5, 500}, 3: {0.3, 100}}, sort: SortLatency, want: 1},
+		{name: "sort throughput",
+			cands:  []Candidate{priced(1, 1, 1), priced(2, 1, 1), priced(3, 1, 1)},
+			speeds: map[byte]speed{1: {0.05, 10}, 2: {0.5, 500}, 3: {0.3, 100}}, sort: SortThroughput, want: 2},
+		{name: "sort throughput ignores load",
+			cands:  []Candidate{{Key: key(1), Slots: 4, InFlight: 3, Models: priced(1, 1, 1).Models}, priced(2, 1, 1)},
+			speeds: map[byte]speed{1: {0.1, 300}, 2: {0.1, 100}}, sort: SortThroughput, want: 1},
+		{name: "an unmeasured provider counts as average",
+			cands:  []Candidate{priced(1, 1, 1), priced(2, 1, 1), priced(3, 1, 1)},
+			speeds: map[byte]speed{1: {0.1, 0}, 3: {0.5, 0}}, sort: SortLatency, want: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for seed := range uint64(20) {
+				s := observed(t, seed, tt.speeds)
+				got, err := s.Pick(tt.cands, &Request{Model: "sim", Prefs: Preferences{Sort: tt.sort}, PromptTokens: 100, MaxTokens: 50})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Key != key(tt.want) {
+					t.Fatalf("seed %d: picked %d, want %d", seed, got.Key[0], tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestAdvertisedRate: before any observation, the rate a provider
+// advertises ranks it.
+func TestAdvertisedRate(t *testing.T) {
+	slow, fast := priced(1, 1, 1), priced(2, 1, 1)
+	slow.Models[0].TokensPerSecond, fast.Models[0].TokensPerSecond = 20, 200
+	s := newScheduler(t, Config{Rand: rand.New(rand.NewPCG(1, 1))})
+	for range 50 {
+		got, err := s.Pick([]Candidate{slow, fast}, &Request{Model: "sim", MaxTokens: 100})
+		if err != nil || got.Key != key(2) {
+			t.Fatalf("picked %v, %v; want the provider advertising 200 tokens/s", got.Key[0], err)
+		}
+	}
+}
+
+func TestObserve(t *testing.T) {
+	s := newScheduler(t, Config{})
+	if _, ok := s.Estimate(key(1), "sim"); ok {
+		t.Fatal("estimate before any observation")
+	}
+	s.Observe(key(1), "sim", Observation{FirstToken: 100 * time.Millisecond, HasFirstToken: true})
+	s.Observe(key(1), "sim", Observation{FirstToken: 200 * time.Millisecond, HasFirstToken: true, TokensPerSecond: 50})
+	s.Observe(key(1), "sim", Observation{TokensPerSecond: 150})
+	s.Observe(key(1), "sim", Observation{FirstToken: -time.Second, HasFirstToken: true}) // a clock step: ignored
+	e, ok := s.Estimate(key(1), "sim")
+	if !ok || e.FirstToken != 130*time.Millisecond || e.FirstTokenSamples != 2 || e.RateSamples != 2 || e.TokensPerSecond < 79.99 || e.TokensPerSecond > 80.01 {
+		t.Fatalf("estimate %+v, want 130ms over 2 samples and 80 tokens/s over 2", e)
+	}
+	if _, ok := s.Estimate(key(1), "other"); ok {
+		t.Fatal("an estimate leaked to another model")
+	}
+}
+
+func TestRoundRobin(t *testing.T) {
+	s := newScheduler(t, Config{Policy: PolicyRoundRobin})
+	cands := []Candidate{priced(1, 1, 1), busy(priced(2, 1, 1)), priced(3, 1, 1), priced(4, 1, 1)}
+	var got []byte
+	for range 6 {
+		c, err := s.Pick(cands, &Request{Model: "sim"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c.Key[0])
+	}
+	if want := []byte{1, 3, 4, 1, 3, 4}; !slices.Equal(got, want) {
+		t.Fatalf("round robin %v, want %v", got, want)
+	}
+}
+
+func TestLeastLoaded(t *testing.T) {
+	s := newScheduler(t, Config{Policy: PolicyLeastLoaded, Rand: rand.New(rand.NewPCG(9, 9))})
+	cands := []Candidate{offering(1, 4, 2, false, "sim"), offering(2, 4, 1, false, "sim"), offering(3, 8, 2, false, "sim"), offering(4, 2, 2, false, "sim")}
+	count := map[byte]int{}
+	for range 2000 {
+		c, err := s.Pick(cands, &Request{Model: "sim"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[c.Key[0]]++
+	}
+	// 2 and 3 are both at a quarter of their slots: they share the work.
+	if count[1] != 0 || count[4] != 0 || count[2] < 850 || count[3] < 850 {
+		t.Fatalf("least loaded picks %v, want providers 2 and 3 about evenly", count)
+	}
+}
+
+func TestNewChecksConfig(t *testing.T) {
+	for _, cfg := range []Config{{FeeBps: 10_000}, {AffinityLoadFactor: 0.5}, {Policy: Policy(7)}, {AffinityEntries: -1}} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+}
+
+func TestNewRequest(t *testing.T) {
+	s := newScheduler(t, Config{})
+	req := protocol.Request{Kind: protocol.KindChat, Model: "sim", Messages: []protocol.ChatMessage{{Role: "user", Content: strings.Repeat("x", 396)}},
+		Options: protocol.Options{MaxTokens: 7}}
+	r := s.NewRequest(&req, Preferences{Sort: SortPrice}, "s1")
+	if r.Model != "sim" || r.PromptTokens != 100 || r.MaxTokens != 7 || r.Prefs.Sort != SortPrice || r.Affinity.Session == 0 {
+		t.Fatalf("NewRequest = %+v", r)
+	}
+}
