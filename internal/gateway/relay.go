@@ -88,6 +88,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 		firstToken time.Duration
 		firstChunk time.Time
 		chunks     int
+		relayed    int // bytes of text relayed
 		text       = sha256.New()
 	)
 	begin := func() error {
@@ -121,6 +122,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 				firstToken = firstChunk.Sub(c.admitted)
 			}
 			chunks++
+			relayed += len(ev.Chunk.Delta)
 			text.Write([]byte(ev.Chunk.Delta))
 			err := begin()
 			if err == nil {
@@ -133,7 +135,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 			}
 		case ev.Done != nil:
 			g.observe(c, job, stream.Provider().Key, ev.Done, firstChunk, chunks)
-			g.finish(ctx, c, job, stream, ev.Done, text, firstToken, begin, snk, log)
+			g.finish(ctx, c, job, stream, ev.Done, text, relayed, firstToken, begin, snk, log)
 			return
 		default:
 			e := jobFailure(ev.Err, chunks)
@@ -147,12 +149,15 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 // finish verifies the provider's receipt, countersigns and stores it, and
 // only then ends the consumer's stream: a consumer never sees a complete
 // answer without a stored receipt.
-func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, stream *hub.Stream, d *protocol.Done, text hash.Hash,
+func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, stream *hub.Stream, d *protocol.Done, text hash.Hash, relayed int,
 	firstToken time.Duration, begin func() error, snk sink.Sink, log *slog.Logger) {
 	var responseHash receipt.Hash
 	text.Sum(responseHash[:0])
 	now := time.Now()
 	r, err := job.Terms.Receipt(stream.Provider().Key, d.Usage, responseHash, d.EndUnixMs)
+	if err == nil {
+		err = checkUsage(&job.Request, d.Usage, relayed)
+	}
 	if err == nil && d.EndUnixMs > now.Add(5*time.Minute).UnixMilli() {
 		err = errors.New("receipt end time is in the future")
 	}

@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"fmt"
+
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+// The gateway meters what it relays, independently of the counts a provider
+// claims, and does not countersign a receipt whose counts it can prove
+// wrong. It has no tokenizer for the provider's model, so it checks bounds
+// that hold for every tokenizer, exactly: a token decodes to at least one
+// byte of text (byte-fallback tokenizers emit a lone byte as one token), so
+// a completion of n bytes holds at most n tokens plus the end-of-sequence
+// token, and never more than the request's max_tokens; a prompt holds at
+// most its bytes plus what a chat template adds per message. Subtler
+// inflation within these bounds is for verifiers, who re-tokenize sampled
+// answers with the reference model's tokenizer.
+const (
+	// templateTokensPerMessage and templateTokens bound what a chat
+	// template adds: role markers and separators per message, and a
+	// preamble (Llama 3's is about 30 tokens).
+	templateTokensPerMessage = 16
+	templateTokens           = 64
+	// endTokens are tokens that decode to no text (end of sequence).
+	endTokens = 2
+)
+
+// checkUsage reports why claimed cannot be the usage of req whose answer
+// was relayed bytes long; nil when it can be.
+func checkUsage(req *protocol.Request, claimed protocol.Usage, relayed int) error {
+	if max := req.Options.MaxTokens; max > 0 && claimed.CompletionTokens > uint64(max) {
+		return fmt.Errorf("the provider claims %d completion tokens, above the request's max_tokens %d", claimed.CompletionTokens, max)
+	}
+	if limit := uint64(relayed) + endTokens; claimed.CompletionTokens > limit {
+		return fmt.Errorf("the provider claims %d completion tokens for %d bytes of text (at most %d tokens)", claimed.CompletionTokens, relayed, limit)
+	}
+	if limit := uint64(promptLimit(req)); claimed.PromptTokens > limit {
+		return fmt.Errorf("the provider claims %d prompt tokens for a prompt that can hold at most %d", claimed.PromptTokens, limit)
+	}
+	return nil
+}
+
+// promptLimit is the most tokens req's prompt can hold once templated.
+func promptLimit(req *protocol.Request) int {
+	n := len(req.Prompt) + len(req.System)
+	for _, m := range req.Messages {
+		n += len(m.Content) + len(m.Role)
+	}
+	if req.Raw {
+		return n + endTokens
+	}
+	return n + templateTokensPerMessage*(len(req.Messages)+2) + templateTokens
+}
