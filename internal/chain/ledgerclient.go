@@ -149,6 +149,9 @@ func NewSigner(c Client, key keys.PrivateKey, chainID string) *Signer {
 // Address is the signer's account.
 func (s *Signer) Address() keys.Address { return s.key.Public().Address() }
 
+// Params are the chain's current parameters.
+func (s *Signer) Params(ctx context.Context) (ledger.Params, error) { return s.ledger.Params(ctx) }
+
 // Send numbers, signs and broadcasts tx (its ChainID, Sender, Nonce and
 // Signature are set here), then waits for it to commit. A failed
 // transaction is returned as a result with its code, not as an error; the

@@ -10,6 +10,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -20,6 +21,9 @@ import (
 type Ledger interface {
 	ConsumerFunds(ctx context.Context, consumer keys.Address) (chain.Funds, error)
 	SettleBatch(ctx context.Context, rs []receipt.Signed) (chain.BatchOutcome, error)
+	// Params are the chain's parameters; the gateway routes only to the
+	// model digests they allow.
+	Params(ctx context.Context) (ledger.Params, error)
 }
 
 var _ Ledger = (*chain.Signer)(nil)

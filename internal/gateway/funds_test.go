@@ -10,6 +10,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -33,6 +34,10 @@ func (l *fixedLedger) ConsumerFunds(_ context.Context, c keys.Address) (chain.Fu
 
 func (l *fixedLedger) SettleBatch(context.Context, []receipt.Signed) (chain.BatchOutcome, error) {
 	return chain.BatchOutcome{}, errors.New("not used")
+}
+
+func (l *fixedLedger) Params(context.Context) (ledger.Params, error) {
+	return ledger.DefaultParams(), nil
 }
 
 func (l *fixedLedger) set(c keys.Address, f chain.Funds, err error) {

@@ -288,6 +288,9 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 // unplaceable is the 503 for a request no provider can take and none
 // will by merely finishing a job.
 func unplaceable(u *scheduler.Unplaceable) *apierr.Error {
+	if u.NotAllowed > 0 && u.NotAllowed+u.Excluded()+u.Paused == u.Offering && u.Paused == 0 {
+		return apierr.Unavailable("no_allowed_provider", "No provider can serve this request with weights the network allows for this model (%s). Try again later.", u.Error())
+	}
 	if u.Excluded() > 0 {
 		return apierr.Unavailable("no_matching_provider", "No provider can serve this request within its routing preferences (%s). "+
 			"Relax the request's \"provider\" preferences, or try again later.", u.Error())

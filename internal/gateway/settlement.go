@@ -60,10 +60,14 @@ func (g *Gateway) RunSettlement(ctx context.Context) error {
 	defer s.wg.Wait()
 	tick := time.NewTicker(g.cfg.SettleInterval)
 	defer tick.Stop()
+	params := time.NewTicker(paramsRefresh)
+	defer params.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-params.C:
+			g.RefreshParams(ctx)
 		case <-tick.C:
 			s.drain(ctx, false)
 		case <-s.kick:
@@ -74,6 +78,32 @@ func (g *Gateway) RunSettlement(ctx context.Context) error {
 			close(done)
 		}
 	}
+}
+
+// paramsRefresh is how often the gateway re-reads the chain's parameters
+// (allowed digests); parameter changes are rare and need validators'
+// approvals.
+const paramsRefresh = 30 * time.Second
+
+// RefreshParams reads the chain's allowed digests and routes only to
+// providers serving those. On error the last known policy stays.
+// RunSettlement calls it every 30 s; call it once before serving.
+func (g *Gateway) RefreshParams(ctx context.Context) {
+	if g.cfg.Ledger == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p, err := g.cfg.Ledger.Params(ctx)
+	if err != nil {
+		g.log.Warn("could not read the ledger's parameters; keeping the last allowed digests", "err", err)
+		return
+	}
+	if len(p.AllowedDigests) == 0 {
+		g.sched.SetDigestPolicy(nil)
+		return
+	}
+	g.sched.SetDigestPolicy(p.DigestAllowed)
 }
 
 // SettleNow has RunSettlement send every unsettled receipt and waits for

@@ -195,13 +195,18 @@ const (
 )
 
 // DigestAllowed reports whether a provider may serve model with digest.
+// "name" and "name:latest" are the same model, as in Ollama.
 func (p *Params) DigestAllowed(model, digest string) bool {
 	for _, m := range p.AllowedDigests {
-		if m.Model == model {
+		if sameModelName(m.Model, model) {
 			return slices.Contains(m.Digests, digest)
 		}
 	}
 	return true
+}
+
+func sameModelName(a, b string) bool {
+	return a == b || a == b+":latest" || a+":latest" == b
 }
 
 // Emission is what epoch (numbered from 1) mints by the schedule, before the

@@ -130,6 +130,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		}}
 	if gcfg.Ledger != nil {
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		api.RefreshParams(sctx) // route by the ledger's allowed digests from the first request
 		g.stopSettlement, g.settled = cancel, make(chan struct{})
 		go func() {
 			defer close(g.settled)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/store"
@@ -34,6 +35,7 @@ type netOptions struct {
 	backend *node.LocalBackend // overrides the simulator (real Ollama)
 	slots   int
 	gateway gateway.Config // queue limits and timeouts
+	params  func(*ledger.Params)
 }
 
 func fastSim() sim.Config {
@@ -73,7 +75,7 @@ func startNet(t *testing.T, opts netOptions) *testNet {
 	n, err := node.StartUp(ctx, node.UpConfig{
 		Addr: "127.0.0.1:0", DataDir: tn.DataDir, Backend: node.BackendOllama, OllamaURL: "unused", DevAPIKey: testAPIKey,
 		Slots: opts.slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t),
-		BackendOverride: b, Gateway: opts.gateway,
+		BackendOverride: b, Gateway: opts.gateway, EditParams: opts.params,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
@@ -38,8 +39,11 @@ type UpConfig struct {
 	BackendOverride *LocalBackend
 	Link            link.Options
 	Gateway         gateway.Config
-	Version         string
-	Logger          *slog.Logger
+	// EditParams, when set, adjusts the dev chain's genesis parameters
+	// (tests); it applies only when the chain is created.
+	EditParams func(*ledger.Params)
+	Version    string
+	Logger     *slog.Logger
 }
 
 // Network is everything `up` runs.
@@ -80,7 +84,11 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	dev, gwKey, provKey := ids[0], ids[1], ids[2]
 	n.Account = dev.Public().Address()
 	home := filepath.Join(cfg.DataDir, "chain")
-	if err := initDevChain(home, cfg.ChainID, DevGenesis(dev.Public(), gwKey.Public(), provKey.Public())); err != nil {
+	genesis := DevGenesis(dev.Public(), gwKey.Public(), provKey.Public())
+	if cfg.EditParams != nil {
+		cfg.EditParams(&genesis.Params)
+	}
+	if err := initDevChain(home, cfg.ChainID, genesis); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	rpc := "tcp://127.0.0.1:0"

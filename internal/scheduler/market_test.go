@@ -328,3 +328,30 @@ func TestNewRequest(t *testing.T) {
 		t.Fatalf("NewRequest = %+v", r)
 	}
 }
+
+// TestDigestPolicy: providers serving weights the ledger does not allow for
+// the model are never chosen, and the error says so.
+func TestDigestPolicy(t *testing.T) {
+	s, err := New(Config{Rand: rand.New(rand.NewPCG(1, 2))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, bad := withDigest(priced(1, 1, 1), "sha256:good"), withDigest(priced(2, 1, 1), "sha256:bad")
+	s.SetDigestPolicy(func(model, digest string) bool { return model != "sim" || digest == "sha256:good" })
+	req := s.NewRequest(&protocol.Request{Model: "sim"}, Preferences{}, "")
+	for range 20 {
+		c, err := s.Pick([]Candidate{good, bad}, &req)
+		if err != nil || c.Key != good.Key {
+			t.Fatalf("picked %v, %v", c.Key, err)
+		}
+	}
+	_, err = s.Pick([]Candidate{bad, withDigest(priced(3, 1, 1), "sha256:worse")}, &req)
+	var u *Unplaceable
+	if !errors.As(err, &u) || u.NotAllowed != 2 || !strings.Contains(u.Error(), "all serving weights (digest) the ledger does not allow") {
+		t.Fatalf("only disallowed digests: %v", err)
+	}
+	s.SetDigestPolicy(nil)
+	if _, err := s.Pick([]Candidate{bad}, &req); err != nil {
+		t.Fatalf("without a policy: %v", err)
+	}
+}

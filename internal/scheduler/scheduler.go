@@ -82,11 +82,13 @@ type Config struct {
 type Scheduler struct {
 	cfg Config
 
-	mu    sync.Mutex
-	rng   *rand.Rand
-	rr    uint64
-	stats map[statKey]*Estimate
-	aff   *affinityTable
+	mu sync.Mutex
+	// allowed says which digests may serve a model; nil allows all.
+	allowed func(model, digest string) bool
+	rng     *rand.Rand
+	rr      uint64
+	stats   map[statKey]*Estimate
+	aff     *affinityTable
 }
 
 // New checks cfg and returns a Scheduler.
@@ -158,6 +160,15 @@ func (s *Scheduler) NewRequest(req *protocol.Request, prefs Preferences, session
 	return Request{Model: req.Model, Prefs: prefs, Affinity: s.AffinityOf(req, session), PromptTokens: n / 4, MaxTokens: req.Options.MaxTokens}
 }
 
+// SetDigestPolicy sets which weights may serve a model (the ledger's
+// allowed digests); providers serving others are never chosen. nil allows
+// every digest.
+func (s *Scheduler) SetDigestPolicy(allowed func(model, digest string) bool) {
+	s.mu.Lock()
+	s.allowed = allowed
+	s.mu.Unlock()
+}
+
 // MatchModel reports whether a provider's model name serves a requested
 // name: equal, or equal but for Ollama's implicit ":latest" tag.
 func MatchModel(offered, requested string) bool {
@@ -201,6 +212,8 @@ func (s *Scheduler) classify(cands []Candidate, r *Request) (elig, pool []entry,
 		e := entry{key: c.Key, model: m, inflight: c.InFlight, slots: c.Slots, order: listed(p.Order, c.Key),
 			pp: ConsumerPrice(m.PricePromptPerMTok, s.cfg.FeeBps), pc: ConsumerPrice(m.PriceCompletionPerMTok, s.cfg.FeeBps)}
 		switch {
+		case s.allowed != nil && !s.allowed(m.Name, m.Digest):
+			u.NotAllowed++
 		case matchesAny(p.Ignore, c.Key):
 			u.Ignored++
 		case p.RequireDigest != "" && !digestMatches(p.RequireDigest, m.Digest):
@@ -245,6 +258,8 @@ func (s *Scheduler) Pick(cands []Candidate, r *Request) (Choice, error) {
 
 // Explain says why r cannot be placed on cands now; nil when it can.
 func (s *Scheduler) Explain(cands []Candidate, r *Request) *Unplaceable {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	elig, _, u := s.classify(cands, r)
 	if len(elig) > 0 {
 		return nil

@@ -14,6 +14,8 @@ type Unplaceable struct {
 	Model string
 	// Offering is how many connected providers serve the model.
 	Offering int
+	// NotAllowed serve it with a digest the network does not allow for it.
+	NotAllowed int
 	// Ignored are named in the request's ignore list.
 	Ignored int
 	// WrongDigest serve the model with another digest than RequireDigest.
@@ -47,6 +49,7 @@ func (u *Unplaceable) Error() string {
 		text string
 	}
 	reasons := []reason{
+		{u.NotAllowed, "serving weights (digest) the ledger does not allow for this model"},
 		{u.Ignored, "ignored by provider.ignore"},
 		{u.WrongDigest, fmt.Sprintf("serving another digest than require_digest %s", u.RequireDigest)},
 		{u.NotListed, "not in provider.order (allow_fallbacks is false)"},
