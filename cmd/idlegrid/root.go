@@ -46,7 +46,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&a.configFile, "config", "", "YAML config file; its keys are flag names (e.g. data-dir: /srv/idlegrid)")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newUpCmd(a), newGatewayCmd(a), newProvideCmd(a), newSimCmd(a), newKeysCmd(a), newReceiptsCmd(a), newBenchCmd(a), newLedgerCmd(a), newAuditCmd(a), newValidatorCmd(a))
+	root.AddCommand(newUpCmd(a), newGatewayCmd(a), newProvideCmd(a), newSimCmd(a), newKeysCmd(a), newReceiptsCmd(a), newBenchCmd(a), newLedgerCmd(a), newAuditCmd(a), newValidatorCmd(a), newVerifyCmd(a))
 	return root
 }
 

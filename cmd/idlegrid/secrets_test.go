@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -18,7 +19,7 @@ import (
 
 // TestNoSecretsInLogs runs the embedded network with debug logs, serves
 // requests (good key, bad key), settles them on the ledger, creates and
-// uses another API key, then reads every secret the run holds — API keys,
+// uses another API key, lets the dev verifier post a verdict, then reads every secret the run holds — API keys,
 // every key file's private seed, the validator's and the node's CometBFT
 // private keys — and fails if any of them appears in the logs. The API key
 // fixed for the run may appear on stdout only in the banner, which is there
@@ -34,7 +35,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	}
 	defer lf.Close()
 	cmd := exec.Command(bin, "up", "--addr", "127.0.0.1:0", "--data-dir", dir, "--backend", "sim", "--chain-rpc-addr", "127.0.0.1:0",
-		"--settle-interval", "100ms", "--log-level", "debug", "--log-format", "json")
+		"--settle-interval", "100ms", "--verify-every", "50ms", "--log-level", "debug", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "IDLEGRID_DEV_API_KEY="+devKey)
 	cmd.Stderr = lf
 	stdout, err := cmd.StdoutPipe()
@@ -78,14 +79,23 @@ func TestNoSecretsInLogs(t *testing.T) {
 	}
 	second := strings.TrimSpace(string(out))
 	chat(t, base, second)
-	time.Sleep(500 * time.Millisecond) // a settlement round with debug logs
+	// Wait for the dev verifier's first verdict, so its logs are checked too.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(logFile)
+		if strings.Contains(string(b), `"msg":"verdict"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dev verifier reached no verdict")
+		}
+	}
 	cmd.Process.Signal(syscall.SIGINT)
 	<-scanned // stdout ends when the process does
 	cmd.Wait()
 
 	secrets := map[string]string{"the dev API key": devKey, "the dev API key's body": strings.TrimPrefix(devKey, "ig-"),
 		"a created API key": second, "a created API key's body": strings.TrimPrefix(second, "ig-")}
-	for _, f := range []string{"dev-account.key", "gateway.key", "provider.key", filepath.Join("chain", "config", "reward.key")} {
+	for _, f := range []string{"dev-account.key", "gateway.key", "provider.key", "verifier.key", filepath.Join("chain", "config", "reward.key")} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatalf("key file %s: %v", f, err)
@@ -97,6 +107,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 		secrets[f+" seed"] = kf.Seed
 		raw, _ := hex.DecodeString(kf.Seed)
 		secrets[f+" seed (base64)"] = base64.StdEncoding.EncodeToString(raw)
+		if f == "verifier.key" {
+			h := sha256.Sum256(append([]byte("idlegrid/verifier-api-key\n"), raw...))
+			secrets["the dev verifier's API key"] = hex.EncodeToString(h[:16])
+		}
 	}
 	for _, f := range []string{"priv_validator_key.json", "node_key.json"} {
 		b, err := os.ReadFile(filepath.Join(dir, "chain", "config", f))

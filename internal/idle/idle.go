@@ -75,6 +75,9 @@ type Policy struct {
 	Manual *ManualPause
 	Logger *slog.Logger
 
+	// evalMu makes evaluations one at a time: a periodic one that read the
+	// manual pause before the owner changed it must not undo the change.
+	evalMu sync.Mutex
 	mu     sync.Mutex
 	status Status
 	kick   chan struct{}
@@ -108,6 +111,8 @@ func (p *Policy) Run(ctx context.Context) {
 // Evaluate runs every check once at now and pauses or resumes the agent.
 // Run calls it periodically; tests call it with chosen times.
 func (p *Policy) Evaluate(ctx context.Context, now time.Time) Status {
+	p.evalMu.Lock()
+	defer p.evalMu.Unlock()
 	active := 0
 	if p.Agent != nil {
 		active = p.Agent.ActiveJobs()

@@ -24,16 +24,16 @@ func TestAllowedDigests(t *testing.T) {
 	digest := models[0].Digest
 	chat := `{"model":"sim","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`
 
-	other := startNet(t, netOptions{params: func(p *ledger.Params) {
-		p.AllowedDigests = []ledger.ModelDigests{{Model: "sim:latest", Digests: []string{"sha256:" + strings.Repeat("0", 64)}}}
+	other := startNet(t, netOptions{genesis: func(g *ledger.Genesis) {
+		g.Params.AllowedDigests = []ledger.ModelDigests{{Model: "sim:latest", Digests: []string{"sha256:" + strings.Repeat("0", 64)}}}
 	}})
 	status, b := post(t, other.URL+"/v1/chat/completions", testAPIKey, chat)
 	if e := decodeError(t, b); status != 503 || e.Error.Code != "no_allowed_provider" || !strings.Contains(e.Error.Message, "does not allow") {
 		t.Fatalf("a digest the ledger does not allow: %d %s", status, b)
 	}
 
-	ok := startNet(t, netOptions{params: func(p *ledger.Params) {
-		p.AllowedDigests = []ledger.ModelDigests{{Model: "sim", Digests: []string{digest}}}
+	ok := startNet(t, netOptions{genesis: func(g *ledger.Genesis) {
+		g.Params.AllowedDigests = []ledger.ModelDigests{{Model: "sim", Digests: []string{digest}}}
 	}})
 	status, b = post(t, ok.URL+"/v1/chat/completions", testAPIKey, chat)
 	if status != 200 {

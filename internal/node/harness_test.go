@@ -35,7 +35,7 @@ type netOptions struct {
 	backend *node.LocalBackend // overrides the simulator (real Ollama)
 	slots   int
 	gateway gateway.Config // queue limits and timeouts
-	params  func(*ledger.Params)
+	genesis func(*ledger.Genesis)
 }
 
 func fastSim() sim.Config {
@@ -75,7 +75,7 @@ func startNet(t *testing.T, opts netOptions) *testNet {
 	n, err := node.StartUp(ctx, node.UpConfig{
 		Addr: "127.0.0.1:0", DataDir: tn.DataDir, Backend: node.BackendOllama, OllamaURL: "unused", DevAPIKey: testAPIKey,
 		Slots: opts.slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t),
-		BackendOverride: b, Gateway: opts.gateway, EditParams: opts.params,
+		BackendOverride: b, Gateway: opts.gateway, EditGenesis: opts.genesis,
 	})
 	if err != nil {
 		t.Fatal(err)

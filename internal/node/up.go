@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/store"
+	"github.com/idlegrid/idlegrid/internal/verifier"
 )
 
 // UpConfig configures `idlegrid up`.
@@ -39,11 +42,16 @@ type UpConfig struct {
 	BackendOverride *LocalBackend
 	Link            link.Options
 	Gateway         gateway.Config
-	// EditParams, when set, adjusts the dev chain's genesis parameters
-	// (tests); it applies only when the chain is created.
-	EditParams func(*ledger.Params)
-	Version    string
-	Logger     *slog.Logger
+	// EditGenesis, when set, adjusts the dev chain's genesis (tests); it
+	// applies only when the chain is created.
+	EditGenesis func(*ledger.Genesis)
+	// VerifyEvery, when positive, runs a verifier that sends a canary
+	// through the gateway that often, replays it on the local backend and
+	// posts verdicts on the ledger (a demonstration: here the reference is
+	// the provider's own backend).
+	VerifyEvery time.Duration
+	Version     string
+	Logger      *slog.Logger
 }
 
 // Network is everything `up` runs.
@@ -52,6 +60,10 @@ type Network struct {
 	Gateway   *Gateway
 	Provider  *Provider
 	Backend   *LocalBackend
+	// Verifier audits the provider when UpConfig.VerifyEvery is set.
+	Verifier     *verifier.Verifier
+	stopVerifier context.CancelFunc
+	verifierDone chan struct{}
 	// Account is the dev consumer account the API key bills.
 	Account keys.Address
 	// APIKey is the dev key when it was created or fixed by this start.
@@ -73,20 +85,20 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 		n.Shutdown(context.Background())
 		return nil, err
 	}
-	var ids [3]keys.PrivateKey
-	for i, name := range []string{"dev-account.key", "gateway.key", "provider.key"} {
+	var ids [4]keys.PrivateKey
+	for i, name := range []string{"dev-account.key", "gateway.key", "provider.key", "verifier.key"} {
 		k, _, err := keys.LoadOrCreate(filepath.Join(cfg.DataDir, name))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		ids[i] = k
 	}
-	dev, gwKey, provKey := ids[0], ids[1], ids[2]
+	dev, gwKey, provKey, verKey := ids[0], ids[1], ids[2], ids[3]
 	n.Account = dev.Public().Address()
 	home := filepath.Join(cfg.DataDir, "chain")
-	genesis := DevGenesis(dev.Public(), gwKey.Public(), provKey.Public())
-	if cfg.EditParams != nil {
-		cfg.EditParams(&genesis.Params)
+	genesis := DevGenesis(dev.Public(), gwKey.Public(), provKey.Public(), verKey.Public())
+	if cfg.EditGenesis != nil {
+		cfg.EditGenesis(&genesis)
 	}
 	if err := initDevChain(home, cfg.ChainID, genesis); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -127,6 +139,11 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	if err := n.Provider.WaitConnected(wctx); err != nil {
 		return fail(err)
 	}
+	if cfg.VerifyEvery > 0 {
+		if err := n.startVerifier(ctx, cfg, verKey); err != nil {
+			return fail(err)
+		}
+	}
 	return n, nil
 }
 
@@ -157,6 +174,10 @@ func devAPIKey(ctx context.Context, st *store.Store, fixed string, account keys.
 // ends to finish, then the provider and backend stop.
 func (n *Network) Shutdown(ctx context.Context) error {
 	var errs []error
+	if n.stopVerifier != nil {
+		n.stopVerifier()
+		<-n.verifierDone
+	}
 	if n.Gateway != nil {
 		errs = append(errs, n.Gateway.Drain(ctx))
 	}
@@ -175,6 +196,40 @@ func (n *Network) Shutdown(ctx context.Context) error {
 		errs = append(errs, n.Validator.Stop())
 	}
 	return errors.Join(errs...)
+}
+
+// startVerifier runs the dev verifier: its own API key (billed to its
+// account, funded at genesis), canaries replayed on the local backend,
+// verdicts posted with its key, evidence under DATA-DIR/evidence.
+func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.PrivateKey) error {
+	h := sha256.Sum256(append([]byte("idlegrid/verifier-api-key\n"), key.Seed()...))
+	secret := "ig-verifier-" + hex.EncodeToString(h[:16])
+	if _, err := n.Gateway.Store.EnsureAPIKey(ctx, secret, "dev verifier", key.Public().Address()); err != nil {
+		return fmt.Errorf("verifier API key: %w", err)
+	}
+	signer := chain.NewSigner(n.Validator.Node.Client(), key, cfg.ChainID)
+	log := cfg.Logger.With("role", "verifier")
+	v, err := verifier.New(verifier.Config{
+		Gateway: n.Gateway.URL(), APIKey: secret, Reference: n.Backend.Backend, Dir: filepath.Join(cfg.DataDir, "evidence"),
+		Interval: cfg.VerifyEvery, Logger: log,
+		Post: func(ctx context.Context, tx ledger.Tx) error {
+			res, err := signer.Send(ctx, tx)
+			if err != nil {
+				return err
+			}
+			return res.Err()
+		},
+	})
+	if err != nil {
+		return err
+	}
+	vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.Verifier, n.stopVerifier, n.verifierDone = v, cancel, make(chan struct{})
+	go func() {
+		defer close(n.verifierDone)
+		v.Run(vctx)
+	}()
+	return nil
 }
 
 // PrintBanner tells the person who ran `up` how to use the network.

@@ -54,13 +54,16 @@ const (
 	devGatewayBalance  = 10_000 * money.Unit
 	devGatewayStake    = 10_000 * money.Unit
 	devProviderStake   = 1_000 * money.Unit
+	devVerifierBalance = 1_000 * money.Unit
+	devVerifierStake   = 1_000 * money.Unit
 )
 
 // DevGenesis is the ledger genesis of the embedded network: the dev
-// consumer funded and approving the gateway, and the gateway and the local
-// provider registered and staked. Epochs are short (blocks come only with
+// consumer funded and approving the gateway; the gateway, the local
+// provider and the dev verifier registered and staked (the verifier also
+// funded, to pay for its canaries). Epochs are short (blocks come only with
 // settlements) so that a local run sees rewards.
-func DevGenesis(consumer, gateway, provider keys.PublicKey) ledger.Genesis {
+func DevGenesis(consumer, gateway, provider, verifier keys.PublicKey) ledger.Genesis {
 	params := ledger.DefaultParams()
 	params.EpochBlocks, params.VestingBlocks = 20, 200
 	return ledger.Genesis{
@@ -72,6 +75,9 @@ func DevGenesis(consumer, gateway, provider keys.PublicKey) ledger.Genesis {
 				Roles: []string{"gateway"}, Info: "idlegrid up gateway"},
 			{Address: provider.Address(), PubKey: provider, Stake: devProviderStake,
 				Roles: []string{"provider"}, Info: "idlegrid up provider"},
+			{Address: verifier.Address(), PubKey: verifier, Balance: devVerifierBalance, Stake: devVerifierStake,
+				Roles: []string{"verifier"}, Info: "idlegrid up verifier",
+				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Allowance: devVerifierBalance}}},
 		},
 	}
 }

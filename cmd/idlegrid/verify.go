@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/verifier"
+)
+
+func newVerifyCmd(a *app) *cobra.Command {
+	var (
+		gateway, apiKey, backendKind, ollama string
+		rpc, keyFile, dataDir                string
+		models                               []string
+		interval                             time.Duration
+		caseSize                             int
+		dryRun                               bool
+	)
+	cmd := &cobra.Command{
+		Use:   "verify --gateway URL --api-key KEY",
+		Short: "Audit the providers behind a gateway with canaries and post verdicts on the ledger",
+		Long: `Run a verifier: send canary requests (greedy, drawn from a realistic prompt
+mix) through the gateway's public API with an ordinary API key, learn from each
+answer's signed receipt which provider served it with which weights, replay
+the answer on a reference model (--backend/--ollama-url: the weights you
+vouch for) and, every --case-size canaries of one provider, judge them and
+post a verdict transaction signed with --key (a registered, staked verifier).
+The evidence of every verdict is kept under DATA-DIR/evidence, named by the
+hash the verdict carries. Providers audited less than the others get the
+next canaries. See docs/verification.md for the statistics.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if gateway == "" || apiKey == "" {
+				return errors.New("--gateway and --api-key are required")
+			}
+			ctx := cmd.Context()
+			b, err := node.OpenBackend(ctx, backendKind, ollama, a.log)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			cfg := verifier.Config{Gateway: gateway, APIKey: apiKey, Reference: b.Backend, Models: models, Interval: interval,
+				CaseSize: caseSize, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
+				OnVerdict: func(p verifier.Posted) {
+					state := "PASS"
+					if !p.Verdict.Pass {
+						state = "FAIL (" + string(p.Verdict.Rule) + ": " + p.Verdict.Reason + ")"
+					}
+					posted := "posted"
+					if dryRun {
+						posted = "not posted (--dry-run)"
+					}
+					if p.Err != "" {
+						posted = "NOT posted: " + p.Err
+					}
+					fmt.Fprintf(a.stdout, "%s provider %s (%s %s): %s; evidence %s, %s\n",
+						time.Now().Format(time.TimeOnly), p.Provider, p.Model, p.Digest, state, p.Evidence, posted)
+				}}
+			if !dryRun {
+				if keyFile == "" {
+					keyFile = filepath.Join(dataDir, "verifier.key")
+				}
+				post, addr, err := verdictPoster(ctx, rpc, keyFile)
+				if err != nil {
+					return err
+				}
+				cfg.Post = post
+				fmt.Fprintf(a.stdout, "verifier %s posting verdicts to %s\n", addr, rpc)
+			}
+			v, err := verifier.New(cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "auditing the providers behind %s against %s, a canary every %s, %d per case\n", gateway, b.Description, interval, caseSize)
+			return v.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&gateway, "gateway", "", "gateway base URL")
+	f.StringVar(&apiKey, "api-key", "", "an API key of the gateway (its account pays for the canaries)")
+	f.StringVar(&backendKind, "backend", node.BackendOllama, "reference backend: ollama, sim or auto")
+	f.StringVar(&ollama, "ollama-url", node.DefaultOllamaURL(), "reference Ollama base URL (default from OLLAMA_HOST)")
+	f.StringSliceVar(&models, "models", nil, "models to verify (default: every model of the reference)")
+	f.DurationVar(&interval, "interval", 10*time.Second, "pause between canaries")
+	f.IntVar(&caseSize, "case-size", 8, "canaries of one provider judged together")
+	f.StringVar(&rpc, "rpc", defaultRPC, "validator RPC URL verdicts are posted to")
+	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
+	f.StringVar(&keyFile, "key", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")
+	f.BoolVar(&dryRun, "dry-run", false, "judge but post nothing")
+	return cmd
+}
+
+// verdictPoster signs verdicts with the key in keyFile, after checking on
+// the ledger that it is a registered verifier.
+func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Context, ledger.Tx) error, keys.Address, error) {
+	key, err := keys.Load(keyFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("verifier key: %w", err)
+	}
+	c, err := chain.NewHTTPClient(rpc)
+	if err != nil {
+		return nil, "", err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := c.Status(sctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("ledger at %s: %w", rpc, err)
+	}
+	addr := key.Public().Address()
+	acct, err := chain.Ledger{Client: c}.Account(sctx, addr)
+	if err != nil || !acct.Has(ledger.RoleVerifier) {
+		return nil, "", fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key %s register verifier` and stake first", addr, err, keyFile)
+	}
+	signer := chain.NewSigner(c, key, st.ChainID)
+	return func(ctx context.Context, tx ledger.Tx) error {
+		res, err := signer.Send(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return res.Err()
+	}, addr, nil
+}

@@ -1,0 +1,365 @@
+// Package verifier is the verifier role (`idlegrid verify`): it sends
+// canary requests through a gateway's public API like any consumer,
+// learns from each answer's signed receipt which provider served it with
+// which weights (digest), replays the answers against its own reference
+// model, and once it holds a case's worth of canaries for a provider,
+// judges them (internal/verify) and posts the verdict on the ledger with
+// the hash of the evidence, which it keeps on disk.
+//
+// Canaries go out at Interval; a provider the verifier has audited less
+// than the others (a new one) is targeted with the request's routing
+// preferences (provider.order with no fallbacks), so new providers meet
+// more canaries than old ones.
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/verify"
+)
+
+// Config configures a verifier.
+type Config struct {
+	// Gateway is the gateway's base URL; APIKey an ordinary consumer key
+	// whose account pays for the canaries.
+	Gateway string
+	APIKey  string
+	// Reference runs the models the verifier checks; Models are their
+	// names as the gateway serves them (default: every reference model).
+	Reference backend.Backend
+	Models    []string
+	// Post sends a verdict transaction; nil keeps verdicts local (a dry
+	// run).
+	Post func(ctx context.Context, tx ledger.Tx) error
+	// Dir keeps the evidence of every verdict, by its hash.
+	Dir string
+	// CaseSize is how many canaries of one provider make a case
+	// (default 8, what verify.DefaultCanary's statistics are set for);
+	// Interval the pause between canaries (default 10 s).
+	CaseSize int
+	Interval time.Duration
+	// Seed picks the canaries from the prompt mix.
+	Seed   uint64
+	Canary verify.Canary
+	// OnVerdict, when set, is called with every verdict reached.
+	OnVerdict func(Posted)
+	HTTP      *http.Client
+	Logger    *slog.Logger
+}
+
+// Verifier audits the providers behind one gateway.
+type Verifier struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	next    int                         // canary index in the prompt mix
+	pending map[string][]canaryRecord   // provider key → canaries awaiting a case
+	audited map[keys.PublicKey]int      // cases posted per provider
+	known   map[string][]keys.PublicKey // model → providers seen serving it
+	verdict []Posted
+}
+
+// Posted is a verdict the verifier reached.
+type Posted struct {
+	Provider keys.PublicKey `json:"provider"`
+	Model    string         `json:"model"`
+	Digest   string         `json:"digest"`
+	Evidence receipt.Hash   `json:"evidence"`
+	Verdict  verify.Verdict `json:"verdict"`
+	// Err is why posting failed ("" when it was posted or not meant to).
+	Err string `json:"error,omitempty"`
+}
+
+// canaryRecord is one canary and what came back.
+type canaryRecord struct {
+	Request  protocol.Request `json:"request"`
+	Response verify.Response  `json:"response"`
+	Receipt  receipt.Signed   `json:"receipt"`
+	Replayed verify.Replayed  `json:"replayed"`
+}
+
+// New checks cfg and returns a Verifier.
+func New(cfg Config) (*Verifier, error) {
+	if cfg.Gateway == "" || cfg.APIKey == "" || cfg.Reference == nil {
+		return nil, errors.New("verifier: a gateway, an API key and a reference backend are required")
+	}
+	if cfg.CaseSize <= 0 {
+		cfg.CaseSize = 8
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	if cfg.Canary == (verify.Canary{}) {
+		cfg.Canary = verify.DefaultCanary()
+	}
+	if cfg.HTTP == nil {
+		cfg.HTTP = &http.Client{Timeout: 5 * time.Minute}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Dir != "" {
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("verifier: evidence directory: %w", err)
+		}
+	}
+	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{}}, nil
+}
+
+// Run sends canaries until ctx ends.
+func (v *Verifier) Run(ctx context.Context) error {
+	t := time.NewTicker(v.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := v.Step(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("canary failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Verdicts returns the verdicts reached so far.
+func (v *Verifier) Verdicts() []Posted {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.verdict)
+}
+
+// models is what the verifier checks.
+func (v *Verifier) models(ctx context.Context) ([]string, error) {
+	if len(v.cfg.Models) > 0 {
+		return v.cfg.Models, nil
+	}
+	ms, err := v.cfg.Reference.Models(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Name)
+	}
+	return out, nil
+}
+
+// Step sends one canary, replays it, and posts a verdict when it completes
+// a case; it returns that verdict, or nil.
+func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
+	models, err := v.models(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reference models: %w", err)
+	}
+	if len(models) == 0 {
+		return nil, errors.New("the reference serves no model")
+	}
+	v.mu.Lock()
+	i := v.next
+	v.next++
+	model := models[i%len(models)]
+	target := v.leastAudited(model)
+	v.mu.Unlock()
+
+	mix := verify.DefaultPromptMix(model)
+	mix.Seed = v.cfg.Seed + 1
+	req := mix.Canary(i)
+	if req.Options.MaxTokens <= 0 {
+		req.Options.MaxTokens = 64
+	}
+	// OpenAI's completions API has no system prompt: the canary is what
+	// the public API can carry, and the reference replays exactly that.
+	req.System = ""
+	resp, signed, err := v.ask(ctx, req, target)
+	if err != nil {
+		return nil, err
+	}
+	replayed, err := v.cfg.Canary.Replay(ctx, v.cfg.Reference, req, resp)
+	if err != nil {
+		return nil, fmt.Errorf("reference replay: %w", err)
+	}
+	prov := signed.Receipt.Provider
+	rec := canaryRecord{Request: req, Response: resp, Receipt: signed, Replayed: replayed}
+	v.mu.Lock()
+	if !slices.Contains(v.known[model], prov) {
+		v.known[model] = append(v.known[model], prov)
+	}
+	k := prov.String() + "\x00" + signed.Receipt.ModelDigest
+	v.pending[k] = append(v.pending[k], rec)
+	var batch []canaryRecord
+	if len(v.pending[k]) >= v.cfg.CaseSize {
+		batch, v.pending[k] = v.pending[k], nil
+		v.audited[prov]++
+	}
+	v.mu.Unlock()
+	if batch == nil {
+		return nil, nil
+	}
+	p := v.judge(ctx, model, prov, signed.Receipt.ModelDigest, batch)
+	return &p, nil
+}
+
+// leastAudited is the provider of model with the fewest cases, when one
+// has fewer than the others; nil lets the gateway route as for anyone.
+func (v *Verifier) leastAudited(model string) *keys.PublicKey {
+	ps := v.known[model]
+	if len(ps) < 2 {
+		return nil
+	}
+	best := ps[0]
+	for _, p := range ps[1:] {
+		if v.audited[p] < v.audited[best] {
+			best = p
+		}
+	}
+	for _, p := range ps {
+		if v.audited[p] > v.audited[best] {
+			return &best
+		}
+	}
+	return nil
+}
+
+// judge decides a case, keeps its evidence and posts the verdict.
+func (v *Verifier) judge(ctx context.Context, model string, prov keys.PublicKey, digest string, batch []canaryRecord) Posted {
+	rs := make([]verify.Replayed, len(batch))
+	for i, c := range batch {
+		rs[i] = c.Replayed
+	}
+	verdict := v.cfg.Canary.Decide(rs)
+	evidence := struct {
+		Provider keys.PublicKey `json:"provider"`
+		Model    string         `json:"model"`
+		Digest   string         `json:"digest"`
+		Canaries []canaryRecord `json:"canaries"`
+		Verdict  verify.Verdict `json:"verdict"`
+	}{prov, model, digest, batch, verdict}
+	raw, _ := json.MarshalIndent(evidence, "", " ")
+	hash := receipt.Hash(sha256.Sum256(raw))
+	p := Posted{Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict}
+	if v.cfg.Dir != "" {
+		if err := os.WriteFile(filepath.Join(v.cfg.Dir, hash.String()+".json"), raw, 0o600); err != nil {
+			p.Err = "keep evidence: " + err.Error()
+		}
+	}
+	if v.cfg.Post != nil && p.Err == "" {
+		tx := ledger.Tx{Kind: ledger.KindVerdict, Subject: prov.Address(), Digest: digest, Evidence: hash, Pass: verdict.Pass}
+		if err := v.cfg.Post(ctx, tx); err != nil {
+			p.Err = err.Error()
+		}
+	}
+	v.log.Info("verdict", "provider", prov.String(), "model", model, "pass", verdict.Pass, "rule", verdict.Rule, "reason", verdict.Reason,
+		"evidence", hash.String(), "error", p.Err)
+	v.mu.Lock()
+	v.verdict = append(v.verdict, p)
+	v.mu.Unlock()
+	if v.cfg.OnVerdict != nil {
+		v.cfg.OnVerdict(p)
+	}
+	return p
+}
+
+// ask sends req through the gateway's OpenAI API (chat or completions),
+// pinned to target when set, and fetches the answer's signed receipt.
+func (v *Verifier) ask(ctx context.Context, req protocol.Request, target *keys.PublicKey) (verify.Response, receipt.Signed, error) {
+	body := map[string]any{"model": req.Model, "max_tokens": req.Options.MaxTokens, "temperature": 0}
+	path := "/v1/chat/completions"
+	if req.Kind == protocol.KindGenerate {
+		path = "/v1/completions"
+		body["prompt"] = req.Prompt
+	} else {
+		body["messages"] = req.Messages
+	}
+	if target != nil {
+		body["provider"] = map[string]any{"order": []string{target.String()}, "allow_fallbacks": false}
+	}
+	var out struct {
+		ID      string `json:"id"`
+		Choices []struct {
+			Text         string `json:"text"`
+			FinishReason string `json:"finish_reason"`
+			Message      struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+		Usage struct {
+			PromptTokens     uint64 `json:"prompt_tokens"`
+			CompletionTokens uint64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := v.call(ctx, http.MethodPost, path, body, &out); err != nil {
+		return verify.Response{}, receipt.Signed{}, err
+	}
+	if len(out.Choices) != 1 || out.ID == "" {
+		return verify.Response{}, receipt.Signed{}, fmt.Errorf("canary: %d choices, id %q", len(out.Choices), out.ID)
+	}
+	ch := out.Choices[0]
+	resp := verify.Response{Text: ch.Message.Content + ch.Text, FinishReason: ch.FinishReason,
+		Usage: protocol.Usage{PromptTokens: out.Usage.PromptTokens, CompletionTokens: out.Usage.CompletionTokens}}
+	var raw json.RawMessage
+	if err := v.call(ctx, http.MethodGet, "/v1/receipts/"+out.ID, nil, &raw); err != nil {
+		return verify.Response{}, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
+	}
+	signed, err := receipt.ParseSigned(raw)
+	if err == nil {
+		err = signed.Verify()
+	}
+	if err != nil {
+		return verify.Response{}, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
+	}
+	if signed.Receipt.ResponseHash != receipt.Sum([]byte(resp.Text)) {
+		return verify.Response{}, receipt.Signed{}, fmt.Errorf("receipt of %s is for another answer than the one received", out.ID)
+	}
+	return resp, signed, nil
+}
+
+func (v *Verifier) call(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(v.cfg.Gateway, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+v.cfg.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := v.cfg.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return json.Unmarshal(b, out)
+}
