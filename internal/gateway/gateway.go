@@ -46,8 +46,25 @@ type Config struct {
 	// past either, the consumer gets 429.
 	QueueTimeout time.Duration
 	MaxQueued    int
-	// JobTimeout bounds one job from dispatch to done (default 10 min).
+	// JobTimeout bounds a request from admission to done, across every
+	// provider it takes (default 10 min).
 	JobTimeout time.Duration
+	// FirstTokenTimeout is how long a streamed job may go without its first
+	// token before the gateway cancels it and moves the request to another
+	// provider (default 30 s). Buffered (non-streamed) jobs deliver their
+	// text in one piece at the end, so only JobTimeout bounds them.
+	FirstTokenTimeout time.Duration
+	// MaxAttempts bounds the providers one request may take, counting
+	// retries and continuations (default 4).
+	MaxAttempts int
+	// BreakerThreshold consecutive failed jobs open a provider's circuit
+	// breaker: it gets no requests for BreakerCooldown, then one trial
+	// (defaults 3 and 10 s).
+	BreakerThreshold int
+	BreakerCooldown  time.Duration
+	// Now is the clock of the circuit breakers (default time.Now); tests
+	// set it to pass a cool-down without waiting.
+	Now func() time.Time
 	// Version is reported by /api/version.
 	Version string
 	Logger  *slog.Logger
@@ -88,6 +105,7 @@ type Gateway struct {
 	log    *slog.Logger
 	sched  *scheduler.Scheduler
 	queued atomic.Int64
+	health *health
 	funds  *funds      // nil without a ledger
 	settle *settlement // nil without a ledger
 }
@@ -112,6 +130,21 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.JobTimeout <= 0 {
 		cfg.JobTimeout = 10 * time.Minute
 	}
+	if cfg.FirstTokenTimeout <= 0 {
+		cfg.FirstTokenTimeout = 30 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 4
+	}
+	if cfg.BreakerThreshold <= 0 {
+		cfg.BreakerThreshold = 3
+	}
+	if cfg.BreakerCooldown <= 0 {
+		cfg.BreakerCooldown = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0-dev"
 	}
@@ -134,7 +167,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, sched: sched}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, sched: sched, health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now)}
 	if cfg.Ledger != nil {
 		// Receipts stored but not settled before a restart still count
 		// against their consumers.

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"errors"
-	"fmt"
 	"hash"
 	"log/slog"
 	"net/http"
@@ -55,108 +54,167 @@ type route struct {
 	session string // explicit session id; "" for none
 }
 
-// call is one admitted request on its way through the relay.
+// call is one admitted request on its way through the relay. It may take
+// several jobs: a provider that fails is replaced (see failover.go), and
+// each job is one segment of the answer.
 type call struct {
 	id         string
 	asked      string // model name as the consumer wrote it
 	key        store.APIKey
-	req        protocol.Request
+	req        protocol.Request // as the consumer sent it
 	sched      scheduler.Request
 	reqHash    receipt.Hash
 	admitted   time.Time
-	dispatched time.Time    // when the job was sent to its provider
-	hold       *reservation // funds held for it; nil without a ledger
+	dispatched time.Time // when the current job was sent to its provider
+
+	// seg is the current segment's request: req itself, or req continued
+	// after the text already delivered; segID is its job and receipt id.
+	seg   protocol.Request
+	segID string
 }
 
-// relay places the request on a provider and streams the result into snk.
+// relay places the request on a provider and streams the result into snk,
+// replacing a provider that fails before the first token and continuing on
+// another one after a failure mid-answer, within the job timeout.
 func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, idPrefix string, rt route, snk sink.Sink) {
 	c := &call{id: requestID(idPrefix), asked: req.Model, key: key, req: req, reqHash: reqHash, admitted: time.Now()}
 	if c.req.Options.MaxTokens <= 0 {
 		c.req.Options.MaxTokens = g.cfg.DefaultMaxTokens
 	}
 	c.sched = g.sched.NewRequest(&c.req, rt.prefs, rt.session)
-	stream, job, hold, e := g.place(ctx, c)
-	if e != nil {
-		snk.Fail(e)
-		return
-	}
-	defer hold.release() // a request that ends without a receipt costs nothing
-	c.hold = hold
-	log := g.log.With("request_id", c.id, "provider", stream.Provider().Key.String(), "model", job.Request.Model)
-	var (
-		began      bool
-		firstToken time.Duration
-		firstChunk time.Time
-		chunks     int
-		relayed    int // bytes of text relayed
-		text       = sha256.New()
-	)
-	begin := func() error {
-		if began {
-			return nil
-		}
-		began = true
-		return snk.Begin(sink.Meta{RequestID: c.id, Model: c.asked, Created: c.admitted})
-	}
-	// The gateway enforces the job deadline itself: a provider that stays
-	// connected but never finishes must not hold the consumer forever.
-	jobCtx, cancel := context.WithDeadline(ctx, time.UnixMilli(job.DeadlineUnixMs))
+	out := &answer{snk: snk, meta: sink.Meta{RequestID: c.id, Model: c.asked, Created: c.admitted}}
+	// One deadline for the whole request, across every provider it takes.
+	dctx, cancel := context.WithDeadline(ctx, c.admitted.Add(g.cfg.JobTimeout))
 	defer cancel()
-	for {
-		ev, err := stream.Next(jobCtx)
-		if err != nil {
-			stream.Cancel()
-			if ctx.Err() == nil {
-				log.Warn("job deadline passed; job cancelled", "chunks", chunks)
-				snk.Fail(&apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout",
-					Message: fmt.Sprintf("The provider did not finish within the gateway's job timeout (%s); the partial answer is not billed.", g.cfg.JobTimeout)})
-				return
-			}
-			log.Info("consumer went away; job cancelled", "chunks", chunks)
+	var failure *apierr.Error // the last provider failure, when retrying
+	for attempt := 1; ; attempt++ {
+		if out.tokens >= c.req.Options.MaxTokens {
+			// The failed job had delivered the whole allowance.
+			out.complete(c)
 			return
 		}
-		switch {
-		case ev.Chunk != nil:
-			if firstChunk.IsZero() {
-				firstChunk = time.Now()
-				firstToken = firstChunk.Sub(c.admitted)
+		c.seg, c.segID = out.segment(c)
+		stream, job, hold, e := g.place(dctx, c)
+		if e != nil {
+			if failure != nil {
+				e = noTakeover(failure, e)
 			}
-			chunks++
-			relayed += len(ev.Chunk.Delta)
-			text.Write([]byte(ev.Chunk.Delta))
-			err := begin()
-			if err == nil {
-				err = snk.Delta(sink.Delta{Text: ev.Chunk.Delta, Logprobs: ev.Chunk.Logprobs})
-			}
-			if err != nil {
-				stream.Cancel()
-				log.Info("consumer went away; job cancelled", "chunks", chunks, "err", err)
-				return
-			}
-		case ev.Done != nil:
-			g.observe(c, job, stream.Provider().Key, ev.Done, firstChunk, chunks)
-			g.finish(ctx, c, job, stream, ev.Done, text, relayed, firstToken, begin, snk, log)
-			return
-		default:
-			e := jobFailure(ev.Err, chunks)
-			log.Warn("job failed", "err", ev.Err, "chunks", chunks)
 			snk.Fail(e)
 			return
 		}
+		r := g.attempt(ctx, dctx, c, stream, job, hold, out)
+		hold.release() // a job that ends without a receipt costs nothing
+		if r.err == nil {
+			return
+		}
+		if !r.retry || attempt >= g.cfg.MaxAttempts || dctx.Err() != nil {
+			snk.Fail(r.err)
+			return
+		}
+		failure = r.err
+		c.sched.Exclude = append(c.sched.Exclude, stream.Provider().Key)
+		g.log.Info("provider failed; moving the request", "request_id", c.id, "provider", stream.Provider().Key.String(),
+			"delivered_tokens", out.tokens, "attempt", attempt, "err", r.err.Message)
 	}
+}
+
+// outcome is how one job ended: served or abandoned (err nil), or failed
+// with the consumer's error and whether another provider may take over.
+type outcome struct {
+	err   *apierr.Error
+	retry bool
+}
+
+// attempt relays one job into out. ctx is the consumer's, dctx adds the
+// request's deadline.
+func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream, job *protocol.Job, hold *reservation, out *answer) outcome {
+	provider := stream.Provider().Key
+	log := g.log.With("request_id", c.id, "job", job.ID, "provider", provider.String(), "model", job.Request.Model)
+	seg := segment{text: sha256.New()}
+	// A streamed job must show its first token within FirstTokenTimeout;
+	// a buffered one arrives in one piece at the end, so only the job
+	// deadline bounds it.
+	watchFirst := !job.Request.Buffered && g.cfg.FirstTokenTimeout > 0
+	for {
+		wait := dctx
+		var stop context.CancelFunc = func() {}
+		if watchFirst && seg.chunks == 0 {
+			wait, stop = context.WithDeadline(dctx, c.dispatched.Add(g.cfg.FirstTokenTimeout))
+		}
+		ev, err := stream.Next(wait)
+		stop()
+		if err != nil {
+			stream.Cancel()
+			switch {
+			case ctx.Err() != nil:
+				g.health.abandoned(provider)
+				log.Info("consumer went away; job cancelled", "chunks", seg.chunks)
+				return outcome{}
+			case dctx.Err() != nil:
+				g.health.abandoned(provider)
+				log.Warn("job deadline passed; job cancelled", "chunks", seg.chunks)
+				return outcome{err: timeoutError(g.cfg.JobTimeout)}
+			}
+			g.health.failure(provider)
+			log.Warn("no first token in time; job cancelled", "timeout", g.cfg.FirstTokenTimeout)
+			return outcome{err: apierr.Upstream("The provider sent no token within %s.", g.cfg.FirstTokenTimeout), retry: true}
+		}
+		switch {
+		case ev.Chunk != nil:
+			if seg.chunks == 0 {
+				seg.firstChunk = time.Now()
+			}
+			seg.add(ev.Chunk)
+			if err := out.delta(c, ev.Chunk); err != nil {
+				stream.Cancel()
+				g.health.abandoned(provider)
+				log.Info("consumer went away; job cancelled", "chunks", seg.chunks, "err", err)
+				return outcome{}
+			}
+		case ev.Done != nil:
+			g.observe(c, job, provider, ev.Done, seg.firstChunk, seg.chunks)
+			return g.finish(ctx, c, job, provider, hold, ev.Done, &seg, out, log)
+		default:
+			out.abandon()
+			e, retry, failed := jobFailure(ev.Err, seg.chunks)
+			if failed {
+				g.health.failure(provider)
+			} else {
+				g.health.abandoned(provider)
+			}
+			log.Warn("job failed", "err", ev.Err, "chunks", seg.chunks, "retry", retry)
+			return outcome{err: e, retry: retry}
+		}
+	}
+}
+
+// segment is what one job delivered.
+type segment struct {
+	firstChunk time.Time
+	chunks     int
+	relayed    int // bytes of text
+	tokens     int
+	text       hash.Hash
+}
+
+func (s *segment) add(ch *protocol.Chunk) {
+	s.chunks++
+	s.relayed += len(ch.Delta)
+	s.tokens += chunkTokens(ch)
+	s.text.Write([]byte(ch.Delta))
 }
 
 // finish verifies the provider's receipt, countersigns and stores it, and
 // only then ends the consumer's stream: a consumer never sees a complete
 // answer without a stored receipt.
-func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, stream *hub.Stream, d *protocol.Done, text hash.Hash, relayed int,
-	firstToken time.Duration, begin func() error, snk sink.Sink, log *slog.Logger) {
+func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provider keys.PublicKey, hold *reservation, d *protocol.Done,
+	seg *segment, out *answer, log *slog.Logger) outcome {
 	var responseHash receipt.Hash
-	text.Sum(responseHash[:0])
+	seg.text.Sum(responseHash[:0])
 	now := time.Now()
-	r, err := job.Terms.Receipt(stream.Provider().Key, d.Usage, responseHash, d.EndUnixMs)
+	r, err := job.Terms.Receipt(provider, d.Usage, responseHash, d.EndUnixMs)
 	if err == nil {
-		err = checkUsage(&job.Request, d.Usage, relayed)
+		err = checkUsage(&job.Request, d.Usage, seg.relayed)
 	}
 	if err == nil && d.EndUnixMs > now.Add(5*time.Minute).UnixMilli() {
 		err = errors.New("receipt end time is in the future")
@@ -168,159 +226,35 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, stream
 		err = receipt.VerifyProvider(&r, d.ReceiptSignature)
 	}
 	if err != nil {
+		g.health.failure(provider)
 		log.Warn("provider receipt rejected", "err", err)
-		snk.Fail(apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry."))
-		return
+		return outcome{err: apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry.")}
 	}
+	g.health.success(provider)
 	signed := receipt.Signed{Receipt: r, ProviderSignature: d.ReceiptSignature, GatewaySignature: receipt.SignGateway(g.cfg.Key, &r)}
 	// The tokens were delivered: record the receipt even if the consumer
 	// has just gone away.
 	if err := g.cfg.Store.SaveReceipt(context.WithoutCancel(ctx), signed); err != nil {
 		log.Error("could not store receipt", "err", err)
-		snk.Fail(apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry."))
-		return
+		return outcome{err: apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry.")}
 	}
-	if c.hold != nil {
-		c.hold.charged(r.Amount)
+	if hold != nil {
+		hold.charged(r.Amount)
 		g.settle.stored()
 	}
 	total := now.Sub(c.admitted)
-	final := sink.Final{FinishReason: d.FinishReason, Usage: d.Usage, Total: total, FirstToken: firstToken, Eval: total - firstToken}
-	err = begin()
+	usage := protocol.Usage{PromptTokens: d.Usage.PromptTokens, CompletionTokens: uint64(out.earlier) + d.Usage.CompletionTokens}
+	final := sink.Final{FinishReason: d.FinishReason, Usage: usage, Total: total, FirstToken: out.firstToken, Eval: total - out.firstToken}
+	err = out.begin()
 	if err == nil {
-		err = snk.End(final)
+		err = out.snk.End(final)
 	}
 	if err != nil {
 		log.Info("consumer went away before the end of the answer; the receipt stands for the tokens relayed", "err", err)
 	}
 	log.Info("request served", "prompt_tokens", d.Usage.PromptTokens, "completion_tokens", d.Usage.CompletionTokens,
-		"amount", r.Amount.String(), "ttft_ms", firstToken.Milliseconds(), "total_ms", total.Milliseconds())
-}
-
-// jobFailure maps a stream's error to what the consumer sees.
-func jobFailure(err error, chunks int) *apierr.Error {
-	var je *hub.JobError
-	switch {
-	case errors.As(err, &je):
-		switch je.Code {
-		case protocol.CodeBusy:
-			return apierr.Overloaded("The provider had no free slot; please retry.")
-		case protocol.CodeBadRequest:
-			return apierr.Invalid("", "The provider's model server rejected the request: %s", je.Message)
-		case protocol.CodeModelNotFound:
-			return apierr.Unavailable("model_unavailable", "The provider no longer serves this model; please retry.")
-		case protocol.CodeDeadline:
-			return &apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout", Message: "The provider did not finish within the gateway's job timeout; the partial answer is not billed."}
-		}
-		return apierr.Upstream("The provider failed while generating: %s", je.Message)
-	case errors.Is(err, hub.ErrProviderLost):
-		return apierr.Upstream("The provider disconnected after %d chunks; the partial answer is not billed. Please retry.", chunks)
-	case errors.Is(err, hub.ErrSlowConsumer):
-		return apierr.Upstream("The response was read too slowly and was cancelled.")
-	}
-	return apierr.Upstream("The provider failed: %v", err)
-}
-
-// place finds a provider with a free slot and dispatches the job, waiting in
-// the queue while every provider of the model is busy.
-func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Job, *reservation, *apierr.Error) {
-	h := g.cfg.Hub
-	deadline := time.NewTimer(g.cfg.QueueTimeout)
-	defer deadline.Stop()
-	queued := false
-	defer func() {
-		if queued {
-			g.queued.Add(-1)
-		}
-	}()
-	for {
-		changed := h.Changed() // before the snapshot, so no change is missed
-		choice, err := g.sched.Pick(candidates(h.Snapshot()), &c.sched)
-		var u *scheduler.Unplaceable
-		if err == nil {
-			job := g.job(c, choice)
-			hold, e := g.hold(ctx, c, choice)
-			if e != nil {
-				return nil, nil, nil, e
-			}
-			c.dispatched = time.Now()
-			s, err := h.Dispatch(ctx, choice.Key, job)
-			if err == nil {
-				g.sched.Placed(&c.sched, choice.Key)
-				return s, job, hold, nil
-			}
-			hold.release()
-			// The snapshot was already stale: the slot was taken, or the
-			// provider paused or went away. Wait for the hub's next change
-			// rather than picking the same provider again at once.
-			g.log.Debug("dispatch lost a race; waiting for the next change", "request_id", c.id, "err", err)
-		} else {
-			if !errors.As(err, &u) {
-				return nil, nil, nil, apierr.Internal("scheduling failed")
-			}
-			if u.Offering == 0 {
-				if !g.knownModel(c.req.Model) {
-					return nil, nil, nil, apierr.ModelNotFound(c.asked)
-				}
-				return nil, nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
-			}
-			if !u.OnlyBusy() {
-				return nil, nil, nil, unplaceable(u)
-			}
-		}
-		if !queued {
-			if g.queued.Add(1) > int64(g.cfg.MaxQueued) {
-				g.queued.Add(-1)
-				return nil, nil, nil, apierr.Overloaded("The request queue is full (%d waiting; %s). Retry with backoff.", g.cfg.MaxQueued, g.why(c, u))
-			}
-			queued = true
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return nil, nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, g.why(c, u))
-		case <-ctx.Done():
-			return nil, nil, nil, apierr.Unavailable("cancelled", "The request was cancelled while queued.")
-		}
-	}
-}
-
-// unplaceable is the 503 for a request no provider can take and none
-// will by merely finishing a job.
-func unplaceable(u *scheduler.Unplaceable) *apierr.Error {
-	if u.NotAllowed > 0 && u.NotAllowed+u.Excluded()+u.Paused == u.Offering && u.Paused == 0 {
-		return apierr.Unavailable("no_allowed_provider", "No provider can serve this request with weights the network allows for this model (%s). Try again later.", u.Error())
-	}
-	if u.Excluded() > 0 {
-		return apierr.Unavailable("no_matching_provider", "No provider can serve this request within its routing preferences (%s). "+
-			"Relax the request's \"provider\" preferences, or try again later.", u.Error())
-	}
-	return apierr.Unavailable("providers_paused", "No provider can serve this request now (%s). Try again later.", u.Error())
-}
-
-// hold reserves the request's worst-case cost at the chosen provider's
-// consumer prices; nil without a ledger.
-func (g *Gateway) hold(ctx context.Context, c *call, choice scheduler.Choice) (*reservation, *apierr.Error) {
-	if g.funds == nil {
-		return nil, nil
-	}
-	cost, err := worstCost(&c.req, choice.PricePrompt, choice.PriceCompletion)
-	if err != nil {
-		return nil, apierr.Invalid("max_tokens", "This request's worst-case cost does not fit in an amount: %v", err)
-	}
-	what := fmt.Sprintf("max_tokens %d at %s/Mtok output, prompt at %s/Mtok", c.req.Options.MaxTokens, choice.PriceCompletion, choice.PricePrompt)
-	return g.funds.reserve(ctx, c.key.Account, cost, what)
-}
-
-// why describes why a request waits: u when the scheduler said, else the
-// hub's current state for the model.
-func (g *Gateway) why(c *call, u *scheduler.Unplaceable) string {
-	if u == nil {
-		if u = g.sched.Explain(candidates(g.cfg.Hub.Snapshot()), &c.sched); u == nil {
-			return fmt.Sprintf("model %q: every provider was busy a moment ago", c.asked)
-		}
-	}
-	return u.Error()
+		"earlier_tokens", out.earlier, "amount", r.Amount.String(), "ttft_ms", out.firstToken.Milliseconds(), "total_ms", total.Milliseconds())
+	return outcome{}
 }
 
 // observe feeds the scheduler the speed of a finished job. With two chunks
@@ -348,41 +282,4 @@ func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, d
 		o.TokensPerSecond = float64(tokens-1) / gen.Seconds()
 	}
 	g.sched.Observe(provider, job.Request.Model, o)
-}
-
-func (g *Gateway) knownModel(name string) bool {
-	h := g.cfg.Hub
-	base, _ := strings.CutSuffix(name, ":latest")
-	return h.KnownModel(name) || h.KnownModel(base) || h.KnownModel(base+":latest")
-}
-
-// job builds the job and its receipt terms for the chosen provider.
-func (g *Gateway) job(c *call, choice scheduler.Choice) *protocol.Job {
-	req := c.req
-	req.Model = choice.Model.Name // the provider's exact name, e.g. "tiny:latest" for "tiny"
-	return &protocol.Job{
-		ID:             c.id,
-		Request:        req,
-		DeadlineUnixMs: c.admitted.Add(g.cfg.JobTimeout).UnixMilli(),
-		Terms: protocol.Terms{
-			ChainID:                g.cfg.ChainID,
-			RequestID:              c.id,
-			Gateway:                g.cfg.Key.Public(),
-			Consumer:               c.key.Account,
-			Model:                  choice.Model.Name,
-			ModelDigest:            choice.Model.Digest,
-			PricePromptPerMTok:     choice.PricePrompt,
-			PriceCompletionPerMTok: choice.PriceCompletion,
-			RequestHash:            c.reqHash,
-			StartUnixMs:            c.admitted.UnixMilli(),
-		},
-	}
-}
-
-func candidates(infos []hub.Info) []scheduler.Candidate {
-	out := make([]scheduler.Candidate, len(infos))
-	for i, in := range infos {
-		out[i] = scheduler.Candidate{Key: in.Key, Models: in.Capabilities.Models, Slots: in.Capabilities.Slots, InFlight: in.InFlight, Paused: in.Paused}
-	}
-	return out
 }

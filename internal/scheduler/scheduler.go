@@ -1,6 +1,7 @@
 // Package scheduler chooses which provider serves a request. It filters the
-// connected providers (model and digest, not paused, a free slot, price
-// within the consumer's cap, the request's ignore and order lists), then
+// connected providers (model and digest, not paused, not failing, a free
+// slot, price within the consumer's cap, the request's ignore and order
+// lists), then
 // follows the request's explicit order or sort, then prefix and session
 // affinity while the affine provider's load stays within a bound, and
 // otherwise scores the candidates (price, recent time to first token and
@@ -126,6 +127,10 @@ type Candidate struct {
 	Slots    int
 	InFlight int
 	Paused   bool
+	// Failing: the gateway's circuit breaker for this provider is open
+	// (repeated recent failures), or half-open with its one trial request
+	// already in flight.
+	Failing bool
 }
 
 // Choice is the picked provider, its entry for the model, and the consumer
@@ -148,6 +153,9 @@ type Request struct {
 	// time to first token against generation speed and prompt price
 	// against completion price.
 	PromptTokens, MaxTokens int
+	// Exclude are providers that already failed this request: a retry
+	// never goes back to them.
+	Exclude []keys.PublicKey
 }
 
 // NewRequest describes req for Pick, with the consumer's preferences and
@@ -173,6 +181,15 @@ func (s *Scheduler) SetDigestPolicy(allowed func(model, digest string) bool) {
 // name: equal, or equal but for Ollama's implicit ":latest" tag.
 func MatchModel(offered, requested string) bool {
 	return offered == requested || offered == requested+":latest" || offered+":latest" == requested
+}
+
+func excluded(ks []keys.PublicKey, k keys.PublicKey) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
 }
 
 func find(models []protocol.Model, name string) (protocol.Model, bool) {
@@ -222,6 +239,8 @@ func (s *Scheduler) classify(cands []Candidate, r *Request) (elig, pool []entry,
 			u.NotListed++
 		case p.MaxPrompt != nil && e.pp > *p.MaxPrompt || p.MaxCompletion != nil && e.pc > *p.MaxCompletion:
 			u.overPrice(e.pp, e.pc)
+		case c.Failing || excluded(r.Exclude, c.Key):
+			u.Failing++
 		case c.Paused:
 			u.Paused++
 		case c.InFlight >= c.Slots:

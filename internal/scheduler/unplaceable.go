@@ -30,6 +30,9 @@ type Unplaceable struct {
 	OverPrice                          int
 	MaxPrompt, MaxCompletion           *money.Amount
 	CheapestPrompt, CheapestCompletion money.Amount
+	// Failing failed this request already or have their circuit breaker
+	// open after repeated failures.
+	Failing int
 	// Paused are paused by their owners; Busy have no free slot (and
 	// would otherwise take the request).
 	Paused, Busy int
@@ -54,6 +57,7 @@ func (u *Unplaceable) Error() string {
 		{u.WrongDigest, fmt.Sprintf("serving another digest than require_digest %s", u.RequireDigest)},
 		{u.NotListed, "not in provider.order (allow_fallbacks is false)"},
 		{u.OverPrice, "above " + u.priceCaps()},
+		{u.Failing, "failing"},
 		{u.Paused, "paused"},
 	}
 	var parts []string
