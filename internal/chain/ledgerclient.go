@@ -152,6 +152,11 @@ func (s *Signer) Address() keys.Address { return s.key.Public().Address() }
 // Params are the chain's current parameters.
 func (s *Signer) Params(ctx context.Context) (ledger.Params, error) { return s.ledger.Params(ctx) }
 
+// Provider is a provider's verification record and reputation.
+func (s *Signer) Provider(ctx context.Context, addr keys.Address) (ProviderInfo, error) {
+	return s.ledger.Provider(ctx, addr)
+}
+
 // Send numbers, signs and broadcasts tx (its ChainID, Sender, Nonce and
 // Signature are set here), then waits for it to commit. A failed
 // transaction is returned as a result with its code, not as an error; the

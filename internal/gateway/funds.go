@@ -24,6 +24,9 @@ type Ledger interface {
 	// Params are the chain's parameters; the gateway routes only to the
 	// model digests they allow.
 	Params(ctx context.Context) (ledger.Params, error)
+	// Provider is a provider's verification standing: jailed providers
+	// get no requests, reputation weighs the choice.
+	Provider(ctx context.Context, addr keys.Address) (chain.ProviderInfo, error)
 }
 
 var _ Ledger = (*chain.Signer)(nil)

@@ -40,6 +40,10 @@ func (l *fixedLedger) Params(context.Context) (ledger.Params, error) {
 	return ledger.DefaultParams(), nil
 }
 
+func (l *fixedLedger) Provider(context.Context, keys.Address) (chain.ProviderInfo, error) {
+	return chain.ProviderInfo{}, chain.ErrNotFound
+}
+
 func (l *fixedLedger) set(c keys.Address, f chain.Funds, err error) {
 	l.mu.Lock()
 	l.funds[c], l.err = f, err

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,8 +107,12 @@ type Gateway struct {
 	sched  *scheduler.Scheduler
 	queued atomic.Int64
 	health *health
-	funds  *funds      // nil without a ledger
-	settle *settlement // nil without a ledger
+	// standings are the connected providers' verification standing on
+	// the ledger, refreshed with the parameters.
+	standingMu sync.Mutex
+	standings  map[keys.PublicKey]standing
+	funds      *funds      // nil without a ledger
+	settle     *settlement // nil without a ledger
 }
 
 // New checks cfg and returns a Gateway.

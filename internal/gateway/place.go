@@ -92,8 +92,8 @@ func timeoutError(limit time.Duration) *apierr.Error {
 // unplaceable is the 503 for a request no provider can take and none
 // will by merely finishing a job.
 func unplaceable(u *scheduler.Unplaceable) *apierr.Error {
-	if u.NotAllowed > 0 && u.NotAllowed+u.Excluded()+u.Paused == u.Offering && u.Paused == 0 {
-		return apierr.Unavailable("no_allowed_provider", "No provider can serve this request with weights the network allows for this model (%s). Try again later.", u.Error())
+	if banned := u.NotAllowed + u.Jailed; banned > 0 && banned+u.Excluded() == u.Offering {
+		return apierr.Unavailable("no_allowed_provider", "No provider the network allows can serve this request: convicted providers and weights the ledger does not allow for the model are never used (%s). Try again later.", u.Error())
 	}
 	if u.Excluded() > 0 {
 		return apierr.Unavailable("no_matching_provider", "No provider can serve this request within its routing preferences (%s). "+
@@ -165,8 +165,9 @@ func (g *Gateway) job(c *call, choice scheduler.Choice) *protocol.Job {
 func (g *Gateway) candidates(infos []hub.Info) []scheduler.Candidate {
 	out := make([]scheduler.Candidate, len(infos))
 	for i, in := range infos {
+		st := g.standing(in.Key)
 		out[i] = scheduler.Candidate{Key: in.Key, Models: in.Capabilities.Models, Slots: in.Capabilities.Slots, InFlight: in.InFlight,
-			Paused: in.Paused, Failing: g.health.failing(in.Key)}
+			Paused: in.Paused, Failing: g.health.failing(in.Key), Jailed: st.jailed, Reputation: st.reputation}
 	}
 	return out
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
@@ -85,8 +87,10 @@ func (g *Gateway) RunSettlement(ctx context.Context) error {
 // approvals.
 const paramsRefresh = 30 * time.Second
 
-// RefreshParams reads the chain's allowed digests and routes only to
-// providers serving those. On error the last known policy stays.
+// RefreshParams reads the chain's allowed digests and the verification
+// standing of the connected providers: the gateway routes only to allowed
+// digests and unjailed providers, and weighs reputation. On error the last
+// known policy stays.
 // RunSettlement calls it every 30 s; call it once before serving.
 func (g *Gateway) RefreshParams(ctx context.Context) {
 	if g.cfg.Ledger == nil {
@@ -101,9 +105,46 @@ func (g *Gateway) RefreshParams(ctx context.Context) {
 	}
 	if len(p.AllowedDigests) == 0 {
 		g.sched.SetDigestPolicy(nil)
-		return
+	} else {
+		g.sched.SetDigestPolicy(p.DigestAllowed)
 	}
-	g.sched.SetDigestPolicy(p.DigestAllowed)
+	g.refreshStandings(ctx)
+}
+
+// standing is what the ledger says of a provider, for routing.
+type standing struct {
+	jailed     bool
+	reputation uint64 // thousandths; 0 unknown
+}
+
+// refreshStandings reads the ledger's verification standing of every
+// connected provider. A provider the ledger does not know keeps no
+// standing (unknown reputation, not jailed).
+func (g *Gateway) refreshStandings(ctx context.Context) {
+	infos := g.cfg.Hub.Snapshot()
+	next := make(map[keys.PublicKey]standing, len(infos))
+	for _, in := range infos {
+		p, err := g.cfg.Ledger.Provider(ctx, in.Key.Address())
+		if errors.Is(err, chain.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			g.log.Warn("could not read a provider's standing on the ledger; keeping the last known", "provider", in.Key.String(), "err", err)
+			next[in.Key] = g.standing(in.Key)
+			continue
+		}
+		next[in.Key] = standing{jailed: p.Jailed, reputation: p.Reputation}
+	}
+	g.standingMu.Lock()
+	g.standings = next
+	g.standingMu.Unlock()
+}
+
+// standing is key's last known standing.
+func (g *Gateway) standing(key keys.PublicKey) standing {
+	g.standingMu.Lock()
+	defer g.standingMu.Unlock()
+	return g.standings[key]
 }
 
 // SettleNow has RunSettlement send every unsettled receipt and waits for

@@ -355,3 +355,33 @@ func TestDigestPolicy(t *testing.T) {
 		t.Fatalf("without a policy: %v", err)
 	}
 }
+
+// TestJailedAndReputation: a jailed provider is never chosen and the error
+// says why; between two otherwise equal providers the more reputable wins.
+func TestJailedAndReputation(t *testing.T) {
+	s, err := New(Config{Rand: rand.New(rand.NewPCG(3, 4))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := s.NewRequest(&protocol.Request{Model: "sim"}, Preferences{}, "")
+	good, doubtful, jailed := priced(1, 1, 1), priced(2, 1, 1), priced(3, 1, 1)
+	good.Reputation, doubtful.Reputation, jailed.Jailed = 1000, 300, true
+	for range 20 {
+		c, err := s.Pick([]Candidate{doubtful, jailed, good}, &req)
+		if err != nil || c.Key != good.Key {
+			t.Fatalf("picked %v, %v", c.Key, err)
+		}
+	}
+	_, err = s.Pick([]Candidate{jailed}, &req)
+	var u *Unplaceable
+	if !errors.As(err, &u) || u.Jailed != 1 || !strings.Contains(u.Error(), "all jailed by the ledger") {
+		t.Fatalf("only a jailed provider: %v", err)
+	}
+	// Unknown reputation counts as full.
+	unknown := priced(4, 1, 1)
+	for range 20 {
+		if c, _ := s.Pick([]Candidate{doubtful, unknown}, &req); c.Key != unknown.Key {
+			t.Fatal("a provider of unknown reputation lost to one of 300")
+		}
+	}
+}

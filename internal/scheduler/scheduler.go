@@ -131,6 +131,11 @@ type Candidate struct {
 	// (repeated recent failures), or half-open with its one trial request
 	// already in flight.
 	Failing bool
+	// Jailed: the ledger convicted it (verification); it serves nobody.
+	Jailed bool
+	// Reputation is its ledger reputation in thousandths; 0 when unknown,
+	// which counts as a full 1000.
+	Reputation uint64
 }
 
 // Choice is the picked provider, its entry for the model, and the consumer
@@ -207,7 +212,8 @@ type entry struct {
 	model           protocol.Model
 	pp, pc          money.Amount
 	inflight, slots int
-	order           int // index in Prefs.Order; -1 when not listed
+	order           int    // index in Prefs.Order; -1 when not listed
+	rep             uint64 // reputation in thousandths, at least 1
 }
 
 func (e *entry) load() float64 { return float64(e.inflight) / float64(e.slots) }
@@ -227,10 +233,12 @@ func (s *Scheduler) classify(cands []Candidate, r *Request) (elig, pool []entry,
 		}
 		u.Offering++
 		e := entry{key: c.Key, model: m, inflight: c.InFlight, slots: c.Slots, order: listed(p.Order, c.Key),
-			pp: ConsumerPrice(m.PricePromptPerMTok, s.cfg.FeeBps), pc: ConsumerPrice(m.PriceCompletionPerMTok, s.cfg.FeeBps)}
+			pp: ConsumerPrice(m.PricePromptPerMTok, s.cfg.FeeBps), pc: ConsumerPrice(m.PriceCompletionPerMTok, s.cfg.FeeBps), rep: reputation(c.Reputation)}
 		switch {
 		case s.allowed != nil && !s.allowed(m.Name, m.Digest):
 			u.NotAllowed++
+		case c.Jailed:
+			u.Jailed++
 		case matchesAny(p.Ignore, c.Key):
 			u.Ignored++
 		case p.RequireDigest != "" && !digestMatches(p.RequireDigest, m.Digest):
@@ -503,14 +511,28 @@ func (s *Scheduler) twoChoices(elig []entry, sp []speed, set []int, r *Request) 
 	return a
 }
 
+// reputation is a candidate's reputation for scoring: unknown counts as
+// full, and nobody counts as zero (it would divide the score).
+func reputation(milli uint64) uint64 {
+	switch {
+	case milli == 0 || milli > 1000:
+		return 1000
+	case milli < 10:
+		return 10
+	}
+	return milli
+}
+
 // better reports whether a scores strictly better than b. Each criterion
 // counts relative to the better of the two: expected latency under load
-// (latency × (1 + share of slots in use)) and expected cost. Being twice
-// as fast weighs as much as being twice as cheap.
+// (latency × (1 + share of slots in use)), expected cost and the ledger's
+// reputation (the share of audits passed). Being twice as fast weighs as
+// much as being twice as cheap or twice as reputable.
 func better(a, b *entry, sa, sb speed, r *Request) bool {
 	la := latency(sa, r) * (1 + a.load())
 	lb := latency(sb, r) * (1 + b.load())
 	d := (la - lb) / min(la, lb)
+	d += (float64(b.rep) - float64(a.rep)) / float64(min(a.rep, b.rep))
 	ca, cb := cost(a, r), cost(b, r)
 	if m := min(ca, cb); m > 0 {
 		d += (ca - cb) / m

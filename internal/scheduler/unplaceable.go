@@ -16,6 +16,8 @@ type Unplaceable struct {
 	Offering int
 	// NotAllowed serve it with a digest the network does not allow for it.
 	NotAllowed int
+	// Jailed were convicted by the ledger's verification.
+	Jailed int
 	// Ignored are named in the request's ignore list.
 	Ignored int
 	// WrongDigest serve the model with another digest than RequireDigest.
@@ -53,6 +55,7 @@ func (u *Unplaceable) Error() string {
 	}
 	reasons := []reason{
 		{u.NotAllowed, "serving weights (digest) the ledger does not allow for this model"},
+		{u.Jailed, "jailed by the ledger after failing verification"},
 		{u.Ignored, "ignored by provider.ignore"},
 		{u.WrongDigest, fmt.Sprintf("serving another digest than require_digest %s", u.RequireDigest)},
 		{u.NotListed, "not in provider.order (allow_fallbacks is false)"},

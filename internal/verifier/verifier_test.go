@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,6 +168,11 @@ func TestCheaterConvicted(t *testing.T) {
 	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chain.ProviderInfo) bool { return p.Jailed })
 	if p, _ := l.Provider(ctx, n.Provider.Key.Address()); p.Convictions != 1 || p.Failures < 2 {
 		t.Errorf("cheater on the ledger: %+v", p)
+	}
+	// The gateway learns it at its next refresh and routes around it.
+	n.Gateway.API.RefreshParams(ctx)
+	if _, err := v.Step(ctx); err == nil || !strings.Contains(err.Error(), "jailed by the ledger") || !strings.Contains(err.Error(), "no_allowed_provider") {
+		t.Fatalf("a canary to the convicted provider: %v", err)
 	}
 }
 
