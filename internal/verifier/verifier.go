@@ -57,6 +57,9 @@ type Config struct {
 	// Interval the pause between canaries (default 10 s).
 	CaseSize int
 	Interval time.Duration
+	// MaxTokens caps a canary's answer (default 128): long answers cost
+	// the verifier replays and add little evidence.
+	MaxTokens int
 	// Seed picks the canaries from the prompt mix.
 	Seed   uint64
 	Canary verify.Canary
@@ -105,6 +108,9 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.CaseSize <= 0 {
 		cfg.CaseSize = 8
+	}
+	if cfg.MaxTokens <= 0 {
+		cfg.MaxTokens = 128
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 10 * time.Second
@@ -185,8 +191,8 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	mix := verify.DefaultPromptMix(model)
 	mix.Seed = v.cfg.Seed + 1
 	req := mix.Canary(i)
-	if req.Options.MaxTokens <= 0 {
-		req.Options.MaxTokens = 64
+	if req.Options.MaxTokens <= 0 || req.Options.MaxTokens > v.cfg.MaxTokens {
+		req.Options.MaxTokens = v.cfg.MaxTokens
 	}
 	// OpenAI's completions API has no system prompt: the canary is what
 	// the public API can carry, and the reference replays exactly that.

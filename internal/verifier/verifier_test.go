@@ -3,6 +3,7 @@ package verifier_test
 import (
 	"context"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/verifier"
 )
 
@@ -42,6 +44,21 @@ type claiming struct {
 
 func (c claiming) Models(context.Context) ([]backend.Model, error) { return c.claimed, nil }
 
+// renamed serves another model than the one it advertises: it claims
+// claimed (names and digests) and runs actual.
+type renamed struct {
+	backend.Backend
+	claimed []backend.Model
+	actual  string
+}
+
+func (r renamed) Models(context.Context) ([]backend.Model, error) { return r.claimed, nil }
+
+func (r renamed) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (backend.Result, error) {
+	req.Model = r.actual
+	return r.Backend.Generate(ctx, req, emit)
+}
+
 // network starts `up` with a provider whose backend serves weights (0: the
 // honest model) under the honest model's digest, and a staked verifier
 // account; it returns the network, the reference (the honest model) and
@@ -64,7 +81,17 @@ func network(t *testing.T, weights uint64) (*node.Network, *sim.Sim, keys.Privat
 	}
 	srv := httptest.NewServer(sim.NewServer(served))
 	t.Cleanup(srv.Close)
-	b := &node.LocalBackend{Backend: claiming{Backend: ollama.New(srv.URL, nil), claimed: honest}, Description: "test provider"}
+	n, vkey := networkWith(t, claiming{Backend: ollama.New(srv.URL, nil), claimed: honest})
+	return n, ref, vkey
+}
+
+// networkWith starts `up` with provider as the provider's backend and a
+// staked verifier account.
+func networkWith(t *testing.T, provider backend.Backend) (*node.Network, keys.PrivateKey) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := &node.LocalBackend{Backend: provider, Description: "test provider"}
 	vkey, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -88,14 +115,14 @@ func network(t *testing.T, weights uint64) (*node.Network, *sim.Sim, keys.Privat
 		defer cancel()
 		n.Shutdown(ctx)
 	})
-	return n, ref, vkey
+	return n, vkey
 }
 
-func newVerifier(t *testing.T, n *node.Network, ref *sim.Sim, vkey keys.PrivateKey) *verifier.Verifier {
+func newVerifier(t *testing.T, n *node.Network, ref backend.Backend, vkey keys.PrivateKey, edit ...func(*verifier.Config)) *verifier.Verifier {
 	t.Helper()
 	c := n.Validator.Node.Client()
 	signer := chain.NewSigner(c, vkey, node.DefaultChainID)
-	v, err := verifier.New(verifier.Config{
+	cfg := verifier.Config{
 		Gateway: n.Gateway.URL(), APIKey: apiKey, Reference: ref, CaseSize: 2, Dir: filepath.Join(t.TempDir(), "evidence"),
 		Post: func(ctx context.Context, tx ledger.Tx) error {
 			res, err := signer.Send(ctx, tx)
@@ -104,7 +131,11 @@ func newVerifier(t *testing.T, n *node.Network, ref *sim.Sim, vkey keys.PrivateK
 			}
 			return res.Err()
 		},
-	})
+	}
+	for _, f := range edit {
+		f(&cfg)
+	}
+	v, err := verifier.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,5 +219,59 @@ func waitProvider(t *testing.T, ctx context.Context, l chain.Ledger, addr keys.A
 			t.Fatalf("provider %s: %+v %v", addr, p, err)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// TestRealOllamaQuantizedCheater: with a real Ollama (OLLAMA_URL), a
+// provider that serves tiny-q4sim (the same weights rounded to a 4-bit
+// grid) while claiming tiny's digest is caught by canaries replayed on the
+// real tiny; an honest provider of tiny passes.
+func TestRealOllamaQuantizedCheater(t *testing.T) {
+	url := os.Getenv("OLLAMA_URL")
+	if url == "" {
+		t.Skip("OLLAMA_URL not set: start a test Ollama with shared/scripts/ollama-test-server.sh start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	o := ollama.New(url, nil)
+	models, err := o.Models(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tiny []backend.Model
+	for _, m := range models {
+		if m.Name == "tiny:latest" {
+			tiny = append(tiny, m)
+		}
+	}
+	if len(tiny) != 1 {
+		t.Fatalf("no tiny model at %s: %v", url, models)
+	}
+	for _, tc := range []struct {
+		name     string
+		provider backend.Backend
+		cheats   bool
+	}{
+		{"honest tiny", claiming{Backend: o, claimed: tiny}, false},
+		{"tiny-q4sim claiming tiny", renamed{Backend: o, claimed: tiny, actual: "tiny-q4sim:latest"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, vkey := networkWith(t, tc.provider)
+			v := newVerifier(t, n, o, vkey, func(c *verifier.Config) { c.Models, c.CaseSize, c.MaxTokens = []string{"tiny"}, 8, 48 })
+			ps := audit(t, v, 3)
+			failed := 0
+			for _, p := range ps {
+				if p.Err != "" {
+					t.Fatalf("verdict not posted: %+v", p)
+				}
+				if !p.Verdict.Pass {
+					failed++
+				}
+				t.Logf("pass %v: %s", p.Verdict.Pass, p.Verdict.Reason)
+			}
+			if tc.cheats && failed < 2 || !tc.cheats && failed != 0 {
+				t.Errorf("%d of %d cases failed", failed, len(ps))
+			}
+		})
 	}
 }

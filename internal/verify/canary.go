@@ -167,7 +167,7 @@ func (c Canary) Decide(rs []Replayed) Verdict {
 			return failed(RuleFinish, tokens, div, 0, "canary %d: finish reason %q is neither stop nor length", i, r.Finish)
 		case !r.Unverified && r.Claimed > uint64(c.allowance(r.Tokens)):
 			return failed(RuleCount, tokens, div, 0, "canary %d: %d completion tokens claimed, the text holds %d (allowed %d)", i, r.Claimed, r.Tokens, c.allowance(r.Tokens))
-		case !r.Unverified && r.Finish == "length" && r.Limit > 0 && (r.Tokens < r.Limit || r.Tokens > c.allowance(r.Limit)):
+		case !r.Unverified && r.Finish == "length" && r.Limit > 0 && (c.allowance(r.Tokens) < r.Limit || r.Tokens > c.allowance(r.Limit)):
 			return failed(RuleLength, tokens, div, 0, "canary %d: finish \"length\" with %d tokens, the limit is %d", i, r.Tokens, r.Limit)
 		}
 	}

@@ -229,7 +229,10 @@ func (j Judge) checkCounts(req protocol.Request, resp Response, sc Scores, count
 	if limit <= 0 {
 		limit = j.DefaultMaxTokens
 	}
-	if resp.FinishReason == "length" && limit > 0 && (counted < limit || counted > j.allowance(limit)) {
+	// A text re-tokenized can come out a few tokens shorter or longer than
+	// the tokens generated (a real tokenizer merges differently): the same
+	// slack both ways.
+	if resp.FinishReason == "length" && limit > 0 && (j.allowance(counted) < limit || counted > j.allowance(limit)) {
 		return failed(RuleLength, n, 0, 0, "finish \"length\" with %d tokens, the limit is %d", counted, limit), true
 	}
 	return Verdict{}, false

@@ -139,7 +139,9 @@ func TestJudgeRules(t *testing.T) {
 		{"zero judge, any deficit", Judge{}, greedy, resp("stop", 2), ended(tokens(0, 0.01)), RuleHard},
 		{"huge limit", DefaultJudge(), withMax(greedy, math.MaxInt), resp("length", 3), ended(tokens(0, 0, 0)), RuleLength},
 		{"NaN rates", Judge{SoftRate: math.NaN(), CountSlackRate: math.NaN(), SoftDeficit: 0.1, SoftMinCount: 2, HardDeficit: 2}, greedy, resp("stop", 2), ended(tokens(0, 0.5)), ""},
-		{"default max tokens", Judge{DefaultMaxTokens: 5, CountSlack: 1}, protocol.Request{Kind: protocol.KindGenerate}, resp("length", 4), ended(tokens(0, 0, 0, 0)), RuleLength},
+		{"default max tokens", Judge{DefaultMaxTokens: 5, CountSlack: 1}, protocol.Request{Kind: protocol.KindGenerate}, resp("length", 3), ended(tokens(0, 0, 0)), RuleLength},
+		// A re-tokenized text may come out a token short of what was generated.
+		{"length one token short, within the slack", Judge{DefaultMaxTokens: 5, CountSlack: 1}, protocol.Request{Kind: protocol.KindGenerate}, resp("length", 4), ended(tokens(0, 0, 0, 0)), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
