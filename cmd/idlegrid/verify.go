@@ -22,7 +22,7 @@ func newVerifyCmd(a *app) *cobra.Command {
 		rpc, keyFile, dataDir                string
 		models                               []string
 		interval                             time.Duration
-		caseSize                             int
+		caseSize, maxTokens                  int
 		dryRun                               bool
 	)
 	cmd := &cobra.Command{
@@ -49,7 +49,7 @@ next canaries. See docs/verification.md for the statistics.`,
 			}
 			defer b.Close()
 			cfg := verifier.Config{Gateway: gateway, APIKey: apiKey, Reference: b.Backend, Models: models, Interval: interval,
-				CaseSize: caseSize, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
+				CaseSize: caseSize, MaxTokens: maxTokens, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
 				OnVerdict: func(p verifier.Posted) {
 					state := "PASS"
 					if !p.Verdict.Pass {
@@ -92,6 +92,7 @@ next canaries. See docs/verification.md for the statistics.`,
 	f.StringSliceVar(&models, "models", nil, "models to verify (default: every model of the reference)")
 	f.DurationVar(&interval, "interval", 10*time.Second, "pause between canaries")
 	f.IntVar(&caseSize, "case-size", 8, "canaries of one provider judged together")
+	f.IntVar(&maxTokens, "max-tokens", 128, "longest canary answer")
 	f.StringVar(&rpc, "rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
 	f.StringVar(&keyFile, "key", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")
