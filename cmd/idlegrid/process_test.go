@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -413,7 +414,13 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("validator init: %v\n%s", err, out)
 	}
-	v := start(t, bin, nil, "validator", "start", "--home", filepath.Join(dir, "net", "node0"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a free port for the metrics
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+	v := start(t, bin, nil, "validator", "start", "--home", filepath.Join(dir, "net", "node0"), "--metrics-addr", metricsAddr)
 	rpc := v.await(t, `RPC at (http://\S+)`)
 	ledger := func(args ...string) string {
 		t.Helper()
@@ -510,6 +517,16 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	// The audit replays the chain over RPC and agrees.
 	if out, err := exec.Command(bin, "audit", "--rpc", rpc).CombinedOutput(); err != nil || !strings.Contains(string(out), "every app hash matches") {
 		t.Fatalf("audit: %v\n%s", err, out)
+	}
+	// CometBFT's metrics: the block height among them.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(mb), "cometbft_consensus_height") {
+		t.Errorf("validator metrics lack the block height:\n%.500s", mb)
 	}
 	// An overdraft fails with the ledger's reason and a non-zero exit.
 	cmd := exec.Command(bin, "ledger", "--rpc", rpc, "--key", keyFile, "send", bob, "1000")

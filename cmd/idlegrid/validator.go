@@ -131,7 +131,7 @@ func printHomes(w io.Writer, chainID string, homes []string) {
 }
 
 func newValidatorStartCmd(a *app, deps validatorDeps) *cobra.Command {
-	var home string
+	var home, metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "start",
 		Short: "Run one validator until interrupted",
@@ -150,16 +150,20 @@ func newValidatorStartCmd(a *app, deps validatorDeps) *cobra.Command {
 					err = errors.Join(err, c.Close())
 				}
 			}()
-			n, err := chain.StartNode(ctx, chain.NodeConfig{Home: home, App: app, Logger: a.log})
+			n, err := chain.StartNode(ctx, chain.NodeConfig{Home: home, App: app, Logger: a.log, MetricsListenAddr: metricsAddr})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "validator running from %s, RPC at %s\n", home, n.RPCAddr())
+			if metricsAddr != "" {
+				fmt.Fprintf(a.stdout, "metrics at http://%s/metrics\n", metricsAddr)
+			}
 			<-ctx.Done()
 			a.log.Info("stopping validator")
 			return n.Stop()
 		},
 	}
 	cmd.Flags().StringVar(&home, "home", "", "the validator's CometBFT home (from `validator init`); required")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve CometBFT's Prometheus metrics (block height, rounds, mempool, peers) here, e.g. 127.0.0.1:26660")
 	return cmd
 }

@@ -197,7 +197,7 @@ func ledgerRun(ctx context.Context, cfg LedgerConfig, n int) (LedgerRun, error) 
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for _, h := range homes {
-		v, err := node.StartValidator(sctx, h, "", nil)
+		v, err := node.StartValidator(sctx, h, "", "", nil)
 		if err != nil {
 			return LedgerRun{}, err
 		}

@@ -45,6 +45,10 @@ type NodeConfig struct {
 	// run, e.g. "tcp://127.0.0.1:26657" for a well-known local port; homes
 	// from InitSingle otherwise get a free port at every start.
 	RPCListenAddr string
+	// MetricsListenAddr, when set, serves CometBFT's Prometheus metrics
+	// (block height, consensus rounds, mempool, peers) at
+	// http://ADDR/metrics, e.g. "127.0.0.1:26660".
+	MetricsListenAddr string
 }
 
 // Node is a running CometBFT node with its application in-process.
@@ -73,6 +77,10 @@ func StartNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	c, err := loadConfig(nc.Home)
 	if err != nil {
 		return nil, err
+	}
+	if nc.MetricsListenAddr != "" {
+		c.Instrumentation.Prometheus = true
+		c.Instrumentation.PrometheusListenAddr = nc.MetricsListenAddr
 	}
 	if nc.RPCListenAddr != "" {
 		c.RPC.ListenAddress = nc.RPCListenAddr

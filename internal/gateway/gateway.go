@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/metrics"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 	"github.com/idlegrid/idlegrid/internal/store"
@@ -38,6 +40,8 @@ type Config struct {
 	Store *store.Store
 	// Hub holds the provider connections.
 	Hub *hub.Hub
+	// Metrics, when set, records requests, tokens and queue for /metrics.
+	Metrics *metrics.Gateway
 	// MaxBodyBytes bounds a request body (default 8 MiB).
 	MaxBodyBytes int64
 	// DefaultMaxTokens applies when a request sets no limit (default 1024).
@@ -183,7 +187,30 @@ func New(cfg Config) (*Gateway, error) {
 		g.funds = newFunds(cfg.Ledger, cfg.FundsTTL, pending)
 		g.settle = newSettlement(g)
 	}
+	g.registerGauges()
 	return g, nil
+}
+
+// registerGauges exposes the queue, the connected providers and the
+// stored receipts.
+func (g *Gateway) registerGauges() {
+	m := g.cfg.Metrics
+	m.Gauge("idlegrid_gateway_queue_depth", "Requests waiting for a provider slot.", func() float64 { return float64(g.queued.Load()) })
+	m.Gauge("idlegrid_gateway_providers_connected", "Providers connected to this gateway.", func() float64 { return float64(len(g.cfg.Hub.Snapshot())) })
+	counts := func(pick func(store.ReceiptCounts) int64) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := g.cfg.Store.CountReceipts(ctx)
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(pick(c))
+		}
+	}
+	m.Gauge("idlegrid_gateway_receipts_pending", "Stored receipts not yet settled on the ledger.", counts(func(c store.ReceiptCounts) int64 { return c.Pending }))
+	m.Gauge("idlegrid_gateway_receipts_settled", "Stored receipts settled on the ledger.", counts(func(c store.ReceiptCounts) int64 { return c.Settled }))
+	m.Gauge("idlegrid_gateway_receipts_rejected", "Stored receipts the ledger rejected.", counts(func(c store.ReceiptCounts) int64 { return c.Rejected }))
 }
 
 // Logger is the gateway's logger.

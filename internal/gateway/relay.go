@@ -282,4 +282,5 @@ func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, d
 		o.TokensPerSecond = float64(tokens-1) / gen.Seconds()
 	}
 	g.sched.Observe(provider, job.Request.Model, o)
+	g.cfg.Metrics.Served(c.asked, first, gen, d.Usage.PromptTokens, d.Usage.CompletionTokens)
 }

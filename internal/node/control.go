@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/idle"
+	"github.com/idlegrid/idlegrid/internal/metrics"
 	"github.com/idlegrid/idlegrid/internal/provider"
 )
 
@@ -34,6 +35,20 @@ type ControlStatus struct {
 // POST /v1/resume for the owner of the machine.
 func (p *Provider) controlHandler() http.Handler {
 	mux := http.NewServeMux()
+	flag := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	mux.Handle("GET /metrics", metrics.Provider{
+		Served:    func() float64 { return float64(p.Agent.Status().Served) },
+		Failed:    func() float64 { return float64(p.Agent.Status().Failed) },
+		Tokens:    func() float64 { return float64(p.Agent.Status().Tokens) },
+		Active:    func() float64 { return float64(p.Agent.Status().Active) },
+		Paused:    func() float64 { return flag(p.Agent.Status().Paused) },
+		Connected: func() float64 { return flag(p.Agent.Status().Connected) },
+	}.Handler())
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeControl(w, http.StatusOK, p.ControlStatus())
 	})

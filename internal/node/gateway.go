@@ -18,6 +18,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
+	"github.com/idlegrid/idlegrid/internal/metrics"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
 
@@ -111,11 +112,18 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		signer.BroadcastAlso(clients[1:]...)
 		gcfg.Ledger = signer
 	}
+	if gcfg.Metrics == nil {
+		gcfg.Metrics = metrics.NewGateway()
+	}
 	api, err := gateway.New(gcfg)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	// /metrics beside the API, which is counted and timed.
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", gcfg.Metrics.Handler())
+	mux.Handle("/", gcfg.Metrics.Instrument(api.Handler()))
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		st.Close()
@@ -123,7 +131,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	}
 	g := &Gateway{Key: key, Store: st, Hub: h, API: api, ln: ln, done: make(chan error, 1),
 		srv: &http.Server{
-			Handler:           api.Handler(),
+			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),

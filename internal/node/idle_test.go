@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,5 +91,15 @@ func TestIdlePolicy(t *testing.T) {
 	})
 	if st, err := c.Status(ctx); err != nil || !st.Agent.Connected || st.Agent.Served < 2 || len(st.Idle.Results) != 1 {
 		t.Errorf("status %+v %v", st, err)
+	}
+	// The agent's metrics are on its control endpoint.
+	resp, err := http.Get(p.ControlURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "idlegrid_provider_jobs_served_total") || !strings.Contains(string(b), "idlegrid_provider_connected 1") {
+		t.Errorf("provider metrics:\n%s", b)
 	}
 }

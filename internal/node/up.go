@@ -37,6 +37,9 @@ type UpConfig struct {
 	// ChainRPCAddr is where the validator serves its RPC (`idlegrid ledger
 	// --rpc`); empty picks a free loopback port.
 	ChainRPCAddr string
+	// ChainMetricsAddr, when set, serves the validator's Prometheus
+	// metrics there.
+	ChainMetricsAddr string
 	// BackendOverride, when set, is used instead of resolving Backend
 	// (tests pass a simulator they control; the network closes it).
 	BackendOverride *LocalBackend
@@ -107,7 +110,7 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	if cfg.ChainRPCAddr != "" {
 		rpc = "tcp://" + strings.TrimPrefix(strings.TrimPrefix(cfg.ChainRPCAddr, "tcp://"), "http://")
 	}
-	v, err := StartValidator(ctx, home, rpc, cfg.Logger.With("role", "validator"))
+	v, err := StartValidator(ctx, home, rpc, cfg.ChainMetricsAddr, cfg.Logger.With("role", "validator"))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}

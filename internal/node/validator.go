@@ -23,7 +23,7 @@ type Validator struct {
 // StartValidator runs the node whose CometBFT home is home; the ledger state
 // lives in home/data/ledger. rpcListen, when set, overrides the RPC listen
 // address of the home's config (e.g. "tcp://127.0.0.1:26657").
-func StartValidator(ctx context.Context, home, rpcListen string, log *slog.Logger) (*Validator, error) {
+func StartValidator(ctx context.Context, home, rpcListen, metricsListen string, log *slog.Logger) (*Validator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -31,7 +31,7 @@ func StartValidator(ctx context.Context, home, rpcListen string, log *slog.Logge
 	if err != nil {
 		return nil, err
 	}
-	n, err := chain.StartNode(ctx, chain.NodeConfig{Home: home, App: app, Logger: log, RPCListenAddr: rpcListen})
+	n, err := chain.StartNode(ctx, chain.NodeConfig{Home: home, App: app, Logger: log, RPCListenAddr: rpcListen, MetricsListenAddr: metricsListen})
 	if err != nil {
 		app.Close()
 		return nil, err

@@ -245,6 +245,25 @@ func (s *Store) PendingByConsumer(ctx context.Context) (map[keys.Address]money.A
 	return out, rows.Err()
 }
 
+// ReceiptCounts counts stored receipts by settlement state.
+type ReceiptCounts struct {
+	Pending, Settled, Rejected int64
+}
+
+// CountReceipts counts every stored receipt by settlement state.
+func (s *Store) CountReceipts(ctx context.Context) (ReceiptCounts, error) {
+	var c ReceiptCounts
+	err := s.read.QueryRowContext(ctx, `SELECT
+		COALESCE(SUM(CASE WHEN settled_at IS NULL AND rejected_at IS NULL THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN settled_at IS NOT NULL THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN rejected_at IS NOT NULL THEN 1 ELSE 0 END), 0)
+		FROM receipts`).Scan(&c.Pending, &c.Settled, &c.Rejected)
+	if err != nil {
+		return ReceiptCounts{}, fmt.Errorf("count receipts: %w", err)
+	}
+	return c, nil
+}
+
 // ReceiptStats counts the consumer's stored receipts and sums their amounts,
 // settled or not. A sum beyond the 64-bit range is an error, not a wrap.
 func (s *Store) ReceiptStats(ctx context.Context, consumer keys.Address) (count int64, amount money.Amount, err error) {
