@@ -42,6 +42,18 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.StringSliceVar(&cfg.ChainRPC, "chain-rpc", nil, "validator RPC URLs of the ledger, comma-separated (e.g. http://127.0.0.1:26657); the first is queried, all receive each transaction; without any, requests are not funds-checked and receipts are not settled")
 	f.DurationVar(&cfg.Gateway.QueueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a busy provider")
 	f.IntVar(&cfg.Gateway.MaxQueued, "max-queued", 1024, "requests that may wait at once before 429")
+	f.DurationVar(&cfg.Gateway.JobTimeout, "job-timeout", 10*time.Minute, "longest a request may take, failovers included")
+	f.DurationVar(&cfg.Gateway.FirstTokenTimeout, "first-token-timeout", 30*time.Second, "a streamed job without its first token this long goes to another provider")
+	f.DurationVar(&cfg.Gateway.TokenTimeout, "token-timeout", 30*time.Second, "a streamed job silent this long mid-answer is continued by another provider")
+	f.IntVar(&cfg.Gateway.MaxAttempts, "max-attempts", 4, "providers a request may try")
+	f.IntVar(&cfg.Gateway.BreakerThreshold, "breaker-threshold", 3, "consecutive failures that take a provider out of rotation")
+	f.DurationVar(&cfg.Gateway.BreakerCooldown, "breaker-cooldown", 10*time.Second, "how long a failing provider stays out before one trial request")
+	f.Float64Var(&cfg.Limits.KeyRate, "key-rps", 20, "requests per second per API key (0: no limit)")
+	f.IntVar(&cfg.Limits.KeyBurst, "key-burst", 40, "burst of requests per API key")
+	f.IntVar(&cfg.Limits.KeyConcurrent, "key-concurrent", 64, "requests in flight per API key (0: no limit)")
+	f.Float64Var(&cfg.Limits.IPRate, "ip-rps", 50, "requests per second per client address, loopback exempt (0: no limit)")
+	f.IntVar(&cfg.Limits.IPBurst, "ip-burst", 100, "burst of requests per client address")
+	f.IntVar(&cfg.Limits.IPConcurrent, "ip-concurrent", 128, "requests in flight per client address (0: no limit)")
 	f.Uint32Var(&cfg.Gateway.FeeBps, "fee-bps", 0, "the gateway's fee in basis points of the consumer price, added on top of providers' price floors (the ledger's gateway_fee_bps + protocol_fee_bps lets providers keep their floors)")
 	return cmd
 }

@@ -59,6 +59,10 @@ type Config struct {
 	// provider (default 30 s). Buffered (non-streamed) jobs deliver their
 	// text in one piece at the end, so only JobTimeout bounds them.
 	FirstTokenTimeout time.Duration
+	// TokenTimeout is how long a streamed job may go between two tokens
+	// after the first (default 30 s); a stalled provider is cancelled and
+	// another continues the answer.
+	TokenTimeout time.Duration
 	// MaxAttempts bounds the providers one request may take, counting
 	// retries and continuations (default 4).
 	MaxAttempts int
@@ -102,6 +106,8 @@ type Config struct {
 	// zero value is the marketplace policy; the others are baselines for
 	// `idlegrid bench routing`.
 	Policy scheduler.Policy
+	// Web, when set, serves the web UI under /ui/ (and / redirects there).
+	Web http.Handler
 }
 
 // Gateway serves the consumer APIs.
@@ -141,6 +147,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.FirstTokenTimeout <= 0 {
 		cfg.FirstTokenTimeout = 30 * time.Second
+	}
+	if cfg.TokenTimeout <= 0 {
+		cfg.TokenTimeout = 30 * time.Second
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 4
@@ -245,6 +254,10 @@ func (g *Gateway) Handler() http.Handler {
 	route("GET", "/api/version", g.handleOllamaVersion, apierr.WriteOllama)
 	mux.Handle("GET "+protocol.Path, g.cfg.Hub)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	if g.cfg.Web != nil {
+		mux.Handle("/ui/", g.cfg.Web)
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteOllama(w, apierr.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

@@ -131,15 +131,18 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 	provider := stream.Provider().Key
 	log := g.log.With("request_id", c.id, "job", job.ID, "provider", provider.String(), "model", job.Request.Model)
 	seg := segment{text: sha256.New()}
-	// A streamed job must show its first token within FirstTokenTimeout;
-	// a buffered one arrives in one piece at the end, so only the job
-	// deadline bounds it.
-	watchFirst := !job.Request.Buffered && g.cfg.FirstTokenTimeout > 0
+	// A streamed job must show its first token within FirstTokenTimeout
+	// and each later one within TokenTimeout; a buffered one arrives in one
+	// piece at the end, so only the job deadline bounds it.
+	streamed := !job.Request.Buffered
 	for {
 		wait := dctx
 		var stop context.CancelFunc = func() {}
-		if watchFirst && seg.chunks == 0 {
+		switch {
+		case streamed && seg.chunks == 0 && g.cfg.FirstTokenTimeout > 0:
 			wait, stop = context.WithDeadline(dctx, c.dispatched.Add(g.cfg.FirstTokenTimeout))
+		case streamed && seg.chunks > 0 && g.cfg.TokenTimeout > 0:
+			wait, stop = context.WithTimeout(dctx, g.cfg.TokenTimeout)
 		}
 		ev, err := stream.Next(wait)
 		stop()
@@ -156,6 +159,13 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 				return outcome{err: timeoutError(g.cfg.JobTimeout)}
 			}
 			g.health.failure(provider)
+			if seg.chunks > 0 {
+				// Stalled mid-answer: what it sent stays delivered and
+				// unbilled, and another provider continues.
+				out.abandon()
+				log.Warn("no token in time mid-answer; job cancelled", "timeout", g.cfg.TokenTimeout, "chunks", seg.chunks)
+				return outcome{err: apierr.Upstream("The provider stopped sending tokens for %s.", g.cfg.TokenTimeout), retry: true}
+			}
 			log.Warn("no first token in time; job cancelled", "timeout", g.cfg.FirstTokenTimeout)
 			return outcome{err: apierr.Upstream("The provider sent no token within %s.", g.cfg.FirstTokenTimeout), retry: true}
 		}

@@ -283,6 +283,25 @@ func TestContinuationMidStream(t *testing.T) {
 	}
 }
 
+// TestContinuationAfterStall: a provider that stops sending tokens
+// mid-answer (still connected) is cancelled after the token timeout and
+// another continues; the consumer reads the uninterrupted answer.
+func TestContinuationAfterStall(t *testing.T) {
+	cfg := slowSim(400)
+	n := startFaultyNet(t, gateway.Config{TokenTimeout: 300 * time.Millisecond}, cfg, cfg)
+	const stallAfter, maxTokens = 6, 30
+	n.Providers[0].Sim.SetFaults(sim.Faults{StallAfter: stallAfter})
+	want, tokens := wantAnswer(t, cfg, "a long story", maxTokens)
+	got := n.stream(t, "a long story", maxTokens, n.first(0))
+	if got.status != 200 || got.errorEvent != "" || got.text != want || got.usage != tokens {
+		t.Fatalf("%+v\nwant %q (%d tokens)", got, want, tokens)
+	}
+	if r := n.receipts(t, got.id); len(r) != 1 || r[got.id+"-c1"] != uint64(tokens-stallAfter) {
+		t.Fatalf("receipts %v, want %s-c1 for the %d tokens after the first %d", r, got.id, tokens-stallAfter, stallAfter)
+	}
+	eventually(t, 10*time.Second, "the stalled generation to be cancelled", func() bool { return n.Providers[0].Sim.Stats().Cancelled == 1 })
+}
+
 // TestBreaker: a provider that keeps failing is skipped once its breaker
 // opens, counted as failing in errors, and tried again after the cool-down.
 func TestBreaker(t *testing.T) {

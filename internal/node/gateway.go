@@ -17,9 +17,12 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/limits"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/metrics"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/store"
+	"github.com/idlegrid/idlegrid/internal/web"
 )
 
 // DefaultChainID is the chain of the embedded single-node network.
@@ -46,6 +49,8 @@ type GatewayConfig struct {
 	ChainRPC []string
 	// Gateway tunables; Key, Store, Hub and ChainID are filled in here.
 	Gateway gateway.Config
+	// Limits bound each API key and client address (zero: off).
+	Limits  limits.Config
 	Version string
 	Logger  *slog.Logger
 }
@@ -115,15 +120,30 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = metrics.NewGateway()
 	}
+	ui, err := startWeb(h, st, cfg.ChainRPC, cfg.Logger)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	gcfg.Web = ui
 	api, err := gateway.New(gcfg)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	ui.SetAPI(api.Handler())
 	// /metrics beside the API, which is counted and timed.
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", gcfg.Metrics.Handler())
-	mux.Handle("/", gcfg.Metrics.Instrument(api.Handler()))
+	// Providers' connections have their own handshake and framing limits;
+	// consumers' requests must send their body in time and are limited
+	// per key and per address.
+	providerConn := func(r *http.Request) bool { return r.URL.Path == protocol.Path }
+	routes := limits.BodyDeadline(api.Handler(), 2*time.Minute, providerConn)
+	if cfg.Limits.Enabled() {
+		routes = limits.New(cfg.Limits).Wrap(routes, providerConn)
+	}
+	mux.Handle("/", gcfg.Metrics.Instrument(routes))
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		st.Close()
@@ -133,6 +153,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		srv: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    64 << 10,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 		}}
@@ -199,4 +220,17 @@ func (g *Gateway) Close() error {
 	}
 	g.Hub.Close()
 	return g.Store.Close()
+}
+
+// startWeb makes the gateway's web UI; with ledger RPC URLs it reads blocks
+// and ledger state from the first.
+func startWeb(h *hub.Hub, st *store.Store, chainRPC []string, log *slog.Logger) (*web.UI, error) {
+	wc := web.Config{Hub: h, Receipts: st, Logger: log}
+	if len(chainRPC) > 0 {
+		var err error
+		if wc.Ledger, wc.Blocks, err = web.DialChain(chainRPC[0]); err != nil {
+			return nil, err
+		}
+	}
+	return web.New(wc)
 }

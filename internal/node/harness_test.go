@@ -13,6 +13,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/limits"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/store"
@@ -36,6 +37,7 @@ type netOptions struct {
 	slots   int
 	gateway gateway.Config // queue limits and timeouts
 	genesis func(*ledger.Genesis)
+	limits  limits.Config
 }
 
 func fastSim() sim.Config {
@@ -75,7 +77,7 @@ func startNet(t *testing.T, opts netOptions) *testNet {
 	n, err := node.StartUp(ctx, node.UpConfig{
 		Addr: "127.0.0.1:0", DataDir: tn.DataDir, Backend: node.BackendOllama, OllamaURL: "unused", DevAPIKey: testAPIKey,
 		Slots: opts.slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t),
-		BackendOverride: b, Gateway: opts.gateway, EditGenesis: opts.genesis,
+		BackendOverride: b, Gateway: opts.gateway, EditGenesis: opts.genesis, Limits: opts.limits,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/limits"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/verifier"
@@ -45,6 +46,9 @@ type UpConfig struct {
 	BackendOverride *LocalBackend
 	Link            link.Options
 	Gateway         gateway.Config
+	// Limits bound each API key and client address (zero: off, the
+	// default for a local network).
+	Limits limits.Config
 	// EditGenesis, when set, adjusts the dev chain's genesis (tests); it
 	// applies only when the chain is created.
 	EditGenesis func(*ledger.Genesis)
@@ -117,8 +121,9 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	n.Validator = v
 	gcfg := cfg.Gateway
 	gcfg.Ledger = chain.NewSigner(v.Node.Client(), gwKey, cfg.ChainID)
-	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link, ReceiptSync: cfg.ReceiptSync,
-		Gateway: gcfg, Version: cfg.Version, Logger: cfg.Logger.With("role", "gateway")})
+	// ChainRPC serves the web UI's explorer; the gateway settles through gcfg.Ledger.
+	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link, ReceiptSync: cfg.ReceiptSync, Limits: cfg.Limits,
+		ChainRPC: []string{v.RPC()}, Gateway: gcfg, Version: cfg.Version, Logger: cfg.Logger.With("role", "gateway")})
 	if err != nil {
 		return fail(err)
 	}
@@ -241,6 +246,7 @@ func (n *Network) PrintBanner(w io.Writer, dataDir string) {
 	fmt.Fprintf(w, "\nidlegrid is up.\n\n")
 	fmt.Fprintf(w, "  OpenAI API base URL:  %s/v1\n", url)
 	fmt.Fprintf(w, "  Ollama API base URL:  %s\n", url)
+	fmt.Fprintf(w, "  Dashboard:            %s/ui/\n", url)
 	if n.APIKey != "" {
 		fmt.Fprintf(w, "  API key:              %s\n", n.APIKey)
 	} else {

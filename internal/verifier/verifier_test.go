@@ -258,7 +258,14 @@ func TestRealOllamaQuantizedCheater(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n, vkey := networkWith(t, tc.provider)
 			v := newVerifier(t, n, o, vkey, func(c *verifier.Config) { c.Models, c.CaseSize, c.MaxTokens = []string{"tiny"}, 8, 48 })
-			ps := audit(t, v, 3)
+			// Two failed cases convict, after which the gateway may stop
+			// routing to the cheater: audit two cases of a cheater, three
+			// of an honest provider.
+			cases := 3
+			if tc.cheats {
+				cases = 2
+			}
+			ps := audit(t, v, cases)
 			failed := 0
 			for _, p := range ps {
 				if p.Err != "" {
@@ -269,7 +276,7 @@ func TestRealOllamaQuantizedCheater(t *testing.T) {
 				}
 				t.Logf("pass %v: %s", p.Verdict.Pass, p.Verdict.Reason)
 			}
-			if tc.cheats && failed < 2 || !tc.cheats && failed != 0 {
+			if tc.cheats && failed != 2 || !tc.cheats && failed != 0 {
 				t.Fatalf("%d of %d cases failed", failed, len(ps))
 			}
 			// Two failed cases convict once they mature: blocks keep coming
