@@ -266,7 +266,16 @@ func TestLedgerNetwork(t *testing.T) {
 		}
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
-		out, err := NewSigner(via.client(), p.gateway, "idlegrid-test").SettleBatch(sctx, batch)
+		// Handed to every running validator, as a gateway does with its
+		// --chain-rpc list: progress does not hang on one node's mempool
+		// gossip or its notice that transactions are waiting.
+		signer := NewSigner(via.client(), p.gateway, "idlegrid-test")
+		for _, other := range nodes {
+			if other != via && other.node != nil {
+				signer.BroadcastAlso(other.client())
+			}
+		}
+		out, err := signer.SettleBatch(sctx, batch)
 		if err != nil || len(out.Settled) != count {
 			t.Fatalf("settle via %s: %d settled, rejected %v, %v", via.name, len(out.Settled), out.Rejected, err)
 		}
