@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/web"
+	"golang.org/x/crypto/acme/autocert"
 )
 
 // DefaultChainID is the chain of the embedded single-node network.
@@ -50,9 +52,15 @@ type GatewayConfig struct {
 	// Gateway tunables; Key, Store, Hub and ChainID are filled in here.
 	Gateway gateway.Config
 	// Limits bound each API key and client address (zero: off).
-	Limits  limits.Config
-	Version string
-	Logger  *slog.Logger
+	Limits limits.Config
+	// TLSCert and TLSKey, when set, serve HTTPS with that certificate;
+	// TLSDomains, instead, get certificates from Let's Encrypt (ACME
+	// TLS-ALPN-01 on the listening port, which must then be 443), cached
+	// under DataDir/autocert.
+	TLSCert, TLSKey string
+	TLSDomains      []string
+	Version         string
+	Logger          *slog.Logger
 }
 
 // Gateway is a running gateway.
@@ -64,6 +72,7 @@ type Gateway struct {
 
 	srv  *http.Server
 	ln   net.Listener
+	tls  bool // serving HTTPS
 	done chan error
 
 	stopSettlement context.CancelFunc
@@ -157,6 +166,28 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 		}}
+	switch {
+	case (cfg.TLSCert == "") != (cfg.TLSKey == ""):
+		ln.Close()
+		st.Close()
+		return nil, errors.New("TLS needs both a certificate and a key file")
+	case cfg.TLSCert != "" && len(cfg.TLSDomains) > 0:
+		ln.Close()
+		st.Close()
+		return nil, errors.New("TLS: give a certificate and key, or domains for automatic certificates, not both")
+	case cfg.TLSCert != "":
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+		g.tls = true
+	case len(cfg.TLSDomains) > 0:
+		m := &autocert.Manager{Prompt: autocert.AcceptTOS, HostPolicy: autocert.HostWhitelist(cfg.TLSDomains...),
+			Cache: autocert.DirCache(filepath.Join(cfg.DataDir, "autocert"))}
+		g.srv.TLSConfig = m.TLSConfig()
+		g.tls = true
+	}
 	if gcfg.Ledger != nil {
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		api.RefreshParams(sctx) // route by the ledger's allowed digests from the first request
@@ -167,7 +198,12 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		}()
 	}
 	go func() {
-		err := g.srv.Serve(ln)
+		var err error
+		if g.tls {
+			err = g.srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			err = g.srv.Serve(ln)
+		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -177,7 +213,12 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 }
 
 // URL is the gateway's base URL, e.g. http://127.0.0.1:8420.
-func (g *Gateway) URL() string { return "http://" + g.ln.Addr().String() }
+func (g *Gateway) URL() string {
+	if g.tls {
+		return "https://" + g.ln.Addr().String()
+	}
+	return "http://" + g.ln.Addr().String()
+}
 
 // Shutdown drains and then closes the gateway.
 func (g *Gateway) Shutdown(ctx context.Context) error {
