@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,7 +37,10 @@ type Config struct {
 	// MaxJobBufferBytes bounds the text buffered for one job whose consumer
 	// reads slowly (default 4 MiB).
 	MaxJobBufferBytes int
-	Logger            *slog.Logger
+	// Guard limits connection attempts per address and bans repeated
+	// failed handshakes; nil: the defaults of Guard.
+	Guard  *Guard
+	Logger *slog.Logger
 }
 
 // Errors from Dispatch.
@@ -67,6 +71,9 @@ func New(cfg Config) *Hub {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Guard == nil {
+		cfg.Guard = &Guard{}
 	}
 	return &Hub{cfg: cfg, log: cfg.Logger, providers: map[keys.PublicKey]*Provider{}, models: map[string]struct{}{}, changed: make(chan struct{})}
 }
@@ -199,6 +206,11 @@ func (p *Provider) finish(id string) *Stream {
 
 // ServeHTTP accepts a provider connection.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if ok, wait := h.cfg.Guard.allow(r); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
+		http.Error(w, "too many provider connection attempts from this address, or too many failed handshakes; retry later", http.StatusTooManyRequests)
+		return
+	}
 	ws, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		h.log.Debug("provider websocket rejected", "remote", r.RemoteAddr, "err", err)
@@ -207,6 +219,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l := link.New(ws, h.cfg.Link)
 	p, err := h.handshake(r.Context(), l)
 	if err != nil {
+		h.cfg.Guard.failed(r)
 		h.log.Info("provider handshake failed", "remote", r.RemoteAddr, "err", err)
 		l.Close(err)
 		<-l.Done()
