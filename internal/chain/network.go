@@ -48,6 +48,10 @@ const (
 	// validatorPower is each genesis validator's voting power: equal for
 	// all, so any 2f+1 of 3f+1 validators make progress.
 	validatorPower = 10
+	// emptyBlocksInterval bounds how long a transaction can wait for a
+	// block (see newConfig); an idle chain makes one empty block per
+	// interval.
+	emptyBlocksInterval = 10 * time.Second
 )
 
 // NetworkOptions tunes InitNetwork.
@@ -73,7 +77,8 @@ func loopback(port int) string {
 // skip_timeout_commit, so the next height starts as soon as the block is
 // committed instead of sleeping a fixed second. Empty blocks are off: the
 // ledger only needs a block when there is a transaction (CometBFT still makes
-// one more block after each state change, to carry the new app hash).
+// one more block after each state change, to carry the new app hash), except
+// one per emptyBlocksInterval.
 func newConfig(home, moniker string, p2pPort, rpcPort int, peers []string) *cfg.Config {
 	c := cfg.DefaultConfig()
 	c.SetRoot(home)
@@ -106,6 +111,12 @@ func newConfig(home, moniker string, p2pPort, rpcPort int, peers []string) *cfg.
 	c.Consensus.TimeoutPrecommitDelta = 250 * time.Millisecond
 	c.Consensus.TimeoutCommit = 0
 	c.Consensus.CreateEmptyBlocks = false
+	// Blocks wait for transactions, but at most this long: a transaction
+	// that arrives while a block commits can miss the mempool's "transactions
+	// available" signal (tendermint/tendermint#2961) and would otherwise
+	// wait for the next transaction; with the interval the next (possibly
+	// empty) block comes anyway.
+	c.Consensus.CreateEmptyBlocksInterval = emptyBlocksInterval
 	c.Consensus.PeerGossipSleepDuration = 50 * time.Millisecond
 
 	c.TxIndex.Indexer = "kv"

@@ -55,6 +55,7 @@ func TestHomeConfig(t *testing.T) {
 			{"allow_duplicate_ip", c.P2P.AllowDuplicateIP, true},
 			{"addr_book_strict", c.P2P.AddrBookStrict, false},
 			{"create_empty_blocks", c.Consensus.CreateEmptyBlocks, false},
+			{"create_empty_blocks_interval", c.Consensus.CreateEmptyBlocksInterval, 10 * time.Second},
 			{"timeout_commit", c.Consensus.TimeoutCommit, time.Duration(0)},
 			{"timeout_propose", c.Consensus.TimeoutPropose, time.Second},
 			{"db_backend", c.DBBackend, "pebbledb"},
