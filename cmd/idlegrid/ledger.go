@@ -250,13 +250,12 @@ func ledgerLookupCmd(a *app, f *ledgerFlags, use, short string, look func(contex
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
+			l, ctx, cancel, err := f.ledger(cmd)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			v, err := look(ctx, chain.Ledger{Client: c}, args[0])
+			v, err := look(ctx, l, args[0])
 			if err != nil {
 				return err
 			}

@@ -106,6 +106,23 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		return nil, QueryCodeNotFound, fmt.Errorf("%s %q not found", what, arg)
 	}
 	internal := func(err error) (any, uint32, error) { return nil, QueryCodeInternal, err }
+	// found answers a lookup: the value, not found, or a storage error.
+	found := func(v any, ok bool, err error, what string) (any, uint32, error) {
+		switch {
+		case err != nil:
+			return internal(err)
+		case !ok:
+			return notFound(what)
+		}
+		return v, 0, nil
+	}
+	hashArg := func(what string) (receipt.Hash, error) {
+		var h receipt.Hash
+		if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
+			return h, fmt.Errorf("%s: %w", what, err)
+		}
+		return h, nil
+	}
 	switch path {
 	case PathAccount:
 		addr := keys.Address(arg)
@@ -122,26 +139,14 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		return AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(uint64(height)), Unvested: a.Unvested(uint64(height))}, 0, nil
 	case PathReceipt:
 		s, ok, err := view.Settlement(arg)
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok:
-			return notFound("settled receipt")
-		}
-		return s, 0, nil
+		return found(s, ok, err, "settled receipt")
 	case PathTx:
-		var h receipt.Hash
-		if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
-			return nil, QueryCodeBadRequest, fmt.Errorf("tx hash: %w", err)
+		h, err := hashArg("tx hash")
+		if err != nil {
+			return nil, QueryCodeBadRequest, err
 		}
 		t, ok, err := view.Tx(h)
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok:
-			return notFound("transaction")
-		}
-		return t, 0, nil
+		return found(t, ok, err, "transaction")
 	case PathAllowance:
 		c, g, _ := strings.Cut(arg, "/")
 		consumer, gateway := keys.Address(c), keys.Address(g)
@@ -185,23 +190,14 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 			return nil, QueryCodeBadRequest, fmt.Errorf("epoch %q: want a number", arg)
 		}
 		r, ok, err := view.Epoch(n)
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok:
-			return notFound("finished epoch")
-		}
-		return r, 0, nil
+		return found(r, ok, err, "finished epoch")
 	case PathPayouts:
 		n, err := strconv.ParseUint(arg, 10, 64)
 		if err != nil {
 			return nil, QueryCodeBadRequest, fmt.Errorf("epoch %q: want a number", arg)
 		}
 		if _, ok, err := view.Epoch(n); err != nil || !ok {
-			if err != nil {
-				return internal(err)
-			}
-			return notFound("finished epoch")
+			return found(nil, ok, err, "finished epoch")
 		}
 		ps, err := view.Payouts(n)
 		if err != nil {
@@ -244,18 +240,12 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		}
 		return ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed}, 0, nil
 	case PathCase:
-		var h receipt.Hash
-		if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
-			return nil, QueryCodeBadRequest, fmt.Errorf("evidence hash: %w", err)
+		h, err := hashArg("evidence hash")
+		if err != nil {
+			return nil, QueryCodeBadRequest, err
 		}
 		c, ok, err := view.Case(h)
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok:
-			return notFound("case")
-		}
-		return c, 0, nil
+		return found(c, ok, err, "case")
 	case PathGovernance:
 		id, err := view.ChainID()
 		if err != nil {
