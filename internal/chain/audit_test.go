@@ -166,3 +166,35 @@ func TestAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAuditEpochWithoutPayouts: on a chain without emission every epoch
+// pays nothing. The node answers its payouts with an empty list and the
+// replay has none; the audit over RPC must call that agreement, not a
+// mismatch.
+func TestAuditEpochWithoutPayouts(t *testing.T) {
+	p := testParties(t)
+	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) {
+		p.EpochBlocks = 2
+		p.EpochEmission = 0
+	}), newLedgerApp)
+	ctx := testContext(t, time.Minute)
+	cs := NewSigner(tn.client(), p.consumer, "idlegrid-test")
+	for range 2 { // each transaction makes a block, and the next block commits its state
+		if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
+			t.Fatalf("transfer: %v %v", res, err)
+		}
+	}
+	waitAgree(t, []*testNode{tn}, 20*time.Second)
+	l := Ledger{Client: tn.client()}
+	if ps, err := l.Payouts(ctx, 1); err != nil || len(ps) != 0 {
+		t.Fatalf("epoch 1 payouts: %v %v; want none", ps, err)
+	}
+	rpc, err := NewRPCAudit(tn.node.RPCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Audit(ctx, rpc, rpc)
+	if err != nil || rep.Mismatch != nil || rep.Epochs < 1 {
+		t.Fatalf("audit of a chain whose epochs paid nothing: %d epochs, %v, %v", rep.Epochs, rep.Mismatch, err)
+	}
+}
