@@ -124,7 +124,11 @@ func checkBooks(ctx context.Context, n *network, l chain.Ledger, before snapshot
 		p := pair{o.gateway, o.consumer}
 		if !o.completed {
 			res.Failed++
-			res.FailedBy[failureKind(o)]++
+			k := failureKind(o)
+			res.FailedBy[k]++
+			if _, ok := res.FailedExample[k]; !ok {
+				res.FailedExample[k] = truncate(o.failure, 240)
+			}
 			if o.id == "" {
 				noID[p]++
 				continue
@@ -189,6 +193,13 @@ func checkBooks(ctx context.Context, n *network, l chain.Ledger, before snapshot
 		}
 	}
 	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // failureKind names a failure for the report's counts.

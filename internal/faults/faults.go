@@ -17,7 +17,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -83,9 +85,10 @@ type Result struct {
 	Faults  map[Kind]int
 	MaxDown time.Duration
 	// Sent, Completed and Failed count requests; FailedBy counts failures
-	// by kind of error.
+	// by kind of error, FailedExample holds the first failure of each kind.
 	Sent, Completed, Failed int
 	FailedBy                map[string]int
+	FailedExample           map[string]string
 	// Receipts is how many receipts settled, Continued how many of them
 	// finished an answer another provider began (request id "…-cN").
 	Receipts, Continued int
@@ -127,6 +130,9 @@ func (r *Result) Summary() string {
 		}
 		sort.Strings(why)
 		fmt.Fprintf(&b, " (%s)", strings.Join(why, ", "))
+		for _, k := range slices.Sorted(maps.Keys(r.FailedExample)) {
+			fmt.Fprintf(&b, "\n  first %s: %s", k, r.FailedExample[k])
+		}
 	}
 	fmt.Fprintf(&b, "\nreceipts settled: %d (%d continuations), %d for failed requests, %d completed answers unbilled at max_tokens\n",
 		r.Receipts, r.Continued, r.BilledFailed, r.UnbilledLength)
@@ -201,7 +207,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	res := &Result{Faults: map[Kind]int{}, FailedBy: map[string]int{}}
+	res := &Result{Faults: map[Kind]int{}, FailedBy: map[string]int{}, FailedExample: map[string]string{}}
 	for _, f := range inj.faults {
 		res.Faults[f.kind]++
 		res.MaxDown = max(res.MaxDown, f.down)
