@@ -1,13 +1,17 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/openai"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
@@ -23,7 +27,7 @@ func newKeysCmd(a *app) *cobra.Command {
 		return store.Open(cmd.Context(), filepath.Join(dataDir, "gateway.db"))
 	}
 
-	var name, account string
+	var name, account, prefs string
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create an API key (printed once; only its hash is stored)",
@@ -40,6 +44,9 @@ func newKeysCmd(a *app) *cobra.Command {
 			if err := acct.Validate(); err != nil {
 				return fmt.Errorf("--account: %w", err)
 			}
+			if err := checkPrefs(prefs); err != nil {
+				return fmt.Errorf("--prefs: %w", err)
+			}
 			st, err := open(cmd)
 			if err != nil {
 				return err
@@ -49,6 +56,12 @@ func newKeysCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if prefs != "" {
+				if err := st.SetAPIKeyPreferences(cmd.Context(), k.ID, prefs); err != nil {
+					st.RevokeAPIKey(cmd.Context(), k.ID) // not handed out: never usable without its preferences
+					return err
+				}
+			}
 			fmt.Fprintf(a.stdout, "%s\n", secret)
 			fmt.Fprintf(a.stderr, "created key %s (%s) for account %s; it is shown only now\n", k.ID, k.Name, k.Account)
 			return nil
@@ -56,6 +69,60 @@ func newKeysCmd(a *app) *cobra.Command {
 	}
 	create.Flags().StringVar(&name, "name", "default", "a label for the key")
 	create.Flags().StringVar(&account, "account", "", "ledger account the key bills (default: the dev account)")
+	create.Flags().StringVar(&prefs, "prefs", "", `default routing preferences, a "provider" object, e.g. '{"sort":"price","max_price":{"prompt":0.3}}'`)
+
+	var clear bool
+	setPrefs := &cobra.Command{
+		Use:   "prefs ID [JSON]",
+		Short: "Show, set or clear (--clear) an API key's default routing preferences",
+		Long: `An API key's default routing preferences are a "provider" object, as a
+request body may carry one (docs/routing.md). They apply to every request
+made with the key; a request's own "provider" members replace the
+default's members of the same name, one by one.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if clear && len(args) == 2 {
+				return errors.New("give preferences or --clear, not both")
+			}
+			if len(args) == 2 {
+				if err := checkPrefs(args[1]); err != nil {
+					return err
+				}
+			}
+			st, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if len(args) == 1 && !clear {
+				ks, err := st.ListAPIKeys(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for _, k := range ks {
+					if k.ID == args[0] {
+						fmt.Fprintln(a.stdout, cmp.Or(k.Preferences, "{}"))
+						return nil
+					}
+				}
+				return fmt.Errorf("api key %s: %w", args[0], store.ErrNotFound)
+			}
+			value := ""
+			if !clear {
+				value = strings.TrimSpace(args[1])
+			}
+			if err := st.SetAPIKeyPreferences(cmd.Context(), args[0], value); err != nil {
+				return err
+			}
+			if clear {
+				fmt.Fprintf(a.stdout, "cleared the default preferences of %s\n", args[0])
+			} else {
+				fmt.Fprintf(a.stdout, "set the default preferences of %s\n", args[0])
+			}
+			return nil
+		},
+	}
+	setPrefs.Flags().BoolVar(&clear, "clear", false, "remove the key's default preferences")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -72,13 +139,13 @@ func newKeysCmd(a *app) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tACCOUNT\tCREATED\tSTATUS")
+			fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tACCOUNT\tCREATED\tSTATUS\tPREFS")
 			for _, k := range ks {
 				status := "active"
 				if !k.RevokedAt.IsZero() {
 					status = "revoked " + k.RevokedAt.Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, k.Account, k.CreatedAt.Format(time.DateTime), status)
+				fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, k.Account, k.CreatedAt.Format(time.DateTime), status, cmp.Or(k.Preferences, "-"))
 			}
 			return tw.Flush()
 		},
@@ -101,6 +168,18 @@ func newKeysCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, revoke)
+	cmd.AddCommand(create, list, revoke, setPrefs)
 	return cmd
+}
+
+// checkPrefs refuses default preferences a request could not carry, with
+// the gateway's own 400 message for them.
+func checkPrefs(text string) error {
+	if strings.TrimSpace(text) == "" {
+		return nil
+	}
+	if _, e := openai.ParseDefaults(text); e != nil {
+		return errors.New(e.Message)
+	}
+	return nil
 }

@@ -32,13 +32,18 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 			apierr.WriteOpenAI(w, e)
 			return
 		}
+		prefs, e := keyPreferences(key, p.Provider, p.ProviderObject)
+		if e != nil {
+			apierr.WriteOpenAI(w, e)
+			return
+		}
 		req := p.Request
 		req.Buffered = !p.Stream
 		session := r.Header.Get(SessionHeader)
 		if session == "" {
 			session = p.User
 		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: p.Provider, session: session}, newSink(w, p))
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(w, p))
 	}
 }
 
@@ -65,9 +70,14 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 			ollama.WriteLoaded(w, p, time.Now())
 			return
 		}
+		prefs, e := keyPreferences(key, scheduler.Preferences{}, nil) // Ollama's API has no "provider" member
+		if e != nil {
+			apierr.WriteOllama(w, e)
+			return
+		}
 		req := p.Request
 		req.Buffered = !p.Stream
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{session: r.Header.Get(SessionHeader)}, newSink(w, p))
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(w, p))
 	}
 }
 

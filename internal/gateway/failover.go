@@ -22,13 +22,15 @@ import (
 // provider is excluded for the rest of the request and counts a failure
 // against its circuit breaker (health.go).
 //
-// Receipts: a provider signs its receipt when its job is done, so a
-// provider that failed mid-answer signs none, and its tokens are not
-// billed — the consumer never pays for tokens without a receipt. The
-// provider that finishes the answer signs a receipt for exactly the text
-// it generated, under its own request id (the consumer's request id with
-// "-c1", "-c2"… for continuations), so no receipt claims another
-// provider's tokens and no token is billed twice.
+// Receipts: a provider signs its receipt when its job is done, under the
+// job's own request id (the consumer's request id with "-c1", "-c2"… for
+// continuations), for exactly the text it generated. A provider that fails
+// mid-answer cannot sign at the end, so the gateway settles the latest
+// checkpoint it sent with its chunks instead (checkpoint.go): a receipt
+// under the same id for what it delivered up to that chunk. Tokens after
+// its last checkpoint, or of a provider that sends none, are not billed —
+// the consumer never pays for tokens without a receipt. No receipt claims
+// another provider's tokens and no token is billed twice.
 
 // answer is what the consumer has been sent so far, across jobs.
 type answer struct {
@@ -78,8 +80,8 @@ func (a *answer) delta(c *call, ch *protocol.Chunk) error {
 	return a.snk.Delta(sinkDelta(ch))
 }
 
-// abandon notes that the current job ended without a receipt: what it
-// delivered stays delivered, unbilled.
+// abandon notes that the current job ended without done: what it
+// delivered stays delivered, billed only by its checkpoint, if any.
 func (a *answer) abandon() { a.earlier = a.tokens }
 
 // complete ends an answer whose failed job had already delivered
@@ -97,16 +99,8 @@ func sinkDelta(ch *protocol.Chunk) sink.Delta {
 }
 
 // chunkTokens is how many tokens a chunk holds: what the provider says, or
-// one for a chunk with text when it does not say.
-func chunkTokens(ch *protocol.Chunk) int {
-	switch {
-	case ch.Tokens > 0:
-		return ch.Tokens
-	case ch.Delta != "":
-		return 1
-	}
-	return 0
-}
+// one for a chunk with text when it does not say; checkpoints count the same.
+func chunkTokens(ch *protocol.Chunk) int { return int(ch.TokenCount()) }
 
 // continuation is req continued after the answer text delivered so far,
 // tokens long: the new job generates only what is left of max_tokens.
@@ -155,11 +149,11 @@ func jobFailure(err error, chunks int) (e *apierr.Error, retry, failed bool) {
 			return apierr.Unavailable("model_unavailable", "The provider no longer serves this model; please retry."), true, true
 		case protocol.CodeDeadline:
 			return &apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout",
-				Message: "The provider did not finish within the gateway's job timeout; the partial answer is not billed."}, false, false
+				Message: "The provider did not finish within the gateway's job timeout; the partial answer is billed only as far as the provider signed for it."}, false, false
 		}
 		return apierr.Upstream("The provider failed while generating: %s", je.Message), true, true
 	case errors.Is(err, hub.ErrProviderLost):
-		return apierr.Upstream("The provider disconnected after %d chunks; the partial answer is not billed. Please retry.", chunks), true, true
+		return apierr.Upstream("The provider disconnected after %d chunks; the partial answer is billed only as far as the provider signed for it. Please retry.", chunks), true, true
 	case errors.Is(err, hub.ErrSlowConsumer):
 		return apierr.Upstream("The response was read too slowly and was cancelled."), false, false
 	}

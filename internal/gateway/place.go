@@ -86,7 +86,7 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 // timeoutError is the 504 for a request that outlived the job timeout.
 func timeoutError(limit time.Duration) *apierr.Error {
 	return &apierr.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout",
-		Message: fmt.Sprintf("The request did not finish within the gateway's job timeout (%s); the partial answer is not billed.", limit)}
+		Message: fmt.Sprintf("The request did not finish within the gateway's job timeout (%s); the partial answer is billed only as far as its provider signed for it.", limit)}
 }
 
 // unplaceable is the 503 for a request no provider can take and none

@@ -131,6 +131,9 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 	provider := stream.Provider().Key
 	log := g.log.With("request_id", c.id, "job", job.ID, "provider", provider.String(), "model", job.Request.Model)
 	seg := segment{text: sha256.New()}
+	// A job that ends mid-answer without done is billed by its latest
+	// checkpoint, if it sent one (checkpoint.go).
+	partial := func() { g.settleCheckpoint(ctx, job, provider, hold, &seg, log) }
 	// A streamed job must show its first token within FirstTokenTimeout
 	// and each later one within TokenTimeout; a buffered one arrives in one
 	// piece at the end, so only the job deadline bounds it.
@@ -152,16 +155,20 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 			case ctx.Err() != nil:
 				g.health.abandoned(provider)
 				log.Info("consumer went away; job cancelled", "chunks", seg.chunks)
+				partial()
 				return outcome{}
 			case dctx.Err() != nil:
 				g.health.abandoned(provider)
 				log.Warn("job deadline passed; job cancelled", "chunks", seg.chunks)
+				partial()
 				return outcome{err: timeoutError(g.cfg.JobTimeout)}
 			}
 			g.health.failure(provider)
 			if seg.chunks > 0 {
-				// Stalled mid-answer: what it sent stays delivered and
-				// unbilled, and another provider continues.
+				// Stalled mid-answer: what it sent stays delivered, billed
+				// as far as its last checkpoint, and another provider
+				// continues.
+				partial()
 				out.abandon()
 				log.Warn("no token in time mid-answer; job cancelled", "timeout", g.cfg.TokenTimeout, "chunks", seg.chunks)
 				return outcome{err: apierr.Upstream("The provider stopped sending tokens for %s.", g.cfg.TokenTimeout), retry: true}
@@ -179,12 +186,15 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 				stream.Cancel()
 				g.health.abandoned(provider)
 				log.Info("consumer went away; job cancelled", "chunks", seg.chunks, "err", err)
+				partial() // this chunk's own checkpoint was not recorded: it did not reach the consumer
 				return outcome{}
 			}
+			seg.keep(ev.Chunk)
 		case ev.Done != nil:
 			g.observe(c, job, provider, ev.Done, seg.firstChunk, seg.chunks)
 			return g.finish(ctx, c, job, provider, hold, ev.Done, &seg, out, log)
 		default:
+			partial()
 			out.abandon()
 			e, retry, failed := jobFailure(ev.Err, seg.chunks)
 			if failed {
@@ -205,6 +215,7 @@ type segment struct {
 	relayed    int // bytes of text
 	tokens     int
 	text       hash.Hash
+	last       checkpoint // the latest checkpoint relayed, unverified
 }
 
 func (s *segment) add(ch *protocol.Chunk) {

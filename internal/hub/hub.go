@@ -249,8 +249,8 @@ func (h *Hub) handshake(ctx context.Context, l *link.Link) (*Provider, error) {
 		return nil, fmt.Errorf("%w: expected auth, got %s", protocol.ErrProtocol, m.Type)
 	}
 	a := m.Auth
-	if a.ProtocolVersion != protocol.Version {
-		return nil, fmt.Errorf("%w: provider speaks protocol version %d, gateway %d", protocol.ErrProtocol, a.ProtocolVersion, protocol.Version)
+	if !protocol.Supported(a.ProtocolVersion) {
+		return nil, fmt.Errorf("%w: provider speaks protocol version %d, gateway %d to %d", protocol.ErrProtocol, a.ProtocolVersion, protocol.MinVersion, protocol.Version)
 	}
 	if !a.ProviderKey.Verify(protocol.AuthBytes(nonce, gw, h.cfg.ChainID), a.Signature) {
 		return nil, fmt.Errorf("%w: bad auth signature for provider %s", protocol.ErrProtocol, a.ProviderKey)

@@ -21,6 +21,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
 
@@ -86,7 +87,8 @@ func startFaultyNet(t *testing.T, gcfg gateway.Config, sims ...sim.Config) *faul
 			t.Fatal(err)
 		}
 		fp.Provider, err = node.StartProvider(node.ProviderConfig{Gateway: gw.URL(), KeyFile: filepath.Join(dir, fmt.Sprintf("provider-%d.key", i)),
-			Backend: b, Slots: 4, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
+			Backend: b, Slots: 4, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t),
+			CheckpointEvery: time.Nanosecond}) // every chunk: what a failed job delivered is billed exactly
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,18 +170,54 @@ func (n *faultyNet) stream(t *testing.T, prompt string, maxTokens int, extra str
 func (n *faultyNet) receipts(t *testing.T, id string) map[string]uint64 {
 	t.Helper()
 	out := map[string]uint64{}
+	for _, r := range segmentReceipts(t, n.Gateway.Store, id) {
+		out[r.RequestID] = r.CompletionTokens
+	}
+	return out
+}
+
+// segmentReceipts returns the verified receipts of a request's segments,
+// in order.
+func segmentReceipts(t *testing.T, st *store.Store, id string) []receipt.Receipt {
+	t.Helper()
+	var out []receipt.Receipt
 	for _, rid := range []string{id, id + "-c1", id + "-c2", id + "-c3"} {
-		r, err := n.Gateway.Store.Receipt(context.Background(), rid)
+		r, err := st.Receipt(context.Background(), rid)
 		if err == nil {
 			if err := r.Verify(); err != nil {
 				t.Fatal(err)
 			}
-			out[rid] = r.Receipt.CompletionTokens
+			out = append(out, r.Receipt)
 		} else if !errors.Is(err, store.ErrNotFound) {
 			t.Fatal(err)
 		}
 	}
 	return out
+}
+
+// checkSegments checks that the receipts of a request bill its answer
+// exactly once: read in order, their response hashes cover consecutive
+// parts of text that add up to all of it, and their completion tokens add
+// up to the tokens the consumer was told it got.
+func checkSegments(t *testing.T, rs []receipt.Receipt, text string, tokens int) {
+	t.Helper()
+	at, sum := 0, 0
+	for _, r := range rs {
+		end := -1
+		for l := at; l <= len(text); l++ {
+			if receipt.Sum([]byte(text[at:l])) == r.ResponseHash {
+				end = l
+				break
+			}
+		}
+		if end < 0 {
+			t.Fatalf("receipt %s (%d tokens) hashes no part of the answer from byte %d", r.RequestID, r.CompletionTokens, at)
+		}
+		at, sum = end, sum+int(r.CompletionTokens)
+	}
+	if at != len(text) || sum != tokens {
+		t.Fatalf("receipts cover %d of %d bytes and %d of %d tokens", at, len(text), sum, tokens)
+	}
 }
 
 func (n *faultyNet) receiptProvider(t *testing.T, id string) keys.PublicKey {
@@ -261,9 +299,10 @@ func TestFailoverStallBeforeFirstToken(t *testing.T) {
 
 // TestContinuationMidStream: a provider whose model server drops the
 // connection mid-answer is continued by another; the consumer reads one
-// answer equal to the uninterrupted one, max_tokens holds across both, and
-// the receipt of the provider that finished covers exactly the tokens it
-// generated: the dropped provider signed none, so its tokens are unbilled.
+// answer equal to the uninterrupted one, max_tokens holds across both, the
+// failed provider's last checkpoint is its receipt for exactly the tokens
+// it delivered, and the receipt of the provider that finished covers
+// exactly the tokens it generated.
 func TestContinuationMidStream(t *testing.T) {
 	cfg := slowSim(400)
 	n := startFaultyNet(t, gateway.Config{}, cfg, cfg)
@@ -275,12 +314,13 @@ func TestContinuationMidStream(t *testing.T) {
 		t.Fatalf("%+v\nwant %q (%d tokens)", got, want, tokens)
 	}
 	r := n.receipts(t, got.id)
-	if len(r) != 1 || r[got.id+"-c1"] != uint64(tokens-dropAfter) {
-		t.Fatalf("receipts %v, want %s-c1 for the %d tokens after the first %d", r, got.id, tokens-dropAfter, dropAfter)
+	if len(r) != 2 || r[got.id] != dropAfter || r[got.id+"-c1"] != uint64(tokens-dropAfter) {
+		t.Fatalf("receipts %v, want %s for the first %d tokens and -c1 for the %d after", r, got.id, dropAfter, tokens-dropAfter)
 	}
-	if n.receiptProvider(t, got.id+"-c1") != n.Providers[1].Key {
-		t.Fatal("the continuation's receipt names another provider")
+	if n.receiptProvider(t, got.id) != n.Providers[0].Key || n.receiptProvider(t, got.id+"-c1") != n.Providers[1].Key {
+		t.Fatal("a receipt names another provider than the one that generated its tokens")
 	}
+	checkSegments(t, segmentReceipts(t, n.Gateway.Store, got.id), got.text, got.usage)
 }
 
 // TestContinuationAfterStall: a provider that stops sending tokens
@@ -296,9 +336,10 @@ func TestContinuationAfterStall(t *testing.T) {
 	if got.status != 200 || got.errorEvent != "" || got.text != want || got.usage != tokens {
 		t.Fatalf("%+v\nwant %q (%d tokens)", got, want, tokens)
 	}
-	if r := n.receipts(t, got.id); len(r) != 1 || r[got.id+"-c1"] != uint64(tokens-stallAfter) {
-		t.Fatalf("receipts %v, want %s-c1 for the %d tokens after the first %d", r, got.id, tokens-stallAfter, stallAfter)
+	if r := n.receipts(t, got.id); len(r) != 2 || r[got.id] != stallAfter || r[got.id+"-c1"] != uint64(tokens-stallAfter) {
+		t.Fatalf("receipts %v, want %s for the first %d tokens and -c1 for the %d after", r, got.id, stallAfter, tokens-stallAfter)
 	}
+	checkSegments(t, segmentReceipts(t, n.Gateway.Store, got.id), got.text, got.usage)
 	eventually(t, 10*time.Second, "the stalled generation to be cancelled", func() bool { return n.Providers[0].Sim.Stats().Cancelled == 1 })
 }
 

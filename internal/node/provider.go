@@ -123,6 +123,8 @@ type ProviderConfig struct {
 	Link          link.Options
 	Version       string
 	Logger        *slog.Logger
+	// CheckpointEvery is provider.Config's (0: its default).
+	CheckpointEvery time.Duration
 	// Idle decides when the machine may serve; nil serves all the time
 	// (the owner can still pause by hand).
 	Idle *IdleConfig
@@ -225,6 +227,7 @@ func StartProvider(cfg ProviderConfig) (*Provider, error) {
 		Gateway: cfg.Gateway, Key: key, Backend: cfg.Backend.Backend, Models: cfg.Models, Slots: cfg.Slots,
 		PricePrompt: cfg.PricePrompt, PriceCompletion: cfg.PriceCompletion, Hardware: hardware(),
 		Version: cfg.Version, Link: cfg.Link, Logger: cfg.Logger, ExpectChainID: cfg.ExpectChainID, ExpectGateway: cfg.ExpectGateway,
+		CheckpointEvery: cfg.CheckpointEvery,
 	})
 	if err != nil {
 		return nil, err

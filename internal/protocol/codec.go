@@ -254,6 +254,9 @@ func (c *Chunk) validate() error {
 	if !utf8.ValidString(c.Delta) {
 		return protoErr("chunk %q/%d: delta is not valid UTF-8", c.ID, c.Seq)
 	}
+	if cp := c.Checkpoint; cp != nil && (cp.CompletionTokens == 0 || cp.EndUnixMs <= 0) {
+		return protoErr("chunk %q/%d: checkpoint needs completion_tokens and end_unix_ms above 0", c.ID, c.Seq)
+	}
 	for _, lp := range c.Logprobs {
 		ok := finite(lp.Logprob)
 		for _, top := range lp.Top {
@@ -322,4 +325,11 @@ func (t *Terms) Receipt(provider keys.PublicKey, usage Usage, responseHash recei
 		StartUnixMs:            t.StartUnixMs,
 		EndUnixMs:              endUnixMs,
 	}, nil
+}
+
+// CheckpointReceipt is the partial receipt a Checkpoint signs: the job's
+// terms, no prompt tokens, the checkpoint's completion tokens and end time,
+// and the sha256 of the deltas sent up to the checkpoint's chunk.
+func (t *Terms) CheckpointReceipt(provider keys.PublicKey, cp *Checkpoint, responseHash receipt.Hash) (receipt.Receipt, error) {
+	return t.Receipt(provider, Usage{CompletionTokens: cp.CompletionTokens}, responseHash, cp.EndUnixMs)
 }

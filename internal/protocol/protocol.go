@@ -20,7 +20,19 @@ import (
 //
 //	1: hello/auth/welcome handshake; job, chunk, done, error, cancel;
 //	   pause, resume, capabilities; ping, pong.
-const Version = 1
+//	2: optional chunk.checkpoint: the provider's signature over the receipt
+//	   for everything the job delivered so far, which the gateway settles
+//	   when the job fails mid-answer.
+//
+// Versions from MinVersion to Version interoperate: a version-1 peer simply
+// sends or reads no checkpoint.
+const Version = 2
+
+// MinVersion is the oldest protocol version still accepted.
+const MinVersion = 1
+
+// Supported reports whether a peer speaking version v can be served.
+func Supported(v int) bool { return v >= MinVersion && v <= Version }
 
 // Path is the gateway URL path providers dial.
 const Path = "/v1/providers/connect"
@@ -186,6 +198,40 @@ type Chunk struct {
 	Tokens int `json:"tokens,omitempty"`
 	// Logprobs of the tokens in Delta, when requested and available.
 	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+	// Checkpoint, when set, signs for everything the job delivered up to
+	// and including this chunk (version 2, optional).
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+}
+
+// TokenCount is how many completion tokens the chunk counts for, on both
+// ends: Tokens when the provider says, else one for a chunk with text.
+func (c *Chunk) TokenCount() uint64 {
+	switch {
+	case c.Tokens > 0:
+		return uint64(c.Tokens)
+	case c.Delta != "":
+		return 1
+	}
+	return 0
+}
+
+// Checkpoint is a provider's signature over the partial receipt of a job:
+// the receipt built by Terms.Receipt from the job's terms, prompt tokens 0
+// (the prompt's size is not known until the end), CompletionTokens, the
+// sha256 of every delta sent so far including this chunk's, and EndUnixMs.
+// It is an ordinary receipt under the job's request id, so it settles like
+// one and never besides the job's final receipt (a request id settles
+// once). The gateway keeps the latest and uses it only when the job ends
+// without done: the tokens the provider delivered before it died or
+// stalled are then billed and paid up to that checkpoint.
+type Checkpoint struct {
+	// CompletionTokens is the sum of TokenCount over the job's chunks so
+	// far; the gateway refuses a checkpoint that claims more.
+	CompletionTokens uint64 `json:"completion_tokens"`
+	// EndUnixMs is the partial receipt's end time: when this chunk was sent.
+	EndUnixMs int64 `json:"end_unix_ms"`
+	// Signature is the provider's receipt signature (receipt.SignProvider).
+	Signature keys.Signature `json:"signature"`
 }
 
 // TokenLogprob is one generated token and its log-probability.

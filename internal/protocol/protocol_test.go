@@ -92,18 +92,22 @@ func goodMessages(tb testing.TB) map[string]*Message {
 	gen := testJob(tb)
 	gen.Request = Request{Kind: KindGenerate, Model: "m", Prompt: "Once", System: "s", Raw: true}
 	return map[string]*Message{
-		"hello":               {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), GatewayKey: seedKey(tb, 2).Public(), ChainID: "idlegrid-dev-1", ProtocolVersion: Version}},
-		"hello max chain id":  {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), ChainID: strings.Repeat("ł", receipt.MaxChainID/2)}},
-		"auth":                {Type: TypeAuth, Auth: &Auth{ProviderKey: seedKey(tb, 1).Public(), Signature: seedKey(tb, 1).Sign([]byte("x")), ProtocolVersion: Version, Capabilities: testCapabilities()}},
-		"auth max slots":      {Type: TypeAuth, Auth: &Auth{Capabilities: Capabilities{Slots: MaxSlots}}},
-		"welcome":             {Type: TypeWelcome, Welcome: &Welcome{HeartbeatMs: 15_000}},
-		"job":                 {Type: TypeJob, Job: job},
-		"job generate":        {Type: TypeJob, Job: gen},
-		"job id at limit":     {Type: TypeJob, Job: jobAtLimit},
-		"cancel":              {Type: TypeCancel, Cancel: &Cancel{ID: "req-1"}},
-		"cancel id at limit":  {Type: TypeCancel, Cancel: &Cancel{ID: longID}},
-		"chunk":               {Type: TypeChunk, Chunk: testChunk()},
-		"chunk empty delta":   {Type: TypeChunk, Chunk: &Chunk{ID: "j", Seq: math.MaxUint64}},
+		"hello":              {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), GatewayKey: seedKey(tb, 2).Public(), ChainID: "idlegrid-dev-1", ProtocolVersion: Version}},
+		"hello max chain id": {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), ChainID: strings.Repeat("ł", receipt.MaxChainID/2)}},
+		"auth":               {Type: TypeAuth, Auth: &Auth{ProviderKey: seedKey(tb, 1).Public(), Signature: seedKey(tb, 1).Sign([]byte("x")), ProtocolVersion: Version, Capabilities: testCapabilities()}},
+		"auth max slots":     {Type: TypeAuth, Auth: &Auth{Capabilities: Capabilities{Slots: MaxSlots}}},
+		"welcome":            {Type: TypeWelcome, Welcome: &Welcome{HeartbeatMs: 15_000}},
+		"job":                {Type: TypeJob, Job: job},
+		"job generate":       {Type: TypeJob, Job: gen},
+		"job id at limit":    {Type: TypeJob, Job: jobAtLimit},
+		"cancel":             {Type: TypeCancel, Cancel: &Cancel{ID: "req-1"}},
+		"cancel id at limit": {Type: TypeCancel, Cancel: &Cancel{ID: longID}},
+		"chunk":              {Type: TypeChunk, Chunk: testChunk()},
+		"chunk empty delta":  {Type: TypeChunk, Chunk: &Chunk{ID: "j", Seq: math.MaxUint64}},
+		"chunk checkpoint": {Type: TypeChunk, Chunk: &Chunk{ID: "req-1", Seq: 0, Delta: "Hi", Tokens: 1,
+			Checkpoint: &Checkpoint{CompletionTokens: 1, EndUnixMs: 1_717_171_718_000, Signature: seedKey(tb, 1).Sign([]byte("r"))}}},
+		"chunk checkpoint at limits": {Type: TypeChunk, Chunk: &Chunk{ID: "j", Seq: math.MaxUint64,
+			Checkpoint: &Checkpoint{CompletionTokens: math.MaxUint64, EndUnixMs: math.MaxInt64}}},
 		"done":                {Type: TypeDone, Done: testDone(tb)},
 		"done length":         {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "length"}},
 		"error":               {Type: TypeError, Error: &JobError{ID: "req-1", Code: CodeBusy, Message: "all slots busy"}},
@@ -266,6 +270,9 @@ func TestValidateRejects(t *testing.T) {
 		"chunk delta splits a rune": {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Delta = "🦙"[:2] })},
 		"chunk -Inf logprob":        {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Logprobs[1].Logprob = math.Inf(-1) })},
 		"chunk NaN top logprob":     {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Logprobs[0].Top[1].Logprob = math.NaN() })},
+		"checkpoint of 0 tokens":    {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{EndUnixMs: 1} })},
+		"checkpoint without time":   {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{CompletionTokens: 1} })},
+		"checkpoint before 1970":    {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{CompletionTokens: 1, EndUnixMs: -1} })},
 		// Done.
 		"done id empty":     {Type: TypeDone, Done: &Done{FinishReason: "stop"}},
 		"done id too long":  {Type: TypeDone, Done: &Done{ID: longID, FinishReason: "stop"}},
@@ -320,6 +327,10 @@ func TestDecodeRejectsBadJSON(t *testing.T) {
 		`{"type":"hello","hello":{"nonce":"not base64!","chain_id":"c"}}`,
 		`{"type":"auth","auth":{"provider_key":"00","capabilities":{"slots":1}}}`,
 		`{"type":"done","done":{"id":"j","finish_reason":"stop","receipt_signature":"` + strings.Repeat("0", 127) + `"}}`,
+		`{"type":"chunk","chunk":{"id":"j","checkpoint":{"completion_tokens":1,"end_unix_ms":1,"signature":"` + strings.Repeat("0", 126) + `"}}}`,
+		`{"type":"chunk","chunk":{"id":"j","checkpoint":{"completion_tokens":-1,"end_unix_ms":1}}}`,
+		`{"type":"chunk","chunk":{"id":"j","checkpoint":{"completion_tokens":18446744073709551616,"end_unix_ms":1}}}`,
+		`{"type":"chunk","chunk":{"id":"j","checkpoint":"yes"}}`,
 		`{"type":"job","job":{"id":"j","terms":{"request_id":"j","request_hash":"zz"}}}`,
 		`{"type":"welcome","welcome":{"heartbeat_ms":1e3}}`,
 	} {
@@ -504,6 +515,73 @@ func TestTermsReceiptOverflow(t *testing.T) {
 	for _, u := range []Usage{{1_000_001, 0}, {0, math.MaxUint64}, {1_000_000, 1_000_000}} {
 		if _, err := terms.Receipt(seedKey(t, 1).Public(), u, receipt.Hash{}, terms.StartUnixMs); !errors.Is(err, money.ErrOverflow) {
 			t.Errorf("usage %+v at max prices: %v, want ErrOverflow", u, err)
+		}
+	}
+}
+
+// TestCheckpointReceipt: a checkpoint signs the job's receipt with no
+// prompt tokens and its own completion tokens and end time, so a gateway
+// that rebuilds it from the terms and the hash of what it relayed verifies
+// the signature, and one that rebuilds anything else does not.
+func TestCheckpointReceipt(t *testing.T) {
+	terms := testTerms(t, "req-1")
+	prov := seedKey(t, 1)
+	sent := receipt.Sum([]byte("Hello, wor"))
+	cp := &Checkpoint{CompletionTokens: 4, EndUnixMs: terms.StartUnixMs + 250}
+	r, err := terms.CheckpointReceipt(prov.Public(), cp, sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := terms.Receipt(prov.Public(), Usage{CompletionTokens: 4}, sent, terms.StartUnixMs+250)
+	if r != want || r.PromptTokens != 0 || r.RequestID != "req-1" {
+		t.Fatalf("checkpoint receipt %+v, want %+v", r, want)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cp.Signature = receipt.SignProvider(prov, &r)
+	tests := []struct {
+		name  string
+		cp    Checkpoint
+		hash  receipt.Hash
+		valid bool
+	}{
+		{"as signed", *cp, sent, true},
+		{"more tokens", Checkpoint{CompletionTokens: 5, EndUnixMs: cp.EndUnixMs, Signature: cp.Signature}, sent, false},
+		{"other end time", Checkpoint{CompletionTokens: 4, EndUnixMs: cp.EndUnixMs + 1, Signature: cp.Signature}, sent, false},
+		{"other text", *cp, receipt.Sum([]byte("Hello, world")), false},
+	}
+	for _, tt := range tests {
+		r, err := terms.CheckpointReceipt(prov.Public(), &tt.cp, tt.hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := receipt.VerifyProvider(&r, tt.cp.Signature); (err == nil) != tt.valid {
+			t.Errorf("%s: verify %v, want valid %v", tt.name, err, tt.valid)
+		}
+	}
+}
+
+func TestChunkTokenCount(t *testing.T) {
+	for _, tt := range []struct {
+		c    Chunk
+		want uint64
+	}{
+		{Chunk{}, 0},
+		{Chunk{Delta: "a"}, 1},
+		{Chunk{Delta: "abc", Tokens: 3}, 3},
+		{Chunk{Tokens: 2}, 2}, // tokens held back for a split rune, or end markers
+	} {
+		if got := tt.c.TokenCount(); got != tt.want {
+			t.Errorf("%+v: %d, want %d", tt.c, got, tt.want)
+		}
+	}
+}
+
+func TestSupported(t *testing.T) {
+	for v, want := range map[int]bool{0: false, 1: true, Version: true, Version + 1: false, -1: false} {
+		if Supported(v) != want {
+			t.Errorf("Supported(%d) = %v", v, !want)
 		}
 	}
 }

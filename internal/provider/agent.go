@@ -51,6 +51,15 @@ type Config struct {
 	// present another chain or key.
 	ExpectChainID string
 	ExpectGateway keys.PublicKey
+	// CheckpointEvery is the least time between two checkpoints of a job
+	// (default DefaultCheckpointEvery): a chunk sent at least this long
+	// after the job's previous checkpoint (or its start) carries a signed
+	// partial receipt, so that what the provider delivered is paid even if
+	// it dies before the end. Tokens sent after a job's last checkpoint are
+	// unpaid if it dies. An interval shorter than the time between chunks
+	// (time.Nanosecond) signs every chunk: exact, at one ed25519 signature
+	// per chunk; negative sends none.
+	CheckpointEvery time.Duration
 	// Link tunes the connection.
 	Link link.Options
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 250 ms
@@ -66,6 +75,10 @@ const (
 	DefaultPricePrompt     money.Amount = 200_000
 	DefaultPriceCompletion money.Amount = 600_000
 )
+
+// DefaultCheckpointEvery bounds what a provider that dies mid-answer loses
+// to the tokens of 200 ms, at a few signatures per second per job.
+const DefaultCheckpointEvery = 200 * time.Millisecond
 
 // Agent is a running provider.
 type Agent struct {
@@ -102,6 +115,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Slots > protocol.MaxSlots {
 		return nil, fmt.Errorf("provider: at most %d slots", protocol.MaxSlots)
+	}
+	if cfg.CheckpointEvery == 0 {
+		cfg.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 250 * time.Millisecond
@@ -294,8 +310,11 @@ func (a *Agent) handshake(ctx context.Context, l *link.Link, caps protocol.Capab
 		return nil, fmt.Errorf("%w: expected hello, got %s", protocol.ErrProtocol, m.Type)
 	}
 	h := m.Hello
-	if h.ProtocolVersion != protocol.Version {
-		return nil, fmt.Errorf("%w: it speaks protocol version %d, this agent %d: upgrade one of them", ErrWrongGateway, h.ProtocolVersion, protocol.Version)
+	// Speak the gateway's version when it is older: a version-1 gateway
+	// gets no checkpoints (see session.run).
+	version := min(h.ProtocolVersion, protocol.Version)
+	if !protocol.Supported(version) {
+		return nil, fmt.Errorf("%w: it speaks protocol version %d, this agent %d to %d: upgrade one of them", ErrWrongGateway, h.ProtocolVersion, protocol.MinVersion, protocol.Version)
 	}
 	if a.cfg.ExpectChainID != "" && h.ChainID != a.cfg.ExpectChainID {
 		return nil, fmt.Errorf("%w: it is on chain %q, expected %q", ErrWrongGateway, h.ChainID, a.cfg.ExpectChainID)
@@ -306,7 +325,7 @@ func (a *Agent) handshake(ctx context.Context, l *link.Link, caps protocol.Capab
 	auth := &protocol.Auth{
 		ProviderKey:     a.cfg.Key.Public(),
 		Signature:       a.cfg.Key.Sign(protocol.AuthBytes(h.Nonce, h.GatewayKey, h.ChainID)),
-		ProtocolVersion: protocol.Version,
+		ProtocolVersion: version,
 		Capabilities:    caps,
 	}
 	if err := l.WriteOne(ctx, &protocol.Message{Type: protocol.TypeAuth, Auth: auth}); err != nil {

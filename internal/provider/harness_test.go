@@ -422,6 +422,10 @@ type rawGateway struct {
 	key   keys.PrivateKey
 	url   string
 	conns chan *rawConn
+	// version is the protocol version its hello announces (default
+	// protocol.Version); auth records the agent's answer.
+	version atomic.Int64
+	auth    chan *protocol.Auth
 }
 
 // rawConn is one provider connection to a rawGateway after the handshake.
@@ -433,7 +437,8 @@ type rawConn struct {
 
 func newRawGateway(t *testing.T) *rawGateway {
 	t.Helper()
-	g := &rawGateway{key: newKey(t), conns: make(chan *rawConn, 4)}
+	g := &rawGateway{key: newKey(t), conns: make(chan *rawConn, 4), auth: make(chan *protocol.Auth, 4)}
+	g.version.Store(protocol.Version)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -444,7 +449,7 @@ func newRawGateway(t *testing.T) *rawGateway {
 		defer cancel()
 		nonce := make([]byte, protocol.NonceSize)
 		rand.Read(nonce)
-		hello := &protocol.Hello{Nonce: nonce, GatewayKey: g.key.Public(), ChainID: chainID, ProtocolVersion: protocol.Version}
+		hello := &protocol.Hello{Nonce: nonce, GatewayKey: g.key.Public(), ChainID: chainID, ProtocolVersion: int(g.version.Load())}
 		if err := l.WriteOne(ctx, &protocol.Message{Type: protocol.TypeHello, Hello: hello}); err != nil {
 			return
 		}
@@ -453,6 +458,10 @@ func newRawGateway(t *testing.T) *rawGateway {
 			!m.Auth.ProviderKey.Verify(protocol.AuthBytes(nonce, g.key.Public(), chainID), m.Auth.Signature) {
 			l.Close(fmt.Errorf("%w: bad auth", protocol.ErrProtocol))
 			return
+		}
+		select {
+		case g.auth <- m.Auth:
+		default:
 		}
 		welcome := &protocol.Welcome{HeartbeatMs: heartbeat.Milliseconds()}
 		if err := l.WriteOne(ctx, &protocol.Message{Type: protocol.TypeWelcome, Welcome: welcome}); err != nil {

@@ -127,6 +127,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	var firstToken time.Duration
 	hash := sha256.New()
 	var seq uint64
+	cp := s.checkpointer(job, started)
 	// Backends may split a multi-byte character across deltas; JSON would
 	// turn each half into U+FFFD and the gateway's response hash would no
 	// longer match the signed one. So incomplete characters wait for the
@@ -139,6 +140,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		}
 		hash.Write([]byte(text))
 		c := &protocol.Chunk{ID: job.ID, Seq: seq, Delta: text, Tokens: tokens, Logprobs: logprobs}
+		cp.sign(c, hash)
 		seq++
 		return s.link.Send(jctx, &protocol.Message{Type: protocol.TypeChunk, Chunk: c})
 	}

@@ -36,6 +36,10 @@ type APIKey struct {
 	CreatedAt time.Time
 	// RevokedAt is zero while the key is active.
 	RevokedAt time.Time
+	// Preferences are the key's default routing preferences: a "provider"
+	// object as JSON text, checked by the gateway before it is stored; ""
+	// for none.
+	Preferences string
 }
 
 // Revoked reports whether k was revoked.
@@ -153,7 +157,28 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string) error {
 	return nil
 }
 
-const apiKeyColumns = `id, name, account, prefix, created_at, revoked_at`
+// SetAPIKeyPreferences stores the key's default routing preferences (JSON
+// text the caller has validated); "" clears them.
+func (s *Store) SetAPIKeyPreferences(ctx context.Context, id, prefs string) error {
+	var v any
+	if prefs != "" {
+		v = prefs
+	}
+	res, err := s.write.ExecContext(ctx, `UPDATE api_keys SET preferences = $1 WHERE id = $2`, v, id)
+	if err != nil {
+		return fmt.Errorf("set preferences of api key %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("set preferences of api key %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("set preferences of api key %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+const apiKeyColumns = `id, name, account, prefix, created_at, revoked_at, preferences`
 
 func (s *Store) insertAPIKey(ctx context.Context, q querier, secret, name string, account keys.Address) (APIKey, error) {
 	idBytes := make([]byte, 12)
@@ -200,8 +225,9 @@ func scanAPIKey(row interface{ Scan(...any) error }) (APIKey, error) {
 		account string
 		created int64
 		revoked sql.NullInt64
+		prefs   sql.NullString
 	)
-	if err := row.Scan(&k.ID, &k.Name, &account, &k.Prefix, &created, &revoked); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &account, &k.Prefix, &created, &revoked, &prefs); err != nil {
 		return APIKey{}, err
 	}
 	k.Account = keys.Address(account)
@@ -209,6 +235,7 @@ func scanAPIKey(row interface{ Scan(...any) error }) (APIKey, error) {
 	if revoked.Valid {
 		k.RevokedAt = fromMicros(revoked.Int64)
 	}
+	k.Preferences = prefs.String
 	return k, nil
 }
 

@@ -26,6 +26,7 @@ func runSuite(t *testing.T, open func(t *testing.T) *Store) {
 	}{
 		{"APIKeys", testAPIKeys},
 		{"EnsureAPIKey", testEnsureAPIKey},
+		{"APIKeyPreferences", testAPIKeyPreferences},
 		{"ReceiptRoundTrip", testReceiptRoundTrip},
 		{"ReceiptDuplicate", testReceiptDuplicate},
 		{"ReceiptRejectsBadSignature", testReceiptRejectsBadSignature},

@@ -12,6 +12,7 @@ package openai
 import (
 	"fmt"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 )
@@ -32,6 +33,9 @@ type Params struct {
 	User string
 	// Provider holds the routing preferences of the "provider" member.
 	Provider scheduler.Preferences
+	// ProviderObject is that member's object as sent (nil without one),
+	// for laying it over an API key's defaults (WithDefaults).
+	ProviderObject jsonfield.Object
 }
 
 // Limits OpenAI documents for its own API; enforcing them here keeps

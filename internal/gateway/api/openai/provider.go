@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"sort"
 	"strconv"
@@ -37,17 +38,46 @@ var providerMembers = map[string]func(raw json.RawMessage, p *scheduler.Preferen
 }
 
 // parseProvider reads the optional "provider" object: the request's
-// routing preferences, in the spirit of OpenRouter's.
-func parseProvider(o jsonfield.Object) (scheduler.Preferences, *apierr.Error) {
-	var p scheduler.Preferences
+// routing preferences, in the spirit of OpenRouter's, and the object.
+func parseProvider(o jsonfield.Object) (scheduler.Preferences, jsonfield.Object, *apierr.Error) {
 	raw, ok := o.Get("provider")
 	if !ok {
-		return p, nil
+		return scheduler.Preferences{}, nil, nil
 	}
 	po, e := jsonfield.AsObject(raw, "provider")
 	if e != nil {
-		return p, e
+		return scheduler.Preferences{}, nil, e
 	}
+	p, e := parseProviderObject(po)
+	return p, po, e
+}
+
+// ParseDefaults checks text, an API key's default routing preferences, by
+// the rules of a request's "provider" object, and returns the object.
+func ParseDefaults(text string) (jsonfield.Object, *apierr.Error) {
+	po, e := jsonfield.AsObject(json.RawMessage(strings.TrimSpace(text)), "provider")
+	if e != nil {
+		return nil, e
+	}
+	if _, e := parseProviderObject(po); e != nil {
+		return nil, e
+	}
+	return po, nil
+}
+
+// WithDefaults is the routing preferences of a request whose own
+// "provider" members (request, nil for none) are laid over an API key's
+// defaults: each member the request names, null included, replaces the
+// key's member of that name as a whole; the key's other members stay.
+func WithDefaults(defaults, request jsonfield.Object) (scheduler.Preferences, *apierr.Error) {
+	merged := make(jsonfield.Object, len(defaults)+len(request))
+	maps.Copy(merged, defaults)
+	maps.Copy(merged, request)
+	return parseProviderObject(merged)
+}
+
+func parseProviderObject(po jsonfield.Object) (scheduler.Preferences, *apierr.Error) {
+	var p scheduler.Preferences
 	names := make([]string, 0, len(po))
 	for name := range po {
 		names = append(names, name)

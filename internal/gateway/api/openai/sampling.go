@@ -63,7 +63,7 @@ func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
 	if e := parseN(o); e != nil {
 		return e
 	}
-	if p.Provider, e = parseProvider(o); e != nil {
+	if p.Provider, p.ProviderObject, e = parseProvider(o); e != nil {
 		return e
 	}
 
