@@ -110,4 +110,3 @@ func TestOpenPostgresBadURL(t *testing.T) {
 		t.Errorf("error shows the password: %s", s)
 	}
 }
-
