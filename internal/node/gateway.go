@@ -47,6 +47,7 @@ type GatewayConfig struct {
 	// models to them (default 2 s). Only with DatabaseURL.
 	PeerURL      string
 	PeerInterval time.Duration
+
 	ChainID string
 	// ReceiptSync is "disk" (default: every receipt is fsynced before the
 	// consumer sees the end of the answer) or "process" (survives the
