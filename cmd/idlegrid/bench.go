@@ -101,6 +101,6 @@ last commit and each batch's commit latency. Prints a summary line.`,
 	lf.IntVar(&lcfg.Receipts, "receipts", lcfg.Receipts, "receipts settled per network size")
 	lf.IntVar(&lcfg.BatchSize, "batch", lcfg.BatchSize, "receipts per settle-batch transaction")
 	lf.IntVar(&lcfg.InFlight, "in-flight", lcfg.InFlight, "batches awaiting commit at once")
-	cmd.AddCommand(overhead, ledgerCmd, newBenchRoutingCmd(a), newBenchEconCmd(a), newBenchChaosCmd(a), newBenchVerifyCmd(a))
+	cmd.AddCommand(overhead, ledgerCmd, newBenchRoutingCmd(a), newBenchEconCmd(a), newBenchChaosCmd(a), newBenchVerifyCmd(a), newBenchScaleCmd(a))
 	return cmd
 }

@@ -34,6 +34,8 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8420", "address to listen on (loopback by default)")
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for the gateway key and database")
 	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…) to share API keys, receipts and reservations with other gateways instead of DATA-DIR's SQLite file; requests for a model no provider here serves go to a peer gateway that has one (prefer IDLEGRID_DATABASE_URL: a password in a flag shows in the process list)")
+	f.StringVar(&cfg.PeerURL, "peer-url", "", "this gateway's base URL as peer gateways reach it (default: the listening address); with --database-url")
 	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
 	f.IntVar(&cfg.Gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
 	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")

@@ -58,7 +58,11 @@ func (g *Gateway) handleAccount(w http.ResponseWriter, r *http.Request) {
 		}
 		spendable := f.Spendable()
 		v.Ledger, v.Balance, v.Allowance, v.Spendable = true, &f.Balance, &f.Allowance, &spendable
-		v.Reserved, v.Pending = g.funds.snapshot(key.Account)
+		if v.Reserved, v.Pending, err = g.funds.holdings(r.Context(), key.Account); err != nil {
+			g.log.Error("read holdings", "account", key.Account, "err", err)
+			apierr.WriteOpenAI(w, apierr.Internal("could not read the account's reservations"))
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, v)
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -39,6 +40,12 @@ var _ Ledger = (*chain.Signer)(nil)
 type funds struct {
 	ledger Ledger
 	ttl    time.Duration
+	// shared, when set, holds reservations and pending spend in the
+	// database gateways share instead of in memory (see reserve.go).
+	shared  SharedFunds
+	gateway keys.PublicKey
+	grace   time.Duration // a shared reservation outlives its request's deadline by this
+	log     *slog.Logger
 
 	mu    sync.Mutex
 	accts map[keys.Address]*consumerFunds
@@ -53,7 +60,7 @@ type consumerFunds struct {
 }
 
 func newFunds(l Ledger, ttl time.Duration, pending map[keys.Address]money.Amount) *funds {
-	f := &funds{ledger: l, ttl: ttl, accts: map[keys.Address]*consumerFunds{}}
+	f := &funds{ledger: l, ttl: ttl, accts: map[keys.Address]*consumerFunds{}, grace: holdGrace, log: slog.New(slog.DiscardHandler)}
 	for c, amt := range pending {
 		f.acct(c).pending = amt
 	}
@@ -74,6 +81,7 @@ type reservation struct {
 	f        *funds
 	consumer keys.Address
 	amount   money.Amount
+	id       string // in the shared database; empty in memory
 	once     sync.Once
 }
 
@@ -91,9 +99,12 @@ func worstCost(req *protocol.Request, pricePrompt, priceCompletion money.Amount)
 // reserve holds cost for consumer, or answers 402 when the consumer's funds
 // do not cover it.
 func (f *funds) reserve(ctx context.Context, consumer keys.Address, cost money.Amount, what string) (*reservation, *apierr.Error) {
-	view, e := f.view(ctx, consumer)
+	view, fetched, e := f.view(ctx, consumer)
 	if e != nil {
 		return nil, e
+	}
+	if f.shared != nil {
+		return f.reserveShared(ctx, consumer, cost, what, view, fetched)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -118,30 +129,32 @@ func insufficient(consumer keys.Address, cost money.Amount, what string, view ch
 			cost, what, consumer, view.Spendable(), limit, reserved, pending)}
 }
 
-// view returns the consumer's ledger funds, read again when older than ttl.
+// view returns the consumer's ledger funds, read again when older than ttl,
+// and when they were read (the time the read began).
 // When the ledger cannot be reached, a previous reading is used; with none,
 // the request fails with 503 rather than being served unpaid.
-func (f *funds) view(ctx context.Context, consumer keys.Address) (chain.Funds, *apierr.Error) {
+func (f *funds) view(ctx context.Context, consumer keys.Address) (chain.Funds, time.Time, *apierr.Error) {
 	f.mu.Lock()
 	a := f.acct(consumer)
 	cached, fetched, gen := a.ledger, a.fetched, a.gen
 	f.mu.Unlock()
 	if !fetched.IsZero() && time.Since(fetched) < f.ttl {
-		return cached, nil
+		return cached, fetched, nil
 	}
+	start := time.Now()
 	fresh, err := f.ledger.ConsumerFunds(ctx, consumer)
 	if err != nil {
 		if !fetched.IsZero() {
-			return cached, nil
+			return cached, fetched, nil
 		}
-		return chain.Funds{}, apierr.Unavailable("ledger_unavailable", "The gateway cannot read account %s from the ledger right now (%v); please retry.", consumer, err)
+		return chain.Funds{}, time.Time{}, apierr.Unavailable("ledger_unavailable", "The gateway cannot read account %s from the ledger right now (%v); please retry.", consumer, err)
 	}
 	f.mu.Lock()
 	if a.gen == gen { // not invalidated while reading: the reading is current
-		a.ledger, a.fetched = fresh, time.Now()
+		a.ledger, a.fetched = fresh, start
 	}
 	f.mu.Unlock()
-	return fresh, nil
+	return fresh, start, nil
 }
 
 // release gives a reservation back (the request failed, or its receipt is
@@ -151,6 +164,10 @@ func (r *reservation) release() {
 		return
 	}
 	r.once.Do(func() {
+		if r.id != "" {
+			r.f.releaseShared(r.id)
+			return
+		}
 		r.f.mu.Lock()
 		a := r.f.acct(r.consumer)
 		a.reserved -= min(a.reserved, r.amount)
@@ -162,6 +179,9 @@ func (r *reservation) release() {
 // until the ledger settles it.
 func (r *reservation) charged(amount money.Amount) {
 	r.release()
+	if r.f.shared != nil {
+		return // the stored receipt is the pending charge
+	}
 	r.f.mu.Lock()
 	r.f.acct(r.consumer).pending += amount
 	r.f.mu.Unlock()

@@ -86,6 +86,11 @@ type Config struct {
 	// FundsTTL is how long a consumer's funds read from the ledger are
 	// reused (default 2 s).
 	FundsTTL time.Duration
+	// SharedFunds, when set with Ledger, holds admission reservations in
+	// a database shared with the other gateways serving the same
+	// consumers (PostgreSQL), so that together they never admit more than
+	// a consumer's balance; without it they are kept in memory.
+	SharedFunds SharedFunds
 	// SettleBatchSize receipts make a batch (default 1000); a partial batch
 	// goes out every SettleInterval (default 2 s); at most SettleInFlight
 	// batches await the ledger at once (default 2).
@@ -194,6 +199,7 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		g.funds = newFunds(cfg.Ledger, cfg.FundsTTL, pending)
+		g.funds.shared, g.funds.gateway, g.funds.log = cfg.SharedFunds, cfg.Key.Public(), cfg.Logger
 		g.settle = newSettlement(g)
 	}
 	g.registerGauges()

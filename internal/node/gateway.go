@@ -36,6 +36,18 @@ type GatewayConfig struct {
 	Addr string
 	// DataDir holds gateway.key and gateway.db.
 	DataDir string
+	// DatabaseURL, when set (postgres://…), keeps API keys, receipts and
+	// reservations in that PostgreSQL database instead of DataDir's SQLite
+	// file, shared with every gateway given the same URL: admission
+	// reservations are then shared, and requests for a model no provider
+	// here serves are forwarded to a peer gateway that has one.
+	DatabaseURL string
+	// PeerURL is this gateway's base URL as its peers reach it (default:
+	// the listening address); PeerInterval is how often it publishes its
+	// models to them (default 2 s). Only with DatabaseURL.
+	PeerURL      string
+	PeerInterval time.Duration
+
 	ChainID string
 	// ReceiptSync is "disk" (default: every receipt is fsynced before the
 	// consumer sees the end of the answer) or "process" (survives the
@@ -77,6 +89,8 @@ type Gateway struct {
 
 	stopSettlement context.CancelFunc
 	settled        chan struct{}
+	stopPeering    context.CancelFunc // nil without a shared database
+	peered         chan struct{}
 }
 
 // StartGateway opens the store and keys and starts serving.
@@ -105,7 +119,13 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	default:
 		return nil, fmt.Errorf("receipt sync %q: want disk or process", cfg.ReceiptSync)
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.DataDir, "gateway.db"), opts...)
+	shared := cfg.DatabaseURL != ""
+	var st *store.Store
+	if shared {
+		st, err = store.OpenPostgres(ctx, cfg.DatabaseURL, store.ForGateway(key.Public()))
+	} else {
+		st, err = store.Open(ctx, filepath.Join(cfg.DataDir, "gateway.db"), opts...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway store: %w", err)
 	}
@@ -126,6 +146,9 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		signer.BroadcastAlso(clients[1:]...)
 		gcfg.Ledger = signer
 	}
+	if shared && gcfg.Ledger != nil {
+		gcfg.SharedFunds = st
+	}
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = metrics.NewGateway()
 	}
@@ -141,6 +164,21 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		return nil, err
 	}
 	ui.SetAPI(api.Handler())
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	handler := api.Handler()
+	var peering *gateway.Peering
+	if shared {
+		if peering, err = startPeering(cfg, key, st, h, ln); err != nil {
+			ln.Close()
+			st.Close()
+			return nil, err
+		}
+		handler = peering.Wrap(handler)
+	}
 	// /metrics beside the API, which is counted and timed.
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", gcfg.Metrics.Handler())
@@ -148,16 +186,11 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	// consumers' requests must send their body in time and are limited
 	// per key and per address.
 	providerConn := func(r *http.Request) bool { return r.URL.Path == protocol.Path }
-	routes := limits.BodyDeadline(api.Handler(), 2*time.Minute, providerConn)
+	routes := limits.BodyDeadline(handler, 2*time.Minute, providerConn)
 	if cfg.Limits.Enabled() {
 		routes = limits.New(cfg.Limits).Wrap(routes, providerConn)
 	}
 	mux.Handle("/", gcfg.Metrics.Instrument(routes))
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
 	g := &Gateway{Key: key, Store: st, Hub: h, API: api, ln: ln, done: make(chan error, 1),
 		srv: &http.Server{
 			Handler:           mux,
@@ -197,6 +230,14 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 			api.RunSettlement(sctx)
 		}()
 	}
+	if peering != nil {
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		g.stopPeering, g.peered = cancel, make(chan struct{})
+		go func() {
+			defer close(g.peered)
+			peering.Run(pctx)
+		}()
+	}
 	go func() {
 		var err error
 		if g.tls {
@@ -229,6 +270,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 // ends; then it cuts what is left. Providers stay connected meanwhile, since
 // the in-flight requests need them.
 func (g *Gateway) Drain(ctx context.Context) error {
+	g.leavePeers() // peers stop forwarding requests here
 	err := g.srv.Shutdown(ctx)
 	if err != nil {
 		g.srv.Close() // the grace period is over
@@ -254,6 +296,7 @@ func (g *Gateway) Drain(ctx context.Context) error {
 
 // Close disconnects providers and closes the store; call Drain first.
 func (g *Gateway) Close() error {
+	g.leavePeers()
 	if g.stopSettlement != nil {
 		g.stopSettlement()
 		<-g.settled

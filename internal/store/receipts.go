@@ -75,8 +75,8 @@ func (s *Store) Receipt(ctx context.Context, requestID string) (receipt.Signed, 
 	return sr, nil
 }
 
-// UnsettledReceipts returns up to limit receipts neither settled nor
-// rejected by the ledger, oldest
+// UnsettledReceipts returns up to limit receipts (of this gateway, with
+// ForGateway) neither settled nor rejected by the ledger, oldest
 // first (ties broken by request_id, so batches are deterministic). A corrupt
 // receipt fails the whole call with an error naming it: a batch must not be
 // settled with a receipt quietly missing.
@@ -84,11 +84,12 @@ func (s *Store) UnsettledReceipts(ctx context.Context, limit int) ([]receipt.Sig
 	if limit <= 0 {
 		return nil, fmt.Errorf("unsettled receipts: limit %d: want a positive limit", limit)
 	}
+	scope, args := s.scope(2)
 	rows, err := s.read.QueryContext(ctx, `
 		SELECT `+receiptColumns+` FROM receipts
-		WHERE settled_at IS NULL AND rejected_at IS NULL
+		WHERE settled_at IS NULL AND rejected_at IS NULL`+scope+`
 		ORDER BY created_at, request_id
-		LIMIT $1`, limit)
+		LIMIT $1`, append([]any{limit}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("unsettled receipts: %w", err)
 	}
@@ -221,11 +222,13 @@ func (s *Store) ConsumerSpend(ctx context.Context, consumer keys.Address) (Spend
 
 // PendingByConsumer sums, per consumer, the receipts neither settled nor
 // rejected: spend the gateway has admitted that the ledger has not yet
-// charged. A gateway starts its admission bookkeeping from it.
+// charged (with ForGateway: admitted by this gateway). A gateway starts
+// its admission bookkeeping from it.
 func (s *Store) PendingByConsumer(ctx context.Context) (map[keys.Address]money.Amount, error) {
+	scope, args := s.scope(1)
 	rows, err := s.read.QueryContext(ctx, `
 		SELECT consumer, COALESCE(SUM(amount), 0) FROM receipts
-		WHERE settled_at IS NULL AND rejected_at IS NULL GROUP BY consumer`)
+		WHERE settled_at IS NULL AND rejected_at IS NULL`+scope+` GROUP BY consumer`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("pending spend: %w", err)
 	}
@@ -250,14 +253,16 @@ type ReceiptCounts struct {
 	Pending, Settled, Rejected int64
 }
 
-// CountReceipts counts every stored receipt by settlement state.
+// CountReceipts counts the stored receipts (of this gateway, with
+// ForGateway) by settlement state.
 func (s *Store) CountReceipts(ctx context.Context) (ReceiptCounts, error) {
 	var c ReceiptCounts
+	scope, args := s.scope(1)
 	err := s.read.QueryRowContext(ctx, `SELECT
 		COALESCE(SUM(CASE WHEN settled_at IS NULL AND rejected_at IS NULL THEN 1 ELSE 0 END), 0),
 		COALESCE(SUM(CASE WHEN settled_at IS NOT NULL THEN 1 ELSE 0 END), 0),
 		COALESCE(SUM(CASE WHEN rejected_at IS NOT NULL THEN 1 ELSE 0 END), 0)
-		FROM receipts`).Scan(&c.Pending, &c.Settled, &c.Rejected)
+		FROM receipts WHERE TRUE`+scope, args...).Scan(&c.Pending, &c.Settled, &c.Rejected)
 	if err != nil {
 		return ReceiptCounts{}, fmt.Errorf("count receipts: %w", err)
 	}
@@ -322,4 +327,13 @@ func scanReceipt(row interface{ Scan(...any) error }) (receipt.Signed, error) {
 		return receipt.Signed{}, corrupt("columns disagree with the signed bytes")
 	}
 	return sr, nil
+}
+
+// scope is the condition that limits a query to this gateway's receipts
+// (ForGateway), using placeholder $n, and its argument; nothing without.
+func (s *Store) scope(n int) (string, []any) {
+	if s.gateway == "" {
+		return "", nil
+	}
+	return fmt.Sprintf(" AND gateway = $%d", n), []any{s.gateway}
 }

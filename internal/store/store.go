@@ -1,9 +1,12 @@
-// Package store is the gateway's SQL store: API keys and signed receipts.
+// Package store is the gateway's SQL store: API keys, signed receipts and,
+// for gateways that share a database, admission reservations and the
+// directory of which gateway serves which model.
 //
-// SQLite (modernc.org/sqlite, no cgo) is the default backend; PostgreSQL is
-// meant to sit behind the same API, so queries use $N placeholders and
-// portable SQL, and everything SQLite-specific lives in Open, the DSN and the
-// migration files under migrations/sqlite.
+// SQLite (modernc.org/sqlite, no cgo) is the default backend (Open);
+// PostgreSQL (pgx) lets several gateways share one database
+// (OpenPostgres). Queries use $N placeholders and portable SQL; what
+// differs per backend lives in the dialect, the Open functions and the
+// migration files under migrations/sqlite and migrations/postgres.
 //
 // Receipts are money: SaveReceipt returns only once the receipt is durable on
 // disk, stores each request_id at most once, and Receipt hands back exactly
@@ -27,6 +30,8 @@ import (
 
 	"github.com/pressly/goose/v3"
 
+	"github.com/idlegrid/idlegrid/internal/keys"
+
 	// Registers the "sqlite" database/sql driver.
 	_ "modernc.org/sqlite"
 )
@@ -48,8 +53,8 @@ var (
 	ErrOutOfRange = errors.New("value out of the store's range")
 )
 
-//go:embed migrations/sqlite/*.sql
-var sqliteMigrations embed.FS
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
+var migrations embed.FS
 
 // busyTimeout bounds how long a statement waits for SQLite's file lock (held
 // briefly by checkpoints, or by another process such as a backup tool) before
@@ -67,6 +72,10 @@ type Store struct {
 	// each other.
 	read *sql.DB
 	now  func() time.Time
+	d    dialect
+	// gateway, when set, scopes settlement to this gateway's receipts
+	// (ForGateway).
+	gateway string
 
 	// Prepared once: preparing costs more than running these queries.
 	insertReceipt *sql.Stmt
@@ -83,6 +92,16 @@ type Option func(*options)
 
 type options struct {
 	processDurable bool
+	gateway        string
+}
+
+// ForGateway scopes what a gateway settles to the receipts it
+// countersigned: UnsettledReceipts, CountReceipts and PendingByConsumer
+// leave out other gateways' receipts. Gateways that share a database each
+// settle their own receipts with their own ledger key (the ledger refuses a
+// receipt countersigned by another gateway than the sender).
+func ForGateway(gateway keys.PublicKey) Option {
+	return func(o *options) { o.gateway = gateway.String() }
 }
 
 // WithProcessDurability commits without waiting for the disk (SQLite WAL
@@ -143,7 +162,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", abs, err)
 	}
-	if err := migrate(ctx, write); err != nil {
+	if err := migrate(ctx, write, sqliteDialect); err != nil {
 		return nil, errors.Join(fmt.Errorf("store: migrate %s: %w", abs, err), write.Close())
 	}
 
@@ -160,16 +179,29 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store: open %s for reading: %w", abs, err), write.Close())
 	}
-	s := &Store{write: write, read: read, now: time.Now, saves: make(chan *pendingSave, maxBatch),
+	return newStore(ctx, write, read, sqliteDialect, o)
+}
+
+// newStore prepares the statements and starts the committer.
+func newStore(ctx context.Context, write, read *sql.DB, d dialect, o options) (*Store, error) {
+	s := &Store{write: write, read: read, now: time.Now, d: d, gateway: o.gateway, saves: make(chan *pendingSave, maxBatch),
 		closing: make(chan struct{}), committed: make(chan struct{})}
+	var err error
 	if s.insertReceipt, err = write.PrepareContext(ctx, insertReceiptSQL); err == nil {
 		s.lookupKey, err = read.PrepareContext(ctx, lookupAPIKeySQL)
 	}
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("store: prepare statements: %w", err), read.Close(), write.Close())
+		return nil, errors.Join(fmt.Errorf("store: prepare statements: %w", err), s.closePools())
 	}
 	go s.committer()
 	return s, nil
+}
+
+func (s *Store) closePools() error {
+	if s.read == s.write {
+		return s.write.Close()
+	}
+	return errors.Join(s.read.Close(), s.write.Close())
 }
 
 // Close closes the database. The writer closes last so that SQLite
@@ -188,7 +220,7 @@ func (s *Store) Close() error {
 		}
 		break
 	}
-	return errors.Join(s.insertReceipt.Close(), s.lookupKey.Close(), s.read.Close(), s.write.Close())
+	return errors.Join(s.insertReceipt.Close(), s.lookupKey.Close(), s.closePools())
 }
 
 func pragma(name string, v int64) string { return fmt.Sprintf("%s(%d)", name, v) }
@@ -221,14 +253,14 @@ func openPool(ctx context.Context, dsn string, conns int) (*sql.DB, error) {
 	return db, nil
 }
 
-func migrate(ctx context.Context, db *sql.DB) error {
-	fsys, err := fs.Sub(sqliteMigrations, "migrations/sqlite")
+func migrate(ctx context.Context, db *sql.DB, d dialect) error {
+	fsys, err := fs.Sub(migrations, "migrations/"+d.name)
 	if err != nil {
 		return err
 	}
 	// The global registry holds Go migrations registered by any imported
 	// package; this schema is exactly the embedded SQL files.
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys, goose.WithDisableGlobalRegistry(true))
+	p, err := goose.NewProvider(d.goose, db, fsys, goose.WithDisableGlobalRegistry(true))
 	if err != nil {
 		return err
 	}
@@ -246,6 +278,18 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	}
 	return nil
 }
+
+// dialect is what differs between the SQL backends.
+type dialect struct {
+	name  string // directory under migrations/
+	goose goose.Dialect
+	// lockConsumer, run after inserting the consumer's row into
+	// funds_locks, holds that row until the transaction ends; empty where
+	// a write transaction already excludes every other (SQLite).
+	lockConsumer string
+}
+
+var sqliteDialect = dialect{name: "sqlite", goose: goose.DialectSQLite3}
 
 // querier is what both *sql.DB and *sql.Tx offer.
 type querier interface {

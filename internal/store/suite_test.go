@@ -35,6 +35,10 @@ func runSuite(t *testing.T, open func(t *testing.T) *Store) {
 		{"Settlement", testSettlement},
 		{"RejectionAndSpend", testRejectionAndSpend},
 		{"ReceiptCorrupt", testReceiptCorrupt},
+		{"ForGateway", testForGateway},
+		{"Reservations", testReservations},
+		{"ReservationsConcurrent", testReservationsConcurrent},
+		{"PeerModels", testPeerModels},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}

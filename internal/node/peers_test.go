@@ -1,0 +1,185 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/link"
+	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/store/pgtemp"
+)
+
+// sharedDatabase starts a throwaway PostgreSQL and returns an empty
+// database's URL, or skips the test when PostgreSQL is not installed.
+func sharedDatabase(t *testing.T) string {
+	t.Helper()
+	srv, err := pgtemp.Start(t.Context())
+	if errors.Is(err, pgtemp.ErrNoPostgres) {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	url, err := srv.CreateDatabase(t.Context(), "gateways")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
+func startSharedGateway(t *testing.T, dbURL string) *node.Gateway {
+	t.Helper()
+	g, err := node.StartGateway(t.Context(), node.GatewayConfig{Addr: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: dbURL,
+		PeerInterval: 100 * time.Millisecond, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		g.Shutdown(ctx)
+	})
+	return g
+}
+
+// TestCrossGatewayForwarding: two gateway processes' worth of gateways
+// (own keys, hubs, HTTP servers and connection pools) share one PostgreSQL;
+// a provider connected to A serves a consumer calling B, streamed and not,
+// through the OpenAI and the Ollama APIs, and A bills it.
+func TestCrossGatewayForwarding(t *testing.T) {
+	dbURL := sharedDatabase(t)
+	a := startSharedGateway(t, dbURL)
+	b := startSharedGateway(t, dbURL)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	consumer, _ := keys.Generate()
+	// One key, created through A, works at B: the key table is shared.
+	if _, err := a.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastSim()
+	s, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := node.StartProvider(node.ProviderConfig{Gateway: a.URL(), KeyFile: filepath.Join(t.TempDir(), "provider.key"),
+		Backend: &node.LocalBackend{Backend: s, Description: "simulator"}, Slots: 4, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			p.Stop()
+		}
+	})
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "B to learn that A serves sim", func() bool {
+		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
+		return err == nil && len(peers) == 1 && peers[0].Gateway == a.Key.Public()
+	})
+	if len(b.Hub.Snapshot()) != 0 {
+		t.Fatal("the provider is connected to B too; the test would prove nothing")
+	}
+
+	// Streamed, through B.
+	want, tokens := wantAnswer(t, cfg, "across gateways", 20)
+	got := (&faultyNet{URL: b.URL()}).stream(t, "across gateways", 20, "")
+	if got.status != http.StatusOK || got.text != want || got.usage != tokens || got.errorEvent != "" {
+		t.Fatalf("streamed via B: %+v, want %q (%d tokens)", got, want, tokens)
+	}
+	r, err := b.Store.Receipt(ctx, got.id)
+	if err != nil {
+		t.Fatalf("receipt of the forwarded request: %v", err)
+	}
+	if r.Receipt.Gateway != a.Key.Public() || r.Receipt.Provider != p.Key || r.Receipt.CompletionTokens != uint64(tokens) {
+		t.Errorf("receipt gateway %s provider %s tokens %d; want A %s, the provider, %d",
+			r.Receipt.Gateway, r.Receipt.Provider, r.Receipt.CompletionTokens, a.Key.Public(), tokens)
+	}
+	// A settles it, B does not offer it.
+	for _, tc := range []struct {
+		name string
+		g    *node.Gateway
+		want int
+	}{{"A", a, 1}, {"B", b, 0}} {
+		rs, err := tc.g.Store.UnsettledReceipts(ctx, 10)
+		if err != nil || len(rs) != tc.want {
+			t.Errorf("%s's unsettled receipts: %d, %v; want %d", tc.name, len(rs), err, tc.want)
+		}
+	}
+
+	// Not streamed, Ollama's API, through B.
+	body := `{"model":"sim","stream":false,"messages":[{"role":"user","content":"across gateways"}],"options":{"num_predict":20}}`
+	status, out := postJSON(t, b.URL()+"/api/chat", body, nil)
+	var chat struct {
+		Message struct{ Content string } `json:"message"`
+		Done    bool                     `json:"done"`
+	}
+	if err := json.Unmarshal([]byte(out), &chat); err != nil || status != http.StatusOK || chat.Message.Content != want || !chat.Done {
+		t.Fatalf("/api/chat via B: %d %s (%v); want %q", status, out, err, want)
+	}
+
+	// A model nobody serves is not forwarded anywhere, and a request that
+	// was forwarded once is never forwarded again.
+	status, out = postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"nope","messages":[{"role":"user","content":"x"}]}`, nil)
+	if status != http.StatusNotFound {
+		t.Errorf("unknown model via B: %d %s, want 404", status, out)
+	}
+	status, out = postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"sim","messages":[{"role":"user","content":"x"}]}`,
+		map[string]string{gateway.ForwardedHeader: a.Key.Public().String()})
+	if status == http.StatusOK {
+		t.Errorf("a request marked forwarded was forwarded again: %s", out)
+	}
+
+	// The provider leaves: A withdraws sim and B stops forwarding.
+	p.Stop()
+	stopped = true
+	eventually(t, 10*time.Second, "A to withdraw sim", func() bool {
+		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
+		return err == nil && len(peers) == 0
+	})
+	status, out = postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"sim","messages":[{"role":"user","content":"x"}]}`, nil)
+	if status != http.StatusNotFound && status != http.StatusServiceUnavailable {
+		t.Errorf("after the provider left: %d %s, want 404 or 503", status, out)
+	}
+}
+
+func postJSON(t *testing.T, url, body string, headers map[string]string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(fmt.Errorf("read %s: %w", url, err))
+	}
+	return resp.StatusCode, string(b)
+}
