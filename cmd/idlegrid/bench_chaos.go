@@ -66,7 +66,7 @@ validators must agree and ` + "`idlegrid audit`" + ` must pass
 	f.IntVar(&cfg.AnswerTokens, "answer-tokens", cfg.AnswerTokens, "tokens per answer")
 	f.DurationVar(&cfg.KillEvery, "kill-every", cfg.KillEvery, "interval between provider kills")
 	f.DurationVar(&cfg.RestartAfter, "restart-after", cfg.RestartAfter, "how long a killed provider stays down")
-	f.DurationVar(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "the providers' checkpoint interval (0: the agent's default, 200ms; 1ns: every chunk)")
+	f.DurationVar(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "the providers' least interval between checkpoints (0: the agent's default, every chunk; e.g. 200ms signs less and leaves up to that much of a killed provider's output unbilled)")
 	f.BoolVar(&processes, "processes", false, "kill real processes: validators, gateways, providers and simulators (see above)")
 	return cmd
 }

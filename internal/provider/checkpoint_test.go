@@ -67,7 +67,8 @@ func TestCheckpoints(t *testing.T) {
 		min, max int // checkpoints expected among 20 chunks
 	}{
 		{"every chunk", time.Nanosecond, 20, 20},
-		{"default, 200ms", 0, 0, 1},
+		{"default: every chunk", 0, 20, 20},
+		{"every 200ms", 200 * time.Millisecond, 0, 1},
 		{"every 30ms", 30 * time.Millisecond, 1, 4},
 		{"off", -1, 0, 0},
 	}
