@@ -259,6 +259,7 @@ func (n *Network) PrintBanner(w io.Writer, dataDir string) {
 	fmt.Fprintf(w, "  OpenAI API base URL:  %s/v1\n", url)
 	fmt.Fprintf(w, "  Ollama API base URL:  %s\n", url)
 	fmt.Fprintf(w, "  Dashboard:            %s/ui/\n", url)
+	fmt.Fprintf(w, "  Provide from a tab:   %s/contribute\n", url)
 	if n.APIKey != "" {
 		fmt.Fprintf(w, "  API key:              %s\n", n.APIKey)
 	} else {
