@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -199,6 +200,31 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 		}
 		checkBrowserReceipt(t, n, base, resp.ID, key.Public())
 		waitText(t, bctx, "#served", "3")
+	})
+
+	t.Run("pause while hidden", func(t *testing.T) {
+		// The browser's visibilitychange event, with document.hidden as a
+		// hidden tab reports it.
+		setHidden := func(hidden bool) {
+			js := `Object.defineProperty(document, "hidden", {configurable: true, get: () => ` + strconv.FormatBool(hidden) + `});
+				document.dispatchEvent(new Event("visibilitychange"))`
+			if _, err := chromedp.Run(bctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setHidden(true)
+		time.Sleep(200 * time.Millisecond)
+		if i := waitProvider(t, n.Gateway.Hub, key.Public(), func(hub.Info) bool { return true }); i.Paused {
+			t.Fatal("a hidden tab paused without the owner asking for it")
+		}
+		setHidden(false)
+		if err := chromedp.Do(bctx, chromedp.Click(chromedp.CSS("#hide-pause"))); err != nil {
+			t.Fatal(err)
+		}
+		setHidden(true)
+		waitProvider(t, n.Gateway.Hub, key.Public(), func(i hub.Info) bool { return i.Paused })
+		setHidden(false)
+		waitProvider(t, n.Gateway.Hub, key.Public(), func(i hub.Info) bool { return !i.Paused })
 	})
 
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
