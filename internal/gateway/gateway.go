@@ -111,7 +111,8 @@ type Config struct {
 	// zero value is the marketplace policy; the others are baselines for
 	// `idlegrid bench routing`.
 	Policy scheduler.Policy
-	// Web, when set, serves the web UI under /ui/ (and / redirects there).
+	// Web, when set, serves the web UI under /ui/ (and / redirects there)
+	// and the browser provider page at /contribute.
 	Web http.Handler
 }
 
@@ -262,6 +263,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	if g.cfg.Web != nil {
 		mux.Handle("/ui/", g.cfg.Web)
+		mux.Handle("GET /contribute", g.cfg.Web) // the browser provider page
 		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -59,6 +59,12 @@ type UpConfig struct {
 	VerifyEvery time.Duration
 	Version     string
 	Logger      *slog.Logger
+
+	// NoProvider starts no local provider agent (nor its backend): the
+	// network waits for providers to dial in, e.g. a browser on
+	// /contribute. The verifier needs the local backend, so VerifyEvery
+	// must be zero.
+	NoProvider bool
 }
 
 // Network is everything `up` runs.
@@ -86,6 +92,9 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	}
 	if cfg.ChainID == "" {
 		cfg.ChainID = DefaultChainID
+	}
+	if cfg.NoProvider && cfg.VerifyEvery > 0 {
+		return nil, errors.New("up: the verifier replays canaries on the local provider's backend; it cannot run without a provider")
 	}
 	n := &Network{}
 	fail := func(err error) (*Network, error) {
@@ -130,6 +139,9 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	n.Gateway = gw
 	if n.APIKey, err = devAPIKey(ctx, gw.Store, cfg.DevAPIKey, n.Account); err != nil {
 		return fail(err)
+	}
+	if cfg.NoProvider {
+		return n, nil
 	}
 	n.Backend = cfg.BackendOverride
 	if n.Backend == nil {
@@ -247,6 +259,7 @@ func (n *Network) PrintBanner(w io.Writer, dataDir string) {
 	fmt.Fprintf(w, "  OpenAI API base URL:  %s/v1\n", url)
 	fmt.Fprintf(w, "  Ollama API base URL:  %s\n", url)
 	fmt.Fprintf(w, "  Dashboard:            %s/ui/\n", url)
+	fmt.Fprintf(w, "  Provide from a tab:   %s/contribute\n", url)
 	if n.APIKey != "" {
 		fmt.Fprintf(w, "  API key:              %s\n", n.APIKey)
 	} else {

@@ -3,7 +3,9 @@
 // (blocks and their transactions, receipts by request id, epochs and payout
 // roots, provider pages) and an account page for an API key's funds and
 // spend. Pages are rendered on the server with html/template from embedded
-// files, charts are inline SVG, and nothing needs JavaScript.
+// files, charts are inline SVG, and nothing needs JavaScript — except the
+// browser provider page at /contribute, whose point is to run a provider in
+// the tab (contribute.go; hand-written ES modules in static/contribute/).
 //
 // The UI reads through small interfaces (the hub's snapshot, the store's
 // receipts, the ledger's queries, the chain's blocks) and reaches the
@@ -165,6 +167,7 @@ func (u *UI) routes(static http.Handler) {
 	m.HandleFunc("GET "+Prefix+"explorer/provider/{addr}", u.provider)
 	m.HandleFunc("GET "+Prefix+"account", u.accountForm)
 	m.HandleFunc("POST "+Prefix+"account", u.account)
+	m.HandleFunc("GET "+ContributePath, u.contribute)
 	m.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		u.notFound(w, r, "There is no page at this address.")
 	})
