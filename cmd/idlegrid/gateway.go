@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
 func newGatewayCmd(a *app) *cobra.Command {
 	cfg := node.GatewayConfig{}
+	var plantKey string
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway: the consumer APIs and the endpoint providers dial",
@@ -19,6 +24,9 @@ func newGatewayCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger, cfg.Version = a.log, version
 			ctx := cmd.Context()
+			if err := plantSetup(&cfg, plantKey); err != nil {
+				return err
+			}
 			g, err := node.StartGateway(ctx, cfg)
 			if err != nil {
 				return err
@@ -60,5 +68,30 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.IntVar(&cfg.Limits.IPBurst, "ip-burst", 100, "burst of requests per client address")
 	f.IntVar(&cfg.Limits.IPConcurrent, "ip-concurrent", 128, "requests in flight per client address (0: no limit)")
 	f.Uint32Var(&cfg.Gateway.FeeBps, "fee-bps", 0, "the gateway's fee in basis points of the consumer price, added on top of providers' price floors (the ledger's gateway_fee_bps + protocol_fee_bps lets providers keep their floors)")
+	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses sampled for registered verifiers (0: none); a sample is its receipt (hashes and counts) unless --share-samples")
+	f.BoolVar(&cfg.Gateway.Samples.ShareText, "share-samples", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
+	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --share-samples, --chain-rpc and --plant-key; labelled by the built-in simulator)")
+	f.StringVar(&plantKey, "plant-key", "", "key file of a provider registered on the ledger that signs planted samples")
 	return cmd
+}
+
+// plantSetup prepares the planter: the built-in simulator is the only
+// reference with log-probabilities to label samples with.
+func plantSetup(cfg *node.GatewayConfig, keyFile string) error {
+	if cfg.Plant.Every <= 0 {
+		return nil
+	}
+	if keyFile == "" || !cfg.Gateway.Samples.ShareText || len(cfg.ChainRPC) == 0 {
+		return errors.New("--plant-every needs --plant-key, --share-samples and --chain-rpc")
+	}
+	key, err := keys.Load(keyFile)
+	if err != nil {
+		return fmt.Errorf("plant key: %w", err)
+	}
+	s, err := sim.New(sim.DefaultConfig())
+	if err != nil {
+		return err
+	}
+	cfg.Plant.Reference, cfg.Plant.Scorer, cfg.Plant.Provider = s, verify.SimScorer{Sim: s}, key
+	return nil
 }

@@ -25,6 +25,7 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger, cfg.Version = a.log, version
+			cfg.Gateway.Samples.ShareText = true // the consumer, the gateway and the verifier are all yours
 			ctx := cmd.Context()
 			n, err := node.StartUp(ctx, cfg)
 			if err != nil {
@@ -54,5 +55,7 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
 	f.StringVar(&cfg.ChainMetricsAddr, "chain-metrics-addr", "", "serve the validator's Prometheus metrics here, e.g. 127.0.0.1:26660 (the gateway's are at /metrics on --addr)")
 	f.DurationVar(&cfg.VerifyEvery, "verify-every", 30*time.Second, "the dev verifier sends a canary this often and posts a verdict every 8 (0: no verifier)")
+	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses the gateway samples for verifiers, with their text (0: none)")
+	f.DurationVar(&cfg.PlantEvery, "plant-every", 10*time.Minute, "plant a known sample this often to test the verifiers, with the simulator backend (0: never)")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/verifier"
+	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
 func newVerifyCmd(a *app) *cobra.Command {
@@ -21,7 +22,7 @@ func newVerifyCmd(a *app) *cobra.Command {
 		gateway, apiKey, backendKind, ollama string
 		rpc, keyFile, dataDir                string
 		models                               []string
-		interval                             time.Duration
+		interval, sampleInterval             time.Duration
 		caseSize, maxTokens                  int
 		dryRun                               bool
 	)
@@ -36,7 +37,11 @@ vouch for) and, every --case-size canaries of one provider, judge them and
 post a verdict transaction signed with --key (a registered, staked verifier).
 The evidence of every verdict is kept under DATA-DIR/evidence, named by the
 hash the verdict carries. Providers audited less than the others get the
-next canaries. See docs/verification.md for the statistics.`,
+next canaries. Every --sample-interval the verifier also reads the gateway's
+feed of sampled responses (signed with --key: only registered verifiers may)
+and, when the gateway shares their text and the reference has
+log-probabilities (--backend sim; Ollama has none), re-scores them and posts
+their verdicts. See docs/verification.md for the statistics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if gateway == "" || apiKey == "" {
@@ -65,15 +70,26 @@ next canaries. See docs/verification.md for the statistics.`,
 					fmt.Fprintf(a.stdout, "%s provider %s (%s %s): %s; evidence %s, %s\n",
 						time.Now().Format(time.TimeOnly), p.Provider, p.Model, p.Digest, state, p.Evidence, posted)
 				}}
+			if b.Sim != nil {
+				cfg.Scorer = verify.SimScorer{Sim: b.Sim}
+			} else {
+				fmt.Fprintf(a.stdout, "%s returns no log-probabilities: sampled responses are not re-scored (canaries still run)\n", b.Description)
+			}
 			if !dryRun {
 				if keyFile == "" {
 					keyFile = filepath.Join(dataDir, "verifier.key")
 				}
-				post, addr, err := verdictPoster(ctx, rpc, keyFile)
+				post, key, err := verdictPoster(ctx, rpc, keyFile)
 				if err != nil {
 					return err
 				}
+				addr := key.Public().Address()
 				cfg.Post = post
+				if sampleInterval > 0 {
+					// The key also proves to the gateway that a registered
+					// verifier reads its sample feed.
+					cfg.Key, cfg.SampleInterval = key, sampleInterval
+				}
 				fmt.Fprintf(a.stdout, "verifier %s posting verdicts to %s\n", addr, rpc)
 			}
 			v, err := verifier.New(cfg)
@@ -97,30 +113,31 @@ next canaries. See docs/verification.md for the statistics.`,
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
 	f.StringVar(&keyFile, "key", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")
 	f.BoolVar(&dryRun, "dry-run", false, "judge but post nothing")
+	f.DurationVar(&sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key, and re-score shared samples (reference sim only; 0: canaries only)")
 	return cmd
 }
 
 // verdictPoster signs verdicts with the key in keyFile, after checking on
 // the ledger that it is a registered verifier.
-func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Context, ledger.Tx) error, keys.Address, error) {
+func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Context, ledger.Tx) error, keys.PrivateKey, error) {
 	key, err := keys.Load(keyFile)
 	if err != nil {
-		return nil, "", fmt.Errorf("verifier key: %w", err)
+		return nil, keys.PrivateKey{}, fmt.Errorf("verifier key: %w", err)
 	}
 	c, err := chain.NewHTTPClient(rpc)
 	if err != nil {
-		return nil, "", err
+		return nil, keys.PrivateKey{}, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := c.Status(sctx)
 	if err != nil {
-		return nil, "", fmt.Errorf("ledger at %s: %w", rpc, err)
+		return nil, keys.PrivateKey{}, fmt.Errorf("ledger at %s: %w", rpc, err)
 	}
 	addr := key.Public().Address()
 	acct, err := chain.Ledger{Client: c}.Account(sctx, addr)
 	if err != nil || !acct.Has(ledger.RoleVerifier) {
-		return nil, "", fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key %s register verifier` and stake first", addr, err, keyFile)
+		return nil, keys.PrivateKey{}, fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key %s register verifier` and stake first", addr, err, keyFile)
 	}
 	signer := chain.NewSigner(c, key, st.ChainID)
 	return func(ctx context.Context, tx ledger.Tx) error {
@@ -129,5 +146,5 @@ func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Conte
 			return err
 		}
 		return res.Err()
-	}, addr, nil
+	}, key, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway/api/ollama"
 	"github.com/idlegrid/idlegrid/internal/gateway/api/openai"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/metrics"
@@ -114,6 +115,9 @@ type Config struct {
 	// Web, when set, serves the web UI under /ui/ (and / redirects there)
 	// and the browser provider page at /contribute.
 	Web http.Handler
+	// Samples configures the feed of sampled responses for verifiers
+	// (samples.go).
+	Samples SampleConfig
 }
 
 // Gateway serves the consumer APIs.
@@ -129,6 +133,7 @@ type Gateway struct {
 	standings  map[keys.PublicKey]standing
 	funds      *funds      // nil without a ledger
 	settle     *settlement // nil without a ledger
+	samples    *sampleFeed // nil when no responses are sampled
 }
 
 // New checks cfg and returns a Gateway.
@@ -203,6 +208,9 @@ func New(cfg Config) (*Gateway, error) {
 		g.funds.shared, g.funds.gateway, g.funds.log = cfg.SharedFunds, cfg.Key.Public(), cfg.Logger
 		g.settle = newSettlement(g)
 	}
+	if g.samples, err = newSampleFeed(cfg.Samples, cfg.ChainID, cfg.Key.Public(), cfg.Now); err != nil {
+		return nil, err
+	}
 	g.registerGauges()
 	return g, nil
 }
@@ -254,6 +262,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/models/{id...}", g.handleOpenAIModel)
 	mux.HandleFunc("GET /v1/receipts/{id}", g.handleReceipt)
 	route("GET", "/v1/account", g.handleAccount, apierr.WriteOpenAI)
+	route("GET", samplefeed.Path, g.handleSamples, apierr.WriteOpenAI)
 	route("POST", "/api/chat", g.ollamaGeneration(ollama.ParseChat, ollama.NewChatSink, "chat-"), apierr.WriteOllama)
 	route("POST", "/api/generate", g.ollamaGeneration(ollama.ParseGenerate, ollama.NewGenerateSink, "gen-"), apierr.WriteOllama)
 	route("GET", "/api/tags", g.handleOllamaTags, apierr.WriteOllama)

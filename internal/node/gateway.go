@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain"
@@ -71,8 +72,12 @@ type GatewayConfig struct {
 	// under DataDir/autocert.
 	TLSCert, TLSKey string
 	TLSDomains      []string
-	Version         string
-	Logger          *slog.Logger
+	// Plant, when its Every is positive, plants known samples into the
+	// sample feed (its Ledger is filled in here; it needs ChainRPC or a
+	// Gateway.Ledger that is a *chain.Signer).
+	Plant   gateway.PlantConfig
+	Version string
+	Logger  *slog.Logger
 }
 
 // Gateway is a running gateway.
@@ -81,6 +86,8 @@ type Gateway struct {
 	Store *store.Store
 	Hub   *hub.Hub
 	API   *gateway.Gateway
+	// Planter plants known samples when GatewayConfig.Plant asks for it.
+	Planter *gateway.Planter
 
 	srv  *http.Server
 	ln   net.Listener
@@ -149,6 +156,15 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if shared && gcfg.Ledger != nil {
 		gcfg.SharedFunds = st
 	}
+	if gcfg.Samples.Share > 0 && gcfg.Samples.Verifiers == nil && len(cfg.ChainRPC) > 0 {
+		// Only verifiers registered on the ledger may read the samples.
+		c, err := chain.NewHTTPClient(cfg.ChainRPC[0])
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
+		}
+		gcfg.Samples.Verifiers = chain.Ledger{Client: c}
+	}
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = metrics.NewGateway()
 	}
@@ -162,6 +178,13 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	var planter *gateway.Planter
+	if cfg.Plant.Every > 0 {
+		if planter, err = startPlanter(api, cfg, gcfg); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	ui.SetAPI(api.Handler())
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -191,7 +214,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		routes = limits.New(cfg.Limits).Wrap(routes, providerConn)
 	}
 	mux.Handle("/", gcfg.Metrics.Instrument(routes))
-	g := &Gateway{Key: key, Store: st, Hub: h, API: api, ln: ln, done: make(chan error, 1),
+	g := &Gateway{Key: key, Store: st, Hub: h, API: api, Planter: planter, ln: ln, done: make(chan error, 1),
 		srv: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -227,6 +250,11 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		g.stopSettlement, g.settled = cancel, make(chan struct{})
 		go func() {
 			defer close(g.settled)
+			if planter != nil {
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				wg.Go(func() { planter.Run(sctx) })
+			}
 			api.RunSettlement(sctx)
 		}()
 	}
@@ -317,4 +345,26 @@ func startWeb(h *hub.Hub, st *store.Store, chainRPC []string, log *slog.Logger) 
 		}
 	}
 	return web.New(wc)
+}
+
+// plantLedger sends the planter's transactions with the gateway's own
+// signer (one nonce sequence for settlement and plants) and reads cases.
+type plantLedger struct {
+	*chain.Signer
+	chain.Ledger
+}
+
+// startPlanter makes the gateway's planter; it runs beside settlement.
+func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) (*gateway.Planter, error) {
+	signer, ok := gcfg.Ledger.(*chain.Signer)
+	if !ok || len(cfg.ChainRPC) == 0 {
+		return nil, errors.New("planted samples need the ledger (--chain-rpc)")
+	}
+	c, err := chain.NewHTTPClient(cfg.ChainRPC[0])
+	if err != nil {
+		return nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
+	}
+	pc := cfg.Plant
+	pc.Ledger = plantLedger{Signer: signer, Ledger: chain.Ledger{Client: c}}
+	return api.NewPlanter(pc)
 }

@@ -47,7 +47,10 @@ func DefaultOllamaURL() string {
 type LocalBackend struct {
 	Backend     backend.Backend
 	Description string
-	close       func()
+	// Sim is the built-in simulator behind Backend, when it is one: it
+	// also scores texts (log-probabilities), which re-scoring needs.
+	Sim   *sim.Sim
+	close func()
 }
 
 // Close stops a backend the node started (the simulator).
@@ -104,7 +107,7 @@ func startSim(cfg sim.Config) (*LocalBackend, error) {
 	srv := &http.Server{Handler: sim.NewServer(s), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	url := "http://" + ln.Addr().String()
-	return &LocalBackend{Backend: ollama.New(url, nil), Description: "built-in simulator", close: func() { srv.Close() }}, nil
+	return &LocalBackend{Backend: ollama.New(url, nil), Description: "built-in simulator", Sim: s, close: func() { srv.Close() }}, nil
 }
 
 // ProviderConfig configures a provider agent process.

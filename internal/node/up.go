@@ -20,6 +20,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/verifier"
+	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
 // UpConfig configures `idlegrid up`.
@@ -57,13 +58,18 @@ type UpConfig struct {
 	// posts verdicts on the ledger (a demonstration: here the reference is
 	// the provider's own backend).
 	VerifyEvery time.Duration
-	Version     string
-	Logger      *slog.Logger
+	// PlantEvery, when positive and the backend is the simulator (whose
+	// log-probabilities label the samples), plants a known sample into
+	// the gateway's sample feed that often, signed with the local
+	// provider's key (see gateway.Planter).
+	PlantEvery time.Duration
+	Version    string
+	Logger     *slog.Logger
 
 	// NoProvider starts no local provider agent (nor its backend): the
 	// network waits for providers to dial in, e.g. a browser on
 	// /contribute. The verifier needs the local backend, so VerifyEvery
-	// must be zero.
+	// must be zero; nothing is planted (PlantEvery is ignored).
 	NoProvider bool
 }
 
@@ -128,11 +134,23 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	n.Validator = v
+	if !cfg.NoProvider {
+		n.Backend = cfg.BackendOverride
+		if n.Backend == nil {
+			if n.Backend, err = OpenBackend(ctx, cfg.Backend, cfg.OllamaURL, cfg.Logger); err != nil {
+				return fail(err)
+			}
+		}
+	}
 	gcfg := cfg.Gateway
 	gcfg.Ledger = chain.NewSigner(v.Node.Client(), gwKey, cfg.ChainID)
+	var plant gateway.PlantConfig
+	if cfg.PlantEvery > 0 && n.Backend != nil && n.Backend.Sim != nil {
+		plant = gateway.PlantConfig{Every: cfg.PlantEvery, Reference: n.Backend.Sim, Scorer: verify.SimScorer{Sim: n.Backend.Sim}, Provider: provKey}
+	}
 	// ChainRPC serves the web UI's explorer; the gateway settles through gcfg.Ledger.
 	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link, ReceiptSync: cfg.ReceiptSync, Limits: cfg.Limits,
-		ChainRPC: []string{v.RPC()}, Gateway: gcfg, Version: cfg.Version, Logger: cfg.Logger.With("role", "gateway")})
+		ChainRPC: []string{v.RPC()}, Gateway: gcfg, Plant: plant, Version: cfg.Version, Logger: cfg.Logger.With("role", "gateway")})
 	if err != nil {
 		return fail(err)
 	}
@@ -142,12 +160,6 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	}
 	if cfg.NoProvider {
 		return n, nil
-	}
-	n.Backend = cfg.BackendOverride
-	if n.Backend == nil {
-		if n.Backend, err = OpenBackend(ctx, cfg.Backend, cfg.OllamaURL, cfg.Logger); err != nil {
-			return fail(err)
-		}
 	}
 	n.Provider, err = StartProvider(ProviderConfig{Gateway: gw.URL(), KeyFile: filepath.Join(cfg.DataDir, "provider.key"),
 		Backend: n.Backend, Slots: cfg.Slots, Link: cfg.Link, Version: cfg.Version, Logger: cfg.Logger.With("role", "provider")})
@@ -229,9 +241,13 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 	}
 	signer := chain.NewSigner(n.Validator.Node.Client(), key, cfg.ChainID)
 	log := cfg.Logger.With("role", "verifier")
+	var scorer verify.Scorer // sampled responses are re-scored on the simulator only
+	if n.Backend.Sim != nil {
+		scorer = verify.SimScorer{Sim: n.Backend.Sim}
+	}
 	v, err := verifier.New(verifier.Config{
 		Gateway: n.Gateway.URL(), APIKey: secret, Reference: n.Backend.Backend, Dir: filepath.Join(cfg.DataDir, "evidence"),
-		Interval: cfg.VerifyEvery, Logger: log,
+		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer,
 		Post: func(ctx context.Context, tx ledger.Tx) error {
 			res, err := signer.Send(ctx, tx)
 			if err != nil {

@@ -4,7 +4,9 @@
 // which weights (digest), replays the answers against its own reference
 // model, and once it holds a case's worth of canaries for a provider,
 // judges them (internal/verify) and posts the verdict on the ledger with
-// the hash of the evidence, which it keeps on disk.
+// the hash of the evidence, which it keeps on disk. With its ledger key it
+// also reads the gateway's sample feed and re-scores the sampled responses
+// (samples.go).
 //
 // Canaries go out at Interval; a provider the verifier has audited less
 // than the others (a new one) is targeted with the request's routing
@@ -30,6 +32,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -63,6 +66,18 @@ type Config struct {
 	// Seed picks the canaries from the prompt mix.
 	Seed   uint64
 	Canary verify.Canary
+	// Key, when set, is the verifier's ledger key: it signs the verifier's
+	// reads of the gateway's sample feed (samples.go), every
+	// SampleInterval (default 5 s).
+	Key            keys.PrivateKey
+	SampleInterval time.Duration
+	// Scorer is the reference's log-probabilities, which re-scoring
+	// sampled responses needs (default: verify.SimScorer when Reference
+	// is the simulator itself; nil otherwise — Ollama returns none, and
+	// samples then only tell which providers serve which models). Judge
+	// decides re-scored samples (default verify.DefaultJudge).
+	Scorer verify.Scorer
+	Judge  verify.Judge
 	// OnVerdict, when set, is called with every verdict reached.
 	OnVerdict func(Posted)
 	HTTP      *http.Client
@@ -80,10 +95,14 @@ type Verifier struct {
 	audited map[keys.PublicKey]int      // cases posted per provider
 	known   map[string][]keys.PublicKey // model → providers seen serving it
 	verdict []Posted
+	feed    feedState
 }
 
 // Posted is a verdict the verifier reached.
 type Posted struct {
+	// Source is "canary" (a case of the verifier's own canaries) or
+	// "sample" (a response the gateway sampled).
+	Source   string         `json:"source"`
 	Provider keys.PublicKey `json:"provider"`
 	Model    string         `json:"model"`
 	Digest   string         `json:"digest"`
@@ -118,6 +137,15 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Canary == (verify.Canary{}) {
 		cfg.Canary = verify.DefaultCanary()
 	}
+	if cfg.SampleInterval <= 0 {
+		cfg.SampleInterval = 5 * time.Second
+	}
+	if s, ok := cfg.Reference.(*sim.Sim); ok && cfg.Scorer == nil {
+		cfg.Scorer = verify.SimScorer{Sim: s}
+	}
+	if cfg.Judge == (verify.Judge{}) {
+		cfg.Judge = verify.DefaultJudge()
+	}
 	if cfg.HTTP == nil {
 		cfg.HTTP = &http.Client{Timeout: 5 * time.Minute}
 	}
@@ -132,8 +160,14 @@ func New(cfg Config) (*Verifier, error) {
 	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{}}, nil
 }
 
-// Run sends canaries until ctx ends.
+// Run sends canaries and, with a Key, reads the sample feed, until ctx
+// ends.
 func (v *Verifier) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	if !v.cfg.Key.IsZero() {
+		wg.Go(func() { v.runSamples(ctx) })
+	}
+	defer wg.Wait()
 	t := time.NewTicker(v.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -263,19 +297,25 @@ func (v *Verifier) judge(ctx context.Context, model string, prov keys.PublicKey,
 	}{prov, model, digest, batch, verdict}
 	raw, _ := json.MarshalIndent(evidence, "", " ")
 	hash := receipt.Hash(sha256.Sum256(raw))
-	p := Posted{Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict}
+	return v.record(ctx, Posted{Source: "canary", Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict}, raw)
+}
+
+// record keeps a verdict's evidence (raw) under its hash, posts the
+// verdict and remembers it.
+func (v *Verifier) record(ctx context.Context, p Posted, raw []byte) Posted {
+	prov, hash, verdict := p.Provider, p.Evidence, p.Verdict
 	if v.cfg.Dir != "" {
 		if err := os.WriteFile(filepath.Join(v.cfg.Dir, hash.String()+".json"), raw, 0o600); err != nil {
 			p.Err = "keep evidence: " + err.Error()
 		}
 	}
 	if v.cfg.Post != nil && p.Err == "" {
-		tx := ledger.Tx{Kind: ledger.KindVerdict, Subject: prov.Address(), Digest: digest, Evidence: hash, Pass: verdict.Pass}
+		tx := ledger.Tx{Kind: ledger.KindVerdict, Subject: prov.Address(), Digest: p.Digest, Evidence: hash, Pass: verdict.Pass}
 		if err := v.cfg.Post(ctx, tx); err != nil {
 			p.Err = err.Error()
 		}
 	}
-	v.log.Info("verdict", "provider", prov.String(), "model", model, "pass", verdict.Pass, "rule", verdict.Rule, "reason", verdict.Reason,
+	v.log.Info("verdict", "source", p.Source, "provider", prov.String(), "model", p.Model, "pass", verdict.Pass, "rule", verdict.Rule, "reason", verdict.Reason,
 		"evidence", hash.String(), "error", p.Err)
 	v.mu.Lock()
 	v.verdict = append(v.verdict, p)

@@ -1,0 +1,300 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// The sample feed. A share of the responses the gateway serves, picked at
+// random once each receipt is stored, goes into a bounded in-memory feed
+// that registered verifiers read (GET samplefeed.Path) to re-score them.
+// By default a sample is its receipt and finish reason only: hashes and
+// counts, no text. With SampleConfig.ShareText the gateway also hands out
+// the request as the provider received it and the answer's text; that is
+// the operator's choice to make for its consumers (SECURITY.md). Planted
+// samples (samples_plant.go) enter the same feed and look the same.
+
+// SampleConfig configures the sample feed.
+type SampleConfig struct {
+	// Share is the fraction of served responses sampled (0: no feed).
+	Share float64
+	// ShareText adds each sample's request and response text.
+	ShareText bool
+	// Capacity and MaxBytes bound the feed (default 4096 samples and
+	// 64 MiB of shared text); the oldest samples go first.
+	Capacity int
+	MaxBytes int
+	// Verifiers decides who may read the feed: accounts registered as
+	// verifiers on the ledger, not jailed, staked at least the ledger's
+	// minimum. Without it the feed refuses everyone.
+	Verifiers VerifierRegistry
+}
+
+// VerifierRegistry is the ledger as the sample feed reads it.
+type VerifierRegistry interface {
+	Account(ctx context.Context, addr keys.Address) (chain.AccountInfo, error)
+	Params(ctx context.Context) (ledger.Params, error)
+}
+
+var _ VerifierRegistry = chain.Ledger{}
+
+const (
+	// verifierTTL is how long the ledger's answer about a reader is kept.
+	verifierTTL = 30 * time.Second
+	// maxSeen bounds the signatures remembered against replay, and
+	// maxVerifiers the readers whose standing is cached.
+	maxSeen      = 100_000
+	maxVerifiers = 10_000
+)
+
+// sampleFeed is the bounded feed; nil when sampling is off.
+type sampleFeed struct {
+	share    float64
+	text     bool
+	capacity int
+	maxBytes int
+	reg      VerifierRegistry
+	chainID  string
+	gateway  keys.PublicKey
+	now      func() time.Time
+
+	mu        sync.Mutex
+	ring      []samplefeed.Sample // oldest first
+	bytes     int                 // shared text in ring
+	seq       uint64              // the last Seq given out
+	seen      map[keys.Signature]time.Time
+	verifiers map[keys.Address]readerStanding
+}
+
+// readerStanding is the ledger's cached answer about a feed reader.
+type readerStanding struct {
+	refused string // "" when allowed
+	until   time.Time
+}
+
+func newSampleFeed(cfg SampleConfig, chainID string, gateway keys.PublicKey, now func() time.Time) (*sampleFeed, error) {
+	if cfg.Share < 0 || cfg.Share > 1 || cfg.Share != cfg.Share {
+		return nil, fmt.Errorf("gateway: sample share %v: want a fraction between 0 and 1", cfg.Share)
+	}
+	if cfg.Share == 0 {
+		return nil, nil
+	}
+	if cfg.Capacity <= 0 {
+		cfg.Capacity = 4096
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 64 << 20
+	}
+	return &sampleFeed{share: cfg.Share, text: cfg.ShareText, capacity: cfg.Capacity, maxBytes: cfg.MaxBytes, reg: cfg.Verifiers, chainID: chainID, gateway: gateway, now: now,
+		seen: map[keys.Signature]time.Time{}, verifiers: map[keys.Address]readerStanding{}}, nil
+}
+
+// offer samples a served job's response with the feed's share: req is the
+// request as the provider received it, signed its stored receipt, finish
+// its finish reason; the job's text is the last relayed bytes of all.
+func (f *sampleFeed) offer(req *protocol.Request, signed receipt.Signed, finish, all string, relayed int) {
+	if f == nil || rand.Float64() >= f.share {
+		return
+	}
+	s := samplefeed.Sample{Receipt: signed, FinishReason: finish}
+	if f.text && relayed >= 0 && relayed <= len(all) {
+		r, text := *req, all[len(all)-relayed:]
+		s.Request, s.Text = &r, &text
+	}
+	f.add(s)
+}
+
+// add appends s with the next sequence number and returns it.
+func (f *sampleFeed) add(s samplefeed.Sample) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	s.Seq = f.seq
+	size := sampleBytes(&s)
+	drop := 0
+	for drop < len(f.ring) && (len(f.ring)-drop >= f.capacity || f.bytes+size > f.maxBytes) {
+		f.bytes -= sampleBytes(&f.ring[drop])
+		drop++
+	}
+	if drop > 0 {
+		f.ring = f.ring[:copy(f.ring, f.ring[drop:])]
+	}
+	f.ring = append(f.ring, s)
+	f.bytes += size
+	return s.Seq
+}
+
+// sampleBytes is the shared text a sample holds.
+func sampleBytes(s *samplefeed.Sample) int {
+	if !s.Shared() {
+		return 0
+	}
+	n := len(*s.Text) + len(s.Request.Prompt) + len(s.Request.System)
+	for _, m := range s.Request.Messages {
+		n += len(m.Content)
+	}
+	return n
+}
+
+// page returns up to limit samples after seq.
+func (f *sampleFeed) page(after uint64, limit int) samplefeed.Page {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := samplefeed.Page{Samples: []samplefeed.Sample{}, Next: after}
+	if len(f.ring) == 0 {
+		return p
+	}
+	if oldest := f.ring[0].Seq; oldest > after+1 {
+		p.Missed = oldest - after - 1
+	}
+	for _, s := range f.ring {
+		if s.Seq <= after {
+			continue
+		}
+		if len(p.Samples) == limit {
+			break
+		}
+		p.Samples = append(p.Samples, s)
+		p.Next = s.Seq
+	}
+	return p
+}
+
+// handleSamples serves the feed to registered verifiers.
+func (g *Gateway) handleSamples(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(samplefeed.HeaderGateway, g.cfg.Key.Public().String())
+	w.Header().Set(samplefeed.HeaderChain, g.cfg.ChainID)
+	f := g.samples
+	if f == nil {
+		apierr.WriteOpenAI(w, apierr.NotFound("This gateway samples no responses for verifiers."))
+		return
+	}
+	reader, e := f.authorize(r)
+	if e != nil {
+		apierr.WriteOpenAI(w, e)
+		return
+	}
+	q := r.URL.Query()
+	var after uint64
+	if s := q.Get("after"); s != "" {
+		var err error
+		if after, err = strconv.ParseUint(s, 10, 64); err != nil {
+			apierr.WriteOpenAI(w, apierr.Invalid("after", "after=%q is not a sequence number", s))
+			return
+		}
+	}
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > samplefeed.MaxPage {
+			apierr.WriteOpenAI(w, apierr.Invalid("limit", "limit=%q: want 1 to %d", s, samplefeed.MaxPage))
+			return
+		}
+		limit = n
+	}
+	p := f.page(after, limit)
+	g.log.Debug("samples read", "verifier", string(reader), "after", after, "samples", len(p.Samples))
+	writeJSON(w, http.StatusOK, p)
+}
+
+// authorize checks a feed request's signature, that it is not a replay,
+// and that the ledger knows its key as a verifier in good standing.
+func (f *sampleFeed) authorize(r *http.Request) (keys.Address, *apierr.Error) {
+	a, err := samplefeed.ParseAuth(r.Header)
+	if errors.Is(err, samplefeed.ErrUnsigned) {
+		return "", apierr.Unauthorized(fmt.Sprintf("The sample feed is for registered verifiers: sign the request with your ledger key (headers %s, %s, %s).",
+			samplefeed.HeaderVerifier, samplefeed.HeaderTime, samplefeed.HeaderSignature))
+	}
+	if err != nil {
+		return "", apierr.Unauthorized("Bad verifier signature headers: " + err.Error())
+	}
+	now := f.now()
+	if err := a.Check(f.chainID, f.gateway, r.Method, r.URL.RequestURI(), now); err != nil {
+		return "", apierr.Unauthorized(err.Error())
+	}
+	if !f.fresh(a.Signature, now) {
+		return "", apierr.Unauthorized("This signed request was already used; sign each request anew.")
+	}
+	addr := a.Key.Address()
+	if why := f.standing(r.Context(), addr, now); why != "" {
+		return "", &apierr.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "not_a_verifier", Message: why}
+	}
+	return addr, nil
+}
+
+// fresh records sig and reports whether it was new. Signatures expire
+// with the time window they are valid in.
+func (f *sampleFeed) fresh(sig keys.Signature, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, used := f.seen[sig]; used {
+		return false
+	}
+	if len(f.seen) >= maxSeen {
+		for s, until := range f.seen {
+			if now.After(until) {
+				delete(f.seen, s)
+			}
+		}
+		if len(f.seen) >= maxSeen {
+			return false // flooded: refuse rather than forget
+		}
+	}
+	f.seen[sig] = now.Add(2 * samplefeed.MaxSkew)
+	return true
+}
+
+// standing says why addr may not read the feed ("" when it may), from
+// the ledger, cached for verifierTTL.
+func (f *sampleFeed) standing(ctx context.Context, addr keys.Address, now time.Time) string {
+	f.mu.Lock()
+	st, ok := f.verifiers[addr]
+	f.mu.Unlock()
+	if ok && now.Before(st.until) {
+		return st.refused
+	}
+	if f.reg == nil {
+		return "This gateway has no ledger to check verifiers against."
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	why := ""
+	a, err := f.reg.Account(ctx, addr)
+	var p ledger.Params
+	if err == nil {
+		p, err = f.reg.Params(ctx)
+	}
+	switch {
+	case errors.Is(err, chain.ErrNotFound):
+		why = fmt.Sprintf("%s has no account on the ledger.", addr)
+	case err != nil:
+		return "Could not check the verifier on the ledger; try again."
+	case !a.Has(ledger.RoleVerifier):
+		why = fmt.Sprintf("%s is not registered as a verifier on the ledger.", addr)
+	case a.Jailed:
+		why = fmt.Sprintf("%s is jailed.", addr)
+	case a.Stake == 0 || a.Stake < p.MinVerifierStake:
+		why = fmt.Sprintf("%s stakes %s, below the verifiers' minimum %s.", addr, a.Stake, p.MinVerifierStake)
+	}
+	f.mu.Lock()
+	if len(f.verifiers) >= maxVerifiers {
+		clear(f.verifiers)
+	}
+	f.verifiers[addr] = readerStanding{refused: why, until: now.Add(verifierTTL)}
+	f.mu.Unlock()
+	return why
+}

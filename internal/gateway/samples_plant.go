@@ -1,0 +1,335 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
+	"github.com/idlegrid/idlegrid/internal/verify"
+)
+
+// Planted samples test the verifiers. Now and then the planter makes a
+// sample whose right verdict it knows — the honest reference's own answer
+// (known-good) or made-up text in the model's words (known-bad), each
+// checked with the reference's judge before it is used —, commits
+// H(evidence ‖ verdict ‖ salt) on the ledger, and only once that
+// commitment is in a block puts the sample into the feed, where it looks
+// like any other. When the case it opens is decided, the planter reveals
+// the verdict and salt: the ledger slashes every verifier that judged it
+// wrongly, and the case never counts against the provider it names.
+//
+// A planted receipt needs a provider's signature: the planter signs with
+// a provider key of the gateway's operator (registered on the ledger),
+// ideally one that also serves real traffic, so that its samples do not
+// stand out by their provider.
+
+// PlantConfig configures a Planter.
+type PlantConfig struct {
+	// Every is the pause between planted samples.
+	Every time.Duration
+	// BadShare is the share of known-bad samples (default 0.5).
+	BadShare float64
+	// Reference is the honest model, Scorer its log-probabilities.
+	Reference backend.Backend
+	Scorer    verify.Scorer
+	// Judge labels the samples (default verify.DefaultJudge): a sample is
+	// planted only when the judge agrees with the label it was made for.
+	Judge verify.Judge
+	// Provider signs planted receipts: a provider key registered on the
+	// ledger (the case of a planted sample names it).
+	Provider keys.PrivateKey
+	// Ledger takes the plant and reveal transactions (signed with the
+	// gateway's key) and answers where the cases stand.
+	Ledger PlantLedger
+	// Seed picks the prompts; MaxTokens caps the answers (default 64);
+	// Expire drops a plant no verifier judged (default 30 min).
+	Seed      uint64
+	MaxTokens int
+	Expire    time.Duration
+}
+
+// PlantLedger is the ledger as the planter uses it.
+type PlantLedger interface {
+	Send(ctx context.Context, tx ledger.Tx) (*chain.TxResult, error)
+	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
+}
+
+// Planter plants known samples into a gateway's feed and reveals them.
+type Planter struct {
+	g        *Gateway
+	cfg      PlantConfig
+	log      *slog.Logger
+	consumer keys.Address // the account planted receipts bill
+
+	mu      sync.Mutex
+	n       int
+	pending []plant
+}
+
+// plant is a planted sample awaiting its reveal.
+type plant struct {
+	evidence receipt.Hash
+	pass     bool
+	salt     receipt.Hash
+	at       time.Time
+}
+
+// Planted is one planted sample.
+type Planted struct {
+	Seq      uint64
+	Evidence receipt.Hash
+	Pass     bool
+}
+
+// NewPlanter returns a planter for g's feed, which must share texts
+// (verifiers cannot judge a sample without them).
+func (g *Gateway) NewPlanter(cfg PlantConfig) (*Planter, error) {
+	switch {
+	case g.samples == nil || !g.samples.text:
+		return nil, errors.New("planter: planted samples need a sample feed that shares texts")
+	case cfg.Reference == nil || cfg.Scorer == nil:
+		return nil, errors.New("planter: a reference backend with log-probabilities is required to label samples")
+	case cfg.Provider.IsZero() || cfg.Ledger == nil:
+		return nil, errors.New("planter: a provider key and a ledger are required")
+	}
+	if cfg.BadShare <= 0 || cfg.BadShare > 1 {
+		cfg.BadShare = 0.5
+	}
+	if cfg.Judge == (verify.Judge{}) {
+		cfg.Judge = verify.DefaultJudge()
+	}
+	if cfg.MaxTokens <= 0 {
+		cfg.MaxTokens = 64
+	}
+	if cfg.Expire <= 0 {
+		cfg.Expire = 30 * time.Minute
+	}
+	consumer, err := keys.Generate()
+	if err != nil {
+		return nil, err
+	}
+	return &Planter{g: g, cfg: cfg, log: g.log.With("role", "planter"), consumer: consumer.Public().Address()}, nil
+}
+
+// Run plants a sample every cfg.Every and reveals decided cases until ctx
+// ends.
+func (p *Planter) Run(ctx context.Context) {
+	every := p.cfg.Every
+	if every <= 0 {
+		every = 10 * time.Minute
+	}
+	plantT, revealT := time.NewTicker(every), time.NewTicker(time.Second)
+	defer plantT.Stop()
+	defer revealT.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-plantT.C:
+			if s, err := p.Plant(ctx, mathrand.Float64() >= p.cfg.BadShare); err != nil && ctx.Err() == nil {
+				p.log.Warn("could not plant a sample", "err", err)
+			} else if err == nil {
+				p.log.Info("planted a sample", "seq", s.Seq, "evidence", s.Evidence.String())
+			}
+		case <-revealT.C:
+			if _, err := p.Reveal(ctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("could not reveal planted samples", "err", err)
+			}
+		}
+	}
+}
+
+// Plant makes one sample that the reference's judge passes (pass) or
+// fails, commits to it on the ledger and puts it into the feed.
+func (p *Planter) Plant(ctx context.Context, pass bool) (Planted, error) {
+	p.mu.Lock()
+	i := p.n
+	p.n++
+	p.mu.Unlock()
+	models, err := p.cfg.Reference.Models(ctx)
+	if err != nil {
+		return Planted{}, fmt.Errorf("planter: reference models: %w", err)
+	}
+	ref, served, ok := p.servedModel(models, i)
+	if !ok {
+		return Planted{}, errors.New("planter: no connected provider serves a model of the reference")
+	}
+	mix := verify.DefaultPromptMix(ref.Name)
+	mix.Seed = p.cfg.Seed + 7
+	req := mix.Traffic(i)
+	if req.Options.MaxTokens <= 0 || req.Options.MaxTokens > p.cfg.MaxTokens {
+		req.Options.MaxTokens = p.cfg.MaxTokens
+	}
+	var src backend.Backend = p.cfg.Reference
+	if !pass {
+		good, err := verify.Collect(ctx, p.cfg.Reference, req)
+		if err != nil {
+			return Planted{}, fmt.Errorf("planter: reference: %w", err)
+		}
+		src = &verify.Fabricate{Claims: models, Words: strings.Fields(good.Text), MinWords: 8, MaxWords: 40, Seed: p.cfg.Seed + uint64(i)}
+	}
+	resp, err := verify.Collect(ctx, src, req)
+	if err != nil {
+		return Planted{}, fmt.Errorf("planter: answer: %w", err)
+	}
+	sc, err := p.cfg.Scorer.Score(ctx, req, resp.Text)
+	if err != nil {
+		return Planted{}, fmt.Errorf("planter: scoring: %w", err)
+	}
+	v, err := p.cfg.Judge.Rescore(req, resp, sc)
+	if err != nil {
+		return Planted{}, fmt.Errorf("planter: judging: %w", err)
+	}
+	if v.Pass != pass {
+		return Planted{}, fmt.Errorf("planter: a sample made to pass=%v was judged pass=%v (%s); not planted", pass, v.Pass, v.Reason)
+	}
+	req.Model = served.model.Name
+	signed, err := p.receipt(req, resp, served)
+	if err != nil {
+		return Planted{}, err
+	}
+	evidence := samplefeed.Evidence(&signed.Receipt)
+	var salt receipt.Hash
+	rand.Read(salt[:])
+	res, err := p.cfg.Ledger.Send(ctx, ledger.Tx{Kind: ledger.KindPlant, Evidence: ledger.PlantCommitment(evidence, pass, salt)})
+	if err == nil {
+		err = res.Err()
+	}
+	if err != nil {
+		return Planted{}, fmt.Errorf("planter: commitment: %w", err)
+	}
+	// The commitment is in a block: only now may a verdict open the case.
+	text := resp.Text
+	seq := p.g.samples.add(samplefeed.Sample{Receipt: signed, FinishReason: resp.FinishReason, Request: &req, Text: &text})
+	p.mu.Lock()
+	p.pending = append(p.pending, plant{evidence: evidence, pass: pass, salt: salt, at: time.Now()})
+	p.mu.Unlock()
+	return Planted{Seq: seq, Evidence: evidence, Pass: pass}, nil
+}
+
+// servedModel picks, round robin, a reference model whose digest a
+// connected provider serves, with that provider's offer (the planter's own
+// provider's when it is connected).
+func (p *Planter) servedModel(models []backend.Model, i int) (backend.Model, offer, bool) {
+	catalog := p.g.catalog()
+	for k := range models {
+		m := models[(i+k)%len(models)]
+		var found *offer
+		for _, e := range catalog {
+			for j := range e.offers {
+				o := &e.offers[j]
+				if o.model.Digest != m.Digest {
+					continue
+				}
+				if found == nil || o.key == p.cfg.Provider.Public() {
+					found = o
+				}
+			}
+		}
+		if found != nil {
+			return m, *found, true
+		}
+	}
+	return backend.Model{}, offer{}, false
+}
+
+// receipt makes the planted sample's receipt at o's prices, signed by the
+// planter's provider key and countersigned by the gateway.
+func (p *Planter) receipt(req protocol.Request, resp verify.Response, o offer) (receipt.Signed, error) {
+	prefix := "chatcmpl-"
+	if req.Kind == protocol.KindGenerate {
+		prefix = "cmpl-"
+	}
+	body, _ := json.Marshal(req)
+	now := time.Now()
+	r := receipt.Receipt{
+		Version: receipt.Version, ChainID: p.g.cfg.ChainID, RequestID: requestID(prefix),
+		Gateway: p.g.cfg.Key.Public(), Provider: p.cfg.Provider.Public(), Consumer: p.consumer,
+		Model: o.model.Name, ModelDigest: o.model.Digest,
+		PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens,
+		PricePromptPerMTok:     scheduler.ConsumerPrice(o.model.PricePromptPerMTok, p.g.cfg.FeeBps),
+		PriceCompletionPerMTok: scheduler.ConsumerPrice(o.model.PriceCompletionPerMTok, p.g.cfg.FeeBps),
+		RequestHash:            receipt.Sum(body), ResponseHash: receipt.Sum([]byte(resp.Text)),
+		StartUnixMs: now.Add(-time.Second).UnixMilli(), EndUnixMs: now.UnixMilli(),
+	}
+	var err error
+	if r.Amount, err = receipt.ComputeAmount(r.PromptTokens, r.CompletionTokens, r.PricePromptPerMTok, r.PriceCompletionPerMTok); err != nil {
+		return receipt.Signed{}, fmt.Errorf("planter: amount: %w", err)
+	}
+	if err := r.Validate(); err != nil {
+		return receipt.Signed{}, fmt.Errorf("planter: receipt: %w", err)
+	}
+	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.cfg.Provider, &r), GatewaySignature: receipt.SignGateway(p.g.cfg.Key, &r)}, nil
+}
+
+// Reveal opens the commitments whose cases are decided and drops the
+// plants no verifier judged in time; it returns how many it revealed.
+func (p *Planter) Reveal(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	todo := append([]plant(nil), p.pending...)
+	p.mu.Unlock()
+	var errs []error
+	done := map[receipt.Hash]bool{}
+	revealed := 0
+	for _, pl := range todo {
+		c, err := p.cfg.Ledger.Case(ctx, pl.evidence)
+		switch {
+		case errors.Is(err, chain.ErrNotFound):
+			if time.Since(pl.at) > p.cfg.Expire {
+				done[pl.evidence] = true
+			}
+			continue
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		case c.Planted || c.Matured:
+			done[pl.evidence] = true
+			continue
+		case c.State == ledger.CaseOpen:
+			continue // more verdicts may come
+		}
+		res, err := p.cfg.Ledger.Send(ctx, ledger.Tx{Kind: ledger.KindReveal, Evidence: pl.evidence, Pass: pl.pass, Salt: pl.salt})
+		if err == nil {
+			err = res.Err()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reveal %s: %w", pl.evidence, err))
+			continue
+		}
+		done[pl.evidence] = true
+		revealed++
+		p.log.Info("revealed a planted sample", "evidence", pl.evidence.String(), "pass", pl.pass, "votes", len(c.Votes))
+	}
+	p.mu.Lock()
+	kept := p.pending[:0]
+	for _, pl := range p.pending {
+		if !done[pl.evidence] {
+			kept = append(kept, pl)
+		}
+	}
+	p.pending = kept
+	p.mu.Unlock()
+	return revealed, errors.Join(errs...)
+}
+
+// Pending is how many planted samples await their reveal.
+func (p *Planter) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
+}

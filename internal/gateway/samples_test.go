@@ -1,0 +1,108 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// TestSampleFeedBounds: the feed keeps at most Capacity samples and
+// MaxBytes of shared text, drops the oldest first, and tells a reader how
+// many it missed.
+func TestSampleFeedBounds(t *testing.T) {
+	req := &protocol.Request{Kind: protocol.KindGenerate, Prompt: strings.Repeat("p", 10)}
+	text := strings.Repeat("t", 10) // 20 bytes a shared sample
+	for _, tc := range []struct {
+		name               string
+		capacity, maxBytes int
+		shared             bool
+		add                int
+		after              uint64
+		limit              int
+		wantSeqs           []uint64
+		wantMissed         uint64
+	}{
+		{"all kept", 10, 1000, true, 3, 0, 10, []uint64{1, 2, 3}, 0},
+		{"capacity drops the oldest", 3, 1000, true, 5, 0, 10, []uint64{3, 4, 5}, 2},
+		{"bytes drop the oldest", 10, 50, true, 5, 0, 10, []uint64{4, 5}, 3},
+		{"hashes only take no bytes", 10, 50, false, 5, 0, 10, []uint64{1, 2, 3, 4, 5}, 0},
+		{"after and limit", 10, 1000, true, 6, 2, 2, []uint64{3, 4}, 0},
+		{"nothing new", 10, 1000, true, 2, 2, 10, nil, 0},
+		{"reader behind the drop", 2, 1000, true, 6, 1, 10, []uint64{5, 6}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := newSampleFeed(SampleConfig{Share: 1, ShareText: tc.shared, Capacity: tc.capacity, MaxBytes: tc.maxBytes}, "c", keys.PublicKey{}, time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range tc.add {
+				f.offer(req, receipt.Signed{}, "stop", "earlier"+text, len(text))
+			}
+			p := f.page(tc.after, tc.limit)
+			var seqs []uint64
+			for _, s := range p.Samples {
+				seqs = append(seqs, s.Seq)
+				if tc.shared != s.Shared() || tc.shared && (*s.Text != text || s.Request.Prompt != req.Prompt) {
+					t.Fatalf("sample %d: %+v", s.Seq, s)
+				}
+			}
+			if !equalSeqs(seqs, tc.wantSeqs) || p.Missed != tc.wantMissed {
+				t.Fatalf("seqs %v missed %d, want %v missed %d", seqs, p.Missed, tc.wantSeqs, tc.wantMissed)
+			}
+			if want := tc.after; len(seqs) > 0 {
+				want = seqs[len(seqs)-1]
+				if p.Next != want {
+					t.Fatalf("next %d, want %d", p.Next, want)
+				}
+			} else if p.Next != want {
+				t.Fatalf("next %d, want %d", p.Next, want)
+			}
+		})
+	}
+}
+
+func equalSeqs(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSampleShare: the share is a probability (0 turns the feed off, bad
+// values are refused) and an offer respects it.
+func TestSampleShare(t *testing.T) {
+	for _, bad := range []float64{-0.1, 1.5} {
+		if _, err := newSampleFeed(SampleConfig{Share: bad}, "c", keys.PublicKey{}, time.Now); err == nil {
+			t.Errorf("share %v accepted", bad)
+		}
+	}
+	if f, err := newSampleFeed(SampleConfig{}, "c", keys.PublicKey{}, time.Now); f != nil || err != nil {
+		t.Fatalf("share 0: %v %v", f, err)
+	}
+	var off *sampleFeed
+	off.offer(&protocol.Request{}, receipt.Signed{}, "stop", "", 0) // a nil feed takes nothing
+	f, _ := newSampleFeed(SampleConfig{Share: 0.25, Capacity: 100_000}, "c", keys.PublicKey{}, time.Now)
+	const n = 20_000
+	for range n {
+		f.offer(&protocol.Request{}, receipt.Signed{}, "stop", "", 0)
+	}
+	got := len(f.page(0, samplefeed.MaxPage).Samples)
+	if got != samplefeed.MaxPage {
+		t.Fatalf("first page: %d samples", got)
+	}
+	total := f.seq
+	// 25% of 20,000 is 5,000 with a standard deviation of ~61.
+	if total < 4_600 || total > 5_400 {
+		t.Fatalf("%d of %d offers sampled at share 0.25", total, n)
+	}
+}

@@ -1,0 +1,107 @@
+package verifier_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
+	"github.com/idlegrid/idlegrid/internal/keys"
+)
+
+// TestSampleFeedAccess: the feed answers only signed requests from keys
+// the ledger knows as staked verifiers, each signature once, for the exact
+// request it signs; the gateway names its key and chain on every answer.
+func TestSampleFeedAccess(t *testing.T) {
+	ref, err := sim.New(fastSim(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := sampledNetwork(t, sampledOptions{main: ref, verifiers: 1})
+	stranger, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := sn.Gateway.Key.Public()
+	const chainID = "idlegrid-dev"
+	now := time.Now()
+	signed := func(k keys.PrivateKey, chain string, signedTarget string, at time.Time) http.Header {
+		h := http.Header{}
+		samplefeed.Sign(h, k, chain, gw, http.MethodGet, signedTarget, at)
+		return h
+	}
+	target := samplefeed.Path + "?after=0"
+	replayed := signed(sn.verifiers[0], chainID, target, now)
+	for _, tc := range []struct {
+		name   string
+		target string
+		header http.Header
+		status int
+		says   string
+	}{
+		{"unsigned", target, nil, 401, "registered verifiers"},
+		{"garbage headers", target, http.Header{samplefeed.HeaderVerifier: {"zz"}, samplefeed.HeaderTime: {"1"}, samplefeed.HeaderSignature: {"00"}}, 401, "Bad verifier signature"},
+		{"not a verifier", target, signed(stranger, chainID, target, now), 403, "no account"},
+		{"other chain", target, signed(sn.verifiers[0], "other-chain", target, now), 401, "bad signature"},
+		{"other target", samplefeed.Path + "?after=5", signed(sn.verifiers[0], chainID, target, now), 401, "bad signature"},
+		{"stale", target, signed(sn.verifiers[0], chainID, target, now.Add(-10*time.Minute)), 401, "from the gateway's clock"},
+		{"verifier", target, replayed, 200, `"samples": []`},
+		{"replayed", target, replayed, 401, "already used"},
+		{"bad after", samplefeed.Path + "?after=-1", signed(sn.verifiers[0], chainID, samplefeed.Path+"?after=-1", now), 400, "not a sequence number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, sn.Gateway.URL()+tc.target, nil)
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.says) {
+				t.Fatalf("%d %s, want %d with %q", resp.StatusCode, b, tc.status, tc.says)
+			}
+			if resp.Header.Get(samplefeed.HeaderGateway) != gw.String() || resp.Header.Get(samplefeed.HeaderChain) != chainID {
+				t.Fatalf("gateway headers: %v", resp.Header)
+			}
+		})
+	}
+}
+
+// TestHashOnlySamples: without shared texts the verifier judges nothing,
+// but learns from the samples which providers serve its models.
+func TestHashOnlySamples(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ref, err := sim.New(fastSim(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, _ := ref.Models(ctx)
+	sn := sampledNetwork(t, sampledOptions{main: ref, hashesOnly: true, verifiers: 1})
+	v := sampleVerifier(t, sn, ref, sn.verifiers[0])
+	for i := range 3 {
+		if r := consume(t, sn, canaryTraffic(models[0].Name, i, 32), sn.Provider.Key); r.status != 200 {
+			t.Fatalf("request %d: %d %s", i, r.status, r.body)
+		}
+	}
+	ps, err := v.PullSamples(ctx)
+	if err != nil || len(ps) != 0 {
+		t.Fatalf("hash-only samples judged: %+v %v", ps, err)
+	}
+	if f := v.Feed(); f.Read != 3 || f.Judged != 0 {
+		t.Fatalf("feed: %+v", f)
+	}
+	if k := v.Known(models[0].Name); len(k) != 1 || k[0] != sn.Provider.Key {
+		t.Fatalf("providers learned from samples: %v", k)
+	}
+	if ps, err := v.PullSamples(ctx); err != nil || v.Feed().Read != 3 || len(ps) != 0 {
+		t.Fatalf("second read: %+v %v %+v", ps, err, v.Feed())
+	}
+}

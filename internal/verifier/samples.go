@@ -1,0 +1,202 @@
+package verifier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/verify"
+)
+
+// Re-scoring sampled traffic. With a Key, the verifier reads the gateway's
+// sample feed, proving its ledger key by signing each read. A sample that
+// carries its request and text (the gateway shares them) is re-scored
+// teacher-forced under the reference model of the digest its receipt
+// names, judged with the re-scoring rules (verify.Judge), and its verdict
+// posted under samplefeed.Evidence, the hash every verifier of the sample
+// uses, so that their verdicts meet in one case. A sample with hashes only
+// cannot be judged; it still tells the verifier which providers serve
+// which models, so canaries reach providers that it has not met yet.
+
+// feedState is where the verifier stands in the feed.
+type feedState struct {
+	after   uint64
+	gateway keys.PublicKey // learned from the gateway's answers
+	chainID string
+	// Read, Judged and Missed count the samples read, judged and dropped
+	// by the gateway before the verifier read them.
+	read, judged, missed uint64
+}
+
+// FeedStats is what the verifier read from the sample feed so far.
+type FeedStats struct {
+	Read, Judged, Missed uint64
+}
+
+// Feed reports the verifier's sample feed counters.
+func (v *Verifier) Feed() FeedStats {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return FeedStats{Read: v.feed.read, Judged: v.feed.judged, Missed: v.feed.missed}
+}
+
+// sampleRecord is the evidence the verifier keeps for a judged sample.
+type sampleRecord struct {
+	Sample  samplefeed.Sample `json:"sample"`
+	Scores  verify.Scores     `json:"scores"`
+	Verdict verify.Verdict    `json:"verdict"`
+}
+
+func (v *Verifier) runSamples(ctx context.Context) {
+	t := time.NewTicker(v.cfg.SampleInterval)
+	defer t.Stop()
+	for {
+		if _, err := v.PullSamples(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("sample feed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PullSamples reads the samples the gateway added since the last read,
+// judges those it can and returns their verdicts.
+func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
+	if v.cfg.Key.IsZero() {
+		return nil, errors.New("verifier: reading the sample feed needs the verifier's key")
+	}
+	var out []Posted
+	for {
+		v.mu.Lock()
+		after := v.feed.after
+		v.mu.Unlock()
+		page, err := v.fetchSamples(ctx, after)
+		if err != nil {
+			return out, err
+		}
+		refs, err := v.cfg.Reference.Models(ctx)
+		if err != nil {
+			return out, fmt.Errorf("reference models: %w", err)
+		}
+		for i := range page.Samples {
+			if p, ok := v.judgeSample(ctx, &page.Samples[i], refs); ok {
+				out = append(out, p)
+			}
+		}
+		v.mu.Lock()
+		v.feed.after = max(v.feed.after, page.Next)
+		v.feed.read += uint64(len(page.Samples))
+		v.feed.missed += page.Missed
+		v.mu.Unlock()
+		if len(page.Samples) < samplefeed.MaxPage {
+			return out, nil
+		}
+	}
+}
+
+// judgeSample re-scores one sample when it can: shared text, a reference
+// model for its digest, log-probabilities.
+func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs []backend.Model) (Posted, bool) {
+	r := &s.Receipt.Receipt
+	i := slices.IndexFunc(refs, func(m backend.Model) bool { return m.Digest == r.ModelDigest })
+	if i < 0 {
+		return Posted{}, false // weights this verifier does not vouch for
+	}
+	model := refs[i].Name
+	v.mu.Lock()
+	if r.Gateway != v.feed.gateway {
+		v.mu.Unlock()
+		v.log.Warn("the feed holds a receipt another gateway signed; ignored", "request_id", r.RequestID)
+		return Posted{}, false
+	}
+	if !slices.Contains(v.known[model], r.Provider) {
+		v.known[model] = append(v.known[model], r.Provider)
+	}
+	v.mu.Unlock()
+	if !s.Shared() || v.cfg.Scorer == nil {
+		return Posted{}, false
+	}
+	req := *s.Request
+	req.Model = model
+	resp := verify.Response{Text: *s.Text, FinishReason: s.FinishReason,
+		Usage: protocol.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens}}
+	sc, err := v.cfg.Scorer.Score(ctx, req, resp.Text)
+	if err != nil {
+		v.log.Warn("could not re-score a sample; abstaining", "request_id", r.RequestID, "err", err)
+		return Posted{}, false
+	}
+	verdict, err := v.cfg.Judge.Rescore(req, resp, sc)
+	if err != nil {
+		v.log.Warn("could not judge a sample; abstaining", "request_id", r.RequestID, "err", err)
+		return Posted{}, false
+	}
+	raw, _ := json.MarshalIndent(sampleRecord{Sample: *s, Scores: sc, Verdict: verdict}, "", " ")
+	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict}, raw)
+	v.mu.Lock()
+	v.feed.judged++
+	v.mu.Unlock()
+	return p, true
+}
+
+// fetchSamples reads one page after seq, signing the request; the first
+// read learns the gateway's key and chain from its refusal.
+func (v *Verifier) fetchSamples(ctx context.Context, after uint64) (samplefeed.Page, error) {
+	target := samplefeed.Path + "?after=" + strconv.FormatUint(after, 10) + "&limit=" + strconv.Itoa(samplefeed.MaxPage)
+	for attempt := 0; ; attempt++ {
+		v.mu.Lock()
+		gw, chainID := v.feed.gateway, v.feed.chainID
+		v.mu.Unlock()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(v.cfg.Gateway, "/")+target, nil)
+		if err != nil {
+			return samplefeed.Page{}, err
+		}
+		if !gw.IsZero() {
+			samplefeed.Sign(req.Header, v.cfg.Key, chainID, gw, http.MethodGet, target, time.Now())
+		}
+		resp, err := v.cfg.HTTP.Do(req)
+		if err != nil {
+			return samplefeed.Page{}, err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		resp.Body.Close()
+		if err != nil {
+			return samplefeed.Page{}, err
+		}
+		if resp.StatusCode == http.StatusOK && !gw.IsZero() {
+			return samplefeed.ParsePage(b)
+		}
+		learned, lerr := keys.ParsePublicKey(resp.Header.Get(samplefeed.HeaderGateway))
+		newChain := resp.Header.Get(samplefeed.HeaderChain)
+		if attempt == 0 && lerr == nil && newChain != "" && (learned != gw || newChain != chainID) {
+			// The first read, or the gateway's key or chain changed: sign
+			// for what it says and try again.
+			v.mu.Lock()
+			v.feed.gateway, v.feed.chainID = learned, newChain
+			v.mu.Unlock()
+			continue
+		}
+		return samplefeed.Page{}, fmt.Errorf("sample feed: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+}
+
+// Known lists the providers the verifier has seen serving model, in its
+// canaries' receipts or in samples.
+func (v *Verifier) Known(model string) []keys.PublicKey {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.known[model])
+}
