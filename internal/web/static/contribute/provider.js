@@ -225,10 +225,13 @@ export class Provider extends EventTarget {
   }
 
   async answerHello(h) {
-    if (h.protocol_version !== codec.PROTOCOL_VERSION) {
+    // A newer gateway still serves older providers (protocol.MinVersion),
+    // and this page answers in its own version; an older gateway cannot
+    // read it.
+    if (!Number.isInteger(h.protocol_version) || h.protocol_version < codec.PROTOCOL_VERSION) {
       this.stopped = true; // retrying cannot fix this
       this.ws.close(1000, "protocol version mismatch");
-      this.state("stopped", `the gateway speaks protocol version ${h.protocol_version}, this page ${codec.PROTOCOL_VERSION}: reload the page`);
+      this.state("stopped", `the gateway speaks protocol version ${h.protocol_version}, this page ${codec.PROTOCOL_VERSION}: update the gateway`);
       return;
     }
     let nonce, gateway;
