@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -15,31 +14,8 @@ import (
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
-	"github.com/idlegrid/idlegrid/internal/store/pgtemp"
+	"github.com/idlegrid/idlegrid/internal/store/pgtemp/pgtest"
 )
-
-// sharedDB starts a throwaway PostgreSQL for the test and returns the URL
-// of an empty database, or skips when PostgreSQL is not installed.
-func sharedDB(t *testing.T) string {
-	t.Helper()
-	srv, err := pgtemp.Start(t.Context())
-	if errors.Is(err, pgtemp.ErrNoPostgres) {
-		t.Skipf("skipping: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	url, err := srv.CreateDatabase(t.Context(), "gateways")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return url
-}
 
 // sharedFunds is one gateway's admission bookkeeping on its own connection
 // pool to the shared database, as a separate gateway process has.
@@ -64,7 +40,7 @@ func sharedFunds(t *testing.T, url string, l Ledger) (*funds, *store.Store, keys
 // the consumer's allowance, never reserve more than the balance between
 // them — the in-memory bookkeeping would let each reserve the whole of it.
 func TestSharedFundsTwoGatewaysRace(t *testing.T) {
-	url := sharedDB(t)
+	url := pgtest.Database(t, "gateways")
 	const balance, cost = 1000, 7
 	// Each gateway may spend the whole balance (its allowance), so only
 	// sharing keeps the two below it.
@@ -112,7 +88,7 @@ func TestSharedFundsTwoGatewaysRace(t *testing.T) {
 // stored receipt at one gateway; the other gateway counts that receipt as
 // pending until the ledger settles it.
 func TestSharedFundsReceiptStaysCharged(t *testing.T) {
-	url := sharedDB(t)
+	url := pgtest.Database(t, "gateways")
 	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 1000}}}
 	a, storeA, keyA := sharedFunds(t, url, l)
 	b, _, _ := sharedFunds(t, url, l)
@@ -141,7 +117,7 @@ func TestSharedFundsReceiptStaysCharged(t *testing.T) {
 // reservation blocks the consumer's funds only until that request's
 // deadline (plus the grace), not forever.
 func TestSharedFundsCrashedGatewayLapses(t *testing.T) {
-	url := sharedDB(t)
+	url := pgtest.Database(t, "gateways")
 	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 1000}}}
 	dead, deadStore, _ := sharedFunds(t, url, l)
 	live, _, _ := sharedFunds(t, url, l)

@@ -1,9 +1,7 @@
 package node_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -76,43 +74,18 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	id := resp.Header.Get("X-Request-Id")
-	var text string
-	usage, deltas := 0, 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok || data == "[DONE]" {
-			continue
-		}
-		var ev struct {
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
-			Error json.RawMessage `json:"error"`
-		}
-		if err := json.Unmarshal([]byte(data), &ev); err != nil || ev.Error != nil {
-			t.Fatalf("event %q: %v", data, err)
-		}
-		for _, c := range ev.Choices {
-			if c.Delta.Content != "" {
-				text += c.Delta.Content
-				if deltas++; deltas == killAfter {
-					if err := doomed.Stop(); err != nil {
-						t.Fatal(err)
-					}
-				}
+	deltas := 0
+	got := readStream(t, resp, func(string) {
+		if deltas++; deltas == killAfter {
+			if err := doomed.Stop(); err != nil {
+				t.Error(err)
 			}
 		}
-		if ev.Usage != nil {
-			usage = ev.Usage.CompletionTokens
-		}
+	})
+	if got.errorEvent != "" {
+		t.Fatalf("error event %s", got.errorEvent)
 	}
+	id, text, usage := got.id, got.text, got.usage
 	if text != want || usage != tokens {
 		t.Fatalf("answer %q (%d tokens), want %q (%d)", text, usage, want, tokens)
 	}

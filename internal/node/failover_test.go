@@ -131,6 +131,14 @@ func (n *faultyNet) stream(t *testing.T, prompt string, maxTokens int, extra str
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	out := readStream(t, resp, nil)
+	return out
+}
+
+// readStream reads a streamed chat answer to its end; onDelta, when set,
+// sees each piece of text as it arrives.
+func readStream(t *testing.T, resp *http.Response, onDelta func(string)) streamed {
+	t.Helper()
 	out := streamed{id: resp.Header.Get("X-Request-Id"), status: resp.StatusCode}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
@@ -157,6 +165,9 @@ func (n *faultyNet) stream(t *testing.T, prompt string, maxTokens int, extra str
 		}
 		for _, c := range ev.Choices {
 			out.text += c.Delta.Content
+			if onDelta != nil && c.Delta.Content != "" {
+				onDelta(c.Delta.Content)
+			}
 		}
 		if ev.Usage != nil {
 			out.usage = ev.Usage.CompletionTokens
@@ -404,7 +415,8 @@ func TestAllProvidersFailing(t *testing.T) {
 
 // TestContinuationFunds: on a network with a ledger, a request continued
 // after a mid-stream failure holds no funds once served and has exactly its
-// one receipt's amount pending.
+// two receipts' amounts pending: the failed provider's last checkpoint and
+// the continuation's.
 func TestContinuationFunds(t *testing.T) {
 	cfg := slowSim(400)
 	tn := startNet(t, netOptions{sim: cfg})
@@ -435,9 +447,17 @@ func TestContinuationFunds(t *testing.T) {
 	if err != nil || r.Receipt.CompletionTokens != uint64(tokens-4) || r.Receipt.Provider != second.Key {
 		t.Fatalf("continuation receipt %+v: %v", r.Receipt, err)
 	}
+	// The dropped provider is paid for its 4 tokens by its last checkpoint
+	// (one on every chunk by default).
+	rs := segmentReceipts(t, tn.Gateway.Store, got.id)
+	if len(rs) != 2 || rs[0].Provider != tn.Provider.Key || rs[0].CompletionTokens != 4 {
+		t.Fatalf("receipts %+v: want the dropped provider's partial receipt for 4 tokens, then the continuation's", rs)
+	}
+	checkSegments(t, rs, got.text, got.usage)
+	billed := rs[0].Amount + rs[1].Amount
 	// Settlement may have run already: the amount is pending or settled.
 	a := getAccount(t, tn, testAPIKey)
-	if a.Reserved != 0 || a.Pending+a.Settled != r.Receipt.Amount || a.Receipts.Pending+a.Receipts.Settled != 1 {
-		t.Fatalf("account %+v, want nothing reserved and %s billed by one receipt", a, r.Receipt.Amount)
+	if a.Reserved != 0 || a.Pending+a.Settled != billed || a.Receipts.Pending+a.Receipts.Settled != 2 {
+		t.Fatalf("account %+v, want nothing reserved and %s billed by the two receipts", a, billed)
 	}
 }

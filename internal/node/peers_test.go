@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,31 +16,8 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
-	"github.com/idlegrid/idlegrid/internal/store/pgtemp"
+	"github.com/idlegrid/idlegrid/internal/store/pgtemp/pgtest"
 )
-
-// sharedDatabase starts a throwaway PostgreSQL and returns an empty
-// database's URL, or skips the test when PostgreSQL is not installed.
-func sharedDatabase(t *testing.T) string {
-	t.Helper()
-	srv, err := pgtemp.Start(t.Context())
-	if errors.Is(err, pgtemp.ErrNoPostgres) {
-		t.Skipf("skipping: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	url, err := srv.CreateDatabase(t.Context(), "gateways")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return url
-}
 
 func startSharedGateway(t *testing.T, dbURL string) *node.Gateway {
 	t.Helper()
@@ -63,7 +39,7 @@ func startSharedGateway(t *testing.T, dbURL string) *node.Gateway {
 // a provider connected to A serves a consumer calling B, streamed and not,
 // through the OpenAI and the Ollama APIs, and A bills it.
 func TestCrossGatewayForwarding(t *testing.T) {
-	dbURL := sharedDatabase(t)
+	dbURL := pgtest.Database(t, "gateways")
 	a := startSharedGateway(t, dbURL)
 	b := startSharedGateway(t, dbURL)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
