@@ -22,6 +22,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -163,6 +164,25 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 		earned += r.Receipt.Amount
 	}
 	waitText(t, bctx, "#earned", earned.String())
+	// It also shows what the ledger holds for it: the provider's share of
+	// its settled receipts, in escrow (read again each time, since escrow
+	// is released to the balance after its period).
+	l := chain.Ledger{Client: n.Validator.Node.Client()}
+	eventually(t, 20*time.Second, "the page to show the ledger's escrow", func() bool {
+		a, err := l.Account(bctx, key.Public().Address())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var escrow money.Amount
+		for _, e := range a.Escrow {
+			escrow += e.Amount
+		}
+		if escrow == 0 {
+			t.Fatalf("nothing in escrow after two settled receipts: %+v", a)
+		}
+		shown, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector("#escrow").textContent`))
+		return err == nil && shown == escrow.String()
+	})
 
 	t.Run("cancel", func(t *testing.T) {
 		before := simSrv.Stats().Cancelled

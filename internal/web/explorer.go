@@ -1,6 +1,8 @@
 package web
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -339,6 +341,66 @@ type providerData struct {
 	Vesting money.Amount
 }
 
+// readAccount fills in the provider's ledger account and its totals; an
+// account the ledger does not know is left nil without an error.
+func (d *providerData) readAccount(ctx context.Context, l Ledger) error {
+	a, err := l.Account(ctx, d.Address)
+	switch {
+	case errors.Is(err, chain.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	d.Account = &a
+	for _, e := range a.Escrow {
+		d.Escrow += e.Amount
+	}
+	for _, e := range a.Unbonding {
+		d.Unbond += e.Amount
+	}
+	for _, v := range a.Vesting {
+		d.Vesting += v.Amount - v.Released
+	}
+	return nil
+}
+
+// providerEarnings answers a provider's ledger totals as JSON, for the
+// /contribute page's live view: what its settled receipts paid into escrow,
+// its balance, stake and unvested rewards. All public ledger data; amounts
+// are strings of base units, which JavaScript reads exactly as BigInt.
+func (u *UI) providerEarnings(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	addr, ok := parseAccount(r.PathValue("addr"))
+	if !ok {
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]string{"error": "That is not an account address or public key."})
+		return
+	}
+	out := struct {
+		Ledger  bool         `json:"ledger"`
+		Known   bool         `json:"known"`
+		Balance money.Amount `json:"balance,string"`
+		Stake   money.Amount `json:"stake,string"`
+		Escrow  money.Amount `json:"escrow,string"`
+		Vesting money.Amount `json:"vesting,string"`
+	}{Ledger: u.cfg.Ledger != nil}
+	if u.cfg.Ledger != nil {
+		ctx, cancel := u.ctx(r)
+		defer cancel()
+		d := providerData{Address: addr}
+		if err := d.readAccount(ctx, u.cfg.Ledger); err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			json.NewEncoder(w).Encode(map[string]string{"error": "The ledger is unavailable: " + err.Error()})
+			return
+		}
+		if d.Account != nil {
+			out.Known, out.Balance, out.Stake, out.Escrow, out.Vesting = true, d.Account.Balance, d.Account.Stake, d.Escrow, d.Vesting
+		}
+	}
+	json.NewEncoder(w).Encode(out)
+}
+
 func (u *UI) provider(w http.ResponseWriter, r *http.Request) {
 	addr, ok := parseAccount(r.PathValue("addr"))
 	if !ok {
@@ -358,22 +420,8 @@ func (u *UI) provider(w http.ResponseWriter, r *http.Request) {
 	if u.cfg.Ledger != nil {
 		ctx, cancel := u.ctx(r)
 		defer cancel()
-		a, err := u.cfg.Ledger.Account(ctx, addr)
-		switch {
-		case errors.Is(err, chain.ErrNotFound):
-		case err != nil:
+		if err := d.readAccount(ctx, u.cfg.Ledger); err != nil {
 			p.note("The account is unavailable: %v", err)
-		default:
-			d.Account = &a
-			for _, e := range a.Escrow {
-				d.Escrow += e.Amount
-			}
-			for _, e := range a.Unbonding {
-				d.Unbond += e.Amount
-			}
-			for _, v := range a.Vesting {
-				d.Vesting += v.Amount - v.Released
-			}
 		}
 		pr, err := u.cfg.Ledger.Provider(ctx, addr)
 		switch {

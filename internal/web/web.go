@@ -165,6 +165,7 @@ func (u *UI) routes(static http.Handler) {
 	m.HandleFunc("GET "+Prefix+"explorer/epoch/{n}", u.epoch)
 	m.HandleFunc("GET "+Prefix+"explorer/provider", u.providerSearch)
 	m.HandleFunc("GET "+Prefix+"explorer/provider/{addr}", u.provider)
+	m.HandleFunc("GET "+Prefix+"explorer/provider/{addr}/earnings", u.providerEarnings)
 	m.HandleFunc("GET "+Prefix+"account", u.accountForm)
 	m.HandleFunc("POST "+Prefix+"account", u.account)
 	m.HandleFunc("GET "+ContributePath, u.contribute)

@@ -462,3 +462,42 @@ func TestChartLayout(t *testing.T) {
 		})
 	}
 }
+
+// TestProviderEarnings: the JSON the /contribute page polls carries the
+// provider's ledger totals as exact base-unit strings, says when the ledger
+// does not know the key or is absent, and refuses a bad address.
+func TestProviderEarnings(t *testing.T) {
+	other := string(newKey(t).Public().Address())
+	tests := []struct {
+		name, addr string // addr "": the fixture's provider
+		ledger     bool
+		status     int
+		want       string
+	}{
+		{"known provider", "", true, 200,
+			`{"ledger":true,"known":true,"balance":"3000000","stake":"1000000000","escrow":"5000000","vesting":"6000000"}`},
+		{"unknown key", other, true, 200,
+			`{"ledger":true,"known":false,"balance":"0","stake":"0","escrow":"0","vesting":"0"}`},
+		{"no ledger", "", false, 200,
+			`{"ledger":false,"known":false,"balance":"0","stake":"0","escrow":"0","vesting":"0"}`},
+		{"bad address", "not-an-address", true, 400,
+			`{"error":"That is not an account address or public key."}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.ledger)
+			addr := tt.addr
+			if addr == "" {
+				addr = string(f.provider.Public().Address())
+			}
+			rec := httptest.NewRecorder()
+			f.ui.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ui/explorer/provider/"+addr+"/earnings", nil))
+			if got := strings.TrimSpace(rec.Body.String()); rec.Code != tt.status || got != tt.want {
+				t.Errorf("%d %s\nwant %d %s", rec.Code, got, tt.status, tt.want)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+		})
+	}
+}

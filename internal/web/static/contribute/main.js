@@ -43,6 +43,7 @@ function showKey() {
   $("address").textContent = ui.id.address;
   $("pubkey").textContent = ui.id.publicHex;
   $("explorer-link").href = `/ui/explorer/provider/${ui.id.address}`;
+  showLedger();
 }
 
 function showCORSHelp(show) {
@@ -118,6 +119,31 @@ function updateControls() {
   $("new-key").disabled = !ui.id || running;
   $("key-file").disabled = running;
   for (const el of document.querySelectorAll("#models input, #slots")) el.disabled = running;
+}
+
+// showLedger reads the provider's account from the gateway's explorer:
+// what its settled receipts put in escrow (released to its balance after
+// the escrow period), its balance, stake and unvested rewards.
+async function showLedger() {
+  if (!ui.id) return;
+  const detail = $("ledger-detail");
+  try {
+    const res = await fetch(`/ui/explorer/provider/${encodeURIComponent(ui.id.address)}/earnings`, { cache: "no-store" });
+    const e = await res.json();
+    if (!res.ok) throw new Error(e.error || `HTTP ${res.status}`);
+    if (!e.ledger) {
+      $("escrow").textContent = "–";
+      detail.textContent = "this gateway runs without a ledger";
+    } else if (!e.known) {
+      $("escrow").textContent = formatAmount(0);
+      detail.textContent = "this key has no account on the ledger yet: register and stake it to be paid";
+    } else {
+      $("escrow").textContent = formatAmount(e.escrow);
+      detail.textContent = `tokens; balance ${formatAmount(e.balance)}, stake ${formatAmount(e.stake)}, vesting ${formatAmount(e.vesting)}`;
+    }
+  } catch (err) {
+    detail.textContent = `the ledger could not be read: ${err.message}`;
+  }
 }
 
 function showStats(s) {
@@ -262,6 +288,8 @@ async function main() {
     log(err.message);
   }
   await loadModels();
+  // Settlement runs in batches: the ledger's view is read every few seconds.
+  setInterval(showLedger, 3000);
   document.body.dataset.ready = "1";
 }
 
