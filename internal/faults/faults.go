@@ -91,7 +91,13 @@ type Result struct {
 	FailedExample           map[string]string
 	// Receipts is how many receipts settled, Continued how many of them
 	// finished an answer another provider began (request id "…-cN").
-	Receipts, Continued int
+	// Segmented counts answers billed by more than one receipt: a provider
+	// that died mid-answer is paid by its last checkpoint, under the
+	// request's own id, and the provider that continued by its "-cN" one.
+	Receipts, Continued, Segmented int
+	// TokensDelivered is the completion tokens of completed answers as the
+	// clients counted them, TokensBilled those their settled receipts bill.
+	TokensDelivered, TokensBilled uint64
 	// BilledFailed counts failed requests that were nonetheless billed:
 	// the gateway stored the receipt for the delivered answer before it
 	// died or before the consumer read the end. UnbilledLength counts
@@ -134,8 +140,9 @@ func (r *Result) Summary() string {
 			fmt.Fprintf(&b, "\n  first %s: %s", k, r.FailedExample[k])
 		}
 	}
-	fmt.Fprintf(&b, "\nreceipts settled: %d (%d continuations), %d for failed requests, %d completed answers unbilled at max_tokens\n",
-		r.Receipts, r.Continued, r.BilledFailed, r.UnbilledLength)
+	fmt.Fprintf(&b, "\nreceipts settled: %d (%d continuations; %d answers billed in segments), %d for failed requests, %d completed answers unbilled at max_tokens\n",
+		r.Receipts, r.Continued, r.Segmented, r.BilledFailed, r.UnbilledLength)
+	fmt.Fprintf(&b, "completed answers: %d tokens delivered, %d billed\n", r.TokensDelivered, r.TokensBilled)
 	fmt.Fprintf(&b, "consumers paid %s, of which fees %s; validators agree at height %d, app hash %s\n", r.Paid, r.Fees, r.Height, r.AppHash)
 	if r.OK() {
 		fmt.Fprintf(&b, "all checks passed in %s", r.Duration.Round(time.Second))
