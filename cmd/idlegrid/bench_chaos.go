@@ -38,8 +38,9 @@ The default runs 30 s; --duration 2m is the full run.
 With --processes, the network runs as separate processes of this binary
 instead: four validators, two gateways, four provider agents and their
 simulators, SIGKILLed one at a time at random and restarted while requests
-flow; at the end every answered request must have exactly one settled
-receipt, the accounts must move exactly what the receipts say, the
+flow; at the end every answered request must be billed by settled
+receipts (in segments when a provider died mid-answer) with no token billed
+twice, the accounts must move exactly what the receipts say, the
 validators must agree and ` + "`idlegrid audit`" + ` must pass
 (--duration 10m is the long run).`,
 		Args: cobra.NoArgs,

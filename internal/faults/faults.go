@@ -3,8 +3,10 @@
 // chain, gateways, provider agents and the simulators behind them — sends
 // streaming and non-streaming requests through it, SIGKILLs and restarts
 // processes of every kind while the load runs, and then checks from the
-// ledger that nothing was lost or billed twice: every answered request has
-// exactly one settled receipt, the accounts moved exactly what the settled
+// ledger that nothing was lost or billed twice: every answered request is
+// billed by settled receipts (in segments when a provider died mid-answer:
+// its last checkpoint, then the continuation), no token twice, the
+// accounts moved exactly what the settled
 // receipts say, the validators agree on the app hash and `idlegrid audit`
 // replays the chain cleanly.
 //
