@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,6 +54,9 @@ validators must agree and ` + "`idlegrid audit`" + ` must pass
 			res, err := bench.Chaos(cmd.Context(), cfg)
 			if err != nil {
 				return err
+			}
+			for _, msg := range slices.Sorted(maps.Keys(res.Failures)) {
+				fmt.Fprintf(a.stdout, "  failed %d×: %s\n", res.Failures[msg], msg)
 			}
 			fmt.Fprintln(a.stdout, res.Summary())
 			if !res.OK() {

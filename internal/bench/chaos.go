@@ -56,6 +56,8 @@ func DefaultChaos() ChaosConfig {
 // ChaosResult is what the run measured.
 type ChaosResult struct {
 	Requests, Completed, Failed int
+	// Failures counts the failed requests by their error (truncated).
+	Failures map[string]int
 	// WrongText answers differ from the uninterrupted answer.
 	WrongText int
 	// Continued answers were finished by another provider than the one
@@ -358,6 +360,14 @@ func checkChaos(ctx context.Context, res *ChaosResult, answers []chaosAnswer, st
 		res.Requests++
 		if a.err != nil {
 			res.Failed++
+			if res.Failures == nil {
+				res.Failures = map[string]int{}
+			}
+			msg := a.err.Error()
+			if len(msg) > 160 {
+				msg = msg[:160] + "…"
+			}
+			res.Failures[msg]++
 			continue
 		}
 		res.Completed++
