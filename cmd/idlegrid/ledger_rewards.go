@@ -175,10 +175,8 @@ The root is never taken from the file: it comes from the validator at --rpc
 				defer file.Close()
 				r = file
 			}
-			var pr ledger.PayoutProof
-			dec := json.NewDecoder(io.LimitReader(r, 1<<20))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&pr); err != nil {
+			pr, err := ledger.ReadPayoutProof(r)
+			if err != nil {
 				return fmt.Errorf("%s: not a payout proof: %w", args[0], err)
 			}
 			var root receipt.Hash

@@ -53,14 +53,12 @@ func (p *Provider) controlHandler() http.Handler {
 		writeControl(w, http.StatusOK, p.ControlStatus())
 	})
 	mux.HandleFunc("POST /v1/pause", func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Reason string `json:"reason"`
-		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		reason, err := readPauseReason(r.Body)
+		if err != nil {
 			writeControl(w, http.StatusBadRequest, map[string]string{"error": "body: " + err.Error()})
 			return
 		}
-		if err := p.policy.Pause(body.Reason); err != nil {
+		if err := p.policy.Pause(reason); err != nil {
 			writeControl(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
 		}
@@ -76,6 +74,21 @@ func (p *Provider) controlHandler() http.Handler {
 		writeControl(w, http.StatusOK, p.ControlStatus())
 	})
 	return mux
+}
+
+// maxPauseBody bounds POST /v1/pause's body.
+const maxPauseBody = 4096
+
+// readPauseReason reads POST /v1/pause's body, {"reason": "…"}; an empty
+// body pauses without a reason. Only the first maxPauseBody bytes are read.
+func readPauseReason(body io.Reader) (string, error) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := json.NewDecoder(io.LimitReader(body, maxPauseBody)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return req.Reason, nil
 }
 
 func writeControl(w http.ResponseWriter, code int, v any) {
@@ -154,14 +167,25 @@ func (c ControlClient) call(ctx context.Context, method, path string, body []byt
 	if err != nil {
 		return st, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	return decodeControlAnswer(resp.StatusCode, resp.Status, raw)
+}
+
+// decodeControlAnswer reads the control endpoint's answer: the status when
+// code is 200, else an error carrying the status line and the endpoint's
+// {"error"} message if it sent one.
+func decodeControlAnswer(code int, status string, raw []byte) (ControlStatus, error) {
+	var st ControlStatus
+	if code != http.StatusOK {
 		var e struct {
 			Error string `json:"error"`
 		}
-		json.Unmarshal(raw, &e)
-		return st, fmt.Errorf("provider control endpoint: %s: %s", resp.Status, e.Error)
+		json.Unmarshal(raw, &e) // best effort: the status line alone still says what failed
+		return st, fmt.Errorf("provider control endpoint: %s: %s", status, e.Error)
 	}
-	return st, json.Unmarshal(raw, &st)
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return ControlStatus{}, fmt.Errorf("provider control endpoint: not a status: %w", err)
+	}
+	return st, nil
 }
 
 func bytesReader(b []byte) io.Reader {
