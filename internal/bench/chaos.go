@@ -408,16 +408,18 @@ func checkChaos(ctx context.Context, res *ChaosResult, answers []chaosAnswer, st
 			res.Continued++
 		}
 		ok := len(rs) > 0
-		inReceipts := 0
+		inReceipts, next := 0, 0
 		for i, r := range rs {
 			inReceipts += int(r.CompletionTokens)
 			if i < len(rs)-1 {
 				res.Partial++ // a segment that did not finish the answer
 			}
-			if !markRun(toks, covered, r) {
+			end, found := markRun(toks, covered, r, next)
+			if !found {
 				res.Misattributed++
 				ok = false
 			}
+			next = end
 		}
 		res.InReceipts += inReceipts
 		if inReceipts == len(toks) {
@@ -443,22 +445,36 @@ func checkChaos(ctx context.Context, res *ChaosResult, answers []chaosAnswer, st
 }
 
 // markRun finds the run of toks that r's response hash and completion
-// tokens describe and counts it in covered; false when there is none.
-func markRun(toks []string, covered []int, r receipt.Receipt) bool {
+// tokens describe and counts it in covered; it returns the run's end and
+// false when there is none. Segments follow each other, so the run is
+// looked for from `from` on first (an answer can repeat a token, and a
+// short segment would match its earlier copy), then before it, where a
+// match means tokens billed twice.
+func markRun(toks []string, covered []int, r receipt.Receipt, from int) (int, bool) {
 	n := int(r.CompletionTokens)
-	for start := 0; start+n <= len(toks); start++ {
+	matches := func(start int) bool {
 		h := sha256.New()
 		for _, t := range toks[start : start+n] {
 			h.Write([]byte(t))
 		}
 		var got receipt.Hash
 		h.Sum(got[:0])
-		if got == r.ResponseHash {
+		return got == r.ResponseHash
+	}
+	starts := make([]int, 0, len(toks)+1)
+	for start := from; start+n <= len(toks); start++ {
+		starts = append(starts, start)
+	}
+	for start := 0; start < from && start+n <= len(toks); start++ {
+		starts = append(starts, start)
+	}
+	for _, start := range starts {
+		if matches(start) {
 			for i := start; i < start+n; i++ {
 				covered[i]++
 			}
-			return true
+			return start + n, true
 		}
 	}
-	return false
+	return from, false
 }
