@@ -149,6 +149,19 @@ type crossCheckOut struct {
 	Terms       map[string]string `json:"terms"`
 }
 
+// bareUI serves the web UI alone: no network behind it, as the page's
+// browser tests that need no gateway use it.
+func bareUI(t *testing.T) *httptest.Server {
+	t.Helper()
+	ui, err := web.New(web.Config{Hub: hub.New(hub.Config{}), Receipts: noReceipts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(ui)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // TestContributeCodecMatchesGo runs the page's receipt encoding, handshake
 // signing, key handling, amounts and terms check in Chromium on fixed
 // inputs and compares them with the Go code every other party runs, so the
@@ -158,12 +171,7 @@ func TestContributeCodecMatchesGo(t *testing.T) {
 		t.Skip("starts a browser")
 	}
 	ctx := newChromium(t, 90*time.Second)
-	ui, err := web.New(web.Config{Hub: hub.New(hub.Config{}), Receipts: noReceipts{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(ui)
-	t.Cleanup(srv.Close)
+	srv := bareUI(t)
 
 	gw, provKey, fileKey := mustKey(t), mustKey(t), mustKey(t)
 	consumer := mustKey(t).Public().Address()

@@ -363,12 +363,7 @@ func TestContributeExplainsOllamaOrigins(t *testing.T) {
 		t.Skip("starts a browser")
 	}
 	ctx := newChromium(t, 60*time.Second)
-	ui, err := web.New(web.Config{Hub: hub.New(hub.Config{}), Receipts: noReceipts{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := httptest.NewServer(ui)
-	t.Cleanup(gw.Close)
+	gw := bareUI(t)
 	strict := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"models":[{"name":"m:1b","digest":"sha256:aa"}]}`)
 	}))
