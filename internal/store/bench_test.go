@@ -43,3 +43,29 @@ func BenchmarkSaveReceipt(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "receipts/s")
 }
+
+// BenchmarkUnsettledReceipts reads a page of 1,000 unsettled receipts, as
+// settlement does for each batch; every receipt's two signatures are
+// checked on the way out (in one batch verification).
+func BenchmarkUnsettledReceipts(b *testing.B) {
+	ctx := b.Context()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"), WithProcessDurability())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	sg := newSigner(b)
+	const page = 1000
+	for i := range page {
+		if err := s.SaveReceipt(ctx, sg.receipt(b, fmt.Sprintf("req-bench-%09d", i), 512, 256)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		rs, err := s.UnsettledReceipts(ctx, page)
+		if err != nil || len(rs) != page {
+			b.Fatalf("%d receipts, %v", len(rs), err)
+		}
+	}
+	b.ReportMetric(float64(b.N*page)/b.Elapsed().Seconds(), "receipts/s")
+}

@@ -96,13 +96,16 @@ func (s *Store) UnsettledReceipts(ctx context.Context, limit int) ([]receipt.Sig
 	defer rows.Close()
 	var out []receipt.Signed
 	for rows.Next() {
-		sr, err := scanReceipt(rows)
+		sr, err := scanReceiptUnverified(rows)
 		if err != nil {
 			return nil, fmt.Errorf("unsettled receipts: %w", err)
 		}
 		out = append(out, sr)
 	}
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("unsettled receipts: %w", err)
+	}
+	if err := verifyReceipts(out); err != nil {
 		return nil, fmt.Errorf("unsettled receipts: %w", err)
 	}
 	return out, nil
@@ -293,6 +296,20 @@ const receiptColumns = `request_id, consumer, provider, gateway, model, model_di
 // it before handing it out: bytes that decode, signatures that verify over
 // them, and columns that agree with them. Anything else is ErrCorrupt.
 func scanReceipt(row interface{ Scan(...any) error }) (receipt.Signed, error) {
+	sr, err := scanReceiptUnverified(row)
+	if err != nil {
+		return receipt.Signed{}, err
+	}
+	if err := sr.Verify(); err != nil {
+		return receipt.Signed{}, corruptReceipt(sr.Receipt.RequestID, "%v", err)
+	}
+	return sr, nil
+}
+
+// scanReceiptUnverified reads a receipt row and checks everything but its
+// two signatures: the bytes decode and validate and the columns agree with
+// them. Callers verify the signatures, one by one or in a batch.
+func scanReceiptUnverified(row interface{ Scan(...any) error }) (receipt.Signed, error) {
 	var (
 		col                   receiptRow
 		blob, provSig, gwySig []byte
@@ -302,9 +319,7 @@ func scanReceipt(row interface{ Scan(...any) error }) (receipt.Signed, error) {
 		&blob, &provSig, &gwySig); err != nil {
 		return receipt.Signed{}, err
 	}
-	corrupt := func(why string, args ...any) error {
-		return fmt.Errorf("receipt %q: %w: %s", col.requestID, ErrCorrupt, fmt.Sprintf(why, args...))
-	}
+	corrupt := func(why string, args ...any) error { return corruptReceipt(col.requestID, why, args...) }
 	r, err := receipt.Decode(blob)
 	if err != nil {
 		return receipt.Signed{}, corrupt("%v", err)
@@ -316,7 +331,7 @@ func scanReceipt(row interface{ Scan(...any) error }) (receipt.Signed, error) {
 	}
 	copy(sr.ProviderSignature[:], provSig)
 	copy(sr.GatewaySignature[:], gwySig)
-	if err := sr.Verify(); err != nil {
+	if err := sr.Receipt.Validate(); err != nil {
 		return receipt.Signed{}, corrupt("%v", err)
 	}
 	want, err := rowOf(&sr.Receipt)
@@ -327,6 +342,38 @@ func scanReceipt(row interface{ Scan(...any) error }) (receipt.Signed, error) {
 		return receipt.Signed{}, corrupt("columns disagree with the signed bytes")
 	}
 	return sr, nil
+}
+
+func corruptReceipt(requestID, why string, args ...any) error {
+	return fmt.Errorf("receipt %q: %w: %s", requestID, ErrCorrupt, fmt.Sprintf(why, args...))
+}
+
+// verifyReceipts checks both signatures of every receipt in one batch
+// verification (several times faster than one by one: settlement reads
+// pages of receipts it has just written); a failing receipt is named.
+func verifyReceipts(rs []receipt.Signed) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	var buf []byte
+	items := make([]keys.SignedMessage, 0, 2*len(rs))
+	for i := range rs {
+		r := &rs[i]
+		var pair [2]keys.SignedMessage
+		buf, pair = receipt.AppendSignedMessages(buf, r.Receipt.Bytes(), &r.Receipt, r.ProviderSignature, r.GatewaySignature)
+		items = append(items, pair[:]...)
+	}
+	for i, ok := range keys.VerifyBatch(items) {
+		if !ok {
+			r := &rs[i/2]
+			err := r.Verify()
+			if err == nil {
+				err = receipt.ErrBadSignature
+			}
+			return corruptReceipt(r.Receipt.RequestID, "%v", err)
+		}
+	}
+	return nil
 }
 
 // scope is the condition that limits a query to this gateway's receipts
