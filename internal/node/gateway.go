@@ -149,7 +149,10 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 			}
 			clients = append(clients, c)
 		}
-		signer := chain.NewSigner(clients[0], key, cfg.ChainID)
+		// Transactions go to the first validator and are handed to all;
+		// reads (balances for admission, params, standings) come from the
+		// first that answers, so one validator down does not stop admission.
+		signer := chain.NewSigner(chain.ReadFailover(clients...), key, cfg.ChainID)
 		signer.BroadcastAlso(clients[1:]...)
 		gcfg.Ledger = signer
 	}
