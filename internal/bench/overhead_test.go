@@ -8,7 +8,9 @@ import (
 )
 
 // TestOverheadRuns runs the harness at a tiny size: it checks that every
-// figure is produced from real traffic, not how fast anything is.
+// figure is produced from real traffic, not how fast anything is. Streams
+// last 200 ms each, so that even on a loaded machine all eight run at once
+// for a while (the steady-state relay figure needs that).
 func TestOverheadRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a network; skipped with -short")
@@ -16,12 +18,12 @@ func TestOverheadRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out strings.Builder
-	res, err := Overhead(ctx, OverheadConfig{Requests: 40, Concurrency: []int{1, 4}, Streams: 8, StreamTokens: 10, StreamRate: 200,
+	res, err := Overhead(ctx, OverheadConfig{Requests: 40, Concurrency: []int{1, 4}, Streams: 8, StreamTokens: 40, StreamRate: 200,
 		RPSDuration: 300 * time.Millisecond, Out: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay.All) != 80 || len(res.Relay.Steady) == 0 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
+	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay.All) != 320 || len(res.Relay.Steady) == 0 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
 		t.Fatalf("incomplete result: %+v", res)
 	}
 	for _, d := range res.Relay.All {
