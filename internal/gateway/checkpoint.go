@@ -80,14 +80,9 @@ func (g *Gateway) settleCheckpoint(ctx context.Context, job *protocol.Job, provi
 		log.Warn("checkpoint rejected; the job's tokens are not billed", "err", err, "unbilled_tokens", seg.tokens)
 		return
 	}
-	signed := receipt.Signed{Receipt: r, ProviderSignature: seg.last.cp.Signature, GatewaySignature: receipt.SignGateway(g.cfg.Key, &r)}
-	if err := g.cfg.Store.SaveReceipt(context.WithoutCancel(ctx), signed); err != nil {
+	if _, err := g.record(ctx, r, seg.last.cp.Signature, hold); err != nil {
 		log.Error("could not store the partial receipt", "err", err)
 		return
-	}
-	if hold != nil {
-		hold.charged(r.Amount)
-		g.settle.stored()
 	}
 	log.Info("partial receipt stored from the provider's last checkpoint", "completion_tokens", r.CompletionTokens,
 		"unbilled_tokens", seg.tokens-int(r.CompletionTokens), "amount", r.Amount.String())

@@ -208,6 +208,21 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 	}
 }
 
+// record countersigns r, stores it and charges it to the request's
+// reservation. The tokens were delivered: the receipt is recorded even if
+// the consumer has just gone away.
+func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig keys.Signature, hold *reservation) (receipt.Signed, error) {
+	signed := receipt.Signed{Receipt: r, ProviderSignature: providerSig, GatewaySignature: receipt.SignGateway(g.cfg.Key, &r)}
+	if err := g.cfg.Store.SaveReceipt(context.WithoutCancel(ctx), signed); err != nil {
+		return signed, err
+	}
+	if hold != nil {
+		hold.charged(r.Amount)
+		g.settle.stored()
+	}
+	return signed, nil
+}
+
 // segment is what one job delivered.
 type segment struct {
 	firstChunk time.Time
@@ -252,16 +267,10 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 		return outcome{err: apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry.")}
 	}
 	g.health.success(provider)
-	signed := receipt.Signed{Receipt: r, ProviderSignature: d.ReceiptSignature, GatewaySignature: receipt.SignGateway(g.cfg.Key, &r)}
-	// The tokens were delivered: record the receipt even if the consumer
-	// has just gone away.
-	if err := g.cfg.Store.SaveReceipt(context.WithoutCancel(ctx), signed); err != nil {
+	signed, err := g.record(ctx, r, d.ReceiptSignature, hold)
+	if err != nil {
 		log.Error("could not store receipt", "err", err)
 		return outcome{err: apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry.")}
-	}
-	if hold != nil {
-		hold.charged(r.Amount)
-		g.settle.stored()
 	}
 	g.samples.offer(&job.Request, signed, d.FinishReason, out.text.String(), seg.relayed)
 	total := now.Sub(c.admitted)

@@ -60,12 +60,19 @@ func startNetwork(t *testing.T) *node.Network {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.StartUp(ctx, node.UpConfig{
+	return startUp(t, ctx, node.UpConfig{
 		Addr: "127.0.0.1:0", DataDir: t.TempDir(), DevAPIKey: browserAPIKey, Slots: 4,
 		Link: link.Options{Heartbeat: 500 * time.Millisecond}, BackendOverride: b,
 		Gateway:     gateway.Config{SettleInterval: 50 * time.Millisecond},
 		EditGenesis: func(g *ledger.Genesis) { g.Params.EpochBlocks = 2 },
 	})
+}
+
+// startUp starts the embedded network for a browser test and shuts it down
+// when the test ends.
+func startUp(t *testing.T, ctx context.Context, cfg node.UpConfig) *node.Network {
+	t.Helper()
+	n, err := node.StartUp(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

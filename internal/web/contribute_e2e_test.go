@@ -74,7 +74,7 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := node.StartUp(ctx, node.UpConfig{
+	n := startUp(t, ctx, node.UpConfig{
 		Addr: "127.0.0.1:0", DataDir: t.TempDir(), DevAPIKey: browserAPIKey, NoProvider: true,
 		Link:    link.Options{Heartbeat: 500 * time.Millisecond},
 		Gateway: gateway.Config{SettleInterval: 50 * time.Millisecond},
@@ -82,16 +82,6 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 			g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: key.Public().Address(), PubKey: key.Public(),
 				Stake: 1000 * money.Unit, Roles: []string{"provider"}, Info: "browser provider"})
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
 	})
 	base := n.Gateway.URL()
 	if len(n.Gateway.Hub.Snapshot()) != 0 {
