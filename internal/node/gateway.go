@@ -118,7 +118,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if created {
 		cfg.Logger.Info("created gateway key", "gateway", key.Public().String())
 	}
-	var opts []store.Option
+	opts := []store.Option{store.WithLogger(cfg.Logger.With("component", "store"))}
 	switch cfg.ReceiptSync {
 	case "", "disk":
 	case "process":

@@ -94,6 +94,7 @@ func (s *Store) committer() {
 			}
 		}
 		s.commitBatch(batch)
+		s.committedBatch()
 	}
 }
 

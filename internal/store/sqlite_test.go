@@ -96,6 +96,8 @@ func TestSQLitePragmas(t *testing.T) {
 		{s.write, "synchronous", "2"}, // FULL
 		{s.write, "foreign_keys", "1"},
 		{s.write, "busy_timeout", fmt.Sprint(busyTimeout.Milliseconds())},
+		{s.write, "wal_autocheckpoint", "0"}, // checkpoint.go
+		{s.ckpt, "synchronous", "2"},
 		{s.read, "journal_mode", "wal"},
 		{s.read, "query_only", "1"},
 		{s.read, "busy_timeout", fmt.Sprint(busyTimeout.Milliseconds())},
@@ -105,10 +107,7 @@ func TestSQLitePragmas(t *testing.T) {
 			t.Fatalf("PRAGMA %s: %v", tc.pragma, err)
 		}
 		if got != tc.want {
-			pool := "write"
-			if tc.db == s.read {
-				pool = "read"
-			}
+			pool := map[*sql.DB]string{s.write: "write", s.read: "read", s.ckpt: "checkpoint"}[tc.db]
 			t.Errorf("%s pool: PRAGMA %s = %s, want %s", pool, tc.pragma, got, tc.want)
 		}
 	}

@@ -20,12 +20,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -85,14 +87,27 @@ type Store struct {
 	closing   chan struct{}     // closed by Close
 	committed chan struct{}     // closed when the committer has exited
 	closeOnce sync.Once
+
+	// ckpt is the background WAL checkpointer's connection (SQLite only;
+	// see checkpoint.go), kicked by the committer every checkpointEvery
+	// commits (sinceCkpt is the committer's own count).
+	ckpt       *sql.DB
+	ckptKick   chan struct{}
+	ckptDone   chan struct{}
+	ckptFinish atomic.Bool // the WAL is long; the committer finishes a checkpoint
+	walFrames  int         // walFrameLimit; tests lower it
+	sinceCkpt  int
+	log        *slog.Logger
 }
 
 // Option configures Open.
 type Option func(*options)
 
 type options struct {
+	log            *slog.Logger
 	processDurable bool
 	gateway        string
+	ckpt           *sql.DB // set by Open
 }
 
 // ForGateway scopes what a gateway settles to the receipts it
@@ -153,6 +168,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 			// money owed to a provider, so every commit is synced unless
 			// the operator chose WithProcessDurability.
 			syncPragma,
+			// Checkpoints run in the background, not in a receipt's
+			// commit (checkpoint.go).
+			"wal_autocheckpoint(0)",
 			"foreign_keys(ON)",
 		},
 		// Take the write lock at BEGIN, so a transaction never fails halfway
@@ -179,13 +197,23 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store: open %s for reading: %w", abs, err), write.Close())
 	}
+	ckpt, err := openPool(ctx, sqliteDSN(abs, url.Values{
+		"_pragma": {pragma("busy_timeout", busyTimeout.Milliseconds()), syncPragma},
+	}), 1)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("store: open %s for checkpoints: %w", abs, err), read.Close(), write.Close())
+	}
+	o.ckpt = ckpt
 	return newStore(ctx, write, read, sqliteDialect, o)
 }
 
 // newStore prepares the statements and starts the committer.
 func newStore(ctx context.Context, write, read *sql.DB, d dialect, o options) (*Store, error) {
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
 	s := &Store{write: write, read: read, now: time.Now, d: d, gateway: o.gateway, saves: make(chan *pendingSave, maxBatch),
-		closing: make(chan struct{}), committed: make(chan struct{})}
+		closing: make(chan struct{}), committed: make(chan struct{}), ckpt: o.ckpt, log: o.log, walFrames: walFrameLimit}
 	var err error
 	if s.insertReceipt, err = write.PrepareContext(ctx, insertReceiptSQL); err == nil {
 		s.lookupKey, err = read.PrepareContext(ctx, lookupAPIKeySQL)
@@ -194,14 +222,23 @@ func newStore(ctx context.Context, write, read *sql.DB, d dialect, o options) (*
 		return nil, errors.Join(fmt.Errorf("store: prepare statements: %w", err), s.closePools())
 	}
 	go s.committer()
+	if s.ckpt != nil {
+		s.ckptKick, s.ckptDone = make(chan struct{}, 1), make(chan struct{})
+		go s.checkpointer()
+	}
 	return s, nil
 }
 
+// closePools closes the connections, the writer last.
 func (s *Store) closePools() error {
-	if s.read == s.write {
-		return s.write.Close()
+	var errs []error
+	if s.ckpt != nil {
+		errs = append(errs, s.ckpt.Close())
 	}
-	return errors.Join(s.read.Close(), s.write.Close())
+	if s.read != s.write {
+		errs = append(errs, s.read.Close())
+	}
+	return errors.Join(append(errs, s.write.Close())...)
 }
 
 // Close closes the database. The writer closes last so that SQLite
@@ -209,6 +246,9 @@ func (s *Store) closePools() error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { close(s.closing) })
 	<-s.committed
+	if s.ckptDone != nil {
+		<-s.ckptDone
+	}
 	// Saves queued after the committer's last batch are answered, not lost
 	// silently: their callers get ErrClosed.
 	for {
