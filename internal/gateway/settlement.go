@@ -12,6 +12,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/store"
 )
 
 // settlement moves stored receipts onto the ledger in batches: a batch goes
@@ -31,6 +32,8 @@ type settlement struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	inflight map[string]bool
+	after    store.Cursor // where next reads on while batches are in flight
+	rewind   bool         // a batch failed: next starts over from the oldest
 }
 
 // batchTimeout bounds one batch from submission to commit.
@@ -176,8 +179,11 @@ func (g *Gateway) SettleNow(ctx context.Context) error {
 	return nil
 }
 
-// drain starts batches while receipts are waiting and a slot is free; with
-// fullOnly it sends only full batches (the timer sends the rest).
+// drain starts batches while full ones are waiting and a slot is free, and
+// then, unless fullOnly, the partial batch of what is left (the timer sends
+// those). Only one partial batch goes out per call: under steady traffic
+// receipts keep arriving, and sending each new handful at once would make
+// a ledger transaction, and a block, of a few receipts many times a second.
 func (s *settlement) drain(ctx context.Context, fullOnly bool) {
 	size := s.g.cfg.SettleBatchSize
 	for {
@@ -191,7 +197,7 @@ func (s *settlement) drain(ctx context.Context, fullOnly bool) {
 			s.log.Warn("read unsettled receipts", "err", err)
 		}
 		if err != nil || len(batch) == 0 || fullOnly && len(batch) < size {
-			s.unmark(batch)
+			s.unmark(batch, true)
 			<-s.slots
 			return
 		}
@@ -200,48 +206,72 @@ func (s *settlement) drain(ctx context.Context, fullOnly bool) {
 		go func() {
 			defer s.wg.Done()
 			defer func() { <-s.slots }()
-			defer s.unmark(batch)
-			s.send(ctx, batch)
+			s.unmark(batch, s.send(ctx, batch))
 		}()
+		if len(batch) < size {
+			return
+		}
 	}
 }
 
 // next takes up to size unsettled receipts that no batch in flight holds,
-// and marks them in flight.
+// and marks them in flight. While batches are in flight it reads on from
+// the last receipt it took, so it never reads (nor verifies) theirs again;
+// with none in flight, or after a batch left receipts unsettled, it starts
+// over from the oldest, so that those go out again.
+//
+// It holds mu while it reads: a batch leaves the in-flight set (unmark)
+// only after its receipts are marked settled in the store, so a receipt
+// read as unsettled is either still in flight when checked here or was
+// never settled; it cannot have been settled and released in between.
 func (s *settlement) next(ctx context.Context, size int) ([]receipt.Signed, error) {
 	s.mu.Lock()
-	busy := len(s.inflight)
-	s.mu.Unlock()
-	rs, err := s.g.cfg.Store.UnsettledReceipts(ctx, size+busy)
+	defer s.mu.Unlock()
+	after, limit := s.after, size
+	if s.rewind || len(s.inflight) == 0 {
+		after, limit, s.rewind = store.Cursor{}, size+len(s.inflight), false
+	}
+	rs, last, err := s.g.cfg.Store.UnsettledReceiptsAfter(ctx, after, limit)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	batch := rs[:0]
-	for _, r := range rs {
+	for i, r := range rs {
+		if s.inflight[r.Receipt.RequestID] {
+			continue
+		}
 		if len(batch) == size {
-			break
+			// Read past a full batch (starting over): the rest is read
+			// again next time.
+			s.rewind = true
+			return batch, nil
 		}
-		if !s.inflight[r.Receipt.RequestID] {
-			s.inflight[r.Receipt.RequestID] = true
-			batch = append(batch, r)
-		}
+		s.inflight[r.Receipt.RequestID] = true
+		batch = append(batch, rs[i])
 	}
+	// Every receipt up to last is now in flight.
+	s.after = last
 	return batch, nil
 }
 
-func (s *settlement) unmark(batch []receipt.Signed) {
+// unmark takes a batch out of flight; unless settled (every receipt of it
+// marked settled or rejected), next starts over from the oldest receipt to
+// send again what it left.
+func (s *settlement) unmark(batch []receipt.Signed, settled bool) {
 	s.mu.Lock()
 	for _, r := range batch {
 		delete(s.inflight, r.Receipt.RequestID)
 	}
+	if !settled {
+		s.rewind = true
+	}
 	s.mu.Unlock()
 }
 
-// send settles one batch and records each receipt's outcome. On any error
-// the receipts simply stay unsettled and go out again later.
-func (s *settlement) send(ctx context.Context, batch []receipt.Signed) {
+// send settles one batch and records each receipt's outcome, and reports
+// whether every receipt's outcome is recorded. On any error the receipts
+// simply stay unsettled and go out again later.
+func (s *settlement) send(ctx context.Context, batch []receipt.Signed) (settled bool) {
 	start := time.Now()
 	// A batch that never commits (dropped by a restarting node) must not
 	// hold its slot forever: after the timeout its receipts go out again,
@@ -254,8 +284,9 @@ func (s *settlement) send(ctx context.Context, batch []receipt.Signed) {
 		if ctx.Err() == nil {
 			s.log.Warn("settle batch failed; will retry", "receipts", len(batch), "err", err)
 		}
-		return
+		return false
 	}
+	settled = len(out.Settled)+len(out.Rejected) >= len(batch) // else the ledger left some undecided
 	store := s.g.cfg.Store
 	byHeight := map[int64][]string{}
 	for id, h := range out.Settled {
@@ -265,12 +296,14 @@ func (s *settlement) send(ctx context.Context, batch []receipt.Signed) {
 	for h, ids := range byHeight {
 		slices.Sort(ids)
 		if err := store.MarkSettled(bg, ids, h); err != nil {
+			settled = false
 			s.log.Error("record settlement", "height", h, "receipts", len(ids), "err", err)
 		}
 	}
 	for id, reason := range out.Rejected {
 		s.log.Warn("ledger rejected receipt", "request_id", id, "reason", reason)
 		if err := store.MarkRejected(bg, id, reason); err != nil {
+			settled = false
 			s.log.Error("record rejection", "request_id", id, "err", err)
 		}
 	}
@@ -280,4 +313,5 @@ func (s *settlement) send(ctx context.Context, batch []receipt.Signed) {
 	}
 	s.log.Info("batch settled", "height", out.Height, "settled", len(out.Settled), "rejected", len(out.Rejected),
 		"ms", time.Since(start).Milliseconds())
+	return settled
 }

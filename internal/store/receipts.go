@@ -81,35 +81,67 @@ func (s *Store) Receipt(ctx context.Context, requestID string) (receipt.Signed, 
 // receipt fails the whole call with an error naming it: a batch must not be
 // settled with a receipt quietly missing.
 func (s *Store) UnsettledReceipts(ctx context.Context, limit int) ([]receipt.Signed, error) {
+	rs, _, err := s.UnsettledReceiptsAfter(ctx, Cursor{}, limit)
+	return rs, err
+}
+
+// Cursor is a position in the order UnsettledReceipts reads. The zero
+// Cursor is before the first receipt.
+type Cursor struct {
+	createdAt int64
+	requestID string
+}
+
+// UnsettledReceiptsAfter is UnsettledReceipts starting after the cursor,
+// and the cursor after the last receipt it returns (after itself when it
+// returns none). Settlement uses it to read only receipts that no batch in
+// flight holds.
+func (s *Store) UnsettledReceiptsAfter(ctx context.Context, after Cursor, limit int) ([]receipt.Signed, Cursor, error) {
 	if limit <= 0 {
-		return nil, fmt.Errorf("unsettled receipts: limit %d: want a positive limit", limit)
+		return nil, after, fmt.Errorf("unsettled receipts: limit %d: want a positive limit", limit)
 	}
-	scope, args := s.scope(2)
+	args := []any{limit}
+	from := ""
+	if after != (Cursor{}) {
+		from = " AND (created_at, request_id) > ($2, $3)"
+		args = append(args, after.createdAt, after.requestID)
+	}
+	scope, scopeArgs := s.scope(len(args) + 1)
 	rows, err := s.read.QueryContext(ctx, `
-		SELECT `+receiptColumns+` FROM receipts
-		WHERE settled_at IS NULL AND rejected_at IS NULL`+scope+`
+		SELECT `+receiptColumns+`, created_at FROM receipts
+		WHERE settled_at IS NULL AND rejected_at IS NULL`+from+scope+`
 		ORDER BY created_at, request_id
-		LIMIT $1`, append([]any{limit}, args...)...)
+		LIMIT $1`, append(args, scopeArgs...)...)
 	if err != nil {
-		return nil, fmt.Errorf("unsettled receipts: %w", err)
+		return nil, after, fmt.Errorf("unsettled receipts: %w", err)
 	}
 	defer rows.Close()
 	var out []receipt.Signed
+	last := after
 	for rows.Next() {
-		sr, err := scanReceiptUnverified(rows)
+		sr, err := scanReceiptUnverified(withCreatedAt{rows, &last.createdAt})
 		if err != nil {
-			return nil, fmt.Errorf("unsettled receipts: %w", err)
+			return nil, after, fmt.Errorf("unsettled receipts: %w", err)
 		}
+		last.requestID = sr.Receipt.RequestID
 		out = append(out, sr)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("unsettled receipts: %w", err)
+		return nil, after, fmt.Errorf("unsettled receipts: %w", err)
 	}
 	if err := verifyReceipts(out); err != nil {
-		return nil, fmt.Errorf("unsettled receipts: %w", err)
+		return nil, after, fmt.Errorf("unsettled receipts: %w", err)
 	}
-	return out, nil
+	return out, last, nil
 }
+
+// withCreatedAt scans a row of receiptColumns followed by created_at.
+type withCreatedAt struct {
+	rows *sql.Rows
+	at   *int64
+}
+
+func (w withCreatedAt) Scan(dest ...any) error { return w.rows.Scan(append(dest, w.at)...) }
 
 // MarkSettled records that the receipts were settled at ledger height, all
 // or none (a receipt marked rejected can still be marked settled: the ledger

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -33,6 +34,7 @@ func runSuite(t *testing.T, open func(t *testing.T) *Store) {
 		{"ReceiptOutOfRange", testReceiptOutOfRange},
 		{"ReceiptConcurrentSave", testReceiptConcurrentSave},
 		{"Settlement", testSettlement},
+		{"UnsettledCursor", testUnsettledCursor},
 		{"RejectionAndSpend", testRejectionAndSpend},
 		{"ReceiptCorrupt", testReceiptCorrupt},
 		{"ForGateway", testForGateway},
@@ -572,5 +574,77 @@ func testRejectionAndSpend(t *testing.T, s *Store) {
 	}
 	if sp, _ := s.ConsumerSpend(ctx, sg.consumer); sp.RejectedCount != 0 || sp.SettledCount != 2 {
 		t.Errorf("after settling the rejected receipt: %+v", sp)
+	}
+}
+
+// testUnsettledCursor: reading on from a cursor visits every unsettled
+// receipt once, in the order UnsettledReceipts gives (created_at, ties
+// broken by request_id), skips what was settled meanwhile, and stays in
+// this gateway's receipts when scoped.
+func testUnsettledCursor(t *testing.T, s *Store) {
+	ctx := t.Context()
+	clock := newFakeClock()
+	tick := 0
+	s.now = func() time.Time { // two receipts per instant: ties to break
+		tick++
+		if tick%2 == 1 {
+			return clock.now()
+		}
+		return clock.t
+	}
+	sg, other := newSigner(t), newSigner(t)
+	ids := []string{"req-h", "req-b", "req-f", "req-d", "req-a", "req-g", "req-c", "req-e"}
+	for _, id := range ids {
+		if err := s.SaveReceipt(ctx, sg.receipt(t, id, 1, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SaveReceipt(ctx, other.receipt(t, id+"-other", 1, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.gateway = sg.gateway.Public().String()
+	defer func() { s.gateway = "" }()
+	all, err := s.UnsettledReceipts(ctx, 100)
+	if err != nil || len(all) != len(ids) {
+		t.Fatalf("UnsettledReceipts = %d, %v; want %d", len(all), err, len(ids))
+	}
+	var want []string
+	for _, r := range all {
+		want = append(want, r.Receipt.RequestID)
+	}
+	var got []string
+	var cur Cursor
+	for page := 0; ; page++ {
+		rs, next, err := s.UnsettledReceiptsAfter(ctx, cur, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			if next != cur {
+				t.Errorf("an empty page moved the cursor")
+			}
+			break
+		}
+		for _, r := range rs {
+			got = append(got, r.Receipt.RequestID)
+		}
+		if page == 0 {
+			// Settle the first receipt of the next page: it is not read.
+			nextPage, _, err := s.UnsettledReceiptsAfter(ctx, next, 1)
+			if err != nil || len(nextPage) != 1 {
+				t.Fatal(len(nextPage), err)
+			}
+			if err := s.MarkSettled(ctx, []string{nextPage[0].Receipt.RequestID}, 3); err != nil {
+				t.Fatal(err)
+			}
+			want = slices.DeleteFunc(want, func(id string) bool { return id == nextPage[0].Receipt.RequestID })
+		}
+		cur = next
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("pages = %v, want %v", got, want)
+	}
+	if _, _, err := s.UnsettledReceiptsAfter(ctx, Cursor{}, 0); err == nil {
+		t.Error("limit 0 accepted")
 	}
 }
