@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
+	"runtime"
 
 	"github.com/oasisprotocol/curve25519-voi/curve"
 	"github.com/oasisprotocol/curve25519-voi/curve/scalar"
@@ -36,20 +37,43 @@ var batchOptions = &voi.Options{Verify: &voi.VerifyOptions{
 // holder crafted with small-order components and Verify would refuse —
 // never a signature made without the private key.
 //
-// The batch's random coefficients are derived from a hash of all its items,
+// Items are verified in chunks of batchChunk, one batch equation each,
+// and the goroutine yields between chunks: a settlement batch of
+// thousands of signatures is tens of milliseconds of CPU, and without the
+// yields it holds a core until the scheduler preempts it (after 10 ms),
+// while requests on a small machine wait for that core.
+//
+// Each chunk's random coefficients are derived from a hash of its items,
 // so the outcome is a pure function of the input: every node computes the
 // same answer.
 func VerifyBatch(items []SignedMessage) []bool {
 	ok := make([]bool, len(items))
+	for start := 0; start < len(items); start += batchChunk {
+		if start > 0 {
+			runtime.Gosched()
+		}
+		end := min(start+batchChunk, len(items))
+		verifyChunk(items[start:end], ok[start:end])
+	}
+	return ok
+}
+
+// batchChunk signatures take about 2 ms to verify together on a slow
+// core, about 13 % more per signature than one equation over a thousand
+// (128 cost 35 % more; BenchmarkVerifyBatch).
+const batchChunk = 256
+
+// verifyChunk sets ok[i] for items[i], all in one batch equation.
+func verifyChunk(items []SignedMessage, ok []bool) {
 	if len(items) == 0 {
-		return ok
+		return
 	}
 	seed := batchSeed(items)
 	if verifyCombined(items, &hashStream{seed: seed}) {
 		for i := range ok {
 			ok[i] = true
 		}
-		return ok
+		return
 	}
 	// Some signature is bad or cannot be decoded: the library's batch
 	// verifier finds which, item by item.
@@ -75,13 +99,12 @@ func VerifyBatch(items []SignedMessage) []bool {
 		idx = append(idx, i)
 	}
 	if len(idx) == 0 {
-		return ok
+		return
 	}
 	_, valid := v.Verify(&hashStream{seed: seed})
 	for j, i := range idx {
 		ok[i] = valid[j]
 	}
-	return ok
 }
 
 // batchSeed is the hash of every item, from which the batch's coefficients

@@ -120,3 +120,20 @@ func TestVerifyCombined(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyBatchAcrossChunks: a batch longer than one chunk answers item by
+// item across chunk boundaries, a bad signature failing only itself.
+func TestVerifyBatchAcrossChunks(t *testing.T) {
+	n := 2*batchChunk + 37
+	items := fewKeyItems(t, n)
+	bad := []int{0, batchChunk - 1, batchChunk, 2*batchChunk + 1, n - 1}
+	for _, i := range bad {
+		items[i].Signature[40] ^= 1
+	}
+	got := VerifyBatch(items)
+	for i := range items {
+		if want := !slices.Contains(bad, i); got[i] != want {
+			t.Errorf("item %d: %v, want %v", i, got[i], want)
+		}
+	}
+}
