@@ -267,7 +267,14 @@ func (c *Client) Generate(ctx context.Context, req protocol.Request, emit func(b
 	// Closing the body before the stream ends drops the connection, which
 	// is how Ollama learns to stop generating.
 	defer resp.Body.Close()
-	return readStream(ctx, resp.Body, emit)
+	res, err := readStream(ctx, resp.Body, emit)
+	if err == nil {
+		// After done the body holds at most its end: reading it lets the
+		// connection go back to the pool instead of being closed, which
+		// would make the next job pay for a new one.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	}
+	return res, err
 }
 
 // errStreamEnded is wrapped when the server stops before done:true.

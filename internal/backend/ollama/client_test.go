@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,4 +230,35 @@ func TestLongLine(t *testing.T) {
 		t.Errorf("err = %v, want a line-too-long error", err)
 	}
 	t.Logf("failed after %v", time.Since(start))
+}
+
+// TestConnectionReused: jobs one after another, streamed or not, share one
+// connection to the backend: the rest of each response is read after done,
+// so the connection goes back to the pool instead of being closed.
+func TestConnectionReused(t *testing.T) {
+	s, err := sim.New(sim.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	ts := httptest.NewUnstartedServer(sim.NewServer(s))
+	ts.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	ts.Start()
+	defer ts.Close()
+	c := New(ts.URL, nil)
+	model := sim.DefaultConfig().Models[0].Name
+	for i := range 10 {
+		req := protocol.Request{Kind: protocol.KindChat, Model: model, Buffered: i%2 == 0,
+			Messages: []protocol.ChatMessage{{Role: "user", Content: fmt.Sprintf("hello %d", i)}}, Options: protocol.Options{MaxTokens: 8}}
+		if _, err := c.Generate(t.Context(), req, func(backend.Delta) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("10 jobs opened %d connections to the backend, want 1", n)
+	}
 }

@@ -110,7 +110,9 @@ func finishReason(s string) string {
 // ctx is returned (wrapped) in preference to the read error it causes.
 func readStream(ctx context.Context, r io.Reader, emit func(backend.Delta) error) (backend.Result, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	// A line is a few hundred bytes; the buffer grows up to maxLine for the
+	// rare long one instead of every request allocating the maximum.
+	sc.Buffer(make([]byte, 0, 4<<10), maxLine)
 	for sc.Scan() {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
