@@ -16,8 +16,9 @@ func newBenchCmd(a *app) *cobra.Command {
 		Use:   "bench",
 		Short: "Performance harness: measure idlegrid against a baseline in the same run",
 	}
-	var cpuProfile, traceFile string
+	var cpuProfile, memProfile, traceFile string
 	cmd.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	cmd.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write an allocation profile of the run to this file (go tool pprof -sample_index=alloc_space)")
 	cmd.PersistentFlags().StringVar(&traceFile, "trace", "", "write an execution trace of the run to this file (go tool trace)")
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		if err := a.configure(cmd); err != nil {
@@ -44,6 +45,11 @@ func newBenchCmd(a *app) *cobra.Command {
 	cmd.PersistentPostRun = func(*cobra.Command, []string) {
 		if cpuProfile != "" {
 			pprof.StopCPUProfile()
+		}
+		if memProfile != "" {
+			if err := writeHeapProfile(memProfile); err != nil {
+				fmt.Fprintln(os.Stderr, "memprofile:", err)
+			}
 		}
 		if traceFile != "" {
 			trace.Stop()
@@ -103,4 +109,16 @@ last commit and each batch's commit latency. Prints a summary line.`,
 	lf.IntVar(&lcfg.InFlight, "in-flight", lcfg.InFlight, "batches awaiting commit at once")
 	cmd.AddCommand(overhead, ledgerCmd, newBenchRoutingCmd(a), newBenchEconCmd(a), newBenchChaosCmd(a), newBenchVerifyCmd(a), newBenchScaleCmd(a))
 	return cmd
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

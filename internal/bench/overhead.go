@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -46,6 +48,12 @@ func DefaultOverhead() OverheadConfig {
 type Latency struct {
 	Concurrency int
 	Direct, Via Dist
+	// Proxy is the same requests through two bare reverse proxies
+	// (net/http/httputil) chained in front of the simulator, in the same
+	// process: what the network path's two extra hops (consumer → gateway
+	// → agent → simulator, where the direct baseline has one) cost on this
+	// machine with nothing else in them, for scale.
+	Proxy Dist
 }
 
 // Added is the difference of the q-quantiles (via − direct).
@@ -56,9 +64,11 @@ type OverheadResult struct {
 	NonStreaming []Latency
 	TTFT         Latency
 	Relay        RelayResult
-	RelayRate    float64
-	RPSDirect    float64
-	RPSVia       float64
+	// RelayBare is the same streams through two bare reverse proxies.
+	RelayBare RelayResult
+	RelayRate float64
+	RPSDirect float64
+	RPSVia    float64
 }
 
 const benchKey = "ig-bench-0123456789abcdefghijklmnop"
@@ -98,6 +108,13 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	}
 	defer n.Shutdown(context.Background())
 	via := n.Gateway.URL()
+	bare := simSrv.URL // two bare proxy hops in front of the simulator
+	for range 2 {
+		u, _ := url.Parse(bare)
+		hop := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+		defer hop.Close()
+		bare = hop.URL
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 0}}
 	res := &OverheadResult{}
 	out := cfg.Out
@@ -129,7 +146,7 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 		for _, side := range []struct {
 			base string
 			dst  *Dist
-		}{{simSrv.URL, &l.Direct}, {via, &l.Via}} {
+		}{{simSrv.URL, &l.Direct}, {bare, &l.Proxy}, {via, &l.Via}} {
 			lat, err := runClosed(ctx, c, cfg.Requests, func(i int) (time.Duration, error) {
 				return call(side.base, body(false, 16, fmt.Sprintf("request %d", i%50)))
 			})
@@ -139,8 +156,9 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 			*side.dst = lat
 		}
 		res.NonStreaming = append(res.NonStreaming, l)
-		fmt.Fprintf(out, "  c=%-3d direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s\n", c,
-			ms(l.Direct.Q(.5)), ms(l.Direct.Q(.99)), ms(l.Via.Q(.5)), ms(l.Via.Q(.99)), ms(l.Added(.5)), ms(l.Added(.99)))
+		fmt.Fprintf(out, "  c=%-3d direct p50 %s p99 %s | via p50 %s p99 %s p99.9 %s | added p50 %s p99 %s | two bare proxy hops add p50 %s p99 %s\n", c,
+			ms(l.Direct.Q(.5)), ms(l.Direct.Q(.99)), ms(l.Via.Q(.5)), ms(l.Via.Q(.99)), ms(l.Via.Q(.999)), ms(l.Added(.5)), ms(l.Added(.99)),
+			ms(l.Proxy.Q(.5)-l.Direct.Q(.5)), ms(l.Proxy.Q(.99)-l.Direct.Q(.99)))
 	}
 
 	ttft := func(base string, b []byte) (time.Duration, error) {
@@ -182,6 +200,11 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	st, all := res.Relay.Steady, res.Relay.All
 	fmt.Fprintf(out, "  while all %d streams run: p50 %s p99 %s max %s (%d tokens)\n", cfg.Streams, ms(st.Q(.5)), ms(st.Q(.99)), ms(st.Max()), len(st))
 	fmt.Fprintf(out, "  all tokens, streams starting and ending included: p50 %s p99 %s max %s (%d tokens)\n", ms(all.Q(.5)), ms(all.Q(.99)), ms(all.Max()), len(all))
+	if res.RelayBare, err = bareRelay(ctx, client, timed, cfg); err != nil {
+		return nil, err
+	}
+	bst := res.RelayBare.Steady
+	fmt.Fprintf(out, "  the same streams through two bare proxy hops, nothing else: p50 %s p99 %s max %s (%d tokens)\n", ms(bst.Q(.5)), ms(bst.Q(.99)), ms(bst.Max()), len(bst))
 
 	for _, side := range []struct {
 		base string
@@ -198,18 +221,59 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	}
 	fmt.Fprintf(out, "max requests/s (64 clients, 4-token answers, instant upstream): direct %.0f | via %.0f (%.0f%%)\n",
 		res.RPSDirect, res.RPSVia, 100*res.RPSVia/res.RPSDirect)
+	for _, t := range res.Targets(cfg) {
+		fmt.Fprintln(out, t)
+	}
 	return res, nil
+}
+
+// The first targets.
+const (
+	targetAddedP99 = time.Millisecond     // added p99, non-streaming, one client
+	targetRelayMax = 5 * time.Millisecond // relay delay, 256 streams × 50 tokens/s
+)
+
+// Targets says, for each first target this run measured, whether the
+// network met it, next to what two bare proxy hops did in the same run:
+// a target that the bare hops miss cannot be met on this machine by any
+// path with as many hops.
+func (r *OverheadResult) Targets(cfg OverheadConfig) []string {
+	verdict := func(got, bare, target time.Duration) string {
+		met := "not met"
+		if got <= target {
+			met = "met"
+		}
+		bareMet := "misses it too"
+		if bare <= target {
+			bareMet = "meets it"
+		}
+		return fmt.Sprintf("%s (%s; two bare proxy hops: %s, %s)", met, ms(got), ms(bare), bareMet)
+	}
+	var out []string
+	for _, l := range r.NonStreaming {
+		if l.Concurrency == 1 {
+			out = append(out, fmt.Sprintf("target: added p99 ≤ %s with one client: %s", ms(targetAddedP99),
+				verdict(l.Added(.99), l.Proxy.Q(.99)-l.Direct.Q(.99), targetAddedP99)))
+		}
+	}
+	if cfg.Streams == 256 && cfg.StreamRate == 50 {
+		out = append(out, fmt.Sprintf("target: no relay delay above %s at 256 streams × 50 tokens/s: %s", ms(targetRelayMax),
+			verdict(r.Relay.Steady.Max(), r.RelayBare.Steady.Max(), targetRelayMax)))
+	}
+	return out
 }
 
 // Summary is the one-line result.
 func (r *OverheadResult) Summary() string {
 	var parts []string
 	for _, l := range r.NonStreaming {
-		parts = append(parts, fmt.Sprintf("added c=%d p50 %s p99 %s", l.Concurrency, ms(l.Added(.5)), ms(l.Added(.99))))
+		parts = append(parts, fmt.Sprintf("added c=%d p50 %s p99 %s (two bare proxy hops: %s / %s)", l.Concurrency, ms(l.Added(.5)), ms(l.Added(.99)),
+			ms(l.Proxy.Q(.5)-l.Direct.Q(.5)), ms(l.Proxy.Q(.99)-l.Direct.Q(.99))))
 	}
 	parts = append(parts, fmt.Sprintf("added TTFT p50 %s p99 %s", ms(r.TTFT.Added(.5)), ms(r.TTFT.Added(.99))),
-		fmt.Sprintf("relay @%.0f tok/s steady p50 %s p99 %s max %s (all tokens p99 %s max %s)", r.RelayRate,
-			ms(r.Relay.Steady.Q(.5)), ms(r.Relay.Steady.Q(.99)), ms(r.Relay.Steady.Max()), ms(r.Relay.All.Q(.99)), ms(r.Relay.All.Max())),
+		fmt.Sprintf("relay @%.0f tok/s steady p50 %s p99 %s max %s (all tokens p99 %s max %s; two bare proxy hops p99 %s max %s)", r.RelayRate,
+			ms(r.Relay.Steady.Q(.5)), ms(r.Relay.Steady.Q(.99)), ms(r.Relay.Steady.Max()), ms(r.Relay.All.Q(.99)), ms(r.Relay.All.Max()),
+			ms(r.RelayBare.Steady.Q(.99)), ms(r.RelayBare.Steady.Max())),
 		fmt.Sprintf("rps via %.0f / direct %.0f", r.RPSVia, r.RPSDirect))
 	return "overhead: " + strings.Join(parts, "; ")
 }

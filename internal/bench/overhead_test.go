@@ -23,13 +23,18 @@ func TestOverheadRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.Relay.All) != 320 || len(res.Relay.Steady) == 0 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
+	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.NonStreaming[1].Proxy) != 40 || len(res.Relay.All) != 320 ||
+		len(res.Relay.Steady) == 0 || len(res.RelayBare.All) != 320 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
 		t.Fatalf("incomplete result: %+v", res)
 	}
-	for _, d := range res.Relay.All {
+	for _, d := range append(res.Relay.All, res.RelayBare.All...) {
 		if d <= 0 {
 			t.Fatalf("token arrived before it was emitted: %s", d)
 		}
+	}
+	// Only the one-client target applies to this configuration.
+	if targets := res.Targets(OverheadConfig{Streams: 8, StreamRate: 200}); len(targets) != 1 || !strings.Contains(targets[0], "one client") {
+		t.Errorf("targets = %q", targets)
 	}
 	t.Log(out.String())
 	t.Log(res.Summary())

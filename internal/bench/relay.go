@@ -6,9 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
@@ -25,6 +30,7 @@ type timedBackend struct {
 
 	mu   sync.Mutex
 	sent map[string][]time.Time
+	run  atomic.Int64 // numbers streams, so prompts never repeat
 }
 
 func newTimedBackend(b backend.Backend, rate float64) *timedBackend {
@@ -39,25 +45,35 @@ func (t *timedBackend) Generate(ctx context.Context, req protocol.Request, emit 
 	if !strings.HasPrefix(prompt, "relay ") {
 		return t.Backend.Generate(ctx, req, emit)
 	}
-	n := req.Options.MaxTokens
+	n, err := t.generate(ctx, prompt, req.Options.MaxTokens, func(text string) error {
+		return emit(backend.Delta{Text: text, Tokens: 1})
+	})
+	if err != nil {
+		return backend.Result{}, err
+	}
+	return backend.Result{Usage: protocol.Usage{PromptTokens: 2, CompletionTokens: uint64(n)}, FinishReason: "length"}, nil
+}
+
+// generate emits n tokens, one per tick, and records when each left.
+func (t *timedBackend) generate(ctx context.Context, prompt string, n int, emit func(text string) error) (int, error) {
 	times := make([]time.Time, 0, n)
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
 	for i := range n {
 		select {
 		case <-ctx.Done():
-			return backend.Result{}, ctx.Err()
+			return 0, ctx.Err()
 		case <-tick.C:
 		}
 		times = append(times, time.Now())
-		if err := emit(backend.Delta{Text: fmt.Sprintf(" t%d", i), Tokens: 1}); err != nil {
-			return backend.Result{}, err
+		if err := emit(fmt.Sprintf(" t%d", i)); err != nil {
+			return 0, err
 		}
 	}
 	t.mu.Lock()
 	t.sent[prompt] = times
 	t.mu.Unlock()
-	return backend.Result{Usage: protocol.Usage{PromptTokens: 2, CompletionTokens: uint64(n)}, FinishReason: "length"}, nil
+	return n, nil
 }
 
 func (t *timedBackend) emitted(prompt string) []time.Time {
@@ -85,6 +101,15 @@ type token struct {
 // relayDelay runs cfg.Streams concurrent OpenAI streams through the gateway
 // and measures every token's delay.
 func relayDelay(ctx context.Context, client *http.Client, via, model string, tb *timedBackend, cfg OverheadConfig) (RelayResult, error) {
+	return measureStreams(tb, cfg, func(prompt string) ([]time.Time, error) {
+		return streamArrivals(ctx, client, via, model, prompt, cfg.StreamTokens)
+	})
+}
+
+// measureStreams runs cfg.Streams concurrent streams, started by stream
+// (which returns each token's arrival time), and measures every token's
+// delay from its emission, as tb recorded it.
+func measureStreams(tb *timedBackend, cfg OverheadConfig, stream func(prompt string) ([]time.Time, error)) (RelayResult, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -101,8 +126,8 @@ func relayDelay(ctx context.Context, client *http.Client, via, model string, tb 
 			// Spread stream starts over one token interval, as independent
 			// consumers would be.
 			time.Sleep(time.Duration(i) * stagger)
-			prompt := fmt.Sprintf("relay %d", i)
-			arrivals, err := streamArrivals(ctx, client, via, model, prompt, cfg.StreamTokens)
+			prompt := fmt.Sprintf("relay %d %d", tb.run.Add(1), i)
+			arrivals, err := stream(prompt)
 			sent := tb.emitted(prompt)
 			if err == nil && (len(sent) != len(arrivals) || len(sent) == 0) {
 				err = fmt.Errorf("stream %d: %d tokens sent, %d arrived", i, len(sent), len(arrivals))
@@ -137,6 +162,47 @@ func relayDelay(ctx context.Context, client *http.Client, via, model string, tb 
 	return RelayResult{Steady: NewDist(steady), All: NewDist(all)}, firstErr
 }
 
+// bareRelay measures the same streams served by an HTTP handler that emits
+// the tokens itself (the same ticks, recorded by tb) through two bare
+// reverse proxies (net/http/httputil, flushing every write) in this
+// process: what relaying cfg.Streams × cfg.StreamRate tokens/s over two hops
+// costs on this machine with nothing else in the path, for scale.
+func bareRelay(ctx context.Context, client *http.Client, tb *timedBackend, cfg OverheadConfig) (RelayResult, error) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		prompt := r.URL.Query().Get("prompt")
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		_, err := tb.generate(r.Context(), prompt, cfg.StreamTokens, func(text string) error {
+			if _, err := fmt.Fprintf(w, "data: {\"content\":%q}\n\n", text); err != nil {
+				return err
+			}
+			return rc.Flush()
+		})
+		if err == nil {
+			fmt.Fprint(w, "data: [DONE]\n\n")
+		}
+	}))
+	defer origin.Close()
+	next := origin.URL
+	for range 2 {
+		u, _ := url.Parse(next)
+		p := httputil.NewSingleHostReverseProxy(u)
+		p.FlushInterval = -1
+		hop := httptest.NewServer(p)
+		defer hop.Close()
+		next = hop.URL
+	}
+	return measureStreams(tb, cfg, func(prompt string) ([]time.Time, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", next+"/?prompt="+url.QueryEscape(prompt), nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return readArrivals(resp.Body, cfg.StreamTokens)
+	})
+}
+
 // streamArrivals reads an OpenAI SSE stream and timestamps each content chunk.
 func streamArrivals(ctx context.Context, client *http.Client, via, model, prompt string, tokens int) ([]time.Time, error) {
 	b, _ := json.Marshal(map[string]any{"model": model, "stream": true, "max_tokens": tokens, "messages": []map[string]string{{"role": "user", "content": prompt}}})
@@ -150,8 +216,13 @@ func streamArrivals(ctx context.Context, client *http.Client, via, model, prompt
 	if resp.StatusCode != 200 {
 		return nil, fmt.Errorf("relay stream: status %d", resp.StatusCode)
 	}
+	return readArrivals(resp.Body, tokens)
+}
+
+// readArrivals timestamps each content chunk of an SSE stream.
+func readArrivals(body io.Reader, tokens int) ([]time.Time, error) {
 	arrivals := make([]time.Time, 0, tokens)
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(body)
 	for sc.Scan() {
 		line := sc.Bytes()
 		// Content chunks carry " t<i>"; the role chunk's content is empty.
