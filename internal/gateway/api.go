@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"sort"
@@ -219,7 +220,11 @@ func (g *Gateway) handleReceipt(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	s, err := g.cfg.Store.Receipt(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) || err == nil && s.Receipt.Consumer != key.Account {
-		apierr.WriteOpenAI(w, apierr.NotFound("No receipt %q for this account.", id))
+		msg := fmt.Sprintf("No receipt %q for this account.", id)
+		if g.cfg.KeepSettled > 0 {
+			msg += fmt.Sprintf(" This gateway keeps settled receipts for %s after settlement; the ledger keeps them all (`idlegrid ledger receipt %s`).", g.cfg.KeepSettled, id)
+		}
+		apierr.WriteOpenAI(w, apierr.NotFound("%s", msg))
 		return
 	}
 	if err != nil {

@@ -98,6 +98,10 @@ type Config struct {
 	SettleBatchSize int
 	SettleInterval  time.Duration
 	SettleInFlight  int
+	// KeepSettled is how long a settled receipt stays in the store after
+	// settlement; older ones are deleted (the ledger's blocks keep every
+	// settled receipt). 0 keeps them forever.
+	KeepSettled time.Duration
 
 	// FeeBps is the gateway's fee in basis points of the consumer price:
 	// consumers pay each provider's floor divided by (1 − FeeBps/10000),
@@ -119,6 +123,12 @@ type Config struct {
 	// (samples.go).
 	Samples SampleConfig
 }
+
+// MinKeepSettled is the shortest retention of settled receipts: gateways
+// sharing a database count receipts settled in the last seconds as pending
+// while their ledger readings catch up, and consumers fetch their receipts
+// after the answer.
+const MinKeepSettled = time.Hour
 
 // Gateway serves the consumer APIs.
 type Gateway struct {
@@ -191,6 +201,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.SettleInFlight <= 0 {
 		cfg.SettleInFlight = 2
+	}
+	if cfg.KeepSettled != 0 && cfg.KeepSettled < MinKeepSettled {
+		return nil, fmt.Errorf("gateway: keep settled receipts %s: want 0 (forever) or at least %s", cfg.KeepSettled, MinKeepSettled)
 	}
 	sched, err := scheduler.New(scheduler.Config{Policy: cfg.Policy, FeeBps: cfg.FeeBps})
 	if err != nil {

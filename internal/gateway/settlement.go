@@ -67,12 +67,17 @@ func (g *Gateway) RunSettlement(ctx context.Context) error {
 	defer tick.Stop()
 	params := time.NewTicker(paramsRefresh)
 	defer params.Stop()
+	prune := time.NewTicker(pruneEvery)
+	defer prune.Stop()
+	g.pruneSettled(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-params.C:
 			g.RefreshParams(ctx)
+		case <-prune.C:
+			g.pruneSettled(ctx)
 		case <-tick.C:
 			s.drain(ctx, false)
 		case <-s.kick:
@@ -82,6 +87,39 @@ func (g *Gateway) RunSettlement(ctx context.Context) error {
 			s.wg.Wait()
 			close(done)
 		}
+	}
+}
+
+// pruneEvery is how often settled receipts past KeepSettled are deleted,
+// in batches of pruneBatch (each one short transaction, so receipts keep
+// committing in between).
+const (
+	pruneEvery = 10 * time.Minute
+	pruneBatch = 256
+)
+
+// pruneSettled deletes the receipts settled more than KeepSettled ago.
+func (g *Gateway) pruneSettled(ctx context.Context) {
+	if g.cfg.KeepSettled <= 0 {
+		return
+	}
+	cutoff := time.Now().Add(-g.cfg.KeepSettled)
+	total := 0
+	for ctx.Err() == nil {
+		n, err := g.cfg.Store.PruneSettled(ctx, cutoff, pruneBatch)
+		total += n
+		if err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("could not delete old settled receipts; will retry", "err", err)
+			}
+			break
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	if total > 0 {
+		g.log.Info("deleted settled receipts past retention; the ledger keeps them", "receipts", total, "keep_settled", g.cfg.KeepSettled)
 	}
 }
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -140,5 +143,63 @@ func TestSettlementPipeline(t *testing.T) {
 		if want := map[bool]int{false: 1, true: 2}[l.failed[id]]; times != want {
 			t.Errorf("%s sent %d times, want %d (in a failed batch: %v)", id, times, want, l.failed[id])
 		}
+	}
+}
+
+// TestPruneSettled: the gateway deletes receipts settled longer ago than
+// KeepSettled, keeps the unsettled ones, and a consumer asking for a pruned
+// receipt is told where it still is. A retention under MinKeepSettled is
+// refused.
+func TestPruneSettled(t *testing.T) {
+	ctx := t.Context()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "gateway.db"), store.WithProcessDurability())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	gw, _ := keys.Generate()
+	prov, _ := keys.Generate()
+	consumer, _ := keys.Generate()
+	secret, _, err := st.CreateAPIKey(ctx, "test", consumer.Public().Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		r := receipt.Receipt{Version: receipt.Version, ChainID: "c", RequestID: fmt.Sprintf("req-%d", i), Gateway: gw.Public(), Provider: prov.Public(),
+			Consumer: consumer.Public().Address(), Model: "m", ModelDigest: "d", PromptTokens: 1, CompletionTokens: 1,
+			PricePromptPerMTok: 1_000_000, PriceCompletionPerMTok: 1_000_000, Amount: 2, StartUnixMs: 1_700_000_000_000, EndUnixMs: 1_700_000_000_001}
+		if err := st.SaveReceipt(ctx, receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(prov, &r), GatewaySignature: receipt.SignGateway(gw, &r)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.MarkSettled(ctx, []string{"req-0", "req-1"}, 5); err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(hub.Config{Key: gw, ChainID: "c"})
+	if _, err := New(Config{Key: gw, ChainID: "c", Store: st, Hub: h, KeepSettled: 30 * time.Minute}); err == nil {
+		t.Fatal("a 30-minute retention was accepted")
+	}
+	g, err := New(Config{Key: gw, ChainID: "c", Store: st, Hub: h, KeepSettled: MinKeepSettled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.pruneSettled(ctx) // settled just now: kept
+	if _, err := st.Receipt(ctx, "req-0"); err != nil {
+		t.Fatalf("a receipt settled just now was pruned: %v", err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	g.cfg.KeepSettled = time.Millisecond // what an hour does, an hour later
+	g.pruneSettled(ctx)
+	for id, kept := range map[string]bool{"req-0": false, "req-1": false, "req-2": true} {
+		if _, err := st.Receipt(ctx, id); (err == nil) != kept {
+			t.Errorf("%s: %v; want kept %v", id, err, kept)
+		}
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/v1/receipts/req-0", nil)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	g.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "idlegrid ledger receipt req-0") {
+		t.Errorf("pruned receipt: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -88,8 +88,8 @@ func TestPostgresConcurrentMigrations(t *testing.T) {
 		`SELECT MAX(version_id), COUNT(*) FROM goose_db_version WHERE version_id > 0`).Scan(&version, &rows); err != nil {
 		t.Fatal(err)
 	}
-	if version != 4 || rows != 4 {
-		t.Errorf("schema version %d in %d rows, want 4 in 4", version, rows)
+	if version != 5 || rows != 5 {
+		t.Errorf("schema version %d in %d rows, want 5 in 5", version, rows)
 	}
 }
 

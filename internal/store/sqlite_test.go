@@ -30,8 +30,8 @@ func TestSQLiteMigrationsAndReopen(t *testing.T) {
 		return max, rows
 	}
 	v1, rows1 := version(s)
-	if v1 != 4 {
-		t.Errorf("schema version %d after migrating from empty, want 4", v1)
+	if v1 != 5 {
+		t.Errorf("schema version %d after migrating from empty, want 5", v1)
 	}
 
 	sg := newSigner(t)

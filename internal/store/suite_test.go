@@ -35,6 +35,7 @@ func runSuite(t *testing.T, open func(t *testing.T) *Store) {
 		{"ReceiptConcurrentSave", testReceiptConcurrentSave},
 		{"Settlement", testSettlement},
 		{"UnsettledCursor", testUnsettledCursor},
+		{"PruneSettled", testPruneSettled},
 		{"RejectionAndSpend", testRejectionAndSpend},
 		{"ReceiptCorrupt", testReceiptCorrupt},
 		{"ForGateway", testForGateway},
@@ -645,6 +646,62 @@ func testUnsettledCursor(t *testing.T, s *Store) {
 		t.Errorf("pages = %v, want %v", got, want)
 	}
 	if _, _, err := s.UnsettledReceiptsAfter(ctx, Cursor{}, 0); err == nil {
+		t.Error("limit 0 accepted")
+	}
+}
+
+// testPruneSettled: only receipts settled before the cutoff go, oldest
+// first and at most limit per call, and only this gateway's when scoped;
+// unsettled and rejected receipts stay, however old.
+func testPruneSettled(t *testing.T, s *Store) {
+	ctx := t.Context()
+	clock := newFakeClock() // each reading one second later
+	s.now = clock.now
+	sg, other := newSigner(t), newSigner(t)
+	save := func(sg signer, id string) {
+		t.Helper()
+		if err := s.SaveReceipt(ctx, sg.receipt(t, id, 1, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"old-1", "old-2", "old-3", "recent", "unsettled", "rejected"} {
+		save(sg, id)
+	}
+	save(other, "other-gateway")
+	for i, id := range []string{"old-2", "old-1", "old-3", "other-gateway"} { // settled in this order
+		if err := s.MarkSettled(ctx, []string{id}, int64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkRejected(ctx, "rejected", "test"); err != nil {
+		t.Fatal(err)
+	}
+	cutoff := clock.now() // everything settled so far is older
+	if err := s.MarkSettled(ctx, []string{"recent"}, 9); err != nil {
+		t.Fatal(err)
+	}
+	s.gateway = sg.gateway.Public().String()
+	defer func() { s.gateway = "" }()
+	if n, err := s.PruneSettled(ctx, cutoff, 2); err != nil || n != 2 {
+		t.Fatalf("first prune: %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"old-2", "old-1"} { // the two settled first
+		if _, err := s.Receipt(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s after the first prune: %v; want it gone", id, err)
+		}
+	}
+	if n, err := s.PruneSettled(ctx, cutoff, 2); err != nil || n != 1 {
+		t.Fatalf("second prune: %d, %v; want 1", n, err)
+	}
+	if n, err := s.PruneSettled(ctx, cutoff, 2); err != nil || n != 0 {
+		t.Fatalf("third prune: %d, %v; want 0", n, err)
+	}
+	for _, id := range []string{"recent", "unsettled", "rejected", "other-gateway"} {
+		if _, err := s.Receipt(ctx, id); err != nil {
+			t.Errorf("%s: %v; want it kept", id, err)
+		}
+	}
+	if _, err := s.PruneSettled(ctx, cutoff, 0); err == nil {
 		t.Error("limit 0 accepted")
 	}
 }
