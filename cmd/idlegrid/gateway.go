@@ -50,7 +50,7 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.IntVar(&cfg.Gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
 	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
 	f.DurationVar(&cfg.Gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
-	f.StringSliceVar(&cfg.ChainRPC, "chain-rpc", nil, "validator RPC URLs of the ledger, comma-separated (e.g. http://127.0.0.1:26657); reads go to the first that answers, transactions to the first, and all receive each transaction; without any, requests are not funds-checked and receipts are not settled")
+	f.StringSliceVar(&cfg.ChainRPC, "chain-rpc", nil, "validator RPC URLs of the ledger, comma-separated (e.g. http://127.0.0.1:26657); reads go to the first that answers, transactions to the first that can be reached, and all receive each transaction; without any, requests are not funds-checked and receipts are not settled")
 	f.DurationVar(&cfg.Gateway.QueueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a busy provider")
 	f.IntVar(&cfg.Gateway.MaxQueued, "max-queued", 1024, "requests that may wait at once before 429")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")

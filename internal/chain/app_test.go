@@ -291,8 +291,37 @@ func TestLedgerNetwork(t *testing.T) {
 	}
 	waitAgree(t, nodes, 30*time.Second)
 
+	down, err := NewHTTPClient(nodes[3].node.RPCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
 	nodes[3].stop()
 	spent += settle(nodes[1], 25)
+	waitAgree(t, nodes, 30*time.Second)
+
+	// A gateway whose first listed validator is down settles through the
+	// next one (ReadFailover), over RPC as `idlegrid gateway --chain-rpc`.
+	var rpcs []Client
+	for _, tn := range nodes[:3] {
+		c, err := NewHTTPClient(tn.node.RPCAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rpcs = append(rpcs, c)
+	}
+	var batch []receipt.Signed
+	for range 10 {
+		r := p.receipt(consumer, fmt.Sprintf("net-%04d", n), 100, 100)
+		n++
+		spent += r.Receipt.Amount
+		batch = append(batch, r)
+	}
+	fctx, fcancel := context.WithTimeout(ctx, 60*time.Second)
+	out, err := NewSigner(ReadFailover(append([]Client{down}, rpcs...)...), p.gateway, "idlegrid-test").SettleBatch(fctx, batch)
+	fcancel()
+	if err != nil || len(out.Settled) != len(batch) {
+		t.Fatalf("settle with the first validator down: %d settled, rejected %v, %v", len(out.Settled), out.Rejected, err)
+	}
 	waitAgree(t, nodes, 30*time.Second)
 
 	// Node 3 loses all its data and comes back: it block-syncs from genesis.
@@ -311,7 +340,7 @@ func TestLedgerNetwork(t *testing.T) {
 	nodes[3].stop()
 	stuck := []receipt.Signed{p.receipt(consumer, "stuck", 100, 100)}
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err := NewSigner(nodes[0].client(), p.gateway, "idlegrid-test").SettleBatch(short, stuck)
+	_, err = NewSigner(nodes[0].client(), p.gateway, "idlegrid-test").SettleBatch(short, stuck)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("settle without quorum: %v, want a deadline error", err)
@@ -320,7 +349,7 @@ func TestLedgerNetwork(t *testing.T) {
 		t.Fatalf("balance moved without quorum: %d", got)
 	}
 	nodes[2].start(ctx)
-	out, err := NewSigner(nodes[1].client(), p.gateway, "idlegrid-test").SettleBatch(ctx, stuck)
+	out, err = NewSigner(nodes[1].client(), p.gateway, "idlegrid-test").SettleBatch(ctx, stuck)
 	if err != nil || len(out.Settled) != 1 {
 		t.Fatalf("settle after quorum returned: %+v, %v", out, err)
 	}

@@ -3,7 +3,9 @@ package chain
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 )
 
 // fakeReader answers reads with a fixed value or error and counts them.
@@ -66,5 +68,77 @@ func TestReadFailover(t *testing.T) {
 	// One client is itself.
 	if ReadFailover(b) != Client(b) {
 		t.Fatal("a single client is not wrapped")
+	}
+}
+
+// fakeSender answers broadcasts with err (or accepts them) and reports a
+// commit after commitAfter, or never (until ctx ends) when it is zero.
+type fakeSender struct {
+	Client
+	err         error
+	commitAfter time.Duration
+	height      int64
+	broadcasts  int
+}
+
+func (f *fakeSender) Broadcast(_ context.Context, tx []byte) ([]byte, error) {
+	f.broadcasts++
+	if f.err != nil {
+		return nil, f.err
+	}
+	return []byte("hash"), nil
+}
+
+func (f *fakeSender) WaitTx(ctx context.Context, hash []byte) (*TxResult, error) {
+	if f.commitAfter == 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	select {
+	case <-time.After(f.commitAfter):
+		return &TxResult{Hash: hash, Height: f.height}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestTxFailover: broadcasts go to the first client while it is reachable
+// and to the next only while it is not; a refusal is final; WaitTx returns
+// the first commit any client reports, so a wait survives the node it
+// started on going down.
+func TestTxFailover(t *testing.T) {
+	ctx := context.Background()
+	down := fmt.Errorf("broadcast: %w: connection refused", ErrUnavailable)
+	a, b := &fakeSender{}, &fakeSender{}
+	f := ReadFailover(a, b)
+	if _, err := f.Broadcast(ctx, []byte("tx")); err != nil || a.broadcasts != 1 || b.broadcasts != 0 {
+		t.Fatalf("first up: %v (broadcasts %d %d)", err, a.broadcasts, b.broadcasts)
+	}
+	a.err = down
+	if _, err := f.Broadcast(ctx, []byte("tx")); err != nil || a.broadcasts != 2 || b.broadcasts != 1 {
+		t.Fatalf("first down: %v (broadcasts %d %d)", err, a.broadcasts, b.broadcasts)
+	}
+	b.err = down
+	if _, err := f.Broadcast(ctx, []byte("tx")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("all down: %v", err)
+	}
+	a.err = &TxError{Code: 5, Log: "bad nonce"}
+	b.err = nil
+	if _, err := f.Broadcast(ctx, []byte("tx")); !errors.As(err, new(*TxError)) || b.broadcasts != 2 {
+		t.Fatalf("refusal: %v (b asked %d times; want it not asked again)", err, b.broadcasts)
+	}
+	// The first node never reports the commit (it went down); the second does.
+	a.commitAfter, b.commitAfter, b.height = 0, 20*time.Millisecond, 7
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if res, err := f.WaitTx(wctx, []byte("hash")); err != nil || res.Height != 7 {
+		t.Fatalf("wait: %+v %v", res, err)
+	}
+	// Nobody commits: the wait ends with the context.
+	b.commitAfter = 0
+	sctx, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer scancel()
+	if _, err := f.WaitTx(sctx, []byte("hash")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("no commit: %v", err)
 	}
 }

@@ -149,9 +149,10 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 			}
 			clients = append(clients, c)
 		}
-		// Transactions go to the first validator and are handed to all;
-		// reads (balances for admission, params, standings) come from the
-		// first that answers, so one validator down does not stop admission.
+		// Transactions go to the first validator that can be reached and
+		// are handed to all; reads (balances for admission, params,
+		// standings) come from the first that answers: one validator down
+		// stops neither admission nor settlement.
 		signer := chain.NewSigner(chain.ReadFailover(clients...), key, cfg.ChainID)
 		signer.BroadcastAlso(clients[1:]...)
 		gcfg.Ledger = signer
