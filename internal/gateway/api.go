@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -128,6 +129,43 @@ func (g *Gateway) findModel(name string) (modelEntry, bool) {
 	return modelEntry{}, false
 }
 
+// peerModels are the models only peer gateways serve (not in local), by
+// name; nil without a peer directory. A directory that cannot be read
+// leaves them out: the local list still answers.
+func (g *Gateway) peerModels(ctx context.Context, local []modelEntry) []store.PeerModel {
+	if g.cfg.Peers == nil {
+		return nil
+	}
+	ms, err := g.cfg.Peers.PeerModels(ctx, g.cfg.Key.Public())
+	if err != nil {
+		g.log.Warn("could not read the models of peer gateways", "err", err)
+		return nil
+	}
+	out := ms[:0]
+	for _, m := range ms {
+		if !slices.ContainsFunc(local, func(e modelEntry) bool { return scheduler.MatchModel(e.model.Name, m.Model) }) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// findPeerModel is the peer model name matches, if only peers serve it.
+func (g *Gateway) findPeerModel(ctx context.Context, name string) (store.PeerModel, bool) {
+	for _, m := range g.peerModels(ctx, g.catalog()) {
+		if scheduler.MatchModel(m.Model, name) {
+			return m, true
+		}
+	}
+	return store.PeerModel{}, false
+}
+
+// peerOpenAIModel describes a model a peer gateway serves: the market
+// fields are the peer's to tell, so they are left out.
+func peerOpenAIModel(m store.PeerModel, now time.Time) openai.Model {
+	return openai.Model{ID: m.Model, Created: now.Unix(), OwnedBy: "idlegrid"}
+}
+
 // openAIModel describes a model with its market: how many providers serve
 // it, their consumer prices (floors plus the gateway's fee) and their
 // recent generation speed.
@@ -162,8 +200,13 @@ func ollamaModel(e modelEntry) ollama.Model {
 
 func (g *Gateway) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
 	var list []openai.Model
-	for _, e := range g.catalog() {
+	local := g.catalog()
+	for _, e := range local {
 		list = append(list, g.openAIModel(e))
+	}
+	now := time.Now()
+	for _, m := range g.peerModels(r.Context(), local) {
+		list = append(list, peerOpenAIModel(m, now))
 	}
 	openai.WriteModelList(w, list)
 }
@@ -172,6 +215,10 @@ func (g *Gateway) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	e, ok := g.findModel(id)
 	if !ok {
+		if pm, ok := g.findPeerModel(r.Context(), id); ok {
+			openai.WriteModel(w, peerOpenAIModel(pm, time.Now()))
+			return
+		}
 		apierr.WriteOpenAI(w, apierr.ModelNotFound(id))
 		return
 	}
@@ -180,8 +227,13 @@ func (g *Gateway) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
 	var list []ollama.Model
-	for _, e := range g.catalog() {
+	local := g.catalog()
+	for _, e := range local {
 		list = append(list, ollamaModel(e))
+	}
+	now := time.Now()
+	for _, m := range g.peerModels(r.Context(), local) {
+		list = append(list, ollama.Model{Name: m.Model, ModifiedAt: now})
 	}
 	ollama.WriteTags(w, list)
 }
@@ -199,6 +251,10 @@ func (g *Gateway) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 	}
 	m, ok := g.findModel(name)
 	if !ok {
+		if pm, ok := g.findPeerModel(r.Context(), name); ok {
+			ollama.WriteShow(w, ollama.Model{Name: pm.Model, ModifiedAt: time.Now()})
+			return
+		}
 		apierr.WriteOllama(w, apierr.ModelNotFound(name))
 		return
 	}

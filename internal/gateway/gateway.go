@@ -122,6 +122,16 @@ type Config struct {
 	// Samples configures the feed of sampled responses for verifiers
 	// (samples.go).
 	Samples SampleConfig
+	// Peers, for gateways sharing a database, lists the models peer
+	// gateways serve; the model lists show them beside the local ones,
+	// since requests for them are forwarded (see Peering).
+	Peers PeerCatalog
+}
+
+// PeerCatalog is what the model lists need from the peer directory;
+// *store.Store implements it.
+type PeerCatalog interface {
+	PeerModels(ctx context.Context, except keys.PublicKey) ([]store.PeerModel, error)
 }
 
 // MinKeepSettled is the shortest retention of settled receipts: gateways

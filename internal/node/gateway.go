@@ -160,6 +160,9 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if shared && gcfg.Ledger != nil {
 		gcfg.SharedFunds = st
 	}
+	if shared {
+		gcfg.Peers = st // the model lists show what peers serve
+	}
 	if gcfg.Samples.Share > 0 && gcfg.Samples.Verifiers == nil && len(cfg.ChainRPC) > 0 {
 		// Only verifiers registered on the ledger may read the samples.
 		c, err := chain.NewHTTPClient(cfg.ChainRPC[0])

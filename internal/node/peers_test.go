@@ -75,6 +75,16 @@ func TestCrossGatewayForwarding(t *testing.T) {
 	if len(b.Hub.Snapshot()) != 0 {
 		t.Fatal("the provider is connected to B too; the test would prove nothing")
 	}
+	// B's model lists show what A serves, since B forwards requests for it.
+	for _, path := range []string{"/v1/models", "/v1/models/sim", "/api/tags"} {
+		status, out := getJSON(t, b.URL()+path)
+		if status != http.StatusOK || !strings.Contains(out, `"sim"`) {
+			t.Errorf("GET %s via B: %d %s; want sim listed", path, status, out)
+		}
+	}
+	if status, out := postJSON(t, b.URL()+"/api/show", `{"model":"sim"}`, nil); status != http.StatusOK {
+		t.Errorf("/api/show sim via B: %d %s", status, out)
+	}
 
 	// Streamed, through B.
 	want, tokens := wantAnswer(t, cfg, "across gateways", 20)
@@ -136,13 +146,26 @@ func TestCrossGatewayForwarding(t *testing.T) {
 	if status != http.StatusNotFound && status != http.StatusServiceUnavailable {
 		t.Errorf("after the provider left: %d %s, want 404 or 503", status, out)
 	}
+	if status, out := getJSON(t, b.URL()+"/v1/models/sim"); status != http.StatusNotFound {
+		t.Errorf("GET /v1/models/sim via B after the provider left: %d %s, want 404", status, out)
+	}
 }
 
 func postJSON(t *testing.T, url, body string, headers map[string]string) (int, string) {
 	t.Helper()
+	return doJSON(t, "POST", url, body, headers)
+}
+
+func getJSON(t *testing.T, url string) (int, string) {
+	t.Helper()
+	return doJSON(t, "GET", url, "", nil)
+}
+
+func doJSON(t *testing.T, method, url, body string, headers map[string]string) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
 	req.Header.Set("Content-Type", "application/json")
 	for k, v := range headers {

@@ -83,3 +83,26 @@ func (s *Store) PeersFor(ctx context.Context, model string, except keys.PublicKe
 	}
 	return out, rows.Err()
 }
+
+// PeerModels lists the models other gateways than except hold live leases
+// on, one entry per model with the providers and free slots summed over
+// those gateways (Gateway and URL left empty), by name.
+func (s *Store) PeerModels(ctx context.Context, except keys.PublicKey) ([]PeerModel, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT model, SUM(providers), SUM(free_slots) FROM peer_models
+		WHERE gateway <> $1 AND expires_at > $2
+		GROUP BY model ORDER BY model`, except.String(), micros(s.now()))
+	if err != nil {
+		return nil, fmt.Errorf("peer models: %w", err)
+	}
+	defer rows.Close()
+	var out []PeerModel
+	for rows.Next() {
+		var m PeerModel
+		if err := rows.Scan(&m.Model, &m.Providers, &m.FreeSlots); err != nil {
+			return nil, fmt.Errorf("peer models: %w", err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}

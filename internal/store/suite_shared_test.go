@@ -244,6 +244,19 @@ func testPeerModels(t *testing.T, s *Store) {
 			t.Errorf("PeersFor(%q) = %v, want %v", tc.model, got, tc.want)
 		}
 	}
+	// The catalog of the others sums over gateways, per model.
+	for _, tc := range []struct {
+		except keys.PublicKey
+		want   []PeerModel
+	}{
+		{g3, []PeerModel{{Model: "big", Providers: 1}, {Model: "tiny", Providers: 3, FreeSlots: 14}}},
+		{g2, []PeerModel{{Model: "tiny", Providers: 2, FreeSlots: 5}}},
+	} {
+		got, err := s.PeerModels(ctx, tc.except)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("PeerModels = %+v, %v; want %+v", got, err, tc.want)
+		}
+	}
 	// Publishing replaces; an empty list withdraws.
 	must(s.PublishModels(ctx, g2, "http://g2", nil, 10*time.Second))
 	if got := urls("tiny", g3); !slices.Equal(got, []string{"http://g1"}) {
