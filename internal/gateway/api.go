@@ -45,6 +45,9 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 		if session == "" {
 			session = p.User
 		}
+		if g.overflow(w, r, body, req.Model, prefs) {
+			return
+		}
 		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(w, p))
 	}
 }
@@ -79,8 +82,37 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		}
 		req := p.Request
 		req.Buffered = !p.Stream
+		if g.overflow(w, r, body, req.Model, prefs) {
+			return
+		}
 		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(w, p))
 	}
+}
+
+// overflow hands the request to a peer gateway (Config.Overflow) when
+// local providers offer its model but none has a free slot, so that it is
+// served now instead of queueing here. Requests with routing preferences,
+// their own or their key's, stay: a peer's providers are not the ones they
+// name or allow, and they would rather wait for those. A request a peer
+// forwarded here stays too.
+func (g *Gateway) overflow(w http.ResponseWriter, r *http.Request, body []byte, model string, prefs scheduler.Preferences) bool {
+	if g.cfg.Overflow == nil || !prefs.IsZero() || r.Header.Get(ForwardedHeader) != "" {
+		return false
+	}
+	offered := false
+	for _, in := range g.cfg.Hub.Snapshot() {
+		if in.Paused || !slices.ContainsFunc(in.Capabilities.Models, func(m protocol.Model) bool { return scheduler.MatchModel(m.Name, model) }) {
+			continue
+		}
+		if in.Free() > 0 {
+			return false
+		}
+		offered = true
+	}
+	if !offered {
+		return false // not served here at all: placement explains why
+	}
+	return g.cfg.Overflow.Take(w, r, body, model)
 }
 
 // modelEntry aggregates one model name across providers.

@@ -126,6 +126,20 @@ type Config struct {
 	// gateways serve; the model lists show them beside the local ones,
 	// since requests for them are forwarded (see Peering).
 	Peers PeerCatalog
+	// Overflow, for gateways sharing a database, takes requests that would
+	// only queue here (every local provider of the model busy) to a peer
+	// gateway with a free slot for it (Peering implements it; see
+	// overflow).
+	Overflow Overflow
+}
+
+// Overflow serves a request through a peer gateway with a free slot for
+// its model.
+type Overflow interface {
+	// Take forwards the request (its body already read) and reports true,
+	// or reports false, having written nothing, when no peer has a free
+	// slot for model.
+	Take(w http.ResponseWriter, r *http.Request, body []byte, model string) bool
 }
 
 // PeerCatalog is what the model lists need from the peer directory;
@@ -259,6 +273,9 @@ func (g *Gateway) registerGauges() {
 	m.Gauge("idlegrid_gateway_receipts_settled", "Stored receipts settled on the ledger.", counts(func(c store.ReceiptCounts) int64 { return c.Settled }))
 	m.Gauge("idlegrid_gateway_receipts_rejected", "Stored receipts the ledger rejected.", counts(func(c store.ReceiptCounts) int64 { return c.Rejected }))
 }
+
+// SetOverflow sets Config.Overflow; call it before serving.
+func (g *Gateway) SetOverflow(o Overflow) { g.cfg.Overflow = o }
 
 // Logger is the gateway's logger.
 func (g *Gateway) Logger() *slog.Logger { return g.log }

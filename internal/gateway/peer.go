@@ -200,13 +200,33 @@ func (p *Peering) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		p.forward(w, r, body, peers[0], head.Model)
+		p.forward(w, r, body, peers[0], head.Model,
+			"No provider connected to this gateway serves this model, and the peer gateway that has one could not be reached; please retry.")
 	})
+}
+
+var _ Overflow = (*Peering)(nil)
+
+// Take implements Overflow: it forwards the request to the peer with the
+// most free slots for model, if any has one.
+func (p *Peering) Take(w http.ResponseWriter, r *http.Request, body []byte, model string) bool {
+	peers, err := p.cfg.Directory.PeersFor(r.Context(), baseModel(model), p.cfg.Key)
+	if err != nil {
+		p.log.Warn("could not read the peer directory", "err", err)
+		return false
+	}
+	if len(peers) == 0 || peers[0].FreeSlots == 0 { // most free slots first
+		return false
+	}
+	p.log.Info("every local provider of the model is busy; a peer gateway has a free slot", "model", model)
+	p.forward(w, r, body, peers[0], model,
+		"Every provider connected to this gateway for this model is busy, and the peer gateway with a free slot could not be reached; please retry.")
+	return true
 }
 
 // forward relays the request to peer and its answer back, flushing each
 // write so a stream stays a stream.
-func (p *Peering) forward(w http.ResponseWriter, r *http.Request, body []byte, peer store.PeerModel, model string) {
+func (p *Peering) forward(w http.ResponseWriter, r *http.Request, body []byte, peer store.PeerModel, model, unreachable string) {
 	fail := func(w http.ResponseWriter, e *apierr.Error) {
 		e.Code = "peer_unreachable"
 		if strings.HasPrefix(r.URL.Path, "/api/") {
@@ -232,7 +252,7 @@ func (p *Peering) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			p.log.Warn("peer gateway unreachable", "peer", peer.Gateway.String(), "err", err)
-			fail(w, apierr.Upstream("No provider connected to this gateway serves this model, and the peer gateway that has one could not be reached; please retry."))
+			fail(w, apierr.Upstream("%s", unreachable))
 		},
 	}
 	proxy.ServeHTTP(w, r)

@@ -208,6 +208,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 			return nil, err
 		}
 		handler = peering.Wrap(handler)
+		api.SetOverflow(peering) // every local provider busy: a peer with a free slot serves
 	}
 	// /metrics beside the API, which is counted and timed.
 	mux := http.NewServeMux()

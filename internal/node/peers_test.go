@@ -182,3 +182,99 @@ func doJSON(t *testing.T, method, url, body string, headers map[string]string) (
 	}
 	return resp.StatusCode, string(b)
 }
+
+// TestBusyForwardedToPeer: when every provider connected to B for a model
+// is busy and A has a free slot for it, B forwards the request to A
+// instead of queueing it; a request with routing preferences stays and
+// waits for B's own provider.
+func TestBusyForwardedToPeer(t *testing.T) {
+	dbURL := pgtest.Database(t, "busy")
+	a := startSharedGateway(t, dbURL)
+	b := startSharedGateway(t, dbURL)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	consumer, _ := keys.Generate()
+	if _, err := a.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
+		t.Fatal(err)
+	}
+	slow := fastSim()
+	for i := range slow.Models {
+		slow.Models[i].TokensPerSecond = 20
+	}
+	provider := func(g *node.Gateway, cfg sim.Config, slots int) *node.Provider {
+		t.Helper()
+		s, err := sim.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := node.StartProvider(node.ProviderConfig{Gateway: g.URL(), KeyFile: filepath.Join(t.TempDir(), "provider.key"),
+			Backend: &node.LocalBackend{Backend: s, Description: "simulator"}, Slots: slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop() })
+		if err := p.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pa := provider(a, fastSim(), 4)
+	pb := provider(b, slow, 1)
+	eventually(t, 10*time.Second, "B to learn that A has free slots for sim", func() bool {
+		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
+		return err == nil && len(peers) == 1 && peers[0].FreeSlots > 0
+	})
+
+	// B's only slot: 40 tokens at 20 tokens/s.
+	long := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", b.URL()+"/v1/chat/completions",
+			strings.NewReader(`{"model":"sim","max_tokens":40,"messages":[{"role":"user","content":"a long answer"}]}`))
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			long <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		long <- resp.StatusCode
+	}()
+	eventually(t, 10*time.Second, "B's provider to be busy", func() bool {
+		ps := b.Hub.Snapshot()
+		return len(ps) == 1 && ps[0].Free() == 0
+	})
+
+	servedBy := func(out string) (gw, prov keys.PublicKey) {
+		t.Helper()
+		var resp struct{ ID string }
+		if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.ID == "" {
+			t.Fatalf("answer %s: %v", out, err)
+		}
+		r, err := b.Store.Receipt(ctx, resp.ID)
+		if err != nil {
+			t.Fatalf("receipt of %s: %v", resp.ID, err)
+		}
+		return r.Receipt.Gateway, r.Receipt.Provider
+	}
+	status, out := postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"sim","max_tokens":5,"messages":[{"role":"user","content":"now"}]}`, nil)
+	if status != http.StatusOK {
+		t.Fatalf("while B is busy: %d %s", status, out)
+	}
+	if gw, prov := servedBy(out); gw != a.Key.Public() || prov != pa.Key {
+		t.Errorf("served by gateway %s provider %s; want A's provider through A", gw, prov)
+	}
+
+	// With preferences it waits for B's provider.
+	status, out = postJSON(t, b.URL()+"/v1/chat/completions",
+		`{"model":"sim","max_tokens":5,"messages":[{"role":"user","content":"mine"}],"provider":{"sort":"price"}}`, nil)
+	if status != http.StatusOK {
+		t.Fatalf("with preferences: %d %s", status, out)
+	}
+	if gw, prov := servedBy(out); gw != b.Key.Public() || prov != pb.Key {
+		t.Errorf("with preferences: served by gateway %s provider %s; want B's own", gw, prov)
+	}
+	if status := <-long; status != http.StatusOK {
+		t.Errorf("the long request: %d", status)
+	}
+}

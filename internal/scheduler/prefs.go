@@ -146,3 +146,9 @@ func listed(refs []ProviderRef, k keys.PublicKey) int {
 	}
 	return -1
 }
+
+// IsZero reports whether p asks for nothing: the default routing.
+func (p Preferences) IsZero() bool {
+	return len(p.Order) == 0 && !p.NoFallbacks && p.MaxPrompt == nil && p.MaxCompletion == nil &&
+		p.Sort == SortDefault && p.RequireDigest == "" && len(p.Ignore) == 0
+}

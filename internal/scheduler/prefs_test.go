@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -146,6 +147,35 @@ func TestMedianAndFormat(t *testing.T) {
 	for a, want := range map[money.Amount]string{0: "0.00", 200_000: "0.20", 350_000: "0.35", 1_000_000: "1.00", 1_125_000: "1.125", 1: "0.000001", 12_300_000: "12.30"} {
 		if got := FormatPrice(a); got != want {
 			t.Errorf("FormatPrice(%d) = %q, want %q", a, got, want)
+		}
+	}
+}
+
+// TestPreferencesIsZero: the zero value asks for nothing, and setting any
+// one field (every field, found by reflection, so a new one cannot be
+// forgotten) makes it ask for something.
+func TestPreferencesIsZero(t *testing.T) {
+	if !(Preferences{}).IsZero() {
+		t.Fatal("the zero value is not zero")
+	}
+	typ := reflect.TypeFor[Preferences]()
+	for i := range typ.NumField() {
+		var p Preferences
+		f := reflect.ValueOf(&p).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.Slice:
+			f.Set(reflect.MakeSlice(f.Type(), 1, 1))
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.String:
+			f.SetString("x")
+		default:
+			t.Fatalf("field %s: kind %s not covered by this test", typ.Field(i).Name, f.Kind())
+		}
+		if p.IsZero() {
+			t.Errorf("with %s set, IsZero says nothing is asked", typ.Field(i).Name)
 		}
 	}
 }
