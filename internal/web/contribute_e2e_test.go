@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
@@ -179,13 +180,15 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 		sctx, stop := context.WithCancel(bctx)
 		stream := c.Chat.Completions.NewStreaming(sctx, openai.ChatCompletionNewParams{Model: pageSlow, MaxTokens: openai.Int(400),
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer, please")}})
-		for i := 0; i < 3 && stream.Next(); i++ {
-		}
+		id := readSome(t, stream, 4)
 		stop() // the consumer goes away mid-answer
 		stream.Close()
 		eventually(t, 15*time.Second, "the simulator to see the generation cancelled", func() bool { return simSrv.Stats().Cancelled > before })
 		waitText(t, bctx, "#jobs", "cancelled")
 		waitText(t, bctx, "#failed", "1")
+		// The tokens it did deliver are billed by the tab's last
+		// checkpoint that reached the consumer.
+		checkPartialReceipt(t, n, base, id, key.Public(), 3)
 	})
 
 	t.Run("pause", func(t *testing.T) {
@@ -252,6 +255,52 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("contribute: %s (%d bytes)", file, len(png))
+
+	t.Run("tab closed mid-answer", func(t *testing.T) {
+		stream := c.Chat.Completions.NewStreaming(bctx, openai.ChatCompletionNewParams{Model: pageSlow, MaxTokens: openai.Int(400),
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer, and then the tab closes")}})
+		id := readSome(t, stream, 6)
+		// The visitor closes the tab: its connection to the gateway ends
+		// with the job, without done.
+		if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+			t.Fatal(err)
+		}
+		for stream.Next() {
+		}
+		if stream.Err() == nil {
+			t.Error("the stream ended without an error after its only provider left")
+		}
+		checkPartialReceipt(t, n, base, id, key.Public(), 5)
+	})
+}
+
+// readSome reads n chunks of a stream (the first is the role) and returns
+// the request id.
+func readSome(t *testing.T, stream *ssestream.Stream[openai.ChatCompletionChunk], n int) string {
+	t.Helper()
+	id := ""
+	for i := 0; i < n && stream.Next(); i++ {
+		id = stream.Current().ID
+	}
+	if id == "" {
+		t.Fatalf("no chunk: %v", stream.Err())
+	}
+	return id
+}
+
+// checkPartialReceipt checks the receipt of a job that ended without done:
+// signed by the browser's key through a checkpoint (no prompt tokens), for
+// at least minTokens tokens, and settled.
+func checkPartialReceipt(t *testing.T, n *node.Network, base, id string, provider keys.PublicKey, minTokens uint64) {
+	t.Helper()
+	eventually(t, 15*time.Second, "the partial receipt of "+id, func() bool {
+		_, err := n.Gateway.Store.Receipt(context.Background(), id)
+		return err == nil
+	})
+	r := checkBrowserReceipt(t, n, base, id, provider)
+	if r.Receipt.PromptTokens != 0 || r.Receipt.CompletionTokens < minTokens {
+		t.Errorf("partial receipt %s: %d prompt, %d completion tokens; want 0 and at least %d", id, r.Receipt.PromptTokens, r.Receipt.CompletionTokens, minTokens)
+	}
 }
 
 // simAnswer is what the simulator answers the chat prompt, asked directly.

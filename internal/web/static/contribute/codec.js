@@ -6,7 +6,11 @@
 
 const enc = new TextEncoder();
 
-export const PROTOCOL_VERSION = 1;
+// PROTOCOL_VERSION is the newest protocol version this page speaks (2:
+// chunks carry checkpoints); MIN_PROTOCOL_VERSION the oldest (as
+// internal/protocol).
+export const PROTOCOL_VERSION = 2;
+export const MIN_PROTOCOL_VERSION = 1;
 export const RECEIPT_VERSION = 1;
 const AUTH_TAG = "idlegrid/provider-auth/v1\n";
 const PROVIDER_RECEIPT_TAG = "idlegrid/receipt/provider/v1\n";

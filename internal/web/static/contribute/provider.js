@@ -225,15 +225,15 @@ export class Provider extends EventTarget {
   }
 
   async answerHello(h) {
-    // A newer gateway still serves older providers (protocol.MinVersion),
-    // and this page answers in its own version; an older gateway cannot
-    // read it.
-    if (!Number.isInteger(h.protocol_version) || h.protocol_version < codec.PROTOCOL_VERSION) {
+    // Both ends speak the older of their versions, as the native agent
+    // does: a version-1 gateway gets no checkpoints.
+    if (!Number.isInteger(h.protocol_version) || h.protocol_version < codec.MIN_PROTOCOL_VERSION) {
       this.stopped = true; // retrying cannot fix this
       this.ws.close(1000, "protocol version mismatch");
-      this.state("stopped", `the gateway speaks protocol version ${h.protocol_version}, this page ${codec.PROTOCOL_VERSION}: update the gateway`);
+      this.state("stopped", `the gateway speaks protocol version ${h.protocol_version}, this page ${codec.MIN_PROTOCOL_VERSION} to ${codec.PROTOCOL_VERSION}: update the gateway`);
       return;
     }
+    this.version = Math.min(h.protocol_version, codec.PROTOCOL_VERSION);
     let nonce, gateway;
     try {
       nonce = codec.fromBase64(h.nonce);
@@ -246,7 +246,7 @@ export class Provider extends EventTarget {
     const signature = await keystore.sign(this.id, codec.authBytes(nonce, gateway, h.chain_id));
     this.send({
       type: "auth",
-      auth: { provider_key: this.id.publicHex, signature: codec.toHex(signature), protocol_version: codec.PROTOCOL_VERSION, capabilities: this.capabilities() },
+      auth: { provider_key: this.id.publicHex, signature: codec.toHex(signature), protocol_version: this.version, capabilities: this.capabilities() },
     });
   }
 
@@ -320,6 +320,25 @@ export class Provider extends EventTarget {
     this.run(job, controller, record).finally(() => clearTimeout(timer));
   }
 
+  // checkpoint signs the partial receipt of everything sent so far
+  // (protocol version 2): if this tab closes or loses the connection
+  // mid-answer, the gateway bills the delivered tokens with it. Prompt
+  // tokens are 0, the text hash covers every delta sent, as the native
+  // agent's (internal/provider/checkpoint.go); a price that overflows gets
+  // no checkpoint, as it gets no receipt.
+  async checkpoint(job, sent, completion) {
+    const end = BigInt(Math.max(Date.now(), Number(job.terms.start_unix_ms), 1));
+    const hash = await codec.sha256(codec.concat(sent));
+    let bytes;
+    try {
+      bytes = codec.providerSignedBytes(codec.receiptFromTerms(job.terms, this.id.publicKey, { prompt_tokens: 0, completion_tokens: completion }, hash, end));
+    } catch {
+      return undefined;
+    }
+    const signature = await keystore.sign(this.id, bytes);
+    return { completion_tokens: completion, end_unix_ms: end, signature: codec.toHex(signature) };
+  }
+
   finishJob(job, record, state) {
     this.jobs.delete(job.id); // before the last message: the gateway frees the slot when it arrives
     record.state = state;
@@ -342,13 +361,17 @@ export class Provider extends EventTarget {
     let seq = 0n;
     let held = 0;
     let firstToken = 0;
-    const chunk = (text, tokens, logprobs) => {
+    let completion = 0n; // tokens sent, as the gateway counts them
+    const checkpoints = this.version >= 2;
+    const chunk = async (text, tokens, logprobs) => {
       if (seq === 0n) firstToken = performance.now() - started;
       const c = { id: job.id, seq, delta: text };
       if (tokens > 0) c.tokens = tokens;
       if (logprobs && logprobs.length) c.logprobs = logprobs;
-      this.send({ type: "chunk", chunk: c });
       sent.push(enc.encode(text));
+      completion += BigInt(tokens > 0 ? tokens : text !== "" ? 1 : 0);
+      if (checkpoints && completion > 0n) c.checkpoint = await this.checkpoint(job, sent, completion);
+      this.send({ type: "chunk", chunk: c });
       seq++;
     };
     try {
@@ -359,12 +382,13 @@ export class Provider extends EventTarget {
           held += d.tokens;
           return;
         }
-        chunk(text, held + d.tokens, d.logprobs);
+        const tokens = held + d.tokens;
         held = 0;
+        return chunk(text, tokens, d.logprobs);
       });
       if (signal.aborted) throw new Error(String(signal.reason));
       const rest = holder.flush();
-      if (rest) chunk(rest, held, null);
+      if (rest) await chunk(rest, held, null);
       // A browser clock behind the gateway's must not make an invalid receipt.
       const end = BigInt(Math.max(Date.now(), Number(job.terms.start_unix_ms)));
       const responseHash = await codec.sha256(codec.concat(sent));
