@@ -75,27 +75,39 @@ func (l *batchLedger) SettleBatch(ctx context.Context, rs []receipt.Signed) (cha
 	return out, nil
 }
 
+// signedReceipt is a receipt for id (2 base units) signed by prov and gw.
+func signedReceipt(id string, gw, prov, consumer keys.PrivateKey) receipt.Signed {
+	r := receipt.Receipt{Version: receipt.Version, ChainID: "c", RequestID: id, Gateway: gw.Public(), Provider: prov.Public(),
+		Consumer: consumer.Public().Address(), Model: "m", ModelDigest: "d", PromptTokens: 1, CompletionTokens: 1,
+		PricePromptPerMTok: 1_000_000, PriceCompletionPerMTok: 1_000_000, Amount: 2, StartUnixMs: 1_700_000_000_000, EndUnixMs: 1_700_000_000_001}
+	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(prov, &r), GatewaySignature: receipt.SignGateway(gw, &r)}
+}
+
+// settlementParties opens a store (closed with the test) and makes the
+// gateway, provider and consumer keys of the receipts.
+func settlementParties(t *testing.T) (st *store.Store, gw, prov, consumer keys.PrivateKey) {
+	t.Helper()
+	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "gateway.db"), store.WithProcessDurability())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	gw, _ = keys.Generate()
+	prov, _ = keys.Generate()
+	consumer, _ = keys.Generate()
+	return st, gw, prov, consumer
+}
+
 // TestSettlementPipeline: with batches in flight settlement reads on after
 // the receipts they hold (never sending one twice at once), and the
 // receipts of a failed batch go out again; in the end every receipt is
 // settled and marked.
 func TestSettlementPipeline(t *testing.T) {
 	ctx := t.Context()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "gateway.db"), store.WithProcessDurability())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	gw, _ := keys.Generate()
-	prov, _ := keys.Generate()
-	consumer, _ := keys.Generate()
+	st, gw, prov, consumer := settlementParties(t)
 	const n = 23
 	for i := range n {
-		r := receipt.Receipt{Version: receipt.Version, ChainID: "c", RequestID: fmt.Sprintf("req-%02d", i), Gateway: gw.Public(), Provider: prov.Public(),
-			Consumer: consumer.Public().Address(), Model: "m", ModelDigest: "d", PromptTokens: 1, CompletionTokens: 1,
-			PricePromptPerMTok: 1_000_000, PriceCompletionPerMTok: 1_000_000, Amount: 2, StartUnixMs: 1_700_000_000_000, EndUnixMs: 1_700_000_000_001}
-		sr := receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(prov, &r), GatewaySignature: receipt.SignGateway(gw, &r)}
-		if err := st.SaveReceipt(ctx, sr); err != nil {
+		if err := st.SaveReceipt(ctx, signedReceipt(fmt.Sprintf("req-%02d", i), gw, prov, consumer)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -152,23 +164,13 @@ func TestSettlementPipeline(t *testing.T) {
 // refused.
 func TestPruneSettled(t *testing.T) {
 	ctx := t.Context()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "gateway.db"), store.WithProcessDurability())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	gw, _ := keys.Generate()
-	prov, _ := keys.Generate()
-	consumer, _ := keys.Generate()
+	st, gw, prov, consumer := settlementParties(t)
 	secret, _, err := st.CreateAPIKey(ctx, "test", consumer.Public().Address())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		r := receipt.Receipt{Version: receipt.Version, ChainID: "c", RequestID: fmt.Sprintf("req-%d", i), Gateway: gw.Public(), Provider: prov.Public(),
-			Consumer: consumer.Public().Address(), Model: "m", ModelDigest: "d", PromptTokens: 1, CompletionTokens: 1,
-			PricePromptPerMTok: 1_000_000, PriceCompletionPerMTok: 1_000_000, Amount: 2, StartUnixMs: 1_700_000_000_000, EndUnixMs: 1_700_000_000_001}
-		if err := st.SaveReceipt(ctx, receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(prov, &r), GatewaySignature: receipt.SignGateway(gw, &r)}); err != nil {
+		if err := st.SaveReceipt(ctx, signedReceipt(fmt.Sprintf("req-%d", i), gw, prov, consumer)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -34,40 +34,52 @@ func startSharedGateway(t *testing.T, dbURL string) *node.Gateway {
 	return g
 }
 
+// sharedPair starts two gateways on one fresh PostgreSQL database and
+// creates the test API key through A (the key table is shared).
+func sharedPair(t *testing.T, db string) (a, b *node.Gateway, ctx context.Context) {
+	t.Helper()
+	dbURL := pgtest.Database(t, db)
+	a = startSharedGateway(t, dbURL)
+	b = startSharedGateway(t, dbURL)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	t.Cleanup(cancel)
+	consumer, _ := keys.Generate()
+	if _, err := a.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, ctx
+}
+
+// simProvider connects a provider agent serving a simulator with cfg to g
+// and waits until it is connected; it stops at the end of the test (Stop
+// may be called earlier).
+func simProvider(t *testing.T, ctx context.Context, g *node.Gateway, cfg sim.Config, slots int) *node.Provider {
+	t.Helper()
+	s, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := node.StartProvider(node.ProviderConfig{Gateway: g.URL(), KeyFile: filepath.Join(t.TempDir(), "provider.key"),
+		Backend: &node.LocalBackend{Backend: s, Description: "simulator"}, Slots: slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop() })
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestCrossGatewayForwarding: two gateway processes' worth of gateways
 // (own keys, hubs, HTTP servers and connection pools) share one PostgreSQL;
 // a provider connected to A serves a consumer calling B, streamed and not,
 // through the OpenAI and the Ollama APIs, and A bills it.
 func TestCrossGatewayForwarding(t *testing.T) {
-	dbURL := pgtest.Database(t, "gateways")
-	a := startSharedGateway(t, dbURL)
-	b := startSharedGateway(t, dbURL)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	consumer, _ := keys.Generate()
-	// One key, created through A, works at B: the key table is shared.
-	if _, err := a.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
-		t.Fatal(err)
-	}
+	// The key, created through A, works at B: the key table is shared.
+	a, b, ctx := sharedPair(t, "gateways")
 	cfg := fastSim()
-	s, err := sim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := node.StartProvider(node.ProviderConfig{Gateway: a.URL(), KeyFile: filepath.Join(t.TempDir(), "provider.key"),
-		Backend: &node.LocalBackend{Backend: s, Description: "simulator"}, Slots: 4, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			p.Stop()
-		}
-	})
-	if err := p.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
+	p := simProvider(t, ctx, a, cfg, 4)
 	eventually(t, 10*time.Second, "B to learn that A serves sim", func() bool {
 		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
 		return err == nil && len(peers) == 1 && peers[0].Gateway == a.Key.Public()
@@ -137,7 +149,6 @@ func TestCrossGatewayForwarding(t *testing.T) {
 
 	// The provider leaves: A withdraws sim and B stops forwarding.
 	p.Stop()
-	stopped = true
 	eventually(t, 10*time.Second, "A to withdraw sim", func() bool {
 		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
 		return err == nil && len(peers) == 0
@@ -188,38 +199,13 @@ func doJSON(t *testing.T, method, url, body string, headers map[string]string) (
 // instead of queueing it; a request with routing preferences stays and
 // waits for B's own provider.
 func TestBusyForwardedToPeer(t *testing.T) {
-	dbURL := pgtest.Database(t, "busy")
-	a := startSharedGateway(t, dbURL)
-	b := startSharedGateway(t, dbURL)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	consumer, _ := keys.Generate()
-	if _, err := a.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
-		t.Fatal(err)
-	}
+	a, b, ctx := sharedPair(t, "busy")
 	slow := fastSim()
 	for i := range slow.Models {
 		slow.Models[i].TokensPerSecond = 20
 	}
-	provider := func(g *node.Gateway, cfg sim.Config, slots int) *node.Provider {
-		t.Helper()
-		s, err := sim.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := node.StartProvider(node.ProviderConfig{Gateway: g.URL(), KeyFile: filepath.Join(t.TempDir(), "provider.key"),
-			Backend: &node.LocalBackend{Backend: s, Description: "simulator"}, Slots: slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Stop() })
-		if err := p.WaitConnected(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	pa := provider(a, fastSim(), 4)
-	pb := provider(b, slow, 1)
+	pa := simProvider(t, ctx, a, fastSim(), 4)
+	pb := simProvider(t, ctx, b, slow, 1)
 	eventually(t, 10*time.Second, "B to learn that A has free slots for sim", func() bool {
 		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
 		return err == nil && len(peers) == 1 && peers[0].FreeSlots > 0

@@ -50,12 +50,7 @@ func BenchmarkSaveReceipt(b *testing.B) {
 // checked on the way out (in one batch verification).
 func BenchmarkUnsettledReceipts(b *testing.B) {
 	ctx := b.Context()
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"), WithProcessDurability())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	sg := newSigner(b)
+	s, sg := openBench(b)
 	const page = 1000
 	for i := range page {
 		if err := s.SaveReceipt(ctx, sg.receipt(b, fmt.Sprintf("req-bench-%09d", i), 512, 256)); err != nil {
@@ -79,12 +74,7 @@ func BenchmarkUnsettledReceipts(b *testing.B) {
 // and cost throughput: each transaction is a sync.)
 func BenchmarkMarkSettled(b *testing.B) {
 	ctx := b.Context()
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"), WithProcessDurability())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	sg := newSigner(b)
+	s, sg := openBench(b)
 	const batch = 1000
 	next := 0
 	var held time.Duration
@@ -106,4 +96,17 @@ func BenchmarkMarkSettled(b *testing.B) {
 		held += time.Since(start)
 	}
 	b.ReportMetric(float64(held.Microseconds())/float64(b.N)/1000, "ms/batch")
+}
+
+// openBench opens a store with process durability (the benchmarks measure
+// the store's work, not the disk's syncs) that closes with the benchmark,
+// and a signer.
+func openBench(b *testing.B) (*Store, signer) {
+	b.Helper()
+	s, err := Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), WithProcessDurability())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s, newSigner(b)
 }
