@@ -59,6 +59,29 @@ type Latency struct {
 // Added is the difference of the q-quantiles (via − direct).
 func (l Latency) Added(q float64) time.Duration { return l.Via.Q(q) - l.Direct.Q(q) }
 
+// ProxyAdded is what the bare proxies add at the q-quantile (proxy − direct).
+func (l Latency) ProxyAdded(q float64) time.Duration { return l.Proxy.Q(q) - l.Direct.Q(q) }
+
+// proxyChain puts hops bare reverse proxies (net/http/httputil, flushing
+// every write so a stream stays a stream) in front of origin and returns
+// the first one's URL and a function that closes them.
+func proxyChain(origin string, hops int) (string, func()) {
+	var servers []*httptest.Server
+	for range hops {
+		u, _ := url.Parse(origin)
+		p := httputil.NewSingleHostReverseProxy(u)
+		p.FlushInterval = -1
+		hop := httptest.NewServer(p)
+		servers = append(servers, hop)
+		origin = hop.URL
+	}
+	return origin, func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+}
+
 // OverheadResult holds every figure.
 type OverheadResult struct {
 	NonStreaming []Latency
@@ -108,13 +131,8 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	}
 	defer n.Shutdown(context.Background())
 	via := n.Gateway.URL()
-	bare := simSrv.URL // two bare proxy hops in front of the simulator
-	for range 2 {
-		u, _ := url.Parse(bare)
-		hop := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
-		defer hop.Close()
-		bare = hop.URL
-	}
+	bare, closeBare := proxyChain(simSrv.URL, 2)
+	defer closeBare()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 0}}
 	res := &OverheadResult{}
 	out := cfg.Out
@@ -158,7 +176,7 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 		res.NonStreaming = append(res.NonStreaming, l)
 		fmt.Fprintf(out, "  c=%-3d direct p50 %s p99 %s | via p50 %s p99 %s p99.9 %s | added p50 %s p99 %s | two bare proxy hops add p50 %s p99 %s\n", c,
 			ms(l.Direct.Q(.5)), ms(l.Direct.Q(.99)), ms(l.Via.Q(.5)), ms(l.Via.Q(.99)), ms(l.Via.Q(.999)), ms(l.Added(.5)), ms(l.Added(.99)),
-			ms(l.Proxy.Q(.5)-l.Direct.Q(.5)), ms(l.Proxy.Q(.99)-l.Direct.Q(.99)))
+			ms(l.ProxyAdded(.5)), ms(l.ProxyAdded(.99)))
 	}
 
 	ttft := func(base string, b []byte) (time.Duration, error) {
@@ -253,7 +271,7 @@ func (r *OverheadResult) Targets(cfg OverheadConfig) []string {
 	for _, l := range r.NonStreaming {
 		if l.Concurrency == 1 {
 			out = append(out, fmt.Sprintf("target: added p99 ≤ %s with one client: %s", ms(targetAddedP99),
-				verdict(l.Added(.99), l.Proxy.Q(.99)-l.Direct.Q(.99), targetAddedP99)))
+				verdict(l.Added(.99), l.ProxyAdded(.99), targetAddedP99)))
 		}
 	}
 	if cfg.Streams == 256 && cfg.StreamRate == 50 {
@@ -268,7 +286,7 @@ func (r *OverheadResult) Summary() string {
 	var parts []string
 	for _, l := range r.NonStreaming {
 		parts = append(parts, fmt.Sprintf("added c=%d p50 %s p99 %s (two bare proxy hops: %s / %s)", l.Concurrency, ms(l.Added(.5)), ms(l.Added(.99)),
-			ms(l.Proxy.Q(.5)-l.Direct.Q(.5)), ms(l.Proxy.Q(.99)-l.Direct.Q(.99))))
+			ms(l.ProxyAdded(.5)), ms(l.ProxyAdded(.99))))
 	}
 	parts = append(parts, fmt.Sprintf("added TTFT p50 %s p99 %s", ms(r.TTFT.Added(.5)), ms(r.TTFT.Added(.99))),
 		fmt.Sprintf("relay @%.0f tok/s steady p50 %s p99 %s max %s (all tokens p99 %s max %s; two bare proxy hops p99 %s max %s)", r.RelayRate,

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -183,15 +182,8 @@ func bareRelay(ctx context.Context, client *http.Client, tb *timedBackend, cfg O
 		}
 	}))
 	defer origin.Close()
-	next := origin.URL
-	for range 2 {
-		u, _ := url.Parse(next)
-		p := httputil.NewSingleHostReverseProxy(u)
-		p.FlushInterval = -1
-		hop := httptest.NewServer(p)
-		defer hop.Close()
-		next = hop.URL
-	}
+	next, closeHops := proxyChain(origin.URL, 2)
+	defer closeHops()
 	return measureStreams(tb, cfg, func(prompt string) ([]time.Time, error) {
 		req, _ := http.NewRequestWithContext(ctx, "GET", next+"/?prompt="+url.QueryEscape(prompt), nil)
 		resp, err := client.Do(req)

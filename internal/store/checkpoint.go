@@ -26,12 +26,6 @@ import (
 // Durability is unchanged: a receipt is in the WAL, synced unless the
 // operator chose process durability, before SaveReceipt returns.
 
-// checkpointEvery commits. A passive checkpoint takes no writer lock, so
-// receipts keep committing while it runs; it copies what no reader still
-// needs and the next commit after a complete one starts the WAL over.
-// Durability is unchanged: a receipt is synced in the WAL before
-// SaveReceipt returns, whenever it reaches the database file.
-
 // checkpointEvery commits (each a few pages) between background
 // checkpoints; walFrameLimit frames (16 MiB of 4 KiB pages) before the
 // committer finishes one.
