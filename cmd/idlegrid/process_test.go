@@ -153,7 +153,7 @@ func TestUpProcess(t *testing.T) {
 	dir := t.TempDir()
 	const key = "ig-process-test-0123456789"
 	up := start(t, bin, []string{"IDLEGRID_DEV_API_KEY=" + key, "OLLAMA_HOST=127.0.0.1:1"},
-		"up", "--addr", "127.0.0.1:0", "--data-dir", dir, "--backend", "auto")
+		"up", "--addr", "127.0.0.1:0", "--data-dir", dir, "--backend", "auto", "--chain-rpc-addr", "127.0.0.1:0")
 	base := up.await(t, `OpenAI API base URL:\s+(http://\S+)/v1`)
 	chat(t, base, key)
 	up.stop(t, os.Interrupt)
