@@ -24,6 +24,9 @@ const (
 	CodeNotRegistered     uint32 = 9
 	CodeStakeTooLow       uint32 = 10
 	CodeBadBatch          uint32 = 11
+	// CodeTooManyPending: the sender has MaxPendingTxs (or
+	// MaxPendingBytes) in the mempool already; retry after a block.
+	CodeTooManyPending uint32 = 20
 )
 
 func fail(code uint32, log string) Result { return Result{Code: code, Log: log} }
