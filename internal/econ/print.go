@@ -70,9 +70,6 @@ func (r *Report) printPopulation(w io.Writer) error {
 	return err
 }
 
-// times formats basis points as a multiple, e.g. "8.00×".
-func times(b uint64) string { return fmt.Sprintf("%d.%02d×", b/10_000, b%10_000/100) }
-
 // samples picks about k evenly spaced indices of n, first and last included.
 func samples(n, k int) []int {
 	if n <= k {
