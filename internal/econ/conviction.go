@@ -1,8 +1,8 @@
 package econ
 
 import (
+	"encoding/json"
 	"math"
-	"reflect"
 
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -30,13 +30,19 @@ type ConvictionCost struct {
 }
 
 // failStakeBps reads the ledger parameter verdict_fail_stake_bps by its
-// Go name, so the figure follows the ledger once it has the rule.
+// genesis name, so the figure follows the ledger once it has the rule.
 func failStakeBps(p *ledger.Params) (uint32, bool) {
-	f := reflect.ValueOf(p).Elem().FieldByName("VerdictFailStakeBps")
-	if !f.IsValid() || f.Kind() != reflect.Uint32 {
+	b, err := json.Marshal(p)
+	if err != nil {
 		return defaultFailStakeBps, false
 	}
-	return uint32(f.Uint()), true
+	var named struct {
+		FailStakeBps *uint32 `json:"verdict_fail_stake_bps"`
+	}
+	if json.Unmarshal(b, &named) != nil || named.FailStakeBps == nil {
+		return defaultFailStakeBps, false
+	}
+	return *named.FailStakeBps, true
 }
 
 // convictionCost is the figure for the simulated genesis: its verifiers'
