@@ -13,10 +13,10 @@ import (
 func newBenchEconCmd(a *app) *cobra.Command {
 	cfg := econ.DefaultConfig()
 	var (
-		providers           int
-		emission, rewardMin string
-		svgFile             string
-		washLevels          []uint
+		providers  int
+		emission   string
+		svgFile    string
+		washLevels []uint
 	)
 	cmd := &cobra.Command{
 		Use:   "econ",
@@ -26,19 +26,19 @@ hundreds of epochs on the real ledger state machine: a demand curve is routed
 to the cheapest online providers, one gateway settles their receipts, and
 every epoch's emission is paid by the ledger's reward code. Prints the supply
 curve, each class's earnings (fees vs emission, net of energy), the expected
-profit of each cheating strategy against honesty, and a wash trading sweep
-run on the ledger. Slashing is not on the ledger yet: the --canary, --slash,
---jail and --detect flags set the modelled verdicts. Prices and energy are
-in US dollars, converted at --tokens-per-usd. Prints a summary line at the
-end; --svg writes a plot.`,
+profit of each cheating strategy against honesty, the expected profit per
+epoch of self-dealing run on the ledger — wash trading (buying real requests
+from oneself) and fabricated receipts (no work) — across honest demand
+levels, and the verifier stake an attacker must hold to convict an honest
+provider. The simulation runs no verifiers: the --canary, --slash, --jail
+and --detect flags set the modelled verdicts. Prices and energy are in US
+dollars, converted at --tokens-per-usd. Prints a summary line at the end;
+--svg writes a plot.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if cfg.Params.EpochEmission, err = money.Parse(emission); err != nil {
 				return fmt.Errorf("--emission: %w", err)
-			}
-			if cfg.Params.RewardMinPricePerMTok, err = money.Parse(rewardMin); err != nil {
-				return fmt.Errorf("--reward-min-price: %w", err)
 			}
 			if providers != cfg.Providers() {
 				if err := cfg.ScaleProviders(providers); err != nil {
@@ -77,7 +77,7 @@ end; --svg writes a plot.`,
 	f.Uint64Var(&cfg.Params.HalvingEpochs, "halving-epochs", cfg.Params.HalvingEpochs, "ledger param: emission halves every this many epochs (the chain default is 1000)")
 	f.Uint64Var(&cfg.Params.VestingBlocks, "vesting-blocks", cfg.Params.VestingBlocks, "ledger param: blocks over which rewards vest")
 	f.Uint64Var(&cfg.Params.EscrowBlocks, "escrow-blocks", cfg.Params.EscrowBlocks, "ledger param: blocks a provider's earnings stay in escrow")
-	f.StringVar(&rewardMin, "reward-min-price", cfg.Params.RewardMinPricePerMTok.String(), "ledger param: least completion price (tokens per Mtok) whose tokens earn emission")
+	f.Uint32Var(&cfg.Params.RewardMaxPaidBps, "reward-max-paid-bps", cfg.Params.RewardMaxPaidBps, "ledger param: a provider's epoch reward is at most this share (basis points) of what it was paid; must be below --protocol-fee-bps")
 	f.Uint32Var(&cfg.Params.GatewayFeeBps, "gateway-fee-bps", cfg.Params.GatewayFeeBps, "ledger param: gateway fee in basis points")
 	f.Uint32Var(&cfg.Params.ProtocolFeeBps, "protocol-fee-bps", cfg.Params.ProtocolFeeBps, "ledger param: protocol fee in basis points")
 	f.Uint32Var(&cfg.Slashing.CanaryBps, "canary-bps", cfg.Slashing.CanaryBps, "modelled: chance (basis points) that a provider meets a canary in an epoch it serves")
@@ -89,14 +89,14 @@ end; --svg writes a plot.`,
 	f.Uint32Var(&cfg.Slashing.QuantizeCostBps, "quantize-cost-bps", cfg.Slashing.QuantizeCostBps, "energy of a cheaper quantization relative to the real model")
 	f.Uint32Var(&cfg.Slashing.FabricateCostBps, "fabricate-cost-bps", cfg.Slashing.FabricateCostBps, "energy of fabricating text relative to serving")
 	f.Uint32Var(&cfg.Slashing.InflateBps, "inflate-bps", cfg.Slashing.InflateBps, "how much an inflater adds to its token counts")
-	f.StringVar(&cfg.Wash.Class, "wash-class", cfg.Wash.Class, "hardware class (model and price) of the wash trader")
-	f.Uint64Var(&cfg.Wash.TokensPerEpoch, "wash-tokens", cfg.Wash.TokensPerEpoch, "fake completion tokens the wash trader settles per epoch (0: its class's capacity)")
-	f.IntVar(&cfg.Wash.Epochs, "wash-epochs", cfg.Wash.Epochs, "epochs per honest demand level of the wash trading sweep")
+	f.StringVar(&cfg.Wash.Class, "wash-class", cfg.Wash.Class, "hardware class (model and price) of the self-dealer")
+	f.Uint64Var(&cfg.Wash.TokensPerEpoch, "wash-tokens", cfg.Wash.TokensPerEpoch, "completion tokens the self-dealer settles per epoch (0: its class's capacity)")
+	f.IntVar(&cfg.Wash.Epochs, "wash-epochs", cfg.Wash.Epochs, "epochs per honest demand level of the self-dealing sweep")
 	levels := make([]uint, len(cfg.Wash.LevelsBps))
 	for i, l := range cfg.Wash.LevelsBps {
 		levels[i] = uint(l)
 	}
-	f.UintSliceVar(&washLevels, "wash-levels-bps", levels, "honest demand levels of the wash trading sweep, in basis points of the default demand")
+	f.UintSliceVar(&washLevels, "wash-levels-bps", levels, "honest demand levels of the self-dealing sweep, in basis points of the default demand")
 	f.StringVar(&svgFile, "svg", "", "write the supply curve and income split as SVG to this file")
 	return cmd
 }

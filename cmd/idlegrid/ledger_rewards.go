@@ -15,6 +15,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
@@ -67,7 +68,7 @@ func ledgerEpochCmd(a *app, f *ledgerFlags) *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "epoch %d, heights %d to %d\n", rec.Number, rec.Start, rec.End)
 			fmt.Fprintf(a.stdout, "scheduled  %s\nminted     %s\n", rec.Scheduled, rec.Minted)
-			fmt.Fprintf(a.stdout, "providers  %s (%d work units)\nverifiers  %s\nvalidators %s\ntreasury   %s\n", rec.Providers, rec.Work, rec.Verifiers, rec.Validators, rec.Treasury)
+			fmt.Fprintf(a.stdout, "providers  %s (work units: %s paid to them)\nverifiers  %s\nvalidators %s\ntreasury   %s\n", rec.Providers, money.Amount(rec.Work), rec.Verifiers, rec.Validators, rec.Treasury)
 			fmt.Fprintf(a.stdout, "payees     %d\nroot       %s\n", rec.Payees, rec.Root)
 			return nil
 		},

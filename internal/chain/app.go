@@ -173,9 +173,11 @@ func (app *App) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.
 	return &abci.InitChainResponse{AppHash: hash}, nil
 }
 
-// CheckTx admits transactions to the mempool with the ledger's cheap checks.
-// After each commit CometBFT re-checks the pending ones against a fresh
-// checker, in order, which rebuilds their nonces and spending.
+// CheckTx admits transactions to the mempool with the ledger's cheap checks,
+// at most ledger.MaxPendingTxs (and MaxPendingBytes) per sender until a
+// block commits them. After each commit CometBFT re-checks the pending ones
+// against a fresh checker, in order, which rebuilds their nonces, spending
+// and per-sender bounds.
 func (app *App) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckTxResponse, error) {
 	app.checkMu.Lock()
 	defer app.checkMu.Unlock()
@@ -189,6 +191,9 @@ func (app *App) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.Chec
 	res, err := check(req.Tx)
 	if err != nil {
 		return nil, err
+	}
+	if res.Code == ledger.CodeTooManyPending {
+		app.log.Debug("mempool: sender at its pending bound", "log", res.Log)
 	}
 	return &abci.CheckTxResponse{Code: res.Code, Log: res.Log}, nil
 }

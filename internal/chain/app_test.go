@@ -189,11 +189,14 @@ func TestLedgerOnCometBFT(t *testing.T) {
 		t.Errorf("after resending, consumer balance %d, want %d", got, consumerFunds-total)
 	}
 
-	// Several transactions from one key in flight at once all commit.
+	// Several transactions from one key in flight at once all commit, even
+	// more than the mempool holds per sender (ledger.MaxPendingTxs): the
+	// signer waits for a block to make room.
+	const inFlight = ledger.MaxPendingTxs + 36
 	cs := NewSigner(tn.client(), p.consumer, "idlegrid-test")
 	var wg sync.WaitGroup
-	errs := make(chan error, 5)
-	for range 5 {
+	errs := make(chan error, inFlight)
+	for range inFlight {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -211,8 +214,8 @@ func TestLedgerOnCometBFT(t *testing.T) {
 			t.Errorf("pipelined transfer: %v", err)
 		}
 	}
-	if got := balanceOf(t, ctx, l, p.poor.Public().Address()).Balance; got != poorFunds+5*money.Unit {
-		t.Errorf("poor balance after 5 transfers: %d", got)
+	if got := balanceOf(t, ctx, l, p.poor.Public().Address()).Balance; got != poorFunds+inFlight*money.Unit {
+		t.Errorf("poor balance after %d transfers: %d", inFlight, got)
 	}
 	// A failing transaction comes back as a result with its code.
 	res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: consumerFunds})
@@ -231,7 +234,7 @@ func TestLedgerOnCometBFT(t *testing.T) {
 		t.Errorf("after restart: height %d app hash %X; before %d %X (first seen %d)", after.Height, after.AppHash, h, hash, before.Height)
 	}
 	l = Ledger{tn.client()}
-	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total-5*money.Unit {
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total-inFlight*money.Unit {
 		t.Errorf("after restart, consumer balance %d", got)
 	}
 	sup, err := l.Supply(ctx)

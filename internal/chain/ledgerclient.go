@@ -179,6 +179,7 @@ func (s *Signer) Send(ctx context.Context, tx ledger.Tx) (*TxResult, error) {
 func (s *Signer) broadcast(ctx context.Context, tx ledger.Tx) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	waited := 0
 	for attempt := 0; ; attempt++ {
 		if !s.known {
 			a, err := s.ledger.Account(ctx, s.Address())
@@ -204,6 +205,16 @@ func (s *Signer) broadcast(ctx context.Context, tx ledger.Tx) ([]byte, error) {
 			}
 			continue
 		}
+		if errors.As(err, &te) && te.Code == ledger.CodeTooManyPending && waited < pendingAttempts {
+			// This key has ledger.MaxPendingTxs waiting for a block: the
+			// next block makes room.
+			waited++
+			attempt--
+			if err := sleep(ctx, jitter(pendingWait)); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -218,6 +229,14 @@ func (s *Signer) broadcast(ctx context.Context, tx ledger.Tx) ([]byte, error) {
 // nonceAttempts bounds how often a transaction refused for its nonce is
 // renumbered and sent again.
 const nonceAttempts = 10
+
+// A transaction refused because its key has too many waiting for a block
+// is tried again every pendingWait (jittered), up to pendingAttempts
+// times: about a minute of blocks.
+const (
+	pendingWait     = 500 * time.Millisecond
+	pendingAttempts = 120
+)
 
 // broadcastRetrying broadcasts, retrying while the node is unavailable
 // (ErrUnavailable) until ctx ends; a rejection is returned at once.

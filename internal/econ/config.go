@@ -47,8 +47,7 @@ var cheats = []Strategy{Quantize, Fabricate, Inflate, InflateUnmetered}
 // them into ledger money.
 type Class struct {
 	Name string
-	// Model is the model the class serves; the ledger weighs its tokens by
-	// the model's class in Params.ModelClasses.
+	// Model is the model the class serves (its market).
 	Model string
 	// TokensPerSecond is the completion tokens it generates per second
 	// while online, batched over concurrent requests.
@@ -87,7 +86,8 @@ type Market struct {
 	PromptMilli uint64
 }
 
-// Slashing is the verification the ledger does not have yet: a provider
+// Slashing is the modelled verification (the simulation runs no
+// verifiers; its defaults are the ledger's conviction penalty): a provider
 // meets a canary request in CanaryBps of the epochs it serves, a canary
 // catches a strategy with its detection rate, and a caught provider loses
 // SlashBps of its stake, its escrowed earnings and its unvested rewards,
@@ -109,11 +109,13 @@ type Slashing struct {
 }
 
 // Wash is the self-dealing experiment: a provider that is its own consumer
-// pays for requests nobody needed, to earn emission for their work units.
+// (and owns its gateway) pays for requests nobody needed, to earn emission
+// for their work units; it serves them (wash trading) or not (fabricated
+// receipts).
 type Wash struct {
 	// Class is the trader's hardware class: it sets model and price.
 	Class string
-	// TokensPerEpoch is the fake completion tokens it settles per epoch; 0
+	// TokensPerEpoch is the completion tokens it settles per epoch; 0
 	// means what its class could generate in an epoch.
 	TokensPerEpoch uint64
 	// Epochs is how long each demand level runs.

@@ -86,9 +86,14 @@ func checkSupply(t *testing.T, r *Report) {
 func TestSupplyStaysUnderTheCap(t *testing.T) {
 	free := run(t, smallConfig())
 	checkSupply(t, &free)
-	if last := free.Epochs[len(free.Epochs)-1]; last.Scheduled*4 != free.Config.Params.EpochEmission || last.Minted != last.Scheduled {
-		t.Fatalf("epoch %d: scheduled %s minted %s; after 2 halvings of %s the whole schedule should be paid",
-			last.Epoch, last.Scheduled, last.Minted, free.Config.Params.EpochEmission)
+	// Every pool but the providers' has payees and is paid in full; the
+	// providers' is paid up to their caps (a share of what they were paid).
+	p := &free.Config.Params
+	last := free.Epochs[len(free.Epochs)-1]
+	others := mulDivAmount(last.Scheduled, uint64(10_000-p.ProviderRewardBps), 10_000)
+	if last.Scheduled*4 != p.EpochEmission || last.Minted < others || last.Minted > last.Scheduled || last.Minted-others != last.Emission {
+		t.Fatalf("epoch %d: scheduled %s minted %s, providers %s; after 2 halvings of %s every pool but the providers' should be paid",
+			last.Epoch, last.Scheduled, last.Minted, last.Emission, p.EpochEmission)
 	}
 
 	// A cap that binds: three times the genesis allocation (the least that
@@ -96,13 +101,13 @@ func TestSupplyStaysUnderTheCap(t *testing.T) {
 	// emission that would pass it within a dozen epochs.
 	c := smallConfig()
 	c.Params.SupplyCap = 3 * free.Genesis
-	c.Params.EpochEmission = (c.Params.SupplyCap - free.Genesis) / 8
+	c.Params.EpochEmission = (c.Params.SupplyCap - free.Genesis) / 2 // a third of it is minted: the providers' pool is capped
 	capped := run(t, c)
 	checkSupply(t, &capped)
 	if capped.Supply.Minted != c.Params.SupplyCap {
 		t.Fatalf("supply %s after %d epochs, want exactly the cap %s", capped.Supply.Minted, c.Epochs, c.Params.SupplyCap)
 	}
-	last := capped.Epochs[len(capped.Epochs)-1]
+	last = capped.Epochs[len(capped.Epochs)-1]
 	if last.Minted != 0 || last.Scheduled == 0 {
 		t.Fatalf("last epoch: scheduled %s minted %s; at the cap nothing should be minted", last.Scheduled, last.Minted)
 	}
@@ -125,7 +130,12 @@ func TestHonestyBeatsCheatingBeforeTheFirstHalving(t *testing.T) {
 		t.Fatalf("%d cheating rows, want %d", len(r.Cheats), len(cheats)*len(r.Config.Classes))
 	}
 	for _, row := range r.Cheats {
-		if row.Expected >= row.Honest {
+		// A class that loses money serving honestly (laptops: energy above
+		// the market price, and emission no longer pays for it) should not
+		// serve at all; what cheating does there is in docs/economics.md.
+		if row.Honest <= 0 {
+			t.Logf("%s on %s: expected %s per epoch, honest %s (serving does not pay)", row.Strategy, row.Class, row.Expected, row.Honest)
+		} else if row.Expected >= row.Honest {
 			t.Errorf("%s on %s: expected %s per epoch, honest %s: cheating pays under the default slashing parameters",
 				row.Strategy, row.Class, row.Expected, row.Honest)
 		}
@@ -170,61 +180,46 @@ func washConfig(levels ...uint32) Config {
 	return c
 }
 
-func TestWashTradingUnderDefaultParams(t *testing.T) {
-	r := run(t, washConfig(0, 10_000))
-	idle, busy := r.Wash.Levels[0], r.Wash.Levels[1]
-	// Its own money: what it paid as consumer came back less the fees.
-	leak := money.Amount(0)
-	if busy.FeesPaid > busy.FeesBack {
-		leak = busy.FeesPaid - busy.FeesBack
-	}
-	fees := r.Config.Params.GatewayFeeBps + r.Config.Params.ProtocolFeeBps
-	// Each receipt's fees round down, so the total may fall short by up to
-	// two base units a receipt.
-	receipts := money.Amount(r.Config.SettleRounds * r.Config.Wash.Epochs)
-	if want := mulDivAmount(busy.FeesPaid, uint64(fees), 10_000); leak > want || leak+2*receipts < want {
-		t.Errorf("the trader lost %s of %s paid to fees, want about %s (%d bps)", leak, busy.FeesPaid, want, fees)
-	}
-	if idle.Rewards != idle.Pool {
-		t.Errorf("with no honest work the trader earned %s of the pool %s", idle.Rewards, idle.Pool)
-	}
-	if idle.Net <= 0 {
-		t.Errorf("with no honest demand wash trading nets %s", idle.Net)
-	}
-	// What the ledger shows with the default parameters: emission per work
-	// unit is so far above the fees that self-dealing still pays at the
-	// full default demand (docs/economics.md).
-	if busy.Net <= 0 || r.Wash.Stops {
-		t.Errorf("at the default demand wash trading nets %s: the finding in docs/economics.md no longer holds", busy.Net)
-	}
-	if busy.Rewards >= idle.Rewards || busy.HonestWork == 0 {
-		t.Errorf("honest work %d: rewards %s should fall below the idle network's %s", busy.HonestWork, busy.Rewards, idle.Rewards)
+// TestSelfDealingNeverPays: on the real ledger with the default
+// parameters, a provider that buys its own requests (owning its gateway)
+// loses money with no honest demand and with the default demand, whether
+// it serves them (wash trading) or not (fabricated receipts): its reward
+// stays below the protocol fee it pays, whatever the emission.
+func TestSelfDealingNeverPays(t *testing.T) {
+	for _, scale := range []uint64{1, 1_000} {
+		c := washConfig(0, 10_000)
+		c.Params.EpochEmission = mulDivAmount(c.Params.EpochEmission, scale, 1)
+		r := run(t, c)
+		if r.Wash.Pays {
+			t.Errorf("emission ×%d: self-dealing paid at %d bps of demand", scale, r.Wash.PaysAtBps)
+		}
+		for _, l := range r.Wash.Levels {
+			if l.WashNet >= 0 || l.FabricatedNet >= 0 || l.Rewards >= l.ProtocolFees || l.Rewards == 0 {
+				t.Errorf("emission ×%d, demand %d bps: rewards %s, protocol fees %s, wash net %s, fabricated net %s",
+					scale, l.LevelBps, l.Rewards, l.ProtocolFees, l.WashNet, l.FabricatedNet)
+			}
+			// What it paid came back less the protocol fee (the gateway fee
+			// is its own): each receipt's fee rounds down.
+			if leak := l.FeesPaid - min(l.FeesPaid, l.FeesBack); leak != l.ProtocolFees {
+				t.Errorf("emission ×%d, demand %d bps: lost %s of %s paid, protocol fees %s", scale, l.LevelBps, leak, l.FeesPaid, l.ProtocolFees)
+			}
+		}
 	}
 }
 
-func TestWashTradingStopsPayingWhenEmissionIsSmall(t *testing.T) {
-	base := run(t, washConfig(0, 10_000)).Wash.Levels[1]
-	// With a reward pool between the trader's cost and its cost divided by
-	// its share of the work at the default demand, wash trading must pay
-	// on an idle network and lose at the default demand. Work does not
-	// depend on emission, so the shares stay those measured here.
-	cost := uint64(base.FeesPaid-base.FeesBack) + uint64(base.Fabrication)
-	if base.HonestWork <= base.WashWork || cost == 0 {
-		t.Fatalf("honest work %d, wash work %d, cost %d: no room for the regime this test needs", base.HonestWork, base.WashWork, cost)
+// TestConvictionCost: with the rule that a case fails only on the votes of
+// half the verifier stake, an attacker must hold as much as all honest
+// verifiers together (the genesis's 1+2+3 times the minimum).
+func TestConvictionCost(t *testing.T) {
+	c := DefaultConfig()
+	if s, found := failStakeBps(&c.Params); !found && s != defaultFailStakeBps {
+		t.Fatalf("no verdict_fail_stake_bps in the params, yet %d bps", s)
 	}
-	pool := mulDiv(cost, base.WashWork+base.HonestWork, base.WashWork) / 2
-	c := washConfig(0, 10_000)
-	c.Params.EpochEmission = money.Amount(mulDiv(pool, 10_000, uint64(c.Params.ProviderRewardBps)))
-	r := run(t, c)
-	idle, busy := r.Wash.Levels[0], r.Wash.Levels[1]
-	if idle.Net <= 0 || busy.Net >= 0 {
-		t.Fatalf("pool %d: wash trading nets %s on an idle network and %s at the default demand; want a gain, then a loss", pool, idle.Net, busy.Net)
-	}
-	if !r.Wash.Stops || r.Wash.StopsAtBps != 10_000 || r.Wash.PaysUpToBps != 0 {
-		t.Fatalf("verdict: stops %v at %d, pays up to %d", r.Wash.Stops, r.Wash.StopsAtBps, r.Wash.PaysUpToBps)
-	}
-	if r.Wash.BreakEvenLevelBps >= 10_000 || r.Wash.BreakEvenWork >= busy.HonestWork {
-		t.Fatalf("break-even at %d work units (%d bps), though it lost money with %d", r.Wash.BreakEvenWork, r.Wash.BreakEvenLevelBps, busy.HonestWork)
+	got := convictionCost(&c)
+	honest := mulDivAmount(max(c.Params.MinVerifierStake, money.Unit), 6, 1)
+	s := uint64(got.FailStakeBps)
+	if got.HonestStake != honest || s == 0 || s >= 10_000 || got.AttackerStake != mulDivAmount(honest, s, 10_000-s) {
+		t.Fatalf("%+v, honest stake %s", got, honest)
 	}
 }
 

@@ -22,12 +22,12 @@ func (r *Report) Print(w io.Writer) error {
 	fmt.Fprintf(&b, "params: emission %s tokens/epoch (%s) halving every %d epochs, cap %s; split providers %s verifiers %s validators %s treasury %s;\n",
 		tok(p.EpochEmission), dollars(net(p.EpochEmission).MicroUSD(c.TokensPerUSD)), p.HalvingEpochs, tok(p.SupplyCap),
 		bps(uint64(p.ProviderRewardBps)), bps(uint64(p.VerifierRewardBps)), bps(uint64(p.ValidatorRewardBps)), bps(uint64(p.TreasuryRewardBps)))
-	fmt.Fprintf(&b, "        vesting %d blocks, escrow %d blocks, fees gateway %s protocol %s, reward floor %s tokens/Mtok\n\n",
-		p.VestingBlocks, p.EscrowBlocks, bps(uint64(p.GatewayFeeBps)), bps(uint64(p.ProtocolFeeBps)), p.RewardMinPricePerMTok)
+	fmt.Fprintf(&b, "        vesting %d blocks, escrow %d blocks, fees gateway %s protocol %s, provider reward at most %s of what it was paid\n\n",
+		p.VestingBlocks, p.EscrowBlocks, bps(uint64(p.GatewayFeeBps)), bps(uint64(p.ProtocolFeeBps)), bps(uint64(p.RewardMaxPaidBps)))
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
-	for _, section := range []func(io.Writer) error{r.printPopulation, r.printSupply, r.printIncome, r.printClasses, r.printCheats, r.printWash} {
+	for _, section := range []func(io.Writer) error{r.printPopulation, r.printSupply, r.printIncome, r.printClasses, r.printCheats, r.printWash, r.printConviction} {
 		if err := section(w); err != nil {
 			return err
 		}
@@ -69,9 +69,6 @@ func (r *Report) printPopulation(w io.Writer) error {
 	_, err := fmt.Fprintln(w)
 	return err
 }
-
-// times formats basis points as a multiple, e.g. "8.00×".
-func times(b uint64) string { return fmt.Sprintf("%d.%02d×", b/10_000, b%10_000/100) }
 
 // samples picks about k evenly spaced indices of n, first and last included.
 func samples(n, k int) []int {
@@ -217,45 +214,46 @@ func breakEvenText(e8 uint64) string {
 
 func (r *Report) printWash(w io.Writer) error {
 	x := &r.Wash
-	fmt.Fprintf(w, "wash trading, on the real ledger: a %s provider (%s) that is its own consumer settles %d fake tokens/epoch at %s/Mtok,\n",
+	fmt.Fprintf(w, "self-dealing, on the real ledger: a %s provider (%s) that is its own consumer and owns its gateway settles %d tokens/epoch at %s/Mtok;\n",
 		x.Class, x.Model, x.TokensPerEpoch, dollars(int64(min(x.PriceMicroUSD, math.MaxInt64))))
-	fmt.Fprintf(w, "paying the fees and fabricating the answers; %d epochs per honest demand level (flat demand)\n", x.Epochs)
+	fmt.Fprintf(w, "wash trading serves them (paying the energy), fabricated receipts do no work; %d epochs per honest demand level (flat demand)\n", x.Epochs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "demand\thonest served\thonest work\twash work\tpool\trewards\tfees paid\tfees back\tfabrication\tnet/epoch\tbreak-even price\t")
+	fmt.Fprintln(tw, "demand\thonest served\thonest work\twash work\tpool\trewards\tpaid\tback\tprotocol fee\tenergy\twash net/epoch\tfabricated net/epoch\t")
 	for _, l := range x.Levels {
-		price := "none"
-		if l.BreakEvenPriceMicroUSD != math.MaxUint64 {
-			price = dollars(int64(min(l.BreakEvenPriceMicroUSD, math.MaxInt64))) + "/Mtok"
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", bps(uint64(l.LevelBps)), l.HonestServed, l.HonestWork, l.WashWork,
-			tok(l.Pool), tok(l.Rewards), tok(l.FeesPaid), tok(l.FeesBack), tok(l.Fabrication), l.Net.Short(), price)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", bps(uint64(l.LevelBps)), l.HonestServed, l.HonestWork, l.WashWork,
+			tok(l.Pool), tok(l.Rewards), tok(l.FeesPaid), tok(l.FeesBack), tok(l.ProtocolFees), tok(l.Energy), l.WashNet.Short(), l.FabricatedNet.Short())
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "(demand in %% of the markets' first-epoch demand; break-even price: the completion price at which its fees would eat its rewards)\n%s\n\n", x.verdict())
+	p := &r.Config.Params
+	_, err := fmt.Fprintf(w, "(demand in %% of the markets' first-epoch demand; work units are base units paid; a provider's reward is at most %s of what it was paid,\n"+
+		"below the protocol fee of %s, so rewards − protocol fee < 0 at any volume; a receipt that pays no protocol fee earns nothing, so fabricated\n"+
+		"receipts at a price that rounds to zero net exactly 0)\n%s\n\n", bps(uint64(p.RewardMaxPaidBps)), bps(uint64(p.ProtocolFeeBps)), x.verdict())
 	return err
 }
 
-// verdict says at which demand level wash trading stops paying.
+// verdict says whether self-dealing paid anywhere.
 func (x *WashReport) verdict() string {
-	var s string
-	switch {
-	case x.Stops && x.StopsAtBps == x.Levels[0].LevelBps:
-		s = fmt.Sprintf("wash trading lost money at every level tried, from %s of demand", bps(uint64(x.StopsAtBps)))
-	case x.Stops:
-		s = fmt.Sprintf("wash trading paid up to %s of demand and stopped paying at %s", bps(uint64(x.PaysUpToBps)), bps(uint64(x.StopsAtBps)))
-	default:
-		s = fmt.Sprintf("wash trading paid at every level tried, up to %s of demand", bps(uint64(x.PaysUpToBps)))
+	if x.Pays {
+		return fmt.Sprintf("self-dealing made money at %s of demand", bps(uint64(x.PaysAtBps)))
 	}
-	switch {
-	case x.BreakEvenWork == math.MaxUint64:
-		return s + "; it costs nothing, so no honest demand makes it unprofitable"
-	case x.BreakEvenLevelBps == math.MaxUint64:
-		return s + fmt.Sprintf("; by the ledger's figures it stops paying above %d honest work units per epoch", x.BreakEvenWork)
+	return fmt.Sprintf("wash trading and fabricated receipts lost money at every level tried, from %s of demand", bps(uint64(x.Levels[0].LevelBps)))
+}
+
+func (r *Report) printConviction(w io.Writer) error {
+	c := &r.Conviction
+	rule := fmt.Sprintf("verdict_fail_stake_bps = %s", bps(uint64(c.FailStakeBps)))
+	if c.Assumed {
+		rule = fmt.Sprintf("assumed: a case fails only when verifiers holding at least %s of all verifier stake vote fail (verdict_fail_stake_bps; the ledger's params do not name it yet)", bps(uint64(c.FailStakeBps)))
 	}
-	return s + fmt.Sprintf("; by the ledger's figures at the busiest level it stops paying above %d honest work units per epoch (about %s the default demand, if the network could serve it)",
-		x.BreakEvenWork, times(x.BreakEvenLevelBps))
+	if c.Impossible {
+		_, err := fmt.Fprintf(w, "convicting an honest provider: %s; no stake reaches it against %s tokens of honest verifiers\n\n", rule, tok(c.HonestStake))
+		return err
+	}
+	_, err := fmt.Fprintf(w, "convicting an honest provider: %s;\nagainst the genesis's %s tokens of honest verifier stake an attacker must hold %s tokens of verifier stake (s·T/(1−s))\n\n",
+		rule, tok(c.HonestStake), tok(c.AttackerStake))
+	return err
 }
 
 // Summary is the one-line result.
@@ -284,15 +282,15 @@ func (r *Report) Summary() string {
 	} else {
 		parts = append(parts, fmt.Sprintf("cheating pays in %d of %d cases (modelled slashing): %s", len(paying), len(r.Cheats), strings.Join(paying, ", ")))
 	}
-	x := &r.Wash
-	switch {
-	case len(x.Levels) == 0:
-	case x.Stops && x.PaysUpToBps == 0 && x.StopsAtBps == x.Levels[0].LevelBps:
-		parts = append(parts, "wash trading never pays")
-	case x.Stops:
-		parts = append(parts, fmt.Sprintf("wash trading stops paying between %s and %s of demand", bps(uint64(x.PaysUpToBps)), bps(uint64(x.StopsAtBps))))
-	default:
-		parts = append(parts, fmt.Sprintf("wash trading pays at every demand level tried (up to %s)", bps(uint64(x.PaysUpToBps))))
+	if x := &r.Wash; len(x.Levels) > 0 {
+		worstWash, worstFab := x.Levels[0].WashNet, x.Levels[0].FabricatedNet
+		for _, l := range x.Levels {
+			worstWash, worstFab = max(worstWash, l.WashNet), max(worstFab, l.FabricatedNet)
+		}
+		parts = append(parts, fmt.Sprintf("best self-dealing net/epoch: wash trading %s, fabricated receipts %s", worstWash.Short(), worstFab.Short()))
+	}
+	if c := &r.Conviction; !c.Impossible {
+		parts = append(parts, fmt.Sprintf("convicting the honest takes %s tokens of verifier stake", tok(c.AttackerStake)))
 	}
 	return "bench econ: " + strings.Join(parts, "; ")
 }

@@ -21,6 +21,9 @@ type Report struct {
 	Classes []ClassEarnings
 	Cheats  []CheatRow
 	Wash    WashReport
+	// Conviction is the verifier stake it takes to convict an honest
+	// provider.
+	Conviction ConvictionCost
 }
 
 // EpochPoint is one epoch, network-wide.
@@ -94,6 +97,7 @@ func Run(cfg Config) (Report, error) {
 	if rep.Wash, err = washSweep(&cfg); err != nil {
 		return Report{}, err
 	}
+	rep.Conviction = convictionCost(&cfg)
 	return rep, nil
 }
 

@@ -84,14 +84,18 @@ type sim struct {
 	// not in providers and is routed no honest demand.
 	wash       *provider
 	washTokens uint64
-	consumers  []keys.Address // per market
-	demand     []uint64       // this epoch's completion tokens per market
-	growth     bool
-	prices     []classPrices
-	uptime     *rand.Rand
-	detect     *rand.Rand
-	nextID     uint64
-	genesis    money.Amount // the genesis allocation
+	// washProtocol and washGateway are the protocol and gateway fees of
+	// the wash trader's receipts: the gateway fee comes back to a trader
+	// that owns its gateway, the protocol fee goes to the treasury.
+	washProtocol, washGateway money.Amount
+	consumers                 []keys.Address // per market
+	demand                    []uint64       // this epoch's completion tokens per market
+	growth                    bool
+	prices                    []classPrices
+	uptime                    *rand.Rand
+	detect                    *rand.Rand
+	nextID                    uint64
+	genesis                   money.Amount // the genesis allocation
 }
 
 // world describes one simulated network.
@@ -154,8 +158,9 @@ func newSim(cfg *Config, w world) (*sim, error) {
 		if err != nil {
 			return nil, err
 		}
-		// It fabricates its answers: nobody but itself reads them.
-		s.wash = &provider{key: k, addr: k.Public().Address(), class: ci, strategy: Fabricate}
+		// It serves the requests it buys (wash trading); its report also
+		// gives the net of not serving them (fabricated receipts).
+		s.wash = &provider{key: k, addr: k.Public().Address(), class: ci, strategy: Honest}
 		s.washTokens = cfg.Wash.TokensPerEpoch
 		if s.washTokens == 0 {
 			s.washTokens = cfg.capacity(&cfg.Classes[ci])
@@ -353,13 +358,19 @@ func (s *sim) batch(r, rounds uint64) ([][]byte, error) {
 		}
 		rs = append(rs, br)
 		amount := rec.Amount
-		p.work = satAdd(p.work, s.params.WorkUnits(&rec))
 		// The ledger's split: fees rounded down, the provider gets the rest.
 		protocol, _ := amount.MulDiv(uint64(s.params.ProtocolFeeBps), 10_000)
+		if protocol > 0 { // the ledger's work units: what was paid
+			p.work = satAdd(p.work, uint64(amount))
+		}
 		gateway, _ := amount.MulDiv(uint64(s.params.GatewayFeeBps), 10_000)
 		p.share = addAmount(p.share, amount-protocol-gateway)
 		if consumer == p.addr {
 			p.paid = addAmount(p.paid, amount)
+		}
+		if p == s.wash {
+			s.washProtocol = addAmount(s.washProtocol, protocol)
+			s.washGateway = addAmount(s.washGateway, gateway)
 		}
 		return nil
 	}

@@ -1,7 +1,6 @@
 package econ
 
 import (
-	"math"
 	"slices"
 
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -10,30 +9,25 @@ import (
 // WashReport is the self-dealing experiment, run on the real ledger: at
 // each honest demand level a fresh chain runs the honest population plus
 // one provider that is also its own consumer. It settles TokensPerEpoch
-// fake completion tokens a epoch through the gateway at its class's price,
-// really paying the fees, and fabricates the answers (nobody but itself
-// reads them). Its net is read from its ledger account: rewards plus the
-// provider share of its own fees, less what it paid as consumer (the
-// difference is the gateway and protocol fees), less fabrication energy.
+// completion tokens a epoch through the gateway at its class's price,
+// really paying the fees. The ledger cannot tell whether the tokens were
+// served, so one run gives both attacks: wash trading (it serves the
+// requests it buys, paying its class's energy) and fabricated receipts
+// (no work, no energy). Each net is read from its ledger account: rewards
+// plus the provider share of its own payments and the gateway fee (it owns
+// its gateway: the simulation's one gateway signs for it, and its fee is
+// counted back), less what it paid as consumer — the difference is the
+// protocol fee — less energy.
 type WashReport struct {
 	Class, Model   string
 	TokensPerEpoch uint64
 	PriceMicroUSD  uint64
 	Epochs         int
 	Levels         []WashLevel
-	// Stops is whether some level lost money; StopsAtBps is the lowest
-	// such level, PaysUpToBps the highest level below it that paid (or
-	// the highest level tried when none lost).
-	Stops       bool
-	StopsAtBps  uint32
-	PaysUpToBps uint32
-	// BreakEvenWork is, by the ledger's figures at the busiest level, the
-	// honest work units per epoch above which this volume stops paying:
-	// reward pool·W/(W+H) = cost. BreakEvenLevelBps is that work as a
-	// demand level, if work grew with demand as it did up to that level.
-	// math.MaxUint64 means never (wash trading costs nothing).
-	BreakEvenWork     uint64
-	BreakEvenLevelBps uint64
+	// Pays is whether either attack made money at some level; PaysAtBps
+	// the lowest such level.
+	Pays      bool
+	PaysAtBps uint32
 }
 
 // WashLevel is one honest demand level, per epoch.
@@ -44,13 +38,12 @@ type WashLevel struct {
 	HonestWork, WashWork uint64
 	Pool                 money.Amount
 	// The trader's rewards, what it paid as consumer, what came back as
-	// provider share, and its fabrication energy.
-	Rewards, FeesPaid, FeesBack, Fabrication money.Amount
-	Net                                      Net
-	// BreakEvenPriceMicroUSD is the completion price at which the trader's
-	// fees would eat its rewards at this level (math.MaxUint64: no price
-	// does, because its fees round to nothing or no fee is charged).
-	BreakEvenPriceMicroUSD uint64
+	// provider share, the protocol fees it paid the treasury, and the
+	// energy of serving the requests (wash trading only).
+	Rewards, FeesPaid, FeesBack, ProtocolFees, Energy money.Amount
+	// WashNet is the wash trader's net, FabricatedNet the fabricator's
+	// (the same without the energy).
+	WashNet, FabricatedNet Net
 }
 
 // honest is the population with every provider honest.
@@ -88,47 +81,19 @@ func washSweep(cfg *Config) (WashReport, error) {
 			demand = satAdd(demand, res.demanded)
 			served = satAdd(served, res.served)
 		}
+		protocol := s.washProtocol
 		n := uint64(cfg.Wash.Epochs)
 		t := &s.wash.tally
 		l := WashLevel{LevelBps: lv, HonestDemand: demand / n, HonestServed: served / n,
 			HonestWork: (work - min(work, t.work)) / n, WashWork: t.work / n, Pool: pool / money.Amount(n),
-			Rewards: t.emission / money.Amount(n), FeesPaid: t.paid / money.Amount(n), FeesBack: t.fees / money.Amount(n),
-			Fabrication: t.energy / money.Amount(n), Net: perEpoch(t.net(), n)}
-		l.BreakEvenPriceMicroUSD = math.MaxUint64
-		if leak := t.paid - min(t.paid, t.fees); leak > 0 {
-			// Fees scale with the price; work units (and so rewards) do not.
-			l.BreakEvenPriceMicroUSD = mulDiv(cl.PriceMicroUSD, uint64(t.emission-min(t.emission, t.energy)), uint64(leak))
+			Rewards: t.emission / money.Amount(n), FeesPaid: t.paid / money.Amount(n), FeesBack: addAmount(t.fees, s.washGateway) / money.Amount(n),
+			ProtocolFees: protocol / money.Amount(n), Energy: t.energy / money.Amount(n),
+			WashNet:       perEpoch(t.net()+net(s.washGateway), n),
+			FabricatedNet: perEpoch(t.net()+net(s.washGateway)+net(t.energy), n)}
+		if !rep.Pays && (l.WashNet >= 0 || l.FabricatedNet >= 0) {
+			rep.Pays, rep.PaysAtBps = true, lv
 		}
 		rep.Levels = append(rep.Levels, l)
 	}
-	rep.PaysUpToBps = levels[len(levels)-1]
-	for i, l := range rep.Levels {
-		if l.Net < 0 {
-			rep.Stops, rep.StopsAtBps = true, l.LevelBps
-			rep.PaysUpToBps = 0
-			if i > 0 {
-				rep.PaysUpToBps = rep.Levels[i-1].LevelBps
-			}
-			break
-		}
-	}
-	rep.BreakEvenWork, rep.BreakEvenLevelBps = breakEvenWork(rep.Levels[len(rep.Levels)-1])
 	return rep, nil
-}
-
-// breakEvenWork solves pool·W/(W+H) = cost for H at level l's figures.
-func breakEvenWork(l WashLevel) (work, levelBps uint64) {
-	cost := addAmount(l.FeesPaid-min(l.FeesPaid, l.FeesBack), l.Fabrication)
-	if cost == 0 {
-		return math.MaxUint64, math.MaxUint64
-	}
-	all := mulDiv(l.WashWork, uint64(l.Pool), uint64(cost))
-	if all <= l.WashWork {
-		return 0, 0
-	}
-	work = all - l.WashWork
-	if l.HonestWork == 0 {
-		return work, math.MaxUint64
-	}
-	return work, mulDiv(work, uint64(l.LevelBps), l.HonestWork)
 }

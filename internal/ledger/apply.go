@@ -24,6 +24,9 @@ const (
 	CodeNotRegistered     uint32 = 9
 	CodeStakeTooLow       uint32 = 10
 	CodeBadBatch          uint32 = 11
+	// CodeTooManyPending: the sender has MaxPendingTxs (or
+	// MaxPendingBytes) in the mempool already; retry after a block.
+	CodeTooManyPending uint32 = 20
 )
 
 func fail(code uint32, log string) Result { return Result{Code: code, Log: log} }
@@ -88,9 +91,12 @@ func (x *txn) transfer() (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	to, _, err := x.account(t.To)
+	to, exists, err := x.account(t.To)
 	if err != nil {
 		return Result{}, err
+	}
+	if !exists && t.Amount < x.params.ExistentialDeposit {
+		return fail(CodeInvalid, fmt.Sprintf("transfer of %d would create account %s: a new account needs at least the existential deposit %d", t.Amount, t.To, x.params.ExistentialDeposit)), nil
 	}
 	if from.Balance, err = from.Balance.Sub(t.Amount); err != nil {
 		return moneyFail(fmt.Sprintf("balance %d, transfer %d", from.Balance, t.Amount), err), nil

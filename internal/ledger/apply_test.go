@@ -389,6 +389,10 @@ func TestApplyEffectFailures(t *testing.T) {
 			tx: func(w *world) []byte { return transferTx(w.alice, 0, addr(w.alice), 1) }},
 		{name: "transfer more than the balance", sender: plain, code: CodeInsufficientFunds,
 			tx: func(w *world) []byte { return transferTx(w.plain, 0, addr(w.bob), plainBalance+1) }},
+		{name: "create an account below the existential deposit", sender: alice, code: CodeInvalid,
+			tx: func(w *world) []byte {
+				return transferTx(w.alice, 0, addr(testKey(t, "newcomer")), testParams().ExistentialDeposit-1)
+			}},
 		{name: "transfer the stake", sender: gw, code: CodeInsufficientFunds,
 			tx: func(w *world) []byte { return transferTx(w.gw, 0, addr(w.bob), gwBalance+1) }},
 		{name: "register no role", sender: plain, code: CodeInvalid,

@@ -10,17 +10,28 @@ import (
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
+// Bounds on what one sender may have waiting in the mempool: the chain
+// charges no fee per transaction, so without them one funded account could
+// fill the mempool (and blocks) with a long run of consecutive nonces. A
+// gateway keeps a few settle-batches in flight (2 by default), far below.
+const (
+	MaxPendingTxs   = 64
+	MaxPendingBytes = 32 << 20 // four of the largest settle-batches
+)
+
 // Checker admits transactions to the mempool: the cheap checks (form,
-// chain, signature, nonce, funds, the sender's role for settle-batch)
-// against committed state plus the transactions it has already admitted
-// since. Receipt signatures are left to block execution. A host makes a new
-// Checker after every commit and re-checks what is still pending.
+// chain, signature, nonce, funds, the sender's role for settle-batch, the
+// sender's pending bounds) against committed state plus the transactions
+// it has already admitted since. Receipt signatures are left to block
+// execution. A host makes a new Checker after every commit and re-checks
+// what is still pending.
 type Checker struct {
 	view    View
 	chainID string
 	params  Params
 	nonce   map[keys.Address]uint64       // next nonce after admitted txs
 	spent   map[keys.Address]money.Amount // balance committed by admitted txs
+	bytes   map[keys.Address]int          // size of admitted txs
 }
 
 // NewChecker reads chain id and params from committed state.
@@ -30,7 +41,7 @@ func NewChecker(base Reader) (*Checker, error) {
 		return nil, err
 	}
 	return &Checker{view: View{base}, chainID: b.chainID, params: b.params,
-		nonce: map[keys.Address]uint64{}, spent: map[keys.Address]money.Amount{}}, nil
+		nonce: map[keys.Address]uint64{}, spent: map[keys.Address]money.Amount{}, bytes: map[keys.Address]int{}}, nil
 }
 
 // Check decides whether raw may enter the mempool, and if so counts its
@@ -66,6 +77,10 @@ func (c *Checker) check(raw []byte, again bool) (Result, error) {
 	if t.Nonce != want {
 		return fail(CodeBadNonce, fmt.Sprintf("nonce %d, account %s expects %d", t.Nonce, sender, want)), nil
 	}
+	if n, size := want-a.Nonce, c.bytes[sender]; n >= MaxPendingTxs || size+len(raw) > MaxPendingBytes {
+		return fail(CodeTooManyPending, fmt.Sprintf("account %s has %d transactions (%d bytes) waiting for a block; at most %d (%d bytes) per sender: retry after the next block",
+			sender, n, size, MaxPendingTxs, MaxPendingBytes)), nil
+	}
 	if !again && !t.verifyDecoded(raw) {
 		return fail(CodeBadSignature, "signature does not verify for the sender key"), nil
 	}
@@ -78,6 +93,13 @@ func (c *Checker) check(raw []byte, again bool) (Result, error) {
 		}
 		if t.Kind == KindTransfer && t.To == sender {
 			return fail(CodeInvalid, "transfer to the sender itself"), nil
+		}
+		if t.Kind == KindTransfer && t.Amount < c.params.ExistentialDeposit {
+			if _, exists, err := c.view.Account(t.To); err != nil {
+				return Result{}, err
+			} else if !exists {
+				return fail(CodeInvalid, fmt.Sprintf("transfer of %d would create account %s: a new account needs at least the existential deposit %d", t.Amount, t.To, c.params.ExistentialDeposit)), nil
+			}
 		}
 	case KindUnstake:
 		if t.Amount == 0 {
@@ -104,6 +126,7 @@ func (c *Checker) check(raw []byte, again bool) (Result, error) {
 		c.spent[sender] = used + spend
 	}
 	c.nonce[sender] = want + 1
+	c.bytes[sender] += len(raw)
 	return ok(), nil
 }
 

@@ -53,19 +53,6 @@ type Params struct {
 	// VestingBlocks is how long a reward takes to vest, linearly from the
 	// end of its epoch; unvested rewards stay slashable. Zero pays at once.
 	VestingBlocks uint64 `json:"vesting_blocks"`
-	// PromptTokenWeightBps is what one prompt token counts for in work
-	// units relative to one completion token (prompt tokens are processed
-	// in parallel and cost far less).
-	PromptTokenWeightBps uint32 `json:"prompt_token_weight_bps"`
-	// RewardMinPricePerMTok is the least completion price (base units per
-	// million tokens) at which a receipt's tokens count as work: a free
-	// receipt costs nothing to fabricate, so it earns no emission.
-	RewardMinPricePerMTok money.Amount `json:"reward_min_price_per_mtok"`
-	// ModelClasses weigh a token by the size of the model that produced it;
-	// a model no class names weighs DefaultModelWeight.
-	ModelClasses       []ModelClass `json:"model_classes"`
-	DefaultModelWeight uint32       `json:"default_model_weight_milli"`
-
 	// AllowedDigests names, per model, the weights (digests) a provider may
 	// serve under that name; a receipt for a listed model with another
 	// digest does not settle. Models not listed accept any digest.
@@ -87,6 +74,20 @@ type Params struct {
 	ConvictWindowBlocks uint64 `json:"convict_window_blocks"`
 	SlashStakeBps       uint32 `json:"slash_stake_bps"`
 	JailBlocks          uint64 `json:"jail_blocks"`
+
+	// Emission (C3) and chain floods (L1).
+	//
+	// RewardMaxPaidBps caps a provider's share of an epoch's emission at
+	// this share, in basis points, of what consumers paid it in the epoch,
+	// counted through the protocol fees its receipts paid: at most
+	// fees × RewardMaxPaidBps / ProtocolFeeBps (times its reputation).
+	// It must be below ProtocolFeeBps, so that the reward of a provider
+	// that pays itself stays below the fees it paid to the treasury; zero
+	// mints no provider emission.
+	RewardMaxPaidBps uint32 `json:"reward_max_paid_bps"`
+	// ExistentialDeposit is the least transfer that creates an account:
+	// every account in state was paid at least this much.
+	ExistentialDeposit money.Amount `json:"existential_deposit"`
 }
 
 // ModelDigests lists the digests allowed for one model name.
@@ -129,16 +130,6 @@ func (p *Params) validateVerification() error {
 	return nil
 }
 
-// ModelClass is a model size class: a token of any of its models counts
-// WeightMilli/1000 work units.
-type ModelClass struct {
-	Name        string `json:"name"`
-	WeightMilli uint32 `json:"weight_milli"`
-	// Models are model names as receipts carry them ("llama3.1:8b") or
-	// model digests ("sha256:…").
-	Models []string `json:"models"`
-}
-
 // maxPeriodBlocks bounds holding periods (about 300 years at one block a
 // second).
 const maxPeriodBlocks = 10_000_000_000
@@ -155,23 +146,15 @@ func DefaultParams() Params {
 		ProtocolFeeBps:   100,
 		MaxBatchReceipts: 4096,
 
-		SupplyCap:             1_000_000_000 * money.Unit,
-		EpochBlocks:           100,
-		EpochEmission:         200_000 * money.Unit,
-		HalvingEpochs:         1_000,
-		ProviderRewardBps:     7_000,
-		VerifierRewardBps:     1_500,
-		ValidatorRewardBps:    1_000,
-		TreasuryRewardBps:     500,
-		VestingBlocks:         1_000,
-		PromptTokenWeightBps:  2_500,
-		RewardMinPricePerMTok: 1,
-		ModelClasses: []ModelClass{
-			{Name: "small", WeightMilli: 1_000, Models: []string{"tiny", "llama3.2:1b", "llama3.2:3b", "qwen2.5:0.5b", "qwen2.5:1.5b", "qwen2.5:3b", "gemma3:1b"}},
-			{Name: "medium", WeightMilli: 3_000, Models: []string{"llama3.1:8b", "qwen2.5:7b", "qwen2.5:14b", "gemma3:12b", "mistral:7b"}},
-			{Name: "large", WeightMilli: 10_000, Models: []string{"llama3.3:70b", "qwen2.5:32b", "qwen2.5:72b", "gemma3:27b"}},
-		},
-		DefaultModelWeight: 1_000,
+		SupplyCap:          1_000_000_000 * money.Unit,
+		EpochBlocks:        100,
+		EpochEmission:      200_000 * money.Unit,
+		HalvingEpochs:      1_000,
+		ProviderRewardBps:  7_000,
+		VerifierRewardBps:  1_500,
+		ValidatorRewardBps: 1_000,
+		TreasuryRewardBps:  500,
+		VestingBlocks:      1_000,
 
 		VerdictQuorum:       1,
 		VerifierSlashBps:    1_000,
@@ -180,18 +163,17 @@ func DefaultParams() Params {
 		ConvictWindowBlocks: 10_000,
 		SlashStakeBps:       5_000,
 		JailBlocks:          10_000,
+
+		RewardMaxPaidBps:   50,
+		ExistentialDeposit: money.Unit / 100,
 	}
 }
 
-// Limits on the reward parameters, so that work units and emission cannot
-// overflow and the model table stays small.
+// Limits on the model tables, so that they stay small.
 const (
-	maxModelWeightMilli = 1_000_000
-	maxModelClasses     = 64
-	maxClassModels      = 256
-	maxModelName        = 256
-	maxDigestModels     = 256
-	maxModelDigests     = 64
+	maxModelName    = 256
+	maxDigestModels = 256
+	maxModelDigests = 64
 )
 
 // DigestAllowed reports whether a provider may serve model with digest.
@@ -220,19 +202,6 @@ func (p *Params) Emission(epoch uint64) money.Amount {
 		return 0
 	}
 	return p.EpochEmission >> halvings
-}
-
-// ModelWeight is what one token of model (by name or digest) weighs, in
-// thousandths of a work unit.
-func (p *Params) ModelWeight(name, digest string) uint32 {
-	for _, c := range p.ModelClasses {
-		for _, m := range c.Models {
-			if m == name || (digest != "" && m == digest) {
-				return c.WeightMilli
-			}
-		}
-	}
-	return p.DefaultModelWeight
 }
 
 // Validate checks params for consistency.
@@ -267,38 +236,12 @@ func (p *Params) validateRewards() error {
 		return fmt.Errorf("params: reward shares (provider %d + verifier %d + validator %d + treasury %d bps) must sum to 10000, not %d",
 			p.ProviderRewardBps, p.VerifierRewardBps, p.ValidatorRewardBps, p.TreasuryRewardBps, sum)
 	}
-	if p.PromptTokenWeightBps > 10_000 {
-		return fmt.Errorf("params: prompt_token_weight_bps %d exceeds 10000", p.PromptTokenWeightBps)
-	}
-	if p.DefaultModelWeight > maxModelWeightMilli {
-		return fmt.Errorf("params: default_model_weight_milli %d exceeds %d", p.DefaultModelWeight, maxModelWeightMilli)
-	}
-	if len(p.ModelClasses) > maxModelClasses {
-		return fmt.Errorf("params: %d model classes, at most %d", len(p.ModelClasses), maxModelClasses)
+	if p.RewardMaxPaidBps > 0 && p.RewardMaxPaidBps >= p.ProtocolFeeBps {
+		return fmt.Errorf("params: reward_max_paid_bps %d must be below protocol_fee_bps %d (or 0): a provider paying itself would earn more emission than it pays in fees",
+			p.RewardMaxPaidBps, p.ProtocolFeeBps)
 	}
 	if err := p.validateVerification(); err != nil {
 		return err
-	}
-	seen := map[string]string{}
-	for _, c := range p.ModelClasses {
-		if c.Name == "" || len(c.Name) > maxModelName {
-			return fmt.Errorf("params: model class name %q: want 1 to %d bytes", c.Name, maxModelName)
-		}
-		if c.WeightMilli > maxModelWeightMilli {
-			return fmt.Errorf("params: model class %q weight %d exceeds %d", c.Name, c.WeightMilli, maxModelWeightMilli)
-		}
-		if len(c.Models) > maxClassModels {
-			return fmt.Errorf("params: model class %q lists %d models, at most %d", c.Name, len(c.Models), maxClassModels)
-		}
-		for _, m := range c.Models {
-			if m == "" || len(m) > maxModelName {
-				return fmt.Errorf("params: model class %q: model name %q: want 1 to %d bytes", c.Name, m, maxModelName)
-			}
-			if other, dup := seen[m]; dup {
-				return fmt.Errorf("params: model %q is in classes %q and %q", m, other, c.Name)
-			}
-			seen[m] = c.Name
-		}
 	}
 	return nil
 }
@@ -322,18 +265,6 @@ func (p *Params) encode() []byte {
 	e.u32(p.ValidatorRewardBps)
 	e.u32(p.TreasuryRewardBps)
 	e.u64(p.VestingBlocks)
-	e.u32(p.PromptTokenWeightBps)
-	e.amount(p.RewardMinPricePerMTok)
-	e.u32(uint32(len(p.ModelClasses)))
-	for _, c := range p.ModelClasses {
-		e.str(c.Name)
-		e.u32(c.WeightMilli)
-		e.u32(uint32(len(c.Models)))
-		for _, m := range c.Models {
-			e.str(m)
-		}
-	}
-	e.u32(p.DefaultModelWeight)
 	e.u32(uint32(len(p.AllowedDigests)))
 	for _, m := range p.AllowedDigests {
 		e.str(m.Model)
@@ -349,6 +280,8 @@ func (p *Params) encode() []byte {
 	e.u64(p.ConvictWindowBlocks)
 	e.u32(p.SlashStakeBps)
 	e.u64(p.JailBlocks)
+	e.u32(p.RewardMaxPaidBps)
+	e.amount(p.ExistentialDeposit)
 	return e.b
 }
 
@@ -364,29 +297,17 @@ func decodeParams(b []byte) (Params, error) {
 		ProtocolFeeBps:   d.u32(),
 		MaxBatchReceipts: d.u32(),
 
-		SupplyCap:             d.amount(),
-		EpochBlocks:           d.u64(),
-		EpochEmission:         d.amount(),
-		HalvingEpochs:         d.u64(),
-		ProviderRewardBps:     d.u32(),
-		VerifierRewardBps:     d.u32(),
-		ValidatorRewardBps:    d.u32(),
-		TreasuryRewardBps:     d.u32(),
-		VestingBlocks:         d.u64(),
-		PromptTokenWeightBps:  d.u32(),
-		RewardMinPricePerMTok: d.amount(),
+		SupplyCap:          d.amount(),
+		EpochBlocks:        d.u64(),
+		EpochEmission:      d.amount(),
+		HalvingEpochs:      d.u64(),
+		ProviderRewardBps:  d.u32(),
+		VerifierRewardBps:  d.u32(),
+		ValidatorRewardBps: d.u32(),
+		TreasuryRewardBps:  d.u32(),
+		VestingBlocks:      d.u64(),
 	}
-	n := d.length(maxModelClasses, "model classes")
-	for range n {
-		c := ModelClass{Name: d.str(maxModelName, "model class"), WeightMilli: d.u32()}
-		m := d.length(maxClassModels, "class models")
-		for range m {
-			c.Models = append(c.Models, d.str(maxModelName, "model"))
-		}
-		p.ModelClasses = append(p.ModelClasses, c)
-	}
-	p.DefaultModelWeight = d.u32()
-	n = d.length(maxDigestModels, "allowed digests")
+	n := d.length(maxDigestModels, "allowed digests")
 	for range n {
 		m := ModelDigests{Model: d.str(maxModelName, "model")}
 		k := d.length(maxModelDigests, "digests")
@@ -402,6 +323,8 @@ func decodeParams(b []byte) (Params, error) {
 	p.ConvictWindowBlocks = d.u64()
 	p.SlashStakeBps = d.u32()
 	p.JailBlocks = d.u64()
+	p.RewardMaxPaidBps = d.u32()
+	p.ExistentialDeposit = d.amount()
 	return p, d.end()
 }
 

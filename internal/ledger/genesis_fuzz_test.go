@@ -19,6 +19,7 @@ func FuzzParseGenesis(f *testing.F) {
 	f.Add([]byte(`{"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":5}]}`))
 	f.Add([]byte(`{"params":{"supply_cap":1},"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":2}]}`))
 	f.Add([]byte(`{"accounts":[],"validators":[{}]}`))
+	f.Add([]byte(`{"params":{"protocol_fee_bps":0,"reward_max_paid_bps":0,"existential_deposit":1},"accounts":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		g, err := ParseGenesis(b)
 		if err != nil {

@@ -51,6 +51,8 @@ func TestGenesisValidate(t *testing.T) {
 	}{
 		{"fees over 100%", func(g *Genesis) { g.Params.GatewayFeeBps, g.Params.ProtocolFeeBps = 9_000, 1_001 }, "exceed"},
 		{"no batch size", func(g *Genesis) { g.Params.MaxBatchReceipts = 0 }, "max_batch_receipts"},
+		{"reward cap at the protocol fee", func(g *Genesis) { g.Params.RewardMaxPaidBps = g.Params.ProtocolFeeBps }, "reward_max_paid_bps"},
+		{"reward cap with no protocol fee", func(g *Genesis) { g.Params.ProtocolFeeBps, g.Params.RewardMaxPaidBps = 0, 1 }, "reward_max_paid_bps"},
 		{"bad address", func(g *Genesis) { g.Accounts[0].Address = "idg123" }, "address"},
 		{"listed twice", func(g *Genesis) { g.Accounts = append(g.Accounts, g.Accounts[0]) }, "twice"},
 		{"key of another address", func(g *Genesis) { g.Accounts[0].PubKey = other.Public() }, "belongs to"},

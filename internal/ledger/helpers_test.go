@@ -364,19 +364,15 @@ func testParams() Params {
 
 		// Epochs long enough that tests about other things never end one;
 		// reward tests shorten them.
-		SupplyCap:             1 << 40,
-		EpochBlocks:           1 << 30,
-		EpochEmission:         1_000_000,
-		HalvingEpochs:         10,
-		ProviderRewardBps:     7_000,
-		VerifierRewardBps:     1_500,
-		ValidatorRewardBps:    1_000,
-		TreasuryRewardBps:     500,
-		VestingBlocks:         100,
-		PromptTokenWeightBps:  2_500,
-		RewardMinPricePerMTok: 1,
-		ModelClasses:          []ModelClass{{Name: "large", WeightMilli: 10_000, Models: []string{"big"}}},
-		DefaultModelWeight:    1_000,
+		SupplyCap:          1 << 40,
+		EpochBlocks:        1 << 30,
+		EpochEmission:      1_000_000,
+		HalvingEpochs:      10,
+		ProviderRewardBps:  7_000,
+		VerifierRewardBps:  1_500,
+		ValidatorRewardBps: 1_000,
+		TreasuryRewardBps:  500,
+		VestingBlocks:      100,
 
 		VerdictQuorum:       1,
 		VerifierSlashBps:    1_000,
@@ -385,6 +381,9 @@ func testParams() Params {
 		ConvictWindowBlocks: 1_000,
 		SlashStakeBps:       5_000,
 		JailBlocks:          100,
+
+		RewardMaxPaidBps:   50,
+		ExistentialDeposit: 100,
 	}
 }
 

@@ -105,12 +105,54 @@ func (r *randomRun) block(maxTxs int) blockRun {
 	return run
 }
 
+// checkRewardCaps verifies that no provider earned more in an epoch than
+// its cap, below the protocol fees its receipts settled in the epoch paid:
+// nobody profits from paying itself.
+func (r *randomRun) checkRewardCaps(epoch uint64) {
+	r.tb.Helper()
+	rec, ok, err := r.c.view().Epoch(epoch)
+	if err != nil || !ok {
+		r.tb.Fatalf("epoch %d: %v %v", epoch, ok, err)
+	}
+	p := r.c.params(r.tb)
+	fees := map[keys.Address]money.Amount{}
+	for k, v := range r.c.state {
+		if !strings.HasPrefix(k, prefixReceipt) {
+			continue
+		}
+		s, err := decodeSettlement(v)
+		if err != nil {
+			r.tb.Fatal(err)
+		}
+		if s.Height >= rec.Start && s.Height <= rec.End {
+			fee, _ := s.Amount.MulDiv(uint64(p.ProtocolFeeBps), 10_000)
+			fees[s.Provider.Address()] += fee
+		}
+	}
+	ps, err := r.c.view().Payouts(epoch)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	for _, pay := range ps {
+		a := r.c.account(pay.Account)
+		for _, k := range r.provs {
+			// A provider that is also a verifier is paid from both pools.
+			if pay.Account == addr(k) && !a.Has(RoleVerifier) {
+				if limit := p.RewardCap(Work{Fees: fees[pay.Account]}, 1_000); pay.Amount > limit || (pay.Amount > 0 && pay.Amount >= fees[pay.Account]) {
+					r.tb.Fatalf("epoch %d: provider %s earned %d, its receipts paid %d in protocol fees (cap %d)", epoch, pay.Account, pay.Amount, fees[pay.Account], limit)
+				}
+			}
+		}
+	}
+}
+
 // check verifies the invariants of committed state after a block.
 func (r *randomRun) check(run blockRun) {
 	r.tb.Helper()
 	for _, e := range run.end {
 		if e.Type == "epoch_end" {
 			r.supply += money.Amount(mustUint(r.tb, attr(e, "minted")))
+			r.checkRewardCaps(mustUint(r.tb, attr(e, "epoch")))
 		}
 	}
 	burns := run.begin

@@ -171,7 +171,8 @@ type EpochRecord struct {
 	// Validators and Treasury are those pools' payouts.
 	Validators money.Amount `json:"validators"`
 	Treasury   money.Amount `json:"treasury"`
-	// Work is the sum of the eligible providers' work units (saturating).
+	// Work is the sum of the eligible providers' work units: what
+	// consumers paid them in the epoch, in base units (saturating).
 	Work uint64 `json:"work_units"`
 	// Payees is the number of payouts; Root their RFC 6962 Merkle root.
 	Payees uint32       `json:"payees"`
@@ -290,17 +291,34 @@ func satMul(a, b uint64) uint64 {
 	return lo
 }
 
-// WorkUnits is what one settled receipt adds to its provider's work in the
-// epoch: completion tokens plus prompt tokens at PromptTokenWeightBps,
-// times the model's weight in thousandths. A receipt priced below
-// RewardMinPricePerMTok (a free one) earns no work units: serving must
-// cost its consumer something to earn emission.
-func (p *Params) WorkUnits(r *receipt.Receipt) uint64 {
-	if r.PriceCompletionPerMTok < p.RewardMinPricePerMTok || r.PriceCompletionPerMTok == 0 {
+// Work is what a provider's settled receipts add up to in an epoch: the
+// amounts their consumers paid (its work units: emission follows value
+// paid, not tokens claimed) and the protocol fees those amounts paid to
+// the treasury, which cap its reward (Params.RewardMaxPaidBps).
+type Work struct {
+	Paid money.Amount `json:"paid"`
+	Fees money.Amount `json:"fees"`
+}
+
+// plus is w with one more receipt's amount and protocol fee (saturating:
+// amounts paid are parts of the supply, so they never saturate).
+func (w Work) plus(paid, fee money.Amount) Work {
+	return Work{Paid: money.Amount(satAdd(uint64(w.Paid), uint64(paid))), Fees: money.Amount(satAdd(uint64(w.Fees), uint64(fee)))}
+}
+
+// RewardCap is the most a provider can earn in an epoch whose receipts
+// paid w, at reputation rep (thousandths): the protocol fees it paid
+// × RewardMaxPaidBps / ProtocolFeeBps × rep / 1000. Since
+// RewardMaxPaidBps < ProtocolFeeBps, the cap is below the fees whenever
+// they are not zero, and zero when they are: a receipt that pays nothing
+// earns nothing, and self-dealing loses money.
+func (p *Params) RewardCap(w Work, rep uint64) money.Amount {
+	if p.RewardMaxPaidBps == 0 || p.ProtocolFeeBps == 0 {
 		return 0
 	}
-	tokensBps := satAdd(satMul(r.CompletionTokens, 10_000), satMul(r.PromptTokens, uint64(p.PromptTokenWeightBps)))
-	return satMul(tokensBps, uint64(p.ModelWeight(r.Model, r.ModelDigest))) / 10_000
+	c, _ := w.Fees.MulDiv(uint64(p.RewardMaxPaidBps), uint64(p.ProtocolFeeBps)) // < fees: fits
+	c, _ = c.MulDiv(min(rep, 1_000), 1_000)
+	return c
 }
 
 // epochState reads the running epoch.
@@ -372,10 +390,10 @@ func (b *Block) supply() (Supply, error) {
 	return s, nil
 }
 
-// addWork adds units to the providers' work in the running epoch; a
-// provider new in the epoch joins the epoch's work list. Providers are
-// handled in address order, so the list is the same on every node.
-func (b *Block) addWork(work map[keys.Address]uint64) error {
+// addWork adds to the providers' work in the running epoch; a provider
+// new in the epoch joins the epoch's work list. Providers are handled in
+// address order, so the list is the same on every node.
+func (b *Block) addWork(work map[keys.Address]Work) error {
 	if len(work) == 0 {
 		return nil
 	}
@@ -403,14 +421,15 @@ func (b *Block) addWork(work map[keys.Address]uint64) error {
 		if err != nil {
 			return err
 		}
-		var have uint64
+		var have Work
 		if raw == nil {
 			b.set(workListKey(st.Number, count), []byte(a))
 			count++
-		} else {
-			have = binary.BigEndian.Uint64(raw)
+		} else if have, err = decodeWork(raw); err != nil {
+			return fmt.Errorf("ledger: work record of %s in epoch %d: %w", a, st.Number, err)
 		}
-		b.set(k, binary.BigEndian.AppendUint64(nil, satAdd(have, work[a])))
+		w := work[a]
+		b.set(k, have.plus(w.Paid, w.Fees).encode())
 	}
 	if count != listed {
 		b.set(workCountKey(st.Number), binary.BigEndian.AppendUint32(nil, count))
@@ -461,6 +480,19 @@ func (b *Block) End(signers [][]byte, withTxs bool) ([]Event, error) {
 	return []Event{ev}, nil
 }
 
+func (w Work) encode() []byte {
+	e := enc{}
+	e.amount(w.Paid)
+	e.amount(w.Fees)
+	return e.b
+}
+
+func decodeWork(b []byte) (Work, error) {
+	d := dec{b: b}
+	w := Work{Paid: d.amount(), Fees: d.amount()}
+	return w, d.end()
+}
+
 // share is one payee's claim on a pool.
 type share struct {
 	addr   keys.Address
@@ -506,6 +538,65 @@ func split(pool money.Amount, shares []share) []money.Amount {
 	return out
 }
 
+// capped is a provider's claim on the provider pool: a share, paid at
+// most cap.
+type capped struct {
+	share
+	cap money.Amount
+}
+
+// splitCapped divides up to pool among shares in proportion to their
+// weights, none getting more than its cap (water-filling): the shares
+// whose proportional part exceeds their cap get their cap, and the rest
+// of the pool is divided among the others the same way, so a capped
+// payee's surplus dilutes nobody. Payees are visited by cap per unit of
+// weight, lowest first (ties to the lower address); once one is below its
+// cap, all after it are too, and split divides the rest exactly. What no
+// payee can take is not paid: the amounts sum to at most pool.
+func splitCapped(pool money.Amount, shares []capped) []money.Amount {
+	out := make([]money.Amount, len(shares))
+	order := make([]int, len(shares))
+	total := new(big.Int)
+	for i, s := range shares {
+		order[i] = i
+		total.Add(total, new(big.Int).SetUint64(s.weight))
+	}
+	ratio := func(i, j int) int { // cap_i/w_i against cap_j/w_j
+		l := new(big.Int).Mul(new(big.Int).SetUint64(uint64(shares[i].cap)), new(big.Int).SetUint64(shares[j].weight))
+		r := new(big.Int).Mul(new(big.Int).SetUint64(uint64(shares[j].cap)), new(big.Int).SetUint64(shares[i].weight))
+		return l.Cmp(r)
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		if c := ratio(i, j); c != 0 {
+			return c
+		}
+		return strings.Compare(string(shares[i].addr), string(shares[j].addr))
+	})
+	rest := pool
+	for k, i := range order {
+		if total.Sign() == 0 { // only weightless payees are left
+			break
+		}
+		s := shares[i]
+		// Its part of what is left, rest·w/total, reaches its cap.
+		part := new(big.Int).Mul(new(big.Int).SetUint64(uint64(rest)), new(big.Int).SetUint64(s.weight))
+		if part.Cmp(new(big.Int).Mul(new(big.Int).SetUint64(uint64(s.cap)), total)) < 0 {
+			tail := make([]share, 0, len(order)-k)
+			for _, j := range order[k:] {
+				tail = append(tail, shares[j].share)
+			}
+			for n, a := range split(rest, tail) {
+				out[order[k+n]] = a
+			}
+			return out
+		}
+		out[i] = s.cap
+		rest -= s.cap // rest·w ≥ cap·total ≥ cap·w with w > 0, so cap ≤ rest
+		total.Sub(total, new(big.Int).SetUint64(s.weight))
+	}
+	return out
+}
+
 // endEpoch pays the running epoch's emission, records it, and starts the
 // next epoch at the following height.
 func (b *Block) endEpoch(st *EpochState) (Event, error) {
@@ -541,7 +632,13 @@ func (b *Block) endEpoch(st *EpochState) (Event, error) {
 		return Event{}, err
 	}
 	rec.Work = work
-	rec.Providers = credit(providers, split(providerPool, providers))
+	amounts := splitCapped(providerPool, providers)
+	for i, p := range providers {
+		if amounts[i] > 0 {
+			rewards[p.addr] += amounts[i] // parts of emission: no overflow
+			rec.Providers += amounts[i]
+		}
+	}
 	verifiers, err := b.verifierShares()
 	if err != nil {
 		return Event{}, err
@@ -607,19 +704,19 @@ func (b *Block) endEpoch(st *EpochState) (Event, error) {
 }
 
 // providerShares reads the epoch's work list, drops it from state, and
-// returns each eligible provider's weight (work × reputation, see
-// ProviderRecord.Reputation) in address
-// order, with the total of the eligible work. A provider that is no longer
-// registered, is jailed, or is staked below the minimum at the epoch's end
-// gets nothing.
-func (b *Block) providerShares(epoch uint64) ([]share, uint64, error) {
+// returns each eligible provider's claim in address order — weight: the
+// amount its receipts paid × reputation (see ProviderRecord.Reputation);
+// cap: Params.RewardCap — with the total paid to the eligible providers.
+// A provider that is no longer registered, is jailed, or is staked below
+// the minimum at the epoch's end gets nothing.
+func (b *Block) providerShares(epoch uint64) ([]capped, uint64, error) {
 	countRaw, err := b.get(workCountKey(epoch))
 	if err != nil || countRaw == nil {
 		return nil, 0, err
 	}
 	count := binary.BigEndian.Uint32(countRaw)
 	b.delete(workCountKey(epoch))
-	var out []share
+	var out []capped
 	var total uint64
 	for i := range count {
 		raw, err := b.get(workListKey(epoch, i))
@@ -633,29 +730,30 @@ func (b *Block) providerShares(epoch uint64) ([]share, uint64, error) {
 			return nil, 0, err
 		}
 		b.delete(workKey(epoch, addr))
-		if len(wraw) != 8 {
-			return nil, 0, fmt.Errorf("ledger: work record of %s in epoch %d: %d bytes", addr, epoch, len(wraw))
+		work, err := decodeWork(wraw)
+		if err != nil {
+			return nil, 0, fmt.Errorf("ledger: work record of %s in epoch %d: %w", addr, epoch, err)
 		}
-		units := binary.BigEndian.Uint64(wraw)
 		a, ok, err := b.account(addr)
 		if err != nil {
 			return nil, 0, err
 		}
-		if !ok || !a.Has(RoleProvider) || a.Jailed || a.Stake < b.params.MinProviderStake || units == 0 {
+		if !ok || !a.Has(RoleProvider) || a.Jailed || a.Stake < b.params.MinProviderStake || work.Paid == 0 {
 			continue
 		}
 		rec, err := b.providerRecord(addr)
 		if err != nil {
 			return nil, 0, err
 		}
-		w := satMul(units, rec.Reputation()) / 1_000
+		rep := rec.Reputation()
+		w := satMul(uint64(work.Paid), rep) / 1_000
 		if w == 0 {
 			continue
 		}
-		out = append(out, share{addr: addr, weight: w})
-		total = satAdd(total, units)
+		out = append(out, capped{share: share{addr: addr, weight: w}, cap: b.params.RewardCap(work, rep)})
+		total = satAdd(total, uint64(work.Paid))
 	}
-	slices.SortFunc(out, func(x, y share) int { return cmp.Compare(x.addr, y.addr) })
+	slices.SortFunc(out, func(x, y capped) int { return cmp.Compare(x.addr, y.addr) })
 	return out, total, nil
 }
 

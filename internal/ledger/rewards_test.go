@@ -32,7 +32,7 @@ func mustUint(tb testing.TB, s string) uint64 {
 // rewardWorld is a chain with 10-block epochs:
 //
 //	gw      gateway (stake 50,000)
-//	alice   consumer, balance 10,000,000, allows gw all of it
+//	alice   consumer, balance 100,000,000, allows gw all of it
 //	p1, p2  providers staked 1,000 (the minimum)
 //	p3      funded, no role yet (joins mid-epoch)
 //	ver1    verifier staked 5,000; ver2 verifier staked 15,000
@@ -45,10 +45,24 @@ type rewardWorld struct {
 	nextID                            int
 }
 
-const rewardGenesisSupply = 50_000 + 10_000_000 + 1_000 + 1_000 + 10_000 + 5_000 + 15_000
+const rewardGenesisSupply = 50_000 + 100_000_000 + 1_000 + 1_000 + 10_000 + 5_000 + 15_000
 
+// Prices of the reward tests' receipts, per million tokens: a completion
+// token pays 300,000 base units and a prompt token a quarter of that, so
+// that small token counts pay enough for providers to earn the whole pool
+// under rewardParams' caps.
+const (
+	rewardPricePrompt     money.Amount = 75_000_000_000
+	rewardPriceCompletion money.Amount = 300_000_000_000
+)
+
+// rewardParams are testParams with 10-block epochs, and fees and a reward
+// cap that let a provider earn up to 40 % of what it was paid (protocol
+// fee 50 %, cap 4,000 bps): the tests of who earns what are not bound by
+// the cap unless they say so.
 func rewardParams() Params {
 	p := testParams()
+	p.ProtocolFeeBps, p.RewardMaxPaidBps = 5_000, 4_000
 	p.EpochBlocks = 10
 	p.EpochEmission = 1_000_000
 	p.HalvingEpochs = 2
@@ -66,7 +80,7 @@ func newRewardWorld(tb testing.TB, p Params) *rewardWorld {
 	}
 	g := Genesis{Params: p, Accounts: []GenesisAccount{
 		{Address: addr(w.gw), PubKey: w.gw.Public(), Stake: 50_000, Roles: []string{"gateway"}},
-		{Address: addr(w.alice), Balance: 10_000_000, Approvals: []GenesisApproval{{Gateway: addr(w.gw), Allowance: 10_000_000}}},
+		{Address: addr(w.alice), Balance: 100_000_000, Approvals: []GenesisApproval{{Gateway: addr(w.gw), Allowance: 100_000_000}}},
 		{Address: addr(w.p1), PubKey: w.p1.Public(), Stake: 1_000, Roles: []string{"provider"}},
 		{Address: addr(w.p2), PubKey: w.p2.Public(), Stake: 1_000, Roles: []string{"provider"}},
 		{Address: addr(w.p3), Balance: 10_000},
@@ -104,7 +118,14 @@ func (w *rewardWorld) serve(jobs ...job) blockRun {
 	var rs []BatchReceipt
 	for _, j := range jobs {
 		w.nextID++
-		rs = append(rs, batchReceipt(w.tb, w.gw, j.prov, addr(w.alice), fmt.Sprint("req-", w.nextID), j.prompt, j.completion, j.edit...))
+		price := func(r *receipt.Receipt) {
+			r.PricePromptPerMTok, r.PriceCompletionPerMTok = rewardPricePrompt, rewardPriceCompletion
+			var err error
+			if r.Amount, err = receipt.ComputeAmount(r.PromptTokens, r.CompletionTokens, rewardPricePrompt, rewardPriceCompletion); err != nil {
+				w.tb.Fatal(err)
+			}
+		}
+		rs = append(rs, batchReceipt(w.tb, w.gw, j.prov, addr(w.alice), fmt.Sprint("req-", w.nextID), j.prompt, j.completion, append([]func(*receipt.Receipt){price}, j.edit...)...))
 	}
 	run := w.block(settleTx(w.gw, w.next(w.gw), rs...))
 	if res := run.results[0]; res.Code != CodeOK || attr(res.Events[0], "rejected") != "0" {
@@ -142,15 +163,15 @@ func (w *rewardWorld) payouts(n uint64) map[keys.Address]money.Amount {
 }
 
 // TestEpochRewards follows one epoch by hand: providers paid by work units
-// with the remainder rule, verifiers by stake, validators by blocks signed,
+// (what their receipts paid) with the remainder rule, verifiers by stake, validators by blocks signed,
 // the treasury its share; rewards vest; the supply grows by what was
 // minted; the root covers exactly the payouts.
 func TestEpochRewards(t *testing.T) {
 	w := newRewardWorld(t, rewardParams())
 	w.signedBy(0, 1) // validator 2 is offline
-	// Work units: completion×1000 + prompt×250 (default model weight 1000,
-	// prompt tokens at 2500 bps): p1 10×1000 + 100×250 = 35,000,
-	// p2 7×1000 = 7,000.
+	// Work units, the amounts paid: p1 10×300,000 + 100×75,000 =
+	// 10,500,000, p2 7×300,000 = 2,100,000. Their caps (40 % of that)
+	// do not bind.
 	w.serve(job{prov: w.p1, prompt: 100, completion: 10}, job{prov: w.p2, completion: 7})
 	w.signedBy(0) // later blocks carry only validator 0's signature
 	w.serve(job{prov: w.p2, completion: 0})
@@ -163,7 +184,7 @@ func TestEpochRewards(t *testing.T) {
 		t.Fatalf("block 10 events %+v, want epoch_end", run.end)
 	}
 	rec := w.epoch(1)
-	// Providers: 700,000 × 35,000/42,000 = 583,333.33 and × 7,000/42,000 =
+	// Providers: 700,000 × 10.5/12.6 = 583,333.33 and × 2.1/12.6 =
 	// 116,666.67; the unit left over goes to the larger remainder (p2).
 	// Verifiers: 150,000 by stake 1:3. Validators: 100,000 by blocks signed,
 	// 2:1 (validator 0 signed both blocks with transactions, validator 1 the
@@ -178,7 +199,7 @@ func TestEpochRewards(t *testing.T) {
 		t.Fatalf("payouts\n got %v\nwant %v", got, want)
 	}
 	wantRec := EpochRecord{Number: 1, Start: 1, End: 10, Scheduled: 1_000_000, Minted: 1_000_000,
-		Providers: 700_000, Verifiers: 150_000, Validators: 100_000, Treasury: 50_000, Work: 42_000, Payees: 7}
+		Providers: 700_000, Verifiers: 150_000, Validators: 100_000, Treasury: 50_000, Work: 12_600_000, Payees: 7}
 	ps, _ := w.view().Payouts(1)
 	wantRec.Root = PayoutRoot(ps)
 	if rec != wantRec {
@@ -320,26 +341,29 @@ func TestZeroWorkEpoch(t *testing.T) {
 }
 
 // TestWhoEarns: a provider that joins mid-epoch earns for its work; one
-// jailed or staked below the minimum at the epoch's end earns nothing; free
-// receipts earn no work; model classes weigh tokens.
+// jailed or staked below the minimum at the epoch's end earns nothing; a
+// receipt that pays nothing earns no work, however many tokens it claims;
+// the model a receipt names does not weigh its work (a fabricated receipt
+// can name any model): only what it paid does.
 func TestWhoEarns(t *testing.T) {
 	p := rewardParams()
 	w := newRewardWorld(t, p)
 	free := func(r *receipt.Receipt) { r.PricePromptPerMTok, r.PriceCompletionPerMTok, r.Amount = 0, 0, 0 }
-	big := func(r *receipt.Receipt) { r.Model = "big" } // the "large" class, weight 10,000
-	w.serve(job{prov: w.p1, completion: 10}, job{prov: w.p2, completion: 10}, job{prov: w.p2, completion: 1_000, edit: []func(*receipt.Receipt){free}})
+	big := func(r *receipt.Receipt) { r.Model = "llama3.3:70b" }
+	w.serve(job{prov: w.p1, completion: 10}, job{prov: w.p2, completion: 10}, job{prov: w.p2, completion: 1_000_000, edit: []func(*receipt.Receipt){free}})
 	w.block(registerTx(w.p3, w.next(w.p3), RoleProvider, ""))
 	w.block(stakeTx(w.p3, w.next(w.p3), 1_000))
 	w.serve(job{prov: w.p3, completion: 3, edit: []func(*receipt.Receipt){big}})
 	// p2 unstakes below the minimum before the epoch ends.
 	w.block(unstakeTx(w.p2, w.next(w.p2), 1))
 	w.skipTo(10)
-	// p1: 10,000 units; p3: 3 × 10 × 1,000 = 30,000; p2 excluded.
+	// p1 paid 3,000,000, p3 900,000; p2 excluded. 700,000 × 3/3.9 =
+	// 538,461.54 and × 0.9/3.9 = 161,538.46.
 	got := w.payouts(1)
-	if got[addr(w.p1)] != 175_000 || got[addr(w.p3)] != 525_000 || got[addr(w.p2)] != 0 {
+	if got[addr(w.p1)] != 538_462 || got[addr(w.p3)] != 161_538 || got[addr(w.p2)] != 0 {
 		t.Errorf("payouts %v", got)
 	}
-	if rec := w.epoch(1); rec.Work != 40_000 || rec.Providers != 700_000 {
+	if rec := w.epoch(1); rec.Work != 3_900_000 || rec.Providers != 700_000 {
 		t.Errorf("record %+v", rec)
 	}
 	// A jailed provider (set by verdicts, written directly here) earns
@@ -354,6 +378,75 @@ func TestWhoEarns(t *testing.T) {
 	}
 }
 
+// TestRewardCap: under the default fee and cap (protocol fee 100 bps, cap
+// 50 bps), a provider earns at most half the protocol fees its receipts
+// paid, however large the pool, and what no provider can take is not
+// minted; when the pool is smaller than the caps, it is split by work.
+func TestRewardCap(t *testing.T) {
+	p := rewardParams()
+	p.ProtocolFeeBps, p.RewardMaxPaidBps = 100, 50
+	p.EpochEmission = 100_000 // provider pool 70,000
+	w := newRewardWorld(t, p)
+	// p1 pays 300,000 (fees 3,000, cap 1,500), p2 600,000 (cap 3,000).
+	w.serve(job{prov: w.p1, completion: 1}, job{prov: w.p2, completion: 2})
+	w.skipTo(10)
+	// Proportional shares would be 23,333 and 46,667: both get their caps.
+	if got := w.payouts(1); got[addr(w.p1)] != 1_500 || got[addr(w.p2)] != 3_000 {
+		t.Errorf("payouts %v", got)
+	}
+	if rec := w.epoch(1); rec.Providers != 4_500 || rec.Minted != 4_500+15_000+5_000 || rec.Work != 900_000 {
+		t.Errorf("record %+v", rec)
+	}
+	// Epoch 2: p1 pays 3,000,000 (cap 15,000), p2 30,000,000 (cap
+	// 150,000): the pool binds and is split 3:30.
+	w.serve(job{prov: w.p1, completion: 10}, job{prov: w.p2, completion: 100})
+	w.skipTo(20)
+	if got := w.payouts(2); got[addr(w.p1)] != 6_364 || got[addr(w.p2)] != 63_636 {
+		t.Errorf("epoch 2 payouts %v", got)
+	}
+	if rec := w.epoch(2); rec.Providers != 70_000 {
+		t.Errorf("epoch 2 record %+v", rec)
+	}
+	w.checkSupply(w.supply().Total)
+}
+
+// TestSplitCapped: nobody gets more than its cap; shares below their caps
+// keep the proportions of their weights; the amounts sum to the pool when
+// the caps allow it, and to the caps' sum when they do not.
+func TestSplitCapped(t *testing.T) {
+	c := func(a string, w uint64, cap money.Amount) capped {
+		return capped{share: share{addr: keys.Address(a), weight: w}, cap: cap}
+	}
+	for _, tc := range []struct {
+		pool   money.Amount
+		shares []capped
+		want   []money.Amount
+	}{
+		{100, []capped{c("a", 1, 10), c("b", 1, 1_000)}, []money.Amount{10, 90}},
+		{100, []capped{c("a", 1, 10), c("b", 1, 20)}, []money.Amount{10, 20}},
+		{100, []capped{c("a", 1, 0), c("b", 3, 1_000)}, []money.Amount{0, 100}},
+		{100, []capped{c("a", 1, 100), c("b", 1, 100), c("c", 1, 100)}, []money.Amount{34, 33, 33}},
+		{0, []capped{c("a", 1, 100)}, []money.Amount{0}},
+		{100, []capped{c("a", 0, 100)}, []money.Amount{0}},
+		{1 << 62, []capped{c("a", 1<<63, 1<<61), c("b", 1<<63, 1<<62), c("c", 1, 1<<62)}, []money.Amount{1 << 61, 1<<62 - 1<<61, 0}},
+	} {
+		got := splitCapped(tc.pool, tc.shares)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("pool %d %v: got %v, want %v", tc.pool, tc.shares, got, tc.want)
+		}
+		var sum money.Amount
+		for i, a := range got {
+			if a > tc.shares[i].cap {
+				t.Errorf("pool %d %v: share %d gets %d above its cap", tc.pool, tc.shares, i, a)
+			}
+			sum += a
+		}
+		if sum > tc.pool {
+			t.Errorf("pool %d %v: pays %d", tc.pool, tc.shares, sum)
+		}
+	}
+}
+
 // TestEmissionNeverExceedsCap runs 10,000 one-block epochs through the real
 // state machine with a schedule that would mint far more than the cap: the
 // minted supply never passes the cap, reaches it exactly, and the accounts
@@ -361,8 +454,8 @@ func TestWhoEarns(t *testing.T) {
 func TestEmissionNeverExceedsCap(t *testing.T) {
 	p := rewardParams()
 	p.EpochBlocks, p.VestingBlocks = 1, 50
-	p.SupplyCap = 30_000_000
-	p.EpochEmission, p.HalvingEpochs = 100_000, 200 // the schedule totals ~40,000,000
+	p.SupplyCap = 300_000_000
+	p.EpochEmission, p.HalvingEpochs = 1_000_000, 200 // the schedule totals ~400,000,000
 	// Every pool has payees (verifiers and the treasury), so nothing is
 	// left unminted and the cap is reached.
 	p.ProviderRewardBps, p.VerifierRewardBps, p.ValidatorRewardBps, p.TreasuryRewardBps = 0, 8_500, 0, 1_500

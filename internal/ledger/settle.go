@@ -32,7 +32,7 @@ func (x *txn) settleBatch() (Result, error) {
 	if root := BatchRoot(t.Receipts); root != t.Root {
 		return fail(CodeBadBatch, fmt.Sprintf("settle-batch root %s does not match its receipts (%s)", t.Root, root)), nil
 	}
-	s := &settler{txn: x, accounts: map[keys.Address]*Account{}, allowances: map[string]money.Amount{}, changed: map[string]bool{}, work: map[keys.Address]uint64{}}
+	s := &settler{txn: x, accounts: map[keys.Address]*Account{}, allowances: map[string]money.Amount{}, changed: map[string]bool{}, work: map[keys.Address]Work{}}
 	gw, err := s.load(x.sender)
 	if err != nil {
 		return Result{}, err
@@ -190,8 +190,8 @@ type settler struct {
 	// settled receipt changed: only those are written, so what was only
 	// read (for a rejected receipt, or an absent account) leaves no trace.
 	changed map[string]bool
-	due     []keys.Address          // addresses added to this block's due list for releaseAt
-	work    map[keys.Address]uint64 // work units the batch adds per provider
+	due     []keys.Address        // addresses added to this block's due list for releaseAt
+	work    map[keys.Address]Work // work the batch adds per provider
 }
 
 func (s *settler) load(addr keys.Address) (*Account, error) {
@@ -303,8 +303,8 @@ func (s *settler) settle(it *batchItem) (string, error) {
 	s.changed[accountKey(s.sender)] = true
 	s.escrow(providerAddr, prov, providerShare)
 	s.changed[accountKey(providerAddr)] = true
-	if units := s.params.WorkUnits(r); units > 0 {
-		s.work[providerAddr] = satAdd(s.work[providerAddr], units)
+	if protocolFee > 0 { // a receipt that pays the treasury nothing earns no emission
+		s.work[providerAddr] = s.work[providerAddr].plus(r.Amount, protocolFee)
 	}
 	rec := Settlement{Height: s.height, TxHash: s.hash, Receipt: it.hash, Amount: r.Amount, Consumer: r.Consumer, Provider: r.Provider, PaidByGateway: paidByGateway}
 	s.set(key, rec.encode())

@@ -23,7 +23,7 @@ func sampleTxs(tb testing.TB) []Tx {
 		batchReceipt(tb, gw, prov, addr(alice), "sample-2", 7, 0),
 	}
 	params := testParams()
-	params.ModelClasses = append(params.ModelClasses, ModelClass{Name: "medium ✓", WeightMilli: 3_000, Models: []string{"a", "sha256:b"}})
+	params.AllowedDigests = append(params.AllowedDigests, ModelDigests{Model: "medium ✓", Digests: []string{"a", "sha256:b"}})
 	txs := []struct {
 		k  keys.PrivateKey
 		tx Tx
