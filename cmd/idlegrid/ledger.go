@@ -87,8 +87,12 @@ Transactions are signed with --key (default: the dev account of ` + "`idlegrid u
 			}
 			return l.Tx(ctx, h)
 		}),
-		ledgerLookupCmd(a, f, "receipt REQUEST_ID", "Show how a receipt was settled", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
-			return l.Settlement(ctx, arg)
+		ledgerLookupCmd(a, f, "receipt GATEWAY/REQUEST_ID", "Show how a gateway's receipt was settled (request ids are unique per gateway)", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
+			gateway, id, err := chain.ParseReceiptRef(arg)
+			if err != nil {
+				return nil, err
+			}
+			return l.Settlement(ctx, gateway, id)
 		}),
 		ledgerTxCmd(a, f, "claim", "Move the vested part of your rewards to your balance", 0, func([]string) (ledger.Tx, error) {
 			return ledger.Tx{Kind: ledger.KindClaim}, nil

@@ -19,7 +19,7 @@ import (
 // value. Data is the path's argument as text.
 const (
 	PathAccount   = "/account"   // data: address → AccountInfo
-	PathReceipt   = "/receipt"   // data: request id → ledger.Settlement
+	PathReceipt   = "/receipt"   // data: "gateway/request_id" → ledger.Settlement
 	PathTx        = "/tx"        // data: tx hash in hex → ledger.TxRecord
 	PathAllowance = "/allowance" // data: "consumer/gateway" → AllowanceInfo
 	PathParams    = "/params"    // → ledger.Params
@@ -83,6 +83,22 @@ type AllowanceInfo struct {
 	Allowance money.Amount `json:"allowance"`
 }
 
+// ParseReceiptRef reads the argument of PathReceipt, "gateway/request_id":
+// request ids are unique only per gateway, so a settlement is named by both.
+func ParseReceiptRef(ref string) (keys.Address, string, error) {
+	g, id, cut := strings.Cut(ref, "/")
+	gateway := keys.Address(g)
+	if !cut || gateway.Validate() != nil || id == "" {
+		return "", "", fmt.Errorf("receipt %q: want GATEWAY/REQUEST_ID (settlements are kept per gateway: the address of the gateway that settled it, a slash, the request id)", ref)
+	}
+	return gateway, id, nil
+}
+
+// ReceiptRef is the argument of PathReceipt for gateway's receipt requestID.
+func ReceiptRef(gateway keys.Address, requestID string) string {
+	return string(gateway) + "/" + requestID
+}
+
 // Query answers reads of committed state.
 func (app *App) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryResponse, error) {
 	app.mu.Lock()
@@ -138,7 +154,11 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		}
 		return AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(uint64(height)), Unvested: a.Unvested(uint64(height))}, 0, nil
 	case PathReceipt:
-		s, ok, err := view.Settlement(arg)
+		gateway, id, err := ParseReceiptRef(arg)
+		if err != nil {
+			return nil, QueryCodeBadRequest, err
+		}
+		s, ok, err := view.Settlement(gateway, id)
 		return found(s, ok, err, "settled receipt")
 	case PathTx:
 		h, err := hashArg("tx hash")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,12 +169,18 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	if got := balanceOf(t, ctx, l, ledger.TreasuryAddress).Balance; got != protocolFees {
 		t.Errorf("treasury %d, want %d", got, protocolFees)
 	}
-	st, err := l.Settlement(ctx, "req-poor")
+	st, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-poor")
 	if err != nil || !st.PaidByGateway || st.Height != uint64(out.Height) {
 		t.Errorf("settlement of req-poor: %+v, %v", st, err)
 	}
-	if _, err := l.Settlement(ctx, "req-foreign"); !errors.Is(err, ErrNotFound) {
+	if _, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-foreign"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("rejected receipt: settlement lookup %v, want ErrNotFound", err)
+	}
+	// Settlements are kept per gateway: a bare request id is refused
+	// with a message that names the form.
+	var qe *QueryError
+	if _, err := tn.client().Query(ctx, PathReceipt, []byte("req-poor")); !errors.As(err, &qe) || qe.Code != QueryCodeBadRequest || !strings.Contains(qe.Log, "GATEWAY/REQUEST_ID") {
+		t.Errorf("bare request id: %v, want a bad request naming GATEWAY/REQUEST_ID", err)
 	}
 
 	// The gateway lost the answer and sends the same receipts again: they

@@ -43,10 +43,10 @@ func (l Ledger) Account(ctx context.Context, addr keys.Address) (AccountInfo, er
 	return a, l.query(ctx, PathAccount, string(addr), &a)
 }
 
-// Settlement says how and when a receipt was settled.
-func (l Ledger) Settlement(ctx context.Context, requestID string) (ledger.Settlement, error) {
+// Settlement says how and when gateway's receipt requestID was settled.
+func (l Ledger) Settlement(ctx context.Context, gateway keys.Address, requestID string) (ledger.Settlement, error) {
 	var s ledger.Settlement
-	return s, l.query(ctx, PathReceipt, requestID, &s)
+	return s, l.query(ctx, PathReceipt, ReceiptRef(gateway, requestID), &s)
 }
 
 // Tx says where a transaction ran and with which code.
@@ -303,7 +303,7 @@ func (s *Signer) SettleBatch(ctx context.Context, rs []receipt.Signed) (BatchOut
 			continue
 		}
 		if reason == ledger.ReasonAlreadySettled {
-			st, err := s.ledger.Settlement(ctx, id)
+			st, err := s.ledger.Settlement(ctx, s.Address(), id)
 			if err != nil {
 				return BatchOutcome{}, fmt.Errorf("receipt %s: look up earlier settlement: %w", id, err)
 			}

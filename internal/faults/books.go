@@ -82,6 +82,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 		return nil, 0, nil, fmt.Errorf("latest height: %w", err)
 	}
 	candidates := map[string]map[receipt.Hash]receipt.Receipt{}
+	gatewayOf := map[string]keys.Address{} // settlements are kept per gateway
 	var order []string
 	for h := int64(1); h <= height; h++ {
 		blk, err := src.Block(ctx, h)
@@ -101,6 +102,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 				if candidates[r.RequestID] == nil {
 					candidates[r.RequestID] = map[receipt.Hash]receipt.Receipt{}
 					order = append(order, r.RequestID)
+					gatewayOf[r.RequestID] = tx.Sender.Address()
 				}
 				candidates[r.RequestID][receipt.Sum(br.Bytes)] = r
 			}
@@ -109,7 +111,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 	out := map[string]settled{}
 	var problems []string
 	for _, id := range order {
-		st, err := l.Settlement(ctx, id)
+		st, err := l.Settlement(ctx, gatewayOf[id], id)
 		if errors.Is(err, chain.ErrNotFound) {
 			problems = append(problems, fmt.Sprintf("receipt %s was sent for settlement but never settled", id))
 			continue

@@ -162,9 +162,9 @@ func (v View) Account(addr keys.Address) (Account, bool, error) {
 	return a, err == nil, err
 }
 
-// Settlement returns how the receipt with requestID was settled.
-func (v View) Settlement(requestID string) (Settlement, bool, error) {
-	raw, err := v.R.Get([]byte(receiptKey(requestID)))
+// Settlement returns how gateway's receipt with requestID was settled.
+func (v View) Settlement(gateway keys.Address, requestID string) (Settlement, bool, error) {
+	raw, err := v.R.Get([]byte(receiptKey(gateway, requestID)))
 	if err != nil || raw == nil {
 		return Settlement{}, false, err
 	}

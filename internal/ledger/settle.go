@@ -12,8 +12,8 @@ import (
 )
 
 // ReasonAlreadySettled is the rejection reason of a receipt whose
-// request_id was settled before; gateways match on it to recognise a batch
-// that committed although they never heard back.
+// request_id was settled before by the same gateway; gateways match on it to
+// recognise a batch that committed although they never heard back.
 const ReasonAlreadySettled = "request_id already settled"
 
 // settleBatch settles a gateway's batch of signed receipts. The batch as a
@@ -157,6 +157,7 @@ func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, i
 		}
 	}
 	ok := keys.VerifyBatch(msgs)
+	gatewayAddr := gateway.Address()
 	for j, i := range owner {
 		if !ok[j] && items[i].problem == "" {
 			who := "provider"
@@ -170,7 +171,7 @@ func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, i
 		if items[i].problem != "" {
 			continue
 		}
-		prev, err := committed.Get([]byte(receiptKey(items[i].r.RequestID)))
+		prev, err := committed.Get([]byte(receiptKey(gatewayAddr, items[i].r.RequestID)))
 		if err != nil {
 			return fmt.Errorf("ledger: read state: %w", err)
 		}
@@ -224,7 +225,7 @@ func (s *settler) allowance(consumer keys.Address) (money.Amount, error) {
 // trace.
 func (s *settler) settle(it *batchItem) (string, error) {
 	r := &it.r
-	key := receiptKey(r.RequestID)
+	key := receiptKey(s.sender, r.RequestID)
 	// Committed state was read while decoding; what this block has
 	// written since (an earlier batch, or this one) is only staged.
 	if it.settledBefore || s.staged(key) {
@@ -309,6 +310,20 @@ func (s *settler) settle(it *batchItem) (string, error) {
 	rec := Settlement{Height: s.height, TxHash: s.hash, Receipt: it.hash, Amount: r.Amount, Consumer: r.Consumer, Provider: r.Provider, PaidByGateway: paidByGateway}
 	s.set(key, rec.encode())
 	return "", nil
+}
+
+// settlement returns how gateway's receipt requestID was settled, reading
+// what this block has staged as well as committed state.
+func (b *Block) settlement(gateway keys.Address, requestID string) (Settlement, bool, error) {
+	raw, err := b.get(receiptKey(gateway, requestID))
+	if err != nil || raw == nil {
+		return Settlement{}, false, err
+	}
+	st, err := decodeSettlement(raw)
+	if err != nil {
+		return Settlement{}, false, fmt.Errorf("ledger: settlement %s/%s: %w", gateway, requestID, err)
+	}
+	return st, true, nil
 }
 
 // escrow holds a provider's share until EscrowBlocks have passed; with no

@@ -59,14 +59,17 @@ func batchSummary(t *testing.T, res Result, accepted, rejected int, amount money
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func (c *testChain) settlement(id string) (Settlement, bool) {
+func (c *testChain) settlementBy(gateway keys.Address, id string) (Settlement, bool) {
 	c.tb.Helper()
-	s, ok, err := c.view().Settlement(id)
+	s, ok, err := c.view().Settlement(gateway, id)
 	if err != nil {
 		c.tb.Fatal(err)
 	}
 	return s, ok
 }
+
+// settlement reads how w.gw's receipt id was settled.
+func (w *world) settlement(id string) (Settlement, bool) { return w.settlementBy(addr(w.gw), id) }
 
 func (c *testChain) dueList(height uint64) []keys.Address {
 	c.tb.Helper()
@@ -128,7 +131,7 @@ func TestSettleBatch(t *testing.T) {
 	}
 	wantKeys := []string{
 		accountKey(addr(w.alice)), accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
-		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey("r1"), receiptKey("r2"), receiptKey("r3"), dueKey(6), txKey(TxHash(tx)),
+		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey(addr(w.gw), "r1"), receiptKey(addr(w.gw), "r2"), receiptKey(addr(w.gw), "r3"), dueKey(6), txKey(TxHash(tx)),
 		// the providers' work in epoch 1, and the epoch's list of providers
 		workKey(1, addr(w.prov)), workKey(1, addr(w.prov2)), workCountKey(1), workListKey(1, 0), workListKey(1, 1),
 	}
@@ -267,7 +270,7 @@ func TestSettleMixedBatch(t *testing.T) {
 	// bob's receipt was rejected: no trace of it (no allowance record).
 	wantKeys := []string{
 		accountKey(addr(w.alice)), accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
-		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey("a1"), receiptKey("c1"), receiptKey("a2"), receiptKey("c2"), receiptKey("a3"),
+		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey(addr(w.gw), "a1"), receiptKey(addr(w.gw), "c1"), receiptKey(addr(w.gw), "a2"), receiptKey(addr(w.gw), "c2"), receiptKey(addr(w.gw), "a3"),
 		dueKey(6), txKey(TxHash(tx)),
 		workKey(1, addr(w.prov)), workKey(1, addr(w.prov2)), workCountKey(1), workListKey(1, 0), workListKey(1, 1),
 	}
@@ -457,7 +460,7 @@ func TestSettleZeroAmount(t *testing.T) {
 	}
 	// The gateway's and provider's records are rewritten unchanged; only
 	// the gateway's nonce, the settlements and the tx record differ.
-	want := []string{accountKey(addr(w.gw)), receiptKey("z1"), receiptKey("z2"), txKey(TxHash(tx))}
+	want := []string{accountKey(addr(w.gw)), receiptKey(addr(w.gw), "z1"), receiptKey(addr(w.gw), "z2"), txKey(TxHash(tx))}
 	slices.Sort(want)
 	if diff := stateDiff(before, w.state); !slices.Equal(diff, want) {
 		t.Errorf("changed keys %q\nwant %q", diff, want)

@@ -21,7 +21,7 @@ type Reader interface {
 const (
 	prefixAccount    = "a/" // + address → Account
 	prefixAllowance  = "w/" // + consumer + "/" + gateway → amount
-	prefixReceipt    = "r/" // + request id → Settlement
+	prefixReceipt    = "r/" // + gateway address + "/" + request id → Settlement
 	prefixDue        = "d/" // + height (8 bytes) → addresses whose escrow matures
 	prefixTx         = "t/" // + tx hash (32 bytes) → TxRecord
 	keyParams        = "p/params"
@@ -261,7 +261,14 @@ func allowanceKey(consumer, gateway keys.Address) string {
 	return prefixAllowance + string(consumer) + "/" + string(gateway)
 }
 
-func receiptKey(requestID string) string { return prefixReceipt + requestID }
+// receiptKey is where the settlement of gateway's receipt requestID is
+// kept. Request ids are unique only per gateway (a gateway picks them, and a
+// consumer learns its own at the first token): keying by gateway as well
+// means a receipt can collide only with receipts its own gateway settled.
+// Addresses are fixed-length and contain no slash, so the key is unambiguous.
+func receiptKey(gateway keys.Address, requestID string) string {
+	return prefixReceipt + string(gateway) + "/" + requestID
+}
 
 func dueKey(height uint64) string {
 	return prefixDue + string(binary.BigEndian.AppendUint64(nil, height))

@@ -85,7 +85,7 @@ func TestReceiptsSettleOnTheLedger(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := l.Settlement(ctx, id)
+		st, err := l.Settlement(ctx, r.Receipt.Gateway.Address(), id)
 		if err != nil || st.Receipt != r.Receipt.Hash() || st.Amount != r.Receipt.Amount {
 			t.Fatalf("settlement of %s: %+v, %v", id, st, err)
 		}
