@@ -597,7 +597,7 @@ func TestSeparateRolesOnLedger(t *testing.T) {
 	gwKey, _ := keys.Load(filepath.Join(gwDir, "gateway.key"))
 	pvKey, _ := keys.Load(filepath.Join(pvDir, "provider.key"))
 	genesis := fmt.Sprintf(`{"accounts":[
-		{"address":%q,"balance":100000000,"approvals":[{"gateway":%q,"allowance":100000000}]},
+		{"address":%q,"balance":100000000,"approvals":[{"gateway":%q,"deposit":100000000}]},
 		{"address":%q,"pub_key":%q,"stake":5000000000,"roles":["gateway"]},
 		{"address":%q,"pub_key":%q,"stake":500000000,"roles":["provider"]}]}`,
 		consumer, gw, gw, gwKey.Public(), pv, pvKey.Public())

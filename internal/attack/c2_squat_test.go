@@ -170,7 +170,7 @@ func newSquatWorld(tb testing.TB) *squatWorld {
 		{Address: w.provider.Public().Address(), PubKey: w.provider.Public(), Stake: p.MinProviderStake, Roles: []string{"provider"}},
 		{Address: w.mal.Public().Address(), PubKey: w.mal.Public(), Balance: squatFunds,
 			Stake: p.MinGatewayStake + p.MinProviderStake, Roles: []string{"gateway", "provider"},
-			Approvals: []ledger.GenesisApproval{{Gateway: w.gateway.Public().Address(), Allowance: squatFunds}}},
+			Approvals: []ledger.GenesisApproval{{Gateway: w.gateway.Public().Address(), Deposit: squatFunds}}},
 	}}
 	w.settleChain = newSettleChain(tb, g)
 	return w
@@ -196,7 +196,7 @@ func TestC2RequestIDSquatting(t *testing.T) {
 	if res := w.settle(w.mal, squat); res.Code != ledger.CodeOK || len(rejections(res)) != 0 {
 		t.Fatalf("the attacker's own zero receipt: code %d %s %v", res.Code, res.Log, rejections(res))
 	}
-	before, _ := w.account(mal)
+	before := w.holds(mal)
 	res := w.settle(w.gateway, honest)
 	if res.Code != ledger.CodeOK || len(rejections(res)) != 0 {
 		t.Fatalf("honest receipt refused after the squat: code %d %s %v", res.Code, res.Log, rejections(res))
@@ -209,8 +209,7 @@ func TestC2RequestIDSquatting(t *testing.T) {
 	if prov.Balance == 0 {
 		t.Error("the honest provider was not paid")
 	}
-	after, _ := w.account(mal)
-	if spent := charged(before, after); spent != honest.Receipt.Amount {
+	if spent := before - w.holds(mal); spent != honest.Receipt.Amount {
 		t.Errorf("the attacker paid %d for a receipt of %d", spent, honest.Receipt.Amount)
 	}
 	gw, _ := w.account(w.gateway.Public().Address())
@@ -234,8 +233,17 @@ func TestC2RequestIDSquatting(t *testing.T) {
 	}
 }
 
-// charged is what a consumer account lost between two reads.
-func charged(before, after ledger.Account) money.Amount { return before.Balance - after.Balance }
+// holds is what consumer owns at the honest gateway: its balance and its
+// deposit there.
+func (w *squatWorld) holds(consumer keys.Address) money.Amount {
+	w.tb.Helper()
+	a, _ := w.account(consumer)
+	d, err := ledger.View{R: w.state}.Deposit(consumer, w.gateway.Public().Address())
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	return a.Balance + d.Total()
+}
 
 // TestC2OverviewHidesUnsettledIDs: the attacker is anyone who can load a
 // gateway's public /ui/ overview, looking for request ids that are not

@@ -21,7 +21,7 @@ const (
 	PathAccount   = "/account"   // data: address → AccountInfo
 	PathReceipt   = "/receipt"   // data: "gateway/request_id" → ledger.Settlement
 	PathTx        = "/tx"        // data: tx hash in hex → ledger.TxRecord
-	PathAllowance = "/allowance" // data: "consumer/gateway" → AllowanceInfo
+	PathDeposit   = "/deposit"   // data: "consumer/gateway" → DepositInfo
 	PathParams    = "/params"    // → ledger.Params
 	PathSupply    = "/supply"    // → ledger.Supply
 	// PathEpoch: data "" → EpochInfo of the running epoch; an epoch number
@@ -76,11 +76,14 @@ type AccountInfo struct {
 	Unvested  money.Amount `json:"unvested"`
 }
 
-// AllowanceInfo is what a gateway may still charge a consumer.
-type AllowanceInfo struct {
-	Consumer  keys.Address `json:"consumer"`
-	Gateway   keys.Address `json:"gateway"`
-	Allowance money.Amount `json:"allowance"`
+// DepositInfo is what a consumer locked for a gateway.
+type DepositInfo struct {
+	Consumer keys.Address `json:"consumer"`
+	Gateway  keys.Address `json:"gateway"`
+	ledger.Deposit
+	// Drawable is what the gateway's receipts can still be paid from at
+	// the height of the answer: the locked part and what is unlocking.
+	Drawable money.Amount `json:"drawable"`
 }
 
 // ParseReceiptRef reads the argument of PathReceipt, "gateway/request_id":
@@ -167,7 +170,7 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		}
 		t, ok, err := view.Tx(h)
 		return found(t, ok, err, "transaction")
-	case PathAllowance:
+	case PathDeposit:
 		c, g, _ := strings.Cut(arg, "/")
 		consumer, gateway := keys.Address(c), keys.Address(g)
 		if err := consumer.Validate(); err != nil {
@@ -176,11 +179,11 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		if err := gateway.Validate(); err != nil {
 			return nil, QueryCodeBadRequest, err
 		}
-		a, err := view.Allowance(consumer, gateway)
+		d, err := view.Deposit(consumer, gateway)
 		if err != nil {
 			return internal(err)
 		}
-		return AllowanceInfo{Consumer: consumer, Gateway: gateway, Allowance: a}, 0, nil
+		return DepositInfo{Consumer: consumer, Gateway: gateway, Deposit: d, Drawable: d.Drawable(uint64(height))}, 0, nil
 	case PathParams:
 		p, err := view.Params()
 		if err != nil {

@@ -90,6 +90,14 @@ func (c *Checker) check(raw []byte, again bool) (Result, error) {
 		if t.Gateway == sender {
 			return fail(CodeInvalid, "approve: an account cannot approve itself"), nil
 		}
+		// Raising a deposit locks balance: count it like a transfer (what
+		// returns to the balance on the way is left out, erring toward
+		// refusing).
+		d, err := c.view.Deposit(sender, t.Gateway)
+		if err != nil {
+			return Result{}, err
+		}
+		spend = t.Amount - min(t.Amount, d.Locked)
 	case KindSettleBatch:
 		if res, bad := c.checkBatch(&t, &a, again); bad {
 			return res, nil
@@ -182,13 +190,13 @@ func (v View) Tx(hash receipt.Hash) (TxRecord, bool, error) {
 	return t, err == nil, err
 }
 
-// Allowance is what gateway may still charge consumer.
-func (v View) Allowance(consumer, gateway keys.Address) (money.Amount, error) {
-	raw, err := v.R.Get([]byte(allowanceKey(consumer, gateway)))
+// Deposit is what consumer locked for gateway.
+func (v View) Deposit(consumer, gateway keys.Address) (Deposit, error) {
+	raw, err := v.R.Get([]byte(depositKey(consumer, gateway)))
 	if err != nil {
-		return 0, err
+		return Deposit{}, err
 	}
-	return decodeAllowance(raw)
+	return decodeDeposit(raw)
 }
 
 // Params are the chain's parameters.

@@ -19,6 +19,10 @@ func FuzzParseGenesis(f *testing.F) {
 	f.Add([]byte(`{"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":5}]}`))
 	f.Add([]byte(`{"params":{"supply_cap":1},"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":2}]}`))
 	f.Add([]byte(`{"accounts":[],"validators":[{}]}`))
+	// Deposits come out of the balance: two for one gateway add up, and
+	// more than the balance is refused.
+	f.Add([]byte(`{"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":5,"approvals":[{"gateway":"idg0000000000000000000000000000000000000002","deposit":2},{"gateway":"idg0000000000000000000000000000000000000002","deposit":3}]}]}`))
+	f.Add([]byte(`{"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":5,"approvals":[{"gateway":"idg0000000000000000000000000000000000000002","deposit":6}]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		g, err := ParseGenesis(b)
 		if err != nil {

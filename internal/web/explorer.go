@@ -155,7 +155,7 @@ func summarize(tx *ledger.Tx) (string, []string) {
 	case ledger.KindRegister:
 		return tx.Role.String() + " " + strconv.Quote(tx.Info), nil
 	case ledger.KindApprove:
-		return "allow " + string(tx.Gateway) + " up to " + tx.Amount.String(), nil
+		return "deposit " + tx.Amount.String() + " for " + string(tx.Gateway), nil
 	case ledger.KindSettleBatch:
 		var ids []string
 		for _, br := range tx.Receipts {

@@ -132,7 +132,7 @@ func fakeAPI(models string, account keys.Address) http.Handler {
 			io.WriteString(w, `{"error":{"message":"Incorrect API key provided.","type":"authentication_error"}}`)
 			return
 		}
-		io.WriteString(w, `{"object":"account","account":"`+string(account)+`","ledger":true,"balance":7000000,"allowance":5000000,
+		io.WriteString(w, `{"object":"account","account":"`+string(account)+`","ledger":true,"balance":7000000,"deposit":5000000,"unlocking":2500000,
 			"spendable":5000000,"reserved":10,"pending_settlement":20,"settled_spend":1234567,"receipts":{"settled":3,"pending":1,"rejected":0}}`)
 	})
 	return mux
@@ -373,7 +373,7 @@ func TestAccount(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d\n%s", rec.Code, body)
 	}
-	wantAll(t, "account", body, string(f.consumer), "7.000000", "5.000000", "1.234567", "(3 receipts)", "chatcmpl-settled1")
+	wantAll(t, "account", body, string(f.consumer), "7.000000", "5.000000", "2.500000", "Deposit locked", "1.234567", "(3 receipts)", "chatcmpl-settled1")
 	if strings.Contains(body, "secret-key") {
 		t.Error("the API key is echoed in the page")
 	}
