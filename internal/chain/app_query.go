@@ -18,12 +18,12 @@ import (
 // Query paths the application answers, each with JSON in the response
 // value. Data is the path's argument as text.
 const (
-	PathAccount   = "/account"   // data: address → AccountInfo
-	PathReceipt   = "/receipt"   // data: "gateway/request_id" → ledger.Settlement
-	PathTx        = "/tx"        // data: tx hash in hex → ledger.TxRecord
-	PathDeposit   = "/deposit"   // data: "consumer/gateway" → DepositInfo
-	PathParams    = "/params"    // → ledger.Params
-	PathSupply    = "/supply"    // → ledger.Supply
+	PathAccount = "/account" // data: address → AccountInfo
+	PathReceipt = "/receipt" // data: "gateway/request_id" → ledger.Settlement
+	PathTx      = "/tx"      // data: tx hash in hex → ledger.TxRecord
+	PathDeposit = "/deposit" // data: "consumer/gateway" → DepositInfo
+	PathParams  = "/params"  // → ledger.Params
+	PathSupply  = "/supply"  // → ledger.Supply
 	// PathEpoch: data "" → EpochInfo of the running epoch; an epoch number
 	// → the finished epoch's ledger.EpochRecord.
 	PathEpoch      = "/epoch"

@@ -21,8 +21,8 @@ type holdings struct {
 // snapshot is the ledger's view of every account a run's receipts touch,
 // and of each consumer's deposit per gateway.
 type snapshot struct {
-	accounts   map[keys.Address]holdings
-	deposits   map[[2]keys.Address]money.Amount // {consumer, gateway}: locked and unlocking
+	accounts map[keys.Address]holdings
+	deposits map[[2]keys.Address]money.Amount // {consumer, gateway}: locked and unlocking
 }
 
 // takeSnapshot reads the accounts and deposits of n's identities and the
@@ -62,7 +62,7 @@ func takeSnapshot(ctx context.Context, l chain.Ledger, n *network) (snapshot, er
 
 // settled is a receipt the ledger settled, with how it was paid.
 type settled struct {
-	r             receipt.Receipt
+	r         receipt.Receipt
 	stakePaid money.Amount // what the gateway's stake paid of it
 }
 

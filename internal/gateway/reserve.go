@@ -2,10 +2,10 @@ package gateway
 
 import (
 	"context"
-	"math"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain"
