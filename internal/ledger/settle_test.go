@@ -627,3 +627,33 @@ func TestUnbondingRelease(t *testing.T) {
 	}
 	w.checkSupply(worldSupply)
 }
+
+// TestSettleSameIDAtTwoGateways: request ids are unique per gateway, so
+// two gateways settle receipts with the same id, each under its own key;
+// Block.settlement finds each, staged in the block and committed after.
+func TestSettleSameIDAtTwoGateways(t *testing.T) {
+	w := newWorld(t)
+	r1 := batchReceipt(t, w.gw, w.prov, addr(w.alice), "same", 10, 10)
+	r2 := batchReceipt(t, w.gw2, w.prov, addr(w.alice), "same", 20, 20)
+	w.blockWith(func(apply func([]byte) Result) {
+		batchSummary(t, apply(settleTx(w.gw, 0, r1)), 1, 0, 40)
+		batchSummary(t, apply(settleTx(w.gw2, 0, r2)), 1, 0, 80)
+	})
+	b, err := NewBlock(w.state, w.height+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		gw   keys.Address
+		want receipt.Hash
+	}{{addr(w.gw), receipt.Sum(r1.Bytes)}, {addr(w.gw2), receipt.Sum(r2.Bytes)}} {
+		s, ok, err := b.settlement(c.gw, "same")
+		if err != nil || !ok || s.Receipt != c.want {
+			t.Errorf("settlement of %s/same: %+v %v %v", c.gw, s, ok, err)
+		}
+	}
+	if _, ok, err := b.settlement(addr(w.gwlow), "same"); ok || err != nil {
+		t.Errorf("a third gateway has a settlement for the id: %v %v", ok, err)
+	}
+	w.checkSupply(worldSupply)
+}
