@@ -47,10 +47,13 @@ func (v *Validator) Stop() error {
 	return errors.Join(v.Node.Stop(), v.App.Close())
 }
 
-// Dev genesis amounts for `idlegrid up`: a consumer with money to spend, a
-// gateway and a provider staked well above the minimums.
+// Dev genesis amounts for `idlegrid up`: a consumer with money to spend,
+// most of it locked in a deposit for the gateway and the rest free (to
+// fund other accounts, e.g. a provider's stake), a gateway and a provider
+// staked well above the minimums.
 const (
 	devConsumerBalance = 1_000_000 * money.Unit
+	devConsumerDeposit = 900_000 * money.Unit
 	devGatewayBalance  = 10_000 * money.Unit
 	devGatewayStake    = 10_000 * money.Unit
 	devProviderStake   = 1_000 * money.Unit
@@ -70,7 +73,7 @@ func DevGenesis(consumer, gateway, provider, verifier keys.PublicKey) ledger.Gen
 		Params: params,
 		Accounts: []ledger.GenesisAccount{
 			{Address: consumer.Address(), PubKey: consumer, Balance: devConsumerBalance,
-				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Deposit: devConsumerBalance}}},
+				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Deposit: devConsumerDeposit}}},
 			{Address: gateway.Address(), PubKey: gateway, Balance: devGatewayBalance, Stake: devGatewayStake,
 				Roles: []string{"gateway"}, Info: "idlegrid up gateway"},
 			{Address: provider.Address(), PubKey: provider, Stake: devProviderStake,
