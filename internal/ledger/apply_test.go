@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/money"
 )
 
 // TestApplyHappyPath runs each kind of transaction (settle-batch has its own
@@ -571,4 +572,28 @@ func keysOf(cs []Change) []string {
 		ks = append(ks, string(c.Key))
 	}
 	return ks
+}
+
+// TestDepositUnlockingIsBounded: lowering a deposit in block after block
+// adds at most maxUnlocking entries; later ones join the last, which then
+// releases no earlier than the latest promise to the gateway.
+func TestDepositUnlockingIsBounded(t *testing.T) {
+	alice, gw := testKey(t, "alice"), testKey(t, "gw")
+	p := testParams()
+	p.DepositUnlockBlocks = 1_000
+	c := newChain(t, Genesis{Params: p, Accounts: []GenesisAccount{
+		{Address: addr(alice), PubKey: alice.Public(), Balance: 1_000, Approvals: []GenesisApproval{{Gateway: addr(gw), Deposit: 1_000}}},
+	}})
+	for i := range maxUnlocking + 5 {
+		c.block(approveTx(alice, uint64(i), addr(gw), 1_000-money.Amount(i+1)))
+	}
+	d := c.deposit(addr(alice), addr(gw))
+	last := d.Unlocking[len(d.Unlocking)-1]
+	if len(d.Unlocking) != maxUnlocking || last.Height != c.height+p.DepositUnlockBlocks || last.Amount != 6 {
+		t.Errorf("%d entries, last %+v at height %d", len(d.Unlocking), last, c.height)
+	}
+	if d.Locked != 1_000-maxUnlocking-5 || d.Drawable(c.height) != 1_000 {
+		t.Errorf("deposit %+v: the gateway can draw %d, want all 1000 until it unlocks", d, d.Drawable(c.height))
+	}
+	c.checkSupply(1_000)
 }

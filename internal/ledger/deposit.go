@@ -79,6 +79,10 @@ func (d *Deposit) returned(height uint64) money.Amount {
 	return back
 }
 
+// maxUnlocking bounds a deposit's unlocking entries, so that lowering a
+// deposit block after block cannot grow its record without end.
+const maxUnlocking = 32
+
 func (d *Deposit) encode() []byte {
 	e := enc{}
 	e.u8(1) // record version
@@ -158,9 +162,15 @@ func (x *txn) approve() (Result, error) {
 	case t.Amount < d.Locked:
 		less := d.Locked - t.Amount
 		release := x.height + x.params.DepositUnlockBlocks
-		if n := len(d.Unlocking); n > 0 && d.Unlocking[n-1].Height == release {
+		n := len(d.Unlocking)
+		switch {
+		case n > 0 && (d.Unlocking[n-1].Height == release || n >= maxUnlocking):
+			// Same height, or the list is full: join the last entry, which
+			// then releases at the later of the two heights (never earlier
+			// than the gateway was promised).
 			d.Unlocking[n-1].Amount += less // both came out of the deposit: no overflow
-		} else {
+			d.Unlocking[n-1].Height = max(d.Unlocking[n-1].Height, release)
+		default:
 			d.Unlocking = append(d.Unlocking, Entry{Amount: less, Height: release})
 		}
 		attrs = append(attrs, Attr{Key: "unlocking", Value: fmt.Sprint(uint64(less))}, Attr{Key: "release_height", Value: fmt.Sprint(release)})

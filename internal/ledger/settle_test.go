@@ -657,3 +657,27 @@ func TestSettleSameIDAtTwoGateways(t *testing.T) {
 	}
 	w.checkSupply(worldSupply)
 }
+
+// TestSettleFromUnlocking: money taken out of a deposit pays the gateway's
+// receipts until its release height, the soonest-released part first;
+// from then on it is the consumer's, and the gateway's stake pays.
+func TestSettleFromUnlocking(t *testing.T) {
+	w := newWorld(t)
+	w.block(approveTx(w.alice, 0, addr(w.gw), 1_000)) // 99,000 unlocks at 11
+	batchSummary(t, w.apply(settleTx(w.gw, 0, batchReceipt(t, w.gw, w.prov, addr(w.alice), "u1", 1000, 333))), 1, 0, 1999)
+	if d := w.deposit(addr(w.alice), addr(w.gw)); d.Locked != 1_000 || len(d.Unlocking) != 1 || d.Unlocking[0].Amount != 99_000-1999 {
+		t.Errorf("deposit %+v: want the unlocking part drawn first", d)
+	}
+	for w.height < 11 {
+		w.block()
+	}
+	// From height 11 the unlocking part is the consumer's: 1,000 locked is
+	// all the gateway can draw, its stake pays the rest.
+	batchSummary(t, w.apply(settleTx(w.gw, 1, batchReceipt(t, w.gw, w.prov, addr(w.alice), "u2", 1000, 333))), 1, 0, 1999)
+	if s, ok := w.settlement("u2"); !ok || s.StakePaid != 999 || !s.PaidByGateway {
+		t.Errorf("settlement %+v %v: want 999 paid by the gateway's stake", s, ok)
+	}
+	w.block(approveTx(w.alice, 1, addr(w.gw), 0))
+	checkAccount(t, w.testChain, addr(w.alice), Account{PubKey: w.alice.Public(), Nonce: 2, Balance: aliceFree + 99_000 - 1999})
+	w.checkSupply(worldSupply)
+}
