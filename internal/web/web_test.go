@@ -277,7 +277,7 @@ func TestPagesShowTheirData(t *testing.T) {
 		{"/ui/explorer/", []string{`href="/ui/explorer/block/2"`, "abcd", ">1</td>"}},
 		{"/ui/explorer/block/2", []string{"settle-batch", "1 receipts", `href="/ui/explorer/receipt/` + string(f.gateway.Public().Address()) + `/chatcmpl-settled1"`,
 			string(f.gateway.Public().Address()), "ok"}},
-		{"/ui/explorer/receipt/" + string(f.gateway.Public().Address()) + "/chatcmpl-settled1", []string{"Settlement", f.settled.Receipt.Hash().String(), string(f.consumer),
+		{"/ui/explorer/receipt/" + string(f.gateway.Public().Address()) + "/chatcmpl-settled1", []string{"Settlement", "Settled by gateway", f.settled.Receipt.Hash().String(), string(f.consumer),
 			"12 prompt, 34 completion", "sha256:abc"}},
 		{"/ui/explorer/epochs", []string{"Running epoch <strong>2</strong>", "100.000000", "90.000000",
 			receipt.Sum([]byte("r1")).String()[:8], "<rect"}},
