@@ -76,7 +76,7 @@ Transactions are signed with --key (default: the dev account of ` + "`idlegrid u
 			}
 			return tx, err
 		}),
-		ledgerTxCmd(a, f, "approve GATEWAY ALLOWANCE", "Let a gateway charge your receipts up to ALLOWANCE tokens in total", 2, func(args []string) (ledger.Tx, error) {
+		ledgerTxCmd(a, f, "approve GATEWAY AMOUNT", "Lock AMOUNT tokens of your balance in a deposit that only GATEWAY can charge (lowering it returns the difference after deposit_unlock_blocks, with your next approve)", 2, func(args []string) (ledger.Tx, error) {
 			amt, err := money.Parse(args[1])
 			return ledger.Tx{Kind: ledger.KindApprove, Gateway: keys.Address(args[0]), Amount: amt}, errors.Join(err, keys.Address(args[0]).Validate())
 		}),
@@ -87,8 +87,12 @@ Transactions are signed with --key (default: the dev account of ` + "`idlegrid u
 			}
 			return l.Tx(ctx, h)
 		}),
-		ledgerLookupCmd(a, f, "receipt REQUEST_ID", "Show how a receipt was settled", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
-			return l.Settlement(ctx, arg)
+		ledgerLookupCmd(a, f, "receipt GATEWAY/REQUEST_ID", "Show how a gateway's receipt was settled (request ids are unique per gateway)", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
+			gateway, id, err := chain.ParseReceiptRef(arg)
+			if err != nil {
+				return nil, err
+			}
+			return l.Settlement(ctx, gateway, id)
 		}),
 		ledgerTxCmd(a, f, "claim", "Move the vested part of your rewards to your balance", 0, func([]string) (ledger.Tx, error) {
 			return ledger.Tx{Kind: ledger.KindClaim}, nil
@@ -115,9 +119,10 @@ func amountTx(kind ledger.Kind) func([]string) (ledger.Tx, error) {
 }
 
 func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
-	return &cobra.Command{
+	var gateways []string
+	cmd := &cobra.Command{
 		Use:   "balance [ADDRESS]",
-		Short: "Show an account: balance, stake, unbonding, escrow, roles (default: the --key account)",
+		Short: "Show an account: balance, stake, unbonding, escrow, roles, and its deposits for --gateway (default: the --key account)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var addr keys.Address
@@ -139,20 +144,44 @@ func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			info, err := chain.Ledger{Client: c}.Account(ctx, addr)
+			l := chain.Ledger{Client: c}
+			info, err := l.Account(ctx, addr)
 			if errors.Is(err, chain.ErrNotFound) {
 				return fmt.Errorf("account %s does not exist on the ledger (it has never received anything)", addr)
 			}
 			if err != nil {
 				return err
 			}
+			var deposits []chain.DepositInfo
+			for _, g := range gateways {
+				gw := keys.Address(g)
+				if err := gw.Validate(); err != nil {
+					return fmt.Errorf("--gateway: %w", err)
+				}
+				d, err := l.Deposit(ctx, addr, gw)
+				if err != nil {
+					return err
+				}
+				deposits = append(deposits, d)
+			}
 			if f.json {
-				return printJSON(a.stdout, info)
+				return printJSON(a.stdout, struct {
+					chain.AccountInfo
+					Deposits []chain.DepositInfo `json:"deposits,omitempty"`
+				}{info, deposits})
 			}
 			printAccount(a.stdout, info)
+			for _, d := range deposits {
+				fmt.Fprintf(a.stdout, "deposit   %s locked for %s\n", d.Locked, d.Gateway)
+				for _, e := range d.Unlocking {
+					fmt.Fprintf(a.stdout, "          %s unlocking, back to the balance with the next approve from height %d\n", e.Amount, e.Height)
+				}
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringArrayVar(&gateways, "gateway", nil, "also show the account's deposit for this gateway (repeatable)")
+	return cmd
 }
 
 func printAccount(w io.Writer, a chain.AccountInfo) {

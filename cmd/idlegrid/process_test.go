@@ -357,7 +357,9 @@ func atoi(t *testing.T, s string) int {
 }
 
 // account reads GET /v1/account.
-func account(t *testing.T, base, key string) (balance, pending, settled uint64, counts map[string]int64) {
+// account reads GET /v1/account: the deposit receipts are paid from, what
+// is pending and settled, and the receipt counts.
+func account(t *testing.T, base, key string) (deposit, pending, settled uint64, counts map[string]int64) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", base+"/v1/account", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -367,7 +369,7 @@ func account(t *testing.T, base, key string) (balance, pending, settled uint64, 
 	}
 	defer resp.Body.Close()
 	var a struct {
-		Balance  uint64           `json:"balance"`
+		Deposit  uint64           `json:"deposit"`
 		Pending  uint64           `json:"pending_settlement"`
 		Settled  uint64           `json:"settled_spend"`
 		Receipts map[string]int64 `json:"receipts"`
@@ -375,7 +377,7 @@ func account(t *testing.T, base, key string) (balance, pending, settled uint64, 
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET /v1/account: %d %v", resp.StatusCode, err)
 	}
-	return a.Balance, a.Pending, a.Settled, a.Receipts
+	return a.Deposit, a.Pending, a.Settled, a.Receipts
 }
 
 // TestGatewayKilledBeforeSettlement: `up` serves requests and is killed with
@@ -597,7 +599,7 @@ func TestSeparateRolesOnLedger(t *testing.T) {
 	gwKey, _ := keys.Load(filepath.Join(gwDir, "gateway.key"))
 	pvKey, _ := keys.Load(filepath.Join(pvDir, "provider.key"))
 	genesis := fmt.Sprintf(`{"accounts":[
-		{"address":%q,"balance":100000000,"approvals":[{"gateway":%q,"allowance":100000000}]},
+		{"address":%q,"balance":100000000,"approvals":[{"gateway":%q,"deposit":100000000}]},
 		{"address":%q,"pub_key":%q,"stake":5000000000,"roles":["gateway"]},
 		{"address":%q,"pub_key":%q,"stake":500000000,"roles":["provider"]}]}`,
 		consumer, gw, gw, gwKey.Public(), pv, pvKey.Public())

@@ -143,6 +143,21 @@ func (c *c3Chain) total(a keys.Address) money.Amount {
 	return t
 }
 
+// deposit is what consumer has locked for gw: its money, though only gw
+// can draw it.
+func (c *c3Chain) deposit(consumer, gw keys.Address) money.Amount {
+	c.tb.Helper()
+	d, err := ledger.View{R: c.state}.Deposit(consumer, gw)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	t := d.Locked
+	for _, e := range d.Unlocking {
+		t += e.Amount
+	}
+	return t
+}
+
 // c3World is the default genesis with an honest gateway, provider and
 // consumer, and an attacker: one account registered as gateway and
 // provider (staked for both), paid by a consumer account it also owns.
@@ -162,10 +177,10 @@ func newC3World(tb testing.TB) *c3World {
 		{Address: w.gw.Public().Address(), PubKey: w.gw.Public(), Stake: p.MinGatewayStake, Roles: []string{"gateway"}},
 		{Address: w.honest.Public().Address(), PubKey: w.honest.Public(), Stake: p.MinProviderStake, Roles: []string{"provider"}},
 		{Address: w.user.Public().Address(), PubKey: w.user.Public(), Balance: funds,
-			Approvals: []ledger.GenesisApproval{{Gateway: w.gw.Public().Address(), Allowance: funds}}},
+			Approvals: []ledger.GenesisApproval{{Gateway: w.gw.Public().Address(), Deposit: funds}}},
 		{Address: w.attacker.Public().Address(), PubKey: w.attacker.Public(), Stake: p.MinGatewayStake + p.MinProviderStake, Roles: []string{"gateway", "provider"}},
 		{Address: w.sucker.Public().Address(), PubKey: w.sucker.Public(), Balance: funds,
-			Approvals: []ledger.GenesisApproval{{Gateway: w.attacker.Public().Address(), Allowance: funds}}},
+			Approvals: []ledger.GenesisApproval{{Gateway: w.attacker.Public().Address(), Deposit: funds}}},
 	}}
 	w.c3Chain = newC3Chain(tb, g)
 	return w
@@ -197,7 +212,7 @@ func TestC3FabricatedReceiptsEarnNothing(t *testing.T) {
 	w := newC3World(t)
 	w.honestMillion()
 	att, sucker := w.attacker.Public().Address(), w.sucker.Public().Address()
-	before := w.total(att) + w.total(sucker)
+	before := w.total(att) + w.total(sucker) + w.deposit(sucker, att)
 	var paid money.Amount
 	for range 8 {
 		paid += w.settle(w.attacker, w.attacker, sucker, "llama3.3:70b", 999_999, 1)
@@ -212,7 +227,7 @@ func TestC3FabricatedReceiptsEarnNothing(t *testing.T) {
 	if got := w.payout(w.honest.Public().Address()); got != honestAlone {
 		t.Errorf("honest provider earned %d beside the fabricator, %d alone: diluted by receipts that paid nothing", got, honestAlone)
 	}
-	if after := w.total(att) + w.total(sucker); after > before {
+	if after := w.total(att) + w.total(sucker) + w.deposit(sucker, att); after > before {
 		t.Errorf("attacker's accounts grew from %d to %d", before, after)
 	}
 }
@@ -232,12 +247,12 @@ func TestC3WashTradingLoses(t *testing.T) {
 					w.honestMillion()
 				}
 				att, sucker := w.attacker.Public().Address(), w.sucker.Public().Address()
-				before := w.total(att) + w.total(sucker)
+				before := w.total(att) + w.total(sucker) + w.deposit(sucker, att)
 				paid := w.settle(w.attacker, w.attacker, sucker, "llama3.1:8b", tokens, 6*money.Unit)
 				fee, _ := paid.MulDiv(uint64(w.params.ProtocolFeeBps), 10_000)
 				w.endEpoch(w.params)
 				reward := w.payout(att)
-				after := w.total(att) + w.total(sucker)
+				after := w.total(att) + w.total(sucker) + w.deposit(sucker, att)
 				t.Logf("paid %d, protocol fee %d, reward %d, net %d", paid, fee, reward, int64(after)-int64(before))
 				if reward >= fee && fee > 0 {
 					t.Errorf("wash trade paying %d (protocol fee %d) earned %d: reward − fees = %d ≥ 0", paid, fee, reward, int64(reward)-int64(fee))

@@ -133,7 +133,7 @@ func (p benchParties) genesis(batch int) ([]byte, error) {
 	}
 	for _, c := range p.consumers {
 		g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: c, Balance: 1_000_000 * money.Unit,
-			Approvals: []ledger.GenesisApproval{{Gateway: gw.Address(), Allowance: 1_000_000 * money.Unit}}})
+			Approvals: []ledger.GenesisApproval{{Gateway: gw.Address(), Deposit: 1_000_000 * money.Unit}}})
 	}
 	return json.Marshal(g)
 }

@@ -151,13 +151,14 @@ func (p scaleParties) genesis() ([]byte, error) {
 	var approvals []ledger.GenesisApproval
 	for _, k := range p.gateways {
 		g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: k.Public().Address(), PubKey: k.Public(), Stake: 1_000_000 * money.Unit, Roles: []string{"gateway"}})
-		approvals = append(approvals, ledger.GenesisApproval{Gateway: k.Public().Address(), Allowance: 1_000_000 * money.Unit})
+		approvals = append(approvals, ledger.GenesisApproval{Gateway: k.Public().Address(), Deposit: 1_000_000 * money.Unit})
 	}
 	for _, k := range p.providers {
 		g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: k.Public().Address(), PubKey: k.Public(), Stake: 1_000 * money.Unit, Roles: []string{"provider"}})
 	}
 	for _, c := range p.consumers {
-		g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: c, Balance: 1_000_000 * money.Unit, Approvals: approvals})
+		// A deposit per gateway, each out of the consumer's balance.
+		g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: c, Balance: money.Amount(len(approvals)) * 1_000_000 * money.Unit, Approvals: approvals})
 	}
 	return json.Marshal(g)
 }

@@ -18,12 +18,12 @@ import (
 // Query paths the application answers, each with JSON in the response
 // value. Data is the path's argument as text.
 const (
-	PathAccount   = "/account"   // data: address → AccountInfo
-	PathReceipt   = "/receipt"   // data: request id → ledger.Settlement
-	PathTx        = "/tx"        // data: tx hash in hex → ledger.TxRecord
-	PathAllowance = "/allowance" // data: "consumer/gateway" → AllowanceInfo
-	PathParams    = "/params"    // → ledger.Params
-	PathSupply    = "/supply"    // → ledger.Supply
+	PathAccount = "/account" // data: address → AccountInfo
+	PathReceipt = "/receipt" // data: "gateway/request_id" → ledger.Settlement
+	PathTx      = "/tx"      // data: tx hash in hex → ledger.TxRecord
+	PathDeposit = "/deposit" // data: "consumer/gateway" → DepositInfo
+	PathParams  = "/params"  // → ledger.Params
+	PathSupply  = "/supply"  // → ledger.Supply
 	// PathEpoch: data "" → EpochInfo of the running epoch; an epoch number
 	// → the finished epoch's ledger.EpochRecord.
 	PathEpoch      = "/epoch"
@@ -76,11 +76,30 @@ type AccountInfo struct {
 	Unvested  money.Amount `json:"unvested"`
 }
 
-// AllowanceInfo is what a gateway may still charge a consumer.
-type AllowanceInfo struct {
-	Consumer  keys.Address `json:"consumer"`
-	Gateway   keys.Address `json:"gateway"`
-	Allowance money.Amount `json:"allowance"`
+// DepositInfo is what a consumer locked for a gateway.
+type DepositInfo struct {
+	Consumer keys.Address `json:"consumer"`
+	Gateway  keys.Address `json:"gateway"`
+	ledger.Deposit
+	// Drawable is what the gateway's receipts can still be paid from at
+	// the height of the answer: the locked part and what is unlocking.
+	Drawable money.Amount `json:"drawable"`
+}
+
+// ParseReceiptRef reads the argument of PathReceipt, "gateway/request_id":
+// request ids are unique only per gateway, so a settlement is named by both.
+func ParseReceiptRef(ref string) (keys.Address, string, error) {
+	g, id, cut := strings.Cut(ref, "/")
+	gateway := keys.Address(g)
+	if !cut || gateway.Validate() != nil || id == "" {
+		return "", "", fmt.Errorf("receipt %q: want GATEWAY/REQUEST_ID (settlements are kept per gateway: the address of the gateway that settled it, a slash, the request id)", ref)
+	}
+	return gateway, id, nil
+}
+
+// ReceiptRef is the argument of PathReceipt for gateway's receipt requestID.
+func ReceiptRef(gateway keys.Address, requestID string) string {
+	return string(gateway) + "/" + requestID
 }
 
 // Query answers reads of committed state.
@@ -138,7 +157,11 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		}
 		return AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(uint64(height)), Unvested: a.Unvested(uint64(height))}, 0, nil
 	case PathReceipt:
-		s, ok, err := view.Settlement(arg)
+		gateway, id, err := ParseReceiptRef(arg)
+		if err != nil {
+			return nil, QueryCodeBadRequest, err
+		}
+		s, ok, err := view.Settlement(gateway, id)
 		return found(s, ok, err, "settled receipt")
 	case PathTx:
 		h, err := hashArg("tx hash")
@@ -147,7 +170,7 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		}
 		t, ok, err := view.Tx(h)
 		return found(t, ok, err, "transaction")
-	case PathAllowance:
+	case PathDeposit:
 		c, g, _ := strings.Cut(arg, "/")
 		consumer, gateway := keys.Address(c), keys.Address(g)
 		if err := consumer.Validate(); err != nil {
@@ -156,11 +179,11 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		if err := gateway.Validate(); err != nil {
 			return nil, QueryCodeBadRequest, err
 		}
-		a, err := view.Allowance(consumer, gateway)
+		d, err := view.Deposit(consumer, gateway)
 		if err != nil {
 			return internal(err)
 		}
-		return AllowanceInfo{Consumer: consumer, Gateway: gateway, Allowance: a}, 0, nil
+		return DepositInfo{Consumer: consumer, Gateway: gateway, Deposit: d, Drawable: d.Drawable(uint64(height))}, 0, nil
 	case PathParams:
 		p, err := view.Params()
 		if err != nil {

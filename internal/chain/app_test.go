@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -60,10 +61,11 @@ func (p parties) genesis(t *testing.T, edit ...func(*ledger.Params)) json.RawMes
 		f(&params)
 	}
 	g := ledger.Genesis{Params: params, Accounts: []ledger.GenesisAccount{
-		{Address: p.consumer.Public().Address(), PubKey: p.consumer.Public(), Balance: consumerFunds,
-			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Allowance: consumerFunds}}},
-		{Address: p.poor.Public().Address(), PubKey: p.poor.Public(), Balance: poorFunds,
-			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Allowance: consumerFunds}}},
+		// The consumer locks half its funds in a deposit for the gateway;
+		// the poor one locks nothing.
+		{Address: p.consumer.Public().Address(), PubKey: p.consumer.Public(), Balance: 2 * consumerFunds,
+			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Deposit: consumerFunds}}},
+		{Address: p.poor.Public().Address(), PubKey: p.poor.Public(), Balance: poorFunds},
 		{Address: p.gateway.Public().Address(), PubKey: p.gateway.Public(), Balance: 10 * money.Unit, Stake: gatewayStake, Roles: []string{"gateway"}},
 		{Address: p.provider.Public().Address(), PubKey: p.provider.Public(), Stake: providerStake, Roles: []string{"provider"}},
 		{Address: p.verifier.Public().Address(), PubKey: p.verifier.Public(), Stake: providerStake, Roles: []string{"verifier"}},
@@ -97,6 +99,16 @@ func balanceOf(t *testing.T, ctx context.Context, l Ledger, a keys.Address) Acco
 		t.Fatalf("account %s: %v", a, err)
 	}
 	return info
+}
+
+// depositOf is what consumer has locked for the parties' gateway.
+func (p parties) depositOf(t *testing.T, ctx context.Context, l Ledger, consumer keys.Address) money.Amount {
+	t.Helper()
+	d, err := l.Deposit(ctx, consumer, p.gateway.Public().Address())
+	if err != nil {
+		t.Fatalf("deposit of %s: %v", consumer, err)
+	}
+	return d.Locked
 }
 
 func escrowTotal(a AccountInfo) money.Amount {
@@ -152,8 +164,11 @@ func TestLedgerOnCometBFT(t *testing.T) {
 		protocolFees += fee(r.Receipt.Amount, params.ProtocolFeeBps)
 		gatewayFees += fee(r.Receipt.Amount, params.GatewayFeeBps)
 	}
-	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total {
-		t.Errorf("consumer balance %d, want %d", got, consumerFunds-total)
+	if got := p.depositOf(t, ctx, l, consumer); got != consumerFunds-total {
+		t.Errorf("consumer deposit %d, want %d", got, consumerFunds-total)
+	}
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds {
+		t.Errorf("consumer balance %d, want untouched %d", got, consumerFunds)
 	}
 	if got := balanceOf(t, ctx, l, p.poor.Public().Address()).Balance; got != poorFunds {
 		t.Errorf("poor consumer balance %d, want untouched %d", got, poorFunds)
@@ -168,12 +183,18 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	if got := balanceOf(t, ctx, l, ledger.TreasuryAddress).Balance; got != protocolFees {
 		t.Errorf("treasury %d, want %d", got, protocolFees)
 	}
-	st, err := l.Settlement(ctx, "req-poor")
+	st, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-poor")
 	if err != nil || !st.PaidByGateway || st.Height != uint64(out.Height) {
 		t.Errorf("settlement of req-poor: %+v, %v", st, err)
 	}
-	if _, err := l.Settlement(ctx, "req-foreign"); !errors.Is(err, ErrNotFound) {
+	if _, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-foreign"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("rejected receipt: settlement lookup %v, want ErrNotFound", err)
+	}
+	// Settlements are kept per gateway: a bare request id is refused
+	// with a message that names the form.
+	var qe *QueryError
+	if _, err := tn.client().Query(ctx, PathReceipt, []byte("req-poor")); !errors.As(err, &qe) || qe.Code != QueryCodeBadRequest || !strings.Contains(qe.Log, "GATEWAY/REQUEST_ID") {
+		t.Errorf("bare request id: %v, want a bad request naming GATEWAY/REQUEST_ID", err)
 	}
 
 	// The gateway lost the answer and sends the same receipts again: they
@@ -185,8 +206,8 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	if len(again.Settled) != 51 || len(again.Rejected) != 0 || again.Settled["req-000"] != out.Height {
 		t.Fatalf("resent batch: settled %d (req-000 at %d, first at %d), rejected %v", len(again.Settled), again.Settled["req-000"], out.Height, again.Rejected)
 	}
-	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total {
-		t.Errorf("after resending, consumer balance %d, want %d", got, consumerFunds-total)
+	if got := p.depositOf(t, ctx, l, consumer); got != consumerFunds-total {
+		t.Errorf("after resending, consumer deposit %d, want %d", got, consumerFunds-total)
 	}
 
 	// Several transactions from one key in flight at once all commit, even
@@ -234,11 +255,14 @@ func TestLedgerOnCometBFT(t *testing.T) {
 		t.Errorf("after restart: height %d app hash %X; before %d %X (first seen %d)", after.Height, after.AppHash, h, hash, before.Height)
 	}
 	l = Ledger{tn.client()}
-	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-total-inFlight*money.Unit {
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-inFlight*money.Unit {
 		t.Errorf("after restart, consumer balance %d", got)
 	}
+	if got := p.depositOf(t, ctx, l, consumer); got != consumerFunds-total {
+		t.Errorf("after restart, consumer deposit %d", got)
+	}
 	sup, err := l.Supply(ctx)
-	if err != nil || sup.Total != consumerFunds+poorFunds+10*money.Unit+gatewayStake+2*providerStake { // the provider and the verifier stake the same
+	if err != nil || sup.Total != 2*consumerFunds+poorFunds+10*money.Unit+gatewayStake+2*providerStake { // the provider and the verifier stake the same
 		t.Errorf("supply %+v, %v", sup, err)
 	}
 }
@@ -286,7 +310,7 @@ func TestLedgerNetwork(t *testing.T) {
 	}
 	balance := func(via *testNode) money.Amount {
 		t.Helper()
-		return balanceOf(t, ctx, Ledger{via.client()}, consumer).Balance
+		return p.depositOf(t, ctx, Ledger{via.client()}, consumer)
 	}
 	var spent money.Amount
 	for _, tn := range nodes {

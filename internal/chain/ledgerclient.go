@@ -43,10 +43,10 @@ func (l Ledger) Account(ctx context.Context, addr keys.Address) (AccountInfo, er
 	return a, l.query(ctx, PathAccount, string(addr), &a)
 }
 
-// Settlement says how and when a receipt was settled.
-func (l Ledger) Settlement(ctx context.Context, requestID string) (ledger.Settlement, error) {
+// Settlement says how and when gateway's receipt requestID was settled.
+func (l Ledger) Settlement(ctx context.Context, gateway keys.Address, requestID string) (ledger.Settlement, error) {
 	var s ledger.Settlement
-	return s, l.query(ctx, PathReceipt, requestID, &s)
+	return s, l.query(ctx, PathReceipt, ReceiptRef(gateway, requestID), &s)
 }
 
 // Tx says where a transaction ran and with which code.
@@ -55,11 +55,10 @@ func (l Ledger) Tx(ctx context.Context, hash receipt.Hash) (ledger.TxRecord, err
 	return t, l.query(ctx, PathTx, hash.String(), &t)
 }
 
-// Allowance is what gateway may still charge consumer.
-func (l Ledger) Allowance(ctx context.Context, consumer, gateway keys.Address) (money.Amount, error) {
-	var a AllowanceInfo
-	err := l.query(ctx, PathAllowance, string(consumer)+"/"+string(gateway), &a)
-	return a.Allowance, err
+// Deposit is what consumer locked for gateway; an empty one when none.
+func (l Ledger) Deposit(ctx context.Context, consumer, gateway keys.Address) (DepositInfo, error) {
+	var d DepositInfo
+	return d, l.query(ctx, PathDeposit, string(consumer)+"/"+string(gateway), &d)
 }
 
 // Params are the chain's parameters.
@@ -322,7 +321,7 @@ func (s *Signer) SettleBatch(ctx context.Context, rs []receipt.Signed) (BatchOut
 			continue
 		}
 		if reason == ledger.ReasonAlreadySettled {
-			st, err := s.ledger.Settlement(ctx, id)
+			st, err := s.ledger.Settlement(ctx, s.Address(), id)
 			if err != nil {
 				return BatchOutcome{}, fmt.Errorf("receipt %s: look up earlier settlement: %w", id, err)
 			}
@@ -337,30 +336,38 @@ func (s *Signer) SettleBatch(ctx context.Context, rs []receipt.Signed) (BatchOut
 	return out, nil
 }
 
-// Funds is what a gateway may charge a consumer: the consumer's balance,
-// limited by the allowance the consumer granted this gateway.
+// Funds is what a gateway may charge a consumer: the deposit the consumer
+// locked for this gateway, which no other gateway can spend. The balance is
+// shown for information only; the ledger never draws a receipt from it.
 type Funds struct {
-	Balance   money.Amount `json:"balance"`
-	Allowance money.Amount `json:"allowance"`
+	Balance money.Amount `json:"balance"`
+	// Deposit is the locked part: what the gateway admits requests against.
+	Deposit money.Amount `json:"deposit"`
+	// Unlocking is what the consumer took out of the deposit: it still
+	// pays receipts this gateway admitted before, until it returns to the
+	// consumer, but admits nothing new.
+	Unlocking money.Amount `json:"unlocking"`
 }
 
-// Spendable is min(Balance, Allowance).
-func (f Funds) Spendable() money.Amount { return min(f.Balance, f.Allowance) }
+// Spendable is what the gateway may admit new requests against: the
+// locked deposit.
+func (f Funds) Spendable() money.Amount { return f.Deposit }
 
-// ConsumerFunds reads a consumer's balance and its allowance for this
-// signer's gateway. An account that does not exist has no funds.
+// ConsumerFunds reads a consumer's deposit for this signer's gateway and
+// its balance. An account that does not exist has no funds.
 func (s *Signer) ConsumerFunds(ctx context.Context, consumer keys.Address) (Funds, error) {
-	var f Funds
+	d, err := s.ledger.Deposit(ctx, consumer, s.Address())
+	if err != nil {
+		return Funds{}, err
+	}
+	f := Funds{Deposit: d.Locked, Unlocking: d.Drawable - d.Locked}
 	a, err := s.ledger.Account(ctx, consumer)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return Funds{}, nil
+		return f, nil
 	case err != nil:
 		return Funds{}, err
 	}
 	f.Balance = a.Balance
-	if f.Allowance, err = s.ledger.Allowance(ctx, consumer, s.Address()); err != nil {
-		return Funds{}, err
-	}
 	return f, nil
 }

@@ -35,9 +35,9 @@ func (s *sim) closeEpoch(e uint64, res *epochResult) error {
 		if err != nil {
 			return err
 		}
-		total, err := acct.Total()
+		total, err := s.owned(p.addr)
 		if err != nil {
-			return fmt.Errorf("econ: account %s: %w", p.addr, err)
+			return err
 		}
 		reward := paid[p.addr]
 		// Nothing but its receipts and its rewards moves a provider's money.

@@ -126,7 +126,7 @@ func newSim(cfg *Config, w world) (*sim, error) {
 		{Address: s.gw.Public().Address(), PubKey: s.gw.Public(), Stake: cfg.Params.MinGatewayStake, Roles: []string{"gateway"}},
 	}}
 	approve := func(balance money.Amount) []ledger.GenesisApproval {
-		return []ledger.GenesisApproval{{Gateway: s.gw.Public().Address(), Allowance: balance}}
+		return []ledger.GenesisApproval{{Gateway: s.gw.Public().Address(), Deposit: balance}}
 	}
 	for _, grp := range w.population {
 		ci, _ := cfg.class(grp.Class)
@@ -286,7 +286,7 @@ func (s *sim) runEpoch(e uint64) (epochResult, error) {
 		s.wash.tally.online++
 	}
 	for _, p := range s.all() {
-		t, err := s.chain.total(p.addr)
+		t, err := s.owned(p.addr)
 		if err != nil {
 			return res, err
 		}
@@ -318,6 +318,20 @@ func (s *sim) runEpoch(e uint64) (epochResult, error) {
 }
 
 // all is every provider, the wash trader last.
+// owned is everything a owns on the ledger: its account and its deposit
+// for the simulation's gateway (the wash trader pays from one).
+func (s *sim) owned(a keys.Address) (money.Amount, error) {
+	t, err := s.chain.total(a)
+	if err != nil {
+		return 0, err
+	}
+	d, err := s.chain.view().Deposit(a, s.gw.Public().Address())
+	if err != nil {
+		return 0, fmt.Errorf("econ: deposit of %s: %w", a, err)
+	}
+	return t + d.Total(), nil
+}
+
 func (s *sim) all() []*provider {
 	if s.wash == nil {
 		return s.providers

@@ -19,16 +19,16 @@ type holdings struct {
 }
 
 // snapshot is the ledger's view of every account a run's receipts touch,
-// and of each consumer's allowance per gateway.
+// and of each consumer's deposit per gateway.
 type snapshot struct {
-	accounts   map[keys.Address]holdings
-	allowances map[[2]keys.Address]money.Amount // {consumer, gateway}
+	accounts map[keys.Address]holdings
+	deposits map[[2]keys.Address]money.Amount // {consumer, gateway}: locked and unlocking
 }
 
-// takeSnapshot reads the accounts and allowances of n's identities and the
+// takeSnapshot reads the accounts and deposits of n's identities and the
 // treasury.
 func takeSnapshot(ctx context.Context, l chain.Ledger, n *network) (snapshot, error) {
-	s := snapshot{accounts: map[keys.Address]holdings{}, allowances: map[[2]keys.Address]money.Amount{}}
+	s := snapshot{accounts: map[keys.Address]holdings{}, deposits: map[[2]keys.Address]money.Amount{}}
 	addrs := append([]keys.Address{ledger.TreasuryAddress}, n.consumers...)
 	for _, k := range append(append([]keys.PublicKey{}, n.gwKeys...), n.provKeys...) {
 		addrs = append(addrs, k.Address())
@@ -50,11 +50,11 @@ func takeSnapshot(ctx context.Context, l chain.Ledger, n *network) (snapshot, er
 	}
 	for _, c := range n.consumers {
 		for _, g := range n.gwKeys {
-			v, err := l.Allowance(ctx, c, g.Address())
+			d, err := l.Deposit(ctx, c, g.Address())
 			if err != nil {
-				return s, fmt.Errorf("allowance of %s for %s: %w", c, g.Address(), err)
+				return s, fmt.Errorf("deposit of %s for %s: %w", c, g.Address(), err)
 			}
-			s.allowances[[2]keys.Address{c, g.Address()}] = v
+			s.deposits[[2]keys.Address{c, g.Address()}] = d.Total()
 		}
 	}
 	return s, nil
@@ -62,8 +62,8 @@ func takeSnapshot(ctx context.Context, l chain.Ledger, n *network) (snapshot, er
 
 // settled is a receipt the ledger settled, with how it was paid.
 type settled struct {
-	r             receipt.Receipt
-	paidByGateway bool
+	r         receipt.Receipt
+	stakePaid money.Amount // what the gateway's stake paid of it
 }
 
 // settledReceipts reads every settle-batch transaction in the chain's
@@ -82,6 +82,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 		return nil, 0, nil, fmt.Errorf("latest height: %w", err)
 	}
 	candidates := map[string]map[receipt.Hash]receipt.Receipt{}
+	gatewayOf := map[string]keys.Address{} // settlements are kept per gateway
 	var order []string
 	for h := int64(1); h <= height; h++ {
 		blk, err := src.Block(ctx, h)
@@ -101,6 +102,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 				if candidates[r.RequestID] == nil {
 					candidates[r.RequestID] = map[receipt.Hash]receipt.Receipt{}
 					order = append(order, r.RequestID)
+					gatewayOf[r.RequestID] = tx.Sender.Address()
 				}
 				candidates[r.RequestID][receipt.Sum(br.Bytes)] = r
 			}
@@ -109,7 +111,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 	out := map[string]settled{}
 	var problems []string
 	for _, id := range order {
-		st, err := l.Settlement(ctx, id)
+		st, err := l.Settlement(ctx, gatewayOf[id], id)
 		if errors.Is(err, chain.ErrNotFound) {
 			problems = append(problems, fmt.Sprintf("receipt %s was sent for settlement but never settled", id))
 			continue
@@ -124,7 +126,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 		case st.Amount != r.Amount || st.Consumer != r.Consumer || st.Provider != r.Provider:
 			problems = append(problems, fmt.Sprintf("receipt %s: settlement %+v disagrees with its receipt", id, st))
 		default:
-			out[id] = settled{r: r, paidByGateway: st.PaidByGateway}
+			out[id] = settled{r: r, stakePaid: st.StakePaid}
 		}
 	}
 	return out, height, problems, nil
@@ -137,9 +139,9 @@ var continuation = regexp.MustCompile(`-c[0-9]+$`)
 func baseID(id string) string { return continuation.ReplaceAllString(id, "") }
 
 // reconcile checks that the ledger moved exactly what the settled receipts
-// say: each consumer's balance (and allowance per gateway) dropped by what
-// it paid, the treasury gained the protocol fees, each gateway its fees
-// (and its stake paid what consumers could not), each provider the rest in
+// say: each consumer's deposit per gateway dropped by what it paid (its
+// balance not at all), the treasury gained the protocol fees, each gateway
+// its fees (and its stake paid what deposits could not), each provider the rest in
 // balance plus escrow. Fees are rounded down per receipt, as settlement
 // does.
 func reconcile(params ledger.Params, before, after snapshot, rs map[string]settled) []string {
@@ -147,9 +149,9 @@ func reconcile(params ledger.Params, before, after snapshot, rs map[string]settl
 	for a, h := range before.accounts {
 		want[a] = h
 	}
-	wantAllow := map[[2]keys.Address]money.Amount{}
-	for k, v := range before.allowances {
-		wantAllow[k] = v
+	wantDep := map[[2]keys.Address]money.Amount{}
+	for k, v := range before.deposits {
+		wantDep[k] = v
 	}
 	var problems []string
 	for id, s := range rs {
@@ -165,16 +167,10 @@ func reconcile(params ledger.Params, before, after snapshot, rs map[string]settl
 		}
 		protocolFee, _ := r.Amount.MulDiv(uint64(params.ProtocolFeeBps), 10_000)
 		gatewayFee, _ := r.Amount.MulDiv(uint64(params.GatewayFeeBps), 10_000)
-		if s.paidByGateway {
-			h := want[gw]
-			h.stake -= r.Amount
-			want[gw] = h
-		} else {
-			h := want[r.Consumer]
-			h.balance -= r.Amount
-			want[r.Consumer] = h
-			wantAllow[[2]keys.Address{r.Consumer, gw}] -= r.Amount
-		}
+		h := want[gw]
+		h.stake -= s.stakePaid
+		want[gw] = h
+		wantDep[[2]keys.Address{r.Consumer, gw}] -= r.Amount - s.stakePaid
 		t := want[ledger.TreasuryAddress]
 		t.balance += protocolFee
 		want[ledger.TreasuryAddress] = t
@@ -192,9 +188,9 @@ func reconcile(params ledger.Params, before, after snapshot, rs map[string]settl
 				a, got.balance+got.escrow, got.stake, w.balance+w.escrow, w.stake))
 		}
 	}
-	for k, w := range wantAllow {
-		if got := after.allowances[k]; got != w {
-			problems = append(problems, fmt.Sprintf("allowance of %s for gateway %s is %s; the settled receipts make it %s", k[0], k[1], got, w))
+	for k, w := range wantDep {
+		if got := after.deposits[k]; got != w {
+			problems = append(problems, fmt.Sprintf("deposit of %s for gateway %s is %s; the settled receipts make it %s", k[0], k[1], got, w))
 		}
 	}
 	return problems

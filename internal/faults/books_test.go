@@ -29,9 +29,9 @@ func TestReconcile(t *testing.T) {
 			ledger.TreasuryAddress: {},
 			gw.Address():           {stake: 1000},
 			pv.Address():           {stake: 100},
-			con:                    {balance: 10_000},
+			con:                    {balance: 500},
 		},
-		allowances: map[[2]keys.Address]money.Amount{{con, gw.Address()}: 10_000},
+		deposits: map[[2]keys.Address]money.Amount{{con, gw.Address()}: 10_000},
 	}
 	// 1,999 units: fees 19 (1%) and 99 (5%), rounded down; the provider
 	// keeps 1,881. 199 units: fees 1 and 9; provider 189.
@@ -45,9 +45,9 @@ func TestReconcile(t *testing.T) {
 				ledger.TreasuryAddress: {balance: 20},
 				gw.Address():           {balance: 108, stake: 1000},
 				pv.Address():           {balance: 1000, escrow: 1070, stake: 100},
-				con:                    {balance: 10_000 - 2198},
+				con:                    {balance: 500},
 			},
-			allowances: map[[2]keys.Address]money.Amount{{con, gw.Address()}: 10_000 - 2198},
+			deposits: map[[2]keys.Address]money.Amount{{con, gw.Address()}: 10_000 - 2198},
 		}
 	}
 	tests := []struct {
@@ -67,9 +67,9 @@ func TestReconcile(t *testing.T) {
 			h.balance -= 199
 			s.accounts[con] = h
 		}, want: string(con)},
-		{name: "allowance not spent", change: func(s *snapshot) {
-			s.allowances[[2]keys.Address{con, gw.Address()}] += 199
-		}, want: "allowance"},
+		{name: "deposit not spent", change: func(s *snapshot) {
+			s.deposits[[2]keys.Address{con, gw.Address()}] += 199
+		}, want: "deposit"},
 		{name: "treasury fee not rounded down", change: func(s *snapshot) {
 			h := s.accounts[ledger.TreasuryAddress]
 			h.balance++
@@ -77,12 +77,9 @@ func TestReconcile(t *testing.T) {
 		}, want: string(ledger.TreasuryAddress)},
 		{name: "paid by the gateway's stake", rs: map[string]settled{
 			"a":    rs["a"],
-			"b-c1": {r: rs["b-c1"].r, paidByGateway: true},
+			"b-c1": {r: rs["b-c1"].r, stakePaid: 199},
 		}, change: func(s *snapshot) {
-			h := s.accounts[con]
-			h.balance += 199
-			s.accounts[con] = h
-			s.allowances[[2]keys.Address{con, gw.Address()}] += 199
+			s.deposits[[2]keys.Address{con, gw.Address()}] += 199
 			g := s.accounts[gw.Address()]
 			g.stake -= 199
 			s.accounts[gw.Address()] = g

@@ -144,8 +144,10 @@ func setup(ctx context.Context, cfg Config) (*network, error) {
 			return nil, err
 		}
 		acct := ledger.GenesisAccount{Address: pub.Address(), Balance: consumerBalance}
+		// Each gateway gets an equal deposit: money one gateway admits
+		// against is money no other can spend.
 		for _, gw := range n.gwKeys {
-			acct.Approvals = append(acct.Approvals, ledger.GenesisApproval{Gateway: gw.Address(), Allowance: consumerBalance})
+			acct.Approvals = append(acct.Approvals, ledger.GenesisApproval{Gateway: gw.Address(), Deposit: consumerBalance / money.Amount(len(n.gwKeys))})
 		}
 		n.consumers = append(n.consumers, pub.Address())
 		g.Accounts = append(g.Accounts, acct)

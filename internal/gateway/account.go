@@ -15,9 +15,14 @@ type accountView struct {
 	Account keys.Address `json:"account"`
 	// Ledger is false when the gateway runs without a ledger; the ledger
 	// fields are then absent.
-	Ledger    bool          `json:"ledger"`
-	Balance   *money.Amount `json:"balance,omitempty"`
-	Allowance *money.Amount `json:"allowance,omitempty"`
+	Ledger  bool          `json:"ledger"`
+	Balance *money.Amount `json:"balance,omitempty"`
+	// Deposit is what the account locked for this gateway on the ledger:
+	// requests are admitted against it (Spendable), and receipts paid
+	// from it. Unlocking was taken out of it: it still pays what this
+	// gateway admitted before, and returns to the balance later.
+	Deposit   *money.Amount `json:"deposit,omitempty"`
+	Unlocking *money.Amount `json:"unlocking,omitempty"`
 	Spendable *money.Amount `json:"spendable,omitempty"`
 	// Reserved is held by this account's requests in flight.
 	Reserved money.Amount `json:"reserved"`
@@ -57,7 +62,7 @@ func (g *Gateway) handleAccount(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		spendable := f.Spendable()
-		v.Ledger, v.Balance, v.Allowance, v.Spendable = true, &f.Balance, &f.Allowance, &spendable
+		v.Ledger, v.Balance, v.Deposit, v.Unlocking, v.Spendable = true, &f.Balance, &f.Deposit, &f.Unlocking, &spendable
 		if v.Reserved, v.Pending, err = g.funds.holdings(r.Context(), key.Account); err != nil {
 			g.log.Error("read holdings", "account", key.Account, "err", err)
 			apierr.WriteOpenAI(w, apierr.Internal("could not read the account's reservations"))

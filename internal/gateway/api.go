@@ -310,7 +310,7 @@ func (g *Gateway) handleReceipt(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, store.ErrNotFound) || err == nil && s.Receipt.Consumer != key.Account {
 		msg := fmt.Sprintf("No receipt %q for this account.", id)
 		if g.cfg.KeepSettled > 0 {
-			msg += fmt.Sprintf(" This gateway keeps settled receipts for %s after settlement; the ledger keeps them all (`idlegrid ledger receipt %s`).", g.cfg.KeepSettled, id)
+			msg += fmt.Sprintf(" This gateway keeps settled receipts for %s after settlement; the ledger keeps them all (`idlegrid ledger receipt %s/%s`).", g.cfg.KeepSettled, g.cfg.Key.Public().Address(), id)
 		}
 		apierr.WriteOpenAI(w, apierr.NotFound("%s", msg))
 		return

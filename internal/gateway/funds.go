@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -32,8 +33,9 @@ type Ledger interface {
 
 var _ Ledger = (*chain.Signer)(nil)
 
-// funds is admission bookkeeping per consumer: what the ledger says the
-// consumer can pay this gateway (cached briefly), what requests in flight
+// funds is admission bookkeeping per consumer: the deposit the consumer
+// locked for this gateway on the ledger (cached briefly), which no other
+// gateway can spend, what requests in flight
 // have reserved, and what stored receipts will charge once settled. A
 // request is admitted only if spendable − reserved − pending covers its
 // worst-case cost, so a consumer can never run up more than it can pay.
@@ -85,15 +87,16 @@ type reservation struct {
 	once     sync.Once
 }
 
-// worstCost is what a request can cost at most at the given prices: every
-// byte of the prompt a token (no tokenizer makes fewer bytes per token),
-// plus template overhead per message, and every allowed completion token.
+// worstCost is what a request can cost at most at the given prices: the
+// price of usageLimit, the most usage checkUsage lets a provider claim for
+// it. A request without max_tokens has no worst case (the relay sets one
+// before placing it).
 func worstCost(req *protocol.Request, pricePrompt, priceCompletion money.Amount) (money.Amount, error) {
-	promptTokens := uint64(len(req.Prompt)+len(req.System)) + 16
-	for _, m := range req.Messages {
-		promptTokens += uint64(len(m.Content)+len(m.Role)) + 16
+	if req.Options.MaxTokens <= 0 {
+		return 0, errors.New("a request without max_tokens has no worst-case cost")
 	}
-	return receipt.ComputeAmount(promptTokens, uint64(max(req.Options.MaxTokens, 0)), pricePrompt, priceCompletion)
+	prompt, completion := usageLimit(req)
+	return receipt.ComputeAmount(prompt, completion, pricePrompt, priceCompletion)
 }
 
 // reserve holds cost for consumer, or answers 402 when the consumer's funds
@@ -119,14 +122,10 @@ func (f *funds) reserve(ctx context.Context, consumer keys.Address, cost money.A
 }
 
 func insufficient(consumer keys.Address, cost money.Amount, what string, view chain.Funds, reserved, pending money.Amount) *apierr.Error {
-	limit := "balance"
-	if view.Allowance < view.Balance {
-		limit = fmt.Sprintf("allowance for this gateway (balance %s)", view.Balance)
-	}
 	return &apierr.Error{Status: http.StatusPaymentRequired, Type: "insufficient_quota", Code: "insufficient_funds",
-		Message: fmt.Sprintf("Insufficient funds: this request may cost up to %s tokens (%s), but account %s has %s tokens spendable by its %s, "+
-			"with %s reserved by requests in flight and %s charged by receipts awaiting settlement. Add funds or approve a higher allowance (`idlegrid ledger send`, `idlegrid ledger approve`), or lower max_tokens.",
-			cost, what, consumer, view.Spendable(), limit, reserved, pending)}
+		Message: fmt.Sprintf("Insufficient funds: this request may cost up to %s tokens (%s), but account %s has %s tokens deposited for this gateway (balance %s, not spendable here), "+
+			"with %s reserved by requests in flight and %s charged by receipts awaiting settlement. Lock more in the deposit (`idlegrid ledger approve GATEWAY AMOUNT`, after `idlegrid ledger send` to fund the account), or lower max_tokens.",
+			cost, what, consumer, view.Spendable(), view.Balance, reserved, pending)}
 }
 
 // view returns the consumer's ledger funds, read again when older than ttl,

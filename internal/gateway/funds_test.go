@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,10 +55,10 @@ const alice = keys.Address("idg00000000000000000000000000000000000000a1")
 
 func TestFundsReserveChargeResolve(t *testing.T) {
 	ctx := context.Background()
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 800}}}
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 800}}}
 	f := newFunds(l, time.Hour, map[keys.Address]money.Amount{alice: 100}) // 100 pending from before a restart
 
-	// Spendable is min(balance, allowance) = 800, minus 100 pending.
+	// Spendable is the deposit, 800, minus 100 pending.
 	r1, e := f.reserve(ctx, alice, 500, "test")
 	if e != nil {
 		t.Fatalf("reserve 500 of 700: %v", e)
@@ -86,7 +87,7 @@ func TestFundsReserveChargeResolve(t *testing.T) {
 	// The ledger settles the first 100: pending drops and the cached view
 	// is read again (the balance on the ledger dropped by as much).
 	reads := l.reads
-	l.set(alice, chain.Funds{Balance: 900, Allowance: 700}, nil)
+	l.set(alice, chain.Funds{Balance: 900, Deposit: 700}, nil)
 	f.resolved(alice, 100)
 	if _, e := f.reserve(ctx, alice, 1, "test"); e == nil {
 		t.Fatal("reserve beyond 700 − 580 reserved − 120 pending accepted")
@@ -104,7 +105,7 @@ func TestFundsLedgerDown(t *testing.T) {
 	if _, e := f.reserve(ctx, alice, 1, "test"); e == nil || e.Status != http.StatusServiceUnavailable {
 		t.Fatalf("no reading and the ledger down: %v, want 503", e)
 	}
-	l.set(alice, chain.Funds{Balance: 50, Allowance: 50}, nil)
+	l.set(alice, chain.Funds{Balance: 50, Deposit: 50}, nil)
 	if _, e := f.reserve(ctx, alice, 10, "test"); e != nil {
 		t.Fatal(e)
 	}
@@ -121,7 +122,7 @@ func TestFundsLedgerDown(t *testing.T) {
 // TestFundsConcurrent: many requests racing for one account never reserve
 // more than it has.
 func TestFundsConcurrent(t *testing.T) {
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 1000}}}
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 1000}}}
 	f := newFunds(l, time.Millisecond, nil)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -147,13 +148,55 @@ func TestFundsConcurrent(t *testing.T) {
 
 func TestWorstCost(t *testing.T) {
 	req := protocol.Request{Kind: protocol.KindChat, Messages: []protocol.ChatMessage{{Role: "user", Content: "hello"}}, Options: protocol.Options{MaxTokens: 100}}
-	// Prompt: 16 + 4 + 5 + 16 = 41 tokens at 1 token/Mtok … priced per million.
+	// Prompt: what checkUsage allows, 4 + 5 bytes + 16 per message for one
+	// message and the two of the template's own + 64 = 121 tokens at 1/Mtok
+	// priced per million.
 	got, err := worstCost(&req, 1_000_000, 2_000_000)
-	if err != nil || got != 41+200 {
-		t.Fatalf("worstCost = %d, %v; want %d", got, err, 41+200)
+	if err != nil || got != 121+200 {
+		t.Fatalf("worstCost = %d, %v; want %d", got, err, 121+200)
 	}
 	req.Options.MaxTokens = 1 << 62
 	if _, err := worstCost(&req, 1_000_000, money.Amount(1)<<62); err == nil {
 		t.Error("an overflowing worst case was accepted")
+	}
+}
+
+// TestWorstCostCoversEveryAcceptedClaim: a provider claiming the most usage
+// checkUsage accepts (every prompt token the rule allows, max_tokens of
+// completion, an answer long enough to carry them) is never charged more
+// than admission reserved; one token more on either side is refused.
+func TestWorstCostCoversEveryAcceptedClaim(t *testing.T) {
+	long := strings.Repeat("x", 5000)
+	for _, req := range []protocol.Request{
+		{Kind: protocol.KindChat, Messages: []protocol.ChatMessage{{Role: "user", Content: "hello"}}, Options: protocol.Options{MaxTokens: 100}},
+		{Kind: protocol.KindChat, System: "be brief", Messages: []protocol.ChatMessage{{Role: "system", Content: "a"}, {Role: "user", Content: long}, {Role: "assistant", Content: ""}}, Options: protocol.Options{MaxTokens: 1}},
+		{Kind: protocol.KindGenerate, Prompt: "abc", Options: protocol.Options{MaxTokens: 7}},
+		{Kind: protocol.KindGenerate, Prompt: long, Raw: true, Options: protocol.Options{MaxTokens: 4096}},
+		{Kind: protocol.KindGenerate, Options: protocol.Options{MaxTokens: 3}},
+	} {
+		for _, prices := range [][2]money.Amount{{1_000_000, 2_000_000}, {3, 7}, {5 * money.Unit, money.Unit}} {
+			reserved, err := worstCost(&req, prices[0], prices[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			prompt, completion := usageLimit(&req)
+			most := protocol.Usage{PromptTokens: prompt, CompletionTokens: completion}
+			relayed := int(completion) + 10
+			if err := checkUsage(&req, most, relayed); err != nil {
+				t.Fatalf("%+v: the largest claim is refused: %v", req.Options, err)
+			}
+			charged, err := receipt.ComputeAmount(most.PromptTokens, most.CompletionTokens, prices[0], prices[1])
+			if err != nil || charged > reserved {
+				t.Errorf("%q: a claim of %+v costs %d, above the %d reserved (%v)", req.Prompt+req.System, most, charged, reserved, err)
+			}
+			for _, over := range []protocol.Usage{{PromptTokens: prompt + 1, CompletionTokens: completion}, {PromptTokens: prompt, CompletionTokens: completion + 1}} {
+				if checkUsage(&req, over, relayed) == nil {
+					t.Errorf("a claim of %+v, above the limit %+v, is accepted", over, most)
+				}
+			}
+		}
+	}
+	if _, err := worstCost(&protocol.Request{Kind: protocol.KindGenerate, Prompt: "abc"}, 1, 1); err == nil {
+		t.Error("a request without max_tokens got a worst case")
 	}
 }

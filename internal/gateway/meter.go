@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
@@ -26,17 +27,32 @@ const (
 	endTokens = 2
 )
 
+// usageLimit is the most usage a provider may claim for req before its
+// answer is known: the prompt at most promptLimit tokens, the completion
+// at most max_tokens (unbounded, math.MaxUint64, when req sets none). It is
+// the one rule behind both checkUsage, which refuses any claim above it, and
+// worstCost, which reserves its price at admission: so the largest claim a
+// gateway countersigns never costs more than what it reserved.
+func usageLimit(req *protocol.Request) (prompt, completion uint64) {
+	completion = math.MaxUint64
+	if req.Options.MaxTokens > 0 {
+		completion = uint64(req.Options.MaxTokens)
+	}
+	return uint64(promptLimit(req)), completion
+}
+
 // checkUsage reports why claimed cannot be the usage of req whose answer
 // was relayed bytes long; nil when it can be.
 func checkUsage(req *protocol.Request, claimed protocol.Usage, relayed int) error {
-	if max := req.Options.MaxTokens; max > 0 && claimed.CompletionTokens > uint64(max) {
-		return fmt.Errorf("the provider claims %d completion tokens, above the request's max_tokens %d", claimed.CompletionTokens, max)
+	prompt, completion := usageLimit(req)
+	if claimed.CompletionTokens > completion {
+		return fmt.Errorf("the provider claims %d completion tokens, above the request's max_tokens %d", claimed.CompletionTokens, completion)
 	}
 	if limit := uint64(relayed) + endTokens; claimed.CompletionTokens > limit {
 		return fmt.Errorf("the provider claims %d completion tokens for %d bytes of text (at most %d tokens)", claimed.CompletionTokens, relayed, limit)
 	}
-	if limit := uint64(promptLimit(req)); claimed.PromptTokens > limit {
-		return fmt.Errorf("the provider claims %d prompt tokens for a prompt that can hold at most %d", claimed.PromptTokens, limit)
+	if claimed.PromptTokens > prompt {
+		return fmt.Errorf("the provider claims %d prompt tokens for a prompt that can hold at most %d", claimed.PromptTokens, prompt)
 	}
 	return nil
 }

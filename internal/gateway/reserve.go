@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain"
@@ -54,7 +55,10 @@ func (f *funds) reserveShared(ctx context.Context, consumer keys.Address, cost m
 	h := store.Hold{ID: "hold_" + hex.EncodeToString(id), Consumer: consumer, Gateway: f.gateway, Amount: cost, Expires: expires}
 	dctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	got, err := f.shared.Reserve(dctx, h, store.FundsView{Balance: view.Balance, Allowance: view.Allowance, AsOf: fetched.Add(-ledgerLag)})
+	// The deposit is this gateway's alone: only its own holdings count
+	// against it (Allowance); what other gateways hold is drawn from
+	// their own deposits, so the total bound is left open.
+	got, err := f.shared.Reserve(dctx, h, store.FundsView{Balance: money.Amount(math.MaxUint64), Allowance: view.Spendable(), AsOf: fetched.Add(-ledgerLag)})
 	switch {
 	case errors.Is(err, store.ErrInsufficientFunds):
 		return nil, insufficient(consumer, cost, what, view, got.Reserved, got.Pending)

@@ -19,11 +19,16 @@ import (
 
 // sharedFunds is one gateway's admission bookkeeping on its own connection
 // pool to the shared database, as a separate gateway process has.
-func sharedFunds(t *testing.T, url string, l Ledger) (*funds, *store.Store, keys.PrivateKey) {
+// sharedFunds is one process of the gateway with key k (a new key when
+// k is nil) on the shared database at url.
+func sharedFunds(t *testing.T, url string, l Ledger, k *keys.PrivateKey) (*funds, *store.Store, *keys.PrivateKey) {
 	t.Helper()
-	k, err := keys.Generate()
-	if err != nil {
-		t.Fatal(err)
+	if k == nil {
+		g, err := keys.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k = &g
 	}
 	st, err := store.OpenPostgres(t.Context(), url, store.ForGateway(k.Public()))
 	if err != nil {
@@ -35,19 +40,19 @@ func sharedFunds(t *testing.T, url string, l Ledger) (*funds, *store.Store, keys
 	return f, st, k
 }
 
-// TestSharedFundsTwoGatewaysRace: two gateways admitting requests for one
-// consumer at once, each with its own ledger reading and its own view of
-// the consumer's allowance, never reserve more than the balance between
-// them — the in-memory bookkeeping would let each reserve the whole of it.
+// TestSharedFundsTwoGatewaysRace: two processes of one gateway (one key,
+// one deposit on the ledger) admitting requests for one consumer at once,
+// each with its own ledger reading, never reserve more than the deposit
+// between them — the in-memory bookkeeping would let each reserve the
+// whole of it.
 func TestSharedFundsTwoGatewaysRace(t *testing.T) {
 	url := pgtest.Database(t, "gateways")
 	const balance, cost = 1000, 7
-	// Each gateway may spend the whole balance (its allowance), so only
-	// sharing keeps the two below it.
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: balance, Allowance: balance}}}
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 5 * balance, Deposit: balance}}}
 	gws := []*funds{}
+	_, _, k := sharedFunds(t, url, l, nil)
 	for range 2 {
-		f, _, _ := sharedFunds(t, url, l)
+		f, _, _ := sharedFunds(t, url, l, k)
 		gws = append(gws, f)
 	}
 	var granted [2]atomic.Int64
@@ -85,13 +90,13 @@ func TestSharedFundsTwoGatewaysRace(t *testing.T) {
 }
 
 // TestSharedFundsReceiptStaysCharged: a request's reservation becomes its
-// stored receipt at one gateway; the other gateway counts that receipt as
-// pending until the ledger settles it.
+// stored receipt at one process of a gateway; the other process counts
+// that receipt as pending until the ledger settles it.
 func TestSharedFundsReceiptStaysCharged(t *testing.T) {
 	url := pgtest.Database(t, "gateways")
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 1000}}}
-	a, storeA, keyA := sharedFunds(t, url, l)
-	b, _, _ := sharedFunds(t, url, l)
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 1000}}}
+	a, storeA, keyA := sharedFunds(t, url, l, nil)
+	b, _, _ := sharedFunds(t, url, l, keyA)
 	ctx := t.Context()
 	r, e := a.reserve(ctx, alice, 600, "test")
 	if e != nil {
@@ -100,7 +105,7 @@ func TestSharedFundsReceiptStaysCharged(t *testing.T) {
 	if _, e := b.reserve(ctx, alice, 401, "test"); e == nil || e.Status != http.StatusPaymentRequired {
 		t.Fatalf("b reserved past a's hold: %v", e)
 	}
-	sr := receiptFor(t, keyA, alice, 300) // the request cost 300 of its 600
+	sr := receiptFor(t, *keyA, alice, 300) // the request cost 300 of its 600
 	if err := storeA.SaveReceipt(ctx, sr); err != nil {
 		t.Fatal(err)
 	}
@@ -113,14 +118,14 @@ func TestSharedFundsReceiptStaysCharged(t *testing.T) {
 	}
 }
 
-// TestSharedFundsCrashedGatewayLapses: a gateway that dies holding a
-// reservation blocks the consumer's funds only until that request's
+// TestSharedFundsCrashedGatewayLapses: a gateway process that dies holding
+// a reservation blocks the consumer's deposit only until that request's
 // deadline (plus the grace), not forever.
 func TestSharedFundsCrashedGatewayLapses(t *testing.T) {
 	url := pgtest.Database(t, "gateways")
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Allowance: 1000}}}
-	dead, deadStore, _ := sharedFunds(t, url, l)
-	live, _, _ := sharedFunds(t, url, l)
+	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 1000}}}
+	dead, deadStore, k := sharedFunds(t, url, l, nil)
+	live, _, _ := sharedFunds(t, url, l, k)
 	dead.grace = 0
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()

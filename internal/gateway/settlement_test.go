@@ -201,7 +201,7 @@ func TestPruneSettled(t *testing.T) {
 	req := httptest.NewRequest("GET", "/v1/receipts/req-0", nil)
 	req.Header.Set("Authorization", "Bearer "+secret)
 	g.Handler().ServeHTTP(rec, req)
-	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "idlegrid ledger receipt req-0") {
+	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "idlegrid ledger receipt "+string(g.cfg.Key.Public().Address())+"/req-0") {
 		t.Errorf("pruned receipt: %d %s", rec.Code, rec.Body)
 	}
 }

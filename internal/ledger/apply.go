@@ -213,16 +213,3 @@ func (x *txn) withdrawUnbonded() (Result, error) {
 		{Key: "amount", Value: fmt.Sprint(uint64(matured))},
 	}}), nil
 }
-
-func (x *txn) approve() (Result, error) {
-	t := x.tx
-	if t.Gateway == x.sender {
-		return fail(CodeInvalid, "approve: an account cannot approve itself"), nil
-	}
-	x.set(allowanceKey(x.sender, t.Gateway), amountBytes(t.Amount))
-	return ok(Event{Type: "approve", Attrs: []Attr{
-		{Key: "consumer", Value: string(x.sender), Index: true},
-		{Key: "gateway", Value: string(t.Gateway), Index: true},
-		{Key: "allowance", Value: fmt.Sprint(uint64(t.Amount))},
-	}}), nil
-}

@@ -17,7 +17,7 @@ import (
 func TestApplyHappyPath(t *testing.T) {
 	type allowance struct {
 		consumer, gateway keys.Address
-		amount            money.Amount
+		dep               Deposit // nil Unlocking and Locked 0: the record is gone
 	}
 	tests := []struct {
 		name   string
@@ -45,7 +45,7 @@ func TestApplyHappyPath(t *testing.T) {
 		events: []string{"transfer", "transfer"},
 		want: func(w *world) map[keys.Address]Account {
 			return map[keys.Address]Account{
-				addr(w.alice): {PubKey: w.alice.Public(), Nonce: 1, Balance: 998_800},
+				addr(w.alice): {PubKey: w.alice.Public(), Nonce: 1, Balance: aliceFree - 1_200},
 				addr(w.bob):   {PubKey: w.bob.Public(), Nonce: 1, Balance: 51_200},
 			}
 		},
@@ -132,29 +132,45 @@ func TestApplyHappyPath(t *testing.T) {
 			}}
 		},
 	}, {
-		name:   "approve a new gateway",
+		name:   "approve a new gateway locks a deposit",
 		txs:    func(w *world) [][]byte { return [][]byte{approveTx(w.bob, 0, addr(w.gw2), 777)} },
 		events: []string{"approve"},
 		want: func(w *world) map[keys.Address]Account {
-			return map[keys.Address]Account{addr(w.bob): {PubKey: w.bob.Public(), Nonce: 1, Balance: 50_000}}
+			return map[keys.Address]Account{addr(w.bob): {PubKey: w.bob.Public(), Nonce: 1, Balance: 50_000 - 777}}
 		},
-		allow: func(w *world) []allowance { return []allowance{{addr(w.bob), addr(w.gw2), 777}} },
+		allow: func(w *world) []allowance { return []allowance{{addr(w.bob), addr(w.gw2), Deposit{Locked: 777}}} },
 	}, {
-		name:   "approve sets rather than adds",
+		name:   "approve more locks the difference",
+		txs:    func(w *world) [][]byte { return [][]byte{approveTx(w.alice, 0, addr(w.gw), 150_000)} },
+		events: []string{"approve"},
+		want: func(w *world) map[keys.Address]Account {
+			return map[keys.Address]Account{addr(w.alice): {PubKey: w.alice.Public(), Nonce: 1, Balance: aliceFree - 50_000}}
+		},
+		allow: func(w *world) []allowance { return []allowance{{addr(w.alice), addr(w.gw), Deposit{Locked: 150_000}}} },
+	}, {
+		name:   "approve less starts unlocking the difference",
 		txs:    func(w *world) [][]byte { return [][]byte{approveTx(w.alice, 0, addr(w.gw), 500)} },
 		events: []string{"approve"},
 		want: func(w *world) map[keys.Address]Account {
-			return map[keys.Address]Account{addr(w.alice): {PubKey: w.alice.Public(), Nonce: 1, Balance: aliceBalance}}
+			return map[keys.Address]Account{addr(w.alice): {PubKey: w.alice.Public(), Nonce: 1, Balance: aliceFree}}
 		},
-		allow: func(w *world) []allowance { return []allowance{{addr(w.alice), addr(w.gw), 500}} },
+		allow: func(w *world) []allowance {
+			return []allowance{{addr(w.alice), addr(w.gw), Deposit{Locked: 500, Unlocking: []Entry{{Amount: aliceAllowance - 500, Height: 11}}}}}
+		},
 	}, {
-		name:   "approve zero revokes",
-		txs:    func(w *world) [][]byte { return [][]byte{approveTx(w.alice, 0, addr(w.gw2), 0)} },
+		name: "approve returns what finished unlocking",
+		setup: func(w *world) {
+			w.block(approveTx(w.alice, 0, addr(w.gw2), 0)) // unlocks at 1 + 10
+			for w.height < 10 {
+				w.block()
+			}
+		},
+		txs:    func(w *world) [][]byte { return [][]byte{approveTx(w.alice, 1, addr(w.gw2), 0)} },
 		events: []string{"approve"},
 		want: func(w *world) map[keys.Address]Account {
-			return map[keys.Address]Account{addr(w.alice): {PubKey: w.alice.Public(), Nonce: 1, Balance: aliceBalance}}
+			return map[keys.Address]Account{addr(w.alice): {PubKey: w.alice.Public(), Nonce: 2, Balance: aliceFree + aliceAllowance}}
 		},
-		allow: func(w *world) []allowance { return []allowance{{addr(w.alice), addr(w.gw2), 0}} },
+		allow: func(w *world) []allowance { return []allowance{{addr(w.alice), addr(w.gw2), Deposit{}}} },
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,10 +203,10 @@ func TestApplyHappyPath(t *testing.T) {
 			}
 			if tt.allow != nil {
 				for _, al := range tt.allow(w) {
-					if got := w.allowance(al.consumer, al.gateway); got != al.amount {
-						t.Errorf("allowance %s → %s = %d, want %d", al.consumer, al.gateway, got, al.amount)
+					if got := w.deposit(al.consumer, al.gateway); !reflect.DeepEqual(got, al.dep) {
+						t.Errorf("deposit %s → %s = %+v, want %+v", al.consumer, al.gateway, got, al.dep)
 					}
-					wantKeys = append(wantKeys, allowanceKey(al.consumer, al.gateway))
+					wantKeys = append(wantKeys, depositKey(al.consumer, al.gateway))
 				}
 			}
 			wantKeys = append(wantKeys, tt.keys...)
@@ -560,4 +576,28 @@ func keysOf(cs []Change) []string {
 		ks = append(ks, string(c.Key))
 	}
 	return ks
+}
+
+// TestDepositUnlockingIsBounded: lowering a deposit in block after block
+// adds at most maxUnlocking entries; later ones join the last, which then
+// releases no earlier than the latest promise to the gateway.
+func TestDepositUnlockingIsBounded(t *testing.T) {
+	alice, gw := testKey(t, "alice"), testKey(t, "gw")
+	p := testParams()
+	p.DepositUnlockBlocks = 1_000
+	c := newChain(t, Genesis{Params: p, Accounts: []GenesisAccount{
+		{Address: addr(alice), PubKey: alice.Public(), Balance: 1_000, Approvals: []GenesisApproval{{Gateway: addr(gw), Deposit: 1_000}}},
+	}})
+	for i := range maxUnlocking + 5 {
+		c.block(approveTx(alice, uint64(i), addr(gw), 1_000-money.Amount(i+1)))
+	}
+	d := c.deposit(addr(alice), addr(gw))
+	last := d.Unlocking[len(d.Unlocking)-1]
+	if len(d.Unlocking) != maxUnlocking || last.Height != c.height+p.DepositUnlockBlocks || last.Amount != 6 {
+		t.Errorf("%d entries, last %+v at height %d", len(d.Unlocking), last, c.height)
+	}
+	if d.Locked != 1_000-maxUnlocking-5 || d.Drawable(c.height) != 1_000 {
+		t.Errorf("deposit %+v: the gateway can draw %d, want all 1000 until it unlocks", d, d.Drawable(c.height))
+	}
+	c.checkSupply(1_000)
 }

@@ -28,7 +28,7 @@ func BenchmarkSettleBatch(b *testing.B) {
 	for i := range cons {
 		cons[i] = addr(testKey(b, fmt.Sprintf("bench-consumer-%d", i)))
 		g.Accounts = append(g.Accounts, GenesisAccount{Address: cons[i], Balance: 1_000 * money.Unit,
-			Approvals: []GenesisApproval{{Gateway: addr(gw), Allowance: 1_000 * money.Unit}}})
+			Approvals: []GenesisApproval{{Gateway: addr(gw), Deposit: 1_000 * money.Unit}}})
 	}
 	c := newChain(b, g)
 	rs := make([]BatchReceipt, receipts)

@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -295,27 +294,6 @@ func (b *Block) account(addr keys.Address) (Account, bool, error) {
 }
 
 func (b *Block) putAccount(addr keys.Address, a *Account) { b.set(accountKey(addr), a.encode()) }
-
-func (b *Block) allowance(consumer, gateway keys.Address) (money.Amount, error) {
-	raw, err := b.get(allowanceKey(consumer, gateway))
-	if err != nil {
-		return 0, err
-	}
-	return decodeAllowance(raw)
-}
-
-// decodeAllowance reads an allowance record; an absent one is zero.
-func decodeAllowance(raw []byte) (money.Amount, error) {
-	if raw == nil {
-		return 0, nil
-	}
-	if len(raw) != 8 {
-		return 0, fmt.Errorf("ledger: allowance record of %d bytes", len(raw))
-	}
-	return money.Amount(binary.BigEndian.Uint64(raw)), nil
-}
-
-func amountBytes(a money.Amount) []byte { return binary.BigEndian.AppendUint64(nil, uint64(a)) }
 
 // Executed is one block's outcome.
 type Executed struct {

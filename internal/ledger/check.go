@@ -112,6 +112,14 @@ func (c *Checker) check(raw []byte, again bool) (Result, error) {
 		if t.Gateway == sender {
 			return fail(CodeInvalid, "approve: an account cannot approve itself"), nil
 		}
+		// Raising a deposit locks balance: count it like a transfer (what
+		// returns to the balance on the way is left out, erring toward
+		// refusing).
+		d, err := c.view.Deposit(sender, t.Gateway)
+		if err != nil {
+			return Result{}, err
+		}
+		spend = t.Amount - min(t.Amount, d.Locked)
 	case KindSettleBatch:
 		if res, bad := c.checkBatch(&t, &a, again); bad {
 			return res, nil
@@ -185,9 +193,9 @@ func (v View) Account(addr keys.Address) (Account, bool, error) {
 	return a, err == nil, err
 }
 
-// Settlement returns how the receipt with requestID was settled.
-func (v View) Settlement(requestID string) (Settlement, bool, error) {
-	raw, err := v.R.Get([]byte(receiptKey(requestID)))
+// Settlement returns how gateway's receipt with requestID was settled.
+func (v View) Settlement(gateway keys.Address, requestID string) (Settlement, bool, error) {
+	raw, err := v.R.Get([]byte(receiptKey(gateway, requestID)))
 	if err != nil || raw == nil {
 		return Settlement{}, false, err
 	}
@@ -205,13 +213,13 @@ func (v View) Tx(hash receipt.Hash) (TxRecord, bool, error) {
 	return t, err == nil, err
 }
 
-// Allowance is what gateway may still charge consumer.
-func (v View) Allowance(consumer, gateway keys.Address) (money.Amount, error) {
-	raw, err := v.R.Get([]byte(allowanceKey(consumer, gateway)))
+// Deposit is what consumer locked for gateway.
+func (v View) Deposit(consumer, gateway keys.Address) (Deposit, error) {
+	raw, err := v.R.Get([]byte(depositKey(consumer, gateway)))
 	if err != nil {
-		return 0, err
+		return Deposit{}, err
 	}
-	return decodeAllowance(raw)
+	return decodeDeposit(raw)
 }
 
 // Params are the chain's parameters.

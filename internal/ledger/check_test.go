@@ -80,7 +80,8 @@ func TestCheckerDoubleSpend(t *testing.T) {
 		{"600 more", transferTx(w.plain, 1, bob, 600), CodeInsufficientFunds},
 		{"stake the remaining 400", stakeTx(w.plain, 1, 400), CodeOK},
 		{"one more", transferTx(w.plain, 2, bob, 1), CodeInsufficientFunds},
-		{"nothing left, but approving spends nothing", approveTx(w.plain, 2, addr(w.gw), 1_000_000), CodeOK},
+		{"nothing left to lock in a deposit", approveTx(w.plain, 2, addr(w.gw), 1), CodeInsufficientFunds},
+		{"a deposit of zero locks nothing", approveTx(w.plain, 2, addr(w.gw), 0), CodeOK},
 		{"stake is not balance", transferTx(w.gw, 0, bob, gwBalance+1), CodeInsufficientFunds},
 	})
 }

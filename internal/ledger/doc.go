@@ -1,6 +1,6 @@
 // Package ledger is idlegrid's ledger as a pure, deterministic state
 // machine: accounts, role registrations, stakes with unbonding, escrowed
-// provider earnings, consumer allowances for gateways, and the settlement of
+// provider earnings, consumer deposits for gateways, and the settlement of
 // batches of signed receipts. A Block applies signed transactions to
 // committed state and yields the sorted changes the host persists; the app
 // hash chains over those changes. There is no clock, no randomness, no

@@ -12,7 +12,7 @@ func fuzzGenesis(tb testing.TB) Genesis {
 	tb.Helper()
 	alice, gw, prov, bob := testKey(tb, "alice"), testKey(tb, "gw"), testKey(tb, "prov"), testKey(tb, "bob")
 	return Genesis{Params: testParams(), Accounts: []GenesisAccount{
-		{Address: addr(alice), Balance: 1_000_000, Approvals: []GenesisApproval{{Gateway: addr(gw), Allowance: 100_000}}},
+		{Address: addr(alice), Balance: 1_000_000, Approvals: []GenesisApproval{{Gateway: addr(gw), Deposit: 100_000}}},
 		{Address: addr(gw), PubKey: gw.Public(), Balance: 1_000, Stake: 50_000, Roles: []string{"gateway"}},
 		{Address: addr(prov), PubKey: prov.Public(), Stake: 2_000, Roles: []string{"provider"}},
 		{Address: addr(bob), Balance: 10},

@@ -88,6 +88,12 @@ type Params struct {
 	// ExistentialDeposit is the least transfer that creates an account:
 	// every account in state was paid at least this much.
 	ExistentialDeposit money.Amount `json:"existential_deposit"`
+	// Deposits (M3).
+	// DepositUnlockBlocks is how long money a consumer takes out of a
+	// deposit stays drawable by the deposit's gateway before it returns to
+	// the consumer: it must exceed the time a gateway needs to settle what
+	// it admitted against the deposit.
+	DepositUnlockBlocks uint64 `json:"deposit_unlock_blocks"`
 }
 
 // ModelDigests lists the digests allowed for one model name.
@@ -164,8 +170,9 @@ func DefaultParams() Params {
 		SlashStakeBps:       5_000,
 		JailBlocks:          10_000,
 
-		RewardMaxPaidBps:   50,
-		ExistentialDeposit: money.Unit / 100,
+		RewardMaxPaidBps:    50,
+		ExistentialDeposit:  money.Unit / 100,
+		DepositUnlockBlocks: 100,
 	}
 }
 
@@ -215,6 +222,9 @@ func (p *Params) Validate() error {
 	}
 	if p.MaxBatchReceipts == 0 {
 		return errors.New("params: max_batch_receipts must be at least 1")
+	}
+	if p.DepositUnlockBlocks == 0 || p.DepositUnlockBlocks > maxPeriodBlocks {
+		return fmt.Errorf("params: deposit_unlock_blocks must be 1 to %d (a gateway needs time to settle what it admitted)", uint64(maxPeriodBlocks))
 	}
 	return p.validateRewards()
 }
@@ -282,6 +292,8 @@ func (p *Params) encode() []byte {
 	e.u64(p.JailBlocks)
 	e.u32(p.RewardMaxPaidBps)
 	e.amount(p.ExistentialDeposit)
+	// Deposits (M3).
+	e.u64(p.DepositUnlockBlocks)
 	return e.b
 }
 
@@ -325,6 +337,8 @@ func decodeParams(b []byte) (Params, error) {
 	p.JailBlocks = d.u64()
 	p.RewardMaxPaidBps = d.u32()
 	p.ExistentialDeposit = d.amount()
+	// Deposits (M3).
+	p.DepositUnlockBlocks = d.u64()
 	return p, d.end()
 }
 
@@ -348,7 +362,8 @@ type GenesisAccount struct {
 	Roles   []string       `json:"roles,omitempty"`
 	// Info is the metadata published for every role the account holds.
 	Info string `json:"info,omitempty"`
-	// Approvals let gateways charge this account's receipts.
+	// Approvals lock deposits for gateways out of Balance: each gateway's
+	// receipts for this account are paid from its deposit.
 	Approvals []GenesisApproval `json:"approvals,omitempty"`
 	// Vesting allocations (a team's, say) vest linearly between their
 	// heights; they count against the supply cap from genesis.
@@ -363,10 +378,11 @@ type GenesisVesting struct {
 	EndHeight   uint64       `json:"end_height"`
 }
 
-// GenesisApproval is an allowance a consumer grants a gateway at genesis.
+// GenesisApproval is a deposit a consumer locks for a gateway at genesis,
+// out of its genesis balance.
 type GenesisApproval struct {
-	Gateway   keys.Address `json:"gateway"`
-	Allowance money.Amount `json:"allowance"`
+	Gateway keys.Address `json:"gateway"`
+	Deposit money.Amount `json:"deposit"`
 }
 
 // ParseGenesis decodes and validates genesis JSON; unknown fields are errors
@@ -423,12 +439,17 @@ func (g *Genesis) Validate() error {
 		if len(a.Info) > maxMetadataBytes {
 			return fmt.Errorf("ledger genesis account %s: info longer than %d bytes", a.Address, maxMetadataBytes)
 		}
+		left := a.Balance // what the deposits have not locked
 		for _, ap := range a.Approvals {
 			if err := ap.Gateway.Validate(); err != nil {
 				return fmt.Errorf("ledger genesis account %s approval: %w", a.Address, err)
 			}
 			if ap.Gateway == a.Address {
 				return fmt.Errorf("ledger genesis account %s approves itself", a.Address)
+			}
+			var err error
+			if left, err = left.Sub(ap.Deposit); err != nil {
+				return fmt.Errorf("ledger genesis account %s: deposits exceed its balance %d", a.Address, a.Balance)
 			}
 		}
 		for _, v := range a.Vesting {
@@ -510,10 +531,18 @@ func Init(base Reader, chainID string, g Genesis) (*Block, error) {
 	var verifiers []keys.Address
 	for _, ga := range accounts {
 		a := ga.account()
-		b.putAccount(ga.Address, &a)
 		for _, ap := range ga.Approvals {
-			b.set(allowanceKey(ga.Address, ap.Gateway), amountBytes(ap.Allowance))
+			d, err := b.deposit(ga.Address, ap.Gateway)
+			if err != nil {
+				return nil, err
+			}
+			a.Balance -= ap.Deposit // Validate checked the balance covers every deposit
+			if d.Locked, err = d.Locked.Add(ap.Deposit); err != nil {
+				return nil, fmt.Errorf("ledger genesis account %s: deposit for %s: %w", ga.Address, ap.Gateway, err)
+			}
+			b.putDeposit(ga.Address, ap.Gateway, &d)
 		}
+		b.putAccount(ga.Address, &a)
 		if a.Has(RoleVerifier) {
 			verifiers = append(verifiers, ga.Address)
 		}

@@ -20,6 +20,10 @@ func FuzzParseGenesis(f *testing.F) {
 	f.Add([]byte(`{"params":{"supply_cap":1},"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":2}]}`))
 	f.Add([]byte(`{"accounts":[],"validators":[{}]}`))
 	f.Add([]byte(`{"params":{"protocol_fee_bps":0,"reward_max_paid_bps":0,"existential_deposit":1},"accounts":[]}`))
+	// Deposits come out of the balance: two for one gateway add up, and
+	// more than the balance is refused.
+	f.Add([]byte(`{"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":5,"approvals":[{"gateway":"idg0000000000000000000000000000000000000002","deposit":2},{"gateway":"idg0000000000000000000000000000000000000002","deposit":3}]}]}`))
+	f.Add([]byte(`{"accounts":[{"address":"idg0000000000000000000000000000000000000001","balance":5,"approvals":[{"gateway":"idg0000000000000000000000000000000000000002","deposit":6}]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		g, err := ParseGenesis(b)
 		if err != nil {

@@ -60,7 +60,7 @@ func TestGenesisValidate(t *testing.T) {
 		{"unknown role", func(g *Genesis) { g.Accounts[0].Roles = []string{"validator"} }, "validator"},
 		{"long info", func(g *Genesis) { g.Accounts[0].Info = strings.Repeat("i", maxMetadataBytes+1) }, "info"},
 		{"bad approval", func(g *Genesis) {
-			g.Accounts[0].Approvals = []GenesisApproval{{Gateway: "nobody", Allowance: 1}}
+			g.Accounts[0].Approvals = []GenesisApproval{{Gateway: "nobody", Deposit: 1}}
 		}, "approval"},
 	}
 	if g := ok(); g.Validate() != nil {
@@ -89,8 +89,8 @@ func TestGenesisValidate(t *testing.T) {
 func TestParseGenesis(t *testing.T) {
 	k := testKey(t, "k")
 	g := Genesis{Params: DefaultParams(), Accounts: []GenesisAccount{
-		{Address: addr(k), PubKey: k.Public(), Balance: 7, Stake: 3, Roles: []string{"gateway"}, Info: "i",
-			Approvals: []GenesisApproval{{Gateway: addr(testKey(t, "gw")), Allowance: 9}}},
+		{Address: addr(k), PubKey: k.Public(), Balance: 10, Stake: 3, Roles: []string{"gateway"}, Info: "i",
+			Approvals: []GenesisApproval{{Gateway: addr(testKey(t, "gw")), Deposit: 9}}},
 		{Address: addr(testKey(t, "plain")), Balance: 1},
 	}}
 	b, err := json.Marshal(g)

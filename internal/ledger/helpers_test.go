@@ -147,13 +147,20 @@ func (c *testChain) exists(addr keys.Address) bool {
 	return ok
 }
 
+// allowance is what gateway can draw from consumer's deposit for it.
 func (c *testChain) allowance(consumer, gateway keys.Address) money.Amount {
 	c.tb.Helper()
-	v, err := c.view().Allowance(consumer, gateway)
+	d := c.deposit(consumer, gateway)
+	return d.Drawable(c.height)
+}
+
+func (c *testChain) deposit(consumer, gateway keys.Address) Deposit {
+	c.tb.Helper()
+	d, err := c.view().Deposit(consumer, gateway)
 	if err != nil {
 		c.tb.Fatal(err)
 	}
-	return v
+	return d
 }
 
 func (c *testChain) supply() Supply {
@@ -176,6 +183,16 @@ func sumTotals(tb testing.TB, state memState) money.Amount {
 	tb.Helper()
 	var sum money.Amount
 	for k, v := range state {
+		if strings.HasPrefix(k, prefixDeposit) {
+			d, err := decodeDeposit(v)
+			if err == nil {
+				sum, err = sum.Add(d.Total())
+			}
+			if err != nil {
+				tb.Fatalf("deposit %q: %v", k, err)
+			}
+			continue
+		}
 		if !strings.HasPrefix(k, prefixAccount) {
 			continue
 		}
@@ -194,7 +211,7 @@ func sumTotals(tb testing.TB, state memState) money.Amount {
 	return sum
 }
 
-// checkSupply fails unless the accounts add up to the supply.
+// checkSupply fails unless the accounts and deposits add up to the supply.
 func (c *testChain) checkSupply(want money.Amount) {
 	c.tb.Helper()
 	s := c.supply()
@@ -325,10 +342,10 @@ func batchReceipt(tb testing.TB, gw, prov keys.PrivateKey, consumer keys.Address
 // The standard world of the unit tests. Amounts are in base units and small,
 // so expectations can be worked out by hand.
 //
-//	alice  consumer, balance 1,000,000, allows gw 100,000 and gw2 100,000
+//	alice  consumer, 1,000,000: deposits of 100,000 for gw and gw2, the rest balance
 //	bob    plain account, balance 50,000, no key at genesis
-//	carol  consumer, balance 100 (too poor to pay), allows gw 1,000,000
-//	dave   consumer, balance 1,000,000, allows gw only 100
+//	carol  consumer, balance 100 (too poor to pay), no deposit
+//	dave   consumer, 1,000,000: a deposit of only 100 for gw, the rest balance
 //	gw     gateway, balance 20,000, stake 50,000
 //	gw2    gateway, balance 0, stake 50,000
 //	gwlow  gateway, balance 20,000, stake 5,000 (below the 10,000 minimum)
@@ -338,7 +355,8 @@ func batchReceipt(tb testing.TB, gw, prov keys.PrivateKey, consumer keys.Address
 //	plain  account with a key and balance 1,000 but no role
 const (
 	aliceBalance   money.Amount = 1_000_000
-	aliceAllowance money.Amount = 100_000
+	aliceAllowance money.Amount = 100_000                         // her deposit for gw, and for gw2
+	aliceFree                   = aliceBalance - 2*aliceAllowance // her balance after genesis
 	bobBalance     money.Amount = 50_000
 	carolBalance   money.Amount = 100
 	daveBalance    money.Amount = 1_000_000
@@ -382,8 +400,9 @@ func testParams() Params {
 		SlashStakeBps:       5_000,
 		JailBlocks:          100,
 
-		RewardMaxPaidBps:   50,
-		ExistentialDeposit: 100,
+		RewardMaxPaidBps:    50,
+		ExistentialDeposit:  100,
+		DepositUnlockBlocks: 10,
 	}
 }
 
@@ -406,14 +425,12 @@ func newWorld(tb testing.TB) *world {
 	}
 	g := Genesis{Params: testParams(), Accounts: []GenesisAccount{
 		{Address: addr(w.alice), PubKey: w.alice.Public(), Balance: aliceBalance, Approvals: []GenesisApproval{
-			{Gateway: addr(w.gw), Allowance: aliceAllowance}, {Gateway: addr(w.gw2), Allowance: aliceAllowance},
+			{Gateway: addr(w.gw), Deposit: aliceAllowance}, {Gateway: addr(w.gw2), Deposit: aliceAllowance},
 		}},
 		{Address: addr(w.bob), Balance: bobBalance},
-		{Address: addr(w.carol), PubKey: w.carol.Public(), Balance: carolBalance, Approvals: []GenesisApproval{
-			{Gateway: addr(w.gw), Allowance: 1_000_000},
-		}},
+		{Address: addr(w.carol), PubKey: w.carol.Public(), Balance: carolBalance},
 		{Address: addr(w.dave), PubKey: w.dave.Public(), Balance: daveBalance, Approvals: []GenesisApproval{
-			{Gateway: addr(w.gw), Allowance: daveAllowance},
+			{Gateway: addr(w.gw), Deposit: daveAllowance},
 		}},
 		keyed(w.gw, gwBalance, gwStake, "gateway"),
 		keyed(w.gw2, 0, gwStake, "gateway"),

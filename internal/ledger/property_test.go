@@ -53,7 +53,7 @@ func newRandomRun(tb testing.TB, seed uint64) *randomRun {
 	for i, k := range r.consumers {
 		ga := GenesisAccount{Address: addr(k), Balance: []money.Amount{200_000, 200_000, 50_000, 10_000, 500}[i]}
 		if i != 2 {
-			ga.Approvals = []GenesisApproval{{Gateway: addr(r.gws[0]), Allowance: []money.Amount{100_000, 1_000_000, 0, 1_000, 100_000}[i]}}
+			ga.Approvals = []GenesisApproval{{Gateway: addr(r.gws[0]), Deposit: []money.Amount{100_000, 200_000, 0, 1_000, 500}[i]}}
 		}
 		g.Accounts = append(g.Accounts, ga)
 	}

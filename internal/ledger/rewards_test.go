@@ -80,7 +80,7 @@ func newRewardWorld(tb testing.TB, p Params) *rewardWorld {
 	}
 	g := Genesis{Params: p, Accounts: []GenesisAccount{
 		{Address: addr(w.gw), PubKey: w.gw.Public(), Stake: 50_000, Roles: []string{"gateway"}},
-		{Address: addr(w.alice), Balance: 100_000_000, Approvals: []GenesisApproval{{Gateway: addr(w.gw), Allowance: 100_000_000}}},
+		{Address: addr(w.alice), Balance: 100_000_000, Approvals: []GenesisApproval{{Gateway: addr(w.gw), Deposit: 100_000_000}}},
 		{Address: addr(w.p1), PubKey: w.p1.Public(), Stake: 1_000, Roles: []string{"provider"}},
 		{Address: addr(w.p2), PubKey: w.p2.Public(), Stake: 1_000, Roles: []string{"provider"}},
 		{Address: addr(w.p3), Balance: 10_000},

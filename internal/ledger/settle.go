@@ -12,8 +12,8 @@ import (
 )
 
 // ReasonAlreadySettled is the rejection reason of a receipt whose
-// request_id was settled before; gateways match on it to recognise a batch
-// that committed although they never heard back.
+// request_id was settled before by the same gateway; gateways match on it to
+// recognise a batch that committed although they never heard back.
 const ReasonAlreadySettled = "request_id already settled"
 
 // settleBatch settles a gateway's batch of signed receipts. The batch as a
@@ -32,7 +32,7 @@ func (x *txn) settleBatch() (Result, error) {
 	if root := BatchRoot(t.Receipts); root != t.Root {
 		return fail(CodeBadBatch, fmt.Sprintf("settle-batch root %s does not match its receipts (%s)", t.Root, root)), nil
 	}
-	s := &settler{txn: x, accounts: map[keys.Address]*Account{}, allowances: map[string]money.Amount{}, changed: map[string]bool{}, work: map[keys.Address]Work{}}
+	s := &settler{txn: x, accounts: map[keys.Address]*Account{}, deposits: map[keys.Address]*Deposit{}, changed: map[string]bool{}, work: map[keys.Address]Work{}}
 	gw, err := s.load(x.sender)
 	if err != nil {
 		return Result{}, err
@@ -157,6 +157,7 @@ func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, i
 		}
 	}
 	ok := keys.VerifyBatch(msgs)
+	gatewayAddr := gateway.Address()
 	for j, i := range owner {
 		if !ok[j] && items[i].problem == "" {
 			who := "provider"
@@ -170,7 +171,7 @@ func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, i
 		if items[i].problem != "" {
 			continue
 		}
-		prev, err := committed.Get([]byte(receiptKey(items[i].r.RequestID)))
+		prev, err := committed.Get([]byte(receiptKey(gatewayAddr, items[i].r.RequestID)))
 		if err != nil {
 			return fmt.Errorf("ledger: read state: %w", err)
 		}
@@ -179,14 +180,14 @@ func checkReceipts(chainID string, gateway keys.PublicKey, brs []BatchReceipt, i
 	return nil
 }
 
-// settler keeps the accounts a batch touches decoded until the batch ends,
-// so a batch of thousands of receipts to the same few parties decodes and
-// encodes each account once.
+// settler keeps the accounts and deposits a batch touches decoded until
+// the batch ends, so a batch of thousands of receipts to the same few
+// parties decodes and encodes each once.
 type settler struct {
 	*txn
-	accounts   map[keys.Address]*Account
-	allowances map[string]money.Amount
-	// changed holds the state keys of the accounts and allowances that a
+	accounts map[keys.Address]*Account
+	deposits map[keys.Address]*Deposit // by consumer, for the sending gateway
+	// changed holds the state keys of the accounts and deposits that a
 	// settled receipt changed: only those are written, so what was only
 	// read (for a rejected receipt, or an absent account) leaves no trace.
 	changed map[string]bool
@@ -206,17 +207,17 @@ func (s *settler) load(addr keys.Address) (*Account, error) {
 	return &a, nil
 }
 
-func (s *settler) allowance(consumer keys.Address) (money.Amount, error) {
-	k := allowanceKey(consumer, s.sender)
-	if v, ok := s.allowances[k]; ok {
-		return v, nil
+// deposit is what consumer locked for the sending gateway.
+func (s *settler) deposit(consumer keys.Address) (*Deposit, error) {
+	if d, ok := s.deposits[consumer]; ok {
+		return d, nil
 	}
-	v, err := s.Block.allowance(consumer, s.sender)
+	d, err := s.Block.deposit(consumer, s.sender)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	s.allowances[k] = v
-	return v, nil
+	s.deposits[consumer] = &d
+	return &d, nil
 }
 
 // settle applies one checked receipt, or returns why it cannot. It computes
@@ -224,7 +225,7 @@ func (s *settler) allowance(consumer keys.Address) (money.Amount, error) {
 // trace.
 func (s *settler) settle(it *batchItem) (string, error) {
 	r := &it.r
-	key := receiptKey(r.RequestID)
+	key := receiptKey(s.sender, r.RequestID)
 	// Committed state was read while decoding; what this block has
 	// written since (an earlier batch, or this one) is only staged.
 	if it.settledBefore || s.staged(key) {
@@ -249,26 +250,18 @@ func (s *settler) settle(it *batchItem) (string, error) {
 	if err := r.Consumer.Validate(); err != nil {
 		return err.Error(), nil
 	}
-	consumer, err := s.load(r.Consumer)
-	if err != nil {
-		return "", err
-	}
 	gw := s.accounts[s.sender]
-	allowance, err := s.allowance(r.Consumer)
+	dep, err := s.deposit(r.Consumer)
 	if err != nil {
 		return "", err
 	}
-	paidByGateway := false
-	newBalance, errB := consumer.Balance.Sub(r.Amount)
-	newAllowance, errA := allowance.Sub(r.Amount)
-	newGatewayStake := gw.Stake
-	if errB != nil || errA != nil {
-		// The consumer cannot pay: the gateway admitted the request, so its
-		// stake answers for it.
-		if newGatewayStake, err = gw.Stake.Sub(r.Amount); err != nil {
-			return fmt.Sprintf("consumer cannot pay %d (balance %d, allowance %d) and neither can the gateway's stake %d", r.Amount, consumer.Balance, allowance, gw.Stake), nil
-		}
-		paidByGateway = true
+	// The consumer pays from its deposit for this gateway, and only from
+	// it: money no other gateway can draw. What the deposit cannot cover
+	// the gateway admitted beyond it, so its stake answers for that.
+	fromDeposit := min(dep.Drawable(s.height), r.Amount)
+	fromStake := r.Amount - fromDeposit
+	if fromStake > gw.Stake {
+		return fmt.Sprintf("consumer's deposit for this gateway cannot pay %d (drawable %d) and neither can the gateway's stake %d", r.Amount, fromDeposit, gw.Stake), nil
 	}
 	protocolFee, err := r.Amount.MulDiv(uint64(s.params.ProtocolFeeBps), 10_000)
 	if err != nil {
@@ -285,15 +278,10 @@ func (s *settler) settle(it *batchItem) (string, error) {
 	}
 	// Every credit below is a share of an amount just debited from an
 	// account, so no sum can exceed the total supply and none overflows.
-	if paidByGateway {
-		gw.Stake = newGatewayStake
-	} else {
-		consumer.Balance = newBalance
-		s.allowances[allowanceKey(r.Consumer, s.sender)] = newAllowance
-		if r.Amount > 0 { // a receipt of zero must not create the consumer's account
-			s.changed[accountKey(r.Consumer)] = true
-			s.changed[allowanceKey(r.Consumer, s.sender)] = true
-		}
+	gw.Stake -= fromStake
+	if fromDeposit > 0 { // a receipt of zero leaves no record for its consumer
+		dep.draw(fromDeposit, s.height)
+		s.changed[depositKey(r.Consumer, s.sender)] = true
 	}
 	if protocolFee > 0 {
 		treasury.Balance += protocolFee
@@ -306,9 +294,23 @@ func (s *settler) settle(it *batchItem) (string, error) {
 	if protocolFee > 0 { // a receipt that pays the treasury nothing earns no emission
 		s.work[providerAddr] = s.work[providerAddr].plus(r.Amount, protocolFee)
 	}
-	rec := Settlement{Height: s.height, TxHash: s.hash, Receipt: it.hash, Amount: r.Amount, Consumer: r.Consumer, Provider: r.Provider, PaidByGateway: paidByGateway}
+	rec := Settlement{Height: s.height, TxHash: s.hash, Receipt: it.hash, Amount: r.Amount, Consumer: r.Consumer, Provider: r.Provider, PaidByGateway: fromStake > 0, StakePaid: fromStake}
 	s.set(key, rec.encode())
 	return "", nil
+}
+
+// settlement returns how gateway's receipt requestID was settled, reading
+// what this block has staged as well as committed state.
+func (b *Block) settlement(gateway keys.Address, requestID string) (Settlement, bool, error) {
+	raw, err := b.get(receiptKey(gateway, requestID))
+	if err != nil || raw == nil {
+		return Settlement{}, false, err
+	}
+	st, err := decodeSettlement(raw)
+	if err != nil {
+		return Settlement{}, false, fmt.Errorf("ledger: settlement %s/%s: %w", gateway, requestID, err)
+	}
+	return st, true, nil
 }
 
 // escrow holds a provider's share until EscrowBlocks have passed; with no
@@ -330,16 +332,16 @@ func (s *settler) escrow(addr keys.Address, a *Account, amount money.Amount) {
 	s.due = append(s.due, addr)
 }
 
-// flush writes every changed account and allowance, and the due list.
+// flush writes every changed account and deposit, and the due list.
 func (s *settler) flush() error {
 	for addr, a := range s.accounts {
 		if s.changed[accountKey(addr)] {
 			s.putAccount(addr, a)
 		}
 	}
-	for k, v := range s.allowances {
-		if s.changed[k] {
-			s.set(k, amountBytes(v))
+	for consumer, d := range s.deposits {
+		if s.changed[depositKey(consumer, s.sender)] {
+			s.putDeposit(consumer, s.sender, d)
 		}
 	}
 	if err := s.addWork(s.work); err != nil {

@@ -59,14 +59,17 @@ func batchSummary(t *testing.T, res Result, accepted, rejected int, amount money
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func (c *testChain) settlement(id string) (Settlement, bool) {
+func (c *testChain) settlementBy(gateway keys.Address, id string) (Settlement, bool) {
 	c.tb.Helper()
-	s, ok, err := c.view().Settlement(id)
+	s, ok, err := c.view().Settlement(gateway, id)
 	if err != nil {
 		c.tb.Fatal(err)
 	}
 	return s, ok
 }
+
+// settlement reads how w.gw's receipt id was settled.
+func (w *world) settlement(id string) (Settlement, bool) { return w.settlementBy(addr(w.gw), id) }
 
 func (c *testChain) dueList(height uint64) []keys.Address {
 	c.tb.Helper()
@@ -104,7 +107,8 @@ func TestSettleBatch(t *testing.T) {
 		t.Errorf("root attr %s", got)
 	}
 
-	checkAccount(t, w.testChain, addr(w.alice), Account{PubKey: w.alice.Public(), Balance: 994_501})
+	// alice pays from her deposit for gw: her balance is untouched.
+	checkAccount(t, w.testChain, addr(w.alice), Account{PubKey: w.alice.Public(), Balance: aliceFree})
 	checkAccount(t, w.testChain, addr(w.gw), Account{PubKey: w.gw.Public(), Nonce: 1, Balance: 20_274, Stake: 50_000, Roles: RoleGateway, GatewayInfo: "https://gw.example"})
 	checkAccount(t, w.testChain, TreasuryAddress, Account{Balance: 54})
 	checkAccount(t, w.testChain, addr(w.prov), Account{PubKey: w.prov.Public(), Stake: 2_000, Roles: RoleProvider, Escrow: []Entry{{Amount: 4_701, Height: 6}}})
@@ -127,8 +131,8 @@ func TestSettleBatch(t *testing.T) {
 		t.Errorf("settlement r2 %+v %v", s, ok)
 	}
 	wantKeys := []string{
-		accountKey(addr(w.alice)), accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
-		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey("r1"), receiptKey("r2"), receiptKey("r3"), dueKey(6), txKey(TxHash(tx)),
+		accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
+		depositKey(addr(w.alice), addr(w.gw)), receiptKey(addr(w.gw), "r1"), receiptKey(addr(w.gw), "r2"), receiptKey(addr(w.gw), "r3"), dueKey(6), txKey(TxHash(tx)),
 		// the providers' work in epoch 1, and the epoch's list of providers
 		workKey(1, addr(w.prov)), workKey(1, addr(w.prov2)), workCountKey(1), workListKey(1, 0), workListKey(1, 1),
 	}
@@ -147,7 +151,7 @@ func TestSettleNoEscrow(t *testing.T) {
 	c := newChain(t, Genesis{Params: p, Accounts: []GenesisAccount{
 		{Address: addr(gw), PubKey: gw.Public(), Stake: 10_000, Roles: []string{"gateway"}},
 		{Address: addr(prov), PubKey: prov.Public(), Stake: 1_000, Roles: []string{"provider"}},
-		{Address: addr(alice), Balance: 5_000, Approvals: []GenesisApproval{{Gateway: addr(gw), Allowance: 5_000}}},
+		{Address: addr(alice), Balance: 5_000, Approvals: []GenesisApproval{{Gateway: addr(gw), Deposit: 5_000}}},
 	}})
 	batchSummary(t, c.apply(settleTx(gw, 0, batchReceipt(t, gw, prov, addr(alice), "r1", 1000, 333))), 1, 0, 1999)
 	checkAccount(t, c, addr(prov), Account{PubKey: prov.Public(), Balance: 1881, Stake: 1_000, Roles: RoleProvider})
@@ -157,34 +161,36 @@ func TestSettleNoEscrow(t *testing.T) {
 	c.checkSupply(16_000)
 }
 
-// TestSettleGatewayPays: a consumer who cannot pay (balance or allowance
-// too small, or no account at all) is covered by the gateway's stake;
-// when the stake cannot cover it either, only that receipt is rejected.
+// TestSettleGatewayPays: what a consumer's deposit for the gateway cannot
+// pay (no deposit, one too small, or no account at all) is covered by the
+// gateway's stake; when the stake cannot cover it either, only that
+// receipt is rejected. The consumer's balance is never drawn.
 func TestSettleGatewayPays(t *testing.T) {
 	gwAcct := func(w *world, nonce uint64, balance, stake money.Amount) Account {
 		return Account{PubKey: w.gw.Public(), Nonce: nonce, Balance: balance, Stake: stake, Roles: RoleGateway, GatewayInfo: "https://gw.example"}
 	}
-	t.Run("balance too small", func(t *testing.T) {
+	t.Run("no deposit", func(t *testing.T) {
 		w := newWorld(t)
 		batchSummary(t, w.apply(settleTx(w.gw, 0, batchReceipt(t, w.gw, w.prov, addr(w.carol), "c1", 1000, 333))), 1, 0, 1999)
 		checkAccount(t, w.testChain, addr(w.gw), gwAcct(w, 1, 20_099, 48_001))
 		checkAccount(t, w.testChain, addr(w.carol), Account{PubKey: w.carol.Public(), Balance: carolBalance})
 		checkAccount(t, w.testChain, TreasuryAddress, Account{Balance: 19})
-		if got := w.allowance(addr(w.carol), addr(w.gw)); got != 1_000_000 {
-			t.Errorf("carol's allowance %d, want untouched", got)
+		if _, ok := w.state[depositKey(addr(w.carol), addr(w.gw))]; ok {
+			t.Error("a receipt paid by the gateway wrote carol a deposit record")
 		}
 		if s, ok := w.settlement("c1"); !ok || !s.PaidByGateway || s.Amount != 1999 {
 			t.Errorf("settlement %+v %v: want paid by gateway", s, ok)
 		}
 		w.checkSupply(worldSupply)
 	})
-	t.Run("allowance too small", func(t *testing.T) {
+	t.Run("deposit too small", func(t *testing.T) {
 		w := newWorld(t)
 		batchSummary(t, w.apply(settleTx(w.gw, 0, batchReceipt(t, w.gw, w.prov, addr(w.dave), "d1", 1000, 333))), 1, 0, 1999)
-		checkAccount(t, w.testChain, addr(w.gw), gwAcct(w, 1, 20_099, 48_001))
-		checkAccount(t, w.testChain, addr(w.dave), Account{PubKey: w.dave.Public(), Balance: daveBalance})
-		if got := w.allowance(addr(w.dave), addr(w.gw)); got != daveAllowance {
-			t.Errorf("dave's allowance %d, want untouched", got)
+		// dave's deposit pays what it holds, the gateway's stake the rest.
+		checkAccount(t, w.testChain, addr(w.gw), gwAcct(w, 1, 20_099, gwStake-(1999-daveAllowance)))
+		checkAccount(t, w.testChain, addr(w.dave), Account{PubKey: w.dave.Public(), Balance: daveBalance - daveAllowance})
+		if _, ok := w.state[depositKey(addr(w.dave), addr(w.gw))]; ok {
+			t.Errorf("dave's emptied deposit is still recorded: %+v", w.deposit(addr(w.dave), addr(w.gw)))
 		}
 		if s, ok := w.settlement("d1"); !ok || !s.PaidByGateway {
 			t.Errorf("settlement %+v %v: want paid by gateway", s, ok)
@@ -193,16 +199,14 @@ func TestSettleGatewayPays(t *testing.T) {
 	t.Run("exactly enough", func(t *testing.T) {
 		w := newWorld(t)
 		batchSummary(t, w.apply(settleTx(w.gw, 0,
-			batchReceipt(t, w.gw, w.prov, addr(w.carol), "c1", 100, 0), // carol's whole balance
-			batchReceipt(t, w.gw, w.prov, addr(w.dave), "d1", 100, 0),  // dave's whole allowance
-		)), 2, 0, 200)
-		checkAccount(t, w.testChain, addr(w.carol), Account{PubKey: w.carol.Public()})
+			batchReceipt(t, w.gw, w.prov, addr(w.dave), "d1", 100, 0), // dave's whole deposit
+		)), 1, 0, 100)
 		checkAccount(t, w.testChain, addr(w.dave), Account{PubKey: w.dave.Public(), Balance: daveBalance - 100})
 		if got := w.allowance(addr(w.dave), addr(w.gw)); got != 0 {
-			t.Errorf("dave's allowance %d, want 0", got)
+			t.Errorf("dave's deposit %d, want 0", got)
 		}
-		checkAccount(t, w.testChain, addr(w.gw), gwAcct(w, 1, 20_010, gwStake))
-		for _, id := range []string{"c1", "d1"} {
+		checkAccount(t, w.testChain, addr(w.gw), gwAcct(w, 1, 20_005, gwStake))
+		for _, id := range []string{"d1"} {
 			if s, ok := w.settlement(id); !ok || s.PaidByGateway {
 				t.Errorf("settlement %s %+v %v: want paid by the consumer", id, s, ok)
 			}
@@ -216,7 +220,7 @@ func TestSettleGatewayPays(t *testing.T) {
 		if w.exists(nobody) {
 			t.Error("settling for an unknown consumer created its account")
 		}
-		if _, ok := w.state[allowanceKey(nobody, addr(w.gw))]; ok {
+		if _, ok := w.state[depositKey(nobody, addr(w.gw))]; ok {
 			t.Error("settling for an unknown consumer wrote an allowance")
 		}
 		w.checkSupply(worldSupply)
@@ -250,7 +254,7 @@ func TestSettleMixedBatch(t *testing.T) {
 		}
 	}
 	// alice: 1999 + 500 + 3000; gateway stake: 1999 + 30000; fees on all five.
-	checkAccount(t, w.testChain, addr(w.alice), Account{PubKey: w.alice.Public(), Balance: aliceBalance - 5499})
+	checkAccount(t, w.testChain, addr(w.alice), Account{PubKey: w.alice.Public(), Balance: aliceFree})
 	checkAccount(t, w.testChain, addr(w.carol), Account{PubKey: w.carol.Public(), Balance: carolBalance})
 	checkAccount(t, w.testChain, addr(w.gw), Account{PubKey: w.gw.Public(), Nonce: 1, Balance: 20_000 + 99 + 99 + 25 + 1500 + 150, Stake: 50_000 - 31_999, Roles: RoleGateway, GatewayInfo: "https://gw.example"})
 	checkAccount(t, w.testChain, TreasuryAddress, Account{Balance: 19 + 19 + 5 + 300 + 30})
@@ -264,10 +268,10 @@ func TestSettleMixedBatch(t *testing.T) {
 			t.Errorf("settlement %s: %+v %v, want PaidByGateway %v", id, s, ok, paidByGateway)
 		}
 	}
-	// bob's receipt was rejected: no trace of it (no allowance record).
+	// bob's receipt was rejected: no trace of it (no deposit record).
 	wantKeys := []string{
-		accountKey(addr(w.alice)), accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
-		allowanceKey(addr(w.alice), addr(w.gw)), receiptKey("a1"), receiptKey("c1"), receiptKey("a2"), receiptKey("c2"), receiptKey("a3"),
+		accountKey(addr(w.gw)), accountKey(TreasuryAddress), accountKey(addr(w.prov)), accountKey(addr(w.prov2)),
+		depositKey(addr(w.alice), addr(w.gw)), receiptKey(addr(w.gw), "a1"), receiptKey(addr(w.gw), "c1"), receiptKey(addr(w.gw), "a2"), receiptKey(addr(w.gw), "c2"), receiptKey(addr(w.gw), "a3"),
 		dueKey(6), txKey(TxHash(tx)),
 		workKey(1, addr(w.prov)), workKey(1, addr(w.prov2)), workCountKey(1), workListKey(1, 0), workListKey(1, 1),
 	}
@@ -457,7 +461,7 @@ func TestSettleZeroAmount(t *testing.T) {
 	}
 	// The gateway's and provider's records are rewritten unchanged; only
 	// the gateway's nonce, the settlements and the tx record differ.
-	want := []string{accountKey(addr(w.gw)), receiptKey("z1"), receiptKey("z2"), txKey(TxHash(tx))}
+	want := []string{accountKey(addr(w.gw)), receiptKey(addr(w.gw), "z1"), receiptKey(addr(w.gw), "z2"), txKey(TxHash(tx))}
 	slices.Sort(want)
 	if diff := stateDiff(before, w.state); !slices.Equal(diff, want) {
 		t.Errorf("changed keys %q\nwant %q", diff, want)
@@ -478,7 +482,9 @@ func TestSettleDuplicateInBatch(t *testing.T) {
 			t.Errorf("rejection %+v", e.Attrs)
 		}
 	}
-	checkAccount(t, w.testChain, addr(w.alice), Account{PubKey: w.alice.Public(), Balance: aliceBalance - 1999})
+	if got := w.allowance(addr(w.alice), addr(w.gw)); got != aliceAllowance-1999 {
+		t.Errorf("alice's deposit %d, want %d", got, aliceAllowance-1999)
+	}
 	if s, ok := w.settlement("r1"); !ok || s.Receipt != receipt.Sum(r.Bytes) {
 		t.Errorf("settlement %+v %v: want the first receipt", s, ok)
 	}
@@ -619,5 +625,59 @@ func TestUnbondingRelease(t *testing.T) {
 	if res := w.apply(withdrawTx(w.prov, 3)); res.Code != CodeInvalid {
 		t.Fatalf("second withdraw: code %d, want %d", res.Code, CodeInvalid)
 	}
+	w.checkSupply(worldSupply)
+}
+
+// TestSettleSameIDAtTwoGateways: request ids are unique per gateway, so
+// two gateways settle receipts with the same id, each under its own key;
+// Block.settlement finds each, staged in the block and committed after.
+func TestSettleSameIDAtTwoGateways(t *testing.T) {
+	w := newWorld(t)
+	r1 := batchReceipt(t, w.gw, w.prov, addr(w.alice), "same", 10, 10)
+	r2 := batchReceipt(t, w.gw2, w.prov, addr(w.alice), "same", 20, 20)
+	w.blockWith(func(apply func([]byte) Result) {
+		batchSummary(t, apply(settleTx(w.gw, 0, r1)), 1, 0, 40)
+		batchSummary(t, apply(settleTx(w.gw2, 0, r2)), 1, 0, 80)
+	})
+	b, err := NewBlock(w.state, w.height+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		gw   keys.Address
+		want receipt.Hash
+	}{{addr(w.gw), receipt.Sum(r1.Bytes)}, {addr(w.gw2), receipt.Sum(r2.Bytes)}} {
+		s, ok, err := b.settlement(c.gw, "same")
+		if err != nil || !ok || s.Receipt != c.want {
+			t.Errorf("settlement of %s/same: %+v %v %v", c.gw, s, ok, err)
+		}
+	}
+	if _, ok, err := b.settlement(addr(w.gwlow), "same"); ok || err != nil {
+		t.Errorf("a third gateway has a settlement for the id: %v %v", ok, err)
+	}
+	w.checkSupply(worldSupply)
+}
+
+// TestSettleFromUnlocking: money taken out of a deposit pays the gateway's
+// receipts until its release height, the soonest-released part first;
+// from then on it is the consumer's, and the gateway's stake pays.
+func TestSettleFromUnlocking(t *testing.T) {
+	w := newWorld(t)
+	w.block(approveTx(w.alice, 0, addr(w.gw), 1_000)) // 99,000 unlocks at 11
+	batchSummary(t, w.apply(settleTx(w.gw, 0, batchReceipt(t, w.gw, w.prov, addr(w.alice), "u1", 1000, 333))), 1, 0, 1999)
+	if d := w.deposit(addr(w.alice), addr(w.gw)); d.Locked != 1_000 || len(d.Unlocking) != 1 || d.Unlocking[0].Amount != 99_000-1999 {
+		t.Errorf("deposit %+v: want the unlocking part drawn first", d)
+	}
+	for w.height < 11 {
+		w.block()
+	}
+	// From height 11 the unlocking part is the consumer's: 1,000 locked is
+	// all the gateway can draw, its stake pays the rest.
+	batchSummary(t, w.apply(settleTx(w.gw, 1, batchReceipt(t, w.gw, w.prov, addr(w.alice), "u2", 1000, 333))), 1, 0, 1999)
+	if s, ok := w.settlement("u2"); !ok || s.StakePaid != 999 || !s.PaidByGateway {
+		t.Errorf("settlement %+v %v: want 999 paid by the gateway's stake", s, ok)
+	}
+	w.block(approveTx(w.alice, 1, addr(w.gw), 0))
+	checkAccount(t, w.testChain, addr(w.alice), Account{PubKey: w.alice.Public(), Nonce: 2, Balance: aliceFree + 99_000 - 1999})
 	w.checkSupply(worldSupply)
 }

@@ -20,8 +20,8 @@ type Reader interface {
 // so a host may keep its own bookkeeping under keys that start otherwise.
 const (
 	prefixAccount    = "a/" // + address → Account
-	prefixAllowance  = "w/" // + consumer + "/" + gateway → amount
-	prefixReceipt    = "r/" // + request id → Settlement
+	prefixDeposit    = "w/" // + consumer + "/" + gateway → Deposit
+	prefixReceipt    = "r/" // + gateway address + "/" + request id → Settlement
 	prefixDue        = "d/" // + height (8 bytes) → addresses whose escrow matures
 	prefixTx         = "t/" // + tx hash (32 bytes) → TxRecord
 	keyParams        = "p/params"
@@ -176,9 +176,11 @@ type Settlement struct {
 	Amount   money.Amount   `json:"amount"`
 	Consumer keys.Address   `json:"consumer"`
 	Provider keys.PublicKey `json:"provider"`
-	// PaidByGateway is set when the consumer could not pay and the
-	// gateway's stake covered the receipt.
-	PaidByGateway bool `json:"paid_by_gateway"`
+	// PaidByGateway is set when the consumer's deposit for the gateway
+	// could not pay all of the receipt and the gateway's stake paid the
+	// rest: StakePaid of the Amount.
+	PaidByGateway bool         `json:"paid_by_gateway"`
+	StakePaid     money.Amount `json:"stake_paid"`
 }
 
 func (s *Settlement) encode() []byte {
@@ -190,6 +192,7 @@ func (s *Settlement) encode() []byte {
 	e.address(s.Consumer)
 	e.key(s.Provider)
 	e.boolean(s.PaidByGateway)
+	e.amount(s.StakePaid)
 	return e.b
 }
 
@@ -203,6 +206,7 @@ func decodeSettlement(b []byte) (Settlement, error) {
 	s.Consumer = d.address()
 	s.Provider = d.key()
 	s.PaidByGateway = d.boolean()
+	s.StakePaid = d.amount()
 	return s, d.end()
 }
 
@@ -257,11 +261,18 @@ func accountKey(a keys.Address) string { return prefixAccount + string(a) }
 // key is the address. Auditors that walk a state store use it.
 const AccountKeyPrefix = prefixAccount
 
-func allowanceKey(consumer, gateway keys.Address) string {
-	return prefixAllowance + string(consumer) + "/" + string(gateway)
+func depositKey(consumer, gateway keys.Address) string {
+	return prefixDeposit + string(consumer) + "/" + string(gateway)
 }
 
-func receiptKey(requestID string) string { return prefixReceipt + requestID }
+// receiptKey is where the settlement of gateway's receipt requestID is
+// kept. Request ids are unique only per gateway (a gateway picks them, and a
+// consumer learns its own at the first token): keying by gateway as well
+// means a receipt can collide only with receipts its own gateway settled.
+// Addresses are fixed-length and contain no slash, so the key is unambiguous.
+func receiptKey(gateway keys.Address, requestID string) string {
+	return prefixReceipt + string(gateway) + "/" + requestID
+}
 
 func dueKey(height uint64) string {
 	return prefixDue + string(binary.BigEndian.AppendUint64(nil, height))

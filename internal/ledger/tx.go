@@ -66,8 +66,8 @@ type Tx struct {
 	// Register: the role taken and its public metadata (e.g. a URL).
 	Role Role
 	Info string
-	// Approve: Gateway may charge up to Amount of the sender's receipts
-	// (the allowance is set, not added to).
+	// Approve: the sender's deposit for Gateway becomes Amount (set, not
+	// added to): raising it locks balance, lowering it starts unlocking.
 	Gateway keys.Address
 	// SettleBatch: signed receipts in canonical bytes, and the RFC 6962
 	// Merkle root over their hashes.

@@ -109,7 +109,7 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 	l := chain.Ledger{Client: tn.Validator.Node.Client()}
 	var spent money.Amount
 	for _, r := range rs {
-		st, err := l.Settlement(ctx, r.RequestID)
+		st, err := l.Settlement(ctx, r.Gateway.Address(), r.RequestID)
 		if err != nil || st.Receipt != r.Hash() || st.Amount != r.Amount || st.Provider != r.Provider {
 			t.Fatalf("settlement of %s: %+v, %v", r.RequestID, st, err)
 		}

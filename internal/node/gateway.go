@@ -175,7 +175,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = metrics.NewGateway()
 	}
-	ui, err := startWeb(h, st, cfg.ChainRPC, cfg.Logger)
+	ui, err := startWeb(h, st, key.Public().Address(), cfg.ChainRPC, cfg.Logger)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -344,8 +344,8 @@ func (g *Gateway) Close() error {
 
 // startWeb makes the gateway's web UI; with ledger RPC URLs it reads blocks
 // and ledger state from the first.
-func startWeb(h *hub.Hub, st *store.Store, chainRPC []string, log *slog.Logger) (*web.UI, error) {
-	wc := web.Config{Hub: h, Receipts: st, Logger: log}
+func startWeb(h *hub.Hub, st *store.Store, gateway keys.Address, chainRPC []string, log *slog.Logger) (*web.UI, error) {
+	wc := web.Config{Hub: h, Receipts: st, Gateway: gateway, Logger: log}
 	if len(chainRPC) > 0 {
 		var err error
 		if wc.Ledger, wc.Blocks, err = web.DialChain(chainRPC[0]); err != nil {

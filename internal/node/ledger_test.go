@@ -50,14 +50,20 @@ func getAccount(t *testing.T, tn *testNet, key string) accountJSON {
 
 // TestReceiptsSettleOnTheLedger serves requests through `up` and follows the
 // money: every receipt is settled in batches on the in-process validator,
-// the consumer's balance drops by exactly the receipts' amounts, the
-// provider's escrow and the fees add up to them, and /v1/account agrees.
+// the consumer's deposit for the gateway drops by exactly the receipts'
+// amounts (its balance not at all), the provider's escrow and the fees add
+// up to them, and /v1/account agrees.
 func TestReceiptsSettleOnTheLedger(t *testing.T) {
 	tn := startNet(t, netOptions{gateway: gateway.Config{SettleInterval: 100 * time.Millisecond, SettleBatchSize: 7}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	l := chain.Ledger{Client: tn.Validator.Node.Client()}
 	before, err := l.Account(ctx, tn.Account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := tn.Gateway.Key.Public().Address()
+	depBefore, err := l.Deposit(ctx, tn.Account, gw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +91,7 @@ func TestReceiptsSettleOnTheLedger(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := l.Settlement(ctx, id)
+		st, err := l.Settlement(ctx, r.Receipt.Gateway.Address(), id)
 		if err != nil || st.Receipt != r.Receipt.Hash() || st.Amount != r.Receipt.Amount {
 			t.Fatalf("settlement of %s: %+v, %v", id, st, err)
 		}
@@ -102,8 +108,15 @@ func TestReceiptsSettleOnTheLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Balance != before.Balance-spent {
-		t.Errorf("consumer balance %d → %d, want a drop of exactly %d", before.Balance, after.Balance, spent)
+	if after.Balance != before.Balance {
+		t.Errorf("consumer balance %d → %d, want it untouched (receipts are paid from the deposit)", before.Balance, after.Balance)
+	}
+	depAfter, err := l.Deposit(ctx, tn.Account, gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if depAfter.Locked != depBefore.Locked-spent {
+		t.Errorf("consumer deposit %d → %d, want a drop of exactly %d", depBefore.Locked, depAfter.Locked, spent)
 	}
 	prov, err := l.Account(ctx, tn.Provider.Key.Address())
 	if err != nil {
@@ -117,8 +130,8 @@ func TestReceiptsSettleOnTheLedger(t *testing.T) {
 		t.Errorf("provider escrow %d + balance %d, want %d", escrow, prov.Balance, providerShare)
 	}
 	a := getAccount(t, tn, testAPIKey)
-	if !a.Ledger || a.Balance != after.Balance || a.Settled != spent || a.Reserved != 0 || a.Pending != 0 {
-		t.Errorf("/v1/account = %+v; want balance %d, settled %d, nothing reserved or pending", a, after.Balance, spent)
+	if !a.Ledger || a.Balance != after.Balance || a.Spendable != depAfter.Locked || a.Settled != spent || a.Reserved != 0 || a.Pending != 0 {
+		t.Errorf("/v1/account = %+v; want balance %d, spendable %d, settled %d, nothing reserved or pending", a, after.Balance, depAfter.Locked, spent)
 	}
 }
 

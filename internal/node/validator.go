@@ -47,10 +47,13 @@ func (v *Validator) Stop() error {
 	return errors.Join(v.Node.Stop(), v.App.Close())
 }
 
-// Dev genesis amounts for `idlegrid up`: a consumer with money to spend, a
-// gateway and a provider staked well above the minimums.
+// Dev genesis amounts for `idlegrid up`: a consumer with money to spend,
+// most of it locked in a deposit for the gateway and the rest free (to
+// fund other accounts, e.g. a provider's stake), a gateway and a provider
+// staked well above the minimums.
 const (
 	devConsumerBalance = 1_000_000 * money.Unit
+	devConsumerDeposit = 900_000 * money.Unit
 	devGatewayBalance  = 10_000 * money.Unit
 	devGatewayStake    = 10_000 * money.Unit
 	devProviderStake   = 1_000 * money.Unit
@@ -59,7 +62,7 @@ const (
 )
 
 // DevGenesis is the ledger genesis of the embedded network: the dev
-// consumer funded and approving the gateway; the gateway, the local
+// consumer funded, its balance locked in a deposit for the gateway; the gateway, the local
 // provider and the dev verifier registered and staked (the verifier also
 // funded, to pay for its canaries). Epochs are short (blocks come only with
 // settlements) so that a local run sees rewards.
@@ -70,14 +73,14 @@ func DevGenesis(consumer, gateway, provider, verifier keys.PublicKey) ledger.Gen
 		Params: params,
 		Accounts: []ledger.GenesisAccount{
 			{Address: consumer.Address(), PubKey: consumer, Balance: devConsumerBalance,
-				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Allowance: devConsumerBalance}}},
+				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Deposit: devConsumerDeposit}}},
 			{Address: gateway.Address(), PubKey: gateway, Balance: devGatewayBalance, Stake: devGatewayStake,
 				Roles: []string{"gateway"}, Info: "idlegrid up gateway"},
 			{Address: provider.Address(), PubKey: provider, Stake: devProviderStake,
 				Roles: []string{"provider"}, Info: "idlegrid up provider"},
 			{Address: verifier.Address(), PubKey: verifier, Balance: devVerifierBalance, Stake: devVerifierStake,
 				Roles: []string{"verifier"}, Info: "idlegrid up verifier",
-				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Allowance: devVerifierBalance}}},
+				Approvals: []ledger.GenesisApproval{{Gateway: gateway.Address(), Deposit: devVerifierBalance}}},
 		},
 	}
 }

@@ -16,9 +16,10 @@ import (
 // worst-case cost is reserved in the database, under a lock on the
 // consumer's row, against what the ledger says the consumer has. Everything
 // that may still be charged counts: every gateway's live reservations and
-// every gateway's receipts the ledger has not charged yet. A consumer's
-// balance is shared by all gateways; its allowance is per gateway, so a
-// reservation must fit both.
+// every gateway's receipts the ledger has not charged yet. FundsView
+// bounds both the total (Balance) and one gateway's share (Allowance); the
+// gateway passes its deposit on the ledger as Allowance and leaves Balance
+// open, since each gateway's receipts are paid from its own deposit.
 
 // ErrInsufficientFunds: the consumer's funds do not cover a reservation.
 var ErrInsufficientFunds = errors.New("insufficient funds")
@@ -37,8 +38,8 @@ type Hold struct {
 
 // FundsView is a consumer's funds as read from the ledger.
 type FundsView struct {
-	// Balance is the account's, shared by every gateway; Allowance is what
-	// it approved for this gateway.
+	// Balance bounds what every gateway holds together; Allowance what
+	// this gateway holds (its deposit on the ledger).
 	Balance, Allowance money.Amount
 	// AsOf is when the reading was taken, minus the clock skew and ledger
 	// lag to tolerate: receipts settled after it may not show in Balance

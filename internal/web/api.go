@@ -110,7 +110,8 @@ type accountView struct {
 	Account   keys.Address  `json:"account"`
 	Ledger    bool          `json:"ledger"`
 	Balance   *money.Amount `json:"balance"`
-	Allowance *money.Amount `json:"allowance"`
+	Deposit   *money.Amount `json:"deposit"`
+	Unlocking *money.Amount `json:"unlocking"`
 	Spendable *money.Amount `json:"spendable"`
 	Reserved  money.Amount  `json:"reserved"`
 	Pending   money.Amount  `json:"pending_settlement"`

@@ -155,7 +155,7 @@ func summarize(tx *ledger.Tx) (string, []string) {
 	case ledger.KindRegister:
 		return tx.Role.String() + " " + strconv.Quote(tx.Info), nil
 	case ledger.KindApprove:
-		return "allow " + string(tx.Gateway) + " up to " + tx.Amount.String(), nil
+		return "deposit " + tx.Amount.String() + " for " + string(tx.Gateway), nil
 	case ledger.KindSettleBatch:
 		var ids []string
 		for _, br := range tx.Receipts {
@@ -175,17 +175,39 @@ func (u *UI) unavailable(w http.ResponseWriter, err error) {
 }
 
 // receiptSearch turns the explorer's search form into the receipt's page.
+// Request ids are unique per gateway: the form names the gateway that
+// settled the receipt, this one by default.
 func (u *UI) receiptSearch(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimSpace(r.URL.Query().Get("id"))
 	if id == "" || len(id) > maxIDLen {
 		u.badRequest(w, "Enter a request id (as in a response's id field).")
 		return
 	}
-	http.Redirect(w, r, Prefix+"explorer/receipt/"+url.PathEscape(id), http.StatusSeeOther)
+	gateway := keys.Address(strings.TrimSpace(r.URL.Query().Get("gateway")))
+	if gateway == "" {
+		gateway = u.cfg.Gateway
+	}
+	if err := gateway.Validate(); err != nil {
+		u.badRequest(w, "Enter the address of the gateway that settled the receipt (request ids are unique per gateway).")
+		return
+	}
+	http.Redirect(w, r, Prefix+"explorer/receipt/"+string(gateway)+"/"+url.PathEscape(id), http.StatusSeeOther)
+}
+
+// receiptHere sends a request id without a gateway to this gateway's page
+// of it.
+func (u *UI) receiptHere(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if len(id) > maxIDLen || u.cfg.Gateway.Validate() != nil {
+		u.badRequest(w, "Name the gateway that settled the receipt: "+Prefix+"explorer/receipt/GATEWAY/REQUEST_ID (request ids are unique per gateway).")
+		return
+	}
+	http.Redirect(w, r, Prefix+"explorer/receipt/"+string(u.cfg.Gateway)+"/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
 type receiptData struct {
-	ID string
+	ID      string
+	Gateway keys.Address
 	// Settlement is the ledger's record; nil when not settled (yet).
 	Settlement *ledger.Settlement
 	// Stored is this gateway's copy, shown when it matches the settled
@@ -204,10 +226,15 @@ func (u *UI) receipt(w http.ResponseWriter, r *http.Request) {
 		u.badRequest(w, "That request id is too long.")
 		return
 	}
+	gateway := keys.Address(r.PathValue("gateway"))
+	if err := gateway.Validate(); err != nil {
+		u.badRequest(w, "That gateway address is not valid.")
+		return
+	}
 	ctx, cancel := u.ctx(r)
 	defer cancel()
-	d := receiptData{ID: id}
-	st, err := u.cfg.Ledger.Settlement(ctx, id)
+	d := receiptData{ID: id, Gateway: gateway}
+	st, err := u.cfg.Ledger.Settlement(ctx, gateway, id)
 	switch {
 	case errors.Is(err, chain.ErrNotFound):
 	case err != nil:
@@ -217,6 +244,9 @@ func (u *UI) receipt(w http.ResponseWriter, r *http.Request) {
 		d.Settlement = &st
 	}
 	stored, serr := u.cfg.Receipts.Receipt(ctx, id)
+	if serr == nil && stored.Receipt.Gateway.Address() != gateway {
+		serr = store.ErrNotFound // another gateway's id: this store's copy is not it
+	}
 	switch {
 	case serr == nil && d.Settlement != nil && stored.Receipt.Hash() == st.Receipt:
 		d.Stored = &stored.Receipt

@@ -19,14 +19,18 @@ const (
 )
 
 type overviewData struct {
-	Providers   []providerRow
-	Models      []apiModel
-	Online      int
-	Paused      int
-	InFlight    int
-	Slots       int
-	TokensPerS  string
+	Providers  []providerRow
+	Models     []apiModel
+	Online     int
+	Paused     int
+	InFlight   int
+	Slots      int
+	TokensPerS string
+	// Requests are recent settled receipts: a request id is public once
+	// the ledger holds it. Unsettled ones are only counted (Unsettled),
+	// since knowing an unsettled id is what its consumer alone needs.
 	Requests    []requestRow
+	Unsettled   int
 	Throughput  chart
 	Height      int64
 	HasLedger   bool
@@ -83,6 +87,10 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 		p.note("Recent requests are unavailable: the store could not be read.")
 	}
 	for _, s := range recent {
+		if s.SettleHeight == 0 {
+			d.Unsettled++
+			continue
+		}
 		d.Requests = append(d.Requests, newRequestRow(s))
 	}
 	d.Throughput, d.TokensPerS = u.throughput(ctx, p)

@@ -55,7 +55,7 @@ type Receipts interface {
 type Ledger interface {
 	Account(ctx context.Context, addr keys.Address) (chain.AccountInfo, error)
 	Provider(ctx context.Context, addr keys.Address) (chain.ProviderInfo, error)
-	Settlement(ctx context.Context, requestID string) (ledger.Settlement, error)
+	Settlement(ctx context.Context, gateway keys.Address, requestID string) (ledger.Settlement, error)
 	Tx(ctx context.Context, hash receipt.Hash) (ledger.TxRecord, error)
 	EpochState(ctx context.Context) (chain.EpochInfo, error)
 	Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, error)
@@ -82,6 +82,10 @@ type Config struct {
 	Receipts Receipts
 	Ledger   Ledger
 	Blocks   Blocks
+	// Gateway is this gateway's ledger address: the explorer looks up a
+	// request id under it unless the page names another gateway
+	// (settlements are kept per gateway).
+	Gateway keys.Address
 	// Now is the clock for throughput and charts (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -160,7 +164,8 @@ func (u *UI) routes(static http.Handler) {
 	m.HandleFunc("GET "+Prefix+"explorer/{$}", u.blocks)
 	m.HandleFunc("GET "+Prefix+"explorer/block/{height}", u.block)
 	m.HandleFunc("GET "+Prefix+"explorer/receipt", u.receiptSearch)
-	m.HandleFunc("GET "+Prefix+"explorer/receipt/{id}", u.receipt)
+	m.HandleFunc("GET "+Prefix+"explorer/receipt/{id}", u.receiptHere)
+	m.HandleFunc("GET "+Prefix+"explorer/receipt/{gateway}/{id...}", u.receipt)
 	m.HandleFunc("GET "+Prefix+"explorer/epochs", u.epochs)
 	m.HandleFunc("GET "+Prefix+"explorer/epoch/{n}", u.epoch)
 	m.HandleFunc("GET "+Prefix+"explorer/provider", u.providerSearch)

@@ -79,8 +79,8 @@ func (f *fakeLedger) Provider(_ context.Context, a keys.Address) (chain.Provider
 	return chain.ProviderInfo{}, notFound("provider")
 }
 
-func (f *fakeLedger) Settlement(_ context.Context, id string) (ledger.Settlement, error) {
-	if v, ok := f.settlements[id]; ok {
+func (f *fakeLedger) Settlement(_ context.Context, gateway keys.Address, id string) (ledger.Settlement, error) {
+	if v, ok := f.settlements[chain.ReceiptRef(gateway, id)]; ok {
 		return v, nil
 	}
 	return ledger.Settlement{}, notFound("receipt")
@@ -132,7 +132,7 @@ func fakeAPI(models string, account keys.Address) http.Handler {
 			io.WriteString(w, `{"error":{"message":"Incorrect API key provided.","type":"authentication_error"}}`)
 			return
 		}
-		io.WriteString(w, `{"object":"account","account":"`+string(account)+`","ledger":true,"balance":7000000,"allowance":5000000,
+		io.WriteString(w, `{"object":"account","account":"`+string(account)+`","ledger":true,"balance":7000000,"deposit":5000000,"unlocking":2500000,
 			"spendable":5000000,"reserved":10,"pending_settlement":20,"settled_spend":1234567,"receipts":{"settled":3,"pending":1,"rejected":0}}`)
 	})
 	return mux
@@ -197,7 +197,7 @@ func newFixture(t *testing.T, withLedger bool) *fixture {
 		}, Claimable: money.Unit, Unvested: 5 * money.Unit}},
 		providers: map[keys.Address]chain.ProviderInfo{provAddr: {Address: provAddr, Reputation: 975,
 			ProviderRecord: ledger.ProviderRecord{Audits: 40, Failures: 1, Last: []ledger.CaseOutcome{{Evidence: receipt.Sum([]byte("ev")), Pass: true, Height: 17}}}}},
-		settlements: map[string]ledger.Settlement{f.settled.Receipt.RequestID: {Height: 2, TxHash: receipt.Sum([]byte("tx")),
+		settlements: map[string]ledger.Settlement{chain.ReceiptRef(f.gateway.Public().Address(), f.settled.Receipt.RequestID): {Height: 2, TxHash: receipt.Sum([]byte("tx")),
 			Receipt: f.settled.Receipt.Hash(), Amount: f.settled.Receipt.Amount, Consumer: f.consumer, Provider: f.provider.Public()}},
 		epoch: chain.EpochInfo{EpochState: ledger.EpochState{Number: 2, Start: 41}, EndHeight: 60, Height: 45},
 		epochs: []ledger.EpochRecord{
@@ -218,6 +218,7 @@ func newFixture(t *testing.T, withLedger bool) *fixture {
 		Hub: fakeHub{{Key: f.provider.Public(), InFlight: 1, ConnectedAt: now.Add(-time.Hour),
 			Capabilities: protocol.Capabilities{Slots: 4, Models: []protocol.Model{{Name: "sim-small", Digest: "sha256:abc"}}}}},
 		Receipts: f.receipts,
+		Gateway:  f.gateway.Public().Address(),
 		Now:      func() time.Time { return now },
 	}
 	if withLedger {
@@ -267,16 +268,16 @@ func TestPagesShowTheirData(t *testing.T) {
 	}{
 		{"/ui/", []string{
 			prov.String(), "sim-small", "0.100000 / 0.100000", "0.250000 / 0.300000", "42.5",
-			"1 / 4", "chatcmpl-settled1", "chatcmpl-pending2", "settled at 2", "pending settlement",
+			"1 / 4", "chatcmpl-settled1", "settled at 2", "1 of the latest requests await settlement",
 			"<svg", "<rect", "1</span> providers online",
 			// 34 + 56 completion tokens over 60 s plus the 30 s of the
 			// running minute.
 			"1.0</span> tokens/s",
 		}},
 		{"/ui/explorer/", []string{`href="/ui/explorer/block/2"`, "abcd", ">1</td>"}},
-		{"/ui/explorer/block/2", []string{"settle-batch", "1 receipts", `href="/ui/explorer/receipt/chatcmpl-settled1"`,
+		{"/ui/explorer/block/2", []string{"settle-batch", "1 receipts", `href="/ui/explorer/receipt/` + string(f.gateway.Public().Address()) + `/chatcmpl-settled1"`,
 			string(f.gateway.Public().Address()), "ok"}},
-		{"/ui/explorer/receipt/chatcmpl-settled1", []string{"Settlement", f.settled.Receipt.Hash().String(), string(f.consumer),
+		{"/ui/explorer/receipt/" + string(f.gateway.Public().Address()) + "/chatcmpl-settled1", []string{"Settlement", "Settled by gateway", f.settled.Receipt.Hash().String(), string(f.consumer),
 			"12 prompt, 34 completion", "sha256:abc"}},
 		{"/ui/explorer/epochs", []string{"Running epoch <strong>2</strong>", "100.000000", "90.000000",
 			receipt.Sum([]byte("r1")).String()[:8], "<rect"}},
@@ -297,7 +298,7 @@ func TestPagesShowTheirData(t *testing.T) {
 
 func TestPendingReceiptKeepsItsDetails(t *testing.T) {
 	f := newFixture(t, true)
-	code, body := f.get(t, "/ui/explorer/receipt/chatcmpl-pending2")
+	code, body := f.get(t, "/ui/explorer/receipt/"+string(f.gateway.Public().Address())+"/chatcmpl-pending2")
 	if code != http.StatusOK {
 		t.Fatalf("status %d", code)
 	}
@@ -316,7 +317,10 @@ func TestErrorsAndBadInput(t *testing.T) {
 		{"/ui/explorer/block/abc", http.StatusBadRequest},
 		{"/ui/explorer/block/0", http.StatusBadRequest},
 		{"/ui/explorer/block/99", http.StatusNotFound},
-		{"/ui/explorer/receipt/nope", http.StatusNotFound},
+		{"/ui/explorer/receipt/nope", http.StatusSeeOther},
+		{"/ui/explorer/receipt/" + string(f.gateway.Public().Address()) + "/nope", http.StatusNotFound},
+		{"/ui/explorer/receipt/not-an-address/chatcmpl-settled1", http.StatusBadRequest},
+		{"/ui/explorer/receipt?id=x&gateway=not-an-address", http.StatusBadRequest},
 		{"/ui/explorer/receipt?id=", http.StatusBadRequest},
 		{"/ui/explorer/receipt?id=" + url.QueryEscape("a b/c"), http.StatusSeeOther},
 		{"/ui/explorer/epoch/7", http.StatusNotFound},
@@ -369,7 +373,7 @@ func TestAccount(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d\n%s", rec.Code, body)
 	}
-	wantAll(t, "account", body, string(f.consumer), "7.000000", "5.000000", "1.234567", "(3 receipts)", "chatcmpl-settled1")
+	wantAll(t, "account", body, string(f.consumer), "7.000000", "5.000000", "2.500000", "Deposit locked", "1.234567", "(3 receipts)", "chatcmpl-settled1")
 	if strings.Contains(body, "secret-key") {
 		t.Error("the API key is echoed in the page")
 	}
