@@ -9,8 +9,9 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Guard limits provider connection attempts per client address: a token
-// bucket for handshakes, and a ban after repeated failed handshakes (bad
+// Guard limits provider connection attempts per client address (an IPv4
+// address, or an IPv6 /64, the block one host or subscriber is given): a
+// token bucket for handshakes, and a ban after repeated failed handshakes (bad
 // signatures, wrong chain, garbage), so that nobody can make the gateway
 // verify signatures or hold WebSockets at will. Loopback is exempt unless
 // GuardLoopback is set (an operator's own providers).
@@ -78,7 +79,17 @@ func (g *Guard) addr(r *http.Request) string {
 	if ip.IsLoopback() && !g.Loopback {
 		return ""
 	}
-	return ip.String()
+	return AddressBlock(ip)
+}
+
+// AddressBlock is the key by which per-address limits count ip: the IPv4
+// address itself, or the IPv6 /64 it is in (one subscriber typically
+// holds a whole /64, so per-address limits on IPv6 would be no limits).
+func AddressBlock(ip net.IP) string {
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // allow reports whether a handshake from r may start, and if not for how
