@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/idlegrid/idlegrid/internal/limits"
 )
 
 // Guard limits provider connection attempts per client address (an IPv4
@@ -79,17 +81,7 @@ func (g *Guard) addr(r *http.Request) string {
 	if ip.IsLoopback() && !g.Loopback {
 		return ""
 	}
-	return AddressBlock(ip)
-}
-
-// AddressBlock is the key by which per-address limits count ip: the IPv4
-// address itself, or the IPv6 /64 it is in (one subscriber typically
-// holds a whole /64, so per-address limits on IPv6 would be no limits).
-func AddressBlock(ip net.IP) string {
-	if v4 := ip.To4(); v4 != nil {
-		return v4.String()
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	return limits.AddressBlock(ip)
 }
 
 // allow reports whether a handshake from r may start, and if not for how
