@@ -28,6 +28,7 @@ const edgeChain = "attack-edge-1"
 
 // edgeGateway is a real gateway (no ledger) and hub behind an HTTP server.
 type edgeGateway struct {
+	key    keys.PrivateKey
 	hub    *hub.Hub
 	api    *gateway.Gateway
 	store  *store.Store
@@ -57,7 +58,7 @@ func newEdgeGateway(t *testing.T, hcfg hub.Config, gcfg gateway.Config) *edgeGat
 	}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(func() { h.Close(); srv.Close() })
-	return &edgeGateway{hub: h, api: api, store: st, url: srv.URL, apiKey: secret}
+	return &edgeGateway{key: gw, hub: h, api: api, store: st, url: srv.URL, apiKey: secret}
 }
 
 func newEdgeKey(t *testing.T) keys.PrivateKey {
