@@ -1,21 +1,27 @@
 package attack
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/link"
 )
 
 // L1 (network edge): floods of the sample feed and of stalled streams.
@@ -79,4 +85,62 @@ func TestL1ThrowawayKeysDoNotBlindVerifiers(t *testing.T) {
 	if n := wrong.Load(); n > 0 {
 		t.Fatalf("%d throwaway reads were not refused with 403", n)
 	}
+}
+
+// TestL1StalledStreamReaderIsCut: the attacker asks for a long streamed
+// answer, reads the response headers and then stops reading, keeping its
+// connection open. Once the socket buffers are full, the gateway's write
+// to it passes ConsumerWriteTimeout: the relay stops, the job is
+// cancelled and the provider's latest checkpoint is stored as the
+// request's receipt (it is paid for what it delivered). On return the
+// relay releases the request's reservation, as for any consumer that
+// goes away.
+func TestL1StalledStreamReaderIsCut(t *testing.T) {
+	const heartbeat = time.Second
+	g := newEdgeGateway(t, hub.Config{Link: link.Options{Heartbeat: heartbeat}},
+		gateway.Config{ConsumerWriteTimeout: 300 * time.Millisecond})
+	cfg := sim.DefaultConfig()
+	for i := range cfg.Models {
+		cfg.Models[i].FirstToken, cfg.Models[i].TokensPerSecond, cfg.Models[i].IgnoreEOS = 0, 0, true // a long answer, fast
+	}
+	s, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, err := s.Models(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov := startAgent(t, g, s, heartbeat)
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096) // a small window fills sooner
+	body := fmt.Sprintf(`{"model":%q,"stream":true,"max_tokens":1000000,"messages":[{"role":"user","content":"Tell me everything."}]}`, models[0].Name)
+	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		g.apiKey, len(body), body)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 4096), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.Header.Get("X-Request-Id")
+	if resp.StatusCode != http.StatusOK || id == "" {
+		t.Fatalf("stream: %d, request id %q", resp.StatusCode, id)
+	}
+	// From here on, nothing is read.
+	began := time.Now()
+	waitUntil(t, 20*time.Second, "the stalled stream's job to end with a stored checkpoint receipt", func() bool {
+		in, ok := connected(g.hub, prov)
+		if !ok || in.InFlight != 0 {
+			return false
+		}
+		r, err := g.store.Receipt(context.Background(), id)
+		return err == nil && r.Receipt.CompletionTokens > 0
+	})
+	r, _ := g.store.Receipt(context.Background(), id)
+	t.Logf("cut %s after the reader stalled; the provider is paid for %d tokens", time.Since(began).Round(time.Millisecond), r.Receipt.CompletionTokens)
 }
