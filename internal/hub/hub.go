@@ -106,7 +106,11 @@ type Provider struct {
 	paused   bool
 	inflight int
 	jobs     map[string]*Stream
-	names    map[string]struct{} // every model name this connection advertised (guarded by hub.mu)
+	// names is every model name this connection advertised, and
+	// capsRefused whether an advertisement was refused (both guarded by
+	// hub.mu).
+	names       map[string]struct{}
+	capsRefused bool
 }
 
 // Info is a snapshot of a provider for scheduling and display.
@@ -392,11 +396,16 @@ func (p *Provider) handle(m *protocol.Message) error {
 	case protocol.TypeCapabilities:
 		p.hub.mu.Lock()
 		err := p.hub.offerLocked(p, m.Capabilities.Models)
+		first := err != nil && !p.capsRefused
+		p.capsRefused = p.capsRefused || err != nil
 		p.hub.mu.Unlock()
 		if err != nil {
 			// Refused whole: the connection keeps serving what it
-			// advertised before.
-			p.hub.log.Warn("provider capabilities refused", "provider", p.Key.String(), "err", err)
+			// advertised before. Logged once per connection, so that a
+			// flood of advertisements is not a flood of log lines.
+			if first {
+				p.hub.log.Warn("provider capabilities refused", "provider", p.Key.String(), "err", err)
+			}
 			return nil
 		}
 		p.mu.Lock()
