@@ -89,6 +89,7 @@ func startAgent(t *testing.T, g *edgeGateway, s *sim.Sim, heartbeat time.Duratio
 	t.Helper()
 	key := newEdgeKey(t)
 	a, err := provider.New(provider.Config{Gateway: g.url, Key: key, Backend: s, Slots: 4, Version: "attack-test/1",
+		PricePrompt: provider.DefaultPricePrompt, PriceCompletion: provider.DefaultPriceCompletion,
 		Link: link.Options{Heartbeat: heartbeat}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package attack
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,6 +24,8 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
+	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
 // L1 (network edge): floods of the sample feed and of stalled streams.
@@ -98,7 +102,7 @@ func TestL1ThrowawayKeysDoNotBlindVerifiers(t *testing.T) {
 func TestL1StalledStreamReaderIsCut(t *testing.T) {
 	const heartbeat = time.Second
 	g := newEdgeGateway(t, hub.Config{Link: link.Options{Heartbeat: heartbeat}},
-		gateway.Config{ConsumerWriteTimeout: 300 * time.Millisecond})
+		gateway.Config{ConsumerWriteTimeout: 300 * time.Millisecond, Ledger: richConsumers{}})
 	cfg := sim.DefaultConfig()
 	for i := range cfg.Models {
 		cfg.Models[i].FirstToken, cfg.Models[i].TokensPerSecond, cfg.Models[i].IgnoreEOS = 0, 0, true // a long answer, fast
@@ -133,6 +137,9 @@ func TestL1StalledStreamReaderIsCut(t *testing.T) {
 	}
 	// From here on, nothing is read.
 	began := time.Now()
+	if reserved, ok := accountReserved(t, g); !ok || reserved == 0 {
+		t.Fatalf("the streaming request holds no reservation (%v, %v)", reserved, ok)
+	}
 	waitUntil(t, 20*time.Second, "the stalled stream's job to end with a stored checkpoint receipt", func() bool {
 		in, ok := connected(g.hub, prov)
 		if !ok || in.InFlight != 0 {
@@ -141,6 +148,50 @@ func TestL1StalledStreamReaderIsCut(t *testing.T) {
 		r, err := g.store.Receipt(context.Background(), id)
 		return err == nil && r.Receipt.CompletionTokens > 0
 	})
+	waitUntil(t, 5*time.Second, "the request's reservation to be released", func() bool {
+		reserved, ok := accountReserved(t, g)
+		return ok && reserved == 0
+	})
 	r, _ := g.store.Receipt(context.Background(), id)
 	t.Logf("cut %s after the reader stalled; the provider is paid for %d tokens", time.Since(began).Round(time.Millisecond), r.Receipt.CompletionTokens)
+}
+
+// richConsumers is a ledger on which every consumer can pay: enough for
+// the gateway to reserve each request's worst case, which /v1/account
+// shows as reserved.
+type richConsumers struct{}
+
+func (richConsumers) ConsumerFunds(context.Context, keys.Address) (chain.Funds, error) {
+	return chain.Funds{Balance: 1 << 60, Allowance: 1 << 60}, nil
+}
+
+func (richConsumers) SettleBatch(context.Context, []receipt.Signed) (chain.BatchOutcome, error) {
+	return chain.BatchOutcome{}, errors.New("not settling in this test")
+}
+
+func (richConsumers) Params(context.Context) (ledger.Params, error) {
+	return ledger.DefaultParams(), nil
+}
+
+func (richConsumers) Provider(context.Context, keys.Address) (chain.ProviderInfo, error) {
+	return chain.ProviderInfo{}, chain.ErrNotFound
+}
+
+// accountReserved reads what the consumer's requests in flight hold.
+func accountReserved(t *testing.T, g *edgeGateway) (money.Amount, bool) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", g.url+"/v1/account", nil)
+	req.Header.Set("Authorization", "Bearer "+g.apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Reserved money.Amount `json:"reserved"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&v) != nil {
+		return 0, false
+	}
+	return v.Reserved, true
 }
