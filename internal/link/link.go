@@ -36,9 +36,10 @@ type Options struct {
 	// read megabytes).
 	MaxMessageBytes   int64
 	MaxHandshakeBytes int64
-	// WriteTimeout bounds one frame's write: a peer that stops reading is
-	// dropped when it passes (default 3× Heartbeat, the time after which
-	// a silent peer is dropped).
+	// WriteTimeout bounds one frame's write: a peer that takes nothing
+	// for this long is dropped (default 2× Heartbeat; the heartbeat checks
+	// it, so a stalled write ends the link within 3× Heartbeat, the time
+	// after which a silent peer is dropped).
 	WriteTimeout time.Duration
 	// QueueLen bounds the outgoing queue (messages); Send blocks when full,
 	// which is the backpressure from a slow network to the senders, and
@@ -296,7 +297,11 @@ func (l *Link) fail(err error) {
 			reason = strings.ToValidUTF8(reason[:120], "")
 		}
 		close(l.done)
-		go l.ws.Close(code, reason) // waits for the peer's close up to 5 s; never block the caller
+		if errors.Is(err, errStalled) {
+			go l.ws.CloseNow() // a peer that reads nothing would not read a close frame either
+		} else {
+			go l.ws.Close(code, reason) // waits for the peer's close up to 5 s; never block the caller
+		}
 		time.AfterFunc(closeGrace, l.readCancel)
 	})
 }
@@ -379,26 +384,35 @@ func (l *Link) writeLoop() error {
 	}
 }
 
-// write sends one frame within the write timeout. The WebSocket library
-// closes the connection when the context ends mid-write, which is what a
-// peer that stopped reading gets.
+// write sends one frame. Its bound is kept by the heartbeat (stalled),
+// not by a deadline on each write: a timer per frame cost about 2 µs a
+// frame (BenchmarkRoundTrip), most of a hop.
 func (l *Link) write(frame []byte) error {
-	timeout := l.opts.WriteTimeout
-	if timeout <= 0 {
-		timeout = 3 * l.opts.Heartbeat
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	l.writingSince.Store(time.Now().UnixNano())
-	err := l.ws.Write(ctx, websocket.MessageText, frame)
+	err := l.ws.Write(context.Background(), websocket.MessageText, frame)
 	l.writingSince.Store(0)
-	switch {
-	case err != nil && ctx.Err() != nil:
-		return fmt.Errorf("write: the peer read nothing for %s", timeout)
-	case err != nil:
+	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
+}
+
+// errStalled: the peer took nothing of a frame within the write timeout.
+var errStalled = errors.New("write: the peer read nothing")
+
+// stalled reports how long the current write has waited, when that is
+// longer than the write timeout.
+func (l *Link) stalled(now time.Time) (time.Duration, bool) {
+	timeout := l.opts.WriteTimeout
+	if timeout <= 0 {
+		timeout = 2 * l.opts.Heartbeat
+	}
+	since := l.writingSince.Load()
+	if since == 0 {
+		return 0, false
+	}
+	d := now.Sub(time.Unix(0, since))
+	return d, d > timeout
 }
 
 func (l *Link) heartbeatLoop() error {
@@ -409,6 +423,9 @@ func (l *Link) heartbeatLoop() error {
 		case <-l.done:
 			return nil
 		case <-t.C:
+		}
+		if d, ok := l.stalled(time.Now()); ok {
+			return fmt.Errorf("%w for %s", errStalled, d.Round(time.Millisecond))
 		}
 		if silent := time.Since(time.Unix(0, l.lastRecv.Load())); silent > 3*l.opts.Heartbeat {
 			return fmt.Errorf("peer silent for %s (heartbeat %s)", silent.Round(time.Millisecond), l.opts.Heartbeat)

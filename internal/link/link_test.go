@@ -491,10 +491,9 @@ func TestTrySendRefusesWhenFull(t *testing.T) {
 func TestHandshakeLimit(t *testing.T) {
 	server, client := wsPair(t)
 	l := New(server, Options{})
-	p := &peer{ws: client}
-	go p.write(t, websocket.MessageText, make([]byte, DefaultMaxHandshakeBytes+1))
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
+	go client.Write(ctx, websocket.MessageText, make([]byte, DefaultMaxHandshakeBytes+1)) // cut short by the link
 	if _, err := l.ReadOne(ctx); err == nil {
 		t.Fatal("ReadOne read a frame over the handshake limit")
 	}
