@@ -2,6 +2,7 @@ package attack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -184,4 +185,38 @@ func TestH3HandshakesPerIPv6Block(t *testing.T) {
 			t.Fatalf("%s refused: its budget is not the attacker's", addr)
 		}
 	}
+}
+
+// TestH3DispatchNeverWaitsOnAProviderThatDoesNotRead: the attacker
+// connects with 1,024 slots and reads nothing. Jobs sent to it fill its
+// socket and then its queue; from then on Dispatch refuses at once with
+// ErrCongested (the gateway places the job elsewhere) instead of waiting
+// up to the request's deadline, and the hub shows the provider without a
+// free slot.
+func TestH3DispatchNeverWaitsOnAProviderThatDoesNotRead(t *testing.T) {
+	g := newEdgeGateway(t, hub.Config{Link: link.Options{Heartbeat: time.Minute, QueueLen: 8}}, gateway.Config{})
+	p := connectRaw(t, g.url, protocol.Capabilities{Slots: protocol.MaxSlots, Models: []protocol.Model{{Name: "m", Digest: "d"}}})
+	prompt := strings.Repeat("x", 256<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a request's deadline
+	defer cancel()
+	for i := range protocol.MaxSlots {
+		id := fmt.Sprintf("job-%d", i)
+		job := &protocol.Job{ID: id, Request: protocol.Request{Kind: protocol.KindGenerate, Model: "m", Prompt: prompt}, Terms: protocol.Terms{RequestID: id}}
+		began := time.Now()
+		_, err := g.hub.Dispatch(ctx, p.key.Public(), job)
+		if took := time.Since(began); took > time.Second {
+			t.Fatalf("dispatch %d waited %s on a provider that does not read", i, took)
+		}
+		if errors.Is(err, hub.ErrCongested) {
+			in, _ := connected(g.hub, p.key.Public())
+			if in.Free() != 0 {
+				t.Fatalf("a congested provider shows %d free slots", in.Free())
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("dispatch %d: %v", i, err)
+		}
+	}
+	t.Fatal("every slot took a job: the queue never filled")
 }
