@@ -450,6 +450,23 @@ func TestPeerThatDoesNotReadIsDropped(t *testing.T) {
 			}
 		}
 	}()
+	// Traffic to the peer (a provider's jobs, say) fills its socket
+	// sooner than pongs alone would.
+	go func() {
+		big := chunk("j", 0, strings.Repeat("x", 32<<10))
+		for {
+			select {
+			case <-stop:
+				return
+			case <-l.Done():
+				return
+			default:
+			}
+			if errors.Is(l.TrySend(big), ErrFull) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
 	began := time.Now()
 	select {
 	case err := <-r.result:
