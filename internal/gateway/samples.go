@@ -38,6 +38,10 @@ type SampleConfig struct {
 	// 64 MiB of shared text); the oldest samples go first.
 	Capacity int
 	MaxBytes int
+	// MaxReplay bounds the read signatures remembered against replay, all
+	// verifiers together (default 100,000); past it, reads get 429 until
+	// signatures expire.
+	MaxReplay int
 	// Verifiers decides who may read the feed: accounts registered as
 	// verifiers on the ledger, not jailed, staked at least the ledger's
 	// minimum. Without it the feed refuses everyone.
@@ -55,13 +59,13 @@ var _ VerifierRegistry = chain.Ledger{}
 const (
 	// verifierTTL is how long the ledger's answer about a reader is kept.
 	verifierTTL = 30 * time.Second
-	// maxSeen bounds the signatures remembered against replay (only
-	// signatures of verifiers in good standing are remembered), and
+	// defaultMaxReplay bounds the signatures remembered against replay
+	// (only signatures of verifiers in good standing are remembered), and
 	// maxSeenPerVerifier those of one verifier within their window: a
 	// verifier reading faster is refused, alone. maxVerifiers bounds the
 	// cached standings of readers allowed and, apart, of those refused,
 	// so that refused keys cannot push the allowed out.
-	maxSeen            = 100_000
+	defaultMaxReplay   = 100_000
 	maxSeenPerVerifier = 2_000
 	maxVerifiers       = 10_000
 )
@@ -72,6 +76,7 @@ type sampleFeed struct {
 	text     bool
 	capacity int
 	maxBytes int
+	maxSeen  int
 	reg      VerifierRegistry
 	chainID  string
 	gateway  keys.PublicKey
@@ -114,7 +119,10 @@ func newSampleFeed(cfg SampleConfig, chainID string, gateway keys.PublicKey, now
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = 64 << 20
 	}
-	return &sampleFeed{share: cfg.Share, text: cfg.ShareText, capacity: cfg.Capacity, maxBytes: cfg.MaxBytes, reg: cfg.Verifiers, chainID: chainID, gateway: gateway, now: now,
+	if cfg.MaxReplay <= 0 {
+		cfg.MaxReplay = defaultMaxReplay
+	}
+	return &sampleFeed{share: cfg.Share, text: cfg.ShareText, capacity: cfg.Capacity, maxBytes: cfg.MaxBytes, maxSeen: cfg.MaxReplay, reg: cfg.Verifiers, chainID: chainID, gateway: gateway, now: now,
 		seen: map[keys.Signature]seenSig{}, seenBy: map[keys.Address]int{}, verifiers: map[keys.Address]readerStanding{}, refused: map[keys.Address]readerStanding{}}, nil
 }
 
@@ -263,7 +271,7 @@ func (f *sampleFeed) fresh(sig keys.Signature, addr keys.Address, now time.Time)
 	if _, used := f.seen[sig]; used {
 		return apierr.Unauthorized("This signed request was already used; sign each request anew.")
 	}
-	if (len(f.seen) >= maxSeen || f.seenBy[addr] >= maxSeenPerVerifier) && now.Sub(f.sweptAt) >= time.Second {
+	if (len(f.seen) >= f.maxSeen || f.seenBy[addr] >= maxSeenPerVerifier) && now.Sub(f.sweptAt) >= time.Second {
 		f.sweptAt = now // at most once a second: a sweep walks every signature
 		for s, e := range f.seen {
 			if now.After(e.until) {
@@ -278,7 +286,7 @@ func (f *sampleFeed) fresh(sig keys.Signature, addr keys.Address, now time.Time)
 	case f.seenBy[addr] >= maxSeenPerVerifier:
 		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited",
 			Message: fmt.Sprintf("This verifier signed more than %d feed requests within %s; read less often.", maxSeenPerVerifier, 2*samplefeed.MaxSkew)}
-	case len(f.seen) >= maxSeen:
+	case len(f.seen) >= f.maxSeen:
 		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited",
 			Message: "The sample feed is read too often right now; retry later."} // refuse rather than forget
 	}
