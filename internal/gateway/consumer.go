@@ -22,7 +22,13 @@ const DefaultConsumerWriteTimeout = 30 * time.Second
 // tokens (up to TokenTimeout) never counts against it, and so that it
 // does not outlive the request on a kept-alive connection.
 func (g *Gateway) consumerWriter(w http.ResponseWriter) http.ResponseWriter {
-	return &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: g.cfg.ConsumerWriteTimeout}
+	return withWriteDeadline(w, g.cfg.ConsumerWriteTimeout)
+}
+
+// withWriteDeadline wraps w so that each write and flush must complete
+// within timeout.
+func withWriteDeadline(w http.ResponseWriter, timeout time.Duration) http.ResponseWriter {
+	return &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: timeout}
 }
 
 type deadlineWriter struct {
