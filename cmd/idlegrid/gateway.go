@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/verify"
@@ -59,6 +60,7 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.DurationVar(&cfg.Gateway.JobTimeout, "job-timeout", 10*time.Minute, "longest a request may take, failovers included")
 	f.DurationVar(&cfg.Gateway.FirstTokenTimeout, "first-token-timeout", 30*time.Second, "a streamed job without its first token this long goes to another provider")
 	f.DurationVar(&cfg.Gateway.TokenTimeout, "token-timeout", 30*time.Second, "a streamed job silent this long mid-answer is continued by another provider")
+	f.DurationVar(&cfg.Gateway.ConsumerWriteTimeout, "consumer-write-timeout", gateway.DefaultConsumerWriteTimeout, "a consumer that takes no bytes of its answer this long is cut; its job is cancelled and billed to the last checkpoint")
 	f.IntVar(&cfg.Gateway.MaxAttempts, "max-attempts", 4, "providers a request may try")
 	f.IntVar(&cfg.Gateway.BreakerThreshold, "breaker-threshold", 3, "consecutive failures that take a provider out of rotation")
 	f.DurationVar(&cfg.Gateway.BreakerCooldown, "breaker-cooldown", 10*time.Second, "how long a failing provider stays out before one trial request")

@@ -48,7 +48,7 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 		if g.overflow(w, r, body, req.Model, prefs) {
 			return
 		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(w, p))
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(g.consumerWriter(w), p))
 	}
 }
 
@@ -85,7 +85,7 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		if g.overflow(w, r, body, req.Model, prefs) {
 			return
 		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(w, p))
+		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(g.consumerWriter(w), p))
 	}
 }
 

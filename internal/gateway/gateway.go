@@ -64,6 +64,11 @@ type Config struct {
 	// after the first (default 30 s); a stalled provider is cancelled and
 	// another continues the answer.
 	TokenTimeout time.Duration
+	// ConsumerWriteTimeout bounds each write of an answer to the consumer
+	// (default 30 s): a consumer that stops reading is cut when it
+	// passes, its job cancelled, the provider paid up to its latest
+	// checkpoint and the reservation released (consumer.go).
+	ConsumerWriteTimeout time.Duration
 	// MaxAttempts bounds the providers one request may take, counting
 	// retries and continuations (default 4).
 	MaxAttempts int
@@ -195,6 +200,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.TokenTimeout <= 0 {
 		cfg.TokenTimeout = 30 * time.Second
+	}
+	if cfg.ConsumerWriteTimeout <= 0 {
+		cfg.ConsumerWriteTimeout = DefaultConsumerWriteTimeout
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 4

@@ -227,6 +227,8 @@ func (p *Peering) Take(w http.ResponseWriter, r *http.Request, body []byte, mode
 // forward relays the request to peer and its answer back, flushing each
 // write so a stream stays a stream.
 func (p *Peering) forward(w http.ResponseWriter, r *http.Request, body []byte, peer store.PeerModel, model, unreachable string) {
+	// A consumer that stops reading must not pin the proxy either.
+	w = withWriteDeadline(w, DefaultConsumerWriteTimeout)
 	fail := func(w http.ResponseWriter, e *apierr.Error) {
 		e.Code = "peer_unreachable"
 		if strings.HasPrefix(r.URL.Path, "/api/") {

@@ -45,6 +45,12 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 				return s, job, hold, nil
 			}
 			hold.release()
+			if errors.Is(err, hub.ErrCongested) {
+				// The provider is not reading its connection: the next
+				// snapshot shows it without a free slot, so pick again now.
+				g.log.Debug("provider congested; placing elsewhere", "request_id", c.id, "provider", choice.Key.String())
+				continue
+			}
 			// The snapshot was already stale: the slot was taken, or the
 			// provider paused or went away. Wait for the hub's next change
 			// rather than picking the same provider again at once.
@@ -166,7 +172,11 @@ func (g *Gateway) candidates(infos []hub.Info) []scheduler.Candidate {
 	out := make([]scheduler.Candidate, len(infos))
 	for i, in := range infos {
 		st := g.standing(in.Key)
-		out[i] = scheduler.Candidate{Key: in.Key, Models: in.Capabilities.Models, Slots: in.Capabilities.Slots, InFlight: in.InFlight,
+		inflight := in.InFlight
+		if in.Congested {
+			inflight = max(inflight, in.Capabilities.Slots) // not reading its connection: no free slot
+		}
+		out[i] = scheduler.Candidate{Key: in.Key, Models: in.Capabilities.Models, Slots: in.Capabilities.Slots, InFlight: inflight,
 			Paused: in.Paused, Failing: g.health.failing(in.Key), Jailed: st.jailed, Reputation: st.reputation}
 	}
 	return out

@@ -38,6 +38,10 @@ type SampleConfig struct {
 	// 64 MiB of shared text); the oldest samples go first.
 	Capacity int
 	MaxBytes int
+	// MaxReplay bounds the read signatures remembered against replay, all
+	// verifiers together (default 100,000); past it, reads get 429 until
+	// signatures expire.
+	MaxReplay int
 	// Verifiers decides who may read the feed: accounts registered as
 	// verifiers on the ledger, not jailed, staked at least the ledger's
 	// minimum. Without it the feed refuses everyone.
@@ -55,10 +59,15 @@ var _ VerifierRegistry = chain.Ledger{}
 const (
 	// verifierTTL is how long the ledger's answer about a reader is kept.
 	verifierTTL = 30 * time.Second
-	// maxSeen bounds the signatures remembered against replay, and
-	// maxVerifiers the readers whose standing is cached.
-	maxSeen      = 100_000
-	maxVerifiers = 10_000
+	// defaultMaxReplay bounds the signatures remembered against replay
+	// (only signatures of verifiers in good standing are remembered), and
+	// maxSeenPerVerifier those of one verifier within their window: a
+	// verifier reading faster is refused, alone. maxVerifiers bounds the
+	// cached standings of readers allowed and, apart, of those refused,
+	// so that refused keys cannot push the allowed out.
+	defaultMaxReplay   = 100_000
+	maxSeenPerVerifier = 2_000
+	maxVerifiers       = 10_000
 )
 
 // sampleFeed is the bounded feed; nil when sampling is off.
@@ -67,6 +76,7 @@ type sampleFeed struct {
 	text     bool
 	capacity int
 	maxBytes int
+	maxSeen  int
 	reg      VerifierRegistry
 	chainID  string
 	gateway  keys.PublicKey
@@ -76,8 +86,18 @@ type sampleFeed struct {
 	ring      []samplefeed.Sample // oldest first
 	bytes     int                 // shared text in ring
 	seq       uint64              // the last Seq given out
-	seen      map[keys.Signature]time.Time
-	verifiers map[keys.Address]readerStanding
+	seen      map[keys.Signature]seenSig
+	seenBy    map[keys.Address]int            // signatures in seen, per verifier
+	sweptAt   time.Time                       // when seen was last swept of expired signatures
+	verifiers map[keys.Address]readerStanding // allowed readers
+	refused   map[keys.Address]readerStanding // refused readers
+}
+
+// seenSig is a remembered signature: who signed it, and until when it
+// could be replayed.
+type seenSig struct {
+	by    keys.Address
+	until time.Time
 }
 
 // readerStanding is the ledger's cached answer about a feed reader.
@@ -99,8 +119,11 @@ func newSampleFeed(cfg SampleConfig, chainID string, gateway keys.PublicKey, now
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = 64 << 20
 	}
-	return &sampleFeed{share: cfg.Share, text: cfg.ShareText, capacity: cfg.Capacity, maxBytes: cfg.MaxBytes, reg: cfg.Verifiers, chainID: chainID, gateway: gateway, now: now,
-		seen: map[keys.Signature]time.Time{}, verifiers: map[keys.Address]readerStanding{}}, nil
+	if cfg.MaxReplay <= 0 {
+		cfg.MaxReplay = defaultMaxReplay
+	}
+	return &sampleFeed{share: cfg.Share, text: cfg.ShareText, capacity: cfg.Capacity, maxBytes: cfg.MaxBytes, maxSeen: cfg.MaxReplay, reg: cfg.Verifiers, chainID: chainID, gateway: gateway, now: now,
+		seen: map[keys.Signature]seenSig{}, seenBy: map[keys.Address]int{}, verifiers: map[keys.Address]readerStanding{}, refused: map[keys.Address]readerStanding{}}, nil
 }
 
 // offer samples a served job's response with the feed's share: req is the
@@ -211,8 +234,10 @@ func (g *Gateway) handleSamples(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p)
 }
 
-// authorize checks a feed request's signature, that it is not a replay,
-// and that the ledger knows its key as a verifier in good standing.
+// authorize checks a feed request's signature, that the ledger knows its
+// key as a verifier in good standing, and only then that it is not a
+// replay: a key that is not a verifier leaves nothing behind but a cached
+// refusal.
 func (f *sampleFeed) authorize(r *http.Request) (keys.Address, *apierr.Error) {
 	a, err := samplefeed.ParseAuth(r.Header)
 	if errors.Is(err, samplefeed.ErrUnsigned) {
@@ -226,36 +251,48 @@ func (f *sampleFeed) authorize(r *http.Request) (keys.Address, *apierr.Error) {
 	if err := a.Check(f.chainID, f.gateway, r.Method, r.URL.RequestURI(), now); err != nil {
 		return "", apierr.Unauthorized(err.Error())
 	}
-	if !f.fresh(a.Signature, now) {
-		return "", apierr.Unauthorized("This signed request was already used; sign each request anew.")
-	}
 	addr := a.Key.Address()
 	if why := f.standing(r.Context(), addr, now); why != "" {
 		return "", &apierr.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "not_a_verifier", Message: why}
 	}
+	if e := f.fresh(a.Signature, addr, now); e != nil {
+		return "", e
+	}
 	return addr, nil
 }
 
-// fresh records sig and reports whether it was new. Signatures expire
-// with the time window they are valid in.
-func (f *sampleFeed) fresh(sig keys.Signature, now time.Time) bool {
+// fresh records sig, signed by the verifier at addr, or says why the
+// request is refused: a replay, or more signatures of addr (or of all
+// verifiers) within their window than the feed remembers. Signatures
+// expire with the time window they are valid in.
+func (f *sampleFeed) fresh(sig keys.Signature, addr keys.Address, now time.Time) *apierr.Error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, used := f.seen[sig]; used {
-		return false
+		return apierr.Unauthorized("This signed request was already used; sign each request anew.")
 	}
-	if len(f.seen) >= maxSeen {
-		for s, until := range f.seen {
-			if now.After(until) {
+	if (len(f.seen) >= f.maxSeen || f.seenBy[addr] >= maxSeenPerVerifier) && now.Sub(f.sweptAt) >= time.Second {
+		f.sweptAt = now // at most once a second: a sweep walks every signature
+		for s, e := range f.seen {
+			if now.After(e.until) {
 				delete(f.seen, s)
+				if f.seenBy[e.by]--; f.seenBy[e.by] <= 0 {
+					delete(f.seenBy, e.by)
+				}
 			}
 		}
-		if len(f.seen) >= maxSeen {
-			return false // flooded: refuse rather than forget
-		}
 	}
-	f.seen[sig] = now.Add(2 * samplefeed.MaxSkew)
-	return true
+	switch {
+	case f.seenBy[addr] >= maxSeenPerVerifier:
+		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited",
+			Message: fmt.Sprintf("This verifier signed more than %d feed requests within %s; read less often.", maxSeenPerVerifier, 2*samplefeed.MaxSkew)}
+	case len(f.seen) >= f.maxSeen:
+		return &apierr.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited",
+			Message: "The sample feed is read too often right now; retry later."} // refuse rather than forget
+	}
+	f.seen[sig] = seenSig{by: addr, until: now.Add(2 * samplefeed.MaxSkew)}
+	f.seenBy[addr]++
+	return nil
 }
 
 // standing says why addr may not read the feed ("" when it may), from
@@ -263,6 +300,9 @@ func (f *sampleFeed) fresh(sig keys.Signature, now time.Time) bool {
 func (f *sampleFeed) standing(ctx context.Context, addr keys.Address, now time.Time) string {
 	f.mu.Lock()
 	st, ok := f.verifiers[addr]
+	if !ok {
+		st, ok = f.refused[addr]
+	}
 	f.mu.Unlock()
 	if ok && now.Before(st.until) {
 		return st.refused
@@ -291,10 +331,15 @@ func (f *sampleFeed) standing(ctx context.Context, addr keys.Address, now time.T
 		why = fmt.Sprintf("%s stakes %s, below the verifiers' minimum %s.", addr, a.Stake, p.MinVerifierStake)
 	}
 	f.mu.Lock()
-	if len(f.verifiers) >= maxVerifiers {
-		clear(f.verifiers)
+	cache, other := f.verifiers, f.refused
+	if why != "" {
+		cache, other = f.refused, f.verifiers
 	}
-	f.verifiers[addr] = readerStanding{refused: why, until: now.Add(verifierTTL)}
+	delete(other, addr)
+	if len(cache) >= maxVerifiers {
+		clear(cache)
+	}
+	cache[addr] = readerStanding{refused: why, until: now.Add(verifierTTL)}
 	f.mu.Unlock()
 	return why
 }

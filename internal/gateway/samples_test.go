@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"encoding/binary"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +106,40 @@ func TestSampleShare(t *testing.T) {
 	// 25% of 20,000 is 5,000 with a standard deviation of ~61.
 	if total < 4_600 || total > 5_400 {
 		t.Fatalf("%d of %d offers sampled at share 0.25", total, n)
+	}
+}
+
+// TestSampleFeedReplayBounds: a signature is accepted once; one verifier
+// may have at most maxSeenPerVerifier signatures remembered within their
+// window (past it, it alone is refused), and they expire with it.
+func TestSampleFeedReplayBounds(t *testing.T) {
+	now := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC)
+	f, _ := newSampleFeed(SampleConfig{Share: 1}, "c", keys.PublicKey{}, func() time.Time { return now })
+	sig := func(i int) keys.Signature {
+		var s keys.Signature
+		binary.BigEndian.PutUint64(s[:], uint64(i))
+		return s
+	}
+	const busy, other = keys.Address("busy"), keys.Address("other")
+	for i := range maxSeenPerVerifier {
+		if e := f.fresh(sig(i), busy, now); e != nil {
+			t.Fatalf("signature %d: %s", i, e.Message)
+		}
+	}
+	if e := f.fresh(sig(0), other, now); e == nil || e.Status != http.StatusUnauthorized {
+		t.Fatalf("a replay: %v", e)
+	}
+	if e := f.fresh(sig(maxSeenPerVerifier), busy, now); e == nil || e.Status != http.StatusTooManyRequests {
+		t.Fatalf("past the verifier's bound: %v", e)
+	}
+	if e := f.fresh(sig(maxSeenPerVerifier+1), other, now); e != nil {
+		t.Fatalf("another verifier: %s", e.Message)
+	}
+	now = now.Add(2*samplefeed.MaxSkew + time.Second)
+	if e := f.fresh(sig(maxSeenPerVerifier+2), busy, now); e != nil {
+		t.Fatalf("after the window: %s", e.Message)
+	}
+	if len(f.seen) != 1 || f.seenBy[busy] != 1 || f.seenBy[other] != 0 {
+		t.Fatalf("after the sweep: %d signatures, %v", len(f.seen), f.seenBy)
 	}
 }

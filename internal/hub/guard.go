@@ -7,10 +7,13 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/idlegrid/idlegrid/internal/limits"
 )
 
-// Guard limits provider connection attempts per client address: a token
-// bucket for handshakes, and a ban after repeated failed handshakes (bad
+// Guard limits provider connection attempts per client address (an IPv4
+// address, or an IPv6 /64, the block one host or subscriber is given): a
+// token bucket for handshakes, and a ban after repeated failed handshakes (bad
 // signatures, wrong chain, garbage), so that nobody can make the gateway
 // verify signatures or hold WebSockets at will. Loopback is exempt unless
 // GuardLoopback is set (an operator's own providers).
@@ -78,7 +81,7 @@ func (g *Guard) addr(r *http.Request) string {
 	if ip.IsLoopback() && !g.Loopback {
 		return ""
 	}
-	return ip.String()
+	return limits.AddressBlock(ip)
 }
 
 // allow reports whether a handshake from r may start, and if not for how

@@ -39,8 +39,14 @@ type Config struct {
 	MaxJobBufferBytes int
 	// Guard limits connection attempts per address and bans repeated
 	// failed handshakes; nil: the defaults of Guard.
-	Guard  *Guard
-	Logger *slog.Logger
+	Guard *Guard
+	// MaxModelNames bounds the model names the hub remembers (default
+	// 8192), and MaxModelNamesPerProvider the names one connection may
+	// advertise over its life (default 2 × protocol.MaxModels); an
+	// advertisement past either is refused (models.go).
+	MaxModelNames            int
+	MaxModelNamesPerProvider int
+	Logger                   *slog.Logger
 }
 
 // Errors from Dispatch.
@@ -48,6 +54,9 @@ var (
 	ErrNoSlot       = errors.New("provider has no free slot")
 	ErrPaused       = errors.New("provider is paused")
 	ErrNotConnected = errors.New("provider not connected")
+	// ErrCongested: the provider is not reading what the gateway sends
+	// (its outgoing queue is full); place the job elsewhere.
+	ErrCongested = errors.New("provider congested: not reading its connection")
 )
 
 // Hub tracks connected providers.
@@ -57,8 +66,8 @@ type Hub struct {
 
 	mu        sync.Mutex
 	providers map[keys.PublicKey]*Provider
-	models    map[string]struct{} // every model name offered since start
-	changed   chan struct{}       // closed and replaced when capacity may have appeared
+	models    map[string]time.Time // model names offered since start (bounded, models.go), when last offered
+	changed   chan struct{}        // closed and replaced when capacity may have appeared
 }
 
 // New returns a Hub.
@@ -75,7 +84,13 @@ func New(cfg Config) *Hub {
 	if cfg.Guard == nil {
 		cfg.Guard = &Guard{}
 	}
-	return &Hub{cfg: cfg, log: cfg.Logger, providers: map[keys.PublicKey]*Provider{}, models: map[string]struct{}{}, changed: make(chan struct{})}
+	if cfg.MaxModelNames <= 0 {
+		cfg.MaxModelNames = DefaultMaxModelNames
+	}
+	if cfg.MaxModelNamesPerProvider <= 0 {
+		cfg.MaxModelNamesPerProvider = 2 * protocol.MaxModels
+	}
+	return &Hub{cfg: cfg, log: cfg.Logger, providers: map[keys.PublicKey]*Provider{}, models: map[string]time.Time{}, changed: make(chan struct{})}
 }
 
 // Provider is one connected provider.
@@ -91,6 +106,11 @@ type Provider struct {
 	paused   bool
 	inflight int
 	jobs     map[string]*Stream
+	// names is every model name this connection advertised, and
+	// capsRefused whether an advertisement was refused (both guarded by
+	// hub.mu).
+	names       map[string]struct{}
+	capsRefused bool
 }
 
 // Info is a snapshot of a provider for scheduling and display.
@@ -100,10 +120,18 @@ type Info struct {
 	Paused       bool
 	InFlight     int
 	ConnectedAt  time.Time
+	// Congested: the provider is not reading its connection; it has no
+	// free slot until it catches up or is dropped.
+	Congested bool
 }
 
 // Free is the number of free slots.
-func (i *Info) Free() int { return i.Capabilities.Slots - i.InFlight }
+func (i *Info) Free() int {
+	if i.Congested {
+		return 0
+	}
+	return i.Capabilities.Slots - i.InFlight
+}
 
 // Model returns the provider's entry for a model name.
 func (i *Info) Model(name string) (protocol.Model, bool) {
@@ -126,7 +154,7 @@ func (h *Hub) Snapshot() []Info {
 	out := make([]Info, 0, len(ps))
 	for _, p := range ps {
 		p.mu.Lock()
-		out = append(out, Info{Key: p.Key, Capabilities: p.caps, Paused: p.paused, InFlight: p.inflight, ConnectedAt: p.ConnectedAt})
+		out = append(out, Info{Key: p.Key, Capabilities: p.caps, Paused: p.paused, InFlight: p.inflight, ConnectedAt: p.ConnectedAt, Congested: p.link.Congested()})
 		p.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return string(out[i].Key[:]) < string(out[j].Key[:]) })
@@ -182,8 +210,13 @@ func (h *Hub) Dispatch(ctx context.Context, key keys.PublicKey, job *protocol.Jo
 	p.jobs[job.ID] = s
 	p.inflight++
 	p.mu.Unlock()
-	if err := p.link.Send(ctx, &protocol.Message{Type: protocol.TypeJob, Job: job}); err != nil {
+	// Never wait on one provider: a full queue means it is not reading,
+	// and the job is better placed on another at once.
+	if err := p.link.TrySend(&protocol.Message{Type: protocol.TypeJob, Job: job}); err != nil {
 		p.finish(job.ID)
+		if errors.Is(err, link.ErrFull) {
+			return nil, ErrCongested
+		}
 		return nil, fmt.Errorf("%w: %w", ErrProviderLost, err)
 	}
 	return s, nil
@@ -262,13 +295,14 @@ func (h *Hub) handshake(ctx context.Context, l *link.Link) (*Provider, error) {
 	// Register before the welcome, so that a provider that has been welcomed
 	// is always routable. A job dispatched in between waits in the link's
 	// queue and goes out after the welcome, when the link runs.
-	p := &Provider{Key: a.ProviderKey, ConnectedAt: time.Now(), hub: h, link: l, caps: a.Capabilities, jobs: map[string]*Stream{}}
+	p := &Provider{Key: a.ProviderKey, ConnectedAt: time.Now(), hub: h, link: l, caps: a.Capabilities, jobs: map[string]*Stream{}, names: map[string]struct{}{}}
 	h.mu.Lock()
+	if err := h.offerLocked(p, a.Capabilities.Models); err != nil {
+		h.mu.Unlock()
+		return nil, err
+	}
 	old := h.providers[p.Key]
 	h.providers[p.Key] = p
-	for _, md := range p.caps.Models {
-		h.models[md.Name] = struct{}{}
-	}
 	h.mu.Unlock()
 	if old != nil {
 		old.link.Close(errors.New("replaced by a newer connection of the same provider"))
@@ -360,14 +394,23 @@ func (p *Provider) handle(m *protocol.Message) error {
 		p.hub.log.Info("provider "+string(m.Type)+"d", "provider", p.Key.String())
 		p.hub.signal()
 	case protocol.TypeCapabilities:
+		p.hub.mu.Lock()
+		err := p.hub.offerLocked(p, m.Capabilities.Models)
+		first := err != nil && !p.capsRefused
+		p.capsRefused = p.capsRefused || err != nil
+		p.hub.mu.Unlock()
+		if err != nil {
+			// Refused whole: the connection keeps serving what it
+			// advertised before. Logged once per connection, so that a
+			// flood of advertisements is not a flood of log lines.
+			if first {
+				p.hub.log.Warn("provider capabilities refused", "provider", p.Key.String(), "err", err)
+			}
+			return nil
+		}
 		p.mu.Lock()
 		p.caps = *m.Capabilities
 		p.mu.Unlock()
-		p.hub.mu.Lock()
-		for _, md := range m.Capabilities.Models {
-			p.hub.models[md.Name] = struct{}{}
-		}
-		p.hub.mu.Unlock()
 		p.hub.signal()
 	default:
 		return fmt.Errorf("%w: unexpected %s from provider", protocol.ErrProtocol, m.Type)

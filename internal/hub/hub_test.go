@@ -342,3 +342,58 @@ func TestEmptyChunksCountAgainstTheBuffer(t *testing.T) {
 		t.Fatalf("expected a cancel for the flooding job, got %v %v", m, err)
 	}
 }
+
+// TestModelNamesGlobalBound: the hub remembers at most MaxModelNames
+// names; names no connected provider offers make room first, and when
+// every remembered name is offered, a new advertisement is refused.
+func TestModelNamesGlobalBound(t *testing.T) {
+	gw, _ := keys.Generate()
+	h := New(Config{Key: gw, ChainID: chain, MaxModelNames: 4, MaxModelNamesPerProvider: 4})
+	models := func(names ...string) []protocol.Model {
+		var ms []protocol.Model
+		for _, n := range names {
+			ms = append(ms, protocol.Model{Name: n, Digest: "d"})
+		}
+		return ms
+	}
+	newProvider := func() *Provider {
+		k, _ := keys.Generate()
+		return &Provider{Key: k.Public(), hub: h, jobs: map[string]*Stream{}, names: map[string]struct{}{}}
+	}
+	offer := func(p *Provider, names ...string) error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		err := h.offerLocked(p, models(names...))
+		if err == nil {
+			p.caps.Models = models(names...)
+			h.providers[p.Key] = p
+		}
+		return err
+	}
+	a, b := newProvider(), newProvider()
+	if err := offer(a, "a1", "a2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := offer(a, "a3"); err != nil { // a1, a2 no longer offered
+		t.Fatal(err)
+	}
+	if err := offer(b, "b1", "b2"); err != nil { // table full: a1 goes
+		t.Fatal(err)
+	}
+	if h.KnownModel("a1") || !h.KnownModel("a2") || !h.KnownModel("b2") || len(h.models) != 4 {
+		t.Fatalf("after eviction: %v", h.models)
+	}
+	if err := offer(b, "b1", "b2", "b3"); err != nil { // a2 goes
+		t.Fatal(err)
+	}
+	c := newProvider()
+	if err := offer(c, "c1"); !errors.Is(err, ErrTooManyModels) {
+		t.Fatalf("every name offered, a new one: %v, want ErrTooManyModels", err)
+	}
+	if len(h.models) != 4 || h.KnownModel("c1") {
+		t.Fatalf("a refused advertisement changed the table: %v", h.models)
+	}
+	if err := offer(a, "a3", "a4", "a5"); !errors.Is(err, ErrTooManyModels) { // a's fifth name
+		t.Fatalf("past the per-connection bound: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,12 +27,15 @@ func request(t *testing.T, h http.Handler, path, key, remote string) *httptest.R
 	return w
 }
 
+// knownKeys recognises every token that starts with "ig-".
+func knownKeys(_ context.Context, tok string) bool { return strings.HasPrefix(tok, "ig-") }
+
 func TestRateLimits(t *testing.T) {
 	l := New(Config{KeyRate: 1, KeyBurst: 2, IPRate: 10, IPBurst: 3})
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	l.now = func() time.Time { return now }
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	h := l.Wrap(ok, func(r *http.Request) bool { return r.URL.Path == "/v1/providers/connect" })
+	h := l.Wrap(ok, func(r *http.Request) bool { return r.URL.Path == "/v1/providers/connect" }, knownKeys)
 	const ip = "203.0.113.7:5555"
 	// The key's burst of 2, then 429 with Retry-After and OpenAI's format.
 	for i := range 2 {
@@ -89,7 +93,7 @@ func TestConcurrencyCap(t *testing.T) {
 	h := l.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		started.Done()
 		<-release
-	}), nil)
+	}), nil, knownKeys)
 	var done sync.WaitGroup
 	for range 2 {
 		started.Add(1)
@@ -148,5 +152,62 @@ func TestBodyDeadline(t *testing.T) {
 	status, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || !strings.Contains(status, "408") {
 		t.Fatalf("trickled body: %q %v", status, err)
+	}
+}
+
+// TestUnknownKeysMakeNoState: tokens the gateway does not recognise get
+// no entry, whether the request is admitted or refused by its address.
+func TestUnknownKeysMakeNoState(t *testing.T) {
+	l := New(Config{KeyRate: 1, IPRate: 1, IPBurst: 1})
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	h := l.Wrap(ok, nil, knownKeys)
+	for i := range 100 {
+		request(t, h, "/v1/chat/completions", fmt.Sprint("made-up-", i), "203.0.113.9:1")
+	}
+	if len(l.keys.m) != 0 {
+		t.Fatalf("%d entries for unknown tokens", len(l.keys.m))
+	}
+	if w := request(t, h, "/v1/chat/completions", "ig-real", "203.0.113.10:1"); w.Code != 200 || len(l.keys.m) != 1 {
+		t.Fatalf("a known key: %d, %d entries", w.Code, len(l.keys.m))
+	}
+}
+
+// TestFullTableEvictsIdle: a full address table forgets its least
+// recently seen idle entry instead of refusing new clients; entries with
+// requests in flight stay.
+func TestFullTableEvictsIdle(t *testing.T) {
+	l := New(Config{IPRate: 1, IPBurst: 1, IPConcurrent: 1})
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	busy, _ := l.admit("", "busy")
+	defer busy()
+	for i := range maxEntries - 1 {
+		release, ref := l.admit("", fmt.Sprint("a", i))
+		if ref != nil {
+			t.Fatalf("entry %d: %s", i, ref.msg)
+		}
+		release()
+	}
+	release, ref := l.admit("", "newcomer")
+	if ref != nil {
+		t.Fatalf("full table: %s", ref.msg)
+	}
+	release()
+	if len(l.ips.m) != maxEntries || l.ips.m["busy"] == nil || l.ips.m["a0"] != nil || l.ips.m["newcomer"] == nil {
+		t.Fatalf("after eviction: %d entries, busy kept %v, oldest idle kept %v", len(l.ips.m), l.ips.m["busy"] != nil, l.ips.m["a0"] != nil)
+	}
+}
+
+func TestAddressBlock(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":            "192.0.2.1",
+		"::ffff:192.0.2.1":     "192.0.2.1",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
+		"2001:db8:1:2::ffff":   "2001:db8:1:2::/64",
+		"2001:db8:1:3::1":      "2001:db8:1:3::/64",
+	} {
+		if got := AddressBlock(net.ParseIP(in)); got != want {
+			t.Errorf("AddressBlock(%s) = %s, want %s", in, got, want)
+		}
 	}
 }

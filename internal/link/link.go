@@ -30,10 +30,20 @@ type Options struct {
 	// Heartbeat: a ping is sent after this long without sending anything,
 	// and the link fails after 3× this long without receiving anything.
 	Heartbeat time.Duration
-	// MaxMessageBytes bounds one incoming WebSocket message.
-	MaxMessageBytes int64
+	// MaxMessageBytes bounds one incoming WebSocket message once the link
+	// runs; MaxHandshakeBytes bounds it before (hello, auth and welcome
+	// are small, so an unauthenticated peer cannot make the other end
+	// read megabytes).
+	MaxMessageBytes   int64
+	MaxHandshakeBytes int64
+	// WriteTimeout bounds one frame's write: a peer that takes nothing
+	// for this long is dropped (default 2× Heartbeat; the heartbeat checks
+	// it, so a stalled write ends the link within 3× Heartbeat, the time
+	// after which a silent peer is dropped).
+	WriteTimeout time.Duration
 	// QueueLen bounds the outgoing queue (messages); Send blocks when full,
-	// which is the backpressure from a slow network to the senders.
+	// which is the backpressure from a slow network to the senders, and
+	// TrySend refuses.
 	QueueLen int
 	// MaxFrameBytes is the batching target for one outgoing frame.
 	MaxFrameBytes int
@@ -43,8 +53,12 @@ type Options struct {
 const (
 	DefaultHeartbeat       = 10 * time.Second
 	DefaultMaxMessageBytes = 16 << 20
-	DefaultQueueLen        = 1024
-	DefaultMaxFrameBytes   = 64 << 10
+	// DefaultMaxHandshakeBytes holds the largest valid auth message (256
+	// models with every field at its limit, each byte escaped by JSON);
+	// TestHandshakeLimitHoldsLargestAuth checks it.
+	DefaultMaxHandshakeBytes = 1 << 20
+	DefaultQueueLen          = 1024
+	DefaultMaxFrameBytes     = 64 << 10
 )
 
 func (o Options) withDefaults() Options {
@@ -53,6 +67,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxMessageBytes <= 0 {
 		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.MaxHandshakeBytes <= 0 {
+		o.MaxHandshakeBytes = min(DefaultMaxHandshakeBytes, o.MaxMessageBytes)
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = DefaultQueueLen
@@ -70,6 +87,10 @@ const closeGrace = time.Second
 // ErrClosed is returned by Send after the link has stopped.
 var ErrClosed = errors.New("link closed")
 
+// ErrFull is returned by TrySend when the outgoing queue is full: the peer
+// is not reading as fast as it is sent to.
+var ErrFull = errors.New("link congested: outgoing queue full")
+
 // Link is one protocol connection.
 type Link struct {
 	ws   *websocket.Conn
@@ -86,15 +107,16 @@ type Link struct {
 	readCtx    context.Context
 	readCancel context.CancelFunc
 
-	lastRecv atomic.Int64 // unix nanos
-	pingSeq  atomic.Uint64
-	sentAny  atomic.Bool
+	lastRecv     atomic.Int64 // unix nanos
+	writingSince atomic.Int64 // unix nanos when the current write began; 0 between writes
+	pingSeq      atomic.Uint64
+	sentAny      atomic.Bool
 }
 
 // New wraps an accepted or dialed WebSocket.
 func New(ws *websocket.Conn, opts Options) *Link {
 	opts = opts.withDefaults()
-	ws.SetReadLimit(opts.MaxMessageBytes)
+	ws.SetReadLimit(opts.MaxHandshakeBytes)
 	l := &Link{ws: ws, opts: opts, out: make(chan []byte, opts.QueueLen), done: make(chan struct{})}
 	l.readCtx, l.readCancel = context.WithCancel(context.Background())
 	l.lastRecv.Store(time.Now().UnixNano())
@@ -146,6 +168,37 @@ func (l *Link) Send(ctx context.Context, m *protocol.Message) error {
 	}
 }
 
+// TrySend encodes m and queues it if the queue has room; it never waits.
+// A full queue returns ErrFull: the peer is not reading, and whoever sends
+// should treat it as unavailable now rather than wait on it.
+func (l *Link) TrySend(m *protocol.Message) error {
+	b, err := protocol.Encode(nil, m)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-l.done:
+		return l.stopped()
+	default:
+	}
+	select {
+	case l.out <- b:
+		return nil
+	default:
+		return ErrFull
+	}
+}
+
+// Congested reports whether the peer is behind: the outgoing queue is
+// full, or one write has waited on the peer for longer than a heartbeat.
+func (l *Link) Congested() bool {
+	if len(l.out) == cap(l.out) {
+		return true
+	}
+	since := l.writingSince.Load()
+	return since != 0 && time.Since(time.Unix(0, since)) > l.opts.Heartbeat
+}
+
 func (l *Link) stopped() error { return fmt.Errorf("%w: %w", ErrClosed, l.err()) }
 
 // ReadOne reads and decodes the next frame, which must hold exactly one
@@ -184,6 +237,7 @@ func (l *Link) WriteOne(ctx context.Context, m *protocol.Message) error {
 // answered here; handle never sees ping or pong. The WebSocket is closed on
 // return with a reason derived from the error.
 func (l *Link) Run(ctx context.Context, handle func(*protocol.Message) error) error {
+	l.ws.SetReadLimit(l.opts.MaxMessageBytes) // authenticated: the full limit
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -198,7 +252,7 @@ func (l *Link) Run(ctx context.Context, handle func(*protocol.Message) error) er
 		case <-l.done:
 		}
 	}()
-	l.fail(l.readLoop(ctx, handle))
+	l.fail(l.readLoop(handle))
 	cancel()
 	wg.Wait()
 	return l.err()
@@ -243,7 +297,11 @@ func (l *Link) fail(err error) {
 			reason = strings.ToValidUTF8(reason[:120], "")
 		}
 		close(l.done)
-		go l.ws.Close(code, reason) // waits for the peer's close up to 5 s; never block the caller
+		if errors.Is(err, errStalled) {
+			go l.ws.CloseNow() // a peer that reads nothing would not read a close frame either
+		} else {
+			go l.ws.Close(code, reason) // waits for the peer's close up to 5 s; never block the caller
+		}
 		time.AfterFunc(closeGrace, l.readCancel)
 	})
 }
@@ -252,7 +310,7 @@ func (l *Link) fail(err error) {
 // the WebSocket library closes the connection abruptly when such a context
 // ends, which would lose the close reason. The socket is ended by fail,
 // which closes it with a reason and, after closeGrace, cuts it.
-func (l *Link) readLoop(ctx context.Context, handle func(*protocol.Message) error) error {
+func (l *Link) readLoop(handle func(*protocol.Message) error) error {
 	for {
 		typ, b, err := l.ws.Read(l.readCtx)
 		if err != nil {
@@ -270,7 +328,14 @@ func (l *Link) readLoop(ctx context.Context, handle func(*protocol.Message) erro
 		err = protocol.DecodeFrame(b, func(m *protocol.Message) error {
 			switch m.Type {
 			case protocol.TypePing:
-				return l.Send(ctx, &protocol.Message{Type: protocol.TypePong, Ping: m.Ping})
+				// Never wait: a peer that pings without reading would
+				// otherwise stop this reader once the queue is full. A
+				// pong dropped then does not matter; the writer's
+				// deadline drops that peer.
+				if err := l.TrySend(&protocol.Message{Type: protocol.TypePong, Ping: m.Ping}); err != nil && !errors.Is(err, ErrFull) {
+					return err
+				}
+				return nil
 			case protocol.TypePong:
 				return nil
 			}
@@ -309,14 +374,45 @@ func (l *Link) writeLoop() error {
 				break drain
 			}
 		}
-		if err := l.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
-			return fmt.Errorf("write: %w", err)
+		if err := l.write(frame); err != nil {
+			return err
 		}
 		l.sentAny.Store(true)
 		if cap(frame) > 4*l.opts.MaxFrameBytes { // do not keep a huge buffer after one big message
 			frame = nil
 		}
 	}
+}
+
+// write sends one frame. Its bound is kept by the heartbeat (stalled),
+// not by a deadline on each write: a timer per frame cost about 2 µs a
+// frame (BenchmarkRoundTrip), most of a hop.
+func (l *Link) write(frame []byte) error {
+	l.writingSince.Store(time.Now().UnixNano())
+	err := l.ws.Write(context.Background(), websocket.MessageText, frame)
+	l.writingSince.Store(0)
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// errStalled: the peer took nothing of a frame within the write timeout.
+var errStalled = errors.New("write: the peer read nothing")
+
+// stalled reports how long the current write has waited, when that is
+// longer than the write timeout.
+func (l *Link) stalled(now time.Time) (time.Duration, bool) {
+	timeout := l.opts.WriteTimeout
+	if timeout <= 0 {
+		timeout = 2 * l.opts.Heartbeat
+	}
+	since := l.writingSince.Load()
+	if since == 0 {
+		return 0, false
+	}
+	d := now.Sub(time.Unix(0, since))
+	return d, d > timeout
 }
 
 func (l *Link) heartbeatLoop() error {
@@ -328,14 +424,18 @@ func (l *Link) heartbeatLoop() error {
 			return nil
 		case <-t.C:
 		}
+		if d, ok := l.stalled(time.Now()); ok {
+			return fmt.Errorf("%w for %s", errStalled, d.Round(time.Millisecond))
+		}
 		if silent := time.Since(time.Unix(0, l.lastRecv.Load())); silent > 3*l.opts.Heartbeat {
 			return fmt.Errorf("peer silent for %s (heartbeat %s)", silent.Round(time.Millisecond), l.opts.Heartbeat)
 		}
 		if l.sentAny.Swap(false) {
 			continue // traffic flowed; the peer knows we are alive
 		}
+		// A full queue already has a frame on the way; never wait on it.
 		ping := &protocol.Message{Type: protocol.TypePing, Ping: &protocol.Ping{Seq: l.pingSeq.Add(1)}}
-		if err := l.Send(context.Background(), ping); err != nil {
+		if err := l.TrySend(ping); err != nil && !errors.Is(err, ErrFull) {
 			return err
 		}
 	}

@@ -422,3 +422,115 @@ func mustEncode(tb testing.TB, m *protocol.Message) []byte {
 	}
 	return b
 }
+
+// TestPeerThatDoesNotReadIsDropped: a peer that floods pings and never
+// reads fills the socket and the queue; the reader keeps reading (pongs
+// are dropped, not waited for), the writer's deadline ends the link, and
+// TrySend refuses at once meanwhile.
+func TestPeerThatDoesNotReadIsDropped(t *testing.T) {
+	server, client := wsPair(t)
+	const heartbeat = 100 * time.Millisecond
+	l := New(server, Options{Heartbeat: heartbeat, QueueLen: 16})
+	r := start(t, l, client)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // never reads
+		ping := mustEncode(t, &protocol.Message{Type: protocol.TypePing, Ping: &protocol.Ping{Seq: 1}})
+		frame := []byte(strings.Repeat(string(ping), 256))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// No deadline: the library would close the connection when
+			// one passed, and this peer wants it open.
+			if err := client.Write(context.Background(), websocket.MessageText, frame); err != nil {
+				return
+			}
+		}
+	}()
+	// Traffic to the peer (a provider's jobs, say) fills its socket
+	// sooner than pongs alone would.
+	go func() {
+		big := chunk("j", 0, strings.Repeat("x", 32<<10))
+		for {
+			select {
+			case <-stop:
+				return
+			case <-l.Done():
+				return
+			default:
+			}
+			if errors.Is(l.TrySend(big), ErrFull) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	began := time.Now()
+	select {
+	case err := <-r.result:
+		r.result <- err
+		if !strings.Contains(fmt.Sprint(err), "read nothing") {
+			t.Fatalf("link ended with %v, want the write deadline", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("a peer that never reads was not dropped")
+	}
+	if took := time.Since(began); took > 3*heartbeat+wait/2 {
+		t.Fatalf("dropped after %s", took)
+	}
+	if err := l.TrySend(chunk("j", 0, "x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("TrySend after the drop: %v", err)
+	}
+}
+
+// TestTrySendRefusesWhenFull: TrySend never waits on a queue the writer
+// has not drained, and Congested says so.
+func TestTrySendRefusesWhenFull(t *testing.T) {
+	server, _ := wsPair(t)
+	l := New(server, Options{QueueLen: 2})
+	for i := range 2 {
+		if err := l.TrySend(chunk("j", uint64(i), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.TrySend(chunk("j", 2, "x")); !errors.Is(err, ErrFull) {
+		t.Fatalf("TrySend on a full queue: %v, want ErrFull", err)
+	}
+	if !l.Congested() {
+		t.Fatal("a full queue is not reported congested")
+	}
+}
+
+// TestHandshakeLimit: before Run only MaxHandshakeBytes are read (a
+// bigger frame ends ReadOne); the largest valid auth fits the default.
+func TestHandshakeLimit(t *testing.T) {
+	server, client := wsPair(t)
+	l := New(server, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	go client.Write(ctx, websocket.MessageText, make([]byte, DefaultMaxHandshakeBytes+1)) // cut short by the link
+	if _, err := l.ReadOne(ctx); err == nil {
+		t.Fatal("ReadOne read a frame over the handshake limit")
+	}
+
+	// Every byte of every string escaped by JSON (a control character
+	// takes six bytes), every field at its limit.
+	long := func(n int) string { return strings.Repeat("\x01", n) }
+	caps := protocol.Capabilities{Slots: protocol.MaxSlots, AgentVersion: long(protocol.MaxMessageText)}
+	for range protocol.MaxModels {
+		caps.Models = append(caps.Models, protocol.Model{Name: long(protocol.MaxNameLen), Digest: long(128),
+			Quantization: long(protocol.MaxLabelLen), Family: long(protocol.MaxLabelLen), ParameterSize: long(protocol.MaxLabelLen),
+			ContextLength: 1 << 62, PricePromptPerMTok: 1 << 62, PriceCompletionPerMTok: 1 << 62, TokensPerSecond: 1.2345678901234567e300})
+	}
+	auth := &protocol.Message{Type: protocol.TypeAuth, Auth: &protocol.Auth{ProtocolVersion: protocol.Version, Capabilities: caps}}
+	if err := auth.Validate(); err != nil {
+		t.Fatalf("the largest auth is not valid: %v", err)
+	}
+	if n := len(mustEncode(t, auth)); n > DefaultMaxHandshakeBytes {
+		t.Fatalf("the largest valid auth is %d bytes, over the handshake limit %d", n, DefaultMaxHandshakeBytes)
+	} else {
+		t.Logf("largest valid auth: %d bytes (limit %d)", n, DefaultMaxHandshakeBytes)
+	}
+}

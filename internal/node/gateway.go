@@ -219,7 +219,13 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	providerConn := func(r *http.Request) bool { return r.URL.Path == protocol.Path }
 	routes := limits.BodyDeadline(handler, 2*time.Minute, providerConn)
 	if cfg.Limits.Enabled() {
-		routes = limits.New(cfg.Limits).Wrap(routes, providerConn)
+		// Per-key state only for keys this gateway issued: a made-up
+		// token must not take a place in the limiter's table.
+		known := func(ctx context.Context, token string) bool {
+			_, err := st.LookupAPIKey(ctx, token)
+			return err == nil
+		}
+		routes = limits.New(cfg.Limits).Wrap(routes, providerConn, known)
 	}
 	mux.Handle("/", gcfg.Metrics.Instrument(routes))
 	g := &Gateway{Key: key, Store: st, Hub: h, API: api, Planter: planter, ln: ln, done: make(chan error, 1),

@@ -19,6 +19,7 @@ const (
 	MaxIDLen       = 128
 	MaxModels      = 256
 	MaxNameLen     = 256
+	MaxLabelLen    = 64 // a model's quantization, family and parameter size
 	MaxSlots       = 1024
 	MaxMessageText = 4096 // error messages, reasons, versions
 	NonceSize      = 32
@@ -211,6 +212,9 @@ func (c *Capabilities) Validate() error {
 	for i, md := range c.Models {
 		if md.Name == "" || !validText(md.Name, MaxNameLen) || md.Digest == "" || !validText(md.Digest, receipt.MaxDigest) {
 			return protoErr("capabilities: model %d needs a name (≤%d bytes) and a digest (≤%d bytes) of UTF-8", i, MaxNameLen, receipt.MaxDigest)
+		}
+		if !validText(md.Quantization, MaxLabelLen) || !validText(md.Family, MaxLabelLen) || !validText(md.ParameterSize, MaxLabelLen) {
+			return protoErr("capabilities: model %q: quantization, family and parameter size must be at most %d bytes of UTF-8", md.Name, MaxLabelLen)
 		}
 		if md.TokensPerSecond < 0 || !finite(md.TokensPerSecond) || md.ContextLength < 0 {
 			return protoErr("capabilities: model %q has negative or non-finite figures", md.Name)
