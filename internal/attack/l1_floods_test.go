@@ -165,7 +165,7 @@ func TestL1StalledStreamReaderIsCut(t *testing.T) {
 type richConsumers struct{}
 
 func (richConsumers) ConsumerFunds(context.Context, keys.Address) (chain.Funds, error) {
-	return chain.Funds{Balance: 1 << 60, Allowance: 1 << 60}, nil
+	return chain.Funds{Balance: 1 << 60, Deposit: 1 << 60}, nil
 }
 
 func (richConsumers) SettleBatch(context.Context, []receipt.Signed) (chain.BatchOutcome, error) {
