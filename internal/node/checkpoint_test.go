@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +11,6 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
-	"github.com/idlegrid/idlegrid/internal/keys"
-	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -29,21 +25,7 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 	cfg := slowSim(100)
 	// The doomed provider is registered and staked at genesis like up's
 	// own, so that the ledger settles its receipt.
-	keyFile := filepath.Join(t.TempDir(), "doomed.key")
-	doomedKey, _, err := keys.LoadOrCreate(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	register := func(g *ledger.Genesis) {
-		for _, a := range g.Accounts {
-			if slices.Contains(a.Roles, "provider") {
-				pub := doomedKey.Public()
-				g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: pub.Address(), PubKey: pub, Stake: a.Stake, Roles: a.Roles, Info: "doomed"})
-				return
-			}
-		}
-		t.Fatal("no provider at genesis")
-	}
+	keyFile, register := stakedProvider(t, "doomed")
 	tn := startNet(t, netOptions{sim: cfg, gateway: gateway.Config{SettleInterval: 100 * time.Millisecond}, genesis: register})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

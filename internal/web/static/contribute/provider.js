@@ -11,6 +11,11 @@ import { OllamaError, generate } from "./ollama.js";
 const enc = new TextEncoder();
 const MIN_BACKOFF = 250;
 const MAX_BACKOFF = 30000;
+// NOT_ADMITTED is protocol.StatusNotAdmitted: the gateway refuses this
+// key (not registered or staked on its ledger, or jailed). Its owner must
+// act first, so the page says so and tries again only after REFUSED_RETRY.
+const NOT_ADMITTED = 4003;
+const REFUSED_RETRY = 60000;
 const MAX_ID = 128;
 const MAX_TEXT = 4096;
 
@@ -288,6 +293,13 @@ export class Provider extends EventTarget {
     const why = ev.reason ? `${ev.reason} (${ev.code})` : `connection closed (${ev.code})`;
     if (this.stopped) {
       if (this.currentState !== "stopped") this.state("stopped", why);
+      return;
+    }
+    if (ev.code === NOT_ADMITTED) {
+      this.state("refused", `the gateway refuses this provider: ${ev.reason}; retrying in ${REFUSED_RETRY / 1000} s`);
+      this.retryTimer = setTimeout(() => {
+        if (!this.stopped) this.connect();
+      }, REFUSED_RETRY);
       return;
     }
     if (lasted > 60000) this.backoff = MIN_BACKOFF; // it was a healthy connection
