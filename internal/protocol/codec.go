@@ -339,8 +339,8 @@ func (t *Terms) Receipt(provider keys.PublicKey, usage Usage, responseHash recei
 }
 
 // CheckpointReceipt is the partial receipt a Checkpoint signs: the job's
-// terms, no prompt tokens, the checkpoint's completion tokens and end time,
-// and the sha256 of the deltas sent up to the checkpoint's chunk.
+// terms, the checkpoint's prompt and completion tokens and end time, and
+// the sha256 of the deltas sent up to the checkpoint's chunk.
 func (t *Terms) CheckpointReceipt(provider keys.PublicKey, cp *Checkpoint, responseHash receipt.Hash) (receipt.Receipt, error) {
-	return t.Receipt(provider, Usage{CompletionTokens: cp.CompletionTokens}, responseHash, cp.EndUnixMs)
+	return t.Receipt(provider, Usage{PromptTokens: cp.PromptTokens, CompletionTokens: cp.CompletionTokens}, responseHash, cp.EndUnixMs)
 }

@@ -334,21 +334,26 @@ export class Provider extends EventTarget {
 
   // checkpoint signs the partial receipt of everything sent so far
   // (protocol version 2): if this tab closes or loses the connection
-  // mid-answer, the gateway bills the delivered tokens with it. Prompt
-  // tokens are 0, the text hash covers every delta sent, as the native
-  // agent's (internal/provider/checkpoint.go); a price that overflows gets
-  // no checkpoint, as it gets no receipt.
+  // mid-answer, or the consumer hangs up, the gateway bills the delivered
+  // tokens with it. From version 3 it bills the prompt too, by
+  // codec.promptEstimate (Ollama reports the prompt's count only at the
+  // end); the text hash covers every delta sent, as the native agent's
+  // (internal/provider/checkpoint.go); a price that overflows gets no
+  // checkpoint, as it gets no receipt.
   async checkpoint(job, sent, completion) {
     const end = BigInt(Math.max(Date.now(), Number(job.terms.start_unix_ms), 1));
     const hash = await codec.sha256(codec.concat(sent));
+    const prompt = this.version >= 3 ? codec.promptEstimate(job.request) : 0n;
     let bytes;
     try {
-      bytes = codec.providerSignedBytes(codec.receiptFromTerms(job.terms, this.id.publicKey, { prompt_tokens: 0, completion_tokens: completion }, hash, end));
+      bytes = codec.providerSignedBytes(codec.receiptFromTerms(job.terms, this.id.publicKey, { prompt_tokens: prompt, completion_tokens: completion }, hash, end));
     } catch {
       return undefined;
     }
     const signature = await keystore.sign(this.id, bytes);
-    return { completion_tokens: completion, end_unix_ms: end, signature: codec.toHex(signature) };
+    const cp = { completion_tokens: completion, end_unix_ms: end, signature: codec.toHex(signature) };
+    if (prompt > 0n) cp.prompt_tokens = prompt;
+    return cp;
   }
 
   finishJob(job, record, state) {
