@@ -653,6 +653,35 @@ func TestSeparateRolesOnLedger(t *testing.T) {
 	if resp.StatusCode != http.StatusPaymentRequired || !strings.Contains(string(b), "insufficient_funds") {
 		t.Fatalf("unfunded consumer: %d %s", resp.StatusCode, b)
 	}
+	// A provider whose key the ledger does not know is refused at the
+	// handshake, and `provide` tells its user what to run.
+	stranger := exec.Command(bin, "provide", "--gateway", base, "--backend", "sim", "--data-dir", t.TempDir(), "--chain-id", "roles-test", "--no-control")
+	stderr, err := stranger.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() })
+	told := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "idlegrid provide: the gateway refuses this provider") {
+				told <- sc.Text()
+			}
+		}
+		close(told)
+	}()
+	select {
+	case line := <-told:
+		if !strings.Contains(line, "not registered as a provider on the ledger; run `idlegrid provide init`") {
+			t.Fatalf("unregistered provider was told: %s", line)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("an unregistered provider was not told why the gateway refuses it")
+	}
 	p.stop(t, syscall.SIGTERM)
 	g.stop(t, syscall.SIGTERM)
 	v.stop(t, os.Interrupt)
