@@ -56,7 +56,7 @@ type standing struct {
 
 // refusal says why a provider with this standing may not serve, "" when
 // it may. Each names the command that fixes it; it ends up as a WebSocket
-// close reason, so it stays under 100 bytes.
+// close reason (at most 120 bytes), so it stays short.
 func (s standing) refusal(minStake money.Amount) string {
 	switch {
 	case !s.registered:
@@ -64,7 +64,7 @@ func (s standing) refusal(minStake money.Amount) string {
 	case s.jailed:
 		return "jailed on the ledger after a conviction; `idlegrid ledger unjail` after the jail term"
 	case s.stake < minStake:
-		return fmt.Sprintf("stake %s is below the ledger's minimum %s; run `idlegrid provide init`", s.stake, minStake)
+		return fmt.Sprintf("stake %s below the minimum %s; run `idlegrid provide init`", s.stake, minStake)
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
 
@@ -95,6 +97,15 @@ func TestAdmission(t *testing.T) {
 	}
 	if _, ok := g.servable(good); ok {
 		t.Error("a jailed provider is servable")
+	}
+	// Every refusal fits a WebSocket close reason (120 bytes here) whole,
+	// the command included, even with the largest amounts.
+	maxAmt := money.Amount(^uint64(0))
+	for _, st := range []standing{{}, {registered: true, jailed: true}, {registered: true, stake: maxAmt - 1}} {
+		why := fmt.Sprintf("%v: %s", hub.ErrNotAdmitted, st.refusal(maxAmt))
+		if len(why) > 120 || !strings.Contains(why, "idlegrid ") {
+			t.Errorf("refusal of %d bytes: %s", len(why), why)
+		}
 	}
 	// Opted out, or without a ledger: every key.
 	for name, g := range map[string]*Gateway{"allow unregistered": newGateway(l, true), "no ledger": newGateway(nil, false)} {
