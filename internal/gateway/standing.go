@@ -90,12 +90,17 @@ type admission struct {
 	params    bool // minStake has been read
 }
 
+// errLedgerUnreadable refuses a provider whose standing the gateway could
+// not read: not its fault, so not ErrNotAdmitted.
+var errLedgerUnreadable = errors.New("the gateway could not read the ledger to admit this provider; retry later")
+
 // enforced reports whether providers must be admitted by the ledger.
 func (g *Gateway) enforced() bool { return g.cfg.Ledger != nil && !g.cfg.AllowUnregisteredProviders }
 
 // admitProvider is the hub's admission hook: nil when key may serve here, else an
 // error wrapping hub.ErrNotAdmitted that says why and what fixes it. A
-// ledger that cannot be read refuses too (the agent retries later).
+// ledger that cannot be read refuses too, with a plain error: the agent
+// retries with its usual backoff, not after RefusedRetry.
 func (g *Gateway) admitProvider(ctx context.Context, key keys.PublicKey) error {
 	if !g.enforced() {
 		return nil
@@ -103,12 +108,12 @@ func (g *Gateway) admitProvider(ctx context.Context, key keys.PublicKey) error {
 	min, err := g.minStake(ctx)
 	if err != nil {
 		g.log.Warn("could not read the ledger's parameters to admit a provider", "provider", key.String(), "err", err)
-		return fmt.Errorf("%w: the gateway could not read the ledger; retry later", hub.ErrNotAdmitted)
+		return errLedgerUnreadable
 	}
 	st, err := g.readStanding(ctx, key)
 	if err != nil {
 		g.log.Warn("could not read a provider's standing to admit it", "provider", key.String(), "err", err)
-		return fmt.Errorf("%w: the gateway could not read the ledger; retry later", hub.ErrNotAdmitted)
+		return errLedgerUnreadable
 	}
 	g.adm.mu.Lock()
 	g.adm.standings[key] = st

@@ -35,6 +35,13 @@ func (l *standingLedger) Provider(_ context.Context, addr keys.Address) (chain.P
 	return p, nil
 }
 
+// brokenLedger cannot read providers.
+type brokenLedger struct{ *standingLedger }
+
+func (l *brokenLedger) Provider(context.Context, keys.Address) (chain.ProviderInfo, error) {
+	return chain.ProviderInfo{}, errors.New("connection refused")
+}
+
 // TestAdmission: with a ledger the gateway admits only providers that are
 // registered, staked at least min_provider_stake and not jailed, and says
 // which command fixes a refusal; a jail read later takes the provider out
@@ -97,6 +104,12 @@ func TestAdmission(t *testing.T) {
 	}
 	if _, ok := g.servable(good); ok {
 		t.Error("a jailed provider is servable")
+	}
+	// A ledger that cannot be read refuses, but not as the provider's
+	// fault: the agent retries with its usual backoff.
+	broken := newGateway(&brokenLedger{standingLedger: l}, false)
+	if err := broken.admitProvider(ctx, good); err == nil || errors.Is(err, hub.ErrNotAdmitted) {
+		t.Errorf("unreadable ledger: %v", err)
 	}
 	// Every refusal fits a WebSocket close reason (120 bytes here) whole,
 	// the command included, even with the largest amounts.
