@@ -329,8 +329,9 @@ func TestProviderKilled(t *testing.T) {
 	id := resp.Header.Get("X-Request-Id")
 	gw.stop(t, syscall.SIGTERM)
 	// The killed provider is paid by its last checkpoint, if one reached the
-	// gateway: a verified receipt for no prompt and at most the tokens the
-	// consumer received; never one for the undelivered rest of the answer.
+	// gateway: a verified receipt for the prompt (the agent's estimate,
+	// protocol version 3) and at most the tokens the consumer received;
+	// never one for the undelivered rest of the answer.
 	out, err = exec.Command(bin, "receipts", "verify", id, "--data-dir", gwDir).CombinedOutput()
 	if err != nil {
 		if !strings.Contains(string(out), "no receipt") {
@@ -342,8 +343,9 @@ func TestProviderKilled(t *testing.T) {
 	if m == nil {
 		t.Fatalf("receipts verify printed no token counts:\n%s", out)
 	}
-	if prompt, completion := m[1], atoi(t, m[2]); prompt != "0" || completion == 0 || completion > delivered {
-		t.Fatalf("the killed stream's receipt bills %s prompt and %d completion tokens; the consumer received %d:\n%s", prompt, completion, delivered, out)
+	want := protocol.PromptEstimate(&protocol.Request{Messages: []protocol.ChatMessage{{Role: "user", Content: prompt}}})
+	if prompt, completion := atoi(t, m[1]), atoi(t, m[2]); uint64(prompt) != want || completion == 0 || completion > delivered {
+		t.Fatalf("the killed stream's receipt bills %d prompt (want %d) and %d completion tokens; the consumer received %d:\n%s", prompt, want, completion, delivered, out)
 	}
 }
 
@@ -652,6 +654,35 @@ func TestSeparateRolesOnLedger(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusPaymentRequired || !strings.Contains(string(b), "insufficient_funds") {
 		t.Fatalf("unfunded consumer: %d %s", resp.StatusCode, b)
+	}
+	// A provider whose key the ledger does not know is refused at the
+	// handshake, and `provide` tells its user what to run.
+	stranger := exec.Command(bin, "provide", "--gateway", base, "--backend", "sim", "--data-dir", t.TempDir(), "--chain-id", "roles-test", "--no-control")
+	stderr, err := stranger.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() })
+	told := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "idlegrid provide: the gateway refuses this provider") {
+				told <- sc.Text()
+			}
+		}
+		close(told)
+	}()
+	select {
+	case line := <-told:
+		if !strings.Contains(line, "not registered as a provider on the ledger; run `idlegrid provide init`") {
+			t.Fatalf("unregistered provider was told: %s", line)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("an unregistered provider was not told why the gateway refuses it")
 	}
 	p.stop(t, syscall.SIGTERM)
 	g.stop(t, syscall.SIGTERM)

@@ -64,6 +64,9 @@ directory (mode 0600).`,
 			if noControl {
 				cfg.ControlAddr = ""
 			}
+			cfg.Refused = func(err error) {
+				fmt.Fprintf(a.stderr, "idlegrid provide: the gateway refuses this provider (%s); trying again in a minute\n", err)
+			}
 			p, err := node.StartProvider(cfg)
 			if err != nil {
 				return err

@@ -172,12 +172,16 @@ func (richConsumers) SettleBatch(context.Context, []receipt.Signed) (chain.Batch
 	return chain.BatchOutcome{}, errors.New("not settling in this test")
 }
 
+func (richConsumers) Height(context.Context) (int64, error) { return 1, nil }
+
 func (richConsumers) Params(context.Context) (ledger.Params, error) {
 	return ledger.DefaultParams(), nil
 }
 
-func (richConsumers) Provider(context.Context, keys.Address) (chain.ProviderInfo, error) {
-	return chain.ProviderInfo{}, chain.ErrNotFound
+// Provider: every provider is registered and staked, so the gateway
+// admits the test's providers (admission is not what this test is about).
+func (richConsumers) Provider(_ context.Context, a keys.Address) (chain.ProviderInfo, error) {
+	return chain.ProviderInfo{Address: a, Reputation: 1000, Stake: ledger.DefaultParams().MinProviderStake}, nil
 }
 
 // accountReserved reads what the consumer's requests in flight hold.

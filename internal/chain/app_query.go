@@ -41,6 +41,9 @@ type ProviderInfo struct {
 	// Reputation is in thousandths; it weighs the provider's rewards.
 	Reputation uint64 `json:"reputation_milli"`
 	Jailed     bool   `json:"jailed"`
+	// Stake is the provider's bonded stake (gateways serve only providers
+	// staked at least min_provider_stake).
+	Stake money.Amount `json:"stake"`
 }
 
 // EpochInfo is the running epoch and the last finished one.
@@ -261,7 +264,7 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		if err != nil {
 			return internal(err)
 		}
-		return ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed}, 0, nil
+		return ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed, Stake: a.Stake}, 0, nil
 	case PathCase:
 		h, err := hashArg("evidence hash")
 		if err != nil {

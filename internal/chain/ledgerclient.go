@@ -156,6 +156,12 @@ func (s *Signer) Provider(ctx context.Context, addr keys.Address) (ProviderInfo,
 	return s.ledger.Provider(ctx, addr)
 }
 
+// Height is the latest block height of the node.
+func (s *Signer) Height(ctx context.Context) (int64, error) {
+	st, err := s.ledger.Client.Status(ctx)
+	return st.Height, err
+}
+
 // Send numbers, signs and broadcasts tx (its ChainID, Sender, Nonce and
 // Signature are set here), then waits for it to commit. A failed
 // transaction is returned as a result with its code, not as an error; the

@@ -11,8 +11,9 @@ import (
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
-// Checkpoints (protocol version 2). A provider may sign, with a chunk, the
-// receipt for everything its job delivered so far. On the happy path the
+// Checkpoints (protocol version 2; from version 3 they bill the prompt
+// too). A provider may sign, with a chunk, the receipt for everything its
+// job delivered so far. On the happy path the
 // gateway only remembers the latest one with the hash of the text relayed
 // up to it (one sha256 finalization of a copied state per checkpoint, no
 // signature check): the job's done brings the real receipt under the same
@@ -52,7 +53,9 @@ func checkpointReceipt(job *protocol.Job, provider keys.PublicKey, last *checkpo
 	if cp.CompletionTokens > uint64(last.tokens) {
 		return r, fmt.Errorf("the checkpoint claims %d completion tokens, %d were relayed up to it", cp.CompletionTokens, last.tokens)
 	}
-	if err := checkUsage(&job.Request, protocol.Usage{CompletionTokens: cp.CompletionTokens}, last.relayed); err != nil {
+	// The same bounds as a final receipt's: the prompt tokens (version 3)
+	// cannot exceed what the prompt can hold.
+	if err := checkUsage(&job.Request, protocol.Usage{PromptTokens: cp.PromptTokens, CompletionTokens: cp.CompletionTokens}, last.relayed); err != nil {
 		return r, err
 	}
 	if cp.EndUnixMs > now.Add(5*time.Minute).UnixMilli() {

@@ -14,8 +14,9 @@ import (
 // TestCheckpointReceipt: the gateway bills a failed job by its latest
 // checkpoint only when the provider's signature covers exactly the text
 // relayed up to it and claims no more tokens than were relayed, than the
-// text can hold, or than max_tokens; forged and inflated checkpoints are
-// refused.
+// text can hold, or than max_tokens, and no more prompt tokens than the
+// prompt can hold (the final receipt's rule); forged and inflated
+// checkpoints are refused.
 func TestCheckpointReceipt(t *testing.T) {
 	prov, _ := keys.Generate()
 	other, _ := keys.Generate()
@@ -27,8 +28,8 @@ func TestCheckpointReceipt(t *testing.T) {
 			ModelDigest: "d", PricePromptPerMTok: 1_000_000, PriceCompletionPerMTok: 2_000_000, StartUnixMs: now.UnixMilli() - 1000}}
 	// sign is what a provider with key k sends: a checkpoint over the
 	// receipt for tokens and text.
-	sign := func(k keys.PrivateKey, tokens uint64, text string, end int64) *protocol.Checkpoint {
-		cp := &protocol.Checkpoint{CompletionTokens: tokens, EndUnixMs: end}
+	signPrompt := func(k keys.PrivateKey, prompt, tokens uint64, text string, end int64) *protocol.Checkpoint {
+		cp := &protocol.Checkpoint{PromptTokens: prompt, CompletionTokens: tokens, EndUnixMs: end}
 		r, err := job.Terms.CheckpointReceipt(k.Public(), cp, receipt.Sum([]byte(text)))
 		if err != nil {
 			t.Fatal(err)
@@ -36,6 +37,10 @@ func TestCheckpointReceipt(t *testing.T) {
 		cp.Signature = receipt.SignProvider(k, &r)
 		return cp
 	}
+	sign := func(k keys.PrivateKey, tokens uint64, text string, end int64) *protocol.Checkpoint {
+		return signPrompt(k, 0, tokens, text, end)
+	}
+	limit := uint64(promptLimit(&job.Request)) // no messages: the template's bound
 	// relay runs chunks through a segment as attempt does, the last one
 	// carrying cp.
 	relay := func(cp *protocol.Checkpoint, chunks ...protocol.Chunk) *segment {
@@ -58,6 +63,8 @@ func TestCheckpointReceipt(t *testing.T) {
 		reason string // "" for accepted
 	}{
 		{"honest", relay(sign(prov, 3, "Hello!", end), hello...), ""},
+		{"bills the prompt", relay(signPrompt(prov, limit, 3, "Hello!", end), hello...), ""},
+		{"more prompt than it can hold", relay(signPrompt(prov, limit+1, 3, "Hello!", end), hello...), "prompt tokens for a prompt that can hold at most"},
 		{"claims fewer tokens than relayed", relay(sign(prov, 2, "Hello!", end), hello...), ""},
 		{"claims more tokens than relayed", relay(sign(prov, 4, "Hello!", end), hello...), "4 completion tokens, 3 were relayed"},
 		{"token claims beyond the text's bytes", relay(sign(prov, 7, "Hi", end), protocol.Chunk{Delta: "Hi", Tokens: 7}), "for 2 bytes of text"},
@@ -74,8 +81,9 @@ func TestCheckpointReceipt(t *testing.T) {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
 				}
-				if r.CompletionTokens != tt.seg.last.cp.CompletionTokens || r.PromptTokens != 0 || r.RequestID != job.ID ||
-					uint64(r.Amount) != 2*tt.seg.last.cp.CompletionTokens {
+				cp := tt.seg.last.cp
+				if r.CompletionTokens != cp.CompletionTokens || r.PromptTokens != cp.PromptTokens || r.RequestID != job.ID ||
+					uint64(r.Amount) != 2*cp.CompletionTokens+cp.PromptTokens {
 					t.Fatalf("receipt %+v", r)
 				}
 				return

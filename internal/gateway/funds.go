@@ -26,9 +26,13 @@ type Ledger interface {
 	// Params are the chain's parameters; the gateway routes only to the
 	// model digests they allow.
 	Params(ctx context.Context) (ledger.Params, error)
-	// Provider is a provider's verification standing: jailed providers
-	// get no requests, reputation weighs the choice.
+	// Provider is a provider's registration, stake and verification
+	// standing: only registered, staked, unjailed providers are served,
+	// and reputation weighs the choice (standing.go).
 	Provider(ctx context.Context, addr keys.Address) (chain.ProviderInfo, error)
+	// Height is the ledger's latest block height; at each new one the
+	// gateway re-reads the providers' standing.
+	Height(ctx context.Context) (int64, error)
 }
 
 var _ Ledger = (*chain.Signer)(nil)

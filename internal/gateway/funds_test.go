@@ -41,9 +41,13 @@ func (l *fixedLedger) Params(context.Context) (ledger.Params, error) {
 	return ledger.DefaultParams(), nil
 }
 
-func (l *fixedLedger) Provider(context.Context, keys.Address) (chain.ProviderInfo, error) {
-	return chain.ProviderInfo{}, chain.ErrNotFound
+// Provider answers that every provider is registered and staked: these
+// tests are not about admission (standing_test.go is).
+func (l *fixedLedger) Provider(_ context.Context, addr keys.Address) (chain.ProviderInfo, error) {
+	return chain.ProviderInfo{Address: addr, Stake: ledger.DefaultParams().MinProviderStake, Reputation: 1000}, nil
 }
+
+func (l *fixedLedger) Height(context.Context) (int64, error) { return 1, nil }
 
 func (l *fixedLedger) set(c keys.Address, f chain.Funds, err error) {
 	l.mu.Lock()

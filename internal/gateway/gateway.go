@@ -15,7 +15,6 @@ import (
 	"math"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,6 +88,17 @@ type Config struct {
 	// receipts there (RunSettlement). Without it requests are served
 	// without a funds check and receipts stay in the store.
 	Ledger Ledger
+	// AllowUnregisteredProviders serves, with a Ledger, providers the
+	// ledger does not admit (unregistered, staked below
+	// min_provider_stake, or jailed are still never routed to when
+	// jailed): for a closed deployment whose providers are all trusted.
+	// Off by default: an open gateway serves only providers with stake at
+	// risk (standing.go).
+	AllowUnregisteredProviders bool
+	// BlockPoll is how often the gateway asks the ledger for its latest
+	// height; at each new block it re-reads the providers' standing
+	// (default 200 ms).
+	BlockPoll time.Duration
 	// FundsTTL is how long a consumer's funds read from the ledger are
 	// reused (default 2 s).
 	FundsTTL time.Duration
@@ -166,13 +176,12 @@ type Gateway struct {
 	sched  *scheduler.Scheduler
 	queued atomic.Int64
 	health *health
-	// standings are the connected providers' verification standing on
-	// the ledger, refreshed with the parameters.
-	standingMu sync.Mutex
-	standings  map[keys.PublicKey]standing
-	funds      *funds      // nil without a ledger
-	settle     *settlement // nil without a ledger
-	samples    *sampleFeed // nil when no responses are sampled
+	// adm holds the connected providers' standing on the ledger
+	// (standing.go).
+	adm     admission
+	funds   *funds      // nil without a ledger
+	settle  *settlement // nil without a ledger
+	samples *sampleFeed // nil when no responses are sampled
 }
 
 // New checks cfg and returns a Gateway.
@@ -225,6 +234,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.FundsTTL <= 0 {
 		cfg.FundsTTL = 2 * time.Second
 	}
+	if cfg.BlockPoll <= 0 {
+		cfg.BlockPoll = defaultBlockPoll
+	}
 	if cfg.SettleBatchSize <= 0 {
 		cfg.SettleBatchSize = 1000
 	}
@@ -241,7 +253,15 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, sched: sched, health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, sched: sched, health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
+		adm: admission{standings: map[keys.PublicKey]standing{}}}
+	cfg.Hub.SetAdmit(g.admitProvider)
+	switch {
+	case cfg.Ledger == nil:
+		g.log.Info("no ledger: every provider that signs the handshake is served, and nothing is settled")
+	case cfg.AllowUnregisteredProviders:
+		g.log.Warn("providers the ledger does not admit (unregistered or unstaked) are served: only for a closed deployment of trusted providers")
+	}
 	if cfg.Ledger != nil {
 		// Receipts stored but not settled before a restart still count
 		// against their consumers.

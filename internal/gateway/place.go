@@ -167,17 +167,18 @@ func (g *Gateway) job(c *call, choice scheduler.Choice) *protocol.Job {
 }
 
 // candidates turns the hub's snapshot into the scheduler's view, with each
-// provider's circuit breaker.
+// provider's circuit breaker and standing: a provider the ledger does not
+// admit (or not yet) counts as jailed.
 func (g *Gateway) candidates(infos []hub.Info) []scheduler.Candidate {
 	out := make([]scheduler.Candidate, len(infos))
 	for i, in := range infos {
-		st := g.standing(in.Key)
+		st, ok := g.servable(in.Key)
 		inflight := in.InFlight
 		if in.Congested {
 			inflight = max(inflight, in.Capabilities.Slots) // not reading its connection: no free slot
 		}
 		out[i] = scheduler.Candidate{Key: in.Key, Models: in.Capabilities.Models, Slots: in.Capabilities.Slots, InFlight: inflight,
-			Paused: in.Paused, Failing: g.health.failing(in.Key), Jailed: st.jailed, Reputation: st.reputation}
+			Paused: in.Paused, Failing: g.health.failing(in.Key), Jailed: !ok, Reputation: st.routingReputation()}
 	}
 	return out
 }

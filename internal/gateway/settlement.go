@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
-	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
@@ -63,10 +61,11 @@ func (g *Gateway) RunSettlement(ctx context.Context) error {
 		return nil
 	}
 	defer s.wg.Wait()
+	var watch sync.WaitGroup // apart from s.wg, which SettleNow waits on
+	defer watch.Wait()
+	watch.Go(func() { g.watchLedger(ctx) })
 	tick := time.NewTicker(g.cfg.SettleInterval)
 	defer tick.Stop()
-	params := time.NewTicker(paramsRefresh)
-	defer params.Stop()
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
 	g.pruneSettled(ctx)
@@ -74,8 +73,6 @@ func (g *Gateway) RunSettlement(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-params.C:
-			g.RefreshParams(ctx)
 		case <-prune.C:
 			g.pruneSettled(ctx)
 		case <-tick.C:
@@ -121,71 +118,6 @@ func (g *Gateway) pruneSettled(ctx context.Context) {
 	if total > 0 {
 		g.log.Info("deleted settled receipts past retention; the ledger keeps them", "receipts", total, "keep_settled", g.cfg.KeepSettled)
 	}
-}
-
-// paramsRefresh is how often the gateway re-reads the chain's parameters
-// (allowed digests); parameter changes are rare and need validators'
-// approvals.
-const paramsRefresh = 30 * time.Second
-
-// RefreshParams reads the chain's allowed digests and the verification
-// standing of the connected providers: the gateway routes only to allowed
-// digests and unjailed providers, and weighs reputation. On error the last
-// known policy stays.
-// RunSettlement calls it every 30 s; call it once before serving.
-func (g *Gateway) RefreshParams(ctx context.Context) {
-	if g.cfg.Ledger == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	p, err := g.cfg.Ledger.Params(ctx)
-	if err != nil {
-		g.log.Warn("could not read the ledger's parameters; keeping the last allowed digests", "err", err)
-		return
-	}
-	if len(p.AllowedDigests) == 0 {
-		g.sched.SetDigestPolicy(nil)
-	} else {
-		g.sched.SetDigestPolicy(p.DigestAllowed)
-	}
-	g.refreshStandings(ctx)
-}
-
-// standing is what the ledger says of a provider, for routing.
-type standing struct {
-	jailed     bool
-	reputation uint64 // thousandths; 0 unknown
-}
-
-// refreshStandings reads the ledger's verification standing of every
-// connected provider. A provider the ledger does not know keeps no
-// standing (unknown reputation, not jailed).
-func (g *Gateway) refreshStandings(ctx context.Context) {
-	infos := g.cfg.Hub.Snapshot()
-	next := make(map[keys.PublicKey]standing, len(infos))
-	for _, in := range infos {
-		p, err := g.cfg.Ledger.Provider(ctx, in.Key.Address())
-		if errors.Is(err, chain.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			g.log.Warn("could not read a provider's standing on the ledger; keeping the last known", "provider", in.Key.String(), "err", err)
-			next[in.Key] = g.standing(in.Key)
-			continue
-		}
-		next[in.Key] = standing{jailed: p.Jailed, reputation: p.Reputation}
-	}
-	g.standingMu.Lock()
-	g.standings = next
-	g.standingMu.Unlock()
-}
-
-// standing is key's last known standing.
-func (g *Gateway) standing(key keys.PublicKey) standing {
-	g.standingMu.Lock()
-	defer g.standingMu.Unlock()
-	return g.standings[key]
 }
 
 // SettleNow has RunSettlement send every unsettled receipt and waits for

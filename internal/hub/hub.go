@@ -46,8 +46,19 @@ type Config struct {
 	// advertisement past either is refused (models.go).
 	MaxModelNames            int
 	MaxModelNamesPerProvider int
-	Logger                   *slog.Logger
+	// Admit, when set, decides after the handshake's signature check
+	// whether the provider may serve here (e.g. it is registered and
+	// staked on the ledger); its error refuses the connection, and its
+	// text is the close reason the provider sees. SetAdmit sets it later.
+	Admit  func(ctx context.Context, key keys.PublicKey) error
+	Logger *slog.Logger
 }
+
+// ErrNotAdmitted is wrapped by the Admit hook's refusals: the provider
+// signed correctly but may not serve here. The connection closes with
+// protocol.StatusNotAdmitted, so that the agent tells its user instead of
+// retrying at once.
+var ErrNotAdmitted = protocol.ErrNotAdmitted
 
 // Errors from Dispatch.
 var (
@@ -63,6 +74,8 @@ var (
 type Hub struct {
 	cfg Config
 	log *slog.Logger
+
+	admit func(ctx context.Context, key keys.PublicKey) error // set before serving
 
 	mu        sync.Mutex
 	providers map[keys.PublicKey]*Provider
@@ -90,7 +103,25 @@ func New(cfg Config) *Hub {
 	if cfg.MaxModelNamesPerProvider <= 0 {
 		cfg.MaxModelNamesPerProvider = 2 * protocol.MaxModels
 	}
-	return &Hub{cfg: cfg, log: cfg.Logger, providers: map[keys.PublicKey]*Provider{}, models: map[string]time.Time{}, changed: make(chan struct{})}
+	return &Hub{cfg: cfg, log: cfg.Logger, admit: cfg.Admit, providers: map[keys.PublicKey]*Provider{}, models: map[string]time.Time{}, changed: make(chan struct{})}
+}
+
+// SetAdmit sets Config.Admit; call it before serving.
+func (h *Hub) SetAdmit(admit func(ctx context.Context, key keys.PublicKey) error) { h.admit = admit }
+
+// Disconnect closes the connection of the provider with key, if it is
+// connected, with why as the close reason: its in-flight jobs fail with
+// ErrProviderLost (and move to other providers). It reports whether the
+// provider was connected.
+func (h *Hub) Disconnect(key keys.PublicKey, why error) bool {
+	h.mu.Lock()
+	p := h.providers[key]
+	h.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.link.Close(why)
+	return true
 }
 
 // Provider is one connected provider.
@@ -287,6 +318,11 @@ func (h *Hub) handshake(ctx context.Context, l *link.Link) (*Provider, error) {
 	}
 	if !a.ProviderKey.Verify(protocol.AuthBytes(nonce, gw, h.cfg.ChainID), a.Signature) {
 		return nil, fmt.Errorf("%w: bad auth signature for provider %s", protocol.ErrProtocol, a.ProviderKey)
+	}
+	if h.admit != nil {
+		if err := h.admit(ctx, a.ProviderKey); err != nil {
+			return nil, err
+		}
 	}
 	heartbeat := h.cfg.Link.Heartbeat
 	if heartbeat <= 0 {

@@ -290,6 +290,8 @@ func (l *Link) fail(err error) {
 		switch {
 		case errors.Is(err, protocol.ErrProtocol):
 			code = websocket.StatusPolicyViolation
+		case errors.Is(err, protocol.ErrNotAdmitted):
+			code = protocol.StatusNotAdmitted
 		case errors.Is(err, context.Canceled):
 			code, reason = websocket.StatusGoingAway, "shutting down"
 		}

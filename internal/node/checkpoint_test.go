@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,11 +11,10 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
-	"github.com/idlegrid/idlegrid/internal/keys"
-	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
 // TestKilledProviderIsPaidForWhatItDelivered: a provider killed mid-answer
@@ -29,21 +26,7 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 	cfg := slowSim(100)
 	// The doomed provider is registered and staked at genesis like up's
 	// own, so that the ledger settles its receipt.
-	keyFile := filepath.Join(t.TempDir(), "doomed.key")
-	doomedKey, _, err := keys.LoadOrCreate(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	register := func(g *ledger.Genesis) {
-		for _, a := range g.Accounts {
-			if slices.Contains(a.Roles, "provider") {
-				pub := doomedKey.Public()
-				g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: pub.Address(), PubKey: pub, Stake: a.Stake, Roles: a.Roles, Info: "doomed"})
-				return
-			}
-		}
-		t.Fatal("no provider at genesis")
-	}
+	keyFile, register := stakedProvider(t, "doomed")
 	tn := startNet(t, netOptions{sim: cfg, gateway: gateway.Config{SettleInterval: 100 * time.Millisecond}, genesis: register})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -93,9 +76,11 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 	if len(rs) != 2 || rs[0].RequestID != id || rs[0].Provider != doomed.Key || rs[1].Provider != tn.Provider.Key {
 		t.Fatalf("receipts %+v: want the killed provider's under %s, then the continuation's", rs, id)
 	}
-	if rs[0].CompletionTokens < killAfter || rs[0].PromptTokens != 0 {
-		t.Fatalf("the killed provider's receipt bills %d completion and %d prompt tokens; it delivered at least %d",
-			rs[0].CompletionTokens, rs[0].PromptTokens, killAfter)
+	// Its checkpoints bill the prompt it processed (protocol version 3).
+	prompt := protocol.PromptEstimate(&protocol.Request{Messages: []protocol.ChatMessage{{Role: "user", Content: "pay the dead"}}})
+	if rs[0].CompletionTokens < killAfter || rs[0].PromptTokens != prompt {
+		t.Fatalf("the killed provider's receipt bills %d completion and %d prompt tokens; it delivered at least %d and processed a prompt of %d",
+			rs[0].CompletionTokens, rs[0].PromptTokens, killAfter, prompt)
 	}
 	checkSegments(t, rs, text, usage)
 

@@ -419,7 +419,8 @@ func TestAllProvidersFailing(t *testing.T) {
 // the continuation's.
 func TestContinuationFunds(t *testing.T) {
 	cfg := slowSim(400)
-	tn := startNet(t, netOptions{sim: cfg})
+	keyFile, register := stakedProvider(t, "second")
+	tn := startNet(t, netOptions{sim: cfg, genesis: register})
 	tn.Sim.SetFaults(sim.Faults{DropAfter: 4})
 	s, err := sim.New(cfg)
 	if err != nil {
@@ -427,7 +428,7 @@ func TestContinuationFunds(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	second, err := node.StartProvider(node.ProviderConfig{Gateway: tn.URL, KeyFile: filepath.Join(t.TempDir(), "second.key"),
+	second, err := node.StartProvider(node.ProviderConfig{Gateway: tn.URL, KeyFile: keyFile,
 		Backend: &node.LocalBackend{Backend: s, Description: "simulator"}, Slots: 4, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
 
@@ -100,8 +101,9 @@ func TestProviderKilledMidStream(t *testing.T) {
 
 // onlyCheckpoint checks that a request that ended mid-answer has no
 // receipt but, if its provider sent one in time, the partial receipt of
-// its last checkpoint: no prompt tokens, fewer completion tokens than
-// asked, both signatures valid.
+// its last checkpoint: the prompt's tokens (protocol.PromptEstimate of
+// openStream's prompt), fewer completion tokens than asked, both
+// signatures valid.
 func onlyCheckpoint(t *testing.T, tn *testNet, id string, maxTokens uint64) {
 	t.Helper()
 	r, err := tn.Gateway.Store.Receipt(context.Background(), id)
@@ -111,7 +113,8 @@ func onlyCheckpoint(t *testing.T, tn *testNet, id string, maxTokens uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Verify(); err != nil || r.Receipt.PromptTokens != 0 || r.Receipt.CompletionTokens >= maxTokens {
+	prompt := protocol.PromptEstimate(&protocol.Request{Messages: []protocol.ChatMessage{{Role: "user", Content: "count slowly"}}})
+	if err := r.Verify(); err != nil || r.Receipt.PromptTokens != prompt || r.Receipt.CompletionTokens >= maxTokens {
 		t.Fatalf("receipt %+v (%v) for a request that ended mid-answer: want none or a checkpoint's", r.Receipt, err)
 	}
 }

@@ -7,11 +7,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/limits"
 	"github.com/idlegrid/idlegrid/internal/link"
@@ -109,6 +111,28 @@ func (a authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+a.key)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// stakedProvider makes a provider key file for a test network's extra
+// provider and the genesis edit that registers and stakes it like up's
+// own: the gateway serves only providers the ledger admits.
+func stakedProvider(t *testing.T, name string) (keyFile string, register func(*ledger.Genesis)) {
+	t.Helper()
+	keyFile = filepath.Join(t.TempDir(), name+".key")
+	k, _, err := keys.LoadOrCreate(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keyFile, func(g *ledger.Genesis) {
+		for _, a := range g.Accounts {
+			if slices.Contains(a.Roles, "provider") {
+				pub := k.Public()
+				g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: pub.Address(), PubKey: pub, Stake: a.Stake, Roles: a.Roles, Info: name})
+				return
+			}
+		}
+		t.Fatal("no provider at genesis")
+	}
 }
 
 // eventually polls cond until it holds or the deadline passes.

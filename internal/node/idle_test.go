@@ -18,7 +18,8 @@ import (
 // exits it resumes after the quiet period; its owner pauses and resumes it
 // through the control endpoint.
 func TestIdlePolicy(t *testing.T) {
-	tn := startNet(t, netOptions{})
+	keyFile, register := stakedProvider(t, "idle")
+	tn := startNet(t, netOptions{genesis: register})
 	// Only the provider under test may serve.
 	if err := tn.Provider.Pause("not under test"); err != nil {
 		t.Fatal(err)
@@ -37,7 +38,7 @@ func TestIdlePolicy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	p, err := node.StartProvider(node.ProviderConfig{
-		Gateway: tn.URL, KeyFile: filepath.Join(dir, "provider.key"), Backend: tn.Backend, Slots: 4,
+		Gateway: tn.URL, KeyFile: keyFile, Backend: tn.Backend, Slots: 4,
 		Idle: &node.IdleConfig{GPU: true, GPUCommand: smi, GPUUtilization: 30, GPUMemoryMiB: 256,
 			Interval: 20 * time.Millisecond, ResumeAfter: 300 * time.Millisecond},
 		PauseFile: filepath.Join(dir, "paused.json"), ControlAddr: "127.0.0.1:0",

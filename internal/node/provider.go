@@ -128,6 +128,11 @@ type ProviderConfig struct {
 	Logger        *slog.Logger
 	// CheckpointEvery is provider.Config's (0: its default).
 	CheckpointEvery time.Duration
+	// Refused and RefusedRetry are provider.Config's: told when the
+	// gateway refuses to admit the provider, and the wait before the next
+	// try (0: its default).
+	Refused      func(error)
+	RefusedRetry time.Duration
 	// Idle decides when the machine may serve; nil serves all the time
 	// (the owner can still pause by hand).
 	Idle *IdleConfig
@@ -230,7 +235,7 @@ func StartProvider(cfg ProviderConfig) (*Provider, error) {
 		Gateway: cfg.Gateway, Key: key, Backend: cfg.Backend.Backend, Models: cfg.Models, Slots: cfg.Slots,
 		PricePrompt: cfg.PricePrompt, PriceCompletion: cfg.PriceCompletion, Hardware: hardware(),
 		Version: cfg.Version, Link: cfg.Link, Logger: cfg.Logger, ExpectChainID: cfg.ExpectChainID, ExpectGateway: cfg.ExpectGateway,
-		CheckpointEvery: cfg.CheckpointEvery,
+		CheckpointEvery: cfg.CheckpointEvery, Refused: cfg.Refused, RefusedRetry: cfg.RefusedRetry,
 	})
 	if err != nil {
 		return nil, err

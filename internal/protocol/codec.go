@@ -29,6 +29,17 @@ const (
 // broke the protocol and the connection should be closed with the reason.
 var ErrProtocol = errors.New("protocol error")
 
+// ErrNotAdmitted is wrapped by a gateway's refusal of a provider whose
+// handshake is valid but that may not serve there (not registered or
+// staked on the ledger, or jailed). The connection closes with
+// StatusNotAdmitted and the reason, which names what fixes it.
+var ErrNotAdmitted = errors.New("not admitted")
+
+// StatusNotAdmitted is the WebSocket close status of ErrNotAdmitted (an
+// application code: 4000–4999). An agent that gets it tells its user the
+// reason and waits long before trying again.
+const StatusNotAdmitted = 4003
+
 // Encode appends the JSON encoding of m and a trailing newline to dst.
 func Encode(dst []byte, m *Message) ([]byte, error) {
 	b, err := json.Marshal(m)
@@ -332,8 +343,8 @@ func (t *Terms) Receipt(provider keys.PublicKey, usage Usage, responseHash recei
 }
 
 // CheckpointReceipt is the partial receipt a Checkpoint signs: the job's
-// terms, no prompt tokens, the checkpoint's completion tokens and end time,
-// and the sha256 of the deltas sent up to the checkpoint's chunk.
+// terms, the checkpoint's prompt and completion tokens and end time, and
+// the sha256 of the deltas sent up to the checkpoint's chunk.
 func (t *Terms) CheckpointReceipt(provider keys.PublicKey, cp *Checkpoint, responseHash receipt.Hash) (receipt.Receipt, error) {
-	return t.Receipt(provider, Usage{CompletionTokens: cp.CompletionTokens}, responseHash, cp.EndUnixMs)
+	return t.Receipt(provider, Usage{PromptTokens: cp.PromptTokens, CompletionTokens: cp.CompletionTokens}, responseHash, cp.EndUnixMs)
 }

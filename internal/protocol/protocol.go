@@ -23,10 +23,14 @@ import (
 //	2: optional chunk.checkpoint: the provider's signature over the receipt
 //	   for everything the job delivered so far, which the gateway settles
 //	   when the job fails mid-answer.
+//	3: checkpoint.prompt_tokens: a checkpoint bills the prompt too
+//	   (PromptEstimate until the backend reports the real count), so a
+//	   consumer who hangs up after the first token pays for its prompt.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
-// sends or reads no checkpoint.
-const Version = 2
+// sends or reads no checkpoint, a version-2 peer's checkpoints bill no
+// prompt.
+const Version = 3
 
 // MinVersion is the oldest protocol version still accepted.
 const MinVersion = 1
@@ -203,6 +207,22 @@ type Chunk struct {
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
 
+// PromptEstimate is the prompt tokens a checkpoint claims for req before
+// the backend has reported the real count: one token per 4 bytes of the
+// prompt's text (system, prompt and message contents), rounded up. It is
+// below the real count for most text and tokenizers (English runs about 4
+// bytes a token; code, digits and other scripts fewer), so a partial
+// receipt seldom bills more prompt than the final one would, and it never
+// exceeds what the gateway's bound (its promptLimit) allows. The browser
+// page's promptEstimate (codec.js) computes the same.
+func PromptEstimate(req *Request) uint64 {
+	n := uint64(len(req.Prompt)) + uint64(len(req.System))
+	for _, m := range req.Messages {
+		n += uint64(len(m.Content))
+	}
+	return (n + 3) / 4
+}
+
 // TokenCount is how many completion tokens the chunk counts for, on both
 // ends: Tokens when the provider says, else one for a chunk with text.
 func (c *Chunk) TokenCount() uint64 {
@@ -216,15 +236,21 @@ func (c *Chunk) TokenCount() uint64 {
 }
 
 // Checkpoint is a provider's signature over the partial receipt of a job:
-// the receipt built by Terms.Receipt from the job's terms, prompt tokens 0
-// (the prompt's size is not known until the end), CompletionTokens, the
-// sha256 of every delta sent so far including this chunk's, and EndUnixMs.
+// the receipt built by Terms.Receipt from the job's terms, PromptTokens,
+// CompletionTokens, the sha256 of every delta sent so far including this
+// chunk's, and EndUnixMs.
 // It is an ordinary receipt under the job's request id, so it settles like
 // one and never besides the job's final receipt (a request id settles
 // once). The gateway keeps the latest and uses it only when the job ends
 // without done: the tokens the provider delivered before it died or
 // stalled are then billed and paid up to that checkpoint.
 type Checkpoint struct {
+	// PromptTokens is the prompt the partial receipt bills (version 3;
+	// 0 before): once the provider has produced a token it has processed
+	// the prompt. Backends report the prompt's count only at the end, so
+	// agents claim PromptEstimate of the request; the gateway refuses a
+	// count the prompt cannot hold, by the same rule as final receipts.
+	PromptTokens uint64 `json:"prompt_tokens,omitempty"`
 	// CompletionTokens is the sum of TokenCount over the job's chunks so
 	// far; the gateway refuses a checkpoint that claims more.
 	CompletionTokens uint64 `json:"completion_tokens"`

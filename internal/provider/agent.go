@@ -65,6 +65,14 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 250 ms
 	// and 30 s); the delay doubles per failure with full jitter.
 	MinBackoff, MaxBackoff time.Duration
+	// RefusedRetry is how long the agent waits before trying again after
+	// the gateway refused to admit it (not registered or staked on the
+	// ledger, or jailed): fixing that takes its owner a command, so it
+	// does not hammer the gateway meanwhile (default 1 min).
+	RefusedRetry time.Duration
+	// Refused, when set, is told each refusal (ErrNotAdmitted with the
+	// gateway's reason), for the agent's user to see; it is logged too.
+	Refused func(error)
 	// HTTPClient dials the gateway (default http.DefaultClient).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -127,6 +135,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.RefusedRetry <= 0 {
+		cfg.RefusedRetry = time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -200,6 +211,12 @@ func (a *Agent) setPaused(paused bool, reason string) {
 // fix that.
 var ErrWrongGateway = errors.New("wrong gateway")
 
+// ErrNotAdmitted is wrapped by the error of a session the gateway refused
+// at the handshake although it signed correctly: the gateway's reason
+// says what to do (typically `idlegrid provide init`). Run retries after
+// Config.RefusedRetry.
+var ErrNotAdmitted = protocol.ErrNotAdmitted
+
 // Run connects and serves until ctx ends, reconnecting after failures. It
 // returns nil when ctx ends, or an error wrapping ErrWrongGateway.
 func (a *Agent) Run(ctx context.Context) error {
@@ -217,7 +234,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			backoff = a.cfg.MinBackoff // it was a healthy connection
 		}
 		delay := time.Duration(rand.Int64N(int64(backoff)) + 1)
-		a.log.Warn("gateway connection ended; reconnecting", "gateway", a.cfg.Gateway, "err", err, "retry_in", delay.Round(time.Millisecond))
+		if errors.Is(err, ErrNotAdmitted) {
+			delay = a.cfg.RefusedRetry
+			a.log.Error("the gateway refuses this provider: "+err.Error(), "gateway", a.cfg.Gateway, "provider", a.cfg.Key.Public().String(), "retry_in", delay)
+			if a.cfg.Refused != nil {
+				a.cfg.Refused(err)
+			}
+		} else {
+			a.log.Warn("gateway connection ended; reconnecting", "gateway", a.cfg.Gateway, "err", err, "retry_in", delay.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -335,6 +360,11 @@ func (a *Agent) handshake(ctx context.Context, l *link.Link, caps protocol.Capab
 		return nil, fmt.Errorf("send auth: %w", err)
 	}
 	m, err = l.ReadOne(ctx)
+	if websocket.CloseStatus(err) == protocol.StatusNotAdmitted {
+		var ce websocket.CloseError
+		errors.As(err, &ce)
+		return nil, fmt.Errorf("%w: %s", ErrNotAdmitted, strings.TrimPrefix(ce.Reason, ErrNotAdmitted.Error()+": "))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway refused the handshake: %w", err)
 	}

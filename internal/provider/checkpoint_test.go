@@ -14,8 +14,8 @@ import (
 // checkpointed verifies every checkpoint of chunks as the gateway would
 // when the job fails after that chunk: the partial receipt rebuilt from the
 // terms and the hash of the deltas so far must carry the provider's
-// signature and claim exactly the tokens sent so far. It returns how many
-// chunks carried one.
+// signature and claim exactly the tokens sent so far, and the prompt's
+// estimate (protocol version 3). It returns how many chunks carried one.
 func checkpointed(t *testing.T, job *protocol.Job, provider keys.PublicKey, chunks []*protocol.Chunk) int {
 	t.Helper()
 	text := sha256.New()
@@ -41,7 +41,7 @@ func checkpointed(t *testing.T, job *protocol.Job, provider keys.PublicKey, chun
 		if err != nil {
 			t.Fatalf("chunk %d: checkpoint does not verify: %v", i, err)
 		}
-		if cp.CompletionTokens != tokens || r.PromptTokens != 0 || r.RequestID != job.ID || cp.EndUnixMs < job.Terms.StartUnixMs {
+		if cp.CompletionTokens != tokens || r.PromptTokens != protocol.PromptEstimate(&job.Request) || r.PromptTokens == 0 || r.RequestID != job.ID || cp.EndUnixMs < job.Terms.StartUnixMs {
 			t.Fatalf("chunk %d: checkpoint %+v after %d tokens (receipt %+v)", i, cp, tokens, r)
 		}
 		// Sharp: the same signature does not cover one token more.
@@ -92,6 +92,39 @@ func TestCheckpoints(t *testing.T) {
 				t.Fatalf("final receipt: %v", err)
 			}
 		})
+	}
+}
+
+// TestNoPromptInCheckpointsForVersion2: a version-2 gateway gets
+// checkpoints without prompt tokens, the receipts it rebuilds.
+func TestNoPromptInCheckpointsForVersion2(t *testing.T) {
+	g := newRawGateway(t)
+	g.version.Store(2)
+	c := config(t, g.url, fastSim(t))
+	startAgent(t, c)
+	conn := g.accept(t)
+	if a := <-g.auth; a.ProtocolVersion != 2 {
+		t.Fatalf("agent answered version %d to a version-2 gateway", a.ProtocolVersion)
+	}
+	conn.job(t, g, generate("Hello there, a prompt", 8))
+	checkpoints := 0
+	for {
+		m := conn.next(t)
+		if m.Type == protocol.TypeDone {
+			break
+		}
+		if m.Type != protocol.TypeChunk {
+			t.Fatalf("got %s", m.Type)
+		}
+		if cp := m.Chunk.Checkpoint; cp != nil {
+			checkpoints++
+			if cp.PromptTokens != 0 {
+				t.Fatalf("checkpoint with %d prompt tokens sent to a version-2 gateway", cp.PromptTokens)
+			}
+		}
+	}
+	if checkpoints == 0 {
+		t.Fatal("no checkpoints")
 	}
 }
 

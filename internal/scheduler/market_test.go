@@ -377,11 +377,11 @@ func TestJailedAndReputation(t *testing.T) {
 	if !errors.As(err, &u) || u.Jailed != 1 || !strings.Contains(u.Error(), "all jailed by the ledger") {
 		t.Fatalf("only a jailed provider: %v", err)
 	}
-	// Unknown reputation counts as full.
+	// Unknown reputation is not perfect: it counts as the lowest.
 	unknown := priced(4, 1, 1)
 	for range 20 {
-		if c, _ := s.Pick([]Candidate{doubtful, unknown}, &req); c.Key != unknown.Key {
-			t.Fatal("a provider of unknown reputation lost to one of 300")
+		if c, _ := s.Pick([]Candidate{doubtful, unknown}, &req); c.Key != doubtful.Key {
+			t.Fatal("a provider of unknown reputation beat one of 300")
 		}
 	}
 }

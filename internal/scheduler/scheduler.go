@@ -134,7 +134,7 @@ type Candidate struct {
 	// Jailed: the ledger convicted it (verification); it serves nobody.
 	Jailed bool
 	// Reputation is its ledger reputation in thousandths; 0 when unknown,
-	// which counts as a full 1000.
+	// which counts as the lowest: unknown is not perfect.
 	Reputation uint64
 }
 
@@ -511,11 +511,11 @@ func (s *Scheduler) twoChoices(elig []entry, sp []speed, set []int, r *Request) 
 	return a
 }
 
-// reputation is a candidate's reputation for scoring: unknown counts as
-// full, and nobody counts as zero (it would divide the score).
+// reputation is a candidate's reputation for scoring: unknown (0) counts
+// as the lowest, and nobody counts as zero (it would divide the score).
 func reputation(milli uint64) uint64 {
 	switch {
-	case milli == 0 || milli > 1000:
+	case milli > 1000:
 		return 1000
 	case milli < 10:
 		return 10

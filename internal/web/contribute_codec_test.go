@@ -95,6 +95,7 @@ const crossCheckJS = `(async (input) => {
     out.mismatch = err.message;
   }
 
+  out.prompt_estimates = input.prompts.map((r) => codec.promptEstimate(r).toString());
   out.amounts = input.amounts.map((a) => {
     try {
       return codec.amount(BigInt(a[0]), BigInt(a[1]), BigInt(a[2]), BigInt(a[3])).toString();
@@ -144,6 +145,7 @@ type crossCheckOut struct {
 	} `json:"imported"`
 	Mismatch    string            `json:"mismatch"`
 	Amounts     []string          `json:"amounts"`
+	Prompts     []string          `json:"prompt_estimates"`
 	UTF8        string            `json:"utf8"`
 	AuthMessage string            `json:"auth_message"`
 	Terms       map[string]string `json:"terms"`
@@ -211,7 +213,12 @@ func TestContributeCodecMatchesGo(t *testing.T) {
 		}
 		amountStrings = append(amountStrings, s)
 	}
+	// Requests whose prompt estimate (a version-3 checkpoint's prompt
+	// tokens) the page must compute as protocol.PromptEstimate does.
+	prompts := []protocol.Request{{}, {Prompt: "hi"}, {Prompt: "four", System: "sys 😀"},
+		{Messages: []protocol.ChatMessage{{Role: "system", Content: "be brief"}, {Role: "user", Content: "wörld 😀 ünïcödé"}}}}
 	input, err := json.Marshal(map[string]any{
+		"prompts":  prompts,
 		"job_line": strings.TrimSpace(string(line)), "provider_key": provKey.Public().String(), "deltas": deltas,
 		"usage": usage, "end": end, "nonce": base64.StdEncoding.EncodeToString(nonce), "gateway_key": gw.Public().String(),
 		"chain_id": terms.ChainID, "key_file": string(keyFile), "amounts": amountStrings,
@@ -298,6 +305,11 @@ func TestContributeCodecMatchesGo(t *testing.T) {
 		}
 		if out.Amounts[i] != w {
 			t.Errorf("amount %v: js %s, go %s", a, out.Amounts[i], w)
+		}
+	}
+	for i, r := range prompts {
+		if w := strconv.FormatUint(protocol.PromptEstimate(&r), 10); i >= len(out.Prompts) || out.Prompts[i] != w {
+			t.Errorf("prompt estimate of %+v: js %v, go %s", r, out.Prompts, w)
 		}
 	}
 	if out.UTF8 != "a😀b\uFFFDx\uFFFD" {

@@ -178,8 +178,9 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 	t.Run("cancel", func(t *testing.T) {
 		before := simSrv.Stats().Cancelled
 		sctx, stop := context.WithCancel(bctx)
+		prompt := "a long answer, please"
 		stream := c.Chat.Completions.NewStreaming(sctx, openai.ChatCompletionNewParams{Model: pageSlow, MaxTokens: openai.Int(400),
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer, please")}})
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)}})
 		id := readSome(t, stream, 4)
 		stop() // the consumer goes away mid-answer
 		stream.Close()
@@ -188,7 +189,7 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 		waitText(t, bctx, "#failed", "1")
 		// The tokens it did deliver are billed by the tab's last
 		// checkpoint that reached the consumer.
-		checkPartialReceipt(t, n, base, id, key.Public(), 3)
+		checkPartialReceipt(t, n, base, id, key.Public(), prompt, 3)
 	})
 
 	t.Run("pause", func(t *testing.T) {
@@ -257,8 +258,11 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 	t.Logf("contribute: %s (%d bytes)", file, len(png))
 
 	t.Run("tab closed mid-answer", func(t *testing.T) {
+		// A long prompt: the consumer is billed for it although the
+		// answer never finished (protocol version 3).
+		prompt := "a long answer, and then the tab closes. " + strings.Repeat("Ünïcödé context 😀 ", 200)
 		stream := c.Chat.Completions.NewStreaming(bctx, openai.ChatCompletionNewParams{Model: pageSlow, MaxTokens: openai.Int(400),
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer, and then the tab closes")}})
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)}})
 		id := readSome(t, stream, 6)
 		// The visitor closes the tab: its connection to the gateway ends
 		// with the job, without done.
@@ -270,7 +274,7 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 		if stream.Err() == nil {
 			t.Error("the stream ended without an error after its only provider left")
 		}
-		checkPartialReceipt(t, n, base, id, key.Public(), 5)
+		checkPartialReceipt(t, n, base, id, key.Public(), prompt, 5)
 	})
 }
 
@@ -289,17 +293,19 @@ func readSome(t *testing.T, stream *ssestream.Stream[openai.ChatCompletionChunk]
 }
 
 // checkPartialReceipt checks the receipt of a job that ended without done:
-// signed by the browser's key through a checkpoint (no prompt tokens), for
-// at least minTokens tokens, and settled.
-func checkPartialReceipt(t *testing.T, n *node.Network, base, id string, provider keys.PublicKey, minTokens uint64) {
+// signed by the browser's key through a checkpoint, billing the prompt
+// (the page's estimate of the user message prompt, as
+// protocol.PromptEstimate's) and at least minTokens tokens, and settled.
+func checkPartialReceipt(t *testing.T, n *node.Network, base, id string, provider keys.PublicKey, prompt string, minTokens uint64) {
 	t.Helper()
 	eventually(t, 15*time.Second, "the partial receipt of "+id, func() bool {
 		_, err := n.Gateway.Store.Receipt(context.Background(), id)
 		return err == nil
 	})
 	r := checkBrowserReceipt(t, n, base, id, provider)
-	if r.Receipt.PromptTokens != 0 || r.Receipt.CompletionTokens < minTokens {
-		t.Errorf("partial receipt %s: %d prompt, %d completion tokens; want 0 and at least %d", id, r.Receipt.PromptTokens, r.Receipt.CompletionTokens, minTokens)
+	want := protocol.PromptEstimate(&protocol.Request{Messages: []protocol.ChatMessage{{Role: "user", Content: prompt}}})
+	if r.Receipt.PromptTokens != want || r.Receipt.CompletionTokens < minTokens {
+		t.Errorf("partial receipt %s: %d prompt, %d completion tokens; want %d and at least %d", id, r.Receipt.PromptTokens, r.Receipt.CompletionTokens, want, minTokens)
 	}
 }
 

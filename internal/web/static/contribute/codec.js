@@ -7,9 +7,9 @@
 const enc = new TextEncoder();
 
 // PROTOCOL_VERSION is the newest protocol version this page speaks (2:
-// chunks carry checkpoints); MIN_PROTOCOL_VERSION the oldest (as
-// internal/protocol).
-export const PROTOCOL_VERSION = 2;
+// chunks carry checkpoints; 3: checkpoints bill the prompt);
+// MIN_PROTOCOL_VERSION the oldest (as internal/protocol).
+export const PROTOCOL_VERSION = 3;
 export const MIN_PROTOCOL_VERSION = 1;
 export const RECEIPT_VERSION = 1;
 const AUTH_TAG = "idlegrid/provider-auth/v1\n";
@@ -115,6 +115,18 @@ export function receiptFromTerms(terms, provider, usage, responseHash, endUnixMs
     start_unix_ms: BigInt(terms.start_unix_ms),
     end_unix_ms: BigInt(endUnixMs),
   };
+}
+
+// promptEstimate is protocol.PromptEstimate: the prompt tokens a
+// checkpoint claims before the backend reports the real count, one per 4
+// bytes of UTF-8 of the system text, the prompt and the messages'
+// contents, rounded up.
+export function promptEstimate(req) {
+  let n = 0n;
+  for (const s of [req.prompt, req.system, ...(req.messages || []).map((m) => m.content)]) {
+    if (typeof s === "string") n += BigInt(enc.encode(s).length);
+  }
+  return (n + 3n) / 4n;
 }
 
 // receiptBytes is receipt.Receipt.Bytes: fixed field order, strings

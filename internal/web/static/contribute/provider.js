@@ -11,6 +11,11 @@ import { OllamaError, generate } from "./ollama.js";
 const enc = new TextEncoder();
 const MIN_BACKOFF = 250;
 const MAX_BACKOFF = 30000;
+// NOT_ADMITTED is protocol.StatusNotAdmitted: the gateway refuses this
+// key (not registered or staked on its ledger, or jailed). Its owner must
+// act first, so the page says so and tries again only after REFUSED_RETRY.
+const NOT_ADMITTED = 4003;
+const REFUSED_RETRY = 60000;
 const MAX_ID = 128;
 const MAX_TEXT = 4096;
 
@@ -290,6 +295,13 @@ export class Provider extends EventTarget {
       if (this.currentState !== "stopped") this.state("stopped", why);
       return;
     }
+    if (ev.code === NOT_ADMITTED) {
+      this.state("refused", `the gateway refuses this provider: ${ev.reason}; retrying in ${REFUSED_RETRY / 1000} s`);
+      this.retryTimer = setTimeout(() => {
+        if (!this.stopped) this.connect();
+      }, REFUSED_RETRY);
+      return;
+    }
     if (lasted > 60000) this.backoff = MIN_BACKOFF; // it was a healthy connection
     const delay = Math.floor(Math.random() * this.backoff) + 1;
     this.backoff = Math.min(2 * this.backoff, MAX_BACKOFF);
@@ -322,21 +334,26 @@ export class Provider extends EventTarget {
 
   // checkpoint signs the partial receipt of everything sent so far
   // (protocol version 2): if this tab closes or loses the connection
-  // mid-answer, the gateway bills the delivered tokens with it. Prompt
-  // tokens are 0, the text hash covers every delta sent, as the native
-  // agent's (internal/provider/checkpoint.go); a price that overflows gets
-  // no checkpoint, as it gets no receipt.
+  // mid-answer, or the consumer hangs up, the gateway bills the delivered
+  // tokens with it. From version 3 it bills the prompt too, by
+  // codec.promptEstimate (Ollama reports the prompt's count only at the
+  // end); the text hash covers every delta sent, as the native agent's
+  // (internal/provider/checkpoint.go); a price that overflows gets no
+  // checkpoint, as it gets no receipt.
   async checkpoint(job, sent, completion) {
     const end = BigInt(Math.max(Date.now(), Number(job.terms.start_unix_ms), 1));
     const hash = await codec.sha256(codec.concat(sent));
+    const prompt = this.version >= 3 ? codec.promptEstimate(job.request) : 0n;
     let bytes;
     try {
-      bytes = codec.providerSignedBytes(codec.receiptFromTerms(job.terms, this.id.publicKey, { prompt_tokens: 0, completion_tokens: completion }, hash, end));
+      bytes = codec.providerSignedBytes(codec.receiptFromTerms(job.terms, this.id.publicKey, { prompt_tokens: prompt, completion_tokens: completion }, hash, end));
     } catch {
       return undefined;
     }
     const signature = await keystore.sign(this.id, bytes);
-    return { completion_tokens: completion, end_unix_ms: end, signature: codec.toHex(signature) };
+    const cp = { completion_tokens: completion, end_unix_ms: end, signature: codec.toHex(signature) };
+    if (prompt > 0n) cp.prompt_tokens = prompt;
+    return cp;
   }
 
   finishJob(job, record, state) {
