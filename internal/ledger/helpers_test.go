@@ -385,6 +385,10 @@ func testParams() Params {
 		ConvictWindowBlocks: 1_000,
 		SlashStakeBps:       5_000,
 		JailBlocks:          100,
+
+		VerdictFailStakeBps: 5_000,
+		PlantRevealBlocks:   50,
+		PlantForfeitBps:     1_000,
 	}
 }
 
