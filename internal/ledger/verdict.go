@@ -21,6 +21,10 @@ const (
 	prefixProviderQ = "q/" // + address → ProviderRecord
 )
 
+// ReasonNotSettled is in the log of a verdict refused because a receipt
+// it names is not settled (yet): a verifier waits and posts again.
+const ReasonNotSettled = "is not settled on this ledger"
+
 // Limits of the verification records.
 const (
 	maxVotes          = 256
@@ -378,7 +382,7 @@ func (x *txn) openCase(t *Tx) (Case, string, error) {
 			return Case{}, "", err
 		}
 		if !found || st.Receipt != receipt.Sum(br.Bytes) {
-			return Case{}, fmt.Sprintf("receipt %d (request %s) is not settled on this ledger", i, r.RequestID), nil
+			return Case{}, fmt.Sprintf("receipt %d (request %s) %s", i, r.RequestID, ReasonNotSettled), nil
 		}
 		if canary {
 			tx := &t.CaseTexts[i]
