@@ -18,6 +18,7 @@ const (
 	prefixPlant     = "c/" // + commitment (32 bytes) → gateway address and height
 	prefixPlantDue  = "k/" // + height (8 bytes) → commitments whose reveal is due then
 	prefixRevealed  = "h/" // + evidence hash (32 bytes) → the gateway that revealed it as planted, and the verdict
+	prefixOpening   = "o/" // + evidence hash (32 bytes) → an open canary case's receipts and texts, until it matures
 	prefixProviderQ = "q/" // + address → ProviderRecord
 )
 
@@ -216,6 +217,7 @@ func maturingKey(height uint64) string         { return prefixMaturing + epochBy
 func plantKey(commitment receipt.Hash) string  { return prefixPlant + string(commitment[:]) }
 func plantDueKey(height uint64) string         { return prefixPlantDue + epochBytes(height) }
 func revealedKey(evidence receipt.Hash) string { return prefixRevealed + string(evidence[:]) }
+func openingKey(evidence receipt.Hash) string  { return prefixOpening + string(evidence[:]) }
 func providerRecordKey(a keys.Address) string  { return prefixProviderQ + string(a) }
 
 // PlantCommitment is what a gateway commits to before it hands verifiers a
@@ -298,6 +300,11 @@ func (x *txn) verdict() (Result, error) {
 		}
 		r.Open++
 		x.set(providerRecordKey(c.Provider), r.encode())
+		if c.Canary {
+			// Kept until the case matures, so that other verifiers can
+			// replay the canaries (CaseOpening).
+			x.set(openingKey(t.Evidence), encodeOpening(t.CaseReceipts, t.CaseTexts))
+		}
 		events = append(events, Event{Type: "case_opened", Attrs: []Attr{
 			{Key: "evidence", Value: t.Evidence.String(), Index: true},
 			{Key: "provider", Value: string(c.Provider), Index: true},
@@ -821,6 +828,9 @@ func (b *Block) matureCases() ([]Event, error) {
 // matureCase closes one case (see matureCases).
 func (b *Block) matureCase(evidence receipt.Hash, c *Case) ([]Event, error) {
 	c.Matured = true
+	if c.Canary {
+		b.delete(openingKey(evidence))
+	}
 	r, err := b.providerRecord(c.Provider)
 	if err != nil {
 		return nil, err
@@ -945,6 +955,80 @@ func (v View) ProviderRecord(a keys.Address) (ProviderRecord, error) {
 	}
 	return decodeProviderRecord(raw)
 }
+
+// encodeOpening is the stored form of a canary case's receipts and texts.
+func encodeOpening(rs []BatchReceipt, texts []CaseText) []byte {
+	e := enc{}
+	e.u32(uint32(len(rs)))
+	for _, r := range rs {
+		e.bytes(r.Bytes)
+		e.fixed(r.ProviderSignature[:])
+		e.fixed(r.GatewaySignature[:])
+	}
+	e.u32(uint32(len(texts)))
+	for _, t := range texts {
+		e.bytes(t.Request)
+		e.str(t.Response)
+	}
+	return e.b
+}
+
+// CaseOpening is what opened an open canary case: its settled receipts
+// and each one's request body and response text, so that any verifier can
+// replay the canaries and vote. It is kept until the case matures.
+type CaseOpening struct {
+	Receipts []BatchReceipt `json:"receipts"`
+	Texts    []CaseText     `json:"texts"`
+}
+
+// CaseOpening returns the receipts and texts of an open canary case.
+func (v View) CaseOpening(evidence receipt.Hash) (CaseOpening, bool, error) {
+	raw, err := v.R.Get([]byte(openingKey(evidence)))
+	if err != nil || raw == nil {
+		return CaseOpening{}, false, err
+	}
+	d := dec{b: raw}
+	var o CaseOpening
+	n := d.length(MaxCaseReceipts, "case receipts")
+	for range n {
+		r := BatchReceipt{Bytes: d.bytes(maxReceiptBytes, "receipt")}
+		d.fixed(r.ProviderSignature[:])
+		d.fixed(r.GatewaySignature[:])
+		o.Receipts = append(o.Receipts, r)
+	}
+	n = d.length(MaxCaseReceipts, "case texts")
+	for range n {
+		o.Texts = append(o.Texts, CaseText{Request: d.bytes(MaxCaseTextBytes, "request"), Response: d.str(MaxCaseTextBytes, "response")})
+	}
+	if err := d.end(); err != nil {
+		return CaseOpening{}, false, fmt.Errorf("ledger: case opening %s: %w", evidence, err)
+	}
+	return o, true, nil
+}
+
+// OpenCases lists the evidence hashes of the cases that have not matured
+// after height, by the height they mature at: those scheduled within the
+// next VerdictDelayBlocks (at most maxOpenScan heights are read).
+func (v View) OpenCases(height uint64) ([]receipt.Hash, error) {
+	p, err := v.Params()
+	if err != nil {
+		return nil, err
+	}
+	var out []receipt.Hash
+	for h := height + 1; h <= height+min(p.VerdictDelayBlocks, maxOpenScan); h++ {
+		raw, err := v.R.Get([]byte(maturingKey(h)))
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i+32 <= len(raw); i += 32 {
+			out = append(out, receipt.Hash(raw[i:i+32]))
+		}
+	}
+	return out, nil
+}
+
+// maxOpenScan bounds the heights OpenCases reads.
+const maxOpenScan = 10_000
 
 // Case returns the case about a piece of evidence.
 func (v View) Case(evidence receipt.Hash) (Case, bool, error) {

@@ -403,3 +403,51 @@ func TestAllowedDigests(t *testing.T) {
 		t.Error("DigestAllowed")
 	}
 }
+
+// TestCanaryCase: a canary batch opens its case with the settled receipts
+// and their texts, which must hash to what the provider signed; the case
+// is listed as open, its texts are readable by other verifiers until it
+// matures, and then dropped.
+func TestCanaryCase(t *testing.T) {
+	w := newRewardWorld(t, rewardParams())
+	var rs []BatchReceipt
+	var texts []CaseText
+	for i := range 2 {
+		body, text := fmt.Sprintf(`{"model":"m","prompt":"canary %d"}`, i), fmt.Sprintf("answer %d", i)
+		rs = append(rs, batchReceipt(t, w.gw, w.p1, addr(w.alice), fmt.Sprint("canary-", i), 0, 0, func(r *receipt.Receipt) {
+			r.RequestHash, r.ResponseHash = receipt.Sum([]byte(body)), receipt.Sum([]byte(text))
+		}))
+		texts = append(texts, CaseText{Request: []byte(body), Response: text})
+	}
+	w.apply(settleTx(w.gw, w.next(w.gw), rs...))
+	ev := CaseEvidence(rs, true)
+	open := func(texts []CaseText) Result {
+		return w.apply(signTx(w.ver1, Tx{Kind: KindVerdict, Nonce: w.next(w.ver1), Subject: addr(w.p1), Digest: testDigest, Evidence: ev,
+			CaseReceipts: rs, CaseTexts: texts}))
+	}
+	bad := []CaseText{texts[0], {Request: texts[1].Request, Response: "another answer"}}
+	if res := open(bad); res.Code != CodeInvalid || !strings.Contains(res.Log, "text 1") {
+		t.Errorf("texts the receipts do not sign: %d %s", res.Code, res.Log)
+	}
+	if res := open(texts[:1]); res.Code != CodeInvalid {
+		t.Errorf("texts for one of two receipts: %d %s", res.Code, res.Log)
+	}
+	if res := open(texts); res.Code != CodeOK || hasEvent(res.Events, "case_opened") == nil {
+		t.Fatalf("canary case: %d %s", res.Code, res.Log)
+	}
+	opened := w.height
+	if evs, err := w.view().OpenCases(w.height); err != nil || len(evs) != 1 || evs[0] != ev {
+		t.Errorf("open cases %v %v", evs, err)
+	}
+	if o, ok, err := w.view().CaseOpening(ev); err != nil || !ok || len(o.Receipts) != 2 || o.Texts[1].Response != "answer 1" {
+		t.Errorf("opening %+v %v %v", o, ok, err)
+	}
+	w.verdict(w.ver2, w.p1, ev, false)
+	w.skipTo(opened + 5)
+	if _, ok, _ := w.view().CaseOpening(ev); ok {
+		t.Error("the texts of a matured case are still kept")
+	}
+	if c, _, _ := w.view().Case(ev); !c.Canary || c.State != CaseFailed {
+		t.Errorf("case %+v", c)
+	}
+}

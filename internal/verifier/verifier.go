@@ -72,6 +72,8 @@ type Config struct {
 	// SampleInterval (default 5 s).
 	Key            keys.PrivateKey
 	SampleInterval time.Duration
+	// NoFeed keeps a verifier with a Key off the sample feed.
+	NoFeed bool
 	// Scorer is the reference's log-probabilities, which re-scoring
 	// sampled responses needs (default: verify.SimScorer when Reference
 	// is the simulator itself; nil otherwise — Ollama returns none, and
@@ -79,6 +81,11 @@ type Config struct {
 	// decides re-scored samples (default verify.DefaultJudge).
 	Scorer verify.Scorer
 	Judge  verify.Judge
+	// Cases, when set with a Key, lists the ledger's open cases: every
+	// CaseInterval (default 5 s) the verifier replays the canary cases
+	// other verifiers opened and votes in them (cases.go).
+	Cases        func(ctx context.Context) ([]OpenCase, error)
+	CaseInterval time.Duration
 	// SettleWait is how long a verdict waits for the receipts it names to
 	// settle on the ledger (a case names settled receipts only); default
 	// 1 minute.
@@ -101,12 +108,15 @@ type Verifier struct {
 	known   map[string][]keys.PublicKey // model → providers seen serving it
 	verdict []Posted
 	feed    feedState
+	// judgedCases are the open cases of others the verifier judged.
+	judgedCases map[receipt.Hash]bool
 }
 
 // Posted is a verdict the verifier reached.
 type Posted struct {
-	// Source is "canary" (a case of the verifier's own canaries) or
-	// "sample" (a response the gateway sampled).
+	// Source is "canary" (a case of the verifier's own canaries),
+	// "sample" (a response the gateway sampled) or "case" (a canary case
+	// another verifier opened, replayed from the ledger).
 	Source   string         `json:"source"`
 	Provider keys.PublicKey `json:"provider"`
 	Model    string         `json:"model"`
@@ -151,6 +161,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.SettleWait <= 0 {
 		cfg.SettleWait = time.Minute
 	}
+	if cfg.CaseInterval <= 0 {
+		cfg.CaseInterval = 5 * time.Second
+	}
 	if s, ok := cfg.Reference.(*sim.Sim); ok && cfg.Scorer == nil {
 		cfg.Scorer = verify.SimScorer{Sim: s}
 	}
@@ -168,7 +181,8 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("verifier: evidence directory: %w", err)
 		}
 	}
-	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{}}, nil
+	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{},
+		judgedCases: map[receipt.Hash]bool{}}, nil
 }
 
 // Run sends canaries and, with a Key, reads the sample feed, until ctx
@@ -176,7 +190,12 @@ func New(cfg Config) (*Verifier, error) {
 func (v *Verifier) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if !v.cfg.Key.IsZero() {
-		wg.Go(func() { v.runSamples(ctx) })
+		if !v.cfg.NoFeed {
+			wg.Go(func() { v.runSamples(ctx) })
+		}
+		if v.cfg.Cases != nil {
+			wg.Go(func() { v.runCases(ctx) })
+		}
 	}
 	defer wg.Wait()
 	t := time.NewTicker(v.cfg.Interval)
