@@ -297,7 +297,8 @@ func (p *Planter) receipt(req protocol.Request, resp verify.Response, o offer) (
 }
 
 // Reveal opens the commitments whose cases are halfway to maturity, and
-// retires those no verifier judged before their reveal is due; it
+// retires those no verifier judged before their reveal is due and those
+// whose case matured first (an unrevealed commitment costs stake); it
 // returns how many it revealed.
 func (p *Planter) Reveal(ctx context.Context) (int, error) {
 	p.mu.Lock()
@@ -330,9 +331,11 @@ func (p *Planter) Reveal(ctx context.Context) (int, error) {
 		case err != nil:
 			errs = append(errs, err)
 			continue
-		case c.Planted || c.Matured || c.Equivocated:
+		case c.Planted || c.Equivocated:
 			done[pl.evidence] = true
 			continue
+		case c.Matured:
+			// Missed: the reveal only retires the commitment.
 		case height < c.Opened+params.VerdictDelayBlocks/2:
 			continue // verifiers are still judging it
 		}

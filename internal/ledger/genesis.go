@@ -124,6 +124,9 @@ func (p *Params) validateVerification() error {
 	if p.VerdictDelayBlocks > maxPeriodBlocks || p.ConvictWindowBlocks > maxPeriodBlocks || p.JailBlocks > maxPeriodBlocks || p.PlantRevealBlocks > maxPeriodBlocks {
 		return fmt.Errorf("params: verdict_delay_blocks, convict_window_blocks, jail_blocks and plant_reveal_blocks must be at most %d", uint64(maxPeriodBlocks))
 	}
+	if p.UnbondingBlocks <= p.VerdictDelayBlocks {
+		return errors.New("params: unbonding_blocks must exceed verdict_delay_blocks (stake stays slashable until every case opened before it unbonds has matured)")
+	}
 	if p.PlantRevealBlocks <= p.VerdictDelayBlocks {
 		return errors.New("params: plant_reveal_blocks must exceed verdict_delay_blocks (a plant's case must be able to mature before its reveal is due)")
 	}

@@ -50,7 +50,7 @@ func newRandomRun(tb testing.TB, seed uint64) *randomRun {
 	r.verifiers = []keys.PrivateKey{testKey(tb, "verifier-0"), testKey(tb, "verifier-1")}
 	p := testParams()
 	p.VerdictQuorum, p.ConvictFailures, p.JailBlocks, p.VerdictDelayBlocks = 1, 2, 10, 10 // split verdicts slash, convictions happen
-	p.EscrowBlocks, p.UnbondingBlocks, p.MaxBatchReceipts = 3, 4, 10
+	p.EscrowBlocks, p.UnbondingBlocks, p.MaxBatchReceipts = 3, 11, 10
 	p.EpochBlocks, p.VestingBlocks = 7, 5 // epochs end and rewards vest all along
 	g := Genesis{Params: p}
 	for i, k := range r.consumers {

@@ -150,8 +150,7 @@ type ProviderRecord struct {
 	JailedAt uint64 `json:"jailed_at"`
 	// Last are its latest matured cases, oldest first (at most maxLastCases).
 	Last []CaseOutcome `json:"last_cases,omitempty"`
-	// Open counts the cases about the provider that have not matured: its
-	// unbonding stake cannot be withdrawn while one is open.
+	// Open counts the cases about the provider that have not matured.
 	Open uint32 `json:"open_cases"`
 }
 
@@ -624,9 +623,10 @@ func (x *txn) plant() (Result, error) {
 // reveal opens a gateway's commitment. The first reveal of an evidence
 // hash marks its case (if one is open) as planted: at maturity the votes
 // are judged against the revealed verdict and the case does not count
-// against its provider. A second reveal of the same evidence hash — the
-// gateway committed to both verdicts — burns PlantForfeitBps of the
-// gateway's stake and voids the case.
+// against its provider; without a case, or after it matured, the reveal
+// only retires the commitment. A second reveal of the same evidence hash
+// — the gateway committed to both verdicts — burns PlantForfeitBps of the
+// gateway's stake and voids the case if it is open.
 func (x *txn) reveal() (Result, error) {
 	t := x.tx
 	commitment := PlantCommitment(t.Evidence, t.Pass, t.Salt)
@@ -654,12 +654,13 @@ func (x *txn) reveal() (Result, error) {
 	case c.Gateway != x.sender:
 		return fail(CodeInvalid, fmt.Sprintf("reveal: case %s is about a receipt of gateway %s", t.Evidence, c.Gateway)), nil
 	case c.Matured:
-		return fail(CodeInvalid, fmt.Sprintf("reveal: case %s is closed", t.Evidence)), nil
+		// Too late to count: the reveal only retires the commitment.
 	case committed > c.Opened:
 		// Committed after verifiers had spoken: the gateway could pick the
 		// "truth" that punishes them.
 		return fail(CodeInvalid, fmt.Sprintf("reveal: committed at height %d, after the case opened at %d", committed, c.Opened)), nil
 	}
+	live := exists && !c.Matured
 	x.delete(plantKey(commitment))
 	prev, err := x.get(revealedKey(t.Evidence))
 	if err != nil {
@@ -670,7 +671,7 @@ func (x *txn) reveal() (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		if exists {
+		if live {
 			c.Equivocated = true
 			x.set(caseKey(t.Evidence), c.encode())
 		}
@@ -684,14 +685,14 @@ func (x *txn) reveal() (Result, error) {
 	e.address(x.sender)
 	e.boolean(t.Pass)
 	x.set(revealedKey(t.Evidence), e.b)
-	if exists {
+	if live {
 		c.Planted, c.PlantPass = true, t.Pass
 		x.set(caseKey(t.Evidence), c.encode())
 	}
 	return ok(Event{Type: "plant_revealed", Attrs: []Attr{
 		{Key: "evidence", Value: t.Evidence.String(), Index: true},
 		{Key: "pass", Value: fmt.Sprint(t.Pass)},
-		{Key: "case", Value: fmt.Sprint(exists)},
+		{Key: "case", Value: fmt.Sprint(live)},
 	}}), nil
 }
 
@@ -738,15 +739,13 @@ func (b *Block) expirePlants() ([]Event, error) {
 }
 
 // withdrawBlocked says why the sender's unbonding stake must stay
-// slashable, or "": a case about it is still open, or it has failed cases
-// inside the conviction window (one more could convict it).
+// slashable, or "": it has failed cases inside the conviction window (one
+// more could convict it). Cases opened before the stake started unbonding
+// mature before it is released (unbonding_blocks > verdict_delay_blocks).
 func (x *txn) withdrawBlocked() (string, error) {
 	r, err := x.providerRecord(x.sender)
 	if err != nil {
 		return "", err
-	}
-	if r.Open > 0 {
-		return fmt.Sprintf("%d verification cases about %s are open; unbonding stake stays slashable until they mature", r.Open, x.sender), nil
 	}
 	var last uint64
 	for _, h := range r.Recent {

@@ -451,3 +451,46 @@ func TestCanaryCase(t *testing.T) {
 		t.Errorf("case %+v", c)
 	}
 }
+
+// TestPlantRetired: a plant whose case matured before the reveal, or that
+// no verifier judged, is retired by its reveal and costs the gateway
+// nothing; parameters in which a case could outlive the unbonding period
+// or the reveal window are refused.
+func TestPlantRetired(t *testing.T) {
+	w := newRewardWorld(t, rewardParams())
+	salt := receipt.Sum([]byte("salt"))
+	judged, unjudged := w.evidence(w.p2, "judged"), w.evidence(w.p2, "unjudged")
+	for _, ev := range []receipt.Hash{judged, unjudged} {
+		w.apply(signTx(w.gw, Tx{Kind: KindPlant, Nonce: w.next(w.gw), Evidence: PlantCommitment(ev, true, salt)}))
+	}
+	w.verdict(w.ver2, w.p2, judged, true)
+	w.skipTo(w.height + 6) // matured
+	stake := w.account(addr(w.gw)).Stake
+	for _, ev := range []receipt.Hash{judged, unjudged} {
+		if res := w.apply(signTx(w.gw, Tx{Kind: KindReveal, Nonce: w.next(w.gw), Evidence: ev, Pass: true, Salt: salt})); res.Code != CodeOK || attr(res.Events[0], "case") != "false" {
+			t.Errorf("retiring reveal: %d %s %+v", res.Code, res.Log, res.Events)
+		}
+	}
+	w.skipTo(w.height + 50)
+	if got := w.account(addr(w.gw)).Stake; got != stake {
+		t.Errorf("gateway stake %d after retiring its plants, was %d", got, stake)
+	}
+	if c, _, _ := w.view().Case(judged); c.Planted || c.State != CasePassed {
+		t.Errorf("a retiring reveal changed a matured case: %+v", c)
+	}
+	if res := w.verdict(w.ver1, w.p2, unjudged, false); res.Code != CodeInvalid {
+		t.Errorf("a case on revealed evidence: %d %s", res.Code, res.Log)
+	}
+	for _, edit := range []func(*Params){
+		func(p *Params) { p.UnbondingBlocks = p.VerdictDelayBlocks },
+		func(p *Params) { p.PlantRevealBlocks = p.VerdictDelayBlocks },
+		func(p *Params) { p.VerdictFailStakeBps = 0 },
+		func(p *Params) { p.PlantForfeitBps = 10_001 },
+	} {
+		p := testParams()
+		edit(&p)
+		if err := p.Validate(); err == nil {
+			t.Errorf("params accepted: %+v", p)
+		}
+	}
+}
