@@ -49,8 +49,8 @@ type Vote struct {
 }
 
 // Case is what verifiers said about settled receipts of one provider: a
-// canary batch (Canary: the texts are in the transaction that opened it)
-// or one sampled receipt of real traffic. Its id, the evidence hash, is
+// canary batch (Canary: its receipts and texts are kept until it matures,
+// CaseOpening) or one sampled receipt of real traffic. Its id, the evidence hash, is
 // CaseEvidence of those receipts. Every eligible verifier may vote until
 // it matures VerdictDelayBlocks after it opened; then it is decided by
 // stake (see matureCases) and counts for or against its provider, unless
@@ -64,7 +64,8 @@ type Case struct {
 	// only it may reveal the case as planted.
 	Gateway keys.Address `json:"gateway"`
 	// Total is the stake of the verifiers eligible to vote when the case
-	// opened; PassStake and FailStake are the votes' weights at maturity.
+	// opened, raised at maturity to the eligible stake then if that is
+	// larger; PassStake and FailStake are the votes' weights at maturity.
 	Total     money.Amount `json:"eligible_stake"`
 	PassStake money.Amount `json:"pass_stake"`
 	FailStake money.Amount `json:"fail_stake"`
@@ -477,7 +478,8 @@ func (b *Block) decide(c *Case) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	base := max(now, c.Total)
+	c.Total = max(now, c.Total)
+	base := c.Total
 	voters := 0
 	c.PassStake, c.FailStake = 0, 0
 	for i := range c.Votes {
@@ -858,7 +860,7 @@ func (b *Block) matureCase(evidence receipt.Hash, c *Case) ([]Event, error) {
 		{Key: "pass", Value: fmt.Sprint(c.State == CasePassed)},
 		{Key: "pass_stake", Value: fmt.Sprint(uint64(c.PassStake))},
 		{Key: "fail_stake", Value: fmt.Sprint(uint64(c.FailStake))},
-		{Key: "eligible_stake", Value: fmt.Sprint(uint64(max(c.Total, c.PassStake+c.FailStake)))},
+		{Key: "eligible_stake", Value: fmt.Sprint(uint64(c.Total))},
 		{Key: "votes", Value: fmt.Sprint(len(c.Votes))},
 	}}}
 	if outcome == "planted" {
