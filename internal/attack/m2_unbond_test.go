@@ -35,7 +35,7 @@ func TestM2UnbondBeforeConvictionIsRefused(t *testing.T) {
 	c.skip(released - c.height)
 	_, res := c.block(c.tx(c.prov, ledger.Tx{Kind: ledger.KindWithdrawUnbonded}))
 	if res[0].Code == ledger.CodeOK {
-		t.Fatalf("the provider withdrew its unbonding stake before its open cases matured: %+v", res[0].Events)
+		t.Fatalf("the provider withdrew its unbonding stake while its failed and open cases could still convict it: %+v", res[0].Events)
 	}
 	t.Logf("refused: %s", res[0].Log)
 	events := c.skip(p.VerdictDelayBlocks)
