@@ -19,12 +19,12 @@ import (
 
 func newVerifyCmd(a *app) *cobra.Command {
 	var (
-		gateway, apiKey, backendKind, ollama string
-		rpc, keyFile, dataDir                string
-		models                               []string
-		interval, sampleInterval             time.Duration
-		caseSize, maxTokens                  int
-		dryRun                               bool
+		gateway, apiKey, backendKind, ollama   string
+		rpc, keyFile, dataDir                  string
+		models                                 []string
+		interval, sampleInterval, caseInterval time.Duration
+		caseSize, maxTokens                    int
+		dryRun                                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "verify --gateway URL --api-key KEY",
@@ -41,7 +41,9 @@ next canaries. Every --sample-interval the verifier also reads the gateway's
 feed of sampled responses (signed with --key: only registered verifiers may)
 and, when the gateway shares their text and the reference has
 log-probabilities (--backend sim; Ollama has none), re-scores them and posts
-their verdicts. See docs/verification.md for the statistics.`,
+their verdicts. Every --case-interval it replays the canary cases other
+verifiers opened on the ledger and votes in them: cases are decided by
+verifier stake. See docs/verification.md for the statistics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if gateway == "" || apiKey == "" {
@@ -79,16 +81,18 @@ their verdicts. See docs/verification.md for the statistics.`,
 				if keyFile == "" {
 					keyFile = filepath.Join(dataDir, "verifier.key")
 				}
-				post, key, err := verdictPoster(ctx, rpc, keyFile)
+				post, l, key, err := verdictPoster(ctx, rpc, keyFile)
 				if err != nil {
 					return err
 				}
 				addr := key.Public().Address()
 				cfg.Post = post
-				if sampleInterval > 0 {
-					// The key also proves to the gateway that a registered
-					// verifier reads its sample feed.
-					cfg.Key, cfg.SampleInterval = key, sampleInterval
+				// The key also proves to the gateway that a registered
+				// verifier reads its sample feed, and names the verifier's
+				// own votes among the open cases.
+				cfg.Key, cfg.SampleInterval, cfg.NoFeed = key, sampleInterval, sampleInterval <= 0
+				if caseInterval > 0 {
+					cfg.Cases, cfg.CaseInterval = node.LedgerCases(l), caseInterval
 				}
 				fmt.Fprintf(a.stdout, "verifier %s posting verdicts to %s\n", addr, rpc)
 			}
@@ -114,30 +118,32 @@ their verdicts. See docs/verification.md for the statistics.`,
 	f.StringVar(&keyFile, "key", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")
 	f.BoolVar(&dryRun, "dry-run", false, "judge but post nothing")
 	f.DurationVar(&sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key, and re-score shared samples (reference sim only; 0: canaries only)")
+	f.DurationVar(&caseInterval, "case-interval", 5*time.Second, "look for open canary cases of other verifiers this often, replay them and vote (0: never)")
 	return cmd
 }
 
 // verdictPoster signs verdicts with the key in keyFile, after checking on
 // the ledger that it is a registered verifier.
-func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Context, ledger.Tx) error, keys.PrivateKey, error) {
+func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Context, ledger.Tx) error, chain.Ledger, keys.PrivateKey, error) {
 	key, err := keys.Load(keyFile)
 	if err != nil {
-		return nil, keys.PrivateKey{}, fmt.Errorf("verifier key: %w", err)
+		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("verifier key: %w", err)
 	}
 	c, err := chain.NewHTTPClient(rpc)
 	if err != nil {
-		return nil, keys.PrivateKey{}, err
+		return nil, chain.Ledger{}, keys.PrivateKey{}, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := c.Status(sctx)
 	if err != nil {
-		return nil, keys.PrivateKey{}, fmt.Errorf("ledger at %s: %w", rpc, err)
+		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("ledger at %s: %w", rpc, err)
 	}
 	addr := key.Public().Address()
-	acct, err := chain.Ledger{Client: c}.Account(sctx, addr)
+	l := chain.Ledger{Client: c}
+	acct, err := l.Account(sctx, addr)
 	if err != nil || !acct.Has(ledger.RoleVerifier) {
-		return nil, keys.PrivateKey{}, fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key %s register verifier` and stake first", addr, err, keyFile)
+		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key %s register verifier` and stake first", addr, err, keyFile)
 	}
 	signer := chain.NewSigner(c, key, st.ChainID)
 	return func(ctx context.Context, tx ledger.Tx) error {
@@ -146,5 +152,5 @@ func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Conte
 			return err
 		}
 		return res.Err()
-	}, key, nil
+	}, l, key, nil
 }

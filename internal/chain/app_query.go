@@ -32,7 +32,18 @@ const (
 	PathGovernance = "/governance" // → GovernanceInfo
 	PathProvider   = "/provider"   // data: address → ProviderInfo (verification record)
 	PathCase       = "/case"       // data: evidence hash in hex → ledger.Case
+	// PathCases → []OpenCase: the cases that have not matured, with the
+	// receipts and texts of canary cases (anyone may replay them).
+	PathCases = "/cases"
 )
+
+// OpenCase is a case still collecting verdicts; Opening holds a canary
+// case's receipts and texts (empty for a sample case).
+type OpenCase struct {
+	Evidence receipt.Hash        `json:"evidence"`
+	Case     ledger.Case         `json:"case"`
+	Opening  *ledger.CaseOpening `json:"opening,omitempty"`
+}
 
 // ProviderInfo is a provider's verification record and reputation.
 type ProviderInfo struct {
@@ -272,6 +283,33 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 		}
 		c, ok, err := view.Case(h)
 		return found(c, ok, err, "case")
+	case PathCases:
+		evs, err := view.OpenCases(uint64(max(height, 0)))
+		if err != nil {
+			return internal(err)
+		}
+		out := []OpenCase{}
+		for _, ev := range evs {
+			c, ok, err := view.Case(ev)
+			if err != nil {
+				return internal(err)
+			}
+			if !ok || c.Matured {
+				continue
+			}
+			oc := OpenCase{Evidence: ev, Case: c}
+			if c.Canary {
+				o, ok, err := view.CaseOpening(ev)
+				if err != nil {
+					return internal(err)
+				}
+				if ok {
+					oc.Opening = &o
+				}
+			}
+			out = append(out, oc)
+		}
+		return out, 0, nil
 	case PathGovernance:
 		id, err := view.ChainID()
 		if err != nil {

@@ -44,8 +44,9 @@ func TestAudit(t *testing.T) {
 	gw := NewSigner(tn.client(), p.gateway, "idlegrid-test")
 	consumer := p.consumer.Public().Address()
 	var txHeight int64
+	var batch []receipt.Signed
 	for b := range 3 {
-		var batch []receipt.Signed
+		batch = nil
 		for i := range 20 {
 			batch = append(batch, p.receipt(consumer, fmt.Sprintf("audit-%d-%d", b, i), 100, 50))
 		}
@@ -62,8 +63,10 @@ func TestAudit(t *testing.T) {
 	// A verifier's failing verdict convicts the provider in the next block:
 	// slashed and jailed, on the node and in the replay.
 	vs := NewSigner(tn.client(), p.verifier, "idlegrid-test")
-	if res, err := vs.Send(ctx, ledger.Tx{Kind: ledger.KindVerdict, Subject: p.provider.Public().Address(), Digest: "sha256:abc",
-		Evidence: receipt.Sum([]byte("canary 1")), Pass: false}); err != nil || res.Err() != nil {
+	judged := []ledger.BatchReceipt{ledger.NewBatchReceipt(&batch[0])}
+	evidence := ledger.CaseEvidence(judged, false)
+	if res, err := vs.Send(ctx, ledger.Tx{Kind: ledger.KindVerdict, Subject: p.provider.Public().Address(), Digest: batch[0].Receipt.ModelDigest,
+		Evidence: evidence, Pass: false, CaseReceipts: judged}); err != nil || res.Err() != nil {
 		t.Fatalf("verdict: %v %v", res, err)
 	}
 	h, _ := waitAgree(t, []*testNode{tn}, 20*time.Second)
@@ -71,7 +74,7 @@ func TestAudit(t *testing.T) {
 	if info, err := l.Provider(ctx, p.provider.Public().Address()); err != nil || !info.Jailed || info.Convictions != 1 || info.Reputation != 500 {
 		t.Fatalf("provider after a failed case: %+v %v", info, err)
 	}
-	if c, err := l.Case(ctx, receipt.Sum([]byte("canary 1"))); err != nil || c.State != ledger.CaseFailed || !c.Matured {
+	if c, err := l.Case(ctx, evidence); err != nil || c.State != ledger.CaseFailed || !c.Matured {
 		t.Fatalf("case: %+v %v", c, err)
 	}
 

@@ -111,6 +111,13 @@ func (l Ledger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, e
 	return c, l.query(ctx, PathCase, evidence.String(), &c)
 }
 
+// OpenCases lists the cases still collecting verdicts, with the texts of
+// canary cases.
+func (l Ledger) OpenCases(ctx context.Context) ([]OpenCase, error) {
+	var cs []OpenCase
+	return cs, l.query(ctx, PathCases, "", &cs)
+}
+
 // Governance is who approves parameter changes, and the version they sign.
 func (l Ledger) Governance(ctx context.Context) (GovernanceInfo, error) {
 	var g GovernanceInfo

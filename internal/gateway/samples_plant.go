@@ -26,12 +26,16 @@ import (
 // Planted samples test the verifiers. Now and then the planter makes a
 // sample whose right verdict it knows — the honest reference's own answer
 // (known-good) or made-up text in the model's words (known-bad), each
-// checked with the reference's judge before it is used —, commits
-// H(evidence ‖ verdict ‖ salt) on the ledger, and only once that
-// commitment is in a block puts the sample into the feed, where it looks
-// like any other. When the case it opens is decided, the planter reveals
-// the verdict and salt: the ledger slashes every verifier that judged it
-// wrongly, and the case never counts against the provider it names.
+// checked with the reference's judge before it is used —, settles its
+// receipt (a case names settled receipts only; the gateway's stake pays
+// it, as for a consumer who cannot), commits H(evidence ‖ verdict ‖ salt)
+// on the ledger, and only once that commitment is in a block puts the
+// sample into the feed, where it looks like any other. Halfway between
+// the case's opening and its maturity the planter reveals the verdict and
+// salt; at maturity the ledger slashes every verifier that judged it
+// wrongly, and the case never counts against the provider it names. A
+// plant no verifier judged is revealed (retired) before the ledger's
+// plant_reveal_blocks run out: an unrevealed commitment costs stake.
 //
 // A planted receipt needs a provider's signature: the planter signs with
 // a provider key of the gateway's operator (registered on the ledger),
@@ -67,6 +71,9 @@ type PlantConfig struct {
 type PlantLedger interface {
 	Send(ctx context.Context, tx ledger.Tx) (*chain.TxResult, error)
 	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
+	Params(ctx context.Context) (ledger.Params, error)
+	// EpochState tells the chain's height.
+	EpochState(ctx context.Context) (chain.EpochInfo, error)
 }
 
 // Planter plants known samples into a gateway's feed and reveals them.
@@ -83,10 +90,11 @@ type Planter struct {
 
 // plant is a planted sample awaiting its reveal.
 type plant struct {
-	evidence receipt.Hash
-	pass     bool
-	salt     receipt.Hash
-	at       time.Time
+	evidence  receipt.Hash
+	pass      bool
+	salt      receipt.Hash
+	at        time.Time
+	committed uint64 // the height of the commitment
 }
 
 // Planted is one planted sample.
@@ -133,7 +141,7 @@ func (p *Planter) Run(ctx context.Context) {
 	if every <= 0 {
 		every = 10 * time.Minute
 	}
-	plantT, revealT := time.NewTicker(every), time.NewTicker(time.Second)
+	plantT, revealT := time.NewTicker(every), time.NewTicker(250*time.Millisecond)
 	defer plantT.Stop()
 	defer revealT.Stop()
 	for {
@@ -203,10 +211,21 @@ func (p *Planter) Plant(ctx context.Context, pass bool) (Planted, error) {
 	if err != nil {
 		return Planted{}, err
 	}
+	rs := []ledger.BatchReceipt{ledger.NewBatchReceipt(&signed)}
+	res, err := p.cfg.Ledger.Send(ctx, ledger.Tx{Kind: ledger.KindSettleBatch, Receipts: rs, Root: ledger.BatchRoot(rs)})
+	if err == nil {
+		err = res.Err()
+	}
+	if err == nil && settleRejected(res) {
+		err = errors.New("the ledger rejected the receipt")
+	}
+	if err != nil {
+		return Planted{}, fmt.Errorf("planter: settling the planted receipt: %w", err)
+	}
 	evidence := samplefeed.Evidence(&signed.Receipt)
 	var salt receipt.Hash
 	rand.Read(salt[:])
-	res, err := p.cfg.Ledger.Send(ctx, ledger.Tx{Kind: ledger.KindPlant, Evidence: ledger.PlantCommitment(evidence, pass, salt)})
+	res, err = p.cfg.Ledger.Send(ctx, ledger.Tx{Kind: ledger.KindPlant, Evidence: ledger.PlantCommitment(evidence, pass, salt)})
 	if err == nil {
 		err = res.Err()
 	}
@@ -217,7 +236,7 @@ func (p *Planter) Plant(ctx context.Context, pass bool) (Planted, error) {
 	text := resp.Text
 	seq := p.g.samples.add(samplefeed.Sample{Receipt: signed, FinishReason: resp.FinishReason, Request: &req, Text: &text})
 	p.mu.Lock()
-	p.pending = append(p.pending, plant{evidence: evidence, pass: pass, salt: salt, at: time.Now()})
+	p.pending = append(p.pending, plant{evidence: evidence, pass: pass, salt: salt, at: time.Now(), committed: uint64(res.Height)})
 	p.mu.Unlock()
 	return Planted{Seq: seq, Evidence: evidence, Pass: pass}, nil
 }
@@ -277,12 +296,26 @@ func (p *Planter) receipt(req protocol.Request, resp verify.Response, o offer) (
 	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.cfg.Provider, &r), GatewaySignature: receipt.SignGateway(p.g.cfg.Key, &r)}, nil
 }
 
-// Reveal opens the commitments whose cases are decided and drops the
-// plants no verifier judged in time; it returns how many it revealed.
+// Reveal opens the commitments whose cases are halfway to maturity, and
+// retires those no verifier judged before their reveal is due and those
+// whose case matured first (an unrevealed commitment costs stake); it
+// returns how many it revealed.
 func (p *Planter) Reveal(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	todo := append([]plant(nil), p.pending...)
 	p.mu.Unlock()
+	if len(todo) == 0 {
+		return 0, nil
+	}
+	params, err := p.cfg.Ledger.Params(ctx)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.cfg.Ledger.EpochState(ctx)
+	if err != nil {
+		return 0, err
+	}
+	height := uint64(max(st.Height, 0))
 	var errs []error
 	done := map[receipt.Hash]bool{}
 	revealed := 0
@@ -290,18 +323,21 @@ func (p *Planter) Reveal(ctx context.Context) (int, error) {
 		c, err := p.cfg.Ledger.Case(ctx, pl.evidence)
 		switch {
 		case errors.Is(err, chain.ErrNotFound):
-			if time.Since(pl.at) > p.cfg.Expire {
-				done[pl.evidence] = true
+			// Nobody judged it: retire the commitment before it is due,
+			// or once the planter stops waiting.
+			if height < pl.committed+params.PlantRevealBlocks/2 && time.Since(pl.at) < p.cfg.Expire {
+				continue
 			}
-			continue
 		case err != nil:
 			errs = append(errs, err)
 			continue
-		case c.Planted || c.Matured:
+		case c.Planted || c.Equivocated:
 			done[pl.evidence] = true
 			continue
-		case c.State == ledger.CaseOpen:
-			continue // more verdicts may come
+		case c.Matured:
+			// Missed: the reveal only retires the commitment.
+		case height < c.Opened+params.VerdictDelayBlocks/2:
+			continue // verifiers are still judging it
 		}
 		res, err := p.cfg.Ledger.Send(ctx, ledger.Tx{Kind: ledger.KindReveal, Evidence: pl.evidence, Pass: pl.pass, Salt: pl.salt})
 		if err == nil {
@@ -325,6 +361,16 @@ func (p *Planter) Reveal(ctx context.Context) (int, error) {
 	p.pending = kept
 	p.mu.Unlock()
 	return revealed, errors.Join(errs...)
+}
+
+// settleRejected reports whether a settle-batch result rejected a receipt.
+func settleRejected(res *chain.TxResult) bool {
+	for _, e := range res.Events {
+		if e.Type == "receipt_rejected" {
+			return true
+		}
+	}
+	return false
 }
 
 // Pending is how many planted samples await their reveal.

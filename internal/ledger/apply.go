@@ -191,6 +191,12 @@ func (x *txn) withdrawUnbonded() (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if reason, err := x.withdrawBlocked(); err != nil || reason != "" {
+		if err != nil {
+			return Result{}, err
+		}
+		return fail(CodeInvalid, "withdraw-unbonded: "+reason), nil
+	}
 	var matured money.Amount
 	kept := a.Unbonding[:0]
 	for _, e := range a.Unbonding {

@@ -94,6 +94,18 @@ type Params struct {
 	// the consumer: it must exceed the time a gateway needs to settle what
 	// it admitted against the deposit.
 	DepositUnlockBlocks uint64 `json:"deposit_unlock_blocks"`
+	// Verification (C1/H1).
+	// VerdictFailStakeBps is the share of the eligible verifiers' stake
+	// that must vote one way for a case to be decided that way at
+	// maturity (fail-votes must also outweigh pass-votes); short of it
+	// the case is undecided and has no effect. A coalition holding less
+	// than this share of verifier stake can neither convict nor acquit.
+	VerdictFailStakeBps uint32 `json:"verdict_fail_stake_bps"`
+	// PlantRevealBlocks is how long a gateway has to reveal a plant
+	// commitment; a commitment still unrevealed then, or a second reveal
+	// of one evidence hash, burns PlantForfeitBps of the gateway's stake.
+	PlantRevealBlocks uint64 `json:"plant_reveal_blocks"`
+	PlantForfeitBps   uint32 `json:"plant_forfeit_bps"`
 }
 
 // ModelDigests lists the digests allowed for one model name.
@@ -109,11 +121,20 @@ func (p *Params) validateVerification() error {
 	if p.ConvictFailures == 0 || p.ConvictFailures > maxRecentFailures {
 		return fmt.Errorf("params: convict_failures must be 1 to %d", maxRecentFailures)
 	}
-	if p.VerifierSlashBps > 10_000 || p.SlashStakeBps > 10_000 {
-		return errors.New("params: verifier_slash_bps and slash_stake_bps must be at most 10000")
+	if p.VerifierSlashBps > 10_000 || p.SlashStakeBps > 10_000 || p.PlantForfeitBps > 10_000 {
+		return errors.New("params: verifier_slash_bps, slash_stake_bps and plant_forfeit_bps must be at most 10000")
 	}
-	if p.VerdictDelayBlocks > maxPeriodBlocks || p.ConvictWindowBlocks > maxPeriodBlocks || p.JailBlocks > maxPeriodBlocks {
-		return fmt.Errorf("params: verdict_delay_blocks, convict_window_blocks and jail_blocks must be at most %d", uint64(maxPeriodBlocks))
+	if p.VerdictFailStakeBps == 0 || p.VerdictFailStakeBps > 10_000 {
+		return errors.New("params: verdict_fail_stake_bps must be 1 to 10000")
+	}
+	if p.VerdictDelayBlocks > maxPeriodBlocks || p.ConvictWindowBlocks > maxPeriodBlocks || p.JailBlocks > maxPeriodBlocks || p.PlantRevealBlocks > maxPeriodBlocks {
+		return fmt.Errorf("params: verdict_delay_blocks, convict_window_blocks, jail_blocks and plant_reveal_blocks must be at most %d", uint64(maxPeriodBlocks))
+	}
+	if p.UnbondingBlocks <= p.VerdictDelayBlocks {
+		return errors.New("params: unbonding_blocks must exceed verdict_delay_blocks (stake stays slashable until every case opened before it unbonds has matured)")
+	}
+	if p.PlantRevealBlocks <= p.VerdictDelayBlocks {
+		return errors.New("params: plant_reveal_blocks must exceed verdict_delay_blocks (a plant's case must be able to mature before its reveal is due)")
 	}
 	if len(p.AllowedDigests) > maxDigestModels {
 		return fmt.Errorf("params: allowed_digests lists %d models, at most %d", len(p.AllowedDigests), maxDigestModels)
@@ -173,6 +194,10 @@ func DefaultParams() Params {
 		RewardMaxPaidBps:    50,
 		ExistentialDeposit:  money.Unit / 100,
 		DepositUnlockBlocks: 100,
+		// Verification (C1/H1).
+		VerdictFailStakeBps: 5_000,
+		PlantRevealBlocks:   200,
+		PlantForfeitBps:     1_000,
 	}
 }
 
@@ -294,6 +319,10 @@ func (p *Params) encode() []byte {
 	e.amount(p.ExistentialDeposit)
 	// Deposits (M3).
 	e.u64(p.DepositUnlockBlocks)
+	// Verification (C1/H1).
+	e.u32(p.VerdictFailStakeBps)
+	e.u64(p.PlantRevealBlocks)
+	e.u32(p.PlantForfeitBps)
 	return e.b
 }
 
@@ -339,6 +368,10 @@ func decodeParams(b []byte) (Params, error) {
 	p.ExistentialDeposit = d.amount()
 	// Deposits (M3).
 	p.DepositUnlockBlocks = d.u64()
+	// Verification (C1/H1).
+	p.VerdictFailStakeBps = d.u32()
+	p.PlantRevealBlocks = d.u64()
+	p.PlantForfeitBps = d.u32()
 	return p, d.end()
 }
 

@@ -403,6 +403,9 @@ func testParams() Params {
 		RewardMaxPaidBps:    50,
 		ExistentialDeposit:  100,
 		DepositUnlockBlocks: 10,
+		VerdictFailStakeBps: 5_000,
+		PlantRevealBlocks:   50,
+		PlantForfeitBps:     1_000,
 	}
 }
 

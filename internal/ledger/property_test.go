@@ -31,7 +31,10 @@ type randomRun struct {
 	nextID    int
 	// convictions and slashes count what the run provoked.
 	convictions, slashes int
-	ids                  []string // request ids used so far
+	ids                  []string       // request ids used so far
+	made                 []BatchReceipt // receipts put into batches, settled or not
+	judged               []BatchReceipt // receipts verdicts named
+	judgedBy             []keys.Address // and who named them
 	supply               money.Amount
 }
 
@@ -44,10 +47,10 @@ func newRandomRun(tb testing.TB, seed uint64) *randomRun {
 	r.gws = []keys.PrivateKey{testKey(tb, "gw-0"), testKey(tb, "gw-1")}
 	r.provs = []keys.PrivateKey{testKey(tb, "prov-0"), testKey(tb, "prov-1"), testKey(tb, "prov-2")}
 	r.stranger = testKey(tb, "stranger")
-	r.verifiers = []keys.PrivateKey{testKey(tb, "verifier-0"), testKey(tb, "verifier-1")}
+	r.verifiers = []keys.PrivateKey{testKey(tb, "verifier-0"), testKey(tb, "verifier-1"), testKey(tb, "verifier-2")}
 	p := testParams()
-	p.VerdictQuorum, p.ConvictFailures, p.JailBlocks, p.VerdictDelayBlocks = 2, 2, 10, 30 // split verdicts slash, convictions happen
-	p.EscrowBlocks, p.UnbondingBlocks, p.MaxBatchReceipts = 3, 4, 10
+	p.VerdictQuorum, p.ConvictFailures, p.JailBlocks, p.VerdictDelayBlocks = 1, 2, 10, 10 // split verdicts slash, convictions happen
+	p.EscrowBlocks, p.UnbondingBlocks, p.MaxBatchReceipts = 3, 11, 10
 	p.EpochBlocks, p.VestingBlocks = 7, 5 // epochs end and rewards vest all along
 	g := Genesis{Params: p}
 	for i, k := range r.consumers {
@@ -199,15 +202,47 @@ func (r *randomRun) tx(sender keys.PrivateKey) (keys.PrivateKey, []byte) {
 	anyone := append(append([]keys.PrivateKey{}, r.senders...), r.stranger)
 	switch n := r.rng.IntN(28); {
 	case n >= 24:
-		// Verdicts on a few pieces of evidence, each about one provider
-		// (sometimes another): splits, repeats, decided and closed cases.
-		v, e := r.pick(r.verifiers), r.rng.IntN(30)
-		subject := r.provs[e%len(r.provs)]
-		if r.rng.IntN(10) == 0 {
-			subject = r.pick(r.provs)
+		// Verdicts on recent receipts (settled or not), naming their
+		// provider (sometimes another) or made-up evidence: splits,
+		// repeats, refused and closed cases.
+		v := r.pick(r.verifiers)
+		if len(r.made) == 0 || r.rng.IntN(10) == 0 {
+			return v, signTx(v, Tx{Kind: KindVerdict, Nonce: r.nonce[addr(v)], Subject: addr(r.pick(r.provs)), Digest: testDigest,
+				Evidence: receipt.Sum([]byte{byte(r.rng.IntN(30))}), Pass: r.rng.IntN(3) == 0})
 		}
-		return v, signTx(v, Tx{Kind: KindVerdict, Nonce: r.nonce[addr(v)], Subject: addr(subject), Digest: "sha256:x",
-			Evidence: receipt.Sum([]byte{byte(e)}), Pass: r.rng.IntN(3) == 0})
+		// Mostly settled receipts: pick a few times for one.
+		settled := func(br BatchReceipt) bool {
+			got, err := receipt.Decode(br.Bytes)
+			if err != nil {
+				return false
+			}
+			st, ok, _ := r.c.view().Settlement(got.Gateway.Address(), got.RequestID)
+			return ok && st.Receipt == receipt.Sum(br.Bytes)
+		}
+		br := r.made[max(0, len(r.made)-1-r.rng.IntN(12))]
+		for range 8 {
+			if settled(br) {
+				break
+			}
+			br = r.made[max(0, len(r.made)-1-r.rng.IntN(12))]
+		}
+		if len(r.judged) > 0 && r.rng.IntN(2) == 0 {
+			// A second opinion, by another verifier (with three, a
+			// split of two against one is decided and slashes the one).
+			i := max(0, len(r.judged)-1-r.rng.IntN(4))
+			br = r.judged[i]
+			for v = r.pick(r.verifiers); addr(v) == r.judgedBy[i]; v = r.pick(r.verifiers) {
+			}
+		} else if settled(br) {
+			r.judged, r.judgedBy = append(r.judged, br), append(r.judgedBy, addr(v))
+		}
+		subject := r.pick(r.provs).Public()
+		if got, err := receipt.Decode(br.Bytes); err == nil && r.rng.IntN(10) != 0 {
+			subject = got.Provider
+		}
+		rs := []BatchReceipt{br}
+		return v, signTx(v, Tx{Kind: KindVerdict, Nonce: r.nonce[addr(v)], Subject: subject.Address(), Digest: testDigest,
+			Evidence: CaseEvidence(rs, false), Pass: r.rng.IntN(3) == 0, CaseReceipts: rs})
 	case n < 5:
 		to := addr(r.pick(anyone))
 		if r.rng.IntN(10) == 0 {
@@ -301,6 +336,7 @@ func (r *randomRun) batch(gw keys.PrivateKey, nonce uint64) []byte {
 			br = batchReceipt(r.tb, gw, prov, consumer, id, prompt, completion)
 		}
 		r.ids = append(r.ids, id)
+		r.made = append(r.made, br)
 		rs = append(rs, br)
 	}
 	tx := Tx{Kind: KindSettleBatch, Nonce: nonce, Receipts: rs, Root: BatchRoot(rs)}
@@ -318,7 +354,7 @@ func TestSupplyInvariant(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			r := newRandomRun(t, seed)
 			txs, settled, rejected := 0, 0, 0
-			for txs < 300 {
+			for txs < 450 {
 				run := r.block(8)
 				txs += len(run.txs)
 				for _, res := range run.results {
@@ -328,8 +364,8 @@ func TestSupplyInvariant(t *testing.T) {
 					}
 				}
 			}
-			// Let everything in escrow mature.
-			for range r.c.params(t).EscrowBlocks + 1 {
+			// Let everything in escrow and every case mature.
+			for range max(r.c.params(t).EscrowBlocks, r.c.params(t).VerdictDelayBlocks) + 1 {
 				r.check(r.c.block())
 			}
 			paidByGateway := 0

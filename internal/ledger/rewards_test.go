@@ -43,6 +43,7 @@ type rewardWorld struct {
 	vals, cons                        []keys.PrivateKey
 	nonce                             map[keys.Address]uint64
 	nextID                            int
+	cases                             map[receipt.Hash]BatchReceipt // evidence → the receipt its case names
 }
 
 const rewardGenesisSupply = 50_000 + 100_000_000 + 1_000 + 1_000 + 10_000 + 5_000 + 15_000

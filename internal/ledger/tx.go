@@ -78,14 +78,19 @@ type Tx struct {
 	Params    Params
 	Approvals []Approval
 	// Verdict: whether Subject, serving the model with Digest, passed the
-	// check of Evidence (the hash of what the verifier examined). Plant:
+	// check of Evidence (the case's hash, CaseEvidence). The verdict that
+	// opens a case carries what the case is about: the settled receipts
+	// (CaseReceipts) and, for a canary case, each one's request body and
+	// response text (CaseTexts); later verdicts name the case only. Plant:
 	// Evidence is the PlantCommitment. Reveal: the planted Evidence, its
 	// right verdict Pass and the commitment's Salt.
-	Subject  keys.Address
-	Digest   string
-	Evidence receipt.Hash
-	Pass     bool
-	Salt     receipt.Hash
+	Subject      keys.Address
+	Digest       string
+	Evidence     receipt.Hash
+	Pass         bool
+	CaseReceipts []BatchReceipt
+	CaseTexts    []CaseText
+	Salt         receipt.Hash
 
 	Signature keys.Signature
 }
@@ -112,6 +117,23 @@ func BatchRoot(rs []BatchReceipt) receipt.Hash {
 	}
 	return receipt.MerkleRoot(leaves)
 }
+
+// CaseText is what a canary receipt is about: the request body the
+// verifier sent (its SHA-256 is the receipt's RequestHash) and the text it
+// received (ResponseHash). A canary's prompt was written by the verifier,
+// so it is public; real traffic never puts text on the chain.
+type CaseText struct {
+	Request  []byte `json:"request"`
+	Response string `json:"response"`
+}
+
+// Limits of a case's evidence: a verdict tx carries at most
+// MaxCaseReceipts receipts (a canary batch) and texts of at most
+// MaxCaseTextBytes each, so it stays under ~300 KiB.
+const (
+	MaxCaseReceipts  = 8
+	MaxCaseTextBytes = 16 << 10
+)
 
 // Limits the decoder enforces before allocating.
 const (
@@ -189,6 +211,17 @@ func (t *Tx) unsigned() []byte {
 		e.str(t.Digest)
 		e.fixed(t.Evidence[:])
 		e.boolean(t.Pass)
+		e.u32(uint32(len(t.CaseReceipts)))
+		for _, r := range t.CaseReceipts {
+			e.bytes(r.Bytes)
+			e.fixed(r.ProviderSignature[:])
+			e.fixed(r.GatewaySignature[:])
+		}
+		e.u32(uint32(len(t.CaseTexts)))
+		for _, c := range t.CaseTexts {
+			e.bytes(c.Request)
+			e.str(c.Response)
+		}
 	case KindPlant:
 		e.fixed(t.Evidence[:])
 	case KindReveal:
@@ -292,6 +325,17 @@ func DecodeTx(b []byte) (Tx, error) {
 		t.Digest = d.str(receipt.MaxDigest, "digest")
 		d.fixed(t.Evidence[:])
 		t.Pass = d.boolean()
+		n := d.length(MaxCaseReceipts, "case receipts")
+		for range n {
+			r := BatchReceipt{Bytes: d.bytes(maxReceiptBytes, "receipt")}
+			d.fixed(r.ProviderSignature[:])
+			d.fixed(r.GatewaySignature[:])
+			t.CaseReceipts = append(t.CaseReceipts, r)
+		}
+		n = d.length(MaxCaseReceipts, "case texts")
+		for range n {
+			t.CaseTexts = append(t.CaseTexts, CaseText{Request: d.bytes(MaxCaseTextBytes, "request"), Response: d.str(MaxCaseTextBytes, "response")})
+		}
 	case KindPlant:
 		d.fixed(t.Evidence[:])
 	case KindReveal:

@@ -39,6 +39,9 @@ func sampleTxs(tb testing.TB) []Tx {
 		{alice, Tx{Kind: KindParams, Params: params, Approvals: []Approval{
 			ApproveParams(alice, testChainID, 3, &params), ApproveParams(gw, testChainID, 3, &params)}}},
 		{alice, Tx{Kind: KindVerdict, Subject: addr(prov), Digest: "sha256:abc", Evidence: receipt.Sum([]byte("e")), Pass: true}},
+		{alice, Tx{Kind: KindVerdict, Subject: addr(prov), Digest: testDigest, Evidence: CaseEvidence(rs[:1], false), CaseReceipts: rs[:1]}},
+		{alice, Tx{Kind: KindVerdict, Subject: addr(prov), Digest: testDigest, Evidence: CaseEvidence(rs, true), Pass: true, CaseReceipts: rs,
+			CaseTexts: []CaseText{{Request: []byte(`{"model":"m","prompt":"canary ✓"}`), Response: "an answer ✓"}, {Request: []byte("{}"), Response: ""}}}},
 		{gw, Tx{Kind: KindPlant, Evidence: PlantCommitment(receipt.Sum([]byte("e")), false, receipt.Sum([]byte("salt")))}},
 		{gw, Tx{Kind: KindReveal, Evidence: receipt.Sum([]byte("e")), Salt: receipt.Sum([]byte("salt"))}},
 		{prov, Tx{Kind: KindUnjail}},

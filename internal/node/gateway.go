@@ -19,6 +19,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/limits"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/metrics"
@@ -367,6 +368,9 @@ type plantLedger struct {
 	*chain.Signer
 	chain.Ledger
 }
+
+// Params reads the ledger's parameters (both halves can).
+func (l plantLedger) Params(ctx context.Context) (ledger.Params, error) { return l.Ledger.Params(ctx) }
 
 // startPlanter makes the gateway's planter; it runs beside settlement.
 func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) (*gateway.Planter, error) {

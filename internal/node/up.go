@@ -247,7 +247,7 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 	}
 	v, err := verifier.New(verifier.Config{
 		Gateway: n.Gateway.URL(), APIKey: secret, Reference: n.Backend.Backend, Dir: filepath.Join(cfg.DataDir, "evidence"),
-		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer,
+		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer, Cases: LedgerCases(chain.Ledger{Client: n.Validator.Node.Client()}),
 		Post: func(ctx context.Context, tx ledger.Tx) error {
 			res, err := signer.Send(ctx, tx)
 			if err != nil {
@@ -266,6 +266,21 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 		v.Run(vctx)
 	}()
 	return nil
+}
+
+// LedgerCases lists a ledger's open cases for a verifier (Config.Cases).
+func LedgerCases(l chain.Ledger) func(context.Context) ([]verifier.OpenCase, error) {
+	return func(ctx context.Context) ([]verifier.OpenCase, error) {
+		cs, err := l.OpenCases(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]verifier.OpenCase, len(cs))
+		for i, c := range cs {
+			out[i] = verifier.OpenCase{Evidence: c.Evidence, Case: c.Case, Opening: c.Opening}
+		}
+		return out, nil
+	}
 }
 
 // PrintBanner tells the person who ran `up` how to use the network.

@@ -24,11 +24,12 @@ func alwaysPass(c *verifier.Config) {
 }
 
 // TestPlantedSamplesCatchLyingVerifier: the gateway plants known-bad and
-// known-good samples into its feed (committed on the ledger first). A
-// verifier that passes everything judges a known-bad one first and, once
-// the gateway reveals it, loses verifier_slash_bps of its stake; an honest
-// verifier judges a known-good and a known-bad one rightly and keeps its
-// stake. The planted cases never count against the provider they name.
+// known-good samples into its feed (settled and committed on the ledger
+// first). Both verifiers judge each; halfway to maturity the gateway
+// reveals it, and at maturity a verifier that passes everything loses
+// verifier_slash_bps of its stake for each known-bad sample it passed; an
+// honest verifier judges every sample rightly and keeps its stake. The
+// planted cases never count against the provider they name.
 func TestPlantedSamplesCatchLyingVerifier(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -54,9 +55,9 @@ func TestPlantedSamplesCatchLyingVerifier(t *testing.T) {
 	}
 	honestStake, liarStake := stake(honestKey), stake(liarKey)
 
-	// plantAndJudge plants one sample, lets first judge it (then the other
-	// verifier, whose verdict on a decided case is refused) and waits for
-	// the reveal.
+	// plantAndJudge plants one sample, lets first judge it (then the
+	// other verifier, whose verdict joins the open case), moves the chain
+	// halfway to the case's maturity and waits for the reveal.
 	plantAndJudge := func(pass bool, first, second *verifier.Verifier, wantVerdict bool) {
 		t.Helper()
 		s, err := sn.Gateway.Planter.Plant(ctx, pass)
@@ -67,22 +68,24 @@ func TestPlantedSamplesCatchLyingVerifier(t *testing.T) {
 		if err != nil || len(ps) != 1 || ps[0].Evidence != s.Evidence || ps[0].Err != "" || ps[0].Verdict.Pass != wantVerdict {
 			t.Fatalf("planted pass=%v: first verifier: %+v %v", pass, ps, err)
 		}
-		if ps, err := second.PullSamples(ctx); err != nil || len(ps) != 1 || ps[0].Err == "" {
-			t.Fatalf("planted pass=%v: a second verdict on a decided case: %+v %v", pass, ps, err)
+		if ps, err := second.PullSamples(ctx); err != nil || len(ps) != 1 || ps[0].Err != "" {
+			t.Fatalf("planted pass=%v: a second verdict on the open case: %+v %v", pass, ps, err)
 		}
-		waitCase(t, ctx, l, s.Evidence, func(c ledger.Case) bool { return c.Planted })
+		// One block at a time, slower than the planter looks (every
+		// 250 ms): it reveals halfway to maturity.
+		for range 19 {
+			if c, err := l.Case(ctx, s.Evidence); err == nil && c.Planted {
+				break
+			}
+			matureCases(t, ctx, sn, honestKey, 1)
+			time.Sleep(300 * time.Millisecond)
+		}
+		waitCase(t, ctx, l, s.Evidence, func(c ledger.Case) bool { return c.Planted && len(c.Votes) == 2 && !c.Matured })
 	}
 	plantAndJudge(false, liar, honest, true)
 	plantAndJudge(true, honest, liar, true)
 	plantAndJudge(false, honest, liar, false)
 
-	want, _ := liarStake.MulDiv(10_000-uint64(ledger.DefaultParams().VerifierSlashBps), 10_000)
-	if got := stake(liarKey); got != want {
-		t.Errorf("lying verifier's stake %s, want %s (was %s)", got, want, liarStake)
-	}
-	if got := stake(honestKey); got != honestStake {
-		t.Errorf("honest verifier's stake %s, was %s", got, honestStake)
-	}
 	// The planter forgets a plant once its reveal has committed.
 	for sn.Gateway.Planter.Pending() != 0 {
 		select {
@@ -91,9 +94,18 @@ func TestPlantedSamplesCatchLyingVerifier(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	// Past their maturity, the planted cases left the provider's record
-	// untouched.
+	// Past their maturity, the liar lost stake on both known-bad samples
+	// and the planted cases left the provider's record untouched.
 	matureCases(t, ctx, sn, honestKey, 22)
+	slash := 10_000 - uint64(ledger.DefaultParams().VerifierSlashBps)
+	want, _ := liarStake.MulDiv(slash, 10_000)
+	want, _ = want.MulDiv(slash, 10_000)
+	if got := stake(liarKey); got != want {
+		t.Errorf("lying verifier's stake %s, want %s (was %s)", got, want, liarStake)
+	}
+	if got := stake(honestKey); got != honestStake {
+		t.Errorf("honest verifier's stake %s, was %s", got, honestStake)
+	}
 	if p, err := l.Provider(ctx, sn.Provider.Key.Address()); err != nil || p.Audits != 0 || p.Failures != 0 || p.Jailed {
 		t.Errorf("provider named by planted samples: %+v %v", p, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
@@ -145,7 +146,8 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 		return Posted{}, false
 	}
 	raw, _ := json.MarshalIndent(sampleRecord{Sample: *s, Scores: sc, Verdict: verdict}, "", " ")
-	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict}, raw)
+	open := opening{receipts: []ledger.BatchReceipt{ledger.NewBatchReceipt(&s.Receipt)}}
+	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict}, raw, open)
 	v.mu.Lock()
 	v.feed.judged++
 	v.mu.Unlock()

@@ -4,7 +4,9 @@
 // which weights (digest), replays the answers against its own reference
 // model, and once it holds a case's worth of canaries for a provider,
 // judges them (internal/verify) and posts the verdict on the ledger with
-// the hash of the evidence, which it keeps on disk. With its ledger key it
+// the canaries' settled receipts and texts, which open the case there (its
+// id is ledger.CaseEvidence of the receipts); it keeps the full evidence
+// on disk under that id. With its ledger key it
 // also reads the gateway's sample feed and re-scores the sampled responses
 // (samples.go).
 //
@@ -17,7 +19,6 @@ package verifier
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,6 +72,8 @@ type Config struct {
 	// SampleInterval (default 5 s).
 	Key            keys.PrivateKey
 	SampleInterval time.Duration
+	// NoFeed keeps a verifier with a Key off the sample feed.
+	NoFeed bool
 	// Scorer is the reference's log-probabilities, which re-scoring
 	// sampled responses needs (default: verify.SimScorer when Reference
 	// is the simulator itself; nil otherwise — Ollama returns none, and
@@ -78,6 +81,15 @@ type Config struct {
 	// decides re-scored samples (default verify.DefaultJudge).
 	Scorer verify.Scorer
 	Judge  verify.Judge
+	// Cases, when set with a Key, lists the ledger's open cases: every
+	// CaseInterval (default 5 s) the verifier replays the canary cases
+	// other verifiers opened and votes in them (cases.go).
+	Cases        func(ctx context.Context) ([]OpenCase, error)
+	CaseInterval time.Duration
+	// SettleWait is how long a verdict waits for the receipts it names to
+	// settle on the ledger (a case names settled receipts only); default
+	// 1 minute.
+	SettleWait time.Duration
 	// OnVerdict, when set, is called with every verdict reached.
 	OnVerdict func(Posted)
 	HTTP      *http.Client
@@ -96,12 +108,15 @@ type Verifier struct {
 	known   map[string][]keys.PublicKey // model → providers seen serving it
 	verdict []Posted
 	feed    feedState
+	// judgedCases are the open cases of others the verifier judged.
+	judgedCases map[receipt.Hash]bool
 }
 
 // Posted is a verdict the verifier reached.
 type Posted struct {
-	// Source is "canary" (a case of the verifier's own canaries) or
-	// "sample" (a response the gateway sampled).
+	// Source is "canary" (a case of the verifier's own canaries),
+	// "sample" (a response the gateway sampled) or "case" (a canary case
+	// another verifier opened, replayed from the ledger).
 	Source   string         `json:"source"`
 	Provider keys.PublicKey `json:"provider"`
 	Model    string         `json:"model"`
@@ -114,10 +129,13 @@ type Posted struct {
 
 // canaryRecord is one canary and what came back.
 type canaryRecord struct {
-	Request  protocol.Request `json:"request"`
-	Response verify.Response  `json:"response"`
-	Receipt  receipt.Signed   `json:"receipt"`
-	Replayed verify.Replayed  `json:"replayed"`
+	Request protocol.Request `json:"request"`
+	// Body is the request body as sent: its SHA-256 is the receipt's
+	// request hash, and it goes on the ledger with the case.
+	Body     []byte          `json:"body"`
+	Response verify.Response `json:"response"`
+	Receipt  receipt.Signed  `json:"receipt"`
+	Replayed verify.Replayed `json:"replayed"`
 }
 
 // New checks cfg and returns a Verifier.
@@ -140,6 +158,12 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.SampleInterval <= 0 {
 		cfg.SampleInterval = 5 * time.Second
 	}
+	if cfg.SettleWait <= 0 {
+		cfg.SettleWait = time.Minute
+	}
+	if cfg.CaseInterval <= 0 {
+		cfg.CaseInterval = 5 * time.Second
+	}
 	if s, ok := cfg.Reference.(*sim.Sim); ok && cfg.Scorer == nil {
 		cfg.Scorer = verify.SimScorer{Sim: s}
 	}
@@ -157,7 +181,8 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("verifier: evidence directory: %w", err)
 		}
 	}
-	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{}}, nil
+	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{},
+		judgedCases: map[receipt.Hash]bool{}}, nil
 }
 
 // Run sends canaries and, with a Key, reads the sample feed, until ctx
@@ -165,7 +190,12 @@ func New(cfg Config) (*Verifier, error) {
 func (v *Verifier) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if !v.cfg.Key.IsZero() {
-		wg.Go(func() { v.runSamples(ctx) })
+		if !v.cfg.NoFeed {
+			wg.Go(func() { v.runSamples(ctx) })
+		}
+		if v.cfg.Cases != nil {
+			wg.Go(func() { v.runCases(ctx) })
+		}
 	}
 	defer wg.Wait()
 	t := time.NewTicker(v.cfg.Interval)
@@ -231,7 +261,7 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	// OpenAI's completions API has no system prompt: the canary is what
 	// the public API can carry, and the reference replays exactly that.
 	req.System = ""
-	resp, signed, err := v.ask(ctx, req, target)
+	resp, body, signed, err := v.ask(ctx, req, target)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +270,7 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 		return nil, fmt.Errorf("reference replay: %w", err)
 	}
 	prov := signed.Receipt.Provider
-	rec := canaryRecord{Request: req, Response: resp, Receipt: signed, Replayed: replayed}
+	rec := canaryRecord{Request: req, Body: body, Response: resp, Receipt: signed, Replayed: replayed}
 	v.mu.Lock()
 	if !slices.Contains(v.known[model], prov) {
 		v.known[model] = append(v.known[model], prov)
@@ -281,11 +311,15 @@ func (v *Verifier) leastAudited(model string) *keys.PublicKey {
 	return nil
 }
 
-// judge decides a case, keeps its evidence and posts the verdict.
+// judge decides a case, keeps its evidence and posts the verdict with
+// the canaries' receipts and texts, which open the case on the ledger.
 func (v *Verifier) judge(ctx context.Context, model string, prov keys.PublicKey, digest string, batch []canaryRecord) Posted {
 	rs := make([]verify.Replayed, len(batch))
+	var open opening
 	for i, c := range batch {
 		rs[i] = c.Replayed
+		open.receipts = append(open.receipts, ledger.NewBatchReceipt(&c.Receipt))
+		open.texts = append(open.texts, ledger.CaseText{Request: c.Body, Response: c.Response.Text})
 	}
 	verdict := v.cfg.Canary.Decide(rs)
 	evidence := struct {
@@ -296,13 +330,20 @@ func (v *Verifier) judge(ctx context.Context, model string, prov keys.PublicKey,
 		Verdict  verify.Verdict `json:"verdict"`
 	}{prov, model, digest, batch, verdict}
 	raw, _ := json.MarshalIndent(evidence, "", " ")
-	hash := receipt.Hash(sha256.Sum256(raw))
-	return v.record(ctx, Posted{Source: "canary", Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict}, raw)
+	hash := ledger.CaseEvidence(open.receipts, true)
+	return v.record(ctx, Posted{Source: "canary", Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict}, raw, open)
 }
 
-// record keeps a verdict's evidence (raw) under its hash, posts the
+// opening is what a verdict carries to open its case on the ledger: the
+// settled receipts it judges and, for canaries, their texts.
+type opening struct {
+	receipts []ledger.BatchReceipt
+	texts    []ledger.CaseText
+}
+
+// record keeps a verdict's evidence (raw) under its case's hash, posts the
 // verdict and remembers it.
-func (v *Verifier) record(ctx context.Context, p Posted, raw []byte) Posted {
+func (v *Verifier) record(ctx context.Context, p Posted, raw []byte, open opening) Posted {
 	prov, hash, verdict := p.Provider, p.Evidence, p.Verdict
 	if v.cfg.Dir != "" {
 		if err := os.WriteFile(filepath.Join(v.cfg.Dir, hash.String()+".json"), raw, 0o600); err != nil {
@@ -310,8 +351,9 @@ func (v *Verifier) record(ctx context.Context, p Posted, raw []byte) Posted {
 		}
 	}
 	if v.cfg.Post != nil && p.Err == "" {
-		tx := ledger.Tx{Kind: ledger.KindVerdict, Subject: prov.Address(), Digest: p.Digest, Evidence: hash, Pass: verdict.Pass}
-		if err := v.cfg.Post(ctx, tx); err != nil {
+		tx := ledger.Tx{Kind: ledger.KindVerdict, Subject: prov.Address(), Digest: p.Digest, Evidence: hash, Pass: verdict.Pass,
+			CaseReceipts: open.receipts, CaseTexts: open.texts}
+		if err := v.post(ctx, tx); err != nil {
 			p.Err = err.Error()
 		}
 	}
@@ -326,9 +368,27 @@ func (v *Verifier) record(ctx context.Context, p Posted, raw []byte) Posted {
 	return p
 }
 
+// post sends a verdict, again while the receipts it names are not settled
+// yet (the gateway settles in batches), for up to SettleWait.
+func (v *Verifier) post(ctx context.Context, tx ledger.Tx) error {
+	deadline := time.Now().Add(v.cfg.SettleWait)
+	for {
+		err := v.cfg.Post(ctx, tx)
+		if err == nil || !strings.Contains(err.Error(), ledger.ReasonNotSettled) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // ask sends req through the gateway's OpenAI API (chat or completions),
-// pinned to target when set, and fetches the answer's signed receipt.
-func (v *Verifier) ask(ctx context.Context, req protocol.Request, target *keys.PublicKey) (verify.Response, receipt.Signed, error) {
+// pinned to target when set, and fetches the answer's signed receipt; it
+// returns the request body as sent.
+func (v *Verifier) ask(ctx context.Context, req protocol.Request, target *keys.PublicKey) (verify.Response, []byte, receipt.Signed, error) {
 	body := map[string]any{"model": req.Model, "max_tokens": req.Options.MaxTokens, "temperature": 0}
 	path := "/v1/chat/completions"
 	if req.Kind == protocol.KindGenerate {
@@ -354,35 +414,43 @@ func (v *Verifier) ask(ctx context.Context, req protocol.Request, target *keys.P
 			CompletionTokens uint64 `json:"completion_tokens"`
 		} `json:"usage"`
 	}
-	if err := v.call(ctx, http.MethodPost, path, body, &out); err != nil {
-		return verify.Response{}, receipt.Signed{}, err
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return verify.Response{}, nil, receipt.Signed{}, err
+	}
+	if err := v.call(ctx, http.MethodPost, path, raw, &out); err != nil {
+		return verify.Response{}, nil, receipt.Signed{}, err
 	}
 	if len(out.Choices) != 1 || out.ID == "" {
-		return verify.Response{}, receipt.Signed{}, fmt.Errorf("canary: %d choices, id %q", len(out.Choices), out.ID)
+		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("canary: %d choices, id %q", len(out.Choices), out.ID)
 	}
 	ch := out.Choices[0]
 	resp := verify.Response{Text: ch.Message.Content + ch.Text, FinishReason: ch.FinishReason,
 		Usage: protocol.Usage{PromptTokens: out.Usage.PromptTokens, CompletionTokens: out.Usage.CompletionTokens}}
-	var raw json.RawMessage
-	if err := v.call(ctx, http.MethodGet, "/v1/receipts/"+out.ID, nil, &raw); err != nil {
-		return verify.Response{}, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
+	var rraw json.RawMessage
+	if err := v.call(ctx, http.MethodGet, "/v1/receipts/"+out.ID, nil, &rraw); err != nil {
+		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
 	}
-	signed, err := receipt.ParseSigned(raw)
+	signed, err := receipt.ParseSigned(rraw)
 	if err == nil {
 		err = signed.Verify()
 	}
 	if err != nil {
-		return verify.Response{}, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
+		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
 	}
 	if signed.Receipt.ResponseHash != receipt.Sum([]byte(resp.Text)) {
-		return verify.Response{}, receipt.Signed{}, fmt.Errorf("receipt of %s is for another answer than the one received", out.ID)
+		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s is for another answer than the one received", out.ID)
 	}
-	return resp, signed, nil
+	return resp, raw, signed, nil
 }
 
+// call sends body (bytes as they are, or anything else as JSON) and
+// decodes the answer into out.
 func (v *Verifier) call(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
-	if body != nil {
+	if b, ok := body.([]byte); ok {
+		rd = bytes.NewReader(b)
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err

@@ -63,7 +63,7 @@ func (r renamed) Generate(ctx context.Context, req protocol.Request, emit func(b
 // honest model) under the honest model's digest, and a staked verifier
 // account; it returns the network, the reference (the honest model) and
 // the verifier's key.
-func network(t *testing.T, weights uint64) (*node.Network, *sim.Sim, keys.PrivateKey) {
+func network(t *testing.T, weights uint64, extra ...keys.PrivateKey) (*node.Network, *sim.Sim, keys.PrivateKey) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -81,13 +81,14 @@ func network(t *testing.T, weights uint64) (*node.Network, *sim.Sim, keys.Privat
 	}
 	srv := httptest.NewServer(sim.NewServer(served))
 	t.Cleanup(srv.Close)
-	n, vkey := networkWith(t, claiming{Backend: ollama.New(srv.URL, nil), claimed: honest})
+	n, vkey := networkWith(t, claiming{Backend: ollama.New(srv.URL, nil), claimed: honest}, extra...)
 	return n, ref, vkey
 }
 
 // networkWith starts `up` with provider as the provider's backend and a
-// staked verifier account.
-func networkWith(t *testing.T, provider backend.Backend) (*node.Network, keys.PrivateKey) {
+// staked verifier account (and the extra ones, staked alike: then cases
+// mature 20 blocks after they open, time for the others to vote).
+func networkWith(t *testing.T, provider backend.Backend, extra ...keys.PrivateKey) (*node.Network, keys.PrivateKey) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -103,8 +104,13 @@ func networkWith(t *testing.T, provider backend.Backend) (*node.Network, keys.Pr
 			// One verdict decides a case; it counts two blocks later; two
 			// failed cases convict.
 			g.Params.VerdictQuorum, g.Params.VerdictDelayBlocks, g.Params.ConvictFailures = 1, 2, 2
-			g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: vkey.Public().Address(), PubKey: vkey.Public(),
-				Balance: 10 * money.Unit, Stake: 1_000 * money.Unit, Roles: []string{"verifier"}})
+			if len(extra) > 0 {
+				g.Params.VerdictDelayBlocks = 20
+			}
+			for _, k := range append([]keys.PrivateKey{vkey}, extra...) {
+				g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: k.Public().Address(), PubKey: k.Public(),
+					Balance: 10 * money.Unit, Stake: 1_000 * money.Unit, Roles: []string{"verifier"}})
+			}
 		},
 	})
 	if err != nil {
@@ -205,6 +211,47 @@ func TestCheaterConvicted(t *testing.T) {
 	if _, err := v.Step(ctx); err == nil || !strings.Contains(err.Error(), "jailed by the ledger") || !strings.Contains(err.Error(), "no_allowed_provider") {
 		t.Fatalf("a canary to the convicted provider: %v", err)
 	}
+}
+
+// TestVerifiersJudgeEachOthersCanaries: cases are decided by verifier
+// stake, so one verifier of three (a third of the stake) cannot convict
+// alone; the second replays the canary cases the first opened, from the
+// texts on the ledger, and votes too; together they convict the cheater.
+func TestVerifiersJudgeEachOthersCanaries(t *testing.T) {
+	second, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ref, vkey := network(t, 99, second)
+	opener := newVerifier(t, n, ref, vkey)
+	l := chain.Ledger{Client: n.Validator.Node.Client()}
+	judge := newVerifier(t, n, ref, second, func(c *verifier.Config) { c.Key, c.Cases = second, node.LedgerCases(l) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	judged := 0
+	for i := 0; judged < 2; i++ {
+		if i > 40 {
+			t.Fatalf("%d canaries, %d cases judged by the second verifier", i, judged)
+		}
+		if _, err := opener.Step(ctx); err != nil {
+			t.Fatalf("canary %d: %v", i, err)
+		}
+		ps, err := judge.JudgeCases(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			if p.Source != "case" || p.Verdict.Pass || p.Err != "" {
+				t.Fatalf("second verifier on an open case: %+v", p)
+			}
+			judged++
+		}
+	}
+	signer := chain.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
+	for range 22 {
+		signer.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: n.Account, Amount: 1})
+	}
+	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chain.ProviderInfo) bool { return p.Jailed })
 }
 
 func waitProvider(t *testing.T, ctx context.Context, l chain.Ledger, addr keys.Address, done func(chain.ProviderInfo) bool) {
