@@ -14,6 +14,7 @@ import (
 	"go/token"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -425,4 +426,51 @@ func TestNoMachinePaths(t *testing.T) {
 		t.Fatal("no Go file was checked")
 	}
 	t.Logf("checked %d Go files", checked)
+}
+
+// TestSecurityNamesRealTests: every test SECURITY.md names as the proof of
+// a property exists (a trailing * names a family by prefix), so the threat
+// model cannot cite a test that was renamed or removed.
+func TestSecurityNamesRealTests(t *testing.T) {
+	doc, err := os.ReadFile("SECURITY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	err = filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		for _, decl := range f.Decls {
+			if fn, ok := decl.(*ast.FuncDecl); ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Test") {
+				defined[fn.Name.Name] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := 0
+	for _, field := range strings.FieldsFunc(string(doc), func(r rune) bool { return r == '`' || r == ' ' || r == ',' || r == '\n' }) {
+		name, _, _ := strings.Cut(field, "/") // a subtest names its test
+		if !strings.HasPrefix(name, "Test") || len(name) < 5 || name[4] < 'A' || name[4] > 'Z' {
+			continue
+		}
+		named++
+		if prefix, family := strings.CutSuffix(name, "*"); family {
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(defined)), func(n string) bool { return strings.HasPrefix(n, prefix) }) {
+				t.Errorf("SECURITY.md names tests %s, but no test starts with %s", name, prefix)
+			}
+		} else if !defined[name] {
+			t.Errorf("SECURITY.md names %s, which is no test in the repository", name)
+		}
+	}
+	if named < 20 {
+		t.Errorf("SECURITY.md names %d tests: the parser missed them", named)
+	}
 }
