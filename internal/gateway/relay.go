@@ -178,8 +178,8 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 		}
 		switch {
 		case ev.Chunk != nil:
-			if seg.chunks == 0 {
-				seg.firstChunk = time.Now()
+			if seg.firstToken.IsZero() && ev.Chunk.Delta != "" {
+				seg.firstToken = time.Now()
 			}
 			seg.add(ev.Chunk)
 			if err := out.delta(c, ev.Chunk); err != nil {
@@ -191,7 +191,6 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 			}
 			seg.keep(ev.Chunk)
 		case ev.Done != nil:
-			g.observe(c, job, provider, ev.Done, seg.firstChunk, seg.chunks)
 			return g.finish(ctx, c, job, provider, hold, ev.Done, &seg, out, log)
 		default:
 			partial()
@@ -225,7 +224,7 @@ func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig key
 
 // segment is what one job delivered.
 type segment struct {
-	firstChunk time.Time
+	firstToken time.Time // when the first chunk with text arrived
 	chunks     int
 	relayed    int // bytes of text
 	tokens     int
@@ -267,6 +266,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 		return outcome{err: apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry.")}
 	}
 	g.health.success(provider)
+	g.observe(c, job, provider, d.Usage, seg.firstToken, now)
 	signed, err := g.record(ctx, r, d.ReceiptSignature, hold)
 	if err != nil {
 		log.Error("could not store receipt", "err", err)
@@ -288,30 +288,27 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 	return outcome{}
 }
 
-// observe feeds the scheduler the speed of a finished job. With two chunks
-// or more the gateway's own clock splits time to first token from
-// generation; a buffered answer arrives in one chunk, so the provider's
-// reported split is used, bounded by the total the gateway measured (a
-// provider can only move time between the two, not shorten it).
-func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, d *protocol.Done, firstChunk time.Time, chunks int) {
-	now := time.Now()
-	var o scheduler.Observation
-	tokens := d.Usage.CompletionTokens
-	var first, gen time.Duration
-	switch {
-	case chunks >= 2:
-		first, gen = firstChunk.Sub(c.dispatched), now.Sub(firstChunk)
-	case d.Timings.FirstTokenUs >= 0 && d.Timings.TotalUs >= d.Timings.FirstTokenUs:
-		total := now.Sub(c.dispatched)
-		first = min(time.Duration(d.Timings.FirstTokenUs)*time.Microsecond, total)
-		gen = total - first
-	default:
-		return
+// observe feeds the scheduler the speed of a finished job, measured on
+// the gateway's clock alone: time to first token from dispatch to the first
+// relayed chunk with text, and the delivered rate, completion tokens per
+// second from dispatch to done. The provider's reported timings play no
+// part: an answer held back and sent in one burst arrives no earlier than
+// the same tokens streamed, so it measures the same rate and a later first
+// token, never faster. It runs only for a receipt the gateway accepted, so
+// the token count is one its meter allows.
+func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, usage protocol.Usage, firstToken, done time.Time) {
+	total := done.Sub(c.dispatched)
+	if total <= 0 {
+		return // a clock step
 	}
-	o.FirstToken, o.HasFirstToken = first, first >= 0
-	if tokens >= 2 && gen > 0 {
-		o.TokensPerSecond = float64(tokens-1) / gen.Seconds()
+	first := total
+	if !firstToken.IsZero() {
+		first = min(max(firstToken.Sub(c.dispatched), 0), total)
+	}
+	o := scheduler.Observation{FirstToken: first, HasFirstToken: true}
+	if usage.CompletionTokens > 0 {
+		o.TokensPerSecond = float64(usage.CompletionTokens) / total.Seconds()
 	}
 	g.sched.Observe(provider, job.Request.Model, o)
-	g.cfg.Metrics.Served(c.asked, first, gen, d.Usage.PromptTokens, d.Usage.CompletionTokens)
+	g.cfg.Metrics.Served(c.asked, first, total-first, usage.PromptTokens, usage.CompletionTokens)
 }

@@ -246,16 +246,26 @@ func TestScore(t *testing.T) {
 	}
 }
 
-// TestAdvertisedRate: before any observation, the rate a provider
-// advertises ranks it.
-func TestAdvertisedRate(t *testing.T) {
-	slow, fast := priced(1, 1, 1), priced(2, 1, 1)
-	slow.Models[0].TokensPerSecond, fast.Models[0].TokensPerSecond = 20, 200
+// TestAdvertisedRateIgnored: the rate a provider advertises is its own
+// claim and ranks nobody. A provider claiming a million tokens/s that the
+// gateway has not measured yet counts as the measured one beside it, for
+// the default score and for sort: throughput alike.
+func TestAdvertisedRateIgnored(t *testing.T) {
+	liar, honest := priced(1, 1, 1), priced(2, 1, 1)
+	liar.Models[0].TokensPerSecond = 1e6
 	s := newScheduler(t, Config{Rand: rand.New(rand.NewPCG(1, 1))})
-	for range 50 {
-		got, err := s.Pick([]Candidate{slow, fast}, &Request{Model: "sim", MaxTokens: 100})
-		if err != nil || got.Key != key(2) {
-			t.Fatalf("picked %v, %v; want the provider advertising 200 tokens/s", got.Key[0], err)
+	s.Observe(key(2), "sim", Observation{FirstToken: 100 * time.Millisecond, HasFirstToken: true, TokensPerSecond: 200})
+	for _, sort := range []Sort{"", SortThroughput} {
+		count := map[byte]int{}
+		for range 200 {
+			got, err := s.Pick([]Candidate{liar, honest}, &Request{Model: "sim", MaxTokens: 100, Prefs: Preferences{Sort: sort}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			count[got.Key[0]]++
+		}
+		if count[1] > 140 || count[2] < 60 {
+			t.Fatalf("sort %q: the provider advertising 1e6 tokens/s took %d of 200 requests, the measured one %d", sort, count[1], count[2])
 		}
 	}
 }

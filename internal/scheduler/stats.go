@@ -6,14 +6,16 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 )
 
-// Observation is what the gateway measured on one served request.
+// Observation is what the gateway measured on one served request, on its
+// own clock.
 type Observation struct {
 	// FirstToken is the time from dispatch to the first token, when
 	// HasFirstToken.
 	FirstToken    time.Duration
 	HasFirstToken bool
-	// TokensPerSecond is the generation rate after the first token; 0 when
-	// not measured (too few tokens).
+	// TokensPerSecond is the delivered rate: completion tokens per second
+	// from dispatch to the end of the answer, the wait for the first token
+	// included; 0 when not measured (no tokens).
 	TokensPerSecond float64
 }
 
