@@ -305,10 +305,6 @@ func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, u
 	if !firstToken.IsZero() {
 		first = min(max(firstToken.Sub(c.dispatched), 0), total)
 	}
-	o := scheduler.Observation{FirstToken: first, HasFirstToken: true}
-	if usage.CompletionTokens > 0 {
-		o.TokensPerSecond = float64(usage.CompletionTokens) / total.Seconds()
-	}
-	g.sched.Observe(provider, job.Request.Model, o)
+	g.sched.Observe(provider, job.Request.Model, scheduler.Observation{FirstToken: first, HasFirstToken: true, Tokens: usage.CompletionTokens, Took: total})
 	g.cfg.Metrics.Served(c.asked, first, total-first, usage.PromptTokens, usage.CompletionTokens)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -122,7 +123,7 @@ func startPacedMarket(t *testing.T, ds ...delivery) (*market, map[delivery]keys.
 // the rate the consumer got.
 func timedChat(t *testing.T, url, model string, maxTokens int, stream bool, extra string) (tokens int, took time.Duration) {
 	t.Helper()
-	body := fmt.Sprintf(`{"model":%q,"max_tokens":%d,"stream":%v,"stream_options":{"include_usage":true},"temperature":0,"messages":[{"role":"user","content":"tell me about rivers"}]%s}`,
+	body := fmt.Sprintf(`{"model":%q,"max_tokens":%d,"stream":%v,"stream_options":{"include_usage":true},"temperature":0,"messages":[{"role":"user","content":"Hello there"}]%s}`,
 		model, maxTokens, stream, extra)
 	req, _ := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
@@ -267,6 +268,43 @@ func TestSpeedCannotBeGamedByBuffering(t *testing.T) {
 			if r == nil || r.Provider == who[holdsAll] {
 				t.Fatalf("%s: the provider that holds its answer back was picked", extra)
 			}
+		}
+	}
+}
+
+// TestRealOllamaSpeed: on a real Ollama, /v1/models shows a rate within 2×
+// of what the consumer times, for non-streamed answers (which Ollama sends
+// in one piece) as for streamed ones.
+func TestRealOllamaSpeed(t *testing.T) {
+	ollamaURL := os.Getenv("OLLAMA_URL")
+	if ollamaURL == "" {
+		t.Skip("OLLAMA_URL not set: start a test Ollama with shared/scripts/ollama-test-server.sh start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := node.OpenBackend(ctx, node.BackendOllama, ollamaURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Load the model first: its load time is no provider's speed.
+	if _, err := b.Backend.Generate(ctx, protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi", Options: greedy(2)},
+		func(backend.Delta) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{backend: b, slots: 2})
+	for _, stream := range []bool{false, true} {
+		var tokens int
+		var took time.Duration
+		for range 6 {
+			n, d := timedChat(t, tn.URL, "tiny", 128, stream, "")
+			tokens += n
+			took += d
+		}
+		consumer := float64(tokens) / took.Seconds()
+		shown := modelRate(t, tn.URL, "tiny:latest")
+		t.Logf("stream=%v: /v1/models shows %.1f tokens/s; the consumer timed %.1f (%d tokens in %s)", stream, shown, consumer, tokens, took.Round(time.Millisecond))
+		if !within2x(shown, consumer) {
+			t.Errorf("stream=%v: /v1/models shows %.1f tokens/s; the consumer timed %.1f", stream, shown, consumer)
 		}
 	}
 }
