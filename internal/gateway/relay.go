@@ -178,9 +178,7 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 		}
 		switch {
 		case ev.Chunk != nil:
-			if seg.firstToken.IsZero() && ev.Chunk.Delta != "" {
-				seg.firstToken = time.Now()
-			}
+			seg.arrive(ev.Chunk, c.dispatched)
 			seg.add(ev.Chunk)
 			if err := out.delta(c, ev.Chunk); err != nil {
 				stream.Cancel()
@@ -224,12 +222,24 @@ func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig key
 
 // segment is what one job delivered.
 type segment struct {
-	firstToken time.Time // when the first chunk with text arrived
+	// firstToken is when the first chunk with text arrived; arrived sums
+	// each chunk's tokens times its arrival, in seconds since dispatch.
+	firstToken time.Time
+	arrived    float64
 	chunks     int
 	relayed    int // bytes of text
 	tokens     int
 	text       hash.Hash
 	last       checkpoint // the latest checkpoint relayed, unverified
+}
+
+// arrive notes when ch arrived, for the speed measurement (observe).
+func (s *segment) arrive(ch *protocol.Chunk, dispatched time.Time) {
+	now := time.Now()
+	if s.firstToken.IsZero() && ch.Delta != "" {
+		s.firstToken = now
+	}
+	s.arrived += float64(chunkTokens(ch)) * now.Sub(dispatched).Seconds()
 }
 
 func (s *segment) add(ch *protocol.Chunk) {
@@ -266,7 +276,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 		return outcome{err: apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry.")}
 	}
 	g.health.success(provider)
-	g.observe(c, job, provider, d.Usage, seg.firstToken, now)
+	g.observe(c, job, provider, d.Usage, seg, now)
 	signed, err := g.record(ctx, r, d.ReceiptSignature, hold)
 	if err != nil {
 		log.Error("could not store receipt", "err", err)
@@ -289,22 +299,45 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 }
 
 // observe feeds the scheduler the speed of a finished job, measured on
-// the gateway's clock alone: time to first token from dispatch to the first
-// relayed chunk with text, and the delivered rate, completion tokens per
-// second from dispatch to done. The provider's reported timings play no
-// part: an answer held back and sent in one burst arrives no earlier than
-// the same tokens streamed, so it measures the same rate and a later first
-// token, never faster. It runs only for a receipt the gateway accepted, so
-// the token count is one its meter allows.
-func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, usage protocol.Usage, firstToken, done time.Time) {
+// the gateway's clock alone from dispatch. The provider's reported timings
+// play no part. It runs only for a receipt the gateway accepted, so the
+// token count is one its meter allows.
+//
+// The delivered rate is completion tokens over the time to done. A
+// streamed job also gives the time to its first chunk with text, and when
+// its tokens arrived later on average than if spread evenly between the
+// first and done, that lag is added to its time: the consumer waited for
+// them. So an answer held back and sent in one burst never measures faster
+// than the same tokens streamed: held back whole, its first token is as
+// late as its last; held back after the first token, it is slower by up
+// to half its time. A buffered job (the consumer reads the answer in one
+// piece, which the backend may generate in one piece) gives the rate alone.
+func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, usage protocol.Usage, seg *segment, done time.Time) {
 	total := done.Sub(c.dispatched)
 	if total <= 0 {
 		return // a clock step
 	}
-	first := total
-	if !firstToken.IsZero() {
-		first = min(max(firstToken.Sub(c.dispatched), 0), total)
+	o := scheduler.Observation{Tokens: usage.CompletionTokens, Took: total}
+	first := time.Duration(-1)
+	if !job.Request.Buffered {
+		first = total
+		if !seg.firstToken.IsZero() {
+			first = min(max(seg.firstToken.Sub(c.dispatched), 0), total)
+		}
+		o.FirstToken, o.HasFirstToken = first, true
+		o.Took += heldBack(seg, first, total)
 	}
-	g.sched.Observe(provider, job.Request.Model, scheduler.Observation{FirstToken: first, HasFirstToken: true, Tokens: usage.CompletionTokens, Took: total})
-	g.cfg.Metrics.Served(c.asked, first, total-first, usage.PromptTokens, usage.CompletionTokens)
+	g.sched.Observe(provider, job.Request.Model, o)
+	g.cfg.Metrics.Served(c.asked, first, total-max(first, 0), usage.PromptTokens, usage.CompletionTokens)
+}
+
+// heldBack is how much later seg's tokens arrived on average than if they
+// had come evenly between the first token and done (0 if not later).
+func heldBack(seg *segment, first, total time.Duration) time.Duration {
+	if seg.tokens == 0 {
+		return 0
+	}
+	mean := seg.arrived / float64(seg.tokens)
+	even := (first + total).Seconds() / 2
+	return max(time.Duration((mean-even)*float64(time.Second)), 0)
 }

@@ -204,10 +204,10 @@ func within2x(got, want float64) bool { return got >= want/2 && got <= want*2 }
 // 50 tokens/s answers; one streams them, one holds the whole answer back
 // and one sends the first token and then bursts the rest. The gateway's
 // estimates, on its own clock, put each delivered rate within 2× of what
-// the consumer timed, the held-back answers never faster than the streamed
-// one, and the hold-all provider's first token as late as its last, so the
-// latency sort and the two-choice score pass it over; /v1/models shows a
-// rate within 2× of the consumer's.
+// the consumer timed; the held-back answers never measure faster than the
+// streamed ones: first-then-burst at a lower rate, hold-all with its first
+// token as late as its last, so the latency sort and the two-choice score
+// pass it over; /v1/models shows a rate within 2× of the consumer's.
 func TestSpeedCannotBeGamedByBuffering(t *testing.T) {
 	ds := []delivery{streams, holdsAll, firstOnly}
 	m, who := startPacedMarket(t, ds...)
@@ -222,7 +222,7 @@ func TestSpeedCannotBeGamedByBuffering(t *testing.T) {
 			only := fmt.Sprintf(`,"provider":{"order":[%q],"allow_fallbacks":false}`, who[d].String())
 			var tokens int
 			var took time.Duration
-			for _, stream := range []bool{false, true, false} {
+			for _, stream := range []bool{true, true, false, true} {
 				n, d := timedChat(t, m.URL, "sim", answer, stream, only)
 				tokens += n
 				took += d
@@ -236,8 +236,9 @@ func TestSpeedCannotBeGamedByBuffering(t *testing.T) {
 	est := map[delivery]scheduler.Estimate{}
 	for _, d := range ds {
 		e, ok := m.Gateway.API.Speed(who[d], "sim")
-		if !ok || e.RateSamples != 3 || e.FirstTokenSamples != 3 {
-			t.Fatalf("provider that %s: estimate %+v, %v; want 3 samples", d, e, ok)
+		// The non-streamed answer gives a rate but no first token.
+		if !ok || e.RateSamples != 4 || e.FirstTokenSamples != 3 {
+			t.Fatalf("provider that %s: estimate %+v, %v; want 4 rates and 3 first tokens", d, e, ok)
 		}
 		est[d] = e
 		t.Logf("provider that %s: first token %s, %.1f tokens/s; the consumer timed %.1f tokens/s", d, e.FirstToken, e.TokensPerSecond, consumerRate[d])
@@ -253,6 +254,12 @@ func TestSpeedCannotBeGamedByBuffering(t *testing.T) {
 			t.Errorf("provider that %s measures %.1f tokens/s, faster than the streaming one's %.1f", d, est[d].TokensPerSecond, s.TokensPerSecond)
 		}
 	}
+	// Tokens held back after the first one arrived half an answer late on
+	// average: slower.
+	if est[firstOnly].TokensPerSecond > 0.9*s.TokensPerSecond {
+		t.Errorf("provider that %s measures %.1f tokens/s, the streaming one %.1f: want slower", firstOnly, est[firstOnly].TokensPerSecond, s.TokensPerSecond)
+	}
+	// Held back whole, its first token is as late as its last.
 	if est[holdsAll].FirstToken < 5*s.FirstToken || est[holdsAll].FirstToken < 500*time.Millisecond {
 		t.Errorf("provider that holds its answer back: first token %s, the streaming one's %s", est[holdsAll].FirstToken, s.FirstToken)
 	}
