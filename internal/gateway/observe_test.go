@@ -15,8 +15,8 @@ func TestHeldBack(t *testing.T) {
 	at := func(arrivals func(i int) time.Duration) *segment {
 		s := &segment{}
 		for i := range n {
-			s.arrived += arrivals(i).Seconds()
-			s.tokens++
+			s.arrived += 4 * arrivals(i).Seconds() // 4 bytes a token
+			s.relayed += 4
 		}
 		return s
 	}

@@ -223,7 +223,8 @@ func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig key
 // segment is what one job delivered.
 type segment struct {
 	// firstToken is when the first chunk with text arrived; arrived sums
-	// each chunk's tokens times its arrival, in seconds since dispatch.
+	// each chunk's bytes of text times its arrival, in seconds since
+	// dispatch (bytes the gateway counts, not tokens the provider claims).
 	firstToken time.Time
 	arrived    float64
 	chunks     int
@@ -239,7 +240,7 @@ func (s *segment) arrive(ch *protocol.Chunk, dispatched time.Time) {
 	if s.firstToken.IsZero() && ch.Delta != "" {
 		s.firstToken = now
 	}
-	s.arrived += float64(chunkTokens(ch)) * now.Sub(dispatched).Seconds()
+	s.arrived += float64(len(ch.Delta)) * now.Sub(dispatched).Seconds()
 }
 
 func (s *segment) add(ch *protocol.Chunk) {
@@ -305,9 +306,9 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 //
 // The delivered rate is completion tokens over the time to done. A
 // streamed job also gives the time to its first chunk with text, and when
-// its tokens arrived later on average than if spread evenly between the
-// first and done, that lag is added to its time: the consumer waited for
-// them. So an answer held back and sent in one burst never measures faster
+// its text arrived later on average than if spread evenly between the
+// first token and done, that lag is added to its time: the consumer waited
+// for it. So an answer held back and sent in one burst never measures faster
 // than the same tokens streamed: held back whole, its first token is as
 // late as its last; held back after the first token, it is slower by up
 // to half its time. A buffered job (the consumer reads the answer in one
@@ -331,13 +332,14 @@ func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, u
 	g.cfg.Metrics.Served(c.asked, first, total-max(first, 0), usage.PromptTokens, usage.CompletionTokens)
 }
 
-// heldBack is how much later seg's tokens arrived on average than if they
-// had come evenly between the first token and done (0 if not later).
+// heldBack is how much later seg's text arrived on average, byte by byte,
+// than if it had come evenly between the first token and done (0 if not
+// later).
 func heldBack(seg *segment, first, total time.Duration) time.Duration {
-	if seg.tokens == 0 {
+	if seg.relayed == 0 {
 		return 0
 	}
-	mean := seg.arrived / float64(seg.tokens)
+	mean := seg.arrived / float64(seg.relayed)
 	even := (first + total).Seconds() / 2
 	return max(time.Duration((mean-even)*float64(time.Second)), 0)
 }
