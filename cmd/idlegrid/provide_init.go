@@ -78,7 +78,7 @@ func newProvideInitCmd(a *app) *cobra.Command {
 					return err
 				}
 				results = append(results, res)
-				fmt.Fprintf(out, "   %-24s first token %6s   %7.1f tokens/s\n", m.Name, res.FirstToken.Round(time.Millisecond), res.TokensPerSecond)
+				fmt.Fprintf(out, "   %-24s first token %6s   %7.1f tokens/s delivered\n", m.Name, res.FirstToken.Round(time.Millisecond), res.TokensPerSecond)
 			}
 
 			fmt.Fprintln(out, "4. Prices")

@@ -199,8 +199,9 @@ func peerOpenAIModel(m store.PeerModel, now time.Time) openai.Model {
 }
 
 // openAIModel describes a model with its market: how many providers serve
-// it, their consumer prices (floors plus the gateway's fee) and their
-// recent generation speed.
+// it, their consumer prices (floors plus the gateway's fee) and the median
+// of the delivered rates this gateway measured on them (providers it has
+// not measured yet are left out; what a provider advertises is not shown).
 func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 	m := openai.Model{ID: e.model.Name, Created: e.since.Unix(), OwnedBy: "idlegrid", Providers: len(e.offers)}
 	var prompt, completion []money.Amount
@@ -210,8 +211,6 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 		completion = append(completion, scheduler.ConsumerPrice(o.model.PriceCompletionPerMTok, g.cfg.FeeBps))
 		if est, ok := g.sched.Estimate(o.key, o.model.Name); ok && est.RateSamples > 0 {
 			rates = append(rates, est.TokensPerSecond)
-		} else if o.model.TokensPerSecond > 0 {
-			rates = append(rates, o.model.TokensPerSecond)
 		}
 	}
 	m.PricePrompt = openai.PriceRange{Min: slices.Min(prompt), Median: scheduler.Median(prompt)}

@@ -311,6 +311,13 @@ func (g *Gateway) Logger() *slog.Logger { return g.log }
 // Queued is the number of requests waiting for a provider slot.
 func (g *Gateway) Queued() int { return int(g.queued.Load()) }
 
+// Speed is the gateway's current estimate of provider's speed on model
+// (the provider's own name for it): time to first token and delivered
+// rate, measured on the gateway's clock; false before any served request.
+func (g *Gateway) Speed(provider keys.PublicKey, model string) (scheduler.Estimate, bool) {
+	return g.sched.Estimate(provider, model)
+}
+
 // Handler returns the gateway's HTTP routes, including the provider
 // WebSocket endpoint.
 func (g *Gateway) Handler() http.Handler {

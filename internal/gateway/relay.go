@@ -178,9 +178,7 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 		}
 		switch {
 		case ev.Chunk != nil:
-			if seg.chunks == 0 {
-				seg.firstChunk = time.Now()
-			}
+			seg.arrive(ev.Chunk, c.dispatched)
 			seg.add(ev.Chunk)
 			if err := out.delta(c, ev.Chunk); err != nil {
 				stream.Cancel()
@@ -191,7 +189,6 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 			}
 			seg.keep(ev.Chunk)
 		case ev.Done != nil:
-			g.observe(c, job, provider, ev.Done, seg.firstChunk, seg.chunks)
 			return g.finish(ctx, c, job, provider, hold, ev.Done, &seg, out, log)
 		default:
 			partial()
@@ -225,12 +222,25 @@ func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig key
 
 // segment is what one job delivered.
 type segment struct {
-	firstChunk time.Time
+	// firstToken is when the first chunk with text arrived; arrived sums
+	// each chunk's bytes of text times its arrival, in seconds since
+	// dispatch (bytes the gateway counts, not tokens the provider claims).
+	firstToken time.Time
+	arrived    float64
 	chunks     int
 	relayed    int // bytes of text
 	tokens     int
 	text       hash.Hash
 	last       checkpoint // the latest checkpoint relayed, unverified
+}
+
+// arrive notes when ch arrived, for the speed measurement (observe).
+func (s *segment) arrive(ch *protocol.Chunk, dispatched time.Time) {
+	now := time.Now()
+	if s.firstToken.IsZero() && ch.Delta != "" {
+		s.firstToken = now
+	}
+	s.arrived += float64(len(ch.Delta)) * now.Sub(dispatched).Seconds()
 }
 
 func (s *segment) add(ch *protocol.Chunk) {
@@ -267,6 +277,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 		return outcome{err: apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry.")}
 	}
 	g.health.success(provider)
+	g.observe(c, job, provider, d.Usage, seg, now)
 	signed, err := g.record(ctx, r, d.ReceiptSignature, hold)
 	if err != nil {
 		log.Error("could not store receipt", "err", err)
@@ -288,30 +299,47 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 	return outcome{}
 }
 
-// observe feeds the scheduler the speed of a finished job. With two chunks
-// or more the gateway's own clock splits time to first token from
-// generation; a buffered answer arrives in one chunk, so the provider's
-// reported split is used, bounded by the total the gateway measured (a
-// provider can only move time between the two, not shorten it).
-func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, d *protocol.Done, firstChunk time.Time, chunks int) {
-	now := time.Now()
-	var o scheduler.Observation
-	tokens := d.Usage.CompletionTokens
-	var first, gen time.Duration
-	switch {
-	case chunks >= 2:
-		first, gen = firstChunk.Sub(c.dispatched), now.Sub(firstChunk)
-	case d.Timings.FirstTokenUs >= 0 && d.Timings.TotalUs >= d.Timings.FirstTokenUs:
-		total := now.Sub(c.dispatched)
-		first = min(time.Duration(d.Timings.FirstTokenUs)*time.Microsecond, total)
-		gen = total - first
-	default:
-		return
+// observe feeds the scheduler the speed of a finished job, measured on
+// the gateway's clock alone from dispatch. The provider's reported timings
+// play no part. It runs only for a receipt the gateway accepted, so the
+// token count is one its meter allows.
+//
+// The delivered rate is completion tokens over the time to done. A
+// streamed job also gives the time to its first chunk with text, and when
+// its text arrived later on average than if spread evenly between the
+// first token and done, that lag is added to its time: the consumer waited
+// for it. So an answer held back and sent in one burst never measures faster
+// than the same tokens streamed: held back whole, its first token is as
+// late as its last; held back after the first token, it is slower by up
+// to half its time. A buffered job (the consumer reads the answer in one
+// piece, which the backend may generate in one piece) gives the rate alone.
+func (g *Gateway) observe(c *call, job *protocol.Job, provider keys.PublicKey, usage protocol.Usage, seg *segment, done time.Time) {
+	total := done.Sub(c.dispatched)
+	if total <= 0 {
+		return // a clock step
 	}
-	o.FirstToken, o.HasFirstToken = first, first >= 0
-	if tokens >= 2 && gen > 0 {
-		o.TokensPerSecond = float64(tokens-1) / gen.Seconds()
+	o := scheduler.Observation{Tokens: usage.CompletionTokens, Took: total}
+	first := time.Duration(-1)
+	if !job.Request.Buffered {
+		first = total
+		if !seg.firstToken.IsZero() {
+			first = min(max(seg.firstToken.Sub(c.dispatched), 0), total)
+		}
+		o.FirstToken, o.HasFirstToken = first, true
+		o.Took += heldBack(seg, first, total)
 	}
 	g.sched.Observe(provider, job.Request.Model, o)
-	g.cfg.Metrics.Served(c.asked, first, gen, d.Usage.PromptTokens, d.Usage.CompletionTokens)
+	g.cfg.Metrics.Served(c.asked, first, total-max(first, 0), usage.PromptTokens, usage.CompletionTokens)
+}
+
+// heldBack is how much later seg's text arrived on average, byte by byte,
+// than if it had come evenly between the first token and done (0 if not
+// later).
+func heldBack(seg *segment, first, total time.Duration) time.Duration {
+	if seg.relayed == 0 {
+		return 0
+	}
+	mean := seg.arrived / float64(seg.relayed)
+	even := (first + total).Seconds() / 2
+	return max(time.Duration((mean-even)*float64(time.Second)), 0)
 }

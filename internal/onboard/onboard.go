@@ -132,7 +132,10 @@ func sameModel(a, b string) bool {
 type BenchResult struct {
 	Model string `json:"model"`
 	Runs  int    `json:"runs"`
-	// FirstToken and TokensPerSecond are medians over the runs.
+	// FirstToken and TokensPerSecond are medians over the runs, measured
+	// as a gateway measures a provider: time to the first token with text,
+	// and the delivered rate, tokens per second from the request to the
+	// end of the answer, the wait for the first token included.
 	FirstToken      time.Duration `json:"first_token"`
 	TokensPerSecond float64       `json:"tokens_per_second"`
 	Tokens          int           `json:"tokens"`
@@ -176,8 +179,8 @@ func Benchmark(ctx context.Context, b backend.Backend, model string, runs, maxTo
 			first = end
 		}
 		ttfts = append(ttfts, first.Sub(start))
-		if gen := end.Sub(first); tokens > 1 && gen > 0 {
-			speeds = append(speeds, float64(tokens-1)/gen.Seconds())
+		if total := end.Sub(start); tokens > 0 && total > 0 {
+			speeds = append(speeds, float64(tokens)/total.Seconds())
 		}
 		res.Tokens += tokens
 		if progress != nil {
@@ -260,6 +263,15 @@ func FetchMarket(ctx context.Context, gatewayURL string, hc *http.Client) (map[s
 	return out, nil
 }
 
+// MaxPlausibleTokensPerSecond bounds the delivered rate a network median
+// can have. An answer's tokens come one forward pass of the model at a
+// time, and the fastest single-stream serving published (dedicated
+// inference chips) delivers about 2,000–3,000 tokens/s; a median above
+// 10,000 is no provider's speed but a measurement error (an answer that
+// arrived in one burst timed as taking no time), and a price scaled by it
+// would be far below what the network pays.
+const MaxPlausibleTokensPerSecond = 10_000
+
 // Suggestion is a price to start with and why.
 type Suggestion struct {
 	Prompt, Completion money.Amount
@@ -270,14 +282,19 @@ type Suggestion struct {
 // machine's measured speed: the network's median consumer price, scaled
 // down by how much slower this machine is than the network's median (a
 // slower provider wins requests by being cheaper), never above the median.
-// Without a market the defaults stand.
+// A median speed above MaxPlausibleTokensPerSecond is ignored (the median
+// price stands). Without a market the defaults stand.
 func SuggestPrice(m *Market, bench BenchResult, defPrompt, defCompletion money.Amount) Suggestion {
 	if m == nil || m.Providers == 0 {
 		return Suggestion{Prompt: defPrompt, Completion: defCompletion, Why: "no provider serves this model yet: the defaults"}
 	}
 	ratio := 1.0
 	why := fmt.Sprintf("the network's median price (%d providers)", m.Providers)
-	if m.TokensPerSecond > 0 && bench.TokensPerSecond > 0 && bench.TokensPerSecond < m.TokensPerSecond {
+	switch {
+	case m.TokensPerSecond > MaxPlausibleTokensPerSecond:
+		why = fmt.Sprintf("the network's median price (%d providers); its median speed, %.0f tokens/s, is above what any provider delivers (%d): ignored",
+			m.Providers, m.TokensPerSecond, MaxPlausibleTokensPerSecond)
+	case m.TokensPerSecond > 0 && bench.TokensPerSecond > 0 && bench.TokensPerSecond < m.TokensPerSecond:
 		ratio = bench.TokensPerSecond / m.TokensPerSecond
 		why = fmt.Sprintf("the network's median price (%d providers) × %.2f: this machine makes %.1f tokens/s, the network's median %.1f",
 			m.Providers, ratio, bench.TokensPerSecond, m.TokensPerSecond)

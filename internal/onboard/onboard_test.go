@@ -85,6 +85,13 @@ func TestMarketAndPrice(t *testing.T) {
 	if s := SuggestPrice(&sm, BenchResult{TokensPerSecond: 500}, 1, 2); s.Prompt != 200_000 || s.Completion != 600_000 {
 		t.Errorf("fast machine: %+v", s)
 	}
+	// A median no provider can deliver (an answer timed as arriving in
+	// no time) is ignored: the median price, not one 100× below it.
+	absurd := sm
+	absurd.TokensPerSecond = 112_949
+	if s := SuggestPrice(&absurd, BenchResult{TokensPerSecond: 250}, 1, 2); s.Prompt != 200_000 || s.Completion != 600_000 || !strings.Contains(s.Why, "112949 tokens/s, is above what any provider delivers (10000): ignored") {
+		t.Errorf("implausible median: %+v", s)
+	}
 	if s := SuggestPrice(nil, BenchResult{}, 7, 9); s.Prompt != 7 || s.Completion != 9 {
 		t.Errorf("no market: %+v", s)
 	}

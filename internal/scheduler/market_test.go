@@ -183,7 +183,7 @@ func observed(t *testing.T, seed uint64, speeds map[byte]speed) *Scheduler {
 	t.Helper()
 	s := newScheduler(t, Config{Rand: rand.New(rand.NewPCG(seed, 5))})
 	for k, sp := range speeds {
-		s.Observe(key(k), "sim", Observation{FirstToken: time.Duration(sp.ttft * float64(time.Second)), HasFirstToken: true, TokensPerSecond: sp.tps})
+		s.Observe(key(k), "sim", Observation{FirstToken: time.Duration(sp.ttft * float64(time.Second)), HasFirstToken: true, Tokens: uint64(sp.tps), Took: time.Second})
 	}
 	return s
 }
@@ -246,16 +246,26 @@ func TestScore(t *testing.T) {
 	}
 }
 
-// TestAdvertisedRate: before any observation, the rate a provider
-// advertises ranks it.
-func TestAdvertisedRate(t *testing.T) {
-	slow, fast := priced(1, 1, 1), priced(2, 1, 1)
-	slow.Models[0].TokensPerSecond, fast.Models[0].TokensPerSecond = 20, 200
+// TestAdvertisedRateIgnored: the rate a provider advertises is its own
+// claim and ranks nobody. A provider claiming a million tokens/s that the
+// gateway has not measured yet counts as the measured one beside it, for
+// the default score and for sort: throughput alike.
+func TestAdvertisedRateIgnored(t *testing.T) {
+	liar, honest := priced(1, 1, 1), priced(2, 1, 1)
+	liar.Models[0].TokensPerSecond = 1e6
 	s := newScheduler(t, Config{Rand: rand.New(rand.NewPCG(1, 1))})
-	for range 50 {
-		got, err := s.Pick([]Candidate{slow, fast}, &Request{Model: "sim", MaxTokens: 100})
-		if err != nil || got.Key != key(2) {
-			t.Fatalf("picked %v, %v; want the provider advertising 200 tokens/s", got.Key[0], err)
+	s.Observe(key(2), "sim", Observation{FirstToken: 100 * time.Millisecond, HasFirstToken: true, Tokens: 200, Took: time.Second})
+	for _, sort := range []Sort{"", SortThroughput} {
+		count := map[byte]int{}
+		for range 200 {
+			got, err := s.Pick([]Candidate{liar, honest}, &Request{Model: "sim", MaxTokens: 100, Prefs: Preferences{Sort: sort}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			count[got.Key[0]]++
+		}
+		if count[1] > 140 || count[2] < 60 {
+			t.Fatalf("sort %q: the provider advertising 1e6 tokens/s took %d of 200 requests, the measured one %d", sort, count[1], count[2])
 		}
 	}
 }
@@ -266,12 +276,20 @@ func TestObserve(t *testing.T) {
 		t.Fatal("estimate before any observation")
 	}
 	s.Observe(key(1), "sim", Observation{FirstToken: 100 * time.Millisecond, HasFirstToken: true})
-	s.Observe(key(1), "sim", Observation{FirstToken: 200 * time.Millisecond, HasFirstToken: true, TokensPerSecond: 50})
-	s.Observe(key(1), "sim", Observation{TokensPerSecond: 150})
+	s.Observe(key(1), "sim", Observation{FirstToken: 200 * time.Millisecond, HasFirstToken: true, Tokens: 50, Took: time.Second})
+	s.Observe(key(1), "sim", Observation{Tokens: 150, Took: time.Second})
+	s.Observe(key(1), "sim", Observation{Took: time.Second})                             // no tokens: no rate
 	s.Observe(key(1), "sim", Observation{FirstToken: -time.Second, HasFirstToken: true}) // a clock step: ignored
 	e, ok := s.Estimate(key(1), "sim")
 	if !ok || e.FirstToken != 130*time.Millisecond || e.FirstTokenSamples != 2 || e.RateSamples != 2 || e.TokensPerSecond < 79.99 || e.TokensPerSecond > 80.01 {
 		t.Fatalf("estimate %+v, want 130ms over 2 samples and 80 tokens/s over 2", e)
+	}
+	// The rate is the ratio of the averages: a 2-token answer that came
+	// in 10 ms does not outweigh a 200-token one that took 4 s.
+	s.Observe(key(2), "sim", Observation{Tokens: 200, Took: 4 * time.Second})
+	s.Observe(key(2), "sim", Observation{Tokens: 2, Took: 10 * time.Millisecond})
+	if e, _ := s.Estimate(key(2), "sim"); e.TokensPerSecond < 50 || e.TokensPerSecond > 51 {
+		t.Fatalf("rate %.1f tokens/s after 200 tokens in 4 s and 2 in 10 ms, want about 50", e.TokensPerSecond)
 	}
 	if _, ok := s.Estimate(key(1), "other"); ok {
 		t.Fatal("an estimate leaked to another model")

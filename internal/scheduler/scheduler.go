@@ -347,14 +347,15 @@ func (s *Scheduler) market(elig, pool []entry, r *Request) *entry {
 }
 
 // speed is a candidate's expected time to first token (seconds) and
-// generation rate (tokens/s; 0 unknown).
+// delivered rate (tokens/s; 0 unknown).
 type speed struct {
 	ttft, tps float64
 }
 
-// speeds estimates each eligible provider's speed from observations, else
-// from the rate it advertises, else as the mean of the others, so that a
-// provider nobody has measured yet is neither favoured nor starved.
+// speeds estimates each eligible provider's speed from the gateway's
+// observations, else as the mean of the others, so that a provider nobody
+// has measured yet is neither favoured nor starved. The rate a provider
+// advertises is its own claim and plays no part.
 func (s *Scheduler) speeds(elig []entry) []speed {
 	out := make([]speed, len(elig))
 	hasTTFT := make([]bool, len(elig))
@@ -369,13 +370,8 @@ func (s *Scheduler) speeds(elig []entry) []speed {
 			sumTTFT += out[i].ttft
 			nTTFT++
 		}
-		switch {
-		case st != nil && st.RateSamples > 0:
+		if st != nil && st.RateSamples > 0 {
 			out[i].tps, hasTPS[i] = st.TokensPerSecond, true
-		case e.model.TokensPerSecond > 0:
-			out[i].tps, hasTPS[i] = e.model.TokensPerSecond, true
-		}
-		if hasTPS[i] {
 			sumTPS += out[i].tps
 			nTPS++
 		}
@@ -400,8 +396,13 @@ func expectedTokens(r *Request) float64 {
 	return float64(r.MaxTokens)
 }
 
-// latency is the expected time to serve r idle: first token plus
-// generation, at least a millisecond so that ratios stay finite.
+// latency is the expected time to serve r idle: the time to first token
+// plus the expected tokens at the delivered rate, at least a millisecond so
+// that ratios stay finite. The delivered rate already includes the wait for
+// the first token, so that wait counts twice, as a streaming consumer feels
+// it: a provider that holds its answer back until the end has its first
+// token as late as its last and ranks behind one that streams the same
+// tokens.
 func latency(sp speed, r *Request) float64 {
 	l := sp.ttft
 	if sp.tps > 0 {

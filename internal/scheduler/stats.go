@@ -6,25 +6,35 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 )
 
-// Observation is what the gateway measured on one served request.
+// Observation is what the gateway measured on one served request, on its
+// own clock.
 type Observation struct {
 	// FirstToken is the time from dispatch to the first token, when
 	// HasFirstToken.
 	FirstToken    time.Duration
 	HasFirstToken bool
-	// TokensPerSecond is the generation rate after the first token; 0 when
-	// not measured (too few tokens).
-	TokensPerSecond float64
+	// Tokens were delivered in Took, from dispatch to the end of the
+	// answer, the wait for the first token included; no rate is measured
+	// without tokens.
+	Tokens uint64
+	Took   time.Duration
 }
 
 // Estimate is the scheduler's recent view of one provider's speed on one
 // model: exponentially weighted moving averages of its observations.
 type Estimate struct {
-	FirstToken      time.Duration
+	FirstToken time.Duration
+	// TokensPerSecond is the delivered rate: the moving average of tokens
+	// per answer over that of the time per answer. A ratio of averages
+	// rather than an average of ratios, so that it is the rate consumers
+	// got over recent answers: a short answer that came fast does not
+	// outweigh a long one that came slowly.
 	TokensPerSecond float64
 	// FirstTokenSamples and RateSamples count the observations behind
 	// each average (0: no estimate).
 	FirstTokenSamples, RateSamples int
+
+	tokens, seconds float64 // the moving averages behind TokensPerSecond
 }
 
 // ewmaWeight is the weight of the newest observation: after about ten
@@ -50,12 +60,14 @@ func (e *Estimate) add(o Observation) {
 		}
 		e.FirstTokenSamples++
 	}
-	if o.TokensPerSecond > 0 {
+	if o.Tokens > 0 && o.Took > 0 {
 		if e.RateSamples == 0 {
-			e.TokensPerSecond = o.TokensPerSecond
+			e.tokens, e.seconds = float64(o.Tokens), o.Took.Seconds()
 		} else {
-			e.TokensPerSecond = ewmaWeight*o.TokensPerSecond + (1-ewmaWeight)*e.TokensPerSecond
+			e.tokens = ewmaWeight*float64(o.Tokens) + (1-ewmaWeight)*e.tokens
+			e.seconds = ewmaWeight*o.Took.Seconds() + (1-ewmaWeight)*e.seconds
 		}
+		e.TokensPerSecond = e.tokens / e.seconds
 		e.RateSamples++
 	}
 }
