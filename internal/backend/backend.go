@@ -26,8 +26,15 @@ type Backend interface {
 
 // Model is one model the backend has.
 type Model struct {
-	Name          string
-	Digest        string
+	Name string
+	// Digest identifies the model by what determines its outputs, the same
+	// on every machine that has it (for Ollama: ollama/identity.go). It is
+	// what providers attest, receipts carry and verifiers look up.
+	Digest string
+	// BackendDigest is the backend's own digest of the model (Ollama's
+	// /api/tags digest), shown beside Digest; it may differ between
+	// machines with the same model.
+	BackendDigest string
 	Quantization  string
 	Family        string
 	ParameterSize string

@@ -226,7 +226,7 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 
 func ollamaModel(e modelEntry) ollama.Model {
 	m := e.model
-	return ollama.Model{Name: m.Name, Digest: m.Digest, Family: m.Family, ParameterSize: m.ParameterSize,
+	return ollama.Model{Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Family: m.Family, ParameterSize: m.ParameterSize,
 		Quantization: m.Quantization, ContextLength: m.ContextLength, ModifiedAt: e.since}
 }
 

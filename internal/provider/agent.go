@@ -264,7 +264,7 @@ func (a *Agent) capabilities(ctx context.Context) (protocol.Capabilities, error)
 			continue
 		}
 		caps.Models = append(caps.Models, protocol.Model{
-			Name: m.Name, Digest: m.Digest, Quantization: m.Quantization, Family: m.Family, ParameterSize: m.ParameterSize,
+			Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Quantization: m.Quantization, Family: m.Family, ParameterSize: m.ParameterSize,
 			ContextLength: m.ContextLength, PricePromptPerMTok: a.cfg.PricePrompt, PriceCompletionPerMTok: a.cfg.PriceCompletion,
 		})
 	}

@@ -8,6 +8,7 @@ package ollama
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,9 +56,12 @@ func newTransport() *http.Transport {
 	return t
 }
 
-// Models lists the server's models from /api/tags. ContextLength comes from
-// /api/show, best effort: a model whose details cannot be read is listed
-// with ContextLength 0 rather than hidden.
+// Models lists the server's models from /api/tags, each identified by its
+// content (identity.go), with /api/tags' own digest beside it as
+// BackendDigest. /api/show gives the identity and the context length; a
+// model it cannot describe is left out (its identity is unknown, and
+// advertising the manifest digest instead would name another model than
+// the same weights elsewhere), unless every model fails, which is an error.
 func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 	var tags struct {
 		Models []struct {
@@ -75,35 +79,71 @@ func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 		return nil, err
 	}
 	out := make([]backend.Model, 0, len(tags.Models))
+	var firstErr error
 	for _, m := range tags.Models {
-		cl, err := c.contextLength(ctx, m.Name)
-		if err != nil && ctx.Err() != nil {
-			return nil, fmt.Errorf("ollama: %w", ctx.Err())
+		d, err := c.describe(ctx, m.Name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("ollama: %w", ctx.Err())
+			}
+			firstErr = cmp.Or(firstErr, err)
+			continue
 		}
 		out = append(out, backend.Model{
-			Name: m.Name, Digest: m.Digest, Quantization: m.Details.QuantizationLevel,
-			Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
-			ContextLength: cl, SizeBytes: m.Size,
+			Name: m.Name, Digest: cmp.Or(d.identity, m.Digest), BackendDigest: m.Digest,
+			Quantization: m.Details.QuantizationLevel, Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
+			ContextLength: d.contextLength, SizeBytes: m.Size,
 		})
+	}
+	if len(out) == 0 && firstErr != nil {
+		return nil, firstErr
 	}
 	return out, nil
 }
 
-// contextLength reads "<general.architecture>.context_length" from
-// /api/show's model_info.
-func (c *Client) contextLength(ctx context.Context, model string) (int, error) {
+// Identity returns the identity of one model of the server (identity.go):
+// what Models reports as its Digest. Verifiers that look a provider's
+// digest up in their reference compare it with this.
+func (c *Client) Identity(ctx context.Context, model string) (string, error) {
+	d, err := c.describe(ctx, model)
+	if err != nil || d.identity != "" {
+		return d.identity, err
+	}
+	ms, err := c.Models(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range ms {
+		if m.Name == model || m.Name == model+":latest" {
+			return m.Digest, nil
+		}
+	}
+	return "", fmt.Errorf("%w: ollama: %s", backend.ErrModelNotFound, model)
+}
+
+// description is what Models reads from /api/show.
+type description struct {
+	identity      string // "" when the server names no content-addressed weights
+	contextLength int    // 0 when unknown
+}
+
+// describe reads a model's identity and its context length
+// ("<general.architecture>.context_length" of model_info) from /api/show.
+func (c *Client) describe(ctx context.Context, model string) (description, error) {
 	var show struct {
+		showInfo
 		ModelInfo map[string]any `json:"model_info"`
 	}
 	if err := c.call(ctx, http.MethodPost, "/api/show", map[string]string{"model": model}, &show); err != nil {
-		return 0, err
+		return description{}, err
 	}
+	d := description{identity: show.identity()}
 	arch, _ := show.ModelInfo["general.architecture"].(string)
 	n, _ := show.ModelInfo[arch+".context_length"].(float64)
-	if arch == "" || n <= 0 || n > 1<<40 {
-		return 0, nil
+	if arch != "" && n > 0 && n <= 1<<40 {
+		d.contextLength = int(n)
 	}
-	return int(n), nil
+	return d, nil
 }
 
 // call does a small JSON request and decodes the JSON answer into out.

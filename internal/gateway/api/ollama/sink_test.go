@@ -3,6 +3,7 @@ package ollama
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,6 +172,19 @@ func TestCatalogGolden(t *testing.T) {
 		`# digest: sha256:abc123\nFROM llama3.2:1b\n","parameters":"","template":"",`+
 		`"details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"1.2B","quantization_level":"Q8_0"},`+
 		`"model_info":{"general.architecture":"llama","llama.context_length":131072},"capabilities":["completion"],"modified_at":"2024-01-02T03:04:05Z"}`+"\n")
+
+	// A provider's own Ollama digest shows beside the identity.
+	m.BackendDigest = "sha256:def456"
+	rec = httptest.NewRecorder()
+	WriteTags(rec, []Model{m})
+	if b := rec.Body.String(); !strings.Contains(b, `"digest":"abc123","backend_digest":"def456"`) {
+		t.Errorf("tags: %s", b)
+	}
+	rec = httptest.NewRecorder()
+	WriteShow(rec, m)
+	if b := rec.Body.String(); !strings.Contains(b, `# digest: sha256:abc123\n# backend digest: sha256:def456 (a provider's own Ollama digest)\nFROM`) {
+		t.Errorf("show: %s", b)
+	}
 
 	rec = httptest.NewRecorder()
 	WriteVersion(rec, "1.2.3")
