@@ -40,6 +40,9 @@ type Model struct {
 	ParameterSize string
 	ContextLength int
 	SizeBytes     int64
+	// NoLogprobs: the backend is known to return no log-probabilities for
+	// this model (Ollama before 0.12.11).
+	NoLogprobs bool
 }
 
 // Delta is a piece of generated text.

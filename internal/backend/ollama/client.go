@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,6 +79,7 @@ func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 	if err := c.call(ctx, http.MethodGet, "/api/tags", nil, &tags); err != nil {
 		return nil, err
 	}
+	noLogprobs := c.tooOldForLogprobs(ctx)
 	out := make([]backend.Model, 0, len(tags.Models))
 	var firstErr error
 	for _, m := range tags.Models {
@@ -92,7 +94,7 @@ func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 		out = append(out, backend.Model{
 			Name: m.Name, Digest: cmp.Or(d.identity, m.Digest), BackendDigest: m.Digest,
 			Quantization: m.Details.QuantizationLevel, Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
-			ContextLength: d.contextLength, SizeBytes: m.Size,
+			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs,
 		})
 	}
 	if len(out) == 0 && firstErr != nil {
@@ -119,6 +121,56 @@ func (c *Client) Identity(ctx context.Context, model string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%w: ollama: %s", backend.ErrModelNotFound, model)
+}
+
+// logprobsSince is the first Ollama release that returns log-probabilities
+// on /api/chat and /api/generate.
+var logprobsSince = [3]int{0, 12, 11}
+
+// tooOldForLogprobs reports whether /api/version names a release before
+// logprobsSince. A version it cannot read, and "0.0.0" (what source builds
+// and the simulator report), count as current; an agent still notices a
+// backend that returns none when a job asks (provider session.go).
+func (c *Client) tooOldForLogprobs(ctx context.Context) bool {
+	var v struct {
+		Version string `json:"version"`
+	}
+	if c.call(ctx, http.MethodGet, "/api/version", nil, &v) != nil {
+		return false
+	}
+	got, ok := parseVersion(v.Version)
+	return ok && got != [3]int{} && cmpVersion(got, logprobsSince) < 0
+}
+
+// parseVersion reads "major.minor.patch", with an optional "v" before and
+// anything after a "-" or "+" ignored.
+func parseVersion(s string) ([3]int, bool) {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "v")
+	if i := strings.IndexAny(s, "-+"); i >= 0 {
+		s = s[:i]
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return [3]int{}, false
+	}
+	var out [3]int
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return [3]int{}, false
+		}
+		out[i] = n
+	}
+	return out, true
+}
+
+func cmpVersion(a, b [3]int) int {
+	for i := range a {
+		if c := cmp.Compare(a[i], b[i]); c != 0 {
+			return c
+		}
+	}
+	return 0
 }
 
 // description is what Models reads from /api/show.

@@ -262,3 +262,26 @@ func TestConnectionReused(t *testing.T) {
 		t.Errorf("10 jobs opened %d connections to the backend, want 1", n)
 	}
 }
+
+// TestNoLogprobsFromVersion: models of an Ollama older than 0.12.11 are
+// marked as returning no log-probabilities; current, source builds
+// ("0.0.0") and unreadable versions are not.
+func TestNoLogprobsFromVersion(t *testing.T) {
+	for version, want := range map[string]bool{"0.6.5": true, "0.12.10": true, "v0.12.11": false, "0.13.5-rc1": false, "0.0.0": false, "": false, "x": false} {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/api/version":
+				fmt.Fprintf(w, `{"version":%q}`, version)
+			case "/api/tags":
+				io.WriteString(w, `{"models":[{"name":"m:latest","digest":"abc"}]}`)
+			case "/api/show":
+				io.WriteString(w, `{"modelfile":"FROM /x/blobs/sha256-`+strings.Repeat("1", 64)+`\n"}`)
+			}
+		}))
+		models, err := New(ts.URL, nil).Models(t.Context())
+		ts.Close()
+		if err != nil || len(models) != 1 || models[0].NoLogprobs != want {
+			t.Errorf("version %q: %+v, %v; want NoLogprobs %v", version, models, err, want)
+		}
+	}
+}
