@@ -149,7 +149,7 @@ func WriteLoaded(w http.ResponseWriter, p Params, now time.Time) {
 	if p.Unload {
 		reason = "unload"
 	}
-	writeJSON(w, newLine(p.Request.Kind == protocol.KindChat, p.Request.Model, now, "", reason, true, nil))
+	writeJSON(w, newLine(p.Request.Kind == protocol.KindChat, p.Request.Model, now, "", reason, true, nil, nil))
 }
 
 // writeJSON writes a 200 JSON response. A failed write means the consumer

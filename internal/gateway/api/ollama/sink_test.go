@@ -1,6 +1,7 @@
 package ollama
 
 import (
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -104,6 +105,49 @@ func TestSinkNonStream(t *testing.T) {
 	play(t, newSink(rec, Params{}, false, fixedNow), 0, nil)
 	check(t, rec, http.StatusOK, "application/json",
 		`{"model":"m",`+stamp+`,"response":"Hello <b> world","done":true,"done_reason":"length",`+counters+"}\n")
+}
+
+// TestSinkLogprobs: log-probabilities in Ollama's exact shape (token,
+// logprob, bytes, top_logprobs cut to what was asked), on each streamed
+// line and gathered on the non-streaming one; none unless asked.
+func TestSinkLogprobs(t *testing.T) {
+	lp := func(tok string, l float64) protocol.TokenLogprob {
+		return protocol.TokenLogprob{Token: tok, Logprob: l, Top: []protocol.TopLogprob{{Token: tok, Logprob: l}, {Token: "é", Logprob: -2}, {Token: "z", Logprob: -3}}}
+	}
+	run := func(p Params, chat bool) string {
+		rec := httptest.NewRecorder()
+		s := newSink(rec, p, chat, fixedNow)
+		if err := s.Begin(testMeta()); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []sink.Delta{{Text: "a", Logprobs: []protocol.TokenLogprob{lp("a", -0.5)}}, {Text: "b", Logprobs: []protocol.TokenLogprob{lp("b", math.Inf(-1))}}} {
+			if err := s.Delta(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.End(testFinal()); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Body.String()
+	}
+	asked := Params{Stream: true, Request: protocol.Request{Options: protocol.Options{Logprobs: true, TopLogprobs: 2}}}
+	a := `{"token":"a","logprob":-0.5,"bytes":[97],"top_logprobs":[{"token":"a","logprob":-0.5,"bytes":[97]},{"token":"é","logprob":-2,"bytes":[195,169]}]}`
+	b := `{"token":"b","logprob":-9999,"bytes":[98],"top_logprobs":[{"token":"b","logprob":-9999,"bytes":[98]},{"token":"é","logprob":-2,"bytes":[195,169]}]}`
+	head := `{"model":"m",` + stamp + `,"response":`
+	want := head + `"a","done":false,"logprobs":[` + a + `]}` + "\n" +
+		head + `"b","done":false,"logprobs":[` + b + `]}` + "\n" +
+		head + `"","done":true,"done_reason":"length",` + counters + "}\n"
+	if got := run(asked, false); got != want {
+		t.Errorf("generate stream\n got: %s\nwant: %s", got, want)
+	}
+	asked.Stream = false
+	want = `{"model":"m",` + stamp + `,"message":{"role":"assistant","content":"ab"},"done_reason":"length","done":true,"logprobs":[` + a + `,` + b + `],` + counters + "}\n"
+	if got := run(asked, true); got != want {
+		t.Errorf("chat\n got: %s\nwant: %s", got, want)
+	}
+	if got := run(Params{}, true); strings.Contains(got, "logprobs") {
+		t.Errorf("not asked, yet: %s", got)
+	}
 }
 
 func TestSinkFail(t *testing.T) {
