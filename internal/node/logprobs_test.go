@@ -1,0 +1,134 @@
+package node_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/idlegrid/idlegrid/internal/node"
+)
+
+// TestRealOllamaLogprobs: a consumer who asks for log-probabilities gets
+// them from a provider in front of a real Ollama (v0.12.11 or later), in
+// OpenAI's shape (streaming and not) and in Ollama's, one per generated
+// token, with the alternatives asked for.
+func TestRealOllamaLogprobs(t *testing.T) {
+	ollamaURL := os.Getenv("OLLAMA_URL")
+	if ollamaURL == "" {
+		t.Skip("OLLAMA_URL not set: start a test Ollama with shared/scripts/ollama-test-server.sh start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := node.OpenBackend(ctx, node.BackendOllama, ollamaURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{backend: b, slots: 2})
+	c := openaiClient(tn)
+
+	params := openaiChatParams("tiny", "Hello there", 8)
+	params.Logprobs = openai.Bool(true)
+	params.TopLogprobs = openai.Int(2)
+	resp, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lps := resp.Choices[0].Logprobs.Content
+	var joined strings.Builder
+	for _, lp := range lps {
+		joined.WriteString(lp.Token)
+		if len(lp.TopLogprobs) != 2 || lp.Logprob > 0 || string(bytesOf(lp.Bytes)) != lp.Token {
+			t.Errorf("token %+v: want 2 alternatives, logprob ≤ 0, bytes of the token", lp)
+		}
+	}
+	if len(lps) == 0 || int64(len(lps)) != resp.Usage.CompletionTokens || joined.String() != resp.Choices[0].Message.Content {
+		t.Fatalf("non-streaming: %d logprobs for %d tokens, tokens %q, text %q", len(lps), resp.Usage.CompletionTokens, joined.String(), resp.Choices[0].Message.Content)
+	}
+
+	stream := c.Chat.Completions.NewStreaming(ctx, params)
+	var text, tokens strings.Builder
+	n := 0
+	for stream.Next() {
+		ch := stream.Current()
+		if len(ch.Choices) == 0 {
+			continue
+		}
+		text.WriteString(ch.Choices[0].Delta.Content)
+		for _, lp := range ch.Choices[0].Logprobs.Content {
+			tokens.WriteString(lp.Token)
+			n++
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || tokens.String() != text.String() {
+		t.Fatalf("streaming: %d logprobs, tokens %q, text %q", n, tokens.String(), text.String())
+	}
+
+	// Ollama's API, streamed: every line with text carries its tokens.
+	body := `{"model":"tiny","messages":[{"role":"user","content":"Hello there"}],"logprobs":true,"top_logprobs":3,"options":{"num_predict":6,"temperature":0}}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tn.URL+"/api/chat", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	hr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hr.Body.Close()
+	if hr.StatusCode != http.StatusOK {
+		t.Fatalf("/api/chat: HTTP %d", hr.StatusCode)
+	}
+	sc := bufio.NewScanner(hr.Body)
+	lines := 0
+	for sc.Scan() {
+		var line struct {
+			Message  struct{ Content string }
+			Done     bool
+			Logprobs []struct {
+				Token       string
+				Logprob     float64
+				Bytes       []int
+				TopLogprobs []struct{ Token string } `json:"top_logprobs"`
+			}
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("line %s: %v", sc.Bytes(), err)
+		}
+		if line.Done || line.Message.Content == "" {
+			continue
+		}
+		lines++
+		var tok bytes.Buffer
+		for _, lp := range line.Logprobs {
+			tok.WriteString(lp.Token)
+			if len(lp.TopLogprobs) != 3 || len(lp.Bytes) != len(lp.Token) {
+				t.Errorf("line %s: want 3 alternatives and the token's bytes", sc.Bytes())
+			}
+		}
+		if tok.String() != line.Message.Content {
+			t.Errorf("line %s: tokens %q, text %q", sc.Bytes(), tok.String(), line.Message.Content)
+		}
+	}
+	if lines == 0 {
+		t.Fatal("/api/chat: no text")
+	}
+}
+
+func bytesOf(b []int64) []byte {
+	out := make([]byte, len(b))
+	for i, v := range b {
+		out[i] = byte(v)
+	}
+	return out
+}
