@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
@@ -131,4 +135,57 @@ func bytesOf(b []int64) []byte {
 		out[i] = byte(v)
 	}
 	return out
+}
+
+// TestOldOllamaLogprobs: a provider in front of an Ollama older than
+// 0.12.11 (which returns no log-probabilities) advertises it, and a
+// request asking for them is refused with a 400 saying why, instead of an
+// answer with an empty list; requests without logprobs are served.
+func TestOldOllamaLogprobs(t *testing.T) {
+	s, err := sim.New(fastSim())
+	if err != nil {
+		t.Fatal(err)
+	}
+	simSrv := sim.NewServer(s)
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/version" {
+			io.WriteString(w, `{"version":"0.6.5"}`)
+			return
+		}
+		simSrv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(old.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := node.OpenBackend(ctx, node.BackendOllama, old.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{backend: b})
+	c := openaiClient(tn)
+
+	params := openaiChatParams("sim", "hi", 4)
+	if _, err := c.Chat.Completions.New(ctx, params); err != nil {
+		t.Fatalf("without logprobs: %v", err)
+	}
+	params.Logprobs = openai.Bool(true)
+	_, err = c.Chat.Completions.New(ctx, params)
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != "logprobs" || !strings.Contains(apiErr.Message, "log-probabilities") {
+		t.Fatalf("with logprobs: %v, want a 400 on logprobs", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tn.URL+"/api/generate", strings.NewReader(`{"model":"sim","prompt":"hi","logprobs":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	hr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(hr.Body)
+	hr.Body.Close()
+	if hr.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "log-probabilities") {
+		t.Fatalf("/api/generate with logprobs: HTTP %d %s", hr.StatusCode, body)
+	}
 }
