@@ -4,9 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"path"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // A model's identity is what determines its outputs, hashed so that the same
@@ -54,12 +57,12 @@ func (s showInfo) layers() []string {
 	var out []string
 	weights := false
 	for line := range strings.Lines(s.Modelfile) {
-		cmd, arg, ok := strings.Cut(strings.TrimSpace(line), " ")
+		cmd, arg, ok := strings.Cut(strings.Trim(line, asciiSpace), " ")
 		cmd = strings.ToUpper(cmd)
 		if !ok || cmd != "FROM" && cmd != "ADAPTER" {
 			continue
 		}
-		hexDigest, ok := blobDigest(strings.TrimSpace(arg))
+		hexDigest, ok := blobDigest(strings.Trim(arg, asciiSpace))
 		if !ok {
 			continue
 		}
@@ -71,6 +74,11 @@ func (s showInfo) layers() []string {
 	}
 	return out
 }
+
+// asciiSpace is the whitespace the identity's text rules know: only ASCII,
+// so that the browser provider (static/contribute/ollama.js) reads the same
+// text the same way.
+const asciiSpace = " \t\n\v\f\r"
 
 // blobDigest reads the sha256 from a blob path ".../sha256-<64 hex>" (or
 // Windows' "...\sha256-<hex>", or "sha256:<hex>").
@@ -92,6 +100,18 @@ func blobDigest(p string) (string, bool) {
 	return h, true
 }
 
+// IdentityFromShow returns the identity of the model an /api/show answer
+// describes, or "" when it names no content-addressed weights (then the
+// server's own digest stands for the model). Models and Identity use it;
+// so can anyone who holds an /api/show answer, such as a verifier.
+func IdentityFromShow(body []byte) (string, error) {
+	var s showInfo
+	if err := json.Unmarshal(body, &s); err != nil {
+		return "", fmt.Errorf("ollama: /api/show: %w", err)
+	}
+	return s.identity(), nil
+}
+
 // identity returns the model's identity, or "" when /api/show names no
 // content-addressed weights.
 func (s showInfo) identity() string {
@@ -101,7 +121,8 @@ func (s showInfo) identity() string {
 	}
 	var params []string
 	for line := range strings.Lines(s.Parameters) {
-		if f := strings.Fields(line); len(f) > 0 {
+		f := strings.FieldsFunc(line, func(r rune) bool { return r < utf8.RuneSelf && strings.ContainsRune(asciiSpace, r) })
+		if len(f) > 0 {
 			params = append(params, strings.Join(f, " "))
 		}
 	}
