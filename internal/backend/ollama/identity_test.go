@@ -23,7 +23,7 @@ TEMPLATE {{ .Prompt }}
 `
 
 func TestIdentityIgnoresWhereFilesAre(t *testing.T) {
-	a := showInfo{Modelfile: fmt.Sprintf(tinyShow, "/root/.ollama/models"), Template: "{{ .Prompt }}", Parameters: "stop \"a\"\ntemperature 0.7"}
+	a := showInfo{Modelfile: fmt.Sprintf(tinyShow, "/srv/ollama/models"), Template: "{{ .Prompt }}", Parameters: "stop \"a\"\ntemperature 0.7"}
 	b := showInfo{Modelfile: fmt.Sprintf(tinyShow, `C:\Users\x\.ollama\models`), Template: "{{ .Prompt }}", Parameters: "temperature    0.7\nstop           \"a\"\n"}
 	if a.identity() == "" || a.identity() != b.identity() {
 		t.Fatalf("same layers in two folders: %q and %q", a.identity(), b.identity())
@@ -52,19 +52,24 @@ func TestIdentityIgnoresWhereFilesAre(t *testing.T) {
 // (other weights) and tiny-tools (another template) have others.
 func TestIdentitySurvivesMove(t *testing.T) {
 	first := realOllama(t)
-	bin := os.Getenv("OLLAMA_BIN")
+	bin := ollamaBinary()
 	if bin == "" {
-		bin = filepath.Join(os.Getenv("HOME"), ".cache/idlegrid/ollama-v0.13.5/ollama")
+		t.Skip("no ollama binary to start a second server: set OLLAMA_BIN (ollama-test-server.sh prints it)")
 	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("no ollama binary to start a second server (set OLLAMA_BIN): %v", err)
+	// The second server creates tiny from the very file the first one
+	// holds as tiny's weights (same machine).
+	var show showInfo
+	if err := first.call(t.Context(), http.MethodPost, "/api/show", map[string]string{"model": "tiny"}, &show); err != nil {
+		t.Fatal(err)
 	}
-	gguf := os.Getenv("OLLAMA_TEST_GGUF")
-	if gguf == "" {
-		gguf = "/work/shared/testdata/models/llama-2-tiny-random.gguf"
+	var gguf string
+	for line := range strings.Lines(show.Modelfile) {
+		if p, ok := strings.CutPrefix(strings.TrimSpace(line), "FROM "); ok {
+			gguf = p
+		}
 	}
 	if _, err := os.Stat(gguf); err != nil {
-		t.Skipf("no tiny GGUF to create a model from (set OLLAMA_TEST_GGUF): %v", err)
+		t.Skipf("tiny's weights are not a local file (%q): %v", gguf, err)
 	}
 	host := freeAddr(t)
 	dir := t.TempDir()
@@ -118,6 +123,22 @@ func TestIdentitySurvivesMove(t *testing.T) {
 	if id, err := second.Identity(t.Context(), "tiny"); err != nil || id != tiny[0] {
 		t.Errorf("Identity(tiny) = %q, %v; want %q", id, err, tiny[0])
 	}
+}
+
+// ollamaBinary is OLLAMA_BIN, else ollama-test-server.sh's build, else
+// ollama on PATH; "" when there is none.
+func ollamaBinary() string {
+	if b := os.Getenv("OLLAMA_BIN"); b != "" {
+		return b
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		b := filepath.Join(dir, "idlegrid", "ollama-v0.13.5", "ollama")
+		if _, err := os.Stat(b); err == nil {
+			return b
+		}
+	}
+	b, _ := exec.LookPath("ollama")
+	return b
 }
 
 func freeAddr(t *testing.T) string {
