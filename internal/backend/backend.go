@@ -8,6 +8,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -72,4 +73,8 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrUnavailable: the backend could not be reached or failed.
 	ErrUnavailable = errors.New("backend unavailable")
+	// ErrNoLogprobs: the request asked for log-probabilities and the
+	// backend returns none (Ollama before 0.12.11). It is an ErrBadRequest:
+	// the same backend anywhere would answer the same.
+	ErrNoLogprobs = fmt.Errorf("%w: the backend returns no log-probabilities (Ollama before 0.12.11?); ask without logprobs", ErrBadRequest)
 )

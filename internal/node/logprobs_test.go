@@ -189,3 +189,51 @@ func TestOldOllamaLogprobs(t *testing.T) {
 		t.Fatalf("/api/generate with logprobs: HTTP %d %s", hr.StatusCode, body)
 	}
 }
+
+// TestSilentOllamaLogprobs: a server whose version says nothing ("0.0.0")
+// but that returns no log-probabilities: the first request asking for them
+// is a 400 from the provider's backend, and from then on the gateway
+// refuses such requests itself; requests without logprobs are served.
+func TestSilentOllamaLogprobs(t *testing.T) {
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/version":
+			io.WriteString(w, `{"version":"0.0.0"}`)
+		case "/api/tags":
+			io.WriteString(w, `{"models":[{"name":"old:latest","digest":"`+strings.Repeat("0", 64)+`"}]}`)
+		case "/api/show":
+			io.WriteString(w, `{"modelfile":"FROM old\n"}`)
+		case "/api/chat":
+			io.WriteString(w, `{"message":{"role":"assistant","content":"hi"},"done":false}`+"\n"+`{"message":{"role":"assistant","content":""},"done":true,"eval_count":1,"prompt_eval_count":1}`+"\n")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(fake.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := node.OpenBackend(ctx, node.BackendOllama, fake.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{backend: b})
+	c := openaiClient(tn)
+	params := openaiChatParams("old", "hi", 4)
+	if r, err := c.Chat.Completions.New(ctx, params); err != nil || r.Choices[0].Message.Content != "hi" {
+		t.Fatalf("without logprobs: %v", err)
+	}
+	params.Logprobs = openai.Bool(true)
+	refused := func(want string) bool {
+		_, err := c.Chat.Completions.New(ctx, params)
+		var apiErr *openai.Error
+		return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusBadRequest && strings.Contains(apiErr.Message, want)
+	}
+	if !refused("The provider's model server rejected the request: ") {
+		t.Fatal("the first request with logprobs was not refused by the provider's backend")
+	}
+	// The gateway learns no_logprobs from the agent's capabilities a
+	// moment after the failed job.
+	eventually(t, 10*time.Second, "the gateway to refuse logprobs itself", func() bool {
+		return refused("No provider of this model can return log-probabilities")
+	})
+}

@@ -1,10 +1,13 @@
 package provider
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -47,4 +50,36 @@ func TestBackendWithoutLogprobs(t *testing.T) {
 	if warned != 1 {
 		t.Errorf("logged %d times, want once", warned)
 	}
+}
+
+// noLogprobsBackend fails every request that asks for log-probabilities,
+// as the Ollama client does in front of an Ollama that returns none.
+type noLogprobsBackend struct{ scriptedBackend }
+
+func (b *noLogprobsBackend) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (backend.Result, error) {
+	if req.Options.Logprobs {
+		return backend.Result{}, fmt.Errorf("ollama: %w", backend.ErrNoLogprobs)
+	}
+	return b.scriptedBackend.Generate(ctx, req, emit)
+}
+
+// TestBackendRefusesLogprobs: a backend that fails a logprob request with
+// ErrNoLogprobs fails the job as a bad request (the gateway answers 400)
+// and the agent tells the gateway, once, to place such requests elsewhere.
+func TestBackendRefusesLogprobs(t *testing.T) {
+	g := newGateway(t)
+	b := &noLogprobsBackend{scriptedBackend{deltas: []string{"a"}, usage: protocol.Usage{PromptTokens: 1, CompletionTokens: 1}}}
+	a := startAgent(t, config(t, g.url, b))
+	in := g.connected(t, a.cfg.Key.Public())
+	req := generate("hi", 2)
+	req.Options.Logprobs = true
+	o := collect(t, dispatch(t, g, in.Key, jobFor(t, g, in, "script", req)))
+	if je := jobError(t, o); je.Code != protocol.CodeBadRequest || !strings.Contains(je.Message, "no log-probabilities") {
+		t.Fatalf("job error %+v", je)
+	}
+	waitFor(t, "no_logprobs at the gateway", func() bool {
+		in, _ := g.info(a.cfg.Key.Public())
+		m, _ := in.Model("script")
+		return m.NoLogprobs
+	})
 }

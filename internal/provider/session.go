@@ -162,6 +162,9 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		return send(text, tokens, d.Logprobs)
 	}
 	res, err := a.cfg.Backend.Generate(jctx, job.Request, emit)
+	if errors.Is(err, backend.ErrNoLogprobs) {
+		s.lacksLogprobs(ctx, job.Request.Model)
+	}
 	if err != nil {
 		a.failed.Add(1)
 		code := protocol.CodeBackend

@@ -359,7 +359,7 @@ func (c *Client) Generate(ctx context.Context, req protocol.Request, emit func(b
 	// Closing the body before the stream ends drops the connection, which
 	// is how Ollama learns to stop generating.
 	defer resp.Body.Close()
-	res, err := readStream(ctx, resp.Body, emit)
+	res, err := readStream(ctx, resp.Body, req.Options.Logprobs, emit)
 	if err == nil {
 		// After done the body holds at most its end: reading it lets the
 		// connection go back to the pool instead of being closed, which
