@@ -8,6 +8,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -26,13 +27,23 @@ type Backend interface {
 
 // Model is one model the backend has.
 type Model struct {
-	Name          string
-	Digest        string
+	Name string
+	// Digest identifies the model by what determines its outputs, the same
+	// on every machine that has it (for Ollama: ollama/identity.go). It is
+	// what providers attest, receipts carry and verifiers look up.
+	Digest string
+	// BackendDigest is the backend's own digest of the model (Ollama's
+	// /api/tags digest), shown beside Digest; it may differ between
+	// machines with the same model.
+	BackendDigest string
 	Quantization  string
 	Family        string
 	ParameterSize string
 	ContextLength int
 	SizeBytes     int64
+	// NoLogprobs: the backend is known to return no log-probabilities for
+	// this model (Ollama before 0.12.11).
+	NoLogprobs bool
 }
 
 // Delta is a piece of generated text.
@@ -62,4 +73,8 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrUnavailable: the backend could not be reached or failed.
 	ErrUnavailable = errors.New("backend unavailable")
+	// ErrNoLogprobs: the request asked for log-probabilities and the
+	// backend returns none (Ollama before 0.12.11). It is an ErrBadRequest:
+	// the same backend anywhere would answer the same.
+	ErrNoLogprobs = fmt.Errorf("%w: the backend returns no log-probabilities (Ollama before 0.12.11?); ask without logprobs", ErrBadRequest)
 )

@@ -207,12 +207,16 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 	var prompt, completion []money.Amount
 	var rates []float64
 	for _, o := range e.offers {
+		if !slices.Contains(m.Digests, o.model.Digest) {
+			m.Digests = append(m.Digests, o.model.Digest)
+		}
 		prompt = append(prompt, scheduler.ConsumerPrice(o.model.PricePromptPerMTok, g.cfg.FeeBps))
 		completion = append(completion, scheduler.ConsumerPrice(o.model.PriceCompletionPerMTok, g.cfg.FeeBps))
 		if est, ok := g.sched.Estimate(o.key, o.model.Name); ok && est.RateSamples > 0 {
 			rates = append(rates, est.TokensPerSecond)
 		}
 	}
+	slices.Sort(m.Digests)
 	m.PricePrompt = openai.PriceRange{Min: slices.Min(prompt), Median: scheduler.Median(prompt)}
 	m.PriceCompletion = openai.PriceRange{Min: slices.Min(completion), Median: scheduler.Median(completion)}
 	if len(rates) > 0 {
@@ -225,7 +229,7 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 
 func ollamaModel(e modelEntry) ollama.Model {
 	m := e.model
-	return ollama.Model{Name: m.Name, Digest: m.Digest, Family: m.Family, ParameterSize: m.ParameterSize,
+	return ollama.Model{Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Family: m.Family, ParameterSize: m.ParameterSize,
 		Quantization: m.Quantization, ContextLength: m.ContextLength, ModifiedAt: e.since}
 }
 

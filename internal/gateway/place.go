@@ -98,6 +98,9 @@ func timeoutError(limit time.Duration) *apierr.Error {
 // unplaceable is the 503 for a request no provider can take and none
 // will by merely finishing a job.
 func unplaceable(u *scheduler.Unplaceable) *apierr.Error {
+	if u.OnlyLogprobs() {
+		return apierr.Invalid("logprobs", "No provider of this model can return log-probabilities: their backends return none (Ollama before 0.12.11), and providers whose backends do are not online (%s). Ask without logprobs, or try again later.", u.Error())
+	}
 	if banned := u.NotAllowed + u.Jailed; banned > 0 && banned+u.Excluded() == u.Offering {
 		return apierr.Unavailable("no_allowed_provider", "No provider the network allows can serve this request: convicted providers and weights the ledger does not allow for the model are never used (%s). Try again later.", u.Error())
 	}

@@ -108,14 +108,15 @@ func TestRealOllama(t *testing.T) {
 	}
 	tn := startNet(t, netOptions{backend: b, slots: 2})
 
-	// The digest the provider attests is Ollama's own.
+	// The digest the provider attests is the model's identity (the same on
+	// every machine), with Ollama's own digest beside it.
 	models, err := ollama.New(ollamaURL, nil).Models(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{}
+	want, backendWant := map[string]string{}, map[string]string{}
 	for _, m := range models {
-		want[m.Name] = m.Digest
+		want[m.Name], backendWant[m.Name] = m.Digest, m.BackendDigest
 	}
 	infos := tn.Gateway.Hub.Snapshot()
 	if len(infos) != 1 {
@@ -123,8 +124,8 @@ func TestRealOllama(t *testing.T) {
 	}
 	found := false
 	for _, m := range infos[0].Capabilities.Models {
-		if want[m.Name] != m.Digest {
-			t.Errorf("model %s: capabilities digest %s, Ollama says %s", m.Name, m.Digest, want[m.Name])
+		if want[m.Name] != m.Digest || backendWant[m.Name] != m.BackendDigest || m.BackendDigest == m.Digest {
+			t.Errorf("model %s: capabilities digest %s (backend %s), want %s (backend %s)", m.Name, m.Digest, m.BackendDigest, want[m.Name], backendWant[m.Name])
 		}
 		found = found || m.Name == "tiny:latest"
 	}

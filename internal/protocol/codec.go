@@ -221,8 +221,8 @@ func (c *Capabilities) Validate() error {
 		return protoErr("capabilities: agent version must be at most %d bytes of UTF-8", MaxMessageText)
 	}
 	for i, md := range c.Models {
-		if md.Name == "" || !validText(md.Name, MaxNameLen) || md.Digest == "" || !validText(md.Digest, receipt.MaxDigest) {
-			return protoErr("capabilities: model %d needs a name (≤%d bytes) and a digest (≤%d bytes) of UTF-8", i, MaxNameLen, receipt.MaxDigest)
+		if md.Name == "" || !validText(md.Name, MaxNameLen) || md.Digest == "" || !validText(md.Digest, receipt.MaxDigest) || !validText(md.BackendDigest, receipt.MaxDigest) {
+			return protoErr("capabilities: model %d needs a name (≤%d bytes) and a digest (≤%d bytes, as its backend digest) of UTF-8", i, MaxNameLen, receipt.MaxDigest)
 		}
 		if !validText(md.Quantization, MaxLabelLen) || !validText(md.Family, MaxLabelLen) || !validText(md.ParameterSize, MaxLabelLen) {
 			return protoErr("capabilities: model %q: quantization, family and parameter size must be at most %d bytes of UTF-8", md.Name, MaxLabelLen)

@@ -26,11 +26,17 @@ import (
 //	3: checkpoint.prompt_tokens: a checkpoint bills the prompt too
 //	   (PromptEstimate until the backend reports the real count), so a
 //	   consumer who hangs up after the first token pays for its prompt.
+//	4: capabilities.models[].digest is the model's identity (the content
+//	   of its layers, the same on every machine: backend/ollama
+//	   identity.go) and backend_digest the backend's own digest beside it;
+//	   no_logprobs says the backend returns no log-probabilities, and the
+//	   gateway places requests that ask for them elsewhere.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
-// prompt.
-const Version = 3
+// prompt, an older peer's models have no backend_digest and are taken to
+// return log-probabilities, as before.
+const Version = 4
 
 // MinVersion is the oldest protocol version still accepted.
 const MinVersion = 1
@@ -124,8 +130,16 @@ type Capabilities struct {
 type Model struct {
 	// Name as consumers ask for it, e.g. "llama3.2:1b".
 	Name string `json:"name"`
-	// Digest of the weights and quantization (Ollama's manifest digest).
+	// Digest identifies the model by what determines its outputs (weights,
+	// template, parameters), the same on every machine; 64 hex digits for
+	// Ollama models (backend/ollama identity.go).
 	Digest string `json:"digest"`
+	// BackendDigest is the backend's own digest of the model (Ollama's
+	// /api/tags digest), shown beside Digest; informational only.
+	BackendDigest string `json:"backend_digest,omitempty"`
+	// NoLogprobs: the backend returns no log-probabilities for this model
+	// (Ollama before 0.12.11), so requests asking for them go elsewhere.
+	NoLogprobs bool `json:"no_logprobs,omitempty"`
 	// Quantization level, e.g. "Q4_K_M", "F16".
 	Quantization string `json:"quantization,omitempty"`
 	// Family and ParameterSize as the backend reports them.

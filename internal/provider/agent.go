@@ -105,6 +105,10 @@ type Agent struct {
 	reason  string
 	cur     *session
 
+	// noLogprobs names the models whose backend returns no
+	// log-probabilities, each logged once (under mu).
+	noLogprobs map[string]bool
+
 	connected atomic.Bool
 	served    atomic.Int64
 	failed    atomic.Int64
@@ -263,15 +267,42 @@ func (a *Agent) capabilities(ctx context.Context) (protocol.Capabilities, error)
 		if len(a.cfg.Models) > 0 && !wanted(a.cfg.Models, m.Name) {
 			continue
 		}
+		if m.NoLogprobs {
+			a.noteNoLogprobs(m.Name)
+		}
 		caps.Models = append(caps.Models, protocol.Model{
-			Name: m.Name, Digest: m.Digest, Quantization: m.Quantization, Family: m.Family, ParameterSize: m.ParameterSize,
+			Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Quantization: m.Quantization, Family: m.Family, ParameterSize: m.ParameterSize,
 			ContextLength: m.ContextLength, PricePromptPerMTok: a.cfg.PricePrompt, PriceCompletionPerMTok: a.cfg.PriceCompletion,
+			NoLogprobs: a.lacksLogprobs(m.Name),
 		})
 	}
 	if len(caps.Models) == 0 {
 		return caps, fmt.Errorf("the backend serves none of the models to offer (%s); pull one first", strings.Join(a.cfg.Models, ", "))
 	}
 	return caps, caps.Validate()
+}
+
+// noteNoLogprobs records that the backend returns no log-probabilities for
+// model, logging it the first time; it reports whether this was news.
+func (a *Agent) noteNoLogprobs(model string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.noLogprobs[model] {
+		return false
+	}
+	if a.noLogprobs == nil {
+		a.noLogprobs = map[string]bool{}
+	}
+	a.noLogprobs[model] = true
+	a.log.Warn("the backend returns no log-probabilities for this model (Ollama before 0.12.11?); the gateway will place requests that ask for them on other providers",
+		"model", model)
+	return true
+}
+
+func (a *Agent) lacksLogprobs(model string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.noLogprobs[model]
 }
 
 // wanted matches a configured model name against a backend name, treating

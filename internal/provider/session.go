@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,9 +21,11 @@ type session struct {
 	agent *Agent
 	link  linkSender
 	hello *protocol.Hello
-	caps  protocol.Capabilities
 
-	mu   sync.Mutex
+	mu sync.Mutex
+	// caps is what the session advertised last; its Models slice is
+	// replaced, never changed in place, so a copy read under mu stays valid.
+	caps protocol.Capabilities
 	jobs map[string]context.CancelFunc
 	wg   sync.WaitGroup
 }
@@ -134,7 +137,9 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	// rest, and anything still invalid is replaced here, before hashing.
 	var pending []byte
 	heldTokens := 0 // tokens of text held back, reported with the chunk that carries it
+	gotLogprobs := false
 	send := func(text string, tokens int, logprobs []protocol.TokenLogprob) error {
+		gotLogprobs = gotLogprobs || len(logprobs) > 0
 		if seq == 0 {
 			firstToken = time.Since(started)
 		}
@@ -157,6 +162,9 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		return send(text, tokens, d.Logprobs)
 	}
 	res, err := a.cfg.Backend.Generate(jctx, job.Request, emit)
+	if errors.Is(err, backend.ErrNoLogprobs) {
+		s.lacksLogprobs(ctx, job.Request.Model)
+	}
 	if err != nil {
 		a.failed.Add(1)
 		code := protocol.CodeBackend
@@ -182,6 +190,9 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 			s.fail(ctx, job.ID, protocol.CodeCancelled, err.Error())
 			return
 		}
+	}
+	if job.Request.Options.Logprobs && seq > 0 && !gotLogprobs {
+		s.lacksLogprobs(ctx, job.Request.Model)
 	}
 	end := time.Now().UnixMilli()
 	// A provider clock behind the gateway's must not make an invalid receipt.
@@ -212,6 +223,29 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	a.tokens.Add(int64(res.Usage.CompletionTokens))
 }
 
+// lacksLogprobs handles a backend that returned no log-probabilities for a
+// job that asked for them: the agent says so once, and the gateway is told
+// (capabilities with no_logprobs) so that it places such requests on other
+// providers from now on.
+func (s *session) lacksLogprobs(ctx context.Context, model string) {
+	if !s.agent.noteNoLogprobs(model) {
+		return
+	}
+	s.mu.Lock()
+	caps := s.caps
+	caps.Models = slices.Clone(caps.Models)
+	for i := range caps.Models {
+		if caps.Models[i].Name == model {
+			caps.Models[i].NoLogprobs = true
+		}
+	}
+	s.caps = caps
+	s.mu.Unlock()
+	if err := s.link.Send(ctx, &protocol.Message{Type: protocol.TypeCapabilities, Capabilities: &caps}); err != nil {
+		s.agent.log.Warn("could not tell the gateway that the backend returns no log-probabilities", "model", model, "err", err)
+	}
+}
+
 // splitIncomplete splits b before a trailing incomplete UTF-8 sequence.
 func splitIncomplete(b []byte) (complete, tail []byte) {
 	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
@@ -236,7 +270,10 @@ func (s *session) checkTerms(job *protocol.Job) (protocol.Code, string) {
 	case t.Consumer.Validate() != nil:
 		return protocol.CodeBadRequest, "job terms have an invalid consumer address"
 	}
-	for _, m := range s.caps.Models {
+	s.mu.Lock()
+	models := s.caps.Models
+	s.mu.Unlock()
+	for _, m := range models {
 		if m.Name != t.Model {
 			continue
 		}

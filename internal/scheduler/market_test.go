@@ -403,3 +403,30 @@ func TestJailedAndReputation(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLogprobs: a request asking for log-probabilities never goes to a
+// provider whose backend returns none, and when only such providers are
+// online the error says so (the gateway answers 400).
+func TestNoLogprobs(t *testing.T) {
+	s, err := New(Config{Rand: rand.New(rand.NewPCG(5, 6))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	able, unable := priced(1, 1, 1), priced(2, 1, 1)
+	unable.Models[0].NoLogprobs = true
+	asks := s.NewRequest(&protocol.Request{Model: "sim", Options: protocol.Options{Logprobs: true}}, Preferences{}, "")
+	for range 20 {
+		if c, err := s.Pick([]Candidate{able, unable}, &asks); err != nil || c.Key != able.Key {
+			t.Fatalf("picked %v, %v", c.Key, err)
+		}
+	}
+	_, err = s.Pick([]Candidate{unable}, &asks)
+	var u *Unplaceable
+	if !errors.As(err, &u) || !u.OnlyLogprobs() || !strings.Contains(u.Error(), "all returning no log-probabilities") {
+		t.Fatalf("only providers without logprobs: %v", err)
+	}
+	plain := s.NewRequest(&protocol.Request{Model: "sim"}, Preferences{}, "")
+	if _, err := s.Pick([]Candidate{unable}, &plain); err != nil {
+		t.Fatalf("a request without logprobs: %v", err)
+	}
+}

@@ -161,6 +161,9 @@ type Request struct {
 	// Exclude are providers that already failed this request: a retry
 	// never goes back to them.
 	Exclude []keys.PublicKey
+	// Logprobs: the request asks for log-probabilities, so providers whose
+	// backend returns none (protocol.Model.NoLogprobs) cannot take it.
+	Logprobs bool
 }
 
 // NewRequest describes req for Pick, with the consumer's preferences and
@@ -170,7 +173,8 @@ func (s *Scheduler) NewRequest(req *protocol.Request, prefs Preferences, session
 	for _, m := range req.Messages {
 		n += len(m.Content) + len(m.Role)
 	}
-	return Request{Model: req.Model, Prefs: prefs, Affinity: s.AffinityOf(req, session), PromptTokens: n / 4, MaxTokens: req.Options.MaxTokens}
+	return Request{Model: req.Model, Prefs: prefs, Affinity: s.AffinityOf(req, session), PromptTokens: n / 4, MaxTokens: req.Options.MaxTokens,
+		Logprobs: req.Options.Logprobs}
 }
 
 // SetDigestPolicy sets which weights may serve a model (the ledger's
@@ -239,6 +243,8 @@ func (s *Scheduler) classify(cands []Candidate, r *Request) (elig, pool []entry,
 			u.NotAllowed++
 		case c.Jailed:
 			u.Jailed++
+		case r.Logprobs && m.NoLogprobs:
+			u.NoLogprobs++
 		case matchesAny(p.Ignore, c.Key):
 			u.Ignored++
 		case p.RequireDigest != "" && !digestMatches(p.RequireDigest, m.Digest):

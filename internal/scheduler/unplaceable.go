@@ -18,6 +18,8 @@ type Unplaceable struct {
 	NotAllowed int
 	// Jailed were convicted by the ledger's verification.
 	Jailed int
+	// NoLogprobs return no log-probabilities, which the request asks for.
+	NoLogprobs int
 	// Ignored are named in the request's ignore list.
 	Ignored int
 	// WrongDigest serve the model with another digest than RequireDigest.
@@ -56,6 +58,7 @@ func (u *Unplaceable) Error() string {
 	reasons := []reason{
 		{u.NotAllowed, "serving weights (digest) the ledger does not allow for this model"},
 		{u.Jailed, "jailed by the ledger after failing verification"},
+		{u.NoLogprobs, "returning no log-probabilities (their backend does not; the request asks for logprobs)"},
 		{u.Ignored, "ignored by provider.ignore"},
 		{u.WrongDigest, fmt.Sprintf("serving another digest than require_digest %s", u.RequireDigest)},
 		{u.NotListed, "not in provider.order (allow_fallbacks is false)"},
@@ -103,6 +106,13 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// OnlyLogprobs reports whether the request's logprobs are all that keeps
+// it from every provider the network allows: asking again cannot help,
+// asking without logprobs can.
+func (u *Unplaceable) OnlyLogprobs() bool {
+	return u.NoLogprobs > 0 && u.NoLogprobs+u.NotAllowed+u.Jailed == u.Offering
 }
 
 // OnlyBusy reports whether capacity will come back by itself: at least one

@@ -8,6 +8,7 @@ package ollama
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,9 +57,12 @@ func newTransport() *http.Transport {
 	return t
 }
 
-// Models lists the server's models from /api/tags. ContextLength comes from
-// /api/show, best effort: a model whose details cannot be read is listed
-// with ContextLength 0 rather than hidden.
+// Models lists the server's models from /api/tags, each identified by its
+// content (identity.go), with /api/tags' own digest beside it as
+// BackendDigest. /api/show gives the identity and the context length; a
+// model it cannot describe is left out (its identity is unknown, and
+// advertising the manifest digest instead would name another model than
+// the same weights elsewhere), unless every model fails, which is an error.
 func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 	var tags struct {
 		Models []struct {
@@ -74,36 +79,123 @@ func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 	if err := c.call(ctx, http.MethodGet, "/api/tags", nil, &tags); err != nil {
 		return nil, err
 	}
+	noLogprobs := c.tooOldForLogprobs(ctx)
 	out := make([]backend.Model, 0, len(tags.Models))
+	var firstErr error
 	for _, m := range tags.Models {
-		cl, err := c.contextLength(ctx, m.Name)
-		if err != nil && ctx.Err() != nil {
-			return nil, fmt.Errorf("ollama: %w", ctx.Err())
+		d, err := c.describe(ctx, m.Name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("ollama: %w", ctx.Err())
+			}
+			firstErr = cmp.Or(firstErr, err)
+			continue
 		}
 		out = append(out, backend.Model{
-			Name: m.Name, Digest: m.Digest, Quantization: m.Details.QuantizationLevel,
-			Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
-			ContextLength: cl, SizeBytes: m.Size,
+			Name: m.Name, Digest: cmp.Or(d.identity, m.Digest), BackendDigest: m.Digest,
+			Quantization: m.Details.QuantizationLevel, Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
+			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs,
 		})
+	}
+	if len(out) == 0 && firstErr != nil {
+		return nil, firstErr
 	}
 	return out, nil
 }
 
-// contextLength reads "<general.architecture>.context_length" from
-// /api/show's model_info.
-func (c *Client) contextLength(ctx context.Context, model string) (int, error) {
+// Identity returns the identity of one model of the server (identity.go):
+// what Models reports as its Digest. Verifiers that look a provider's
+// digest up in their reference compare it with this.
+func (c *Client) Identity(ctx context.Context, model string) (string, error) {
+	d, err := c.describe(ctx, model)
+	if err != nil || d.identity != "" {
+		return d.identity, err
+	}
+	ms, err := c.Models(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range ms {
+		if m.Name == model || m.Name == model+":latest" {
+			return m.Digest, nil
+		}
+	}
+	return "", fmt.Errorf("%w: ollama: %s", backend.ErrModelNotFound, model)
+}
+
+// logprobsSince is the first Ollama release that returns log-probabilities
+// on /api/chat and /api/generate.
+var logprobsSince = [3]int{0, 12, 11}
+
+// tooOldForLogprobs reports whether /api/version names a release before
+// logprobsSince. A version it cannot read, and "0.0.0" (what source builds
+// and the simulator report), count as current; an agent still notices a
+// backend that returns none when a job asks (provider session.go).
+func (c *Client) tooOldForLogprobs(ctx context.Context) bool {
+	var v struct {
+		Version string `json:"version"`
+	}
+	if c.call(ctx, http.MethodGet, "/api/version", nil, &v) != nil {
+		return false
+	}
+	got, ok := parseVersion(v.Version)
+	return ok && got != [3]int{} && cmpVersion(got, logprobsSince) < 0
+}
+
+// parseVersion reads "major.minor.patch", with an optional "v" before and
+// anything after a "-" or "+" ignored.
+func parseVersion(s string) ([3]int, bool) {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "v")
+	if i := strings.IndexAny(s, "-+"); i >= 0 {
+		s = s[:i]
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return [3]int{}, false
+	}
+	var out [3]int
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return [3]int{}, false
+		}
+		out[i] = n
+	}
+	return out, true
+}
+
+func cmpVersion(a, b [3]int) int {
+	for i := range a {
+		if c := cmp.Compare(a[i], b[i]); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+// description is what Models reads from /api/show.
+type description struct {
+	identity      string // "" when the server names no content-addressed weights
+	contextLength int    // 0 when unknown
+}
+
+// describe reads a model's identity and its context length
+// ("<general.architecture>.context_length" of model_info) from /api/show.
+func (c *Client) describe(ctx context.Context, model string) (description, error) {
 	var show struct {
+		showInfo
 		ModelInfo map[string]any `json:"model_info"`
 	}
 	if err := c.call(ctx, http.MethodPost, "/api/show", map[string]string{"model": model}, &show); err != nil {
-		return 0, err
+		return description{}, err
 	}
+	d := description{identity: show.identity()}
 	arch, _ := show.ModelInfo["general.architecture"].(string)
 	n, _ := show.ModelInfo[arch+".context_length"].(float64)
-	if arch == "" || n <= 0 || n > 1<<40 {
-		return 0, nil
+	if arch != "" && n > 0 && n <= 1<<40 {
+		d.contextLength = int(n)
 	}
-	return int(n), nil
+	return d, nil
 }
 
 // call does a small JSON request and decodes the JSON answer into out.
@@ -267,7 +359,7 @@ func (c *Client) Generate(ctx context.Context, req protocol.Request, emit func(b
 	// Closing the body before the stream ends drops the connection, which
 	// is how Ollama learns to stop generating.
 	defer resp.Body.Close()
-	res, err := readStream(ctx, resp.Body, emit)
+	res, err := readStream(ctx, resp.Body, req.Options.Logprobs, emit)
 	if err == nil {
 		// After done the body holds at most its end: reading it lets the
 		// connection go back to the pool instead of being closed, which

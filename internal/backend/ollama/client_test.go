@@ -53,8 +53,8 @@ func TestConformanceOllama(t *testing.T) {
 	backendtest.Run(t, realOllama(t), "tiny")
 }
 
-// TestDigestMatchesOllama: the digests Models reports are exactly those of
-// /api/tags, which is what providers attest and gateways route on.
+// TestDigestMatchesOllama: the backend digests Models reports are exactly
+// those of /api/tags, shown beside the identity providers attest.
 func TestDigestMatchesOllama(t *testing.T) {
 	c := realOllama(t)
 	req, err := http.NewRequestWithContext(t.Context(), "GET", c.base+"/api/tags", nil)
@@ -86,8 +86,8 @@ func TestDigestMatchesOllama(t *testing.T) {
 		t.Fatalf("Models has %d entries, /api/tags %d", len(models), len(digests))
 	}
 	for _, m := range models {
-		if want, ok := digests[m.Name]; !ok || m.Digest != want {
-			t.Errorf("Models has %s %s, /api/tags has digest %q", m.Name, m.Digest, want)
+		if want, ok := digests[m.Name]; !ok || m.BackendDigest != want || len(m.Digest) != 64 {
+			t.Errorf("Models has %s %s (identity %s), /api/tags has digest %q", m.Name, m.BackendDigest, m.Digest, want)
 		}
 		if m.ContextLength <= 0 || m.Quantization == "" || m.Family == "" || m.SizeBytes <= 0 {
 			t.Errorf("model lacks details: %+v", m)
@@ -105,8 +105,8 @@ func TestModelsFromSim(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []backend.Model{
-		{Name: "sim", Digest: sim.Digest(1, "Q8_0"), Quantization: "Q8_0", Family: "sim", ParameterSize: "1B", ContextLength: 4096, SizeBytes: 1 << 20},
-		{Name: "other:7b", Digest: sim.Digest(9, "Q4_0"), Quantization: "Q4_0"},
+		{Name: "sim", Digest: sim.Digest(1, "Q8_0"), BackendDigest: sim.Digest(1, "Q8_0"), Quantization: "Q8_0", Family: "sim", ParameterSize: "1B", ContextLength: 4096, SizeBytes: 1 << 20},
+		{Name: "other:7b", Digest: sim.Digest(9, "Q4_0"), BackendDigest: sim.Digest(9, "Q4_0"), Quantization: "Q4_0"},
 	}
 	if len(models) != 2 || models[0] != want[0] || models[1] != want[1] {
 		t.Errorf("Models = %+v, want %+v", models, want)
@@ -260,5 +260,28 @@ func TestConnectionReused(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("10 jobs opened %d connections to the backend, want 1", n)
+	}
+}
+
+// TestNoLogprobsFromVersion: models of an Ollama older than 0.12.11 are
+// marked as returning no log-probabilities; current, source builds
+// ("0.0.0") and unreadable versions are not.
+func TestNoLogprobsFromVersion(t *testing.T) {
+	for version, want := range map[string]bool{"0.6.5": true, "0.12.10": true, "v0.12.11": false, "0.13.5-rc1": false, "0.0.0": false, "": false, "x": false} {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/api/version":
+				fmt.Fprintf(w, `{"version":%q}`, version)
+			case "/api/tags":
+				io.WriteString(w, `{"models":[{"name":"m:latest","digest":"abc"}]}`)
+			case "/api/show":
+				io.WriteString(w, `{"modelfile":"FROM /x/blobs/sha256-`+strings.Repeat("1", 64)+`\n"}`)
+			}
+		}))
+		models, err := New(ts.URL, nil).Models(t.Context())
+		ts.Close()
+		if err != nil || len(models) != 1 || models[0].NoLogprobs != want {
+			t.Errorf("version %q: %+v, %v; want NoLogprobs %v", version, models, err, want)
+		}
 	}
 }

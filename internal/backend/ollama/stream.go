@@ -108,7 +108,11 @@ func finishReason(s string) string {
 // readStream reads an NDJSON generation stream to its done:true line,
 // emitting text as it comes. emit's error is returned as it is; a cancelled
 // ctx is returned (wrapped) in preference to the read error it causes.
-func readStream(ctx context.Context, r io.Reader, emit func(backend.Delta) error) (backend.Result, error) {
+// With wantLogprobs, a first line of text without log-probabilities means
+// a server that returns none: backend.ErrNoLogprobs, before anything is
+// emitted (a server that has them sends each token's with its text).
+func readStream(ctx context.Context, r io.Reader, wantLogprobs bool, emit func(backend.Delta) error) (backend.Result, error) {
+	first := true
 	sc := bufio.NewScanner(r)
 	// A line is a few hundred bytes; the buffer grows up to maxLine for the
 	// rare long one instead of every request allocating the maximum.
@@ -125,7 +129,11 @@ func readStream(ctx context.Context, r io.Reader, emit func(backend.Delta) error
 		if ev.err != "" {
 			return backend.Result{}, fmt.Errorf("%w: ollama: %s", backend.ErrUnavailable, ev.err)
 		}
+		if wantLogprobs && first && ev.text != "" && len(ev.logprobs) == 0 {
+			return backend.Result{}, fmt.Errorf("ollama: %w", backend.ErrNoLogprobs)
+		}
 		if ev.text != "" || len(ev.logprobs) > 0 {
+			first = false
 			tokens := len(ev.logprobs)
 			if ev.text != "" {
 				tokens = max(tokens, 1)

@@ -85,7 +85,7 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("negative duration in %+v", ev.result)
 		}
 		// The stream reader must not panic on it either.
-		_, _ = readStream(context.Background(), strings.NewReader(string(b)+"\n"), func(backend.Delta) error { return nil })
+		_, _ = readStream(context.Background(), strings.NewReader(string(b)+"\n"), len(b)%2 == 0, func(backend.Delta) error { return nil })
 	})
 }
 
@@ -94,8 +94,31 @@ func TestReadStreamStopsOnCancel(t *testing.T) {
 	// cancelled generation must still not report success.
 	stream := `{"response":"a"}` + "\n" + `{"response":"b"}` + "\n" + `{"done":true}` + "\n"
 	ctx, cancel := context.WithCancel(t.Context())
-	_, err := readStream(ctx, strings.NewReader(stream), func(backend.Delta) error { cancel(); return nil })
+	_, err := readStream(ctx, strings.NewReader(stream), false, func(backend.Delta) error { cancel(); return nil })
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
+	}
+}
+
+// TestNoLogprobsFromServer: a server that streams text without
+// log-probabilities when they were asked (Ollama before 0.12.11) fails the
+// generation with ErrNoLogprobs (a bad request) before emitting anything;
+// asked nothing, the same stream is fine, and a server that has them is
+// read as before.
+func TestNoLogprobsFromServer(t *testing.T) {
+	old := `{"response":"a"}` + "\n" + `{"response":"b"}` + "\n" + `{"done":true,"eval_count":2}` + "\n"
+	emitted := 0
+	count := func(backend.Delta) error { emitted++; return nil }
+	_, err := readStream(t.Context(), strings.NewReader(old), true, count)
+	if !errors.Is(err, backend.ErrNoLogprobs) || !errors.Is(err, backend.ErrBadRequest) || emitted != 0 {
+		t.Errorf("asked: err %v after %d deltas, want ErrNoLogprobs before any", err, emitted)
+	}
+	if _, err := readStream(t.Context(), strings.NewReader(old), false, count); err != nil || emitted != 2 {
+		t.Errorf("not asked: err %v, %d deltas", err, emitted)
+	}
+	current := `{"response":"a","logprobs":[{"token":"a","logprob":-1}]}` + "\n" + `{"response":"","done":true}` + "\n"
+	emitted = 0
+	if _, err := readStream(t.Context(), strings.NewReader(current), true, count); err != nil || emitted != 1 {
+		t.Errorf("with logprobs: err %v, %d deltas", err, emitted)
 	}
 }

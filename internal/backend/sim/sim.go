@@ -196,7 +196,7 @@ func (s *Sim) Models(ctx context.Context) ([]backend.Model, error) {
 	out := make([]backend.Model, 0, len(s.models))
 	for _, m := range s.models {
 		out = append(out, backend.Model{
-			Name: m.Name, Digest: m.digest, Quantization: m.Quantization, Family: m.Family,
+			Name: m.Name, Digest: m.digest, BackendDigest: m.digest, Quantization: m.Quantization, Family: m.Family,
 			ParameterSize: m.ParameterSize, ContextLength: m.ContextLength, SizeBytes: m.SizeBytes,
 		})
 	}

@@ -16,9 +16,12 @@ import (
 type Model struct {
 	// Name as consumers ask for it, e.g. "llama3.2:1b".
 	Name string
-	// Digest of the weights (Ollama's manifest digest, with or without the
-	// "sha256:" prefix).
-	Digest        string
+	// Digest is the model's identity (protocol.Model.Digest: the content
+	// of its weights, template and parameters), with or without "sha256:".
+	Digest string
+	// BackendDigest is the first provider's own backend digest (Ollama's
+	// manifest digest, which differs between machines); "" when unknown.
+	BackendDigest string
 	Family        string
 	ParameterSize string
 	Quantization  string
@@ -57,7 +60,10 @@ type tagsModel struct {
 	ModifiedAt time.Time `json:"modified_at"`
 	Size       int64     `json:"size"`
 	Digest     string    `json:"digest"`
-	Details    details   `json:"details"`
+	// BackendDigest is not Ollama's: a provider's own Ollama digest of the
+	// model, beside the identity in digest.
+	BackendDigest string  `json:"backend_digest,omitempty"`
+	Details       details `json:"details"`
 }
 
 type tagsResponse struct {
@@ -69,7 +75,7 @@ type tagsResponse struct {
 func WriteTags(w http.ResponseWriter, models []Model) {
 	res := tagsResponse{Models: make([]tagsModel, 0, len(models))}
 	for _, m := range models {
-		res.Models = append(res.Models, tagsModel{Name: m.Name, Model: m.Name, ModifiedAt: m.ModifiedAt.UTC(), Size: m.SizeBytes, Digest: digestHex(m.Digest), Details: newDetails(m)})
+		res.Models = append(res.Models, tagsModel{Name: m.Name, Model: m.Name, ModifiedAt: m.ModifiedAt.UTC(), Size: m.SizeBytes, Digest: digestHex(m.Digest), BackendDigest: digestHex(m.BackendDigest), Details: newDetails(m)})
 	}
 	writeJSON(w, res)
 }
@@ -116,6 +122,9 @@ func WriteShow(w http.ResponseWriter, m Model) {
 	if m.Digest != "" {
 		mf.WriteString("# digest: sha256:" + digestHex(m.Digest) + "\n")
 	}
+	if m.BackendDigest != "" && digestHex(m.BackendDigest) != digestHex(m.Digest) {
+		mf.WriteString("# backend digest: sha256:" + digestHex(m.BackendDigest) + " (a provider's own Ollama digest)\n")
+	}
 	mf.WriteString("FROM " + m.Name + "\n")
 	writeJSON(w, showResponse{
 		Modelfile:    mf.String(),
@@ -140,7 +149,7 @@ func WriteLoaded(w http.ResponseWriter, p Params, now time.Time) {
 	if p.Unload {
 		reason = "unload"
 	}
-	writeJSON(w, newLine(p.Request.Kind == protocol.KindChat, p.Request.Model, now, "", reason, true, nil))
+	writeJSON(w, newLine(p.Request.Kind == protocol.KindChat, p.Request.Model, now, "", reason, true, nil, nil))
 }
 
 // writeJSON writes a 200 JSON response. A failed write means the consumer

@@ -117,6 +117,18 @@ func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
 	if p.Stream, e = o.OptBool("stream", "stream", true); e != nil {
 		return e
 	}
+	// As in Ollama, top_logprobs (0 to 20) counts only with logprobs.
+	opts := &p.Request.Options
+	if opts.Logprobs, e = o.OptBool("logprobs", "logprobs", false); e != nil {
+		return e
+	}
+	top, _, e := o.OptIntIn("top_logprobs", "top_logprobs", 0, maxTopLogprobs)
+	if e != nil {
+		return e
+	}
+	if opts.Logprobs {
+		opts.TopLogprobs = int(top)
+	}
 	if raw, ok := o.Get("format"); ok && string(raw) != `""` {
 		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "format", "structured output ('format': %s) is not supported yet on this network", truncate(raw))
 	}

@@ -141,6 +141,9 @@ func TestParseChatErrors(t *testing.T) {
 		{"seed fractional", `{"model":"m",` + okMsgs + `,"options":{"seed":0.5}}`, "options.seed", jsonfield.CodeInvalidType},
 		{"stop element type", `{"model":"m",` + okMsgs + `,"options":{"stop":["a",2]}}`, "options.stop[1]", jsonfield.CodeInvalidType},
 		{"stop wrong type", `{"model":"m",` + okMsgs + `,"options":{"stop":{}}}`, "options.stop", jsonfield.CodeInvalidType},
+		{"logprobs wrong type", `{"model":"m",` + okMsgs + `,"logprobs":1}`, "logprobs", jsonfield.CodeInvalidType},
+		{"top_logprobs above 20", `{"model":"m",` + okMsgs + `,"logprobs":true,"top_logprobs":21}`, "top_logprobs", jsonfield.CodeInvalidValue},
+		{"top_logprobs negative", `{"model":"m",` + okMsgs + `,"top_logprobs":-1}`, "top_logprobs", jsonfield.CodeInvalidValue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -190,5 +193,24 @@ func TestParseShow(t *testing.T) {
 	} {
 		_, e := ParseShow([]byte(tt.body))
 		checkErr(t, e, tt)
+	}
+}
+
+// TestParseLogprobs: logprobs and top_logprobs are top-level, as in Ollama,
+// and top_logprobs counts only with logprobs.
+func TestParseLogprobs(t *testing.T) {
+	for body, want := range map[string]protocol.Options{
+		`{"model":"m",` + okMsgs + `,"logprobs":true,"top_logprobs":3}`: {Logprobs: true, TopLogprobs: 3},
+		`{"model":"m",` + okMsgs + `,"logprobs":true}`:                  {Logprobs: true},
+		`{"model":"m",` + okMsgs + `,"top_logprobs":3}`:                 {},
+	} {
+		p, e := ParseChat([]byte(body))
+		if e != nil || p.Request.Options.Logprobs != want.Logprobs || p.Request.Options.TopLogprobs != want.TopLogprobs {
+			t.Errorf("%s: %+v, %v", body, p.Request.Options, e)
+		}
+	}
+	p, e := ParseGenerate([]byte(`{"model":"m","prompt":"p","logprobs":true,"top_logprobs":20}`))
+	if e != nil || !p.Request.Options.Logprobs || p.Request.Options.TopLogprobs != 20 {
+		t.Errorf("generate: %+v, %v", p.Request.Options, e)
 	}
 }

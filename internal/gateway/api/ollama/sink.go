@@ -7,6 +7,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
 // message is an Ollama chat message in a response.
@@ -47,6 +48,7 @@ type chatLine struct {
 	Message    message   `json:"message"`
 	DoneReason string    `json:"done_reason,omitempty"`
 	Done       bool      `json:"done"`
+	Logprobs   []logprob `json:"logprobs,omitempty"`
 	*metrics
 }
 
@@ -56,6 +58,7 @@ type generateLine struct {
 	Response   string    `json:"response"`
 	Done       bool      `json:"done"`
 	DoneReason string    `json:"done_reason,omitempty"`
+	Logprobs   []logprob `json:"logprobs,omitempty"`
 	*metrics
 }
 
@@ -80,8 +83,9 @@ type ndjsonSink struct {
 	state state
 	// sent is true once the status line is written.
 	sent bool
-	// text is buffered for the non-streaming response.
-	text strings.Builder
+	// text and logprobs are buffered for the non-streaming response.
+	text     strings.Builder
+	logprobs []protocol.TokenLogprob
 }
 
 var _ sink.Sink = (*ndjsonSink)(nil)
@@ -130,9 +134,12 @@ func (s *ndjsonSink) Delta(d sink.Delta) error {
 	}
 	if !s.p.Stream {
 		s.text.WriteString(d.Text)
+		if s.p.Request.Options.Logprobs {
+			s.logprobs = append(s.logprobs, d.Logprobs...)
+		}
 		return nil
 	}
-	return s.line(s.response(d.Text, "", false, nil))
+	return s.line(s.response(d.Text, "", false, d.Logprobs, nil))
 }
 
 // End implements sink.Sink.
@@ -145,7 +152,7 @@ func (s *ndjsonSink) End(f sink.Final) error {
 	if reason == "" {
 		reason = "stop"
 	}
-	last := s.response(s.text.String(), reason, true, newMetrics(f))
+	last := s.response(s.text.String(), reason, true, s.logprobs, newMetrics(f))
 	if !s.p.Stream {
 		s.w.Header().Set("Content-Type", "application/json")
 		s.w.WriteHeader(http.StatusOK)
@@ -170,16 +177,21 @@ func (s *ndjsonSink) Fail(e *apierr.Error) {
 	_ = s.line(map[string]string{"error": e.Message})
 }
 
-// response builds one chat or generate object.
-func (s *ndjsonSink) response(text, reason string, done bool, m *metrics) any {
-	return newLine(s.chat, s.meta.Model, s.now(), text, reason, done, m)
+// response builds one chat or generate object, with lps when the request
+// asked for log-probabilities.
+func (s *ndjsonSink) response(text, reason string, done bool, lps []protocol.TokenLogprob, m *metrics) any {
+	var out []logprob
+	if o := s.p.Request.Options; o.Logprobs {
+		out = newLogprobs(lps, o.TopLogprobs)
+	}
+	return newLine(s.chat, s.meta.Model, s.now(), text, reason, done, out, m)
 }
 
-func newLine(chat bool, model string, now time.Time, text, reason string, done bool, m *metrics) any {
+func newLine(chat bool, model string, now time.Time, text, reason string, done bool, lps []logprob, m *metrics) any {
 	if chat {
-		return chatLine{Model: model, CreatedAt: now.UTC(), Message: message{Role: "assistant", Content: text}, DoneReason: reason, Done: done, metrics: m}
+		return chatLine{Model: model, CreatedAt: now.UTC(), Message: message{Role: "assistant", Content: text}, DoneReason: reason, Done: done, Logprobs: lps, metrics: m}
 	}
-	return generateLine{Model: model, CreatedAt: now.UTC(), Response: text, Done: done, DoneReason: reason, metrics: m}
+	return generateLine{Model: model, CreatedAt: now.UTC(), Response: text, Done: done, DoneReason: reason, Logprobs: lps, metrics: m}
 }
 
 // line writes v as one line of JSON and flushes it.

@@ -1,8 +1,10 @@
 package ollama
 
 import (
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +107,49 @@ func TestSinkNonStream(t *testing.T) {
 		`{"model":"m",`+stamp+`,"response":"Hello <b> world","done":true,"done_reason":"length",`+counters+"}\n")
 }
 
+// TestSinkLogprobs: log-probabilities in Ollama's exact shape (token,
+// logprob, bytes, top_logprobs cut to what was asked), on each streamed
+// line and gathered on the non-streaming one; none unless asked.
+func TestSinkLogprobs(t *testing.T) {
+	lp := func(tok string, l float64) protocol.TokenLogprob {
+		return protocol.TokenLogprob{Token: tok, Logprob: l, Top: []protocol.TopLogprob{{Token: tok, Logprob: l}, {Token: "é", Logprob: -2}, {Token: "z", Logprob: -3}}}
+	}
+	run := func(p Params, chat bool) string {
+		rec := httptest.NewRecorder()
+		s := newSink(rec, p, chat, fixedNow)
+		if err := s.Begin(testMeta()); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []sink.Delta{{Text: "a", Logprobs: []protocol.TokenLogprob{lp("a", -0.5)}}, {Text: "b", Logprobs: []protocol.TokenLogprob{lp("b", math.Inf(-1))}}} {
+			if err := s.Delta(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.End(testFinal()); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Body.String()
+	}
+	asked := Params{Stream: true, Request: protocol.Request{Options: protocol.Options{Logprobs: true, TopLogprobs: 2}}}
+	a := `{"token":"a","logprob":-0.5,"bytes":[97],"top_logprobs":[{"token":"a","logprob":-0.5,"bytes":[97]},{"token":"é","logprob":-2,"bytes":[195,169]}]}`
+	b := `{"token":"b","logprob":-9999,"bytes":[98],"top_logprobs":[{"token":"b","logprob":-9999,"bytes":[98]},{"token":"é","logprob":-2,"bytes":[195,169]}]}`
+	head := `{"model":"m",` + stamp + `,"response":`
+	want := head + `"a","done":false,"logprobs":[` + a + `]}` + "\n" +
+		head + `"b","done":false,"logprobs":[` + b + `]}` + "\n" +
+		head + `"","done":true,"done_reason":"length",` + counters + "}\n"
+	if got := run(asked, false); got != want {
+		t.Errorf("generate stream\n got: %s\nwant: %s", got, want)
+	}
+	asked.Stream = false
+	want = `{"model":"m",` + stamp + `,"message":{"role":"assistant","content":"ab"},"done_reason":"length","done":true,"logprobs":[` + a + `,` + b + `],` + counters + "}\n"
+	if got := run(asked, true); got != want {
+		t.Errorf("chat\n got: %s\nwant: %s", got, want)
+	}
+	if got := run(Params{}, true); strings.Contains(got, "logprobs") {
+		t.Errorf("not asked, yet: %s", got)
+	}
+}
+
 func TestSinkFail(t *testing.T) {
 	rec := httptest.NewRecorder()
 	play(t, newSink(rec, Params{Stream: true}, true, fixedNow), 1, apierr.Upstream("the provider disconnected"))
@@ -171,6 +216,19 @@ func TestCatalogGolden(t *testing.T) {
 		`# digest: sha256:abc123\nFROM llama3.2:1b\n","parameters":"","template":"",`+
 		`"details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"1.2B","quantization_level":"Q8_0"},`+
 		`"model_info":{"general.architecture":"llama","llama.context_length":131072},"capabilities":["completion"],"modified_at":"2024-01-02T03:04:05Z"}`+"\n")
+
+	// A provider's own Ollama digest shows beside the identity.
+	m.BackendDigest = "sha256:def456"
+	rec = httptest.NewRecorder()
+	WriteTags(rec, []Model{m})
+	if b := rec.Body.String(); !strings.Contains(b, `"digest":"abc123","backend_digest":"def456"`) {
+		t.Errorf("tags: %s", b)
+	}
+	rec = httptest.NewRecorder()
+	WriteShow(rec, m)
+	if b := rec.Body.String(); !strings.Contains(b, `# digest: sha256:abc123\n# backend digest: sha256:def456 (a provider's own Ollama digest)\nFROM`) {
+		t.Errorf("show: %s", b)
+	}
 
 	rec = httptest.NewRecorder()
 	WriteVersion(rec, "1.2.3")

@@ -72,7 +72,7 @@ func newTestServer(t *testing.T) *httptest.Server {
 		}
 	}
 	models := []Model{{ID: "llama3.2:1b", Created: 1700000000}, {ID: "qwen2.5:0.5b", Created: 1700000001, OwnedBy: "someone",
-		Providers: 3, PricePrompt: PriceRange{Min: 200_000, Median: 250_000}, PriceCompletion: PriceRange{Min: 600_000, Median: 1_000_000}, TokensPerSecond: 42.04}}
+		Providers: 3, PricePrompt: PriceRange{Min: 200_000, Median: 250_000}, PriceCompletion: PriceRange{Min: 600_000, Median: 1_000_000}, TokensPerSecond: 42.04, Digests: []string{"aaaa", "bbbb"}}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", handle(ParseChat, NewChatSink))
 	mux.HandleFunc("POST /v1/completions", handle(ParseCompletion, NewCompletionSink))
@@ -263,6 +263,7 @@ func TestOpenAIGoModels(t *testing.T) {
 		"providers":         `3`,
 		"price_per_mtok":    `{"prompt":{"min":"0.200000","median":"0.250000"},"completion":{"min":"0.600000","median":"1.000000"}}`,
 		"tokens_per_second": `42`,
+		"digests":           `["aaaa","bbbb"]`,
 	} {
 		if got := extra[name].Raw(); got != want {
 			t.Errorf("extra field %s = %s, want %s", name, got, want)

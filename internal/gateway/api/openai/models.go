@@ -24,6 +24,9 @@ type Model struct {
 	// TokensPerSecond is the providers' median recent generation speed; 0
 	// when unknown.
 	TokensPerSecond float64
+	// Digests are the distinct model identities (protocol.Model.Digest)
+	// those providers serve, sorted.
+	Digests []string
 }
 
 // PriceRange summarizes one price across providers.
@@ -47,6 +50,8 @@ type modelObject struct {
 	PricePerMTok *priceObject `json:"price_per_mtok,omitempty"`
 	// TokensPerSecond is the providers' median recent generation speed.
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+	// Digests are the model identities served (what require_digest names).
+	Digests []string `json:"digests,omitempty"`
 }
 
 type priceObject struct {
@@ -75,6 +80,7 @@ func newModelObject(m Model) modelObject {
 		if m.TokensPerSecond > 0 && !math.IsInf(m.TokensPerSecond, 0) {
 			o.TokensPerSecond = math.Round(m.TokensPerSecond*10) / 10
 		}
+		o.Digests = m.Digests
 	}
 	return o
 }

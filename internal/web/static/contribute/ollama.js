@@ -1,9 +1,10 @@
 // idlegrid browser provider: the visitor's Ollama, over its HTTP API with
-// fetch — /api/tags for the models and their digests, streaming /api/chat
+// fetch — /api/tags and /api/show for the models and their identities
+// (modelIdentity, as internal/backend/ollama identity.go), streaming /api/chat
 // and /api/generate for jobs. It translates a protocol request exactly as
 // the native agent's Ollama client does (internal/backend/ollama).
 
-import { parseLine, stringify } from "./codec.js";
+import { concat, parseLine, sha256, stringify, toHex } from "./codec.js";
 
 // OllamaError carries the protocol error code a failed job reports.
 // unreachable is set when the browser could not reach the server at all:
@@ -41,20 +42,124 @@ async function call(base, path, init) {
   throw new OllamaError(code, `ollama ${path}: ${msg}`);
 }
 
-// listModels returns the server's models with their digests.
+// listModels returns the server's models, each with its identity as
+// digest and Ollama's own digest as backend_digest. A model /api/show
+// cannot describe is left out, as the native agent does.
 export async function listModels(base, signal) {
   const res = await call(base, "/api/tags", { signal });
   const tags = await res.json();
   if (!tags || !Array.isArray(tags.models)) throw new OllamaError("backend_error", "ollama /api/tags: not a model list");
-  return tags.models
-    .filter((m) => m && typeof m.name === "string" && typeof m.digest === "string" && m.name && m.digest)
-    .map((m) => ({
+  const out = [];
+  let firstErr = null;
+  for (const m of tags.models) {
+    if (!m || typeof m.name !== "string" || typeof m.digest !== "string" || !m.name || !m.digest) continue;
+    let id;
+    try {
+      const show = await call(base, "/api/show", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model: m.name }), signal,
+      });
+      id = await modelIdentity(await show.json());
+    } catch (err) {
+      if (signal && signal.aborted) throw err;
+      firstErr = firstErr || err;
+      continue;
+    }
+    out.push({
       name: m.name,
-      digest: m.digest,
+      digest: id || m.digest,
+      backend_digest: m.digest,
       quantization: (m.details && m.details.quantization_level) || "",
       family: (m.details && m.details.family) || "",
       parameter_size: (m.details && m.details.parameter_size) || "",
-    }));
+    });
+  }
+  if (out.length === 0 && firstErr) throw firstErr;
+  return out;
+}
+
+// The model identity of internal/backend/ollama identity.go: the sha256 of
+// the content-addressed layers /api/show's modelfile names, the template,
+// system prompt, sorted parameter lines, messages, renderer and parser,
+// each length-prefixed. Only ASCII whitespace counts, as in Go.
+const IDENTITY_VERSION = "idlegrid-model-identity/1";
+const ASCII_SPACE = " \t\n\v\f\r";
+const utf8 = new TextEncoder();
+
+function trimASCII(s) {
+  let i = 0;
+  let j = s.length;
+  while (i < j && ASCII_SPACE.includes(s[i])) i++;
+  while (j > i && ASCII_SPACE.includes(s[j - 1])) j--;
+  return s.slice(i, j);
+}
+
+// linesOf splits as Go's strings.Lines: after each "\n", none when empty.
+function linesOf(s) {
+  if (!s) return [];
+  const parts = s.split("\n");
+  if (parts[parts.length - 1] === "") parts.pop();
+  return parts;
+}
+
+function blobDigest(p) {
+  let base = p.replaceAll("\\", "/").replace(/\/+$/, "");
+  base = base.slice(base.lastIndexOf("/") + 1);
+  let h;
+  if (base.startsWith("sha256-") || base.startsWith("sha256:")) h = base.slice(7).toLowerCase();
+  else return null;
+  return /^[0-9a-f]{64}$/.test(h) ? h : null;
+}
+
+function compareBytes(a, b) {
+  const x = utf8.encode(a);
+  const y = utf8.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+// modelIdentity returns the identity of the model an /api/show answer
+// describes, or "" when it names no content-addressed weights.
+export async function modelIdentity(show) {
+  const str = (v) => (typeof v === "string" ? v : "");
+  const layers = [];
+  let weights = false;
+  for (const line of linesOf(str(show && show.modelfile))) {
+    const t = trimASCII(line);
+    const sp = t.indexOf(" ");
+    if (sp < 0) continue;
+    const cmd = t.slice(0, sp).toUpperCase();
+    if (cmd !== "FROM" && cmd !== "ADAPTER") continue;
+    const h = blobDigest(trimASCII(t.slice(sp + 1)));
+    if (!h) continue;
+    weights = weights || cmd === "FROM";
+    layers.push(`${cmd} sha256:${h}`);
+  }
+  if (!weights) return "";
+  const params = [];
+  for (const line of linesOf(str(show.parameters))) {
+    const f = line.split(/[ \t\n\v\f\r]+/).filter((x) => x !== "");
+    if (f.length) params.push(f.join(" "));
+  }
+  params.sort(compareBytes);
+  const parts = [];
+  const field = (name, value) => {
+    const v = utf8.encode(value);
+    const n = new Uint8Array(8);
+    new DataView(n.buffer).setBigUint64(0, BigInt(v.length));
+    parts.push(utf8.encode(name), n, v);
+  };
+  field("version", IDENTITY_VERSION);
+  for (const l of layers) field("layer", l);
+  field("template", str(show.template));
+  field("system", str(show.system));
+  for (const p of params) field("parameter", p);
+  for (const m of Array.isArray(show.messages) ? show.messages : []) {
+    field("message.role", str(m && m.role));
+    field("message.content", str(m && m.content));
+  }
+  field("renderer", str(show.renderer));
+  field("parser", str(show.parser));
+  return toHex(await sha256(concat(parts)));
 }
 
 // body is toGenRequest of internal/backend/ollama.

@@ -138,7 +138,7 @@ export class Provider extends EventTarget {
   capabilities() {
     return {
       models: this.models.map((m) => ({
-        name: m.name, digest: m.digest, quantization: m.quantization || undefined, family: m.family || undefined,
+        name: m.name, digest: m.digest, backend_digest: m.backend_digest || undefined, quantization: m.quantization || undefined, family: m.family || undefined,
         parameter_size: m.parameter_size || undefined, price_per_mtok_in: BigInt(m.price_in), price_per_mtok_out: BigInt(m.price_out),
       })),
       slots: this.slots,
