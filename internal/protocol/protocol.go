@@ -151,6 +151,7 @@ type Model struct {
 	PricePromptPerMTok     money.Amount `json:"price_per_mtok_in"`
 	PriceCompletionPerMTok money.Amount `json:"price_per_mtok_out"`
 	// TokensPerSecond measured by the provider; 0 when unmeasured.
+	// Informational: gateways route on the speed they measure themselves.
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
 }
 

@@ -21,7 +21,8 @@ type Model struct {
 	// PricePrompt and PriceCompletion are the consumer prices per million
 	// tokens across those providers.
 	PricePrompt, PriceCompletion PriceRange
-	// TokensPerSecond is the providers' median recent generation speed; 0
+	// TokensPerSecond is the median of the rates the gateway measured for
+	// the model's providers (completion tokens over dispatch to done); 0
 	// when unknown.
 	TokensPerSecond float64
 	// Digests are the distinct model identities (protocol.Model.Digest)
@@ -48,7 +49,8 @@ type modelObject struct {
 	// PricePerMTok is in tokens per million tokens, as exact decimal
 	// strings.
 	PricePerMTok *priceObject `json:"price_per_mtok,omitempty"`
-	// TokensPerSecond is the providers' median recent generation speed.
+	// TokensPerSecond is the median of the rates the gateway measured for
+	// the model's providers (completion tokens over dispatch to done).
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
 	// Digests are the model identities served (what require_digest names).
 	Digests []string `json:"digests,omitempty"`
