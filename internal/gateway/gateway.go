@@ -51,6 +51,14 @@ type Config struct {
 	// past either, the consumer gets 429.
 	QueueTimeout time.Duration
 	MaxQueued    int
+	// ReconnectGrace is how long after the gateway starts a request for a
+	// model its store served in the last RecentlyServed, and no connected
+	// provider offers yet, waits for one to connect: a restarted gateway's
+	// providers are reconnecting (default 10 s; negative: no wait). For
+	// RecentlyServed after the start such a model is answered 503
+	// (temporarily unavailable), not 404 (default 10 min).
+	ReconnectGrace time.Duration
+	RecentlyServed time.Duration
 	// JobTimeout bounds a request from admission to done, across every
 	// provider it takes (default 10 min).
 	JobTimeout time.Duration
@@ -175,7 +183,12 @@ type Gateway struct {
 	log    *slog.Logger
 	sched  *scheduler.Scheduler
 	queued atomic.Int64
-	health *health
+	// started is when the gateway was made: the reconnect grace runs from
+	// it. served are the models its store served within RecentlyServed
+	// before it started (read once, at start).
+	started time.Time
+	served  map[string]bool
+	health  *health
 	// adm holds the connected providers' standing on the ledger
 	// (standing.go).
 	adm     admission
@@ -197,6 +210,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.QueueTimeout <= 0 {
 		cfg.QueueTimeout = 30 * time.Second
+	}
+	if cfg.ReconnectGrace == 0 {
+		cfg.ReconnectGrace = 10 * time.Second
+	}
+	if cfg.RecentlyServed <= 0 {
+		cfg.RecentlyServed = 10 * time.Minute
 	}
 	if cfg.MaxQueued <= 0 {
 		cfg.MaxQueued = 1024
@@ -253,9 +272,10 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, sched: sched, health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), sched: sched, health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
 		adm: admission{standings: map[keys.PublicKey]standing{}}}
 	cfg.Hub.SetAdmit(g.admitProvider)
+	g.served = servedBefore(cfg.Store, g.started.Add(-cfg.RecentlyServed), g.log)
 	switch {
 	case cfg.Ledger == nil:
 		g.log.Info("no ledger: every provider that signs the handshake is served, and nothing is settled")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
+	"github.com/idlegrid/idlegrid/internal/store"
 )
 
 // place finds a provider with a free slot for the call's current segment
@@ -22,6 +24,7 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 	deadline := time.NewTimer(g.cfg.QueueTimeout)
 	defer deadline.Stop()
 	queued := false
+	var grace <-chan time.Time // fires when the reconnect grace ends
 	defer func() {
 		if queued {
 			g.queued.Add(-1)
@@ -60,12 +63,10 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 				return nil, nil, nil, apierr.Internal("scheduling failed")
 			}
 			if u.Offering == 0 {
-				if !g.knownModel(c.req.Model) {
-					return nil, nil, nil, apierr.ModelNotFound(c.asked)
+				if e := g.nobodyOffers(c, u, &grace); e != nil {
+					return nil, nil, nil, e
 				}
-				return nil, nil, nil, apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
-			}
-			if !u.OnlyBusy() {
+			} else if !u.OnlyBusy() {
 				return nil, nil, nil, unplaceable(u)
 			}
 		}
@@ -78,6 +79,7 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 		}
 		select {
 		case <-changed:
+		case <-grace: // look once more, then answer as after the grace
 		case <-deadline.C:
 			return nil, nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, g.why(c, u))
 		case <-ctx.Done():
@@ -87,6 +89,55 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 			return nil, nil, nil, apierr.Unavailable("cancelled", "The request was cancelled while queued.")
 		}
 	}
+}
+
+// nobodyOffers answers a request for a model no connected provider
+// offers. A gateway that just restarted knows the models its store served
+// before; while its reconnect grace lasts, a request for one of them waits
+// in the queue for the hub's next change (its providers are reconnecting),
+// and *grace fires when the grace ends: nil says wait. Otherwise: 503 with
+// Retry-After for a model providers offered since the start or served
+// recently before it (temporarily unavailable: clients retry a 503), 404
+// for any other.
+func (g *Gateway) nobodyOffers(c *call, u *scheduler.Unplaceable, grace *<-chan time.Time) *apierr.Error {
+	since := time.Since(g.started)
+	servedBefore := g.servedBefore(c.req.Model) && since < g.cfg.RecentlyServed
+	if servedBefore && since < g.cfg.ReconnectGrace {
+		if *grace == nil {
+			*grace = time.After(g.cfg.ReconnectGrace - since)
+		}
+		return nil
+	}
+	if !servedBefore && !g.knownModel(c.req.Model) {
+		return apierr.ModelNotFound(c.asked)
+	}
+	return apierr.Unavailable("no_provider", "No provider can serve this request now (%s). Try again later.", u.Error())
+}
+
+// servedBefore reports whether the store had served the model (by name,
+// with or without ":latest") within RecentlyServed before the start.
+func (g *Gateway) servedBefore(name string) bool {
+	base, _ := strings.CutSuffix(name, ":latest")
+	return g.served[name] || g.served[base] || g.served[base+":latest"]
+}
+
+// servedBefore reads the models of the store's receipts newer than since
+// (the latest 1,000 at most): what a restarted gateway served moments ago.
+func servedBefore(st *store.Store, since time.Time, log *slog.Logger) map[string]bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rs, err := st.RecentReceipts(ctx, 1000)
+	if err != nil {
+		log.Warn("reading recent receipts for the models served before the start", "err", err)
+		return nil
+	}
+	served := map[string]bool{}
+	for _, r := range rs {
+		if r.StoredAt.After(since) {
+			served[r.Receipt.Model] = true
+		}
+	}
+	return served
 }
 
 // timeoutError is the 504 for a request that outlived the job timeout.
