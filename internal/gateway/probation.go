@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/idlegrid/idlegrid/internal/hub"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
+)
+
+// Probation: trust before traffic. With a ledger, a provider that has not
+// yet passed Config.ProbationCases cases (matured on the ledger, as its
+// standing says), or that has a failed case still inside the conviction
+// window, is on probation: of the requests for one model it gets at most
+// Config.ProbationShare while a provider of the model that is not on
+// probation has a free slot. Requests pinned to it (provider.order without
+// fallbacks, as verifiers' canaries are) and requests nobody else can take
+// still reach it. The gateway re-reads standings at every block, so a
+// provider leaves probation in the block its last needed case matures.
+
+// Defaults of the probation policy (Config.ProbationCases and
+// Config.ProbationShare).
+const (
+	DefaultProbationCases = 3
+	DefaultProbationShare = 0.1
+)
+
+// probation holds, per model as consumers name it, each provider on
+// probation's credit: every request placed for the model adds
+// ProbationShare to it (up to one request's worth: credit does not bank),
+// and a request placed on the provider takes one. A provider without a
+// whole request of credit is capped.
+type probation struct {
+	mu     sync.Mutex
+	credit map[string]map[keys.PublicKey]float64
+}
+
+// onProbation reports whether st puts its provider on probation; a
+// gateway without a ledger, or one that serves unregistered providers,
+// has no probation.
+func (g *Gateway) onProbation(st standing) bool {
+	if !g.enforced() || g.cfg.ProbationCases < 0 {
+		return false
+	}
+	passed := st.audits - min(st.failures, st.audits)
+	return passed < uint64(g.cfg.ProbationCases) || st.recentFailures > 0
+}
+
+// capped lists the providers on probation that have had their share of
+// model's requests: the next request goes elsewhere if it can.
+func (g *Gateway) capped(model string, infos []hub.Info) map[keys.PublicKey]bool {
+	var out map[keys.PublicKey]bool
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	for _, in := range infos {
+		st, _ := g.standing(in.Key)
+		if g.onProbation(st) && g.prob.credit[model][in.Key] < 1 {
+			if out == nil {
+				out = map[keys.PublicKey]bool{}
+			}
+			out[in.Key] = true
+		}
+	}
+	return out
+}
+
+// placed accounts for a request for model placed on key.
+func (g *Gateway) placed(model string, key keys.PublicKey) {
+	g.adm.mu.Lock()
+	var on []keys.PublicKey
+	for k, st := range g.adm.standings {
+		if g.onProbation(st) {
+			on = append(on, k)
+		}
+	}
+	g.adm.mu.Unlock()
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	if g.prob.credit == nil {
+		g.prob.credit = map[string]map[keys.PublicKey]float64{}
+	}
+	credit := g.prob.credit[model]
+	if credit == nil {
+		credit = map[keys.PublicKey]float64{}
+		g.prob.credit[model] = credit
+	}
+	for k := range credit {
+		if !slices.Contains(on, k) {
+			delete(credit, k) // left probation, or left the gateway
+		}
+	}
+	for _, k := range on {
+		credit[k] = min(credit[k]+g.cfg.ProbationShare, 1)
+		if k == key {
+			// Placed on it even when capped (pinned, or nobody else
+			// free): it waits for its share to catch up, at most one
+			// request's worth.
+			credit[k] = max(credit[k]-1, -1)
+		}
+	}
+}
+
+// pick is the scheduler's choice for c among infos, keeping the providers
+// on probation that have had their share out of it unless no other
+// provider can take c now.
+func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
+	cands := g.candidates(infos)
+	if capped := g.capped(probationModel(c.asked), infos); len(capped) > 0 {
+		held := slices.Clone(cands)
+		for i := range held {
+			if capped[held[i].Key] {
+				held[i].Paused = true
+			}
+		}
+		if choice, err := g.sched.Pick(held, &c.sched); err == nil {
+			return choice, nil
+		}
+	}
+	return g.sched.Pick(cands, &c.sched)
+}
+
+// probationModel is the name probation counts a model's requests under.
+func probationModel(asked string) string {
+	base, _ := strings.CutSuffix(asked, ":latest")
+	return base
+}
