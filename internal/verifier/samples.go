@@ -124,9 +124,7 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 		v.log.Warn("the feed holds a receipt another gateway signed; ignored", "request_id", r.RequestID)
 		return Posted{}, false
 	}
-	if !slices.Contains(v.known[model], r.Provider) {
-		v.known[model] = append(v.known[model], r.Provider)
-	}
+	v.see(model, r.Provider, r.ModelDigest)
 	v.mu.Unlock()
 	if !s.Shared() || v.cfg.Scorer == nil {
 		return Posted{}, false
