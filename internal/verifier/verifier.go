@@ -89,6 +89,14 @@ type Config struct {
 	// decides re-scored samples (default verify.DefaultJudge).
 	Scorer verify.Scorer
 	Judge  verify.Judge
+	// DefaultTemperature is the temperature a sampled request without one
+	// was generated at, which tells greedy samples from sampled ones on a
+	// reference without a Scorer (default 0 for the simulator, 0.8 —
+	// Ollama's default — otherwise).
+	DefaultTemperature *float64
+	// SampledChecks is how many tokens of a sampled (temperature > 0)
+	// sample are checked, one reference call each (default 32).
+	SampledChecks int
 	// Cases, when set with a Key, lists the ledger's open cases: every
 	// CaseInterval (default 5 s) the verifier replays the canary cases
 	// other verifiers opened and votes in them (cases.go).
@@ -104,6 +112,10 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
+// ollamaDefaultTemperature is Ollama's temperature for a request that
+// sets none.
+const ollamaDefaultTemperature = 0.8
+
 // Verifier audits the providers behind one gateway.
 type Verifier struct {
 	cfg Config
@@ -117,6 +129,9 @@ type Verifier struct {
 	pairs   map[string]*pair            // provider key + digest → its audit
 	verdict []Posted
 	feed    feedState
+	// noLogprobs: the reference answered a replay without the
+	// log-probabilities asked for (said once in the log).
+	noLogprobs bool
 	// judgedCases are the open cases of others the verifier judged.
 	judgedCases map[receipt.Hash]bool
 }
@@ -178,6 +193,16 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if s, ok := cfg.Reference.(*sim.Sim); ok && cfg.Scorer == nil {
 		cfg.Scorer = verify.SimScorer{Sim: s}
+	}
+	if cfg.SampledChecks <= 0 {
+		cfg.SampledChecks = 32
+	}
+	if cfg.DefaultTemperature == nil {
+		t := ollamaDefaultTemperature
+		if _, ok := cfg.Reference.(*sim.Sim); ok {
+			t = 0
+		}
+		cfg.DefaultTemperature = &t
 	}
 	if cfg.Judge == (verify.Judge{}) {
 		cfg.Judge = verify.DefaultJudge()
