@@ -66,6 +66,32 @@ func (g *Gateway) capped(model string, infos []hub.Info) map[keys.PublicKey]bool
 	return out
 }
 
+// due lists the providers on probation with a whole request of credit
+// for model, when some provider of infos is off probation (with all on
+// probation, routing is as usual).
+func (g *Gateway) due(model string, infos []hub.Info) map[keys.PublicKey]bool {
+	var out map[keys.PublicKey]bool
+	off := false
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	for _, in := range infos {
+		st, _ := g.standing(in.Key)
+		switch {
+		case !g.onProbation(st):
+			off = true
+		case g.prob.credit[model][in.Key] >= 1:
+			if out == nil {
+				out = map[keys.PublicKey]bool{}
+			}
+			out[in.Key] = true
+		}
+	}
+	if !off {
+		return nil
+	}
+	return out
+}
+
 // placed accounts for a request for model placed on key.
 func (g *Gateway) placed(model string, key keys.PublicKey) {
 	g.adm.mu.Lock()
@@ -102,12 +128,26 @@ func (g *Gateway) placed(model string, key keys.PublicKey) {
 	}
 }
 
-// pick is the scheduler's choice for c among infos, keeping the providers
-// on probation that have had their share out of it unless no other
-// provider can take c now.
+// pick is the scheduler's choice for c among infos: a provider on
+// probation with its share to take gets c first (unless c names providers
+// to try first), so that newcomers get the traffic that samples them;
+// those that have had their share are kept out unless no other provider
+// can take c now.
 func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
 	cands := g.candidates(infos)
-	if capped := g.capped(probationModel(c.asked), infos); len(capped) > 0 {
+	model := probationModel(c.asked)
+	if due := g.due(model, infos); len(due) > 0 && len(c.sched.Prefs.Order) == 0 {
+		only := slices.Clone(cands)
+		for i := range only {
+			if !due[only[i].Key] {
+				only[i].Paused = true
+			}
+		}
+		if choice, err := g.sched.Pick(only, &c.sched); err == nil {
+			return choice, nil
+		}
+	}
+	if capped := g.capped(model, infos); len(capped) > 0 {
 		held := slices.Clone(cands)
 		for i := range held {
 			if capped[held[i].Key] {

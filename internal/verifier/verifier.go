@@ -127,6 +127,7 @@ type Verifier struct {
 	audited map[keys.PublicKey]int      // cases posted per provider
 	known   map[string][]keys.PublicKey // model → providers seen serving it
 	pairs   map[string]*pair            // provider key + digest → its audit
+	wake    chan struct{}               // a new pair: probation starts now
 	verdict []Posted
 	feed    feedState
 	// noLogprobs: the reference answered a replay without the
@@ -219,7 +220,7 @@ func New(cfg Config) (*Verifier, error) {
 		}
 	}
 	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{},
-		pairs:       map[string]*pair{},
+		pairs: map[string]*pair{}, wake: make(chan struct{}, 1),
 		judgedCases: map[receipt.Hash]bool{}}, nil
 }
 
@@ -252,6 +253,7 @@ func (v *Verifier) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-v.wake:
 		}
 	}
 }
@@ -384,6 +386,10 @@ func (v *Verifier) see(model string, prov keys.PublicKey, digest string) *pair {
 		p = &pair{model: model, provider: prov, digest: digest}
 		v.pairs[k] = p
 		if v.cfg.ProbationCases > 0 {
+			select {
+			case v.wake <- struct{}{}:
+			default:
+			}
 			v.log.Info("new provider weights: auditing them back to back", "provider", prov.String(), "model", model, "digest", digest, "cases", v.cfg.ProbationCases)
 		}
 	}
