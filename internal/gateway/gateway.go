@@ -294,6 +294,9 @@ func New(cfg Config) (*Gateway, error) {
 	if g.samples, err = newSampleFeed(cfg.Samples, cfg.ChainID, cfg.Key.Public(), cfg.Now); err != nil {
 		return nil, err
 	}
+	if g.samples != nil {
+		g.samples.onProbation = g.sampledOnProbation
+	}
 	g.registerGauges()
 	return g, nil
 }

@@ -17,7 +17,8 @@ import (
 // Config.ProbationShare while a provider of the model that is not on
 // probation has a free slot. Requests pinned to it (provider.order without
 // fallbacks, as verifiers' canaries are) and requests nobody else can take
-// still reach it. The gateway re-reads standings at every block, so a
+// still reach it. With a sample feed, every response of a provider on
+// probation is sampled. The gateway re-reads standings at every block, so a
 // provider leaves probation in the block its last needed case matures.
 
 // Defaults of the probation policy (Config.ProbationCases and
@@ -126,6 +127,14 @@ func (g *Gateway) placed(model string, key keys.PublicKey) {
 			credit[k] = max(credit[k]-1, -1)
 		}
 	}
+}
+
+// sampledOnProbation reports whether key is on probation: the sample
+// feed then takes every response of it, so that verifiers meet a newcomer
+// at its first request and judge all it serves while on probation.
+func (g *Gateway) sampledOnProbation(key keys.PublicKey) bool {
+	st, ok := g.standing(key)
+	return ok && g.onProbation(st)
 }
 
 // pick is the scheduler's choice for c among infos: a provider on

@@ -3,12 +3,14 @@ package gateway
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
@@ -108,5 +110,38 @@ func TestProbationCap(t *testing.T) {
 	read()
 	if s := share(1000, 0, scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
 		t.Errorf("a provider with a failed case got %.3f of the requests, want at most %.2f", s, DefaultProbationShare)
+	}
+}
+
+// TestProbationSampled: every response of a provider on probation goes
+// into the sample feed, whatever the feed's share.
+func TestProbationSampled(t *testing.T) {
+	gen := func() keys.PublicKey {
+		k, err := keys.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Public()
+	}
+	newcomer, old := gen(), gen()
+	f, err := newSampleFeed(SampleConfig{Share: 1e-12, ShareText: true}, "c", gen(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.onProbation = func(k keys.PublicKey) bool { return k == newcomer }
+	req := protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}
+	for range 10 {
+		for _, k := range []keys.PublicKey{newcomer, old} {
+			f.offer(&req, receipt.Signed{Receipt: receipt.Receipt{Provider: k}}, "stop", "text", 4)
+		}
+	}
+	page := f.page(0, 100)
+	if len(page.Samples) != 10 {
+		t.Fatalf("%d samples, want the newcomer's 10", len(page.Samples))
+	}
+	for _, s := range page.Samples {
+		if s.Receipt.Receipt.Provider != newcomer || !s.Shared() {
+			t.Errorf("sample %+v", s)
+		}
 	}
 }
