@@ -7,6 +7,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 )
 
@@ -50,25 +51,37 @@ func (g *Gateway) onProbation(st standing) bool {
 }
 
 // capped lists the providers on probation that have had their share of
-// model's requests: the next request goes elsewhere if it can.
+// model's requests, when some provider of the model is off probation (with
+// all on probation, routing is as usual): the next request goes elsewhere
+// if it can.
 func (g *Gateway) capped(model string, infos []hub.Info) map[keys.PublicKey]bool {
 	var out map[keys.PublicKey]bool
+	off := false
 	g.prob.mu.Lock()
 	defer g.prob.mu.Unlock()
 	for _, in := range infos {
+		if !serves(in, model) {
+			continue
+		}
 		st, _ := g.standing(in.Key)
-		if g.onProbation(st) && g.prob.credit[model][in.Key] < 1 {
+		switch {
+		case !g.onProbation(st):
+			off = true
+		case g.prob.credit[model][in.Key] < 1:
 			if out == nil {
 				out = map[keys.PublicKey]bool{}
 			}
 			out[in.Key] = true
 		}
 	}
+	if !off {
+		return nil
+	}
 	return out
 }
 
 // due lists the providers on probation with a whole request of credit
-// for model, when some provider of infos is off probation (with all on
+// for model, when some provider of the model is off probation (with all on
 // probation, routing is as usual).
 func (g *Gateway) due(model string, infos []hub.Info) map[keys.PublicKey]bool {
 	var out map[keys.PublicKey]bool
@@ -76,6 +89,9 @@ func (g *Gateway) due(model string, infos []hub.Info) map[keys.PublicKey]bool {
 	g.prob.mu.Lock()
 	defer g.prob.mu.Unlock()
 	for _, in := range infos {
+		if !serves(in, model) {
+			continue
+		}
 		st, _ := g.standing(in.Key)
 		switch {
 		case !g.onProbation(st):
@@ -168,6 +184,11 @@ func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
 		}
 	}
 	return g.sched.Pick(cands, &c.sched)
+}
+
+// serves reports whether in offers model (as probationModel names it).
+func serves(in hub.Info, model string) bool {
+	return slices.ContainsFunc(in.Capabilities.Models, func(m protocol.Model) bool { return probationModel(m.Name) == model })
 }
 
 // probationModel is the name probation counts a model's requests under.
