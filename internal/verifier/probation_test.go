@@ -204,7 +204,9 @@ func probationRun(t *testing.T, cheater bool) {
 	switch {
 	case cheater && after > 0:
 		t.Errorf("the convicted newcomer served %d consumer requests", after)
-	case !cheater && after < 25:
-		t.Errorf("out of probation the honest newcomer served only %d of 100 requests", after)
+	case !cheater && after == 0:
+		// How much it gets now is the scheduler's (price, speed,
+		// reputation); TestProbationCap checks that the cap lifts.
+		t.Error("out of probation the honest newcomer served no request")
 	}
 }
