@@ -117,7 +117,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f.IntVar(&caseSize, "case-size", 8, "canaries of one provider judged together")
 	f.IntVar(&maxTokens, "max-tokens", 128, "longest canary answer")
 	f.IntVar(&probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
-	f.IntVar(&sampledChecks, "sampled-checks", 32, "tokens of a sampled (temperature > 0) response checked, one reference call each")
+	f.IntVar(&sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
 	f.StringVar(&rpc, "rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
 	f.StringVar(&keyFile, "key", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")

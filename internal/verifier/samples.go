@@ -109,7 +109,14 @@ func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
 		if err != nil {
 			return out, fmt.Errorf("reference models: %w", err)
 		}
-		for i := range page.Samples {
+		// Greedy samples first: they are cheap to judge and catch most;
+		// sampled ones cost a reference call per token checked.
+		order := make([]int, len(page.Samples))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return cmpBool(v.sampled(&page.Samples[a]), v.sampled(&page.Samples[b])) })
+		for _, i := range order {
 			if p, ok := v.judgeSample(ctx, &page.Samples[i], refs); ok {
 				out = append(out, p)
 			}
@@ -176,6 +183,27 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 	v.feed.judged++
 	v.mu.Unlock()
 	return p, true
+}
+
+// sampled reports whether s was generated at a temperature above 0.
+func (v *Verifier) sampled(s *samplefeed.Sample) bool {
+	if s.Request == nil {
+		return false
+	}
+	if t := s.Request.Options.Temperature; t != nil {
+		return *t > 0
+	}
+	return *v.cfg.DefaultTemperature > 0
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }
 
 // replaySample judges a sample on a reference without a Scorer; ok is

@@ -95,7 +95,7 @@ type Config struct {
 	// Ollama's default — otherwise).
 	DefaultTemperature *float64
 	// SampledChecks is how many tokens of a sampled (temperature > 0)
-	// sample are checked, one reference call each (default 32).
+	// sample are checked, one reference call each (default 8).
 	SampledChecks int
 	// Cases, when set with a Key, lists the ledger's open cases: every
 	// CaseInterval (default 5 s) the verifier replays the canary cases
@@ -196,7 +196,7 @@ func New(cfg Config) (*Verifier, error) {
 		cfg.Scorer = verify.SimScorer{Sim: s}
 	}
 	if cfg.SampledChecks <= 0 {
-		cfg.SampledChecks = 32
+		cfg.SampledChecks = 8
 	}
 	if cfg.DefaultTemperature == nil {
 		t := ollamaDefaultTemperature
@@ -398,8 +398,11 @@ func (v *Verifier) see(model string, prov keys.PublicKey, digest string) *pair {
 
 // probation is the model and provider of the pair on probation (judged in
 // fewer than ProbationCases cases) that the next canary goes to: the one
-// with the fewest cases, and among those the one nearest to completing
-// its next case, so that one case completes before the next begins.
+// whose provider has the fewest cases in all (a new provider before an
+// audited provider's other weights: the gateway caps providers, not
+// pairs), then the one with the fewest cases, and among those the one
+// nearest to completing its next case, so that one case completes before
+// the next begins.
 func (v *Verifier) probation() (string, *keys.PublicKey, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -408,8 +411,13 @@ func (v *Verifier) probation() (string, *keys.PublicKey, bool) {
 		if p.cases >= v.cfg.ProbationCases || p.misses >= maxMisses {
 			continue
 		}
-		if best == nil || p.cases < best.cases || p.cases == best.cases && (p.pending > best.pending ||
-			p.pending == best.pending && pairKey(p.provider, p.digest) < pairKey(best.provider, best.digest)) {
+		if best == nil {
+			best = p
+			continue
+		}
+		pa, ba := v.audited[p.provider], v.audited[best.provider]
+		if pa < ba || pa == ba && (p.cases < best.cases || p.cases == best.cases && (p.pending > best.pending ||
+			p.pending == best.pending && pairKey(p.provider, p.digest) < pairKey(best.provider, best.digest))) {
 			best = p
 		}
 	}
