@@ -109,13 +109,29 @@ func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
 		if err != nil {
 			return out, fmt.Errorf("reference models: %w", err)
 		}
-		// Greedy samples first: they are cheap to judge and catch most;
-		// sampled ones cost a reference call per token checked.
+		// Meet the page's providers first (a new one's canaries start at
+		// once), then judge the samples of providers on probation before
+		// the others, and greedy samples before sampled ones: they are
+		// cheap to judge and catch most; sampled ones cost a reference
+		// call per token checked.
+		v.meet(page.Samples, refs)
 		order := make([]int, len(page.Samples))
 		for i := range order {
 			order[i] = i
 		}
-		slices.SortStableFunc(order, func(a, b int) int { return cmpBool(v.sampled(&page.Samples[a]), v.sampled(&page.Samples[b])) })
+		v.mu.Lock()
+		later := func(s *samplefeed.Sample) int {
+			k := 0
+			if v.audited[s.Receipt.Receipt.Provider] >= v.cfg.ProbationCases {
+				k += 2
+			}
+			if v.sampled(s) {
+				k++
+			}
+			return k
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return later(&page.Samples[a]) - later(&page.Samples[b]) })
+		v.mu.Unlock()
 		for _, i := range order {
 			if p, ok := v.judgeSample(ctx, &page.Samples[i], refs); ok {
 				out = append(out, p)
@@ -196,14 +212,17 @@ func (v *Verifier) sampled(s *samplefeed.Sample) bool {
 	return *v.cfg.DefaultTemperature > 0
 }
 
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case !a:
-		return -1
+// meet records which providers serve which of the reference's models
+// with which weights, from the receipts of samples.
+func (v *Verifier) meet(samples []samplefeed.Sample, refs []backend.Model) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for i := range samples {
+		r := &samples[i].Receipt.Receipt
+		if j := slices.IndexFunc(refs, func(m backend.Model) bool { return m.Digest == r.ModelDigest }); j >= 0 && r.Gateway == v.feed.gateway {
+			v.see(refs[j].Name, r.Provider, r.ModelDigest)
+		}
 	}
-	return 1
 }
 
 // replaySample judges a sample on a reference without a Scorer; ok is
