@@ -52,6 +52,8 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
 	f.DurationVar(&cfg.Gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
 	f.StringSliceVar(&cfg.ChainRPC, "chain-rpc", nil, "validator RPC URLs of the ledger, comma-separated (e.g. http://127.0.0.1:26657); reads go to the first that answers, transactions to the first that can be reached, and all receive each transaction; without any, requests are not funds-checked, receipts are not settled and every provider that signs the handshake is served")
+	f.IntVar(&cfg.Gateway.ProbationCases, "probation-cases", gateway.DefaultProbationCases, "with --chain-rpc, a provider is on probation until it has passed this many cases on the ledger (and while a failed case is in the conviction window); -1: no probation")
+	f.Float64Var(&cfg.Gateway.ProbationShare, "probation-share", gateway.DefaultProbationShare, "the most of a model's requests a provider on probation gets while providers off probation have free slots")
 	f.BoolVar(&cfg.Gateway.AllowUnregisteredProviders, "allow-unregistered-providers", false, "with --chain-rpc, also serve providers that are not registered and staked on the ledger (jailed ones never): only for a closed deployment of trusted providers; by default the handshake refuses them")
 	f.DurationVar(&cfg.Gateway.QueueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a busy provider")
 	f.IntVar(&cfg.Gateway.MaxQueued, "max-queued", 1024, "requests that may wait at once before 429")

@@ -23,7 +23,8 @@ func newVerifyCmd(a *app) *cobra.Command {
 		rpc, keyFile, dataDir                  string
 		models                                 []string
 		interval, sampleInterval, caseInterval time.Duration
-		caseSize, maxTokens                    int
+		caseSize, maxTokens, probationCases    int
+		sampledChecks                          int
 		dryRun                                 bool
 	)
 	cmd := &cobra.Command{
@@ -36,12 +37,16 @@ the answer on a reference model (--backend/--ollama-url: the weights you
 vouch for) and, every --case-size canaries of one provider, judge them and
 post a verdict transaction signed with --key (a registered, staked verifier).
 The evidence of every verdict is kept under DATA-DIR/evidence, named by the
-hash the verdict carries. Providers audited less than the others get the
-next canaries. Every --sample-interval the verifier also reads the gateway's
-feed of sampled responses (signed with --key: only registered verifiers may)
-and, when the gateway shares their text and the reference has
-log-probabilities (--backend sim; Ollama has none), re-scores them and posts
-their verdicts. Every --case-interval it replays the canary cases other
+hash the verdict carries. A provider (with weights) the verifier has not
+judged yet is on probation: it gets --probation-cases cases of canaries back
+to back, pinned to it; outside probation providers audited less than the
+others get the next canaries. Every --sample-interval the verifier also reads
+the gateway's feed of sampled responses (signed with --key: only registered
+verifiers may) and, when the gateway shares their text, judges them and posts
+their verdicts: re-scored on the simulator (--backend sim); on Ollama greedy
+ones are replayed like canaries, with the deficits of the provider's tokens
+where the reference returns log-probabilities (Ollama 0.12.11 and later), and
+sampled ones are checked token by token (--sampled-checks) where it does. Every --case-interval it replays the canary cases other
 verifiers opened on the ledger and votes in them: cases are decided by
 verifier stake. See docs/verification.md for the statistics.`,
 		Args: cobra.NoArgs,
@@ -56,7 +61,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 			}
 			defer b.Close()
 			cfg := verifier.Config{Gateway: gateway, APIKey: apiKey, Reference: b.Backend, Models: models, Interval: interval,
-				CaseSize: caseSize, MaxTokens: maxTokens, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
+				CaseSize: caseSize, MaxTokens: maxTokens, ProbationCases: probationCases, SampledChecks: sampledChecks, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
 				OnVerdict: func(p verifier.Posted) {
 					state := "PASS"
 					if !p.Verdict.Pass {
@@ -74,8 +79,6 @@ verifier stake. See docs/verification.md for the statistics.`,
 				}}
 			if b.Sim != nil {
 				cfg.Scorer = verify.SimScorer{Sim: b.Sim}
-			} else {
-				fmt.Fprintf(a.stdout, "%s returns no log-probabilities: sampled responses are not re-scored (canaries still run)\n", b.Description)
 			}
 			if !dryRun {
 				if keyFile == "" {
@@ -113,11 +116,13 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f.DurationVar(&interval, "interval", 10*time.Second, "pause between canaries")
 	f.IntVar(&caseSize, "case-size", 8, "canaries of one provider judged together")
 	f.IntVar(&maxTokens, "max-tokens", 128, "longest canary answer")
+	f.IntVar(&probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
+	f.IntVar(&sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
 	f.StringVar(&rpc, "rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
 	f.StringVar(&keyFile, "key", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")
 	f.BoolVar(&dryRun, "dry-run", false, "judge but post nothing")
-	f.DurationVar(&sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key, and re-score shared samples (reference sim only; 0: canaries only)")
+	f.DurationVar(&sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key, and judge shared samples (0: canaries only)")
 	f.DurationVar(&caseInterval, "case-interval", 5*time.Second, "look for open canary cases of other verifiers this often, replay them and vote (0: never)")
 	return cmd
 }

@@ -103,6 +103,14 @@ type Config struct {
 	// Off by default: an open gateway serves only providers with stake at
 	// risk (standing.go).
 	AllowUnregisteredProviders bool
+	// ProbationCases is how many cases a provider must pass on the ledger
+	// before the gateway stops capping its traffic (default
+	// DefaultProbationCases; negative: no probation), and ProbationShare
+	// the most of a model's requests a provider on probation gets while
+	// others have free slots (default DefaultProbationShare); see
+	// probation.go.
+	ProbationCases int
+	ProbationShare float64
 	// BlockPoll is how often the gateway asks the ledger for its latest
 	// height; at each new block it re-reads the providers' standing
 	// (default 200 ms).
@@ -192,6 +200,7 @@ type Gateway struct {
 	// adm holds the connected providers' standing on the ledger
 	// (standing.go).
 	adm     admission
+	prob    probation   // probation.go
 	funds   *funds      // nil without a ledger
 	settle  *settlement // nil without a ledger
 	samples *sampleFeed // nil when no responses are sampled
@@ -256,6 +265,15 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.BlockPoll <= 0 {
 		cfg.BlockPoll = defaultBlockPoll
 	}
+	if cfg.ProbationCases == 0 {
+		cfg.ProbationCases = DefaultProbationCases
+	}
+	if cfg.ProbationShare > 1 {
+		return nil, fmt.Errorf("gateway: probation share %g: want a fraction of requests, at most 1", cfg.ProbationShare)
+	}
+	if cfg.ProbationShare <= 0 {
+		cfg.ProbationShare = DefaultProbationShare
+	}
 	if cfg.SettleBatchSize <= 0 {
 		cfg.SettleBatchSize = 1000
 	}
@@ -295,6 +313,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if g.samples, err = newSampleFeed(cfg.Samples, cfg.ChainID, cfg.Key.Public(), cfg.Now); err != nil {
 		return nil, err
+	}
+	if g.samples != nil {
+		g.samples.onProbation = g.sampledOnProbation
 	}
 	g.registerGauges()
 	return g, nil

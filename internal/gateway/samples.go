@@ -72,7 +72,11 @@ const (
 
 // sampleFeed is the bounded feed; nil when sampling is off.
 type sampleFeed struct {
-	share    float64
+	share float64
+	// onProbation, when set, tells the providers on probation: every
+	// response of theirs is sampled (probation.go).
+	onProbation func(keys.PublicKey) bool
+
 	text     bool
 	capacity int
 	maxBytes int
@@ -130,7 +134,7 @@ func newSampleFeed(cfg SampleConfig, chainID string, gateway keys.PublicKey, now
 // request as the provider received it, signed its stored receipt, finish
 // its finish reason; the job's text is the last relayed bytes of all.
 func (f *sampleFeed) offer(req *protocol.Request, signed receipt.Signed, finish, all string, relayed int) {
-	if f == nil || rand.Float64() >= f.share {
+	if f == nil || rand.Float64() >= f.share && (f.onProbation == nil || !f.onProbation(signed.Receipt.Provider)) {
 		return
 	}
 	s := samplefeed.Sample{Receipt: signed, FinishReason: finish}

@@ -50,8 +50,12 @@ type standing struct {
 	stake      money.Amount
 	jailed     bool
 	audits     uint64
-	reputation uint64    // thousandths, as the ledger computes it
-	read       time.Time // when it was read
+	failures   uint64
+	// recentFailures counts its failed cases still inside the conviction
+	// window (probation.go).
+	recentFailures int
+	reputation     uint64    // thousandths, as the ledger computes it
+	read           time.Time // when it was read
 }
 
 // refusal says why a provider with this standing may not serve, "" when
@@ -158,7 +162,8 @@ func (g *Gateway) readStanding(ctx context.Context, key keys.PublicKey) (standin
 	if err != nil {
 		return standing{}, err
 	}
-	return standing{registered: true, stake: p.Stake, jailed: p.Jailed, audits: p.Audits, reputation: p.Reputation, read: now}, nil
+	return standing{registered: true, stake: p.Stake, jailed: p.Jailed, audits: p.Audits,
+		failures: p.Failures, recentFailures: len(p.Recent), reputation: p.Reputation, read: now}, nil
 }
 
 // standing is key's last known standing; ok is false when it has never

@@ -248,6 +248,9 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 	v, err := verifier.New(verifier.Config{
 		Gateway: n.Gateway.URL(), APIKey: secret, Reference: n.Backend.Backend, Dir: filepath.Join(cfg.DataDir, "evidence"),
 		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer, Cases: LedgerCases(chain.Ledger{Client: n.Validator.Node.Client()}),
+		// New weights get the cases that end the gateway's probation back
+		// to back (both default to gateway.DefaultProbationCases).
+		ProbationCases: cfg.Gateway.ProbationCases,
 		Post: func(ctx context.Context, tx ledger.Tx) error {
 			res, err := signer.Send(ctx, tx)
 			if err != nil {

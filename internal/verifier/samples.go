@@ -20,15 +20,30 @@ import (
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
-// Re-scoring sampled traffic. With a Key, the verifier reads the gateway's
+// Judging sampled traffic. With a Key, the verifier reads the gateway's
 // sample feed, proving its ledger key by signing each read. A sample that
-// carries its request and text (the gateway shares them) is re-scored
-// teacher-forced under the reference model of the digest its receipt
-// names, judged with the re-scoring rules (verify.Judge), and its verdict
+// carries its request and text (the gateway shares them) is judged under
+// the reference model of the digest its receipt names, and its verdict
 // posted under samplefeed.Evidence, the hash every verifier of the sample
-// uses, so that their verdicts meet in one case. A sample with hashes only
-// cannot be judged; it still tells the verifier which providers serve
-// which models, so canaries reach providers that it has not met yet.
+// uses, so that their verdicts meet in one case:
+//
+//   - with a Scorer (the simulator), re-scored teacher-forced and judged
+//     with the re-scoring rules (verify.Judge.Rescore);
+//   - otherwise (a real model server) replayed on the reference as
+//     canaries are (verify.Canary.Replay, continuing from the provider's
+//     prefix). A greedy sample is judged by its divergences
+//     (verify.Canary.Decide) and, where the reference returns
+//     log-probabilities, by the deficits of the provider's tokens at them
+//     (verify.Judge.Divergences). A sampled one (temperature > 0) is
+//     judged by those deficits alone, so only with log-probabilities, token
+//     by token: its first Config.SampledChecks tokens cost one reference
+//     call each, decoding one token from the provider's prefix (the
+//     reference's prefix cache holds most of it); the tokens after them
+//     are not checked.
+//
+// A sample with hashes only cannot be judged; it still tells the verifier
+// which providers serve which models, so canaries reach providers that it
+// has not met yet.
 
 // feedState is where the verifier stands in the feed.
 type feedState struct {
@@ -54,9 +69,10 @@ func (v *Verifier) Feed() FeedStats {
 
 // sampleRecord is the evidence the verifier keeps for a judged sample.
 type sampleRecord struct {
-	Sample  samplefeed.Sample `json:"sample"`
-	Scores  verify.Scores     `json:"scores"`
-	Verdict verify.Verdict    `json:"verdict"`
+	Sample   samplefeed.Sample `json:"sample"`
+	Scores   *verify.Scores    `json:"scores,omitempty"`
+	Replayed *verify.Replayed  `json:"replayed,omitempty"`
+	Verdict  verify.Verdict    `json:"verdict"`
 }
 
 func (v *Verifier) runSamples(ctx context.Context) {
@@ -93,7 +109,30 @@ func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
 		if err != nil {
 			return out, fmt.Errorf("reference models: %w", err)
 		}
-		for i := range page.Samples {
+		// Meet the page's providers first (a new one's canaries start at
+		// once), then judge the samples of providers on probation before
+		// the others, and greedy samples before sampled ones: they are
+		// cheap to judge and catch most; sampled ones cost a reference
+		// call per token checked.
+		v.meet(page.Samples, refs)
+		order := make([]int, len(page.Samples))
+		for i := range order {
+			order[i] = i
+		}
+		v.mu.Lock()
+		later := func(s *samplefeed.Sample) int {
+			k := 0
+			if v.audited[s.Receipt.Receipt.Provider] >= v.cfg.ProbationCases {
+				k += 2
+			}
+			if v.sampled(s) {
+				k++
+			}
+			return k
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return later(&page.Samples[a]) - later(&page.Samples[b]) })
+		v.mu.Unlock()
+		for _, i := range order {
 			if p, ok := v.judgeSample(ctx, &page.Samples[i], refs); ok {
 				out = append(out, p)
 			}
@@ -124,34 +163,115 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 		v.log.Warn("the feed holds a receipt another gateway signed; ignored", "request_id", r.RequestID)
 		return Posted{}, false
 	}
-	if !slices.Contains(v.known[model], r.Provider) {
-		v.known[model] = append(v.known[model], r.Provider)
-	}
+	v.see(model, r.Provider, r.ModelDigest)
 	v.mu.Unlock()
-	if !s.Shared() || v.cfg.Scorer == nil {
+	if !s.Shared() {
 		return Posted{}, false
 	}
 	req := *s.Request
 	req.Model = model
 	resp := verify.Response{Text: *s.Text, FinishReason: s.FinishReason,
 		Usage: protocol.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens}}
-	sc, err := v.cfg.Scorer.Score(ctx, req, resp.Text)
-	if err != nil {
-		v.log.Warn("could not re-score a sample; abstaining", "request_id", r.RequestID, "err", err)
-		return Posted{}, false
+	rec := sampleRecord{Sample: *s}
+	if v.cfg.Scorer != nil {
+		sc, err := v.cfg.Scorer.Score(ctx, req, resp.Text)
+		if err != nil {
+			v.log.Warn("could not re-score a sample; abstaining", "request_id", r.RequestID, "err", err)
+			return Posted{}, false
+		}
+		if rec.Verdict, err = v.cfg.Judge.Rescore(req, resp, sc); err != nil {
+			v.log.Warn("could not judge a sample; abstaining", "request_id", r.RequestID, "err", err)
+			return Posted{}, false
+		}
+		rec.Scores = &sc
+	} else {
+		rp, verdict, ok := v.replaySample(ctx, req, resp)
+		if !ok {
+			return Posted{}, false
+		}
+		rec.Replayed, rec.Verdict = &rp, verdict
 	}
-	verdict, err := v.cfg.Judge.Rescore(req, resp, sc)
-	if err != nil {
-		v.log.Warn("could not judge a sample; abstaining", "request_id", r.RequestID, "err", err)
-		return Posted{}, false
-	}
-	raw, _ := json.MarshalIndent(sampleRecord{Sample: *s, Scores: sc, Verdict: verdict}, "", " ")
+	verdict := rec.Verdict
+	raw, _ := json.MarshalIndent(rec, "", " ")
 	open := opening{receipts: []ledger.BatchReceipt{ledger.NewBatchReceipt(&s.Receipt)}}
 	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict}, raw, open)
 	v.mu.Lock()
 	v.feed.judged++
 	v.mu.Unlock()
 	return p, true
+}
+
+// sampled reports whether s was generated at a temperature above 0.
+func (v *Verifier) sampled(s *samplefeed.Sample) bool {
+	if s.Request == nil {
+		return false
+	}
+	if t := s.Request.Options.Temperature; t != nil {
+		return *t > 0
+	}
+	return *v.cfg.DefaultTemperature > 0
+}
+
+// meet records which providers serve which of the reference's models
+// with which weights, from the receipts of samples.
+func (v *Verifier) meet(samples []samplefeed.Sample, refs []backend.Model) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for i := range samples {
+		r := &samples[i].Receipt.Receipt
+		if j := slices.IndexFunc(refs, func(m backend.Model) bool { return m.Digest == r.ModelDigest }); j >= 0 && r.Gateway == v.feed.gateway {
+			v.see(refs[j].Name, r.Provider, r.ModelDigest)
+		}
+	}
+}
+
+// replaySample judges a sample on a reference without a Scorer; ok is
+// false when it cannot (a sampled answer without log-probabilities, a
+// replay that failed): the verifier abstains.
+func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp verify.Response) (verify.Replayed, verify.Verdict, bool) {
+	temp := *v.cfg.DefaultTemperature
+	if t := req.Options.Temperature; t != nil {
+		temp = *t
+	}
+	greedy := !(temp > 0)
+	v.mu.Lock()
+	noLogprobs := v.noLogprobs
+	v.mu.Unlock()
+	if !greedy && noLogprobs {
+		return verify.Replayed{}, verify.Verdict{}, false
+	}
+	c := v.cfg.Canary
+	if !greedy {
+		// Token by token: SampledChecks calls of one token each.
+		c.Step, c.MaxReplays = 1, v.cfg.SampledChecks
+	}
+	rp, err := c.Replay(ctx, v.cfg.Reference, req, resp)
+	if err != nil {
+		v.log.Warn("could not replay a sample; abstaining", "err", err)
+		return verify.Replayed{}, verify.Verdict{}, false
+	}
+	if !rp.Logprobs && v.cfg.Canary.TopLogprobs > 0 && rp.Replays > 0 {
+		v.mu.Lock()
+		first := !v.noLogprobs
+		v.noLogprobs = true
+		v.mu.Unlock()
+		if first {
+			v.log.Warn("the reference returns no log-probabilities: greedy samples are judged by replay alone, sampled ones (temperature > 0) not at all")
+		}
+	}
+	j := v.cfg.Judge
+	j.DefaultTemperature = *v.cfg.DefaultTemperature
+	if !greedy {
+		if !rp.Logprobs {
+			return verify.Replayed{}, verify.Verdict{}, false
+		}
+		return rp, j.Divergences(req, rp), true
+	}
+	verdict := v.cfg.Canary.Decide([]verify.Replayed{rp})
+	if verdict.Pass && rp.Logprobs {
+		verdict = j.Divergences(req, rp)
+	}
+	return rp, verdict, true
 }
 
 // fetchSamples reads one page after seq, signing the request; the first

@@ -10,10 +10,14 @@
 // also reads the gateway's sample feed and re-scores the sampled responses
 // (samples.go).
 //
-// Canaries go out at Interval; a provider the verifier has audited less
-// than the others (a new one) is targeted with the request's routing
-// preferences (provider.order with no fallbacks), so new providers meet
-// more canaries than old ones.
+// Canaries go out at Interval, the models taking turns, except for
+// probation: a (provider, digest) pair the verifier has seen (in a
+// canary's receipt or a sample) and judged in fewer than ProbationCases
+// cases gets canaries back to back, pinned to it with the request's
+// routing preferences (provider.order with no fallbacks), the pair with
+// the fewest cases first, until it has its cases. Outside probation a
+// provider audited less than the others of a model is targeted the same
+// way, so new providers meet more canaries than old ones.
 package verifier
 
 import (
@@ -61,6 +65,10 @@ type Config struct {
 	// Interval the pause between canaries (default 10 s).
 	CaseSize int
 	Interval time.Duration
+	// ProbationCases is how many cases of each (provider, digest) pair the
+	// verifier judges back to back when it first sees the pair (default
+	// 3, the gateway's default probation; negative: none).
+	ProbationCases int
 	// MaxTokens caps a canary's answer (default 128): long answers cost
 	// the verifier replays and add little evidence.
 	MaxTokens int
@@ -81,6 +89,14 @@ type Config struct {
 	// decides re-scored samples (default verify.DefaultJudge).
 	Scorer verify.Scorer
 	Judge  verify.Judge
+	// DefaultTemperature is the temperature a sampled request without one
+	// was generated at, which tells greedy samples from sampled ones on a
+	// reference without a Scorer (default 0 for the simulator, 0.8 —
+	// Ollama's default — otherwise).
+	DefaultTemperature *float64
+	// SampledChecks is how many tokens of a sampled (temperature > 0)
+	// sample are checked, one reference call each (default 8).
+	SampledChecks int
 	// Cases, when set with a Key, lists the ledger's open cases: every
 	// CaseInterval (default 5 s) the verifier replays the canary cases
 	// other verifiers opened and votes in them (cases.go).
@@ -96,6 +112,10 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
+// ollamaDefaultTemperature is Ollama's temperature for a request that
+// sets none.
+const ollamaDefaultTemperature = 0.8
+
 // Verifier audits the providers behind one gateway.
 type Verifier struct {
 	cfg Config
@@ -106,8 +126,13 @@ type Verifier struct {
 	pending map[string][]canaryRecord   // provider key → canaries awaiting a case
 	audited map[keys.PublicKey]int      // cases posted per provider
 	known   map[string][]keys.PublicKey // model → providers seen serving it
+	pairs   map[string]*pair            // provider key + digest → its audit
+	wake    chan struct{}               // a new pair: probation starts now
 	verdict []Posted
 	feed    feedState
+	// noLogprobs: the reference answered a replay without the
+	// log-probabilities asked for (said once in the log).
+	noLogprobs bool
 	// judgedCases are the open cases of others the verifier judged.
 	judgedCases map[receipt.Hash]bool
 }
@@ -143,6 +168,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Gateway == "" || cfg.APIKey == "" || cfg.Reference == nil {
 		return nil, errors.New("verifier: a gateway, an API key and a reference backend are required")
 	}
+	if cfg.ProbationCases == 0 {
+		cfg.ProbationCases = 3
+	}
 	if cfg.CaseSize <= 0 {
 		cfg.CaseSize = 8
 	}
@@ -167,6 +195,16 @@ func New(cfg Config) (*Verifier, error) {
 	if s, ok := cfg.Reference.(*sim.Sim); ok && cfg.Scorer == nil {
 		cfg.Scorer = verify.SimScorer{Sim: s}
 	}
+	if cfg.SampledChecks <= 0 {
+		cfg.SampledChecks = 8
+	}
+	if cfg.DefaultTemperature == nil {
+		t := ollamaDefaultTemperature
+		if _, ok := cfg.Reference.(*sim.Sim); ok {
+			t = 0
+		}
+		cfg.DefaultTemperature = &t
+	}
 	if cfg.Judge == (verify.Judge{}) {
 		cfg.Judge = verify.DefaultJudge()
 	}
@@ -182,6 +220,7 @@ func New(cfg Config) (*Verifier, error) {
 		}
 	}
 	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{},
+		pairs: map[string]*pair{}, wake: make(chan struct{}, 1),
 		judgedCases: map[receipt.Hash]bool{}}, nil
 }
 
@@ -203,11 +242,18 @@ func (v *Verifier) Run(ctx context.Context) error {
 	for {
 		if _, err := v.Step(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("canary failed", "err", err)
+		} else if _, _, ok := v.probation(); ok && err == nil {
+			// A pair on probation: its next canary at once.
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-v.wake:
 		}
 	}
 }
@@ -248,9 +294,14 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	v.mu.Lock()
 	i := v.next
 	v.next++
-	model := models[i%len(models)]
-	target := v.leastAudited(model)
 	v.mu.Unlock()
+	model, target, ok := v.probation()
+	if !ok || !slices.Contains(models, model) {
+		model = models[i%len(models)]
+		v.mu.Lock()
+		target = v.leastAudited(model)
+		v.mu.Unlock()
+	}
 
 	mix := verify.DefaultPromptMix(model)
 	mix.Seed = v.cfg.Seed + 1
@@ -263,6 +314,9 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	req.System = ""
 	resp, body, signed, err := v.ask(ctx, req, target)
 	if err != nil {
+		if ok {
+			v.missed(*target)
+		}
 		return nil, err
 	}
 	replayed, err := v.cfg.Canary.Replay(ctx, v.cfg.Reference, req, resp)
@@ -272,22 +326,106 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	prov := signed.Receipt.Provider
 	rec := canaryRecord{Request: req, Body: body, Response: resp, Receipt: signed, Replayed: replayed}
 	v.mu.Lock()
-	if !slices.Contains(v.known[model], prov) {
-		v.known[model] = append(v.known[model], prov)
-	}
-	k := prov.String() + "\x00" + signed.Receipt.ModelDigest
+	pr := v.see(model, prov, signed.Receipt.ModelDigest)
+	k := pairKey(prov, signed.Receipt.ModelDigest)
 	v.pending[k] = append(v.pending[k], rec)
+	pr.pending = len(v.pending[k])
 	var batch []canaryRecord
 	if len(v.pending[k]) >= v.cfg.CaseSize {
 		batch, v.pending[k] = v.pending[k], nil
 		v.audited[prov]++
+		pr.cases++
+		pr.pending = 0
 	}
+	pr.misses = 0
 	v.mu.Unlock()
 	if batch == nil {
 		return nil, nil
 	}
 	p := v.judge(ctx, model, prov, signed.Receipt.ModelDigest, batch)
 	return &p, nil
+}
+
+// pair is one (provider, digest) pair the verifier has seen serving a
+// model, and how far its audit has come.
+type pair struct {
+	model    string
+	provider keys.PublicKey
+	digest   string
+	cases    int // cases judged
+	pending  int // canaries toward the next case
+	// misses counts canaries pinned to it that failed in a row; after
+	// maxMisses it leaves probation (it is gone, or serves nothing now).
+	misses int
+}
+
+const maxMisses = 3
+
+// missed counts a failed canary pinned to prov on probation.
+func (v *Verifier) missed(prov keys.PublicKey) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, p := range v.pairs {
+		if p.provider == prov && p.cases < v.cfg.ProbationCases {
+			p.misses++
+		}
+	}
+}
+
+func pairKey(prov keys.PublicKey, digest string) string { return prov.String() + "\x00" + digest }
+
+// see records that prov serves model with digest and returns its pair;
+// v.mu is held.
+func (v *Verifier) see(model string, prov keys.PublicKey, digest string) *pair {
+	if !slices.Contains(v.known[model], prov) {
+		v.known[model] = append(v.known[model], prov)
+	}
+	k := pairKey(prov, digest)
+	p := v.pairs[k]
+	if p == nil {
+		p = &pair{model: model, provider: prov, digest: digest}
+		v.pairs[k] = p
+		if v.cfg.ProbationCases > 0 {
+			select {
+			case v.wake <- struct{}{}:
+			default:
+			}
+			v.log.Info("new provider weights: auditing them back to back", "provider", prov.String(), "model", model, "digest", digest, "cases", v.cfg.ProbationCases)
+		}
+	}
+	return p
+}
+
+// probation is the model and provider of the pair on probation (judged in
+// fewer than ProbationCases cases) that the next canary goes to: the one
+// whose provider has the fewest cases in all (a new provider before an
+// audited provider's other weights: the gateway caps providers, not
+// pairs), then the one with the fewest cases, and among those the one
+// nearest to completing its next case, so that one case completes before
+// the next begins.
+func (v *Verifier) probation() (string, *keys.PublicKey, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var best *pair
+	for _, p := range v.pairs {
+		if p.cases >= v.cfg.ProbationCases || p.misses >= maxMisses {
+			continue
+		}
+		if best == nil {
+			best = p
+			continue
+		}
+		pa, ba := v.audited[p.provider], v.audited[best.provider]
+		if pa < ba || pa == ba && (p.cases < best.cases || p.cases == best.cases && (p.pending > best.pending ||
+			p.pending == best.pending && pairKey(p.provider, p.digest) < pairKey(best.provider, best.digest))) {
+			best = p
+		}
+	}
+	if best == nil {
+		return "", nil, false
+	}
+	prov := best.provider
+	return best.model, &prov, true
 }
 
 // leastAudited is the provider of model with the fewest cases, when one

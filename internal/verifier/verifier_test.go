@@ -187,7 +187,9 @@ func TestHonestProviderPasses(t *testing.T) {
 // it claims fails its cases and is convicted on the ledger.
 func TestCheaterConvicted(t *testing.T) {
 	n, ref, vkey := network(t, 99)
-	v := newVerifier(t, n, ref, vkey)
+	// Two cases end its probation: the last canary below is routed as
+	// any consumer's.
+	v := newVerifier(t, n, ref, vkey, func(c *verifier.Config) { c.ProbationCases = 2 })
 	for _, p := range audit(t, v, 2) {
 		if p.Verdict.Pass || p.Err != "" {
 			t.Fatalf("cheater: %+v", p)
@@ -343,5 +345,31 @@ func TestRealOllamaQuantizedCheater(t *testing.T) {
 				t.Errorf("honest provider on the ledger: %+v %v", p, err)
 			}
 		})
+	}
+}
+
+// TestProbationBackToBack: a provider the verifier has not judged gets
+// its probation cases back to back, not one canary per Interval.
+func TestProbationBackToBack(t *testing.T) {
+	n, ref, vkey := network(t, 0)
+	v := newVerifier(t, n, ref, vkey, func(c *verifier.Config) { c.Interval, c.ProbationCases = time.Hour, 2 })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(time.Minute)
+	for len(v.Verdicts()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d verdicts within a minute with one canary an hour outside probation", len(v.Verdicts()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range v.Verdicts() {
+		if p.Source != "canary" || !p.Verdict.Pass {
+			t.Errorf("probation verdict: %+v", p)
+		}
 	}
 }

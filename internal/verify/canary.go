@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -43,13 +44,26 @@ type Canary struct {
 	CountSlack       int
 	CountSlackRate   float64
 	DefaultMaxTokens int
+	// TopLogprobs is how many candidates per position the replay asks
+	// the reference for (0: none). Where the reference returns them, each
+	// divergence gets the provider's token's deficit there (Replayed.
+	// Deficits) at no extra generation: the replay that diverged already
+	// ran from the provider's prefix.
+	TopLogprobs int
+	// Step, when positive, caps each reference generation at that many
+	// tokens: 1 checks a sampled answer token by token, each call
+	// decoding one token from the provider's prefix (which the
+	// reference's prefix cache mostly holds), where a greedy replay from
+	// a sampled answer would decode the rest of the budget at every
+	// divergence. MaxReplays then bounds the tokens checked.
+	Step int
 }
 
 // DefaultCanary tolerates honest providers that flip up to 2% of their
 // greedy tokens, twice what the simulator's largest honest noise control
 // does, and fails them with probability at most 10⁻⁶ per case.
 func DefaultCanary() Canary {
-	return Canary{FlipRate: 0.02, Alpha: 1e-6, MinDivergences: 3, MaxReplays: 8, CountSlack: 1, CountSlackRate: 0.02}
+	return Canary{FlipRate: 0.02, Alpha: 1e-6, MinDivergences: 3, MaxReplays: 8, CountSlack: 1, CountSlackRate: 0.02, TopLogprobs: 10}
 }
 
 // Replayed is one canary replayed against the reference.
@@ -78,6 +92,14 @@ type Replayed struct {
 	// tokens they prefilled and decoded (the verifier's compute).
 	Replays               int
 	RefPrompt, RefDecoded int
+	// Logprobs: the reference returned log-probabilities (it was asked
+	// for them and supports them). Deficits then holds, for each
+	// divergence where the reference scored the position, how far the
+	// provider's token is below the reference's best there, in nats; a
+	// token outside the reference's top candidates gets the deficit of
+	// the last of them, a lower bound.
+	Logprobs bool      `json:",omitempty"`
+	Deficits []float64 `json:",omitempty"`
 }
 
 // Replay replays resp, the provider's answer to the greedy request req,
@@ -103,14 +125,22 @@ func (c Canary) Replay(ctx context.Context, ref backend.Backend, req protocol.Re
 			out.Tokens += len(splitTokens(text[pos:]))
 			break
 		}
-		g, err := generate(ctx, ref, continueFrom(req, text[:pos], limit-out.Tokens))
+		budget := limit - out.Tokens
+		n := budget
+		if c.Step > 0 {
+			n = min(n, c.Step)
+		}
+		next := continueFrom(req, text[:pos], n)
+		next.Options.Logprobs, next.Options.TopLogprobs = c.TopLogprobs > 0, max(c.TopLogprobs, 0)
+		g, err := generate(ctx, ref, next)
 		if err != nil {
 			return Replayed{}, fmt.Errorf("verify: canary replay: %w", err)
 		}
 		out.Replays++
 		out.RefPrompt += int(g.usage.PromptTokens)
 		out.RefDecoded += int(g.usage.CompletionTokens)
-		matched, last := true, 0
+		out.Logprobs = out.Logprobs || g.logprobs != nil
+		matched, last, at := true, 0, 0
 		for _, tk := range g.tokens {
 			if tk == "" || !strings.HasPrefix(text[pos:], tk) {
 				matched = false
@@ -119,6 +149,7 @@ func (c Canary) Replay(ctx context.Context, ref backend.Backend, req protocol.Re
 			pos += len(tk)
 			last = len(tk)
 			out.Tokens++
+			at++
 		}
 		if pos == len(text) {
 			if !matched && resp.FinishReason == "stop" {
@@ -127,6 +158,9 @@ func (c Canary) Replay(ctx context.Context, ref backend.Backend, req protocol.Re
 			break
 		}
 		if matched && g.finish == "length" {
+			if n < budget {
+				continue // a step ended; the next one goes on from here
+			}
 			// The reference used the whole budget; the rest of the text is
 			// beyond it.
 			out.Tokens += len(splitTokens(text[pos:]))
@@ -138,12 +172,16 @@ func (c Canary) Replay(ctx context.Context, ref backend.Backend, req protocol.Re
 			// so the divergence is at that token.
 			pos -= last
 			out.Tokens--
+			at--
 		}
 		// The provider's token here is not the reference's greedy choice
 		// (or the reference ended): take the provider's and go on.
 		out.Divergences++
 		if out.FirstDivergence < 0 {
 			out.FirstDivergence = out.Tokens
+		}
+		if at < len(g.logprobs) && len(g.logprobs[at]) > 0 {
+			out.Deficits = append(out.Deficits, tokenDeficit(g.logprobs[at], text[pos:]))
 		}
 		pos += firstToken(text[pos:])
 		out.Tokens++
@@ -221,16 +259,57 @@ func continueFrom(req protocol.Request, prefix string, maxTokens int) protocol.R
 	return r
 }
 
-// generated is one reference generation, split into tokens.
+// tokenDeficit is how far the candidate of top that rest starts with (the
+// longest such) is below the best of top; with none, how far the last of
+// top is, a lower bound.
+func tokenDeficit(top []protocol.TopLogprob, rest string) float64 {
+	best, worst := math.Inf(-1), math.Inf(1)
+	mine, mineLen := math.NaN(), 0
+	for _, t := range top {
+		best, worst = max(best, t.Logprob), min(worst, t.Logprob)
+		if t.Token != "" && len(t.Token) > mineLen && strings.HasPrefix(rest, t.Token) {
+			mine, mineLen = t.Logprob, len(t.Token)
+		}
+	}
+	if mineLen == 0 {
+		mine = worst
+	}
+	return deficit(best, mine)
+}
+
+// joined is the text of tokens.
+func joined(tokens []protocol.TokenLogprob) string {
+	var sb strings.Builder
+	for _, t := range tokens {
+		sb.WriteString(t.Token)
+	}
+	return sb.String()
+}
+
+// generated is one reference generation, split into tokens; logprobs
+// holds each token's top candidates when the reference returned them
+// (nil otherwise).
 type generated struct {
-	tokens []string
-	usage  protocol.Usage
-	finish string
+	tokens   []string
+	logprobs [][]protocol.TopLogprob
+	usage    protocol.Usage
+	finish   string
 }
 
 func generate(ctx context.Context, b backend.Backend, req protocol.Request) (generated, error) {
 	var g generated
 	res, err := b.Generate(ctx, req, func(d backend.Delta) error {
+		if n := len(d.Logprobs); n > 0 && n == max(d.Tokens, 1) && joined(d.Logprobs) == d.Text {
+			// One entry per token: the tokens as the reference split them.
+			for len(g.logprobs) < len(g.tokens) {
+				g.logprobs = append(g.logprobs, nil)
+			}
+			for _, lp := range d.Logprobs {
+				g.tokens = append(g.tokens, lp.Token)
+				g.logprobs = append(g.logprobs, lp.Top)
+			}
+			return nil
+		}
 		if d.Tokens == 1 {
 			g.tokens = append(g.tokens, d.Text)
 		} else {

@@ -264,3 +264,42 @@ func required(minCount int, rate float64, n int) int {
 	}
 	return need
 }
+
+// Divergences judges a replayed answer by the deficits of the provider's
+// tokens where it diverged from the reference (Replayed.Deficits; every
+// other token was the reference's greedy choice, deficit 0), with the
+// re-scoring rules: for a greedy request the hard and soft rules, for a
+// sampled one the sampled rule. A replay without log-probabilities passes
+// here (Canary.Decide judges its divergences).
+func (j Judge) Divergences(req protocol.Request, r Replayed) Verdict {
+	temp := j.DefaultTemperature
+	if t := req.Options.Temperature; t != nil {
+		temp = *t
+	}
+	if math.IsNaN(temp) || math.IsInf(temp, 0) {
+		temp = 0
+	}
+	sampled := temp > 0
+	threshold, minCount, rate, scale := j.SoftDeficit, j.SoftMinCount, j.SoftRate, 1.0
+	if sampled {
+		threshold, minCount, rate, scale = j.SampledDeficit, j.SampledMinCount, j.SampledRate, 1/temp
+	}
+	flagged, worst := 0, 0.0
+	for _, d := range r.Deficits {
+		worst = max(worst, d)
+		if d*scale > threshold {
+			flagged++
+		}
+	}
+	if !sampled && worst > j.HardDeficit {
+		return failed(RuleHard, r.Tokens, flagged, worst, "a divergence %.2f nats below the reference's best (hard limit %.2f)", worst, j.HardDeficit)
+	}
+	if need := required(minCount, rate, r.Tokens); flagged >= need {
+		what := fmt.Sprintf("more than %.2f nats below the reference's best", threshold)
+		if sampled {
+			what = fmt.Sprintf("more than %.1f × temperature %.2f nats below the reference's best", threshold, temp)
+		}
+		return failed(RuleSoft, r.Tokens, flagged, worst, "%d of %d tokens are %s (limit %d)", flagged, r.Tokens, what, need)
+	}
+	return pass(r.Tokens, flagged, worst)
+}

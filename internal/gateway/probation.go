@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/idlegrid/idlegrid/internal/hub"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
+)
+
+// Probation: trust before traffic. With a ledger, a provider that has not
+// yet passed Config.ProbationCases cases (matured on the ledger, as its
+// standing says), or that has a failed case still inside the conviction
+// window, is on probation: of the requests for one model it gets at most
+// Config.ProbationShare while a provider of the model that is not on
+// probation has a free slot. Requests pinned to it (provider.order without
+// fallbacks, as verifiers' canaries are) and requests nobody else can take
+// still reach it. With a sample feed, every response of a provider on
+// probation is sampled. The gateway re-reads standings at every block, so a
+// provider leaves probation in the block its last needed case matures.
+
+// Defaults of the probation policy (Config.ProbationCases and
+// Config.ProbationShare).
+const (
+	DefaultProbationCases = 3
+	DefaultProbationShare = 0.1
+)
+
+// probation holds, per model as consumers name it, each provider on
+// probation's credit: every request placed for the model adds
+// ProbationShare to it (up to one request's worth: credit does not bank),
+// and a request placed on the provider takes one. A provider without a
+// whole request of credit is capped.
+type probation struct {
+	mu     sync.Mutex
+	credit map[string]map[keys.PublicKey]float64
+}
+
+// onProbation reports whether st puts its provider on probation; a
+// gateway without a ledger, or one that serves unregistered providers,
+// has no probation.
+func (g *Gateway) onProbation(st standing) bool {
+	if !g.enforced() || g.cfg.ProbationCases < 0 {
+		return false
+	}
+	passed := st.audits - min(st.failures, st.audits)
+	return passed < uint64(g.cfg.ProbationCases) || st.recentFailures > 0
+}
+
+// capped lists the providers on probation that have had their share of
+// model's requests, when some provider of the model is off probation (with
+// all on probation, routing is as usual): the next request goes elsewhere
+// if it can.
+func (g *Gateway) capped(model string, infos []hub.Info) map[keys.PublicKey]bool {
+	var out map[keys.PublicKey]bool
+	off := false
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	for _, in := range infos {
+		if !serves(in, model) {
+			continue
+		}
+		st, _ := g.standing(in.Key)
+		switch {
+		case !g.onProbation(st):
+			off = true
+		case g.prob.credit[model][in.Key] < 1:
+			if out == nil {
+				out = map[keys.PublicKey]bool{}
+			}
+			out[in.Key] = true
+		}
+	}
+	if !off {
+		return nil
+	}
+	return out
+}
+
+// due lists the providers on probation with a whole request of credit
+// for model, when some provider of the model is off probation (with all on
+// probation, routing is as usual).
+func (g *Gateway) due(model string, infos []hub.Info) map[keys.PublicKey]bool {
+	var out map[keys.PublicKey]bool
+	off := false
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	for _, in := range infos {
+		if !serves(in, model) {
+			continue
+		}
+		st, _ := g.standing(in.Key)
+		switch {
+		case !g.onProbation(st):
+			off = true
+		case g.prob.credit[model][in.Key] >= 1:
+			if out == nil {
+				out = map[keys.PublicKey]bool{}
+			}
+			out[in.Key] = true
+		}
+	}
+	if !off {
+		return nil
+	}
+	return out
+}
+
+// placed accounts for a request for model placed on key.
+func (g *Gateway) placed(model string, key keys.PublicKey) {
+	g.adm.mu.Lock()
+	var on []keys.PublicKey
+	for k, st := range g.adm.standings {
+		if g.onProbation(st) {
+			on = append(on, k)
+		}
+	}
+	g.adm.mu.Unlock()
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	if g.prob.credit == nil {
+		g.prob.credit = map[string]map[keys.PublicKey]float64{}
+	}
+	credit := g.prob.credit[model]
+	if credit == nil {
+		credit = map[keys.PublicKey]float64{}
+		g.prob.credit[model] = credit
+	}
+	for k := range credit {
+		if !slices.Contains(on, k) {
+			delete(credit, k) // left probation, or left the gateway
+		}
+	}
+	for _, k := range on {
+		credit[k] = min(credit[k]+g.cfg.ProbationShare, 1)
+		if k == key {
+			// Placed on it even when capped (pinned, or nobody else
+			// free): it waits for its share to catch up, at most one
+			// request's worth.
+			credit[k] = max(credit[k]-1, -1)
+		}
+	}
+}
+
+// sampledOnProbation reports whether key is on probation: the sample
+// feed then takes every response of it, so that verifiers meet a newcomer
+// at its first request and judge all it serves while on probation.
+func (g *Gateway) sampledOnProbation(key keys.PublicKey) bool {
+	st, ok := g.standing(key)
+	return ok && g.onProbation(st)
+}
+
+// pick is the scheduler's choice for c among infos: a provider on
+// probation with its share to take gets c first (unless c names providers
+// to try first), so that newcomers get the traffic that samples them;
+// those that have had their share are kept out unless no other provider
+// can take c now.
+func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
+	cands := g.candidates(infos)
+	model := probationModel(c.asked)
+	if due := g.due(model, infos); len(due) > 0 && len(c.sched.Prefs.Order) == 0 {
+		only := slices.Clone(cands)
+		for i := range only {
+			if !due[only[i].Key] {
+				only[i].Paused = true
+			}
+		}
+		if choice, err := g.sched.Pick(only, &c.sched); err == nil {
+			return choice, nil
+		}
+	}
+	if capped := g.capped(model, infos); len(capped) > 0 {
+		held := slices.Clone(cands)
+		for i := range held {
+			if capped[held[i].Key] {
+				held[i].Paused = true
+			}
+		}
+		if choice, err := g.sched.Pick(held, &c.sched); err == nil {
+			return choice, nil
+		}
+	}
+	return g.sched.Pick(cands, &c.sched)
+}
+
+// serves reports whether in offers model (as probationModel names it).
+func serves(in hub.Info, model string) bool {
+	return slices.ContainsFunc(in.Capabilities.Models, func(m protocol.Model) bool { return probationModel(m.Name) == model })
+}
+
+// probationModel is the name probation counts a model's requests under.
+func probationModel(asked string) string {
+	base, _ := strings.CutSuffix(asked, ":latest")
+	return base
+}

@@ -1,0 +1,147 @@
+package gateway
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/hub"
+	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/scheduler"
+	"github.com/idlegrid/idlegrid/internal/store"
+)
+
+// TestProbationCap: a provider that has not passed ProbationCases cases
+// gets at most ProbationShare of a model's requests while an audited
+// provider has free slots, all of them when nobody else can take one, and
+// its fair share once it has passed; one with a failed case inside the
+// conviction window stays capped whatever it passed before.
+func TestProbationCap(t *testing.T) {
+	ctx := t.Context()
+	min := ledger.DefaultParams().MinProviderStake
+	gen := func() keys.PublicKey {
+		k, err := keys.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Public()
+	}
+	old, newcomer := gen(), gen()
+	audited := chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 10}}
+	l := &standingLedger{fixedLedger: fixedLedger{}, providers: map[keys.Address]chain.ProviderInfo{
+		old.Address():      audited,
+		newcomer.Address(): {Stake: min},
+	}}
+	gw, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "gateway.db"), store.WithProcessDurability())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	g, err := New(Config{Key: gw, ChainID: "c", Store: st, Hub: hub.New(hub.Config{Key: gw, ChainID: "c"}), Ledger: l, Policy: scheduler.PolicyRoundRobin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() {
+		for _, k := range []keys.PublicKey{old, newcomer} {
+			if err := g.admitProvider(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read()
+	model := protocol.Model{Name: "tiny:latest", Digest: "sha256:aa"}
+	info := func(k keys.PublicKey, inflight int) hub.Info {
+		return hub.Info{Key: k, Capabilities: protocol.Capabilities{Models: []protocol.Model{model}, Slots: 4}, InFlight: inflight}
+	}
+	// share places n requests for "tiny" and returns the newcomer's share.
+	share := func(n, oldInflight int, prefs scheduler.Preferences) float64 {
+		got := 0
+		for range n {
+			req := protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}
+			c := &call{asked: "tiny", req: req}
+			c.sched = g.sched.NewRequest(&c.req, prefs, "")
+			choice, err := g.pick(c, []hub.Info{info(old, oldInflight), info(newcomer, 0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.placed(probationModel(c.asked), choice.Key)
+			if choice.Key == newcomer {
+				got++
+			}
+		}
+		return float64(got) / float64(n)
+	}
+	if s := share(500, 0, scheduler.Preferences{}); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
+		t.Errorf("a newcomer got %.3f of the requests, want about %.2f", s, DefaultProbationShare)
+	}
+	if s := share(20, 4, scheduler.Preferences{}); s != 1 {
+		t.Errorf("with the audited provider full the newcomer got %.2f of the requests, want all", s)
+	}
+	ref, err := scheduler.ParseProviderRef(newcomer.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := scheduler.Preferences{Order: []scheduler.ProviderRef{ref}, NoFallbacks: true}
+	if s := share(20, 0, pinned); s != 1 {
+		t.Errorf("requests pinned to the newcomer (canaries) reached it %.2f of the time, want all", s)
+	}
+
+	// The newcomer passes its cases: the cap lifts.
+	l.smu.Lock()
+	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: DefaultProbationCases}}
+	l.smu.Unlock()
+	read()
+	if s := share(500, 0, scheduler.Preferences{}); s < 0.4 || s > 0.6 {
+		t.Errorf("after passing %d cases the newcomer got %.3f of the requests, want about half", DefaultProbationCases, s)
+	}
+
+	// A failed case inside the conviction window caps it again.
+	l.smu.Lock()
+	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 20, Failures: 1, Recent: []uint64{7}}}
+	l.smu.Unlock()
+	read()
+	if s := share(1000, 0, scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
+		t.Errorf("a provider with a failed case got %.3f of the requests, want at most %.2f", s, DefaultProbationShare)
+	}
+}
+
+// TestProbationSampled: every response of a provider on probation goes
+// into the sample feed, whatever the feed's share.
+func TestProbationSampled(t *testing.T) {
+	gen := func() keys.PublicKey {
+		k, err := keys.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Public()
+	}
+	newcomer, old := gen(), gen()
+	f, err := newSampleFeed(SampleConfig{Share: 1e-12, ShareText: true}, "c", gen(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.onProbation = func(k keys.PublicKey) bool { return k == newcomer }
+	req := protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}
+	for range 10 {
+		for _, k := range []keys.PublicKey{newcomer, old} {
+			f.offer(&req, receipt.Signed{Receipt: receipt.Receipt{Provider: k}}, "stop", "text", 4)
+		}
+	}
+	page := f.page(0, 100)
+	if len(page.Samples) != 10 {
+		t.Fatalf("%d samples, want the newcomer's 10", len(page.Samples))
+	}
+	for _, s := range page.Samples {
+		if s.Receipt.Receipt.Provider != newcomer || !s.Shared() {
+			t.Errorf("sample %+v", s)
+		}
+	}
+}
