@@ -58,7 +58,10 @@ func startMarket(t *testing.T, gcfg gateway.Config, offers ...offer) *market {
 	}
 	for i, o := range offers {
 		cfg := sim.DefaultConfig()
-		cfg.Models[0].FirstToken, cfg.Models[0].TokensPerSecond = 0, 2000
+		// Paced answers (20 ms to the first token, 200 tokens/s), so the
+		// speeds the gateway measures are the simulator's pace, not the
+		// scheduling noise of a loaded machine, and price decides the score.
+		cfg.Models[0].FirstToken, cfg.Models[0].TokensPerSecond = 20*time.Millisecond, 200
 		cfg.Models[0].Weights = max(o.weights, 1)
 		s, err := sim.New(cfg)
 		if err != nil {
