@@ -2,7 +2,6 @@ package attack
 
 import (
 	"context"
-	"crypto/sha256"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -22,64 +21,15 @@ import (
 // settleChainID is the chain of the settlement attacks' ledger.
 const settleChainID = "attack-settle"
 
-// settleState is committed ledger state in memory.
-type settleState map[string][]byte
-
-func (m settleState) Get(k []byte) ([]byte, error) { return m[string(k)], nil }
-
-// settleChain is one ledger node in memory: the real state machine
-// (ledger.Init, ledger.ExecuteBlock), blocks committed one by one.
-type settleChain struct {
-	tb      testing.TB
-	state   settleState
-	height  uint64
-	appHash []byte
-	nonces  map[keys.Address]uint64
-}
+// settleChain is the settlement attacks' ledger node in memory.
+type settleChain struct{ *memChain }
 
 func newSettleChain(tb testing.TB, g ledger.Genesis) *settleChain {
-	tb.Helper()
-	c := &settleChain{tb: tb, state: settleState{}, nonces: map[keys.Address]uint64{}}
-	b, err := ledger.Init(c.state, settleChainID, g)
-	if err != nil {
-		tb.Fatalf("genesis: %v", err)
-	}
-	c.commit(b.Changes())
-	return c
-}
-
-func (c *settleChain) commit(changes []ledger.Change) {
-	for _, ch := range changes {
-		if ch.Value == nil {
-			delete(c.state, string(ch.Key))
-		} else {
-			c.state[string(ch.Key)] = ch.Value
-		}
-	}
-	c.appHash = ledger.NextAppHash(c.appHash, changes)
+	return &settleChain{newMemChain(tb, settleChainID, g)}
 }
 
 // block executes txs as the next block and returns their results.
-func (c *settleChain) block(txs ...[]byte) []ledger.Result {
-	c.tb.Helper()
-	c.height++
-	out, err := ledger.ExecuteBlock(c.state, c.height, c.appHash, txs, nil)
-	if err != nil {
-		c.tb.Fatalf("block %d: %v", c.height, err)
-	}
-	c.commit(out.Changes)
-	return out.Results
-}
-
-// tx signs t from k with k's next nonce.
-func (c *settleChain) tx(k keys.PrivateKey, t ledger.Tx) []byte {
-	t.ChainID = settleChainID
-	a := k.Public().Address()
-	t.Nonce = c.nonces[a]
-	c.nonces[a]++
-	t.Sign(k)
-	return t.Bytes()
-}
+func (c *settleChain) block(txs ...[]byte) []ledger.Result { return c.execute(txs...).Results }
 
 // settle sends one settle-batch from gateway gw and returns its result.
 func (c *settleChain) settle(gw keys.PrivateKey, rs ...receipt.Signed) ledger.Result {
@@ -115,16 +65,6 @@ func rejections(res ledger.Result) []string {
 		}
 	}
 	return out
-}
-
-func attackKey(tb testing.TB, name string) keys.PrivateKey {
-	tb.Helper()
-	seed := sha256.Sum256([]byte("idlegrid attack key/" + name))
-	k, err := keys.FromSeed(seed[:])
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
 }
 
 // signedReceipt is a receipt that gateway gw countersigned and provider

@@ -1,7 +1,6 @@
 package attack
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"testing"
 
@@ -13,64 +12,19 @@ import (
 
 const c3ChainID = "idlegrid-attack-c3"
 
-// c3State is committed ledger state in memory.
-type c3State map[string][]byte
-
-func (m c3State) Get(k []byte) ([]byte, error) { return m[string(k)], nil }
-
-// c3Chain executes blocks with ledger.ExecuteBlock, as the chain
-// application does, without consensus.
+// c3Chain is the emission attacks' ledger node in memory.
 type c3Chain struct {
-	tb      testing.TB
-	state   c3State
-	height  uint64
-	appHash []byte
-	nonce   map[keys.Address]uint64
-	nextID  int
+	*memChain
+	nextID int
 }
 
-func c3Key(tb testing.TB, name string) keys.PrivateKey {
-	tb.Helper()
-	seed := sha256.Sum256([]byte("idlegrid attack c3/" + name))
-	k, err := keys.FromSeed(seed[:])
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func c3Key(tb testing.TB, name string) keys.PrivateKey { return attackKey(tb, "c3/"+name) }
 
 func newC3Chain(tb testing.TB, g ledger.Genesis) *c3Chain {
-	tb.Helper()
-	c := &c3Chain{tb: tb, state: c3State{}, nonce: map[keys.Address]uint64{}}
-	b, err := ledger.Init(c.state, c3ChainID, g)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c.commit(b.Changes())
-	return c
+	return &c3Chain{memChain: newMemChain(tb, c3ChainID, g)}
 }
 
-func (c *c3Chain) commit(changes []ledger.Change) {
-	for _, ch := range changes {
-		if ch.Value == nil {
-			delete(c.state, string(ch.Key))
-		} else {
-			c.state[string(ch.Key)] = ch.Value
-		}
-	}
-	c.appHash = ledger.NextAppHash(c.appHash, changes)
-}
-
-func (c *c3Chain) block(txs ...[]byte) ledger.Executed {
-	c.tb.Helper()
-	out, err := ledger.ExecuteBlock(c.state, c.height+1, c.appHash, txs, nil)
-	if err != nil {
-		c.tb.Fatal(err)
-	}
-	c.commit(out.Changes)
-	c.height++
-	return out
-}
+func (c *c3Chain) block(txs ...[]byte) ledger.Executed { return c.execute(txs...) }
 
 // settle has gw settle one receipt of prov for consumer, tokens at
 // pricePerMTok (completion) on model, and returns the amount it charged.
@@ -92,11 +46,7 @@ func (c *c3Chain) settle(gw, prov keys.PrivateKey, consumer keys.Address, model 
 	}
 	s := receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(prov, &r), GatewaySignature: receipt.SignGateway(gw, &r)}
 	rs := []ledger.BatchReceipt{ledger.NewBatchReceipt(&s)}
-	a := gw.Public().Address()
-	tx := ledger.Tx{ChainID: c3ChainID, Kind: ledger.KindSettleBatch, Nonce: c.nonce[a], Receipts: rs, Root: ledger.BatchRoot(rs)}
-	c.nonce[a]++
-	tx.Sign(gw)
-	out := c.block(tx.Bytes())
+	out := c.block(c.tx(gw, ledger.Tx{Kind: ledger.KindSettleBatch, Receipts: rs, Root: ledger.BatchRoot(rs)}))
 	res := out.Results[0]
 	if res.Code != ledger.CodeOK {
 		c.tb.Fatalf("settle %s: code %d %s", id, res.Code, res.Log)

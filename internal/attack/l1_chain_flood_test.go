@@ -2,7 +2,6 @@ package attack
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -28,15 +27,7 @@ const (
 	l1Existential     = money.Unit / 100
 )
 
-func l1Key(tb testing.TB, name string) keys.PrivateKey {
-	tb.Helper()
-	seed := sha256.Sum256([]byte("idlegrid attack l1/" + name))
-	k, err := keys.FromSeed(seed[:])
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func l1Key(tb testing.TB, name string) keys.PrivateKey { return attackKey(tb, "l1/"+name) }
 
 // l1App is the chain's ABCI application on an in-memory database, its
 // genesis written: one funded account (the flooder) and one staked gateway.

@@ -1,7 +1,6 @@
 package attack
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"testing"
 
@@ -17,31 +16,16 @@ import (
 
 const vChainID = "idlegrid-attack-1"
 
-// vState is committed state in memory.
-type vState map[string][]byte
-
-func (s vState) Get(k []byte) ([]byte, error) { return s[string(k)], nil }
-
 // vChain is one node executing blocks of the verdict attacks.
 type vChain struct {
-	tb     testing.TB
-	state  vState
-	height uint64
-	nonce  map[keys.Address]uint64
+	*memChain
 	nextID int
 	// The parties of every scenario.
 	gw, consumer, prov keys.PrivateKey
 }
 
 // vKey is a fixed key per name.
-func vKey(tb testing.TB, name string) keys.PrivateKey {
-	seed := sha256.Sum256([]byte("idlegrid attack key/" + name))
-	k, err := keys.FromSeed(seed[:])
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func vKey(tb testing.TB, name string) keys.PrivateKey { return attackKey(tb, name) }
 
 // vVerifier is a verifier account of the genesis with stake.
 type vVerifier struct {
@@ -54,8 +38,7 @@ type vVerifier struct {
 // and the verifiers given.
 func newVChain(tb testing.TB, edit func(*ledger.Params), verifiers ...vVerifier) *vChain {
 	tb.Helper()
-	c := &vChain{tb: tb, state: vState{}, nonce: map[keys.Address]uint64{},
-		gw: vKey(tb, "gateway"), consumer: vKey(tb, "consumer"), prov: vKey(tb, "honest provider")}
+	c := &vChain{gw: vKey(tb, "gateway"), consumer: vKey(tb, "consumer"), prov: vKey(tb, "honest provider")}
 	p := ledger.DefaultParams()
 	if edit != nil {
 		edit(&p)
@@ -70,59 +53,15 @@ func newVChain(tb testing.TB, edit func(*ledger.Params), verifiers ...vVerifier)
 		g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: v.key.Public().Address(), PubKey: v.key.Public(),
 			Balance: money.Unit, Stake: v.stake, Roles: []string{"verifier"}})
 	}
-	b, err := ledger.Init(c.state, vChainID, g)
-	if err != nil {
-		tb.Fatalf("genesis: %v", err)
-	}
-	c.commit(b.Changes())
+	c.memChain = newMemChain(tb, vChainID, g)
 	return c
 }
 
-func (c *vChain) commit(changes []ledger.Change) {
-	for _, ch := range changes {
-		if ch.Value == nil {
-			delete(c.state, string(ch.Key))
-		} else {
-			c.state[string(ch.Key)] = ch.Value
-		}
-	}
-}
-
-// tx signs t from k with k's next nonce.
-func (c *vChain) tx(k keys.PrivateKey, t ledger.Tx) []byte {
-	t.ChainID = vChainID
-	t.Nonce = c.nonce[k.Public().Address()]
-	c.nonce[k.Public().Address()]++
-	t.Sign(k)
-	return t.Bytes()
-}
-
-// block executes txs in the next block; it returns the events of its
-// start and the results of txs.
+// block executes txs in the next block; it returns the block's events
+// (at its start and end) and the results of txs.
 func (c *vChain) block(txs ...[]byte) ([]ledger.Event, []ledger.Result) {
-	c.tb.Helper()
-	b, err := ledger.NewBlock(c.state, c.height+1)
-	if err != nil {
-		c.tb.Fatal(err)
-	}
-	begin, err := b.Begin()
-	if err != nil {
-		c.tb.Fatal(err)
-	}
-	var results []ledger.Result
-	for _, tx := range txs {
-		res, err := b.Apply(tx)
-		if err != nil {
-			c.tb.Fatal(err)
-		}
-		results = append(results, res)
-	}
-	if _, err := b.End(nil, len(txs) > 0); err != nil {
-		c.tb.Fatal(err)
-	}
-	c.commit(b.Changes())
-	c.height++
-	return begin, results
+	out := c.execute(txs...)
+	return out.Events, out.Results
 }
 
 // skip runs n empty blocks and returns their start events.
@@ -134,8 +73,6 @@ func (c *vChain) skip(n uint64) []ledger.Event {
 	}
 	return events
 }
-
-func (c *vChain) view() ledger.View { return ledger.View{R: c.state} }
 
 func (c *vChain) account(k keys.PrivateKey) ledger.Account {
 	c.tb.Helper()
