@@ -50,41 +50,13 @@ func (g *Gateway) onProbation(st standing) bool {
 	return passed < uint64(g.cfg.ProbationCases) || st.recentFailures > 0
 }
 
-// capped lists the providers on probation that have had their share of
-// model's requests, when some provider of the model is off probation (with
-// all on probation, routing is as usual): the next request goes elsewhere
-// if it can.
-func (g *Gateway) capped(model string, infos []hub.Info) map[keys.PublicKey]bool {
-	var out map[keys.PublicKey]bool
-	off := false
-	g.prob.mu.Lock()
-	defer g.prob.mu.Unlock()
-	for _, in := range infos {
-		if !serves(in, model) {
-			continue
-		}
-		st, _ := g.standing(in.Key)
-		switch {
-		case !g.onProbation(st):
-			off = true
-		case g.prob.credit[model][in.Key] < 1:
-			if out == nil {
-				out = map[keys.PublicKey]bool{}
-			}
-			out[in.Key] = true
-		}
-	}
-	if !off {
-		return nil
-	}
-	return out
-}
-
-// due lists the providers on probation with a whole request of credit
-// for model, when some provider of the model is off probation (with all on
-// probation, routing is as usual).
-func (g *Gateway) due(model string, infos []hub.Info) map[keys.PublicKey]bool {
-	var out map[keys.PublicKey]bool
+// probationSplit sorts model's providers on probation by their credit:
+// due have a whole request of it (the next request goes to one of them
+// first), capped have had their share (the next request goes elsewhere if
+// it can). Both are nil when no provider of the model is off probation:
+// with all on probation, routing is as usual.
+func (g *Gateway) probationSplit(model string, infos []hub.Info) (due, capped map[keys.PublicKey]bool) {
+	due, capped = map[keys.PublicKey]bool{}, map[keys.PublicKey]bool{}
 	off := false
 	g.prob.mu.Lock()
 	defer g.prob.mu.Unlock()
@@ -97,16 +69,15 @@ func (g *Gateway) due(model string, infos []hub.Info) map[keys.PublicKey]bool {
 		case !g.onProbation(st):
 			off = true
 		case g.prob.credit[model][in.Key] >= 1:
-			if out == nil {
-				out = map[keys.PublicKey]bool{}
-			}
-			out[in.Key] = true
+			due[in.Key] = true
+		default:
+			capped[in.Key] = true
 		}
 	}
 	if !off {
-		return nil
+		return nil, nil
 	}
-	return out
+	return due, capped
 }
 
 // placed accounts for a request for model placed on key.
@@ -161,29 +132,30 @@ func (g *Gateway) sampledOnProbation(key keys.PublicKey) bool {
 func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
 	cands := g.candidates(infos)
 	model := probationModel(c.asked)
-	if due := g.due(model, infos); len(due) > 0 && len(c.sched.Prefs.Order) == 0 {
-		only := slices.Clone(cands)
-		for i := range only {
-			if !due[only[i].Key] {
-				only[i].Paused = true
-			}
-		}
-		if choice, err := g.sched.Pick(only, &c.sched); err == nil {
+	due, capped := g.probationSplit(model, infos)
+	if len(due) > 0 && len(c.sched.Prefs.Order) == 0 {
+		if choice, err := g.sched.Pick(pauseUnless(cands, due, true), &c.sched); err == nil {
 			return choice, nil
 		}
 	}
-	if capped := g.capped(model, infos); len(capped) > 0 {
-		held := slices.Clone(cands)
-		for i := range held {
-			if capped[held[i].Key] {
-				held[i].Paused = true
-			}
-		}
-		if choice, err := g.sched.Pick(held, &c.sched); err == nil {
+	if len(capped) > 0 {
+		if choice, err := g.sched.Pick(pauseUnless(cands, capped, false), &c.sched); err == nil {
 			return choice, nil
 		}
 	}
 	return g.sched.Pick(cands, &c.sched)
+}
+
+// pauseUnless is a copy of cands in which the providers whose membership
+// in set differs from keep are paused (out of this pick).
+func pauseUnless(cands []scheduler.Candidate, set map[keys.PublicKey]bool, keep bool) []scheduler.Candidate {
+	out := slices.Clone(cands)
+	for i := range out {
+		if set[out[i].Key] != keep {
+			out[i].Paused = true
+		}
+	}
+	return out
 }
 
 // serves reports whether in offers model (as probationModel names it).
