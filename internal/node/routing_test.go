@@ -37,25 +37,8 @@ func startMarket(t *testing.T, gcfg gateway.Config, offers ...offer) *market {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	gw, err := node.StartGateway(ctx, node.GatewayConfig{Addr: "127.0.0.1:0", DataDir: dir, ReceiptSync: "process",
-		Link: link.Options{Heartbeat: 500 * time.Millisecond}, Gateway: gcfg, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &market{URL: gw.URL(), Gateway: gw}
-	t.Cleanup(func() {
-		for _, p := range m.Providers {
-			p.Stop()
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		gw.Shutdown(sctx)
-	})
-	consumer, _ := keys.Generate()
-	if _, err := gw.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
-		t.Fatal(err)
-	}
+	m, dir := startMarketGateway(t, gcfg)
+	gw := m.Gateway
 	for i, o := range offers {
 		cfg := sim.DefaultConfig()
 		// Paced answers (20 ms to the first token, 200 tokens/s), so the
@@ -80,6 +63,35 @@ func startMarket(t *testing.T, gcfg gateway.Config, offers ...offer) *market {
 	}
 	eventually(t, 10*time.Second, "every provider to be routable", func() bool { return len(gw.Hub.Snapshot()) == len(offers) })
 	return m
+}
+
+// startMarketGateway starts the market's gateway (no ledger, the test API
+// key) and stops it and the market's providers at the end of the test; it
+// returns the market and the directory for the providers' keys.
+func startMarketGateway(t *testing.T, gcfg gateway.Config) (*market, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	gw, err := node.StartGateway(ctx, node.GatewayConfig{Addr: "127.0.0.1:0", DataDir: dir, ReceiptSync: "process",
+		Link: link.Options{Heartbeat: 500 * time.Millisecond}, Gateway: gcfg, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &market{URL: gw.URL(), Gateway: gw}
+	t.Cleanup(func() {
+		for _, p := range m.Providers {
+			p.Stop()
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		gw.Shutdown(sctx)
+	})
+	consumer, _ := keys.Generate()
+	if _, err := gw.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
+		t.Fatal(err)
+	}
+	return m, dir
 }
 
 // chatVia sends a chat request with extra top-level members and headers;

@@ -16,6 +16,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -74,25 +75,8 @@ func startPacedMarket(t *testing.T, ds ...delivery) (*market, map[delivery]keys.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	gw, err := node.StartGateway(ctx, node.GatewayConfig{Addr: "127.0.0.1:0", DataDir: dir, ReceiptSync: "process",
-		Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &market{URL: gw.URL(), Gateway: gw}
-	t.Cleanup(func() {
-		for _, p := range m.Providers {
-			p.Stop()
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		gw.Shutdown(sctx)
-	})
-	consumer, _ := keys.Generate()
-	if _, err := gw.Store.EnsureAPIKey(ctx, testAPIKey, "test", consumer.Public().Address()); err != nil {
-		t.Fatal(err)
-	}
+	m, dir := startMarketGateway(t, gateway.Config{})
+	gw := m.Gateway
 	who := map[delivery]keys.PublicKey{}
 	for i, d := range ds {
 		cfg := slowSim(50)
