@@ -164,6 +164,9 @@ type Request struct {
 	// Logprobs: the request asks for log-probabilities, so providers whose
 	// backend returns none (protocol.Model.NoLogprobs) cannot take it.
 	Logprobs bool
+	// Needs are the capabilities the model must have (protocol.Request
+	// Needs), so providers whose model lacks one cannot take it.
+	Needs []string
 }
 
 // NewRequest describes req for Pick, with the consumer's preferences and
@@ -174,7 +177,7 @@ func (s *Scheduler) NewRequest(req *protocol.Request, prefs Preferences, session
 		n += len(m.Content) + len(m.Role)
 	}
 	return Request{Model: req.Model, Prefs: prefs, Affinity: s.AffinityOf(req, session), PromptTokens: n / 4, MaxTokens: req.Options.MaxTokens,
-		Logprobs: req.Options.Logprobs}
+		Logprobs: req.Options.Logprobs, Needs: req.Needs()}
 }
 
 // SetDigestPolicy sets which weights may serve a model (the ledger's
@@ -190,6 +193,16 @@ func (s *Scheduler) SetDigestPolicy(allowed func(model, digest string) bool) {
 // name: equal, or equal but for Ollama's implicit ":latest" tag.
 func MatchModel(offered, requested string) bool {
 	return offered == requested || offered == requested+":latest" || offered+":latest" == requested
+}
+
+// lacks returns the first capability of needs that m lacks, "" for none.
+func lacks(m *protocol.Model, needs []string) string {
+	for _, c := range needs {
+		if !m.Has(c) {
+			return c
+		}
+	}
+	return ""
 }
 
 func excluded(ks []keys.PublicKey, k keys.PublicKey) bool {
@@ -243,6 +256,9 @@ func (s *Scheduler) classify(cands []Candidate, r *Request) (elig, pool []entry,
 			u.NotAllowed++
 		case c.Jailed:
 			u.Jailed++
+		case lacks(&m, r.Needs) != "":
+			u.Incapable++
+			u.Lacking = lacks(&m, r.Needs)
 		case r.Logprobs && m.NoLogprobs:
 			u.NoLogprobs++
 		case matchesAny(p.Ignore, c.Key):

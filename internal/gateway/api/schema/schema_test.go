@@ -1,0 +1,36 @@
+package schema
+
+import "testing"
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name, schema, path string
+		ok                 bool
+	}{
+		{"object", `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`, "", true},
+		{"empty", `{}`, "", true},
+		{"bad type", `{"type":"object","properties":{"age":{"type":"integr"}}}`, "properties/age/type", false},
+		{"required not array", `{"type":"object","required":"city"}`, "required", false},
+		{"not an object", `"json"`, "", false},
+		{"remote ref", `{"$ref":"https://example.com/s.json"}`, "", false},
+		{"file ref", `{"$ref":"file:///etc/passwd"}`, "", false},
+		{"bad json", `{"type":`, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Check([]byte(tc.schema))
+			if tc.ok {
+				if p != nil {
+					t.Fatalf("Check = %v, want valid", p)
+				}
+				return
+			}
+			if p == nil {
+				t.Fatal("Check = nil, want a problem")
+			}
+			if p.Path != tc.path {
+				t.Errorf("path = %q, want %q (%v)", p.Path, tc.path, p)
+			}
+			t.Log(p)
+		})
+	}
+}

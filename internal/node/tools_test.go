@@ -1,0 +1,269 @@
+package node_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// weatherParams is the parameters schema of the test tool.
+const weatherParams = `{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string","enum":["celsius","fahrenheit"]},"days":{"type":"integer","minimum":1,"maximum":7}},"required":["city","unit"]}`
+
+func weatherTool() openai.ChatCompletionToolUnionParam {
+	var params openai.FunctionParameters
+	if err := json.Unmarshal([]byte(weatherParams), &params); err != nil {
+		panic(err)
+	}
+	return openai.ChatCompletionFunctionTool(openai.FunctionDefinitionParam{
+		Name: "get_weather", Description: openai.String("Current weather in a city"), Parameters: params,
+	})
+}
+
+// directAnswer asks the simulator itself (no gateway) for req: its text,
+// tool calls and counts.
+func directAnswer(t *testing.T, tn *testNet, req protocol.Request) (string, []protocol.ToolCall, backend.Result) {
+	t.Helper()
+	var text strings.Builder
+	var calls []protocol.ToolCall
+	res, err := tn.Backend.Backend.Generate(context.Background(), req, func(d backend.Delta) error {
+		text.WriteString(d.Text)
+		calls = append(calls, d.ToolCalls...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text.String(), calls, res
+}
+
+// fetchReceipt returns the consumer's verified receipt for id.
+func fetchReceipt(t *testing.T, tn *testNet, id string) receipt.Receipt {
+	t.Helper()
+	req, _ := http.NewRequest("GET", tn.URL+"/v1/receipts/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("receipt %s: status %d", id, resp.StatusCode)
+	}
+	var s receipt.Signed
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); err != nil {
+		t.Fatalf("receipt does not verify: %v", err)
+	}
+	return s.Receipt
+}
+
+// answerHash is the response hash of an answer made of text then calls,
+// delivered in one chunk each (protocol.HashChunk).
+func answerHash(text string, calls []protocol.ToolCall) receipt.Hash {
+	h := sha256.New()
+	protocol.HashChunk(h, &protocol.Chunk{Delta: text})
+	protocol.HashChunk(h, &protocol.Chunk{ToolCalls: calls})
+	var out receipt.Hash
+	h.Sum(out[:0])
+	return out
+}
+
+// TestOpenAIToolRoundTrip: openai-go calls a function through the network
+// on the simulator and sends its result back, streaming and not. The
+// first turn is a call (finish_reason tool_calls, arguments that satisfy
+// the schema, exactly the simulator's), the second a text answer; each
+// turn is receipted with the counts the provider made and a response hash
+// that covers the call.
+func TestOpenAIToolRoundTrip(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	c := openaiClient(tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	schema, err := jsonschema.UnmarshalJSON(strings.NewReader(weatherParams))
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp := jsonschema.NewCompiler()
+	if err := comp.AddResource("weather.json", schema); err != nil {
+		t.Fatal(err)
+	}
+	validator, err := comp.Compile("weather.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tool := protocol.Tool{Type: "function", Function: protocol.ToolFunction{Name: "get_weather", Description: "Current weather in a city", Parameters: json.RawMessage(weatherParams)}}
+	first := chatReq("What is the weather in Paris?", 40)
+	first.Tools = []protocol.Tool{tool}
+	_, wantCalls, wantRes := directAnswer(t, tn, first)
+	if len(wantCalls) != 1 {
+		t.Fatalf("the simulator made %d calls, want 1", len(wantCalls))
+	}
+
+	for _, streaming := range []bool{false, true} {
+		name := map[bool]string{false: "non-streaming", true: "streaming"}[streaming]
+		t.Run(name, func(t *testing.T) {
+			params := openaiChatParams("sim", "What is the weather in Paris?", 40)
+			params.Tools = []openai.ChatCompletionToolUnionParam{weatherTool()}
+			msg, finish, id, usage := chatTurn(t, ctx, c, params, streaming)
+			if finish != "tool_calls" || len(msg.ToolCalls) != 1 || msg.Content != "" {
+				t.Fatalf("finish %q, message %+v; want one tool call", finish, msg)
+			}
+			call := msg.ToolCalls[0]
+			if call.ID != wantCalls[0].ID || call.Type != "function" || call.Function.Name != "get_weather" || call.Function.Arguments != wantCalls[0].Arguments {
+				t.Fatalf("call %+v, want %+v", call, wantCalls[0])
+			}
+			var args any
+			if err := json.Unmarshal([]byte(call.Function.Arguments), &args); err != nil {
+				t.Fatal(err)
+			}
+			if err := validator.Validate(args); err != nil {
+				t.Fatalf("arguments %s do not satisfy the schema: %v", call.Function.Arguments, err)
+			}
+			if usage.CompletionTokens != int64(wantRes.Usage.CompletionTokens) || usage.PromptTokens != int64(wantRes.Usage.PromptTokens) {
+				t.Errorf("usage %+v, provider counted %+v", usage, wantRes.Usage)
+			}
+			r := fetchReceipt(t, tn, id)
+			if r.CompletionTokens != wantRes.Usage.CompletionTokens || r.ResponseHash != answerHash("", wantCalls) {
+				t.Errorf("receipt %+v: want %d completion tokens and the hash of the call", r, wantRes.Usage.CompletionTokens)
+			}
+
+			// Second turn: the call and its result go back; the answer is text.
+			params.Messages = append(params.Messages, msg.ToParam(), openai.ToolMessage(`{"temperature": 21}`, call.ID))
+			second := first
+			second.Messages = append(second.Messages,
+				protocol.ChatMessage{Role: "assistant", ToolCalls: wantCalls},
+				protocol.ChatMessage{Role: "tool", Content: `{"temperature": 21}`, ToolCallID: call.ID, ToolName: "get_weather"})
+			wantText, noCalls, wantRes2 := directAnswer(t, tn, second)
+			if len(noCalls) != 0 || wantText == "" {
+				t.Fatalf("the simulator answered a tool result with %d calls and %q", len(noCalls), wantText)
+			}
+			msg2, finish2, id2, _ := chatTurn(t, ctx, c, params, streaming)
+			if msg2.Content != wantText || len(msg2.ToolCalls) != 0 || finish2 != wantRes2.FinishReason {
+				t.Fatalf("second turn %q (%d calls, %s), want %q (%s)", msg2.Content, len(msg2.ToolCalls), finish2, wantText, wantRes2.FinishReason)
+			}
+			if r := fetchReceipt(t, tn, id2); r.ResponseHash != receipt.Sum([]byte(wantText)) || r.CompletionTokens != wantRes2.Usage.CompletionTokens {
+				t.Errorf("second receipt %+v", r)
+			}
+		})
+	}
+}
+
+// chatTurn runs one chat completion, streamed (accumulated as openai-go's
+// users do) or not.
+func chatTurn(t *testing.T, ctx context.Context, c openai.Client, params openai.ChatCompletionNewParams, streaming bool) (openai.ChatCompletionMessage, string, string, openai.CompletionUsage) {
+	t.Helper()
+	if !streaming {
+		resp, err := c.Chat.Completions.New(ctx, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Choices[0].Message, resp.Choices[0].FinishReason, resp.ID, resp.Usage
+	}
+	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	stream := c.Chat.Completions.NewStreaming(ctx, params)
+	var acc openai.ChatCompletionAccumulator
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return acc.Choices[0].Message, acc.Choices[0].FinishReason, acc.ID, acc.Usage
+}
+
+// TestOpenAIToolCallStream: the raw event sequence of a streamed call is
+// OpenAI's: the call's index, id, type and name with empty arguments, then
+// argument fragments under the same index, then finish_reason tool_calls.
+func TestOpenAIToolCallStream(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	body := `{"model":"sim","stream":true,"max_tokens":40,"messages":[{"role":"user","content":"weather?"}],
+		"tools":[{"type":"function","function":{"name":"get_weather","parameters":` + weatherParams + `}}],"tool_choice":"required"}`
+	req, _ := http.NewRequestWithContext(ctx, "POST", tn.URL+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	type delta struct {
+		Content   *string `json:"content"`
+		ToolCalls []struct {
+			Index    *int   `json:"index"`
+			ID       string `json:"id"`
+			Type     string `json:"type"`
+			Function struct {
+				Name      string  `json:"name"`
+				Arguments *string `json:"arguments"`
+			} `json:"function"`
+		} `json:"tool_calls"`
+	}
+	var events []struct {
+		Choices []struct {
+			Delta        delta   `json:"delta"`
+			FinishReason *string `json:"finish_reason"`
+		} `json:"choices"`
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		l, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || l == "[DONE]" {
+			continue
+		}
+		var ev = struct {
+			Choices []struct {
+				Delta        delta   `json:"delta"`
+				FinishReason *string `json:"finish_reason"`
+			} `json:"choices"`
+		}{}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("bad event %q: %v", l, err)
+		}
+		events = append(events, ev)
+	}
+	var args strings.Builder
+	var named, fragments int
+	var finish string
+	for _, ev := range events {
+		for _, ch := range ev.Choices {
+			for _, tc := range ch.Delta.ToolCalls {
+				if tc.Index == nil || *tc.Index != 0 || tc.Function.Arguments == nil {
+					t.Fatalf("tool call delta without index 0 or arguments: %+v", tc)
+				}
+				if tc.ID != "" {
+					named++
+					if tc.Type != "function" || tc.Function.Name != "get_weather" || *tc.Function.Arguments != "" {
+						t.Fatalf("first delta of the call %+v", tc)
+					}
+					continue
+				}
+				if tc.Function.Name != "" || tc.Type != "" {
+					t.Fatalf("fragment repeats the name or type: %+v", tc)
+				}
+				fragments++
+				args.WriteString(*tc.Function.Arguments)
+			}
+			if ch.FinishReason != nil {
+				finish = *ch.FinishReason
+			}
+		}
+	}
+	if named != 1 || fragments < 2 || finish != "tool_calls" || !json.Valid([]byte(args.String())) {
+		t.Fatalf("%d named deltas, %d fragments, arguments %q, finish %q", named, fragments, args.String(), finish)
+	}
+}
