@@ -272,7 +272,7 @@ func (s *segment) add(ch *protocol.Chunk) {
 // toolCallMarkup is the text a model generates around each tool call
 // besides its name and arguments (tags, keys, quotes), which the backend
 // parses away: the completion tokens a call may count beyond its bytes.
-const toolCallMarkup = 16
+const toolCallMarkup = 32
 
 // chunkBytes is the generated text a chunk stands for, for the meter: its
 // delta, and each tool call's name and arguments plus toolCallMarkup.

@@ -267,3 +267,69 @@ func TestOpenAIToolCallStream(t *testing.T) {
 		t.Fatalf("%d named deltas, %d fragments, arguments %q, finish %q", named, fragments, args.String(), finish)
 	}
 }
+
+// TestToolsNeedTheCapability: a model whose providers lack the tools
+// capability answers a request with tools with a 400 that says so, while
+// the same request without tools (or with tool_choice none) is served;
+// /v1/models and /api/show list each model's capabilities.
+func TestToolsNeedTheCapability(t *testing.T) {
+	cfg := fastSim()
+	cfg.Models = append(cfg.Models, cfg.Models[0])
+	cfg.Models[1].Name, cfg.Models[1].Weights, cfg.Models[1].Capabilities = "plain", 2, []string{protocol.CapCompletion}
+	tn := startNet(t, netOptions{sim: cfg})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	post := func(path, body string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, "POST", tn.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			b.WriteString(sc.Text())
+		}
+		return resp.StatusCode, b.String()
+	}
+	tools := `"tools":[{"type":"function","function":{"name":"get_weather","parameters":` + weatherParams + `}}]`
+	status, body := post("/v1/chat/completions", `{"model":"plain","max_tokens":5,"messages":[{"role":"user","content":"hi"}],`+tools+`}`)
+	if status != http.StatusBadRequest || !strings.Contains(body, "no provider of plain supports tools") {
+		t.Fatalf("tools on a model without them: %d %s", status, body)
+	}
+	if status, body := post("/v1/chat/completions", `{"model":"plain","max_tokens":5,"messages":[{"role":"user","content":"hi"}],`+tools+`,"tool_choice":"none"}`); status != http.StatusOK {
+		t.Fatalf("tool_choice none: %d %s", status, body)
+	}
+	if status, body := post("/v1/chat/completions", `{"model":"sim","max_tokens":5,"messages":[{"role":"user","content":"hi"}],`+tools+`}`); status != http.StatusOK {
+		t.Fatalf("tools on a model with them: %d %s", status, body)
+	}
+
+	req, _ := http.NewRequestWithContext(ctx, "GET", tn.URL+"/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Data []struct {
+			ID           string   `json:"id"`
+			Capabilities []string `json:"capabilities"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range list.Data {
+		got[m.ID] = strings.Join(m.Capabilities, ",")
+	}
+	if got["sim"] != "completion,tools" || got["plain"] != "completion" {
+		t.Errorf("/v1/models capabilities %v", got)
+	}
+	if status, body := post("/api/show", `{"model":"sim"}`); status != http.StatusOK || !strings.Contains(body, `"capabilities":["completion","tools"]`) {
+		t.Errorf("/api/show: %d %s", status, body)
+	}
+}

@@ -168,7 +168,9 @@ type Model struct {
 	// Capabilities are what the model can do, with Ollama's names
 	// (CapCompletion, CapTools, "vision", "embedding", "insert",
 	// "thinking"); absent (a peer before version 5) means
-	// ["completion"]. Read it with Has.
+	// ["completion"]. Read it with Has. Agents of version 5 always list
+	// at least completion, which also tells the gateway they take
+	// Request.Format (older agents would ignore it).
 	Capabilities []string `json:"capabilities,omitempty"`
 }
 

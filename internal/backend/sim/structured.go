@@ -29,7 +29,9 @@ import (
 //   - format "json" answers {"answer": "<words>"}; a schema format
 //     answers an instance of the schema, as text.
 //
-// Either counts one completion token per token of its text.
+// Either counts one completion token per token of its text (a call's
+// text is {"name":…,"arguments":…}); one cut by the token limit is
+// that much of its text, with finish reason "length".
 
 // callsTool reports whether the answer to req is a tool call.
 func callsTool(req *protocol.Request) bool {
@@ -56,8 +58,15 @@ func (g *generation) structured(ctx context.Context, req *protocol.Request, emit
 			args = map[string]any{}
 		}
 		id := fmt.Sprintf("call_%016x", mix64(seed^0x63616c6c))
-		d.ToolCalls = []protocol.ToolCall{{ID: id, Name: tool.Function.Name, Arguments: string(encode(args))}}
-		d.Tokens = len(tokenize(tool.Function.Name + d.ToolCalls[0].Arguments))
+		call := protocol.ToolCall{ID: id, Name: tool.Function.Name, Arguments: string(encode(args))}
+		raw := string(encode(map[string]any{"name": call.Name, "arguments": args}))
+		if toks := tokenize(raw); len(toks) > g.max {
+			// Cut at the token limit, a call is no call: what was generated
+			// of it is the answer's text, as a real model's would be.
+			d.Text, d.Tokens = strings.Join(toks[:g.max], ""), g.max
+		} else {
+			d.ToolCalls, d.Tokens = []protocol.ToolCall{call}, len(toks)
+		}
 	case len(req.Format) > 0:
 		var v any
 		if string(req.Format) == `"json"` {
@@ -88,7 +97,7 @@ func (g *generation) structured(ctx context.Context, req *protocol.Request, emit
 		return res, true, err
 	}
 	finish := "stop"
-	if d.ToolCalls == nil && d.Tokens >= g.max {
+	if d.ToolCalls == nil && d.Tokens >= g.max && g.max > 0 {
 		finish = "length"
 	}
 	return backend.Result{
