@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	ollamaapi "github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -331,5 +332,63 @@ func TestToolsNeedTheCapability(t *testing.T) {
 	}
 	if status, body := post("/api/show", `{"model":"sim"}`); status != http.StatusOK || !strings.Contains(body, `"capabilities":["completion","tools"]`) {
 		t.Errorf("/api/show: %d %s", status, body)
+	}
+}
+
+// TestOllamaToolRoundTrip: the Ollama Go client calls a function through
+// the network on the simulator, streaming and not: message.tool_calls with
+// the arguments as an object (the simulator's exactly), then the result
+// as a "tool" message and a text answer; each turn receipted.
+func TestOllamaToolRoundTrip(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	c := ollamaClient(t, tn.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var tool ollamaapi.Tool
+	if err := json.Unmarshal([]byte(`{"type":"function","function":{"name":"get_weather","description":"Current weather in a city","parameters":`+weatherParams+`}}`), &tool); err != nil {
+		t.Fatal(err)
+	}
+	// What the gateway passes on: the client's own encoding of the tool.
+	toolJSON, _ := json.Marshal(tool)
+	var ptool protocol.Tool
+	if err := json.Unmarshal(toolJSON, &ptool); err != nil {
+		t.Fatal(err)
+	}
+	first := chatReq("What is the weather in Paris?", 40)
+	first.Options.Seed, first.Options.Temperature = nil, nil
+	first.Tools = []protocol.Tool{ptool}
+	_, wantCalls, wantRes := directAnswer(t, tn, first)
+	if len(wantCalls) != 1 {
+		t.Fatalf("the simulator made %d calls", len(wantCalls))
+	}
+	for _, stream := range []bool{false, true} {
+		msgs := []ollamaapi.Message{{Role: "user", Content: "What is the weather in Paris?"}}
+		var calls []ollamaapi.ToolCall
+		var last ollamaapi.ChatResponse
+		err := c.Chat(ctx, &ollamaapi.ChatRequest{Model: "sim", Stream: &stream, Messages: msgs, Tools: []ollamaapi.Tool{tool},
+			Options: map[string]any{"num_predict": 40}}, func(r ollamaapi.ChatResponse) error {
+			calls = append(calls, r.Message.ToolCalls...)
+			last = r
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("stream=%v: %v", stream, err)
+		}
+		if len(calls) != 1 || calls[0].Function.Name != "get_weather" || calls[0].Function.Arguments.String() != wantCalls[0].Arguments ||
+			last.EvalCount != int(wantRes.Usage.CompletionTokens) || last.DoneReason != "stop" {
+			t.Fatalf("stream=%v: calls %+v, last %+v; want %+v, %d tokens", stream, calls, last, wantCalls, wantRes.Usage.CompletionTokens)
+		}
+		msgs = append(msgs, ollamaapi.Message{Role: "assistant", ToolCalls: calls}, ollamaapi.Message{Role: "tool", Content: `{"temperature": 21}`})
+		var text strings.Builder
+		calls = nil
+		err = c.Chat(ctx, &ollamaapi.ChatRequest{Model: "sim", Stream: &stream, Messages: msgs, Tools: []ollamaapi.Tool{tool},
+			Options: map[string]any{"num_predict": 40}}, func(r ollamaapi.ChatResponse) error {
+			text.WriteString(r.Message.Content)
+			calls = append(calls, r.Message.ToolCalls...)
+			return nil
+		})
+		if err != nil || text.Len() == 0 || len(calls) != 0 {
+			t.Fatalf("stream=%v: second turn %q with %d calls, %v", stream, text.String(), len(calls), err)
+		}
 	}
 }

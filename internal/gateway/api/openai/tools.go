@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -106,7 +105,7 @@ func parseTool(raw json.RawMessage, param string) (protocol.Tool, *apierr.Error)
 		return t, e
 	}
 	if rawParams, ok := fn.Get("parameters"); ok {
-		if t.Function.Parameters, e = checkSchema(rawParams, param+".function.parameters"); e != nil {
+		if t.Function.Parameters, e = schema.Param(rawParams, param+".function.parameters"); e != nil {
 			return t, e
 		}
 	}
@@ -114,26 +113,6 @@ func parseTool(raw json.RawMessage, param string) (protocol.Tool, *apierr.Error)
 		return t, e
 	}
 	return t, nil
-}
-
-// checkSchema returns raw compacted when it is a valid JSON Schema object,
-// else a 400 whose param is the path of the problem inside it.
-func checkSchema(raw json.RawMessage, param string) (json.RawMessage, *apierr.Error) {
-	if _, e := jsonfield.AsObject(raw, param); e != nil {
-		return nil, e
-	}
-	if p := schema.Check(raw); p != nil {
-		at := param
-		if p.Path != "" {
-			at += "/" + p.Path
-		}
-		return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, at, "invalid JSON Schema in '%s': %s", param, p)
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, jsonfield.TypeError(param, "a JSON Schema object", raw)
-	}
-	return buf.Bytes(), nil
 }
 
 // parseToolChoice reads tool_choice: "none", "auto", "required", or
@@ -280,6 +259,6 @@ func parseResponseFormat(o jsonfield.Object, req *protocol.Request) *apierr.Erro
 		req.Format = json.RawMessage(`"json"`)
 		return nil
 	}
-	req.Format, e = checkSchema(rawSchema, "response_format.json_schema.schema")
+	req.Format, e = schema.Param(rawSchema, "response_format.json_schema.schema")
 	return e
 }

@@ -14,7 +14,33 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 )
+
+// Param checks the request member param, which must be a JSON Schema
+// object, and returns it compacted; else a 400 whose param is the path of
+// the problem inside it ("tools[0].function.parameters/properties/a/type"),
+// the same on both APIs.
+func Param(raw json.RawMessage, param string) (json.RawMessage, *apierr.Error) {
+	if _, e := jsonfield.AsObject(raw, param); e != nil {
+		return nil, e
+	}
+	raw = withoutNulls(raw)
+	if p := Check(raw); p != nil {
+		at := param
+		if p.Path != "" {
+			at += "/" + p.Path
+		}
+		return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, at, "invalid JSON Schema in '%s': %s", param, p)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, jsonfield.TypeError(param, "a JSON Schema object", raw)
+	}
+	return buf.Bytes(), nil
+}
 
 // noLoader refuses every reference outside the schema: a consumer's schema
 // must not make the gateway read files or fetch URLs.
@@ -37,6 +63,49 @@ func (p *Problem) Error() string {
 		return p.Reason
 	}
 	return p.Path + ": " + p.Reason
+}
+
+// withoutNulls drops members that are null, and "type" members that are
+// "", at every depth: clients built on typed structs send unset keywords
+// that way (Ollama's Go client: "required": null), and JSON Schema would
+// reject them, though every model server reads them as absent. raw is
+// returned as it is when it has none.
+func withoutNulls(raw json.RawMessage) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil || !dropNulls(v) {
+		return raw
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(v) != nil {
+		return raw
+	}
+	return bytes.TrimSpace(buf.Bytes())
+}
+
+// dropNulls removes null members (and empty "type" strings) from every
+// object in v and reports whether it removed any.
+func dropNulls(v any) bool {
+	changed := false
+	switch x := v.(type) {
+	case map[string]any:
+		for k, m := range x {
+			if m == nil || k == "type" && m == "" {
+				delete(x, k)
+				changed = true
+				continue
+			}
+			changed = dropNulls(m) || changed
+		}
+	case []any:
+		for _, m := range x {
+			changed = dropNulls(m) || changed
+		}
+	}
+	return changed
 }
 
 // resource is the schema's own URL for the compiler; never fetched.

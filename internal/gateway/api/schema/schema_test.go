@@ -34,3 +34,18 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestParamDropsNulls: the unset keywords typed clients send as null (the
+// Ollama Go client's "required": null) are dropped rather than refused.
+func TestParamDropsNulls(t *testing.T) {
+	got, e := Param([]byte(`{"type":"object","required":null,"properties":{"city":{"type":"string","description":"","enum":null}}}`), "tools[0].function.parameters")
+	if e != nil {
+		t.Fatalf("Param: %v", e.Message)
+	}
+	if want := `{"properties":{"city":{"description":"","type":"string"}},"type":"object"}`; string(got) != want {
+		t.Errorf("Param = %s, want %s", got, want)
+	}
+	if _, e := Param([]byte(`{"type":"object","required":"city"}`), "format"); e == nil || e.Param != "format/required" {
+		t.Errorf("Param of an invalid schema: %+v", e)
+	}
+}
