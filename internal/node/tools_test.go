@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -390,5 +391,98 @@ func TestOllamaToolRoundTrip(t *testing.T) {
 		if err != nil || text.Len() == 0 || len(calls) != 0 {
 			t.Fatalf("stream=%v: second turn %q with %d calls, %v", stream, text.String(), len(calls), err)
 		}
+	}
+}
+
+// personSchema is the structured-output schema of the tests.
+const personSchema = `{"type":"object","properties":{"name":{"type":"string","minLength":2},"age":{"type":"integer","minimum":0,"maximum":150},"email":{"type":"string","format":"email"},"tags":{"type":"array","items":{"type":"string"},"minItems":1},"role":{"enum":["admin","user"]}},"required":["name","age","email","tags","role"],"additionalProperties":false}`
+
+func compileSchema(t *testing.T, src string) *jsonschema.Schema {
+	t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile("schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStructuredOutput: response_format json_schema (strict) and
+// json_object through openai-go, and format through the Ollama client, on
+// the simulator: the answer is JSON that conforms to the schema, exactly
+// the simulator's, receipted with the hash of that text; an invalid schema
+// is a 400 that names where it is wrong.
+func TestStructuredOutput(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	c := openaiClient(tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	validator := compileSchema(t, personSchema)
+	var schemaDoc map[string]any
+	if err := json.Unmarshal([]byte(personSchema), &schemaDoc); err != nil {
+		t.Fatal(err)
+	}
+	req := chatReq("Describe a user", 100)
+	req.Format = json.RawMessage(personSchema)
+	wantText, _, wantRes := directAnswer(t, tn, req)
+
+	for _, streaming := range []bool{false, true} {
+		params := openaiChatParams("sim", "Describe a user", 100)
+		params.ResponseFormat = openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &openai.ResponseFormatJSONSchemaParam{
+			JSONSchema: openai.ResponseFormatJSONSchemaJSONSchemaParam{Name: "person", Strict: openai.Bool(true), Schema: schemaDoc}}}
+		msg, finish, id, _ := chatTurn(t, ctx, c, params, streaming)
+		if msg.Content != wantText || finish != "stop" {
+			t.Fatalf("streaming=%v: %q (%s), want %q", streaming, msg.Content, finish, wantText)
+		}
+		var v any
+		if err := json.Unmarshal([]byte(msg.Content), &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := validator.Validate(v); err != nil {
+			t.Fatalf("%s does not conform: %v", msg.Content, err)
+		}
+		if r := fetchReceipt(t, tn, id); r.ResponseHash != receipt.Sum([]byte(wantText)) || r.CompletionTokens != wantRes.Usage.CompletionTokens {
+			t.Errorf("receipt %+v", r)
+		}
+	}
+
+	params := openaiChatParams("sim", "Describe a user", 100)
+	params.ResponseFormat = openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONObject: &openai.ResponseFormatJSONObjectParam{}}
+	msg, _, _, _ := chatTurn(t, ctx, c, params, false)
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(msg.Content), &obj); err != nil {
+		t.Fatalf("json_object answer %q: %v", msg.Content, err)
+	}
+
+	var gen strings.Builder
+	oc := ollamaClient(t, tn.URL)
+	err := oc.Generate(ctx, &ollamaapi.GenerateRequest{Model: "sim", Prompt: "Describe a user", Format: json.RawMessage(personSchema),
+		Options: map[string]any{"num_predict": 100}}, func(r ollamaapi.GenerateResponse) error {
+		gen.WriteString(r.Response)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal([]byte(gen.String()), &v); err != nil || validator.Validate(v) != nil {
+		t.Fatalf("/api/generate with a schema: %q, %v", gen.String(), err)
+	}
+
+	bad := openaiChatParams("sim", "Describe a user", 100)
+	bad.ResponseFormat = openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &openai.ResponseFormatJSONSchemaParam{
+		JSONSchema: openai.ResponseFormatJSONSchemaJSONSchemaParam{Name: "person", Schema: map[string]any{"type": "object", "properties": map[string]any{"age": map[string]any{"type": "int"}}}}}}
+	_, err = c.Chat.Completions.New(ctx, bad)
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != "response_format.json_schema.schema/properties/age/type" {
+		t.Fatalf("invalid schema: %v", err)
 	}
 }
