@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
@@ -484,5 +487,102 @@ func TestStructuredOutput(t *testing.T) {
 	var apiErr *openai.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != "response_format.json_schema.schema/properties/age/type" {
 		t.Fatalf("invalid schema: %v", err)
+	}
+}
+
+// TestRealOllamaTools runs tools and structured output against a real
+// Ollama (tiny-tools declares tools in its template; tiny does not). The
+// random-weight models seldom produce a parseable call, so the checks are
+// plumbing: accepted, well-formed, counted and receipted; tools on tiny
+// are a 400 naming the capability; structured output that ends by itself
+// is JSON (Ollama constrains sampling to it).
+func TestRealOllamaTools(t *testing.T) {
+	ollamaURL := os.Getenv("OLLAMA_URL")
+	if ollamaURL == "" {
+		t.Skip("OLLAMA_URL not set: start a test Ollama with shared/scripts/ollama-test-server.sh start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := node.OpenBackend(ctx, node.BackendOllama, ollamaURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{backend: b, slots: 2})
+	var caps []string
+	for _, m := range tn.Gateway.Hub.Snapshot()[0].Capabilities.Models {
+		if m.Name == "tiny-tools:latest" {
+			caps = m.Capabilities
+		}
+	}
+	if !slices.Contains(caps, protocol.CapTools) {
+		t.Skipf("the Ollama at OLLAMA_URL has no tiny-tools model with the tools capability (%v)", caps)
+	}
+	c := openaiClient(tn)
+	for _, streaming := range []bool{false, true} {
+		params := openaiChatParams("tiny-tools", "What is the weather in Paris?", 24)
+		params.Tools = []openai.ChatCompletionToolUnionParam{weatherTool()}
+		msg, finish, id, usage := chatTurn(t, ctx, c, params, streaming)
+		switch finish {
+		case "stop", "length", "tool_calls":
+		default:
+			t.Fatalf("finish_reason %q", finish)
+		}
+		for _, call := range msg.ToolCalls {
+			if call.ID == "" || call.Function.Name == "" || !json.Valid([]byte(call.Function.Arguments)) {
+				t.Errorf("malformed call %+v", call)
+			}
+		}
+		s, err := tn.Gateway.Store.Receipt(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Verify(); err != nil || s.Receipt.CompletionTokens == 0 || int64(s.Receipt.CompletionTokens) != usage.CompletionTokens {
+			t.Fatalf("receipt %+v (usage %+v): %v", s.Receipt, usage, err)
+		}
+		t.Logf("streaming=%v: %s, %d calls, %d tokens, %q", streaming, finish, len(msg.ToolCalls), usage.CompletionTokens, msg.Content)
+	}
+
+	params := openaiChatParams("tiny", "What is the weather in Paris?", 8)
+	params.Tools = []openai.ChatCompletionToolUnionParam{weatherTool()}
+	_, err = c.Chat.Completions.New(ctx, params)
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || !strings.Contains(apiErr.Message, "no provider of tiny supports tools") {
+		t.Fatalf("tools on tiny: %v", err)
+	}
+
+	oc := ollamaClient(t, tn.URL)
+	var tool ollamaapi.Tool
+	if err := json.Unmarshal([]byte(`{"type":"function","function":{"name":"get_weather","parameters":`+weatherParams+`}}`), &tool); err != nil {
+		t.Fatal(err)
+	}
+	var last ollamaapi.ChatResponse
+	err = oc.Chat(ctx, &ollamaapi.ChatRequest{Model: "tiny-tools", Tools: []ollamaapi.Tool{tool}, Options: map[string]any{"num_predict": 16},
+		Messages: []ollamaapi.Message{{Role: "user", Content: "weather?"}}}, func(r ollamaapi.ChatResponse) error { last = r; return nil })
+	if err != nil || !last.Done || last.EvalCount == 0 {
+		t.Fatalf("Ollama client with tools: %+v, %v", last, err)
+	}
+
+	validator := compileSchema(t, `{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}`)
+	for _, format := range []string{`"json"`, `{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}`} {
+		var text strings.Builder
+		var done ollamaapi.GenerateResponse
+		err := oc.Generate(ctx, &ollamaapi.GenerateRequest{Model: "tiny", Prompt: "a number", Format: json.RawMessage(format),
+			Options: map[string]any{"num_predict": 48, "temperature": 0}}, func(r ollamaapi.GenerateResponse) error {
+			text.WriteString(r.Response)
+			done = r
+			return nil
+		})
+		if err != nil || done.EvalCount == 0 {
+			t.Fatalf("format %s: %+v, %v", format, done, err)
+		}
+		if done.DoneReason == "stop" {
+			var v any
+			if err := json.Unmarshal([]byte(text.String()), &v); err != nil {
+				t.Errorf("format %s ended by itself with %q: %v", format, text.String(), err)
+			} else if format != `"json"` && validator.Validate(v) != nil {
+				t.Errorf("format %s: %q does not conform", format, text.String())
+			}
+		}
+		t.Logf("format %s: %s, %q", format, done.DoneReason, text.String())
 	}
 }
