@@ -18,6 +18,10 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -584,5 +588,97 @@ func TestRealOllamaTools(t *testing.T) {
 			}
 		}
 		t.Logf("format %s: %s, %q", format, done.DoneReason, text.String())
+	}
+}
+
+// TestToolAndStructuredReceiptsSettle: a tool-call answer and a structured
+// answer are billed like text: each receipt (its response hash over the
+// call, or the JSON text, as the consumer got them) settles on the ledger
+// for exactly its amount, taken from the consumer's deposit.
+func TestToolAndStructuredReceiptsSettle(t *testing.T) {
+	tn := startNet(t, netOptions{gateway: gateway.Config{SettleInterval: 100 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l := chain.Ledger{Client: tn.Validator.Node.Client()}
+	gw := tn.Gateway.Key.Public().Address()
+	depBefore, err := l.Deposit(ctx, tn.Account, gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := openaiClient(tn)
+	call := openaiChatParams("sim", "What is the weather in Paris?", 40)
+	call.Tools = []openai.ChatCompletionToolUnionParam{weatherTool()}
+	callMsg, _, callID, _ := chatTurn(t, ctx, c, call, true)
+	var schemaDoc map[string]any
+	if err := json.Unmarshal([]byte(personSchema), &schemaDoc); err != nil {
+		t.Fatal(err)
+	}
+	structured := openaiChatParams("sim", "Describe a user", 100)
+	structured.ResponseFormat = openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &openai.ResponseFormatJSONSchemaParam{
+		JSONSchema: openai.ResponseFormatJSONSchemaJSONSchemaParam{Name: "person", Schema: schemaDoc}}}
+	jsonMsg, _, jsonID, _ := chatTurn(t, ctx, c, structured, false)
+	if len(callMsg.ToolCalls) != 1 || jsonMsg.Content == "" {
+		t.Fatalf("answers: %+v, %q", callMsg, jsonMsg.Content)
+	}
+	got := []protocol.ToolCall{{ID: callMsg.ToolCalls[0].ID, Name: callMsg.ToolCalls[0].Function.Name, Arguments: callMsg.ToolCalls[0].Function.Arguments}}
+	wantHash := map[string]receipt.Hash{callID: answerHash("", got), jsonID: receipt.Sum([]byte(jsonMsg.Content))}
+	eventually(t, 30*time.Second, "both receipts settled", func() bool {
+		a := getAccount(t, tn, testAPIKey)
+		return a.Receipts.Settled == 2 && a.Receipts.Pending == 0
+	})
+	var spent money.Amount
+	for id, hash := range wantHash {
+		r, err := tn.Gateway.Store.Receipt(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Receipt.ResponseHash != hash || r.Receipt.Amount == 0 {
+			t.Errorf("receipt %s: hash %s amount %d; want the hash of what the consumer got (%s)", id, r.Receipt.ResponseHash, r.Receipt.Amount, hash)
+		}
+		st, err := l.Settlement(ctx, gw, id)
+		if err != nil || st.Receipt != r.Receipt.Hash() || st.Amount != r.Receipt.Amount {
+			t.Fatalf("settlement of %s: %+v, %v", id, st, err)
+		}
+		spent += r.Receipt.Amount
+	}
+	depAfter, err := l.Deposit(ctx, tn.Account, gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if depAfter.Locked != depBefore.Locked-spent {
+		t.Errorf("deposit %d → %d, want a drop of exactly %d", depBefore.Locked, depAfter.Locked, spent)
+	}
+}
+
+// unaskedCalls is a provider's backend that answers every request with a
+// tool call, tools offered or not, claiming many tokens for it.
+type unaskedCalls struct{ backend.Backend }
+
+func (b unaskedCalls) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (backend.Result, error) {
+	call := protocol.ToolCall{Name: "transfer_funds", Arguments: `{"to":"attacker"}`}
+	if err := emit(backend.Delta{Tokens: 1, ToolCalls: []protocol.ToolCall{call}}); err != nil {
+		return backend.Result{}, err
+	}
+	return backend.Result{Usage: protocol.Usage{PromptTokens: 5, CompletionTokens: 1}, FinishReason: "stop"}, nil
+}
+
+// TestUnaskedToolCalls is the attack of a provider that sends tool calls
+// for a request that offered no tools (a call the consumer's agent might
+// run, billed as tokens it did not ask for): the gateway cancels the job,
+// stores no receipt and tells the consumer.
+func TestUnaskedToolCalls(t *testing.T) {
+	s, err := sim.New(fastSim())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{backend: &node.LocalBackend{Backend: unaskedCalls{Backend: s}, Description: "unasked calls"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}`)
+	if e := decodeError(t, b); status/100 != 5 || !strings.Contains(e.Error.Message, "offered no tools") {
+		t.Fatalf("unasked tool calls: %d %s", status, b)
+	}
+	if n, _, err := tn.Gateway.Store.ReceiptStats(ctx, tn.Account); err != nil || n != 0 {
+		t.Errorf("%d receipts stored for unasked tool calls (%v)", n, err)
 	}
 }
