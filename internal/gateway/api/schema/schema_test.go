@@ -1,6 +1,9 @@
 package schema
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestCheck(t *testing.T) {
 	for _, tc := range []struct {
@@ -48,4 +51,32 @@ func TestParamDropsNulls(t *testing.T) {
 	if _, e := Param([]byte(`{"type":"object","required":"city"}`), "format"); e == nil || e.Param != "format/required" {
 		t.Errorf("Param of an invalid schema: %+v", e)
 	}
+}
+
+// FuzzCheck: no schema makes Check or Param panic, and Param returns
+// either a 400 naming a parameter under its own, or a valid compact schema
+// that checks again.
+func FuzzCheck(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"object","properties":{"a":{"type":"integer","minimum":0}},"required":["a"]}`,
+		`{"type":"object","properties":{"a":{"type":"strin"}}}`,
+		`{"$ref":"#/$defs/x","$defs":{"x":{"$ref":"#/$defs/x"}}}`,
+		`{"$ref":"file:///etc/passwd"}`, `{"pattern":"(a+)+$"}`, `{"required":null,"type":""}`,
+		`"json"`, `[]`, `{`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		Check(b)
+		got, e := Param(b, "format")
+		if e != nil {
+			if e.Status != 400 || !strings.HasPrefix(e.Param, "format") {
+				t.Fatalf("error %+v", e)
+			}
+			return
+		}
+		if p := Check(got); p != nil {
+			t.Fatalf("Param returned %s, which does not check: %v", got, p)
+		}
+	})
 }
