@@ -415,7 +415,8 @@ type Request struct {
 	ToolChoice         string `json:"tool_choice,omitempty"`
 	ToolChoiceFunction string `json:"tool_choice_function,omitempty"`
 	// ParallelToolCalls is OpenAI's parallel_tool_calls: false asks for at
-	// most one call per answer; nil is the default (true).
+	// most one call per answer; nil is the default (true). Backends that
+	// have no such control (Ollama) ignore it.
 	ParallelToolCalls *bool `json:"parallel_tool_calls,omitempty"`
 	// Format is Ollama's structured-output request, as its "format": the
 	// JSON string "json" (any JSON value) or a JSON Schema object the
