@@ -28,8 +28,7 @@ const module = "github.com/idlegrid/idlegrid"
 
 // basePackages are the parts every role must agree on byte for byte
 // (DESIGN.md, "Packages"): they import nothing of the project but each other
-// and touch no network, clock or environment. ledger joins them once it
-// exists.
+// and touch no network, clock or environment.
 var basePackages = []string{"internal/keys", "internal/money", "internal/receipt", "internal/protocol", "internal/ledger"}
 
 // forbiddenDeps may not be linked into a base package, even indirectly:
