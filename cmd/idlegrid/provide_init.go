@@ -50,7 +50,7 @@ func newProvideInitCmd(a *app) *cobra.Command {
 			out := a.stdout
 			fmt.Fprintln(out, "1. Hardware")
 			hw := onboard.DetectHardware(ctx, "")
-			fmt.Fprint(out, indent(hw.String()))
+			fmt.Fprint(out, indent(onboard.DescribeHardware(hw)))
 
 			fmt.Fprintln(out, "2. Models")
 			b, err := node.OpenBackend(ctx, backendKind, ollama, a.log)
