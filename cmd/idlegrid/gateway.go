@@ -74,10 +74,12 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.IntVar(&cfg.Limits.IPBurst, "ip-burst", 100, "burst of requests per client address")
 	f.IntVar(&cfg.Limits.IPConcurrent, "ip-concurrent", 128, "requests in flight per client address (0: no limit)")
 	f.Uint32Var(&cfg.Gateway.FeeBps, "fee-bps", 0, "the gateway's fee in basis points of the consumer price, added on top of providers' price floors (the ledger's gateway_fee_bps + protocol_fee_bps lets providers keep their floors)")
-	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses sampled for registered verifiers (0: none); a sample is its receipt (hashes and counts) unless --share-samples")
-	f.BoolVar(&cfg.Gateway.Samples.ShareText, "share-samples", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
-	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --share-samples, --chain-rpc and --plant-key; labelled by the built-in simulator)")
-	f.StringVar(&plantKey, "plant-key", "", "key file of a provider registered on the ledger that signs planted samples")
+	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses sampled for registered verifiers (0: none); a sample is its receipt (hashes and counts) unless --sample-text")
+	f.BoolVar(&cfg.Gateway.Samples.ShareText, "sample-text", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
+	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --sample-text, --chain-rpc and --plant-key; labelled by the built-in simulator)")
+	f.StringVar(&plantKey, "plant-key-file", "", "key file of a provider registered on the ledger that signs planted samples")
+	deprecatedAlias(f, "share-samples", "sample-text")
+	deprecatedAlias(f, "plant-key", "plant-key-file")
 	return cmd
 }
 
@@ -88,7 +90,7 @@ func plantSetup(cfg *node.GatewayConfig, keyFile string) error {
 		return nil
 	}
 	if keyFile == "" || !cfg.Gateway.Samples.ShareText || len(cfg.ChainRPC) == 0 {
-		return errors.New("--plant-every needs --plant-key, --share-samples and --chain-rpc")
+		return errors.New("--plant-every needs --plant-key-file, --sample-text and --chain-rpc")
 	}
 	key, err := keys.Load(keyFile)
 	if err != nil {

@@ -45,7 +45,7 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
 	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
 	f.StringVar(&cfg.ChainRPCAddr, "chain-rpc-addr", "127.0.0.1:26657", "where the local validator serves its RPC (for `idlegrid ledger`)")
-	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator), ollama or sim")
+	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator, so `up` works on any machine), ollama or sim")
 	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")
 	f.IntVar(&cfg.Slots, "slots", 4, "jobs the local provider runs at once")
