@@ -4,6 +4,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // TestDeprecatedFlagAliases: the names commands used before the CLI's one
@@ -44,4 +47,22 @@ func TestDeprecatedFlagAliases(t *testing.T) {
 	if _, _, err := run(t, "audit", "--rpc", "http://127.0.0.1:1", "--home", t.TempDir()); err == nil || !strings.Contains(err.Error(), "--chain-rpc or --home") {
 		t.Errorf("audit with the old --rpc and --home: %v", err)
 	}
+}
+
+// TestFlagUsagesHaveNoBackquotes: pflag takes a back-quoted word in a
+// usage string as the flag's value name, so `--help` would print
+// "--home validator init" instead of "--home string".
+func TestFlagUsagesHaveNoBackquotes(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if strings.Contains(f.Usage, "`") {
+				t.Errorf("%s --%s: usage has a back-quote: %s", c.CommandPath(), f.Name, f.Usage)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCmd(io.Discard, io.Discard))
 }

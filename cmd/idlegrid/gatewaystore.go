@@ -23,7 +23,7 @@ type gatewayStoreFlags struct {
 func (g *gatewayStoreFlags) add(cmd *cobra.Command, dataDirUsage string) {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&g.dataDir, "data-dir", defaultDataDir(), dataDirUsage)
-	pf.StringVar(&g.databaseURL, "database-url", "", "the gateways' shared PostgreSQL database (postgres://…), as given to `idlegrid gateway --database-url`; prefer IDLEGRID_DATABASE_URL (a password in a flag shows in the process list)")
+	pf.StringVar(&g.databaseURL, "database-url", "", "the gateways' shared PostgreSQL database (postgres://…), as given to idlegrid gateway --database-url; prefer IDLEGRID_DATABASE_URL (a password in a flag shows in the process list)")
 }
 
 // open opens the gateway's store. where names it for messages (without a

@@ -317,7 +317,7 @@ cap cannot change.`,
 			return f.send(cmd, a, tx)
 		},
 	}
-	submit.Flags().StringArrayVar(&approvals, "approval", nil, "approval file from `params approve` (repeat)")
+	submit.Flags().StringArrayVar(&approvals, "approval", nil, "approval file from params approve (repeat)")
 	cmd.AddCommand(approve, submit)
 	return cmd
 }

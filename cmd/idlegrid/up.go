@@ -41,8 +41,8 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	}
 	f := cmd.Flags()
 	addGatewayFlags(f, gatewayFlags{addr: &cfg.Addr, dataDir: &cfg.DataDir, chainID: &cfg.ChainID, receiptSync: &cfg.ReceiptSync, gateway: &cfg.Gateway})
-	f.StringVar(&cfg.ChainRPCAddr, "chain-rpc-addr", "127.0.0.1:26657", "where the local validator serves its RPC (for `idlegrid ledger`)")
-	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator, so `up` works on any machine), ollama or sim")
+	f.StringVar(&cfg.ChainRPCAddr, "chain-rpc-addr", "127.0.0.1:26657", "where the local validator serves its RPC (what idlegrid ledger --chain-rpc talks to)")
+	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator, so up works on any machine), ollama or sim")
 	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")
 	f.IntVar(&cfg.Slots, "slots", 4, "jobs the local provider runs at once")

@@ -120,7 +120,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f.IntVar(&sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
 	f.StringVar(&rpc, "chain-rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
-	f.StringVar(&keyFile, "key-file", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")
+	f.StringVar(&keyFile, "key-file", "", "verifier key file (default DATA-DIR/verifier.key); register it with idlegrid ledger register verifier, and stake")
 	deprecatedAlias(f, "rpc", "chain-rpc")
 	deprecatedAlias(f, "key", "key-file")
 	f.BoolVar(&dryRun, "dry-run", false, "judge but post nothing")
