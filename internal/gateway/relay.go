@@ -241,7 +241,7 @@ func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig key
 
 // segment is what one job delivered.
 type segment struct {
-	// firstToken is when the first chunk with text arrived; arrived sums
+	// firstToken is when the first chunk with text or a tool call arrived; arrived sums
 	// each chunk's bytes of text times its arrival, in seconds since
 	// dispatch (bytes the gateway counts, not tokens the provider claims).
 	firstToken time.Time
@@ -256,10 +256,11 @@ type segment struct {
 // arrive notes when ch arrived, for the speed measurement (observe).
 func (s *segment) arrive(ch *protocol.Chunk, dispatched time.Time) {
 	now := time.Now()
-	if s.firstToken.IsZero() && ch.Delta != "" {
+	n := chunkBytes(ch) // text and tool calls, as relayed counts them
+	if s.firstToken.IsZero() && n > 0 {
 		s.firstToken = now
 	}
-	s.arrived += float64(len(ch.Delta)) * now.Sub(dispatched).Seconds()
+	s.arrived += float64(n) * now.Sub(dispatched).Seconds()
 }
 
 func (s *segment) add(ch *protocol.Chunk) {
