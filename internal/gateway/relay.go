@@ -241,13 +241,14 @@ func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig key
 
 // segment is what one job delivered.
 type segment struct {
-	// firstToken is when the first chunk with text or a tool call arrived; arrived sums
-	// each chunk's bytes of text times its arrival, in seconds since
-	// dispatch (bytes the gateway counts, not tokens the provider claims).
+	// firstToken is when the first chunk with text or a tool call
+	// arrived; arrived sums each chunk's bytes (chunkBytes) times its
+	// arrival, in seconds since dispatch (bytes the gateway counts, not
+	// tokens the provider claims).
 	firstToken time.Time
 	arrived    float64
 	chunks     int
-	relayed    int // bytes of text
+	relayed    int // bytes of text and tool calls (chunkBytes)
 	tokens     int
 	text       hash.Hash
 	last       checkpoint // the latest checkpoint relayed, unverified
