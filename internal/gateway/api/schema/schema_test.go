@@ -12,6 +12,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{"object", `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`, "", true},
 		{"empty", `{}`, "", true},
+		{"zod's draft-07 with definitions", `{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":{"a":{"$ref":"#/definitions/x"}},"required":["a"],"additionalProperties":false,"definitions":{"x":{"type":"string","format":"date-time"}}}`, "", true},
 		{"bad type", `{"type":"object","properties":{"age":{"type":"integr"}}}`, "properties/age/type", false},
 		{"required not array", `{"type":"object","required":"city"}`, "required", false},
 		{"not an object", `"json"`, "", false},
