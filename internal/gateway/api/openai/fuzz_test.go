@@ -36,6 +36,10 @@ func FuzzParseChat(f *testing.F) {
 		`{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},{"type":"image_url"}]}],"n":null}`,
 		`{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true},"stop":["a","b"],"temperature":1.5,"logprobs":true,"top_logprobs":20}`,
 		`{"model":"m","messages":[{"role":"tool","content":"x"}],"tools":[{}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"w?"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"c1","content":"ok"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}}}],"tool_choice":{"type":"function","function":{"name":"f"}},"parallel_tool_calls":false}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"$ref":"#/$defs/a","$defs":{"a":{"type":["string","null"]}}}}}],"tool_choice":"required"}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"p","strict":true,"schema":{"type":"object","properties":{"a":{"type":"strin"}}}}}}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}`,
 		`{"model":"m","messages":[{"role":"user"}],"max_tokens":1e3,"max_completion_tokens":-1}`,
 		`[]`, `null`, ``, `{"model":`,
 	} {

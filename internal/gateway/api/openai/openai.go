@@ -54,8 +54,7 @@ const (
 // Error codes specific to the OpenAI API, in the "code" member of 400
 // responses; jsonfield has the ones both APIs use.
 const (
-	codeEmptyArray      = "empty_array"
-	codeUnsupportedTool = "tools_not_supported"
+	codeEmptyArray = "empty_array"
 )
 
 // finishReason defaults an empty reason to "stop": OpenAI clients treat a
