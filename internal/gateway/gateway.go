@@ -374,6 +374,7 @@ func (g *Gateway) Handler() http.Handler {
 	}
 	route("POST", "/v1/chat/completions", g.openAIGeneration(openai.ParseChat, openai.NewChatSink, "chatcmpl-"), apierr.WriteOpenAI)
 	route("POST", "/v1/completions", g.openAIGeneration(openai.ParseCompletion, openai.NewCompletionSink, "cmpl-"), apierr.WriteOpenAI)
+	route("POST", "/v1/responses", g.openAIGeneration(openai.ParseResponses, openai.NewResponsesSink, "resp_"), apierr.WriteOpenAI)
 	route("GET", "/v1/models", g.handleOpenAIModels, apierr.WriteOpenAI)
 	mux.HandleFunc("GET /v1/models/{id...}", g.handleOpenAIModel)
 	mux.HandleFunc("GET /v1/receipts/{id}", g.handleReceipt)

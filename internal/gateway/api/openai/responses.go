@@ -1,0 +1,416 @@
+package openai
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+)
+
+// ResponsesOptions are the members of a /v1/responses request that the
+// response object echoes back, as OpenAI's does.
+type ResponsesOptions struct {
+	// Instructions is the system message; nil when the request had none
+	// (echoed as null).
+	Instructions *string
+	// MaxOutputTokens is max_output_tokens; 0 when absent (null).
+	MaxOutputTokens int
+	// Metadata is the request's metadata, {} without one.
+	Metadata map[string]string
+	// ToolChoice is "auto" or "none": no other choice passes the parser.
+	ToolChoice string
+	// ParallelToolCalls is parallel_tool_calls (default true).
+	ParallelToolCalls bool
+	// Verbosity is text.verbosity (default "medium"), a hint to models
+	// that know it.
+	Verbosity string
+	// Truncation is "disabled" or "auto"; the conversation is never
+	// truncated by the gateway, so both mean the same here.
+	Truncation string
+}
+
+// Limits of the Responses API's metadata, as OpenAI documents them.
+const (
+	maxMetadataPairs    = 16
+	maxMetadataKeyLen   = 64
+	maxMetadataValueLen = 512
+)
+
+// codeUnsupportedParameter is OpenAI's code for a parameter the model or
+// endpoint does not take.
+const codeUnsupportedParameter = "unsupported_parameter"
+
+// includeLogprobs is the include value that asks for output_text logprobs.
+const includeLogprobs = "message.output_text.logprobs"
+
+// ParseResponses parses a /v1/responses body into Params: a KindChat
+// request whose messages are instructions (as the system message) followed
+// by input, and Params.Responses for the response object. Every error is a
+// 400 whose Param names the offending member.
+//
+// Decisions where the Responses API is richer than the network:
+//   - input is a string (one user message) or an array of message items,
+//     whose content is a string or an array of input_text / output_text /
+//     refusal parts (joined with "\n", as chat content parts are); image,
+//     file and audio parts, function_call / function_call_output items,
+//     item references and reasoning items are refused;
+//   - non-empty tools, tool_choice other than "none"/"auto" and
+//     text.format other than {"type":"text"} are refused;
+//   - the gateway keeps no responses: store is accepted and ignored (the
+//     response says "store": false), and previous_response_id,
+//     conversation, prompt and background: true are refused;
+//   - include may ask for message.output_text.logprobs; other include
+//     values name outputs (tool results, reasoning) the network never
+//     produces and are ignored, as are reasoning, service_tier,
+//     safety_identifier, prompt_cache_key, max_tool_calls and
+//     stream_options;
+//   - the chat API's seed, stop, max_tokens and provider members are
+//     accepted as extensions, with the same meaning (max_output_tokens
+//     wins over max_tokens).
+func ParseResponses(body []byte) (Params, *apierr.Error) {
+	o, p, e := parseRequest(body, protocol.KindChat)
+	if e != nil {
+		return p, e
+	}
+	// stream_options.include_usage is the chat API's: a response always
+	// carries its usage.
+	p.IncludeUsage = false
+	r := &ResponsesOptions{ToolChoice: "auto", ParallelToolCalls: true, Verbosity: "medium", Truncation: "disabled", Metadata: map[string]string{}}
+	p.Responses = r
+	opts := &p.Request.Options
+	if n, ok, e := o.OptIntIn("max_output_tokens", "max_output_tokens", 1, maxTokensLimit); e != nil {
+		return p, e
+	} else if ok {
+		opts.MaxTokens, r.MaxOutputTokens = int(n), int(n)
+	}
+	for _, check := range []func(jsonfield.Object) *apierr.Error{refuseKeptState, refuseBackground, refuseResponseTools} {
+		if e := check(o); e != nil {
+			return p, e
+		}
+	}
+	if r.ToolChoice, e = parseResponseToolChoice(o); e != nil {
+		return p, e
+	}
+	if r.ParallelToolCalls, e = o.OptBool("parallel_tool_calls", "parallel_tool_calls", true); e != nil {
+		return p, e
+	}
+	if _, e := o.OptBool("store", "store", true); e != nil {
+		return p, e
+	}
+	if r.Verbosity, e = parseTextConfig(o); e != nil {
+		return p, e
+	}
+	if r.Truncation, e = parseTruncation(o); e != nil {
+		return p, e
+	}
+	if r.Metadata, e = parseMetadata(o); e != nil {
+		return p, e
+	}
+	if e := parseResponseLogprobs(o, opts); e != nil {
+		return p, e
+	}
+	if raw, ok := o.Get("instructions"); ok {
+		s, e := jsonfield.AsString(raw, "instructions")
+		if e != nil {
+			return p, e
+		}
+		r.Instructions = &s
+		p.Request.Messages = append(p.Request.Messages, protocol.ChatMessage{Role: "system", Content: s})
+	}
+	input, e := parseInput(o)
+	if e != nil {
+		return p, e
+	}
+	p.Request.Messages = append(p.Request.Messages, input...)
+	return p, nil
+}
+
+// refuseKeptState refuses the members that name state kept on OpenAI's
+// side: this gateway stores no responses, conversations or prompts, and
+// answering without them would silently drop the conversation so far.
+func refuseKeptState(o jsonfield.Object) *apierr.Error {
+	for _, key := range []string{"previous_response_id", "conversation", "prompt"} {
+		if o.NonEmpty(key) {
+			return jsonfield.Invalid(codeUnsupportedParameter, key, "'%s' is not supported on this network: the gateway keeps no responses, conversations or prompts (store is ignored); send the whole conversation in 'input'", key)
+		}
+	}
+	return nil
+}
+
+func refuseBackground(o jsonfield.Object) *apierr.Error {
+	bg, e := o.OptBool("background", "background", false)
+	if e != nil {
+		return e
+	}
+	if bg {
+		return jsonfield.Invalid(codeUnsupportedParameter, "background", "background responses are not supported on this network: the gateway keeps no responses to poll; send the request with background false (or omit it)")
+	}
+	return nil
+}
+
+// refuseResponseTools refuses tools: providers cannot call them yet, and
+// answering without them would change what the request means.
+func refuseResponseTools(o jsonfield.Object) *apierr.Error {
+	if !o.NonEmpty("tools") {
+		return nil
+	}
+	raw, _ := o.Get("tools")
+	tools, e := jsonfield.AsArray(raw, "tools")
+	if e != nil {
+		return e
+	}
+	var first struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(tools[0], &first)
+	if first.Type == "" || first.Type == "function" {
+		return jsonfield.Invalid(codeUnsupportedTool, "tools", "function tools on /v1/responses are not supported yet on this network: remove 'tools' from the request")
+	}
+	return jsonfield.Invalid(codeUnsupportedTool, "tools[0].type", "the built-in tool %q is not available on this network: remove it from 'tools'", first.Type)
+}
+
+// parseResponseToolChoice accepts the choices that mean no tool call: a
+// string "none" or "auto" (clients send "auto" by default).
+func parseResponseToolChoice(o jsonfield.Object) (string, *apierr.Error) {
+	raw, ok := o.Get("tool_choice")
+	if !ok {
+		return "auto", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil && (s == "none" || s == "auto") {
+		return s, nil
+	}
+	return "", jsonfield.Invalid(codeUnsupportedTool, "tool_choice", "tool calling is not supported yet on this network: send tool_choice \"auto\" or \"none\" (or omit it)")
+}
+
+// parseTextConfig reads text: format must be {"type":"text"}; verbosity
+// is one of OpenAI's three levels.
+func parseTextConfig(o jsonfield.Object) (string, *apierr.Error) {
+	raw, ok := o.Get("text")
+	if !ok {
+		return "medium", nil
+	}
+	t, e := jsonfield.AsObject(raw, "text")
+	if e != nil {
+		return "", e
+	}
+	if raw, ok := t.Get("format"); ok {
+		f, e := jsonfield.AsObject(raw, "text.format")
+		if e != nil {
+			return "", e
+		}
+		typ, e := requiredString(f, "type", "text.format.type")
+		if e != nil {
+			return "", e
+		}
+		switch typ {
+		case "text":
+		case "json_object", "json_schema":
+			return "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "text.format.type", "structured output (text.format type %q) is not supported yet on this network: only \"text\" is", typ)
+		default:
+			return "", jsonfield.Invalid(jsonfield.CodeInvalidValue, "text.format.type", "invalid value for 'text.format.type': %q is not one of text, json_object, json_schema", typ)
+		}
+	}
+	v, e := t.OptString("verbosity", "text.verbosity")
+	if e != nil {
+		return "", e
+	}
+	switch v {
+	case "":
+		return "medium", nil
+	case "low", "medium", "high":
+		return v, nil
+	}
+	return "", jsonfield.Invalid(jsonfield.CodeInvalidValue, "text.verbosity", "invalid value for 'text.verbosity': %q is not one of low, medium, high", v)
+}
+
+func parseTruncation(o jsonfield.Object) (string, *apierr.Error) {
+	t, e := o.OptString("truncation", "truncation")
+	if e != nil {
+		return "", e
+	}
+	switch t {
+	case "":
+		return "disabled", nil
+	case "auto", "disabled":
+		return t, nil
+	}
+	return "", jsonfield.Invalid(jsonfield.CodeInvalidValue, "truncation", "invalid value for 'truncation': %q is not one of auto, disabled", t)
+}
+
+// parseMetadata reads up to 16 string pairs, with OpenAI's length limits.
+func parseMetadata(o jsonfield.Object) (map[string]string, *apierr.Error) {
+	out := map[string]string{}
+	raw, ok := o.Get("metadata")
+	if !ok {
+		return out, nil
+	}
+	m, e := jsonfield.AsObject(raw, "metadata")
+	if e != nil {
+		return nil, e
+	}
+	if len(m) > maxMetadataPairs {
+		return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, "metadata", "invalid value for 'metadata': at most %d pairs are allowed, got %d", maxMetadataPairs, len(m))
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		raw := m[k]
+		param := "metadata." + k
+		if utf8.RuneCountInString(k) > maxMetadataKeyLen {
+			return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, "metadata", "invalid value for 'metadata': keys are at most %d characters", maxMetadataKeyLen)
+		}
+		v, e := jsonfield.AsString(raw, param)
+		if e != nil {
+			return nil, e
+		}
+		if utf8.RuneCountInString(v) > maxMetadataValueLen {
+			return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, param, "invalid value for '%s': values are at most %d characters", param, maxMetadataValueLen)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// parseResponseLogprobs reads include and top_logprobs: log-probabilities
+// are returned when include names message.output_text.logprobs or
+// top_logprobs asks for alternatives.
+func parseResponseLogprobs(o jsonfield.Object, opts *protocol.Options) *apierr.Error {
+	if raw, ok := o.Get("include"); ok {
+		items, e := jsonfield.AsArray(raw, "include")
+		if e != nil {
+			return e
+		}
+		for i, item := range items {
+			s, e := jsonfield.AsString(item, fmt.Sprintf("include[%d]", i))
+			if e != nil {
+				return e
+			}
+			opts.Logprobs = opts.Logprobs || s == includeLogprobs
+		}
+	}
+	n, _, e := o.OptIntIn("top_logprobs", "top_logprobs", 0, maxChatTopLogprobs)
+	if e != nil {
+		return e
+	}
+	opts.TopLogprobs = int(n)
+	opts.Logprobs = opts.Logprobs || n > 0
+	return nil
+}
+
+// parseInput reads input: a string is one user message.
+func parseInput(o jsonfield.Object) ([]protocol.ChatMessage, *apierr.Error) {
+	raw, ok := o.Get("input")
+	if !ok {
+		return nil, jsonfield.Invalid(jsonfield.CodeMissing, "input", "missing required parameter: 'input' (this gateway keeps no previous responses or prompts to answer instead)")
+	}
+	if raw[0] == '"' {
+		s, e := jsonfield.AsString(raw, "input")
+		if e != nil {
+			return nil, e
+		}
+		return []protocol.ChatMessage{{Role: "user", Content: s}}, nil
+	}
+	if raw[0] != '[' {
+		return nil, jsonfield.TypeError("input", "a string or an array of input items", raw)
+	}
+	items, e := jsonfield.AsArray(raw, "input")
+	if e != nil {
+		return nil, e
+	}
+	if len(items) == 0 {
+		return nil, jsonfield.Invalid(codeEmptyArray, "input", "invalid value for 'input': expected a string or an array with at least one item, but got an empty array")
+	}
+	msgs := make([]protocol.ChatMessage, 0, len(items))
+	for i, item := range items {
+		m, e := parseInputItem(item, fmt.Sprintf("input[%d]", i))
+		if e != nil {
+			return nil, e
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// parseInputItem reads one item of input. Only messages are accepted: an
+// item without a type is a message, as in OpenAI's "easy input message".
+func parseInputItem(raw json.RawMessage, param string) (protocol.ChatMessage, *apierr.Error) {
+	var m protocol.ChatMessage
+	o, e := jsonfield.AsObject(raw, param)
+	if e != nil {
+		return m, e
+	}
+	typ, e := o.OptString("type", param+".type")
+	if e != nil {
+		return m, e
+	}
+	switch typ {
+	case "", "message":
+	case "function_call", "function_call_output":
+		return m, jsonfield.Invalid(codeUnsupportedTool, param+".type", "function tools on /v1/responses are not supported yet on this network: input items of type %q cannot be sent", typ)
+	case "item_reference":
+		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".type", "item references are not supported on this network: the gateway keeps no responses; send the item itself")
+	default:
+		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".type", "input items of type %q are not supported on this network: only messages are", typ)
+	}
+	role, e := requiredString(o, "role", param+".role")
+	if e != nil {
+		return m, e
+	}
+	var ok bool
+	if m.Role, ok = chatRole(role); !ok {
+		return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".role", "invalid value for '%s.role': %q is not one of user, assistant, system, developer", param, role)
+	}
+	rawContent, ok := o.Get("content")
+	if !ok {
+		return m, jsonfield.Invalid(jsonfield.CodeMissing, param+".content", "missing required parameter: '%s.content'", param)
+	}
+	m.Content, e = parseInputContent(rawContent, param+".content")
+	return m, e
+}
+
+// parseInputContent accepts a string or an array of text parts: input_text
+// in what the consumer wrote, output_text and refusal in assistant turns
+// from earlier responses.
+func parseInputContent(raw json.RawMessage, param string) (string, *apierr.Error) {
+	if raw[0] == '"' {
+		return jsonfield.AsString(raw, param)
+	}
+	if raw[0] != '[' {
+		return "", jsonfield.TypeError(param, "a string or an array of content parts", raw)
+	}
+	parts, e := jsonfield.AsArray(raw, param)
+	if e != nil {
+		return "", e
+	}
+	texts := make([]string, 0, len(parts))
+	for i, part := range parts {
+		pp := fmt.Sprintf("%s[%d]", param, i)
+		po, e := jsonfield.AsObject(part, pp)
+		if e != nil {
+			return "", e
+		}
+		t, e := requiredString(po, "type", pp+".type")
+		if e != nil {
+			return "", e
+		}
+		key := "text"
+		switch t {
+		case "input_text", "output_text":
+		case "refusal":
+			key = "refusal"
+		default:
+			return "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, pp+".type", "content parts of type %q are not supported on /v1/responses on this network: only input_text, output_text and refusal parts are", t)
+		}
+		text, e := requiredString(po, key, pp+"."+key)
+		if e != nil {
+			return "", e
+		}
+		texts = append(texts, text)
+	}
+	return strings.Join(texts, "\n"), nil
+}

@@ -1,0 +1,153 @@
+package openai
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	oai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/responses"
+	"github.com/openai/openai-go/v3/shared"
+)
+
+func responsesInput(text string) responses.ResponseNewParamsInputUnion {
+	return responses.ResponseNewParamsInputUnion{OfString: oai.String(text)}
+}
+
+// TestOpenAIGoResponses: openai-go's Responses.New decodes the response
+// object, its message, usage and the incomplete reason of an answer cut by
+// the token limit (the fake relay ends with "length").
+func TestOpenAIGoResponses(t *testing.T) {
+	client, ctx := newClient(t)
+	res, err := client.Responses.New(ctx, responses.ResponseNewParams{
+		Model:           "llama3.2:1b",
+		Instructions:    oai.String("be brief"),
+		Input:           responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{responses.ResponseInputItemParamOfMessage("hi", responses.EasyInputMessageRoleUser)}},
+		MaxOutputTokens: oai.Int(3),
+		Temperature:     oai.Float(0.2),
+		Metadata:        shared.Metadata{"trace": "t1"},
+		Store:           oai.Bool(true),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ID != "req-42" || res.Object != "response" || res.CreatedAt != 1700000000 || res.Model != "llama3.2:1b" || res.Status != responses.ResponseStatusIncomplete ||
+		res.IncompleteDetails.Reason != "max_output_tokens" || res.Instructions.OfString != "be brief" || res.MaxOutputTokens != 3 || res.Temperature != 0.2 ||
+		res.Metadata["trace"] != "t1" {
+		t.Fatalf("response %+v", res)
+	}
+	if res.OutputText() != "Hello world" || len(res.Output) != 1 {
+		t.Fatalf("output %+v", res.Output)
+	}
+	msg := res.Output[0].AsMessage()
+	if msg.ID != "msg_req-42" || msg.Role != "assistant" || msg.Status != "incomplete" || len(msg.Content) != 1 || msg.Content[0].Type != "output_text" ||
+		!msg.Content[0].JSON.Annotations.Valid() || len(msg.Content[0].Annotations) != 0 {
+		t.Errorf("message %+v", msg)
+	}
+	u := res.Usage
+	if u.InputTokens != 5 || u.OutputTokens != 3 || u.TotalTokens != 8 || !u.JSON.InputTokensDetails.Valid() || !u.JSON.OutputTokensDetails.Valid() {
+		t.Errorf("usage %+v", u)
+	}
+}
+
+// TestOpenAIGoResponsesStream: openai-go's NewStreaming decodes every
+// event of the official sequence, in order, with consecutive sequence
+// numbers, and the deltas spell the final text.
+func TestOpenAIGoResponsesStream(t *testing.T) {
+	client, ctx := newClient(t)
+	stream := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "m", Input: responsesInput("hi")})
+	var types []string
+	var text strings.Builder
+	var final responses.Response
+	for stream.Next() {
+		ev := stream.Current()
+		if ev.SequenceNumber != int64(len(types)) {
+			t.Errorf("event %d (%s) has sequence_number %d", len(types), ev.Type, ev.SequenceNumber)
+		}
+		types = append(types, ev.Type)
+		switch ev.Type {
+		case "response.output_text.delta":
+			text.WriteString(ev.Delta)
+			if ev.ItemID != "msg_req-42" {
+				t.Errorf("delta for item %q", ev.ItemID)
+			}
+		case "response.created":
+			if ev.Response.ID != "req-42" || ev.Response.Status != responses.ResponseStatusInProgress {
+				t.Errorf("created %+v", ev.Response)
+			}
+		case "response.output_text.done":
+			if ev.Text != "Hello world" {
+				t.Errorf("output_text.done text %q", ev.Text)
+			}
+		case "response.incomplete":
+			final = ev.Response
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+		"response.output_text.delta", "response.output_text.delta", "response.output_text.delta",
+		"response.output_text.done", "response.content_part.done", "response.output_item.done", "response.incomplete"}
+	if strings.Join(types, " ") != strings.Join(want, " ") {
+		t.Fatalf("events\n got %v\nwant %v", types, want)
+	}
+	if text.String() != "Hello world" || final.OutputText() != "Hello world" || final.Usage.OutputTokens != 3 || final.IncompleteDetails.Reason != "max_output_tokens" {
+		t.Errorf("deltas %q, final %+v", text.String(), final)
+	}
+}
+
+// TestOpenAIGoResponsesStreamFailure: a provider lost mid-answer ends the
+// stream with response.failed carrying the error and the text so far; a
+// failure before the provider accepted is the HTTP error itself.
+func TestOpenAIGoResponsesStreamFailure(t *testing.T) {
+	client, ctx := newClient(t)
+	stream := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: modelFailMid, Input: responsesInput("hi")})
+	var last responses.ResponseStreamEventUnion
+	for stream.Next() {
+		last = stream.Current()
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	failed := last.AsResponseFailed()
+	if last.Type != "response.failed" || failed.Response.Status != responses.ResponseStatusFailed ||
+		failed.Response.Error.Code != "server_error" || failed.Response.Error.Message != "the provider disconnected" || failed.Response.OutputText() != "Hel" {
+		t.Fatalf("last event %s: %+v", last.Type, failed.Response)
+	}
+
+	stream = client.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: modelFailEarly, Input: responsesInput("hi")})
+	for stream.Next() {
+		t.Error("got an event from a failed request")
+	}
+	var apiErr *oai.Error
+	if !errors.As(stream.Err(), &apiErr) || apiErr.StatusCode != http.StatusNotFound || apiErr.Code != "model_not_found" {
+		t.Errorf("fail before Begin: %v", stream.Err())
+	}
+}
+
+// TestOpenAIGoResponsesErrors: what the network cannot do is a 400 that
+// openai-go surfaces with the parameter and code.
+func TestOpenAIGoResponsesErrors(t *testing.T) {
+	client, ctx := newClient(t)
+	tests := []struct {
+		name   string
+		params responses.ResponseNewParams
+		param  string
+		code   string
+	}{
+		{"function tools", responses.ResponseNewParams{Model: "m", Input: responsesInput("hi"),
+			Tools: []responses.ToolUnionParam{responses.ToolParamOfFunction("f", map[string]any{"type": "object"}, false)}}, "tools", codeUnsupportedTool},
+		{"previous_response_id", responses.ResponseNewParams{Model: "m", Input: responsesInput("hi"), PreviousResponseID: oai.String("resp_1")}, "previous_response_id", codeUnsupportedParameter},
+		{"json output", responses.ResponseNewParams{Model: "m", Input: responsesInput("hi"),
+			Text: responses.ResponseTextConfigParam{Format: responses.ResponseFormatTextConfigUnionParam{OfJSONObject: &shared.ResponseFormatJSONObjectParam{}}}}, "text.format.type", "unsupported_value"},
+	}
+	for _, tt := range tests {
+		_, err := client.Responses.New(ctx, tt.params)
+		var apiErr *oai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != tt.param || apiErr.Code != tt.code {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+	}
+}
