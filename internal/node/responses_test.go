@@ -12,9 +12,11 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 
+	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -266,4 +268,107 @@ func TestResponsesRealOllama(t *testing.T) {
 		t.Errorf("streamed %q, final %q", text, final.OutputText())
 	}
 	t.Logf("real Ollama via /v1/responses: %s %d output tokens, %q", final.Status, final.Usage.OutputTokens, text)
+}
+
+// TestResponsesPreviousResponseID: a response continues a kept one with
+// previous_response_id — the provider sees the earlier turns (without the
+// earlier instructions, as on OpenAI) and answers exactly as the
+// simulator does for the whole conversation, billed for all of its
+// prompt — streamed or not, in chains. A response sent with store: false
+// is not kept, and another account cannot continue (or read) someone
+// else's conversation: its id is as unknown as a made-up one, and no
+// provider runs.
+func TestResponsesPreviousResponseID(t *testing.T) {
+	// Another consumer, funded like the dev account: refused for what it
+	// asks, not for want of funds.
+	other, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{genesis: func(g *ledger.Genesis) {
+		for _, a := range g.Accounts {
+			if len(a.Approvals) > 0 && a.Roles == nil {
+				g.Accounts = append(g.Accounts, ledger.GenesisAccount{Address: other.Public().Address(), Balance: a.Balance, Approvals: a.Approvals})
+				return
+			}
+		}
+	}})
+	c := openaiClient(tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seed := option.WithJSONSet("seed", 7)
+	turn := func(instructions, input, previous string) responses.ResponseNewParams {
+		p := responses.ResponseNewParams{Model: "sim", MaxOutputTokens: openai.Int(20), Temperature: openai.Float(0),
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(input)}}
+		if instructions != "" {
+			p.Instructions = openai.String(instructions)
+		}
+		if previous != "" {
+			p.PreviousResponseID = openai.String(previous)
+		}
+		return p
+	}
+	user := func(s string) protocol.ChatMessage { return protocol.ChatMessage{Role: "user", Content: s} }
+	assistant := func(s string) protocol.ChatMessage { return protocol.ChatMessage{Role: "assistant", Content: s} }
+	expect := func(msgs ...protocol.ChatMessage) (string, backend.Result) {
+		return direct(t, tn, protocol.Request{Kind: protocol.KindChat, Model: "sim", Options: greedy(20), Messages: msgs})
+	}
+
+	first, err := c.Responses.New(ctx, turn("Answer briefly.", "Name a color", ""), seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(first.RawJSON(), `"store":true`) {
+		t.Errorf("a kept response does not say store: true: %s", first.RawJSON())
+	}
+	history := []protocol.ChatMessage{user("Name a color"), assistant(first.OutputText())}
+
+	second, err := c.Responses.New(ctx, turn("", "And another one", first.ID), seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, wantRes := expect(append(history, user("And another one"))...)
+	if second.OutputText() != want || second.PreviousResponseID != first.ID || second.Usage.InputTokens != int64(wantRes.Usage.PromptTokens) {
+		t.Fatalf("second turn %q (previous %q, usage %+v), want %q (prompt %d tokens)", second.OutputText(), second.PreviousResponseID, second.Usage, want, wantRes.Usage.PromptTokens)
+	}
+	checkReceipt(t, tn, second.ID, wantRes.Usage)
+	history = append(history, user("And another one"), assistant(second.OutputText()))
+
+	text, third := streamResponse(t, ctx, c, turn("Be brief.", "A third?", second.ID), seed)
+	want, wantRes = expect(append([]protocol.ChatMessage{{Role: "system", Content: "Be brief."}}, append(history, user("A third?"))...)...)
+	if text != want || third.Usage.InputTokens != int64(wantRes.Usage.PromptTokens) {
+		t.Fatalf("streamed third turn %q (usage %+v), want %q (prompt %d tokens)", text, third.Usage, want, wantRes.Usage.PromptTokens)
+	}
+
+	unkept := turn("", "Forget this", "")
+	unkept.Store = openai.Bool(false)
+	forgotten, err := c.Responses.New(ctx, unkept, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(forgotten.RawJSON(), `"store":false`) {
+		t.Errorf("an unkept response does not say store: false")
+	}
+
+	secret, _, err := tn.Gateway.Store.CreateAPIKey(ctx, "other", other.Public().Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body := post(t, tn.URL+"/v1/responses", secret, `{"model":"sim","input":"hi","max_output_tokens":2}`); status != http.StatusOK {
+		t.Fatalf("the other consumer cannot be served at all: %d %s", status, body)
+	}
+	served := tn.Sim.Stats().Requests
+	for _, tc := range []struct{ name, key, previous string }{
+		{"store: false", testAPIKey, forgotten.ID},
+		{"made up", testAPIKey, "resp_madeup"},
+		{"another account's", secret, third.ID},
+	} {
+		status, body := post(t, tn.URL+"/v1/responses", tc.key, `{"model":"sim","input":"go on","previous_response_id":"`+tc.previous+`"}`)
+		if status != http.StatusBadRequest || !strings.Contains(string(body), `"code":"previous_response_not_found"`) || strings.Contains(string(body), first.OutputText()) {
+			t.Errorf("%s response: %d %s", tc.name, status, body)
+		}
+	}
+	if got := tn.Sim.Stats().Requests; got != served {
+		t.Errorf("the simulator served %d refused continuations", got-served)
+	}
 }

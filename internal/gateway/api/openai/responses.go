@@ -33,6 +33,13 @@ type ResponsesOptions struct {
 	// Truncation is "disabled" or "auto"; the conversation is never
 	// truncated by the gateway, so both mean the same here.
 	Truncation string
+	// PreviousResponseID continues a response the gateway kept: its
+	// conversation goes before the input (Continue). "" for none.
+	PreviousResponseID string
+	// Store is whether the response is kept for a later
+	// previous_response_id (store, default true); the gateway clears it
+	// when it keeps no responses, and the response echoes it.
+	Store bool
 }
 
 // Limits of the Responses API's metadata, as OpenAI documents them.
@@ -62,9 +69,9 @@ const includeLogprobs = "message.output_text.logprobs"
 //     item references and reasoning items are refused;
 //   - non-empty tools, tool_choice other than "none"/"auto" and
 //     text.format other than {"type":"text"} are refused;
-//   - the gateway keeps no responses: store is accepted and ignored (the
-//     response says "store": false), and previous_response_id,
-//     conversation, prompt and background: true are refused;
+//   - previous_response_id names a response the gateway kept (see
+//     Continue); conversation, prompt and background: true name state
+//     the gateway does not keep and are refused;
 //   - include may ask for message.output_text.logprobs; other include
 //     values name outputs (tool results, reasoning) the network never
 //     produces and are ignored, as are reasoning, service_tier,
@@ -100,7 +107,10 @@ func ParseResponses(body []byte) (Params, *apierr.Error) {
 	if r.ParallelToolCalls, e = o.OptBool("parallel_tool_calls", "parallel_tool_calls", true); e != nil {
 		return p, e
 	}
-	if _, e := o.OptBool("store", "store", true); e != nil {
+	if r.Store, e = o.OptBool("store", "store", true); e != nil {
+		return p, e
+	}
+	if r.PreviousResponseID, e = o.OptString("previous_response_id", "previous_response_id"); e != nil {
 		return p, e
 	}
 	if r.Verbosity, e = parseTextConfig(o); e != nil {
@@ -132,15 +142,41 @@ func ParseResponses(body []byte) (Params, *apierr.Error) {
 }
 
 // refuseKeptState refuses the members that name state kept on OpenAI's
-// side: this gateway stores no responses, conversations or prompts, and
-// answering without them would silently drop the conversation so far.
+// side: this gateway keeps no conversations or prompts, and answering
+// without them would silently drop what they hold.
 func refuseKeptState(o jsonfield.Object) *apierr.Error {
-	for _, key := range []string{"previous_response_id", "conversation", "prompt"} {
+	for _, key := range []string{"conversation", "prompt"} {
 		if o.NonEmpty(key) {
-			return jsonfield.Invalid(codeUnsupportedParameter, key, "'%s' is not supported on this network: the gateway keeps no responses, conversations or prompts (store is ignored); send the whole conversation in 'input'", key)
+			return jsonfield.Invalid(codeUnsupportedParameter, key, "'%s' is not supported on this network: the gateway keeps no conversations or prompts; send the conversation in 'input' (or continue a response with previous_response_id)", key)
 		}
 	}
 	return nil
+}
+
+// Continue puts history, the conversation of the response named by
+// previous_response_id, between the instructions and the input.
+func (p *Params) Continue(history []protocol.ChatMessage) {
+	at := 0
+	if p.Responses != nil && p.Responses.Instructions != nil {
+		at = 1
+	}
+	msgs := make([]protocol.ChatMessage, 0, len(p.Request.Messages)+len(history))
+	msgs = append(msgs, p.Request.Messages[:at]...)
+	msgs = append(msgs, history...)
+	p.Request.Messages = append(msgs, p.Request.Messages[at:]...)
+}
+
+// Conversation is what a later previous_response_id continues: this
+// request's messages and the answer, without the instructions, which
+// OpenAI does not carry over to the next response.
+func (p *Params) Conversation(answer string) []protocol.ChatMessage {
+	msgs := p.Request.Messages
+	if p.Responses != nil && p.Responses.Instructions != nil {
+		msgs = msgs[1:]
+	}
+	out := make([]protocol.ChatMessage, 0, len(msgs)+1)
+	out = append(out, msgs...)
+	return append(out, protocol.ChatMessage{Role: "assistant", Content: answer})
 }
 
 func refuseBackground(o jsonfield.Object) *apierr.Error {
@@ -306,7 +342,7 @@ func parseResponseLogprobs(o jsonfield.Object, opts *protocol.Options) *apierr.E
 func parseInput(o jsonfield.Object) ([]protocol.ChatMessage, *apierr.Error) {
 	raw, ok := o.Get("input")
 	if !ok {
-		return nil, jsonfield.Invalid(jsonfield.CodeMissing, "input", "missing required parameter: 'input' (this gateway keeps no previous responses or prompts to answer instead)")
+		return nil, jsonfield.Invalid(jsonfield.CodeMissing, "input", "missing required parameter: 'input' (this gateway keeps no prompts to answer instead)")
 	}
 	if raw[0] == '"' {
 		s, e := jsonfield.AsString(raw, "input")

@@ -139,7 +139,8 @@ func TestOpenAIGoResponsesErrors(t *testing.T) {
 	}{
 		{"function tools", responses.ResponseNewParams{Model: "m", Input: responsesInput("hi"),
 			Tools: []responses.ToolUnionParam{responses.ToolParamOfFunction("f", map[string]any{"type": "object"}, false)}}, "tools", codeUnsupportedTool},
-		{"previous_response_id", responses.ResponseNewParams{Model: "m", Input: responsesInput("hi"), PreviousResponseID: oai.String("resp_1")}, "previous_response_id", codeUnsupportedParameter},
+		{"conversation", responses.ResponseNewParams{Model: "m", Input: responsesInput("hi"),
+			Conversation: responses.ResponseNewParamsConversationUnion{OfString: oai.String("conv_1")}}, "conversation", codeUnsupportedParameter},
 		{"json output", responses.ResponseNewParams{Model: "m", Input: responsesInput("hi"),
 			Text: responses.ResponseTextConfigParam{Format: responses.ResponseFormatTextConfigUnionParam{OfJSONObject: &shared.ResponseFormatJSONObjectParam{}}}}, "text.format.type", "unsupported_value"},
 	}

@@ -18,7 +18,7 @@ func TestParseResponsesValid(t *testing.T) {
 			r := p.Responses
 			return reflect.DeepEqual(p.Request.Messages, []protocol.ChatMessage{user("hi")}) && p.Request.Kind == protocol.KindChat &&
 				r.Instructions == nil && r.MaxOutputTokens == 0 && r.ToolChoice == "auto" && r.ParallelToolCalls && len(r.Metadata) == 0 && r.Metadata != nil &&
-				r.Verbosity == "medium" && r.Truncation == "disabled" && !p.Stream
+				r.Verbosity == "medium" && r.Truncation == "disabled" && !p.Stream && r.Store && r.PreviousResponseID == ""
 		}},
 		{"instructions come first as the system message", `{"model":"m","instructions":"be brief","input":[{"role":"user","content":"hi"}]}`, func(p Params) bool {
 			return reflect.DeepEqual(p.Request.Messages, []protocol.ChatMessage{{Role: "system", Content: "be brief"}, user("hi")}) && *p.Responses.Instructions == "be brief"
@@ -53,6 +53,9 @@ func TestParseResponsesValid(t *testing.T) {
 		}},
 		{"logprobs by top_logprobs", `{"model":"m","input":"x","top_logprobs":3}`, func(p Params) bool {
 			return p.Request.Options.Logprobs && p.Request.Options.TopLogprobs == 3
+		}},
+		{"continuing a kept response, not keeping this one", `{"model":"m","input":"x","previous_response_id":"resp_1","store":false}`, func(p Params) bool {
+			return p.Responses.PreviousResponseID == "resp_1" && !p.Responses.Store
 		}},
 		{"provider preferences", `{"model":"m","input":"x","provider":{"sort":"price"}}`, func(p Params) bool {
 			return p.ProviderObject != nil
@@ -100,7 +103,7 @@ func TestParseResponsesErrors(t *testing.T) {
 		{"unknown format", `{"model":"m","input":"x","text":{"format":{"type":"yaml"}}}`, "text.format.type", jsonfield.CodeInvalidValue},
 		{"format without type", `{"model":"m","input":"x","text":{"format":{}}}`, "text.format.type", jsonfield.CodeMissing},
 		{"bad verbosity", `{"model":"m","input":"x","text":{"verbosity":"loud"}}`, "text.verbosity", jsonfield.CodeInvalidValue},
-		{"previous_response_id", `{"model":"m","input":"x","previous_response_id":"resp_1"}`, "previous_response_id", codeUnsupportedParameter},
+		{"previous_response_id not a string", `{"model":"m","input":"x","previous_response_id":1}`, "previous_response_id", jsonfield.CodeInvalidType},
 		{"conversation", `{"model":"m","input":"x","conversation":"conv_1"}`, "conversation", codeUnsupportedParameter},
 		{"prompt template", `{"model":"m","input":"x","prompt":{"id":"pmpt_1"}}`, "prompt", codeUnsupportedParameter},
 		{"background", `{"model":"m","input":"x","background":true}`, "background", codeUnsupportedParameter},
@@ -117,5 +120,32 @@ func TestParseResponsesErrors(t *testing.T) {
 	for _, tt := range tests {
 		_, e := ParseResponses([]byte(tt.body))
 		checkErr(t, e, tt)
+	}
+}
+
+// TestResponsesConversation: a kept conversation goes between the
+// instructions and the input, and what is kept of a response leaves its
+// instructions out (OpenAI does not carry them over) and adds the answer.
+func TestResponsesConversation(t *testing.T) {
+	history := []protocol.ChatMessage{user("a"), {Role: "assistant", Content: "b"}}
+	for _, tt := range []struct {
+		body string
+		want []protocol.ChatMessage
+	}{
+		{`{"model":"m","input":"c"}`, []protocol.ChatMessage{user("a"), {Role: "assistant", Content: "b"}, user("c")}},
+		{`{"model":"m","instructions":"i","input":"c"}`, []protocol.ChatMessage{{Role: "system", Content: "i"}, user("a"), {Role: "assistant", Content: "b"}, user("c")}},
+	} {
+		p, e := ParseResponses([]byte(tt.body))
+		if e != nil {
+			t.Fatal(e.Message)
+		}
+		p.Continue(history)
+		if !reflect.DeepEqual(p.Request.Messages, tt.want) {
+			t.Errorf("%s continued: %+v", tt.body, p.Request.Messages)
+		}
+		kept := p.Conversation("d")
+		if want := append(append([]protocol.ChatMessage{}, history...), user("c"), protocol.ChatMessage{Role: "assistant", Content: "d"}); !reflect.DeepEqual(kept, want) {
+			t.Errorf("%s kept: %+v", tt.body, kept)
+		}
 	}
 }

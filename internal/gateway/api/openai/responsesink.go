@@ -36,7 +36,7 @@ type responseObject struct {
 	Model              string            `json:"model"`
 	Output             []outputMessage   `json:"output"`
 	ParallelToolCalls  bool              `json:"parallel_tool_calls"`
-	PreviousResponseID json.RawMessage   `json:"previous_response_id"`
+	PreviousResponseID *string           `json:"previous_response_id"`
 	Reasoning          reasoningConfig   `json:"reasoning"`
 	ServiceTier        string            `json:"service_tier"`
 	Store              bool              `json:"store"`
@@ -322,32 +322,35 @@ func (s *responsesSink) response(status string, f *sink.Final) responseObject {
 	ro := s.p.Responses
 	opts := s.p.Request.Options
 	r := responseObject{
-		ID:                 s.meta.RequestID,
-		Object:             "response",
-		CreatedAt:          s.meta.Created.Unix(),
-		Status:             status,
-		Instructions:       ro.Instructions,
-		MaxToolCalls:       json.RawMessage(jsonNull),
-		Model:              s.meta.Model,
-		Output:             []outputMessage{},
-		ParallelToolCalls:  ro.ParallelToolCalls,
-		PreviousResponseID: json.RawMessage(jsonNull),
-		Reasoning:          reasoningConfig{Effort: json.RawMessage(jsonNull), Summary: json.RawMessage(jsonNull)},
-		ServiceTier:        "default",
-		Temperature:        opts.Temperature,
-		Text:               textConfig{Format: textFormat{Type: "text"}, Verbosity: ro.Verbosity},
-		ToolChoice:         ro.ToolChoice,
-		Tools:              []struct{}{},
-		TopLogprobs:        opts.TopLogprobs,
-		TopP:               opts.TopP,
-		Truncation:         ro.Truncation,
-		Metadata:           ro.Metadata,
+		ID:                s.meta.RequestID,
+		Object:            "response",
+		CreatedAt:         s.meta.Created.Unix(),
+		Status:            status,
+		Instructions:      ro.Instructions,
+		MaxToolCalls:      json.RawMessage(jsonNull),
+		Model:             s.meta.Model,
+		Output:            []outputMessage{},
+		ParallelToolCalls: ro.ParallelToolCalls,
+		Reasoning:         reasoningConfig{Effort: json.RawMessage(jsonNull), Summary: json.RawMessage(jsonNull)},
+		ServiceTier:       "default",
+		Store:             ro.Store,
+		Temperature:       opts.Temperature,
+		Text:              textConfig{Format: textFormat{Type: "text"}, Verbosity: ro.Verbosity},
+		ToolChoice:        ro.ToolChoice,
+		Tools:             []struct{}{},
+		TopLogprobs:       opts.TopLogprobs,
+		TopP:              opts.TopP,
+		Truncation:        ro.Truncation,
+		Metadata:          ro.Metadata,
 	}
 	if ro.MaxOutputTokens > 0 {
 		r.MaxOutputTokens = &ro.MaxOutputTokens
 	}
 	if s.p.User != "" {
 		r.User = &s.p.User
+	}
+	if ro.PreviousResponseID != "" {
+		r.PreviousResponseID = &ro.PreviousResponseID
 	}
 	if status == statusIncomplete {
 		r.IncompleteDetails = &incompleteReason{Reason: "max_output_tokens"}

@@ -42,7 +42,7 @@ func responsesParams(t *testing.T, body string) Params {
 func respObject(status, completedAt, incomplete, output, usage string) string {
 	return `{"id":"resp_abc","object":"response","created_at":1700000000,"status":"` + status + `","background":false,"completed_at":` + completedAt +
 		`,"error":null,"incomplete_details":` + incomplete + `,"instructions":"be brief","max_output_tokens":null,"max_tool_calls":null,"model":"m","output":[` + output +
-		`],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"service_tier":"default","store":false,"temperature":null,` +
+		`],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"service_tier":"default","store":true,"temperature":null,` +
 		`"text":{"format":{"type":"text"},"verbosity":"medium"},"tool_choice":"auto","tools":[],"top_logprobs":0,"top_p":null,"truncation":"disabled","usage":` + usage +
 		`,"user":null,"metadata":{"k":"v"}}`
 }
