@@ -51,6 +51,8 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.IntVar(&cfg.Gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
 	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
 	f.DurationVar(&cfg.Gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
+	f.Int64Var(&cfg.Gateway.ResponseMemory, "response-memory", gateway.DefaultResponseMemory, "bytes of /v1/responses conversations kept in memory for previous_response_id (-1: keep none)")
+	f.DurationVar(&cfg.Gateway.ResponseTTL, "response-ttl", gateway.DefaultResponseTTL, "how long a /v1/responses conversation is kept for previous_response_id")
 	f.StringSliceVar(&cfg.ChainRPC, "chain-rpc", nil, "validator RPC URLs of the ledger, comma-separated (e.g. http://127.0.0.1:26657); reads go to the first that answers, transactions to the first that can be reached, and all receive each transaction; without any, requests are not funds-checked, receipts are not settled and every provider that signs the handshake is served")
 	f.IntVar(&cfg.Gateway.ProbationCases, "probation-cases", gateway.DefaultProbationCases, "with --chain-rpc, a provider is on probation until it has passed this many cases on the ledger (and while a failed case is in the conviction window); -1: no probation")
 	f.Float64Var(&cfg.Gateway.ProbationShare, "probation-share", gateway.DefaultProbationShare, "the most of a model's requests a provider on probation gets while providers off probation have free slots")

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
@@ -54,6 +55,8 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.IntVar(&cfg.Gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
 	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
 	f.DurationVar(&cfg.Gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
+	f.Int64Var(&cfg.Gateway.ResponseMemory, "response-memory", gateway.DefaultResponseMemory, "bytes of /v1/responses conversations kept in memory for previous_response_id (-1: keep none)")
+	f.DurationVar(&cfg.Gateway.ResponseTTL, "response-ttl", gateway.DefaultResponseTTL, "how long a /v1/responses conversation is kept for previous_response_id")
 	f.StringVar(&cfg.ChainMetricsAddr, "chain-metrics-addr", "", "serve the validator's Prometheus metrics here, e.g. 127.0.0.1:26660 (the gateway's are at /metrics on --addr)")
 	f.DurationVar(&cfg.VerifyEvery, "verify-every", 30*time.Second, "the dev verifier sends a canary this often and posts a verdict every 8 (0: no verifier)")
 	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses the gateway samples for verifiers, with their text (0: none)")
