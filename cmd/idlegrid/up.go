@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
@@ -41,22 +40,12 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8420", "address the gateway listens on (loopback by default)")
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for keys and the gateway database")
-	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
-	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
-	f.StringVar(&cfg.ChainRPCAddr, "chain-rpc-addr", "127.0.0.1:26657", "where the local validator serves its RPC (for `idlegrid ledger`)")
-	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator), ollama or sim")
+	addGatewayFlags(f, gatewayFlags{addr: &cfg.Addr, dataDir: &cfg.DataDir, chainID: &cfg.ChainID, receiptSync: &cfg.ReceiptSync, gateway: &cfg.Gateway})
+	f.StringVar(&cfg.ChainRPCAddr, "chain-rpc-addr", "127.0.0.1:26657", "where the local validator serves its RPC (what idlegrid ledger --chain-rpc talks to)")
+	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator, so up works on any machine), ollama or sim")
 	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")
 	f.IntVar(&cfg.Slots, "slots", 4, "jobs the local provider runs at once")
-	f.IntVar(&cfg.Gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
-	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")
-	f.IntVar(&cfg.Gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
-	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
-	f.DurationVar(&cfg.Gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
-	f.Int64Var(&cfg.Gateway.ResponseMemory, "response-memory", gateway.DefaultResponseMemory, "bytes of /v1/responses conversations kept in memory for previous_response_id (-1: keep none)")
-	f.DurationVar(&cfg.Gateway.ResponseTTL, "response-ttl", gateway.DefaultResponseTTL, "how long a /v1/responses conversation is kept for previous_response_id")
 	f.StringVar(&cfg.ChainMetricsAddr, "chain-metrics-addr", "", "serve the validator's Prometheus metrics here, e.g. 127.0.0.1:26660 (the gateway's are at /metrics on --addr)")
 	f.DurationVar(&cfg.VerifyEvery, "verify-every", 30*time.Second, "the dev verifier sends a canary this often and posts a verdict every 8 (0: no verifier)")
 	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses the gateway samples for verifiers, with their text (0: none)")
