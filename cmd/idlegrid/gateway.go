@@ -116,4 +116,6 @@ func addGatewayFlags(f *pflag.FlagSet, t gatewayFlags) {
 	f.IntVar(&t.gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
 	f.DurationVar(&t.gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
 	f.DurationVar(&t.gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
+	f.Int64Var(&t.gateway.ResponseMemory, "response-memory", gateway.DefaultResponseMemory, "bytes of /v1/responses conversations kept in memory for previous_response_id (-1: keep none)")
+	f.DurationVar(&t.gateway.ResponseTTL, "response-ttl", gateway.DefaultResponseTTL, "how long a /v1/responses conversation is kept for previous_response_id")
 }

@@ -35,22 +35,31 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 			apierr.WriteOpenAI(w, e)
 			return
 		}
-		prefs, e := keyPreferences(key, p.Provider, p.ProviderObject)
-		if e != nil {
-			apierr.WriteOpenAI(w, e)
-			return
-		}
-		req := p.Request
-		req.Buffered = !p.Stream
-		session := r.Header.Get(SessionHeader)
-		if session == "" {
-			session = p.User
-		}
-		if g.overflow(w, r, body, req.Model, prefs) {
-			return
-		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(g.consumerWriter(w), p))
+		g.generateOpenAI(w, r, key, body, p, newSink, idPrefix)
 	}
+}
+
+// generateOpenAI places and relays one parsed OpenAI generation request.
+// A request that continues a kept response stays here: the peers keep
+// nothing of it.
+func (g *Gateway) generateOpenAI(w http.ResponseWriter, r *http.Request, key store.APIKey, body []byte, p openai.Params,
+	newSink func(http.ResponseWriter, openai.Params) sink.Sink, idPrefix string) {
+	prefs, e := keyPreferences(key, p.Provider, p.ProviderObject)
+	if e != nil {
+		apierr.WriteOpenAI(w, e)
+		return
+	}
+	req := p.Request
+	req.Buffered = !p.Stream
+	session := r.Header.Get(SessionHeader)
+	if session == "" {
+		session = p.User
+	}
+	continues := p.Responses != nil && p.Responses.PreviousResponseID != ""
+	if !continues && g.overflow(w, r, body, req.Model, prefs) {
+		return
+	}
+	g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(g.consumerWriter(w), p))
 }
 
 // ollamaGeneration serves one Ollama generation endpoint.

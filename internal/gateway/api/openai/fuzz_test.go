@@ -67,3 +67,25 @@ func FuzzParseCompletion(f *testing.F) {
 		checkParsed(t, p, e, protocol.KindGenerate)
 	})
 }
+
+func FuzzParseResponses(f *testing.F) {
+	for _, body := range []string{
+		`{"model":"m","input":"hi"}`,
+		`{"model":"m","instructions":"be brief","input":[{"role":"developer","content":[{"type":"input_text","text":"a"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"b","annotations":[]}]}]}`,
+		`{"model":"m","input":"x","stream":true,"max_output_tokens":16,"text":{"format":{"type":"text"},"verbosity":"low"},"metadata":{"k":"v"},"include":["message.output_text.logprobs"],"top_logprobs":2}`,
+		`{"model":"m","input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}],"tools":[{"type":"function","name":"f"}]}`,
+		`{"model":"m","input":[{"role":"user","content":[{"type":"input_image"}]}],"previous_response_id":"resp_1","store":false}`,
+		`{"model":"m","input":[],"text":{"format":{"type":"json_schema"}}}`,
+		`{"model":"m","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"tool_choice":{"type":"function","name":"f"},"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":[{"type":"input_text","text":"1"}]}],"text":{"format":{"type":"json_schema","name":"s","schema":{"type":"object"}}}}`,
+		`{"input":"x"}`, `[]`, `null`, ``,
+	} {
+		f.Add([]byte(body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, e := ParseResponses(body)
+		checkParsed(t, p, e, protocol.KindChat)
+		if e == nil && (p.Responses == nil || p.Responses.Metadata == nil || len(p.Responses.Metadata) > maxMetadataPairs || p.IncludeUsage) {
+			t.Fatalf("accepted without a usable response echo %+v", p)
+		}
+	})
+}

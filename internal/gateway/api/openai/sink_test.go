@@ -244,7 +244,8 @@ func TestCompletionSinkLogprobs(t *testing.T) {
 }
 
 func TestSinkOutOfOrder(t *testing.T) {
-	for _, s := range []sink.Sink{NewChatSink(httptest.NewRecorder(), Params{Stream: true}), NewCompletionSink(httptest.NewRecorder(), Params{})} {
+	for _, s := range []sink.Sink{NewChatSink(httptest.NewRecorder(), Params{Stream: true}), NewCompletionSink(httptest.NewRecorder(), Params{}),
+		NewResponsesSink(httptest.NewRecorder(), Params{Stream: true}), NewResponsesSink(httptest.NewRecorder(), Params{})} {
 		if s.Delta(sink.Delta{Text: "x"}) == nil || s.End(testFinal()) == nil {
 			t.Error("Delta/End before Begin succeeded")
 		}
