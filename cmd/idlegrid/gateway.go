@@ -17,7 +17,8 @@ import (
 
 func newGatewayCmd(a *app) *cobra.Command {
 	cfg := node.GatewayConfig{}
-	var plantKey string
+	var plantKey, keylessAccount string
+	var keylessFrom []string
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway: the consumer APIs and the endpoint providers dial",
@@ -28,11 +29,17 @@ func newGatewayCmd(a *app) *cobra.Command {
 			if err := plantSetup(&cfg, plantKey); err != nil {
 				return err
 			}
+			if err := keylessSetup(&cfg.Gateway, keylessFrom, keylessAccount); err != nil {
+				return err
+			}
 			g, err := node.StartGateway(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "gateway %s listening on %s (OpenAI API at %s/v1)\n", g.Key.Public(), g.URL(), g.URL())
+			if len(cfg.Gateway.Keyless) > 0 {
+				fmt.Fprintf(a.stdout, "requests without an API key from %v are billed to %s\n", cfg.Gateway.Keyless, cfg.Gateway.KeylessAccount)
+			}
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -78,7 +85,29 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.BoolVar(&cfg.Gateway.Samples.ShareText, "share-samples", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
 	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --share-samples, --chain-rpc and --plant-key; labelled by the built-in simulator)")
 	f.StringVar(&plantKey, "plant-key", "", "key file of a provider registered on the ledger that signs planted samples")
+	f.StringSliceVar(&keylessFrom, "keyless-from", nil, "serve requests without an API key from these client addresses or CIDR prefixes (comma-separated, e.g. 127.0.0.1/32,10.0.0.0/8; the connection's address, not a header), billed to --keyless-account; by default every request needs a key")
+	f.StringVar(&keylessAccount, "keyless-account", "", "ledger account billed for keyless requests (with --keyless-from)")
 	return cmd
+}
+
+// keylessSetup reads --keyless-from and --keyless-account: both or
+// neither.
+func keylessSetup(cfg *gateway.Config, from []string, account string) error {
+	prefixes, err := gateway.ParsePrefixes(from)
+	if err != nil {
+		return fmt.Errorf("--keyless-from: %w", err)
+	}
+	if len(prefixes) == 0 {
+		if account != "" {
+			return errors.New("--keyless-account needs --keyless-from: the addresses whose requests it pays for")
+		}
+		return nil
+	}
+	if err := keys.Address(account).Validate(); err != nil {
+		return fmt.Errorf("--keyless-from needs --keyless-account, the account keyless requests bill: %w", err)
+	}
+	cfg.Keyless, cfg.KeylessAccount = prefixes, keys.Address(account)
+	return nil
 }
 
 // plantSetup prepares the planter: the built-in simulator is the only

@@ -41,6 +41,11 @@ type Model struct {
 	ParameterSize string
 	ContextLength int
 	SizeBytes     int64
+	// ParameterCount and EmbeddingLength as the backend reports them
+	// (Ollama's model_info general.parameter_count and
+	// <architecture>.embedding_length); 0 when unknown.
+	ParameterCount  int64
+	EmbeddingLength int
 	// NoLogprobs: the backend is known to return no log-probabilities for
 	// this model (Ollama before 0.12.11).
 	NoLogprobs bool

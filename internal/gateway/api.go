@@ -230,7 +230,8 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 func ollamaModel(e modelEntry) ollama.Model {
 	m := e.model
 	return ollama.Model{Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Family: m.Family, ParameterSize: m.ParameterSize,
-		Quantization: m.Quantization, ContextLength: m.ContextLength, ModifiedAt: e.since}
+		Quantization: m.Quantization, ContextLength: m.ContextLength, ParameterCount: m.ParameterCount, EmbeddingLength: m.EmbeddingLength,
+		ModifiedAt: e.since}
 }
 
 func (g *Gateway) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
@@ -271,29 +272,6 @@ func (g *Gateway) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
 		list = append(list, ollama.Model{Name: m.Model, ModifiedAt: now})
 	}
 	ollama.WriteTags(w, list)
-}
-
-func (g *Gateway) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
-	body, e := g.readBody(w, r)
-	if e != nil {
-		apierr.WriteOllama(w, e)
-		return
-	}
-	name, e := ollama.ParseShow(body)
-	if e != nil {
-		apierr.WriteOllama(w, e)
-		return
-	}
-	m, ok := g.findModel(name)
-	if !ok {
-		if pm, ok := g.findPeerModel(r.Context(), name); ok {
-			ollama.WriteShow(w, ollama.Model{Name: pm.Model, ModifiedAt: time.Now()})
-			return
-		}
-		apierr.WriteOllama(w, apierr.ModelNotFound(name))
-		return
-	}
-	ollama.WriteShow(w, ollamaModel(m))
 }
 
 func (g *Gateway) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {

@@ -227,7 +227,7 @@ func (c *Capabilities) Validate() error {
 		if !validText(md.Quantization, MaxLabelLen) || !validText(md.Family, MaxLabelLen) || !validText(md.ParameterSize, MaxLabelLen) {
 			return protoErr("capabilities: model %q: quantization, family and parameter size must be at most %d bytes of UTF-8", md.Name, MaxLabelLen)
 		}
-		if md.TokensPerSecond < 0 || !finite(md.TokensPerSecond) || md.ContextLength < 0 {
+		if md.TokensPerSecond < 0 || !finite(md.TokensPerSecond) || md.ContextLength < 0 || md.ParameterCount < 0 || md.EmbeddingLength < 0 {
 			return protoErr("capabilities: model %q has negative or non-finite figures", md.Name)
 		}
 	}

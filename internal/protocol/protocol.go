@@ -31,6 +31,8 @@ import (
 //	   identity.go) and backend_digest the backend's own digest beside it;
 //	   no_logprobs says the backend returns no log-probabilities, and the
 //	   gateway places requests that ask for them elsewhere.
+//	5 (eco): capabilities.models[].parameter_count and embedding_length,
+//	   shown by the gateway's /api/show.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
@@ -147,6 +149,11 @@ type Model struct {
 	ParameterSize string `json:"parameter_size,omitempty"`
 	// ContextLength in tokens; 0 when unknown.
 	ContextLength int `json:"context_length,omitempty"`
+	// ParameterCount (the weights' exact count) and EmbeddingLength (the
+	// model's hidden size) as the backend reports them; 0 when unknown.
+	// Shown by the gateway's /api/show (version 5, eco).
+	ParameterCount  int64 `json:"parameter_count,omitempty"`
+	EmbeddingLength int   `json:"embedding_length,omitempty"`
 	// Prices in base units per million tokens.
 	PricePromptPerMTok     money.Amount `json:"price_per_mtok_in"`
 	PriceCompletionPerMTok money.Amount `json:"price_per_mtok_out"`

@@ -94,7 +94,7 @@ func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 		out = append(out, backend.Model{
 			Name: m.Name, Digest: cmp.Or(d.identity, m.Digest), BackendDigest: m.Digest,
 			Quantization: m.Details.QuantizationLevel, Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
-			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs,
+			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs, ParameterCount: d.parameterCount, EmbeddingLength: d.embeddingLength,
 		})
 	}
 	if len(out) == 0 && firstErr != nil {
@@ -177,10 +177,14 @@ func cmpVersion(a, b [3]int) int {
 type description struct {
 	identity      string // "" when the server names no content-addressed weights
 	contextLength int    // 0 when unknown
+	// parameterCount and embeddingLength: 0 when unknown.
+	parameterCount  int64
+	embeddingLength int
 }
 
-// describe reads a model's identity and its context length
-// ("<general.architecture>.context_length" of model_info) from /api/show.
+// describe reads a model's identity, its context length and embedding
+// length ("<general.architecture>.context_length" and ".embedding_length"
+// of model_info) and its parameter count from /api/show.
 func (c *Client) describe(ctx context.Context, model string) (description, error) {
 	var show struct {
 		showInfo
@@ -191,9 +195,17 @@ func (c *Client) describe(ctx context.Context, model string) (description, error
 	}
 	d := description{identity: show.identity()}
 	arch, _ := show.ModelInfo["general.architecture"].(string)
-	n, _ := show.ModelInfo[arch+".context_length"].(float64)
-	if arch != "" && n > 0 && n <= 1<<40 {
-		d.contextLength = int(n)
+	count := func(key string) int64 {
+		n, _ := show.ModelInfo[key].(float64)
+		if n <= 0 || n > 1<<52 {
+			return 0
+		}
+		return int64(n)
+	}
+	d.parameterCount = count("general.parameter_count")
+	if arch != "" {
+		d.contextLength = int(min(count(arch+".context_length"), 1<<40))
+		d.embeddingLength = int(min(count(arch+".embedding_length"), 1<<40))
 	}
 	return d, nil
 }

@@ -65,3 +65,21 @@ func FuzzParseGenerate(f *testing.F) {
 		checkParsed(t, p, e, protocol.KindGenerate)
 	})
 }
+
+func FuzzParsePull(f *testing.F) {
+	for _, body := range []string{`{"model":"m"}`, `{"name":"m","stream":false,"insecure":true}`, `{"model":""}`, `{"stream":1}`, `[`, ``} {
+		f.Add([]byte(body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, e := ParsePull(body)
+		if e != nil {
+			if e.Status != http.StatusBadRequest || e.Message == "" {
+				t.Fatalf("bad error %+v", e)
+			}
+			return
+		}
+		if p.Model == "" {
+			t.Fatalf("accepted a pull without a model: %q", body)
+		}
+	})
+}
