@@ -48,7 +48,12 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 		if g.overflow(w, r, body, req.Model, prefs) {
 			return
 		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(g.consumerWriter(w), p))
+		rt := route{prefs: prefs, session: session}
+		if p.N > 1 {
+			g.relayChoices(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, openai.NewChatChoices, w, p)
+			return
+		}
+		g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, newSink(g.consumerWriter(w), p))
 	}
 }
 
@@ -85,7 +90,7 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		if g.overflow(w, r, body, req.Model, prefs) {
 			return
 		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(g.consumerWriter(w), p))
+		g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(g.consumerWriter(w), p))
 	}
 }
 

@@ -73,11 +73,11 @@ type call struct {
 	segID string
 }
 
-// relay places the request on a provider and streams the result into snk,
+// relay places the request, under id (requestID), on a provider and streams the result into snk,
 // replacing a provider that fails before the first token and continuing on
 // another one after a failure mid-answer, within the job timeout.
-func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, idPrefix string, rt route, snk sink.Sink) {
-	c := &call{id: requestID(idPrefix), asked: req.Model, key: key, req: req, reqHash: reqHash, admitted: time.Now()}
+func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, id string, rt route, snk sink.Sink) {
+	c := &call{id: id, asked: req.Model, key: key, req: req, reqHash: reqHash, admitted: time.Now()}
 	if c.req.Options.MaxTokens <= 0 {
 		c.req.Options.MaxTokens = g.cfg.DefaultMaxTokens
 	}

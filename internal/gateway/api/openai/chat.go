@@ -22,7 +22,7 @@ import (
 //   - content may be a string or an array of text parts, joined with "\n"
 //     (as vLLM does); image, audio and file parts are refused;
 //   - response_format must be absent or {"type":"text"};
-//   - n must be 1; top_logprobs > 0 requires logprobs: true.
+//   - n is 1 to MaxChoices; top_logprobs > 0 requires logprobs: true.
 func ParseChat(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindChat)
 	if e != nil {

@@ -133,7 +133,7 @@ func TestParseChatErrors(t *testing.T) {
 		{"part without type", `{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}`, "messages[0].content[0].type", jsonfield.CodeMissing},
 		{"text part without text", `{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}`, "messages[0].content[0].text", jsonfield.CodeMissing},
 		{"text part text not string", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":1}]}]}`, "messages[0].content[0].text", jsonfield.CodeInvalidType},
-		{"n > 1", `{"model":"m",` + okMsgs + `,"n":2}`, "n", jsonfield.CodeUnsupportedValue},
+		{"n above the maximum", `{"model":"m",` + okMsgs + `,"n":9}`, "n", jsonfield.CodeInvalidValue},
 		{"n = 0", `{"model":"m",` + okMsgs + `,"n":0}`, "n", jsonfield.CodeInvalidValue},
 		{"n wrong type", `{"model":"m",` + okMsgs + `,"n":"1"}`, "n", jsonfield.CodeInvalidType},
 		{"tools", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function","function":{"name":"f"}}]}`, "tools", codeUnsupportedTool},
