@@ -65,6 +65,10 @@ type Result struct {
 	Usage protocol.Usage
 	// FinishReason is "stop" or "length".
 	FinishReason string
+	// Context (generate only) is the token context the answer ends with,
+	// for a later request to continue from (protocol.Request.Context);
+	// nil when the backend returns none.
+	Context []int
 	// PromptEval and Eval are the backend's own durations, when reported.
 	PromptEval time.Duration
 	Eval       time.Duration

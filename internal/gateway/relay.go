@@ -286,7 +286,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 	g.samples.offer(&job.Request, signed, d.FinishReason, out.text.String(), seg.relayed)
 	total := now.Sub(c.admitted)
 	usage := protocol.Usage{PromptTokens: d.Usage.PromptTokens, CompletionTokens: uint64(out.earlier) + d.Usage.CompletionTokens}
-	final := sink.Final{FinishReason: d.FinishReason, Usage: usage, Total: total, FirstToken: out.firstToken, Eval: total - out.firstToken}
+	final := sink.Final{FinishReason: d.FinishReason, Usage: usage, Total: total, FirstToken: out.firstToken, Eval: total - out.firstToken, Context: d.Context}
 	err = out.begin()
 	if err == nil {
 		err = out.snk.End(final)

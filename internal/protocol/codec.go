@@ -249,6 +249,9 @@ func (j *Job) validate() error {
 	if j.Request.Model == "" || j.Request.Options.MaxTokens < 0 {
 		return protoErr("job %q: request needs a model and max_tokens ≥ 0", j.ID)
 	}
+	if len(j.Request.Context) > 0 && (j.Request.Kind != KindGenerate || !validContext(j.Request.Context)) {
+		return protoErr("job %q: a context is for generate requests and holds token ids ≥ 0", j.ID)
+	}
 	for _, f := range []*float64{j.Request.Options.Temperature, j.Request.Options.TopP} {
 		if f != nil && !finite(*f) {
 			return protoErr("job %q: non-finite sampling option", j.ID)
@@ -291,7 +294,20 @@ func (d *Done) validate() error {
 	if d.FinishReason != "stop" && d.FinishReason != "length" {
 		return protoErr("done %q: finish_reason must be stop or length", d.ID)
 	}
+	if !validContext(d.Context) {
+		return protoErr("done %q: context token ids must be ≥ 0", d.ID)
+	}
 	return nil
+}
+
+// validContext reports whether a token context holds only ids ≥ 0.
+func validContext(ids []int) bool {
+	for _, id := range ids {
+		if id < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func truncate(s string) string {

@@ -32,7 +32,10 @@ import (
 //	   no_logprobs says the backend returns no log-probabilities, and the
 //	   gateway places requests that ask for them elsewhere.
 //	5 (eco): capabilities.models[].parameter_count and embedding_length,
-//	   shown by the gateway's /api/show.
+//	   shown by the gateway's /api/show; job.request.context and
+//	   done.context, /api/generate's token context in and out. An older
+//	   agent ignores request.context (the answer starts afresh) and sends
+//	   no done.context.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
@@ -312,6 +315,11 @@ type Done struct {
 	// ReceiptSignature is the provider's signature over the receipt made of
 	// the job's Terms, Usage, the sha256 of all deltas, and EndUnixMs.
 	ReceiptSignature keys.Signature `json:"receipt_signature"`
+	// Context (generate only) is the token context the answer ends with,
+	// as the backend returns it (prompt and answer, after Request.Context),
+	// for the consumer to continue from; not covered by the receipt
+	// (version 5, eco).
+	Context []int `json:"context,omitempty"`
 }
 
 // Usage counts tokens.
@@ -373,6 +381,11 @@ type Request struct {
 	// token on every hop.
 	Buffered bool    `json:"buffered,omitempty"`
 	Options  Options `json:"options"`
+	// Context (generate only) is the token context an earlier answer of
+	// the same model ended with (Done.Context, Ollama's /api/generate
+	// "context"): the model continues from it, Prompt after it. Token ids
+	// are the model's own (version 5, eco).
+	Context []int `json:"context,omitempty"`
 }
 
 // Kind of request.

@@ -307,9 +307,10 @@ type chatBody struct {
 
 type generateBody struct {
 	genCommon
-	Prompt string `json:"prompt"`
-	System string `json:"system,omitempty"`
-	Raw    bool   `json:"raw,omitempty"`
+	Prompt  string `json:"prompt"`
+	System  string `json:"system,omitempty"`
+	Raw     bool   `json:"raw,omitempty"`
+	Context []int  `json:"context,omitempty"`
 }
 
 type genMessage struct {
@@ -348,7 +349,7 @@ func toGenRequest(req protocol.Request) (path string, body any, err error) {
 		}
 		return "/api/chat", chatBody{genCommon: common, Messages: msgs}, nil
 	case protocol.KindGenerate:
-		return "/api/generate", generateBody{genCommon: common, Prompt: req.Prompt, System: req.System, Raw: req.Raw}, nil
+		return "/api/generate", generateBody{genCommon: common, Prompt: req.Prompt, System: req.System, Raw: req.Raw, Context: req.Context}, nil
 	default:
 		return "", nil, fmt.Errorf("%w: ollama: unknown request kind %q", backend.ErrBadRequest, req.Kind)
 	}

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -17,7 +19,7 @@ import (
 // only while text could be the start of a stop string). Usage counts every
 // generated token, EOS excluded, as Ollama's eval_count does: with a stop
 // string it includes the tokens whose text was cut.
-func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (backend.Result, error) {
+func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (res backend.Result, err error) {
 	m, ok := s.lookup(req.Model)
 	if !ok {
 		return backend.Result{}, fmt.Errorf("sim: %w: %s", backend.ErrModelNotFound, notFoundMessage(req.Model))
@@ -25,6 +27,26 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 	prompt, err := render(req)
 	if err != nil {
 		return backend.Result{}, fmt.Errorf("sim: %w", err)
+	}
+	if req.Kind == protocol.KindGenerate {
+		// An earlier answer's context comes before the prompt, and the
+		// answer's own context is the whole sequence.
+		before, cerr := decodeContext(req.Context)
+		if cerr != nil {
+			return backend.Result{}, fmt.Errorf("sim: %w", cerr)
+		}
+		prompt = before + prompt
+		var text strings.Builder
+		inner := emit
+		emit = func(d backend.Delta) error {
+			text.WriteString(d.Text)
+			return inner(d)
+		}
+		defer func() {
+			if err == nil {
+				res.Context = encodeContext(prompt + text.String())
+			}
+		}()
 	}
 	g := &generation{vocab: s.vocab, m: m, st: newSeqState(), max: m.DefaultMaxTokens}
 	for _, t := range tokenize(prompt) {
@@ -63,6 +85,29 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 		}
 	}
 	return g.run(ctx, emit)
+}
+
+// The simulator's token context (protocol.Request.Context) is the text's
+// Unicode code points: any text has one, and it decodes back exactly, so
+// continuing from a context is generating after that text.
+
+func encodeContext(text string) []int {
+	out := make([]int, 0, len(text))
+	for _, r := range text {
+		out = append(out, int(r))
+	}
+	return out
+}
+
+func decodeContext(ids []int) (string, error) {
+	var b strings.Builder
+	for i, id := range ids {
+		if id < 0 || id > unicode.MaxRune || !utf8.ValidRune(rune(id)) {
+			return "", fmt.Errorf("%w: context[%d] = %d is no token id of this model", backend.ErrBadRequest, i, id)
+		}
+		b.WriteRune(rune(id))
+	}
+	return b.String(), nil
 }
 
 // generation is one Generate call in progress.

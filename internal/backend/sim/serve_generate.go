@@ -25,6 +25,7 @@ type apiRequest struct {
 	Options     map[string]any `json:"options"`
 	Logprobs    bool           `json:"logprobs"`
 	TopLogprobs int            `json:"top_logprobs"`
+	Context     []int          `json:"context"`
 }
 
 type apiMessage struct {
@@ -54,6 +55,8 @@ type apiResponse struct {
 	Done       bool         `json:"done"`
 	DoneReason string       `json:"done_reason,omitempty"`
 	Logprobs   []apiLogprob `json:"logprobs,omitempty"`
+	// Context ends a generate response, as in Ollama.
+	Context []int `json:"context,omitempty"`
 	*apiMetrics
 }
 
@@ -69,7 +72,7 @@ type apiMetrics struct {
 
 // toRequest translates the Ollama request into idlegrid's.
 func (in *apiRequest) toRequest(chat bool) (protocol.Request, error) {
-	req := protocol.Request{Kind: protocol.KindGenerate, Model: in.Model, Prompt: in.Prompt, System: in.System, Raw: in.Raw}
+	req := protocol.Request{Kind: protocol.KindGenerate, Model: in.Model, Prompt: in.Prompt, System: in.System, Raw: in.Raw, Context: in.Context}
 	if chat {
 		req = protocol.Request{Kind: protocol.KindChat, Model: in.Model}
 		for _, m := range in.Messages {
@@ -255,7 +258,7 @@ func (g *serving) finish(res backend.Result, err error) outcome {
 		return failed
 	}
 	last := g.chunk(strings.Join(g.text, ""), g.logprobs)
-	last.Done, last.DoneReason = true, res.FinishReason
+	last.Done, last.DoneReason, last.Context = true, res.FinishReason, res.Context
 	last.apiMetrics = &apiMetrics{
 		TotalDuration:      time.Since(g.start),
 		PromptEvalCount:    res.Usage.PromptTokens,

@@ -53,9 +53,10 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 //
 // As in Ollama, stream defaults to true, an empty prompt only loads the
 // model (Params.LoadOnly), and raw mode cannot be combined with a system
-// prompt. Refused: images, a non-empty template, suffix or format. context
-// (Ollama's token memory of earlier calls) is ignored: token ids depend on
-// whichever provider served the previous call.
+// prompt. context (the token context an earlier answer ended with) is
+// passed to the provider, which continues from it: token ids are the
+// model's, the same on every provider of its digest. Refused: images, a
+// non-empty template, suffix or format.
 func ParseGenerate(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindGenerate)
 	if e != nil {
@@ -84,6 +85,9 @@ func ParseGenerate(body []byte) (Params, *apierr.Error) {
 	}
 	if r.Raw && r.System != "" {
 		return p, jsonfield.Invalid(jsonfield.CodeInvalidValue, "raw", "raw mode does not support a system prompt")
+	}
+	if r.Context, e = parseContext(o); e != nil {
+		return p, e
 	}
 	p.LoadOnly = r.Prompt == ""
 	p.Unload = p.LoadOnly && isZeroKeepAlive(o)
@@ -251,6 +255,32 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".tool_calls", "tool calling is not supported yet on this network")
 	}
 	return m, nil
+}
+
+// parseContext reads context: an array of token ids (integers ≥ 0); null
+// or empty is none.
+func parseContext(o jsonfield.Object) ([]int, *apierr.Error) {
+	raw, ok := o.Get("context")
+	if !ok {
+		return nil, nil
+	}
+	items, e := jsonfield.AsArray(raw, "context")
+	if e != nil {
+		return nil, e
+	}
+	var ids []int
+	for i, item := range items {
+		param := fmt.Sprintf("context[%d]", i)
+		id, e := jsonfield.AsInt(item, param)
+		if e != nil {
+			return nil, e
+		}
+		if id < 0 || id > math.MaxInt32 {
+			return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, param, "invalid value for '%s': %d is not a token id (0 to %d)", param, id, math.MaxInt32)
+		}
+		ids = append(ids, int(id))
+	}
+	return ids, nil
 }
 
 // isZeroKeepAlive reports keep_alive 0 ("0", "0s", 0), Ollama's way of

@@ -69,8 +69,10 @@ func TestParseGenerateValid(t *testing.T) {
 	}{
 		{"Go client shape", `{"model":"m","prompt":"Why?","suffix":"","system":"be brief","template":"","options":null}`,
 			Params{Stream: true, Request: gen("Why?", "be brief", false, protocol.Options{})}},
-		{"raw, no stream, context ignored", `{"model":"m","prompt":"[INST] x [/INST]","raw":true,"stream":false,"context":[1,2,3],"images":[]}`,
-			Params{Request: gen("[INST] x [/INST]", "", true, protocol.Options{})}},
+		{"raw, no stream, context", `{"model":"m","prompt":"[INST] x [/INST]","raw":true,"stream":false,"context":[1,2,3],"images":[]}`,
+			Params{Request: withContext(gen("[INST] x [/INST]", "", true, protocol.Options{}), 1, 2, 3)}},
+		{"null context", `{"model":"m","prompt":"p","context":null}`,
+			Params{Stream: true, Request: gen("p", "", false, protocol.Options{})}},
 		{"options", `{"model":"m","prompt":"p","options":{"num_predict":5,"top_p":0.5}}`,
 			Params{Stream: true, Request: gen("p", "", false, protocol.Options{MaxTokens: 5, TopP: ptr(0.5)})}},
 		{"empty prompt loads", `{"model":"m","prompt":""}`,
@@ -166,6 +168,10 @@ func TestParseGenerateErrors(t *testing.T) {
 		{"images", `{"model":"m","prompt":"p","images":["aGk="]}`, "images", jsonfield.CodeUnsupportedValue},
 		{"format", `{"model":"m","prompt":"p","format":"json"}`, "format", jsonfield.CodeUnsupportedValue},
 		{"raw with system", `{"model":"m","prompt":"p","raw":true,"system":"s"}`, "raw", jsonfield.CodeInvalidValue},
+		{"context not an array", `{"model":"m","prompt":"p","context":"1,2"}`, "context", jsonfield.CodeInvalidType},
+		{"context not integers", `{"model":"m","prompt":"p","context":[1,"2"]}`, "context[1]", jsonfield.CodeInvalidType},
+		{"context negative", `{"model":"m","prompt":"p","context":[1,-2]}`, "context[1]", jsonfield.CodeInvalidValue},
+		{"context too large", `{"model":"m","prompt":"p","context":[4294967296]}`, "context[0]", jsonfield.CodeInvalidValue},
 		{"num_predict wrong type", `{"model":"m","prompt":"p","options":{"num_predict":true}}`, "options.num_predict", jsonfield.CodeInvalidType},
 	}
 	for _, tt := range tests {
@@ -213,4 +219,9 @@ func TestParseLogprobs(t *testing.T) {
 	if e != nil || !p.Request.Options.Logprobs || p.Request.Options.TopLogprobs != 20 {
 		t.Errorf("generate: %+v, %v", p.Request.Options, e)
 	}
+}
+
+func withContext(r protocol.Request, ids ...int) protocol.Request {
+	r.Context = ids
+	return r
 }
