@@ -41,6 +41,10 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 		}
 		req := p.Request
 		req.Buffered = !p.Stream
+		if e := g.checkImages(req); e != nil {
+			apierr.WriteOpenAI(w, e)
+			return
+		}
 		session := r.Header.Get(SessionHeader)
 		if session == "" {
 			session = p.User
@@ -87,6 +91,10 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		}
 		req := p.Request
 		req.Buffered = !p.Stream
+		if e := g.checkImages(req); e != nil {
+			apierr.WriteOllama(w, e)
+			return
+		}
 		if g.overflow(w, r, body, req.Model, prefs) {
 			return
 		}
@@ -236,7 +244,7 @@ func ollamaModel(e modelEntry) ollama.Model {
 	m := e.model
 	return ollama.Model{Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Family: m.Family, ParameterSize: m.ParameterSize,
 		Quantization: m.Quantization, ContextLength: m.ContextLength, ParameterCount: m.ParameterCount, EmbeddingLength: m.EmbeddingLength,
-		ModifiedAt: e.since}
+		Capabilities: modelCapabilities(m), ModifiedAt: e.since}
 }
 
 func (g *Gateway) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {

@@ -249,6 +249,9 @@ func (j *Job) validate() error {
 	if j.Request.Model == "" || j.Request.Options.MaxTokens < 0 {
 		return protoErr("job %q: request needs a model and max_tokens ≥ 0", j.ID)
 	}
+	if n := j.Request.ImageCount(); n > MaxImages || len(j.Request.Images) > 0 && j.Request.Kind != KindGenerate {
+		return protoErr("job %q: at most %d images, and request.images only for generate (%d)", j.ID, MaxImages, n)
+	}
 	if len(j.Request.Context) > 0 && (j.Request.Kind != KindGenerate || !validContext(j.Request.Context)) {
 		return protoErr("job %q: a context is for generate requests and holds token ids ≥ 0", j.ID)
 	}

@@ -35,7 +35,9 @@ import (
 //	   shown by the gateway's /api/show; job.request.context and
 //	   done.context, /api/generate's token context in and out. An older
 //	   agent ignores request.context (the answer starts afresh) and sends
-//	   no done.context.
+//	   no done.context. request.messages[].images and request.images
+//	   (base64), sent only to providers whose model has the vision
+//	   capability.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
@@ -386,6 +388,9 @@ type Request struct {
 	// "context"): the model continues from it, Prompt after it. Token ids
 	// are the model's own (version 5, eco).
 	Context []int `json:"context,omitempty"`
+	// Images (generate only) go with Prompt, as ChatMessage.Images with a
+	// message (version 5, eco).
+	Images []string `json:"images,omitempty"`
 }
 
 // Kind of request.
@@ -401,6 +406,27 @@ const (
 type ChatMessage struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// Images are the turn's images, each base64 (standard encoding) of
+	// the image file, as Ollama takes them; only for models with the
+	// "vision" capability (version 5, eco).
+	Images []string `json:"images,omitempty"`
+}
+
+// Limits on images in one request, across its messages (or a generate
+// request's Images): at most MaxImages, each at most MaxImageBytes once
+// decoded.
+const (
+	MaxImages     = 8
+	MaxImageBytes = 20 << 20
+)
+
+// ImageCount is how many images req carries.
+func (r *Request) ImageCount() int {
+	n := len(r.Images)
+	for _, m := range r.Messages {
+		n += len(m.Images)
+	}
+	return n
 }
 
 // Options are sampling options; nil means the backend's default.

@@ -257,6 +257,11 @@ func TestValidateRejects(t *testing.T) {
 		"job kind unknown":           {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind = "embed" })},
 		"job without model":          {Type: TypeJob, Job: job(func(j *Job) { j.Request.Model = "" })},
 		"chat with a context":        {Type: TypeJob, Job: job(func(j *Job) { j.Request.Context = []int{1} })},
+		"chat with request images":   {Type: TypeJob, Job: job(func(j *Job) { j.Request.Images = []string{"aGk="} })},
+		"too many images": {Type: TypeJob, Job: job(func(j *Job) {
+			j.Request.Messages[0].Images = make([]string, MaxImages)
+			j.Request.Messages[1].Images = []string{"aGk="}
+		})},
 		"negative context token": {Type: TypeJob, Job: job(func(j *Job) {
 			j.Request.Kind, j.Request.Messages, j.Request.Prompt, j.Request.Context = KindGenerate, nil, "p", []int{1, -1}
 		})},

@@ -311,11 +311,14 @@ type generateBody struct {
 	System  string `json:"system,omitempty"`
 	Raw     bool   `json:"raw,omitempty"`
 	Context []int  `json:"context,omitempty"`
+	// Images are base64, as Ollama's API takes them.
+	Images []string `json:"images,omitempty"`
 }
 
 type genMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role    string   `json:"role"`
+	Content string   `json:"content"`
+	Images  []string `json:"images,omitempty"`
 }
 
 // genOptions holds only what the request sets, so the model's own defaults
@@ -345,11 +348,11 @@ func toGenRequest(req protocol.Request) (path string, body any, err error) {
 		// Ollama wants the array even when empty.
 		msgs := make([]genMessage, 0, len(req.Messages))
 		for _, m := range req.Messages {
-			msgs = append(msgs, genMessage{Role: m.Role, Content: m.Content})
+			msgs = append(msgs, genMessage{Role: m.Role, Content: m.Content, Images: m.Images})
 		}
 		return "/api/chat", chatBody{genCommon: common, Messages: msgs}, nil
 	case protocol.KindGenerate:
-		return "/api/generate", generateBody{genCommon: common, Prompt: req.Prompt, System: req.System, Raw: req.Raw, Context: req.Context}, nil
+		return "/api/generate", generateBody{genCommon: common, Prompt: req.Prompt, System: req.System, Raw: req.Raw, Context: req.Context, Images: req.Images}, nil
 	default:
 		return "", nil, fmt.Errorf("%w: ollama: unknown request kind %q", backend.ErrBadRequest, req.Kind)
 	}

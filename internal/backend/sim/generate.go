@@ -24,6 +24,9 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 	if !ok {
 		return backend.Result{}, fmt.Errorf("sim: %w: %s", backend.ErrModelNotFound, notFoundMessage(req.Model))
 	}
+	if req.ImageCount() > 0 {
+		return backend.Result{}, fmt.Errorf("sim: %w: model %s does not accept images (it has no vision capability)", backend.ErrBadRequest, req.Model)
+	}
 	prompt, err := render(req)
 	if err != nil {
 		return backend.Result{}, fmt.Errorf("sim: %w", err)

@@ -26,11 +26,13 @@ type apiRequest struct {
 	Logprobs    bool           `json:"logprobs"`
 	TopLogprobs int            `json:"top_logprobs"`
 	Context     []int          `json:"context"`
+	Images      []string       `json:"images"`
 }
 
 type apiMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role    string   `json:"role"`
+	Content string   `json:"content"`
+	Images  []string `json:"images,omitempty"`
 }
 
 // apiTokenLogprob and apiLogprob are Ollama's TokenLogprob and Logprob.
@@ -72,11 +74,11 @@ type apiMetrics struct {
 
 // toRequest translates the Ollama request into idlegrid's.
 func (in *apiRequest) toRequest(chat bool) (protocol.Request, error) {
-	req := protocol.Request{Kind: protocol.KindGenerate, Model: in.Model, Prompt: in.Prompt, System: in.System, Raw: in.Raw, Context: in.Context}
+	req := protocol.Request{Kind: protocol.KindGenerate, Model: in.Model, Prompt: in.Prompt, System: in.System, Raw: in.Raw, Context: in.Context, Images: in.Images}
 	if chat {
 		req = protocol.Request{Kind: protocol.KindChat, Model: in.Model}
 		for _, m := range in.Messages {
-			req.Messages = append(req.Messages, protocol.ChatMessage{Role: strings.ToLower(m.Role), Content: m.Content})
+			req.Messages = append(req.Messages, protocol.ChatMessage{Role: strings.ToLower(m.Role), Content: m.Content, Images: m.Images})
 		}
 	}
 	if in.TopLogprobs < 0 || in.TopLogprobs > 20 {

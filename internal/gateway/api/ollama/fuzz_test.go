@@ -35,6 +35,7 @@ func checkParsed(t *testing.T, p Params, e *apierr.Error, kind protocol.Kind) {
 func FuzzParseChat(f *testing.F) {
 	for _, body := range []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi","images":["aGk=","!"]}]}`,
 		`{"model":"m","messages":[{"role":"USER","content":"hi","images":null}],"stream":false,"options":{"num_predict":-1,"seed":-1,"stop":["a"]}}`,
 		`{"model":"m","messages":[],"keep_alive":"0s"}`,
 		`{"model":"m","messages":[{"role":"tool"}],"tools":[{}],"format":{"type":"object"}}`,

@@ -20,8 +20,9 @@ const maxTokensLimit = 1<<31 - 1
 //
 // As in Ollama, stream defaults to true and a request without messages
 // only loads the model (Params.LoadOnly). Decisions where Ollama's API is
-// richer than the network: images, tools, tool calls and the "tool" role
-// are refused, as is a non-empty format (JSON mode and schemas); think,
+// richer than the network: tools, tool calls and the "tool" role are
+// refused, as is a non-empty format (JSON mode and schemas); images
+// (base64) go to the provider, at most protocol.MaxImages; think,
 // keep_alive (beyond detecting an unload) and unknown options are ignored.
 func ParseChat(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindChat)
@@ -36,10 +37,14 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 		if e != nil {
 			return p, e
 		}
+		images := 0
 		for i, item := range items {
 			m, e := parseMessage(item, fmt.Sprintf("messages[%d]", i))
 			if e != nil {
 				return p, e
+			}
+			if images += len(m.Images); images > protocol.MaxImages {
+				return p, jsonfield.TooManyImages(fmt.Sprintf("messages[%d].images", i))
 			}
 			p.Request.Messages = append(p.Request.Messages, m)
 		}
@@ -56,7 +61,7 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 // prompt. context (the token context an earlier answer ended with) is
 // passed to the provider, which continues from it: token ids are the
 // model's, the same on every provider of its digest. Refused: images, a
-// non-empty template, suffix or format.
+// non-empty template, suffix or format. images (base64) go with the prompt.
 func ParseGenerate(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindGenerate)
 	if e != nil {
@@ -80,8 +85,8 @@ func ParseGenerate(body []byte) (Params, *apierr.Error) {
 			return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, key, "'%s' is not supported on this network: providers apply each model's own template", key)
 		}
 	}
-	if o.NonEmpty("images") {
-		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "images", "images are not supported yet on this network")
+	if r.Images, e = parseImages(o, "images"); e != nil {
+		return p, e
 	}
 	if r.Raw && r.System != "" {
 		return p, jsonfield.Invalid(jsonfield.CodeInvalidValue, "raw", "raw mode does not support a system prompt")
@@ -248,13 +253,43 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 	if m.Content, e = o.OptString("content", param+".content"); e != nil {
 		return m, e
 	}
-	if o.NonEmpty("images") {
-		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".images", "images are not supported yet on this network")
+	if m.Images, e = parseImages(o, param+".images"); e != nil {
+		return m, e
 	}
 	if o.NonEmpty("tool_calls") {
 		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".tool_calls", "tool calling is not supported yet on this network")
 	}
 	return m, nil
+}
+
+// parseImages reads images: an array of base64 images (null or empty is
+// none), at most protocol.MaxImages.
+func parseImages(o jsonfield.Object, param string) ([]string, *apierr.Error) {
+	raw, ok := o.Get("images")
+	if !ok {
+		return nil, nil
+	}
+	items, e := jsonfield.AsArray(raw, param)
+	if e != nil {
+		return nil, e
+	}
+	var images []string
+	for i, item := range items {
+		p := fmt.Sprintf("%s[%d]", param, i)
+		if len(images) == protocol.MaxImages {
+			return nil, jsonfield.TooManyImages(p)
+		}
+		s, e := jsonfield.AsString(item, p)
+		if e != nil {
+			return nil, e
+		}
+		img, e := jsonfield.Base64Image(s, p)
+		if e != nil {
+			return nil, e
+		}
+		images = append(images, img)
+	}
+	return images, nil
 }
 
 // parseContext reads context: an array of token ids (integers ≥ 0); null

@@ -31,6 +31,8 @@ func TestParseChatValid(t *testing.T) {
 		{"Go client shape", `{"model":"m","messages":[{"role":"System","content":"s"},{"role":"user","content":"hi","images":null},{"role":"assistant","content":null,"tool_calls":[]}],
 			"stream":false,"options":null,"format":"","keep_alive":"5m","think":true,"tools":[]}`,
 			Params{Request: chat(protocol.Options{}, msg("system", "s"), msg("user", "hi"), msg("assistant", ""))}},
+		{"images", `{"model":"m","messages":[{"role":"user","content":"what is this?","images":["iVBORw0KGgo="]}],"stream":false}`,
+			Params{Request: chat(protocol.Options{}, protocol.ChatMessage{Role: "user", Content: "what is this?", Images: []string{"iVBORw0KGgo="}})}},
 		{"options", `{"model":"m","messages":[{"role":"user","content":"x"}],"options":{"num_predict":64,"temperature":0.7,
 			"top_p":0.9,"seed":3,"stop":["\n\n",""],"top_k":40,"num_ctx":4096,"repeat_penalty":1.1}}`,
 			Params{Stream: true, Request: chat(protocol.Options{MaxTokens: 64, Temperature: ptr(0.7), TopP: ptr(0.9), Seed: ptr(int64(3)), Stop: []string{"\n\n"}}, msg("user", "x"))}},
@@ -71,6 +73,8 @@ func TestParseGenerateValid(t *testing.T) {
 			Params{Stream: true, Request: gen("Why?", "be brief", false, protocol.Options{})}},
 		{"raw, no stream, context", `{"model":"m","prompt":"[INST] x [/INST]","raw":true,"stream":false,"context":[1,2,3],"images":[]}`,
 			Params{Request: withContext(gen("[INST] x [/INST]", "", true, protocol.Options{}), 1, 2, 3)}},
+		{"images", `{"model":"m","prompt":"p","images":["aGk=","iVBORw0KGgo="]}`,
+			Params{Stream: true, Request: withImages(gen("p", "", false, protocol.Options{}), "aGk=", "iVBORw0KGgo=")}},
 		{"null context", `{"model":"m","prompt":"p","context":null}`,
 			Params{Stream: true, Request: gen("p", "", false, protocol.Options{})}},
 		{"options", `{"model":"m","prompt":"p","options":{"num_predict":5,"top_p":0.5}}`,
@@ -127,7 +131,9 @@ func TestParseChatErrors(t *testing.T) {
 		{"unknown role", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"developer","content":"x"}]}`, "messages[1].role", jsonfield.CodeInvalidValue},
 		{"tool role", `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, "messages[0].role", jsonfield.CodeUnsupportedValue},
 		{"content wrong type", `{"model":"m","messages":[{"role":"user","content":["x"]}]}`, "messages[0].content", jsonfield.CodeInvalidType},
-		{"images", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk="]}]}`, "messages[0].images", jsonfield.CodeUnsupportedValue},
+		{"images not base64", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk=","not base64!"]}]}`, "messages[0].images[1]", jsonfield.CodeInvalidValue},
+		{"images not strings", `{"model":"m","messages":[{"role":"user","content":"x","images":[1]}]}`, "messages[0].images[0]", jsonfield.CodeInvalidType},
+		{"too many images", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk=","aGk=","aGk=","aGk=","aGk="]},{"role":"user","content":"y","images":["aGk=","aGk=","aGk=","aGk="]}]}`, "messages[1].images", jsonfield.CodeInvalidValue},
 		{"tool calls", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f"}}]}]}`, "messages[0].tool_calls", jsonfield.CodeUnsupportedValue},
 		{"tools", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function"}]}`, "tools", jsonfield.CodeUnsupportedValue},
 		{"format json", `{"model":"m",` + okMsgs + `,"format":"json"}`, "format", jsonfield.CodeUnsupportedValue},
@@ -165,7 +171,9 @@ func TestParseGenerateErrors(t *testing.T) {
 		{"raw wrong type", `{"model":"m","prompt":"p","raw":"yes"}`, "raw", jsonfield.CodeInvalidType},
 		{"template", `{"model":"m","prompt":"p","template":"{{ .Prompt }}"}`, "template", jsonfield.CodeUnsupportedValue},
 		{"suffix", `{"model":"m","prompt":"p","suffix":"end"}`, "suffix", jsonfield.CodeUnsupportedValue},
-		{"images", `{"model":"m","prompt":"p","images":["aGk="]}`, "images", jsonfield.CodeUnsupportedValue},
+		{"images not an array", `{"model":"m","prompt":"p","images":"aGk="}`, "images", jsonfield.CodeInvalidType},
+		{"empty image", `{"model":"m","prompt":"p","images":[""]}`, "images[0]", jsonfield.CodeInvalidValue},
+		{"too many images", `{"model":"m","prompt":"p","images":["aGk=","aGk=","aGk=","aGk=","aGk=","aGk=","aGk=","aGk=","aGk="]}`, "images[8]", jsonfield.CodeInvalidValue},
 		{"format", `{"model":"m","prompt":"p","format":"json"}`, "format", jsonfield.CodeUnsupportedValue},
 		{"raw with system", `{"model":"m","prompt":"p","raw":true,"system":"s"}`, "raw", jsonfield.CodeInvalidValue},
 		{"context not an array", `{"model":"m","prompt":"p","context":"1,2"}`, "context", jsonfield.CodeInvalidType},
@@ -223,5 +231,10 @@ func TestParseLogprobs(t *testing.T) {
 
 func withContext(r protocol.Request, ids ...int) protocol.Request {
 	r.Context = ids
+	return r
+}
+
+func withImages(r protocol.Request, images ...string) protocol.Request {
+	r.Images = images
 	return r
 }
