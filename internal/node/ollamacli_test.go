@@ -19,18 +19,32 @@ import (
 // it returns stdout, stderr without terminal escapes, and the error.
 func ollamaCLI(t *testing.T, tn *testNet, args ...string) (string, string, error) {
 	t.Helper()
-	bin := os.Getenv("OLLAMA_BIN")
-	if bin == "" {
-		t.Skip("OLLAMA_BIN is not set: the ollama CLI tests need the binary of an Ollama release")
-	}
+	return ollamaCLIInput(t, tn, "", args...)
+}
+
+// ollamaCLIInput is ollamaCLI with stdin.
+func ollamaCLIInput(t *testing.T, tn *testNet, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	bin := ollamaBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "OLLAMA_HOST="+strings.TrimPrefix(tn.URL, "http://"), "HOME="+t.TempDir(), "OLLAMA_API_KEY=")
 	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errOut, strings.NewReader(stdin)
 	err := cmd.Run()
 	return out.String(), terminalEscapes.ReplaceAllString(errOut.String(), ""), err
+}
+
+// ollamaBin is the ollama CLI binary the tests run (OLLAMA_BIN); the test
+// is skipped without one.
+func ollamaBin(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("OLLAMA_BIN")
+	if bin == "" {
+		t.Skip("OLLAMA_BIN is not set: the ollama CLI tests need the binary of an Ollama release")
+	}
+	return bin
 }
 
 var terminalEscapes = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
@@ -61,6 +75,7 @@ func hasRow(out string, want ...string) bool {
 // network serves, and one it does not) and run with a prompt, whose answer
 // is the simulator's, billed to the dev account with a receipt.
 func TestOllamaCLI(t *testing.T) {
+	ollamaBin(t)
 	tn := startNet(t, netOptions{keyless: true})
 	digest := tn.Gateway.Hub.Snapshot()[0].Capabilities.Models[0].Digest
 
@@ -94,6 +109,11 @@ func TestOllamaCLI(t *testing.T) {
 	if err := json.Unmarshal(body, &want); status != 200 || err != nil || want.Response == "" {
 		t.Fatalf("/api/generate: %d %s", status, body)
 	}
+	status, body = post(t, tn.URL+"/api/generate", testAPIKey, `{"model":"sim","stream":false,"prompt":"hello there\n"}`)
+	var wantStdin struct{ Response string }
+	if err := json.Unmarshal(body, &wantStdin); status != 200 || err != nil || wantStdin.Response == "" {
+		t.Fatalf("/api/generate: %d %s", status, body)
+	}
 	ctx := context.Background()
 	before, err := tn.Gateway.Store.ConsumerSpend(ctx, tn.Account)
 	if err != nil {
@@ -103,18 +123,25 @@ func TestOllamaCLI(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != strings.TrimSpace(want.Response) {
 		t.Errorf("ollama run: %v\nstdout %q\nwant   %q\nstderr %s", err, out, want.Response, errOut)
 	}
+	// Without a terminal, the prompt may come on stdin (all of it, its
+	// newline included).
+	out, errOut, err = ollamaCLIInput(t, tn, "hello there\n", "run", "sim")
+	if err != nil || strings.TrimSpace(out) != strings.TrimSpace(wantStdin.Response) {
+		t.Errorf("echo prompt | ollama run: %v\nstdout %q\nwant   %q\nstderr %s", err, out, wantStdin.Response, errOut)
+	}
 	after, err := tn.Gateway.Store.ConsumerSpend(ctx, tn.Account)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := after.PendingCount + after.SettledCount - before.PendingCount - before.SettledCount; n != 1 {
-		t.Errorf("ollama run left %d receipts for the dev account, want 1", n)
+	if n := after.PendingCount + after.SettledCount - before.PendingCount - before.SettledCount; n != 2 {
+		t.Errorf("two ollama runs left %d receipts for the dev account, want 2", n)
 	}
 }
 
 // TestOllamaCLIRealOllama: the same commands with a real Ollama behind
 // the provider (plumbing: the tiny model's text is gibberish).
 func TestOllamaCLIRealOllama(t *testing.T) {
+	ollamaBin(t)
 	ollamaURL := os.Getenv("OLLAMA_URL")
 	if ollamaURL == "" {
 		t.Skip("OLLAMA_URL not set: start a test Ollama with shared/scripts/ollama-test-server.sh start")
@@ -147,8 +174,8 @@ func TestOllamaCLIRealOllama(t *testing.T) {
 }
 
 // TestKeylessUp: `up` with keyless access serves a loopback client
-// without an API key, billed to the dev account; without it (as
-// `idlegrid gateway` by default) the same request is a 401.
+// without an API key, billed to the dev account, and its banner says so;
+// without it (as `idlegrid gateway` by default) the same request is a 401.
 func TestKeylessUp(t *testing.T) {
 	const chat = `{"model":"sim","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`
 	for _, keyless := range []bool{true, false} {
@@ -157,6 +184,12 @@ func TestKeylessUp(t *testing.T) {
 		want := map[bool]int{true: 200, false: 401}[keyless]
 		if status != want {
 			t.Fatalf("keyless %v: status %d, want %d: %s", keyless, status, want, body)
+		}
+		var banner strings.Builder
+		tn.PrintBanner(&banner, tn.DataDir)
+		wantBanner := map[bool]string{true: "Keyless access:       on for loopback clients", false: "Keyless access:       off"}[keyless]
+		if !strings.Contains(banner.String(), wantBanner) {
+			t.Errorf("keyless %v: banner without %q:\n%s", keyless, wantBanner, banner.String())
 		}
 		if !keyless {
 			continue
