@@ -25,6 +25,10 @@ const (
 	templateTokens           = 64
 	// endTokens are tokens that decode to no text (end of sequence).
 	endTokens = 2
+	// imageTokens bounds what one image adds to a vision model's prompt
+	// (LLaVA: 576; Gemma 3: 256; Qwen2.5-VL: up to a few thousand for a
+	// large image).
+	imageTokens = 4096
 )
 
 // usageLimit is the most usage a provider may claim for req before its
@@ -57,9 +61,11 @@ func checkUsage(req *protocol.Request, claimed protocol.Usage, relayed int) erro
 	return nil
 }
 
-// promptLimit is the most tokens req's prompt can hold once templated.
+// promptLimit is the most tokens req's prompt can hold once templated:
+// also every token of a generate request's context (one id each) and
+// imageTokens per image.
 func promptLimit(req *protocol.Request) int {
-	n := len(req.Prompt) + len(req.System)
+	n := len(req.Prompt) + len(req.System) + len(req.Context) + imageTokens*req.ImageCount()
 	for _, m := range req.Messages {
 		n += len(m.Content) + len(m.Role)
 	}

@@ -12,6 +12,8 @@ func TestCheckUsage(t *testing.T) {
 		Messages: []protocol.ChatMessage{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hello there"}}}
 	// 6+9 + 4+11 = 30 bytes, 2 messages: 30 + 16×4 + 64 = 158.
 	raw := &protocol.Request{Kind: protocol.KindGenerate, Model: "m", Prompt: "abc", Raw: true}
+	// A context of 1000 tokens and one image: 3 + 1000 + 4096 + 2.
+	withContext := &protocol.Request{Kind: protocol.KindGenerate, Model: "m", Prompt: "abc", Raw: true, Context: make([]int, 1000), Images: []string{"aGk="}}
 	for _, tc := range []struct {
 		name    string
 		req     *protocol.Request
@@ -27,6 +29,8 @@ func TestCheckUsage(t *testing.T) {
 		{"empty answer, end token only", chat, protocol.Usage{PromptTokens: 20, CompletionTokens: 1}, 0, ""},
 		{"raw prompt", raw, protocol.Usage{PromptTokens: 5, CompletionTokens: 1}, 1, ""},
 		{"raw prompt inflated", raw, protocol.Usage{PromptTokens: 6, CompletionTokens: 1}, 1, "prompt"},
+		{"context and image", withContext, protocol.Usage{PromptTokens: 5101, CompletionTokens: 1}, 1, ""},
+		{"context and image inflated", withContext, protocol.Usage{PromptTokens: 5102, CompletionTokens: 1}, 1, "prompt"},
 	} {
 		err := checkUsage(tc.req, tc.usage, tc.relayed)
 		if (err != nil) != (tc.bad != "") || (err != nil && !strings.Contains(err.Error(), tc.bad)) {

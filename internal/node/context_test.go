@@ -57,6 +57,15 @@ func TestGenerateContext(t *testing.T) {
 	if status, out := post(t, tn.URL+"/api/generate", testAPIKey, `{"model":"sim","prompt":"p","context":[-1]}`); status != 400 || !strings.Contains(string(out), "context[0]") {
 		t.Errorf("negative token id: %d %s", status, out)
 	}
+
+	// A long context with a short prompt: the provider's prompt count
+	// holds the context's tokens, and the gateway's bound on prompt
+	// tokens counts them, so the receipt stands.
+	long := generate(t, tn.URL, `{"model":"sim","prompt":"`+strings.Repeat("word ", 400)+`","stream":false,"options":{"num_predict":2}}`)
+	longJSON, _ := json.Marshal(long.Context)
+	if status, out := post(t, tn.URL+"/api/generate", testAPIKey, fmt.Sprintf(`{"model":"sim","prompt":"x","context":%s,"stream":false,"options":{"num_predict":2}}`, longJSON)); status != 200 {
+		t.Errorf("long context: %d %s", status, out)
+	}
 }
 
 // TestGenerateContextRealOllama: the context passes through a real

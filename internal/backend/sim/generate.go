@@ -32,13 +32,8 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 		return backend.Result{}, fmt.Errorf("sim: %w", err)
 	}
 	if req.Kind == protocol.KindGenerate {
-		// An earlier answer's context comes before the prompt, and the
-		// answer's own context is the whole sequence.
-		before, cerr := decodeContext(req.Context)
-		if cerr != nil {
-			return backend.Result{}, fmt.Errorf("sim: %w", cerr)
-		}
-		prompt = before + prompt
+		// The answer's context is the whole sequence: the earlier context
+		// and prompt (render) and the answer.
 		var text strings.Builder
 		inner := emit
 		emit = func(d backend.Delta) error {
