@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/node"
 )
 
 type chatCompletion struct {
@@ -139,5 +143,31 @@ func TestChoices(t *testing.T) {
 
 	if status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim",`+msgs+`,"n":9}`); status != 400 || !strings.Contains(string(body), "maximum of 8") {
 		t.Errorf("n=9: %d %s", status, body)
+	}
+}
+
+// TestChoicesRealOllama: n = 2 through a real Ollama (plumbing): two
+// choices, two receipts.
+func TestChoicesRealOllama(t *testing.T) {
+	ollamaURL := os.Getenv("OLLAMA_URL")
+	if ollamaURL == "" {
+		t.Skip("OLLAMA_URL not set: start a test Ollama with shared/scripts/ollama-test-server.sh start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := node.OpenBackend(ctx, node.BackendOllama, ollamaURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startNet(t, netOptions{backend: b, slots: 2})
+	status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"n":2,"seed":1}`)
+	var got chatCompletion
+	if err := json.Unmarshal(body, &got); status != 200 || err != nil || len(got.Choices) != 2 || got.Choices[1].Index != 1 {
+		t.Fatalf("n=2: %d %s", status, body)
+	}
+	for _, id := range []string{got.ID, got.ID + "-n1"} {
+		if s, err := tn.Gateway.Store.Receipt(ctx, id); err != nil || s.Receipt.Consumer != tn.Account {
+			t.Errorf("receipt %s: %v", id, err)
+		}
 	}
 }
