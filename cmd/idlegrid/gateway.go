@@ -18,7 +18,8 @@ import (
 
 func newGatewayCmd(a *app) *cobra.Command {
 	cfg := node.GatewayConfig{}
-	var plantKey string
+	var plantKey, keylessAccount string
+	var keylessFrom []string
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway: the consumer APIs and the endpoint providers dial",
@@ -29,11 +30,17 @@ func newGatewayCmd(a *app) *cobra.Command {
 			if err := plantSetup(&cfg, plantKey); err != nil {
 				return err
 			}
+			if err := keylessSetup(&cfg.Gateway, keylessFrom, keylessAccount); err != nil {
+				return err
+			}
 			g, err := node.StartGateway(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "gateway %s listening on %s (OpenAI API at %s/v1)\n", g.Key.Public(), g.URL(), g.URL())
+			if len(cfg.Gateway.Keyless) > 0 {
+				fmt.Fprintf(a.stdout, "requests without an API key from %v are billed to %s\n", cfg.Gateway.Keyless, cfg.Gateway.KeylessAccount)
+			}
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -69,11 +76,33 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.Uint32Var(&cfg.Gateway.FeeBps, "fee-bps", 0, "the gateway's fee in basis points of the consumer price, added on top of providers' price floors (the ledger's gateway_fee_bps + protocol_fee_bps lets providers keep their floors)")
 	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses sampled for registered verifiers (0: none); a sample is its receipt (hashes and counts) unless --sample-text")
 	f.BoolVar(&cfg.Gateway.Samples.ShareText, "sample-text", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
-	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --sample-text, --chain-rpc and --plant-key; labelled by the built-in simulator)")
+	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --sample-text, --chain-rpc and --plant-key-file; labelled by the built-in simulator)")
 	f.StringVar(&plantKey, "plant-key-file", "", "key file of a provider registered on the ledger that signs planted samples")
 	deprecatedAlias(f, "share-samples", "sample-text")
 	deprecatedAlias(f, "plant-key", "plant-key-file")
+	f.StringSliceVar(&keylessFrom, "keyless-from", nil, "serve requests without an API key from these client addresses or CIDR prefixes (comma-separated, e.g. 127.0.0.1/32,10.0.0.0/8; the connection's address, not a header), billed to --keyless-account; by default every request needs a key")
+	f.StringVar(&keylessAccount, "keyless-account", "", "ledger account billed for keyless requests (with --keyless-from)")
 	return cmd
+}
+
+// keylessSetup reads --keyless-from and --keyless-account: both or
+// neither.
+func keylessSetup(cfg *gateway.Config, from []string, account string) error {
+	prefixes, err := gateway.ParsePrefixes(from)
+	if err != nil {
+		return fmt.Errorf("--keyless-from: %w", err)
+	}
+	if len(prefixes) == 0 {
+		if account != "" {
+			return errors.New("--keyless-account needs --keyless-from: the addresses whose requests it pays for")
+		}
+		return nil
+	}
+	if err := keys.Address(account).Validate(); err != nil {
+		return fmt.Errorf("--keyless-from needs --keyless-account, the account keyless requests bill: %w", err)
+	}
+	cfg.Keyless, cfg.KeylessAccount = prefixes, keys.Address(account)
+	return nil
 }
 
 // plantSetup prepares the planter: the built-in simulator is the only

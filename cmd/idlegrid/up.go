@@ -20,6 +20,11 @@ CometBFT validator running the ledger (RPC on 127.0.0.1:26657), a gateway on
 local Ollama (or the built-in simulator when no Ollama answers), and a dev
 account funded at genesis with an API key.
 
+Requests from loopback clients need no API key: they are billed to the dev
+account (--keyless-loopback=false turns this off). Other addresses (with
+--addr 0.0.0.0:8420) always need one. Behind a reverse proxy on the same
+machine every client looks like loopback: turn keyless access off there.
+
 The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 --dev-api-key) to fix it for scripts and tests.`,
 		Args: cobra.NoArgs,
@@ -45,6 +50,7 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.StringVar(&cfg.Backend, "backend", node.BackendAuto, "model backend: auto (Ollama if reachable, else simulator, so up works on any machine), ollama or sim")
 	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")
+	f.BoolVar(&cfg.KeylessLoopback, "keyless-loopback", true, "serve requests without an API key from loopback clients (127.0.0.0/8, ::1; the connection's address, not a header), billed to the dev account, so the ollama CLI and local apps work without a key")
 	f.IntVar(&cfg.Slots, "slots", 4, "jobs the local provider runs at once")
 	f.StringVar(&cfg.ChainMetricsAddr, "chain-metrics-addr", "", "serve the validator's Prometheus metrics here, e.g. 127.0.0.1:26660 (the gateway's are at /metrics on --addr)")
 	f.DurationVar(&cfg.VerifyEvery, "verify-every", 30*time.Second, "the dev verifier sends a canary this often and posts a verdict every 8 (0: no verifier)")

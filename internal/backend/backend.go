@@ -41,6 +41,11 @@ type Model struct {
 	ParameterSize string
 	ContextLength int
 	SizeBytes     int64
+	// ParameterCount and EmbeddingLength as the backend reports them
+	// (Ollama's model_info general.parameter_count and
+	// <architecture>.embedding_length); 0 when unknown.
+	ParameterCount  int64
+	EmbeddingLength int
 	// NoLogprobs: the backend is known to return no log-probabilities for
 	// this model (Ollama before 0.12.11).
 	NoLogprobs bool
@@ -66,6 +71,10 @@ type Result struct {
 	Usage protocol.Usage
 	// FinishReason is "stop" or "length".
 	FinishReason string
+	// Context (generate only) is the token context the answer ends with,
+	// for a later request to continue from (protocol.Request.Context);
+	// nil when the backend returns none.
+	Context []int
 	// PromptEval and Eval are the backend's own durations, when reported.
 	PromptEval time.Duration
 	Eval       time.Duration

@@ -51,6 +51,10 @@ func (g *Gateway) generateOpenAI(w http.ResponseWriter, r *http.Request, key sto
 	}
 	req := p.Request
 	req.Buffered = !p.Stream
+	if e := g.checkImages(req); e != nil {
+		apierr.WriteOpenAI(w, e)
+		return
+	}
 	session := r.Header.Get(SessionHeader)
 	if session == "" {
 		session = p.User
@@ -59,7 +63,12 @@ func (g *Gateway) generateOpenAI(w http.ResponseWriter, r *http.Request, key sto
 	if !continues && g.overflow(w, r, body, req.Model, prefs) {
 		return
 	}
-	g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(g.consumerWriter(w), p))
+	rt := route{prefs: prefs, session: session}
+	if p.N > 1 {
+		g.relayChoices(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, openai.NewChatChoices, w, p)
+		return
+	}
+	g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, newSink(g.consumerWriter(w), p))
 }
 
 // ollamaGeneration serves one Ollama generation endpoint.
@@ -92,10 +101,14 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		}
 		req := p.Request
 		req.Buffered = !p.Stream
+		if e := g.checkImages(req); e != nil {
+			apierr.WriteOllama(w, e)
+			return
+		}
 		if g.overflow(w, r, body, req.Model, prefs) {
 			return
 		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(g.consumerWriter(w), p))
+		g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(g.consumerWriter(w), p))
 	}
 }
 
@@ -241,7 +254,8 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 func ollamaModel(e modelEntry) ollama.Model {
 	m := e.model
 	return ollama.Model{Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Family: m.Family, ParameterSize: m.ParameterSize,
-		Quantization: m.Quantization, ContextLength: m.ContextLength, ModifiedAt: e.since, Capabilities: modelCapabilities(e)}
+		Quantization: m.Quantization, ContextLength: m.ContextLength, ParameterCount: m.ParameterCount, EmbeddingLength: m.EmbeddingLength,
+		ModifiedAt: e.since, Capabilities: modelCapabilities(e)}
 }
 
 // modelCapabilities are the capabilities some provider of e's model has,
@@ -311,29 +325,6 @@ func (g *Gateway) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
 		list = append(list, ollama.Model{Name: m.Model, ModifiedAt: now})
 	}
 	ollama.WriteTags(w, list)
-}
-
-func (g *Gateway) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
-	body, e := g.readBody(w, r)
-	if e != nil {
-		apierr.WriteOllama(w, e)
-		return
-	}
-	name, e := ollama.ParseShow(body)
-	if e != nil {
-		apierr.WriteOllama(w, e)
-		return
-	}
-	m, ok := g.findModel(name)
-	if !ok {
-		if pm, ok := g.findPeerModel(r.Context(), name); ok {
-			ollama.WriteShow(w, ollama.Model{Name: pm.Model, ModifiedAt: time.Now()})
-			return
-		}
-		apierr.WriteOllama(w, apierr.ModelNotFound(name))
-		return
-	}
-	ollama.WriteShow(w, ollamaModel(m))
 }
 
 func (g *Gateway) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {

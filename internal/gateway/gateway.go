@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -147,6 +148,12 @@ type Config struct {
 	// zero value is the marketplace policy; the others are baselines for
 	// `idlegrid bench routing`.
 	Policy scheduler.Policy
+	// Keyless lists the client addresses whose requests without an API
+	// key are served, billed to KeylessAccount (keyless.go): the TCP
+	// peer's address, never a header. Empty (the default): every request
+	// needs a key. `idlegrid up` sets LoopbackPrefixes.
+	Keyless        []netip.Prefix
+	KeylessAccount keys.Address
 	// Web, when set, serves the web UI under /ui/ (and / redirects there)
 	// and the browser provider page at /contribute.
 	Web http.Handler
@@ -298,6 +305,11 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ResponseTTL <= 0 {
 		cfg.ResponseTTL = DefaultResponseTTL
 	}
+	if len(cfg.Keyless) > 0 {
+		if err := cfg.KeylessAccount.Validate(); err != nil {
+			return nil, fmt.Errorf("gateway: keyless access needs the account it bills: %w", err)
+		}
+	}
 	if cfg.KeepSettled != 0 && cfg.KeepSettled < MinKeepSettled {
 		return nil, fmt.Errorf("gateway: keep settled receipts %s: want 0 (forever) or at least %s", cfg.KeepSettled, MinKeepSettled)
 	}
@@ -400,6 +412,8 @@ func (g *Gateway) Handler() http.Handler {
 	route("GET", "/api/tags", g.handleOllamaTags, apierr.WriteOllama)
 	route("POST", "/api/show", g.handleOllamaShow, apierr.WriteOllama)
 	route("GET", "/api/version", g.handleOllamaVersion, apierr.WriteOllama)
+	route("GET", "/api/ps", g.handleOllamaPs, apierr.WriteOllama)
+	route("POST", "/api/pull", g.handleOllamaPull, apierr.WriteOllama)
 	mux.Handle("GET "+protocol.Path, g.cfg.Hub)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	if g.cfg.Web != nil {
@@ -424,6 +438,9 @@ func (g *Gateway) authenticate(r *http.Request) (store.APIKey, *apierr.Error) {
 	token, ok := strings.CutPrefix(h, "Bearer ")
 	token = strings.TrimSpace(token)
 	if !ok || token == "" {
+		if k, ok := g.keyless(r); ok {
+			return k, nil
+		}
 		return store.APIKey{}, apierr.Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'. `idlegrid keys create` makes one.")
 	}
 	k, err := g.cfg.Store.LookupAPIKey(r.Context(), token)

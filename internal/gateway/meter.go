@@ -29,6 +29,10 @@ const (
 	// it renders: the JSON keys and punctuation of its function object
 	// (about 40 bytes compact) and the instructions some templates repeat.
 	templateTokensPerTool = 64
+	// imageTokens bounds what one image adds to a vision model's prompt
+	// (LLaVA: 576; Gemma 3: 256; Qwen2.5-VL: up to a few thousand for a
+	// large image).
+	imageTokens = 4096
 )
 
 // usageLimit is the most usage a provider may claim for req before its
@@ -65,9 +69,11 @@ func checkUsage(req *protocol.Request, claimed protocol.Usage, relayed int) erro
 // Tools offered count their name, description and parameters' bytes, and
 // tool calls and results in the history their names, ids and arguments,
 // each with a template allowance: templates render them as JSON into the
-// prompt, with keys, quotes and separators the gateway cannot see.
+// prompt, with keys, quotes and separators the gateway cannot see. Every
+// token of a generate request's context counts (one id each), and
+// imageTokens per image.
 func promptLimit(req *protocol.Request) int {
-	n := len(req.Prompt) + len(req.System)
+	n := len(req.Prompt) + len(req.System) + len(req.Context) + imageTokens*req.ImageCount()
 	for _, m := range req.Messages {
 		n += len(m.Content) + len(m.Role) + len(m.ToolName) + len(m.ToolCallID)
 		for _, tc := range m.ToolCalls {

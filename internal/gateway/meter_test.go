@@ -20,6 +20,8 @@ func TestCheckUsage(t *testing.T) {
 		protocol.ChatMessage{Role: "", ToolCalls: []protocol.ToolCall{{ID: "c1", Name: "f", Arguments: "{}"}}},
 		protocol.ChatMessage{Role: "", ToolCallID: "c1"})
 	toolLimit := uint64(158 + 16*2 + 99 + 21 + 2)
+	// A context of 1000 tokens and one image: 3 + 1000 + 4096 + 2.
+	withContext := &protocol.Request{Kind: protocol.KindGenerate, Model: "m", Prompt: "abc", Raw: true, Context: make([]int, 1000), Images: []string{"aGk="}}
 	for _, tc := range []struct {
 		name    string
 		req     *protocol.Request
@@ -37,6 +39,8 @@ func TestCheckUsage(t *testing.T) {
 		{"tools in the prompt inflated", &withTools, protocol.Usage{PromptTokens: toolLimit + 1, CompletionTokens: 1}, 1, "prompt"},
 		{"raw prompt", raw, protocol.Usage{PromptTokens: 5, CompletionTokens: 1}, 1, ""},
 		{"raw prompt inflated", raw, protocol.Usage{PromptTokens: 6, CompletionTokens: 1}, 1, "prompt"},
+		{"context and image", withContext, protocol.Usage{PromptTokens: 5101, CompletionTokens: 1}, 1, ""},
+		{"context and image inflated", withContext, protocol.Usage{PromptTokens: 5102, CompletionTokens: 1}, 1, "prompt"},
 	} {
 		err := checkUsage(tc.req, tc.usage, tc.relayed)
 		if (err != nil) != (tc.bad != "") || (err != nil && !strings.Contains(err.Error(), tc.bad)) {

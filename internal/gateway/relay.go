@@ -73,11 +73,11 @@ type call struct {
 	segID string
 }
 
-// relay places the request on a provider and streams the result into snk,
+// relay places the request, under id (requestID), on a provider and streams the result into snk,
 // replacing a provider that fails before the first token and continuing on
 // another one after a failure mid-answer, within the job timeout.
-func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, idPrefix string, rt route, snk sink.Sink) {
-	c := &call{id: requestID(idPrefix), asked: req.Model, key: key, req: req, reqHash: reqHash, admitted: time.Now()}
+func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Request, reqHash receipt.Hash, id string, rt route, snk sink.Sink) {
+	c := &call{id: id, asked: req.Model, key: key, req: req, reqHash: reqHash, admitted: time.Now()}
 	if c.req.Options.MaxTokens <= 0 {
 		c.req.Options.MaxTokens = g.cfg.DefaultMaxTokens
 	}
@@ -324,7 +324,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 	}
 	total := now.Sub(c.admitted)
 	usage := protocol.Usage{PromptTokens: d.Usage.PromptTokens, CompletionTokens: uint64(out.earlier) + d.Usage.CompletionTokens}
-	final := sink.Final{FinishReason: d.FinishReason, Usage: usage, Total: total, FirstToken: out.firstToken, Eval: total - out.firstToken}
+	final := sink.Final{FinishReason: d.FinishReason, Usage: usage, Total: total, FirstToken: out.firstToken, Eval: total - out.firstToken, Context: d.Context}
 	err = out.begin()
 	if err == nil {
 		err = out.snk.End(final)

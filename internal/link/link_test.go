@@ -522,7 +522,8 @@ func TestHandshakeLimit(t *testing.T) {
 	for range protocol.MaxModels {
 		caps.Models = append(caps.Models, protocol.Model{Name: long(protocol.MaxNameLen), Digest: long(128),
 			Quantization: long(protocol.MaxLabelLen), Family: long(protocol.MaxLabelLen), ParameterSize: long(protocol.MaxLabelLen),
-			ContextLength: 1 << 62, PricePromptPerMTok: 1 << 62, PriceCompletionPerMTok: 1 << 62, TokensPerSecond: 1.2345678901234567e300})
+			ContextLength: 1 << 62, PricePromptPerMTok: 1 << 62, PriceCompletionPerMTok: 1 << 62, TokensPerSecond: 1.2345678901234567e300,
+			ParameterCount: 1 << 62, EmbeddingLength: 1 << 62})
 	}
 	auth := &protocol.Message{Type: protocol.TypeAuth, Auth: &protocol.Auth{ProtocolVersion: protocol.Version, Capabilities: caps}}
 	if err := auth.Validate(); err != nil {

@@ -35,7 +35,7 @@ func TestBadInput(t *testing.T) {
 		{"wrong type", "/v1/chat/completions", testAPIKey, chat(`,"temperature":"hot"`), 400, "invalid_request_error", "", "temperature"},
 		{"empty messages", "/v1/chat/completions", testAPIKey, `{"model":"sim","messages":[]}`, 400, "invalid_request_error", "", "messages"},
 		{"no model", "/v1/chat/completions", testAPIKey, `{"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "", "model"},
-		{"n > 1", "/v1/chat/completions", testAPIKey, chat(`,"n":2`), 400, "invalid_request_error", "", "n"},
+		{"n above 8", "/v1/chat/completions", testAPIKey, chat(`,"n":9`), 400, "invalid_request_error", "invalid_value", "n"},
 		{"oversized body", "/v1/chat/completions", testAPIKey, huge, 400, "invalid_request_error", "request_too_large", ""},
 		{"unknown model", "/v1/chat/completions", testAPIKey, `{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}`, 404, "invalid_request_error", "model_not_found", "model"},
 		{"missing key", "/v1/chat/completions", "", chat(""), 401, "authentication_error", "invalid_api_key", ""},

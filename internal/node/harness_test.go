@@ -40,6 +40,7 @@ type netOptions struct {
 	gateway gateway.Config // queue limits and timeouts
 	genesis func(*ledger.Genesis)
 	limits  limits.Config
+	keyless bool // loopback clients need no API key (up's default)
 }
 
 func fastSim() sim.Config {
@@ -79,7 +80,7 @@ func startNet(t *testing.T, opts netOptions) *testNet {
 	n, err := node.StartUp(ctx, node.UpConfig{
 		Addr: "127.0.0.1:0", DataDir: tn.DataDir, Backend: node.BackendOllama, OllamaURL: "unused", DevAPIKey: testAPIKey,
 		Slots: opts.slots, Link: link.Options{Heartbeat: 500 * time.Millisecond}, Logger: testLogger(t),
-		BackendOverride: b, Gateway: opts.gateway, EditGenesis: opts.genesis, Limits: opts.limits,
+		BackendOverride: b, Gateway: opts.gateway, EditGenesis: opts.genesis, Limits: opts.limits, KeylessLoopback: opts.keyless,
 	})
 	if err != nil {
 		t.Fatal(err)

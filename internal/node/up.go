@@ -66,6 +66,12 @@ type UpConfig struct {
 	Version    string
 	Logger     *slog.Logger
 
+	// KeylessLoopback serves requests without an API key from loopback
+	// clients, billed to the dev account (gateway.Config.Keyless), so
+	// that the ollama CLI and local apps work without one; the CLI's
+	// --keyless-loopback defaults to true.
+	KeylessLoopback bool
+
 	// NoProvider starts no local provider agent (nor its backend): the
 	// network waits for providers to dial in, e.g. a browser on
 	// /contribute. The verifier needs the local backend, so VerifyEvery
@@ -87,6 +93,8 @@ type Network struct {
 	Account keys.Address
 	// APIKey is the dev key when it was created or fixed by this start.
 	APIKey string
+	// Keyless: loopback clients need no API key (UpConfig.KeylessLoopback).
+	Keyless bool
 }
 
 // StartUp starts the embedded network: a single-validator ledger, the
@@ -144,6 +152,9 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	}
 	gcfg := cfg.Gateway
 	gcfg.Ledger = chain.NewSigner(v.Node.Client(), gwKey, cfg.ChainID)
+	if cfg.KeylessLoopback {
+		gcfg.Keyless, gcfg.KeylessAccount, n.Keyless = gateway.LoopbackPrefixes, n.Account, true
+	}
 	var plant gateway.PlantConfig
 	if cfg.PlantEvery > 0 && n.Backend != nil && n.Backend.Sim != nil {
 		plant = gateway.PlantConfig{Every: cfg.PlantEvery, Reference: n.Backend.Sim, Scorer: verify.SimScorer{Sim: n.Backend.Sim}, Provider: provKey}
@@ -301,6 +312,11 @@ func (n *Network) PrintBanner(w io.Writer, dataDir string) {
 		fmt.Fprintf(w, "                        idlegrid keys create --data-dir %s\n", dataDir)
 	}
 	fmt.Fprintf(w, "  Dev account:          %s (funded on the local ledger)\n", n.Account)
+	if n.Keyless {
+		fmt.Fprintf(w, "  Keyless access:       on for loopback clients, billed to the dev account (--keyless-loopback=false turns it off)\n")
+	} else {
+		fmt.Fprintf(w, "  Keyless access:       off: every request needs an API key\n")
+	}
 	fmt.Fprintf(w, "  Ledger RPC:           %s (idlegrid ledger balance --chain-rpc %s)\n", n.Validator.RPC(), n.Validator.RPC())
 	fmt.Fprintf(w, "  Provider:             %s, serving %s\n", n.Provider.Key, n.Backend.Description)
 	fmt.Fprintf(w, "  Data directory:       %s\n\n", dataDir)

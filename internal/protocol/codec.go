@@ -232,7 +232,7 @@ func (c *Capabilities) Validate() error {
 		if !validText(md.Quantization, MaxLabelLen) || !validText(md.Family, MaxLabelLen) || !validText(md.ParameterSize, MaxLabelLen) {
 			return protoErr("capabilities: model %q: quantization, family and parameter size must be at most %d bytes of UTF-8", md.Name, MaxLabelLen)
 		}
-		if md.TokensPerSecond < 0 || !finite(md.TokensPerSecond) || md.ContextLength < 0 {
+		if md.TokensPerSecond < 0 || !finite(md.TokensPerSecond) || md.ContextLength < 0 || md.ParameterCount < 0 || md.EmbeddingLength < 0 {
 			return protoErr("capabilities: model %q has negative or non-finite figures", md.Name)
 		}
 		if len(md.Capabilities) > MaxCapabilities {
@@ -261,6 +261,12 @@ func (j *Job) validate() error {
 	}
 	if j.Request.Model == "" || j.Request.Options.MaxTokens < 0 {
 		return protoErr("job %q: request needs a model and max_tokens ≥ 0", j.ID)
+	}
+	if n := j.Request.ImageCount(); n > MaxImages || len(j.Request.Images) > 0 && j.Request.Kind != KindGenerate {
+		return protoErr("job %q: at most %d images, and request.images only for generate (%d)", j.ID, MaxImages, n)
+	}
+	if len(j.Request.Context) > 0 && (j.Request.Kind != KindGenerate || !validContext(j.Request.Context)) {
+		return protoErr("job %q: a context is for generate requests and holds token ids ≥ 0", j.ID)
 	}
 	for _, f := range []*float64{j.Request.Options.Temperature, j.Request.Options.TopP} {
 		if f != nil && !finite(*f) {
@@ -348,6 +354,9 @@ func (d *Done) validate() error {
 	if d.FinishReason != "stop" && d.FinishReason != "length" {
 		return protoErr("done %q: finish_reason must be stop or length", d.ID)
 	}
+	if !validContext(d.Context) {
+		return protoErr("done %q: context token ids must be ≥ 0", d.ID)
+	}
 	return nil
 }
 
@@ -388,6 +397,16 @@ func HashChunk(h io.Writer, c *Chunk) {
 		h.Write([]byte{0xFE})
 		io.WriteString(h, tc.Arguments)
 	}
+}
+
+// validContext reports whether a token context holds only ids ≥ 0.
+func validContext(ids []int) bool {
+	for _, id := range ids {
+		if id < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func truncate(s string) string {

@@ -42,6 +42,13 @@ import (
 //	   (structured output); messages[].tool_calls, tool_call_id and
 //	   tool_name; chunk.tool_calls, which the response hash covers
 //	   (HashChunk).
+//	5 (eco): capabilities.models[].parameter_count and embedding_length,
+//	   shown by the gateway's /api/show; job.request.context and
+//	   done.context, /api/generate's token context in and out. An older
+//	   agent ignores request.context (the answer starts afresh) and sends
+//	   no done.context. request.messages[].images and request.images
+//	   (base64), sent only to providers whose model has the vision
+//	   capability.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
@@ -159,6 +166,11 @@ type Model struct {
 	ParameterSize string `json:"parameter_size,omitempty"`
 	// ContextLength in tokens; 0 when unknown.
 	ContextLength int `json:"context_length,omitempty"`
+	// ParameterCount (the weights' exact count) and EmbeddingLength (the
+	// model's hidden size) as the backend reports them; 0 when unknown.
+	// Shown by the gateway's /api/show (version 5, eco).
+	ParameterCount  int64 `json:"parameter_count,omitempty"`
+	EmbeddingLength int   `json:"embedding_length,omitempty"`
 	// Prices in base units per million tokens.
 	PricePromptPerMTok     money.Amount `json:"price_per_mtok_in"`
 	PriceCompletionPerMTok money.Amount `json:"price_per_mtok_out"`
@@ -178,6 +190,7 @@ type Model struct {
 const (
 	CapCompletion = "completion"
 	CapTools      = "tools"
+	CapVision     = "vision"
 )
 
 // Has reports whether the model has capability c. A model that lists none
@@ -343,6 +356,11 @@ type Done struct {
 	// ReceiptSignature is the provider's signature over the receipt made of
 	// the job's Terms, Usage, the sha256 of all deltas, and EndUnixMs.
 	ReceiptSignature keys.Signature `json:"receipt_signature"`
+	// Context (generate only) is the token context the answer ends with,
+	// as the backend returns it (prompt and answer, after Request.Context),
+	// for the consumer to continue from; not covered by the receipt
+	// (version 5, eco).
+	Context []int `json:"context,omitempty"`
 }
 
 // Usage counts tokens.
@@ -422,6 +440,14 @@ type Request struct {
 	// JSON string "json" (any JSON value) or a JSON Schema object the
 	// answer must conform to; empty for free text.
 	Format json.RawMessage `json:"format,omitempty"`
+	// Context (generate only) is the token context an earlier answer of
+	// the same model ended with (Done.Context, Ollama's /api/generate
+	// "context"): the model continues from it, Prompt after it. Token ids
+	// are the model's own (version 5, eco).
+	Context []int `json:"context,omitempty"`
+	// Images (generate only) go with Prompt, as ChatMessage.Images with a
+	// message (version 5, eco).
+	Images []string `json:"images,omitempty"`
 }
 
 // Tool choices (Request.ToolChoice).
@@ -432,12 +458,17 @@ const (
 )
 
 // Needs returns the capabilities a request requires of the model that
-// serves it: completion, and tools when it offers the model tools.
+// serves it: completion, tools when it offers the model tools, and vision
+// when it carries images.
 func (r *Request) Needs() []string {
+	needs := []string{CapCompletion}
 	if r.SendsTools() {
-		return []string{CapCompletion, CapTools}
+		needs = append(needs, CapTools)
 	}
-	return []string{CapCompletion}
+	if r.ImageCount() > 0 {
+		needs = append(needs, CapVision)
+	}
+	return needs
 }
 
 // SendsTools reports whether the model is offered tools: some are given
@@ -494,6 +525,27 @@ type ChatMessage struct {
 	// (OpenAI sends the id, Ollama the function's name).
 	ToolCallID string `json:"tool_call_id,omitempty"`
 	ToolName   string `json:"tool_name,omitempty"`
+	// Images are the turn's images, each base64 (standard encoding) of
+	// the image file, as Ollama takes them; only for models with the
+	// "vision" capability (version 5, eco).
+	Images []string `json:"images,omitempty"`
+}
+
+// Limits on images in one request, across its messages (or a generate
+// request's Images): at most MaxImages, each at most MaxImageBytes once
+// decoded.
+const (
+	MaxImages     = 8
+	MaxImageBytes = 20 << 20
+)
+
+// ImageCount is how many images req carries.
+func (r *Request) ImageCount() int {
+	n := len(r.Images)
+	for _, m := range r.Messages {
+		n += len(m.Images)
+	}
+	return n
 }
 
 // Options are sampling options; nil means the backend's default.

@@ -110,6 +110,7 @@ func goodMessages(tb testing.TB) map[string]*Message {
 			Checkpoint: &Checkpoint{CompletionTokens: math.MaxUint64, EndUnixMs: math.MaxInt64}}},
 		"done":                {Type: TypeDone, Done: testDone(tb)},
 		"done length":         {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "length"}},
+		"done with context":   {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "stop", Context: []int{0, 1, 32000}}},
 		"error":               {Type: TypeError, Error: &JobError{ID: "req-1", Code: CodeBusy, Message: "all slots busy"}},
 		"error at limits":     {Type: TypeError, Error: &JobError{ID: "j", Code: Code(strings.Repeat("c", 64)), Message: strings.Repeat("€", MaxMessageText/3)}},
 		"error unknown code":  {Type: TypeError, Error: &JobError{ID: "j", Code: "future_code"}},
@@ -255,9 +256,18 @@ func TestValidateRejects(t *testing.T) {
 		"job kind empty":             {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind = "" })},
 		"job kind unknown":           {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind = "embed" })},
 		"job without model":          {Type: TypeJob, Job: job(func(j *Job) { j.Request.Model = "" })},
-		"job negative max tokens":    {Type: TypeJob, Job: job(func(j *Job) { j.Request.Options.MaxTokens = -1 })},
-		"job NaN temperature":        {Type: TypeJob, Job: job(func(j *Job) { j.Request.Options.Temperature = ptr(math.NaN()) })},
-		"job infinite top_p":         {Type: TypeJob, Job: job(func(j *Job) { j.Request.Options.TopP = ptr(math.Inf(-1)) })},
+		"chat with a context":        {Type: TypeJob, Job: job(func(j *Job) { j.Request.Context = []int{1} })},
+		"chat with request images":   {Type: TypeJob, Job: job(func(j *Job) { j.Request.Images = []string{"aGk="} })},
+		"too many images": {Type: TypeJob, Job: job(func(j *Job) {
+			j.Request.Messages[0].Images = make([]string, MaxImages)
+			j.Request.Messages[1].Images = []string{"aGk="}
+		})},
+		"negative context token": {Type: TypeJob, Job: job(func(j *Job) {
+			j.Request.Kind, j.Request.Messages, j.Request.Prompt, j.Request.Context = KindGenerate, nil, "p", []int{1, -1}
+		})},
+		"job negative max tokens": {Type: TypeJob, Job: job(func(j *Job) { j.Request.Options.MaxTokens = -1 })},
+		"job NaN temperature":     {Type: TypeJob, Job: job(func(j *Job) { j.Request.Options.Temperature = ptr(math.NaN()) })},
+		"job infinite top_p":      {Type: TypeJob, Job: job(func(j *Job) { j.Request.Options.TopP = ptr(math.Inf(-1)) })},
 		// Cancel.
 		"cancel id empty":     {Type: TypeCancel, Cancel: &Cancel{}},
 		"cancel id too long":  {Type: TypeCancel, Cancel: &Cancel{ID: longID}},
@@ -274,11 +284,12 @@ func TestValidateRejects(t *testing.T) {
 		"checkpoint without time":   {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{CompletionTokens: 1} })},
 		"checkpoint before 1970":    {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{CompletionTokens: 1, EndUnixMs: -1} })},
 		// Done.
-		"done id empty":     {Type: TypeDone, Done: &Done{FinishReason: "stop"}},
-		"done id too long":  {Type: TypeDone, Done: &Done{ID: longID, FinishReason: "stop"}},
-		"done no finish":    {Type: TypeDone, Done: &Done{ID: "j"}},
-		"done finish STOP":  {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "STOP"}},
-		"done finish error": {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "error"}},
+		"done id empty":         {Type: TypeDone, Done: &Done{FinishReason: "stop"}},
+		"done context negative": {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "stop", Context: []int{-3}}},
+		"done id too long":      {Type: TypeDone, Done: &Done{ID: longID, FinishReason: "stop"}},
+		"done no finish":        {Type: TypeDone, Done: &Done{ID: "j"}},
+		"done finish STOP":      {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "STOP"}},
+		"done finish error":     {Type: TypeDone, Done: &Done{ID: "j", FinishReason: "error"}},
 		// Error.
 		"error without code":         {Type: TypeError, Error: &JobError{ID: "j", Message: "m"}},
 		"error id empty":             {Type: TypeError, Error: &JobError{Code: CodeBusy}},

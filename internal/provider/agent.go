@@ -278,7 +278,7 @@ func (a *Agent) capabilities(ctx context.Context) (protocol.Capabilities, error)
 		}
 		caps.Models = append(caps.Models, protocol.Model{
 			Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Quantization: m.Quantization, Family: m.Family, ParameterSize: m.ParameterSize,
-			ContextLength: m.ContextLength, PricePromptPerMTok: a.cfg.PricePrompt, PriceCompletionPerMTok: a.cfg.PriceCompletion,
+			ContextLength: m.ContextLength, ParameterCount: m.ParameterCount, EmbeddingLength: m.EmbeddingLength, PricePromptPerMTok: a.cfg.PricePrompt, PriceCompletionPerMTok: a.cfg.PriceCompletion,
 			NoLogprobs: a.lacksLogprobs(m.Name), Capabilities: mcaps,
 		})
 	}

@@ -215,7 +215,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		return
 	}
 	done := &protocol.Done{
-		ID: job.ID, Chunks: seq, Usage: res.Usage, FinishReason: res.FinishReason, EndUnixMs: end,
+		ID: job.ID, Chunks: seq, Usage: res.Usage, FinishReason: res.FinishReason, EndUnixMs: end, Context: res.Context,
 		Timings:          protocol.Timings{FirstTokenUs: firstToken.Microseconds(), TotalUs: time.Since(started).Microseconds()},
 		ReceiptSignature: receipt.SignProvider(a.cfg.Key, &r),
 	}

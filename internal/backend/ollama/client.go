@@ -94,7 +94,7 @@ func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 		out = append(out, backend.Model{
 			Name: m.Name, Digest: cmp.Or(d.identity, m.Digest), BackendDigest: m.Digest,
 			Quantization: m.Details.QuantizationLevel, Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
-			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs, Capabilities: d.capabilities,
+			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs, Capabilities: d.capabilities, ParameterCount: d.parameterCount, EmbeddingLength: d.embeddingLength,
 		})
 	}
 	if len(out) == 0 && firstErr != nil {
@@ -178,10 +178,14 @@ type description struct {
 	identity      string // "" when the server names no content-addressed weights
 	contextLength int    // 0 when unknown
 	capabilities  []string
+	// parameterCount and embeddingLength: 0 when unknown.
+	parameterCount  int64
+	embeddingLength int
 }
 
-// describe reads a model's identity and its context length
-// ("<general.architecture>.context_length" of model_info) from /api/show.
+// describe reads a model's identity, its context length and embedding
+// length ("<general.architecture>.context_length" and ".embedding_length"
+// of model_info) and its parameter count from /api/show.
 func (c *Client) describe(ctx context.Context, model string) (description, error) {
 	var show struct {
 		showInfo
@@ -196,9 +200,17 @@ func (c *Client) describe(ctx context.Context, model string) (description, error
 		d.capabilities = d.capabilities[:protocol.MaxCapabilities]
 	}
 	arch, _ := show.ModelInfo["general.architecture"].(string)
-	n, _ := show.ModelInfo[arch+".context_length"].(float64)
-	if arch != "" && n > 0 && n <= 1<<40 {
-		d.contextLength = int(n)
+	count := func(key string) int64 {
+		n, _ := show.ModelInfo[key].(float64)
+		if n <= 0 || n > 1<<52 {
+			return 0
+		}
+		return int64(n)
+	}
+	d.parameterCount = count("general.parameter_count")
+	if arch != "" {
+		d.contextLength = int(min(count(arch+".context_length"), 1<<40))
+		d.embeddingLength = int(min(count(arch+".embedding_length"), 1<<40))
 	}
 	return d, nil
 }
@@ -303,14 +315,18 @@ type chatBody struct {
 
 type generateBody struct {
 	genCommon
-	Prompt string `json:"prompt"`
-	System string `json:"system,omitempty"`
-	Raw    bool   `json:"raw,omitempty"`
+	Prompt  string `json:"prompt"`
+	System  string `json:"system,omitempty"`
+	Raw     bool   `json:"raw,omitempty"`
+	Context []int  `json:"context,omitempty"`
+	// Images are base64, as Ollama's API takes them.
+	Images []string `json:"images,omitempty"`
 }
 
 type genMessage struct {
 	Role       string         `json:"role"`
 	Content    string         `json:"content"`
+	Images     []string       `json:"images,omitempty"`
 	ToolCalls  []wireToolCall `json:"tool_calls,omitempty"`
 	ToolName   string         `json:"tool_name,omitempty"`
 	ToolCallID string         `json:"tool_call_id,omitempty"`
@@ -380,7 +396,7 @@ func toGenRequest(req protocol.Request) (path string, body any, err error) {
 		// Ollama wants the array even when empty.
 		msgs := make([]genMessage, 0, len(req.Messages))
 		for _, m := range req.Messages {
-			gm := genMessage{Role: m.Role, Content: m.Content, ToolName: m.ToolName, ToolCallID: m.ToolCallID}
+			gm := genMessage{Role: m.Role, Content: m.Content, Images: m.Images, ToolName: m.ToolName, ToolCallID: m.ToolCallID}
 			if len(m.ToolCalls) > 0 {
 				gm.ToolCalls = toWireToolCalls(m.ToolCalls)
 			}
@@ -388,7 +404,7 @@ func toGenRequest(req protocol.Request) (path string, body any, err error) {
 		}
 		return "/api/chat", chatBody{genCommon: common, Messages: msgs, Tools: offeredTools(&req)}, nil
 	case protocol.KindGenerate:
-		return "/api/generate", generateBody{genCommon: common, Prompt: req.Prompt, System: req.System, Raw: req.Raw}, nil
+		return "/api/generate", generateBody{genCommon: common, Prompt: req.Prompt, System: req.System, Raw: req.Raw, Context: req.Context, Images: req.Images}, nil
 	default:
 		return "", nil, fmt.Errorf("%w: ollama: unknown request kind %q", backend.ErrBadRequest, req.Kind)
 	}

@@ -287,3 +287,41 @@ func TestNoLogprobsFromVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestImagesAndContextSent: a request's images (per chat message, or with
+// a generate prompt) and a generate context reach Ollama in its own
+// members, and the context of Ollama's last line comes back in the
+// Result.
+func TestImagesAndContextSent(t *testing.T) {
+	var got []string
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, string(b))
+		io.WriteString(w, `{"response":"ok","message":{"content":"ok"},"done":true,"done_reason":"stop","context":[5,6,7]}`+"\n")
+	}))
+	defer ts.Close()
+	c := New(ts.URL, nil)
+	chat := protocol.Request{Kind: protocol.KindChat, Model: "m", Buffered: true,
+		Messages: []protocol.ChatMessage{{Role: "user", Content: "what is it?", Images: []string{"aGk=", "iVBORw0KGgo="}}, {Role: "assistant", Content: "a cat"}}}
+	gen := protocol.Request{Kind: protocol.KindGenerate, Model: "m", Buffered: true, Prompt: "and this?", Images: []string{"aGk="}, Context: []int{1, 2}}
+	var results []backend.Result
+	for _, req := range []protocol.Request{chat, gen} {
+		res, err := c.Generate(t.Context(), req, func(backend.Delta) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, res)
+	}
+	want := []string{
+		`{"model":"m","stream":false,"messages":[{"role":"user","content":"what is it?","images":["aGk=","iVBORw0KGgo="]},{"role":"assistant","content":"a cat"}]}`,
+		`{"model":"m","stream":false,"prompt":"and this?","context":[1,2],"images":["aGk="]}`,
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("request %d:\n%s\nwant\n%s", i, got[i], want[i])
+		}
+	}
+	if fmt.Sprint(results[1].Context) != "[5 6 7]" {
+		t.Errorf("generate context %v, want [5 6 7]", results[1].Context)
+	}
+}

@@ -44,6 +44,7 @@ type wireLine struct {
 	EvalCount          int64         `json:"eval_count"`
 	EvalDuration       int64         `json:"eval_duration"`
 	Logprobs           []wireLogprob `json:"logprobs"`
+	Context            []int         `json:"context"`
 	Error              *string       `json:"error"`
 }
 
@@ -96,6 +97,7 @@ func parseLine(b []byte) (event, error) {
 				CompletionTokens: nonNegative(w.EvalCount),
 			},
 			FinishReason: finishReason(w.DoneReason),
+			Context:      w.Context,
 			PromptEval:   time.Duration(max(w.PromptEvalDuration, 0)),
 			Eval:         time.Duration(max(w.EvalDuration, 0)),
 		}

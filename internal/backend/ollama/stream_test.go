@@ -3,6 +3,7 @@ package ollama
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func TestParseLine(t *testing.T) {
 }
 
 func equalEvent(a, b event) bool {
-	if a.text != b.text || a.done != b.done || a.result != b.result || a.err != b.err || len(a.logprobs) != len(b.logprobs) {
+	if a.text != b.text || a.done != b.done || !reflect.DeepEqual(a.result, b.result) || a.err != b.err || len(a.logprobs) != len(b.logprobs) {
 		return false
 	}
 	for i := range a.logprobs {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -18,7 +20,7 @@ import (
 // only while text could be the start of a stop string). Usage counts every
 // generated token, EOS excluded, as Ollama's eval_count does: with a stop
 // string it includes the tokens whose text was cut.
-func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (backend.Result, error) {
+func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (res backend.Result, err error) {
 	m, ok := s.lookup(req.Model)
 	if !ok {
 		return backend.Result{}, fmt.Errorf("sim: %w: %s", backend.ErrModelNotFound, notFoundMessage(req.Model))
@@ -27,9 +29,27 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 		// Ollama's words, so clients that match on them work.
 		return backend.Result{}, fmt.Errorf("sim: %w: %s does not support tools", backend.ErrBadRequest, req.Model)
 	}
+	if req.ImageCount() > 0 {
+		return backend.Result{}, fmt.Errorf("sim: %w: model %s does not accept images (it has no vision capability)", backend.ErrBadRequest, req.Model)
+	}
 	prompt, err := render(req)
 	if err != nil {
 		return backend.Result{}, fmt.Errorf("sim: %w", err)
+	}
+	if req.Kind == protocol.KindGenerate {
+		// The answer's context is the whole sequence: the earlier context
+		// and prompt (render) and the answer.
+		var text strings.Builder
+		inner := emit
+		emit = func(d backend.Delta) error {
+			text.WriteString(d.Text)
+			return inner(d)
+		}
+		defer func() {
+			if err == nil {
+				res.Context = encodeContext(prompt + text.String())
+			}
+		}()
 	}
 	g := &generation{vocab: s.vocab, m: m, st: newSeqState(), max: m.DefaultMaxTokens}
 	for _, t := range tokenize(prompt) {
@@ -71,6 +91,29 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 		return res, err
 	}
 	return g.run(ctx, emit)
+}
+
+// The simulator's token context (protocol.Request.Context) is the text's
+// Unicode code points: any text has one, and it decodes back exactly, so
+// continuing from a context is generating after that text.
+
+func encodeContext(text string) []int {
+	out := make([]int, 0, len(text))
+	for _, r := range text {
+		out = append(out, int(r))
+	}
+	return out
+}
+
+func decodeContext(ids []int) (string, error) {
+	var b strings.Builder
+	for i, id := range ids {
+		if id < 0 || id > unicode.MaxRune || !utf8.ValidRune(rune(id)) {
+			return "", fmt.Errorf("%w: context[%d] = %d is no token id of this model", backend.ErrBadRequest, i, id)
+		}
+		b.WriteRune(rune(id))
+	}
+	return b.String(), nil
 }
 
 // generation is one Generate call in progress.

@@ -26,6 +26,8 @@ type apiRequest struct {
 	Options     map[string]any `json:"options"`
 	Logprobs    bool           `json:"logprobs"`
 	TopLogprobs int            `json:"top_logprobs"`
+	Context     []int          `json:"context"`
+	Images      []string       `json:"images"`
 	// Tools have the same shape in Ollama's API and the protocol.
 	Tools  []protocol.Tool `json:"tools"`
 	Format json.RawMessage `json:"format"`
@@ -34,6 +36,7 @@ type apiRequest struct {
 type apiMessage struct {
 	Role       string        `json:"role"`
 	Content    string        `json:"content"`
+	Images     []string      `json:"images,omitempty"`
 	ToolCalls  []apiToolCall `json:"tool_calls,omitempty"`
 	ToolName   string        `json:"tool_name,omitempty"`
 	ToolCallID string        `json:"tool_call_id,omitempty"`
@@ -98,6 +101,8 @@ type apiResponse struct {
 	Done       bool         `json:"done"`
 	DoneReason string       `json:"done_reason,omitempty"`
 	Logprobs   []apiLogprob `json:"logprobs,omitempty"`
+	// Context ends a generate response, as in Ollama.
+	Context []int `json:"context,omitempty"`
 	*apiMetrics
 }
 
@@ -113,7 +118,7 @@ type apiMetrics struct {
 
 // toRequest translates the Ollama request into idlegrid's.
 func (in *apiRequest) toRequest(chat bool) (protocol.Request, error) {
-	req := protocol.Request{Kind: protocol.KindGenerate, Model: in.Model, Prompt: in.Prompt, System: in.System, Raw: in.Raw}
+	req := protocol.Request{Kind: protocol.KindGenerate, Model: in.Model, Prompt: in.Prompt, System: in.System, Raw: in.Raw, Context: in.Context, Images: in.Images}
 	if chat {
 		req = protocol.Request{Kind: protocol.KindChat, Model: in.Model}
 		for _, m := range in.Messages {
@@ -121,7 +126,7 @@ func (in *apiRequest) toRequest(chat bool) (protocol.Request, error) {
 			if err != nil {
 				return req, err
 			}
-			req.Messages = append(req.Messages, protocol.ChatMessage{Role: strings.ToLower(m.Role), Content: m.Content,
+			req.Messages = append(req.Messages, protocol.ChatMessage{Role: strings.ToLower(m.Role), Content: m.Content, Images: m.Images,
 				ToolCalls: calls, ToolName: m.ToolName, ToolCallID: m.ToolCallID})
 		}
 		req.Tools = in.Tools
@@ -322,7 +327,7 @@ func (g *serving) finish(res backend.Result, err error) outcome {
 	if !g.stream && last.Message != nil {
 		last.Message.ToolCalls = g.calls
 	}
-	last.Done, last.DoneReason = true, res.FinishReason
+	last.Done, last.DoneReason, last.Context = true, res.FinishReason, res.Context
 	last.apiMetrics = &apiMetrics{
 		TotalDuration:      time.Since(g.start),
 		PromptEvalCount:    res.Usage.PromptTokens,

@@ -61,7 +61,8 @@ func isWordRune(r rune) bool {
 //
 // Generate: System, a newline and Prompt when System is set, otherwise
 // Prompt alone; Raw sends Prompt alone (there is no template to skip, but a
-// raw request must not get a system prompt either).
+// raw request must not get a system prompt either). A Context (an earlier
+// answer's, encodeContext) comes first.
 //
 // Chat: one line per message, "role: content\n" (the space after the colon
 // only when content starts with a word: generated words carry their own
@@ -75,10 +76,14 @@ func isWordRune(r rune) bool {
 func render(req protocol.Request) (string, error) {
 	switch req.Kind {
 	case protocol.KindGenerate:
-		if req.System != "" && !req.Raw {
-			return req.System + "\n" + req.Prompt, nil
+		before, err := decodeContext(req.Context)
+		if err != nil {
+			return "", err
 		}
-		return req.Prompt, nil
+		if req.System != "" && !req.Raw {
+			return before + req.System + "\n" + req.Prompt, nil
+		}
+		return before + req.Prompt, nil
 	case protocol.KindChat:
 		var b strings.Builder
 		if req.SendsTools() {

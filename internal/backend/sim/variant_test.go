@@ -207,3 +207,25 @@ func TestPerturbedErrors(t *testing.T) {
 		t.Fatalf("models %+v, %v: want the original's digest", models, err)
 	}
 }
+
+// TestScoreWithContext: an answer generated after an earlier context
+// scores as the model's own under the same request: re-scoring renders
+// the context too, so verifiers do not fault an honest provider for it.
+func TestScoreWithContext(t *testing.T) {
+	s := newSim(t, fastConfig())
+	first := run(t, s, protocol.Request{Kind: protocol.KindGenerate, Model: "sim", Prompt: "Once upon a time", Options: protocol.Options{MaxTokens: 10}})
+	req := protocol.Request{Kind: protocol.KindGenerate, Model: "sim", Prompt: " and then", Context: first.res.Context, Options: protocol.Options{MaxTokens: 10}}
+	o := run(t, s, req)
+	sc, err := s.Score(req, o.text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(sc.PromptTokens) != o.res.Usage.PromptTokens || len(sc.Tokens) == 0 {
+		t.Fatalf("scored %d prompt tokens, Generate counted %d", sc.PromptTokens, o.res.Usage.PromptTokens)
+	}
+	for i, tk := range sc.Tokens {
+		if !tk.Known || tk.Token != tk.Best {
+			t.Fatalf("token %d: %+v is not the best choice", i, tk)
+		}
+	}
+}

@@ -44,6 +44,9 @@ type Final struct {
 	Total      time.Duration
 	FirstToken time.Duration
 	Eval       time.Duration
+	// Context (generate only) is the token context the answer ends with,
+	// as the provider returned it; nil when it returned none.
+	Context []int
 }
 
 // Sink receives one request's events: Begin once, then Delta any number of

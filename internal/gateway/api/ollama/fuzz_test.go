@@ -35,6 +35,7 @@ func checkParsed(t *testing.T, p Params, e *apierr.Error, kind protocol.Kind) {
 func FuzzParseChat(f *testing.F) {
 	for _, body := range []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi","images":["aGk=","!"]}]}`,
 		`{"model":"m","messages":[{"role":"USER","content":"hi","images":null}],"stream":false,"options":{"num_predict":-1,"seed":-1,"stop":["a"]}}`,
 		`{"model":"m","messages":[],"keep_alive":"0s"}`,
 		`{"model":"m","messages":[{"role":"tool"}],"tools":[{}],"format":{"type":"object"}}`,
@@ -66,5 +67,23 @@ func FuzzParseGenerate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		p, e := ParseGenerate(body)
 		checkParsed(t, p, e, protocol.KindGenerate)
+	})
+}
+
+func FuzzParsePull(f *testing.F) {
+	for _, body := range []string{`{"model":"m"}`, `{"name":"m","stream":false,"insecure":true}`, `{"model":""}`, `{"stream":1}`, `[`, ``} {
+		f.Add([]byte(body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, e := ParsePull(body)
+		if e != nil {
+			if e.Status != http.StatusBadRequest || e.Message == "" {
+				t.Fatalf("bad error %+v", e)
+			}
+			return
+		}
+		if p.Model == "" {
+			t.Fatalf("accepted a pull without a model: %q", body)
+		}
 	})
 }

@@ -21,9 +21,10 @@ const maxTokensLimit = 1<<31 - 1
 // As in Ollama, stream defaults to true and a request without messages
 // only loads the model (Params.LoadOnly). tools, assistant tool_calls and
 // "tool" messages (tools.go) and format go to providers whose models take
-// them. Decisions where Ollama's API is richer than the network: images
-// are refused; think, keep_alive (beyond detecting an unload) and unknown
-// options are ignored.
+// them; images (base64) go to providers whose models have the vision
+// capability, at most protocol.MaxImages. Decisions where Ollama's API is
+// richer than the network: think, keep_alive (beyond detecting an unload)
+// and unknown options are ignored.
 func ParseChat(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindChat)
 	if e != nil {
@@ -37,10 +38,14 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 		if e != nil {
 			return p, e
 		}
+		images := 0
 		for i, item := range items {
 			m, e := parseMessage(item, fmt.Sprintf("messages[%d]", i))
 			if e != nil {
 				return p, e
+			}
+			if images += len(m.Images); images > protocol.MaxImages {
+				return p, jsonfield.TooManyImages(fmt.Sprintf("messages[%d].images", i))
 			}
 			p.Request.Messages = append(p.Request.Messages, m)
 		}
@@ -54,10 +59,11 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 //
 // As in Ollama, stream defaults to true, an empty prompt only loads the
 // model (Params.LoadOnly), and raw mode cannot be combined with a system
-// prompt; format is structured output, as on /api/chat. Refused: images,
-// a non-empty template or suffix. context
-// (Ollama's token memory of earlier calls) is ignored: token ids depend on
-// whichever provider served the previous call.
+// prompt; format is structured output, as on /api/chat. context (the
+// token context an earlier answer ended with) is passed to the provider,
+// which continues from it: token ids are the model's, the same on every
+// provider of its digest. images (base64) go with the prompt. Refused: a
+// non-empty template or suffix.
 func ParseGenerate(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindGenerate)
 	if e != nil {
@@ -81,11 +87,14 @@ func ParseGenerate(body []byte) (Params, *apierr.Error) {
 			return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, key, "'%s' is not supported on this network: providers apply each model's own template", key)
 		}
 	}
-	if o.NonEmpty("images") {
-		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "images", "images are not supported yet on this network")
+	if r.Images, e = parseImages(o, "images"); e != nil {
+		return p, e
 	}
 	if r.Raw && r.System != "" {
 		return p, jsonfield.Invalid(jsonfield.CodeInvalidValue, "raw", "raw mode does not support a system prompt")
+	}
+	if r.Context, e = parseContext(o); e != nil {
+		return p, e
 	}
 	p.LoadOnly = r.Prompt == ""
 	p.Unload = p.LoadOnly && isZeroKeepAlive(o)
@@ -246,8 +255,8 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 	if m.Content, e = o.OptString("content", param+".content"); e != nil {
 		return m, e
 	}
-	if o.NonEmpty("images") {
-		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".images", "images are not supported yet on this network")
+	if m.Images, e = parseImages(o, param+".images"); e != nil {
+		return m, e
 	}
 	if raw, ok := o.Get("tool_calls"); ok && o.NonEmpty("tool_calls") {
 		if m.ToolCalls, e = parseToolCalls(raw, param+".tool_calls"); e != nil {
@@ -261,6 +270,62 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 		return m, e
 	}
 	return m, nil
+}
+
+// parseImages reads images: an array of base64 images (null or empty is
+// none), at most protocol.MaxImages.
+func parseImages(o jsonfield.Object, param string) ([]string, *apierr.Error) {
+	raw, ok := o.Get("images")
+	if !ok {
+		return nil, nil
+	}
+	items, e := jsonfield.AsArray(raw, param)
+	if e != nil {
+		return nil, e
+	}
+	var images []string
+	for i, item := range items {
+		p := fmt.Sprintf("%s[%d]", param, i)
+		if len(images) == protocol.MaxImages {
+			return nil, jsonfield.TooManyImages(p)
+		}
+		s, e := jsonfield.AsString(item, p)
+		if e != nil {
+			return nil, e
+		}
+		img, e := jsonfield.Base64Image(s, p)
+		if e != nil {
+			return nil, e
+		}
+		images = append(images, img)
+	}
+	return images, nil
+}
+
+// parseContext reads context: an array of token ids (integers ≥ 0); null
+// or empty is none.
+func parseContext(o jsonfield.Object) ([]int, *apierr.Error) {
+	raw, ok := o.Get("context")
+	if !ok {
+		return nil, nil
+	}
+	items, e := jsonfield.AsArray(raw, "context")
+	if e != nil {
+		return nil, e
+	}
+	var ids []int
+	for i, item := range items {
+		param := fmt.Sprintf("context[%d]", i)
+		id, e := jsonfield.AsInt(item, param)
+		if e != nil {
+			return nil, e
+		}
+		if id < 0 || id > math.MaxInt32 {
+			return nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, param, "invalid value for '%s': %d is not a token id (0 to %d)", param, id, math.MaxInt32)
+		}
+		ids = append(ids, int(id))
+	}
+	return ids, nil
 }
 
 // isZeroKeepAlive reports keep_alive 0 ("0", "0s", 0), Ollama's way of

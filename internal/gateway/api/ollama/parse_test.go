@@ -31,6 +31,8 @@ func TestParseChatValid(t *testing.T) {
 		{"Go client shape", `{"model":"m","messages":[{"role":"System","content":"s"},{"role":"user","content":"hi","images":null},{"role":"assistant","content":null,"tool_calls":[]}],
 			"stream":false,"options":null,"format":"","keep_alive":"5m","think":true,"tools":[]}`,
 			Params{Request: chat(protocol.Options{}, msg("system", "s"), msg("user", "hi"), msg("assistant", ""))}},
+		{"images", `{"model":"m","messages":[{"role":"user","content":"what is this?","images":["iVBORw0KGgo="]}],"stream":false}`,
+			Params{Request: chat(protocol.Options{}, protocol.ChatMessage{Role: "user", Content: "what is this?", Images: []string{"iVBORw0KGgo="}})}},
 		{"options", `{"model":"m","messages":[{"role":"user","content":"x"}],"options":{"num_predict":64,"temperature":0.7,
 			"top_p":0.9,"seed":3,"stop":["\n\n",""],"top_k":40,"num_ctx":4096,"repeat_penalty":1.1}}`,
 			Params{Stream: true, Request: chat(protocol.Options{MaxTokens: 64, Temperature: ptr(0.7), TopP: ptr(0.9), Seed: ptr(int64(3)), Stop: []string{"\n\n"}}, msg("user", "x"))}},
@@ -83,8 +85,12 @@ func TestParseGenerateValid(t *testing.T) {
 	}{
 		{"Go client shape", `{"model":"m","prompt":"Why?","suffix":"","system":"be brief","template":"","options":null}`,
 			Params{Stream: true, Request: gen("Why?", "be brief", false, protocol.Options{})}},
-		{"raw, no stream, context ignored", `{"model":"m","prompt":"[INST] x [/INST]","raw":true,"stream":false,"context":[1,2,3],"images":[]}`,
-			Params{Request: gen("[INST] x [/INST]", "", true, protocol.Options{})}},
+		{"raw, no stream, context", `{"model":"m","prompt":"[INST] x [/INST]","raw":true,"stream":false,"context":[1,2,3],"images":[]}`,
+			Params{Request: withContext(gen("[INST] x [/INST]", "", true, protocol.Options{}), 1, 2, 3)}},
+		{"images", `{"model":"m","prompt":"p","images":["aGk=","iVBORw0KGgo="]}`,
+			Params{Stream: true, Request: withImages(gen("p", "", false, protocol.Options{}), "aGk=", "iVBORw0KGgo=")}},
+		{"null context", `{"model":"m","prompt":"p","context":null}`,
+			Params{Stream: true, Request: gen("p", "", false, protocol.Options{})}},
 		{"options", `{"model":"m","prompt":"p","options":{"num_predict":5,"top_p":0.5}}`,
 			Params{Stream: true, Request: gen("p", "", false, protocol.Options{MaxTokens: 5, TopP: ptr(0.5)})}},
 		{"empty prompt loads", `{"model":"m","prompt":""}`,
@@ -139,13 +145,15 @@ func TestParseChatErrors(t *testing.T) {
 		{"unknown role", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"developer","content":"x"}]}`, "messages[1].role", jsonfield.CodeInvalidValue},
 		{"unknown role", `{"model":"m","messages":[{"role":"function","content":"x"}]}`, "messages[0].role", jsonfield.CodeInvalidValue},
 		{"content wrong type", `{"model":"m","messages":[{"role":"user","content":["x"]}]}`, "messages[0].content", jsonfield.CodeInvalidType},
-		{"images", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk="]}]}`, "messages[0].images", jsonfield.CodeUnsupportedValue},
 		{"tool call arguments a string", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}]}`, "messages[0].tool_calls[0].function.arguments", jsonfield.CodeInvalidType},
 		{"tool call without name", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"function":{"arguments":{}}}]}]}`, "messages[0].tool_calls[0].function", jsonfield.CodeInvalidValue},
 		{"tool without function", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function"}]}`, "tools[0].function", jsonfield.CodeMissing},
 		{"tool bad schema", `{"model":"m",` + okMsgs + `,"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":7}}}}}]}`, "tools[0].function.parameters/properties/a/type", jsonfield.CodeInvalidValue},
 		{"format yaml", `{"model":"m",` + okMsgs + `,"format":"yaml"}`, "format", jsonfield.CodeInvalidValue},
 		{"format bad schema", `{"model":"m",` + okMsgs + `,"format":{"type":"object","required":"a"}}`, "format/required", jsonfield.CodeInvalidValue},
+		{"images not base64", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk=","not base64!"]}]}`, "messages[0].images[1]", jsonfield.CodeInvalidValue},
+		{"images not strings", `{"model":"m","messages":[{"role":"user","content":"x","images":[1]}]}`, "messages[0].images[0]", jsonfield.CodeInvalidType},
+		{"too many images", `{"model":"m","messages":[{"role":"user","content":"x","images":["aGk=","aGk=","aGk=","aGk=","aGk="]},{"role":"user","content":"y","images":["aGk=","aGk=","aGk=","aGk="]}]}`, "messages[1].images", jsonfield.CodeInvalidValue},
 		{"stream wrong type", `{"model":"m",` + okMsgs + `,"stream":"no"}`, "stream", jsonfield.CodeInvalidType},
 		{"options wrong type", `{"model":"m",` + okMsgs + `,"options":[]}`, "options", jsonfield.CodeInvalidType},
 		{"num_predict wrong type", `{"model":"m",` + okMsgs + `,"options":{"num_predict":"10"}}`, "options.num_predict", jsonfield.CodeInvalidType},
@@ -179,9 +187,15 @@ func TestParseGenerateErrors(t *testing.T) {
 		{"raw wrong type", `{"model":"m","prompt":"p","raw":"yes"}`, "raw", jsonfield.CodeInvalidType},
 		{"template", `{"model":"m","prompt":"p","template":"{{ .Prompt }}"}`, "template", jsonfield.CodeUnsupportedValue},
 		{"suffix", `{"model":"m","prompt":"p","suffix":"end"}`, "suffix", jsonfield.CodeUnsupportedValue},
-		{"images", `{"model":"m","prompt":"p","images":["aGk="]}`, "images", jsonfield.CodeUnsupportedValue},
 		{"format array", `{"model":"m","prompt":"p","format":["json"]}`, "format", jsonfield.CodeInvalidValue},
+		{"images not an array", `{"model":"m","prompt":"p","images":"aGk="}`, "images", jsonfield.CodeInvalidType},
+		{"empty image", `{"model":"m","prompt":"p","images":[""]}`, "images[0]", jsonfield.CodeInvalidValue},
+		{"too many images", `{"model":"m","prompt":"p","images":["aGk=","aGk=","aGk=","aGk=","aGk=","aGk=","aGk=","aGk=","aGk="]}`, "images[8]", jsonfield.CodeInvalidValue},
 		{"raw with system", `{"model":"m","prompt":"p","raw":true,"system":"s"}`, "raw", jsonfield.CodeInvalidValue},
+		{"context not an array", `{"model":"m","prompt":"p","context":"1,2"}`, "context", jsonfield.CodeInvalidType},
+		{"context not integers", `{"model":"m","prompt":"p","context":[1,"2"]}`, "context[1]", jsonfield.CodeInvalidType},
+		{"context negative", `{"model":"m","prompt":"p","context":[1,-2]}`, "context[1]", jsonfield.CodeInvalidValue},
+		{"context too large", `{"model":"m","prompt":"p","context":[4294967296]}`, "context[0]", jsonfield.CodeInvalidValue},
 		{"num_predict wrong type", `{"model":"m","prompt":"p","options":{"num_predict":true}}`, "options.num_predict", jsonfield.CodeInvalidType},
 	}
 	for _, tt := range tests {
@@ -229,4 +243,14 @@ func TestParseLogprobs(t *testing.T) {
 	if e != nil || !p.Request.Options.Logprobs || p.Request.Options.TopLogprobs != 20 {
 		t.Errorf("generate: %+v, %v", p.Request.Options, e)
 	}
+}
+
+func withContext(r protocol.Request, ids ...int) protocol.Request {
+	r.Context = ids
+	return r
+}
+
+func withImages(r protocol.Request, images ...string) protocol.Request {
+	r.Images = images
+	return r
 }

@@ -83,7 +83,10 @@ type generateLine struct {
 	Response   string    `json:"response"`
 	Done       bool      `json:"done"`
 	DoneReason string    `json:"done_reason,omitempty"`
-	Logprobs   []logprob `json:"logprobs,omitempty"`
+	// Context is the token context the answer ends with, on the last line
+	// when the provider returned one.
+	Context  []int     `json:"context,omitempty"`
+	Logprobs []logprob `json:"logprobs,omitempty"`
 	*metrics
 }
 
@@ -184,6 +187,10 @@ func (s *ndjsonSink) End(f sink.Final) error {
 		reason = "stop"
 	}
 	last := s.response(s.text.String(), s.calls, reason, true, s.logprobs, newMetrics(f))
+	if g, ok := last.(generateLine); ok {
+		g.Context = f.Context
+		last = g
+	}
 	if !s.p.Stream {
 		s.w.Header().Set("Content-Type", "application/json")
 		s.w.WriteHeader(http.StatusOK)

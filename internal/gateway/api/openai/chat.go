@@ -18,9 +18,14 @@ import (
 //     (tools.go), tool messages must name the call they answer, and the
 //     legacy functions / function_call and role "function" are refused;
 //   - content may be a string or an array of text parts, joined with "\n"
-//     (as vLLM does); image, audio and file parts are refused;
+//     (as vLLM does), and, in user messages, image_url parts whose url is
+//     a base64 data URL (data:image/png;base64,…): the image goes to the
+//     provider (protocol.ChatMessage.Images). Remote http(s) image URLs are
+//     refused, not fetched: a gateway that fetched them would be a way
+//     into the networks it can reach, and the consumer holds the image
+//     anyway. Audio and file parts are refused;
 //   - response_format text, json_object or json_schema (tools.go);
-//   - n must be 1; top_logprobs > 0 requires logprobs: true.
+//   - n is 1 to MaxChoices; top_logprobs > 0 requires logprobs: true.
 func ParseChat(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindChat)
 	if e != nil {
@@ -40,6 +45,11 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 	}
 	if p.Request.Messages, e = parseMessages(o); e != nil {
 		return p, e
+	}
+	if p.N > 1 && p.Request.SendsTools() {
+		// Each choice's calls would need their own tool_calls in the
+		// stream; one choice at a time is what agents send anyway.
+		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "n", "n > 1 with tools is not supported on this network: ask for one choice per request")
 	}
 	return p, nil
 }
@@ -97,6 +107,7 @@ func parseMessages(o jsonfield.Object) ([]protocol.ChatMessage, *apierr.Error) {
 		return nil, jsonfield.Invalid(codeEmptyArray, "messages", "invalid value for 'messages': expected an array with at least one message, but got an empty array")
 	}
 	msgs := make([]protocol.ChatMessage, 0, len(items))
+	images := 0
 	for i, item := range items {
 		m, e := parseMessage(item, fmt.Sprintf("messages[%d]", i))
 		if e != nil {
@@ -105,6 +116,9 @@ func parseMessages(o jsonfield.Object) ([]protocol.ChatMessage, *apierr.Error) {
 		if m.Role == "tool" {
 			// Ollama's templates name the function a result came from.
 			m.ToolName = calledName(msgs, m.ToolCallID)
+		}
+		if images += len(m.Images); images > protocol.MaxImages {
+			return nil, jsonfield.TooManyImages(fmt.Sprintf("messages[%d].content", i))
 		}
 		msgs = append(msgs, m)
 	}
@@ -161,45 +175,90 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 		}
 	}
 	if rawContent, ok := o.Get("content"); ok {
-		if m.Content, e = parseContent(rawContent, param+".content"); e != nil {
+		if m.Content, m.Images, e = parseContent(rawContent, param+".content", m.Role == "user"); e != nil {
 			return m, e
 		}
 	}
 	return m, nil
 }
 
-// parseContent accepts a string or an array of text parts. Absent or null
+// parseContent accepts a string or an array of text parts and, when
+// images are allowed (user messages), image_url parts. Absent or null
 // content is empty text (assistant turns may have none).
-func parseContent(raw json.RawMessage, param string) (string, *apierr.Error) {
+func parseContent(raw json.RawMessage, param string, imagesAllowed bool) (string, []string, *apierr.Error) {
 	if raw[0] == '"' {
-		return jsonfield.AsString(raw, param)
+		s, e := jsonfield.AsString(raw, param)
+		return s, nil, e
 	}
 	if raw[0] != '[' {
-		return "", jsonfield.TypeError(param, "a string or an array of content parts", raw)
+		return "", nil, jsonfield.TypeError(param, "a string or an array of content parts", raw)
 	}
 	parts, e := jsonfield.AsArray(raw, param)
 	if e != nil {
-		return "", e
+		return "", nil, e
 	}
 	texts := make([]string, 0, len(parts))
+	var images []string
 	for i, part := range parts {
 		pp := fmt.Sprintf("%s[%d]", param, i)
 		po, e := jsonfield.AsObject(part, pp)
 		if e != nil {
-			return "", e
+			return "", nil, e
 		}
 		t, e := requiredString(po, "type", pp+".type")
 		if e != nil {
-			return "", e
+			return "", nil, e
 		}
-		if t != "text" {
-			return "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, pp, "content parts of type %q are not supported on this network: only text parts are", t)
+		switch {
+		case t == "image_url" && imagesAllowed:
+			img, e := parseImageURL(po, pp+".image_url")
+			if e != nil {
+				return "", nil, e
+			}
+			if len(images) == protocol.MaxImages {
+				return "", nil, jsonfield.TooManyImages(pp)
+			}
+			images = append(images, img)
+			continue
+		case t == "image_url":
+			return "", nil, jsonfield.Invalid(jsonfield.CodeInvalidValue, pp, "image_url parts are only allowed in messages with role 'user'")
+		case t != "text":
+			return "", nil, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, pp, "content parts of type %q are not supported on this network: only text and image_url parts are", t)
 		}
 		text, e := requiredString(po, "text", pp+".text")
 		if e != nil {
-			return "", e
+			return "", nil, e
 		}
 		texts = append(texts, text)
 	}
-	return strings.Join(texts, "\n"), nil
+	return strings.Join(texts, "\n"), images, nil
+}
+
+// parseImageURL reads an image_url part's {"url": …, "detail": …} and
+// returns the image as base64. Only data URLs carry the image; the
+// gateway fetches nothing (see ParseChat).
+func parseImageURL(po jsonfield.Object, param string) (string, *apierr.Error) {
+	raw, ok := po.Get("image_url")
+	if !ok {
+		return "", jsonfield.Invalid(jsonfield.CodeMissing, param, "missing required parameter: '%s'", param)
+	}
+	iu, e := jsonfield.AsObject(raw, param)
+	if e != nil {
+		return "", e
+	}
+	url, e := requiredString(iu, "url", param+".url")
+	if e != nil {
+		return "", e
+	}
+	lower := strings.ToLower(url)
+	if strings.HasPrefix(lower, "http://") || strings.HasPrefix(lower, "https://") {
+		return "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".url",
+			"remote image URLs are not fetched on this network: send the image inline as a base64 data URL (data:image/png;base64,...)")
+	}
+	meta, data, ok := strings.Cut(url, ",")
+	mediaType, isBase64 := strings.CutSuffix(strings.TrimPrefix(strings.ToLower(meta), "data:"), ";base64")
+	if !ok || !strings.HasPrefix(lower, "data:") || !isBase64 || !strings.HasPrefix(mediaType, "image/") {
+		return "", jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".url", "invalid image URL: expected a base64 data URL of an image (data:image/png;base64,...)")
+	}
+	return jsonfield.Base64Image(data, param+".url")
 }

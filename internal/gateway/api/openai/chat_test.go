@@ -3,6 +3,7 @@ package openai
 import (
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
@@ -37,6 +38,9 @@ func TestParseChatValid(t *testing.T) {
 				user("a\nb"),
 				protocol.ChatMessage{Role: "assistant"},
 				protocol.ChatMessage{Role: "system"})}},
+		{"images from data URLs", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},
+			{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo=","detail":"low"}},{"type":"image_url","image_url":{"url":"DATA:image/JPEG;BASE64, aGk= "}}]}]}`,
+			Params{Request: chatReq(protocol.ChatMessage{Role: "user", Content: "what is this?", Images: []string{"iVBORw0KGgo=", "aGk="}})}},
 		{"only empty content", `{"model":"m","messages":[{"role":"user","content":""}]}`,
 			Params{Request: chatReq(user(""))}},
 		{"nulls mean absent", `{"model":"m","messages":[{"role":"user","content":"x","name":null}],
@@ -147,13 +151,23 @@ func TestParseChatErrors(t *testing.T) {
 		{"tool call arguments not an object", `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"[1]"}}]}]}`, "messages[0].tool_calls[0].function", jsonfield.CodeInvalidValue},
 		{"tool calls on a user message", `{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[{"id":"1","function":{"name":"f","arguments":"{}"}}]}]}`, "messages[0].tool_calls", jsonfield.CodeInvalidValue},
 		{"content wrong type", `{"model":"m","messages":[{"role":"user","content":5}]}`, "messages[0].content", jsonfield.CodeInvalidType},
-		{"image part", `{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},
-			{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://x"}}]}]}`, "messages[2].content[0]", jsonfield.CodeUnsupportedValue},
+		{"remote image URL", `{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},
+			{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://169.254.169.254/x.png"}}]}]}`, "messages[2].content[0].image_url.url", jsonfield.CodeUnsupportedValue},
+		{"image URL not data", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"file:///etc/passwd"}}]}]}`, "messages[0].content[0].image_url.url", jsonfield.CodeInvalidValue},
+		{"data URL not base64", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png,abc"}}]}]}`, "messages[0].content[0].image_url.url", jsonfield.CodeInvalidValue},
+		{"data URL not an image", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:text/plain;base64,aGk="}}]}]}`, "messages[0].content[0].image_url.url", jsonfield.CodeInvalidValue},
+		{"bad base64", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,@@@"}}]}]}`, "messages[0].content[0].image_url.url", jsonfield.CodeInvalidValue},
+		{"empty image", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,"}}]}]}`, "messages[0].content[0].image_url.url", jsonfield.CodeInvalidValue},
+		{"image without url", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}`, "messages[0].content[0].image_url.url", jsonfield.CodeMissing},
+		{"image in a system message", `{"model":"m","messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}}]}]}`, "messages[0].content[0]", jsonfield.CodeInvalidValue},
+		{"too many images", `{"model":"m","messages":[{"role":"user","content":[` + strings.Repeat(`{"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}},`, 4) + `{"type":"text","text":"x"}]},
+			{"role":"user","content":[` + strings.Repeat(`{"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}},`, 4) + `{"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}}]}]}`, "messages[1].content", jsonfield.CodeInvalidValue},
+		{"audio part", `{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}`, "messages[0].content[0]", jsonfield.CodeUnsupportedValue},
 		{"part not an object", `{"model":"m","messages":[{"role":"user","content":["x"]}]}`, "messages[0].content[0]", jsonfield.CodeInvalidType},
 		{"part without type", `{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}`, "messages[0].content[0].type", jsonfield.CodeMissing},
 		{"text part without text", `{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}`, "messages[0].content[0].text", jsonfield.CodeMissing},
 		{"text part text not string", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":1}]}]}`, "messages[0].content[0].text", jsonfield.CodeInvalidType},
-		{"n > 1", `{"model":"m",` + okMsgs + `,"n":2}`, "n", jsonfield.CodeUnsupportedValue},
+		{"n above the maximum", `{"model":"m",` + okMsgs + `,"n":9}`, "n", jsonfield.CodeInvalidValue},
 		{"n = 0", `{"model":"m",` + okMsgs + `,"n":0}`, "n", jsonfield.CodeInvalidValue},
 		{"n wrong type", `{"model":"m",` + okMsgs + `,"n":"1"}`, "n", jsonfield.CodeInvalidType},
 		{"tool of another type", `{"model":"m",` + okMsgs + `,"tools":[{"type":"web_search"}]}`, "tools[0].type", jsonfield.CodeUnsupportedValue},

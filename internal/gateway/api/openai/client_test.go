@@ -184,11 +184,11 @@ func TestOpenAIGoErrors(t *testing.T) {
 	_, err := client.Chat.Completions.New(ctx, oai.ChatCompletionNewParams{
 		Model:    "m",
 		Messages: []oai.ChatCompletionMessageParamUnion{oai.UserMessage("hi")},
-		N:        oai.Int(2),
+		N:        oai.Int(MaxChoices + 1),
 	})
 	var apiErr *oai.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != "n" || apiErr.Code != jsonfield.CodeUnsupportedValue {
-		t.Errorf("n=2: %v", err)
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Param != "n" || apiErr.Code != jsonfield.CodeInvalidValue {
+		t.Errorf("n=%d: %v", MaxChoices+1, err)
 	}
 
 	stream := client.Chat.Completions.NewStreaming(ctx, oai.ChatCompletionNewParams{

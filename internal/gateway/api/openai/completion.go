@@ -31,6 +31,9 @@ func ParseCompletion(body []byte) (Params, *apierr.Error) {
 	if e := refuseLegacyFeatures(o); e != nil {
 		return p, e
 	}
+	if p.N > 1 {
+		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "n", "n > 1 is not supported on /v1/completions: make several requests, or use /v1/chat/completions, which supports it")
+	}
 	n, ok, e := o.OptIntIn("logprobs", "logprobs", 0, maxLegacyLogprobs)
 	if e != nil {
 		return p, e

@@ -28,11 +28,16 @@ func checkParsed(t *testing.T, p Params, e *apierr.Error, kind protocol.Kind) {
 	if kind == protocol.KindChat && len(p.Request.Messages) == 0 {
 		t.Fatalf("accepted a chat without messages %+v", p)
 	}
+	if p.Request.ImageCount() > protocol.MaxImages || p.N == 1 || p.N > MaxChoices || p.N < 0 {
+		t.Fatalf("accepted out-of-range images or n %+v", p)
+	}
 }
 
 func FuzzParseChat(f *testing.F) {
 	for _, body := range []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}}]}],"n":3}`,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`,
 		`{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},{"type":"image_url"}]}],"n":null}`,
 		`{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true},"stop":["a","b"],"temperature":1.5,"logprobs":true,"top_logprobs":20}`,
 		`{"model":"m","messages":[{"role":"tool","content":"x"}],"tools":[{}]}`,

@@ -24,6 +24,10 @@ type Params struct {
 	Request protocol.Request
 	// Stream selects server-sent events instead of one JSON body.
 	Stream bool
+	// N is n, how many choices to generate, when above 1 (up to
+	// MaxChoices; chat only), and 0 for one choice: each choice is a job of
+	// its own (NewChatChoices).
+	N int
 	// IncludeUsage (stream_options.include_usage, streaming only) adds a
 	// last chunk with token usage, and "usage":null on every other chunk.
 	IncludeUsage bool
@@ -40,6 +44,10 @@ type Params struct {
 	// request; nil on the other endpoints.
 	Responses *ResponsesOptions
 }
+
+// MaxChoices bounds n: each choice is a job with its own reservation and
+// receipt, so one request may not fan out without limit.
+const MaxChoices = 8
 
 // Limits OpenAI documents for its own API; enforcing them here keeps
 // clients' expectations (and errors) the same on idlegrid.

@@ -96,6 +96,10 @@ func ParseResponses(body []byte) (Params, *apierr.Error) {
 	if e != nil {
 		return p, e
 	}
+	if p.N > 1 {
+		// A response has one output; the chat API's n is not a member here.
+		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "n", "n is not a member of the Responses API: a response has one output; send one request per answer")
+	}
 	// stream_options.include_usage is the chat API's: a response always
 	// carries its usage.
 	p.IncludeUsage = false

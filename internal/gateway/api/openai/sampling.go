@@ -60,7 +60,7 @@ func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
 	if p.User, e = o.OptString("user", "user"); e != nil {
 		return e
 	}
-	if e := parseN(o); e != nil {
+	if p.N, e = parseN(o); e != nil {
 		return e
 	}
 	if p.Provider, p.ProviderObject, e = parseProvider(o); e != nil {
@@ -90,25 +90,27 @@ func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
 	return nil
 }
 
-// parseN accepts only one choice: a provider runs one generation per job,
-// and silently returning one choice for n > 1 would break clients that
-// index choices[1].
-func parseN(o jsonfield.Object) *apierr.Error {
+// parseN reads n, 1 to MaxChoices, as Params.N (0 for one choice): each
+// choice is a job of its own, with its own receipt.
+func parseN(o jsonfield.Object) (int, *apierr.Error) {
 	raw, ok := o.Get("n")
 	if !ok {
-		return nil
+		return 0, nil
 	}
 	n, e := jsonfield.AsInt(raw, "n")
 	if e != nil {
-		return e
+		return 0, e
 	}
 	switch {
-	case n > 1:
-		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "n", "n > 1 is not supported on this network: send n=1 (or omit it) and make several requests for several choices")
+	case n > MaxChoices:
+		return 0, jsonfield.Invalid(jsonfield.CodeInvalidValue, "n", "invalid value for 'n': %d is above this network's maximum of %d (each choice is a job of its own, billed as such)", n, MaxChoices)
 	case n < 1:
-		return jsonfield.Invalid(jsonfield.CodeInvalidValue, "n", "invalid value for 'n': %d is below the minimum of 1", n)
+		return 0, jsonfield.Invalid(jsonfield.CodeInvalidValue, "n", "invalid value for 'n': %d is below the minimum of 1", n)
 	}
-	return nil
+	if n == 1 {
+		return 0, nil
+	}
+	return int(n), nil
 }
 
 // parseStop reads stop as a string or an array of up to four strings.
