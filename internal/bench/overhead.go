@@ -36,24 +36,37 @@ type OverheadConfig struct {
 	RPSDuration time.Duration
 	// ReceiptSync is passed to the gateway ("disk" or "process").
 	ReceiptSync string
-	Out         io.Writer
+	// Peer runs the Portkey AI gateway in front of the same upstream in
+	// the non-streaming comparison, when Node.js and npm are present.
+	Peer bool
+	Out  io.Writer
 }
 
 // DefaultOverhead is what `idlegrid bench overhead` runs.
 func DefaultOverhead() OverheadConfig {
-	return OverheadConfig{Requests: 2000, Concurrency: []int{1, 64}, Streams: 256, StreamTokens: 100, StreamRate: 50, RPSDuration: 5 * time.Second}
+	return OverheadConfig{Requests: 2000, Concurrency: []int{1, 64}, Streams: 256, StreamTokens: 100, StreamRate: 50, RPSDuration: 5 * time.Second, Peer: true}
+}
+
+// Side is one target's latencies in a closed-loop run and the requests per
+// second it completed.
+type Side struct {
+	Dist
+	RPS float64
 }
 
 // Latency compares one measurement through the network with the baseline.
 type Latency struct {
 	Concurrency int
-	Direct, Via Dist
+	Direct, Via Side
 	// Proxy is the same requests through two bare reverse proxies
 	// (net/http/httputil) chained in front of the simulator, in the same
 	// process: what the network path's two extra hops (consumer → gateway
 	// → agent → simulator, where the direct baseline has one) cost on this
 	// machine with nothing else in them, for scale.
-	Proxy Dist
+	Proxy Side
+	// Peer is the same requests through the Portkey AI gateway (Node.js)
+	// in front of the simulator; empty when Node is missing.
+	Peer Side
 }
 
 // Added is the difference of the q-quantiles (via − direct).
@@ -61,6 +74,21 @@ func (l Latency) Added(q float64) time.Duration { return l.Via.Q(q) - l.Direct.Q
 
 // ProxyAdded is what the bare proxies add at the q-quantile (proxy − direct).
 func (l Latency) ProxyAdded(q float64) time.Duration { return l.Proxy.Q(q) - l.Direct.Q(q) }
+
+// table prints one concurrency level's targets as rows.
+func (l Latency) table(out io.Writer) {
+	fmt.Fprintf(out, "  %d client(s)\n  | target | requests/s | p50 | p90 | p99 | p99.9 |\n  |---|---|---|---|---|---|\n", l.Concurrency)
+	row := func(name string, s Side) {
+		if len(s.Dist) == 0 {
+			return
+		}
+		fmt.Fprintf(out, "  | %s | %.0f | %s | %s | %s | %s |\n", name, s.RPS, ms(s.Q(.5)), ms(s.Q(.9)), ms(s.Q(.99)), ms(s.Q(.999)))
+	}
+	row("upstream directly", l.Direct)
+	row("two bare reverse proxies", l.Proxy)
+	row("Portkey "+PortkeyVersion, l.Peer)
+	row("idlegrid (gateway+hub+agent)", l.Via)
+}
 
 // proxyChain puts hops bare reverse proxies (net/http/httputil, flushing
 // every write so a stream stays a stream) in front of origin and returns
@@ -158,25 +186,72 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 		return time.Since(start), err
 	}
 
-	fmt.Fprintf(out, "non-streaming latency, 16 tokens, %d requests per side (direct = simulator alone, via = gateway+hub+agent+simulator)\n", cfg.Requests)
+	fmt.Fprintf(out, "non-streaming, OpenAI chat completions, 16-token answers from an instant upstream, %d requests per target and concurrency\n", cfg.Requests)
+	var peer *portkeyPeer
+	if cfg.Peer {
+		peer, err = startPortkey(ctx, simSrv.URL, func(s string) { fmt.Fprintln(out, "  "+s) })
+		switch {
+		case errors.Is(err, errNoNode):
+			fmt.Fprintf(out, "  no Portkey column: %v (it needs Node.js to run @portkey-ai/gateway@%s)\n", err, PortkeyVersion)
+		case err != nil:
+			return nil, err
+		default:
+			defer peer.Close()
+		}
+	}
+	openai := func(i int) []byte {
+		b, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": fmt.Sprintf("request %d", i%50)}},
+			"max_tokens": 16, "seed": 1, "temperature": 0})
+		return b
+	}
+	complete := func(base string, peer *portkeyPeer, b []byte) (time.Duration, error) {
+		start := time.Now()
+		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+benchKey)
+		req.Header.Set("Content-Type", "application/json")
+		if peer != nil {
+			peer.header(req.Header)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return 0, fmt.Errorf("%s: status %d: %.200s", base, resp.StatusCode, got)
+		}
+		return time.Since(start), err
+	}
 	for _, c := range cfg.Concurrency {
 		l := Latency{Concurrency: c}
-		for _, side := range []struct {
+		targets := []struct {
 			base string
-			dst  *Dist
-		}{{simSrv.URL, &l.Direct}, {bare, &l.Proxy}, {via, &l.Via}} {
-			lat, err := runClosed(ctx, c, cfg.Requests, func(i int) (time.Duration, error) {
-				return call(side.base, body(false, 16, fmt.Sprintf("request %d", i%50)))
-			})
+			peer *portkeyPeer
+			side *Side
+		}{{simSrv.URL, nil, &l.Direct}, {bare, nil, &l.Proxy}, {via, nil, &l.Via}}
+		if peer != nil {
+			targets = append(targets[:2:2], struct {
+				base string
+				peer *portkeyPeer
+				side *Side
+			}{peer.URL, peer, &l.Peer}, targets[2])
+		}
+		for _, tg := range targets {
+			// A quarter as many requests first, not measured: Node's JIT and
+			// every side's connection pools warm up before the clock runs.
+			do := func(i int) (time.Duration, error) { return complete(tg.base, tg.peer, openai(i)) }
+			if _, err := runClosed(ctx, c, max(cfg.Requests/4, c), do); err != nil {
+				return nil, err
+			}
+			side, err := runClosed(ctx, c, cfg.Requests, do)
 			if err != nil {
 				return nil, err
 			}
-			*side.dst = lat
+			*tg.side = side
 		}
 		res.NonStreaming = append(res.NonStreaming, l)
-		fmt.Fprintf(out, "  c=%-3d direct p50 %s p99 %s | via p50 %s p99 %s p99.9 %s | added p50 %s p99 %s | two bare proxy hops add p50 %s p99 %s\n", c,
-			ms(l.Direct.Q(.5)), ms(l.Direct.Q(.99)), ms(l.Via.Q(.5)), ms(l.Via.Q(.99)), ms(l.Via.Q(.999)), ms(l.Added(.5)), ms(l.Added(.99)),
-			ms(l.ProxyAdded(.5)), ms(l.ProxyAdded(.99)))
+		l.table(out)
 	}
 
 	ttft := func(base string, b []byte) (time.Duration, error) {
@@ -274,11 +349,65 @@ func (r *OverheadResult) Targets(cfg OverheadConfig) []string {
 				verdict(l.Added(.99), l.ProxyAdded(.99), targetAddedP99)))
 		}
 	}
+	out = append(out, r.Saturation())
 	if cfg.Streams == 256 && cfg.StreamRate == 50 {
 		out = append(out, fmt.Sprintf("target: no relay delay above %s at 256 streams × 50 tokens/s: %s", ms(targetRelayMax),
 			verdict(r.Relay.Steady.Max(), r.RelayBare.Steady.Max(), targetRelayMax)))
 	}
 	return out
+}
+
+// The saturation targets (issue 20), ratios within one run.
+const (
+	targetSpread    = 3.0 // p90 ≤ 3× its own p50 at the highest concurrency
+	targetPeerRPS   = 1.5 // requests/s ≥ 1.5× the peer's at the highest concurrency
+	targetProxyTail = 2.5 // one client: added p99 ≤ 2.5× the two bare proxies'
+)
+
+// Saturation is the one-line verdict on the saturation targets: at the
+// highest concurrency measured, p99 no worse than the peer's, p90 within 3×
+// its own p50 and 1.5× the peer's requests/s; with one client, added p99
+// within 2.5× what two bare proxies add. Targets that need a measurement
+// this run lacks (no peer, no one-client run) are named as not measured.
+func (r *OverheadResult) Saturation() string {
+	var one, top *Latency
+	for i := range r.NonStreaming {
+		l := &r.NonStreaming[i]
+		if l.Concurrency == 1 {
+			one = l
+		}
+		if top == nil || l.Concurrency > top.Concurrency {
+			top = l
+		}
+	}
+	var parts []string
+	met, measured := 0, 0
+	check := func(ok bool, format string, args ...any) {
+		measured++
+		verdict := "not met"
+		if ok {
+			met++
+			verdict = "met"
+		}
+		parts = append(parts, fmt.Sprintf(format, args...)+" "+verdict)
+	}
+	if top != nil && top.Concurrency > 1 {
+		v, p := top.Via, top.Peer
+		if len(p.Dist) > 0 {
+			check(v.Q(.99) <= p.Q(.99), "c=%d p99 %s vs Portkey %s:", top.Concurrency, ms(v.Q(.99)), ms(p.Q(.99)))
+		} else {
+			parts = append(parts, "no Portkey run: its targets not measured")
+		}
+		check(float64(v.Q(.9)) <= targetSpread*float64(v.Q(.5)), "p90 %s ≤ %.0f× p50 %s:", ms(v.Q(.9)), targetSpread, ms(v.Q(.5)))
+		if len(p.Dist) > 0 {
+			check(v.RPS >= targetPeerRPS*p.RPS, "%.0f requests/s ≥ %.1f× Portkey's %.0f:", v.RPS, targetPeerRPS, p.RPS)
+		}
+	}
+	if one != nil {
+		check(float64(one.Added(.99)) <= targetProxyTail*float64(one.ProxyAdded(.99)), "c=1 added p99 %s ≤ %.1f× bare proxies' %s:",
+			ms(one.Added(.99)), targetProxyTail, ms(one.ProxyAdded(.99)))
+	}
+	return fmt.Sprintf("verdict: %d of %d saturation targets met (%s)", met, measured, strings.Join(parts, "; "))
 }
 
 // Summary is the one-line result.
@@ -296,13 +425,15 @@ func (r *OverheadResult) Summary() string {
 	return "overhead: " + strings.Join(parts, "; ")
 }
 
-// runClosed runs n calls with c workers and returns their latencies.
-func runClosed(ctx context.Context, c, n int, f func(i int) (time.Duration, error)) (Dist, error) {
+// runClosed runs n calls with c workers and returns their latencies and
+// the rate at which they completed.
+func runClosed(ctx context.Context, c, n int, f func(i int) (time.Duration, error)) (Side, error) {
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr error
 	var once sync.Once
+	start := time.Now()
 	for range c {
 		wg.Add(1)
 		go func() {
@@ -325,7 +456,7 @@ func runClosed(ctx context.Context, c, n int, f func(i int) (time.Duration, erro
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
-	return NewDist(lat), firstErr
+	return Side{Dist: NewDist(lat), RPS: float64(n) / time.Since(start).Seconds()}, firstErr
 }
 
 // maxRPS runs c closed-loop workers for d and returns completed requests/s.

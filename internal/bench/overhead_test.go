@@ -23,7 +23,7 @@ func TestOverheadRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.NonStreaming[1].Proxy) != 40 || len(res.Relay.All) != 320 ||
+	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via.Dist) != 40 || len(res.NonStreaming[1].Proxy.Dist) != 40 || res.NonStreaming[1].Via.RPS <= 0 || len(res.Relay.All) != 320 ||
 		len(res.Relay.Steady) == 0 || len(res.RelayBare.All) != 320 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
 		t.Fatalf("incomplete result: %+v", res)
 	}
@@ -32,8 +32,10 @@ func TestOverheadRuns(t *testing.T) {
 			t.Fatalf("token arrived before it was emitted: %s", d)
 		}
 	}
-	// Only the one-client target applies to this configuration.
-	if targets := res.Targets(OverheadConfig{Streams: 8, StreamRate: 200}); len(targets) != 1 || !strings.Contains(targets[0], "one client") {
+	// The one-client target and the saturation verdict apply to this
+	// configuration; without a peer its targets are not measured.
+	if targets := res.Targets(OverheadConfig{Streams: 8, StreamRate: 200}); len(targets) != 2 || !strings.Contains(targets[0], "one client") ||
+		!strings.Contains(targets[1], "of 2 saturation targets met") || !strings.Contains(targets[1], "no Portkey run") {
 		t.Errorf("targets = %q", targets)
 	}
 	t.Log(out.String())
