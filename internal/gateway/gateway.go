@@ -190,7 +190,9 @@ type Gateway struct {
 	cfg    Config
 	log    *slog.Logger
 	sched  *scheduler.Scheduler
-	queued atomic.Int64
+	queued atomic.Int64 // requests waiting for a slot (MaxQueued bounds it)
+	// waiting holds them in line, placed in arrival order (queue.go).
+	waiting *lines
 	// started is when the gateway was made: the reconnect grace runs from
 	// it. served are the models its store served within RecentlyServed
 	// before it started (read once, at start).
@@ -290,7 +292,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), sched: sched, health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), sched: sched, waiting: newLines(), health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
 		adm: admission{standings: map[keys.PublicKey]standing{}}}
 	cfg.Hub.SetAdmit(g.admitProvider)
 	g.served = servedBefore(cfg.Store, g.started.Add(-cfg.RecentlyServed), g.log)
