@@ -36,6 +36,10 @@ type OverheadConfig struct {
 	RPSDuration time.Duration
 	// ReceiptSync is passed to the gateway ("disk" or "process").
 	ReceiptSync string
+	// Slots are the provider's slots (jobs at once) in the network measured
+	// (default DefaultSlots); the relay measurement has at least one per
+	// stream.
+	Slots int
 	// Peer runs the Portkey AI gateway in front of the same upstream in
 	// the non-streaming comparison, when Node.js and npm are present.
 	Peer bool
@@ -44,7 +48,7 @@ type OverheadConfig struct {
 
 // DefaultOverhead is what `idlegrid bench overhead` runs.
 func DefaultOverhead() OverheadConfig {
-	return OverheadConfig{Requests: 2000, Concurrency: []int{1, 64}, Streams: 256, StreamTokens: 100, StreamRate: 50, RPSDuration: 5 * time.Second, Peer: true}
+	return OverheadConfig{Requests: 2000, Concurrency: []int{1, 64}, Streams: 256, StreamTokens: 100, StreamRate: 50, RPSDuration: 5 * time.Second, Slots: DefaultSlots, Peer: true}
 }
 
 // Side is one target's latencies in a closed-loop run and the requests per
@@ -142,22 +146,20 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	defer simSrv.Close()
 	model := simCfg.Models[0].Name
 
-	dir, err := os.MkdirTemp("", "idlegrid-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	b, err := node.OpenBackend(ctx, node.BackendOllama, simSrv.URL, nil)
 	if err != nil {
 		return nil, err
 	}
 	timed := newTimedBackend(b.Backend, cfg.StreamRate)
-	n, err := node.StartUp(ctx, node.UpConfig{Addr: "127.0.0.1:0", DataDir: dir, DevAPIKey: benchKey, Slots: 1024, ReceiptSync: cfg.ReceiptSync,
-		BackendOverride: &node.LocalBackend{Backend: timed, Description: "simulator"}})
+	slots := cfg.Slots
+	if slots <= 0 {
+		slots = DefaultSlots
+	}
+	n, stop, err := startOverheadNet(ctx, cfg, timed, slots)
 	if err != nil {
 		return nil, err
 	}
-	defer n.Shutdown(context.Background())
+	defer stop()
 	via := n.Gateway.URL()
 	bare, closeBare := proxyChain(simSrv.URL, 2)
 	defer closeBare()
@@ -285,20 +287,6 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	fmt.Fprintf(out, "time to first token, c=1: direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s\n",
 		ms(res.TTFT.Direct.Q(.5)), ms(res.TTFT.Direct.Q(.99)), ms(res.TTFT.Via.Q(.5)), ms(res.TTFT.Via.Q(.99)), ms(res.TTFT.Added(.5)), ms(res.TTFT.Added(.99)))
 
-	if res.Relay, err = relayDelay(ctx, client, via, model, timed, cfg); err != nil {
-		return nil, err
-	}
-	res.RelayRate = float64(cfg.Streams) * cfg.StreamRate
-	fmt.Fprintf(out, "relay delay per token, %d streams × %.0f tokens/s = %.0f tokens/s (backend emission → consumer arrival):\n", cfg.Streams, cfg.StreamRate, res.RelayRate)
-	st, all := res.Relay.Steady, res.Relay.All
-	fmt.Fprintf(out, "  while all %d streams run: p50 %s p99 %s max %s (%d tokens)\n", cfg.Streams, ms(st.Q(.5)), ms(st.Q(.99)), ms(st.Max()), len(st))
-	fmt.Fprintf(out, "  all tokens, streams starting and ending included: p50 %s p99 %s max %s (%d tokens)\n", ms(all.Q(.5)), ms(all.Q(.99)), ms(all.Max()), len(all))
-	if res.RelayBare, err = bareRelay(ctx, client, timed, cfg); err != nil {
-		return nil, err
-	}
-	bst := res.RelayBare.Steady
-	fmt.Fprintf(out, "  the same streams through two bare proxy hops, nothing else: p50 %s p99 %s max %s (%d tokens)\n", ms(bst.Q(.5)), ms(bst.Q(.99)), ms(bst.Max()), len(bst))
-
 	for _, side := range []struct {
 		base string
 		dst  *float64
@@ -314,10 +302,58 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	}
 	fmt.Fprintf(out, "max requests/s (64 clients, 4-token answers, instant upstream): direct %.0f | via %.0f (%.0f%%)\n",
 		res.RPSDirect, res.RPSVia, 100*res.RPSVia/res.RPSDirect)
+	// The relay streams all run at once: on a network with a slot for each.
+	stop()
+	rn, stopRelay, err := startOverheadNet(ctx, cfg, timed, max(slots, cfg.Streams))
+	if err != nil {
+		return nil, err
+	}
+	defer stopRelay()
+	if res.Relay, err = relayDelay(ctx, client, rn.Gateway.URL(), model, timed, cfg); err != nil {
+		return nil, err
+	}
+	res.RelayRate = float64(cfg.Streams) * cfg.StreamRate
+	fmt.Fprintf(out, "relay delay per token, %d streams × %.0f tokens/s = %.0f tokens/s (backend emission → consumer arrival):\n", cfg.Streams, cfg.StreamRate, res.RelayRate)
+	st, all := res.Relay.Steady, res.Relay.All
+	fmt.Fprintf(out, "  while all %d streams run: p50 %s p99 %s max %s (%d tokens)\n", cfg.Streams, ms(st.Q(.5)), ms(st.Q(.99)), ms(st.Max()), len(st))
+	fmt.Fprintf(out, "  all tokens, streams starting and ending included: p50 %s p99 %s max %s (%d tokens)\n", ms(all.Q(.5)), ms(all.Q(.99)), ms(all.Max()), len(all))
+	if res.RelayBare, err = bareRelay(ctx, client, timed, cfg); err != nil {
+		return nil, err
+	}
+	bst := res.RelayBare.Steady
+	fmt.Fprintf(out, "  the same streams through two bare proxy hops, nothing else: p50 %s p99 %s max %s (%d tokens)\n", ms(bst.Q(.5)), ms(bst.Q(.99)), ms(bst.Max()), len(bst))
+
 	for _, t := range res.Targets(cfg) {
 		fmt.Fprintln(out, t)
 	}
 	return res, nil
+}
+
+// DefaultSlots is the bench network's provider slots unless configured:
+// `idlegrid up`'s default, so that the figures are what up serves.
+const DefaultSlots = 4
+
+// startOverheadNet starts the network the bench measures, in a temporary
+// directory, with the given provider slots; stop shuts it down and removes
+// the directory (more than one call does nothing).
+func startOverheadNet(ctx context.Context, cfg OverheadConfig, timed *timedBackend, slots int) (*node.Network, func(), error) {
+	dir, err := os.MkdirTemp("", "idlegrid-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := node.StartUp(ctx, node.UpConfig{Addr: "127.0.0.1:0", DataDir: dir, DevAPIKey: benchKey, Slots: slots, ReceiptSync: cfg.ReceiptSync,
+		BackendOverride: &node.LocalBackend{Backend: timed, Description: "simulator"}})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	var once sync.Once
+	return n, func() {
+		once.Do(func() {
+			n.Shutdown(context.Background())
+			os.RemoveAll(dir)
+		})
+	}, nil
 }
 
 // The issue's first targets.
