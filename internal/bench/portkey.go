@@ -103,7 +103,11 @@ func startPortkey(ctx context.Context, upstream string, out func(string)) (*port
 		return nil, err
 	}
 	p := &portkeyPeer{URL: "http://127.0.0.1:" + strconv.Itoa(port), Upstream: upstream + "/v1", done: make(chan struct{}), log: &bytes.Buffer{}}
-	p.cmd = exec.Command("node", entry, "--port="+strconv.Itoa(port), "--headless")
+	preload := filepath.Join(filepath.Dir(entry), "idlegrid-loopback.cjs")
+	if err := os.WriteFile(preload, []byte(loopbackPreload), 0o644); err != nil {
+		return nil, err
+	}
+	p.cmd = exec.Command("node", "--require", preload, entry, "--port="+strconv.Itoa(port), "--headless")
 	p.cmd.Env = append(os.Environ(), "NODE_ENV=production")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
@@ -131,6 +135,20 @@ func startPortkey(ctx context.Context, upstream string, out func(string)) (*port
 		}
 	}
 }
+
+// loopbackPreload binds the servers of Portkey's process to loopback.
+// Portkey listens on every interface, and with x-portkey-custom-host it
+// forwards to any host a request names: the bench must not open that to
+// the network, even for a minute.
+const loopbackPreload = `const net = require("net");
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (typeof args[0] === "number" && typeof args[1] !== "string") {
+    return listen.call(this, args[0], "127.0.0.1", ...args.slice(1).filter((a) => typeof a === "function"));
+  }
+  return listen.apply(this, args);
+};
+`
 
 // header sets what Portkey needs to route a request to the upstream as an
 // OpenAI-compatible provider.
