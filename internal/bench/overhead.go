@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
@@ -71,6 +72,8 @@ type Latency struct {
 	// Peer is the same requests through the Portkey AI gateway (Node.js)
 	// in front of the simulator; empty when Node is missing.
 	Peer Side
+	// Stages says where the Via requests spent their time.
+	Stages StageShares
 }
 
 // Added is the difference of the q-quantiles (via − direct).
@@ -155,7 +158,8 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	if slots <= 0 {
 		slots = DefaultSlots
 	}
-	n, stop, err := startOverheadNet(ctx, cfg, timed, slots)
+	stages := &stageLog{}
+	n, stop, err := startOverheadNet(ctx, cfg, timed, slots, stages.record)
 	if err != nil {
 		return nil, err
 	}
@@ -246,14 +250,19 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 			if _, err := runClosed(ctx, c, max(cfg.Requests/4, c), do); err != nil {
 				return nil, err
 			}
+			if tg.side == &l.Via {
+				stages.start()
+			}
 			side, err := runClosed(ctx, c, cfg.Requests, do)
 			if err != nil {
 				return nil, err
 			}
 			*tg.side = side
 		}
+		l.Stages = stageShares(stages.stop())
 		res.NonStreaming = append(res.NonStreaming, l)
 		l.table(out)
+		fmt.Fprintln(out, l.Stages)
 	}
 
 	ttft := func(base string, b []byte) (time.Duration, error) {
@@ -304,7 +313,7 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 		res.RPSDirect, res.RPSVia, 100*res.RPSVia/res.RPSDirect)
 	// The relay streams all run at once: on a network with a slot for each.
 	stop()
-	rn, stopRelay, err := startOverheadNet(ctx, cfg, timed, max(slots, cfg.Streams))
+	rn, stopRelay, err := startOverheadNet(ctx, cfg, timed, max(slots, cfg.Streams), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -336,13 +345,13 @@ const DefaultSlots = 4
 // startOverheadNet starts the network the bench measures, in a temporary
 // directory, with the given provider slots; stop shuts it down and removes
 // the directory (more than one call does nothing).
-func startOverheadNet(ctx context.Context, cfg OverheadConfig, timed *timedBackend, slots int) (*node.Network, func(), error) {
+func startOverheadNet(ctx context.Context, cfg OverheadConfig, timed *timedBackend, slots int, onStages func(gateway.Stages)) (*node.Network, func(), error) {
 	dir, err := os.MkdirTemp("", "idlegrid-bench-")
 	if err != nil {
 		return nil, nil, err
 	}
 	n, err := node.StartUp(ctx, node.UpConfig{Addr: "127.0.0.1:0", DataDir: dir, DevAPIKey: benchKey, Slots: slots, ReceiptSync: cfg.ReceiptSync,
-		BackendOverride: &node.LocalBackend{Backend: timed, Description: "simulator"}})
+		BackendOverride: &node.LocalBackend{Backend: timed, Description: "simulator"}, Gateway: gateway.Config{OnStages: onStages}})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err

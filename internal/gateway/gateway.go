@@ -42,6 +42,11 @@ type Config struct {
 	Hub *hub.Hub
 	// Metrics, when set, records requests, tokens and queue for /metrics.
 	Metrics *metrics.Gateway
+	// OnStages, when set, is called with the stage durations of every
+	// served request, on the request's goroutine once its answer's end is
+	// written: for performance work (`idlegrid bench overhead`); it must
+	// be quick.
+	OnStages func(Stages)
 	// MaxBodyBytes bounds a request body (default 8 MiB).
 	MaxBodyBytes int64
 	// DefaultMaxTokens applies when a request sets no limit (default 1024).
