@@ -26,10 +26,11 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 	defer deadline.Stop()
 	key := lineKey(c)
 	var w *waiter              // set while waiting in line
+	tried := false             // the last thing w did was try
 	var grace <-chan time.Time // fires when the reconnect grace ends
 	defer func() {
 		if w != nil {
-			g.waiting.leave(w)
+			g.waiting.leave(w, tried)
 			g.queued.Add(-1)
 		}
 	}()
@@ -39,11 +40,16 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 	for {
 		changed := h.Changed() // before the snapshot, so no change is missed
 		if try {
+			tried = true
 			s, job, hold, e, placed := g.tryPlace(ctx, c, h, &u, &grace)
 			if e != nil || placed {
 				return s, job, hold, e
 			}
+			if w != nil && restricted(c) {
+				g.waiting.handOn(w) // the slot may be one this request cannot use
+			}
 		}
+		tried = false
 		if w == nil {
 			if g.queued.Add(1) > int64(g.cfg.MaxQueued) {
 				g.queued.Add(-1)

@@ -17,8 +17,10 @@ import (
 // TestSlotsGrantedInArrivalOrder: with the only slot taken, eight requests
 // line up one after another; when the slot frees they are served in the
 // order they arrived (each one's first token comes after the previous
-// one's), every one with its stored receipt. Waiters woken all at once by
-// each change raced for the slot instead, and the last to arrive often won.
+// one's), every one with its stored receipt. Two of them carry routing
+// preferences that narrow nothing: they keep their place too. Waiters
+// woken all at once by each change raced for the slot instead, and the
+// last to arrive often won.
 func TestSlotsGrantedInArrivalOrder(t *testing.T) {
 	tn := startNet(t, netOptions{sim: slowSim(200), slots: 1, gateway: gateway.Config{MaxQueued: 64}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -32,7 +34,11 @@ func TestSlotsGrantedInArrivalOrder(t *testing.T) {
 	errs := make(chan error, n)
 	for i := range n {
 		go func() {
-			id, err := firstTokenThenRest(ctx, tn.URL, fmt.Sprintf("waiter %d", i), func() {
+			prefs := ""
+			if i%3 == 1 {
+				prefs = `,"provider":{"sort":"price"}`
+			}
+			id, err := firstTokenThenRest(ctx, tn.URL, fmt.Sprintf("waiter %d", i), prefs, func() {
 				mu.Lock()
 				order = append(order, i)
 				mu.Unlock()
@@ -64,11 +70,11 @@ func TestSlotsGrantedInArrivalOrder(t *testing.T) {
 	}
 }
 
-// firstTokenThenRest sends a short streaming chat request, calls first when
-// its first content chunk arrives, reads it to the end and returns its
-// request id.
-func firstTokenThenRest(ctx context.Context, base, prompt string, first func()) (string, error) {
-	body := fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":3,"messages":[{"role":"user","content":%q}]}`, prompt)
+// firstTokenThenRest sends a short streaming chat request (with extra
+// members, if any), calls first when its first content chunk arrives,
+// reads it to the end and returns its request id.
+func firstTokenThenRest(ctx context.Context, base, prompt, extra string, first func()) (string, error) {
+	body := fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":3,"messages":[{"role":"user","content":%q}]%s}`, prompt, extra)
 	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
 	resp, err := http.DefaultClient.Do(req)
