@@ -28,8 +28,7 @@ const module = "github.com/idlegrid/idlegrid"
 
 // basePackages are the parts every role must agree on byte for byte
 // (DESIGN.md, "Packages"): they import nothing of the project but each other
-// and touch no network, clock or environment. ledger joins them once it
-// exists.
+// and touch no network, clock or environment.
 var basePackages = []string{"internal/keys", "internal/money", "internal/receipt", "internal/protocol", "internal/ledger"}
 
 // forbiddenDeps may not be linked into a base package, even indirectly:
@@ -472,5 +471,48 @@ func TestSecurityNamesRealTests(t *testing.T) {
 	}
 	if named < 20 {
 		t.Errorf("SECURITY.md names %d tests: the parser missed them", named)
+	}
+}
+
+// TestArchitectureDocNamesRealCode: docs/architecture.md stays true to the
+// tree: every path it names in backticks exists (a bare file name counts
+// when some package has it), every package it names is a package, and
+// every package of the module is in its package table.
+func TestArchitectureDocNamesRealCode(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]bool{}
+	for _, f := range repoFiles(t) {
+		files[filepath.Base(f)] = true
+	}
+	named := map[string]bool{}
+	parts := strings.Split(string(doc), "`")
+	for i := 1; i < len(parts); i += 2 {
+		p := parts[i]
+		switch {
+		case strings.HasPrefix(p, "internal/") || strings.HasPrefix(p, "cmd/"):
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("docs/architecture.md names %s, which does not exist", p)
+			}
+			if !strings.HasSuffix(p, ".go") {
+				named[p] = true
+			}
+		case strings.HasSuffix(p, ".go") && !strings.Contains(p, " "):
+			if !files[p] {
+				t.Errorf("docs/architecture.md names %s, which no package has", p)
+			}
+		}
+	}
+	for _, p := range goList(t, "./...") {
+		r := rel(p.ImportPath)
+		if r == module || strings.HasPrefix(r, "test/") {
+			continue
+		}
+		if !named[r] {
+			t.Errorf("package %s is not in docs/architecture.md", r)
+		}
 	}
 }

@@ -21,7 +21,7 @@ hash must equal the replay's, and at the end every account (balances, stakes,
 unbonding, escrow, vesting), the supply and every finished epoch's record and
 payouts (hence its payout Merkle root) the node holds must equal the replay's.
 The recomputed root of the last epoch (or of --epoch N) is printed:
-` + "`idlegrid ledger verify-payout --root`" + ` takes it. Read from a node's RPC (--rpc) or from a
+` + "`idlegrid ledger verify-payout --root`" + ` takes it. Read from a node's RPC (--chain-rpc) or from a
 stopped node's home directory (--home, which also finds accounts the replay
 does not have). Exits non-zero with the first mismatch.`,
 		Args: cobra.NoArgs,
@@ -31,8 +31,8 @@ does not have). Exits non-zero with the first mismatch.`,
 				state  chain.StateSource
 			)
 			switch {
-			case cmd.Flags().Changed("rpc") && home != "":
-				return errors.New("give --rpc or --home, not both")
+			case changedFlag(cmd.Flags(), "chain-rpc", "rpc") && home != "":
+				return errors.New("give --chain-rpc or --home, not both")
 			case home != "":
 				h, err := chain.OpenHomeAudit(home)
 				if err != nil {
@@ -70,8 +70,9 @@ does not have). Exits non-zero with the first mismatch.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&rpc, "rpc", defaultRPC, "validator RPC URL")
-	cmd.Flags().StringVar(&home, "home", "", "a stopped validator's home directory, instead of --rpc")
+	cmd.Flags().StringVar(&rpc, "chain-rpc", defaultRPC, "validator RPC URL")
+	deprecatedAlias(cmd.Flags(), "rpc", "chain-rpc")
+	cmd.Flags().StringVar(&home, "home", "", "a stopped validator's home directory, instead of --chain-rpc")
 	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "also print this epoch's payout root as the replay computed it")
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
@@ -40,17 +41,9 @@ func newGatewayCmd(a *app) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8420", "address to listen on (loopback by default)")
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for the gateway key and database")
-	f.StringVar(&cfg.ChainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
+	addGatewayFlags(f, gatewayFlags{addr: &cfg.Addr, dataDir: &cfg.DataDir, chainID: &cfg.ChainID, receiptSync: &cfg.ReceiptSync, gateway: &cfg.Gateway})
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…) to share API keys, receipts and reservations with other gateways instead of DATA-DIR's SQLite file; requests for a model no provider here serves go to a peer gateway that has one (prefer IDLEGRID_DATABASE_URL: a password in a flag shows in the process list)")
 	f.StringVar(&cfg.PeerURL, "peer-url", "", "this gateway's base URL as peer gateways reach it (default: the listening address); with --database-url")
-	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
-	f.IntVar(&cfg.Gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
-	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")
-	f.IntVar(&cfg.Gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
-	f.DurationVar(&cfg.Gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
-	f.DurationVar(&cfg.Gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
 	f.StringSliceVar(&cfg.ChainRPC, "chain-rpc", nil, "validator RPC URLs of the ledger, comma-separated (e.g. http://127.0.0.1:26657); reads go to the first that answers, transactions to the first that can be reached, and all receive each transaction; without any, requests are not funds-checked, receipts are not settled and every provider that signs the handshake is served")
 	f.IntVar(&cfg.Gateway.ProbationCases, "probation-cases", gateway.DefaultProbationCases, "with --chain-rpc, a provider is on probation until it has passed this many cases on the ledger (and while a failed case is in the conviction window); -1: no probation")
 	f.Float64Var(&cfg.Gateway.ProbationShare, "probation-share", gateway.DefaultProbationShare, "the most of a model's requests a provider on probation gets while providers off probation have free slots")
@@ -74,10 +67,12 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.IntVar(&cfg.Limits.IPBurst, "ip-burst", 100, "burst of requests per client address")
 	f.IntVar(&cfg.Limits.IPConcurrent, "ip-concurrent", 128, "requests in flight per client address (0: no limit)")
 	f.Uint32Var(&cfg.Gateway.FeeBps, "fee-bps", 0, "the gateway's fee in basis points of the consumer price, added on top of providers' price floors (the ledger's gateway_fee_bps + protocol_fee_bps lets providers keep their floors)")
-	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses sampled for registered verifiers (0: none); a sample is its receipt (hashes and counts) unless --share-samples")
-	f.BoolVar(&cfg.Gateway.Samples.ShareText, "share-samples", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
-	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --share-samples, --chain-rpc and --plant-key; labelled by the built-in simulator)")
-	f.StringVar(&plantKey, "plant-key", "", "key file of a provider registered on the ledger that signs planted samples")
+	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses sampled for registered verifiers (0: none); a sample is its receipt (hashes and counts) unless --sample-text")
+	f.BoolVar(&cfg.Gateway.Samples.ShareText, "sample-text", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
+	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --sample-text, --chain-rpc and --plant-key; labelled by the built-in simulator)")
+	f.StringVar(&plantKey, "plant-key-file", "", "key file of a provider registered on the ledger that signs planted samples")
+	deprecatedAlias(f, "share-samples", "sample-text")
+	deprecatedAlias(f, "plant-key", "plant-key-file")
 	return cmd
 }
 
@@ -88,7 +83,7 @@ func plantSetup(cfg *node.GatewayConfig, keyFile string) error {
 		return nil
 	}
 	if keyFile == "" || !cfg.Gateway.Samples.ShareText || len(cfg.ChainRPC) == 0 {
-		return errors.New("--plant-every needs --plant-key, --share-samples and --chain-rpc")
+		return errors.New("--plant-every needs --plant-key-file, --sample-text and --chain-rpc")
 	}
 	key, err := keys.Load(keyFile)
 	if err != nil {
@@ -100,4 +95,27 @@ func plantSetup(cfg *node.GatewayConfig, keyFile string) error {
 	}
 	cfg.Plant.Reference, cfg.Plant.Scorer, cfg.Plant.Provider = s, verify.SimScorer{Sim: s}, key
 	return nil
+}
+
+// gatewayFlags are the settings `up` and `gateway` share, bound by
+// addGatewayFlags to one gateway's configuration.
+type gatewayFlags struct {
+	addr, dataDir, chainID, receiptSync *string
+	gateway                             *gateway.Config
+}
+
+// addGatewayFlags adds the flags of a gateway that `up` and `gateway` both
+// take, with the same names, defaults and meaning.
+func addGatewayFlags(f *pflag.FlagSet, t gatewayFlags) {
+	f.StringVar(t.addr, "addr", "127.0.0.1:8420", "address the gateway listens on (loopback by default)")
+	f.StringVar(t.dataDir, "data-dir", defaultDataDir(), "directory for keys and the gateway database")
+	f.StringVar(t.chainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
+	f.StringVar(t.receiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
+	f.IntVar(&t.gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
+	f.Int64Var(&t.gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")
+	f.IntVar(&t.gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
+	f.DurationVar(&t.gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
+	f.DurationVar(&t.gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
+	f.Int64Var(&t.gateway.ResponseMemory, "response-memory", gateway.DefaultResponseMemory, "bytes of /v1/responses conversations kept in memory for previous_response_id (-1: keep none)")
+	f.DurationVar(&t.gateway.ResponseTTL, "response-ttl", gateway.DefaultResponseTTL, "how long a /v1/responses conversation is kept for previous_response_id")
 }

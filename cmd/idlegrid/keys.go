@@ -17,14 +17,18 @@ import (
 )
 
 func newKeysCmd(a *app) *cobra.Command {
-	var dataDir string
+	var where gatewayStoreFlags
 	cmd := &cobra.Command{
 		Use:   "keys",
 		Short: "Manage the gateway's consumer API keys",
+		Long: `Manage consumer API keys in the gateway's store: DATA-DIR/gateway.db, or the
+PostgreSQL database gateways share (--database-url or IDLEGRID_DATABASE_URL),
+the same store selection as ` + "`idlegrid gateway`" + `.`,
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "gateway data directory")
+	where.add(cmd, "gateway data directory")
 	open := func(cmd *cobra.Command) (*store.Store, error) {
-		return store.Open(cmd.Context(), filepath.Join(dataDir, "gateway.db"))
+		st, _, err := where.open(cmd.Context(), false)
+		return st, err
 	}
 
 	var name, account, prefs string
@@ -35,7 +39,7 @@ func newKeysCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			acct := keys.Address(account)
 			if account == "" {
-				dev, _, err := keys.LoadOrCreate(filepath.Join(dataDir, "dev-account.key"))
+				dev, _, err := keys.LoadOrCreate(filepath.Join(where.dataDir, "dev-account.key"))
 				if err != nil {
 					return err
 				}

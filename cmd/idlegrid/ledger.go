@@ -35,7 +35,7 @@ func (f *ledgerFlags) client() (chain.Client, error) { return chain.NewHTTPClien
 func (f *ledgerFlags) key() (keys.PrivateKey, error) {
 	k, err := keys.Load(f.keyFile)
 	if err != nil {
-		return keys.PrivateKey{}, fmt.Errorf("signing key: %w (choose one with --key)", err)
+		return keys.PrivateKey{}, fmt.Errorf("signing key: %w (choose one with --key-file)", err)
 	}
 	return k, nil
 }
@@ -45,13 +45,15 @@ func newLedgerCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ledger",
 		Short: "Read and change the ledger: balances, transfers, stakes, registrations, receipts, rewards",
-		Long: `Talk to a validator over its RPC (--rpc; ` + "`idlegrid up`" + ` serves one at
+		Long: `Talk to a validator over its RPC (--chain-rpc; ` + "`idlegrid up`" + ` serves one at
 ` + defaultRPC + `). Amounts are tokens with up to six decimals ("12.5").
-Transactions are signed with --key (default: the dev account of ` + "`idlegrid up`" + `).`,
+Transactions are signed with --key-file (default: the dev account of ` + "`idlegrid up`" + `).`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.rpc, "rpc", defaultRPC, "validator RPC URL")
-	pf.StringVar(&f.keyFile, "key", filepath.Join(defaultDataDir(), "dev-account.key"), "key file that signs transactions")
+	pf.StringVar(&f.rpc, "chain-rpc", defaultRPC, "validator RPC URL")
+	pf.StringVar(&f.keyFile, "key-file", filepath.Join(defaultDataDir(), "dev-account.key"), "key file that signs transactions")
+	deprecatedAlias(pf, "rpc", "chain-rpc")
+	deprecatedAlias(pf, "key", "key-file")
 	pf.BoolVar(&f.json, "json", false, "print JSON")
 	pf.DurationVar(&f.timeout, "timeout", time.Minute, "how long to wait for the ledger")
 	cmd.AddCommand(
@@ -122,7 +124,7 @@ func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
 	var gateways []string
 	cmd := &cobra.Command{
 		Use:   "balance [ADDRESS]",
-		Short: "Show an account: balance, stake, unbonding, escrow, roles, and its deposits for --gateway (default: the --key account)",
+		Short: "Show an account: balance, stake, unbonding, escrow, roles, and its deposits for --gateway (default: the --key-file account)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var addr keys.Address
@@ -236,7 +238,7 @@ func ledgerTxCmd(a *app, f *ledgerFlags, use, short string, nargs int, build fun
 	}
 }
 
-// send signs tx with --key, submits it, waits for its block and prints the
+// send signs tx with --key-file, submits it, waits for its block and prints the
 // outcome.
 func (f *ledgerFlags) send(cmd *cobra.Command, a *app, tx ledger.Tx) error {
 	k, err := f.key()

@@ -84,7 +84,7 @@ func ledgerPayoutCmd(a *app, f *ledgerFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "payout --epoch N [--account ADDRESS]",
 		Short: "Print an account's reward in an epoch and its Merkle proof against the epoch's root",
-		Long: `Fetch the payout of --account (default: the --key account) in epoch --epoch
+		Long: `Fetch the payout of --account (default: the --key-file account) in epoch --epoch
 and its Merkle inclusion proof, check the proof against the epoch's root, and
 print both. --out FILE saves the proof as JSON for ` + "`idlegrid ledger verify-payout`" + `,
 which anyone can run against the chain without trusting whoever gave them
@@ -134,12 +134,12 @@ the file.`,
 		},
 	}
 	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "epoch number")
-	cmd.Flags().StringVar(&account, "account", "", "account address (default: the --key account)")
+	cmd.Flags().StringVar(&account, "account", "", "account address (default: the --key-file account)")
 	cmd.Flags().StringVar(&out, "out", "", "also write the proof as JSON to this file")
 	return cmd
 }
 
-// accountOr is addr when given, else the --key account.
+// accountOr is addr when given, else the --key-file account.
 func (f *ledgerFlags) accountOr(addr string) (keys.Address, error) {
 	if addr == "" {
 		k, err := f.key()
@@ -162,7 +162,7 @@ func ledgerVerifyPayoutCmd(a *app, f *ledgerFlags) *cobra.Command {
 		Short: "Check a payout proof (from `ledger payout --out`) against the epoch root on the chain",
 		Long: `Check that the payout in FILE ("-" reads stdin) is a leaf of its epoch's
 Merkle tree: the proof's path must lead from the payout to the epoch's root.
-The root is never taken from the file: it comes from the validator at --rpc
+The root is never taken from the file: it comes from the validator at --chain-rpc
 (and every --also node, which must all agree), or from --root, e.g. the root
 ` + "`idlegrid audit`" + ` recomputed from the blocks itself.`,
 		Args: cobra.ExactArgs(1),
@@ -204,7 +204,7 @@ The root is never taken from the file: it comes from the validator at --rpc
 	return cmd
 }
 
-// epochRoot asks --rpc and every other node for the epoch's root and
+// epochRoot asks --chain-rpc and every other node for the epoch's root and
 // requires them to agree.
 func (f *ledgerFlags) epochRoot(cmd *cobra.Command, epoch uint64, also []string) (receipt.Hash, string, error) {
 	var root receipt.Hash
@@ -239,7 +239,7 @@ func ledgerParamsCmd(a *app, f *ledgerFlags) *cobra.Command {
 whose accounts approve changes. A change takes the new parameters as a JSON
 file (the output of this command's "params" field, edited), approvals from more
 than two thirds of the validators' reward accounts (` + "`params approve`" + `, each
-with its own --key), and one ` + "`params submit`" + ` that sends them together. The supply
+with its own --key-file), and one ` + "`params submit`" + ` that sends them together. The supply
 cap cannot change.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -264,7 +264,7 @@ cap cannot change.`,
 	}
 	approve := &cobra.Command{
 		Use:   "approve FILE",
-		Short: "Sign the parameters in FILE for the chain's next version with --key; prints the approval",
+		Short: "Sign the parameters in FILE for the chain's next version with --key-file; prints the approval",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := f.key()
@@ -317,7 +317,7 @@ cap cannot change.`,
 			return f.send(cmd, a, tx)
 		},
 	}
-	submit.Flags().StringArrayVar(&approvals, "approval", nil, "approval file from `params approve` (repeat)")
+	submit.Flags().StringArrayVar(&approvals, "approval", nil, "approval file from params approve (repeat)")
 	cmd.AddCommand(approve, submit)
 	return cmd
 }

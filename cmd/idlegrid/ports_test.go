@@ -13,7 +13,7 @@ import (
 // for its own port fails here as it would next to the user's network.
 var defaultPorts = []string{
 	"127.0.0.1:8420",  // gateway (up, gateway --addr)
-	"127.0.0.1:26657", // validator RPC (up --chain-rpc-addr, ledger --rpc)
+	"127.0.0.1:26657", // validator RPC (up --chain-rpc-addr, ledger --chain-rpc)
 	"127.0.0.1:26656", // validator P2P
 	"127.0.0.1:11435", // simulator (sim --addr)
 }

@@ -461,7 +461,7 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	rpc := v.await(t, `RPC at (http://\S+)`)
 	ledger := func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command(bin, append([]string{"ledger", "--rpc", rpc, "--key", keyFile}, args...)...).CombinedOutput()
+		out, err := exec.Command(bin, append([]string{"ledger", "--chain-rpc", rpc, "--key-file", keyFile}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("ledger %v: %v\n%s", args, err, out)
 		}
@@ -487,7 +487,7 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 		t.Fatalf("epoch 1:\n%s", out)
 	}
 	proofFile := filepath.Join(dir, "proof.json")
-	out1 := ledger("--key", rewardKey, "payout", "--epoch", "1", "--out", proofFile)
+	out1 := ledger("--key-file", rewardKey, "payout", "--epoch", "1", "--out", proofFile)
 	if !strings.Contains(out1, "epoch 1: idg") || !strings.Contains(out1, "earned 20000.000000") {
 		t.Fatalf("payout:\n%s", out1)
 	}
@@ -495,7 +495,7 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 		t.Fatalf("verify-payout:\n%s", out)
 	}
 	// The root the audit recomputes from the blocks verifies it too.
-	auditOut, err := exec.Command(bin, "audit", "--rpc", rpc, "--epoch", "1").CombinedOutput()
+	auditOut, err := exec.Command(bin, "audit", "--chain-rpc", rpc, "--epoch", "1").CombinedOutput()
 	if err != nil || !strings.Contains(string(auditOut), "every app hash matches") {
 		t.Fatalf("audit: %v\n%s", err, auditOut)
 	}
@@ -511,11 +511,11 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	if err := os.WriteFile(proofFile, doctored, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(bin, "ledger", "--rpc", rpc, "verify-payout", proofFile).CombinedOutput(); err == nil || !strings.Contains(string(out), "REJECTED") {
+	if out, err := exec.Command(bin, "ledger", "--chain-rpc", rpc, "verify-payout", proofFile).CombinedOutput(); err == nil || !strings.Contains(string(out), "REJECTED") {
 		t.Fatalf("a doctored proof: %v\n%s", err, out)
 	}
 	// The reward vests over two blocks; by now it has.
-	if out := ledger("--key", rewardKey, "claim"); !strings.Contains(out, "ok") {
+	if out := ledger("--key-file", rewardKey, "claim"); !strings.Contains(out, "ok") {
 		t.Fatalf("claim:\n%s", out)
 	}
 	// The one validator approves and submits a parameter change.
@@ -524,7 +524,7 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	approval := filepath.Join(dir, "approval.json")
-	if err := os.WriteFile(approval, []byte(ledger("--key", rewardKey, "params", "approve", change)), 0o644); err != nil {
+	if err := os.WriteFile(approval, []byte(ledger("--key-file", rewardKey, "params", "approve", change)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out := ledger("params", "submit", change, "--approval", approval); !strings.Contains(out, "ok") {
@@ -536,7 +536,7 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 	// Provider onboarding: the new key has no money, so init says how to
 	// fund it; once funded, it registers and stakes.
 	pvDir := t.TempDir()
-	initArgs := []string{"provide", "init", "--backend", "sim", "--runs", "2", "--max-tokens", "8", "--data-dir", pvDir, "--rpc", rpc, "--stake", "5"}
+	initArgs := []string{"provide", "init", "--backend", "sim", "--runs", "2", "--max-tokens", "8", "--data-dir", pvDir, "--chain-rpc", rpc, "--stake", "5"}
 	out2, err := exec.Command(bin, initArgs...).CombinedOutput()
 	m2 := regexp.MustCompile(`ledger address (idg[0-9a-f]+)`).FindStringSubmatch(string(out2))
 	if err == nil || m2 == nil || !strings.Contains(string(out2), "send it tokens first") || !strings.Contains(string(out2), "tokens/s") {
@@ -552,7 +552,7 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 		t.Fatalf("provider after init:\n%s", out)
 	}
 	// The audit replays the chain over RPC and agrees.
-	if out, err := exec.Command(bin, "audit", "--rpc", rpc).CombinedOutput(); err != nil || !strings.Contains(string(out), "every app hash matches") {
+	if out, err := exec.Command(bin, "audit", "--chain-rpc", rpc).CombinedOutput(); err != nil || !strings.Contains(string(out), "every app hash matches") {
 		t.Fatalf("audit: %v\n%s", err, out)
 	}
 	// CometBFT's metrics: the block height among them.
@@ -566,7 +566,7 @@ func TestValidatorAndLedgerCLI(t *testing.T) {
 		t.Errorf("validator metrics lack the block height:\n%.500s", mb)
 	}
 	// An overdraft fails with the ledger's reason and a non-zero exit.
-	cmd := exec.Command(bin, "ledger", "--rpc", rpc, "--key", keyFile, "send", bob, "1000")
+	cmd := exec.Command(bin, "ledger", "--chain-rpc", rpc, "--key-file", keyFile, "send", bob, "1000")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "balance") {
 		t.Fatalf("overdraft: %v\n%s", err, out)
 	}

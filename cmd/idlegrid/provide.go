@@ -90,7 +90,7 @@ directory (mode 0600).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Gateway, "gateway", "", "gateway base URL, e.g. https://gateway.example:8420")
-	f.StringVar(&backendKind, "backend", node.BackendOllama, "model backend: ollama, sim or auto")
+	f.StringVar(&backendKind, "backend", node.BackendOllama, "model backend: ollama, sim or auto (not auto by default: a provider that meant to serve its Ollama must not quietly serve the simulator)")
 	f.StringVar(&ollama, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringSliceVar(&cfg.Models, "models", nil, "only offer these models (default: all local models)")
 	f.IntVar(&cfg.Slots, "slots", 4, "jobs to run at once")
@@ -138,7 +138,8 @@ func provideControlCmds(a *app) []*cobra.Command {
 			},
 		}
 		c.Flags().StringVar(&control, "control", "http://"+node.DefaultControlAddr, "the provider's control endpoint")
-		c.Flags().StringVar(&rpc, "rpc", "", "also show earnings, stake and verification record from the ledger at this validator RPC URL")
+		c.Flags().StringVar(&rpc, "chain-rpc", "", "also show earnings, stake and verification record from the ledger at this validator RPC URL")
+		deprecatedAlias(c.Flags(), "rpc", "chain-rpc")
 		return c
 	}
 	return []*cobra.Command{

@@ -41,7 +41,7 @@ func newProvideInitCmd(a *app) *cobra.Command {
  4. suggest prices from what the network pays on --gateway and the
     measured speed;
  5. create the provider key (DATA-DIR/provider.key), register it as a
-    provider on the ledger (--rpc) and stake --stake (default the chain's
+    provider on the ledger (--chain-rpc) and stake --stake (default the chain's
     minimum), unless --no-ledger;
  6. print the ` + "`idlegrid provide`" + ` command that starts serving.`,
 		Args: cobra.NoArgs,
@@ -50,7 +50,7 @@ func newProvideInitCmd(a *app) *cobra.Command {
 			out := a.stdout
 			fmt.Fprintln(out, "1. Hardware")
 			hw := onboard.DetectHardware(ctx, "")
-			fmt.Fprint(out, indent(hw.String()))
+			fmt.Fprint(out, indent(onboard.DescribeHardware(hw)))
 
 			fmt.Fprintln(out, "2. Models")
 			b, err := node.OpenBackend(ctx, backendKind, ollama, a.log)
@@ -131,14 +131,15 @@ func newProvideInitCmd(a *app) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&gateway, "gateway", "", "gateway base URL, for the network's prices")
-	f.StringVar(&backendKind, "backend", node.BackendOllama, "model backend: ollama, sim or auto")
+	f.StringVar(&backendKind, "backend", node.BackendOllama, "model backend: ollama, sim or auto (not auto by default: the benchmark and prices are for the Ollama you will serve)")
 	f.StringVar(&ollama, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringSliceVar(&models, "models", nil, "models to offer (default: all local models)")
 	f.IntVar(&runs, "runs", 5, "benchmark generations per model")
 	f.IntVar(&maxTokens, "max-tokens", 64, "tokens per benchmark generation")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the provider key")
 	f.StringVar(&keyFile, "key-file", "", "provider key file (default DATA-DIR/provider.key)")
-	f.StringVar(&rpc, "rpc", defaultRPC, "validator RPC URL")
+	f.StringVar(&rpc, "chain-rpc", defaultRPC, "validator RPC URL")
+	deprecatedAlias(f, "rpc", "chain-rpc")
 	f.StringVar(&stake, "stake", "", "tokens to stake (default: the chain's minimum provider stake)")
 	f.BoolVar(&noLedger, "no-ledger", false, "skip registration and stake")
 	return cmd
@@ -156,7 +157,7 @@ func registerProvider(ctx context.Context, a *app, rpc string, key keys.PrivateK
 	defer cancel()
 	st, err := c.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("ledger at %s: %w (--rpc, or --no-ledger to skip)", rpc, err)
+		return fmt.Errorf("ledger at %s: %w (--chain-rpc, or --no-ledger to skip)", rpc, err)
 	}
 	l := chain.Ledger{Client: c}
 	params, err := l.Params(ctx)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -14,21 +13,21 @@ import (
 )
 
 func newReceiptsCmd(a *app) *cobra.Command {
-	var dataDir string
+	var where gatewayStoreFlags
 	cmd := &cobra.Command{
 		Use:   "receipts",
 		Short: "Inspect and verify signed receipts",
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "gateway data directory (to look receipts up by request id)")
+	where.add(cmd, "gateway data directory (to look receipts up by request id)")
 	verify := &cobra.Command{
 		Use:   "verify FILE|REQUEST_ID",
 		Short: "Check a receipt's fields and both signatures, offline",
 		Long: `Verify a signed receipt without trusting any server: FILE is the JSON served
-by GET /v1/receipts/{id}; REQUEST_ID looks the receipt up in the local gateway
-database. Exits non-zero when anything does not verify.`,
+by GET /v1/receipts/{id}; REQUEST_ID looks the receipt up in the gateway's store
+(DATA-DIR/gateway.db, or the shared PostgreSQL database with --database-url). Exits non-zero when anything does not verify.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, src, err := loadReceipt(cmd, dataDir, args[0])
+			s, src, err := loadReceipt(cmd, &where, args[0])
 			if err != nil {
 				return err
 			}
@@ -49,8 +48,8 @@ database. Exits non-zero when anything does not verify.`,
 }
 
 // loadReceipt reads arg as a receipt JSON file, or else as a request id in
-// the local gateway store.
-func loadReceipt(cmd *cobra.Command, dataDir, arg string) (receipt.Signed, string, error) {
+// the gateway's store.
+func loadReceipt(cmd *cobra.Command, where *gatewayStoreFlags, arg string) (receipt.Signed, string, error) {
 	b, err := os.ReadFile(arg)
 	if err == nil {
 		s, err := receipt.ParseSigned(b)
@@ -62,13 +61,9 @@ func loadReceipt(cmd *cobra.Command, dataDir, arg string) (receipt.Signed, strin
 	if !errors.Is(err, fs.ErrNotExist) {
 		return receipt.Signed{}, "", err
 	}
-	db := filepath.Join(dataDir, "gateway.db")
-	if _, err := os.Stat(db); err != nil {
-		return receipt.Signed{}, "", fmt.Errorf("%q is not a file, and there is no gateway database at %s to look it up", arg, db)
-	}
-	st, err := store.Open(cmd.Context(), db)
+	st, db, err := where.open(cmd.Context(), true)
 	if err != nil {
-		return receipt.Signed{}, "", err
+		return receipt.Signed{}, "", fmt.Errorf("%q is not a file, and %w", arg, err)
 	}
 	defer st.Close()
 	s, err := st.Receipt(cmd.Context(), arg)

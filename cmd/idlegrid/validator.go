@@ -163,7 +163,7 @@ func newValidatorStartCmd(a *app, deps validatorDeps) *cobra.Command {
 			return n.Stop()
 		},
 	}
-	cmd.Flags().StringVar(&home, "home", "", "the validator's CometBFT home (from `validator init`); required")
+	cmd.Flags().StringVar(&home, "home", "", "the validator's CometBFT home (from validator init); required")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve CometBFT's Prometheus metrics (block height, rounds, mempool, peers) here, e.g. 127.0.0.1:26660")
 	return cmd
 }

@@ -35,13 +35,13 @@ mix) through the gateway's public API with an ordinary API key, learn from each
 answer's signed receipt which provider served it with which weights, replay
 the answer on a reference model (--backend/--ollama-url: the weights you
 vouch for) and, every --case-size canaries of one provider, judge them and
-post a verdict transaction signed with --key (a registered, staked verifier).
+post a verdict transaction signed with --key-file (a registered, staked verifier).
 The evidence of every verdict is kept under DATA-DIR/evidence, named by the
 hash the verdict carries. A provider (with weights) the verifier has not
 judged yet is on probation: it gets --probation-cases cases of canaries back
 to back, pinned to it; outside probation providers audited less than the
 others get the next canaries. Every --sample-interval the verifier also reads
-the gateway's feed of sampled responses (signed with --key: only registered
+the gateway's feed of sampled responses (signed with --key-file: only registered
 verifiers may) and, when the gateway shares their text, judges them and posts
 their verdicts: re-scored on the simulator (--backend sim); on Ollama greedy
 ones are replayed like canaries, with the deficits of the provider's tokens
@@ -110,7 +110,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f := cmd.Flags()
 	f.StringVar(&gateway, "gateway", "", "gateway base URL")
 	f.StringVar(&apiKey, "api-key", "", "an API key of the gateway (its account pays for the canaries)")
-	f.StringVar(&backendKind, "backend", node.BackendOllama, "reference backend: ollama, sim or auto")
+	f.StringVar(&backendKind, "backend", node.BackendOllama, "reference backend: ollama, sim or auto (not auto by default: judging real models against the simulator would convict honest providers)")
 	f.StringVar(&ollama, "ollama-url", node.DefaultOllamaURL(), "reference Ollama base URL (default from OLLAMA_HOST)")
 	f.StringSliceVar(&models, "models", nil, "models to verify (default: every model of the reference)")
 	f.DurationVar(&interval, "interval", 10*time.Second, "pause between canaries")
@@ -118,11 +118,13 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f.IntVar(&maxTokens, "max-tokens", 128, "longest canary answer")
 	f.IntVar(&probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
 	f.IntVar(&sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
-	f.StringVar(&rpc, "rpc", defaultRPC, "validator RPC URL verdicts are posted to")
+	f.StringVar(&rpc, "chain-rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
-	f.StringVar(&keyFile, "key", "", "verifier key file (default DATA-DIR/verifier.key); register it with `idlegrid ledger register verifier` and stake")
+	f.StringVar(&keyFile, "key-file", "", "verifier key file (default DATA-DIR/verifier.key); register it with idlegrid ledger register verifier, and stake")
+	deprecatedAlias(f, "rpc", "chain-rpc")
+	deprecatedAlias(f, "key", "key-file")
 	f.BoolVar(&dryRun, "dry-run", false, "judge but post nothing")
-	f.DurationVar(&sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key, and judge shared samples (0: canaries only)")
+	f.DurationVar(&sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key-file, and judge shared samples (0: canaries only)")
 	f.DurationVar(&caseInterval, "case-interval", 5*time.Second, "look for open canary cases of other verifiers this often, replay them and vote (0: never)")
 	return cmd
 }
@@ -148,7 +150,7 @@ func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Conte
 	l := chain.Ledger{Client: c}
 	acct, err := l.Account(sctx, addr)
 	if err != nil || !acct.Has(ledger.RoleVerifier) {
-		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key %s register verifier` and stake first", addr, err, keyFile)
+		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key-file %s register verifier` and stake first", addr, err, keyFile)
 	}
 	signer := chain.NewSigner(c, key, st.ChainID)
 	return func(ctx context.Context, tx ledger.Tx) error {

@@ -44,6 +44,10 @@ type Model struct {
 	// NoLogprobs: the backend is known to return no log-probabilities for
 	// this model (Ollama before 0.12.11).
 	NoLogprobs bool
+	// Capabilities are what the model can do, with Ollama's names
+	// (protocol.CapCompletion, protocol.CapTools, "vision", …); empty
+	// means completion only.
+	Capabilities []string
 }
 
 // Delta is a piece of generated text.
@@ -53,6 +57,8 @@ type Delta struct {
 	Tokens int
 	// Logprobs for the tokens in Text, when requested and supported.
 	Logprobs []protocol.TokenLogprob
+	// ToolCalls the model made, each whole, after Text.
+	ToolCalls []protocol.ToolCall
 }
 
 // Result is the outcome of a finished generation.

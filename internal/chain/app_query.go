@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -134,196 +135,271 @@ func (app *App) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryRes
 }
 
 func (app *App) query(path, arg string, height int64) (any, uint32, error) {
-	view := ledger.View{R: app.db}
-	notFound := func(what string) (any, uint32, error) {
-		return nil, QueryCodeNotFound, fmt.Errorf("%s %q not found", what, arg)
+	h, ok := queryHandlers[path]
+	if !ok {
+		return nil, QueryCodeBadRequest, fmt.Errorf("unknown query path %q", path)
 	}
-	internal := func(err error) (any, uint32, error) { return nil, QueryCodeInternal, err }
-	// found answers a lookup: the value, not found, or a storage error.
-	found := func(v any, ok bool, err error, what string) (any, uint32, error) {
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok:
-			return notFound(what)
-		}
+	v, err := h(query{view: ledger.View{R: app.db}, arg: arg, height: height})
+	var qe *queryError
+	switch {
+	case err == nil:
 		return v, 0, nil
+	case errors.As(err, &qe):
+		return nil, qe.code, qe.err
 	}
-	hashArg := func(what string) (receipt.Hash, error) {
-		var h receipt.Hash
-		if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
-			return h, fmt.Errorf("%s: %w", what, err)
-		}
-		return h, nil
+	return nil, QueryCodeInternal, err
+}
+
+// query is one read of committed state: its argument and the height it
+// answers at.
+type query struct {
+	view   ledger.View
+	arg    string
+	height int64
+}
+
+// queryError is a failed query's answer with its result code; any other
+// error is a storage error (QueryCodeInternal).
+type queryError struct {
+	code uint32
+	err  error
+}
+
+func (e *queryError) Error() string { return e.err.Error() }
+
+func badRequest(err error) error { return &queryError{QueryCodeBadRequest, err} }
+
+func (q query) notFound(what string) error {
+	return &queryError{QueryCodeNotFound, fmt.Errorf("%s %q not found", what, q.arg)}
+}
+
+// found answers a lookup: the value, not found, or a storage error.
+func (q query) found(v any, ok bool, err error, what string) (any, error) {
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, q.notFound(what)
 	}
-	switch path {
-	case PathAccount:
-		addr := keys.Address(arg)
-		if err := addr.Validate(); err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		a, ok, err := view.Account(addr)
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok:
-			return notFound("account")
-		}
-		return AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(uint64(height)), Unvested: a.Unvested(uint64(height))}, 0, nil
-	case PathReceipt:
-		gateway, id, err := ParseReceiptRef(arg)
-		if err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		s, ok, err := view.Settlement(gateway, id)
-		return found(s, ok, err, "settled receipt")
-	case PathTx:
-		h, err := hashArg("tx hash")
-		if err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		t, ok, err := view.Tx(h)
-		return found(t, ok, err, "transaction")
-	case PathDeposit:
-		c, g, _ := strings.Cut(arg, "/")
-		consumer, gateway := keys.Address(c), keys.Address(g)
-		if err := consumer.Validate(); err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		if err := gateway.Validate(); err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		d, err := view.Deposit(consumer, gateway)
-		if err != nil {
-			return internal(err)
-		}
-		return DepositInfo{Consumer: consumer, Gateway: gateway, Deposit: d, Drawable: d.Drawable(uint64(height))}, 0, nil
-	case PathParams:
-		p, err := view.Params()
-		if err != nil {
-			return internal(err)
-		}
-		return p, 0, nil
-	case PathSupply:
-		s, err := view.Supply()
-		if err != nil {
-			return internal(err)
-		}
-		return s, 0, nil
-	case PathEpoch:
-		if arg == "" {
-			st, err := view.EpochState()
-			if err != nil {
-				return internal(err)
-			}
-			p, err := view.Params()
-			if err != nil {
-				return internal(err)
-			}
-			return EpochInfo{EpochState: st, EndHeight: st.Start + p.EpochBlocks - 1, Height: height}, 0, nil
-		}
-		n, err := strconv.ParseUint(arg, 10, 64)
-		if err != nil {
-			return nil, QueryCodeBadRequest, fmt.Errorf("epoch %q: want a number", arg)
-		}
-		r, ok, err := view.Epoch(n)
-		return found(r, ok, err, "finished epoch")
-	case PathPayouts:
-		n, err := strconv.ParseUint(arg, 10, 64)
-		if err != nil {
-			return nil, QueryCodeBadRequest, fmt.Errorf("epoch %q: want a number", arg)
-		}
-		if _, ok, err := view.Epoch(n); err != nil || !ok {
-			return found(nil, ok, err, "finished epoch")
-		}
-		ps, err := view.Payouts(n)
-		if err != nil {
-			return internal(err)
-		}
-		return append([]ledger.Payout{}, ps...), 0, nil
-	case PathPayout:
-		e, a, _ := strings.Cut(arg, "/")
-		n, err := strconv.ParseUint(e, 10, 64)
-		if err != nil {
-			return nil, QueryCodeBadRequest, fmt.Errorf("payout %q: want EPOCH/ADDRESS", arg)
-		}
-		addr := keys.Address(a)
-		if err := addr.Validate(); err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		pr, ok, err := view.PayoutProof(n, addr)
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok:
-			return nil, QueryCodeNotFound, fmt.Errorf("no payout to %s in epoch %d (the epoch has not ended, or the account earned nothing in it)", addr, n)
-		}
-		return pr, 0, nil
-	case PathProvider:
-		addr := keys.Address(arg)
-		if err := addr.Validate(); err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		a, ok, err := view.Account(addr)
-		switch {
-		case err != nil:
-			return internal(err)
-		case !ok || !a.Has(ledger.RoleProvider):
-			return notFound("provider")
-		}
-		r, err := view.ProviderRecord(addr)
-		if err != nil {
-			return internal(err)
-		}
-		return ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed, Stake: a.Stake}, 0, nil
-	case PathCase:
-		h, err := hashArg("evidence hash")
-		if err != nil {
-			return nil, QueryCodeBadRequest, err
-		}
-		c, ok, err := view.Case(h)
-		return found(c, ok, err, "case")
-	case PathCases:
-		evs, err := view.OpenCases(uint64(max(height, 0)))
-		if err != nil {
-			return internal(err)
-		}
-		out := []OpenCase{}
-		for _, ev := range evs {
-			c, ok, err := view.Case(ev)
-			if err != nil {
-				return internal(err)
-			}
-			if !ok || c.Matured {
-				continue
-			}
-			oc := OpenCase{Evidence: ev, Case: c}
-			if c.Canary {
-				o, ok, err := view.CaseOpening(ev)
-				if err != nil {
-					return internal(err)
-				}
-				if ok {
-					oc.Opening = &o
-				}
-			}
-			out = append(out, oc)
-		}
-		return out, 0, nil
-	case PathGovernance:
-		id, err := view.ChainID()
-		if err != nil {
-			return internal(err)
-		}
-		v, err := view.ParamsVersion()
-		if err != nil {
-			return internal(err)
-		}
-		vals, err := view.Validators()
-		if err != nil {
-			return internal(err)
-		}
-		return GovernanceInfo{ChainID: id, ParamsVersion: v, Validators: append([]ledger.Validator{}, vals...)}, 0, nil
+	return v, nil
+}
+
+// address reads the argument as an account address.
+func (q query) address() (keys.Address, error) {
+	addr := keys.Address(q.arg)
+	if err := addr.Validate(); err != nil {
+		return "", badRequest(err)
 	}
-	return nil, QueryCodeBadRequest, fmt.Errorf("unknown query path %q", path)
+	return addr, nil
+}
+
+// hash reads the argument as a hash in hex.
+func (q query) hash(what string) (receipt.Hash, error) {
+	var h receipt.Hash
+	if err := h.UnmarshalText([]byte(strings.ToLower(q.arg))); err != nil {
+		return h, badRequest(fmt.Errorf("%s: %w", what, err))
+	}
+	return h, nil
+}
+
+// epochNumber reads the argument as an epoch number.
+func (q query) epochNumber() (uint64, error) {
+	n, err := strconv.ParseUint(q.arg, 10, 64)
+	if err != nil {
+		return 0, badRequest(fmt.Errorf("epoch %q: want a number", q.arg))
+	}
+	return n, nil
+}
+
+// queryHandlers answer each query path.
+var queryHandlers = map[string]func(query) (any, error){
+	PathAccount:    queryAccount,
+	PathReceipt:    queryReceipt,
+	PathTx:         queryTx,
+	PathDeposit:    queryDeposit,
+	PathParams:     func(q query) (any, error) { return q.view.Params() },
+	PathSupply:     func(q query) (any, error) { return q.view.Supply() },
+	PathEpoch:      queryEpoch,
+	PathPayouts:    queryPayouts,
+	PathPayout:     queryPayout,
+	PathProvider:   queryProvider,
+	PathCase:       queryCase,
+	PathCases:      queryCases,
+	PathGovernance: queryGovernance,
+}
+
+func queryAccount(q query) (any, error) {
+	addr, err := q.address()
+	if err != nil {
+		return nil, err
+	}
+	a, ok, err := q.view.Account(addr)
+	if err != nil || !ok {
+		return q.found(nil, ok, err, "account")
+	}
+	h := uint64(q.height)
+	return AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(h), Unvested: a.Unvested(h)}, nil
+}
+
+func queryReceipt(q query) (any, error) {
+	gateway, id, err := ParseReceiptRef(q.arg)
+	if err != nil {
+		return nil, badRequest(err)
+	}
+	s, ok, err := q.view.Settlement(gateway, id)
+	return q.found(s, ok, err, "settled receipt")
+}
+
+func queryTx(q query) (any, error) {
+	h, err := q.hash("tx hash")
+	if err != nil {
+		return nil, err
+	}
+	t, ok, err := q.view.Tx(h)
+	return q.found(t, ok, err, "transaction")
+}
+
+func queryDeposit(q query) (any, error) {
+	c, g, _ := strings.Cut(q.arg, "/")
+	consumer, gateway := keys.Address(c), keys.Address(g)
+	if err := consumer.Validate(); err != nil {
+		return nil, badRequest(err)
+	}
+	if err := gateway.Validate(); err != nil {
+		return nil, badRequest(err)
+	}
+	d, err := q.view.Deposit(consumer, gateway)
+	if err != nil {
+		return nil, err
+	}
+	return DepositInfo{Consumer: consumer, Gateway: gateway, Deposit: d, Drawable: d.Drawable(uint64(q.height))}, nil
+}
+
+// queryEpoch answers the running epoch for an empty argument, else the
+// finished epoch of that number.
+func queryEpoch(q query) (any, error) {
+	if q.arg == "" {
+		st, err := q.view.EpochState()
+		if err != nil {
+			return nil, err
+		}
+		p, err := q.view.Params()
+		if err != nil {
+			return nil, err
+		}
+		return EpochInfo{EpochState: st, EndHeight: st.Start + p.EpochBlocks - 1, Height: q.height}, nil
+	}
+	n, err := q.epochNumber()
+	if err != nil {
+		return nil, err
+	}
+	r, ok, err := q.view.Epoch(n)
+	return q.found(r, ok, err, "finished epoch")
+}
+
+func queryPayouts(q query) (any, error) {
+	n, err := q.epochNumber()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok, err := q.view.Epoch(n); err != nil || !ok {
+		return q.found(nil, ok, err, "finished epoch")
+	}
+	ps, err := q.view.Payouts(n)
+	if err != nil {
+		return nil, err
+	}
+	return append([]ledger.Payout{}, ps...), nil
+}
+
+func queryPayout(q query) (any, error) {
+	e, a, _ := strings.Cut(q.arg, "/")
+	n, err := strconv.ParseUint(e, 10, 64)
+	if err != nil {
+		return nil, badRequest(fmt.Errorf("payout %q: want EPOCH/ADDRESS", q.arg))
+	}
+	addr := keys.Address(a)
+	if err := addr.Validate(); err != nil {
+		return nil, badRequest(err)
+	}
+	pr, ok, err := q.view.PayoutProof(n, addr)
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, &queryError{QueryCodeNotFound, fmt.Errorf("no payout to %s in epoch %d (the epoch has not ended, or the account earned nothing in it)", addr, n)}
+	}
+	return pr, nil
+}
+
+func queryProvider(q query) (any, error) {
+	addr, err := q.address()
+	if err != nil {
+		return nil, err
+	}
+	a, ok, err := q.view.Account(addr)
+	if err != nil || !ok || !a.Has(ledger.RoleProvider) {
+		return q.found(nil, ok && a.Has(ledger.RoleProvider), err, "provider")
+	}
+	r, err := q.view.ProviderRecord(addr)
+	if err != nil {
+		return nil, err
+	}
+	return ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed, Stake: a.Stake}, nil
+}
+
+func queryCase(q query) (any, error) {
+	h, err := q.hash("evidence hash")
+	if err != nil {
+		return nil, err
+	}
+	c, ok, err := q.view.Case(h)
+	return q.found(c, ok, err, "case")
+}
+
+// queryCases lists the cases that have not matured, with the receipts and
+// texts of canary cases.
+func queryCases(q query) (any, error) {
+	evs, err := q.view.OpenCases(uint64(max(q.height, 0)))
+	if err != nil {
+		return nil, err
+	}
+	out := []OpenCase{}
+	for _, ev := range evs {
+		c, ok, err := q.view.Case(ev)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || c.Matured {
+			continue
+		}
+		oc := OpenCase{Evidence: ev, Case: c}
+		if c.Canary {
+			o, ok, err := q.view.CaseOpening(ev)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				oc.Opening = &o
+			}
+		}
+		out = append(out, oc)
+	}
+	return out, nil
+}
+
+func queryGovernance(q query) (any, error) {
+	id, err := q.view.ChainID()
+	if err != nil {
+		return nil, err
+	}
+	v, err := q.view.ParamsVersion()
+	if err != nil {
+		return nil, err
+	}
+	vals, err := q.view.Validators()
+	if err != nil {
+		return nil, err
+	}
+	return GovernanceInfo{ChainID: id, ParamsVersion: v, Validators: append([]ledger.Validator{}, vals...)}, nil
 }

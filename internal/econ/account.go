@@ -101,8 +101,11 @@ func (s *sim) caught(p *provider) bool {
 // punish books a verdict against p at the end of epoch e, from its ledger
 // state at this height: SlashBps of its stake, its escrow and its
 // unvested rewards (what an earlier verdict took excepted), and jail for
-// the next JailEpochs epochs. The ledger itself has no slashing yet, so
-// its state is left as it is: the loss is booked in p's tally.
+// the next JailEpochs epochs — what the ledger's slash takes on a
+// conviction. No verdict transaction is sent (a catch stands for the
+// failed cases a conviction needs): the ledger state is left as it is and
+// the loss is booked in p's tally (docs/economics.md, "Where this differs
+// from the ledger's verdict rules").
 func (s *sim) punish(e uint64, p *provider) error {
 	acct, err := s.chain.account(p.addr)
 	if err != nil {

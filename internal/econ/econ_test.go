@@ -212,9 +212,6 @@ func TestSelfDealingNeverPays(t *testing.T) {
 // verifiers together (the genesis's 1+2+3 times the minimum).
 func TestConvictionCost(t *testing.T) {
 	c := DefaultConfig()
-	if s, found := failStakeBps(&c.Params); !found && s != defaultFailStakeBps {
-		t.Fatalf("no verdict_fail_stake_bps in the params, yet %d bps", s)
-	}
 	got := convictionCost(&c)
 	honest := mulDivAmount(max(c.Params.MinVerifierStake, money.Unit), 6, 1)
 	s := uint64(got.FailStakeBps)

@@ -244,9 +244,6 @@ func (x *WashReport) verdict() string {
 func (r *Report) printConviction(w io.Writer) error {
 	c := &r.Conviction
 	rule := fmt.Sprintf("verdict_fail_stake_bps = %s", bps(uint64(c.FailStakeBps)))
-	if c.Assumed {
-		rule = fmt.Sprintf("assumed: a case fails only when verifiers holding at least %s of all verifier stake vote fail (verdict_fail_stake_bps; the ledger's params do not name it yet)", bps(uint64(c.FailStakeBps)))
-	}
 	if c.Impossible {
 		_, err := fmt.Fprintf(w, "convicting an honest provider: %s; no stake reaches it against %s tokens of honest verifiers\n\n", rule, tok(c.HonestStake))
 		return err

@@ -262,10 +262,10 @@ func checkChain(ctx context.Context, n *network, res *Result) []string {
 	res.Height, res.AppHash = height, fmt.Sprintf("%X", first)
 	for i, u := range n.rpcs {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		out, err := exec.CommandContext(actx, n.bin, "audit", "--rpc", u).CombinedOutput()
+		out, err := exec.CommandContext(actx, n.bin, "audit", "--chain-rpc", u).CombinedOutput()
 		cancel()
 		if err != nil || !strings.Contains(string(out), "every app hash matches") {
-			problems = append(problems, fmt.Sprintf("idlegrid audit --rpc %s (validator%d): %v: %s", u, i, err, strings.TrimSpace(string(out))))
+			problems = append(problems, fmt.Sprintf("idlegrid audit --chain-rpc %s (validator%d): %v: %s", u, i, err, strings.TrimSpace(string(out))))
 		}
 	}
 	return problems

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/gateway/api/ollama"
@@ -34,22 +35,31 @@ func (g *Gateway) openAIGeneration(parse func([]byte) (openai.Params, *apierr.Er
 			apierr.WriteOpenAI(w, e)
 			return
 		}
-		prefs, e := keyPreferences(key, p.Provider, p.ProviderObject)
-		if e != nil {
-			apierr.WriteOpenAI(w, e)
-			return
-		}
-		req := p.Request
-		req.Buffered = !p.Stream
-		session := r.Header.Get(SessionHeader)
-		if session == "" {
-			session = p.User
-		}
-		if g.overflow(w, r, body, req.Model, prefs) {
-			return
-		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(g.consumerWriter(w), p))
+		g.generateOpenAI(w, r, key, body, p, newSink, idPrefix)
 	}
+}
+
+// generateOpenAI places and relays one parsed OpenAI generation request.
+// A request that continues a kept response stays here: the peers keep
+// nothing of it.
+func (g *Gateway) generateOpenAI(w http.ResponseWriter, r *http.Request, key store.APIKey, body []byte, p openai.Params,
+	newSink func(http.ResponseWriter, openai.Params) sink.Sink, idPrefix string) {
+	prefs, e := keyPreferences(key, p.Provider, p.ProviderObject)
+	if e != nil {
+		apierr.WriteOpenAI(w, e)
+		return
+	}
+	req := p.Request
+	req.Buffered = !p.Stream
+	session := r.Header.Get(SessionHeader)
+	if session == "" {
+		session = p.User
+	}
+	continues := p.Responses != nil && p.Responses.PreviousResponseID != ""
+	if !continues && g.overflow(w, r, body, req.Model, prefs) {
+		return
+	}
+	g.relay(r.Context(), key, req, receipt.Sum(body), idPrefix, route{prefs: prefs, session: session}, newSink(g.consumerWriter(w), p))
 }
 
 // ollamaGeneration serves one Ollama generation endpoint.
@@ -217,6 +227,7 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 		}
 	}
 	slices.Sort(m.Digests)
+	m.Capabilities = modelCapabilities(e)
 	m.PricePrompt = openai.PriceRange{Min: slices.Min(prompt), Median: scheduler.Median(prompt)}
 	m.PriceCompletion = openai.PriceRange{Min: slices.Min(completion), Median: scheduler.Median(completion)}
 	if len(rates) > 0 {
@@ -230,7 +241,36 @@ func (g *Gateway) openAIModel(e modelEntry) openai.Model {
 func ollamaModel(e modelEntry) ollama.Model {
 	m := e.model
 	return ollama.Model{Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Family: m.Family, ParameterSize: m.ParameterSize,
-		Quantization: m.Quantization, ContextLength: m.ContextLength, ModifiedAt: e.since}
+		Quantization: m.Quantization, ContextLength: m.ContextLength, ModifiedAt: e.since, Capabilities: modelCapabilities(e)}
+}
+
+// modelCapabilities are the capabilities some provider of e's model has,
+// completion first and the rest sorted.
+func modelCapabilities(e modelEntry) []string {
+	var out []string
+	for _, o := range e.offers {
+		caps := o.model.Capabilities
+		if len(caps) == 0 {
+			caps = []string{protocol.CapCompletion}
+		}
+		for _, c := range caps {
+			if !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		switch {
+		case a == b:
+			return 0
+		case a == protocol.CapCompletion:
+			return -1
+		case b == protocol.CapCompletion:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return out
 }
 
 func (g *Gateway) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {

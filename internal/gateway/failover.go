@@ -39,6 +39,7 @@ type answer struct {
 	began      bool
 	firstToken time.Duration // from admission to the first delta
 	text       strings.Builder
+	toolCalls  int // tool calls delivered, all jobs
 	tokens     int // completion tokens delivered, all jobs
 	earlier    int // of which delivered by jobs that ended without a receipt
 	continued  int // continuation segments started
@@ -73,11 +74,20 @@ func (a *answer) delta(c *call, ch *protocol.Chunk) error {
 		a.firstToken = time.Since(c.admitted)
 	}
 	a.text.WriteString(ch.Delta)
+	a.toolCalls += len(ch.ToolCalls)
 	a.tokens += chunkTokens(ch)
 	if err := a.begin(); err != nil {
 		return err
 	}
 	return a.snk.Delta(sinkDelta(ch))
+}
+
+// continuable reports whether another provider may take c over: before
+// the first token always; after it only for free text, since a tool call
+// or structured output cannot be continued from its first half (the
+// model would not know it is inside a call or a schema).
+func (a *answer) continuable(c *call) bool {
+	return a.tokens == 0 || !c.req.SendsTools() && len(c.req.Format) == 0
 }
 
 // abandon notes that the current job ended without done: what it
@@ -95,7 +105,7 @@ func (a *answer) complete(c *call) {
 }
 
 func sinkDelta(ch *protocol.Chunk) sink.Delta {
-	return sink.Delta{Text: ch.Delta, Logprobs: ch.Logprobs}
+	return sink.Delta{Text: ch.Delta, Logprobs: ch.Logprobs, ToolCalls: ch.ToolCalls}
 }
 
 // chunkTokens is how many tokens a chunk holds: what the provider says, or

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -83,7 +84,7 @@ func TestContinuationMatchesUninterrupted(t *testing.T) {
 					t.Fatalf("k=%d: %d + %d tokens, want %d", k, tokens, res.Usage.CompletionTokens, wholeRes.Usage.CompletionTokens)
 				}
 			}
-			if !slices.Equal(req.Messages, orig) {
+			if !reflect.DeepEqual(req.Messages, orig) {
 				t.Fatal("continuation changed the consumer's messages")
 			}
 		})

@@ -162,6 +162,12 @@ type Config struct {
 	// gateways serve; the model lists show them beside the local ones,
 	// since requests for them are forwarded (see Peering).
 	Peers PeerCatalog
+	// ResponseMemory bounds the bytes of conversation /v1/responses keeps
+	// in memory for previous_response_id (default
+	// DefaultResponseMemory; negative keeps none), each for ResponseTTL
+	// (default DefaultResponseTTL).
+	ResponseMemory int64
+	ResponseTTL    time.Duration
 	// Overflow, for gateways sharing a database, takes requests that would
 	// only queue here (every local provider of the model busy) to a peer
 	// gateway with a free slot for it (Peering implements it; see
@@ -211,6 +217,9 @@ type Gateway struct {
 	funds   *funds      // nil without a ledger
 	settle  *settlement // nil without a ledger
 	samples *sampleFeed // nil when no responses are sampled
+
+	// kept holds the conversations /v1/responses keeps (responses.go).
+	kept responseMemory
 }
 
 // New checks cfg and returns a Gateway.
@@ -290,6 +299,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.SettleInFlight <= 0 {
 		cfg.SettleInFlight = 2
 	}
+	if cfg.ResponseMemory == 0 {
+		cfg.ResponseMemory = DefaultResponseMemory
+	}
+	if cfg.ResponseTTL <= 0 {
+		cfg.ResponseTTL = DefaultResponseTTL
+	}
 	if cfg.KeepSettled != 0 && cfg.KeepSettled < MinKeepSettled {
 		return nil, fmt.Errorf("gateway: keep settled receipts %s: want 0 (forever) or at least %s", cfg.KeepSettled, MinKeepSettled)
 	}
@@ -298,7 +313,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), sched: sched, waiting: newLines(), health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
-		adm: admission{standings: map[keys.PublicKey]standing{}}}
+		adm: admission{standings: map[keys.PublicKey]standing{}}, kept: newResponseMemory(cfg.ResponseMemory, cfg.ResponseTTL, cfg.Now)}
 	cfg.Hub.SetAdmit(g.admitProvider)
 	g.served = servedBefore(cfg.Store, g.started.Add(-cfg.RecentlyServed), g.log)
 	switch {
@@ -381,6 +396,7 @@ func (g *Gateway) Handler() http.Handler {
 	}
 	route("POST", "/v1/chat/completions", g.openAIGeneration(openai.ParseChat, openai.NewChatSink, "chatcmpl-"), apierr.WriteOpenAI)
 	route("POST", "/v1/completions", g.openAIGeneration(openai.ParseCompletion, openai.NewCompletionSink, "cmpl-"), apierr.WriteOpenAI)
+	route("POST", "/v1/responses", g.handleResponses, apierr.WriteOpenAI)
 	route("GET", "/v1/models", g.handleOpenAIModels, apierr.WriteOpenAI)
 	mux.HandleFunc("GET /v1/models/{id...}", g.handleOpenAIModel)
 	mux.HandleFunc("GET /v1/receipts/{id}", g.handleReceipt)

@@ -25,6 +25,10 @@ const (
 	templateTokens           = 64
 	// endTokens are tokens that decode to no text (end of sequence).
 	endTokens = 2
+	// templateTokensPerTool bounds what a template adds around each tool
+	// it renders: the JSON keys and punctuation of its function object
+	// (about 40 bytes compact) and the instructions some templates repeat.
+	templateTokensPerTool = 64
 )
 
 // usageLimit is the most usage a provider may claim for req before its
@@ -58,10 +62,22 @@ func checkUsage(req *protocol.Request, claimed protocol.Usage, relayed int) erro
 }
 
 // promptLimit is the most tokens req's prompt can hold once templated.
+// Tools offered count their name, description and parameters' bytes, and
+// tool calls and results in the history their names, ids and arguments,
+// each with a template allowance: templates render them as JSON into the
+// prompt, with keys, quotes and separators the gateway cannot see.
 func promptLimit(req *protocol.Request) int {
 	n := len(req.Prompt) + len(req.System)
 	for _, m := range req.Messages {
-		n += len(m.Content) + len(m.Role)
+		n += len(m.Content) + len(m.Role) + len(m.ToolName) + len(m.ToolCallID)
+		for _, tc := range m.ToolCalls {
+			n += len(tc.ID) + len(tc.Name) + len(tc.Arguments) + templateTokensPerMessage
+		}
+	}
+	if req.SendsTools() {
+		for _, t := range req.Tools {
+			n += len(t.Function.Name) + len(t.Function.Description) + len(t.Function.Parameters) + templateTokensPerTool
+		}
 	}
 	if req.Raw {
 		return n + endTokens

@@ -184,6 +184,9 @@ func timeoutError(limit time.Duration) *apierr.Error {
 // unplaceable is the 503 for a request no provider can take and none
 // will by merely finishing a job.
 func unplaceable(u *scheduler.Unplaceable) *apierr.Error {
+	if u.OnlyIncapable() {
+		return apierr.Invalid(u.Lacking, "no provider of %s supports %s (%s). Ask without %s, or use a model whose providers support it.", u.Model, u.Lacking, u.Error(), u.Lacking)
+	}
 	if u.OnlyLogprobs() {
 		return apierr.Invalid("logprobs", "No provider of this model can return log-probabilities: their backends return none (Ollama before 0.12.11), and providers whose backends do are not online (%s). Ask without logprobs, or try again later.", u.Error())
 	}

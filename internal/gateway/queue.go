@@ -17,8 +17,9 @@ import (
 // placement attempt, not one per waiting request.
 //
 // Some requests can use fewer of the model's providers than others: those
-// with routing preferences, asking for log-probabilities, or moving on
-// after a provider failed them. When such a restricted request tries and
+// with routing preferences, asking for log-probabilities or for
+// capabilities (tools, structured output), or moving on after a provider
+// failed them. When such a restricted request tries and
 // finds its providers busy, the next one tries too (the slot may be one it
 // cannot use); an unrestricted request that finds every provider busy ends
 // the round, since nobody behind it can be placed either. So a restricted
@@ -50,10 +51,10 @@ func lineKey(c *call) string {
 }
 
 // restricted reports whether c can use fewer of its model's providers than
-// a request without preferences.
+// a plain request (see the scheduler's filters).
 func restricted(c *call) bool {
 	s := &c.sched
-	return len(s.Exclude) > 0 || !s.Prefs.IsZero() || s.Logprobs
+	return len(s.Exclude) > 0 || !s.Prefs.IsZero() || s.Logprobs || len(s.Needs) > 0 || s.Format
 }
 
 // waiting reports whether anybody waits in line key.

@@ -56,6 +56,8 @@ func TestLinesTurnOrder(t *testing.T) {
 		{asked: "sim", sched: scheduler.Request{Exclude: []keys.PublicKey{{1}}}},
 		{asked: "sim", sched: scheduler.Request{Prefs: scheduler.Preferences{RequireDigest: "ab"}}},
 		{asked: "sim", sched: scheduler.Request{Logprobs: true}},
+		{asked: "sim", sched: scheduler.Request{Needs: []string{"tools"}}},
+		{asked: "sim", sched: scheduler.Request{Format: true}},
 	} {
 		if k := lineKey(c); k != "sim" || !restricted(c) {
 			t.Errorf("%+v: line %q, restricted %v", c.sched, k, restricted(c))

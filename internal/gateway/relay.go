@@ -107,7 +107,7 @@ func (g *Gateway) relay(ctx context.Context, key store.APIKey, req protocol.Requ
 		if r.err == nil {
 			return
 		}
-		if !r.retry || attempt >= g.cfg.MaxAttempts || dctx.Err() != nil {
+		if !r.retry || attempt >= g.cfg.MaxAttempts || dctx.Err() != nil || !out.continuable(c) {
 			snk.Fail(r.err)
 			return
 		}
@@ -177,6 +177,15 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 			return outcome{err: apierr.Upstream("The provider sent no token within %s.", g.cfg.FirstTokenTimeout), retry: true}
 		}
 		switch {
+		case ev.Chunk != nil && len(ev.Chunk.ToolCalls) > 0 && !job.Request.SendsTools():
+			// Calls of tools the consumer never offered: nothing it could
+			// run, and billed tokens it did not ask for.
+			stream.Cancel()
+			partial()
+			out.abandon()
+			g.health.failure(provider)
+			log.Warn("provider sent tool calls for a request without tools; job cancelled", "chunks", seg.chunks)
+			return outcome{err: apierr.Upstream("The provider sent tool calls for a request that offered no tools."), retry: true}
 		case ev.Chunk != nil:
 			seg.arrive(ev.Chunk, c.dispatched)
 			seg.add(ev.Chunk)
@@ -205,6 +214,16 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 	}
 }
 
+// auditable reports whether an answer may be offered to verifiers as a
+// sample: not when tools were offered or called, nor for structured
+// output. Verifiers judge a sample by scoring its text under the
+// reference model or replaying it as text; a tool call is parsed out of
+// what the model generated and a format constrains its sampling, so
+// neither would be judged fairly (docs/verification.md).
+func auditable(req *protocol.Request, out *answer) bool {
+	return out.toolCalls == 0 && !req.SendsTools() && len(req.Format) == 0
+}
+
 // record countersigns r, stores it and charges it to the request's
 // reservation. The tokens were delivered: the receipt is recorded even if
 // the consumer has just gone away.
@@ -222,13 +241,14 @@ func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig key
 
 // segment is what one job delivered.
 type segment struct {
-	// firstToken is when the first chunk with text arrived; arrived sums
-	// each chunk's bytes of text times its arrival, in seconds since
-	// dispatch (bytes the gateway counts, not tokens the provider claims).
+	// firstToken is when the first chunk with text or a tool call
+	// arrived; arrived sums each chunk's bytes (chunkBytes) times its
+	// arrival, in seconds since dispatch (bytes the gateway counts, not
+	// tokens the provider claims).
 	firstToken time.Time
 	arrived    float64
 	chunks     int
-	relayed    int // bytes of text
+	relayed    int // bytes of text and tool calls (chunkBytes)
 	tokens     int
 	text       hash.Hash
 	last       checkpoint // the latest checkpoint relayed, unverified
@@ -237,17 +257,33 @@ type segment struct {
 // arrive notes when ch arrived, for the speed measurement (observe).
 func (s *segment) arrive(ch *protocol.Chunk, dispatched time.Time) {
 	now := time.Now()
-	if s.firstToken.IsZero() && ch.Delta != "" {
+	n := chunkBytes(ch) // text and tool calls, as relayed counts them
+	if s.firstToken.IsZero() && n > 0 {
 		s.firstToken = now
 	}
-	s.arrived += float64(len(ch.Delta)) * now.Sub(dispatched).Seconds()
+	s.arrived += float64(n) * now.Sub(dispatched).Seconds()
 }
 
 func (s *segment) add(ch *protocol.Chunk) {
 	s.chunks++
-	s.relayed += len(ch.Delta)
+	s.relayed += chunkBytes(ch)
 	s.tokens += chunkTokens(ch)
-	s.text.Write([]byte(ch.Delta))
+	protocol.HashChunk(s.text, ch)
+}
+
+// toolCallMarkup is the text a model generates around each tool call
+// besides its name and arguments (tags, keys, quotes), which the backend
+// parses away: the completion tokens a call may count beyond its bytes.
+const toolCallMarkup = 32
+
+// chunkBytes is the generated text a chunk stands for, for the meter: its
+// delta, and each tool call's name and arguments plus toolCallMarkup.
+func chunkBytes(ch *protocol.Chunk) int {
+	n := len(ch.Delta)
+	for _, tc := range ch.ToolCalls {
+		n += len(tc.Name) + len(tc.Arguments) + toolCallMarkup
+	}
+	return n
 }
 
 // finish verifies the provider's receipt, countersigns and stores it, and
@@ -284,7 +320,9 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 		log.Error("could not store receipt", "err", err)
 		return outcome{err: apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry.")}
 	}
-	g.samples.offer(&job.Request, signed, d.FinishReason, out.text.String(), seg.relayed)
+	if auditable(&job.Request, out) {
+		g.samples.offer(&job.Request, signed, d.FinishReason, out.text.String(), seg.relayed)
+	}
 	total := now.Sub(c.admitted)
 	usage := protocol.Usage{PromptTokens: d.Usage.PromptTokens, CompletionTokens: uint64(out.earlier) + d.Usage.CompletionTokens}
 	final := sink.Final{FinishReason: d.FinishReason, Usage: usage, Total: total, FirstToken: out.firstToken, Eval: total - out.firstToken}

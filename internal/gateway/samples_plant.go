@@ -267,17 +267,27 @@ func (p *Planter) servedModel(models []backend.Model, i int) (backend.Model, off
 	return backend.Model{}, offer{}, false
 }
 
+// plantedIDPrefix is the request id prefix of a planted sample of kind:
+// consumers reach chat through /v1/chat/completions ("chatcmpl-") and
+// /v1/responses ("resp_"), so chat plants take either, at random; a prefix
+// never planted would tell verifiers which samples they may skip.
+func plantedIDPrefix(kind protocol.Kind) string {
+	switch {
+	case kind == protocol.KindGenerate:
+		return "cmpl-"
+	case mathrand.IntN(2) == 0:
+		return "resp_"
+	}
+	return "chatcmpl-"
+}
+
 // receipt makes the planted sample's receipt at o's prices, signed by the
 // planter's provider key and countersigned by the gateway.
 func (p *Planter) receipt(req protocol.Request, resp verify.Response, o offer) (receipt.Signed, error) {
-	prefix := "chatcmpl-"
-	if req.Kind == protocol.KindGenerate {
-		prefix = "cmpl-"
-	}
 	body, _ := json.Marshal(req)
 	now := time.Now()
 	r := receipt.Receipt{
-		Version: receipt.Version, ChainID: p.g.cfg.ChainID, RequestID: requestID(prefix),
+		Version: receipt.Version, ChainID: p.g.cfg.ChainID, RequestID: requestID(plantedIDPrefix(req.Kind)),
 		Gateway: p.g.cfg.Key.Public(), Provider: p.cfg.Provider.Public(), Consumer: p.consumer,
 		Model: o.model.Name, ModelDigest: o.model.Digest,
 		PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens,

@@ -143,3 +143,45 @@ func TestSampleFeedReplayBounds(t *testing.T) {
 		t.Fatalf("after the sweep: %d signatures, %v", len(f.seen), f.seenBy)
 	}
 }
+
+// TestToolAndStructuredAnswersAreNotSampled: answers verifiers could not
+// judge fairly — a tool call (parsed out of what the model generated),
+// any answer to a request that offered tools, and structured output
+// (sampling constrained by the format) — are never offered as samples, so
+// an honest provider is never convicted for them; plain text is.
+func TestToolAndStructuredAnswersAreNotSampled(t *testing.T) {
+	tools := []protocol.Tool{{Type: "function", Function: protocol.ToolFunction{Name: "f"}}}
+	for _, tc := range []struct {
+		name  string
+		req   protocol.Request
+		calls int
+		want  bool
+	}{
+		{"text", protocol.Request{}, 0, true},
+		{"tool call", protocol.Request{Tools: tools}, 1, false},
+		{"text answer with tools offered", protocol.Request{Tools: tools}, 0, false},
+		{"tools offered with tool_choice none", protocol.Request{Tools: tools, ToolChoice: protocol.ToolChoiceNone}, 0, true},
+		{"structured output", protocol.Request{Format: []byte(`"json"`)}, 0, false},
+	} {
+		if got := auditable(&tc.req, &answer{toolCalls: tc.calls}); got != tc.want {
+			t.Errorf("%s: auditable = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestPlantedIDPrefix: chat plants carry both chat id prefixes, so that no
+// prefix marks a sample as real (a verifier could skip those), and
+// generate plants the completions one. 200 draws miss one of two prefixes
+// with probability 2^-199.
+func TestPlantedIDPrefix(t *testing.T) {
+	seen := map[string]int{}
+	for range 200 {
+		seen[plantedIDPrefix(protocol.KindChat)]++
+	}
+	if len(seen) != 2 || seen["resp_"] == 0 || seen["chatcmpl-"] == 0 {
+		t.Errorf("chat plants' prefixes %v, want resp_ and chatcmpl-", seen)
+	}
+	if p := plantedIDPrefix(protocol.KindGenerate); p != "cmpl-" {
+		t.Errorf("generate plant prefix %q", p)
+	}
+}

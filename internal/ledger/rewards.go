@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"cmp"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -27,102 +26,6 @@ const (
 	keyVerifiers   = "l/verifiers"  // → addresses holding the verifier role, sorted
 	keyParamsVer   = "p/version"    // → how many parameter changes were made (8 bytes)
 )
-
-// Vest is one linear vesting schedule: Amount vests evenly over the heights
-// after Start up to End; Released of it was already paid to the balance.
-type Vest struct {
-	Amount   money.Amount `json:"amount"`
-	Released money.Amount `json:"released"`
-	Start    uint64       `json:"start_height"`
-	End      uint64       `json:"end_height"`
-}
-
-// VestedAt is how much of v has vested at height h, rounded down.
-func (v Vest) VestedAt(h uint64) money.Amount {
-	switch {
-	case h >= v.End:
-		return v.Amount
-	case h <= v.Start:
-		return 0
-	}
-	a, _ := v.Amount.MulDiv(h-v.Start, v.End-v.Start) // a fraction below one of Amount: fits
-	return a
-}
-
-// Claimable is what of a's vesting schedules has vested at height h and
-// was not paid out yet.
-func (a *Account) Claimable(h uint64) money.Amount {
-	var sum money.Amount
-	for _, v := range a.Vesting {
-		sum += v.VestedAt(h) - v.Released // parts of the supply: no overflow
-	}
-	return sum
-}
-
-// Unvested is what of a's vesting schedules has not vested at height h: the
-// part a verdict can still slash.
-func (a *Account) Unvested(h uint64) money.Amount {
-	var sum money.Amount
-	for _, v := range a.Vesting {
-		sum += v.Amount - v.VestedAt(h)
-	}
-	return sum
-}
-
-// releaseVested moves what has vested at height h to the balance and drops
-// schedules paid in full; it returns the amount moved.
-func (a *Account) releaseVested(h uint64) money.Amount {
-	var moved money.Amount
-	kept := a.Vesting[:0]
-	for _, v := range a.Vesting {
-		now := v.VestedAt(h)
-		moved += now - v.Released
-		v.Released = now
-		if v.Released < v.Amount {
-			kept = append(kept, v)
-		}
-	}
-	a.Vesting = kept
-	a.Balance += moved // part of the account's own total: no overflow
-	return moved
-}
-
-// Validator links a CometBFT validator's consensus key to the ledger
-// account its rewards go to; the accounts also approve parameter changes.
-type Validator struct {
-	ConsensusKey keys.PublicKey `json:"consensus_key"`
-	Account      keys.Address   `json:"account"`
-}
-
-// ConsensusAddress is the validator's address as CometBFT names it in
-// commits: the first 20 bytes of the SHA-256 of its ed25519 key.
-func (v Validator) ConsensusAddress() []byte {
-	h := sha256.Sum256(v.ConsensusKey[:])
-	return h[:20]
-}
-
-func encodeValidators(vs []Validator) []byte {
-	e := enc{}
-	e.u32(uint32(len(vs)))
-	for _, v := range vs {
-		e.key(v.ConsensusKey)
-		e.address(v.Account)
-	}
-	return e.b
-}
-
-func decodeValidators(b []byte) ([]Validator, error) {
-	if b == nil {
-		return nil, nil
-	}
-	d := dec{b: b}
-	n := d.length(len(b)/36, "validator list")
-	vs := make([]Validator, 0, n)
-	for range n {
-		vs = append(vs, Validator{ConsensusKey: d.key(), Account: d.address()})
-	}
-	return vs, d.end()
-}
 
 // EpochState is the running epoch: its number (from 1), first height and,
 // per validator in genesis order, how many blocks with transactions it
@@ -204,58 +107,6 @@ func decodeEpochRecord(b []byte) (EpochRecord, error) {
 	return r, d.end()
 }
 
-// Payout is one account's reward in one epoch.
-type Payout struct {
-	Epoch   uint64       `json:"epoch"`
-	Account keys.Address `json:"account"`
-	Amount  money.Amount `json:"amount"`
-}
-
-// payoutLeafTag makes a payout leaf unlike any other signed or hashed bytes.
-const payoutLeafTag = "idlegrid/payout/v1\n"
-
-// Leaf is the payout's canonical bytes, a leaf of its epoch's Merkle tree:
-// tag, epoch, length-prefixed account, amount.
-func (p Payout) Leaf() []byte {
-	e := enc{b: []byte(payoutLeafTag)}
-	e.u64(p.Epoch)
-	e.address(p.Account)
-	e.amount(p.Amount)
-	return e.b
-}
-
-// PayoutRoot is the RFC 6962 Merkle root over the payouts' leaves in the
-// order given (the ledger sorts them by account).
-func PayoutRoot(ps []Payout) receipt.Hash { return receipt.MerkleRoot(payoutLeafHashes(ps)) }
-
-func payoutLeafHashes(ps []Payout) []receipt.Hash {
-	leaves := make([]receipt.Hash, len(ps))
-	for i, p := range ps {
-		leaves[i] = receipt.LeafHash(p.Leaf())
-	}
-	return leaves
-}
-
-func encodePayouts(ps []Payout) []byte {
-	e := enc{}
-	e.u32(uint32(len(ps)))
-	for _, p := range ps {
-		e.address(p.Account)
-		e.amount(p.Amount)
-	}
-	return e.b
-}
-
-func decodePayouts(epoch uint64, b []byte) ([]Payout, error) {
-	d := dec{b: b}
-	n := d.length(len(b)/12, "payout list")
-	ps := make([]Payout, 0, n)
-	for range n {
-		ps = append(ps, Payout{Epoch: epoch, Account: d.address(), Amount: d.amount()})
-	}
-	return ps, d.end()
-}
-
 func epochBytes(epoch uint64) string { return string(binary.BigEndian.AppendUint64(nil, epoch)) }
 
 func epochRecordKey(epoch uint64) string { return prefixEpochRec + epochBytes(epoch) }
@@ -335,47 +186,6 @@ func (b *Block) epochState() (EpochState, error) {
 		return EpochState{}, fmt.Errorf("ledger: epoch state: %w", err)
 	}
 	return s, nil
-}
-
-func (b *Block) validators() ([]Validator, error) {
-	raw, err := b.get(keyValidators)
-	if err != nil {
-		return nil, err
-	}
-	vs, err := decodeValidators(raw)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: validators: %w", err)
-	}
-	return vs, nil
-}
-
-func (b *Block) verifiers() ([]keys.Address, error) {
-	raw, err := b.get(keyVerifiers)
-	if err != nil || raw == nil {
-		return nil, err
-	}
-	d := dec{b: raw}
-	as := d.addresses()
-	if err := d.end(); err != nil {
-		return nil, fmt.Errorf("ledger: verifier list: %w", err)
-	}
-	return as, nil
-}
-
-// addVerifier records addr in the sorted verifier list.
-func (b *Block) addVerifier(addr keys.Address) error {
-	as, err := b.verifiers()
-	if err != nil {
-		return err
-	}
-	i, found := slices.BinarySearch(as, addr)
-	if found {
-		return nil
-	}
-	e := enc{}
-	e.addresses(slices.Insert(as, i, addr))
-	b.set(keyVerifiers, e.b)
-	return nil
 }
 
 func (b *Block) supply() (Supply, error) {
@@ -797,23 +607,6 @@ func (b *Block) payReward(addr keys.Address, amount money.Amount) error {
 	return nil
 }
 
-// claim pays the sender what has vested of its schedules.
-func (x *txn) claim() (Result, error) {
-	a, _, err := x.account(x.sender)
-	if err != nil {
-		return Result{}, err
-	}
-	moved := a.releaseVested(x.height)
-	if moved == 0 {
-		return fail(CodeInvalid, fmt.Sprintf("nothing has vested to claim (%d still vesting)", a.Unvested(x.height))), nil
-	}
-	x.putAccount(x.sender, &a)
-	return ok(Event{Type: "claim", Attrs: []Attr{
-		{Key: "account", Value: string(x.sender), Index: true},
-		{Key: "amount", Value: fmt.Sprint(uint64(moved))},
-	}}), nil
-}
-
 // Epoch returns the record of a finished epoch.
 func (v View) Epoch(n uint64) (EpochRecord, bool, error) {
 	raw, err := v.R.Get([]byte(epochRecordKey(n)))
@@ -831,24 +624,6 @@ func (v View) EpochState() (EpochState, error) {
 		return EpochState{}, err
 	}
 	return decodeEpochState(raw)
-}
-
-// Payouts returns a finished epoch's payouts, sorted by account.
-func (v View) Payouts(epoch uint64) ([]Payout, error) {
-	raw, err := v.R.Get([]byte(payoutsKey(epoch)))
-	if err != nil || raw == nil {
-		return nil, err
-	}
-	return decodePayouts(epoch, raw)
-}
-
-// Validators returns the validators and their reward accounts.
-func (v View) Validators() ([]Validator, error) {
-	raw, err := v.R.Get([]byte(keyValidators))
-	if err != nil {
-		return nil, err
-	}
-	return decodeValidators(raw)
 }
 
 // PayoutProof proves one payout against its epoch's root.

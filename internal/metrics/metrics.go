@@ -108,7 +108,7 @@ func (m *Gateway) Instrument(h http.Handler) http.Handler {
 
 // routes are the paths counted by name; anything else is "other".
 var routes = []string{
-	"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/receipts", "/v1/account",
+	"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/v1/receipts", "/v1/account",
 	"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/v1/providers/connect", "/ui",
 }
 

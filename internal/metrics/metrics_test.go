@@ -22,7 +22,7 @@ func scrape(t *testing.T, h http.Handler) string {
 func TestRoute(t *testing.T) {
 	for path, want := range map[string]string{
 		"/v1/chat/completions": "/v1/chat/completions", "/v1/receipts/chatcmpl-abc": "/v1/receipts", "/v1/models/sim": "/v1/models",
-		"/api/chat": "/api/chat", "/": "other", "/v1/chat/completionsX": "other", "/ui/explorer/block/5": "/ui",
+		"/v1/responses": "/v1/responses", "/api/chat": "/api/chat", "/": "other", "/v1/chat/completionsX": "other", "/ui/explorer/block/5": "/ui",
 	} {
 		if got := Route(path); got != want {
 			t.Errorf("Route(%q) = %q, want %q", path, got, want)

@@ -101,8 +101,71 @@ type Gateway struct {
 	peered         chan struct{}
 }
 
-// StartGateway opens the store and keys and starts serving.
-func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
+// StartGateway opens the store and keys and starts serving: it checks the
+// configuration, opens what the gateway keeps (key, store), wires the
+// gateway to the ledger and its peers, builds the HTTP handler, listens,
+// and starts the background work. Whatever it opened is closed again when
+// a step fails.
+func StartGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) {
+	cfg.setDefaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	var undo cleanup
+	defer func() {
+		if err != nil {
+			undo.run()
+		}
+	}()
+	key, st, err := openGateway(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	undo.add(st.Close)
+	h := hub.New(hub.Config{Key: key, ChainID: cfg.ChainID, Link: cfg.Link, Logger: cfg.Logger})
+	gcfg, ui, err := cfg.gatewayConfig(key, st, h)
+	if err != nil {
+		return nil, err
+	}
+	api, planter, err := newGatewayAPI(cfg, gcfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	undo.add(ln.Close)
+	handler := api.Handler()
+	ui.SetAPI(handler) // the web UI calls the same handler in-process
+	var peering *gateway.Peering
+	if cfg.DatabaseURL != "" {
+		if peering, err = startPeering(cfg, key, st, h, ln); err != nil {
+			return nil, err
+		}
+		handler = peering.Wrap(handler)
+		api.SetOverflow(peering) // every local provider busy: a peer with a free slot serves
+	}
+	g := &Gateway{Key: key, Store: st, Hub: h, API: api, Planter: planter, ln: ln, done: make(chan error, 1),
+		srv: cfg.httpServer(serveMux(cfg, gcfg.Metrics, st, handler))}
+	cfg.serveTLS(g)
+	g.startBackground(ctx, gcfg.Ledger != nil, planter, peering)
+	go g.serve(cfg)
+	return g, nil
+}
+
+// cleanup runs, in reverse order, what undoes the steps taken so far.
+type cleanup []func() error
+
+func (c *cleanup) add(f func() error) { *c = append(*c, f) }
+
+func (c cleanup) run() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+func (cfg *GatewayConfig) setDefaults() {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8420"
 	}
@@ -112,32 +175,58 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+// check refuses settings that cannot work, before anything is opened.
+func (cfg *GatewayConfig) check() error {
+	switch cfg.ReceiptSync {
+	case "", "disk", "process":
+	default:
+		return fmt.Errorf("receipt sync %q: want disk or process", cfg.ReceiptSync)
+	}
+	switch {
+	case (cfg.TLSCert == "") != (cfg.TLSKey == ""):
+		return errors.New("TLS needs both a certificate and a key file")
+	case cfg.TLSCert != "" && len(cfg.TLSDomains) > 0:
+		return errors.New("TLS: give a certificate and key, or domains for automatic certificates, not both")
+	case cfg.TLSCert != "":
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+	}
+	return nil
+}
+
+// openGateway loads (or creates) the gateway key and opens its store: the
+// shared PostgreSQL database with DatabaseURL, else DataDir's SQLite file.
+func openGateway(ctx context.Context, cfg GatewayConfig) (keys.PrivateKey, *store.Store, error) {
 	key, created, err := keys.LoadOrCreate(filepath.Join(cfg.DataDir, "gateway.key"))
 	if err != nil {
-		return nil, fmt.Errorf("gateway key: %w", err)
+		return keys.PrivateKey{}, nil, fmt.Errorf("gateway key: %w", err)
 	}
 	if created {
 		cfg.Logger.Info("created gateway key", "gateway", key.Public().String())
 	}
-	opts := []store.Option{store.WithLogger(cfg.Logger.With("component", "store"))}
-	switch cfg.ReceiptSync {
-	case "", "disk":
-	case "process":
-		opts = append(opts, store.WithProcessDurability())
-	default:
-		return nil, fmt.Errorf("receipt sync %q: want disk or process", cfg.ReceiptSync)
-	}
-	shared := cfg.DatabaseURL != ""
 	var st *store.Store
-	if shared {
+	if cfg.DatabaseURL != "" {
 		st, err = store.OpenPostgres(ctx, cfg.DatabaseURL, store.ForGateway(key.Public()))
 	} else {
+		opts := []store.Option{store.WithLogger(cfg.Logger.With("component", "store"))}
+		if cfg.ReceiptSync == "process" {
+			opts = append(opts, store.WithProcessDurability())
+		}
 		st, err = store.Open(ctx, filepath.Join(cfg.DataDir, "gateway.db"), opts...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("gateway store: %w", err)
+		return keys.PrivateKey{}, nil, fmt.Errorf("gateway store: %w", err)
 	}
-	h := hub.New(hub.Config{Key: key, ChainID: cfg.ChainID, Link: cfg.Link, Logger: cfg.Logger})
+	return key, st, nil
+}
+
+// gatewayConfig completes the gateway's configuration: its key, store and
+// hub, the ledger (validators' RPC unless one is given), what a shared
+// database adds, who may read the samples, and metrics.
+func (cfg *GatewayConfig) gatewayConfig(key keys.PrivateKey, st *store.Store, h *hub.Hub) (gateway.Config, *web.UI, error) {
 	gcfg := cfg.Gateway
 	gcfg.Key, gcfg.Store, gcfg.Hub, gcfg.ChainID, gcfg.Logger, gcfg.Version = key, st, h, cfg.ChainID, cfg.Logger, cfg.Version
 	if gcfg.Ledger == nil && len(cfg.ChainRPC) > 0 {
@@ -145,8 +234,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		for _, u := range cfg.ChainRPC {
 			c, err := chain.NewHTTPClient(u)
 			if err != nil {
-				st.Close()
-				return nil, fmt.Errorf("ledger RPC %s: %w", u, err)
+				return gcfg, nil, fmt.Errorf("ledger RPC %s: %w", u, err)
 			}
 			clients = append(clients, c)
 		}
@@ -158,18 +246,17 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		signer.BroadcastAlso(clients[1:]...)
 		gcfg.Ledger = signer
 	}
-	if shared && gcfg.Ledger != nil {
-		gcfg.SharedFunds = st
-	}
-	if shared {
+	if cfg.DatabaseURL != "" {
+		if gcfg.Ledger != nil {
+			gcfg.SharedFunds = st
+		}
 		gcfg.Peers = st // the model lists show what peers serve
 	}
 	if gcfg.Samples.Share > 0 && gcfg.Samples.Verifiers == nil && len(cfg.ChainRPC) > 0 {
 		// Only verifiers registered on the ledger may read the samples.
 		c, err := chain.NewHTTPClient(cfg.ChainRPC[0])
 		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
+			return gcfg, nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
 		}
 		gcfg.Samples.Verifiers = chain.Ledger{Client: c}
 	}
@@ -178,42 +265,33 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 	}
 	ui, err := startWeb(h, st, key.Public().Address(), cfg.ChainRPC, cfg.Logger)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return gcfg, nil, err
 	}
 	gcfg.Web = ui
+	return gcfg, ui, nil
+}
+
+// newGatewayAPI makes the gateway and, when asked for, its planter.
+func newGatewayAPI(cfg GatewayConfig, gcfg gateway.Config) (*gateway.Gateway, *gateway.Planter, error) {
 	api, err := gateway.New(gcfg)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	var planter *gateway.Planter
-	if cfg.Plant.Every > 0 {
-		if planter, err = startPlanter(api, cfg, gcfg); err != nil {
-			st.Close()
-			return nil, err
-		}
+	if cfg.Plant.Every <= 0 {
+		return api, nil, nil
 	}
-	ui.SetAPI(api.Handler())
-	ln, err := net.Listen("tcp", cfg.Addr)
+	planter, err := startPlanter(api, cfg, gcfg)
 	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		return nil, nil, err
 	}
-	handler := api.Handler()
-	var peering *gateway.Peering
-	if shared {
-		if peering, err = startPeering(cfg, key, st, h, ln); err != nil {
-			ln.Close()
-			st.Close()
-			return nil, err
-		}
-		handler = peering.Wrap(handler)
-		api.SetOverflow(peering) // every local provider busy: a peer with a free slot serves
-	}
-	// /metrics beside the API, which is counted and timed.
+	return api, planter, nil
+}
+
+// serveMux serves /metrics beside the API, which is counted and timed,
+// bounded per request and, with Limits, per key and client address.
+func serveMux(cfg GatewayConfig, m *metrics.Gateway, st *store.Store, handler http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", gcfg.Metrics.Handler())
+	mux.Handle("GET /metrics", m.Handler())
 	// Providers' connections have their own handshake and framing limits;
 	// consumers' requests must send their body in time and are limited
 	// per key and per address.
@@ -228,30 +306,25 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		}
 		routes = limits.New(cfg.Limits).Wrap(routes, providerConn, known)
 	}
-	mux.Handle("/", gcfg.Metrics.Instrument(routes))
-	g := &Gateway{Key: key, Store: st, Hub: h, API: api, Planter: planter, ln: ln, done: make(chan error, 1),
-		srv: &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-		}}
+	mux.Handle("/", m.Instrument(routes))
+	return mux
+}
+
+func (cfg *GatewayConfig) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+}
+
+// serveTLS sets g up for HTTPS when the configuration asks for it: with the
+// certificate check() loaded, or with Let's Encrypt certificates.
+func (cfg *GatewayConfig) serveTLS(g *Gateway) {
 	switch {
-	case (cfg.TLSCert == "") != (cfg.TLSKey == ""):
-		ln.Close()
-		st.Close()
-		return nil, errors.New("TLS needs both a certificate and a key file")
-	case cfg.TLSCert != "" && len(cfg.TLSDomains) > 0:
-		ln.Close()
-		st.Close()
-		return nil, errors.New("TLS: give a certificate and key, or domains for automatic certificates, not both")
 	case cfg.TLSCert != "":
-		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
-			ln.Close()
-			st.Close()
-			return nil, fmt.Errorf("TLS certificate: %w", err)
-		}
 		g.tls = true
 	case len(cfg.TLSDomains) > 0:
 		m := &autocert.Manager{Prompt: autocert.AcceptTOS, HostPolicy: autocert.HostWhitelist(cfg.TLSDomains...),
@@ -259,9 +332,14 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 		g.srv.TLSConfig = m.TLSConfig()
 		g.tls = true
 	}
-	if gcfg.Ledger != nil {
+}
+
+// startBackground starts settlement (with the planter beside it) when the
+// gateway has a ledger, and peering with a shared database.
+func (g *Gateway) startBackground(ctx context.Context, ledger bool, planter *gateway.Planter, peering *gateway.Peering) {
+	if ledger {
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		api.RefreshParams(sctx) // route by the ledger's allowed digests from the first request
+		g.API.RefreshParams(sctx) // route by the ledger's allowed digests from the first request
 		g.stopSettlement, g.settled = cancel, make(chan struct{})
 		go func() {
 			defer close(g.settled)
@@ -270,7 +348,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 				defer wg.Wait()
 				wg.Go(func() { planter.Run(sctx) })
 			}
-			api.RunSettlement(sctx)
+			g.API.RunSettlement(sctx)
 		}()
 	}
 	if peering != nil {
@@ -281,19 +359,20 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (*Gateway, error) {
 			peering.Run(pctx)
 		}()
 	}
-	go func() {
-		var err error
-		if g.tls {
-			err = g.srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
-		} else {
-			err = g.srv.Serve(ln)
-		}
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		g.done <- err
-	}()
-	return g, nil
+}
+
+// serve runs the HTTP server until it is shut down.
+func (g *Gateway) serve(cfg GatewayConfig) {
+	var err error
+	if g.tls {
+		err = g.srv.ServeTLS(g.ln, cfg.TLSCert, cfg.TLSKey)
+	} else {
+		err = g.srv.Serve(g.ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	g.done <- err
 }
 
 // URL is the gateway's base URL, e.g. http://127.0.0.1:8420.

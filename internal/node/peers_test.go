@@ -135,6 +135,22 @@ func TestCrossGatewayForwarding(t *testing.T) {
 		t.Fatalf("/api/chat via B: %d %s (%v); want %q", status, out, err, want)
 	}
 
+	// The Responses API, through B: the same answer, receipted by A.
+	body = `{"model":"sim","input":"across gateways","max_output_tokens":20,"temperature":0,"seed":7}`
+	status, out = postJSON(t, b.URL()+"/v1/responses", body, nil)
+	var resp struct {
+		ID     string `json:"id"`
+		Output []struct {
+			Content []struct{ Text string } `json:"content"`
+		} `json:"output"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || status != http.StatusOK || len(resp.Output) != 1 || resp.Output[0].Content[0].Text != want {
+		t.Fatalf("/v1/responses via B: %d %s (%v); want %q", status, out, err, want)
+	}
+	if r, err := b.Store.Receipt(ctx, resp.ID); err != nil || r.Receipt.Gateway != a.Key.Public() {
+		t.Errorf("receipt of the forwarded response %s: %+v, %v", resp.ID, r.Receipt, err)
+	}
+
 	// A model nobody serves is not forwarded anywhere, and a request that
 	// was forwarded once is never forwarded again.
 	status, out = postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"nope","messages":[{"role":"user","content":"x"}]}`, nil)

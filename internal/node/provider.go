@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/onboard"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/provider"
 )
@@ -306,15 +306,10 @@ func (p *Provider) WaitConnected(ctx context.Context) error {
 	return nil
 }
 
-// hardware is the summary a provider advertises: what Go knows, and the
-// GPUs nvidia-smi lists when it is installed.
+// hardware is the summary a provider advertises (onboard.DetectHardware,
+// which `provide init` shows), read within a few seconds.
 func hardware() protocol.Hardware {
-	h := protocol.Hardware{OS: runtime.GOOS, Arch: runtime.GOARCH, Cores: runtime.NumCPU()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	gpus, _ := idle.GPU{}.GPUs(ctx)
-	for _, g := range gpus {
-		h.GPUs = append(h.GPUs, protocol.GPU{Name: g.Name, MemoryBytes: uint64(g.MemoryMiB) << 20})
-	}
-	return h
+	return onboard.DetectHardware(ctx, "")
 }

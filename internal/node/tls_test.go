@@ -78,15 +78,27 @@ func TestGatewayTLS(t *testing.T) {
 			t.Error("plain HTTP served next to HTTPS")
 		}
 	}
+	// A bad TLS setting is refused before the gateway opens its store or
+	// listens: here on the address the gateway above holds, the error is
+	// about TLS, and no data directory is created.
+	taken := strings.TrimPrefix(g.URL(), "https://")
 	for name, cfg := range map[string]node.GatewayConfig{
 		"cert without key": {TLSCert: certFile},
 		"cert and domains": {TLSCert: certFile, TLSKey: keyFile, TLSDomains: []string{"gw.example"}},
 		"unreadable cert":  {TLSCert: keyFile, TLSKey: keyFile},
 	} {
-		cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
-		if g, err := node.StartGateway(ctx, cfg); err == nil {
+		cfg.Addr, cfg.DataDir = taken, filepath.Join(t.TempDir(), "gw")
+		g, err := node.StartGateway(ctx, cfg)
+		if err == nil {
 			g.Shutdown(ctx)
 			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), "TLS") {
+			t.Errorf("%s: %v, want the TLS error before listening", name, err)
+		}
+		if _, err := os.Stat(cfg.DataDir); err == nil {
+			t.Errorf("%s: the data directory was created before the TLS settings were checked", name)
 		}
 	}
 }

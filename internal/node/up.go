@@ -37,7 +37,7 @@ type UpConfig struct {
 	// ReceiptSync: see GatewayConfig.
 	ReceiptSync string
 	// ChainRPCAddr is where the validator serves its RPC (`idlegrid ledger
-	// --rpc`); empty picks a free loopback port.
+	// --chain-rpc`); empty picks a free loopback port.
 	ChainRPCAddr string
 	// ChainMetricsAddr, when set, serves the validator's Prometheus
 	// metrics there.
@@ -301,7 +301,7 @@ func (n *Network) PrintBanner(w io.Writer, dataDir string) {
 		fmt.Fprintf(w, "                        idlegrid keys create --data-dir %s\n", dataDir)
 	}
 	fmt.Fprintf(w, "  Dev account:          %s (funded on the local ledger)\n", n.Account)
-	fmt.Fprintf(w, "  Ledger RPC:           %s (idlegrid ledger balance --rpc %s)\n", n.Validator.RPC(), n.Validator.RPC())
+	fmt.Fprintf(w, "  Ledger RPC:           %s (idlegrid ledger balance --chain-rpc %s)\n", n.Validator.RPC(), n.Validator.RPC())
 	fmt.Fprintf(w, "  Provider:             %s, serving %s\n", n.Provider.Key, n.Backend.Description)
 	fmt.Fprintf(w, "  Data directory:       %s\n\n", dataDir)
 	fmt.Fprintf(w, "Try:\n  curl %s/v1/chat/completions -H 'Authorization: Bearer <API key>' \\\n", url)

@@ -25,28 +25,22 @@ import (
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
-// Hardware is what the machine has.
-type Hardware struct {
-	OS          string         `json:"os"`
-	Arch        string         `json:"arch"`
-	CPU         string         `json:"cpu,omitempty"`
-	Cores       int            `json:"cores"`
-	MemoryBytes uint64         `json:"memory_bytes,omitempty"`
-	GPUs        []idle.GPUInfo `json:"gpus,omitempty"`
-}
-
-// DetectHardware reads the CPU model and memory (Linux /proc) and the GPUs
-// (nvidia-smi at gpuCommand, "" for the one on PATH); what cannot be read
-// is left out.
-func DetectHardware(ctx context.Context, gpuCommand string) Hardware {
-	h := Hardware{OS: runtime.GOOS, Arch: runtime.GOARCH, Cores: runtime.NumCPU()}
+// DetectHardware reads what the machine has: the CPU model and memory
+// (Linux /proc) and the GPUs (nvidia-smi at gpuCommand, "" for the one on
+// PATH); what cannot be read is left out. `provide init` shows it and the
+// agent advertises it to gateways.
+func DetectHardware(ctx context.Context, gpuCommand string) protocol.Hardware {
+	h := protocol.Hardware{OS: runtime.GOOS, Arch: runtime.GOARCH, Cores: runtime.NumCPU()}
 	h.CPU = procField("/proc/cpuinfo", "model name")
 	if kb := procField("/proc/meminfo", "MemTotal"); kb != "" {
 		if n, err := strconv.ParseUint(strings.TrimSuffix(kb, " kB"), 10, 64); err == nil {
 			h.MemoryBytes = n << 10
 		}
 	}
-	h.GPUs, _ = idle.GPU{Command: gpuCommand}.GPUs(ctx)
+	gpus, _ := idle.GPU{Command: gpuCommand}.GPUs(ctx)
+	for _, g := range gpus {
+		h.GPUs = append(h.GPUs, protocol.GPU{Name: g.Name, MemoryBytes: uint64(g.MemoryMiB) << 20})
+	}
 	return h
 }
 
@@ -67,8 +61,8 @@ func procField(file, key string) string {
 	return ""
 }
 
-// String describes the hardware in one line per part.
-func (h Hardware) String() string {
+// DescribeHardware describes h in one line per part.
+func DescribeHardware(h protocol.Hardware) string {
 	var b strings.Builder
 	cpu := h.CPU
 	if cpu == "" {
@@ -82,7 +76,7 @@ func (h Hardware) String() string {
 		b.WriteString("GPU     none found (no nvidia-smi): models run on the CPU\n")
 	}
 	for i, g := range h.GPUs {
-		fmt.Fprintf(&b, "GPU %d   %s, %.1f GiB\n", i, g.Name, float64(g.MemoryMiB)/1024)
+		fmt.Fprintf(&b, "GPU %d   %s, %.1f GiB\n", i, g.Name, float64(g.MemoryBytes)/(1<<30))
 	}
 	return b.String()
 }

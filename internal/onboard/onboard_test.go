@@ -109,13 +109,13 @@ func TestDetectHardware(t *testing.T) {
 	smi := filepath.Join(dir, "nvidia-smi")
 	os.WriteFile(smi, []byte("#!/bin/sh\necho 'NVIDIA GeForce RTX 3060, 12288, 300, 2'\n"), 0o755)
 	h := DetectHardware(context.Background(), smi)
-	if len(h.GPUs) != 1 || h.GPUs[0].Name != "NVIDIA GeForce RTX 3060" || h.GPUs[0].MemoryMiB != 12288 || h.Cores == 0 {
+	if len(h.GPUs) != 1 || h.GPUs[0].Name != "NVIDIA GeForce RTX 3060" || h.GPUs[0].MemoryBytes != 12288<<20 || h.Cores == 0 {
 		t.Fatalf("hardware %+v", h)
 	}
-	if s := h.String(); !strings.Contains(s, "GPU 0   NVIDIA GeForce RTX 3060, 12.0 GiB") {
+	if s := DescribeHardware(h); !strings.Contains(s, "GPU 0   NVIDIA GeForce RTX 3060, 12.0 GiB") {
 		t.Errorf("description:\n%s", s)
 	}
-	if h := DetectHardware(context.Background(), filepath.Join(dir, "absent")); len(h.GPUs) != 0 || !strings.Contains(h.String(), "none found") {
+	if h := DetectHardware(context.Background(), filepath.Join(dir, "absent")); len(h.GPUs) != 0 || !strings.Contains(DescribeHardware(h), "none found") {
 		t.Errorf("without nvidia-smi: %+v", h)
 	}
 }

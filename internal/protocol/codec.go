@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"unicode/utf8"
 
@@ -23,6 +24,10 @@ const (
 	MaxSlots       = 1024
 	MaxMessageText = 4096 // error messages, reasons, versions
 	NonceSize      = 32
+	// MaxToolCalls bounds the calls of one chunk; MaxCapabilities the
+	// capabilities of one model.
+	MaxToolCalls    = 64
+	MaxCapabilities = 32
 )
 
 // ErrProtocol is wrapped by every decoding and validation error: the peer
@@ -230,6 +235,14 @@ func (c *Capabilities) Validate() error {
 		if md.TokensPerSecond < 0 || !finite(md.TokensPerSecond) || md.ContextLength < 0 {
 			return protoErr("capabilities: model %q has negative or non-finite figures", md.Name)
 		}
+		if len(md.Capabilities) > MaxCapabilities {
+			return protoErr("capabilities: model %q lists more than %d capabilities", md.Name, MaxCapabilities)
+		}
+		for _, c := range md.Capabilities {
+			if c == "" || !validText(c, MaxLabelLen) {
+				return protoErr("capabilities: model %q: a capability must be 1 to %d bytes of UTF-8", md.Name, MaxLabelLen)
+			}
+		}
 	}
 	return nil
 }
@@ -254,6 +267,42 @@ func (j *Job) validate() error {
 			return protoErr("job %q: non-finite sampling option", j.ID)
 		}
 	}
+	if err := j.Request.validateTools(); err != nil {
+		return protoErr("job %q: %v", j.ID, err)
+	}
+	return nil
+}
+
+// MaxTools bounds the tools of one request.
+const MaxTools = 128
+
+// validateTools checks the version-5 members of a request: named tools,
+// a known tool choice, calls in the history, and a format that is "json"
+// or a JSON object.
+func (r *Request) validateTools() error {
+	if len(r.Tools) > MaxTools {
+		return fmt.Errorf("more than %d tools", MaxTools)
+	}
+	for i, t := range r.Tools {
+		if t.Function.Name == "" || !validText(t.Function.Name, MaxNameLen) {
+			return fmt.Errorf("tool %d needs a name of 1 to %d bytes", i, MaxNameLen)
+		}
+	}
+	switch r.ToolChoice {
+	case "", ToolChoiceAuto, ToolChoiceNone, ToolChoiceRequired:
+	default:
+		return fmt.Errorf("unknown tool_choice %q", truncate(r.ToolChoice))
+	}
+	for i := range r.Messages {
+		for j := range r.Messages[i].ToolCalls {
+			if err := r.Messages[i].ToolCalls[j].Validate(); err != nil {
+				return fmt.Errorf("message %d: tool call %d: %v", i, j, err)
+			}
+		}
+	}
+	if len(r.Format) > 0 && string(r.Format) != `"json"` && !IsJSONObject(r.Format) {
+		return errors.New(`format must be "json" or a JSON Schema object`)
+	}
 	return nil
 }
 
@@ -271,6 +320,14 @@ func (c *Chunk) validate() error {
 	}
 	if cp := c.Checkpoint; cp != nil && (cp.CompletionTokens == 0 || cp.EndUnixMs <= 0) {
 		return protoErr("chunk %q/%d: checkpoint needs completion_tokens and end_unix_ms above 0", c.ID, c.Seq)
+	}
+	if len(c.ToolCalls) > MaxToolCalls {
+		return protoErr("chunk %q/%d: more than %d tool calls", c.ID, c.Seq, MaxToolCalls)
+	}
+	for i := range c.ToolCalls {
+		if err := c.ToolCalls[i].Validate(); err != nil {
+			return protoErr("chunk %q/%d: tool call %d: %v", c.ID, c.Seq, i, err)
+		}
 	}
 	for _, lp := range c.Logprobs {
 		ok := finite(lp.Logprob)
@@ -292,6 +349,45 @@ func (d *Done) validate() error {
 		return protoErr("done %q: finish_reason must be stop or length", d.ID)
 	}
 	return nil
+}
+
+// Validate checks a tool call: a name and id of at most MaxNameLen and
+// MaxIDLen bytes of UTF-8, and arguments that are a JSON object (the
+// gateway sends them on as one on the Ollama API).
+func (tc *ToolCall) Validate() error {
+	if tc.Name == "" || !validText(tc.Name, MaxNameLen) || !validText(tc.ID, MaxIDLen) {
+		return fmt.Errorf("needs a name of 1 to %d bytes and an id of at most %d bytes of UTF-8", MaxNameLen, MaxIDLen)
+	}
+	if !utf8.ValidString(tc.Arguments) || !IsJSONObject([]byte(tc.Arguments)) {
+		return errors.New("arguments must be the JSON text of an object")
+	}
+	return nil
+}
+
+// IsJSONObject reports whether b is one valid JSON object.
+func IsJSONObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) > 0 && b[0] == '{' && json.Valid(b)
+}
+
+// HashChunk writes c's part of a job's response hash to h: its Delta's
+// bytes, then for each tool call the byte 0xFF, its ID, 0xFE, its Name,
+// 0xFE and its Arguments, byte for byte. The response hash of a job is
+// the sha256 of its chunks' parts in order, so an answer without tool
+// calls hashes to the sha256 of its text, as before version 5. The bytes
+// 0xFE and 0xFF never occur in UTF-8, and every field is valid UTF-8, so
+// no other sequence of text and calls writes the same bytes. Provider and
+// gateway both hash with this function.
+func HashChunk(h io.Writer, c *Chunk) {
+	io.WriteString(h, c.Delta)
+	for _, tc := range c.ToolCalls {
+		h.Write([]byte{0xFF})
+		io.WriteString(h, tc.ID)
+		h.Write([]byte{0xFE})
+		io.WriteString(h, tc.Name)
+		h.Write([]byte{0xFE})
+		io.WriteString(h, tc.Arguments)
+	}
 }
 
 func truncate(s string) string {

@@ -174,6 +174,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add(frameOf(f, small...))
 	f.Add([]byte("\n \r\n"))
 	f.Add([]byte(`{"type":"chunk","chunk":{"id":"j","seq":0,"delta":"\ud83e","tokens":1}}`))
+	f.Add([]byte(`{"type":"chunk","chunk":{"id":"j","seq":0,"delta":"","tool_calls":[{"id":"c","name":"f","arguments":"{\"a\":1}"}]}}`))
+	f.Add([]byte(`{"type":"job","job":{"id":"j","request":{"kind":"chat","model":"m","options":{},"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"tool_choice":"required","format":"json","messages":[{"role":"tool","content":"x","tool_call_id":"c","tool_calls":[{"name":"f","arguments":"{}"}]}]},"deadline_unix_ms":1,"terms":{"request_id":"j"}}}`))
 	f.Add([]byte(`{"type":"ping","ping":{"seq":1},"PING":null}`))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		var got []*Message

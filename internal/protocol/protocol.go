@@ -10,6 +10,9 @@
 package protocol
 
 import (
+	"encoding/json"
+	"slices"
+
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -31,12 +34,21 @@ import (
 //	   identity.go) and backend_digest the backend's own digest beside it;
 //	   no_logprobs says the backend returns no log-probabilities, and the
 //	   gateway places requests that ask for them elsewhere.
+//	5: capabilities.models[].capabilities names what each model can do
+//	   (Ollama's names: completion, tools, vision, embedding, …; absent
+//	   means ["completion"]) and the gateway places a request only on
+//	   models with every capability it Needs; request.tools,
+//	   tool_choice, tool_choice_function, parallel_tool_calls and format
+//	   (structured output); messages[].tool_calls, tool_call_id and
+//	   tool_name; chunk.tool_calls, which the response hash covers
+//	   (HashChunk).
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
 // prompt, an older peer's models have no backend_digest and are taken to
-// return log-probabilities, as before.
-const Version = 4
+// return log-probabilities, as before; an older peer's models have only
+// the completion capability, so requests with tools never reach it.
+const Version = 5
 
 // MinVersion is the oldest protocol version still accepted.
 const MinVersion = 1
@@ -153,6 +165,28 @@ type Model struct {
 	// TokensPerSecond measured by the provider; 0 when unmeasured.
 	// Informational: gateways route on the speed they measure themselves.
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+	// Capabilities are what the model can do, with Ollama's names
+	// (CapCompletion, CapTools, "vision", "embedding", "insert",
+	// "thinking"); absent (a peer before version 5) means
+	// ["completion"]. Read it with Has. Agents of version 5 always list
+	// at least completion, which also tells the gateway they take
+	// Request.Format (older agents would ignore it).
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// Capability names a request may need (Ollama's /api/show names).
+const (
+	CapCompletion = "completion"
+	CapTools      = "tools"
+)
+
+// Has reports whether the model has capability c. A model that lists none
+// (advertised by a peer before version 5) has only completion.
+func (m *Model) Has(c string) bool {
+	if len(m.Capabilities) == 0 {
+		return c == CapCompletion
+	}
+	return slices.Contains(m.Capabilities, c)
 }
 
 // Hardware summarizes the provider machine.
@@ -217,6 +251,9 @@ type Chunk struct {
 	Tokens int `json:"tokens,omitempty"`
 	// Logprobs of the tokens in Delta, when requested and available.
 	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+	// ToolCalls the model made, each whole, after Delta's text (version
+	// 5). The response hash covers them (HashChunk).
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 	// Checkpoint, when set, signs for everything the job delivered up to
 	// and including this chunk (version 2, optional).
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
@@ -239,12 +276,13 @@ func PromptEstimate(req *Request) uint64 {
 }
 
 // TokenCount is how many completion tokens the chunk counts for, on both
-// ends: Tokens when the provider says, else one for a chunk with text.
+// ends: Tokens when the provider says, else one for a chunk with text or
+// tool calls.
 func (c *Chunk) TokenCount() uint64 {
 	switch {
 	case c.Tokens > 0:
 		return uint64(c.Tokens)
-	case c.Delta != "":
+	case c.Delta != "" || len(c.ToolCalls) > 0:
 		return 1
 	}
 	return 0
@@ -366,6 +404,74 @@ type Request struct {
 	// token on every hop.
 	Buffered bool    `json:"buffered,omitempty"`
 	Options  Options `json:"options"`
+	// Tools the model may call (chat only; version 5).
+	Tools []Tool `json:"tools,omitempty"`
+	// ToolChoice is how the model must use Tools: "" or ToolChoiceAuto
+	// (it decides), ToolChoiceNone (it must not call one: backends are
+	// sent no tools) or ToolChoiceRequired (it must call one, the
+	// function named ToolChoiceFunction when that is set). Ollama has no
+	// such control: its backends send the tools (none for "none", only
+	// the named one when forced) and the model decides.
+	ToolChoice         string `json:"tool_choice,omitempty"`
+	ToolChoiceFunction string `json:"tool_choice_function,omitempty"`
+	// ParallelToolCalls is OpenAI's parallel_tool_calls: false asks for at
+	// most one call per answer; nil is the default (true). Backends that
+	// have no such control (Ollama) ignore it.
+	ParallelToolCalls *bool `json:"parallel_tool_calls,omitempty"`
+	// Format is Ollama's structured-output request, as its "format": the
+	// JSON string "json" (any JSON value) or a JSON Schema object the
+	// answer must conform to; empty for free text.
+	Format json.RawMessage `json:"format,omitempty"`
+}
+
+// Tool choices (Request.ToolChoice).
+const (
+	ToolChoiceAuto     = "auto"
+	ToolChoiceNone     = "none"
+	ToolChoiceRequired = "required"
+)
+
+// Needs returns the capabilities a request requires of the model that
+// serves it: completion, and tools when it offers the model tools.
+func (r *Request) Needs() []string {
+	if r.SendsTools() {
+		return []string{CapCompletion, CapTools}
+	}
+	return []string{CapCompletion}
+}
+
+// SendsTools reports whether the model is offered tools: some are given
+// and the choice is not "none".
+func (r *Request) SendsTools() bool {
+	return len(r.Tools) > 0 && r.ToolChoice != ToolChoiceNone
+}
+
+// Tool is a function the model may call, in OpenAI's and Ollama's shape.
+type Tool struct {
+	// Type is "function", the only kind.
+	Type     string       `json:"type"`
+	Function ToolFunction `json:"function"`
+}
+
+// ToolFunction describes a callable function.
+type ToolFunction struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Parameters is the JSON Schema of the arguments object.
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+}
+
+// ToolCall is one call the model made.
+type ToolCall struct {
+	// ID names the call so a later "tool" message can answer it; set by
+	// the backend when it names calls (Ollama since 0.12), else by the
+	// provider agent.
+	ID string `json:"id,omitempty"`
+	// Name of the function called.
+	Name string `json:"name"`
+	// Arguments is the JSON text of the arguments object, compact, as
+	// OpenAI sends it; the Ollama API sends it as the object.
+	Arguments string `json:"arguments"`
 }
 
 // Kind of request.
@@ -379,8 +485,15 @@ const (
 
 // ChatMessage is one turn of a chat.
 type ChatMessage struct {
+	// Role is system, user, assistant or tool (the result of a call).
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// ToolCalls an assistant turn made (version 5).
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID and ToolName say which call a tool message answers
+	// (OpenAI sends the id, Ollama the function's name).
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	ToolName   string `json:"tool_name,omitempty"`
 }
 
 // Options are sampling options; nil means the backend's default.

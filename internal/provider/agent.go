@@ -270,10 +270,16 @@ func (a *Agent) capabilities(ctx context.Context) (protocol.Capabilities, error)
 		if m.NoLogprobs {
 			a.noteNoLogprobs(m.Name)
 		}
+		// Always a list, so the gateway knows this agent takes structured
+		// output (older agents list none).
+		mcaps := m.Capabilities
+		if len(mcaps) == 0 {
+			mcaps = []string{protocol.CapCompletion}
+		}
 		caps.Models = append(caps.Models, protocol.Model{
 			Name: m.Name, Digest: m.Digest, BackendDigest: m.BackendDigest, Quantization: m.Quantization, Family: m.Family, ParameterSize: m.ParameterSize,
 			ContextLength: m.ContextLength, PricePromptPerMTok: a.cfg.PricePrompt, PriceCompletionPerMTok: a.cfg.PriceCompletion,
-			NoLogprobs: a.lacksLogprobs(m.Name),
+			NoLogprobs: a.lacksLogprobs(m.Name), Capabilities: mcaps,
 		})
 	}
 	if len(caps.Models) == 0 {

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -138,13 +139,20 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	var pending []byte
 	heldTokens := 0 // tokens of text held back, reported with the chunk that carries it
 	gotLogprobs := false
-	send := func(text string, tokens int, logprobs []protocol.TokenLogprob) error {
+	calls := 0 // tool calls sent, for the ids of calls the backend leaves unnamed
+	send := func(text string, tokens int, logprobs []protocol.TokenLogprob, toolCalls []protocol.ToolCall) error {
 		gotLogprobs = gotLogprobs || len(logprobs) > 0
 		if seq == 0 {
 			firstToken = time.Since(started)
 		}
-		hash.Write([]byte(text))
-		c := &protocol.Chunk{ID: job.ID, Seq: seq, Delta: text, Tokens: tokens, Logprobs: logprobs}
+		for i := range toolCalls {
+			if toolCalls[i].ID == "" {
+				toolCalls[i].ID = toolCallID(job.ID, calls)
+			}
+			calls++
+		}
+		c := &protocol.Chunk{ID: job.ID, Seq: seq, Delta: text, Tokens: tokens, Logprobs: logprobs, ToolCalls: toolCalls}
+		protocol.HashChunk(hash, c)
 		cp.sign(c, hash)
 		seq++
 		return s.link.Send(jctx, &protocol.Message{Type: protocol.TypeChunk, Chunk: c})
@@ -153,13 +161,13 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		var complete []byte
 		complete, pending = splitIncomplete(append(pending, d.Text...))
 		text := strings.ToValidUTF8(string(complete), "\uFFFD")
-		if text == "" && len(d.Logprobs) == 0 {
+		if text == "" && len(d.Logprobs) == 0 && len(d.ToolCalls) == 0 {
 			heldTokens += d.Tokens
 			return nil
 		}
 		tokens := heldTokens + d.Tokens
 		heldTokens = 0
-		return send(text, tokens, d.Logprobs)
+		return send(text, tokens, d.Logprobs, slices.Clone(d.ToolCalls))
 	}
 	res, err := a.cfg.Backend.Generate(jctx, job.Request, emit)
 	if errors.Is(err, backend.ErrNoLogprobs) {
@@ -184,7 +192,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		return
 	}
 	if len(pending) > 0 {
-		if err := send(strings.ToValidUTF8(string(pending), "\uFFFD"), heldTokens, nil); err != nil {
+		if err := send(strings.ToValidUTF8(string(pending), "\uFFFD"), heldTokens, nil, nil); err != nil {
 			a.failed.Add(1)
 			release()
 			s.fail(ctx, job.ID, protocol.CodeCancelled, err.Error())
@@ -244,6 +252,13 @@ func (s *session) lacksLogprobs(ctx context.Context, model string) {
 	if err := s.link.Send(ctx, &protocol.Message{Type: protocol.TypeCapabilities, Capabilities: &caps}); err != nil {
 		s.agent.log.Warn("could not tell the gateway that the backend returns no log-probabilities", "model", model, "err", err)
 	}
+}
+
+// toolCallID names the n-th tool call of a job whose backend named none:
+// "call_" and 24 hex digits, unique per job and call, as OpenAI's ids look.
+func toolCallID(job string, n int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", job, n))
+	return "call_" + hex.EncodeToString(sum[:12])
 }
 
 // splitIncomplete splits b before a trailing incomplete UTF-8 sequence.

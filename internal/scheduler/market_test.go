@@ -430,3 +430,44 @@ func TestNoLogprobs(t *testing.T) {
 		t.Fatalf("a request without logprobs: %v", err)
 	}
 }
+
+// TestCapabilities: a request with tools goes only to providers whose
+// model has the tools capability, structured output only to models of
+// agents that list capabilities (protocol version 5), and when only
+// providers without are online the error says which capability is missing
+// (the gateway answers 400). A model of an older agent lists none and
+// counts as completion only.
+func TestCapabilities(t *testing.T) {
+	s, err := New(Config{Rand: rand.New(rand.NewPCG(5, 6))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools, plain, old := priced(1, 1, 1), priced(2, 1, 1), priced(3, 1, 1)
+	tools.Models[0].Capabilities = []string{protocol.CapCompletion, protocol.CapTools}
+	plain.Models[0].Capabilities = []string{protocol.CapCompletion}
+	withTools := s.NewRequest(&protocol.Request{Model: "sim", Tools: []protocol.Tool{{Type: "function", Function: protocol.ToolFunction{Name: "f"}}}}, Preferences{}, "")
+	for range 20 {
+		if c, err := s.Pick([]Candidate{tools, plain, old}, &withTools); err != nil || c.Key != tools.Key {
+			t.Fatalf("picked %v, %v", c.Key, err)
+		}
+	}
+	_, err = s.Pick([]Candidate{plain, old}, &withTools)
+	var u *Unplaceable
+	if !errors.As(err, &u) || !u.OnlyIncapable() || u.Lacking != protocol.CapTools || !strings.Contains(u.Error(), "all without the tools capability") {
+		t.Fatalf("only providers without tools: %v", err)
+	}
+	// tool_choice "none" sends no tools: any provider will do.
+	none := s.NewRequest(&protocol.Request{Model: "sim", Tools: []protocol.Tool{{Type: "function", Function: protocol.ToolFunction{Name: "f"}}}, ToolChoice: protocol.ToolChoiceNone}, Preferences{}, "")
+	if _, err := s.Pick([]Candidate{old}, &none); err != nil {
+		t.Fatalf("tool_choice none: %v", err)
+	}
+	format := s.NewRequest(&protocol.Request{Model: "sim", Format: []byte(`"json"`)}, Preferences{}, "")
+	for range 20 {
+		if c, err := s.Pick([]Candidate{plain, old}, &format); err != nil || c.Key != plain.Key {
+			t.Fatalf("structured output picked %v, %v", c.Key, err)
+		}
+	}
+	if _, err := s.Pick([]Candidate{old}, &format); !errors.As(err, &u) || !u.OnlyIncapable() || u.Lacking != "structured output" {
+		t.Fatalf("structured output on an old agent: %v", err)
+	}
+}

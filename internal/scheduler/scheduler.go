@@ -164,6 +164,12 @@ type Request struct {
 	// Logprobs: the request asks for log-probabilities, so providers whose
 	// backend returns none (protocol.Model.NoLogprobs) cannot take it.
 	Logprobs bool
+	// Needs are the capabilities the model must have (protocol.Request
+	// Needs), so providers whose model lacks one cannot take it.
+	Needs []string
+	// Format: the request asks for structured output, which agents
+	// before protocol version 5 ignore (they list no capabilities).
+	Format bool
 }
 
 // NewRequest describes req for Pick, with the consumer's preferences and
@@ -174,7 +180,7 @@ func (s *Scheduler) NewRequest(req *protocol.Request, prefs Preferences, session
 		n += len(m.Content) + len(m.Role)
 	}
 	return Request{Model: req.Model, Prefs: prefs, Affinity: s.AffinityOf(req, session), PromptTokens: n / 4, MaxTokens: req.Options.MaxTokens,
-		Logprobs: req.Options.Logprobs}
+		Logprobs: req.Options.Logprobs, Needs: req.Needs(), Format: len(req.Format) > 0}
 }
 
 // SetDigestPolicy sets which weights may serve a model (the ledger's
@@ -190,6 +196,21 @@ func (s *Scheduler) SetDigestPolicy(allowed func(model, digest string) bool) {
 // name: equal, or equal but for Ollama's implicit ":latest" tag.
 func MatchModel(offered, requested string) bool {
 	return offered == requested || offered == requested+":latest" || offered+":latest" == requested
+}
+
+// lacks returns the first capability r needs that m lacks, "" for none.
+// Structured output needs a model advertised by an agent of protocol
+// version 5 or later, which always lists capabilities.
+func lacks(m *protocol.Model, r *Request) string {
+	for _, c := range r.Needs {
+		if !m.Has(c) {
+			return c
+		}
+	}
+	if r.Format && len(m.Capabilities) == 0 {
+		return "structured output"
+	}
+	return ""
 }
 
 func excluded(ks []keys.PublicKey, k keys.PublicKey) bool {
@@ -243,6 +264,9 @@ func (s *Scheduler) classify(cands []Candidate, r *Request) (elig, pool []entry,
 			u.NotAllowed++
 		case c.Jailed:
 			u.Jailed++
+		case lacks(&m, r) != "":
+			u.Incapable++
+			u.Lacking = lacks(&m, r)
 		case r.Logprobs && m.NoLogprobs:
 			u.NoLogprobs++
 		case matchesAny(p.Ignore, c.Key):

@@ -18,6 +18,10 @@ type Unplaceable struct {
 	NotAllowed int
 	// Jailed were convicted by the ledger's verification.
 	Jailed int
+	// Incapable serve a model without a capability the request needs;
+	// Lacking names one they lack.
+	Incapable int
+	Lacking   string
 	// NoLogprobs return no log-probabilities, which the request asks for.
 	NoLogprobs int
 	// Ignored are named in the request's ignore list.
@@ -58,6 +62,7 @@ func (u *Unplaceable) Error() string {
 	reasons := []reason{
 		{u.NotAllowed, "serving weights (digest) the ledger does not allow for this model"},
 		{u.Jailed, "jailed by the ledger after failing verification"},
+		{u.Incapable, "without the " + u.Lacking + " capability"},
 		{u.NoLogprobs, "returning no log-probabilities (their backend does not; the request asks for logprobs)"},
 		{u.Ignored, "ignored by provider.ignore"},
 		{u.WrongDigest, fmt.Sprintf("serving another digest than require_digest %s", u.RequireDigest)},
@@ -113,6 +118,13 @@ func plural(n int, what string) string {
 // asking without logprobs can.
 func (u *Unplaceable) OnlyLogprobs() bool {
 	return u.NoLogprobs > 0 && u.NoLogprobs+u.NotAllowed+u.Jailed == u.Offering
+}
+
+// OnlyIncapable reports whether a missing capability is all that keeps
+// the request from every provider the network allows: asking again
+// cannot help, asking without it (e.g. without tools) can.
+func (u *Unplaceable) OnlyIncapable() bool {
+	return u.Incapable > 0 && u.Incapable+u.NotAllowed+u.Jailed == u.Offering
 }
 
 // OnlyBusy reports whether capacity will come back by itself: at least one

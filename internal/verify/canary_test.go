@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -178,7 +179,7 @@ func TestContinueFrom(t *testing.T) {
 	chat := protocol.Request{Kind: protocol.KindChat, Messages: []protocol.ChatMessage{{Role: "user", Content: "Hi"}},
 		Options: protocol.Options{Temperature: temp(0.9), Seed: &seed, Logprobs: true, TopLogprobs: 3, MaxTokens: 50}}
 	r := continueFrom(chat, " so", 7)
-	if len(r.Messages) != 2 || r.Messages[1] != (protocol.ChatMessage{Role: "assistant", Content: " so"}) ||
+	if len(r.Messages) != 2 || !reflect.DeepEqual(r.Messages[1], protocol.ChatMessage{Role: "assistant", Content: " so"}) ||
 		*r.Options.Temperature != 0 || r.Options.MaxTokens != 7 || r.Options.Logprobs || r.Options.TopLogprobs != 0 {
 		t.Fatalf("chat continuation %+v", r)
 	}

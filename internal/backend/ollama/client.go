@@ -94,7 +94,7 @@ func (c *Client) Models(ctx context.Context) ([]backend.Model, error) {
 		out = append(out, backend.Model{
 			Name: m.Name, Digest: cmp.Or(d.identity, m.Digest), BackendDigest: m.Digest,
 			Quantization: m.Details.QuantizationLevel, Family: m.Details.Family, ParameterSize: m.Details.ParameterSize,
-			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs,
+			ContextLength: d.contextLength, SizeBytes: m.Size, NoLogprobs: noLogprobs, Capabilities: d.capabilities,
 		})
 	}
 	if len(out) == 0 && firstErr != nil {
@@ -177,6 +177,7 @@ func cmpVersion(a, b [3]int) int {
 type description struct {
 	identity      string // "" when the server names no content-addressed weights
 	contextLength int    // 0 when unknown
+	capabilities  []string
 }
 
 // describe reads a model's identity and its context length
@@ -184,12 +185,16 @@ type description struct {
 func (c *Client) describe(ctx context.Context, model string) (description, error) {
 	var show struct {
 		showInfo
-		ModelInfo map[string]any `json:"model_info"`
+		ModelInfo    map[string]any `json:"model_info"`
+		Capabilities []string       `json:"capabilities"`
 	}
 	if err := c.call(ctx, http.MethodPost, "/api/show", map[string]string{"model": model}, &show); err != nil {
 		return description{}, err
 	}
-	d := description{identity: show.identity()}
+	d := description{identity: show.identity(), capabilities: show.Capabilities}
+	if len(d.capabilities) > protocol.MaxCapabilities {
+		d.capabilities = d.capabilities[:protocol.MaxCapabilities]
+	}
 	arch, _ := show.ModelInfo["general.architecture"].(string)
 	n, _ := show.ModelInfo[arch+".context_length"].(float64)
 	if arch != "" && n > 0 && n <= 1<<40 {
@@ -286,11 +291,14 @@ type genCommon struct {
 	// Ollama versions; older ones (v0.6.5 included) ignore them.
 	Logprobs    bool `json:"logprobs,omitempty"`
 	TopLogprobs int  `json:"top_logprobs,omitempty"`
+	// Format is "json" or a JSON Schema (structured output).
+	Format json.RawMessage `json:"format,omitempty"`
 }
 
 type chatBody struct {
 	genCommon
-	Messages []genMessage `json:"messages"`
+	Messages []genMessage    `json:"messages"`
+	Tools    []protocol.Tool `json:"tools,omitempty"`
 }
 
 type generateBody struct {
@@ -301,8 +309,48 @@ type generateBody struct {
 }
 
 type genMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string         `json:"role"`
+	Content    string         `json:"content"`
+	ToolCalls  []wireToolCall `json:"tool_calls,omitempty"`
+	ToolName   string         `json:"tool_name,omitempty"`
+	ToolCallID string         `json:"tool_call_id,omitempty"`
+}
+
+// wireToolCall is Ollama's ToolCall: the arguments are an object.
+type wireToolCall struct {
+	ID       string `json:"id,omitempty"`
+	Function struct {
+		Index     int             `json:"index"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	} `json:"function"`
+}
+
+func toWireToolCalls(calls []protocol.ToolCall) []wireToolCall {
+	out := make([]wireToolCall, 0, len(calls))
+	for i, tc := range calls {
+		w := wireToolCall{ID: tc.ID}
+		w.Function.Index, w.Function.Name, w.Function.Arguments = i, tc.Name, json.RawMessage(tc.Arguments)
+		out = append(out, w)
+	}
+	return out
+}
+
+// offeredTools are the tools Ollama is sent: none for tool_choice "none",
+// only the named function when one is forced (Ollama cannot force a call;
+// this is the closest it comes), else all.
+func offeredTools(req *protocol.Request) []protocol.Tool {
+	if !req.SendsTools() {
+		return nil
+	}
+	if req.ToolChoiceFunction != "" {
+		for _, t := range req.Tools {
+			if t.Function.Name == req.ToolChoiceFunction {
+				return []protocol.Tool{t}
+			}
+		}
+	}
+	return req.Tools
 }
 
 // genOptions holds only what the request sets, so the model's own defaults
@@ -318,7 +366,7 @@ type genOptions struct {
 func toGenRequest(req protocol.Request) (path string, body any, err error) {
 	o := req.Options
 	common := genCommon{
-		Model: req.Model, Stream: !req.Buffered, Logprobs: o.Logprobs,
+		Model: req.Model, Stream: !req.Buffered, Logprobs: o.Logprobs, Format: req.Format,
 		Options: genOptions{Temperature: o.Temperature, TopP: o.TopP, Seed: o.Seed, Stop: o.Stop},
 	}
 	if o.MaxTokens > 0 {
@@ -332,9 +380,13 @@ func toGenRequest(req protocol.Request) (path string, body any, err error) {
 		// Ollama wants the array even when empty.
 		msgs := make([]genMessage, 0, len(req.Messages))
 		for _, m := range req.Messages {
-			msgs = append(msgs, genMessage{Role: m.Role, Content: m.Content})
+			gm := genMessage{Role: m.Role, Content: m.Content, ToolName: m.ToolName, ToolCallID: m.ToolCallID}
+			if len(m.ToolCalls) > 0 {
+				gm.ToolCalls = toWireToolCalls(m.ToolCalls)
+			}
+			msgs = append(msgs, gm)
 		}
-		return "/api/chat", chatBody{genCommon: common, Messages: msgs}, nil
+		return "/api/chat", chatBody{genCommon: common, Messages: msgs, Tools: offeredTools(&req)}, nil
 	case protocol.KindGenerate:
 		return "/api/generate", generateBody{genCommon: common, Prompt: req.Prompt, System: req.System, Raw: req.Raw}, nil
 	default:

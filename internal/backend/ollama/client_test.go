@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -105,10 +106,11 @@ func TestModelsFromSim(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []backend.Model{
-		{Name: "sim", Digest: sim.Digest(1, "Q8_0"), BackendDigest: sim.Digest(1, "Q8_0"), Quantization: "Q8_0", Family: "sim", ParameterSize: "1B", ContextLength: 4096, SizeBytes: 1 << 20},
-		{Name: "other:7b", Digest: sim.Digest(9, "Q4_0"), BackendDigest: sim.Digest(9, "Q4_0"), Quantization: "Q4_0"},
+		{Name: "sim", Digest: sim.Digest(1, "Q8_0"), BackendDigest: sim.Digest(1, "Q8_0"), Quantization: "Q8_0", Family: "sim", ParameterSize: "1B", ContextLength: 4096, SizeBytes: 1 << 20,
+			Capabilities: []string{"completion", "tools"}},
+		{Name: "other:7b", Digest: sim.Digest(9, "Q4_0"), BackendDigest: sim.Digest(9, "Q4_0"), Quantization: "Q4_0", Capabilities: []string{"completion", "tools"}},
 	}
-	if len(models) != 2 || models[0] != want[0] || models[1] != want[1] {
+	if !reflect.DeepEqual(models, want) {
 		t.Errorf("Models = %+v, want %+v", models, want)
 	}
 }

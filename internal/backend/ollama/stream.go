@@ -23,6 +23,7 @@ const maxLine = 16 << 20
 type event struct {
 	text     string
 	logprobs []protocol.TokenLogprob
+	calls    []protocol.ToolCall
 	done     bool
 	result   backend.Result // when done
 	err      string         // Ollama's {"error": ...} line
@@ -32,7 +33,8 @@ type event struct {
 // or an error line.
 type wireLine struct {
 	Message *struct {
-		Content string `json:"content"`
+		Content   string         `json:"content"`
+		ToolCalls []wireToolCall `json:"tool_calls"`
 	} `json:"message"`
 	Response           string        `json:"response"`
 	Done               bool          `json:"done"`
@@ -72,6 +74,13 @@ func parseLine(b []byte) (event, error) {
 	ev := event{text: w.Response, done: w.Done}
 	if w.Message != nil {
 		ev.text = w.Message.Content
+		for _, wc := range w.Message.ToolCalls {
+			tc, err := fromWireToolCall(wc)
+			if err != nil {
+				return event{}, err
+			}
+			ev.calls = append(ev.calls, tc)
+		}
 	}
 	for _, lp := range w.Logprobs {
 		t := protocol.TokenLogprob{Token: lp.Token, Logprob: lp.Logprob}
@@ -92,6 +101,23 @@ func parseLine(b []byte) (event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// fromWireToolCall reads one of Ollama's tool calls: its arguments, an
+// object, become their compact JSON text.
+func fromWireToolCall(wc wireToolCall) (protocol.ToolCall, error) {
+	tc := protocol.ToolCall{ID: wc.ID, Name: wc.Function.Name, Arguments: "{}"}
+	if args := bytes.TrimSpace(wc.Function.Arguments); len(args) > 0 && string(args) != "null" {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, args); err != nil {
+			return tc, fmt.Errorf("bad tool call arguments: %w", err)
+		}
+		tc.Arguments = buf.String()
+	}
+	if err := tc.Validate(); err != nil {
+		return tc, fmt.Errorf("bad tool call: %w", err)
+	}
+	return tc, nil
 }
 
 func nonNegative(n int64) uint64 { return uint64(max(n, 0)) }
@@ -132,13 +158,13 @@ func readStream(ctx context.Context, r io.Reader, wantLogprobs bool, emit func(b
 		if wantLogprobs && first && ev.text != "" && len(ev.logprobs) == 0 {
 			return backend.Result{}, fmt.Errorf("ollama: %w", backend.ErrNoLogprobs)
 		}
-		if ev.text != "" || len(ev.logprobs) > 0 {
+		if ev.text != "" || len(ev.logprobs) > 0 || len(ev.calls) > 0 {
 			first = false
 			tokens := len(ev.logprobs)
-			if ev.text != "" {
+			if ev.text != "" || len(ev.calls) > 0 {
 				tokens = max(tokens, 1)
 			}
-			if err := emit(backend.Delta{Text: ev.text, Tokens: tokens, Logprobs: ev.logprobs}); err != nil {
+			if err := emit(backend.Delta{Text: ev.text, Tokens: tokens, Logprobs: ev.logprobs, ToolCalls: ev.calls}); err != nil {
 				return backend.Result{}, err
 			}
 		}

@@ -69,6 +69,8 @@ func FuzzParseLine(f *testing.F) {
 		`{"response":"","done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":5,"eval_duration":9}`,
 		`{"error":"boom"}`,
 		`{"response":"a","logprobs":[{"token":"a","logprob":-0.5,"top_logprobs":[{"token":"b","logprob":-1}]}]}`,
+		`{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"f","arguments":{"city":"Paris"}}}]},"done":false}`,
+		`{"message":{"content":"","tool_calls":[{"function":{"name":"","arguments":[1]}}]},"done":false}`,
 		"", "null", "\xff", `{"done":true,"done_reason":"length"}`,
 	} {
 		f.Add([]byte(s))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,10 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 	m, ok := s.lookup(req.Model)
 	if !ok {
 		return backend.Result{}, fmt.Errorf("sim: %w: %s", backend.ErrModelNotFound, notFoundMessage(req.Model))
+	}
+	if req.SendsTools() && !slices.Contains(m.capabilities(), protocol.CapTools) {
+		// Ollama's words, so clients that match on them work.
+		return backend.Result{}, fmt.Errorf("sim: %w: %s does not support tools", backend.ErrBadRequest, req.Model)
 	}
 	prompt, err := render(req)
 	if err != nil {
@@ -61,6 +66,9 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 		if stop != "" { // an empty stop string would end every answer at once
 			g.stops = append(g.stops, stop)
 		}
+	}
+	if res, ok, err := g.structured(ctx, &req, emit); ok {
+		return res, err
 	}
 	return g.run(ctx, emit)
 }

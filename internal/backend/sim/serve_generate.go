@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,11 +26,54 @@ type apiRequest struct {
 	Options     map[string]any `json:"options"`
 	Logprobs    bool           `json:"logprobs"`
 	TopLogprobs int            `json:"top_logprobs"`
+	// Tools have the same shape in Ollama's API and the protocol.
+	Tools  []protocol.Tool `json:"tools"`
+	Format json.RawMessage `json:"format"`
 }
 
 type apiMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string        `json:"role"`
+	Content    string        `json:"content"`
+	ToolCalls  []apiToolCall `json:"tool_calls,omitempty"`
+	ToolName   string        `json:"tool_name,omitempty"`
+	ToolCallID string        `json:"tool_call_id,omitempty"`
+}
+
+// apiToolCall is Ollama's ToolCall: the arguments are an object.
+type apiToolCall struct {
+	ID       string `json:"id,omitempty"`
+	Function struct {
+		Index     int             `json:"index"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	} `json:"function"`
+}
+
+func toAPIToolCalls(calls []protocol.ToolCall, first int) []apiToolCall {
+	out := make([]apiToolCall, 0, len(calls))
+	for i, tc := range calls {
+		a := apiToolCall{ID: tc.ID}
+		a.Function.Index, a.Function.Name, a.Function.Arguments = first+i, tc.Name, json.RawMessage(tc.Arguments)
+		out = append(out, a)
+	}
+	return out
+}
+
+// fromAPIToolCalls reads a message's calls; arguments must be an object.
+func fromAPIToolCalls(calls []apiToolCall) ([]protocol.ToolCall, error) {
+	var out []protocol.ToolCall
+	for _, a := range calls {
+		tc := protocol.ToolCall{ID: a.ID, Name: a.Function.Name, Arguments: "{}"}
+		if len(a.Function.Arguments) > 0 && string(a.Function.Arguments) != "null" {
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, a.Function.Arguments); err != nil || !protocol.IsJSONObject(buf.Bytes()) {
+				return nil, errors.New("tool call arguments must be an object")
+			}
+			tc.Arguments = buf.String()
+		}
+		out = append(out, tc)
+	}
+	return out, nil
 }
 
 // apiTokenLogprob and apiLogprob are Ollama's TokenLogprob and Logprob.
@@ -73,8 +117,20 @@ func (in *apiRequest) toRequest(chat bool) (protocol.Request, error) {
 	if chat {
 		req = protocol.Request{Kind: protocol.KindChat, Model: in.Model}
 		for _, m := range in.Messages {
-			req.Messages = append(req.Messages, protocol.ChatMessage{Role: strings.ToLower(m.Role), Content: m.Content})
+			calls, err := fromAPIToolCalls(m.ToolCalls)
+			if err != nil {
+				return req, err
+			}
+			req.Messages = append(req.Messages, protocol.ChatMessage{Role: strings.ToLower(m.Role), Content: m.Content,
+				ToolCalls: calls, ToolName: m.ToolName, ToolCallID: m.ToolCallID})
 		}
+		req.Tools = in.Tools
+	}
+	if f := bytes.TrimSpace(in.Format); len(f) > 0 && string(f) != "null" && string(f) != `""` {
+		if string(f) != `"json"` && !protocol.IsJSONObject(f) {
+			return req, errors.New(`format must be "json" or a JSON schema object`)
+		}
+		req.Format = f
 	}
 	if in.TopLogprobs < 0 || in.TopLogprobs > 20 {
 		return req, errors.New("top_logprobs must be between 0 and 20")
@@ -214,17 +270,25 @@ type serving struct {
 	writeErr error        // the client went away
 	text     []string     // non-streaming: text so far
 	logprobs []apiLogprob // non-streaming: logprobs so far
+	calls    []apiToolCall
 }
 
 func (g *serving) emit(d backend.Delta) error {
 	lps := toAPILogprobs(d.Logprobs)
+	calls := toAPIToolCalls(d.ToolCalls, len(g.calls))
 	if g.stream {
-		if err := g.writeLine(g.chunk(d.Text, lps)); err != nil {
+		c := g.chunk(d.Text, lps)
+		if len(calls) > 0 && c.Message != nil {
+			c.Message.ToolCalls = calls
+		}
+		if err := g.writeLine(c); err != nil {
 			return err
 		}
+		g.calls = append(g.calls, calls...)
 	} else {
 		g.text = append(g.text, d.Text)
 		g.logprobs = append(g.logprobs, lps...)
+		g.calls = append(g.calls, calls...)
 	}
 	g.sent += d.Tokens
 	f := g.faults
@@ -255,6 +319,9 @@ func (g *serving) finish(res backend.Result, err error) outcome {
 		return failed
 	}
 	last := g.chunk(strings.Join(g.text, ""), g.logprobs)
+	if !g.stream && last.Message != nil {
+		last.Message.ToolCalls = g.calls
+	}
 	last.Done, last.DoneReason = true, res.FinishReason
 	last.apiMetrics = &apiMetrics{
 		TotalDuration:      time.Since(g.start),

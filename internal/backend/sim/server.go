@@ -267,7 +267,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 			architecture + ".context_length":  m.ContextLength,
 			architecture + ".candidate_count": numCandidates,
 		},
-		"capabilities": []string{"completion"},
+		"capabilities": m.capabilities(),
 		"modified_at":  s.created,
 	})
 }

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,6 +85,24 @@ type ModelConfig struct {
 	// first. A prompt that starts with cached blocks skips processing them.
 	// 0 (the default) disables the cache.
 	PrefixCacheTokens int
+	// Capabilities the model advertises, with Ollama's names; nil means
+	// DefaultCapabilities. A request with tools for a model without
+	// "tools" is refused, as Ollama refuses it.
+	Capabilities []string
+}
+
+// DefaultCapabilities are a simulated model's: it completes text and
+// calls tools (structured.go).
+func DefaultCapabilities() []string {
+	return []string{protocol.CapCompletion, protocol.CapTools}
+}
+
+// capabilities are the model's, defaulted.
+func (m *model) capabilities() []string {
+	if m.Capabilities == nil {
+		return DefaultCapabilities()
+	}
+	return slices.Clone(m.Capabilities)
 }
 
 // fallbackMaxTokens is the limit when neither request nor config sets one.
@@ -198,6 +217,7 @@ func (s *Sim) Models(ctx context.Context) ([]backend.Model, error) {
 		out = append(out, backend.Model{
 			Name: m.Name, Digest: m.digest, BackendDigest: m.digest, Quantization: m.Quantization, Family: m.Family,
 			ParameterSize: m.ParameterSize, ContextLength: m.ContextLength, SizeBytes: m.SizeBytes,
+			Capabilities: m.capabilities(),
 		})
 	}
 	return out, nil

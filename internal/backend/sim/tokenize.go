@@ -69,7 +69,9 @@ func isWordRune(r rune) bool {
 // "assistant:" to open the answer. A final assistant message is left open
 // instead — no newline, no new "assistant:" — so the model continues it:
 // sending back an answer's first k tokens as the last assistant message
-// makes the simulator generate exactly the rest of that answer.
+// makes the simulator generate exactly the rest of that answer. With
+// tools, a first line "tools: name …" lists them, and each tool call of a
+// message follows its content as " name{arguments}".
 func render(req protocol.Request) (string, error) {
 	switch req.Kind {
 	case protocol.KindGenerate:
@@ -79,6 +81,13 @@ func render(req protocol.Request) (string, error) {
 		return req.Prompt, nil
 	case protocol.KindChat:
 		var b strings.Builder
+		if req.SendsTools() {
+			b.WriteString("tools:")
+			for _, t := range req.Tools {
+				b.WriteString(" " + t.Function.Name)
+			}
+			b.WriteByte('\n')
+		}
 		last := len(req.Messages) - 1
 		for i, m := range req.Messages {
 			b.WriteString(m.Role)
@@ -87,7 +96,10 @@ func render(req protocol.Request) (string, error) {
 				b.WriteByte(' ')
 			}
 			b.WriteString(m.Content)
-			if i == last && m.Role == "assistant" {
+			for _, tc := range m.ToolCalls {
+				b.WriteString(" " + tc.Name + tc.Arguments)
+			}
+			if i == last && m.Role == "assistant" && len(m.ToolCalls) == 0 {
 				return b.String(), nil
 			}
 			b.WriteByte('\n')

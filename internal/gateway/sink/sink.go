@@ -29,11 +29,14 @@ type Meta struct {
 type Delta struct {
 	Text     string
 	Logprobs []protocol.TokenLogprob
+	// ToolCalls the model made, each whole, after Text.
+	ToolCalls []protocol.ToolCall
 }
 
 // Final ends a successful stream. The receipt is stored before End is called.
 type Final struct {
-	// FinishReason is "stop" or "length".
+	// FinishReason is "stop" or "length" (sinks that report calls say
+	// "tool_calls" themselves when a Delta carried some).
 	FinishReason string
 	Usage        protocol.Usage
 	// Total is the time from admission to the end; FirstToken from

@@ -31,6 +31,9 @@ type Model struct {
 	SizeBytes int64
 	// ModifiedAt is when the network first saw this digest.
 	ModifiedAt time.Time
+	// Capabilities are what some provider of the model can do (Ollama's
+	// names); empty means completion.
+	Capabilities []string
 }
 
 // details is Ollama's model details object.
@@ -130,9 +133,16 @@ func WriteShow(w http.ResponseWriter, m Model) {
 		Modelfile:    mf.String(),
 		Details:      newDetails(m),
 		ModelInfo:    info,
-		Capabilities: []string{"completion"},
+		Capabilities: capabilities(m),
 		ModifiedAt:   m.ModifiedAt.UTC(),
 	})
+}
+
+func capabilities(m Model) []string {
+	if len(m.Capabilities) == 0 {
+		return []string{protocol.CapCompletion}
+	}
+	return m.Capabilities
 }
 
 // WriteVersion writes the /api/version response.

@@ -195,9 +195,9 @@ func TestOllamaClientErrors(t *testing.T) {
 	if err == nil || err.Error() != "the provider disconnected" || text.String() != "Hel" {
 		t.Errorf("fail mid-stream: %v after %q", err, text.String())
 	}
-	err = client.Chat(ctx, &api.ChatRequest{Model: "m", Messages: msgs, Format: []byte(`"json"`)}, noop)
-	if err == nil || !strings.Contains(err.Error(), "structured output") {
-		t.Errorf("format json: %v", err)
+	err = client.Chat(ctx, &api.ChatRequest{Model: "m", Messages: msgs, Format: []byte(`{"type":"object","properties":{"a":{"type":"strin"}}}`)}, noop)
+	if err == nil || !strings.Contains(err.Error(), "properties/a/type") {
+		t.Errorf("format with an invalid schema: %v", err)
 	}
 
 	// Non-streamed calls (show, tags, …) return api.StatusError.

@@ -38,6 +38,9 @@ func FuzzParseChat(f *testing.F) {
 		`{"model":"m","messages":[{"role":"USER","content":"hi","images":null}],"stream":false,"options":{"num_predict":-1,"seed":-1,"stop":["a"]}}`,
 		`{"model":"m","messages":[],"keep_alive":"0s"}`,
 		`{"model":"m","messages":[{"role":"tool"}],"tools":[{}],"format":{"type":"object"}}`,
+		`{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","function":{"index":0,"name":"f","arguments":{"a":[1,{"b":null}]}}}]},{"role":"tool","tool_name":"f","content":"r"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","required":null,"properties":{"a":{"type":"array"}}}}}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"format":"json"}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"format":{"type":"object","required":"a"}}`,
 		`{"model":"m","options":{"temperature":-1,"top_p":"x"}}`,
 		`[]`, `null`, ``, `{"model":`,
 	} {

@@ -19,17 +19,18 @@ const maxTokensLimit = 1<<31 - 1
 // ParseChat parses an /api/chat body into Params.
 //
 // As in Ollama, stream defaults to true and a request without messages
-// only loads the model (Params.LoadOnly). Decisions where Ollama's API is
-// richer than the network: images, tools, tool calls and the "tool" role
-// are refused, as is a non-empty format (JSON mode and schemas); think,
-// keep_alive (beyond detecting an unload) and unknown options are ignored.
+// only loads the model (Params.LoadOnly). tools, assistant tool_calls and
+// "tool" messages (tools.go) and format go to providers whose models take
+// them. Decisions where Ollama's API is richer than the network: images
+// are refused; think, keep_alive (beyond detecting an unload) and unknown
+// options are ignored.
 func ParseChat(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindChat)
 	if e != nil {
 		return p, e
 	}
-	if o.NonEmpty("tools") {
-		return p, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "tools", "tool calling is not supported yet on this network: remove 'tools' from the request")
+	if p.Request.Tools, e = parseTools(o); e != nil {
+		return p, e
 	}
 	if raw, ok := o.Get("messages"); ok {
 		items, e := jsonfield.AsArray(raw, "messages")
@@ -53,7 +54,8 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 //
 // As in Ollama, stream defaults to true, an empty prompt only loads the
 // model (Params.LoadOnly), and raw mode cannot be combined with a system
-// prompt. Refused: images, a non-empty template, suffix or format. context
+// prompt; format is structured output, as on /api/chat. Refused: images,
+// a non-empty template or suffix. context
 // (Ollama's token memory of earlier calls) is ignored: token ids depend on
 // whichever provider served the previous call.
 func ParseGenerate(body []byte) (Params, *apierr.Error) {
@@ -129,8 +131,10 @@ func parseCommon(o jsonfield.Object, p *Params) *apierr.Error {
 	if opts.Logprobs {
 		opts.TopLogprobs = int(top)
 	}
-	if raw, ok := o.Get("format"); ok && string(raw) != `""` {
-		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "format", "structured output ('format': %s) is not supported yet on this network", truncate(raw))
+	if raw, ok := o.Get("format"); ok {
+		if p.Request.Format, e = parseFormat(raw); e != nil {
+			return e
+		}
 	}
 	if raw, ok := o.Get("options"); ok {
 		opts, e := jsonfield.AsObject(raw, "options")
@@ -232,14 +236,12 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 	}
 	// Ollama lowercases roles when it decodes a message.
 	switch role = strings.ToLower(role); role {
-	case "system", "user", "assistant":
+	case "system", "user", "assistant", "tool":
 		m.Role = role
 	case "":
 		return m, jsonfield.Invalid(jsonfield.CodeMissing, param+".role", "%s.role is required", param)
-	case "tool":
-		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".role", "tool calling is not supported yet on this network: messages with role \"tool\" cannot be sent")
 	default:
-		return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".role", "invalid role %q in %s: use system, user or assistant", role, param)
+		return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".role", "invalid role %q in %s: use system, user, assistant or tool", role, param)
 	}
 	if m.Content, e = o.OptString("content", param+".content"); e != nil {
 		return m, e
@@ -247,8 +249,16 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 	if o.NonEmpty("images") {
 		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".images", "images are not supported yet on this network")
 	}
-	if o.NonEmpty("tool_calls") {
-		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".tool_calls", "tool calling is not supported yet on this network")
+	if raw, ok := o.Get("tool_calls"); ok && o.NonEmpty("tool_calls") {
+		if m.ToolCalls, e = parseToolCalls(raw, param+".tool_calls"); e != nil {
+			return m, e
+		}
+	}
+	if m.ToolName, e = o.OptString("tool_name", param+".tool_name"); e != nil {
+		return m, e
+	}
+	if m.ToolCallID, e = o.OptString("tool_call_id", param+".tool_call_id"); e != nil {
+		return m, e
 	}
 	return m, nil
 }

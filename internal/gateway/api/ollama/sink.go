@@ -1,6 +1,7 @@
 package ollama
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -12,8 +13,32 @@ import (
 
 // message is an Ollama chat message in a response.
 type message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string     `json:"role"`
+	Content   string     `json:"content"`
+	ToolCalls []toolCall `json:"tool_calls,omitempty"`
+}
+
+// toolCall is Ollama's ToolCall: the arguments are an object, and index
+// counts the answer's calls from 0.
+type toolCall struct {
+	ID       string       `json:"id,omitempty"`
+	Function toolFunction `json:"function"`
+}
+
+type toolFunction struct {
+	Index     int             `json:"index"`
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments"`
+}
+
+// newToolCalls renders calls numbered from first. Arguments are a JSON
+// object: the protocol refuses a chunk whose arguments are not one.
+func newToolCalls(calls []protocol.ToolCall, first int) []toolCall {
+	var out []toolCall
+	for i, tc := range calls {
+		out = append(out, toolCall{ID: tc.ID, Function: toolFunction{Index: first + i, Name: tc.Name, Arguments: json.RawMessage(tc.Arguments)}})
+	}
+	return out
 }
 
 // metrics are the counters of Ollama's last line; durations are in
@@ -86,6 +111,9 @@ type ndjsonSink struct {
 	// text and logprobs are buffered for the non-streaming response.
 	text     strings.Builder
 	logprobs []protocol.TokenLogprob
+	// calls counts the tool calls sent (streaming) or holds them all.
+	calls     []toolCall
+	sentCalls int
 }
 
 var _ sink.Sink = (*ndjsonSink)(nil)
@@ -132,14 +160,17 @@ func (s *ndjsonSink) Delta(d sink.Delta) error {
 	if s.state != stateBegun {
 		return outOfOrder("Delta")
 	}
+	calls := newToolCalls(d.ToolCalls, s.sentCalls)
+	s.sentCalls += len(calls)
 	if !s.p.Stream {
 		s.text.WriteString(d.Text)
 		if s.p.Request.Options.Logprobs {
 			s.logprobs = append(s.logprobs, d.Logprobs...)
 		}
+		s.calls = append(s.calls, calls...)
 		return nil
 	}
-	return s.line(s.response(d.Text, "", false, d.Logprobs, nil))
+	return s.line(s.response(d.Text, calls, "", false, d.Logprobs, nil))
 }
 
 // End implements sink.Sink.
@@ -152,7 +183,7 @@ func (s *ndjsonSink) End(f sink.Final) error {
 	if reason == "" {
 		reason = "stop"
 	}
-	last := s.response(s.text.String(), reason, true, s.logprobs, newMetrics(f))
+	last := s.response(s.text.String(), s.calls, reason, true, s.logprobs, newMetrics(f))
 	if !s.p.Stream {
 		s.w.Header().Set("Content-Type", "application/json")
 		s.w.WriteHeader(http.StatusOK)
@@ -179,12 +210,17 @@ func (s *ndjsonSink) Fail(e *apierr.Error) {
 
 // response builds one chat or generate object, with lps when the request
 // asked for log-probabilities.
-func (s *ndjsonSink) response(text, reason string, done bool, lps []protocol.TokenLogprob, m *metrics) any {
+func (s *ndjsonSink) response(text string, calls []toolCall, reason string, done bool, lps []protocol.TokenLogprob, m *metrics) any {
 	var out []logprob
 	if o := s.p.Request.Options; o.Logprobs {
 		out = newLogprobs(lps, o.TopLogprobs)
 	}
-	return newLine(s.chat, s.meta.Model, s.now(), text, reason, done, out, m)
+	line := newLine(s.chat, s.meta.Model, s.now(), text, reason, done, out, m)
+	if cl, ok := line.(chatLine); ok {
+		cl.Message.ToolCalls = calls
+		return cl
+	}
+	return line
 }
 
 func newLine(chat bool, model string, now time.Time, text, reason string, done bool, lps []logprob, m *metrics) any {

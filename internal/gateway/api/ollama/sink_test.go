@@ -256,3 +256,39 @@ func TestSinkWriteErrorIsReturned(t *testing.T) {
 		t.Error("End on a dead connection succeeded")
 	}
 }
+
+// TestChatSinkToolCalls: tool calls are Ollama's message.tool_calls, the
+// arguments an object and index counting the answer's calls: on the line
+// that carries them when streaming, in the one message otherwise.
+func TestChatSinkToolCalls(t *testing.T) {
+	calls := []protocol.ToolCall{{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Paris"}`}}
+	second := []protocol.ToolCall{{Name: "f", Arguments: `{}`}}
+	const first = `"tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":{"city":"Paris"}}}]`
+	const next = `"tool_calls":[{"function":{"index":1,"name":"f","arguments":{}}}]`
+	for _, stream := range []bool{true, false} {
+		w := httptest.NewRecorder()
+		s := newSink(w, Params{Stream: stream, Request: protocol.Request{Kind: protocol.KindChat, Model: "m"}}, true, fixedNow)
+		if err := s.Begin(testMeta()); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []sink.Delta{{ToolCalls: calls}, {ToolCalls: second}} {
+			if err := s.Delta(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f := testFinal()
+		f.FinishReason = "stop"
+		if err := s.End(f); err != nil {
+			t.Fatal(err)
+		}
+		want := `{"model":"m",` + stamp + `,"message":{"role":"assistant","content":"",` + first[:len(first)-1] + `,` + next[len(`"tool_calls":[`):] + `},"done_reason":"stop","done":true,` + counters + "}\n"
+		if stream {
+			want = `{"model":"m",` + stamp + `,"message":{"role":"assistant","content":"",` + first + `},"done":false}` + "\n" +
+				`{"model":"m",` + stamp + `,"message":{"role":"assistant","content":"",` + next + `},"done":false}` + "\n" +
+				`{"model":"m",` + stamp + `,"message":{"role":"assistant","content":""},"done_reason":"stop","done":true,` + counters + "}\n"
+		}
+		if got := w.Body.String(); got != want {
+			t.Errorf("stream=%v:\n%s\nwant\n%s", stream, got, want)
+		}
+	}
+}

@@ -14,14 +14,12 @@ import (
 // a 400 whose Param names the offending member, as OpenAI's does.
 //
 // Decisions where OpenAI's API is richer than the network:
-//   - role "developer" becomes "system"; roles "tool" and "function", tool
-//     calls in assistant messages, and non-empty tools / functions /
-//     tool_choice other than "none" or "auto" are refused, because
-//     providers cannot call tools yet and silently dropping them would
-//     change what the conversation means;
+//   - role "developer" becomes "system"; tools are function tools
+//     (tools.go), tool messages must name the call they answer, and the
+//     legacy functions / function_call and role "function" are refused;
 //   - content may be a string or an array of text parts, joined with "\n"
 //     (as vLLM does); image, audio and file parts are refused;
-//   - response_format must be absent or {"type":"text"};
+//   - response_format text, json_object or json_schema (tools.go);
 //   - n must be 1; top_logprobs > 0 requires logprobs: true.
 func ParseChat(body []byte) (Params, *apierr.Error) {
 	o, p, e := parseRequest(body, protocol.KindChat)
@@ -34,10 +32,10 @@ func ParseChat(body []byte) (Params, *apierr.Error) {
 	if e := parseChatLogprobs(o, &p.Request.Options); e != nil {
 		return p, e
 	}
-	if e := refuseTools(o); e != nil {
+	if e := parseTools(o, &p.Request); e != nil {
 		return p, e
 	}
-	if e := parseResponseFormat(o); e != nil {
+	if e := parseResponseFormat(o, &p.Request); e != nil {
 		return p, e
 	}
 	if p.Request.Messages, e = parseMessages(o); e != nil {
@@ -63,52 +61,6 @@ func parseChatLogprobs(o jsonfield.Object, opts *protocol.Options) *apierr.Error
 	return nil
 }
 
-func toolsError(param string) *apierr.Error {
-	return jsonfield.Invalid(codeUnsupportedTool, param, "tool calling is not supported yet on this network: remove '%s' from the request", param)
-}
-
-// refuseTools rejects requests that use tool or function calling; empty
-// lists and the choices "none"/"auto" (which some clients always send) mean
-// no tools and pass.
-func refuseTools(o jsonfield.Object) *apierr.Error {
-	for _, key := range []string{"tools", "functions"} {
-		if o.NonEmpty(key) {
-			return toolsError(key)
-		}
-	}
-	for _, key := range []string{"tool_choice", "function_call"} {
-		raw, ok := o.Get(key)
-		if !ok {
-			continue
-		}
-		var s string
-		if json.Unmarshal(raw, &s) == nil && (s == "none" || s == "auto") {
-			continue
-		}
-		return toolsError(key)
-	}
-	return nil
-}
-
-func parseResponseFormat(o jsonfield.Object) *apierr.Error {
-	raw, ok := o.Get("response_format")
-	if !ok {
-		return nil
-	}
-	rf, e := jsonfield.AsObject(raw, "response_format")
-	if e != nil {
-		return e
-	}
-	t, e := requiredString(rf, "type", "response_format.type")
-	if e != nil {
-		return e
-	}
-	if t != "text" {
-		return jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "response_format.type", "response_format type %q is not supported yet on this network: only \"text\" is", t)
-	}
-	return nil
-}
-
 // requiredString reads a string member that must be present (not null),
 // with OpenAI's error when it is missing.
 func requiredString(o jsonfield.Object, key, param string) (string, *apierr.Error) {
@@ -126,7 +78,7 @@ func chatRole(role string) (string, bool) {
 		// Backends know no "developer" role; it is OpenAI's new name for
 		// system instructions.
 		return "system", true
-	case "user", "assistant":
+	case "user", "assistant", "tool":
 		return role, true
 	}
 	return "", false
@@ -150,9 +102,26 @@ func parseMessages(o jsonfield.Object) ([]protocol.ChatMessage, *apierr.Error) {
 		if e != nil {
 			return nil, e
 		}
+		if m.Role == "tool" {
+			// Ollama's templates name the function a result came from.
+			m.ToolName = calledName(msgs, m.ToolCallID)
+		}
 		msgs = append(msgs, m)
 	}
 	return msgs, nil
+}
+
+// calledName is the function of the call with id among msgs' tool calls,
+// "" when none has it.
+func calledName(msgs []protocol.ChatMessage, id string) string {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		for _, tc := range msgs[i].ToolCalls {
+			if tc.ID == id {
+				return tc.Name
+			}
+		}
+	}
+	return ""
 }
 
 func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *apierr.Error) {
@@ -165,19 +134,31 @@ func parseMessage(raw json.RawMessage, param string) (protocol.ChatMessage, *api
 	if e != nil {
 		return m, e
 	}
-	switch role {
-	case "tool", "function":
-		return m, jsonfield.Invalid(codeUnsupportedTool, param+".role", "tool calling is not supported yet on this network: messages with role %q cannot be sent", role)
-	}
 	var ok bool
 	if m.Role, ok = chatRole(role); !ok {
-		return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".role", "invalid value for '%s.role': %q is not one of system, developer, user, assistant", param, role)
-	}
-	if o.NonEmpty("tool_calls") {
-		return m, toolsError(param + ".tool_calls")
+		if role == "function" {
+			return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".role", "messages with the deprecated role \"function\" are not supported on this network: use role \"tool\"")
+		}
+		return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".role", "invalid value for '%s.role': %q is not one of system, developer, user, assistant, tool", param, role)
 	}
 	if o.NonEmpty("function_call") {
-		return m, toolsError(param + ".function_call")
+		return m, jsonfield.Invalid(jsonfield.CodeUnsupportedValue, param+".function_call", "'function_call' is deprecated and not supported on this network: use 'tool_calls'")
+	}
+	if rawCalls, ok := o.Get("tool_calls"); ok && o.NonEmpty("tool_calls") {
+		if m.Role != "assistant" {
+			return m, jsonfield.Invalid(jsonfield.CodeInvalidValue, param+".tool_calls", "only assistant messages may have tool_calls")
+		}
+		if m.ToolCalls, e = parseToolCalls(rawCalls, param+".tool_calls"); e != nil {
+			return m, e
+		}
+		if len(m.ToolCalls) == 0 {
+			m.ToolCalls = nil
+		}
+	}
+	if m.Role == "tool" {
+		if m.ToolCallID, e = requiredString(o, "tool_call_id", param+".tool_call_id"); e != nil {
+			return m, e
+		}
 	}
 	if rawContent, ok := o.Get("content"); ok {
 		if m.Content, e = parseContent(rawContent, param+".content"); e != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -26,10 +27,43 @@ type chunkChoice struct {
 }
 
 type chunkDelta struct {
-	Role    string          `json:"role,omitempty"`
-	Content *string         `json:"content,omitempty"`
-	Refusal json.RawMessage `json:"refusal,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   *string         `json:"content,omitempty"`
+	Refusal   json.RawMessage `json:"refusal,omitempty"`
+	ToolCalls []toolCallDelta `json:"tool_calls,omitempty"`
 }
+
+// toolCallDelta is a streamed piece of a tool call, as OpenAI streams
+// them: the first piece of each call has its index, id, type, name and
+// empty arguments, the next ones the index and a fragment of arguments.
+type toolCallDelta struct {
+	Index    int               `json:"index"`
+	ID       string            `json:"id,omitempty"`
+	Type     string            `json:"type,omitempty"`
+	Function toolFunctionDelta `json:"function"`
+}
+
+type toolFunctionDelta struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
+}
+
+// toolCall is a whole tool call in a chat.completion message.
+type toolCall struct {
+	ID       string       `json:"id"`
+	Type     string       `json:"type"`
+	Function toolFunction `json:"function"`
+}
+
+type toolFunction struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+// argumentFragment is the most bytes of arguments one streamed tool-call
+// chunk carries: clients must join fragments, as they do for OpenAI's
+// token-sized ones.
+const argumentFragment = 16
 
 // chatCompletion is the non-streaming response.
 type chatCompletion struct {
@@ -50,9 +84,11 @@ type chatChoice struct {
 }
 
 type chatMessage struct {
-	Role    string          `json:"role"`
-	Content string          `json:"content"`
-	Refusal json.RawMessage `json:"refusal"`
+	Role string `json:"role"`
+	// Content is null when the answer is only tool calls.
+	Content   *string         `json:"content"`
+	Refusal   json.RawMessage `json:"refusal"`
+	ToolCalls []toolCall      `json:"tool_calls,omitempty"`
 }
 
 // chatSink writes chat completions; see NewChatSink.
@@ -61,6 +97,9 @@ type chatSink struct {
 	// text and logprobs are buffered for the non-streaming response.
 	text     strings.Builder
 	logprobs []protocol.TokenLogprob
+	// calls are the tool calls so far (all of them when not streaming,
+	// counted for their index when streaming).
+	calls []toolCall
 }
 
 var _ sink.Sink = (*chatSink)(nil)
@@ -92,10 +131,46 @@ func (s *chatSink) Delta(d sink.Delta) error {
 	if !s.p.Stream {
 		s.text.WriteString(d.Text)
 		s.logprobs = append(s.logprobs, d.Logprobs...)
+		for _, tc := range d.ToolCalls {
+			s.calls = append(s.calls, toolCall{ID: tc.ID, Type: "function", Function: toolFunction{Name: tc.Name, Arguments: tc.Arguments}})
+		}
 		return nil
 	}
-	text := d.Text
-	return s.out.event(s.chunk(chunkChoice{Delta: chunkDelta{Content: &text}, Logprobs: s.chatLogprobs(d.Logprobs)}))
+	if d.Text != "" || len(d.Logprobs) > 0 || len(d.ToolCalls) == 0 {
+		text := d.Text
+		if err := s.out.event(s.chunk(chunkChoice{Delta: chunkDelta{Content: &text}, Logprobs: s.chatLogprobs(d.Logprobs)})); err != nil {
+			return err
+		}
+	}
+	for _, tc := range d.ToolCalls {
+		if err := s.streamCall(len(s.calls), tc); err != nil {
+			return err
+		}
+		s.calls = append(s.calls, toolCall{ID: tc.ID, Type: "function", Function: toolFunction{Name: tc.Name}})
+	}
+	return nil
+}
+
+// streamCall sends tool call i: a chunk with its id, type and name, then
+// its arguments in fragments of at most argumentFragment bytes, cut
+// between characters.
+func (s *chatSink) streamCall(i int, tc protocol.ToolCall) error {
+	first := toolCallDelta{Index: i, ID: tc.ID, Type: "function", Function: toolFunctionDelta{Name: tc.Name}}
+	if err := s.out.event(s.chunk(chunkChoice{Delta: chunkDelta{ToolCalls: []toolCallDelta{first}}})); err != nil {
+		return err
+	}
+	for args := tc.Arguments; args != ""; {
+		n := min(argumentFragment, len(args))
+		for n < len(args) && !utf8.RuneStart(args[n]) {
+			n++
+		}
+		frag := toolCallDelta{Index: i, Function: toolFunctionDelta{Arguments: args[:n]}}
+		if err := s.out.event(s.chunk(chunkChoice{Delta: chunkDelta{ToolCalls: []toolCallDelta{frag}}})); err != nil {
+			return err
+		}
+		args = args[n:]
+	}
+	return nil
 }
 
 // End implements sink.Sink: the finish_reason chunk, the usage chunk when
@@ -105,14 +180,21 @@ func (s *chatSink) End(f sink.Final) error {
 		return err
 	}
 	reason := finishReason(f.FinishReason)
+	if len(s.calls) > 0 && reason == "stop" {
+		reason = "tool_calls"
+	}
 	if !s.p.Stream {
+		msg := chatMessage{Role: "assistant", Refusal: json.RawMessage(jsonNull), ToolCalls: s.calls}
+		if text := s.text.String(); text != "" || len(s.calls) == 0 {
+			msg.Content = &text
+		}
 		return s.out.body(http.StatusOK, chatCompletion{
 			ID:      s.meta.RequestID,
 			Object:  "chat.completion",
 			Created: s.meta.Created.Unix(),
 			Model:   s.meta.Model,
 			Choices: []chatChoice{{
-				Message:      chatMessage{Role: "assistant", Content: s.text.String(), Refusal: json.RawMessage(jsonNull)},
+				Message:      msg,
 				Logprobs:     s.chatLogprobs(s.logprobs),
 				FinishReason: reason,
 			}},

@@ -76,6 +76,7 @@ func newTestServer(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", handle(ParseChat, NewChatSink))
 	mux.HandleFunc("POST /v1/completions", handle(ParseCompletion, NewCompletionSink))
+	mux.HandleFunc("POST /v1/responses", handle(ParseResponses, NewResponsesSink))
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) { WriteModelList(w, models) })
 	mux.HandleFunc("GET /v1/models/{id}", func(w http.ResponseWriter, r *http.Request) {
 		for _, m := range models {

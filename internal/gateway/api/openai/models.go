@@ -28,6 +28,9 @@ type Model struct {
 	// Digests are the distinct model identities (protocol.Model.Digest)
 	// those providers serve, sorted.
 	Digests []string
+	// Capabilities are what at least one of those providers' models can
+	// do (Ollama's names: completion, tools, …).
+	Capabilities []string
 }
 
 // PriceRange summarizes one price across providers.
@@ -54,6 +57,9 @@ type modelObject struct {
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
 	// Digests are the model identities served (what require_digest names).
 	Digests []string `json:"digests,omitempty"`
+	// Capabilities are what the model can do on some provider: a request
+	// that needs one (tools) is placed only where the model has it.
+	Capabilities []string `json:"capabilities,omitempty"`
 }
 
 type priceObject struct {
@@ -83,6 +89,7 @@ func newModelObject(m Model) modelObject {
 			o.TokensPerSecond = math.Round(m.TokensPerSecond*10) / 10
 		}
 		o.Digests = m.Digests
+		o.Capabilities = m.Capabilities
 	}
 	return o
 }

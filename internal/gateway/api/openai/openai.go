@@ -36,6 +36,9 @@ type Params struct {
 	// ProviderObject is that member's object as sent (nil without one),
 	// for laying it over an API key's defaults (WithDefaults).
 	ProviderObject jsonfield.Object
+	// Responses holds what a /v1/responses response echoes of its
+	// request; nil on the other endpoints.
+	Responses *ResponsesOptions
 }
 
 // Limits OpenAI documents for its own API; enforcing them here keeps
@@ -54,8 +57,7 @@ const (
 // Error codes specific to the OpenAI API, in the "code" member of 400
 // responses; jsonfield has the ones both APIs use.
 const (
-	codeEmptyArray      = "empty_array"
-	codeUnsupportedTool = "tools_not_supported"
+	codeEmptyArray = "empty_array"
 )
 
 // finishReason defaults an empty reason to "stop": OpenAI clients treat a

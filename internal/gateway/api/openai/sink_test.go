@@ -244,7 +244,8 @@ func TestCompletionSinkLogprobs(t *testing.T) {
 }
 
 func TestSinkOutOfOrder(t *testing.T) {
-	for _, s := range []sink.Sink{NewChatSink(httptest.NewRecorder(), Params{Stream: true}), NewCompletionSink(httptest.NewRecorder(), Params{})} {
+	for _, s := range []sink.Sink{NewChatSink(httptest.NewRecorder(), Params{Stream: true}), NewCompletionSink(httptest.NewRecorder(), Params{}),
+		NewResponsesSink(httptest.NewRecorder(), Params{Stream: true}), NewResponsesSink(httptest.NewRecorder(), Params{})} {
 		if s.Delta(sink.Delta{Text: "x"}) == nil || s.End(testFinal()) == nil {
 			t.Error("Delta/End before Begin succeeded")
 		}
@@ -281,4 +282,28 @@ func TestSinkWriteErrorIsReturned(t *testing.T) {
 	if err := s.End(testFinal()); err == nil {
 		t.Error("End on a dead connection succeeded")
 	}
+}
+
+// TestChatSinkToolCalls: a tool call is OpenAI's, streamed as a chunk with
+// its index, id, type, name and empty arguments, then its arguments in
+// fragments under the same index, and finish_reason tool_calls; not
+// streamed, message.tool_calls with content null.
+func TestChatSinkToolCalls(t *testing.T) {
+	calls := []sink.Delta{{ToolCalls: []protocol.ToolCall{{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Paris, France"}`}}}}
+	rec := httptest.NewRecorder()
+	play(t, NewChatSink(rec, Params{}), calls, 0, nil)
+	checkBody(t, rec.Body.String(), `{"id":"req-1","object":"chat.completion","created":1700000000,"model":"m",`+
+		`"choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris, France\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],`+
+		`"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8},"system_fingerprint":null}`+"\n")
+
+	rec = httptest.NewRecorder()
+	play(t, NewChatSink(rec, Params{Stream: true}), calls, 0, nil)
+	head := `data: {"id":"req-1","object":"chat.completion.chunk","created":1700000000,"model":"m","system_fingerprint":null,"choices":[{"index":0,"delta":`
+	tail := `,"logprobs":null,"finish_reason":null}]}` + "\n\n"
+	checkBody(t, rec.Body.String(), head+`{"role":"assistant","content":"","refusal":null}`+tail+
+		head+`{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}`+tail+
+		head+`{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Paris, "}}]}`+tail+
+		head+`{"tool_calls":[{"index":0,"function":{"arguments":"France\"}"}}]}`+tail+
+		head+`{},"logprobs":null,"finish_reason":"tool_calls"}]}`+"\n\n"+
+		"data: [DONE]\n\n")
 }

@@ -53,8 +53,23 @@ func (r *responder) event(v any) error {
 	return r.data(b)
 }
 
-func (r *responder) data(b []byte) error {
-	buf := make([]byte, 0, len(b)+8)
+// namedEvent writes one "event: <name>\ndata: <json>\n\n" event, the form
+// of the Responses API's stream, and flushes it.
+func (r *responder) namedEvent(name string, v any) error {
+	b, err := sink.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return r.write("event: "+name+"\n", b)
+}
+
+func (r *responder) data(b []byte) error { return r.write("", b) }
+
+// write sends one event: head (an "event:" line or nothing), then b as its
+// data line.
+func (r *responder) write(head string, b []byte) error {
+	buf := make([]byte, 0, len(head)+len(b)+8)
+	buf = append(buf, head...)
 	buf = append(buf, "data: "...)
 	buf = append(buf, b...)
 	buf = append(buf, "\n\n"...)

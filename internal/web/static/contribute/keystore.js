@@ -3,7 +3,7 @@
 // not as text). It is generated extractable so that its owner can download
 // it as a key file in the format `idlegrid` uses (keys.Save: type,
 // public_key, seed) — to register and stake it with `idlegrid ledger
-// register --key FILE`, to move it to another browser, or to run the native
+// register --key-file FILE`, to move it to another browser, or to run the native
 // agent with it — and a key file can be imported the same way.
 
 import { address, fromHex, toHex } from "./codec.js";
