@@ -60,10 +60,12 @@ func newBenchCmd(a *app) *cobra.Command {
 		Use:   "overhead",
 		Short: "What the gateway, hub and provider agent add to calling the simulator directly",
 		Long: `Start a local network in this process with an instant simulator upstream and
-compare, in the same run: non-streaming latency (direct vs through the
-network) at each concurrency, time to first token, per-token relay delay for
-many concurrent streams (backend emission → consumer arrival), and the most
-requests per second each side sustains. Prints a summary line at the end.`,
+compare, in the same run: non-streaming latency and requests/s at each
+concurrency (the upstream directly, two bare reverse proxies, the Portkey AI
+gateway when Node.js is present, and the network), time to first token, the most requests per second each side sustains, and
+per-token relay delay for many concurrent streams (backend emission →
+consumer arrival). The network's provider has --slots slots, as up's does.
+Prints a verdict on the saturation targets and a summary line at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = a.stdout
@@ -83,6 +85,9 @@ requests per second each side sustains. Prints a summary line at the end.`,
 	f.IntVar(&cfg.StreamTokens, "stream-tokens", cfg.StreamTokens, "tokens per stream")
 	f.DurationVar(&cfg.RPSDuration, "rps-duration", cfg.RPSDuration, "duration of each max-throughput run")
 	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "gateway receipt durability: disk (fsync) or process")
+	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs the network's provider runs at once (up's default; the relay measurement gets at least one per stream)")
+	f.BoolVar(&cfg.Peer, "peer", cfg.Peer, "also run the Portkey AI gateway (npm @portkey-ai/gateway@"+bench.PortkeyVersion+
+		", installed into the user cache directory) in front of the same upstream, when node and npm are present")
 	lcfg := bench.DefaultLedger()
 	ledgerCmd := &cobra.Command{
 		Use:   "ledger",

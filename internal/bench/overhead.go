@@ -13,12 +13,12 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
@@ -36,24 +36,43 @@ type OverheadConfig struct {
 	RPSDuration time.Duration
 	// ReceiptSync is passed to the gateway ("disk" or "process").
 	ReceiptSync string
-	Out         io.Writer
+	// Slots are the provider's slots (jobs at once) in the network measured
+	// (default DefaultSlots); the relay measurement has at least one per
+	// stream.
+	Slots int
+	// Peer runs the Portkey AI gateway in front of the same upstream in
+	// the non-streaming comparison, when Node.js and npm are present.
+	Peer bool
+	Out  io.Writer
 }
 
 // DefaultOverhead is what `idlegrid bench overhead` runs.
 func DefaultOverhead() OverheadConfig {
-	return OverheadConfig{Requests: 2000, Concurrency: []int{1, 64}, Streams: 256, StreamTokens: 100, StreamRate: 50, RPSDuration: 5 * time.Second}
+	return OverheadConfig{Requests: 2000, Concurrency: []int{1, 64}, Streams: 256, StreamTokens: 100, StreamRate: 50, RPSDuration: 5 * time.Second, Slots: DefaultSlots, Peer: true}
+}
+
+// Side is one target's latencies in a closed-loop run and the requests per
+// second it completed.
+type Side struct {
+	Dist
+	RPS float64
 }
 
 // Latency compares one measurement through the network with the baseline.
 type Latency struct {
 	Concurrency int
-	Direct, Via Dist
+	Direct, Via Side
 	// Proxy is the same requests through two bare reverse proxies
 	// (net/http/httputil) chained in front of the simulator, in the same
 	// process: what the network path's two extra hops (consumer → gateway
 	// → agent → simulator, where the direct baseline has one) cost on this
 	// machine with nothing else in them, for scale.
-	Proxy Dist
+	Proxy Side
+	// Peer is the same requests through the Portkey AI gateway (Node.js)
+	// in front of the simulator; empty when Node is missing.
+	Peer Side
+	// Stages says where the Via requests spent their time.
+	Stages StageShares
 }
 
 // Added is the difference of the q-quantiles (via − direct).
@@ -61,6 +80,21 @@ func (l Latency) Added(q float64) time.Duration { return l.Via.Q(q) - l.Direct.Q
 
 // ProxyAdded is what the bare proxies add at the q-quantile (proxy − direct).
 func (l Latency) ProxyAdded(q float64) time.Duration { return l.Proxy.Q(q) - l.Direct.Q(q) }
+
+// table prints one concurrency level's targets as rows.
+func (l Latency) table(out io.Writer) {
+	fmt.Fprintf(out, "  %d client(s)\n  | target | requests/s | p50 | p90 | p99 | p99.9 |\n  |---|---|---|---|---|---|\n", l.Concurrency)
+	row := func(name string, s Side) {
+		if len(s.Dist) == 0 {
+			return
+		}
+		fmt.Fprintf(out, "  | %s | %.0f | %s | %s | %s | %s |\n", name, s.RPS, ms(s.Q(.5)), ms(s.Q(.9)), ms(s.Q(.99)), ms(s.Q(.999)))
+	}
+	row("upstream directly", l.Direct)
+	row("two bare reverse proxies", l.Proxy)
+	row("Portkey "+PortkeyVersion, l.Peer)
+	row("idlegrid (gateway+hub+agent)", l.Via)
+}
 
 // proxyChain puts hops bare reverse proxies (net/http/httputil, flushing
 // every write so a stream stays a stream) in front of origin and returns
@@ -114,22 +148,21 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	defer simSrv.Close()
 	model := simCfg.Models[0].Name
 
-	dir, err := os.MkdirTemp("", "idlegrid-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	b, err := node.OpenBackend(ctx, node.BackendOllama, simSrv.URL, nil)
 	if err != nil {
 		return nil, err
 	}
 	timed := newTimedBackend(b.Backend, cfg.StreamRate)
-	n, err := node.StartUp(ctx, node.UpConfig{Addr: "127.0.0.1:0", DataDir: dir, DevAPIKey: benchKey, Slots: 1024, ReceiptSync: cfg.ReceiptSync,
-		BackendOverride: &node.LocalBackend{Backend: timed, Description: "simulator"}})
+	slots := cfg.Slots
+	if slots <= 0 {
+		slots = DefaultSlots
+	}
+	stages := &stageLog{}
+	n, stop, err := startOverheadNet(ctx, cfg, timed, slots, stages.record)
 	if err != nil {
 		return nil, err
 	}
-	defer n.Shutdown(context.Background())
+	defer stop()
 	via := n.Gateway.URL()
 	bare, closeBare := proxyChain(simSrv.URL, 2)
 	defer closeBare()
@@ -158,25 +191,77 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 		return time.Since(start), err
 	}
 
-	fmt.Fprintf(out, "non-streaming latency, 16 tokens, %d requests per side (direct = simulator alone, via = gateway+hub+agent+simulator)\n", cfg.Requests)
+	fmt.Fprintf(out, "non-streaming, OpenAI chat completions, 16-token answers from an instant upstream, %d requests per target and concurrency\n", cfg.Requests)
+	var peer *portkeyPeer
+	if cfg.Peer {
+		peer, err = startPortkey(ctx, simSrv.URL, func(s string) { fmt.Fprintln(out, "  "+s) })
+		switch {
+		case errors.Is(err, errNoNode):
+			fmt.Fprintf(out, "  no Portkey column: %v (it needs Node.js to run @portkey-ai/gateway@%s)\n", err, PortkeyVersion)
+		case err != nil:
+			return nil, err
+		default:
+			defer peer.Close()
+		}
+	}
+	openai := func(i int) []byte {
+		b, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": fmt.Sprintf("request %d", i%50)}},
+			"max_tokens": 16, "seed": 1, "temperature": 0})
+		return b
+	}
+	complete := func(base string, peer *portkeyPeer, b []byte) (time.Duration, error) {
+		start := time.Now()
+		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+benchKey)
+		req.Header.Set("Content-Type", "application/json")
+		if peer != nil {
+			peer.header(req.Header)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return 0, fmt.Errorf("%s: status %d: %.200s", base, resp.StatusCode, got)
+		}
+		return time.Since(start), err
+	}
 	for _, c := range cfg.Concurrency {
 		l := Latency{Concurrency: c}
-		for _, side := range []struct {
+		targets := []struct {
 			base string
-			dst  *Dist
-		}{{simSrv.URL, &l.Direct}, {bare, &l.Proxy}, {via, &l.Via}} {
-			lat, err := runClosed(ctx, c, cfg.Requests, func(i int) (time.Duration, error) {
-				return call(side.base, body(false, 16, fmt.Sprintf("request %d", i%50)))
-			})
+			peer *portkeyPeer
+			side *Side
+		}{{simSrv.URL, nil, &l.Direct}, {bare, nil, &l.Proxy}, {via, nil, &l.Via}}
+		if peer != nil {
+			targets = append(targets[:2:2], struct {
+				base string
+				peer *portkeyPeer
+				side *Side
+			}{peer.URL, peer, &l.Peer}, targets[2])
+		}
+		for _, tg := range targets {
+			// A quarter as many requests first, not measured: Node's JIT and
+			// every side's connection pools warm up before the clock runs.
+			do := func(i int) (time.Duration, error) { return complete(tg.base, tg.peer, openai(i)) }
+			if _, err := runClosed(ctx, c, max(cfg.Requests/4, c), do); err != nil {
+				return nil, err
+			}
+			if tg.side == &l.Via {
+				stages.start()
+			}
+			side, err := runClosed(ctx, c, cfg.Requests, do)
 			if err != nil {
 				return nil, err
 			}
-			*side.dst = lat
+			*tg.side = side
 		}
+		l.Stages = stageShares(stages.stop())
 		res.NonStreaming = append(res.NonStreaming, l)
-		fmt.Fprintf(out, "  c=%-3d direct p50 %s p99 %s | via p50 %s p99 %s p99.9 %s | added p50 %s p99 %s | two bare proxy hops add p50 %s p99 %s\n", c,
-			ms(l.Direct.Q(.5)), ms(l.Direct.Q(.99)), ms(l.Via.Q(.5)), ms(l.Via.Q(.99)), ms(l.Via.Q(.999)), ms(l.Added(.5)), ms(l.Added(.99)),
-			ms(l.ProxyAdded(.5)), ms(l.ProxyAdded(.99)))
+		l.table(out)
+		fmt.Fprintln(out, l.Stages)
 	}
 
 	ttft := func(base string, b []byte) (time.Duration, error) {
@@ -210,20 +295,6 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	fmt.Fprintf(out, "time to first token, c=1: direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s\n",
 		ms(res.TTFT.Direct.Q(.5)), ms(res.TTFT.Direct.Q(.99)), ms(res.TTFT.Via.Q(.5)), ms(res.TTFT.Via.Q(.99)), ms(res.TTFT.Added(.5)), ms(res.TTFT.Added(.99)))
 
-	if res.Relay, err = relayDelay(ctx, client, via, model, timed, cfg); err != nil {
-		return nil, err
-	}
-	res.RelayRate = float64(cfg.Streams) * cfg.StreamRate
-	fmt.Fprintf(out, "relay delay per token, %d streams × %.0f tokens/s = %.0f tokens/s (backend emission → consumer arrival):\n", cfg.Streams, cfg.StreamRate, res.RelayRate)
-	st, all := res.Relay.Steady, res.Relay.All
-	fmt.Fprintf(out, "  while all %d streams run: p50 %s p99 %s max %s (%d tokens)\n", cfg.Streams, ms(st.Q(.5)), ms(st.Q(.99)), ms(st.Max()), len(st))
-	fmt.Fprintf(out, "  all tokens, streams starting and ending included: p50 %s p99 %s max %s (%d tokens)\n", ms(all.Q(.5)), ms(all.Q(.99)), ms(all.Max()), len(all))
-	if res.RelayBare, err = bareRelay(ctx, client, timed, cfg); err != nil {
-		return nil, err
-	}
-	bst := res.RelayBare.Steady
-	fmt.Fprintf(out, "  the same streams through two bare proxy hops, nothing else: p50 %s p99 %s max %s (%d tokens)\n", ms(bst.Q(.5)), ms(bst.Q(.99)), ms(bst.Max()), len(bst))
-
 	for _, side := range []struct {
 		base string
 		dst  *float64
@@ -239,70 +310,69 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	}
 	fmt.Fprintf(out, "max requests/s (64 clients, 4-token answers, instant upstream): direct %.0f | via %.0f (%.0f%%)\n",
 		res.RPSDirect, res.RPSVia, 100*res.RPSVia/res.RPSDirect)
+	// The relay streams all run at once: on a network with a slot for each.
+	stop()
+	rn, stopRelay, err := startOverheadNet(ctx, cfg, timed, max(slots, cfg.Streams), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer stopRelay()
+	if res.Relay, err = relayDelay(ctx, client, rn.Gateway.URL(), model, timed, cfg); err != nil {
+		return nil, err
+	}
+	res.RelayRate = float64(cfg.Streams) * cfg.StreamRate
+	fmt.Fprintf(out, "relay delay per token, %d streams × %.0f tokens/s = %.0f tokens/s (backend emission → consumer arrival):\n", cfg.Streams, cfg.StreamRate, res.RelayRate)
+	st, all := res.Relay.Steady, res.Relay.All
+	fmt.Fprintf(out, "  while all %d streams run: p50 %s p99 %s max %s (%d tokens)\n", cfg.Streams, ms(st.Q(.5)), ms(st.Q(.99)), ms(st.Max()), len(st))
+	fmt.Fprintf(out, "  all tokens, streams starting and ending included: p50 %s p99 %s max %s (%d tokens)\n", ms(all.Q(.5)), ms(all.Q(.99)), ms(all.Max()), len(all))
+	if res.RelayBare, err = bareRelay(ctx, client, timed, cfg); err != nil {
+		return nil, err
+	}
+	bst := res.RelayBare.Steady
+	fmt.Fprintf(out, "  the same streams through two bare proxy hops, nothing else: p50 %s p99 %s max %s (%d tokens)\n", ms(bst.Q(.5)), ms(bst.Q(.99)), ms(bst.Max()), len(bst))
+
 	for _, t := range res.Targets(cfg) {
 		fmt.Fprintln(out, t)
 	}
 	return res, nil
 }
 
-// The issue's first targets.
-const (
-	targetAddedP99 = time.Millisecond     // added p99, non-streaming, one client
-	targetRelayMax = 5 * time.Millisecond // relay delay, 256 streams × 50 tokens/s
-)
+// DefaultSlots is the bench network's provider slots unless configured:
+// `idlegrid up`'s default, so that the figures are what up serves.
+const DefaultSlots = 4
 
-// Targets says, for each first target this run measured, whether the
-// network met it, next to what two bare proxy hops did in the same run:
-// a target that the bare hops miss cannot be met on this machine by any
-// path with as many hops.
-func (r *OverheadResult) Targets(cfg OverheadConfig) []string {
-	verdict := func(got, bare, target time.Duration) string {
-		met := "not met"
-		if got <= target {
-			met = "met"
-		}
-		bareMet := "misses it too"
-		if bare <= target {
-			bareMet = "meets it"
-		}
-		return fmt.Sprintf("%s (%s; two bare proxy hops: %s, %s)", met, ms(got), ms(bare), bareMet)
+// startOverheadNet starts the network the bench measures, in a temporary
+// directory, with the given provider slots; stop shuts it down and removes
+// the directory (more than one call does nothing).
+func startOverheadNet(ctx context.Context, cfg OverheadConfig, timed *timedBackend, slots int, onStages func(gateway.Stages)) (*node.Network, func(), error) {
+	dir, err := os.MkdirTemp("", "idlegrid-bench-")
+	if err != nil {
+		return nil, nil, err
 	}
-	var out []string
-	for _, l := range r.NonStreaming {
-		if l.Concurrency == 1 {
-			out = append(out, fmt.Sprintf("target: added p99 ≤ %s with one client: %s", ms(targetAddedP99),
-				verdict(l.Added(.99), l.ProxyAdded(.99), targetAddedP99)))
-		}
+	n, err := node.StartUp(ctx, node.UpConfig{Addr: "127.0.0.1:0", DataDir: dir, DevAPIKey: benchKey, Slots: slots, ReceiptSync: cfg.ReceiptSync,
+		BackendOverride: &node.LocalBackend{Backend: timed, Description: "simulator"}, Gateway: gateway.Config{OnStages: onStages}})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
 	}
-	if cfg.Streams == 256 && cfg.StreamRate == 50 {
-		out = append(out, fmt.Sprintf("target: no relay delay above %s at 256 streams × 50 tokens/s: %s", ms(targetRelayMax),
-			verdict(r.Relay.Steady.Max(), r.RelayBare.Steady.Max(), targetRelayMax)))
-	}
-	return out
+	var once sync.Once
+	return n, func() {
+		once.Do(func() {
+			n.Shutdown(context.Background())
+			os.RemoveAll(dir)
+		})
+	}, nil
 }
 
-// Summary is the one-line result.
-func (r *OverheadResult) Summary() string {
-	var parts []string
-	for _, l := range r.NonStreaming {
-		parts = append(parts, fmt.Sprintf("added c=%d p50 %s p99 %s (two bare proxy hops: %s / %s)", l.Concurrency, ms(l.Added(.5)), ms(l.Added(.99)),
-			ms(l.ProxyAdded(.5)), ms(l.ProxyAdded(.99))))
-	}
-	parts = append(parts, fmt.Sprintf("added TTFT p50 %s p99 %s", ms(r.TTFT.Added(.5)), ms(r.TTFT.Added(.99))),
-		fmt.Sprintf("relay @%.0f tok/s steady p50 %s p99 %s max %s (all tokens p99 %s max %s; two bare proxy hops p99 %s max %s)", r.RelayRate,
-			ms(r.Relay.Steady.Q(.5)), ms(r.Relay.Steady.Q(.99)), ms(r.Relay.Steady.Max()), ms(r.Relay.All.Q(.99)), ms(r.Relay.All.Max()),
-			ms(r.RelayBare.Steady.Q(.99)), ms(r.RelayBare.Steady.Max())),
-		fmt.Sprintf("rps via %.0f / direct %.0f", r.RPSVia, r.RPSDirect))
-	return "overhead: " + strings.Join(parts, "; ")
-}
-
-// runClosed runs n calls with c workers and returns their latencies.
-func runClosed(ctx context.Context, c, n int, f func(i int) (time.Duration, error)) (Dist, error) {
+// runClosed runs n calls with c workers and returns their latencies and
+// the rate at which they completed.
+func runClosed(ctx context.Context, c, n int, f func(i int) (time.Duration, error)) (Side, error) {
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr error
 	var once sync.Once
+	start := time.Now()
 	for range c {
 		wg.Add(1)
 		go func() {
@@ -325,7 +395,7 @@ func runClosed(ctx context.Context, c, n int, f func(i int) (time.Duration, erro
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
-	return NewDist(lat), firstErr
+	return Side{Dist: NewDist(lat), RPS: float64(n) / time.Since(start).Seconds()}, firstErr
 }
 
 // maxRPS runs c closed-loop workers for d and returns completed requests/s.

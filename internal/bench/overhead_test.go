@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway"
 )
 
 // TestOverheadRuns runs the harness at a tiny size: it checks that every
@@ -23,17 +25,32 @@ func TestOverheadRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via) != 40 || len(res.NonStreaming[1].Proxy) != 40 || len(res.Relay.All) != 320 ||
+	if len(res.NonStreaming) != 2 || len(res.NonStreaming[1].Via.Dist) != 40 || len(res.NonStreaming[1].Proxy.Dist) != 40 || res.NonStreaming[1].Via.RPS <= 0 || len(res.Relay.All) != 320 ||
 		len(res.Relay.Steady) == 0 || len(res.RelayBare.All) != 320 || res.RPSVia <= 0 || res.RPSDirect <= 0 {
 		t.Fatalf("incomplete result: %+v", res)
+	}
+	// The gateway reported the stages of every measured request through
+	// the network, and they add up to its total.
+	for _, l := range res.NonStreaming {
+		st := l.Stages
+		if st.Requests != 40 {
+			t.Fatalf("c=%d: stages of %d requests, want 40", l.Concurrency, st.Requests)
+		}
+		for _, m := range []gateway.Stages{st.Slowest, st.Middle} {
+			if sum := m.Wait + m.Link + m.Agent + m.Receipt + m.Write; m.Total <= 0 || sum-m.Total > 5 || m.Total-sum > 5 {
+				t.Errorf("c=%d: stages %+v add up to %s", l.Concurrency, m, sum)
+			}
+		}
 	}
 	for _, d := range append(res.Relay.All, res.RelayBare.All...) {
 		if d <= 0 {
 			t.Fatalf("token arrived before it was emitted: %s", d)
 		}
 	}
-	// Only the one-client target applies to this configuration.
-	if targets := res.Targets(OverheadConfig{Streams: 8, StreamRate: 200}); len(targets) != 1 || !strings.Contains(targets[0], "one client") {
+	// The one-client target and the saturation verdict apply to this
+	// configuration; without a peer its targets are not measured.
+	if targets := res.Targets(OverheadConfig{Streams: 8, StreamRate: 200}); len(targets) != 2 || !strings.Contains(targets[0], "one client") ||
+		!strings.Contains(targets[1], "of 2 saturation targets met") || !strings.Contains(targets[1], "no Portkey run") {
 		t.Errorf("targets = %q", targets)
 	}
 	t.Log(out.String())

@@ -43,6 +43,11 @@ type Config struct {
 	Hub *hub.Hub
 	// Metrics, when set, records requests, tokens and queue for /metrics.
 	Metrics *metrics.Gateway
+	// OnStages, when set, is called with the stage durations of every
+	// served request, on the request's goroutine once its answer's end is
+	// written: for performance work (`idlegrid bench overhead`); it must
+	// be quick.
+	OnStages func(Stages)
 	// MaxBodyBytes bounds a request body (default 8 MiB).
 	MaxBodyBytes int64
 	// DefaultMaxTokens applies when a request sets no limit (default 1024).
@@ -203,7 +208,9 @@ type Gateway struct {
 	cfg    Config
 	log    *slog.Logger
 	sched  *scheduler.Scheduler
-	queued atomic.Int64
+	queued atomic.Int64 // requests waiting for a slot (MaxQueued bounds it)
+	// waiting holds them in line, placed in arrival order (queue.go).
+	waiting *lines
 	// started is when the gateway was made: the reconnect grace runs from
 	// it. served are the models its store served within RecentlyServed
 	// before it started (read once, at start).
@@ -317,7 +324,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), sched: sched, health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), sched: sched, waiting: newLines(), health: newHealth(cfg.BreakerThreshold, cfg.BreakerCooldown, cfg.Now),
 		adm: admission{standings: map[keys.PublicKey]standing{}}, kept: newResponseMemory(cfg.ResponseMemory, cfg.ResponseTTL, cfg.Now)}
 	cfg.Hub.SetAdmit(g.admitProvider)
 	g.served = servedBefore(cfg.Store, g.started.Add(-cfg.RecentlyServed), g.log)

@@ -17,69 +17,54 @@ import (
 )
 
 // place finds a provider with a free slot for the call's current segment
-// and dispatches it, waiting in the queue while every provider of the model
-// is busy. ctx carries the request's overall deadline.
+// and dispatches it. While every provider of the model is busy it waits in
+// line (queue.go): placed in arrival order, at most MaxQueued waiting, each
+// for at most QueueTimeout. ctx carries the request's overall deadline.
 func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Job, *reservation, *apierr.Error) {
 	h := g.cfg.Hub
 	deadline := time.NewTimer(g.cfg.QueueTimeout)
 	defer deadline.Stop()
-	queued := false
+	key := lineKey(c)
+	var w *waiter              // set while waiting in line
+	tried := false             // the last thing w did was try
 	var grace <-chan time.Time // fires when the reconnect grace ends
 	defer func() {
-		if queued {
+		if w != nil {
+			g.waiting.leave(w, tried)
 			g.queued.Add(-1)
 		}
 	}()
+	var u *scheduler.Unplaceable
+	// Somebody already waits for this model: to the back of the line.
+	try := !g.waiting.waiting(key)
 	for {
-		changed := h.Changed()                 // before the snapshot, so no change is missed
-		choice, err := g.pick(c, h.Snapshot()) // probation.go
-		var u *scheduler.Unplaceable
-		if err == nil {
-			job := g.job(c, choice)
-			hold, e := g.hold(ctx, c, choice)
-			if e != nil {
-				return nil, nil, nil, e
+		changed := h.Changed() // before the snapshot, so no change is missed
+		if try {
+			tried = true
+			s, job, hold, e, placed := g.tryPlace(ctx, c, h, &u, &grace)
+			if e != nil || placed {
+				return s, job, hold, e
 			}
-			c.dispatched = time.Now()
-			s, err := h.Dispatch(ctx, choice.Key, job)
-			if err == nil {
-				g.sched.Placed(&c.sched, choice.Key)
-				g.placed(probationModel(c.asked), choice.Key)
-				g.health.dispatched(choice.Key)
-				return s, job, hold, nil
-			}
-			hold.release()
-			if errors.Is(err, hub.ErrCongested) {
-				// The provider is not reading its connection: the next
-				// snapshot shows it without a free slot, so pick again now.
-				g.log.Debug("provider congested; placing elsewhere", "request_id", c.id, "provider", choice.Key.String())
-				continue
-			}
-			// The snapshot was already stale: the slot was taken, or the
-			// provider paused or went away. Wait for the hub's next change
-			// rather than picking the same provider again at once.
-			g.log.Debug("dispatch lost a race; waiting for the next change", "request_id", c.id, "err", err)
-		} else {
-			if !errors.As(err, &u) {
-				return nil, nil, nil, apierr.Internal("scheduling failed")
-			}
-			if u.Offering == 0 {
-				if e := g.nobodyOffers(c, u, &grace); e != nil {
-					return nil, nil, nil, e
-				}
-			} else if !u.OnlyBusy() {
-				return nil, nil, nil, unplaceable(u)
+			if w != nil && restricted(c) {
+				g.waiting.handOn(w) // the slot may be one this request cannot use
 			}
 		}
-		if !queued {
+		tried = false
+		if w == nil {
 			if g.queued.Add(1) > int64(g.cfg.MaxQueued) {
 				g.queued.Add(-1)
 				return nil, nil, nil, apierr.Overloaded("The request queue is full (%d waiting; %s). Retry with backoff.", g.cfg.MaxQueued, g.why(c, u))
 			}
-			queued = true
+			w = g.waiting.join(key)
+		}
+		// The head watches the hub; the others wait for their turn.
+		var change <-chan struct{}
+		if g.waiting.head(w) {
+			change = changed
 		}
 		select {
-		case <-changed:
+		case <-change:
+		case <-w.turn:
 		case <-grace: // look once more, then answer as after the grace
 		case <-deadline.C:
 			return nil, nil, nil, apierr.Overloaded("No provider slot freed within %s (%s). Retry with backoff.", g.cfg.QueueTimeout, g.why(c, u))
@@ -89,6 +74,55 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 			}
 			return nil, nil, nil, apierr.Unavailable("cancelled", "The request was cancelled while queued.")
 		}
+		try = true
+	}
+}
+
+// tryPlace makes one placement attempt on the hub's current snapshot.
+// placed reports a dispatched job; e an answer to give the consumer; with
+// neither, wait for the next change (*u says why, when the scheduler did).
+func (g *Gateway) tryPlace(ctx context.Context, c *call, h *hub.Hub, u **scheduler.Unplaceable, grace *<-chan time.Time) (
+	s *hub.Stream, job *protocol.Job, hold *reservation, e *apierr.Error, placed bool) {
+	for {
+		choice, err := g.pick(c, h.Snapshot()) // probation.go
+		*u = nil
+		if err != nil {
+			if !errors.As(err, u) {
+				return nil, nil, nil, apierr.Internal("scheduling failed"), false
+			}
+			if (*u).Offering == 0 {
+				return nil, nil, nil, g.nobodyOffers(c, *u, grace), false
+			}
+			if !(*u).OnlyBusy() {
+				return nil, nil, nil, unplaceable(*u), false
+			}
+			return nil, nil, nil, nil, false
+		}
+		job := g.job(c, choice)
+		hold, e := g.hold(ctx, c, choice)
+		if e != nil {
+			return nil, nil, nil, e, false
+		}
+		c.dispatched = time.Now()
+		s, err := h.Dispatch(ctx, choice.Key, job)
+		if err == nil {
+			g.sched.Placed(&c.sched, choice.Key)
+			g.placed(probationModel(c.asked), choice.Key)
+			g.health.dispatched(choice.Key)
+			return s, job, hold, nil, true
+		}
+		hold.release()
+		if errors.Is(err, hub.ErrCongested) {
+			// The provider is not reading its connection: the next
+			// snapshot shows it without a free slot, so pick again now.
+			g.log.Debug("provider congested; placing elsewhere", "request_id", c.id, "provider", choice.Key.String())
+			continue
+		}
+		// The snapshot was already stale: the slot was taken, or the
+		// provider paused or went away. Wait for the hub's next change
+		// rather than picking the same provider again at once.
+		g.log.Debug("dispatch lost a race; waiting for the next change", "request_id", c.id, "err", err)
+		return nil, nil, nil, nil, false
 	}
 }
 

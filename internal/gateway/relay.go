@@ -315,6 +315,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 	g.health.success(provider)
 	g.observe(c, job, provider, d.Usage, seg, now)
 	signed, err := g.record(ctx, r, d.ReceiptSignature, hold)
+	stored := time.Now()
 	if err != nil {
 		log.Error("could not store receipt", "err", err)
 		return outcome{err: apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry.")}
@@ -328,6 +329,9 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 	err = out.begin()
 	if err == nil {
 		err = out.snk.End(final)
+	}
+	if g.cfg.OnStages != nil {
+		g.cfg.OnStages(stagesOf(c, now, stored, time.Duration(d.Timings.TotalUs)*time.Microsecond))
 	}
 	if err != nil {
 		log.Info("consumer went away before the end of the answer; the receipt stands for the tokens relayed", "err", err)
