@@ -1,0 +1,750 @@
+// Package clients_test runs third-party clients installed from npm (the
+// official OpenAI SDK, ollama-js, the Vercel AI SDK, LangChain) against a
+// real `idlegrid up`, the way applications use the network. The scripts
+// next to this file print one JSON line per check; the tests here decide
+// whether what each client got is right: exactly the simulator's answer on
+// the simulator, and on a real Ollama what a random-weight model can show
+// (accepted, well-formed, counted, receipted).
+package clients_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
+)
+
+// clients are the scripts, by the name they print as "client".
+var clients = []string{"openai", "ollama", "vercel", "langchain"}
+
+// features are the groups of checks, in the order the subtests run. chat,
+// stream and errors work on every network of this version; the others are
+// the capabilities of issue 21 and fail until they are built.
+var features = []string{"chat", "stream", "errors", "tools", "structured", "embeddings", "keyless", "responses"}
+
+const (
+	apiKey    = "ig-node-clients-0123456789"
+	maxTokens = 24 // IDLEGRID_MAX_TOKENS of the scripts
+)
+
+// TestNodeClients runs every client script against `up` on the simulator
+// and checks each answer against the simulator's own.
+func TestNodeClients(t *testing.T) {
+	requireNode(t)
+	net := startUp(t, "--backend", "sim")
+	want := newSimOracle(t)
+	lines := runScripts(t, net, map[string]string{"IDLEGRID_MODEL": "sim"})
+	checkAll(t, lines, func(t *testing.T, l line) { checkSim(t, net, want, l) })
+}
+
+// TestNodeClientsOllama runs the same scripts against `up` serving the real
+// Ollama at OLLAMA_URL (models tiny, and tiny-tools for tools).
+func TestNodeClientsOllama(t *testing.T) {
+	ollama := os.Getenv("OLLAMA_URL")
+	if ollama == "" {
+		t.Skip("OLLAMA_URL is not set: no real Ollama to put behind the network")
+	}
+	requireNode(t)
+	net := startUp(t, "--backend", "ollama", "--ollama-url", ollama)
+	lines := runScripts(t, net, map[string]string{"IDLEGRID_MODEL": "tiny", "IDLEGRID_TOOLS_MODEL": "tiny-tools", "IDLEGRID_EMBED_MODEL": "tiny"})
+	checkAll(t, lines, func(t *testing.T, l line) { checkOllama(t, net, l) })
+}
+
+// requireNode skips the test unless node runs and the pinned modules are
+// installed (`npm ci` in this directory; .ci/run does it).
+func requireNode(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds idlegrid and runs npm clients against it; skipped with -short")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the npm client tests need Node.js 20 or later")
+	}
+	out, err := exec.Command(node, "--version").Output()
+	if err != nil {
+		t.Skipf("node --version: %v", err)
+	}
+	var major int
+	if _, err := fmt.Sscanf(string(out), "v%d", &major); err != nil || major < 20 {
+		t.Skipf("node %s is too old: the npm client tests need Node.js 20 or later", strings.TrimSpace(string(out)))
+	}
+	for _, m := range []string{"openai", "ollama", "ai", "@ai-sdk/openai-compatible", "@langchain/openai", "@langchain/ollama", "@langchain/core", "zod"} {
+		if _, err := os.Stat(filepath.Join("node_modules", m, "package.json")); err != nil {
+			t.Skipf("the npm modules are not installed (%s missing): run `npm ci` in test/clients", m)
+		}
+	}
+}
+
+// network is a running `idlegrid up`.
+type network struct {
+	url string
+}
+
+// startUp builds idlegrid and runs `up` on free loopback ports with args,
+// until the test ends.
+func startUp(t *testing.T, args ...string) *network {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "idlegrid")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/idlegrid/idlegrid/cmd/idlegrid").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	args = append([]string{"up", "--addr", "127.0.0.1:0", "--chain-rpc-addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--verify-every", "0", "--plant-every", "0"}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "IDLEGRID_DEV_API_KEY="+apiKey)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	base := make(chan string, 1)
+	go func() {
+		rx := regexp.MustCompile(`OpenAI API base URL:\s+(http://\S+)/v1`)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := rx.FindStringSubmatch(sc.Text()); m != nil {
+				base <- m[1]
+			}
+		}
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(40 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() && testing.Verbose() {
+			t.Logf("idlegrid up's log:\n%s", stderr.String())
+		}
+	})
+	var n network
+	select {
+	case n.url = <-base:
+	case <-exited:
+		t.Fatalf("idlegrid up exited before serving:\n%s", stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatal("idlegrid up printed no base URL within 60 s")
+	}
+	waitForModels(t, n.url)
+	return &n
+}
+
+// waitForModels waits until the local provider's models are listed.
+func waitForModels(t *testing.T, base string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := http.Get(base + "/v1/models")
+		if err == nil {
+			var list struct {
+				Data []struct{ ID string } `json:"data"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&list)
+			resp.Body.Close()
+			if err == nil && len(list.Data) > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the local provider's models never appeared in /v1/models")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// line is one check's report (lib.mjs, run).
+type line struct {
+	Client  string  `json:"client"`
+	Feature string  `json:"feature"`
+	Check   string  `json:"check"`
+	Result  *result `json:"result"`
+	Error   *thrown `json:"error"`
+	Raw     string  `json:"-"`
+}
+
+// thrown is what a client threw: its own error class, status and message.
+type thrown struct {
+	Name       string `json:"name"`
+	Message    string `json:"message"`
+	Status     int    `json:"status"`
+	StatusCode int    `json:"statusCode"`
+	OllamaCode int    `json:"status_code"`
+}
+
+// HTTPStatus is the status whichever field the client keeps it in.
+func (e *thrown) HTTPStatus() int { return max(e.Status, e.StatusCode, e.OllamaCode) }
+
+func (e *thrown) String() string {
+	return fmt.Sprintf("%s (HTTP %d): %s", e.Name, e.HTTPStatus(), e.Message)
+}
+
+// result is the union of what the checks report; each fills its part.
+type result struct {
+	ID           string                 `json:"id"`
+	Messages     []protocol.ChatMessage `json:"messages"`
+	Prompt       string                 `json:"prompt"`
+	MaxTokens    int                    `json:"max_tokens"`
+	Text         *string                `json:"text"`
+	FinishReason string                 `json:"finish_reason"`
+	Usage        *usage                 `json:"usage"`
+	Chunks       int                    `json:"chunks"`
+	// UsageChunkChoices: the choices of the OpenAI stream's usage chunk.
+	UsageChunkChoices *int `json:"usage_chunk_choices"`
+
+	// Errors expected by the check.
+	Thrown bool            `json:"thrown"`
+	Error  *thrown         `json:"error"`
+	Got    json.RawMessage `json:"got"`
+
+	// Tools.
+	ToolCalls   []toolCall        `json:"tool_calls"`
+	First       *result           `json:"first"`
+	Second      *result           `json:"second"`
+	Steps       []result          `json:"steps"`
+	ToolResults []json.RawMessage `json:"tool_results"`
+
+	// Structured output.
+	Valid   *bool           `json:"valid"`
+	JSON    *bool           `json:"json"`
+	Problem string          `json:"problem"`
+	Object  json.RawMessage `json:"object"`
+
+	// Embeddings.
+	Count      int         `json:"count"`
+	Dims       []int       `json:"dims"`
+	Finite     bool        `json:"finite"`
+	Head       [][]float64 `json:"head"`
+	Repeatable *bool       `json:"repeatable"`
+
+	// Responses API and Ollama metadata.
+	ResponseID string   `json:"response_id"`
+	Status     string   `json:"status"`
+	Events     []string `json:"events"`
+	FinalText  *string  `json:"final_text"`
+	Models     []string `json:"models"`
+}
+
+type usage struct {
+	Prompt     uint64 `json:"prompt"`
+	Completion uint64 `json:"completion"`
+	Total      uint64 `json:"total"`
+}
+
+// toolCall is a call as the client returned it; Arguments is a JSON string
+// (OpenAI) or an object (Ollama, Vercel, LangChain).
+type toolCall struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments"`
+	Fragments int             `json:"fragments"`
+}
+
+// runScripts runs the four client scripts at once against net and returns
+// their lines by client.
+func runScripts(t *testing.T, net *network, env map[string]string) map[string][]line {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	out := map[string][]line{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() {
+			cmd := exec.CommandContext(ctx, "node", c+".mjs")
+			cmd.Env = append(os.Environ(), "IDLEGRID_URL="+net.url, "IDLEGRID_API_KEY="+apiKey, fmt.Sprintf("IDLEGRID_MAX_TOKENS=%d", maxTokens))
+			for k, v := range env {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var lines []line
+			for _, raw := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+				if raw == "" {
+					continue
+				}
+				var l line
+				if jerr := json.Unmarshal([]byte(raw), &l); jerr != nil {
+					t.Errorf("%s printed a line that is not a check: %v\n%s", c, jerr, raw)
+					continue
+				}
+				l.Raw = raw
+				lines = append(lines, l)
+			}
+			if err != nil {
+				t.Errorf("node %s.mjs: %v\n%s", c, err, stderr.String())
+			}
+			mu.Lock()
+			out[c] = lines
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// checkAll runs check on every line, as subtests client/feature/check.
+func checkAll(t *testing.T, lines map[string][]line, check func(*testing.T, line)) {
+	for _, c := range clients {
+		t.Run(c, func(t *testing.T) {
+			for _, f := range features {
+				var of []line
+				for _, l := range lines[c] {
+					if l.Feature == f {
+						of = append(of, l)
+					}
+				}
+				if len(of) == 0 {
+					continue
+				}
+				t.Run(f, func(t *testing.T) {
+					for _, l := range of {
+						t.Run(l.Check, func(t *testing.T) {
+							if l.Error != nil {
+								t.Fatalf("the client failed: %s", l.Error)
+							}
+							if l.Result == nil {
+								t.Fatalf("no result: %s", l.Raw)
+							}
+							check(t, l)
+						})
+					}
+				})
+			}
+		})
+	}
+}
+
+// simOracle answers requests the way `up --backend sim` does.
+type simOracle struct {
+	sim *sim.Sim
+}
+
+func newSimOracle(t *testing.T) *simOracle {
+	s, err := sim.New(sim.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &simOracle{sim: s}
+}
+
+// answer is the simulator's greedy answer to what a chat check sent.
+func (o *simOracle) answer(t *testing.T, r *result) (string, backend.Result) {
+	t.Helper()
+	zero := 0.0
+	req := protocol.Request{Kind: protocol.KindChat, Model: "sim", Messages: r.Messages, Options: protocol.Options{MaxTokens: r.MaxTokens, Temperature: &zero}}
+	if len(r.Messages) == 0 {
+		req.Kind, req.Prompt = protocol.KindGenerate, r.Prompt
+	}
+	if r.MaxTokens == 0 || len(r.Messages) == 0 && r.Prompt == "" {
+		t.Fatalf("the check reported neither its messages nor its max tokens: %+v", r)
+	}
+	var text strings.Builder
+	res, err := o.sim.Generate(context.Background(), req, func(d backend.Delta) error {
+		text.WriteString(d.Text)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text.String(), res
+}
+
+// checkSim checks a line of the run on the simulator: exact answers, and
+// a signed receipt for each.
+func checkSim(t *testing.T, net *network, o *simOracle, l line) {
+	r := l.Result
+	switch l.Feature {
+	case "chat", "stream", "keyless":
+		if l.Check == "list-show" {
+			checkListShow(t, r, "sim")
+			return
+		}
+		checkExactText(t, net, o, r)
+		if r.UsageChunkChoices != nil && *r.UsageChunkChoices != 0 {
+			t.Errorf("the usage chunk has %d choices; OpenAI sends it with none", *r.UsageChunkChoices)
+		}
+	case "errors":
+		checkError(t, l)
+	case "tools":
+		checkTools(t, net, l, true)
+	case "structured":
+		checkStructured(t, net, r, true)
+	case "embeddings":
+		checkEmbeddings(t, net, r)
+	case "responses":
+		checkResponses(t, net, l, true, func(r *result) { checkExactText(t, net, o, r) })
+	default:
+		t.Fatalf("no checks for feature %q", l.Feature)
+	}
+}
+
+// checkOllama checks a line of the run on a real Ollama with random
+// weights: accepted, well formed, counted and receipted.
+func checkOllama(t *testing.T, net *network, l line) {
+	r := l.Result
+	switch l.Feature {
+	case "chat", "stream", "keyless":
+		if l.Check == "list-show" {
+			checkListShow(t, r, "tiny")
+			return
+		}
+		checkCountedText(t, net, r)
+	case "errors":
+		checkError(t, l)
+	case "tools":
+		checkTools(t, net, l, false)
+	case "structured":
+		checkStructured(t, net, r, false)
+	case "embeddings":
+		checkEmbeddings(t, net, r)
+	case "responses":
+		checkResponses(t, net, l, false, func(r *result) { checkCountedText(t, net, r) })
+	default:
+		t.Fatalf("no checks for feature %q", l.Feature)
+	}
+}
+
+// checkExactText: the client got exactly the simulator's answer, counted
+// as the simulator counts it, under a receipt for that very text.
+func checkExactText(t *testing.T, net *network, o *simOracle, r *result) {
+	t.Helper()
+	text, res := o.answer(t, r)
+	if r.Text == nil || *r.Text != text {
+		t.Errorf("text %q, want the simulator's %q", deref(r.Text), text)
+	}
+	if r.FinishReason != "" && r.FinishReason != res.FinishReason {
+		t.Errorf("finish reason %q, want %q", r.FinishReason, res.FinishReason)
+	}
+	want := usage{Prompt: res.Usage.PromptTokens, Completion: res.Usage.CompletionTokens, Total: res.Usage.PromptTokens + res.Usage.CompletionTokens}
+	if r.Usage == nil {
+		t.Errorf("no usage; want %+v", want)
+	} else if got := *r.Usage; got.Prompt != want.Prompt || got.Completion != want.Completion || got.Total != 0 && got.Total != want.Total {
+		t.Errorf("usage %+v, want %+v", got, want)
+	}
+	rc := checkReceipt(t, net, r.ID, res.Usage.PromptTokens, res.Usage.CompletionTokens)
+	if rc != nil && rc.Receipt.ResponseHash != receipt.Sum([]byte(text)) {
+		t.Errorf("receipt %s hashes another response than the text the client got", r.ID)
+	}
+}
+
+// checkCountedText: an answer of a random-weight model, counted within
+// the limit and receipted with the counts the client saw.
+func checkCountedText(t *testing.T, net *network, r *result) {
+	t.Helper()
+	if r.Text == nil {
+		t.Fatal("no text")
+	}
+	if r.Usage == nil || r.Usage.Prompt == 0 || r.Usage.Completion == 0 || r.Usage.Completion > uint64(r.MaxTokens) {
+		t.Fatalf("usage %+v: want prompt tokens, and 1 to %d completion tokens", r.Usage, r.MaxTokens)
+	}
+	if r.FinishReason != "" && r.FinishReason != "stop" && r.FinishReason != "length" {
+		t.Errorf("finish reason %q", r.FinishReason)
+	}
+	rc := checkReceipt(t, net, r.ID, r.Usage.Prompt, r.Usage.Completion)
+	if rc != nil && rc.Receipt.ResponseHash != receipt.Sum([]byte(*r.Text)) {
+		t.Errorf("receipt %s hashes another response than the text the client got", r.ID)
+	}
+}
+
+// checkReceipt fetches the receipt of request id and checks its
+// signatures and counts; nil when it failed.
+func checkReceipt(t *testing.T, net *network, id string, prompt, completion uint64) *receipt.Signed {
+	t.Helper()
+	if id == "" {
+		t.Error("the client exposed no request id to look the receipt up by")
+		return nil
+	}
+	req, _ := http.NewRequest("GET", net.url+"/v1/receipts/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /v1/receipts/%s: %d %s", id, resp.StatusCode, body)
+		return nil
+	}
+	s, err := receipt.ParseSigned(body)
+	if err == nil {
+		err = s.Verify()
+	}
+	if err != nil {
+		t.Errorf("receipt %s: %v", id, err)
+		return nil
+	}
+	if s.Receipt.PromptTokens != prompt || s.Receipt.CompletionTokens != completion {
+		t.Errorf("receipt %s bills %d prompt + %d completion tokens; the client was told %d + %d", id, s.Receipt.PromptTokens, s.Receipt.CompletionTokens, prompt, completion)
+	}
+	if s.Receipt.Amount == 0 {
+		t.Errorf("receipt %s charges nothing", id)
+	}
+	return &s
+}
+
+// errorClasses are the error types each client must throw, by check.
+var errorClasses = map[string]map[string]string{
+	"openai":    {"bad-model": "NotFoundError", "bad-key": "AuthenticationError"},
+	"ollama":    {"bad-model": "ResponseError", "bad-key": "ResponseError"},
+	"vercel":    {"bad-model": "APICallError", "bad-key": "APICallError"},
+	"langchain": {"bad-model": "NotFoundError", "bad-key": "AuthenticationError", "ChatOllama-bad-model": "ResponseError"},
+}
+
+// checkError: a bad model is a 404 that names it, a bad key a 401, each as
+// the client's own error type with the gateway's message.
+func checkError(t *testing.T, l line) {
+	t.Helper()
+	r := l.Result
+	if !r.Thrown || r.Error == nil {
+		t.Fatalf("the client did not fail; it got %s", r.Got)
+	}
+	e := r.Error
+	if want := errorClasses[l.Client][l.Check]; e.Name != want {
+		t.Errorf("error type %s, want %s", e.Name, want)
+	}
+	status, message := http.StatusNotFound, `"no-such-model" does not exist`
+	if strings.HasSuffix(l.Check, "bad-key") {
+		status, message = http.StatusUnauthorized, "Incorrect API key"
+	}
+	if e.HTTPStatus() != status || !strings.Contains(e.Message, message) {
+		t.Errorf("got %s; want HTTP %d with %q", e, status, message)
+	}
+}
+
+// checkTools: the first turn calls get_weather with a city, streamed or
+// not; after the tool's result the model answers. On the simulator every
+// first turn must call the tool (the scripts require one).
+func checkTools(t *testing.T, net *network, l line, sim bool) {
+	t.Helper()
+	r := l.Result
+	switch {
+	case r.First != nil: // a round trip by hand (OpenAI, ollama-js, LangChain)
+		checkToolCalls(t, net, r.First, sim, l.Client)
+		checkAnswer(t, net, r.Second)
+	case r.Steps != nil: // Vercel's generateText with stopWhen
+		if sim && len(r.Steps) < 2 {
+			t.Fatalf("%d steps; want a tool call, then an answer", len(r.Steps))
+		}
+		checkToolCalls(t, net, &r.Steps[0], sim, l.Client)
+		if sim && len(r.Steps[0].ToolResults) != len(r.Steps[0].ToolCalls) {
+			t.Errorf("%d tool results for %d calls", len(r.Steps[0].ToolResults), len(r.Steps[0].ToolCalls))
+		}
+		checkAnswer(t, net, &r.Steps[len(r.Steps)-1])
+	default:
+		checkToolCalls(t, net, r, sim, l.Client)
+	}
+}
+
+// checkToolCalls checks a turn that must call the weather tool.
+func checkToolCalls(t *testing.T, net *network, r *result, sim bool, client string) {
+	t.Helper()
+	if len(r.ToolCalls) == 0 {
+		if sim {
+			t.Fatalf("no tool call (finish reason %q, text %q)", r.FinishReason, deref(r.Text))
+		}
+		t.Logf("the random-weight model called no tool (text %q)", deref(r.Text))
+	}
+	for i, c := range r.ToolCalls {
+		if c.Name != "get_weather" {
+			t.Errorf("call %d is to %q, want get_weather", i, c.Name)
+		}
+		if client != "ollama" && c.ID == "" {
+			t.Errorf("call %d has no id", i)
+		}
+		if c.Type != "" && c.Type != "function" {
+			t.Errorf("call %d has type %q", i, c.Type)
+		}
+		args := c.Arguments
+		var s string
+		if json.Unmarshal(args, &s) == nil { // OpenAI: a JSON string of JSON
+			args = json.RawMessage(s)
+		}
+		var weather struct {
+			City *string `json:"city"`
+		}
+		if err := json.Unmarshal(args, &weather); err != nil || sim && weather.City == nil {
+			t.Errorf("call %d's arguments %s are not {\"city\": string}: %v", i, c.Arguments, err)
+		}
+	}
+	if len(r.ToolCalls) > 0 {
+		switch r.FinishReason {
+		case "tool_calls", "tool-calls", "stop", "":
+		default:
+			t.Errorf("finish reason %q after a tool call", r.FinishReason)
+		}
+		if client == "openai" && r.FinishReason != "tool_calls" {
+			t.Errorf("finish reason %q, want tool_calls", r.FinishReason)
+		}
+	}
+	if r.ID != "" {
+		p, c := receiptTokens(t, net, r.ID)
+		checkReceipt(t, net, r.ID, p, c)
+	} else if client != "langchain" {
+		t.Error("no request id for the tool call's receipt")
+	}
+}
+
+// receiptTokens are a receipt's own counts, for answers whose counts the
+// client does not show; checkReceipt then checks only its signatures.
+func receiptTokens(t *testing.T, net *network, id string) (uint64, uint64) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", net.url+"/v1/receipts/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	var s receipt.Signed
+	json.NewDecoder(resp.Body).Decode(&s)
+	return s.Receipt.PromptTokens, s.Receipt.CompletionTokens
+}
+
+// checkAnswer checks the turn after a tool result: a text answer, counted
+// and receipted.
+func checkAnswer(t *testing.T, net *network, r *result) {
+	t.Helper()
+	if r == nil {
+		t.Fatal("no second turn")
+	}
+	if r.Text == nil {
+		t.Errorf("the turn after the tool result has no text (tool calls %+v)", r.ToolCalls)
+	}
+	if r.Usage != nil && (r.Usage.Prompt == 0 || r.Usage.Completion == 0) {
+		t.Errorf("usage %+v", r.Usage)
+	}
+	if r.ID != "" && r.Usage != nil {
+		checkReceipt(t, net, r.ID, r.Usage.Prompt, r.Usage.Completion)
+	}
+}
+
+// checkStructured: the answer is JSON that fits the person schema. A
+// random-weight model may run out of tokens inside the JSON; on Ollama the
+// request must only be accepted and receipted.
+func checkStructured(t *testing.T, net *network, r *result, sim bool) {
+	t.Helper()
+	if r.Valid == nil && r.JSON == nil {
+		t.Fatalf("the check reported neither validity nor JSON: %+v", r)
+	}
+	ok := r.Valid != nil && *r.Valid || r.Valid == nil && *r.JSON
+	if sim && !ok {
+		t.Errorf("the answer does not fit the schema (%s): %s%s", r.Problem, deref(r.Text), r.Object)
+	}
+	if !sim && !ok {
+		t.Logf("the random-weight model's answer does not fit the schema (%s)", r.Problem)
+	}
+	if r.ID != "" {
+		p, c := receiptTokens(t, net, r.ID)
+		checkReceipt(t, net, r.ID, p, c)
+		if r.Usage != nil && (r.Usage.Prompt != p || r.Usage.Completion != c) {
+			t.Errorf("usage %+v, the receipt bills %d + %d", r.Usage, p, c)
+		}
+	}
+}
+
+// checkEmbeddings: one finite vector per input, all of one size, different
+// inputs giving different vectors and the same input the same vector;
+// the receipt bills the input's tokens and no completion.
+func checkEmbeddings(t *testing.T, net *network, r *result) {
+	t.Helper()
+	if r.Count == 0 || len(r.Dims) != r.Count {
+		t.Fatalf("%d vectors (dims %v)", r.Count, r.Dims)
+	}
+	for _, d := range r.Dims {
+		if d == 0 || d != r.Dims[0] {
+			t.Errorf("vector sizes %v", r.Dims)
+			break
+		}
+	}
+	if !r.Finite {
+		t.Error("a vector has a non-finite value")
+	}
+	if len(r.Head) >= 2 && fmt.Sprint(r.Head[0]) == fmt.Sprint(r.Head[1]) {
+		t.Errorf("two different inputs start with the same values %v", r.Head[0])
+	}
+	if r.Repeatable != nil && !*r.Repeatable {
+		t.Error("the same input embedded twice gave different vectors")
+	}
+	if r.ID != "" {
+		p, c := receiptTokens(t, net, r.ID)
+		if p == 0 || c != 0 {
+			t.Errorf("receipt %s bills %d prompt + %d completion tokens; an embedding bills its input only", r.ID, p, c)
+		}
+		checkReceipt(t, net, r.ID, p, c)
+	}
+}
+
+// checkResponses: the Responses API answers with the same text as chat
+// (text checks it), streams the official event sequence, and calls
+// functions.
+func checkResponses(t *testing.T, net *network, l line, sim bool, text func(*result)) {
+	t.Helper()
+	r := l.Result
+	if l.Check == "function-call" {
+		if r.Status != "completed" {
+			t.Errorf("status %q, want completed", r.Status)
+		}
+		checkToolCalls(t, net, r, sim, "responses")
+		return
+	}
+	if r.Events != nil {
+		if len(r.Events) < 3 || r.Events[0] != "response.created" || r.Events[len(r.Events)-1] != "response.completed" {
+			t.Errorf("events %v: want response.created first and response.completed last", r.Events)
+		}
+		if !slices.Contains(r.Events, "response.output_text.delta") {
+			t.Errorf("events %v: no response.output_text.delta", r.Events)
+		}
+		if r.FinalText == nil || r.Text == nil || *r.FinalText != *r.Text {
+			t.Errorf("the deltas give %q, response.completed holds %q", deref(r.Text), deref(r.FinalText))
+		}
+	}
+	if r.Status != "" && r.Status != "completed" && r.Status != "incomplete" {
+		t.Errorf("status %q", r.Status)
+	}
+	text(r)
+}
+
+// checkListShow: ollama-js lists the model and shows it.
+func checkListShow(t *testing.T, r *result, model string) {
+	t.Helper()
+	if !slices.Contains(r.Models, model) && !slices.Contains(r.Models, model+":latest") {
+		t.Errorf("list %v has no %s", r.Models, model)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
+}
