@@ -51,7 +51,7 @@ func TestNodeClients(t *testing.T) {
 	net := startUp(t, "--backend", "sim")
 	want := newSimOracle(t)
 	lines := runScripts(t, net, map[string]string{"IDLEGRID_MODEL": "sim"})
-	checkAll(t, lines, func(t *testing.T, l line) { checkSim(t, net, want, l) })
+	checkAll(t, lines, nil, func(t *testing.T, l line) { checkSim(t, net, want, l) })
 }
 
 // TestNodeClientsOllama runs the same scripts against `up` serving the real
@@ -64,7 +64,18 @@ func TestNodeClientsOllama(t *testing.T) {
 	requireNode(t)
 	net := startUp(t, "--backend", "ollama", "--ollama-url", ollama)
 	lines := runScripts(t, net, map[string]string{"IDLEGRID_MODEL": "tiny", "IDLEGRID_TOOLS_MODEL": "tiny-tools", "IDLEGRID_EMBED_MODEL": "tiny"})
-	checkAll(t, lines, func(t *testing.T, l line) { checkOllama(t, net, l) })
+	checkAll(t, lines, randomWeights, func(t *testing.T, l line) { checkOllama(t, net, l) })
+}
+
+// randomWeights are the errors clients raise themselves when a model's
+// answer is not what they asked for: a random-weight model calls no tool
+// and writes no JSON that parses, though the network accepted, served and
+// billed the request.
+var randomWeights = map[string]bool{
+	"ToolChoiceViolationError": true, // Vercel: toolChoice required, no call
+	"NoObjectGeneratedError":   true, // Vercel: generateObject, no JSON
+	"LengthFinishReasonError":  true, // OpenAI and LangChain: JSON cut at the token limit
+	"OutputParserException":    true, // LangChain: no JSON
 }
 
 // requireNode skips the test unless node runs and the pinned modules are
@@ -228,6 +239,8 @@ type result struct {
 	Second      *result           `json:"second"`
 	Steps       []result          `json:"steps"`
 	ToolResults []json.RawMessage `json:"tool_results"`
+	// Unstreamed is the same request unstreamed (OpenAI's tools/stream).
+	Unstreamed *result `json:"unstreamed"`
 
 	// Structured output.
 	Valid   *bool           `json:"valid"`
@@ -236,11 +249,12 @@ type result struct {
 	Object  json.RawMessage `json:"object"`
 
 	// Embeddings.
-	Count      int         `json:"count"`
-	Dims       []int       `json:"dims"`
-	Finite     bool        `json:"finite"`
-	Head       [][]float64 `json:"head"`
-	Repeatable *bool       `json:"repeatable"`
+	Count  int         `json:"count"`
+	Dims   []int       `json:"dims"`
+	Finite bool        `json:"finite"`
+	Head   [][]float64 `json:"head"`
+	// RepeatCosine compares two embeddings of one input.
+	RepeatCosine *float64 `json:"repeat_cosine"`
 
 	// Responses API and Ollama metadata.
 	ResponseID string   `json:"response_id"`
@@ -310,8 +324,9 @@ func runScripts(t *testing.T, net *network, env map[string]string) map[string][]
 	return out
 }
 
-// checkAll runs check on every line, as subtests client/feature/check.
-func checkAll(t *testing.T, lines map[string][]line, check func(*testing.T, line)) {
+// checkAll runs check on every line, as subtests client/feature/check. A
+// client's error fails its check unless tolerated names its type.
+func checkAll(t *testing.T, lines map[string][]line, tolerated map[string]bool, check func(*testing.T, line)) {
 	for _, c := range clients {
 		t.Run(c, func(t *testing.T) {
 			for _, f := range features {
@@ -327,6 +342,9 @@ func checkAll(t *testing.T, lines map[string][]line, check func(*testing.T, line
 				t.Run(f, func(t *testing.T) {
 					for _, l := range of {
 						t.Run(l.Check, func(t *testing.T) {
+							if l.Error != nil && tolerated[l.Error.Name] {
+								t.Skipf("the model's answer did not suit the client: %s", l.Error)
+							}
 							if l.Error != nil {
 								t.Fatalf("the client failed: %s", l.Error)
 							}
@@ -562,7 +580,19 @@ func checkTools(t *testing.T, net *network, l line, sim bool) {
 		checkAnswer(t, net, &r.Steps[len(r.Steps)-1])
 	default:
 		checkToolCalls(t, net, r, sim, l.Client)
+		if sim && r.Unstreamed != nil && fmt.Sprint(calls(r.ToolCalls)) != fmt.Sprint(calls(r.Unstreamed.ToolCalls)) {
+			t.Errorf("streamed calls %v, unstreamed %v: the simulator is deterministic", calls(r.ToolCalls), calls(r.Unstreamed.ToolCalls))
+		}
 	}
+}
+
+// calls are the names and arguments of tool calls, without their ids.
+func calls(cs []toolCall) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name+string(c.Arguments))
+	}
+	return out
 }
 
 // checkToolCalls checks a turn that must call the weather tool.
@@ -692,16 +722,20 @@ func checkEmbeddings(t *testing.T, net *network, r *result) {
 	if len(r.Head) >= 2 && fmt.Sprint(r.Head[0]) == fmt.Sprint(r.Head[1]) {
 		t.Errorf("two different inputs start with the same values %v", r.Head[0])
 	}
-	if r.Repeatable != nil && !*r.Repeatable {
-		t.Error("the same input embedded twice gave different vectors")
+	if r.RepeatCosine != nil && *r.RepeatCosine < 0.999 {
+		t.Errorf("the same input embedded twice gave vectors of cosine similarity %g", *r.RepeatCosine)
 	}
-	if r.ID != "" {
-		p, c := receiptTokens(t, net, r.ID)
-		if p == 0 || c != 0 {
-			t.Errorf("receipt %s bills %d prompt + %d completion tokens; an embedding bills its input only", r.ID, p, c)
-		}
-		checkReceipt(t, net, r.ID, p, c)
+	if r.ID == "" {
+		t.Fatal("no request id (X-Request-Id) to look the receipt up by")
 	}
+	p, c := receiptTokens(t, net, r.ID)
+	if p == 0 || c != 0 {
+		t.Errorf("receipt %s bills %d prompt + %d completion tokens; an embedding bills its input only", r.ID, p, c)
+	}
+	if r.Usage != nil && r.Usage.Prompt != p {
+		t.Errorf("the client was told %d input tokens; receipt %s bills %d", r.Usage.Prompt, r.ID, p)
+	}
+	checkReceipt(t, net, r.ID, p, c)
 }
 
 // checkResponses: the Responses API answers with the same text as chat

@@ -5,7 +5,7 @@ import { ChatOllama, OllamaEmbeddings } from "@langchain/ollama";
 import { HumanMessage, ToolMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 
-import { env, prompt, weatherTool, weatherArgs, weatherResult, person, personPrompt, describeVectors, recordingFetch, run, expectError } from "./lib.mjs";
+import { env, prompt, weatherTool, weatherArgs, weatherResult, person, personPrompt, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
 
 const openAI = (fields = {}) =>
   new ChatOpenAI({
@@ -49,16 +49,18 @@ const toolCalls = (m) => (m.tool_calls ?? []).map((c) => ({ id: c.id, name: c.na
 async function roundTrip(llm, id) {
   const model = llm.bindTools([weather], { tool_choice: "required" });
   const question = new HumanMessage("What is the weather in Paris?");
+  let mark = rec.mark();
   const first = await model.invoke([question]);
-  const firstID = id(first);
+  const firstID = id(first, mark);
   const history = [question, first];
   for (const c of first.tool_calls ?? []) {
     history.push(new ToolMessage({ tool_call_id: c.id, name: c.name, content: await weather.invoke(c.args) }));
   }
+  mark = rec.mark();
   const second = await llm.bindTools([weather]).invoke(history);
   return {
     first: { id: firstID, tool_calls: toolCalls(first), finish_reason: first.response_metadata?.finish_reason ?? first.response_metadata?.done_reason },
-    second: { id: id(second), text: text(second), tool_calls: toolCalls(second), usage: usage(second) },
+    second: { id: id(second, mark), text: text(second), tool_calls: toolCalls(second), usage: usage(second) },
   };
 }
 
@@ -77,8 +79,9 @@ await run("langchain", [
     feature: "chat",
     check: "ChatOllama",
     run: async () => {
+      const id = rec.mark();
       const m = await ollama().invoke(ollamaMessages);
-      return { id: rec.last(), messages: ollamaMessages, max_tokens: env.maxTokens, text: text(m), finish_reason: m.response_metadata?.done_reason, usage: usage(m) };
+      return { id: id(), messages: ollamaMessages, max_tokens: env.maxTokens, text: text(m), finish_reason: m.response_metadata?.done_reason, usage: usage(m) };
     },
   },
   {
@@ -98,11 +101,12 @@ await run("langchain", [
     check: "ChatOllama",
     run: async () => {
       let acc, chunks = 0;
+      const id = rec.mark();
       for await (const chunk of await ollama().stream(ollamaMessages)) {
         acc = acc ? acc.concat(chunk) : chunk;
         chunks++;
       }
-      return { id: rec.last(), messages: ollamaMessages, max_tokens: env.maxTokens, text: text(acc), finish_reason: acc.response_metadata?.done_reason, usage: usage(acc), chunks };
+      return { id: id(), messages: ollamaMessages, max_tokens: env.maxTokens, text: text(acc), finish_reason: acc.response_metadata?.done_reason, usage: usage(acc), chunks };
     },
   },
   {
@@ -128,7 +132,7 @@ await run("langchain", [
   {
     feature: "tools",
     check: "ChatOllama-bindTools",
-    run: () => roundTrip(ollama({ model: env.toolsModel }), () => rec.last()),
+    run: () => roundTrip(ollama({ model: env.toolsModel }), (_, mark) => mark()),
   },
   {
     feature: "structured",
@@ -142,8 +146,9 @@ await run("langchain", [
     feature: "structured",
     check: "ChatOllama-withStructuredOutput",
     run: async () => {
+      const id = rec.mark();
       const r = await ollama({ numPredict: 200 }).withStructuredOutput(person, { name: "person", includeRaw: true }).invoke(personPrompt);
-      return { id: rec.last(), method: "jsonSchema", object: r.parsed, valid: person.safeParse(r.parsed).success, text: text(r.raw) };
+      return { id: id(), method: "jsonSchema", object: r.parsed, valid: person.safeParse(r.parsed).success, text: text(r.raw) };
     },
   },
   {
@@ -151,26 +156,29 @@ await run("langchain", [
     check: "OllamaEmbeddings",
     run: async () => {
       const e = new OllamaEmbeddings({ model: env.embedModel, baseUrl: env.url, headers: { Authorization: `Bearer ${env.key}` }, fetch: rec.fetch, maxRetries: 0 });
+      const id = rec.mark();
       const docs = await e.embedDocuments(["idle GPUs", "busy GPUs"]);
       const query = await e.embedQuery("idle GPUs");
-      return { id: rec.last(), ...describeVectors(docs), repeatable: JSON.stringify(query) === JSON.stringify(docs[0]) };
+      return { id: id(), ...describeVectors(docs), repeat_cosine: cosine(query, docs[0]) };
     },
   },
   {
     feature: "embeddings",
     check: "OpenAIEmbeddings",
     run: async () => {
-      const e = new OpenAIEmbeddings({ model: env.embedModel, apiKey: env.key, configuration: { baseURL: `${env.url}/v1` }, maxRetries: 0 });
+      const e = new OpenAIEmbeddings({ model: env.embedModel, apiKey: env.key, configuration: { baseURL: `${env.url}/v1`, fetch: rec.fetch }, maxRetries: 0 });
+      const id = rec.mark();
       const docs = await e.embedDocuments(["idle GPUs", "busy GPUs"]);
-      return describeVectors(docs);
+      return { id: id(), ...describeVectors(docs) };
     },
   },
   {
     feature: "keyless",
     check: "ChatOllama",
     run: async () => {
+      const id = rec.mark();
       const m = await ollama({ headers: undefined }).invoke(ollamaMessages);
-      return { id: rec.last(), messages: ollamaMessages, max_tokens: env.maxTokens, text: text(m), finish_reason: m.response_metadata?.done_reason, usage: usage(m) };
+      return { id: id(), messages: ollamaMessages, max_tokens: env.maxTokens, text: text(m), finish_reason: m.response_metadata?.done_reason, usage: usage(m) };
     },
   },
   {

@@ -92,6 +92,20 @@ export function describeVectors(vectors) {
   };
 }
 
+// cosine is the cosine similarity of two vectors: 1 for the same
+// direction. Embeddings of one input are compared by it, not byte for byte:
+// base64 carries float32, JSON numbers float64, and a real model's batch
+// may round differently from a single input.
+export function cosine(a, b) {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    dot += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  return a.length === b.length && na > 0 && nb > 0 ? dot / Math.sqrt(na * nb) : 0;
+}
+
 // errorInfo is what a script reports about a thrown error: the client's
 // own class name, HTTP status and message, so the test can check that each
 // client surfaces the gateway's error as its own error type.
@@ -105,18 +119,25 @@ export function errorInfo(e) {
   return info;
 }
 
-// requestIDs records the X-Request-Id of every response a client's fetch
-// receives, for clients that do not expose it (the Ollama API has no id
-// field): the request id is the receipt's id.
+// recordingFetch records the X-Request-Id of every response a client's
+// fetch receives, for clients that do not expose it (the Ollama API has no
+// id field): the request id is the receipt's id. mark() returns a function
+// that gives the id of the first response after the mark (undefined when it
+// carried none), so a check never reports an earlier check's id.
 export function recordingFetch() {
   const ids = [];
   const f = async (input, init) => {
     const resp = await fetch(input, init);
-    const id = resp.headers.get("x-request-id");
-    if (id) ids.push(id);
+    ids.push(resp.headers.get("x-request-id") ?? undefined);
     return resp;
   };
-  return { fetch: f, ids, last: () => ids[ids.length - 1] };
+  return {
+    fetch: f,
+    mark: () => {
+      const n = ids.length;
+      return () => ids[n];
+    },
+  };
 }
 
 // run runs the checks one after another and prints one JSON line each:

@@ -3,7 +3,7 @@
 import { Ollama } from "ollama";
 import { z } from "zod";
 
-import { env, prompt, weatherTool, weatherResult, personPrompt, person, parsePerson, describeVectors, recordingFetch, run, expectError } from "./lib.mjs";
+import { env, prompt, weatherTool, weatherResult, personPrompt, person, parsePerson, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
 
 // The Ollama API has no response id: the recording fetch keeps each
 // response's X-Request-Id, the receipt's id.
@@ -21,8 +21,9 @@ const usage = (r) => ({ prompt: r.prompt_eval_count, completion: r.eval_count })
 const toolCalls = (calls) => (calls || []).map((c) => ({ name: c.function?.name, arguments: c.function?.arguments }));
 
 async function chat(c) {
+  const id = rec.mark();
   const r = await c.chat({ model: env.model, messages, options, stream: false });
-  return { id: rec.last(), messages, max_tokens: env.maxTokens, text: r.message.content, finish_reason: r.done_reason, usage: usage(r) };
+  return { id: id(), messages, max_tokens: env.maxTokens, text: r.message.content, finish_reason: r.done_reason, usage: usage(r) };
 }
 
 await run("ollama", [
@@ -32,14 +33,16 @@ await run("ollama", [
     check: "generate",
     run: async () => {
       const p = prompt("ollama generate");
+      const id = rec.mark();
       const r = await client.generate({ model: env.model, prompt: p, options, stream: false });
-      return { id: rec.last(), prompt: p, max_tokens: env.maxTokens, text: r.response, finish_reason: r.done_reason, usage: usage(r) };
+      return { id: id(), prompt: p, max_tokens: env.maxTokens, text: r.response, finish_reason: r.done_reason, usage: usage(r) };
     },
   },
   {
     feature: "stream",
     check: "chat",
     run: async () => {
+      const id = rec.mark();
       const stream = await client.chat({ model: env.model, messages, options, stream: true });
       let text = "", last, chunks = 0;
       for await (const part of stream) {
@@ -47,7 +50,7 @@ await run("ollama", [
         text += part.message?.content ?? "";
         last = part;
       }
-      return { id: rec.last(), messages, max_tokens: env.maxTokens, text, finish_reason: last?.done_reason, done: last?.done, usage: usage(last ?? {}), chunks };
+      return { id: id(), messages, max_tokens: env.maxTokens, text, finish_reason: last?.done_reason, done: last?.done, usage: usage(last ?? {}), chunks };
     },
   },
   {
@@ -64,14 +67,16 @@ await run("ollama", [
     feature: "tools",
     check: "call",
     run: async () => {
+      const id = rec.mark();
       const r = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options, stream: false });
-      return { id: rec.last(), finish_reason: r.done_reason, text: r.message.content, tool_calls: toolCalls(r.message.tool_calls), usage: usage(r) };
+      return { id: id(), finish_reason: r.done_reason, text: r.message.content, tool_calls: toolCalls(r.message.tool_calls), usage: usage(r) };
     },
   },
   {
     feature: "tools",
     check: "stream",
     run: async () => {
+      const id = rec.mark();
       const stream = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options, stream: true });
       const calls = [];
       let text = "", last;
@@ -80,23 +85,24 @@ await run("ollama", [
         calls.push(...toolCalls(part.message?.tool_calls));
         last = part;
       }
-      return { id: rec.last(), finish_reason: last?.done_reason, text, tool_calls: calls, usage: usage(last ?? {}) };
+      return { id: id(), finish_reason: last?.done_reason, text, tool_calls: calls, usage: usage(last ?? {}) };
     },
   },
   {
     feature: "tools",
     check: "round-trip",
     run: async () => {
+      const firstID = rec.mark();
       const first = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options, stream: false });
-      const firstID = rec.last();
       const history = [...toolMessages, first.message];
       for (const c of first.message.tool_calls ?? []) {
         history.push({ role: "tool", tool_name: c.function.name, content: weatherResult(c.function.arguments?.city) });
       }
+      const secondID = rec.mark();
       const second = await client.chat({ model: env.toolsModel, messages: history, tools, options, stream: false });
       return {
-        first: { id: firstID, finish_reason: first.done_reason, tool_calls: toolCalls(first.message.tool_calls) },
-        second: { id: rec.last(), finish_reason: second.done_reason, text: second.message.content, tool_calls: toolCalls(second.message.tool_calls), usage: usage(second) },
+        first: { id: firstID(), finish_reason: first.done_reason, tool_calls: toolCalls(first.message.tool_calls) },
+        second: { id: secondID(), finish_reason: second.done_reason, text: second.message.content, tool_calls: toolCalls(second.message.tool_calls), usage: usage(second) },
       };
     },
   },
@@ -104,14 +110,16 @@ await run("ollama", [
     feature: "structured",
     check: "format-schema",
     run: async () => {
+      const id = rec.mark();
       const r = await client.chat({ model: env.model, messages: [{ role: "user", content: personPrompt }], format: z.toJSONSchema(person), options: { temperature: 0, num_predict: 200 }, stream: false });
-      return { id: rec.last(), finish_reason: r.done_reason, text: r.message.content, ...parsePerson(r.message.content), usage: usage(r) };
+      return { id: id(), finish_reason: r.done_reason, text: r.message.content, ...parsePerson(r.message.content), usage: usage(r) };
     },
   },
   {
     feature: "structured",
     check: "format-json",
     run: async () => {
+      const id = rec.mark();
       const r = await client.generate({ model: env.model, prompt: personPrompt + " Answer in JSON.", format: "json", options: { temperature: 0, num_predict: 200 }, stream: false });
       let json = true;
       try {
@@ -119,24 +127,26 @@ await run("ollama", [
       } catch {
         json = false;
       }
-      return { id: rec.last(), finish_reason: r.done_reason, text: r.response, json, usage: usage(r) };
+      return { id: id(), finish_reason: r.done_reason, text: r.response, json, usage: usage(r) };
     },
   },
   {
     feature: "embeddings",
     check: "embed",
     run: async () => {
+      const id = rec.mark();
       const r = await client.embed({ model: env.embedModel, input: ["idle GPUs", "busy GPUs"] });
       const again = await client.embed({ model: env.embedModel, input: "idle GPUs" });
-      return { id: rec.last(), model: r.model, ...describeVectors(r.embeddings), prompt_eval_count: r.prompt_eval_count, repeatable: JSON.stringify(again.embeddings[0]) === JSON.stringify(r.embeddings[0]) };
+      return { id: id(), model: r.model, ...describeVectors(r.embeddings), usage: { prompt: r.prompt_eval_count }, repeat_cosine: cosine(again.embeddings[0], r.embeddings[0]) };
     },
   },
   {
     feature: "embeddings",
     check: "embeddings-legacy",
     run: async () => {
+      const id = rec.mark();
       const r = await client.embeddings({ model: env.embedModel, prompt: "idle GPUs" });
-      return { id: rec.last(), ...describeVectors([r.embedding]) };
+      return { id: id(), ...describeVectors([r.embedding]) };
     },
   },
   {

@@ -2,7 +2,7 @@
 import OpenAI from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
 
-import { env, prompt, weatherTool, weatherResult, person, personSchema, personPrompt, parsePerson, describeVectors, run, expectError } from "./lib.mjs";
+import { env, prompt, weatherTool, weatherResult, person, personSchema, personPrompt, parsePerson, describeVectors, cosine, run, expectError } from "./lib.mjs";
 
 const client = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: env.key, maxRetries: 0 });
 const badKey = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: "ig-not-a-key-0000000000", maxRetries: 0 });
@@ -94,7 +94,10 @@ await run("openai", [
           }
         }
       }
-      return { id, finish_reason: finish, text, tool_calls: calls, usage: usage(u) };
+      // The same request unstreamed, whose calls the streamed ones must equal
+      // on a deterministic model.
+      const whole = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...greedy });
+      return { id, finish_reason: finish, text, tool_calls: calls, usage: usage(u), unstreamed: { tool_calls: toolCalls(whole.choices[0].message.tool_calls) } };
     },
   },
   {
@@ -177,9 +180,9 @@ await run("openai", [
         model: r.model,
         indexes: r.data.map((d) => d.index),
         ...describeVectors(r.data.map((d) => d.embedding)),
-        usage: r.usage,
-        // The float answer for the same input equals the decoded base64 one.
-        repeatable: JSON.stringify(again.data[0].embedding) === JSON.stringify(r.data[0].embedding),
+        usage: r.usage && { prompt: r.usage.prompt_tokens, total: r.usage.total_tokens },
+        // The float answer for the same input is the decoded base64 one.
+        repeat_cosine: cosine(again.data[0].embedding, r.data[0].embedding),
       };
     },
   },

@@ -129,7 +129,7 @@ await run("vercel", [
     check: "embedMany",
     run: async () => {
       const r = await embedMany({ model: provider.embeddingModel(env.embedModel), values: ["idle GPUs", "busy GPUs"], maxRetries: 0 });
-      return { id: r.responses?.[0]?.headers?.["x-request-id"], ...describeVectors(r.embeddings), usage: r.usage };
+      return { id: r.responses?.[0]?.headers?.["x-request-id"], ...describeVectors(r.embeddings), usage: r.usage && { prompt: r.usage.tokens } };
     },
   },
 ]);
