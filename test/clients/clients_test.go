@@ -342,6 +342,11 @@ func checkAll(t *testing.T, lines map[string][]line, tolerated map[string]bool, 
 				t.Run(f, func(t *testing.T) {
 					for _, l := range of {
 						t.Run(l.Check, func(t *testing.T) {
+							defer func() {
+								if t.Failed() {
+									t.Logf("the client reported: %s", l.Raw)
+								}
+							}()
 							if l.Error != nil && tolerated[l.Error.Name] {
 								t.Skipf("the model's answer did not suit the client: %s", l.Error)
 							}
@@ -418,7 +423,7 @@ func checkSim(t *testing.T, net *network, o *simOracle, l line) {
 	case "embeddings":
 		checkEmbeddings(t, net, r)
 	case "responses":
-		checkResponses(t, net, l, true, func(r *result) { checkExactText(t, net, o, r) })
+		checkResponses(t, net, l, true, func(r *result) string { return checkExactText(t, net, o, r) })
 	default:
 		t.Fatalf("no checks for feature %q", l.Feature)
 	}
@@ -444,15 +449,16 @@ func checkOllama(t *testing.T, net *network, l line) {
 	case "embeddings":
 		checkEmbeddings(t, net, r)
 	case "responses":
-		checkResponses(t, net, l, false, func(r *result) { checkCountedText(t, net, r) })
+		checkResponses(t, net, l, false, func(r *result) string { checkCountedText(t, net, r); return "" })
 	default:
 		t.Fatalf("no checks for feature %q", l.Feature)
 	}
 }
 
 // checkExactText: the client got exactly the simulator's answer, counted
-// as the simulator counts it, under a receipt for that very text.
-func checkExactText(t *testing.T, net *network, o *simOracle, r *result) {
+// as the simulator counts it, under a receipt for that very text. It
+// returns the simulator's finish reason.
+func checkExactText(t *testing.T, net *network, o *simOracle, r *result) string {
 	t.Helper()
 	text, res := o.answer(t, r)
 	if r.Text == nil || *r.Text != text {
@@ -471,6 +477,7 @@ func checkExactText(t *testing.T, net *network, o *simOracle, r *result) {
 	if rc != nil && rc.Receipt.ResponseHash != receipt.Sum([]byte(text)) {
 		t.Errorf("receipt %s hashes another response than the text the client got", r.ID)
 	}
+	return res.FinishReason
 }
 
 // checkCountedText: an answer of a random-weight model, counted within
@@ -524,8 +531,9 @@ func checkReceipt(t *testing.T, net *network, id string, prompt, completion uint
 	if s.Receipt.PromptTokens != prompt || s.Receipt.CompletionTokens != completion {
 		t.Errorf("receipt %s bills %d prompt + %d completion tokens; the client was told %d + %d", id, s.Receipt.PromptTokens, s.Receipt.CompletionTokens, prompt, completion)
 	}
-	if s.Receipt.Amount == 0 {
-		t.Errorf("receipt %s charges nothing", id)
+	// Billed at its prices (a few prompt tokens may round down to nothing).
+	if want, err := receipt.ComputeAmount(s.Receipt.PromptTokens, s.Receipt.CompletionTokens, s.Receipt.PricePromptPerMTok, s.Receipt.PriceCompletionPerMTok); err != nil || s.Receipt.Amount != want {
+		t.Errorf("receipt %s charges %v; its counts at its prices make %v (%v)", id, s.Receipt.Amount, want, err)
 	}
 	return &s
 }
@@ -739,9 +747,11 @@ func checkEmbeddings(t *testing.T, net *network, r *result) {
 }
 
 // checkResponses: the Responses API answers with the same text as chat
-// (text checks it), streams the official event sequence, and calls
+// (text checks it and returns the finish reason when it knows it), streams
+// the official event sequence, ending with response.completed, or
+// response.incomplete when max_output_tokens cut the answer, and calls
 // functions.
-func checkResponses(t *testing.T, net *network, l line, sim bool, text func(*result)) {
+func checkResponses(t *testing.T, net *network, l line, sim bool, text func(*result) string) {
 	t.Helper()
 	r := l.Result
 	if l.Check == "function-call" {
@@ -751,21 +761,24 @@ func checkResponses(t *testing.T, net *network, l line, sim bool, text func(*res
 		checkToolCalls(t, net, r, sim, "responses")
 		return
 	}
+	if r.Status != "completed" && r.Status != "incomplete" {
+		t.Errorf("status %q, want completed or incomplete", r.Status)
+	}
 	if r.Events != nil {
-		if len(r.Events) < 3 || r.Events[0] != "response.created" || r.Events[len(r.Events)-1] != "response.completed" {
-			t.Errorf("events %v: want response.created first and response.completed last", r.Events)
+		if len(r.Events) < 3 || r.Events[0] != "response.created" || r.Events[len(r.Events)-1] != "response."+r.Status {
+			t.Errorf("events %v: want response.created first and response.%s last", r.Events, r.Status)
 		}
 		if !slices.Contains(r.Events, "response.output_text.delta") {
 			t.Errorf("events %v: no response.output_text.delta", r.Events)
 		}
 		if r.FinalText == nil || r.Text == nil || *r.FinalText != *r.Text {
-			t.Errorf("the deltas give %q, response.completed holds %q", deref(r.Text), deref(r.FinalText))
+			t.Errorf("the deltas give %q, response.%s holds %q", deref(r.Text), r.Status, deref(r.FinalText))
 		}
 	}
-	if r.Status != "" && r.Status != "completed" && r.Status != "incomplete" {
-		t.Errorf("status %q", r.Status)
+	finish := text(r)
+	if want := map[string]string{"stop": "completed", "length": "incomplete"}[finish]; want != "" && r.Status != want {
+		t.Errorf("status %q, want %q for an answer that ended with %q", r.Status, want, finish)
 	}
-	text(r)
 }
 
 // checkListShow: ollama-js lists the model and shows it.

@@ -5,7 +5,7 @@ import { ChatOllama, OllamaEmbeddings } from "@langchain/ollama";
 import { HumanMessage, ToolMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 
-import { env, prompt, weatherTool, weatherArgs, weatherResult, person, personPrompt, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
+import { env, toolTokens, prompt, weatherTool, weatherArgs, weatherResult, person, personPrompt, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
 
 const openAI = (fields = {}) =>
   new ChatOpenAI({
@@ -127,12 +127,12 @@ await run("langchain", [
   {
     feature: "tools",
     check: "ChatOpenAI-bindTools",
-    run: () => roundTrip(openAI({ model: env.toolsModel }), openAIID),
+    run: () => roundTrip(openAI({ model: env.toolsModel, maxTokens: toolTokens }), openAIID),
   },
   {
     feature: "tools",
     check: "ChatOllama-bindTools",
-    run: () => roundTrip(ollama({ model: env.toolsModel }), (_, mark) => mark()),
+    run: () => roundTrip(ollama({ model: env.toolsModel, numPredict: toolTokens }), (_, mark) => mark()),
   },
   {
     feature: "structured",

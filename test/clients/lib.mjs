@@ -38,6 +38,10 @@ export const env = {
 // A prompt per script, so the answers differ between clients.
 export const prompt = (client) => `Say something about idle GPUs, ${client}.`;
 
+// toolTokens bounds the answers of tool turns: a call's JSON takes more
+// tokens than a sentence, and a call cut by the limit is only text.
+export const toolTokens = 200;
+
 // The weather tool every script declares, as JSON Schema and as zod.
 export const weatherTool = {
   name: "get_weather",

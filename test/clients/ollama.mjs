@@ -3,7 +3,7 @@
 import { Ollama } from "ollama";
 import { z } from "zod";
 
-import { env, prompt, weatherTool, weatherResult, personPrompt, person, parsePerson, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
+import { env, toolTokens, prompt, weatherTool, weatherResult, personPrompt, person, parsePerson, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
 
 // The Ollama API has no response id: the recording fetch keeps each
 // response's X-Request-Id, the receipt's id.
@@ -16,6 +16,7 @@ const messages = [{ role: "user", content: prompt("ollama") }];
 const options = { temperature: 0, seed: 7, num_predict: env.maxTokens };
 const tools = [{ type: "function", function: weatherTool }];
 const toolMessages = [{ role: "user", content: "What is the weather in Paris?" }];
+const toolOptions = { ...options, num_predict: toolTokens };
 
 const usage = (r) => ({ prompt: r.prompt_eval_count, completion: r.eval_count });
 const toolCalls = (calls) => (calls || []).map((c) => ({ name: c.function?.name, arguments: c.function?.arguments }));
@@ -68,7 +69,7 @@ await run("ollama", [
     check: "call",
     run: async () => {
       const id = rec.mark();
-      const r = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options, stream: false });
+      const r = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options: toolOptions, stream: false });
       return { id: id(), finish_reason: r.done_reason, text: r.message.content, tool_calls: toolCalls(r.message.tool_calls), usage: usage(r) };
     },
   },
@@ -77,7 +78,7 @@ await run("ollama", [
     check: "stream",
     run: async () => {
       const id = rec.mark();
-      const stream = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options, stream: true });
+      const stream = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options: toolOptions, stream: true });
       const calls = [];
       let text = "", last;
       for await (const part of stream) {
@@ -93,13 +94,13 @@ await run("ollama", [
     check: "round-trip",
     run: async () => {
       const firstID = rec.mark();
-      const first = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options, stream: false });
+      const first = await client.chat({ model: env.toolsModel, messages: toolMessages, tools, options: toolOptions, stream: false });
       const history = [...toolMessages, first.message];
       for (const c of first.message.tool_calls ?? []) {
         history.push({ role: "tool", tool_name: c.function.name, content: weatherResult(c.function.arguments?.city) });
       }
       const secondID = rec.mark();
-      const second = await client.chat({ model: env.toolsModel, messages: history, tools, options, stream: false });
+      const second = await client.chat({ model: env.toolsModel, messages: history, tools, options: toolOptions, stream: false });
       return {
         first: { id: firstID(), finish_reason: first.done_reason, tool_calls: toolCalls(first.message.tool_calls) },
         second: { id: secondID(), finish_reason: second.done_reason, text: second.message.content, tool_calls: toolCalls(second.message.tool_calls), usage: usage(second) },

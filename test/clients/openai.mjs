@@ -2,7 +2,7 @@
 import OpenAI from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
 
-import { env, prompt, weatherTool, weatherResult, person, personSchema, personPrompt, parsePerson, describeVectors, cosine, run, expectError } from "./lib.mjs";
+import { env, toolTokens, prompt, weatherTool, weatherResult, person, personSchema, personPrompt, parsePerson, describeVectors, cosine, run, expectError } from "./lib.mjs";
 
 const client = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: env.key, maxRetries: 0 });
 const badKey = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: "ig-not-a-key-0000000000", maxRetries: 0 });
@@ -11,6 +11,7 @@ const messages = [{ role: "user", content: prompt("openai") }];
 const greedy = { temperature: 0, seed: 7, max_tokens: env.maxTokens };
 const tools = [{ type: "function", function: weatherTool }];
 const toolMessages = [{ role: "user", content: "What is the weather in Paris?" }];
+const toolGreedy = { ...greedy, max_tokens: toolTokens };
 
 function usage(u) {
   return u && { prompt: u.prompt_tokens, completion: u.completion_tokens, total: u.total_tokens };
@@ -64,7 +65,7 @@ await run("openai", [
     feature: "tools",
     check: "call",
     run: async () => {
-      const r = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...greedy });
+      const r = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...toolGreedy });
       const m = r.choices[0].message;
       return { id: r.id, finish_reason: r.choices[0].finish_reason, text: m.content, tool_calls: toolCalls(m.tool_calls), usage: usage(r.usage) };
     },
@@ -73,7 +74,7 @@ await run("openai", [
     feature: "tools",
     check: "stream",
     run: async () => {
-      const stream = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...greedy, stream: true, stream_options: { include_usage: true } });
+      const stream = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...toolGreedy, stream: true, stream_options: { include_usage: true } });
       const calls = [];
       let id, finish, u, text = "";
       for await (const chunk of stream) {
@@ -96,7 +97,7 @@ await run("openai", [
       }
       // The same request unstreamed, whose calls the streamed ones must equal
       // on a deterministic model.
-      const whole = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...greedy });
+      const whole = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...toolGreedy });
       return { id, finish_reason: finish, text, tool_calls: calls, usage: usage(u), unstreamed: { tool_calls: toolCalls(whole.choices[0].message.tool_calls) } };
     },
   },
@@ -104,14 +105,14 @@ await run("openai", [
     feature: "tools",
     check: "round-trip",
     run: async () => {
-      const first = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...greedy });
+      const first = await client.chat.completions.create({ model: env.toolsModel, messages: toolMessages, tools, tool_choice: "required", ...toolGreedy });
       const m = first.choices[0].message;
       const history = [...toolMessages, m];
       for (const c of m.tool_calls ?? []) {
         const args = JSON.parse(c.function.arguments);
         history.push({ role: "tool", tool_call_id: c.id, content: weatherResult(args.city) });
       }
-      const second = await client.chat.completions.create({ model: env.toolsModel, messages: history, tools, ...greedy });
+      const second = await client.chat.completions.create({ model: env.toolsModel, messages: history, tools, ...toolGreedy });
       return {
         first: { id: first.id, finish_reason: first.choices[0].finish_reason, tool_calls: toolCalls(m.tool_calls) },
         second: { id: second.id, finish_reason: second.choices[0].finish_reason, text: second.choices[0].message.content, tool_calls: toolCalls(second.choices[0].message.tool_calls), usage: usage(second.usage) },
@@ -204,7 +205,8 @@ await run("openai", [
       for await (const ev of stream) {
         events.push(ev.type);
         if (ev.type === "response.output_text.delta") text += ev.delta;
-        if (ev.type === "response.completed") final = ev.response;
+        // The last event: completed, or incomplete at max_output_tokens.
+        if (ev.type === "response.completed" || ev.type === "response.incomplete") final = ev.response;
       }
       return {
         id: response.headers.get("x-request-id") ?? final?.id,
@@ -229,7 +231,7 @@ await run("openai", [
         tools: [{ type: "function", ...weatherTool, strict: true }],
         tool_choice: "required",
         temperature: 0,
-        max_output_tokens: env.maxTokens,
+        max_output_tokens: toolTokens,
       }).withResponse();
       return { id: response.headers.get("x-request-id") ?? r.id, response_id: r.id, status: r.status, tool_calls: r.output.filter((o) => o.type === "function_call").map((o) => ({ id: o.call_id, name: o.name, arguments: o.arguments })) };
     },

@@ -3,7 +3,7 @@
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateText, streamText, generateObject, embedMany, tool, stepCountIs, Output } from "ai";
 
-import { env, prompt, weatherArgs, weatherResult, person, personPrompt, describeVectors, run, expectError } from "./lib.mjs";
+import { env, toolTokens, prompt, weatherArgs, weatherResult, person, personPrompt, describeVectors, run, expectError } from "./lib.mjs";
 
 // Warnings (generateObject is deprecated in favour of generateText's output)
 // go to stderr; the results are on stdout.
@@ -71,6 +71,7 @@ await run("vercel", [
         prepareStep: ({ stepNumber }) => ({ toolChoice: stepNumber === 0 ? "required" : "auto" }),
         stopWhen: stepCountIs(3),
         ...greedy,
+        maxOutputTokens: toolTokens,
       });
       return {
         steps: r.steps.map((s) => ({
@@ -97,6 +98,7 @@ await run("vercel", [
         toolChoice: "required",
         stopWhen: stepCountIs(1),
         ...greedy,
+        maxOutputTokens: toolTokens,
         onError: () => {}, // thrown from fullStream below
       });
       const calls = [];
