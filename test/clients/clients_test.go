@@ -50,7 +50,7 @@ func TestNodeClients(t *testing.T) {
 	requireNode(t)
 	net := startUp(t, "--backend", "sim")
 	want := newSimOracle(t)
-	lines := runScripts(t, net, map[string]string{"IDLEGRID_MODEL": "sim"})
+	lines := runScripts(t, net, 4*time.Minute, map[string]string{"IDLEGRID_MODEL": "sim"})
 	checkAll(t, lines, nil, func(t *testing.T, l line) { checkSim(t, net, want, l) })
 }
 
@@ -63,7 +63,11 @@ func TestNodeClientsOllama(t *testing.T) {
 	}
 	requireNode(t)
 	net := startUp(t, "--backend", "ollama", "--ollama-url", ollama)
-	lines := runScripts(t, net, map[string]string{"IDLEGRID_MODEL": "tiny", "IDLEGRID_TOOLS_MODEL": "tiny-tools", "IDLEGRID_EMBED_MODEL": "tiny"})
+	// A random-weight model's answers show nothing more when longer, and a
+	// loaded CPU makes ten tokens a second of them: short answers, and
+	// patience for the requests queued at the model server.
+	lines := runScripts(t, net, 8*time.Minute, map[string]string{"IDLEGRID_MODEL": "tiny", "IDLEGRID_TOOLS_MODEL": "tiny-tools", "IDLEGRID_EMBED_MODEL": "tiny",
+		"IDLEGRID_MAX_TOKENS": "8", "IDLEGRID_LONG_TOKENS": "8", "IDLEGRID_TIMEOUT_MS": "120000"})
 	checkAll(t, lines, randomWeights, func(t *testing.T, l line) { checkOllama(t, net, l) })
 }
 
@@ -280,11 +284,12 @@ type toolCall struct {
 	Fragments int             `json:"fragments"`
 }
 
-// runScripts runs the four client scripts at once against net and returns
-// their lines by client.
-func runScripts(t *testing.T, net *network, env map[string]string) map[string][]line {
+// runScripts runs the four client scripts at once against net, for at
+// most timeout, and returns their lines by client. env adds to (and
+// overrides) the scripts' environment.
+func runScripts(t *testing.T, net *network, timeout time.Duration, env map[string]string) map[string][]line {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	out := map[string][]line{}
 	var mu sync.Mutex

@@ -5,7 +5,7 @@ import { ChatOllama, OllamaEmbeddings } from "@langchain/ollama";
 import { HumanMessage, ToolMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 
-import { env, toolTokens, prompt, weatherTool, weatherArgs, weatherResult, person, personPrompt, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
+import { env, longTokens, prompt, weatherTool, weatherArgs, weatherResult, person, personPrompt, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
 
 const openAI = (fields = {}) =>
   new ChatOpenAI({
@@ -127,18 +127,18 @@ await run("langchain", [
   {
     feature: "tools",
     check: "ChatOpenAI-bindTools",
-    run: () => roundTrip(openAI({ model: env.toolsModel, maxTokens: toolTokens }), openAIID),
+    run: () => roundTrip(openAI({ model: env.toolsModel, maxTokens: longTokens }), openAIID),
   },
   {
     feature: "tools",
     check: "ChatOllama-bindTools",
-    run: () => roundTrip(ollama({ model: env.toolsModel, numPredict: toolTokens }), (_, mark) => mark()),
+    run: () => roundTrip(ollama({ model: env.toolsModel, numPredict: longTokens }), (_, mark) => mark()),
   },
   {
     feature: "structured",
     check: "ChatOpenAI-withStructuredOutput",
     run: async () => {
-      const r = await openAI({ maxTokens: 200 }).withStructuredOutput(person, { name: "person", includeRaw: true }).invoke(personPrompt);
+      const r = await openAI({ maxTokens: longTokens }).withStructuredOutput(person, { name: "person", includeRaw: true }).invoke(personPrompt);
       return { id: openAIID(r.raw), method: "jsonSchema", object: r.parsed, valid: person.safeParse(r.parsed).success, text: text(r.raw) };
     },
   },
@@ -147,7 +147,7 @@ await run("langchain", [
     check: "ChatOllama-withStructuredOutput",
     run: async () => {
       const id = rec.mark();
-      const r = await ollama({ numPredict: 200 }).withStructuredOutput(person, { name: "person", includeRaw: true }).invoke(personPrompt);
+      const r = await ollama({ numPredict: longTokens }).withStructuredOutput(person, { name: "person", includeRaw: true }).invoke(personPrompt);
       return { id: id(), method: "jsonSchema", object: r.parsed, valid: person.safeParse(r.parsed).success, text: text(r.raw) };
     },
   },

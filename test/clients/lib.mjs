@@ -10,6 +10,8 @@
 //   IDLEGRID_TOOLS_MODEL  a model that accepts tools (default IDLEGRID_MODEL)
 //   IDLEGRID_EMBED_MODEL  a model that embeds (default IDLEGRID_MODEL)
 //   IDLEGRID_MAX_TOKENS   completion tokens per answer (default 24)
+//   IDLEGRID_LONG_TOKENS  completion tokens of tool turns and JSON answers
+//                         (default 200)
 //   IDLEGRID_CHECKS       comma-separated features to run (default: all)
 //   IDLEGRID_TIMEOUT_MS   time one check may take (default 30000)
 
@@ -38,9 +40,10 @@ export const env = {
 // A prompt per script, so the answers differ between clients.
 export const prompt = (client) => `Say something about idle GPUs, ${client}.`;
 
-// toolTokens bounds the answers of tool turns: a call's JSON takes more
-// tokens than a sentence, and a call cut by the limit is only text.
-export const toolTokens = 200;
+// longTokens bounds the answers of tool turns and structured output: a
+// call's or an object's JSON takes more tokens than a sentence, and a call
+// cut by the limit is only text.
+export const longTokens = Number(process.env.IDLEGRID_LONG_TOKENS || 200);
 
 // The weather tool every script declares, as JSON Schema and as zod.
 export const weatherTool = {

@@ -3,7 +3,7 @@
 import { Ollama } from "ollama";
 import { z } from "zod";
 
-import { env, toolTokens, prompt, weatherTool, weatherResult, personPrompt, person, parsePerson, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
+import { env, longTokens, prompt, weatherTool, weatherResult, personPrompt, person, parsePerson, describeVectors, cosine, recordingFetch, run, expectError } from "./lib.mjs";
 
 // The Ollama API has no response id: the recording fetch keeps each
 // response's X-Request-Id, the receipt's id.
@@ -16,7 +16,7 @@ const messages = [{ role: "user", content: prompt("ollama") }];
 const options = { temperature: 0, seed: 7, num_predict: env.maxTokens };
 const tools = [{ type: "function", function: weatherTool }];
 const toolMessages = [{ role: "user", content: "What is the weather in Paris?" }];
-const toolOptions = { ...options, num_predict: toolTokens };
+const toolOptions = { ...options, num_predict: longTokens };
 
 const usage = (r) => ({ prompt: r.prompt_eval_count, completion: r.eval_count });
 const toolCalls = (calls) => (calls || []).map((c) => ({ name: c.function?.name, arguments: c.function?.arguments }));
@@ -112,7 +112,7 @@ await run("ollama", [
     check: "format-schema",
     run: async () => {
       const id = rec.mark();
-      const r = await client.chat({ model: env.model, messages: [{ role: "user", content: personPrompt }], format: z.toJSONSchema(person), options: { temperature: 0, num_predict: 200 }, stream: false });
+      const r = await client.chat({ model: env.model, messages: [{ role: "user", content: personPrompt }], format: z.toJSONSchema(person), options: { temperature: 0, num_predict: longTokens }, stream: false });
       return { id: id(), finish_reason: r.done_reason, text: r.message.content, ...parsePerson(r.message.content), usage: usage(r) };
     },
   },
@@ -121,7 +121,7 @@ await run("ollama", [
     check: "format-json",
     run: async () => {
       const id = rec.mark();
-      const r = await client.generate({ model: env.model, prompt: personPrompt + " Answer in JSON.", format: "json", options: { temperature: 0, num_predict: 200 }, stream: false });
+      const r = await client.generate({ model: env.model, prompt: personPrompt + " Answer in JSON.", format: "json", options: { temperature: 0, num_predict: longTokens }, stream: false });
       let json = true;
       try {
         JSON.parse(r.response);

@@ -2,7 +2,7 @@
 import OpenAI from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
 
-import { env, toolTokens, prompt, weatherTool, weatherResult, person, personSchema, personPrompt, parsePerson, describeVectors, cosine, run, expectError } from "./lib.mjs";
+import { env, longTokens, prompt, weatherTool, weatherResult, person, personSchema, personPrompt, parsePerson, describeVectors, cosine, run, expectError } from "./lib.mjs";
 
 const client = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: env.key, maxRetries: 0 });
 const badKey = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: "ig-not-a-key-0000000000", maxRetries: 0 });
@@ -11,7 +11,7 @@ const messages = [{ role: "user", content: prompt("openai") }];
 const greedy = { temperature: 0, seed: 7, max_tokens: env.maxTokens };
 const tools = [{ type: "function", function: weatherTool }];
 const toolMessages = [{ role: "user", content: "What is the weather in Paris?" }];
-const toolGreedy = { ...greedy, max_tokens: toolTokens };
+const toolGreedy = { ...greedy, max_tokens: longTokens };
 
 function usage(u) {
   return u && { prompt: u.prompt_tokens, completion: u.completion_tokens, total: u.total_tokens };
@@ -128,7 +128,7 @@ await run("openai", [
         messages: [{ role: "user", content: personPrompt }],
         response_format: { type: "json_schema", json_schema: { name: "person", strict: true, schema: personSchema } },
         temperature: 0,
-        max_tokens: 200,
+        max_tokens: longTokens,
       });
       return { id: r.id, finish_reason: r.choices[0].finish_reason, text: r.choices[0].message.content, ...parsePerson(r.choices[0].message.content), usage: usage(r.usage) };
     },
@@ -142,7 +142,7 @@ await run("openai", [
         messages: [{ role: "user", content: personPrompt + " Answer in JSON." }],
         response_format: { type: "json_object" },
         temperature: 0,
-        max_tokens: 200,
+        max_tokens: longTokens,
       });
       const text = r.choices[0].message.content;
       let json = true;
@@ -163,7 +163,7 @@ await run("openai", [
         messages: [{ role: "user", content: personPrompt }],
         response_format: zodResponseFormat(person, "person"),
         temperature: 0,
-        max_tokens: 200,
+        max_tokens: longTokens,
       });
       const m = r.choices[0].message;
       return { id: r.id, finish_reason: r.choices[0].finish_reason, text: m.content, parsed: m.parsed, valid: person.safeParse(m.parsed).success };
@@ -231,7 +231,7 @@ await run("openai", [
         tools: [{ type: "function", ...weatherTool, strict: true }],
         tool_choice: "required",
         temperature: 0,
-        max_output_tokens: toolTokens,
+        max_output_tokens: longTokens,
       }).withResponse();
       return { id: response.headers.get("x-request-id") ?? r.id, response_id: r.id, status: r.status, tool_calls: r.output.filter((o) => o.type === "function_call").map((o) => ({ id: o.call_id, name: o.name, arguments: o.arguments })) };
     },

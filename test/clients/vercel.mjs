@@ -3,7 +3,7 @@
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateText, streamText, generateObject, embedMany, tool, stepCountIs, Output } from "ai";
 
-import { env, toolTokens, prompt, weatherArgs, weatherResult, person, personPrompt, describeVectors, run, expectError } from "./lib.mjs";
+import { env, longTokens, prompt, weatherArgs, weatherResult, person, personPrompt, describeVectors, run, expectError } from "./lib.mjs";
 
 // Warnings (generateObject is deprecated in favour of generateText's output)
 // go to stderr; the results are on stdout.
@@ -71,7 +71,7 @@ await run("vercel", [
         prepareStep: ({ stepNumber }) => ({ toolChoice: stepNumber === 0 ? "required" : "auto" }),
         stopWhen: stepCountIs(3),
         ...greedy,
-        maxOutputTokens: toolTokens,
+        maxOutputTokens: longTokens,
       });
       return {
         steps: r.steps.map((s) => ({
@@ -98,7 +98,7 @@ await run("vercel", [
         toolChoice: "required",
         stopWhen: stepCountIs(1),
         ...greedy,
-        maxOutputTokens: toolTokens,
+        maxOutputTokens: longTokens,
         onError: () => {}, // thrown from fullStream below
       });
       const calls = [];
@@ -114,7 +114,7 @@ await run("vercel", [
     feature: "structured",
     check: "generateObject",
     run: async () => {
-      const r = await generateObject({ model: provider.chatModel(env.model), schema: person, schemaName: "person", prompt: personPrompt, temperature: 0, maxOutputTokens: 200, maxRetries: 0 });
+      const r = await generateObject({ model: provider.chatModel(env.model), schema: person, schemaName: "person", prompt: personPrompt, temperature: 0, maxOutputTokens: longTokens, maxRetries: 0 });
       return { id: r.response.id, finish_reason: r.finishReason, object: r.object, valid: person.safeParse(r.object).success, usage: usage(r.usage) };
     },
   },
@@ -122,7 +122,7 @@ await run("vercel", [
     feature: "structured",
     check: "output-object",
     run: async () => {
-      const r = await generateText({ model: provider.chatModel(env.model), output: Output.object({ schema: person }), prompt: personPrompt, temperature: 0, maxOutputTokens: 200, maxRetries: 0 });
+      const r = await generateText({ model: provider.chatModel(env.model), output: Output.object({ schema: person }), prompt: personPrompt, temperature: 0, maxOutputTokens: longTokens, maxRetries: 0 });
       return { id: r.response.id, finish_reason: r.finishReason, object: r.output, valid: person.safeParse(r.output).success, usage: usage(r.usage) };
     },
   },
