@@ -50,7 +50,7 @@ func TestNodeClients(t *testing.T) {
 	requireNode(t)
 	net := startUp(t, "--backend", "sim")
 	want := newSimOracle(t)
-	lines := runScripts(t, net, 4*time.Minute, map[string]string{"IDLEGRID_MODEL": "sim"})
+	lines := runScripts(t, net, 4*time.Minute, len(clients), map[string]string{"IDLEGRID_MODEL": "sim"})
 	checkAll(t, lines, nil, func(t *testing.T, l line) { checkSim(t, net, want, l) })
 }
 
@@ -64,9 +64,11 @@ func TestNodeClientsOllama(t *testing.T) {
 	requireNode(t)
 	net := startUp(t, "--backend", "ollama", "--ollama-url", ollama)
 	// A random-weight model's answers show nothing more when longer, and a
-	// loaded CPU makes ten tokens a second of them: short answers, and
-	// patience for the requests queued at the model server.
-	lines := runScripts(t, net, 8*time.Minute, map[string]string{"IDLEGRID_MODEL": "tiny", "IDLEGRID_TOOLS_MODEL": "tiny-tools", "IDLEGRID_EMBED_MODEL": "tiny",
+	// loaded CPU makes ten tokens a second of them: short answers, one
+	// script at a time (the model server runs one request at a time; more
+	// only queue there, past the gateway's first-token timeout), and
+	// patience.
+	lines := runScripts(t, net, 8*time.Minute, 1, map[string]string{"IDLEGRID_MODEL": "tiny", "IDLEGRID_TOOLS_MODEL": "tiny-tools", "IDLEGRID_EMBED_MODEL": "tiny",
 		"IDLEGRID_MAX_TOKENS": "8", "IDLEGRID_LONG_TOKENS": "8", "IDLEGRID_TIMEOUT_MS": "120000"})
 	checkAll(t, lines, randomWeights, func(t *testing.T, l line) { checkOllama(t, net, l) })
 }
@@ -284,18 +286,21 @@ type toolCall struct {
 	Fragments int             `json:"fragments"`
 }
 
-// runScripts runs the four client scripts at once against net, for at
-// most timeout, and returns their lines by client. env adds to (and
-// overrides) the scripts' environment.
-func runScripts(t *testing.T, net *network, timeout time.Duration, env map[string]string) map[string][]line {
+// runScripts runs the client scripts against net, parallel of them at
+// once, for at most timeout in all, and returns their lines by client. env
+// adds to (and overrides) the scripts' environment.
+func runScripts(t *testing.T, net *network, timeout time.Duration, parallel int, env map[string]string) map[string][]line {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	out := map[string][]line{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, parallel)
 	for _, c := range clients {
 		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
 			cmd := exec.CommandContext(ctx, "node", c+".mjs")
 			cmd.Env = append(os.Environ(), "IDLEGRID_URL="+net.url, "IDLEGRID_API_KEY="+apiKey, fmt.Sprintf("IDLEGRID_MAX_TOKENS=%d", maxTokens))
 			for k, v := range env {
