@@ -14,7 +14,7 @@ const openAI = (fields = {}) =>
     configuration: { baseURL: `${env.url}/v1` },
     temperature: 0,
     maxTokens: env.maxTokens,
-    maxRetries: 0,
+    maxRetries: env.retries,
     useResponsesApi: false,
     ...fields,
   });
@@ -31,7 +31,7 @@ const ollama = (fields = {}) =>
     temperature: 0,
     seed: 7,
     numPredict: env.maxTokens,
-    maxRetries: 0,
+    maxRetries: env.retries,
     ...fields,
   });
 
@@ -155,7 +155,7 @@ await run("langchain", [
     feature: "embeddings",
     check: "OllamaEmbeddings",
     run: async () => {
-      const e = new OllamaEmbeddings({ model: env.embedModel, baseUrl: env.url, headers: { Authorization: `Bearer ${env.key}` }, fetch: rec.fetch, maxRetries: 0 });
+      const e = new OllamaEmbeddings({ model: env.embedModel, baseUrl: env.url, headers: { Authorization: `Bearer ${env.key}` }, fetch: rec.fetch, maxRetries: env.retries });
       const id = rec.mark();
       const docs = await e.embedDocuments(["idle GPUs", "busy GPUs"]);
       const query = await e.embedQuery("idle GPUs");
@@ -166,7 +166,7 @@ await run("langchain", [
     feature: "embeddings",
     check: "OpenAIEmbeddings",
     run: async () => {
-      const e = new OpenAIEmbeddings({ model: env.embedModel, apiKey: env.key, configuration: { baseURL: `${env.url}/v1`, fetch: rec.fetch }, maxRetries: 0 });
+      const e = new OpenAIEmbeddings({ model: env.embedModel, apiKey: env.key, configuration: { baseURL: `${env.url}/v1`, fetch: rec.fetch }, maxRetries: env.retries });
       const id = rec.mark();
       const docs = await e.embedDocuments(["idle GPUs", "busy GPUs"]);
       return { id: id(), ...describeVectors(docs) };

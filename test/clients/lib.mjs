@@ -12,6 +12,8 @@
 //   IDLEGRID_MAX_TOKENS   completion tokens per answer (default 24)
 //   IDLEGRID_LONG_TOKENS  completion tokens of tool turns and JSON answers
 //                         (default 200)
+//   IDLEGRID_RETRIES      the clients' own retries of failed requests
+//                         (default 0: every failure shows)
 //   IDLEGRID_CHECKS       comma-separated features to run (default: all)
 //   IDLEGRID_TIMEOUT_MS   time one check may take (default 30000)
 
@@ -33,6 +35,7 @@ export const env = {
   toolsModel: process.env.IDLEGRID_TOOLS_MODEL || process.env.IDLEGRID_MODEL,
   embedModel: process.env.IDLEGRID_EMBED_MODEL || process.env.IDLEGRID_MODEL,
   maxTokens: Number(process.env.IDLEGRID_MAX_TOKENS || 24),
+  retries: Number(process.env.IDLEGRID_RETRIES || 0),
   timeoutMs: Number(process.env.IDLEGRID_TIMEOUT_MS || 30000),
   only: (process.env.IDLEGRID_CHECKS || "").split(",").filter(Boolean),
 };
@@ -129,13 +132,14 @@ export function errorInfo(e) {
 // recordingFetch records the X-Request-Id of every response a client's
 // fetch receives, for clients that do not expose it (the Ollama API has no
 // id field): the request id is the receipt's id. mark() returns a function
-// that gives the id of the first response after the mark (undefined when it
-// carried none), so a check never reports an earlier check's id.
+// that gives the id of the first successful response after the mark
+// (undefined when it carried none), so a check never reports an earlier
+// check's id, nor that of a failed try the client retried.
 export function recordingFetch() {
   const ids = [];
   const f = async (input, init) => {
     const resp = await fetch(input, init);
-    ids.push(resp.headers.get("x-request-id") ?? undefined);
+    if (resp.ok) ids.push(resp.headers.get("x-request-id") ?? undefined);
     return resp;
   };
   return {

@@ -4,8 +4,8 @@ import { zodResponseFormat } from "openai/helpers/zod";
 
 import { env, longTokens, prompt, weatherTool, weatherResult, person, personSchema, personPrompt, parsePerson, describeVectors, cosine, run, expectError } from "./lib.mjs";
 
-const client = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: env.key, maxRetries: 0 });
-const badKey = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: "ig-not-a-key-0000000000", maxRetries: 0 });
+const client = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: env.key, maxRetries: env.retries });
+const badKey = new OpenAI({ baseURL: `${env.url}/v1`, apiKey: "ig-not-a-key-0000000000", maxRetries: env.retries });
 
 const messages = [{ role: "user", content: prompt("openai") }];
 const greedy = { temperature: 0, seed: 7, max_tokens: env.maxTokens };

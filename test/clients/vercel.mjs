@@ -14,7 +14,7 @@ const provider = createOpenAICompatible({ ...settings, apiKey: env.key });
 const badKey = createOpenAICompatible({ ...settings, apiKey: "ig-not-a-key-0000000000" });
 
 const messages = [{ role: "user", content: prompt("vercel") }];
-const greedy = { temperature: 0, seed: 7, maxOutputTokens: env.maxTokens, maxRetries: 0 };
+const greedy = { temperature: 0, seed: 7, maxOutputTokens: env.maxTokens, maxRetries: env.retries };
 
 const usage = (u) => u && { prompt: u.inputTokens, completion: u.outputTokens, total: u.totalTokens };
 
@@ -114,7 +114,7 @@ await run("vercel", [
     feature: "structured",
     check: "generateObject",
     run: async () => {
-      const r = await generateObject({ model: provider.chatModel(env.model), schema: person, schemaName: "person", prompt: personPrompt, temperature: 0, maxOutputTokens: longTokens, maxRetries: 0 });
+      const r = await generateObject({ model: provider.chatModel(env.model), schema: person, schemaName: "person", prompt: personPrompt, temperature: 0, maxOutputTokens: longTokens, maxRetries: env.retries });
       return { id: r.response.id, finish_reason: r.finishReason, object: r.object, valid: person.safeParse(r.object).success, usage: usage(r.usage) };
     },
   },
@@ -122,7 +122,7 @@ await run("vercel", [
     feature: "structured",
     check: "output-object",
     run: async () => {
-      const r = await generateText({ model: provider.chatModel(env.model), output: Output.object({ schema: person }), prompt: personPrompt, temperature: 0, maxOutputTokens: longTokens, maxRetries: 0 });
+      const r = await generateText({ model: provider.chatModel(env.model), output: Output.object({ schema: person }), prompt: personPrompt, temperature: 0, maxOutputTokens: longTokens, maxRetries: env.retries });
       return { id: r.response.id, finish_reason: r.finishReason, object: r.output, valid: person.safeParse(r.output).success, usage: usage(r.usage) };
     },
   },
@@ -130,7 +130,7 @@ await run("vercel", [
     feature: "embeddings",
     check: "embedMany",
     run: async () => {
-      const r = await embedMany({ model: provider.embeddingModel(env.embedModel), values: ["idle GPUs", "busy GPUs"], maxRetries: 0 });
+      const r = await embedMany({ model: provider.embeddingModel(env.embedModel), values: ["idle GPUs", "busy GPUs"], maxRetries: env.retries });
       return { id: r.responses?.[0]?.headers?.["x-request-id"], ...describeVectors(r.embeddings), usage: r.usage && { prompt: r.usage.tokens } };
     },
   },
