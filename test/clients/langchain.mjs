@@ -186,7 +186,7 @@ await run("langchain", [
     check: "ChatOpenAI-useResponsesApi",
     run: async () => {
       const m = await openAI({ useResponsesApi: true }).invoke(messages);
-      return { id: openAIID(m), messages, max_tokens: env.maxTokens, text: text(m), usage: usage(m) };
+      return { id: openAIID(m), status: m.response_metadata?.status, messages, max_tokens: env.maxTokens, text: text(m), usage: usage(m) };
     },
   },
 ]);
