@@ -25,6 +25,9 @@ const (
 	templateTokens           = 64
 	// endTokens are tokens that decode to no text (end of sequence).
 	endTokens = 2
+	// embedTokensPerInput bounds the special tokens an embedding model
+	// adds to each input (BOS/EOS, BERT's [CLS] and [SEP]).
+	embedTokensPerInput = 4
 )
 
 // usageLimit is the most usage a provider may claim for req before its
@@ -34,6 +37,9 @@ const (
 // worstCost, which reserves its price at admission: so the largest claim a
 // gateway countersigns never costs more than what it reserved.
 func usageLimit(req *protocol.Request) (prompt, completion uint64) {
+	if req.Kind == protocol.KindEmbed {
+		return uint64(promptLimit(req)), 0 // embeddings generate nothing
+	}
 	completion = math.MaxUint64
 	if req.Options.MaxTokens > 0 {
 		completion = uint64(req.Options.MaxTokens)
@@ -57,8 +63,17 @@ func checkUsage(req *protocol.Request, claimed protocol.Usage, relayed int) erro
 	return nil
 }
 
-// promptLimit is the most tokens req's prompt can hold once templated.
+// promptLimit is the most tokens req's prompt can hold once templated. An
+// embed request's inputs are not templated: each holds at most its bytes
+// plus embedTokensPerInput.
 func promptLimit(req *protocol.Request) int {
+	if req.Kind == protocol.KindEmbed {
+		n := 0
+		for _, in := range req.Input {
+			n += len(in) + embedTokensPerInput
+		}
+		return n
+	}
 	n := len(req.Prompt) + len(req.System)
 	for _, m := range req.Messages {
 		n += len(m.Content) + len(m.Role)

@@ -31,8 +31,8 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 		}
 	}()
 	for {
-		changed := h.Changed()                 // before the snapshot, so no change is missed
-		choice, err := g.pick(c, h.Snapshot()) // probation.go
+		changed := h.Changed()                                   // before the snapshot, so no change is missed
+		choice, err := g.pick(c, runnable(&c.req, h.Snapshot())) // probation.go
 		var u *scheduler.Unplaceable
 		if err == nil {
 			job := g.job(c, choice)

@@ -31,12 +31,17 @@ import (
 //	   identity.go) and backend_digest the backend's own digest beside it;
 //	   no_logprobs says the backend returns no log-probabilities, and the
 //	   gateway places requests that ask for them elsewhere.
+//	5 (embed): request kind "embed" (request.input, dimensions, truncate),
+//	   answered by one chunk per input carrying its vector
+//	   (chunk.embedding) and a done with prompt tokens only; job error
+//	   code "unsupported" from a backend that cannot embed. Gateways send
+//	   embed jobs only to agents of version 5 or later.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
 // prompt, an older peer's models have no backend_digest and are taken to
 // return log-probabilities, as before.
-const Version = 4
+const Version = 5
 
 // MinVersion is the oldest protocol version still accepted.
 const MinVersion = 1
@@ -220,6 +225,10 @@ type Chunk struct {
 	// Checkpoint, when set, signs for everything the job delivered up to
 	// and including this chunk (version 2, optional).
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// Embedding is the vector of input Seq of an embed job (version 5);
+	// an embed job's chunks carry no text. JSON carries each float32 in
+	// its shortest round-tripping form, so both ends see the same bits.
+	Embedding []float32 `json:"embedding,omitempty"`
 }
 
 // PromptEstimate is the prompt tokens a checkpoint claims for req before
@@ -337,6 +346,7 @@ const (
 	CodeCancelled     Code = "cancelled"       // after a cancel message
 	CodeDeadline      Code = "deadline"        // the deadline passed
 	CodeBadRequest    Code = "bad_request"     // the backend rejected the request
+	CodeUnsupported   Code = "unsupported"     // this provider's backend cannot run the kind of job (version 5)
 )
 
 // Pause tells the gateway to stop sending new jobs.
@@ -366,6 +376,15 @@ type Request struct {
 	// token on every hop.
 	Buffered bool    `json:"buffered,omitempty"`
 	Options  Options `json:"options"`
+	// Input is the texts of an embed request (KindEmbed), at least one;
+	// the answer has one vector per input, in order.
+	Input []string `json:"input,omitempty"`
+	// Dimensions, when above 0, asks an embed request for vectors cut to
+	// that many dimensions (and normalized again), where the model allows.
+	Dimensions int `json:"dimensions,omitempty"`
+	// Truncate, when false, makes an embed input longer than the model's
+	// context an error instead of being cut to fit (nil: cut, as Ollama).
+	Truncate *bool `json:"truncate,omitempty"`
 }
 
 // Kind of request.
@@ -375,6 +394,10 @@ type Kind string
 const (
 	KindChat     Kind = "chat"
 	KindGenerate Kind = "generate"
+	// KindEmbed computes one embedding vector per Input (version 5). Its
+	// receipt bills prompt tokens only, and its response hash is
+	// EmbeddingsHash of the vectors.
+	KindEmbed Kind = "embed"
 )
 
 // ChatMessage is one turn of a chat.

@@ -23,6 +23,7 @@ import (
 //	POST /api/show         details and model_info with "<arch>.context_length"
 //	POST /api/chat         streaming NDJSON unless "stream": false
 //	POST /api/generate     likewise
+//	POST /api/embed        one vector per input (Sim.Embed)
 //
 // Requests may ask for "logprobs" and "top_logprobs" (top-level fields, as
 // in newer Ollama); chunks then carry Ollama's "logprobs" array. Where
@@ -94,6 +95,7 @@ func NewServer(s *Sim) *Server {
 	mux.HandleFunc("POST /api/show", srv.handleShow)
 	mux.HandleFunc("POST /api/chat", srv.handleGeneration(true))
 	mux.HandleFunc("POST /api/generate", srv.handleGeneration(false))
+	mux.HandleFunc("POST /api/embed", srv.handleEmbed)
 	srv.handler = cors(mux)
 	return srv
 }
