@@ -206,7 +206,7 @@ func (g *Gateway) embedJob(ctx, dctx context.Context, c *call, stream *hub.Strea
 			hash.Add(ev.Chunk.Embedding)
 			vectors = append(vectors, ev.Chunk.Embedding)
 		case ev.Done != nil:
-			if e := g.finishEmbed(ctx, c, job, provider, hold, ev.Done, hash.Sum(), len(vectors), log); e != nil {
+			if e := g.finishEmbed(ctx, c, job, provider, hold, ev.Done, hash.Sum(), vectors, log); e != nil {
 				return embedAnswer{}, e, false
 			}
 			return embedAnswer{id: job.ID, vectors: vectors, promptTokens: ev.Done.Usage.PromptTokens}, nil, false
@@ -251,10 +251,12 @@ func embedFailure(err error) (e *apierr.Error, retry, failed bool) {
 }
 
 // finishEmbed verifies the provider's receipt for the vectors relayed
-// (responseHash of n vectors), countersigns and stores it.
+// (of response hash responseHash), countersigns and stores it, and offers
+// it to the sample feed.
 func (g *Gateway) finishEmbed(ctx context.Context, c *call, job *protocol.Job, provider keys.PublicKey, hold *reservation, d *protocol.Done,
-	responseHash receipt.Hash, n int, log *slog.Logger) *apierr.Error {
+	responseHash receipt.Hash, vectors [][]float32, log *slog.Logger) *apierr.Error {
 	now := time.Now()
+	n := len(vectors)
 	r, err := job.Terms.Receipt(provider, d.Usage, responseHash, d.EndUnixMs)
 	switch {
 	case err != nil:
@@ -277,10 +279,12 @@ func (g *Gateway) finishEmbed(ctx context.Context, c *call, job *protocol.Job, p
 		return apierr.Upstream("The provider returned an invalid receipt for this request, so it is not billed; please retry.")
 	}
 	g.health.success(provider)
-	if _, err := g.record(ctx, r, d.ReceiptSignature, hold); err != nil {
+	signed, err := g.record(ctx, r, d.ReceiptSignature, hold)
+	if err != nil {
 		log.Error("could not store receipt", "err", err)
 		return apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry.")
 	}
+	g.samples.offerEmbed(&job.Request, signed, vectors)
 	total := now.Sub(c.admitted)
 	g.cfg.Metrics.Served(c.asked, -1, total, d.Usage.PromptTokens, 0)
 	log.Info("embed request served", "inputs", n, "prompt_tokens", d.Usage.PromptTokens, "amount", r.Amount.String(), "total_ms", total.Milliseconds())

@@ -145,6 +145,20 @@ func (f *sampleFeed) offer(req *protocol.Request, signed receipt.Signed, finish,
 	f.add(s)
 }
 
+// offerEmbed samples a served embed job like offer: req as the provider
+// received it and the vectors it answered, when texts are shared.
+func (f *sampleFeed) offerEmbed(req *protocol.Request, signed receipt.Signed, vectors [][]float32) {
+	if f == nil || rand.Float64() >= f.share && (f.onProbation == nil || !f.onProbation(signed.Receipt.Provider)) {
+		return
+	}
+	s := samplefeed.Sample{Receipt: signed, FinishReason: "stop"}
+	if f.text {
+		r := *req
+		s.Request, s.Embeddings = &r, vectors
+	}
+	f.add(s)
+}
+
 // add appends s with the next sequence number and returns it.
 func (f *sampleFeed) add(s samplefeed.Sample) uint64 {
 	f.mu.Lock()
@@ -170,9 +184,18 @@ func sampleBytes(s *samplefeed.Sample) int {
 	if !s.Shared() {
 		return 0
 	}
-	n := len(*s.Text) + len(s.Request.Prompt) + len(s.Request.System)
+	n := len(s.Request.Prompt) + len(s.Request.System)
+	if s.Text != nil {
+		n += len(*s.Text)
+	}
 	for _, m := range s.Request.Messages {
 		n += len(m.Content)
+	}
+	for _, in := range s.Request.Input {
+		n += len(in)
+	}
+	for _, v := range s.Embeddings {
+		n += 4 * len(v)
 	}
 	return n
 }

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	ollamaapi "github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
-	ollamaapi "github.com/ollama/ollama/api"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/chain"
@@ -328,4 +328,3 @@ func TestRealOllamaEmbeddings(t *testing.T) {
 	}
 	t.Logf("real Ollama embeddings via gateway: %d dimensions, %d prompt tokens", len(er.Embeddings[0]), er.PromptEvalCount)
 }
-
