@@ -17,6 +17,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -327,4 +328,45 @@ func TestRealOllamaEmbeddings(t *testing.T) {
 		t.Fatalf("ollama legacy embeddings: %+v, %v", legacy, err)
 	}
 	t.Logf("real Ollama embeddings via gateway: %d dimensions, %d prompt tokens", len(er.Embeddings[0]), er.PromptEvalCount)
+}
+
+// generateOnly is a provider's backend that cannot compute embeddings.
+type generateOnly struct{ backend.Backend }
+
+// TestEmbedMovesPastProvidersThatCannotEmbed: a provider whose backend
+// cannot embed answers "unsupported"; alone, the consumer is told no
+// provider can; beside one that can, every request is served there.
+func TestEmbedMovesPastProvidersThatCannotEmbed(t *testing.T) {
+	s, err := sim.New(fastSim())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, register := stakedProvider(t, "embedder")
+	tn := startNet(t, netOptions{backend: &node.LocalBackend{Backend: generateOnly{s}, Description: "generate only"}, genesis: register})
+	status, body := postJSON(t, tn.URL+"/v1/embeddings", `{"model":"sim","input":"hi"}`, nil)
+	if status != 503 || !strings.Contains(body, "cannot compute embeddings") {
+		t.Fatalf("only a provider that cannot embed: %d %s", status, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := node.StartProvider(node.ProviderConfig{Gateway: tn.URL, KeyFile: keyFile, Backend: &node.LocalBackend{Backend: s, Description: "sim"}, Slots: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop() })
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		var hr *http.Response
+		c := openaiClient(tn)
+		if _, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "sim", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("hi")}},
+			option.WithResponseInto(&hr)); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		r, err := tn.Gateway.Store.Receipt(ctx, hr.Header.Get("X-Request-Id"))
+		if err != nil || r.Receipt.Provider != p.Key {
+			t.Fatalf("request %d: receipt %+v (%v), want one of the provider that embeds", i, r.Receipt, err)
+		}
+	}
 }
