@@ -177,6 +177,9 @@ func (g *Gateway) hold(ctx context.Context, c *call, choice scheduler.Choice) (*
 		return nil, apierr.Invalid("max_tokens", "This request's worst-case cost does not fit in an amount: %v", err)
 	}
 	what := fmt.Sprintf("max_tokens %d at %s/Mtok output, prompt at %s/Mtok", c.seg.Options.MaxTokens, choice.PriceCompletion, choice.PricePrompt)
+	if c.seg.Kind == protocol.KindEmbed {
+		what = fmt.Sprintf("%d inputs at %s/Mtok", len(c.seg.Input), choice.PricePrompt)
+	}
 	return g.funds.reserve(ctx, c.key.Account, cost, what)
 }
 

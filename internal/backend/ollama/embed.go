@@ -38,6 +38,10 @@ func (c *Client) Embed(ctx context.Context, req protocol.Request) (backend.Embed
 		return backend.Embeddings{}, fmt.Errorf("%w: ollama: /api/embed answered %d vectors for %d inputs", backend.ErrUnavailable, len(resp.Embeddings), len(req.Input))
 	}
 	for i, v := range resp.Embeddings {
+		if req.Dimensions > 0 && len(v) < req.Dimensions {
+			// Ollama answers the whole vector when asked for more.
+			return backend.Embeddings{}, fmt.Errorf("%w: ollama: dimensions %d: the model's vectors have %d", backend.ErrBadRequest, req.Dimensions, len(v))
+		}
 		if len(v) == 0 || len(v) > protocol.MaxEmbeddingDims || (req.Dimensions > 0 && len(v) != req.Dimensions) {
 			return backend.Embeddings{}, fmt.Errorf("%w: ollama: /api/embed answered a vector of %d dimensions for input %d", backend.ErrUnavailable, len(v), i)
 		}
