@@ -164,6 +164,9 @@ type Request struct {
 	// Logprobs: the request asks for log-probabilities, so providers whose
 	// backend returns none (protocol.Model.NoLogprobs) cannot take it.
 	Logprobs bool
+	// NoCompletion: the request generates nothing (embeddings), so only
+	// the prompt price and the time to the answer count.
+	NoCompletion bool
 }
 
 // NewRequest describes req for Pick, with the consumer's preferences and
@@ -173,8 +176,11 @@ func (s *Scheduler) NewRequest(req *protocol.Request, prefs Preferences, session
 	for _, m := range req.Messages {
 		n += len(m.Content) + len(m.Role)
 	}
+	for _, in := range req.Input {
+		n += len(in)
+	}
 	return Request{Model: req.Model, Prefs: prefs, Affinity: s.AffinityOf(req, session), PromptTokens: n / 4, MaxTokens: req.Options.MaxTokens,
-		Logprobs: req.Options.Logprobs}
+		Logprobs: req.Options.Logprobs, NoCompletion: req.Kind == protocol.KindEmbed}
 }
 
 // SetDigestPolicy sets which weights may serve a model (the ledger's
@@ -394,8 +400,12 @@ func (s *Scheduler) speeds(elig []entry) []speed {
 }
 
 // expectedTokens is the completion length the score assumes: the request's
-// limit, capped, since most answers stop well before a large limit.
+// limit, capped, since most answers stop well before a large limit (none
+// for a request that generates nothing).
 func expectedTokens(r *Request) float64 {
+	if r.NoCompletion {
+		return 0
+	}
 	if r.MaxTokens <= 0 || r.MaxTokens > 256 {
 		return 256
 	}
