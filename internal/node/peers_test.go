@@ -135,6 +135,16 @@ func TestCrossGatewayForwarding(t *testing.T) {
 		t.Fatalf("/api/chat via B: %d %s (%v); want %q", status, out, err, want)
 	}
 
+	// Embeddings, both APIs, through B.
+	status, out = postJSON(t, b.URL()+"/v1/embeddings", `{"model":"sim","input":["across","gateways"]}`, nil)
+	if status != http.StatusOK || strings.Count(out, `"object":"embedding"`) != 2 {
+		t.Fatalf("/v1/embeddings via B: %d %s", status, out)
+	}
+	status, out = postJSON(t, b.URL()+"/api/embed", `{"model":"sim","input":"across gateways"}`, nil)
+	if status != http.StatusOK || !strings.Contains(out, `"embeddings":[[`) {
+		t.Fatalf("/api/embed via B: %d %s", status, out)
+	}
+
 	// A model nobody serves is not forwarded anywhere, and a request that
 	// was forwarded once is never forwarded again.
 	status, out = postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"nope","messages":[{"role":"user","content":"x"}]}`, nil)
