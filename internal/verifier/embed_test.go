@@ -23,7 +23,8 @@ func embedThrough(t *testing.T, sn *sampledNet, req protocol.Request, provider k
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"model": req.Model, "input": req.Input,
 		"provider": map[string]any{"order": []string{provider.String()}, "allow_fallbacks": false}})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Long enough for a shared real Ollama under load.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, sn.Gateway.URL()+"/v1/embeddings", bytes.NewReader(b))
 	hr.Header.Set("Authorization", "Bearer "+apiKey)
