@@ -201,7 +201,11 @@ func sampleBytes(s *samplefeed.Sample) int {
 }
 
 // page returns up to limit samples after seq.
-func (f *sampleFeed) page(after uint64, limit int) samplefeed.Page {
+//
+// Shared samples of embed requests carry their vectors only for a reader
+// that asks for them (samplefeed.QueryEmbeddings): a verifier older than
+// embeddings would refuse the whole page, so it gets them as hashes only.
+func (f *sampleFeed) page(after uint64, limit int, embeddings bool) samplefeed.Page {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := samplefeed.Page{Samples: []samplefeed.Sample{}, Next: after}
@@ -217,6 +221,9 @@ func (f *sampleFeed) page(after uint64, limit int) samplefeed.Page {
 		}
 		if len(p.Samples) == limit {
 			break
+		}
+		if !embeddings && s.Embeddings != nil {
+			s.Request, s.Embeddings = nil, nil
 		}
 		p.Samples = append(p.Samples, s)
 		p.Next = s.Seq
@@ -256,7 +263,7 @@ func (g *Gateway) handleSamples(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	p := f.page(after, limit)
+	p := f.page(after, limit, q.Get(samplefeed.QueryEmbeddings) == "1")
 	g.log.Debug("samples read", "verifier", string(reader), "after", after, "samples", len(p.Samples))
 	writeJSON(w, http.StatusOK, p)
 }

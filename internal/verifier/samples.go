@@ -309,7 +309,7 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 // fetchSamples reads one page after seq, signing the request; the first
 // read learns the gateway's key and chain from its refusal.
 func (v *Verifier) fetchSamples(ctx context.Context, after uint64) (samplefeed.Page, error) {
-	target := samplefeed.Path + "?after=" + strconv.FormatUint(after, 10) + "&limit=" + strconv.Itoa(samplefeed.MaxPage)
+	target := samplefeed.Path + "?after=" + strconv.FormatUint(after, 10) + "&limit=" + strconv.Itoa(samplefeed.MaxPage) + "&" + samplefeed.QueryEmbeddings + "=1"
 	for attempt := 0; ; attempt++ {
 		v.mu.Lock()
 		gw, chainID := v.feed.gateway, v.feed.chainID

@@ -29,6 +29,12 @@ import (
 // Path is the feed's endpoint on the gateway: GET Path?after=SEQ&limit=N.
 const Path = "/v1/verifier/samples"
 
+// QueryEmbeddings, set to 1 in the feed's query, asks for the vectors of
+// shared embed samples (Sample.Embeddings). Without it they come as hashes
+// only, so that a verifier that predates embeddings can still read pages
+// that hold them.
+const QueryEmbeddings = "embeddings"
+
 // MaxPage bounds the samples in one page.
 const MaxPage = 256
 
