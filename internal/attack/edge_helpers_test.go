@@ -156,11 +156,17 @@ func dialRaw(t *testing.T, url string) (*websocket.Conn, *protocol.Hello) {
 // connectRaw does the handshake with caps and returns after the welcome.
 func connectRaw(t *testing.T, url string, caps protocol.Capabilities) *rawProvider {
 	t.Helper()
+	return connectRawVersion(t, url, protocol.Version, caps)
+}
+
+// connectRawVersion is connectRaw speaking protocol version.
+func connectRawVersion(t *testing.T, url string, version int, caps protocol.Capabilities) *rawProvider {
+	t.Helper()
 	key := newEdgeKey(t)
 	ws, hello := dialRaw(t, url)
 	p := &rawProvider{key: key, ws: ws}
 	p.send(t, &protocol.Message{Type: protocol.TypeAuth, Auth: &protocol.Auth{ProviderKey: key.Public(),
-		Signature: key.Sign(protocol.AuthBytes(hello.Nonce, hello.GatewayKey, hello.ChainID)), ProtocolVersion: protocol.Version, Capabilities: caps}})
+		Signature: key.Sign(protocol.AuthBytes(hello.Nonce, hello.GatewayKey, hello.ChainID)), ProtocolVersion: version, Capabilities: caps}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, b, err := ws.Read(ctx)

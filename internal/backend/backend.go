@@ -25,6 +25,22 @@ type Backend interface {
 	Generate(ctx context.Context, req protocol.Request, emit func(Delta) error) (Result, error)
 }
 
+// Embedder is a Backend that also computes embeddings: one vector per
+// input of a protocol.KindEmbed request, in order. Agents whose backend is
+// not one answer embed jobs with protocol.CodeUnsupported.
+type Embedder interface {
+	Embed(ctx context.Context, req protocol.Request) (Embeddings, error)
+}
+
+// Embeddings is the outcome of an embed request.
+type Embeddings struct {
+	// Vectors holds one vector per input, in order, every one finite.
+	Vectors [][]float32
+	// PromptTokens is the tokens of all inputs, as the backend counted
+	// them: what the receipt bills.
+	PromptTokens uint64
+}
+
 // Model is one model the backend has.
 type Model struct {
 	Name string

@@ -96,7 +96,7 @@ type reservation struct {
 // it. A request without max_tokens has no worst case (the relay sets one
 // before placing it).
 func worstCost(req *protocol.Request, pricePrompt, priceCompletion money.Amount) (money.Amount, error) {
-	if req.Options.MaxTokens <= 0 {
+	if req.Options.MaxTokens <= 0 && req.Kind != protocol.KindEmbed {
 		return 0, errors.New("a request without max_tokens has no worst-case cost")
 	}
 	prompt, completion := usageLimit(req)

@@ -33,6 +33,9 @@ const (
 	// (LLaVA: 576; Gemma 3: 256; Qwen2.5-VL: up to a few thousand for a
 	// large image).
 	imageTokens = 4096
+	// embedTokensPerInput bounds the special tokens an embedding model
+	// adds to each input (BOS/EOS, BERT's [CLS] and [SEP]).
+	embedTokensPerInput = 4
 )
 
 // usageLimit is the most usage a provider may claim for req before its
@@ -42,6 +45,9 @@ const (
 // worstCost, which reserves its price at admission: so the largest claim a
 // gateway countersigns never costs more than what it reserved.
 func usageLimit(req *protocol.Request) (prompt, completion uint64) {
+	if req.Kind == protocol.KindEmbed {
+		return uint64(promptLimit(req)), 0 // embeddings generate nothing
+	}
 	completion = math.MaxUint64
 	if req.Options.MaxTokens > 0 {
 		completion = uint64(req.Options.MaxTokens)
@@ -71,8 +77,16 @@ func checkUsage(req *protocol.Request, claimed protocol.Usage, relayed int) erro
 // each with a template allowance: templates render them as JSON into the
 // prompt, with keys, quotes and separators the gateway cannot see. Every
 // token of a generate request's context counts (one id each), and
-// imageTokens per image.
+// imageTokens per image. An embed request's inputs are not templated:
+// each holds at most its bytes plus embedTokensPerInput.
 func promptLimit(req *protocol.Request) int {
+	if req.Kind == protocol.KindEmbed {
+		n := 0
+		for _, in := range req.Input {
+			n += len(in) + embedTokensPerInput
+		}
+		return n
+	}
 	n := len(req.Prompt) + len(req.System) + len(req.Context) + imageTokens*req.ImageCount()
 	for _, m := range req.Messages {
 		n += len(m.Content) + len(m.Role) + len(m.ToolName) + len(m.ToolCallID)

@@ -164,7 +164,8 @@ func (p *Peering) local(model string) bool {
 }
 
 // generation is the set of routes a peer can serve for us.
-var generation = map[string]bool{"/v1/chat/completions": true, "/v1/completions": true, "/v1/responses": true, "/api/chat": true, "/api/generate": true}
+var generation = map[string]bool{"/v1/chat/completions": true, "/v1/completions": true, "/v1/responses": true, "/api/chat": true, "/api/generate": true,
+	"/v1/embeddings": true, "/api/embed": true, "/api/embeddings": true}
 
 // Wrap forwards a generation request to a peer gateway when no provider
 // connected here offers its model and a peer has one; everything else goes

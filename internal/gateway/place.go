@@ -84,7 +84,7 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 func (g *Gateway) tryPlace(ctx context.Context, c *call, h *hub.Hub, u **scheduler.Unplaceable, grace *<-chan time.Time) (
 	s *hub.Stream, job *protocol.Job, hold *reservation, e *apierr.Error, placed bool) {
 	for {
-		choice, err := g.pick(c, h.Snapshot()) // probation.go
+		choice, err := g.pick(c, runnable(&c.req, h.Snapshot())) // probation.go; embed jobs only for agents that embed
 		*u = nil
 		if err != nil {
 			if !errors.As(err, u) {
@@ -214,6 +214,9 @@ func (g *Gateway) hold(ctx context.Context, c *call, choice scheduler.Choice) (*
 		return nil, apierr.Invalid("max_tokens", "This request's worst-case cost does not fit in an amount: %v", err)
 	}
 	what := fmt.Sprintf("max_tokens %d at %s/Mtok output, prompt at %s/Mtok", c.seg.Options.MaxTokens, choice.PriceCompletion, choice.PricePrompt)
+	if c.seg.Kind == protocol.KindEmbed {
+		what = fmt.Sprintf("%d inputs at %s/Mtok", len(c.seg.Input), choice.PricePrompt)
+	}
 	return g.funds.reserve(ctx, c.key.Account, cost, what)
 }
 

@@ -135,7 +135,7 @@ func TestProbationSampled(t *testing.T) {
 			f.offer(&req, receipt.Signed{Receipt: receipt.Receipt{Provider: k}}, "stop", "text", 4)
 		}
 	}
-	page := f.page(0, 100)
+	page := f.page(0, 100, false)
 	if len(page.Samples) != 10 {
 		t.Fatalf("%d samples, want the newcomer's 10", len(page.Samples))
 	}

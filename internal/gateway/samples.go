@@ -145,6 +145,20 @@ func (f *sampleFeed) offer(req *protocol.Request, signed receipt.Signed, finish,
 	f.add(s)
 }
 
+// offerEmbed samples a served embed job like offer: req as the provider
+// received it and the vectors it answered, when texts are shared.
+func (f *sampleFeed) offerEmbed(req *protocol.Request, signed receipt.Signed, vectors [][]float32) {
+	if f == nil || rand.Float64() >= f.share && (f.onProbation == nil || !f.onProbation(signed.Receipt.Provider)) {
+		return
+	}
+	s := samplefeed.Sample{Receipt: signed, FinishReason: "stop"}
+	if f.text {
+		r := *req
+		s.Request, s.Embeddings = &r, vectors
+	}
+	f.add(s)
+}
+
 // add appends s with the next sequence number and returns it.
 func (f *sampleFeed) add(s samplefeed.Sample) uint64 {
 	f.mu.Lock()
@@ -170,15 +184,28 @@ func sampleBytes(s *samplefeed.Sample) int {
 	if !s.Shared() {
 		return 0
 	}
-	n := len(*s.Text) + len(s.Request.Prompt) + len(s.Request.System)
+	n := len(s.Request.Prompt) + len(s.Request.System)
+	if s.Text != nil {
+		n += len(*s.Text)
+	}
 	for _, m := range s.Request.Messages {
 		n += len(m.Content)
+	}
+	for _, in := range s.Request.Input {
+		n += len(in)
+	}
+	for _, v := range s.Embeddings {
+		n += 4 * len(v)
 	}
 	return n
 }
 
 // page returns up to limit samples after seq.
-func (f *sampleFeed) page(after uint64, limit int) samplefeed.Page {
+//
+// Shared samples of embed requests carry their vectors only for a reader
+// that asks for them (samplefeed.QueryEmbeddings): a verifier older than
+// embeddings would refuse the whole page, so it gets them as hashes only.
+func (f *sampleFeed) page(after uint64, limit int, embeddings bool) samplefeed.Page {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := samplefeed.Page{Samples: []samplefeed.Sample{}, Next: after}
@@ -194,6 +221,9 @@ func (f *sampleFeed) page(after uint64, limit int) samplefeed.Page {
 		}
 		if len(p.Samples) == limit {
 			break
+		}
+		if !embeddings && s.Embeddings != nil {
+			s.Request, s.Embeddings = nil, nil
 		}
 		p.Samples = append(p.Samples, s)
 		p.Next = s.Seq
@@ -233,7 +263,7 @@ func (g *Gateway) handleSamples(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	p := f.page(after, limit)
+	p := f.page(after, limit, q.Get(samplefeed.QueryEmbeddings) == "1")
 	g.log.Debug("samples read", "verifier", string(reader), "after", after, "samples", len(p.Samples))
 	writeJSON(w, http.StatusOK, p)
 }

@@ -45,7 +45,7 @@ func TestSampleFeedBounds(t *testing.T) {
 			for range tc.add {
 				f.offer(req, receipt.Signed{}, "stop", "earlier"+text, len(text))
 			}
-			p := f.page(tc.after, tc.limit)
+			p := f.page(tc.after, tc.limit, false)
 			var seqs []uint64
 			for _, s := range p.Samples {
 				seqs = append(seqs, s.Seq)
@@ -98,7 +98,7 @@ func TestSampleShare(t *testing.T) {
 	for range n {
 		f.offer(&protocol.Request{}, receipt.Signed{}, "stop", "", 0)
 	}
-	got := len(f.page(0, samplefeed.MaxPage).Samples)
+	got := len(f.page(0, samplefeed.MaxPage, false).Samples)
 	if got != samplefeed.MaxPage {
 		t.Fatalf("first page: %d samples", got)
 	}
@@ -183,5 +183,32 @@ func TestPlantedIDPrefix(t *testing.T) {
 	}
 	if p := plantedIDPrefix(protocol.KindGenerate); p != "cmpl-" {
 		t.Errorf("generate plant prefix %q", p)
+	}
+}
+
+// TestEmbedSamplesForOlderReaders: a shared embed sample carries the
+// request and vectors for a reader that asks for embeddings; any other
+// reader gets it as hashes only (a verifier older than embeddings would
+// refuse the page), and text samples are unchanged either way.
+func TestEmbedSamplesForOlderReaders(t *testing.T) {
+	f, err := newSampleFeed(SampleConfig{Share: 1, ShareText: true}, "c", keys.PublicKey{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	embed := &protocol.Request{Kind: protocol.KindEmbed, Model: "m", Input: []string{"a"}}
+	f.offerEmbed(embed, receipt.Signed{}, [][]float32{{1, 0}})
+	f.offer(&protocol.Request{Kind: protocol.KindGenerate, Prompt: "p"}, receipt.Signed{}, "stop", "t", 1)
+	for _, asks := range []bool{true, false} {
+		p := f.page(0, 10, asks)
+		if len(p.Samples) != 2 || !p.Samples[1].Shared() {
+			t.Fatalf("asks %v: %+v", asks, p.Samples)
+		}
+		s := p.Samples[0]
+		if s.Shared() != asks || (s.Embeddings != nil) != asks || (s.Request != nil) != asks {
+			t.Fatalf("asks for embeddings %v: embed sample %+v", asks, s)
+		}
+	}
+	if p := f.page(0, 10, true); p.Samples[0].Embeddings == nil {
+		t.Fatal("a page for an older reader stripped the feed's own sample")
 	}
 }

@@ -128,6 +128,8 @@ func (h *Hub) Disconnect(key keys.PublicKey, why error) bool {
 type Provider struct {
 	Key         keys.PublicKey
 	ConnectedAt time.Time
+	// ProtocolVersion is the version the provider spoke at the handshake.
+	ProtocolVersion int
 
 	hub  *Hub
 	link *link.Link
@@ -148,9 +150,12 @@ type Provider struct {
 type Info struct {
 	Key          keys.PublicKey
 	Capabilities protocol.Capabilities
-	Paused       bool
-	InFlight     int
-	ConnectedAt  time.Time
+	// ProtocolVersion is the version the provider speaks: what kinds of
+	// job it can take (protocol.EmbedSince).
+	ProtocolVersion int
+	Paused          bool
+	InFlight        int
+	ConnectedAt     time.Time
 	// Congested: the provider is not reading its connection; it has no
 	// free slot until it catches up or is dropped.
 	Congested bool
@@ -185,7 +190,7 @@ func (h *Hub) Snapshot() []Info {
 	out := make([]Info, 0, len(ps))
 	for _, p := range ps {
 		p.mu.Lock()
-		out = append(out, Info{Key: p.Key, Capabilities: p.caps, Paused: p.paused, InFlight: p.inflight, ConnectedAt: p.ConnectedAt, Congested: p.link.Congested()})
+		out = append(out, Info{Key: p.Key, Capabilities: p.caps, ProtocolVersion: p.ProtocolVersion, Paused: p.paused, InFlight: p.inflight, ConnectedAt: p.ConnectedAt, Congested: p.link.Congested()})
 		p.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return string(out[i].Key[:]) < string(out[j].Key[:]) })
@@ -331,7 +336,7 @@ func (h *Hub) handshake(ctx context.Context, l *link.Link) (*Provider, error) {
 	// Register before the welcome, so that a provider that has been welcomed
 	// is always routable. A job dispatched in between waits in the link's
 	// queue and goes out after the welcome, when the link runs.
-	p := &Provider{Key: a.ProviderKey, ConnectedAt: time.Now(), hub: h, link: l, caps: a.Capabilities, jobs: map[string]*Stream{}, names: map[string]struct{}{}}
+	p := &Provider{Key: a.ProviderKey, ConnectedAt: time.Now(), ProtocolVersion: a.ProtocolVersion, hub: h, link: l, caps: a.Capabilities, jobs: map[string]*Stream{}, names: map[string]struct{}{}}
 	h.mu.Lock()
 	if err := h.offerLocked(p, a.Capabilities.Models); err != nil {
 		h.mu.Unlock()

@@ -110,6 +110,7 @@ func (m *Gateway) Instrument(h http.Handler) http.Handler {
 var routes = []string{
 	"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/v1/receipts", "/v1/account",
 	"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/v1/providers/connect", "/ui",
+	"/v1/embeddings", "/api/embed", "/api/embeddings",
 }
 
 // Route is the metrics label of a request path: the longest known route

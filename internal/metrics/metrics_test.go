@@ -23,6 +23,7 @@ func TestRoute(t *testing.T) {
 	for path, want := range map[string]string{
 		"/v1/chat/completions": "/v1/chat/completions", "/v1/receipts/chatcmpl-abc": "/v1/receipts", "/v1/models/sim": "/v1/models",
 		"/v1/responses": "/v1/responses", "/api/chat": "/api/chat", "/": "other", "/v1/chat/completionsX": "other", "/ui/explorer/block/5": "/ui",
+		"/api/embed": "/api/embed", "/api/embeddings": "/api/embeddings", "/v1/embeddings": "/v1/embeddings",
 	} {
 		if got := Route(path); got != want {
 			t.Errorf("Route(%q) = %q, want %q", path, got, want)

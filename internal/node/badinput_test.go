@@ -42,7 +42,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown key", "/v1/chat/completions", "ig-nope-nope-nope-nope", chat(""), 401, "authentication_error", "invalid_api_key", ""},
 		{"revoked key", "/v1/chat/completions", revokedSecret, chat(""), 401, "authentication_error", "invalid_api_key", ""},
 		{"completions prompt array", "/v1/completions", testAPIKey, `{"model":"sim","prompt":["a","b"]}`, 400, "invalid_request_error", "", "prompt"},
-		{"unknown endpoint", "/v1/embeddings", testAPIKey, `{}`, 404, "not_found_error", "not_found", ""},
+		{"unknown endpoint", "/v1/audio/speech", testAPIKey, `{}`, 404, "not_found_error", "not_found", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -150,6 +150,15 @@ func TestCrossGatewayForwarding(t *testing.T) {
 	if r, err := b.Store.Receipt(ctx, resp.ID); err != nil || r.Receipt.Gateway != a.Key.Public() {
 		t.Errorf("receipt of the forwarded response %s: %+v, %v", resp.ID, r.Receipt, err)
 	}
+	// Embeddings, both APIs, through B.
+	status, out = postJSON(t, b.URL()+"/v1/embeddings", `{"model":"sim","input":["across","gateways"]}`, nil)
+	if status != http.StatusOK || strings.Count(out, `"object":"embedding"`) != 2 {
+		t.Fatalf("/v1/embeddings via B: %d %s", status, out)
+	}
+	status, out = postJSON(t, b.URL()+"/api/embed", `{"model":"sim","input":"across gateways"}`, nil)
+	if status != http.StatusOK || !strings.Contains(out, `"embeddings":[[`) {
+		t.Fatalf("/api/embed via B: %d %s", status, out)
+	}
 
 	// A model nobody serves is not forwarded anywhere, and a request that
 	// was forwarded once is never forwarded again.

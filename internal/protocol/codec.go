@@ -256,6 +256,10 @@ func (j *Job) validate() error {
 	}
 	switch j.Request.Kind {
 	case KindChat, KindGenerate:
+	case KindEmbed:
+		if n := len(j.Request.Input); n == 0 || n > MaxEmbedInputs || j.Request.Dimensions < 0 || j.Request.Dimensions > MaxEmbeddingDims {
+			return protoErr("job %q: an embed request needs 1 to %d inputs and 0 to %d dimensions", j.ID, MaxEmbedInputs, MaxEmbeddingDims)
+		}
 	default:
 		return protoErr("job %q: unknown request kind %q", j.ID, truncate(string(j.Request.Kind)))
 	}
@@ -323,6 +327,12 @@ func (c *Chunk) validate() error {
 	// text must reach the gateway byte for byte (see validText).
 	if !utf8.ValidString(c.Delta) {
 		return protoErr("chunk %q/%d: delta is not valid UTF-8", c.ID, c.Seq)
+	}
+	if len(c.Embedding) > MaxEmbeddingDims || !finiteVector(c.Embedding) {
+		return protoErr("chunk %q/%d: an embedding has at most %d finite components", c.ID, c.Seq, MaxEmbeddingDims)
+	}
+	if len(c.Embedding) > 0 && (c.Delta != "" || c.Tokens != 0 || c.Checkpoint != nil || len(c.Logprobs) > 0) {
+		return protoErr("chunk %q/%d: a chunk with an embedding carries nothing else", c.ID, c.Seq)
 	}
 	if cp := c.Checkpoint; cp != nil && (cp.CompletionTokens == 0 || cp.EndUnixMs <= 0) {
 		return protoErr("chunk %q/%d: checkpoint needs completion_tokens and end_unix_ms above 0", c.ID, c.Seq)

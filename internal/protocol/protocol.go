@@ -49,6 +49,11 @@ import (
 //	   no done.context. request.messages[].images and request.images
 //	   (base64), sent only to providers whose model has the vision
 //	   capability.
+//	5 (embed): request kind "embed" (request.input, dimensions, truncate),
+//	   answered by one chunk per input carrying its vector
+//	   (chunk.embedding) and a done with prompt tokens only; job error
+//	   code "unsupported" from a backend that cannot embed. Gateways send
+//	   embed jobs only to agents of version 5 or later.
 //
 // Versions from MinVersion to Version interoperate: a version-1 peer simply
 // sends or reads no checkpoint, a version-2 peer's checkpoints bill no
@@ -270,6 +275,10 @@ type Chunk struct {
 	// Checkpoint, when set, signs for everything the job delivered up to
 	// and including this chunk (version 2, optional).
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// Embedding is the vector of input Seq of an embed job (version 5);
+	// an embed job's chunks carry no text. JSON carries each float32 in
+	// its shortest round-tripping form, so both ends see the same bits.
+	Embedding []float32 `json:"embedding,omitempty"`
 }
 
 // PromptEstimate is the prompt tokens a checkpoint claims for req before
@@ -393,6 +402,7 @@ const (
 	CodeCancelled     Code = "cancelled"       // after a cancel message
 	CodeDeadline      Code = "deadline"        // the deadline passed
 	CodeBadRequest    Code = "bad_request"     // the backend rejected the request
+	CodeUnsupported   Code = "unsupported"     // this provider's backend cannot run the kind of job (version 5)
 )
 
 // Pause tells the gateway to stop sending new jobs.
@@ -448,6 +458,15 @@ type Request struct {
 	// Images (generate only) go with Prompt, as ChatMessage.Images with a
 	// message (version 5, eco).
 	Images []string `json:"images,omitempty"`
+	// Input is the texts of an embed request (KindEmbed), at least one;
+	// the answer has one vector per input, in order.
+	Input []string `json:"input,omitempty"`
+	// Dimensions, when above 0, asks an embed request for vectors cut to
+	// that many dimensions (and normalized again), where the model allows.
+	Dimensions int `json:"dimensions,omitempty"`
+	// Truncate, when false, makes an embed input longer than the model's
+	// context an error instead of being cut to fit (nil: cut, as Ollama).
+	Truncate *bool `json:"truncate,omitempty"`
 }
 
 // Tool choices (Request.ToolChoice).
@@ -459,8 +478,13 @@ const (
 
 // Needs returns the capabilities a request requires of the model that
 // serves it: completion, tools when it offers the model tools, and vision
-// when it carries images.
+// when it carries images. An embed request needs none: Ollama lists
+// "embedding" only for embedding-only models, yet embeds with any model
+// (agents before version 5, which cannot embed, are skipped by version).
 func (r *Request) Needs() []string {
+	if r.Kind == KindEmbed {
+		return nil
+	}
 	needs := []string{CapCompletion}
 	if r.SendsTools() {
 		needs = append(needs, CapTools)
@@ -512,6 +536,10 @@ type Kind string
 const (
 	KindChat     Kind = "chat"
 	KindGenerate Kind = "generate"
+	// KindEmbed computes one embedding vector per Input (version 5). Its
+	// receipt bills prompt tokens only, and its response hash is
+	// EmbeddingsHash of the vectors.
+	KindEmbed Kind = "embed"
 )
 
 // ChatMessage is one turn of a chat.

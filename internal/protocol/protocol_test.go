@@ -91,19 +91,26 @@ func goodMessages(tb testing.TB) map[string]*Message {
 	jobAtLimit.ID, jobAtLimit.Terms.RequestID = longID, longID
 	gen := testJob(tb)
 	gen.Request = Request{Kind: KindGenerate, Model: "m", Prompt: "Once", System: "s", Raw: true}
+	embed := testJob(tb)
+	embed.Request = Request{Kind: KindEmbed, Model: "m", Input: []string{"a", "b é"}, Dimensions: 8, Truncate: ptr(false)}
+	embedMax := testJob(tb)
+	embedMax.Request = Request{Kind: KindEmbed, Model: "m", Input: make([]string, MaxEmbedInputs), Dimensions: MaxEmbeddingDims}
 	return map[string]*Message{
-		"hello":              {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), GatewayKey: seedKey(tb, 2).Public(), ChainID: "idlegrid-dev-1", ProtocolVersion: Version}},
-		"hello max chain id": {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), ChainID: strings.Repeat("ł", receipt.MaxChainID/2)}},
-		"auth":               {Type: TypeAuth, Auth: &Auth{ProviderKey: seedKey(tb, 1).Public(), Signature: seedKey(tb, 1).Sign([]byte("x")), ProtocolVersion: Version, Capabilities: testCapabilities()}},
-		"auth max slots":     {Type: TypeAuth, Auth: &Auth{Capabilities: Capabilities{Slots: MaxSlots}}},
-		"welcome":            {Type: TypeWelcome, Welcome: &Welcome{HeartbeatMs: 15_000}},
-		"job":                {Type: TypeJob, Job: job},
-		"job generate":       {Type: TypeJob, Job: gen},
-		"job id at limit":    {Type: TypeJob, Job: jobAtLimit},
-		"cancel":             {Type: TypeCancel, Cancel: &Cancel{ID: "req-1"}},
-		"cancel id at limit": {Type: TypeCancel, Cancel: &Cancel{ID: longID}},
-		"chunk":              {Type: TypeChunk, Chunk: testChunk()},
-		"chunk empty delta":  {Type: TypeChunk, Chunk: &Chunk{ID: "j", Seq: math.MaxUint64}},
+		"job embed":           {Type: TypeJob, Job: embed},
+		"job embed at limits": {Type: TypeJob, Job: embedMax},
+		"chunk embedding":     {Type: TypeChunk, Chunk: &Chunk{ID: "j", Seq: 1, Embedding: []float32{0.5, -1e-30, math.MaxFloat32, -math.SmallestNonzeroFloat32, 0.1}}},
+		"hello":               {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), GatewayKey: seedKey(tb, 2).Public(), ChainID: "idlegrid-dev-1", ProtocolVersion: Version}},
+		"hello max chain id":  {Type: TypeHello, Hello: &Hello{Nonce: testNonce(), ChainID: strings.Repeat("ł", receipt.MaxChainID/2)}},
+		"auth":                {Type: TypeAuth, Auth: &Auth{ProviderKey: seedKey(tb, 1).Public(), Signature: seedKey(tb, 1).Sign([]byte("x")), ProtocolVersion: Version, Capabilities: testCapabilities()}},
+		"auth max slots":      {Type: TypeAuth, Auth: &Auth{Capabilities: Capabilities{Slots: MaxSlots}}},
+		"welcome":             {Type: TypeWelcome, Welcome: &Welcome{HeartbeatMs: 15_000}},
+		"job":                 {Type: TypeJob, Job: job},
+		"job generate":        {Type: TypeJob, Job: gen},
+		"job id at limit":     {Type: TypeJob, Job: jobAtLimit},
+		"cancel":              {Type: TypeCancel, Cancel: &Cancel{ID: "req-1"}},
+		"cancel id at limit":  {Type: TypeCancel, Cancel: &Cancel{ID: longID}},
+		"chunk":               {Type: TypeChunk, Chunk: testChunk()},
+		"chunk empty delta":   {Type: TypeChunk, Chunk: &Chunk{ID: "j", Seq: math.MaxUint64}},
 		"chunk checkpoint": {Type: TypeChunk, Chunk: &Chunk{ID: "req-1", Seq: 0, Delta: "Hi", Tokens: 1,
 			Checkpoint: &Checkpoint{CompletionTokens: 1, EndUnixMs: 1_717_171_718_000, Signature: seedKey(tb, 1).Sign([]byte("r"))}}},
 		"chunk checkpoint at limits": {Type: TypeChunk, Chunk: &Chunk{ID: "j", Seq: math.MaxUint64,
@@ -254,10 +261,16 @@ func TestValidateRejects(t *testing.T) {
 		"terms name another request": {Type: TypeJob, Job: job(func(j *Job) { j.Terms.RequestID = "req-2" })},
 		"terms without request id":   {Type: TypeJob, Job: job(func(j *Job) { j.Terms.RequestID = "" })},
 		"job kind empty":             {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind = "" })},
-		"job kind unknown":           {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind = "embed" })},
-		"job without model":          {Type: TypeJob, Job: job(func(j *Job) { j.Request.Model = "" })},
-		"chat with a context":        {Type: TypeJob, Job: job(func(j *Job) { j.Request.Context = []int{1} })},
-		"chat with request images":   {Type: TypeJob, Job: job(func(j *Job) { j.Request.Images = []string{"aGk="} })},
+		"job kind unknown":           {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind = "summarize" })},
+		"embed without input":        {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind = KindEmbed })},
+		"embed too many inputs":      {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind, j.Request.Input = KindEmbed, make([]string, MaxEmbedInputs+1) })},
+		"embed negative dimensions":  {Type: TypeJob, Job: job(func(j *Job) { j.Request.Kind, j.Request.Input, j.Request.Dimensions = KindEmbed, []string{"a"}, -1 })},
+		"embed too many dimensions": {Type: TypeJob, Job: job(func(j *Job) {
+			j.Request.Kind, j.Request.Input, j.Request.Dimensions = KindEmbed, []string{"a"}, MaxEmbeddingDims+1
+		})},
+		"job without model":        {Type: TypeJob, Job: job(func(j *Job) { j.Request.Model = "" })},
+		"chat with a context":      {Type: TypeJob, Job: job(func(j *Job) { j.Request.Context = []int{1} })},
+		"chat with request images": {Type: TypeJob, Job: job(func(j *Job) { j.Request.Images = []string{"aGk="} })},
 		"too many images": {Type: TypeJob, Job: job(func(j *Job) {
 			j.Request.Messages[0].Images = make([]string, MaxImages)
 			j.Request.Messages[1].Images = []string{"aGk="}
@@ -280,6 +293,12 @@ func TestValidateRejects(t *testing.T) {
 		"chunk delta splits a rune": {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Delta = "🦙"[:2] })},
 		"chunk -Inf logprob":        {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Logprobs[1].Logprob = math.Inf(-1) })},
 		"chunk NaN top logprob":     {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Logprobs[0].Top[1].Logprob = math.NaN() })},
+		"embedding with text":       {Type: TypeChunk, Chunk: &Chunk{ID: "j", Delta: "x", Embedding: []float32{1}}},
+		"embedding with tokens":     {Type: TypeChunk, Chunk: &Chunk{ID: "j", Tokens: 1, Embedding: []float32{1}}},
+		"embedding with checkpoint": {Type: TypeChunk, Chunk: &Chunk{ID: "j", Embedding: []float32{1}, Checkpoint: &Checkpoint{CompletionTokens: 1, EndUnixMs: 1}}},
+		"embedding NaN":             {Type: TypeChunk, Chunk: &Chunk{ID: "j", Embedding: []float32{float32(math.NaN())}}},
+		"embedding infinite":        {Type: TypeChunk, Chunk: &Chunk{ID: "j", Embedding: []float32{float32(math.Inf(1))}}},
+		"embedding too long":        {Type: TypeChunk, Chunk: &Chunk{ID: "j", Embedding: make([]float32, MaxEmbeddingDims+1)}},
 		"checkpoint of 0 tokens":    {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{EndUnixMs: 1} })},
 		"checkpoint without time":   {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{CompletionTokens: 1} })},
 		"checkpoint before 1970":    {Type: TypeChunk, Chunk: chunk(func(c *Chunk) { c.Checkpoint = &Checkpoint{CompletionTokens: 1, EndUnixMs: -1} })},

@@ -127,6 +127,10 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 		s.fail(ctx, job.ID, code, msg)
 		return
 	}
+	if job.Request.Kind == protocol.KindEmbed {
+		s.runEmbed(ctx, jctx, job, release) // embed.go
+		return
+	}
 	started := time.Now()
 	var firstToken time.Duration
 	hash := sha256.New()
@@ -175,17 +179,7 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	}
 	if err != nil {
 		a.failed.Add(1)
-		code := protocol.CodeBackend
-		switch {
-		case errors.Is(jctx.Err(), context.DeadlineExceeded):
-			code = protocol.CodeDeadline
-		case jctx.Err() != nil:
-			code = protocol.CodeCancelled
-		case errors.Is(err, backend.ErrModelNotFound):
-			code = protocol.CodeModelNotFound
-		case errors.Is(err, backend.ErrBadRequest):
-			code = protocol.CodeBadRequest
-		}
+		code := failureCode(jctx, err)
 		a.log.Info("job failed", "request_id", job.ID, "model", job.Request.Model, "code", code, "err", err)
 		release() // after reading jctx.Err(): release cancels jctx
 		s.fail(ctx, job.ID, code, err.Error())
@@ -229,6 +223,22 @@ func (s *session) run(ctx, jctx context.Context, job *protocol.Job) {
 	}
 	a.served.Add(1)
 	a.tokens.Add(int64(res.Usage.CompletionTokens))
+}
+
+// failureCode classifies a backend error of a job whose context is jctx;
+// read it before the job's release cancels jctx.
+func failureCode(jctx context.Context, err error) protocol.Code {
+	switch {
+	case errors.Is(jctx.Err(), context.DeadlineExceeded):
+		return protocol.CodeDeadline
+	case jctx.Err() != nil:
+		return protocol.CodeCancelled
+	case errors.Is(err, backend.ErrModelNotFound):
+		return protocol.CodeModelNotFound
+	case errors.Is(err, backend.ErrBadRequest):
+		return protocol.CodeBadRequest
+	}
+	return protocol.CodeBackend
 }
 
 // lacksLogprobs handles a backend that returned no log-probabilities for a

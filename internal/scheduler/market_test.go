@@ -342,8 +342,30 @@ func TestNewRequest(t *testing.T) {
 	req := protocol.Request{Kind: protocol.KindChat, Model: "sim", Messages: []protocol.ChatMessage{{Role: "user", Content: strings.Repeat("x", 396)}},
 		Options: protocol.Options{MaxTokens: 7}}
 	r := s.NewRequest(&req, Preferences{Sort: SortPrice}, "s1")
-	if r.Model != "sim" || r.PromptTokens != 100 || r.MaxTokens != 7 || r.Prefs.Sort != SortPrice || r.Affinity.Session == 0 {
+	if r.Model != "sim" || r.PromptTokens != 100 || r.MaxTokens != 7 || r.Prefs.Sort != SortPrice || r.Affinity.Session == 0 || r.NoCompletion {
 		t.Fatalf("NewRequest = %+v", r)
+	}
+	embed := protocol.Request{Kind: protocol.KindEmbed, Model: "sim", Input: []string{strings.Repeat("x", 200), strings.Repeat("y", 200)}}
+	if r := s.NewRequest(&embed, Preferences{}, ""); r.PromptTokens != 100 || !r.NoCompletion {
+		t.Fatalf("NewRequest(embed) = %+v", r)
+	}
+}
+
+// TestEmbedRanksByPromptPrice: an embed request generates nothing, so the
+// provider with the cheaper prompt wins whatever its completion price.
+func TestEmbedRanksByPromptPrice(t *testing.T) {
+	cands := []Candidate{priced(1, 200_000, 100_000), priced(2, 100_000, 900_000)}
+	for _, sort := range []Sort{"", SortPrice} {
+		for seed := range uint64(20) {
+			s := observed(t, seed, map[byte]speed{1: {0.1, 100}, 2: {0.1, 100}})
+			got, err := s.Pick(cands, &Request{Model: "sim", Prefs: Preferences{Sort: sort}, PromptTokens: 100, NoCompletion: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Key != key(2) {
+				t.Fatalf("sort %q, seed %d: picked %d, want the cheaper prompt (2)", sort, seed, got.Key[0])
+			}
+		}
 	}
 }
 

@@ -170,6 +170,9 @@ type Request struct {
 	// Format: the request asks for structured output, which agents
 	// before protocol version 5 ignore (they list no capabilities).
 	Format bool
+	// NoCompletion: the request generates nothing (embeddings), so only
+	// the prompt price and the time to the answer count.
+	NoCompletion bool
 }
 
 // NewRequest describes req for Pick, with the consumer's preferences and
@@ -179,8 +182,11 @@ func (s *Scheduler) NewRequest(req *protocol.Request, prefs Preferences, session
 	for _, m := range req.Messages {
 		n += len(m.Content) + len(m.Role)
 	}
+	for _, in := range req.Input {
+		n += len(in)
+	}
 	return Request{Model: req.Model, Prefs: prefs, Affinity: s.AffinityOf(req, session), PromptTokens: n / 4, MaxTokens: req.Options.MaxTokens,
-		Logprobs: req.Options.Logprobs, Needs: req.Needs(), Format: len(req.Format) > 0}
+		Logprobs: req.Options.Logprobs, Needs: req.Needs(), Format: len(req.Format) > 0, NoCompletion: req.Kind == protocol.KindEmbed}
 }
 
 // SetDigestPolicy sets which weights may serve a model (the ledger's
@@ -418,8 +424,12 @@ func (s *Scheduler) speeds(elig []entry) []speed {
 }
 
 // expectedTokens is the completion length the score assumes: the request's
-// limit, capped, since most answers stop well before a large limit.
+// limit, capped, since most answers stop well before a large limit (none
+// for a request that generates nothing).
 func expectedTokens(r *Request) float64 {
+	if r.NoCompletion {
+		return 0
+	}
 	if r.MaxTokens <= 0 || r.MaxTokens > 256 {
 		return 256
 	}

@@ -41,6 +41,11 @@ import (
 //     reference's prefix cache holds most of it); the tokens after them
 //     are not checked.
 //
+// A sample of an embed request carries its vectors instead of a text: the
+// reference recomputes them and each must lie within
+// verify.DefaultEmbeddingMinCosine of the reference's
+// (verify.Judge.Embeddings).
+//
 // A sample with hashes only cannot be judged; it still tells the verifier
 // which providers serve which models, so canaries reach providers that it
 // has not met yet.
@@ -72,6 +77,7 @@ type sampleRecord struct {
 	Sample   samplefeed.Sample `json:"sample"`
 	Scores   *verify.Scores    `json:"scores,omitempty"`
 	Replayed *verify.Replayed  `json:"replayed,omitempty"`
+	Embedded *verify.Embedded  `json:"embedded,omitempty"`
 	Verdict  verify.Verdict    `json:"verdict"`
 }
 
@@ -170,10 +176,18 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 	}
 	req := *s.Request
 	req.Model = model
-	resp := verify.Response{Text: *s.Text, FinishReason: s.FinishReason,
-		Usage: protocol.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens}}
+	resp := verify.Response{FinishReason: s.FinishReason, Usage: protocol.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens}}
+	if s.Text != nil {
+		resp.Text = *s.Text
+	}
 	rec := sampleRecord{Sample: *s}
-	if v.cfg.Scorer != nil {
+	if req.Kind == protocol.KindEmbed {
+		e, verdict, ok := v.judgeEmbeddings(ctx, req, s.Embeddings, resp.Usage)
+		if !ok {
+			return Posted{}, false
+		}
+		rec.Embedded, rec.Verdict = &e, verdict
+	} else if v.cfg.Scorer != nil {
 		sc, err := v.cfg.Scorer.Score(ctx, req, resp.Text)
 		if err != nil {
 			v.log.Warn("could not re-score a sample; abstaining", "request_id", r.RequestID, "err", err)
@@ -199,6 +213,24 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 	v.feed.judged++
 	v.mu.Unlock()
 	return p, true
+}
+
+// judgeEmbeddings judges the vectors got that a provider answered to the
+// embed request req by recomputing them on the reference (verify.Embed,
+// Judge.Embeddings); ok is false when it cannot (a reference that does
+// not embed, a recomputation that failed): the verifier abstains.
+func (v *Verifier) judgeEmbeddings(ctx context.Context, req protocol.Request, got [][]float32, usage protocol.Usage) (verify.Embedded, verify.Verdict, bool) {
+	ref, ok := v.cfg.Reference.(backend.Embedder)
+	if !ok {
+		v.log.Warn("the reference cannot compute embeddings; embed samples are not judged")
+		return verify.Embedded{}, verify.Verdict{}, false
+	}
+	e, err := verify.Embed(ctx, ref, req, got)
+	if err != nil {
+		v.log.Warn("could not recompute a sample's embeddings; abstaining", "err", err)
+		return verify.Embedded{}, verify.Verdict{}, false
+	}
+	return e, v.cfg.Judge.Embeddings(len(got), usage, e), true
 }
 
 // sampled reports whether s was generated at a temperature above 0.
@@ -277,7 +309,7 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 // fetchSamples reads one page after seq, signing the request; the first
 // read learns the gateway's key and chain from its refusal.
 func (v *Verifier) fetchSamples(ctx context.Context, after uint64) (samplefeed.Page, error) {
-	target := samplefeed.Path + "?after=" + strconv.FormatUint(after, 10) + "&limit=" + strconv.Itoa(samplefeed.MaxPage)
+	target := samplefeed.Path + "?after=" + strconv.FormatUint(after, 10) + "&limit=" + strconv.Itoa(samplefeed.MaxPage) + "&" + samplefeed.QueryEmbeddings + "=1"
 	for attempt := 0; ; attempt++ {
 		v.mu.Lock()
 		gw, chainID := v.feed.gateway, v.feed.chainID

@@ -205,7 +205,10 @@ func New(cfg Config) (*Verifier, error) {
 		}
 		cfg.DefaultTemperature = &t
 	}
-	if cfg.Judge == (verify.Judge{}) {
+	if cfg.Judge.EmbeddingMinCosine == 0 {
+		cfg.Judge.EmbeddingMinCosine = verify.DefaultEmbeddingMinCosine
+	}
+	if cfg.Judge == (verify.Judge{EmbeddingMinCosine: cfg.Judge.EmbeddingMinCosine}) {
 		cfg.Judge = verify.DefaultJudge()
 	}
 	if cfg.HTTP == nil {

@@ -32,6 +32,7 @@ const (
 	RuleEnd        Rule = "end"        // a stop the reference finds improbable
 	RuleDivergence Rule = "divergence" // canaries: more greedy divergences than noise explains
 	RuleEarlyStop  Rule = "early-stop" // canaries: more early stops than noise explains
+	RuleEmbedding  Rule = "embedding"  // a vector further from the reference's than noise explains
 )
 
 // Verdict is the outcome of one audit.
@@ -104,6 +105,9 @@ type Judge struct {
 	// DefaultMaxTokens is the token limit of a request that sets none (0:
 	// unknown, and the "length" rule checks nothing).
 	DefaultMaxTokens int
+	// EmbeddingMinCosine: an embed answer fails when one of its vectors
+	// has a cosine similarity to the reference's below it (embed.go).
+	EmbeddingMinCosine float64
 }
 
 // DefaultJudge is the judge the verifier runs and the benchmark measures.
@@ -118,6 +122,7 @@ func DefaultJudge() Judge {
 		EndDeficit:     1,
 		SampledDeficit: 10, SampledMinCount: 3, SampledRate: 0.05,
 		CountSlack: 1, CountSlackRate: 0.02,
+		EmbeddingMinCosine: DefaultEmbeddingMinCosine,
 	}
 }
 

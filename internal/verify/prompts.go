@@ -59,6 +59,22 @@ func (m PromptMix) Canary(i int) protocol.Request {
 	return req
 }
 
+// Embed returns the i-th embed request of the mix: n texts (questions,
+// instructions, documents, story openings) as an application embeds them
+// for retrieval, each the last text of one of the mix's prompts.
+func (m PromptMix) Embed(i, n int) protocol.Request {
+	req := protocol.Request{Kind: protocol.KindEmbed, Model: m.Model}
+	for k := range n {
+		b := m.base(i*n + k)
+		text := b.Prompt
+		if len(b.Messages) > 0 {
+			text = b.Messages[len(b.Messages)-1].Content
+		}
+		req.Input = append(req.Input, text)
+	}
+	return req
+}
+
 // base builds the i-th prompt with its token limit.
 func (m PromptMix) base(i int) protocol.Request {
 	r := m.rng(i, 0)

@@ -261,3 +261,45 @@ func (c *Reseed) Generate(ctx context.Context, req protocol.Request, emit func(b
 	req.Options.Seed = &seed
 	return c.Backend.Generate(ctx, req, emit)
 }
+
+// Substitute is a cheater that claims one model and serves another: it
+// advertises its backend's models as they are, but runs every request for
+// Claim on Serve instead (a cheaper quantization of the same weights,
+// say), text and embeddings alike.
+type Substitute struct {
+	Backend      backend.Backend
+	Claim, Serve string
+}
+
+var (
+	_ backend.Backend  = (*Substitute)(nil)
+	_ backend.Embedder = (*Substitute)(nil)
+)
+
+// Models lists the backend's models.
+func (c *Substitute) Models(ctx context.Context) ([]backend.Model, error) {
+	return c.Backend.Models(ctx)
+}
+
+func (c *Substitute) swap(req *protocol.Request) {
+	if strings.TrimSuffix(req.Model, ":latest") == strings.TrimSuffix(c.Claim, ":latest") {
+		req.Model = c.Serve
+	}
+}
+
+// Generate runs req on Serve when it asks for Claim.
+func (c *Substitute) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (backend.Result, error) {
+	c.swap(&req)
+	return c.Backend.Generate(ctx, req, emit)
+}
+
+// Embed computes req's vectors on Serve when it asks for Claim; a backend
+// that cannot embed answers backend.ErrBadRequest.
+func (c *Substitute) Embed(ctx context.Context, req protocol.Request) (backend.Embeddings, error) {
+	e, ok := c.Backend.(backend.Embedder)
+	if !ok {
+		return backend.Embeddings{}, fmt.Errorf("%w: the backend cannot embed", backend.ErrBadRequest)
+	}
+	c.swap(&req)
+	return e.Embed(ctx, req)
+}

@@ -56,6 +56,61 @@ func Run(t *testing.T, b backend.Backend, model string) {
 	t.Run("Cancel", func(t *testing.T) { testCancel(t, b, model) })
 	t.Run("UnknownModel", func(t *testing.T) { testUnknownModel(t, b) })
 	t.Run("EmitError", func(t *testing.T) { testEmitError(t, b, model) })
+	if e, ok := b.(backend.Embedder); ok {
+		t.Run("Embed", func(t *testing.T) { testEmbed(t, e, model) })
+	}
+}
+
+// testEmbed: one finite unit vector per input, all of one size, the same
+// for the same text alone or in a batch; dimensions cut them; asking for
+// more dimensions than the model has, or an unknown model, is an error.
+func testEmbed(t *testing.T, b backend.Embedder, model string) {
+	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
+	defer cancel()
+	inputs := []string{"The quick brown fox.", "Embeddings map text to vectors.", "ok"}
+	res, err := b.Embed(ctx, protocol.Request{Kind: protocol.KindEmbed, Model: model, Input: inputs})
+	if err != nil {
+		t.Fatalf("Embed: %v", err)
+	}
+	if len(res.Vectors) != len(inputs) || res.PromptTokens == 0 {
+		t.Fatalf("%d vectors for %d inputs, %d prompt tokens", len(res.Vectors), len(inputs), res.PromptTokens)
+	}
+	dims := len(res.Vectors[0])
+	for i, v := range res.Vectors {
+		var n float64
+		for _, f := range v {
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				t.Fatalf("vector %d has a non-finite component", i)
+			}
+			n += float64(f) * float64(f)
+		}
+		if len(v) != dims || dims == 0 || math.Abs(n-1) > 1e-3 {
+			t.Fatalf("vector %d: %d dimensions (first %d), norm² %v", i, len(v), dims, n)
+		}
+	}
+	alone, err := b.Embed(ctx, protocol.Request{Kind: protocol.KindEmbed, Model: model, Input: inputs[1:2]})
+	if err != nil {
+		t.Fatalf("Embed one: %v", err)
+	}
+	var dot float64
+	for k, f := range alone.Vectors[0] {
+		dot += float64(f) * float64(res.Vectors[1][k])
+	}
+	if dot < 0.9999 {
+		t.Fatalf("the same text alone and in a batch: cosine %v", dot)
+	}
+	if dims > 2 {
+		cut, err := b.Embed(ctx, protocol.Request{Kind: protocol.KindEmbed, Model: model, Input: inputs[:1], Dimensions: 2})
+		if err != nil || len(cut.Vectors) != 1 || len(cut.Vectors[0]) != 2 {
+			t.Fatalf("dimensions 2: %+v, %v", cut.Vectors, err)
+		}
+	}
+	if _, err := b.Embed(ctx, protocol.Request{Kind: protocol.KindEmbed, Model: model, Input: inputs[:1], Dimensions: dims + 1}); !errors.Is(err, backend.ErrBadRequest) {
+		t.Fatalf("dimensions %d of a model with %d: %v, want a bad request", dims+1, dims, err)
+	}
+	if _, err := b.Embed(ctx, protocol.Request{Kind: protocol.KindEmbed, Model: "no-such-model-xyz", Input: inputs[:1]}); !errors.Is(err, backend.ErrModelNotFound) {
+		t.Fatalf("unknown model: %v, want ErrModelNotFound", err)
+	}
 }
 
 // SameModel reports whether a listed name is the requested one, allowing

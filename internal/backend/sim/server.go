@@ -24,6 +24,7 @@ import (
 //	POST /api/chat         streaming NDJSON unless "stream": false
 //	POST /api/generate     likewise
 //	POST /v1/chat/completions  OpenAI's chat completions, as Ollama serves them
+//	POST /api/embed        one vector per input (Sim.Embed)
 //
 // Requests may ask for "logprobs" and "top_logprobs" (top-level fields, as
 // in newer Ollama); chunks then carry Ollama's "logprobs" array. Where
@@ -96,6 +97,7 @@ func NewServer(s *Sim) *Server {
 	mux.HandleFunc("POST /api/chat", srv.handleGeneration(true))
 	mux.HandleFunc("POST /api/generate", srv.handleGeneration(false))
 	mux.HandleFunc("POST /v1/chat/completions", srv.handleOpenAIChat)
+	mux.HandleFunc("POST /api/embed", srv.handleEmbed)
 	srv.handler = cors(mux)
 	return srv
 }

@@ -61,6 +61,9 @@ type ModelConfig struct {
 	// ContextLength is reported by Models and /api/show; generation does
 	// not enforce it.
 	ContextLength int
+	// EmbeddingLength is the size of the model's embedding vectors
+	// (0: DefaultEmbeddingLength).
+	EmbeddingLength int
 	// SizeBytes is the size reported by /api/tags.
 	SizeBytes int64
 	// FirstToken is the time to the first token.
@@ -158,7 +161,7 @@ func New(cfg Config) (*Sim, error) {
 			return nil, errors.New("sim: a model has no name")
 		case seen[c]:
 			return nil, fmt.Errorf("sim: model %q configured twice", mc.Name)
-		case mc.TokensPerSecond < 0 || mc.FirstToken < 0 || mc.DefaultMaxTokens < 0 || mc.PromptTokensPerSecond < 0 || mc.PrefixCacheTokens < 0:
+		case mc.TokensPerSecond < 0 || mc.FirstToken < 0 || mc.DefaultMaxTokens < 0 || mc.PromptTokensPerSecond < 0 || mc.PrefixCacheTokens < 0 || mc.EmbeddingLength < 0:
 			return nil, fmt.Errorf("sim: model %q: negative timing, rate, token limit or cache size", mc.Name)
 		case math.IsInf(mc.TokensPerSecond, 0) || math.IsNaN(mc.TokensPerSecond) || math.IsInf(mc.PromptTokensPerSecond, 0) || math.IsNaN(mc.PromptTokensPerSecond):
 			return nil, fmt.Errorf("sim: model %q: rates must be finite numbers", mc.Name)

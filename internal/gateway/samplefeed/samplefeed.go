@@ -29,6 +29,12 @@ import (
 // Path is the feed's endpoint on the gateway: GET Path?after=SEQ&limit=N.
 const Path = "/v1/verifier/samples"
 
+// QueryEmbeddings, set to 1 in the feed's query, asks for the vectors of
+// shared embed samples (Sample.Embeddings). Without it they come as hashes
+// only, so that a verifier that predates embeddings can still read pages
+// that hold them.
+const QueryEmbeddings = "embeddings"
+
 // MaxPage bounds the samples in one page.
 const MaxPage = 256
 
@@ -67,10 +73,15 @@ type Sample struct {
 	// Both are present only when the gateway shares sampled responses.
 	Request *protocol.Request `json:"request,omitempty"`
 	Text    *string           `json:"text,omitempty"`
+	// Embeddings replace Text for an embed request (protocol.KindEmbed):
+	// the vectors the provider answered, one per input, whose
+	// protocol.EmbeddingsHash is the receipt's response hash.
+	Embeddings [][]float32 `json:"embeddings,omitempty"`
 }
 
-// Shared reports whether the sample carries its request and text.
-func (s *Sample) Shared() bool { return s.Request != nil && s.Text != nil }
+// Shared reports whether the sample carries its request and its answer
+// (text, or vectors for an embed request).
+func (s *Sample) Shared() bool { return s.Request != nil && (s.Text != nil || s.Embeddings != nil) }
 
 // Page is one answer of the feed.
 type Page struct {
@@ -107,7 +118,13 @@ func ParsePage(b []byte) (Page, error) {
 		if err := s.Receipt.Verify(); err != nil {
 			return Page{}, fmt.Errorf("sample feed: sample %d: %w", s.Seq, err)
 		}
-		if (s.Request == nil) != (s.Text == nil) {
+		if s.Request != nil && s.Request.Kind == protocol.KindEmbed {
+			if err := checkEmbeddings(s); err != nil {
+				return Page{}, err
+			}
+			continue
+		}
+		if (s.Request == nil) != (s.Text == nil) || s.Embeddings != nil {
 			return Page{}, fmt.Errorf("sample feed: sample %d carries a request or a text, not both", s.Seq)
 		}
 		if s.Text != nil && receipt.Sum([]byte(*s.Text)) != s.Receipt.Receipt.ResponseHash {
@@ -118,6 +135,20 @@ func ParsePage(b []byte) (Page, error) {
 		return Page{}, fmt.Errorf("sample feed: next %d before the last sample %d", p.Next, last)
 	}
 	return p, nil
+}
+
+// checkEmbeddings checks a shared embed sample: one vector per input, and
+// the vectors its receipt signs.
+func checkEmbeddings(s *Sample) error {
+	switch {
+	case s.Text != nil:
+		return fmt.Errorf("sample feed: sample %d of an embed request carries a text", s.Seq)
+	case len(s.Embeddings) != len(s.Request.Input):
+		return fmt.Errorf("sample feed: sample %d carries %d vectors for %d inputs", s.Seq, len(s.Embeddings), len(s.Request.Input))
+	case protocol.EmbeddingsHash(s.Embeddings) != s.Receipt.Receipt.ResponseHash:
+		return fmt.Errorf("sample feed: sample %d: the vectors are not the ones its receipt signs", s.Seq)
+	}
+	return nil
 }
 
 // Evidence names the case of a sampled response on the ledger: every

@@ -160,3 +160,39 @@ func FuzzParsePage(f *testing.F) {
 		}
 	})
 }
+
+// TestParsePageEmbeddings: a shared embed sample carries one vector per
+// input, whose canonical hash is the receipt's response hash, and no text.
+func TestParsePageEmbeddings(t *testing.T) {
+	vs := [][]float32{{0.6, 0.8}, {1, 0}}
+	p, g := mustKey(t), mustKey(t)
+	r := receipt.Receipt{Version: receipt.Version, ChainID: "c", RequestID: "e1", Gateway: g.Public(), Provider: p.Public(),
+		Consumer: p.Public().Address(), Model: "sim", ModelDigest: "sha256:00", PromptTokens: 4,
+		ResponseHash: protocol.EmbeddingsHash(vs), StartUnixMs: 1, EndUnixMs: 2}
+	signed := receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p, &r), GatewaySignature: receipt.SignGateway(g, &r)}
+	req := &protocol.Request{Kind: protocol.KindEmbed, Model: "sim", Input: []string{"a", "b"}}
+	text := ""
+	for _, tc := range []struct {
+		name string
+		s    Sample
+		err  string
+	}{
+		{"good", Sample{Seq: 1, Receipt: signed, Request: req, Embeddings: vs}, ""},
+		{"hashes only", Sample{Seq: 1, Receipt: signed}, ""},
+		{"other vectors", Sample{Seq: 1, Receipt: signed, Request: req, Embeddings: [][]float32{{0.8, 0.6}, {1, 0}}}, "not the ones its receipt signs"},
+		{"a vector missing", Sample{Seq: 1, Receipt: signed, Request: req, Embeddings: vs[:1]}, "1 vectors for 2 inputs"},
+		{"with a text", Sample{Seq: 1, Receipt: signed, Request: req, Embeddings: vs, Text: &text}, "carries a text"},
+		{"vectors without request", Sample{Seq: 1, Receipt: signed, Embeddings: vs}, "not both"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, _ := json.Marshal(Page{Samples: []Sample{tc.s}, Next: 1})
+			page, err := ParsePage(b)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+			if tc.name == "good" && !page.Samples[0].Shared() {
+				t.Fatal("a sample with its vectors is not shared")
+			}
+		})
+	}
+}
