@@ -18,6 +18,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/provider"
 	"github.com/idlegrid/idlegrid/internal/store"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // Helpers of the network-edge attacks (h3, h4, l1): a gateway with its hub
@@ -98,7 +99,7 @@ func startAgent(t *testing.T, g *edgeGateway, s *sim.Sim, heartbeat time.Duratio
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitUntil(t, 10*time.Second, "the honest provider to connect", func() bool { _, ok := connected(g.hub, key.Public()); return ok })
+	tstest.WaitFor(t, 10*time.Second, "the honest provider to connect", func() bool { _, ok := connected(g.hub, key.Public()); return ok })
 	return key.Public()
 }
 
@@ -110,18 +111,6 @@ func connected(h *hub.Hub, key keys.PublicKey) (hub.Info, bool) {
 		}
 	}
 	return hub.Info{}, false
-}
-
-// waitUntil polls cond until it holds or d passes.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // rawProvider is the attacker's end of a provider connection: the

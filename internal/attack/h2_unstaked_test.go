@@ -21,6 +21,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // admitAPIKey is the dev API key of the networks these tests start.
@@ -262,7 +263,7 @@ func TestH2UnstakedProviderDroppedWithinABlock(t *testing.T) {
 	if err := n.Provider.Pause("test"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "B serving", func() bool {
+	tstest.WaitFor(t, 5*time.Second, "B serving", func() bool {
 		id, status := complete(t, n.URL)
 		return status == http.StatusOK && servedBy(t, n, id) == bKey.Public()
 	})
@@ -278,7 +279,7 @@ func TestH2UnstakedProviderDroppedWithinABlock(t *testing.T) {
 	committed := time.Now()
 	// Within one block (the gateway polls the height every 200 ms), B is
 	// disconnected; allow for a loaded machine, far below the old 30 s.
-	waitFor(t, 3*time.Second, "B disconnected after the unstake's block", func() bool {
+	tstest.WaitFor(t, 3*time.Second, "B disconnected after the unstake's block", func() bool {
 		for _, in := range n.Gateway.Hub.Snapshot() {
 			if in.Key == bKey.Public() {
 				return false
@@ -296,7 +297,7 @@ func TestH2UnstakedProviderDroppedWithinABlock(t *testing.T) {
 			t.Fatal("the unstaked provider got a job after its block")
 		}
 	}
-	waitFor(t, 5*time.Second, "B told of its refusal", func() bool {
+	tstest.WaitFor(t, 5*time.Second, "B told of its refusal", func() bool {
 		refusedMu.Lock()
 		defer refusedMu.Unlock()
 		return len(refusals) > 0
@@ -307,16 +308,4 @@ func TestH2UnstakedProviderDroppedWithinABlock(t *testing.T) {
 		t.Fatalf("B's refusal: %v", refusals[0])
 	}
 	t.Logf("B was told: %v", refusals[0])
-}
-
-// waitFor polls cond every 10 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

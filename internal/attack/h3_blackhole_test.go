@@ -17,6 +17,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // H3: one provider key black-holes traffic.
@@ -57,7 +58,7 @@ func TestH3PingFloodProviderIsDroppedAndItsJobFailsOver(t *testing.T) {
 		resp.Body.Close()
 		served <- fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}()
-	waitUntil(t, 10*time.Second, "the job to reach the attacker", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the job to reach the attacker", func() bool {
 		in, ok := connected(g.hub, attacker.key.Public())
 		return ok && in.InFlight == 1
 	})
@@ -87,7 +88,7 @@ func TestH3PingFloodProviderIsDroppedAndItsJobFailsOver(t *testing.T) {
 	// Dropped: within the heartbeat timeout once the socket is full
 	// (filling loopback buffers with pongs takes about a second, seven
 	// under -race).
-	waitUntil(t, 30*time.Second, "the hub to drop the provider that does not read", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "the hub to drop the provider that does not read", func() bool {
 		_, ok := connected(g.hub, attacker.key.Public())
 		return !ok
 	})
@@ -124,7 +125,7 @@ func TestH3ModelNameFloodIsBounded(t *testing.T) {
 	// The hub handles messages in order: once a marker sent after the
 	// flood is seen, the whole flood has been handled.
 	p.send(t, &protocol.Message{Type: protocol.TypePause})
-	waitUntil(t, 10*time.Second, "the flood to be handled", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the flood to be handled", func() bool {
 		in, ok := connected(g.hub, p.key.Public())
 		return ok && in.Paused
 	})

@@ -26,6 +26,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // L1 (network edge): floods of the sample feed and of stalled streams.
@@ -143,7 +144,7 @@ func TestL1StalledStreamReaderIsCut(t *testing.T) {
 	if reserved, ok := accountReserved(t, g); !ok || reserved == 0 {
 		t.Fatalf("the streaming request holds no reservation (%v, %v)", reserved, ok)
 	}
-	waitUntil(t, 20*time.Second, "the stalled stream's job to end with a stored checkpoint receipt", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the stalled stream's job to end with a stored checkpoint receipt", func() bool {
 		in, ok := connected(g.hub, prov)
 		if !ok || in.InFlight != 0 {
 			return false
@@ -151,7 +152,7 @@ func TestL1StalledStreamReaderIsCut(t *testing.T) {
 		r, err := g.store.Receipt(context.Background(), id)
 		return err == nil && r.Receipt.CompletionTokens > 0
 	})
-	waitUntil(t, 5*time.Second, "the request's reservation to be released", func() bool {
+	tstest.WaitFor(t, 5*time.Second, "the request's reservation to be released", func() bool {
 		reserved, ok := accountReserved(t, g)
 		return ok && reserved == 0
 	})

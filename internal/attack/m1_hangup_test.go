@@ -13,6 +13,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestM1HangUpAfterFirstToken — attacker: a consumer. Attack: send a long
@@ -53,7 +54,7 @@ func TestM1HangUpAfterFirstToken(t *testing.T) {
 	// The abandoned job's receipt is stored from its last checkpoint and
 	// settles on the ledger.
 	var settled ledger.Settlement
-	waitFor(t, 15*time.Second, "the abandoned job's receipt settled", func() bool {
+	tstest.WaitFor(t, 15*time.Second, "the abandoned job's receipt settled", func() bool {
 		stored, err := n.Gateway.Store.Receipt(ctx, id)
 		if err != nil {
 			return false // not stored yet

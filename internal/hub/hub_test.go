@@ -13,6 +13,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 const chain = "test-chain"
@@ -193,7 +194,7 @@ func TestJobFlowAndProtocolErrors(t *testing.T) {
 	p := connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	waitFor(t, func() bool { return len(h.Snapshot()) == 1 })
+	tstest.WaitFor(t, 5*time.Second, "one provider connected", func() bool { return len(h.Snapshot()) == 1 })
 	if !h.KnownModel("m") || h.KnownModel("x") {
 		t.Fatal("known models wrong")
 	}
@@ -228,7 +229,7 @@ func TestJobFlowAndProtocolErrors(t *testing.T) {
 	if got != "ab" {
 		t.Fatalf("relayed %q", got)
 	}
-	waitFor(t, func() bool { return h.Snapshot()[0].InFlight == 0 })
+	tstest.WaitFor(t, 5*time.Second, "no job in flight", func() bool { return h.Snapshot()[0].InFlight == 0 })
 
 	// Slots: two jobs fill the provider.
 	s2, _ := h.Dispatch(ctx, p.key.Public(), job("j2"))
@@ -251,7 +252,7 @@ func TestJobFlowAndProtocolErrors(t *testing.T) {
 	if ce := p.ws.closeReason(t); ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "expected 0") {
 		t.Fatalf("closed with %v", ce)
 	}
-	waitFor(t, func() bool { return len(h.Snapshot()) == 0 })
+	tstest.WaitFor(t, 5*time.Second, "no provider connected", func() bool { return len(h.Snapshot()) == 0 })
 }
 
 func TestUnknownJobClosesConnection(t *testing.T) {
@@ -268,7 +269,7 @@ func TestSlowConsumerBufferBound(t *testing.T) {
 	p := connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	waitFor(t, func() bool { return len(h.Snapshot()) == 1 })
+	tstest.WaitFor(t, 5*time.Second, "one provider connected", func() bool { return len(h.Snapshot()) == 1 })
 	s, err := h.Dispatch(ctx, p.key.Public(), job("big"))
 	if err != nil {
 		t.Fatal(err)
@@ -298,27 +299,16 @@ func TestSlowConsumerBufferBound(t *testing.T) {
 	}
 	// The provider confirms; the slot is freed.
 	p.ws.write(t, &protocol.Message{Type: protocol.TypeError, Error: &protocol.JobError{ID: "big", Code: protocol.CodeCancelled, Message: "cancelled"}})
-	waitFor(t, func() bool { return h.Snapshot()[0].InFlight == 0 })
+	tstest.WaitFor(t, 5*time.Second, "no job in flight", func() bool { return h.Snapshot()[0].InFlight == 0 })
 }
 
 func TestHeartbeatTimeout(t *testing.T) {
 	h, url := newHub(t, 100*time.Millisecond)
 	p := connect(t, url)
-	waitFor(t, func() bool { return len(h.Snapshot()) == 1 })
+	tstest.WaitFor(t, 5*time.Second, "one provider connected", func() bool { return len(h.Snapshot()) == 1 })
 	// The fake provider never answers pings: after 3 heartbeats it is gone.
 	_ = p
-	waitFor(t, func() bool { return len(h.Snapshot()) == 0 })
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	tstest.WaitFor(t, 5*time.Second, "no provider connected", func() bool { return len(h.Snapshot()) == 0 })
 }
 
 // TestEmptyChunksCountAgainstTheBuffer: chunks without text still take
@@ -328,7 +318,7 @@ func TestEmptyChunksCountAgainstTheBuffer(t *testing.T) {
 	p := connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	waitFor(t, func() bool { return len(h.Snapshot()) == 1 })
+	tstest.WaitFor(t, 5*time.Second, "one provider connected", func() bool { return len(h.Snapshot()) == 1 })
 	if _, err := h.Dispatch(ctx, p.key.Public(), job("flood")); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestKilledProviderIsPaidForWhatItDelivered: a provider killed mid-answer
@@ -44,7 +45,7 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 	if err := doomed.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "both providers to be routable", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 2 })
+	tstest.WaitFor(t, 10*time.Second, "both providers to be routable", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 2 })
 	const maxTokens, killAfter = 40, 10
 	want, tokens := wantAnswer(t, cfg, "pay the dead", maxTokens)
 
@@ -84,7 +85,7 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 	}
 	checkSegments(t, rs, text, usage)
 
-	eventually(t, 30*time.Second, "both receipts settled", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "both receipts settled", func() bool {
 		a := getAccount(t, tn, testAPIKey)
 		if a.Receipts.Rejected > 0 {
 			t.Fatalf("the ledger rejected a receipt: %+v", a)

@@ -23,6 +23,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // directEmbed asks the provider's backend itself (no gateway) for the
@@ -261,7 +262,7 @@ func TestEmbeddingsSettleOnTheLedger(t *testing.T) {
 		t.Fatalf("receipt %d prompt + %d completion tokens for %s: want %d prompt tokens × %s/Mtok = %s, no completion",
 			r.PromptTokens, r.CompletionTokens, r.Amount, want.PromptTokens, price, wantAmount)
 	}
-	eventually(t, 30*time.Second, "the embed receipt settled", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "the embed receipt settled", func() bool {
 		a := getAccount(t, tn, testAPIKey)
 		return a.Receipts.Settled == 1 && a.Receipts.Pending == 0
 	})

@@ -23,6 +23,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // faultyNet is a gateway without a ledger and simulator providers, each
@@ -97,7 +98,7 @@ func startFaultyNet(t *testing.T, gcfg gateway.Config, sims ...sim.Config) *faul
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "every provider to be routable", func() bool { return len(gw.Hub.Snapshot()) == len(sims) })
+	tstest.WaitFor(t, 10*time.Second, "every provider to be routable", func() bool { return len(gw.Hub.Snapshot()) == len(sims) })
 	return n
 }
 
@@ -305,7 +306,7 @@ func TestFailoverStallBeforeFirstToken(t *testing.T) {
 	if r := n.receipts(t, got.id); len(r) != 1 || r[got.id] != uint64(tokens) || n.receiptProvider(t, got.id) != n.Providers[1].Key {
 		t.Fatalf("receipts %v", r)
 	}
-	eventually(t, 10*time.Second, "the stalled generation to be cancelled", func() bool { return n.Providers[0].Sim.Stats().Cancelled == 1 })
+	tstest.WaitFor(t, 10*time.Second, "the stalled generation to be cancelled", func() bool { return n.Providers[0].Sim.Stats().Cancelled == 1 })
 }
 
 // TestContinuationMidStream: a provider whose model server drops the
@@ -351,7 +352,7 @@ func TestContinuationAfterStall(t *testing.T) {
 		t.Fatalf("receipts %v, want %s for the first %d tokens and -c1 for the %d after", r, got.id, stallAfter, tokens-stallAfter)
 	}
 	checkSegments(t, segmentReceipts(t, n.Gateway.Store, got.id), got.text, got.usage)
-	eventually(t, 10*time.Second, "the stalled generation to be cancelled", func() bool { return n.Providers[0].Sim.Stats().Cancelled == 1 })
+	tstest.WaitFor(t, 10*time.Second, "the stalled generation to be cancelled", func() bool { return n.Providers[0].Sim.Stats().Cancelled == 1 })
 }
 
 // TestBreaker: a provider that keeps failing is skipped once its breaker
@@ -437,7 +438,7 @@ func TestContinuationFunds(t *testing.T) {
 	if err := second.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "both providers to be routable", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 2 })
+	tstest.WaitFor(t, 10*time.Second, "both providers to be routable", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 2 })
 	n := &faultyNet{URL: tn.URL, Gateway: tn.Gateway}
 	want, tokens := wantAnswer(t, cfg, "pay once", 25)
 	got := n.stream(t, "pay once", 25, fmt.Sprintf(`,"provider":{"order":[%q]}`, tn.Provider.Key.String()))

@@ -14,6 +14,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/store"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 func slowSim(tokensPerSecond float64) sim.Config {
@@ -63,8 +64,8 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	eventually(t, 10*time.Second, "the simulator to see the job cancelled", func() bool { return tn.Sim.Stats().Cancelled == 1 })
-	eventually(t, 10*time.Second, "the provider slot to be freed", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the simulator to see the job cancelled", func() bool { return tn.Sim.Stats().Cancelled == 1 })
+	tstest.WaitFor(t, 10*time.Second, "the provider slot to be freed", func() bool {
 		infos := tn.Gateway.Hub.Snapshot()
 		return len(infos) == 1 && infos[0].InFlight == 0
 	})

@@ -136,18 +136,6 @@ func stakedProvider(t *testing.T, name string) (keyFile string, register func(*l
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // checkStoredReceipt opens the gateway database of a stopped network and
 // verifies the receipt for id.
 func checkStoredReceipt(t *testing.T, dataDir, id string) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestIdlePolicy: a provider whose GPU another program starts using (a fake
@@ -66,7 +67,7 @@ func TestIdlePolicy(t *testing.T) {
 	script = strings.Replace(script, "9000, 90", "600, 0", 1)
 	os.WriteFile(smi, []byte(script), 0o755)
 	os.WriteFile(apps, []byte("4242, /usr/bin/ollama, 8000\n"), 0o644)
-	eventually(t, 20*time.Second, "serving to resume after the quiet period", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "serving to resume after the quiet period", func() bool {
 		status, _ := chat()
 		return status == 200
 	})
@@ -76,7 +77,7 @@ func TestIdlePolicy(t *testing.T) {
 	if err != nil || !st.Agent.Paused || st.Agent.Reason != "watching a film" || !st.Idle.Manual {
 		t.Fatalf("pause: %+v %v", st, err)
 	}
-	eventually(t, 10*time.Second, "the gateway to see the pause", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the gateway to see the pause", func() bool {
 		status, _ := chat()
 		return status == 503
 	})
@@ -86,7 +87,7 @@ func TestIdlePolicy(t *testing.T) {
 	if st, err = c.Resume(ctx); err != nil || st.Agent.Paused {
 		t.Fatalf("resume: %+v %v", st, err)
 	}
-	eventually(t, 10*time.Second, "serving after the owner resumed", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "serving after the owner resumed", func() bool {
 		status, _ := chat()
 		return status == 200
 	})

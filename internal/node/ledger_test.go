@@ -16,6 +16,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // accountJSON is GET /v1/account.
@@ -80,7 +81,7 @@ func TestReceiptsSettleOnTheLedger(t *testing.T) {
 		}
 		ids = append(ids, resp.ID)
 	}
-	eventually(t, 30*time.Second, "every receipt settled", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "every receipt settled", func() bool {
 		a := getAccount(t, tn, testAPIKey)
 		return a.Receipts.Settled == 20 && a.Receipts.Pending == 0
 	})

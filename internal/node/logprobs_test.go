@@ -18,6 +18,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestRealOllamaLogprobs: a consumer who asks for log-probabilities gets
@@ -233,7 +234,7 @@ func TestSilentOllamaLogprobs(t *testing.T) {
 	}
 	// The gateway learns no_logprobs from the agent's capabilities a
 	// moment after the failed job.
-	eventually(t, 10*time.Second, "the gateway to refuse logprobs itself", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the gateway to refuse logprobs itself", func() bool {
 		return refused("No provider of this model can return log-probabilities")
 	})
 }

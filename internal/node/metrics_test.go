@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestGatewayMetrics: after a streamed and a plain request, /metrics shows
@@ -20,7 +22,7 @@ func TestGatewayMetrics(t *testing.T) {
 		t.Fatalf("bad key: %d", s)
 	}
 	var out string
-	eventually(t, 10*time.Second, "the metrics to show the receipt", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the metrics to show the receipt", func() bool {
 		resp, err := http.Get(tn.URL + "/metrics")
 		if err != nil {
 			t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/store/pgtemp/pgtest"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 func startSharedGateway(t *testing.T, dbURL string) *node.Gateway {
@@ -80,7 +81,7 @@ func TestCrossGatewayForwarding(t *testing.T) {
 	a, b, ctx := sharedPair(t, "gateways")
 	cfg := fastSim()
 	p := simProvider(t, ctx, a, cfg, 4)
-	eventually(t, 10*time.Second, "B to learn that A serves sim", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "B to learn that A serves sim", func() bool {
 		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
 		return err == nil && len(peers) == 1 && peers[0].Gateway == a.Key.Public()
 	})
@@ -174,7 +175,7 @@ func TestCrossGatewayForwarding(t *testing.T) {
 
 	// The provider leaves: A withdraws sim and B stops forwarding.
 	p.Stop()
-	eventually(t, 10*time.Second, "A to withdraw sim", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "A to withdraw sim", func() bool {
 		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
 		return err == nil && len(peers) == 0
 	})
@@ -231,7 +232,7 @@ func TestBusyForwardedToPeer(t *testing.T) {
 	}
 	pa := simProvider(t, ctx, a, fastSim(), 4)
 	pb := simProvider(t, ctx, b, slow, 1)
-	eventually(t, 10*time.Second, "B to learn that A has free slots for sim", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "B to learn that A has free slots for sim", func() bool {
 		peers, err := b.Store.PeersFor(ctx, "sim", b.Key.Public())
 		return err == nil && len(peers) == 1 && peers[0].FreeSlots > 0
 	})
@@ -251,7 +252,7 @@ func TestBusyForwardedToPeer(t *testing.T) {
 		resp.Body.Close()
 		long <- resp.StatusCode
 	}()
-	eventually(t, 10*time.Second, "B's provider to be busy", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "B's provider to be busy", func() bool {
 		ps := b.Hub.Snapshot()
 		return len(ps) == 1 && ps[0].Free() == 0
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 type apiError struct {
@@ -64,7 +65,7 @@ func TestQueueFull(t *testing.T) {
 		}{s, b, time.Since(start)}
 	}()
 	// Once the first request waits in the queue, the next one overflows it.
-	eventually(t, 10*time.Second, "a request to wait in the queue", func() bool { return tn.Gateway.API.Queued() == 1 })
+	tstest.WaitFor(t, 10*time.Second, "a request to wait in the queue", func() bool { return tn.Gateway.API.Queued() == 1 })
 	req, _ := http.NewRequest("POST", tn.URL+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
 	start := time.Now()
@@ -93,7 +94,7 @@ func TestNoProviderOnline(t *testing.T) {
 	if err := tn.Provider.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the provider to be gone", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 0 })
+	tstest.WaitFor(t, 10*time.Second, "the provider to be gone", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 0 })
 	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","messages":[{"role":"user","content":"hi"}]}`)
 	e := decodeError(t, b)
 	if status != 503 || e.Error.Code != "no_provider" || !strings.Contains(e.Error.Message, `model "sim": 0 providers online`) {
@@ -110,7 +111,7 @@ func TestNoProviderOnline(t *testing.T) {
 func TestPausedProvider(t *testing.T) {
 	tn := startNet(t, netOptions{})
 	tn.Provider.Agent.Pause("owner is gaming")
-	eventually(t, 10*time.Second, "the pause to reach the gateway", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the pause to reach the gateway", func() bool {
 		infos := tn.Gateway.Hub.Snapshot()
 		return len(infos) == 1 && infos[0].Paused
 	})
@@ -119,7 +120,7 @@ func TestPausedProvider(t *testing.T) {
 		t.Fatalf("%d %+v", status, e)
 	}
 	tn.Provider.Agent.Resume()
-	eventually(t, 10*time.Second, "the resume to reach the gateway", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the resume to reach the gateway", func() bool {
 		s, _ := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`)
 		return s == 200
 	})
@@ -138,5 +139,5 @@ func TestJobTimeout(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("took %s", d)
 	}
-	eventually(t, 10*time.Second, "the stalled upstream request to be cancelled", func() bool { return tn.Sim.Stats().Cancelled == 1 })
+	tstest.WaitFor(t, 10*time.Second, "the stalled upstream request to be cancelled", func() bool { return tn.Sim.Stats().Cancelled == 1 })
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestSlotsGrantedInArrivalOrder: with the only slot taken, eight requests
@@ -49,7 +50,7 @@ func TestSlotsGrantedInArrivalOrder(t *testing.T) {
 			ids[i] = id
 			errs <- err
 		}()
-		eventually(t, 10*time.Second, fmt.Sprintf("request %d to wait in line", i), func() bool { return tn.Gateway.API.Queued() == i+1 })
+		tstest.WaitFor(t, 10*time.Second, fmt.Sprintf("request %d to wait in line", i), func() bool { return tn.Gateway.API.Queued() == i+1 })
 	}
 	hold.Body.Close() // the slot frees
 	for range n {
@@ -143,7 +144,7 @@ func TestRestrictedWaiterDoesNotHoldUpTheLine(t *testing.T) {
 	if err := second.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "both providers to be routable", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 2 })
+	tstest.WaitFor(t, 10*time.Second, "both providers to be routable", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 2 })
 	only := func(key fmt.Stringer) string {
 		return fmt.Sprintf(`,"provider":{"order":[%q],"allow_fallbacks":false}`, key.String())
 	}
@@ -160,12 +161,12 @@ func TestRestrictedWaiterDoesNotHoldUpTheLine(t *testing.T) {
 		id, err := firstTokenThenRest(ctx, tn.URL, "restricted", only(tn.Provider.Key), func() {})
 		restrictedDone <- result{id, err}
 	}()
-	eventually(t, 10*time.Second, "the restricted request to wait", func() bool { return tn.Gateway.API.Queued() == 1 })
+	tstest.WaitFor(t, 10*time.Second, "the restricted request to wait", func() bool { return tn.Gateway.API.Queued() == 1 })
 	go func() {
 		id, err := firstTokenThenRest(ctx, tn.URL, "plain", "", func() {})
 		plainDone <- result{id, err}
 	}()
-	eventually(t, 10*time.Second, "the plain request to wait behind it", func() bool { return tn.Gateway.API.Queued() == 2 })
+	tstest.WaitFor(t, 10*time.Second, "the plain request to wait behind it", func() bool { return tn.Gateway.API.Queued() == 2 })
 
 	holdSecond.Body.Close() // the second provider's slot frees
 	var plain result

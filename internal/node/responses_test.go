@@ -21,6 +21,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // responseEvents is the official event sequence of a streamed answer, with
@@ -180,7 +181,7 @@ func TestResponsesBilling(t *testing.T) {
 		}
 		usage[res.ID] = res.Usage
 	}
-	eventually(t, 30*time.Second, "every receipt settled", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "every receipt settled", func() bool {
 		a := getAccount(t, tn, testAPIKey)
 		return a.Receipts.Settled == 6 && a.Receipts.Pending == 0
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // market is a gateway without a ledger and several simulator providers,
@@ -61,7 +62,7 @@ func startMarket(t *testing.T, gcfg gateway.Config, offers ...offer) *market {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "every provider to be routable", func() bool { return len(gw.Hub.Snapshot()) == len(offers) })
+	tstest.WaitFor(t, 10*time.Second, "every provider to be routable", func() bool { return len(gw.Hub.Snapshot()) == len(offers) })
 	return m
 }
 
@@ -299,7 +300,7 @@ func TestMarketOrderWithoutFallbacks(t *testing.T) {
 	m := startMarket(t, gateway.Config{}, offer{200_000, 600_000, 1}, offer{200_000, 600_000, 1})
 	target := m.Providers[1]
 	target.Agent.Pause("owner is gaming")
-	eventually(t, 10*time.Second, "the pause to reach the gateway", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the pause to reach the gateway", func() bool {
 		for _, in := range m.Gateway.Hub.Snapshot() {
 			if in.Key == target.Key {
 				return in.Paused

@@ -22,6 +22,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // delivery is how a provider's backend hands its deltas to the agent.
@@ -97,7 +98,7 @@ func startPacedMarket(t *testing.T, ds ...delivery) (*market, map[delivery]keys.
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "every provider to be routable", func() bool { return len(gw.Hub.Snapshot()) == len(ds) })
+	tstest.WaitFor(t, 10*time.Second, "every provider to be routable", func() bool { return len(gw.Hub.Snapshot()) == len(ds) })
 	return m, who
 }
 

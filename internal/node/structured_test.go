@@ -18,6 +18,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // personSchema is the structured-output schema of the tests.
@@ -144,7 +145,7 @@ func TestToolAndStructuredReceiptsSettle(t *testing.T) {
 	}
 	got := []protocol.ToolCall{{ID: callMsg.ToolCalls[0].ID, Name: callMsg.ToolCalls[0].Function.Name, Arguments: callMsg.ToolCalls[0].Function.Arguments}}
 	wantHash := map[string]receipt.Hash{callID: answerHash("", got), jsonID: receipt.Sum([]byte(jsonMsg.Content))}
-	eventually(t, 30*time.Second, "both receipts settled", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "both receipts settled", func() bool {
 		a := getAccount(t, tn, testAPIKey)
 		return a.Receipts.Settled == 2 && a.Receipts.Pending == 0
 	})

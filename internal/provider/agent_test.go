@@ -17,6 +17,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 func TestConnectURL(t *testing.T) {
@@ -105,7 +106,7 @@ func TestCapabilitiesReachTheHub(t *testing.T) {
 			cfg.Slots, cfg.PricePrompt, cfg.PriceCompletion, cfg.Version, cfg.Hardware = tt.slots, tt.prompt, tt.completion, tt.version, tt.hardware
 			a := startAgent(t, cfg)
 			in := g.connected(t, cfg.Key.Public())
-			waitFor(t, "Status().Connected", func() bool { return a.Status().Connected })
+			tstest.WaitFor(t, wait, "Status().Connected", func() bool { return a.Status().Connected })
 			c := in.Capabilities
 			if c.Slots != tt.wantSlots || c.AgentVersion != tt.version || in.Paused || in.InFlight != 0 {
 				t.Errorf("slots %d version %q paused %v in flight %d; want %d %q false 0", c.Slots, c.AgentVersion, in.Paused, in.InFlight, tt.wantSlots, tt.version)
@@ -128,7 +129,7 @@ func TestCapabilitiesReachTheHub(t *testing.T) {
 				t.Error("the hub does not know the model")
 			}
 			a.stop()
-			waitFor(t, "the hub to forget a stopped agent", func() bool { _, ok := g.info(cfg.Key.Public()); return !ok })
+			tstest.WaitFor(t, wait, "the hub to forget a stopped agent", func() bool { _, ok := g.info(cfg.Key.Public()); return !ok })
 			if a.Status().Connected {
 				t.Error("Status().Connected after Run returned")
 			}
@@ -181,7 +182,7 @@ func TestModelsFilter(t *testing.T) {
 				// Run keeps retrying, and never dials with nothing to offer.
 				before := g.conns.Load()
 				ar := run(t, a)
-				waitFor(t, "three failed attempts", func() bool { errs, _ := log.retries(); return len(errs) >= 3 })
+				tstest.WaitFor(t, wait, "three failed attempts", func() bool { errs, _ := log.retries(); return len(errs) >= 3 })
 				errs, _ := log.retries()
 				if !strings.Contains(errs[0], "none of the models") {
 					t.Errorf("attempt failed with %q", errs[0])
@@ -227,7 +228,7 @@ func TestHandshakeRefusals(t *testing.T) {
 			if tt.refuse == "" {
 				a := startAgent(t, cfg)
 				g.connected(t, cfg.Key.Public())
-				waitFor(t, "Status().Connected", func() bool { return a.Status().Connected })
+				tstest.WaitFor(t, wait, "Status().Connected", func() bool { return a.Status().Connected })
 				return
 			}
 			// Misconfiguration cannot fix itself: one attempt, then Run
@@ -275,7 +276,7 @@ func TestPauseResume(t *testing.T) {
 	if st := a.Status(); !st.Paused || st.Reason != "owner is playing a game" {
 		t.Fatalf("status after Pause: %+v", st)
 	}
-	waitFor(t, "the hub to see the pause", func() bool { in, _ := g.info(k); return in.Paused })
+	tstest.WaitFor(t, wait, "the hub to see the pause", func() bool { in, _ := g.info(k); return in.Paused })
 	if _, err := g.hub.Dispatch(ctx, k, jobFor(t, g, in, "sim", generate("hi", 4))); !errors.Is(err, hub.ErrPaused) {
 		t.Fatalf("Dispatch to a paused provider: %v, want ErrPaused", err)
 	}
@@ -284,7 +285,7 @@ func TestPauseResume(t *testing.T) {
 	if st := a.Status(); st.Paused || st.Reason != "" {
 		t.Fatalf("status after Resume: %+v", st)
 	}
-	waitFor(t, "the hub to see the resume", func() bool { in, _ := g.info(k); return !in.Paused })
+	tstest.WaitFor(t, wait, "the hub to see the resume", func() bool { in, _ := g.info(k); return !in.Paused })
 	o := collect(t, dispatch(t, g, k, jobFor(t, g, in, "sim", generate("hi", 4))))
 	if o.done == nil {
 		t.Fatalf("job after resume: %v", o.err)
@@ -305,9 +306,9 @@ func TestPausedBeforeConnecting(t *testing.T) {
 	run(t, a)
 	k := cfg.Key.Public()
 	g.connected(t, k)
-	waitFor(t, "the hub to see the agent paused", func() bool { in, _ := g.info(k); return in.Paused })
+	tstest.WaitFor(t, wait, "the hub to see the agent paused", func() bool { in, _ := g.info(k); return in.Paused })
 	a.Resume()
-	waitFor(t, "the hub to see the resume", func() bool { in, _ := g.info(k); return !in.Paused })
+	tstest.WaitFor(t, wait, "the hub to see the resume", func() bool { in, _ := g.info(k); return !in.Paused })
 }
 
 func TestReconnectsAfterTheGatewayDropsIt(t *testing.T) {
@@ -329,12 +330,12 @@ func TestReconnectsAfterTheGatewayDropsIt(t *testing.T) {
 	if err := b.waitEnded(t); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the backend's job ended with %v, want cancelled", err)
 	}
-	waitFor(t, "a second connection", func() bool { return g.conns.Load() >= 2 })
-	waitFor(t, "the hub to list the agent again", func() bool {
+	tstest.WaitFor(t, wait, "a second connection", func() bool { return g.conns.Load() >= 2 })
+	tstest.WaitFor(t, wait, "the hub to list the agent again", func() bool {
 		in, ok := g.info(k)
 		return ok && in.ConnectedAt.After(first.ConnectedAt)
 	})
-	waitFor(t, "Status().Connected", func() bool { return a.Status().Connected })
+	tstest.WaitFor(t, wait, "Status().Connected", func() bool { return a.Status().Connected })
 	if st := a.Status(); st.Active != 0 {
 		t.Fatalf("%d jobs still active after the reconnect", st.Active)
 	}
@@ -353,7 +354,7 @@ func TestRetriesUntilTheGatewayComesUp(t *testing.T) {
 	cfg := config(t, "http://"+addr, fastSim(t))
 	cfg.MinBackoff, cfg.MaxBackoff, cfg.Logger = 5*time.Millisecond, 40*time.Millisecond, slog.New(log)
 	a := startAgent(t, cfg)
-	waitFor(t, "five failed dials", func() bool { errs, _ := log.retries(); return len(errs) >= 5 })
+	tstest.WaitFor(t, wait, "five failed dials", func() bool { errs, _ := log.retries(); return len(errs) >= 5 })
 	if a.Status().Connected {
 		t.Fatal("connected to nothing")
 	}
@@ -383,7 +384,7 @@ func TestRetriesUntilTheGatewayComesUp(t *testing.T) {
 	srv.Start()
 	t.Cleanup(func() { a.stop(); g.hub.Close(); srv.Close() })
 	g.connected(t, cfg.Key.Public())
-	waitFor(t, "Status().Connected", func() bool { return a.Status().Connected })
+	tstest.WaitFor(t, wait, "Status().Connected", func() bool { return a.Status().Connected })
 }
 
 // listenAgain listens on addr, retrying briefly in case the port is in a

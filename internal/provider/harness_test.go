@@ -23,6 +23,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 const (
@@ -34,18 +35,6 @@ const (
 	// and long enough not to drop a live one on a slow machine.
 	heartbeat = 2 * time.Second
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", wait, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func newKey(t *testing.T) keys.PrivateKey {
 	t.Helper()
@@ -95,7 +84,7 @@ func (g *gateway) info(k keys.PublicKey) (hub.Info, bool) {
 func (g *gateway) connected(t *testing.T, k keys.PublicKey) hub.Info {
 	t.Helper()
 	var in hub.Info
-	waitFor(t, "the provider to connect", func() bool {
+	tstest.WaitFor(t, wait, "the provider to connect", func() bool {
 		var ok bool
 		in, ok = g.info(k)
 		return ok

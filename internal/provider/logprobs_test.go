@@ -9,6 +9,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestBackendWithoutLogprobs: when a job asks for log-probabilities and the
@@ -34,7 +35,7 @@ func TestBackendWithoutLogprobs(t *testing.T) {
 			t.Fatalf("job: %+v", o)
 		}
 	}
-	waitFor(t, "no_logprobs at the gateway", func() bool {
+	tstest.WaitFor(t, wait, "no_logprobs at the gateway", func() bool {
 		in, _ := g.info(a.cfg.Key.Public())
 		m, _ := in.Model("script")
 		return m.NoLogprobs
@@ -77,7 +78,7 @@ func TestBackendRefusesLogprobs(t *testing.T) {
 	if je := jobError(t, o); je.Code != protocol.CodeBadRequest || !strings.Contains(je.Message, "no log-probabilities") {
 		t.Fatalf("job error %+v", je)
 	}
-	waitFor(t, "no_logprobs at the gateway", func() bool {
+	tstest.WaitFor(t, wait, "no_logprobs at the gateway", func() bool {
 		in, _ := g.info(a.cfg.Key.Public())
 		m, _ := in.Model("script")
 		return m.NoLogprobs

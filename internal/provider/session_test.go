@@ -13,6 +13,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -88,11 +89,11 @@ func TestFullJobThroughTheHub(t *testing.T) {
 			}
 			served++
 			tokens += int64(d.Usage.CompletionTokens)
-			waitFor(t, "the agent's counters", func() bool {
+			tstest.WaitFor(t, wait, "the agent's counters", func() bool {
 				st := a.Status()
 				return st.Served == served && st.Tokens == tokens && st.Active == 0
 			})
-			waitFor(t, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
+			tstest.WaitFor(t, wait, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
 		})
 	}
 	if st := a.Status(); st.Failed != 0 {
@@ -157,7 +158,7 @@ func TestRefusesTermsItDidNotOffer(t *testing.T) {
 			if counted.calls.Load() != calls {
 				t.Fatal("the backend ran a job whose terms were refused")
 			}
-			waitFor(t, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
+			tstest.WaitFor(t, wait, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
 		})
 	}
 	if _, ok := g.info(k); !ok || !a.Status().Connected {
@@ -222,8 +223,8 @@ func TestCancel(t *testing.T) {
 			t.Fatalf("the backend's job ended with %v, want cancelled", err)
 		}
 		// The hub frees the slot when the agent confirms with its error.
-		waitFor(t, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
-		waitFor(t, "the agent to count the job as failed", func() bool { st := a.Status(); return st.Failed == 1 && st.Active == 0 })
+		tstest.WaitFor(t, wait, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
+		tstest.WaitFor(t, wait, "the agent to count the job as failed", func() bool { st := a.Status(); return st.Failed == 1 && st.Active == 0 })
 		// The one slot takes the next job.
 		s = dispatch(t, g, k, jobFor(t, g, in, "blocker", generate("next", 4)))
 		b.waitStarted(t)
@@ -278,7 +279,7 @@ func TestDeadline(t *testing.T) {
 			if err := b.waitEnded(t); !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("the backend's job ended with %v, want its deadline", err)
 			}
-			waitFor(t, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
+			tstest.WaitFor(t, wait, "the hub to free the slot", func() bool { in, _ := g.info(k); return in.InFlight == 0 })
 		})
 	}
 }

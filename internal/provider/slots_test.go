@@ -9,6 +9,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // eagerGateway is a session's link that behaves like the fastest possible
@@ -153,5 +154,5 @@ func TestBackToBackJobsOnOneSlot(t *testing.T) {
 			t.Fatalf("job %d of %d: %v", i, jobs, o.err)
 		}
 	}
-	waitFor(t, "the agent's counters", func() bool { return a.Status().Served == jobs })
+	tstest.WaitFor(t, wait, "the agent's counters", func() bool { return a.Status().Served == jobs })
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/store"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 const (
@@ -113,7 +114,7 @@ func serveAndSettle(t *testing.T, n *node.Network) store.StoredReceipt {
 		t.Fatal(err)
 	}
 	var got store.StoredReceipt
-	eventually(t, 30*time.Second, "the receipt to settle", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "the receipt to settle", func() bool {
 		rs, err := n.Gateway.Store.RecentReceipts(context.Background(), 10)
 		if err != nil {
 			t.Fatal(err)
@@ -127,17 +128,6 @@ func serveAndSettle(t *testing.T, n *node.Network) store.StoredReceipt {
 		return false
 	})
 	return got
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestPagesInBrowser loads every page of a live network in headless
@@ -157,7 +147,7 @@ func TestPagesInBrowser(t *testing.T) {
 	second := serveAndSettle(t, n) // more blocks, so the first epoch (2 blocks) ends
 	l := chain.Ledger{Client: n.Validator.Node.Client()}
 	var epoch1 ledger.EpochRecord
-	eventually(t, 30*time.Second, "the first epoch to end", func() bool {
+	tstest.WaitFor(t, 30*time.Second, "the first epoch to end", func() bool {
 		rec, err := l.Epoch(context.Background(), 1) // epochs count from 1
 		epoch1 = rec
 		return err == nil

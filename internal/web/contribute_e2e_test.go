@@ -33,6 +33,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 	"github.com/idlegrid/idlegrid/internal/web"
 )
 
@@ -159,7 +160,7 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 	// its settled receipts, in escrow (read again each time, since escrow
 	// is released to the balance after its period).
 	l := chain.Ledger{Client: n.Validator.Node.Client()}
-	eventually(t, 20*time.Second, "the page to show the ledger's escrow", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the page to show the ledger's escrow", func() bool {
 		a, err := l.Account(bctx, key.Public().Address())
 		if err != nil {
 			t.Fatal(err)
@@ -184,7 +185,7 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 		id := readSome(t, stream, 4)
 		stop() // the consumer goes away mid-answer
 		stream.Close()
-		eventually(t, 15*time.Second, "the simulator to see the generation cancelled", func() bool { return simSrv.Stats().Cancelled > before })
+		tstest.WaitFor(t, 15*time.Second, "the simulator to see the generation cancelled", func() bool { return simSrv.Stats().Cancelled > before })
 		waitText(t, bctx, "#jobs", "cancelled")
 		waitText(t, bctx, "#failed", "1")
 		// The tokens it did deliver are billed by the tab's last
@@ -298,7 +299,7 @@ func readSome(t *testing.T, stream *ssestream.Stream[openai.ChatCompletionChunk]
 // protocol.PromptEstimate's) and at least minTokens tokens, and settled.
 func checkPartialReceipt(t *testing.T, n *node.Network, base, id string, provider keys.PublicKey, prompt string, minTokens uint64) {
 	t.Helper()
-	eventually(t, 15*time.Second, "the partial receipt of "+id, func() bool {
+	tstest.WaitFor(t, 15*time.Second, "the partial receipt of "+id, func() bool {
 		_, err := n.Gateway.Store.Receipt(context.Background(), id)
 		return err == nil
 	})
@@ -351,7 +352,7 @@ func checkBrowserReceipt(t *testing.T, n *node.Network, base, id string, provide
 	if s.Receipt.Provider != provider || s.Receipt.Gateway != n.Gateway.Key.Public() || s.Receipt.Consumer != n.Account || s.Receipt.Amount == 0 {
 		t.Errorf("receipt %s names provider %s, gateway %s, consumer %s, amount %d", id, s.Receipt.Provider, s.Receipt.Gateway, s.Receipt.Consumer, s.Receipt.Amount)
 	}
-	eventually(t, 30*time.Second, "the ledger to settle "+id, func() bool {
+	tstest.WaitFor(t, 30*time.Second, "the ledger to settle "+id, func() bool {
 		rs, err := n.Gateway.Store.RecentReceipts(context.Background(), 20)
 		if err != nil {
 			t.Fatal(err)
@@ -372,7 +373,7 @@ func checkBrowserReceipt(t *testing.T, n *node.Network, base, id string, provide
 func waitProvider(t *testing.T, h *hub.Hub, key keys.PublicKey, cond func(hub.Info) bool) hub.Info {
 	t.Helper()
 	var got hub.Info
-	eventually(t, 20*time.Second, "the browser provider's state at the gateway", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the browser provider's state at the gateway", func() bool {
 		for _, i := range h.Snapshot() {
 			if i.Key == key && cond(i) {
 				got = i

@@ -9,6 +9,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // endlessConfig is a sim model that never stops by itself, paced so that a
@@ -24,18 +25,6 @@ func endlessConfig(tokensPerSecond float64) sim.Config {
 
 var longRequest = protocol.Request{Kind: protocol.KindChat, Model: "sim", Messages: []protocol.ChatMessage{{Role: "user", Content: "go on"}}}
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestFaults(t *testing.T) {
 	const n = 5
 	t.Run("ErrorAfter", func(t *testing.T) {
@@ -48,7 +37,7 @@ func TestFaults(t *testing.T) {
 		}
 		// The handler counts the failure after writing the error line the
 		// client has already read: wait for it.
-		waitFor(t, "the failure to be counted", func() bool { return srv.Stats().Failed == 1 })
+		tstest.WaitFor(t, 10*time.Second, "the failure to be counted", func() bool { return srv.Stats().Failed == 1 })
 	})
 	t.Run("DropAfter", func(t *testing.T) {
 		srv, c := startSim(t, endlessConfig(0))
@@ -71,7 +60,7 @@ func TestFaults(t *testing.T) {
 		if deltas != n || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
 			t.Errorf("%d deltas, err %v after %v; want %d deltas then the deadline", deltas, err, time.Since(start), n)
 		}
-		waitFor(t, "the stalled stream to count as cancelled", func() bool { return srv.Stats().Cancelled == 1 })
+		tstest.WaitFor(t, 10*time.Second, "the stalled stream to count as cancelled", func() bool { return srv.Stats().Cancelled == 1 })
 	})
 	t.Run("Off", func(t *testing.T) {
 		srv, c := startSim(t, endlessConfig(0))
@@ -109,7 +98,7 @@ func TestDisconnectCancelsUpstream(t *testing.T) {
 			if !errors.Is(err, errStop) && !errors.Is(err, context.Canceled) {
 				t.Fatalf("err = %v", err)
 			}
-			waitFor(t, "the server to cancel the generation", func() bool {
+			tstest.WaitFor(t, 10*time.Second, "the server to cancel the generation", func() bool {
 				st := srv.Stats()
 				return st.Cancelled == 1 && st.Active == 0
 			})
