@@ -1,8 +1,12 @@
 package node_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
 // TestImagesRefusedWithoutVision: a request with an image for a model no
@@ -29,5 +33,58 @@ func TestImagesRefusedWithoutVision(t *testing.T) {
 	}
 	if s := tn.Sim.Stats(); s.Requests != 0 {
 		t.Errorf("the simulator got %d requests", s.Requests)
+	}
+}
+
+// TestImagesServedByVisionProviders: a request with images goes to a
+// provider whose model has the vision capability, on both APIs; the
+// answer depends on the image (the simulated vision model reads each as a
+// word), and the receipt's request hash covers the body that carried it.
+func TestImagesServedByVisionProviders(t *testing.T) {
+	cfg := fastSim()
+	cfg.Models = append(cfg.Models, cfg.Models[0])
+	cfg.Models[1].Name, cfg.Models[1].Weights = "eyes", 3
+	cfg.Models[1].Capabilities = []string{protocol.CapCompletion, protocol.CapVision}
+	tn := startNet(t, netOptions{sim: cfg})
+	const png1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+	const png2 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+	answer := func(path, body string) (string, string) {
+		t.Helper()
+		status, out := post(t, tn.URL+path, testAPIKey, body)
+		if status != 200 {
+			t.Fatalf("%s: %d %s", path, status, out)
+		}
+		var r struct {
+			ID      string `json:"id"`
+			Choices []struct {
+				Message struct{ Content string } `json:"message"`
+			} `json:"choices"`
+			Response string `json:"response"`
+		}
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("%s: %v: %s", path, err, out)
+		}
+		if len(r.Choices) == 1 {
+			return r.ID, r.Choices[0].Message.Content
+		}
+		return r.ID, r.Response
+	}
+	chat := func(png string) string {
+		return `{"model":"eyes","max_tokens":12,"temperature":0,"messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,` + png + `"}}]}]}`
+	}
+	id1, a1 := answer("/v1/chat/completions", chat(png1))
+	_, a2 := answer("/v1/chat/completions", chat(png2))
+	if a1 == "" || a1 == a2 {
+		t.Fatalf("answers %q and %q: the image made no difference", a1, a2)
+	}
+	if r := fetchReceipt(t, tn, id1); r.RequestHash != receipt.Sum([]byte(chat(png1))) || r.Model != "eyes" || r.PromptTokens == 0 {
+		t.Fatalf("receipt %+v", r)
+	}
+	if _, a := answer("/api/generate", `{"model":"eyes","stream":false,"prompt":"what is it?","images":["`+png1+`"],"options":{"temperature":0,"num_predict":12}}`); a == "" {
+		t.Fatal("/api/generate with an image answered nothing")
+	}
+	// The model without vision is refused before any provider runs.
+	if status, out := post(t, tn.URL+"/api/chat", testAPIKey, `{"model":"sim","messages":[{"role":"user","content":"x","images":["`+png1+`"]}]}`); status != 400 || !strings.Contains(string(out), "no provider of sim accepts images") {
+		t.Fatalf("images for a model without vision: %d %s", status, out)
 	}
 }

@@ -29,7 +29,7 @@ func (s *Sim) Generate(ctx context.Context, req protocol.Request, emit func(back
 		// Ollama's words, so clients that match on them work.
 		return backend.Result{}, fmt.Errorf("sim: %w: %s does not support tools", backend.ErrBadRequest, req.Model)
 	}
-	if req.ImageCount() > 0 {
+	if req.ImageCount() > 0 && !slices.Contains(m.capabilities(), protocol.CapVision) {
 		return backend.Result{}, fmt.Errorf("sim: %w: model %s does not accept images (it has no vision capability)", backend.ErrBadRequest, req.Model)
 	}
 	prompt, err := render(req)

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -80,10 +82,11 @@ func render(req protocol.Request) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		prompt := req.Prompt + imageTokens(req.Images)
 		if req.System != "" && !req.Raw {
-			return before + req.System + "\n" + req.Prompt, nil
+			return before + req.System + "\n" + prompt, nil
 		}
-		return before + req.Prompt, nil
+		return before + prompt, nil
 	case protocol.KindChat:
 		var b strings.Builder
 		if req.SendsTools() {
@@ -101,6 +104,7 @@ func render(req protocol.Request) (string, error) {
 				b.WriteByte(' ')
 			}
 			b.WriteString(m.Content)
+			b.WriteString(imageTokens(m.Images))
 			for _, tc := range m.ToolCalls {
 				b.WriteString(" " + tc.Name + tc.Arguments)
 			}
@@ -114,4 +118,16 @@ func render(req protocol.Request) (string, error) {
 	default:
 		return "", errUnknownKind(req.Kind)
 	}
+}
+
+// imageTokens is how a simulated vision model sees images: one word per
+// image naming its content (the first 16 hex digits of the sha256 of its
+// base64), so an answer depends on the images it was shown.
+func imageTokens(images []string) string {
+	var b strings.Builder
+	for _, img := range images {
+		sum := sha256.Sum256([]byte(img))
+		b.WriteString(" image" + hex.EncodeToString(sum[:8]))
+	}
+	return b.String()
 }
