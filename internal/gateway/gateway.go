@@ -19,14 +19,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/gateway/api/ollama"
-	"github.com/idlegrid/idlegrid/internal/gateway/api/openai"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
-	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/metrics"
-	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
@@ -391,53 +387,6 @@ func (g *Gateway) Queued() int { return int(g.queued.Load()) }
 // rate, measured on the gateway's clock; false before any served request.
 func (g *Gateway) Speed(provider keys.PublicKey, model string) (scheduler.Estimate, bool) {
 	return g.sched.Estimate(provider, model)
-}
-
-// Handler returns the gateway's HTTP routes, including the provider
-// WebSocket endpoint.
-func (g *Gateway) Handler() http.Handler {
-	mux := http.NewServeMux()
-	route := func(method, path string, h http.HandlerFunc, format errorFormat) {
-		mux.HandleFunc(method+" "+path, h)
-		// Same path, other method: a JSON 405 instead of the mux's text.
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", method)
-			format(w, &apierr.Error{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
-				Message: fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, method)})
-		})
-	}
-	route("POST", "/v1/chat/completions", g.openAIGeneration(openai.ParseChat, openai.NewChatSink, "chatcmpl-"), apierr.WriteOpenAI)
-	route("POST", "/v1/completions", g.openAIGeneration(openai.ParseCompletion, openai.NewCompletionSink, "cmpl-"), apierr.WriteOpenAI)
-	route("POST", "/v1/responses", g.handleResponses, apierr.WriteOpenAI)
-	route("GET", "/v1/models", g.handleOpenAIModels, apierr.WriteOpenAI)
-	route("POST", "/v1/embeddings", g.handleOpenAIEmbeddings, apierr.WriteOpenAI)
-	mux.HandleFunc("GET /v1/models/{id...}", g.handleOpenAIModel)
-	mux.HandleFunc("GET /v1/receipts/{id}", g.handleReceipt)
-	route("GET", "/v1/account", g.handleAccount, apierr.WriteOpenAI)
-	route("GET", samplefeed.Path, g.handleSamples, apierr.WriteOpenAI)
-	route("POST", "/api/chat", g.ollamaGeneration(ollama.ParseChat, ollama.NewChatSink, "chat-"), apierr.WriteOllama)
-	route("POST", "/api/generate", g.ollamaGeneration(ollama.ParseGenerate, ollama.NewGenerateSink, "gen-"), apierr.WriteOllama)
-	route("POST", "/api/embed", g.handleOllamaEmbed(false), apierr.WriteOllama)
-	route("POST", "/api/embeddings", g.handleOllamaEmbed(true), apierr.WriteOllama)
-	route("GET", "/api/tags", g.handleOllamaTags, apierr.WriteOllama)
-	route("POST", "/api/show", g.handleOllamaShow, apierr.WriteOllama)
-	route("GET", "/api/version", g.handleOllamaVersion, apierr.WriteOllama)
-	route("GET", "/api/ps", g.handleOllamaPs, apierr.WriteOllama)
-	route("POST", "/api/pull", g.handleOllamaPull, apierr.WriteOllama)
-	mux.Handle("GET "+protocol.Path, g.cfg.Hub)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	if g.cfg.Web != nil {
-		mux.Handle("/ui/", g.cfg.Web)
-		mux.Handle("GET /contribute", g.cfg.Web) // the browser provider page
-		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
-	}
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		apierr.WriteOllama(w, apierr.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		apierr.WriteOpenAI(w, apierr.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
-	return mux
 }
 
 type errorFormat func(http.ResponseWriter, *apierr.Error)

@@ -163,16 +163,12 @@ func (p *Peering) local(model string) bool {
 	return false
 }
 
-// generation is the set of routes a peer can serve for us.
-var generation = map[string]bool{"/v1/chat/completions": true, "/v1/completions": true, "/v1/responses": true, "/api/chat": true, "/api/generate": true,
-	"/v1/embeddings": true, "/api/embed": true, "/api/embeddings": true}
-
 // Wrap forwards a generation request to a peer gateway when no provider
 // connected here offers its model and a peer has one; everything else goes
 // to next.
 func (p *Peering) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !generation[r.URL.Path] || r.Header.Get(ForwardedHeader) != "" {
+		if !isGeneration(r.Method, r.URL.Path) || r.Header.Get(ForwardedHeader) != "" {
 			next.ServeHTTP(w, r)
 			return
 		}

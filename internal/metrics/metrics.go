@@ -28,15 +28,18 @@ type Gateway struct {
 	ttft     *prometheus.HistogramVec
 	perToken *prometheus.HistogramVec
 	tokens   *prometheus.CounterVec
+	// routes are the path prefixes requests are labelled by.
+	routes []string
 }
 
 // Latency buckets from 1 ms to about 2 min.
 var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2.5, 14)
 
 // NewGateway registers the gateway's metrics (and the Go runtime's) in a
-// fresh registry.
-func NewGateway() *Gateway {
-	m := &Gateway{reg: prometheus.NewRegistry()}
+// fresh registry. Requests are labelled by routes, the gateway's path
+// prefixes (gateway.MetricsRoutes), and "other".
+func NewGateway(routes ...string) *Gateway {
+	m := &Gateway{reg: prometheus.NewRegistry(), routes: routes}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "idlegrid_gateway_requests_total",
 		Help: "HTTP requests answered, by API route and status code.",
@@ -100,22 +103,15 @@ func (m *Gateway) Instrument(h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		route := Route(r.URL.Path)
+		route := Route(m.routes, r.URL.Path)
 		m.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
 		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
 }
 
-// routes are the paths counted by name; anything else is "other".
-var routes = []string{
-	"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/v1/receipts", "/v1/account",
-	"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/v1/providers/connect", "/ui",
-	"/v1/embeddings", "/api/embed", "/api/embeddings",
-}
-
-// Route is the metrics label of a request path: the longest known route
-// it starts with, or "other".
-func Route(path string) string {
+// Route is the metrics label of a request path: the longest of routes it
+// starts with, or "other".
+func Route(routes []string, path string) string {
 	best := ""
 	for _, r := range routes {
 		if (path == r || strings.HasPrefix(path, r+"/")) && len(r) > len(best) {

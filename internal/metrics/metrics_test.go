@@ -19,20 +19,26 @@ func scrape(t *testing.T, h http.Handler) string {
 	return rec.Body.String()
 }
 
+// testRoutes are the gateway's (gateway.MetricsRoutes, which its own
+// test checks against its route table).
+var testRoutes = []string{"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/v1/receipts", "/v1/account",
+	"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/v1/providers/connect", "/ui",
+	"/v1/embeddings", "/api/embed", "/api/embeddings"}
+
 func TestRoute(t *testing.T) {
 	for path, want := range map[string]string{
 		"/v1/chat/completions": "/v1/chat/completions", "/v1/receipts/chatcmpl-abc": "/v1/receipts", "/v1/models/sim": "/v1/models",
 		"/v1/responses": "/v1/responses", "/api/chat": "/api/chat", "/": "other", "/v1/chat/completionsX": "other", "/ui/explorer/block/5": "/ui",
 		"/api/embed": "/api/embed", "/api/embeddings": "/api/embeddings", "/v1/embeddings": "/v1/embeddings",
 	} {
-		if got := Route(path); got != want {
+		if got := Route(testRoutes, path); got != want {
 			t.Errorf("Route(%q) = %q, want %q", path, got, want)
 		}
 	}
 }
 
 func TestGateway(t *testing.T) {
-	m := NewGateway()
+	m := NewGateway(testRoutes...)
 	h := m.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/chat" {
 			w.WriteHeader(http.StatusTooManyRequests)

@@ -261,7 +261,7 @@ func (cfg *GatewayConfig) gatewayConfig(key keys.PrivateKey, st *store.Store, h 
 		gcfg.Samples.Verifiers = chain.Ledger{Client: c}
 	}
 	if gcfg.Metrics == nil {
-		gcfg.Metrics = metrics.NewGateway()
+		gcfg.Metrics = metrics.NewGateway(gateway.MetricsRoutes()...)
 	}
 	ui, err := startWeb(h, st, key.Public().Address(), cfg.ChainRPC, cfg.Logger)
 	if err != nil {
