@@ -262,16 +262,8 @@ func (g *Gateway) finishEmbed(ctx context.Context, c *call, job *protocol.Job, p
 	case err != nil:
 	case n != len(job.Request.Input) || d.Chunks != uint64(n):
 		err = fmt.Errorf("done after %d vectors (%d claimed) for %d inputs", n, d.Chunks, len(job.Request.Input))
-	case d.EndUnixMs > now.Add(5*time.Minute).UnixMilli():
-		err = errors.New("receipt end time is in the future")
 	default:
-		err = checkUsage(&job.Request, d.Usage, 0)
-	}
-	if err == nil {
-		err = r.Validate()
-	}
-	if err == nil {
-		err = receipt.VerifyProvider(&r, d.ReceiptSignature)
+		err = checkProviderReceipt(job, &r, d.ReceiptSignature, d.Usage, 0, now)
 	}
 	if err != nil {
 		g.health.failure(provider)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
-	"errors"
 	"hash"
 	"log/slog"
 	"net/http"
@@ -133,7 +132,7 @@ func (g *Gateway) attempt(ctx, dctx context.Context, c *call, stream *hub.Stream
 	seg := segment{text: sha256.New()}
 	// A job that ends mid-answer without done is billed by its latest
 	// checkpoint, if it sent one (checkpoint.go).
-	partial := func() { g.settleCheckpoint(ctx, job, provider, hold, &seg, log) }
+	partial := func() { g.recordCheckpoint(ctx, job, provider, hold, &seg, log) }
 	// A streamed job must show its first token within FirstTokenTimeout
 	// and each later one within TokenTimeout; a buffered one arrives in one
 	// piece at the end, so only the job deadline bounds it.
@@ -224,21 +223,6 @@ func auditable(req *protocol.Request, out *answer) bool {
 	return out.toolCalls == 0 && !req.SendsTools() && len(req.Format) == 0
 }
 
-// record countersigns r, stores it and charges it to the request's
-// reservation. The tokens were delivered: the receipt is recorded even if
-// the consumer has just gone away.
-func (g *Gateway) record(ctx context.Context, r receipt.Receipt, providerSig keys.Signature, hold *reservation) (receipt.Signed, error) {
-	signed := receipt.Signed{Receipt: r, ProviderSignature: providerSig, GatewaySignature: receipt.SignGateway(g.cfg.Key, &r)}
-	if err := g.cfg.Store.SaveReceipt(context.WithoutCancel(ctx), signed); err != nil {
-		return signed, err
-	}
-	if hold != nil {
-		hold.charged(r.Amount)
-		g.settle.stored()
-	}
-	return signed, nil
-}
-
 // segment is what one job delivered.
 type segment struct {
 	// firstToken is when the first chunk with text or a tool call
@@ -296,16 +280,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 	now := time.Now()
 	r, err := job.Terms.Receipt(provider, d.Usage, responseHash, d.EndUnixMs)
 	if err == nil {
-		err = checkUsage(&job.Request, d.Usage, seg.relayed)
-	}
-	if err == nil && d.EndUnixMs > now.Add(5*time.Minute).UnixMilli() {
-		err = errors.New("receipt end time is in the future")
-	}
-	if err == nil {
-		err = r.Validate()
-	}
-	if err == nil {
-		err = receipt.VerifyProvider(&r, d.ReceiptSignature)
+		err = checkProviderReceipt(job, &r, d.ReceiptSignature, d.Usage, seg.relayed, now)
 	}
 	if err != nil {
 		g.health.failure(provider)
