@@ -10,12 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -387,48 +385,6 @@ func (g *Gateway) Queued() int { return int(g.queued.Load()) }
 // rate, measured on the gateway's clock; false before any served request.
 func (g *Gateway) Speed(provider keys.PublicKey, model string) (scheduler.Estimate, bool) {
 	return g.sched.Estimate(provider, model)
-}
-
-type errorFormat func(http.ResponseWriter, *apierr.Error)
-
-// authenticate maps the bearer token to an API key record.
-func (g *Gateway) authenticate(r *http.Request) (store.APIKey, *apierr.Error) {
-	h := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	token = strings.TrimSpace(token)
-	if !ok || token == "" {
-		if k, ok := g.keyless(r); ok {
-			return k, nil
-		}
-		return store.APIKey{}, apierr.Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'. `idlegrid keys create` makes one.")
-	}
-	k, err := g.cfg.Store.LookupAPIKey(r.Context(), token)
-	switch {
-	case err == nil:
-		return k, nil
-	case errors.Is(err, store.ErrRevoked):
-		return store.APIKey{}, apierr.Unauthorized("This API key has been revoked.")
-	case errors.Is(err, store.ErrNotFound):
-		return store.APIKey{}, apierr.Unauthorized("Incorrect API key provided.")
-	default:
-		g.log.Error("API key lookup failed", "err", err)
-		return store.APIKey{}, apierr.Internal("could not check the API key; try again")
-	}
-}
-
-// readBody reads a size-limited request body.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.Error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		e := apierr.Invalid("", "Request body exceeds the %d MiB limit.", g.cfg.MaxBodyBytes>>20)
-		e.Code = "request_too_large"
-		return nil, e
-	case err != nil:
-		return nil, apierr.Invalid("", "Could not read the request body: %v", err)
-	}
-	return body, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

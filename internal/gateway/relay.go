@@ -7,7 +7,6 @@ import (
 	"encoding/base32"
 	"hash"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
@@ -20,20 +19,6 @@ import (
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
-
-// admit authenticates the consumer and reads the size-limited body; on
-// failure it has answered in format and returns ok = false.
-func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, format errorFormat) (key store.APIKey, body []byte, ok bool) {
-	key, e := g.authenticate(r)
-	if e == nil {
-		body, e = g.readBody(w, r)
-	}
-	if e != nil {
-		format(w, e)
-		return store.APIKey{}, nil, false
-	}
-	return key, body, true
-}
 
 // requestID returns prefix + 26 random base32 characters.
 func requestID(prefix string) string {
