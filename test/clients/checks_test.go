@@ -409,7 +409,9 @@ func checkResponses(t *testing.T, net *network, l line, sim bool, text func(*res
 	t.Helper()
 	r := l.Result
 	if l.Check == "function-call" {
-		if r.Status != "completed" {
+		// On the simulator the call ends the response; a random-weight
+		// model may instead write text until max_output_tokens.
+		if r.Status != "completed" && (sim || r.Status != "incomplete") {
 			t.Errorf("status %q, want completed", r.Status)
 		}
 		checkToolCalls(t, net, r, sim, "responses")
