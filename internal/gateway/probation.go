@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -16,9 +17,11 @@ import (
 // standing says), or that has a failed case still inside the conviction
 // window, is on probation: of the requests for one model it gets at most
 // Config.ProbationShare while a provider of the model that is not on
-// probation has a free slot. Requests pinned to it (provider.order without
-// fallbacks, as verifiers' canaries are) and requests nobody else can take
-// still reach it. With a sample feed, every response of a provider on
+// probation can take them: when those are busy, the request waits in the
+// queue for one of their slots. Requests pinned to it (provider.order
+// without fallbacks, as verifiers' canaries are) and requests no provider
+// off probation would take (none connected, all paused or ruled out by the
+// request's preferences) still reach it. With a sample feed, every response of a provider on
 // probation is sampled. The gateway re-reads standings at every block, so a
 // provider leaves probation in the block its last needed case matures.
 
@@ -127,8 +130,9 @@ func (g *Gateway) sampledOnProbation(key keys.PublicKey) bool {
 // pick is the scheduler's choice for c among infos: a provider on
 // probation with its share to take gets c first (unless c names providers
 // to try first), so that newcomers get the traffic that samples them;
-// those that have had their share are kept out unless no other provider
-// can take c now.
+// those that have had their share are kept out while a provider off
+// probation can take c, now or once it has a free slot (c then waits in
+// the queue).
 func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
 	cands := g.candidates(infos)
 	model := probationModel(c.asked)
@@ -139,8 +143,14 @@ func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
 		}
 	}
 	if len(capped) > 0 {
-		if choice, err := g.sched.Pick(pauseUnless(cands, capped, false), &c.sched); err == nil {
-			return choice, nil
+		choice, err := g.sched.Pick(pauseUnless(cands, capped, false), &c.sched)
+		var u *scheduler.Unplaceable
+		if err == nil || errors.As(err, &u) && u.OnlyBusy() {
+			// A provider off probation takes c now, or when one of its
+			// slots frees: c waits for it rather than go over the cap
+			// (under steady load a consumer's next request often comes
+			// before the slot of its last is free).
+			return choice, err
 		}
 	}
 	return g.sched.Pick(cands, &c.sched)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ import (
 
 // TestProbationCap: a provider that has not passed ProbationCases cases
 // gets at most ProbationShare of a model's requests while an audited
-// provider has free slots, all of them when nobody else can take one, and
+// provider can take them (now or once a slot frees), all of them when
+// nobody else can take one (the audited provider paused), and
 // its fair share once it has passed; one with a failed case inside the
 // conviction window stays capped whatever it passed before.
 func TestProbationCap(t *testing.T) {
@@ -61,15 +63,21 @@ func TestProbationCap(t *testing.T) {
 	info := func(k keys.PublicKey, inflight int) hub.Info {
 		return hub.Info{Key: k, Capabilities: protocol.Capabilities{Models: []protocol.Model{model}, Slots: 4}, InFlight: inflight}
 	}
-	// share places n requests for "tiny" and returns the newcomer's share.
-	share := func(n, oldInflight int, prefs scheduler.Preferences) float64 {
+	// share places n requests for "tiny" and returns the newcomer's share
+	// of them; a request that would wait in the queue counts as placed on
+	// the audited provider (it gets the next free slot).
+	share := func(n int, oldInfo hub.Info, prefs scheduler.Preferences) float64 {
 		got := 0
 		for range n {
 			req := protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}
 			c := &call{asked: "tiny", req: req}
 			c.sched = g.sched.NewRequest(&c.req, prefs, "")
-			choice, err := g.pick(c, []hub.Info{info(old, oldInflight), info(newcomer, 0)})
-			if err != nil {
+			choice, err := g.pick(c, []hub.Info{oldInfo, info(newcomer, 0)})
+			var u *scheduler.Unplaceable
+			switch {
+			case errors.As(err, &u) && u.OnlyBusy():
+				choice.Key = old
+			case err != nil:
 				t.Fatal(err)
 			}
 			g.placed(probationModel(c.asked), choice.Key)
@@ -79,18 +87,26 @@ func TestProbationCap(t *testing.T) {
 		}
 		return float64(got) / float64(n)
 	}
-	if s := share(500, 0, scheduler.Preferences{}); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
+	if s := share(500, info(old, 0), scheduler.Preferences{}); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
 		t.Errorf("a newcomer got %.3f of the requests, want about %.2f", s, DefaultProbationShare)
 	}
-	if s := share(20, 4, scheduler.Preferences{}); s != 1 {
-		t.Errorf("with the audited provider full the newcomer got %.2f of the requests, want all", s)
+	// With the audited provider's slots full, requests wait for them
+	// rather than go to the newcomer over its share.
+	if s := share(500, info(old, 4), scheduler.Preferences{}); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
+		t.Errorf("with the audited provider full the newcomer got %.3f of the requests, want about %.2f", s, DefaultProbationShare)
+	}
+	// With the audited provider paused, nobody else can take them.
+	paused := info(old, 0)
+	paused.Paused = true
+	if s := share(20, paused, scheduler.Preferences{}); s != 1 {
+		t.Errorf("with the audited provider paused the newcomer got %.2f of the requests, want all", s)
 	}
 	ref, err := scheduler.ParseProviderRef(newcomer.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	pinned := scheduler.Preferences{Order: []scheduler.ProviderRef{ref}, NoFallbacks: true}
-	if s := share(20, 0, pinned); s != 1 {
+	if s := share(20, info(old, 0), pinned); s != 1 {
 		t.Errorf("requests pinned to the newcomer (canaries) reached it %.2f of the time, want all", s)
 	}
 
@@ -99,7 +115,7 @@ func TestProbationCap(t *testing.T) {
 	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: DefaultProbationCases}}
 	l.smu.Unlock()
 	read()
-	if s := share(500, 0, scheduler.Preferences{}); s < 0.4 || s > 0.6 {
+	if s := share(500, info(old, 0), scheduler.Preferences{}); s < 0.4 || s > 0.6 {
 		t.Errorf("after passing %d cases the newcomer got %.3f of the requests, want about half", DefaultProbationCases, s)
 	}
 
@@ -108,7 +124,7 @@ func TestProbationCap(t *testing.T) {
 	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 20, Failures: 1, Recent: []uint64{7}}}
 	l.smu.Unlock()
 	read()
-	if s := share(1000, 0, scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
+	if s := share(1000, info(old, 0), scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
 		t.Errorf("a provider with a failed case got %.3f of the requests, want at most %.2f", s, DefaultProbationShare)
 	}
 }
