@@ -194,7 +194,7 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 	verdict := rec.Verdict
 	raw, _ := json.MarshalIndent(rec, "", " ")
 	open := opening{receipts: []ledger.BatchReceipt{ledger.NewBatchReceipt(&s.Receipt)}}
-	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict}, raw, open)
+	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict, Responses: 1}, raw, open)
 	v.mu.Lock()
 	v.feed.judged++
 	v.mu.Unlock()
@@ -245,7 +245,7 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 		// Token by token: SampledChecks calls of one token each.
 		c.Step, c.MaxReplays = 1, v.cfg.SampledChecks
 	}
-	rp, err := c.Replay(ctx, v.cfg.Reference, req, resp)
+	rp, err := v.replay(ctx, c, v.cfg.Reference, req, resp)
 	if err != nil {
 		v.log.Warn("could not replay a sample; abstaining", "err", err)
 		return verify.Replayed{}, verify.Verdict{}, false

@@ -130,6 +130,7 @@ type Verifier struct {
 	wake    chan struct{}               // a new pair: probation starts now
 	verdict []Posted
 	feed    feedState
+	costs   Costs
 	// noLogprobs: the reference answered a replay without the
 	// log-probabilities asked for (said once in the log).
 	noLogprobs bool
@@ -148,6 +149,9 @@ type Posted struct {
 	Digest   string         `json:"digest"`
 	Evidence receipt.Hash   `json:"evidence"`
 	Verdict  verify.Verdict `json:"verdict"`
+	// Responses counts the provider's answers the verdict judged (a
+	// case's canaries, or one sample).
+	Responses int `json:"responses"`
 	// Err is why posting failed ("" when it was posted or not meant to).
 	Err string `json:"error,omitempty"`
 }
@@ -319,7 +323,11 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 		}
 		return nil, err
 	}
-	replayed, err := v.cfg.Canary.Replay(ctx, v.cfg.Reference, req, resp)
+	v.mu.Lock()
+	v.costs.Canaries++
+	v.costs.CanaryTokens += resp.Usage.CompletionTokens
+	v.mu.Unlock()
+	replayed, err := v.replay(ctx, v.cfg.Canary, v.cfg.Reference, req, resp)
 	if err != nil {
 		return nil, fmt.Errorf("reference replay: %w", err)
 	}
@@ -469,7 +477,7 @@ func (v *Verifier) judge(ctx context.Context, model string, prov keys.PublicKey,
 	}{prov, model, digest, batch, verdict}
 	raw, _ := json.MarshalIndent(evidence, "", " ")
 	hash := ledger.CaseEvidence(open.receipts, true)
-	return v.record(ctx, Posted{Source: "canary", Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict}, raw, open)
+	return v.record(ctx, Posted{Source: "canary", Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict, Responses: len(batch)}, raw, open)
 }
 
 // opening is what a verdict carries to open its case on the ledger: the
