@@ -223,7 +223,15 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict, Responses: 1}, raw, open)
 	v.mu.Lock()
 	v.feed.judged++
+	// A sample's verdict opens a case on the ledger like a canary case
+	// does, and the gateway's probation counts both: the provider's pair
+	// moves through probation with it.
+	v.audited[r.Provider]++
+	if pr := v.pairs[pairKey(r.Provider, r.ModelDigest)]; pr != nil {
+		pr.cases++
+	}
 	v.mu.Unlock()
+	v.decided(r.Provider, r.ModelDigest, verdict.Pass)
 	return p, true
 }
 
