@@ -163,6 +163,12 @@ func (s *Signer) Provider(ctx context.Context, addr keys.Address) (ProviderInfo,
 	return s.ledger.Provider(ctx, addr)
 }
 
+// Case is a verification case (the gateway's probation reads its
+// digest).
+func (s *Signer) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
+	return s.ledger.Case(ctx, evidence)
+}
+
 // Height is the latest block height of the node.
 func (s *Signer) Height(ctx context.Context) (int64, error) {
 	st, err := s.ledger.Client.Status(ctx)

@@ -31,8 +31,9 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 		}
 	}()
 	for {
-		changed := h.Changed()                 // before the snapshot, so no change is missed
-		choice, err := g.pick(c, h.Snapshot()) // probation.go
+		changed := h.Changed() // before the snapshot, so no change is missed
+		snap := h.Snapshot()
+		choice, err := g.pick(c, snap) // probation.go
 		var u *scheduler.Unplaceable
 		if err == nil {
 			job := g.job(c, choice)
@@ -44,7 +45,7 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 			s, err := h.Dispatch(ctx, choice.Key, job)
 			if err == nil {
 				g.sched.Placed(&c.sched, choice.Key)
-				g.placed(probationModel(c.asked), choice.Key)
+				g.placed(probationModel(c.asked), choice.Key, snap)
 				g.health.dispatched(choice.Key)
 				return s, job, hold, nil
 			}
