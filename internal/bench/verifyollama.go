@@ -245,8 +245,8 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	// 1. The honest provider alone, through its probation.
 	start := time.Now()
 	passed := func() bool {
-		p, err := led.Provider(ctx, honest.Address())
-		return err == nil && p.Audits-min(p.Failures, p.Audits) >= gateway.DefaultProbationCases
+		n, err := led.PassedWith(ctx, honest.Address(), claimed.Digest)
+		return err == nil && n >= gateway.DefaultProbationCases
 	}
 	if !poll(ctx, cfg.ProbationTimeout, passed) {
 		return nil, fmt.Errorf("bench verify --ollama: the honest provider did not pass its probation within %s", cfg.ProbationTimeout)
