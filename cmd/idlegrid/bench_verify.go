@@ -46,7 +46,8 @@ routing to it, its share of traffic before (target: 10%), false convictions
 of the honest provider while traffic goes on until the verifier has judged
 --honest-audits of its responses (target: none), and the verifier's tokens
 (canaries and reference replays) per completion token served once probation
-ended (target: at most 5%).`,
+ended (target: at most 5%). Interrupting it (Ctrl-C) ends the honest-only
+traffic early and prints what was measured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ocfg.OllamaURL != "" {

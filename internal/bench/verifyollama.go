@@ -318,7 +318,10 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 		res.LastServed = last.Sub(joined)
 	}
 	res.countHonest(n.Verifier.Verdicts(), honest)
-	if p, err := led.Provider(ctx, honest.Address()); err == nil {
+	// Interrupted (Ctrl-C) or not, report what was measured.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if p, err := led.Provider(rctx, honest.Address()); err == nil {
 		res.HonestJailed, res.HonestFailures = p.Jailed, p.Failures
 	} else {
 		return nil, fmt.Errorf("bench verify --ollama: the honest provider's standing: %w", err)
