@@ -5,11 +5,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/idlegrid/idlegrid/internal/bench"
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
 func newBenchVerifyCmd(a *app) *cobra.Command {
 	cfg := verify.DefaultBench()
+	ocfg := bench.DefaultVerifyOllama()
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verification: how fast cheating providers are convicted, that honest ones never are, and what it costs",
@@ -30,9 +32,36 @@ params: 3 failed cases within 10,000 blocks):
 
 and the verifier's compute as a share of the providers' at the audit shares
 (target: at most 5%). Prints a table and a summary line; see
-docs/verification.md for the rules and the cost model.`,
+docs/verification.md for the rules and the cost model.
+
+With --ollama URL, measure on that real Ollama instead: a network started as
+` + "`idlegrid up --backend ollama`" + ` starts it (its verifier's canary interval, sample
+share and probation), whose own provider serves --model; once that provider
+has passed its probation, a second, unmodified provider agent joins in front
+of a proxy that runs --cheat-model for every request for --model while
+claiming --model's name and identity digest, under steady consumer traffic.
+It reports the minutes and consumer requests until the cheater is jailed on
+the ledger (targets: 3 minutes, 100 requests) and until the gateway stops
+routing to it, its share of traffic before (target: 10%), false convictions
+of the honest provider while traffic goes on until the verifier has judged
+--honest-audits of its responses (target: none), and the verifier's tokens
+(canaries and reference replays) per completion token served once probation
+ended (target: at most 5%). Interrupting it (Ctrl-C) ends the honest-only
+traffic early and prints what was measured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ocfg.OllamaURL != "" {
+				ocfg.Out, ocfg.Logger = a.stdout, a.log
+				if cmd.Flags().Changed("honest-audits") {
+					ocfg.HonestAudits = cfg.HonestAudits
+				}
+				res, err := bench.VerifyOllama(cmd.Context(), ocfg)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, res.Summary())
+				return nil
+			}
 			cfg.Out = a.stdout
 			res, err := verify.Bench(cmd.Context(), cfg)
 			if err != nil {
@@ -45,7 +74,7 @@ docs/verification.md for the rules and the cost model.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.Trials, "trials", cfg.Trials, "independent audit streams per cheater and mode")
 	f.IntVar(&cfg.Horizon, "horizon", cfg.Horizon, "audited requests per cheater stream (the conviction target's horizon)")
-	f.IntVar(&cfg.HonestAudits, "honest-audits", cfg.HonestAudits, "audited requests per honest control and mode")
+	f.IntVar(&cfg.HonestAudits, "honest-audits", cfg.HonestAudits, "audited requests per honest control and mode; with --ollama, the honest provider's responses the verifier must judge before the run ends (default 1000)")
 	f.IntVar(&cfg.CanaryBatch, "canary-batch", cfg.CanaryBatch, "canaries per canary case (one verdict)")
 	f.Float64Var(&cfg.RescoreShare, "rescore-share", cfg.RescoreShare, "share of served requests re-scored")
 	f.Float64Var(&cfg.CanaryShare, "canary-share", cfg.CanaryShare, "share of served requests that are canaries")
@@ -54,5 +83,13 @@ docs/verification.md for the rules and the cost model.`,
 	f.Float64SliceVar(&cfg.SweepHonest, "sweep-honest", cfg.SweepHonest, "noise levels audited as honest controls in the sweep")
 	f.Float64SliceVar(&cfg.SweepCheat, "sweep-cheat", cfg.SweepCheat, "noise levels audited as cheaters in the sweep")
 	f.Uint64Var(&cfg.BlocksPerAudit, "blocks-per-audit", cfg.BlocksPerAudit, "ledger blocks between audits of one provider (fewer is harsher on honest providers)")
+	f.StringVar(&ocfg.OllamaURL, "ollama", "", "measure on this real Ollama (with --model and --cheat-model) instead of the simulator")
+	f.StringVar(&ocfg.Model, "model", ocfg.Model, "with --ollama: the model both providers claim")
+	f.StringVar(&ocfg.CheatModel, "cheat-model", ocfg.CheatModel, "with --ollama: the model the cheater runs instead")
+	f.IntVar(&ocfg.Clients, "clients", ocfg.Clients, "with --ollama: consumers sending requests back to back")
+	f.IntVar(&ocfg.MaxTokens, "max-tokens", ocfg.MaxTokens, "with --ollama: max_tokens of each consumer request")
+	f.DurationVar(&ocfg.ProbationTimeout, "max-probation", ocfg.ProbationTimeout, "with --ollama: the longest the honest provider's probation may take")
+	f.DurationVar(&ocfg.ConvictTimeout, "max-conviction", ocfg.ConvictTimeout, "with --ollama: the longest to wait for the cheater's conviction")
+	f.DurationVar(&ocfg.HonestTimeout, "max-honest", ocfg.HonestTimeout, "with --ollama: the longest the honest-only traffic after the conviction runs")
 	return cmd
 }

@@ -140,11 +140,13 @@ func addGatewayFlags(f *pflag.FlagSet, t gatewayFlags) {
 	f.StringVar(t.dataDir, "data-dir", defaultDataDir(), "directory for keys and the gateway database")
 	f.StringVar(t.chainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
 	f.StringVar(t.receiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
-	f.IntVar(&t.gateway.DefaultMaxTokens, "default-max-tokens", 1024, "max tokens for requests that set none")
-	f.Int64Var(&t.gateway.MaxBodyBytes, "max-body-bytes", 8<<20, "largest accepted request body")
-	f.IntVar(&t.gateway.SettleBatchSize, "settle-batch", 1000, "receipts per settlement batch")
-	f.DurationVar(&t.gateway.SettleInterval, "settle-interval", 2*time.Second, "a partial settlement batch goes out this often")
-	f.DurationVar(&t.gateway.KeepSettled, "keep-settled", 30*24*time.Hour, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
+	// up's defaults come from node.DevUpConfig; a gateway's are the same.
+	d := node.DevUpConfig().Gateway
+	f.IntVar(&t.gateway.DefaultMaxTokens, "default-max-tokens", d.DefaultMaxTokens, "max tokens for requests that set none")
+	f.Int64Var(&t.gateway.MaxBodyBytes, "max-body-bytes", d.MaxBodyBytes, "largest accepted request body")
+	f.IntVar(&t.gateway.SettleBatchSize, "settle-batch", d.SettleBatchSize, "receipts per settlement batch")
+	f.DurationVar(&t.gateway.SettleInterval, "settle-interval", d.SettleInterval, "a partial settlement batch goes out this often")
+	f.DurationVar(&t.gateway.KeepSettled, "keep-settled", d.KeepSettled, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
 	f.Int64Var(&t.gateway.ResponseMemory, "response-memory", gateway.DefaultResponseMemory, "bytes of /v1/responses conversations kept in memory for previous_response_id (-1: keep none)")
 	f.DurationVar(&t.gateway.ResponseTTL, "response-ttl", gateway.DefaultResponseTTL, "how long a /v1/responses conversation is kept for previous_response_id")
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -64,7 +65,7 @@ func newProvideInitCmd(a *app) *cobra.Command {
 				return err
 			}
 			for _, m := range have {
-				fmt.Fprintf(out, "   %s (%s, %s)\n", m.Name, m.Digest, m.ParameterSize)
+				fmt.Fprintf(out, "   %s (%s)\n", m.Name, modelIDs(m))
 			}
 
 			fmt.Fprintln(out, "3. Benchmark")
@@ -206,6 +207,20 @@ func registerProvider(ctx context.Context, a *app, rpc string, key keys.PrivateK
 		fmt.Fprintf(out, "   staked %s at height %d (slashable if verification convicts this provider)\n", need, res.Height)
 	}
 	return nil
+}
+
+// modelIDs names a model's identity digest (what receipts carry and
+// verifiers look up) and Ollama's own digest (/api/tags) beside it, which
+// may differ between machines with the same weights.
+func modelIDs(m backend.Model) string {
+	s := "identity " + m.Digest
+	if m.BackendDigest != "" && m.BackendDigest != m.Digest {
+		s += ", Ollama digest " + m.BackendDigest
+	}
+	if m.ParameterSize != "" {
+		s += ", " + m.ParameterSize
+	}
+	return s
 }
 
 func indent(s string) string {

@@ -10,7 +10,7 @@ import (
 )
 
 func newUpCmd(a *app) *cobra.Command {
-	cfg := node.UpConfig{}
+	cfg := node.DevUpConfig()
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the whole network locally: a ledger validator, a gateway, a local provider and a funded dev account",
@@ -30,7 +30,6 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger, cfg.Version = a.log, version
-			cfg.Gateway.Samples.ShareText = true // the consumer, the gateway and the verifier are all yours
 			ctx := cmd.Context()
 			n, err := node.StartUp(ctx, cfg)
 			if err != nil {
@@ -51,10 +50,10 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.StringVar(&cfg.OllamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringVar(&cfg.DevAPIKey, "dev-api-key", "", "fix the dev API key instead of generating one (env IDLEGRID_DEV_API_KEY)")
 	f.BoolVar(&cfg.KeylessLoopback, "keyless-loopback", true, "serve requests without an API key from loopback clients (127.0.0.0/8, ::1; the connection's address, not a header), billed to the dev account, so the ollama CLI and local apps work without a key")
-	f.IntVar(&cfg.Slots, "slots", 4, "jobs the local provider runs at once")
+	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs the local provider runs at once")
 	f.StringVar(&cfg.ChainMetricsAddr, "chain-metrics-addr", "", "serve the validator's Prometheus metrics here, e.g. 127.0.0.1:26660 (the gateway's are at /metrics on --addr)")
-	f.DurationVar(&cfg.VerifyEvery, "verify-every", 30*time.Second, "the dev verifier sends a canary this often and posts a verdict every 8 (0: no verifier)")
-	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses the gateway samples for verifiers, with their text (0: none)")
-	f.DurationVar(&cfg.PlantEvery, "plant-every", 10*time.Minute, "plant a known sample this often to test the verifiers, with the simulator backend (0: never)")
+	f.DurationVar(&cfg.VerifyEvery, "verify-every", cfg.VerifyEvery, "the dev verifier sends a canary this often and posts a verdict every 8 (0: no verifier)")
+	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", cfg.Gateway.Samples.Share, "share of served responses the gateway samples for verifiers, with their text (0: none)")
+	f.DurationVar(&cfg.PlantEvery, "plant-every", cfg.PlantEvery, "plant a known sample this often to test the verifiers, with the simulator backend (0: never)")
 	return cmd
 }

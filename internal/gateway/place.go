@@ -84,7 +84,8 @@ func (g *Gateway) place(ctx context.Context, c *call) (*hub.Stream, *protocol.Jo
 func (g *Gateway) tryPlace(ctx context.Context, c *call, h *hub.Hub, u **scheduler.Unplaceable, grace *<-chan time.Time) (
 	s *hub.Stream, job *protocol.Job, hold *reservation, e *apierr.Error, placed bool) {
 	for {
-		choice, err := g.pick(c, runnable(&c.req, h.Snapshot())) // probation.go; embed jobs only for agents that embed
+		snap := runnable(&c.req, h.Snapshot()) // embed jobs only for agents that embed
+		choice, err := g.pick(c, snap)         // probation.go
 		*u = nil
 		if err != nil {
 			if !errors.As(err, u) {
@@ -107,7 +108,7 @@ func (g *Gateway) tryPlace(ctx context.Context, c *call, h *hub.Hub, u **schedul
 		s, err := h.Dispatch(ctx, choice.Key, job)
 		if err == nil {
 			g.sched.Placed(&c.sched, choice.Key)
-			g.placed(probationModel(c.asked), choice.Key)
+			g.placed(probationModel(c.asked), choice.Key, snap)
 			g.health.dispatched(choice.Key)
 			return s, job, hold, nil, true
 		}

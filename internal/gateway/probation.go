@@ -1,13 +1,17 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 )
 
@@ -16,11 +20,21 @@ import (
 // standing says), or that has a failed case still inside the conviction
 // window, is on probation: of the requests for one model it gets at most
 // Config.ProbationShare while a provider of the model that is not on
-// probation has a free slot. Requests pinned to it (provider.order without
-// fallbacks, as verifiers' canaries are) and requests nobody else can take
-// still reach it. With a sample feed, every response of a provider on
+// probation can take them: when those are busy, the request waits in the
+// queue for one of their slots. Requests pinned to it (provider.order
+// without fallbacks, as verifiers' canaries are) and requests no provider
+// off probation would take (none connected, all paused or ruled out by the
+// request's preferences) still reach it. With a sample feed, every response of a provider on
 // probation is sampled. The gateway re-reads standings at every block, so a
 // provider leaves probation in the block its last needed case matures.
+
+// Probation is per (provider, digest) where the ledger names the digest of
+// each case (chain.Signer): a provider off probation that serves a digest
+// it has not passed ProbationCases cases with (among its latest matured
+// cases the ledger lists) is on probation for the model it serves with
+// it, as a newcomer is. A digest that has passed stays passed for as long
+// as the gateway runs; after a restart the ledger's latest cases decide
+// again.
 
 // Defaults of the probation policy (Config.ProbationCases and
 // Config.ProbationShare).
@@ -37,6 +51,65 @@ const (
 type probation struct {
 	mu     sync.Mutex
 	credit map[string]map[keys.PublicKey]float64
+	// caseDigests caches the digest of each case read (cases do not
+	// change); cleared holds, per provider, the digests that passed.
+	caseDigests map[receipt.Hash]string
+	cleared     map[keys.PublicKey]map[string]bool
+}
+
+// caseReader is a ledger that names a case's digest (chain.Signer).
+type caseReader interface {
+	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
+}
+
+// maxCaseDigests bounds the case digest cache.
+const maxCaseDigests = 1 << 16
+
+// passedDigests counts key's passed cases among last per digest, and
+// marks the digests that passed probation; nil when the ledger cannot
+// name cases' digests.
+func (g *Gateway) passedDigests(ctx context.Context, key keys.PublicKey, last []ledger.CaseOutcome) map[string]int {
+	cr, ok := g.cfg.Ledger.(caseReader)
+	if !ok || g.cfg.ProbationCases < 0 {
+		return nil
+	}
+	out := map[string]int{}
+	for _, o := range last {
+		if !o.Pass {
+			continue
+		}
+		g.prob.mu.Lock()
+		d, ok := g.prob.caseDigests[o.Evidence]
+		g.prob.mu.Unlock()
+		if !ok {
+			c, err := cr.Case(ctx, o.Evidence)
+			if err != nil {
+				continue // counted at the next read
+			}
+			d = c.Digest
+			g.prob.mu.Lock()
+			if g.prob.caseDigests == nil || len(g.prob.caseDigests) >= maxCaseDigests {
+				g.prob.caseDigests = map[receipt.Hash]string{}
+			}
+			g.prob.caseDigests[o.Evidence] = d
+			g.prob.mu.Unlock()
+		}
+		out[d]++
+	}
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	for d, n := range out {
+		if n >= g.cfg.ProbationCases {
+			if g.prob.cleared == nil {
+				g.prob.cleared = map[keys.PublicKey]map[string]bool{}
+			}
+			if g.prob.cleared[key] == nil {
+				g.prob.cleared[key] = map[string]bool{}
+			}
+			g.prob.cleared[key][d] = true
+		}
+	}
+	return out
 }
 
 // onProbation reports whether st puts its provider on probation; a
@@ -50,6 +123,21 @@ func (g *Gateway) onProbation(st standing) bool {
 	return passed < uint64(g.cfg.ProbationCases) || st.recentFailures > 0
 }
 
+// pairOnProbation reports whether key, with standing st, is on probation
+// serving digest: the provider is, or the ledger names its cases'
+// digests and digest has not passed.
+func (g *Gateway) pairOnProbation(key keys.PublicKey, st standing, digest string) bool {
+	if g.onProbation(st) {
+		return true
+	}
+	if st.passedDigests == nil || !g.enforced() {
+		return false
+	}
+	g.prob.mu.Lock()
+	defer g.prob.mu.Unlock()
+	return !g.prob.cleared[key][digest]
+}
+
 // probationSplit sorts model's providers on probation by their credit:
 // due have a whole request of it (the next request goes to one of them
 // first), capped have had their share (the next request goes elsewhere if
@@ -58,15 +146,15 @@ func (g *Gateway) onProbation(st standing) bool {
 func (g *Gateway) probationSplit(model string, infos []hub.Info) (due, capped map[keys.PublicKey]bool) {
 	due, capped = map[keys.PublicKey]bool{}, map[keys.PublicKey]bool{}
 	off := false
+	on := g.probationOf(model, infos)
 	g.prob.mu.Lock()
 	defer g.prob.mu.Unlock()
 	for _, in := range infos {
-		if !serves(in, model) {
+		if _, ok := servedDigest(in, model); !ok {
 			continue
 		}
-		st, _ := g.standing(in.Key)
 		switch {
-		case !g.onProbation(st):
+		case !on[in.Key]:
 			off = true
 		case g.prob.credit[model][in.Key] >= 1:
 			due[in.Key] = true
@@ -80,16 +168,29 @@ func (g *Gateway) probationSplit(model string, infos []hub.Info) (due, capped ma
 	return due, capped
 }
 
-// placed accounts for a request for model placed on key.
-func (g *Gateway) placed(model string, key keys.PublicKey) {
-	g.adm.mu.Lock()
-	var on []keys.PublicKey
-	for k, st := range g.adm.standings {
-		if g.onProbation(st) {
-			on = append(on, k)
+// probationOf is the set of model's providers among infos that are on
+// probation serving it.
+func (g *Gateway) probationOf(model string, infos []hub.Info) map[keys.PublicKey]bool {
+	on := map[keys.PublicKey]bool{}
+	for _, in := range infos {
+		d, ok := servedDigest(in, model)
+		if !ok {
+			continue
+		}
+		if st, _ := g.standing(in.Key); g.pairOnProbation(in.Key, st, d) {
+			on[in.Key] = true
 		}
 	}
-	g.adm.mu.Unlock()
+	return on
+}
+
+// placed accounts for a request for model placed on key, infos being the
+// providers it was picked among.
+func (g *Gateway) placed(model string, key keys.PublicKey, infos []hub.Info) {
+	var on []keys.PublicKey
+	for k := range g.probationOf(model, infos) {
+		on = append(on, k)
+	}
 	g.prob.mu.Lock()
 	defer g.prob.mu.Unlock()
 	if g.prob.credit == nil {
@@ -116,19 +217,21 @@ func (g *Gateway) placed(model string, key keys.PublicKey) {
 	}
 }
 
-// sampledOnProbation reports whether key is on probation: the sample
-// feed then takes every response of it, so that verifiers meet a newcomer
-// at its first request and judge all it serves while on probation.
-func (g *Gateway) sampledOnProbation(key keys.PublicKey) bool {
+// sampledOnProbation reports whether key is on probation serving digest:
+// the sample feed then takes every response of it, so that verifiers meet
+// a newcomer (or a provider's new weights) at its first request and judge
+// all it serves while on probation.
+func (g *Gateway) sampledOnProbation(key keys.PublicKey, digest string) bool {
 	st, ok := g.standing(key)
-	return ok && g.onProbation(st)
+	return ok && g.pairOnProbation(key, st, digest)
 }
 
 // pick is the scheduler's choice for c among infos: a provider on
 // probation with its share to take gets c first (unless c names providers
 // to try first), so that newcomers get the traffic that samples them;
-// those that have had their share are kept out unless no other provider
-// can take c now.
+// those that have had their share are kept out while a provider off
+// probation can take c, now or once it has a free slot (c then waits in
+// the queue).
 func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
 	cands := g.candidates(infos)
 	model := probationModel(c.asked)
@@ -139,8 +242,14 @@ func (g *Gateway) pick(c *call, infos []hub.Info) (scheduler.Choice, error) {
 		}
 	}
 	if len(capped) > 0 {
-		if choice, err := g.sched.Pick(pauseUnless(cands, capped, false), &c.sched); err == nil {
-			return choice, nil
+		choice, err := g.sched.Pick(pauseUnless(cands, capped, false), &c.sched)
+		var u *scheduler.Unplaceable
+		if err == nil || errors.As(err, &u) && u.OnlyBusy() {
+			// A provider off probation takes c now, or when one of its
+			// slots frees: c waits for it rather than go over the cap
+			// (under steady load a consumer's next request often comes
+			// before the slot of its last is free).
+			return choice, err
 		}
 	}
 	return g.sched.Pick(cands, &c.sched)
@@ -158,9 +267,14 @@ func pauseUnless(cands []scheduler.Candidate, set map[keys.PublicKey]bool, keep 
 	return out
 }
 
-// serves reports whether in offers model (as probationModel names it).
-func serves(in hub.Info, model string) bool {
-	return slices.ContainsFunc(in.Capabilities.Models, func(m protocol.Model) bool { return probationModel(m.Name) == model })
+// servedDigest is the digest with which in offers model (as
+// probationModel names it); ok is false when it does not offer it.
+func servedDigest(in hub.Info, model string) (string, bool) {
+	i := slices.IndexFunc(in.Capabilities.Models, func(m protocol.Model) bool { return probationModel(m.Name) == model })
+	if i < 0 {
+		return "", false
+	}
+	return in.Capabilities.Models[i].Digest, true
 }
 
 // probationModel is the name probation counts a model's requests under.

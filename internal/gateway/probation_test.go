@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,7 +19,8 @@ import (
 
 // TestProbationCap: a provider that has not passed ProbationCases cases
 // gets at most ProbationShare of a model's requests while an audited
-// provider has free slots, all of them when nobody else can take one, and
+// provider can take them (now or once a slot frees), all of them when
+// nobody else can take one (the audited provider paused), and
 // its fair share once it has passed; one with a failed case inside the
 // conviction window stays capped whatever it passed before.
 func TestProbationCap(t *testing.T) {
@@ -61,36 +64,50 @@ func TestProbationCap(t *testing.T) {
 	info := func(k keys.PublicKey, inflight int) hub.Info {
 		return hub.Info{Key: k, Capabilities: protocol.Capabilities{Models: []protocol.Model{model}, Slots: 4}, InFlight: inflight}
 	}
-	// share places n requests for "tiny" and returns the newcomer's share.
-	share := func(n, oldInflight int, prefs scheduler.Preferences) float64 {
+	// share places n requests for "tiny" and returns the newcomer's share
+	// of them; a request that would wait in the queue counts as placed on
+	// the audited provider (it gets the next free slot).
+	share := func(n int, oldInfo hub.Info, prefs scheduler.Preferences) float64 {
 		got := 0
 		for range n {
 			req := protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}
 			c := &call{asked: "tiny", req: req}
 			c.sched = g.sched.NewRequest(&c.req, prefs, "")
-			choice, err := g.pick(c, []hub.Info{info(old, oldInflight), info(newcomer, 0)})
-			if err != nil {
+			choice, err := g.pick(c, []hub.Info{oldInfo, info(newcomer, 0)})
+			var u *scheduler.Unplaceable
+			switch {
+			case errors.As(err, &u) && u.OnlyBusy():
+				choice.Key = old
+			case err != nil:
 				t.Fatal(err)
 			}
-			g.placed(probationModel(c.asked), choice.Key)
+			g.placed(probationModel(c.asked), choice.Key, []hub.Info{oldInfo, info(newcomer, 0)})
 			if choice.Key == newcomer {
 				got++
 			}
 		}
 		return float64(got) / float64(n)
 	}
-	if s := share(500, 0, scheduler.Preferences{}); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
+	if s := share(500, info(old, 0), scheduler.Preferences{}); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
 		t.Errorf("a newcomer got %.3f of the requests, want about %.2f", s, DefaultProbationShare)
 	}
-	if s := share(20, 4, scheduler.Preferences{}); s != 1 {
-		t.Errorf("with the audited provider full the newcomer got %.2f of the requests, want all", s)
+	// With the audited provider's slots full, requests wait for them
+	// rather than go to the newcomer over its share.
+	if s := share(500, info(old, 4), scheduler.Preferences{}); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
+		t.Errorf("with the audited provider full the newcomer got %.3f of the requests, want about %.2f", s, DefaultProbationShare)
+	}
+	// With the audited provider paused, nobody else can take them.
+	paused := info(old, 0)
+	paused.Paused = true
+	if s := share(20, paused, scheduler.Preferences{}); s != 1 {
+		t.Errorf("with the audited provider paused the newcomer got %.2f of the requests, want all", s)
 	}
 	ref, err := scheduler.ParseProviderRef(newcomer.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	pinned := scheduler.Preferences{Order: []scheduler.ProviderRef{ref}, NoFallbacks: true}
-	if s := share(20, 0, pinned); s != 1 {
+	if s := share(20, info(old, 0), pinned); s != 1 {
 		t.Errorf("requests pinned to the newcomer (canaries) reached it %.2f of the time, want all", s)
 	}
 
@@ -99,7 +116,7 @@ func TestProbationCap(t *testing.T) {
 	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: DefaultProbationCases}}
 	l.smu.Unlock()
 	read()
-	if s := share(500, 0, scheduler.Preferences{}); s < 0.4 || s > 0.6 {
+	if s := share(500, info(old, 0), scheduler.Preferences{}); s < 0.4 || s > 0.6 {
 		t.Errorf("after passing %d cases the newcomer got %.3f of the requests, want about half", DefaultProbationCases, s)
 	}
 
@@ -108,7 +125,7 @@ func TestProbationCap(t *testing.T) {
 	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 20, Failures: 1, Recent: []uint64{7}}}
 	l.smu.Unlock()
 	read()
-	if s := share(1000, 0, scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
+	if s := share(1000, info(old, 0), scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
 		t.Errorf("a provider with a failed case got %.3f of the requests, want at most %.2f", s, DefaultProbationShare)
 	}
 }
@@ -128,7 +145,7 @@ func TestProbationSampled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.onProbation = func(k keys.PublicKey) bool { return k == newcomer }
+	f.onProbation = func(k keys.PublicKey, _ string) bool { return k == newcomer }
 	req := protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}
 	for range 10 {
 		for _, k := range []keys.PublicKey{newcomer, old} {
@@ -143,5 +160,115 @@ func TestProbationSampled(t *testing.T) {
 		if s.Receipt.Receipt.Provider != newcomer || !s.Shared() {
 			t.Errorf("sample %+v", s)
 		}
+	}
+}
+
+// caseLedger names the digests of cases, as the chain does.
+type caseLedger struct {
+	*standingLedger
+	cases map[receipt.Hash]string
+}
+
+func (l *caseLedger) Case(_ context.Context, evidence receipt.Hash) (ledger.Case, error) {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	d, ok := l.cases[evidence]
+	if !ok {
+		return ledger.Case{}, chain.ErrNotFound
+	}
+	return ledger.Case{Digest: d}, nil
+}
+
+// TestProbationPerDigest: probation is per (provider, digest). A provider
+// that passed its probation serving one digest of a model and then serves
+// the model with new weights is on probation for them: capped at the
+// probation share and every response sampled, until it has passed its
+// cases with them; the weights it passed with stay uncapped.
+func TestProbationPerDigest(t *testing.T) {
+	ctx := t.Context()
+	min := ledger.DefaultParams().MinProviderStake
+	gen := func() keys.PublicKey {
+		k, err := keys.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Public()
+	}
+	old, moved := gen(), gen()
+	l := &caseLedger{standingLedger: &standingLedger{providers: map[keys.Address]chain.ProviderInfo{}}, cases: map[receipt.Hash]string{}}
+	// passed gives who n passed cases with digest, recorded as its latest.
+	passed := func(who keys.PublicKey, digest string, n int) {
+		l.smu.Lock()
+		defer l.smu.Unlock()
+		p := l.providers[who.Address()]
+		p.Stake = min
+		for range n {
+			var h receipt.Hash
+			h[0], h[1] = byte(len(l.cases)), byte(len(l.cases)>>8)
+			l.cases[h] = digest
+			p.Audits++
+			p.Last = append(p.Last, ledger.CaseOutcome{Evidence: h, Pass: true})
+		}
+		l.providers[who.Address()] = p
+	}
+	passed(old, "sha256:aa", 8)
+	passed(moved, "sha256:aa", DefaultProbationCases)
+	gw, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "gateway.db"), store.WithProcessDurability())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	g, err := New(Config{Key: gw, ChainID: "c", Store: st, Hub: hub.New(hub.Config{Key: gw, ChainID: "c"}), Ledger: l, Policy: scheduler.PolicyRoundRobin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() {
+		for _, k := range []keys.PublicKey{old, moved} {
+			if err := g.admitProvider(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read()
+	info := func(k keys.PublicKey, digest string) hub.Info {
+		return hub.Info{Key: k, Capabilities: protocol.Capabilities{Models: []protocol.Model{{Name: "tiny:latest", Digest: digest}}, Slots: 4}}
+	}
+	// share places n requests for "tiny" and returns moved's share of them
+	// when it serves digest.
+	share := func(n int, digest string) float64 {
+		infos := []hub.Info{info(old, "sha256:aa"), info(moved, digest)}
+		got := 0
+		for range n {
+			c := &call{asked: "tiny", req: protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}}
+			c.sched = g.sched.NewRequest(&c.req, scheduler.Preferences{}, "")
+			choice, err := g.pick(c, infos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.placed(probationModel(c.asked), choice.Key, infos)
+			if choice.Key == moved {
+				got++
+			}
+		}
+		return float64(got) / float64(n)
+	}
+	if s := share(500, "sha256:aa"); s < 0.4 || s > 0.6 {
+		t.Errorf("with the weights it passed with, the provider got %.3f of the requests, want about half", s)
+	}
+	if s := share(500, "sha256:bb"); s > DefaultProbationShare+0.005 || s < DefaultProbationShare/2 {
+		t.Errorf("with new weights, the provider got %.3f of the requests, want about %.2f (probation)", s, DefaultProbationShare)
+	}
+	if !g.sampledOnProbation(moved, "sha256:bb") || g.sampledOnProbation(moved, "sha256:aa") || g.sampledOnProbation(old, "sha256:aa") {
+		t.Error("every response of the new weights, and only those, should be sampled")
+	}
+	// It passes its cases with the new weights: the cap lifts.
+	passed(moved, "sha256:bb", DefaultProbationCases)
+	read()
+	if s := share(500, "sha256:bb"); s < 0.4 || s > 0.6 {
+		t.Errorf("after passing %d cases with the new weights, the provider got %.3f of the requests, want about half", DefaultProbationCases, s)
 	}
 }

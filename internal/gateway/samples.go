@@ -75,7 +75,7 @@ type sampleFeed struct {
 	share float64
 	// onProbation, when set, tells the providers on probation: every
 	// response of theirs is sampled (probation.go).
-	onProbation func(keys.PublicKey) bool
+	onProbation func(keys.PublicKey, string) bool
 
 	text     bool
 	capacity int
@@ -134,7 +134,7 @@ func newSampleFeed(cfg SampleConfig, chainID string, gateway keys.PublicKey, now
 // request as the provider received it, signed its stored receipt, finish
 // its finish reason; the job's text is the last relayed bytes of all.
 func (f *sampleFeed) offer(req *protocol.Request, signed receipt.Signed, finish, all string, relayed int) {
-	if f == nil || rand.Float64() >= f.share && (f.onProbation == nil || !f.onProbation(signed.Receipt.Provider)) {
+	if f == nil || rand.Float64() >= f.share && (f.onProbation == nil || !f.onProbation(signed.Receipt.Provider, signed.Receipt.ModelDigest)) {
 		return
 	}
 	s := samplefeed.Sample{Receipt: signed, FinishReason: finish}
@@ -148,7 +148,7 @@ func (f *sampleFeed) offer(req *protocol.Request, signed receipt.Signed, finish,
 // offerEmbed samples a served embed job like offer: req as the provider
 // received it and the vectors it answered, when texts are shared.
 func (f *sampleFeed) offerEmbed(req *protocol.Request, signed receipt.Signed, vectors [][]float32) {
-	if f == nil || rand.Float64() >= f.share && (f.onProbation == nil || !f.onProbation(signed.Receipt.Provider)) {
+	if f == nil || rand.Float64() >= f.share && (f.onProbation == nil || !f.onProbation(signed.Receipt.Provider, signed.Receipt.ModelDigest)) {
 		return
 	}
 	s := samplefeed.Sample{Receipt: signed, FinishReason: "stop"}

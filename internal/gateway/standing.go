@@ -56,6 +56,9 @@ type standing struct {
 	recentFailures int
 	reputation     uint64    // thousandths, as the ledger computes it
 	read           time.Time // when it was read
+	// passedDigests counts its latest passed cases per digest, when the
+	// ledger names cases' digests (probation.go); nil otherwise.
+	passedDigests map[string]int
 }
 
 // refusal says why a provider with this standing may not serve, "" when
@@ -163,7 +166,8 @@ func (g *Gateway) readStanding(ctx context.Context, key keys.PublicKey) (standin
 		return standing{}, err
 	}
 	return standing{registered: true, stake: p.Stake, jailed: p.Jailed, audits: p.Audits,
-		failures: p.Failures, recentFailures: len(p.Recent), reputation: p.Reputation, read: now}, nil
+		failures: p.Failures, recentFailures: len(p.Recent), reputation: p.Reputation, read: now,
+		passedDigests: g.passedDigests(ctx, key, p.Last)}, nil
 }
 
 // standing is key's last known standing; ok is false when it has never

@@ -79,6 +79,27 @@ type UpConfig struct {
 	NoProvider bool
 }
 
+// DevUpConfig is `idlegrid up`'s configuration before flags: the local
+// provider's slots, the dev verifier's canary interval and the gateway's
+// sample feed (a share of responses, with their text: the consumer, the
+// gateway and the verifier are all the owner's). Benches that measure
+// what `up` does start from it.
+func DevUpConfig() UpConfig {
+	return UpConfig{
+		Slots:       4,
+		VerifyEvery: 30 * time.Second,
+		PlantEvery:  10 * time.Minute,
+		Gateway: gateway.Config{
+			DefaultMaxTokens: 1024,
+			MaxBodyBytes:     8 << 20,
+			SettleBatchSize:  1000,
+			SettleInterval:   2 * time.Second,
+			KeepSettled:      30 * 24 * time.Hour,
+			Samples:          gateway.SampleConfig{Share: 0.01, ShareText: true},
+		},
+	}
+}
+
 // Network is everything `up` runs.
 type Network struct {
 	Validator *Validator

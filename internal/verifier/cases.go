@@ -125,7 +125,7 @@ func (v *Verifier) judgeCase(ctx context.Context, oc *OpenCase, refs []backend.M
 		}
 		resp := verify.Response{Text: o.Texts[k].Response, FinishReason: finish,
 			Usage: protocol.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens}}
-		rp, err := v.cfg.Canary.Replay(ctx, v.cfg.Reference, req, resp)
+		rp, err := v.replay(ctx, v.cfg.Canary, v.cfg.Reference, req, resp)
 		if err != nil {
 			v.log.Warn("cannot replay a canary of an open case; abstaining", "evidence", oc.Evidence.String(), "err", err)
 			return Posted{}, false
@@ -135,7 +135,7 @@ func (v *Verifier) judgeCase(ctx context.Context, oc *OpenCase, refs []backend.M
 	verdict := v.cfg.Canary.Decide(replays)
 	raw, _ := json.MarshalIndent(caseRecord{Evidence: oc.Evidence, Case: oc.Case, Replayed: replays, Verdict: verdict}, "", " ")
 	return v.record(ctx, Posted{Source: "case", Provider: provider.Provider, Model: model, Digest: oc.Case.Digest,
-		Evidence: oc.Evidence, Verdict: verdict}, raw, opening{}), true
+		Evidence: oc.Evidence, Verdict: verdict, Responses: len(replays)}, raw, opening{}), true
 }
 
 // canaryRequest reads the OpenAI request body a verifier sent for a

@@ -4,13 +4,18 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/verifier"
 )
 
 // TestSampleFeedAccess: the feed answers only signed requests from keys
@@ -103,5 +108,95 @@ func TestHashOnlySamples(t *testing.T) {
 	}
 	if ps, err := v.PullSamples(ctx); err != nil || v.Feed().Read != 3 || len(ps) != 0 {
 		t.Fatalf("second read: %+v %v %+v", ps, err, v.Feed())
+	}
+}
+
+// gated holds its first generation until open is closed, and closes
+// entered when that generation starts.
+type gated struct {
+	backend.Backend
+	entered, open chan struct{}
+	once          sync.Once
+}
+
+func (g *gated) Generate(ctx context.Context, req protocol.Request, emit func(backend.Delta) error) (backend.Result, error) {
+	first := false
+	g.once.Do(func() { first = true; close(g.entered) })
+	if first {
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+			return backend.Result{}, ctx.Err()
+		}
+	}
+	return g.Backend.Generate(ctx, req, emit)
+}
+
+// TestFeedMeetsNewcomersDuringBacklog: a provider whose first response
+// is sampled while the verifier judges a backlog of samples is met (its
+// probation canaries can start) before the backlog is done, not after.
+func TestFeedMeetsNewcomersDuringBacklog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ref, err := sim.New(fastSim(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := sim.New(fastSim(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := sampledNetwork(t, sampledOptions{main: ref, extra: map[string]backend.Backend{"late": late}, verifiers: 1})
+	models, err := ref.Models(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := models[0].Name
+	const backlog = 4
+	for i := range backlog {
+		if s := consume(t, sn, canaryTraffic(model, i, 8), sn.providers["main"]); s.status != http.StatusOK {
+			t.Fatalf("consumer request: %d %s", s.status, s.body)
+		}
+	}
+	g := &gated{Backend: ref, entered: make(chan struct{}), open: make(chan struct{})}
+	var (
+		mu      sync.Mutex
+		v       *verifier.Verifier
+		knownAt []bool // per verdict on the backlog: was the newcomer met then
+	)
+	v = sampleVerifier(t, sn, g, sn.verifiers[0], func(c *verifier.Config) {
+		c.NoFeed, c.SampleInterval = true, time.Millisecond
+		c.OnVerdict = func(p verifier.Posted) {
+			if p.Provider == sn.providers["main"] {
+				mu.Lock()
+				knownAt = append(knownAt, slices.Contains(v.Known(model), sn.providers["late"]))
+				mu.Unlock()
+			}
+		}
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.PullSamples(ctx)
+		done <- err
+	}()
+	select {
+	case <-g.entered: // judging the backlog's first sample
+	case <-ctx.Done():
+		t.Fatal("the verifier never judged the backlog")
+	}
+	if s := consume(t, sn, canaryTraffic(model, backlog, 8), sn.providers["late"]); s.status != http.StatusOK {
+		t.Fatalf("newcomer's request: %d %s", s.status, s.body)
+	}
+	close(g.open)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(knownAt) != backlog {
+		t.Fatalf("%d verdicts on the backlog, want %d", len(knownAt), backlog)
+	}
+	if !knownAt[1] {
+		t.Errorf("the newcomer was not met before the backlog's second verdict (met at each verdict: %v)", knownAt)
 	}
 }

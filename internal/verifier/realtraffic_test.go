@@ -144,3 +144,32 @@ func TestRealSampledTrafficOnOllama(t *testing.T) {
 		t.Error("a sampled answer was judged without log-probabilities")
 	}
 }
+
+// TestRealEarlyStopScored: a greedy answer that claims to have stopped
+// where the real Ollama goes on is scored at its end from the reference's
+// log-probabilities (the end rule's input), and judged with it.
+func TestRealEarlyStopScored(t *testing.T) {
+	o := realOllama(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	reqs, resps := traffic(t, ctx, o, "tiny", 2, 0)
+	v, err := New(Config{Gateway: "http://unused", APIKey: "k", Reference: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range reqs {
+		// The provider's answer of 48 tokens, cut to its first half and
+		// claimed as a natural stop.
+		resp := resps[i]
+		resp.Text, resp.FinishReason = resp.Text[:len(resp.Text)/2], "stop"
+		resp.Usage.CompletionTokens /= 2
+		rp, verdict, ok := v.replaySample(ctx, reqs[i], resp)
+		if !ok || !rp.Logprobs {
+			t.Fatalf("not judged with log-probabilities: %v %+v", ok, rp)
+		}
+		if !rp.EarlyStop || !rp.EndScored {
+			t.Fatalf("the early stop was not scored: %+v", rp)
+		}
+		t.Logf("stopped after %d tokens: ending there is %.2f nats below the reference's best; verdict %+v", rp.Tokens, rp.EndDeficit, verdict)
+	}
+}

@@ -97,61 +97,87 @@ func (v *Verifier) runSamples(ctx context.Context) {
 }
 
 // PullSamples reads the samples the gateway added since the last read,
-// judges those it can and returns their verdicts.
+// judges those it can and returns their verdicts. It reads the feed again
+// every SampleInterval while it judges, so that a provider that joins
+// while a backlog is judged is met (and its canaries start) at once, and
+// its samples go ahead of the backlog.
 func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
 	if v.cfg.Key.IsZero() {
 		return nil, errors.New("verifier: reading the sample feed needs the verifier's key")
 	}
+	refs, err := v.cfg.Reference.Models(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reference models: %w", err)
+	}
+	queue, err := v.readFeed(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	read := time.Now()
 	var out []Posted
+	for len(queue) > 0 && ctx.Err() == nil {
+		if time.Since(read) >= v.cfg.SampleInterval {
+			more, rerr := v.readFeed(ctx, refs)
+			if rerr != nil {
+				err = rerr // judge what is queued; say so after
+			}
+			queue = v.order(append(queue, more...))
+			read = time.Now()
+		}
+		s := queue[0]
+		queue = queue[1:]
+		if p, ok := v.judgeSample(ctx, &s, refs); ok {
+			out = append(out, p)
+		}
+	}
+	return out, err
+}
+
+// readFeed reads every page the gateway holds after the last read, meets
+// their providers (a new one's canaries start at once) and returns the
+// samples in the order to judge them.
+func (v *Verifier) readFeed(ctx context.Context, refs []backend.Model) ([]samplefeed.Sample, error) {
+	var all []samplefeed.Sample
 	for {
 		v.mu.Lock()
 		after := v.feed.after
 		v.mu.Unlock()
 		page, err := v.fetchSamples(ctx, after)
 		if err != nil {
-			return out, err
+			return v.order(all), err
 		}
-		refs, err := v.cfg.Reference.Models(ctx)
-		if err != nil {
-			return out, fmt.Errorf("reference models: %w", err)
-		}
-		// Meet the page's providers first (a new one's canaries start at
-		// once), then judge the samples of providers on probation before
-		// the others, and greedy samples before sampled ones: they are
-		// cheap to judge and catch most; sampled ones cost a reference
-		// call per token checked.
 		v.meet(page.Samples, refs)
-		order := make([]int, len(page.Samples))
-		for i := range order {
-			order[i] = i
-		}
-		v.mu.Lock()
-		later := func(s *samplefeed.Sample) int {
-			k := 0
-			if v.audited[s.Receipt.Receipt.Provider] >= v.cfg.ProbationCases {
-				k += 2
-			}
-			if v.sampled(s) {
-				k++
-			}
-			return k
-		}
-		slices.SortStableFunc(order, func(a, b int) int { return later(&page.Samples[a]) - later(&page.Samples[b]) })
-		v.mu.Unlock()
-		for _, i := range order {
-			if p, ok := v.judgeSample(ctx, &page.Samples[i], refs); ok {
-				out = append(out, p)
-			}
-		}
+		all = append(all, page.Samples...)
 		v.mu.Lock()
 		v.feed.after = max(v.feed.after, page.Next)
 		v.feed.read += uint64(len(page.Samples))
 		v.feed.missed += page.Missed
 		v.mu.Unlock()
 		if len(page.Samples) < samplefeed.MaxPage {
-			return out, nil
+			return v.order(all), nil
 		}
 	}
+}
+
+// order sorts samples for judging: those of providers on probation before
+// the others, and greedy samples before sampled ones: they are cheap to
+// judge and catch most; sampled ones cost a reference call per token
+// checked. The sort is stable, so older samples go first.
+func (v *Verifier) order(samples []samplefeed.Sample) []samplefeed.Sample {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	later := func(s *samplefeed.Sample) int {
+		k := 0
+		if v.audited[s.Receipt.Receipt.Provider] >= v.cfg.ProbationCases {
+			k += 2
+		}
+		if v.sampled(s) {
+			k++
+		}
+		return k
+	}
+	slices.SortStableFunc(samples, func(a, b samplefeed.Sample) int { return later(&a) - later(&b) })
+	return samples
 }
 
 // judgeSample re-scores one sample when it can: shared text, a reference
@@ -208,10 +234,18 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 	verdict := rec.Verdict
 	raw, _ := json.MarshalIndent(rec, "", " ")
 	open := opening{receipts: []ledger.BatchReceipt{ledger.NewBatchReceipt(&s.Receipt)}}
-	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict}, raw, open)
+	p := v.record(ctx, Posted{Source: "sample", Provider: r.Provider, Model: model, Digest: r.ModelDigest, Evidence: samplefeed.Evidence(r), Verdict: verdict, Responses: 1}, raw, open)
 	v.mu.Lock()
 	v.feed.judged++
+	// A sample's verdict opens a case on the ledger like a canary case
+	// does, and the gateway's probation counts both: the provider's pair
+	// moves through probation with it.
+	v.audited[r.Provider]++
+	if pr := v.pairs[pairKey(r.Provider, r.ModelDigest)]; pr != nil {
+		pr.cases++
+	}
 	v.mu.Unlock()
+	v.decided(r.Provider, r.ModelDigest, verdict.Pass)
 	return p, true
 }
 
@@ -277,7 +311,7 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 		// Token by token: SampledChecks calls of one token each.
 		c.Step, c.MaxReplays = 1, v.cfg.SampledChecks
 	}
-	rp, err := c.Replay(ctx, v.cfg.Reference, req, resp)
+	rp, err := v.replay(ctx, c, v.cfg.Reference, req, resp)
 	if err != nil {
 		v.log.Warn("could not replay a sample; abstaining", "err", err)
 		return verify.Replayed{}, verify.Verdict{}, false

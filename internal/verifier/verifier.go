@@ -13,7 +13,9 @@
 // Canaries go out at Interval, the models taking turns, except for
 // probation: a (provider, digest) pair the verifier has seen (in a
 // canary's receipt or a sample) and judged in fewer than ProbationCases
-// cases gets canaries back to back, pinned to it with the request's
+// cases (a case of canaries, or a sample: each opens a case on the
+// ledger, and the gateway's probation counts both) gets canaries back to
+// back, pinned to it with the request's
 // routing preferences (provider.order with no fallbacks), the pair with
 // the fewest cases first, until it has its cases. Outside probation a
 // provider audited less than the others of a model is targeted the same
@@ -124,12 +126,13 @@ type Verifier struct {
 	mu      sync.Mutex
 	next    int                         // canary index in the prompt mix
 	pending map[string][]canaryRecord   // provider key → canaries awaiting a case
-	audited map[keys.PublicKey]int      // cases posted per provider
+	audited map[keys.PublicKey]int      // cases (canary cases and samples) judged per provider
 	known   map[string][]keys.PublicKey // model → providers seen serving it
 	pairs   map[string]*pair            // provider key + digest → its audit
 	wake    chan struct{}               // a new pair: probation starts now
 	verdict []Posted
 	feed    feedState
+	costs   Costs
 	// noLogprobs: the reference answered a replay without the
 	// log-probabilities asked for (said once in the log).
 	noLogprobs bool
@@ -148,6 +151,9 @@ type Posted struct {
 	Digest   string         `json:"digest"`
 	Evidence receipt.Hash   `json:"evidence"`
 	Verdict  verify.Verdict `json:"verdict"`
+	// Responses counts the provider's answers the verdict judged (a
+	// case's canaries, or one sample).
+	Responses int `json:"responses"`
 	// Err is why posting failed ("" when it was posted or not meant to).
 	Err string `json:"error,omitempty"`
 }
@@ -322,7 +328,11 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 		}
 		return nil, err
 	}
-	replayed, err := v.cfg.Canary.Replay(ctx, v.cfg.Reference, req, resp)
+	v.mu.Lock()
+	v.costs.Canaries++
+	v.costs.CanaryTokens += resp.Usage.CompletionTokens
+	v.mu.Unlock()
+	replayed, err := v.replay(ctx, v.cfg.Canary, v.cfg.Reference, req, resp)
 	if err != nil {
 		return nil, fmt.Errorf("reference replay: %w", err)
 	}
@@ -346,6 +356,7 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 		return nil, nil
 	}
 	p := v.judge(ctx, model, prov, signed.Receipt.ModelDigest, batch)
+	v.decided(prov, signed.Receipt.ModelDigest, p.Verdict.Pass)
 	return &p, nil
 }
 
@@ -355,8 +366,10 @@ type pair struct {
 	model    string
 	provider keys.PublicKey
 	digest   string
-	cases    int // cases judged
-	pending  int // canaries toward the next case
+	cases    int // cases judged: canary cases and samples
+	// passed and failed count the verdicts of those cases.
+	passed, failed int
+	pending        int // canaries toward the next case
 	// misses counts canaries pinned to it that failed in a row; after
 	// maxMisses it leaves probation (it is gone, or serves nothing now).
 	misses int
@@ -369,13 +382,34 @@ func (v *Verifier) missed(prov keys.PublicKey) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, p := range v.pairs {
-		if p.provider == prov && p.cases < v.cfg.ProbationCases {
+		if p.provider == prov && v.onProbation(p) {
 			p.misses++
 		}
 	}
 }
 
 func pairKey(prov keys.PublicKey, digest string) string { return prov.String() + "\x00" + digest }
+
+// onProbation reports whether p is on the verifier's probation, as the
+// gateway's probation puts a provider: fewer than ProbationCases passed
+// cases, or a failed one (until it is convicted, when its pinned canaries
+// miss). v.mu is held.
+func (v *Verifier) onProbation(p *pair) bool {
+	return v.cfg.ProbationCases > 0 && (p.passed < v.cfg.ProbationCases || p.failed > 0)
+}
+
+// decided counts a verdict on prov's digest toward its pair's probation.
+func (v *Verifier) decided(prov keys.PublicKey, digest string, pass bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if p := v.pairs[pairKey(prov, digest)]; p != nil {
+		if pass {
+			p.passed++
+		} else {
+			p.failed++
+		}
+	}
+}
 
 // see records that prov serves model with digest and returns its pair;
 // v.mu is held.
@@ -399,8 +433,8 @@ func (v *Verifier) see(model string, prov keys.PublicKey, digest string) *pair {
 	return p
 }
 
-// probation is the model and provider of the pair on probation (judged in
-// fewer than ProbationCases cases) that the next canary goes to: the one
+// probation is the model and provider of the pair on probation
+// (onProbation) that the next canary goes to: the one
 // whose provider has the fewest cases in all (a new provider before an
 // audited provider's other weights: the gateway caps providers, not
 // pairs), then the one with the fewest cases, and among those the one
@@ -411,7 +445,7 @@ func (v *Verifier) probation() (string, *keys.PublicKey, bool) {
 	defer v.mu.Unlock()
 	var best *pair
 	for _, p := range v.pairs {
-		if p.cases >= v.cfg.ProbationCases || p.misses >= maxMisses {
+		if !v.onProbation(p) || p.misses >= maxMisses {
 			continue
 		}
 		if best == nil {
@@ -472,7 +506,7 @@ func (v *Verifier) judge(ctx context.Context, model string, prov keys.PublicKey,
 	}{prov, model, digest, batch, verdict}
 	raw, _ := json.MarshalIndent(evidence, "", " ")
 	hash := ledger.CaseEvidence(open.receipts, true)
-	return v.record(ctx, Posted{Source: "canary", Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict}, raw, open)
+	return v.record(ctx, Posted{Source: "canary", Provider: prov, Model: model, Digest: digest, Evidence: hash, Verdict: verdict, Responses: len(batch)}, raw, open)
 }
 
 // opening is what a verdict carries to open its case on the ledger: the

@@ -100,6 +100,12 @@ type Replayed struct {
 	// the last of them, a lower bound.
 	Logprobs bool      `json:",omitempty"`
 	Deficits []float64 `json:",omitempty"`
+	// EndScored: the provider stopped by itself (finish "stop") where the
+	// reference went on, and the reference scored that position;
+	// EndDeficit is then how far ending there is below the reference's
+	// best, in nats (endDeficit).
+	EndScored  bool    `json:",omitempty"`
+	EndDeficit float64 `json:",omitempty"`
 }
 
 // Replay replays resp, the provider's answer to the greedy request req,
@@ -154,6 +160,9 @@ func (c Canary) Replay(ctx context.Context, ref backend.Backend, req protocol.Re
 		if pos == len(text) {
 			if !matched && resp.FinishReason == "stop" {
 				out.EarlyStop = true // the reference goes on where the provider stopped
+				if at < len(g.logprobs) && len(g.logprobs[at]) > 0 {
+					out.EndScored, out.EndDeficit = true, endDeficit(g.logprobs[at])
+				}
 			}
 			break
 		}
@@ -275,6 +284,37 @@ func tokenDeficit(top []protocol.TopLogprob, rest string) float64 {
 		mine = worst
 	}
 	return deficit(best, mine)
+}
+
+// endDeficit is how far ending at a position is below the reference's
+// best candidate there: the best end-of-text candidate's deficit (a
+// candidate with no text, or a special token such as "</s>" or
+// "<|im_end|>", is how servers show one), or, with none among the
+// candidates, the last candidate's, a lower bound.
+func endDeficit(top []protocol.TopLogprob) float64 {
+	best, worst, end := math.Inf(-1), math.Inf(1), math.Inf(-1)
+	for _, t := range top {
+		best, worst = max(best, t.Logprob), min(worst, t.Logprob)
+		if endToken(t.Token) {
+			end = max(end, t.Logprob)
+		}
+	}
+	if math.IsInf(end, -1) {
+		end = worst
+	}
+	return deficit(best, end)
+}
+
+// endToken reports whether a candidate's text is how a server shows an
+// end-of-text token.
+func endToken(tok string) bool {
+	switch {
+	case tok == "", tok == "</s>", tok == "<eos>", tok == "<|endoftext|>", tok == "<|eot_id|>", tok == "<end_of_turn>":
+		return true
+	case strings.HasPrefix(tok, "<|") && strings.HasSuffix(tok, "|>") && strings.Contains(tok, "end"):
+		return true
+	}
+	return false
 }
 
 // joined is the text of tokens.

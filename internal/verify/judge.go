@@ -274,8 +274,12 @@ func required(minCount int, rate float64, n int) int {
 // tokens where it diverged from the reference (Replayed.Deficits; every
 // other token was the reference's greedy choice, deficit 0), with the
 // re-scoring rules: for a greedy request the hard and soft rules, for a
-// sampled one the sampled rule. A replay without log-probabilities passes
-// here (Canary.Decide judges its divergences).
+// sampled one the sampled rule; and, for an answer that stopped by itself
+// where the reference went on, by the deficit of ending there
+// (Replayed.EndDeficit) with the end rule: above EndDeficit for a greedy
+// answer, above SampledDeficit × temperature for a sampled one. A replay
+// without log-probabilities passes here (Canary.Decide judges its
+// divergences and early stops).
 func (j Judge) Divergences(req protocol.Request, r Replayed) Verdict {
 	temp := j.DefaultTemperature
 	if t := req.Options.Temperature; t != nil {
@@ -305,6 +309,16 @@ func (j Judge) Divergences(req protocol.Request, r Replayed) Verdict {
 			what = fmt.Sprintf("more than %.1f × temperature %.2f nats below the reference's best", threshold, temp)
 		}
 		return failed(RuleSoft, r.Tokens, flagged, worst, "%d of %d tokens are %s (limit %d)", flagged, r.Tokens, what, need)
+	}
+	if r.EndScored {
+		limit := j.EndDeficit
+		if sampled {
+			limit = j.SampledDeficit * temp
+		}
+		if r.EndDeficit > limit {
+			return failed(RuleEnd, r.Tokens, flagged, worst,
+				"finish \"stop\" after %d tokens where the reference goes on, but ending there is %.2f nats below the reference's best (limit %.2f)", r.Tokens, r.EndDeficit, limit)
+		}
 	}
 	return pass(r.Tokens, flagged, worst)
 }

@@ -1,0 +1,42 @@
+package verifier
+
+import (
+	"context"
+
+	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/protocol"
+	"github.com/idlegrid/idlegrid/internal/verify"
+)
+
+// Costs is what the verifier's audits cost so far, in tokens: the
+// canaries providers generated for it (consumer-priced work done for the
+// audit, not for a consumer) and the reference's replays of canaries,
+// samples and others' cases.
+type Costs struct {
+	// Canaries counts the canaries answered; CanaryTokens their
+	// completion tokens.
+	Canaries     int
+	CanaryTokens uint64
+	// Replays counts the reference's generations; RefPrompt and
+	// RefDecoded the tokens they prefilled and decoded.
+	Replays               int
+	RefPrompt, RefDecoded uint64
+}
+
+// Costs reports the audits' costs so far.
+func (v *Verifier) Costs() Costs {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.costs
+}
+
+// replay replays resp on the reference with c and counts what it cost.
+func (v *Verifier) replay(ctx context.Context, c verify.Canary, ref backend.Backend, req protocol.Request, resp verify.Response) (verify.Replayed, error) {
+	rp, err := c.Replay(ctx, ref, req, resp)
+	v.mu.Lock()
+	v.costs.Replays += rp.Replays
+	v.costs.RefPrompt += uint64(rp.RefPrompt)
+	v.costs.RefDecoded += uint64(rp.RefDecoded)
+	v.mu.Unlock()
+	return rp, err
+}
