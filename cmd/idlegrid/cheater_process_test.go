@@ -119,10 +119,10 @@ func TestCheatingProviderProcess(t *testing.T) {
 	// registers and stakes it.
 	cheaterKey := filepath.Join(cheaterDir, "provider.key")
 	cheater := writeKey(t, cheaterKey)
-	if out, err := exec.Command(bin, "ledger", "--rpc", rpc, "--key", filepath.Join(upDir, "dev-account.key"), "send", string(cheater), "2000").CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "ledger", "--chain-rpc", rpc, "--key-file", filepath.Join(upDir, "dev-account.key"), "send", string(cheater), "2000").CombinedOutput(); err != nil {
 		t.Fatalf("fund the cheater: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin, "provide", "init", "--gateway", base, "--ollama-url", proxy.URL, "--data-dir", cheaterDir, "--rpc", rpc,
+	out, err := exec.Command(bin, "provide", "init", "--gateway", base, "--ollama-url", proxy.URL, "--data-dir", cheaterDir, "--chain-rpc", rpc,
 		"--runs", "1", "--max-tokens", "8").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "staked") {
 		t.Fatalf("provide init: %v\n%s", err, out)
