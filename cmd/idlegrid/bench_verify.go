@@ -74,7 +74,7 @@ traffic early and prints what was measured.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.Trials, "trials", cfg.Trials, "independent audit streams per cheater and mode")
 	f.IntVar(&cfg.Horizon, "horizon", cfg.Horizon, "audited requests per cheater stream (the conviction target's horizon)")
-	f.IntVar(&cfg.HonestAudits, "honest-audits", cfg.HonestAudits, "audited requests per honest control and mode; with --ollama, the honest provider's responses the verifier must judge before the run ends (default 1000)")
+	f.IntVar(&cfg.HonestAudits, "honest-audits", cfg.HonestAudits, "audited requests per honest control and mode; with --ollama, the honest provider's responses the verifier must judge before the run ends (1,000 unless set)")
 	f.IntVar(&cfg.CanaryBatch, "canary-batch", cfg.CanaryBatch, "canaries per canary case (one verdict)")
 	f.Float64Var(&cfg.RescoreShare, "rescore-share", cfg.RescoreShare, "share of served requests re-scored")
 	f.Float64Var(&cfg.CanaryShare, "canary-share", cfg.CanaryShare, "share of served requests that are canaries")
