@@ -14,7 +14,6 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/protocol"
-	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
 func openaiClient(tn *testNet) openai.Client {
@@ -179,24 +178,7 @@ func TestOpenAIChat(t *testing.T) {
 // provider's counts and both signatures.
 func checkReceipt(t *testing.T, tn *testNet, id string, usage protocol.Usage) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", tn.URL+"/v1/receipts/"+id, nil)
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("receipt %s: status %d", id, resp.StatusCode)
-	}
-	var s receipt.Signed
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Verify(); err != nil {
-		t.Fatalf("receipt does not verify: %v", err)
-	}
-	r := s.Receipt
+	r := fetchReceipt(t, tn, id)
 	if r.RequestID != id || r.PromptTokens != usage.PromptTokens || r.CompletionTokens != usage.CompletionTokens ||
 		r.Consumer != tn.Account || r.Provider != tn.Provider.Key || r.Gateway != tn.Gateway.Key.Public() {
 		t.Fatalf("receipt %+v does not match request %s usage %+v", r, id, usage)

@@ -113,36 +113,9 @@ func parseResponseTool(raw json.RawMessage, param string) (protocol.Tool, respon
 // parseResponseToolChoice reads tool_choice: "none", "auto", "required",
 // or {"type":"function","name":…}, returned as "required" with the name.
 func parseResponseToolChoice(o jsonfield.Object) (choice, name string, e *apierr.Error) {
-	raw, ok := o.Get("tool_choice")
-	if !ok {
-		return "", "", nil
-	}
-	if raw[0] == '"' {
-		s, e := jsonfield.AsString(raw, "tool_choice")
-		if e != nil {
-			return "", "", e
-		}
-		switch s {
-		case protocol.ToolChoiceNone, protocol.ToolChoiceAuto, protocol.ToolChoiceRequired:
-			return s, "", nil
-		}
-		return "", "", jsonfield.Invalid(jsonfield.CodeInvalidValue, "tool_choice", "invalid value for 'tool_choice': %q is not one of none, auto, required", s)
-	}
-	tc, e := jsonfield.AsObject(raw, "tool_choice")
-	if e != nil {
-		return "", "", jsonfield.TypeError("tool_choice", "a string or an object", raw)
-	}
-	typ, e := requiredString(tc, "type", "tool_choice.type")
-	if e != nil {
-		return "", "", e
-	}
-	if typ != "function" {
-		return "", "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "tool_choice.type", "tool_choice of type %q is not supported on this network: only \"function\" is", typ)
-	}
-	if name, e = requiredString(tc, "name", "tool_choice.name"); e != nil {
-		return "", "", e
-	}
-	return protocol.ToolChoiceRequired, name, nil
+	return parseToolChoiceWith(o, func(tc jsonfield.Object) (string, *apierr.Error) {
+		return requiredString(tc, "name", "tool_choice.name")
+	})
 }
 
 // parseTextFormat maps text.format to Ollama's format, as

@@ -115,10 +115,28 @@ func parseTool(raw json.RawMessage, param string) (protocol.Tool, *apierr.Error)
 	return t, nil
 }
 
-// parseToolChoice reads tool_choice: "none", "auto", "required", or
-// {"type":"function","function":{"name":…}}, which is returned as
-// "required" with the name.
+// parseToolChoice reads the chat API's tool_choice: "none", "auto",
+// "required", or {"type":"function","function":{"name":…}}, which is
+// returned as "required" with the name.
 func parseToolChoice(o jsonfield.Object) (choice, name string, e *apierr.Error) {
+	return parseToolChoiceWith(o, func(tc jsonfield.Object) (string, *apierr.Error) {
+		rawFn, ok := tc.Get("function")
+		if !ok {
+			return "", jsonfield.Invalid(jsonfield.CodeMissing, "tool_choice.function", "missing required parameter: 'tool_choice.function'")
+		}
+		fn, e := jsonfield.AsObject(rawFn, "tool_choice.function")
+		if e != nil {
+			return "", e
+		}
+		return requiredString(fn, "name", "tool_choice.function.name")
+	})
+}
+
+// parseToolChoiceWith reads tool_choice as both APIs write it: one of the
+// strings "none", "auto", "required", or an object of type "function"
+// whose name functionName reads (the two APIs nest it differently); a
+// named function is returned as "required" with its name.
+func parseToolChoiceWith(o jsonfield.Object, functionName func(jsonfield.Object) (string, *apierr.Error)) (choice, name string, e *apierr.Error) {
 	raw, ok := o.Get("tool_choice")
 	if !ok {
 		return "", "", nil
@@ -143,17 +161,9 @@ func parseToolChoice(o jsonfield.Object) (choice, name string, e *apierr.Error) 
 		return "", "", e
 	}
 	if typ != "function" {
-		return "", "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "tool_choice.type", "tool_choice of type %q is not supported: only \"function\" is", typ)
+		return "", "", jsonfield.Invalid(jsonfield.CodeUnsupportedValue, "tool_choice.type", "tool_choice of type %q is not supported on this network: only \"function\" is", typ)
 	}
-	rawFn, ok := tc.Get("function")
-	if !ok {
-		return "", "", jsonfield.Invalid(jsonfield.CodeMissing, "tool_choice.function", "missing required parameter: 'tool_choice.function'")
-	}
-	fn, e := jsonfield.AsObject(rawFn, "tool_choice.function")
-	if e != nil {
-		return "", "", e
-	}
-	if name, e = requiredString(fn, "name", "tool_choice.function.name"); e != nil {
+	if name, e = functionName(tc); e != nil {
 		return "", "", e
 	}
 	return protocol.ToolChoiceRequired, name, nil
