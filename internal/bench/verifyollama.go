@@ -311,9 +311,7 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 		res.AfterDropped = swap.Counts().Marked - atDrop
 	}
 	res.ServedTokens = ph.Tokens
-	costs := n.Verifier.Costs()
-	res.Costs = verifier.Costs{Canaries: costs.Canaries - costs0.Canaries, CanaryTokens: costs.CanaryTokens - costs0.CanaryTokens,
-		Replays: costs.Replays - costs0.Replays, RefPrompt: costs.RefPrompt - costs0.RefPrompt, RefDecoded: costs.RefDecoded - costs0.RefDecoded}
+	res.Costs = n.Verifier.Costs().Sub(costs0)
 	if last := swap.Counts().LastMarked; !last.IsZero() {
 		res.LastServed = last.Sub(joined)
 	}
@@ -476,6 +474,6 @@ func (r *VerifyOllamaResult) print(out io.Writer) {
 	}
 	fmt.Fprintf(out, "honest: %d responses judged (%d canaries in cases, %d sampled responses; target ≥ %d), %d failed verdicts, %d failed cases on the ledger, jailed %v\n",
 		r.HonestAudited(), r.HonestCanaries, r.HonestSamples, r.Config.HonestAudits, r.HonestFailedVerdicts, r.HonestFailures, r.HonestJailed)
-	fmt.Fprintf(out, "verifier after probation: %d canaries (%d tokens) and %d reference replays (%d tokens decoded, %d prefilled) for %d completion tokens served to consumers: %.2f%% (target ≤ %.0f%%)\n",
-		r.Costs.Canaries, r.Costs.CanaryTokens, r.Costs.Replays, r.Costs.RefDecoded, r.Costs.RefPrompt, r.ServedTokens, 100*r.VerifyShare(), 100*targetVerifyShare)
+	fmt.Fprintf(out, "verifier after probation: %d canaries (%d tokens) and %d reference replays (%d tokens decoded, %d prefilled; of them %d per-token checks of sampled responses, %d tokens decoded) for %d completion tokens served to consumers: %.2f%% (target ≤ %.0f%%)\n",
+		r.Costs.Canaries, r.Costs.CanaryTokens, r.Costs.Replays, r.Costs.RefDecoded, r.Costs.RefPrompt, r.Costs.Checks, r.Costs.CheckDecoded, r.ServedTokens, 100*r.VerifyShare(), 100*targetVerifyShare)
 }

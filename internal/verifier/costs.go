@@ -21,6 +21,18 @@ type Costs struct {
 	// RefDecoded the tokens they prefilled and decoded.
 	Replays               int
 	RefPrompt, RefDecoded uint64
+	// Checks and CheckDecoded are the part of Replays and RefDecoded
+	// spent on the per-token checks of sampled (temperature > 0)
+	// responses (Config.SampledChecks each).
+	Checks       int
+	CheckDecoded uint64
+}
+
+// Sub returns the costs incurred between before and c.
+func (c Costs) Sub(before Costs) Costs {
+	return Costs{Canaries: c.Canaries - before.Canaries, CanaryTokens: c.CanaryTokens - before.CanaryTokens,
+		Replays: c.Replays - before.Replays, RefPrompt: c.RefPrompt - before.RefPrompt, RefDecoded: c.RefDecoded - before.RefDecoded,
+		Checks: c.Checks - before.Checks, CheckDecoded: c.CheckDecoded - before.CheckDecoded}
 }
 
 // Costs reports the audits' costs so far.

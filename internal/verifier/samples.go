@@ -312,6 +312,12 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 		c.Step, c.MaxReplays = 1, v.cfg.SampledChecks
 	}
 	rp, err := v.replay(ctx, c, v.cfg.Reference, req, resp)
+	if !greedy {
+		v.mu.Lock()
+		v.costs.Checks += rp.Replays
+		v.costs.CheckDecoded += uint64(rp.RefDecoded)
+		v.mu.Unlock()
+	}
 	if err != nil {
 		v.log.Warn("could not replay a sample; abstaining", "err", err)
 		return verify.Replayed{}, verify.Verdict{}, false
