@@ -48,6 +48,11 @@ type VerifyOllamaConfig struct {
 	// verifier must have judged (canaries and sampled responses) before
 	// the run ends; traffic goes on after the conviction until then.
 	HonestAudits int
+	// SampleShare, when positive, replaces up's share of responses the
+	// gateway samples for the verifier: more judged responses per minute
+	// (the honest audits come sooner), at a verifier compute that is no
+	// longer up's, so the compute target is not judged then.
+	SampleShare float64
 	// Caps on the phases: the honest provider's probation, the cheater's
 	// conviction after it joins, and the honest-only traffic after it.
 	ProbationTimeout, ConvictTimeout, HonestTimeout time.Duration
@@ -140,7 +145,7 @@ func (r *VerifyOllamaResult) HonestConvictions() int {
 func (r *VerifyOllamaResult) Met() bool {
 	return r.Convicted && r.ConvictedAfter <= targetConvictTime && r.CheaterServed <= targetCheaterRequests &&
 		r.CheaterShare <= targetCheaterShare && r.Disconnected > 0 && r.AfterDropped == 0 && r.HonestConvictions() == 0 &&
-		r.HonestAudited() >= r.Config.HonestAudits && r.ServedTokens > 0 && r.VerifyShare() <= targetVerifyShare
+		r.HonestAudited() >= r.Config.HonestAudits && r.ServedTokens > 0 && (r.Config.SampleShare > 0 || r.VerifyShare() <= targetVerifyShare)
 }
 
 // Summary is the one-line outcome.
@@ -153,8 +158,12 @@ func (r *VerifyOllamaResult) Summary() string {
 	if !r.Met() {
 		verdict = "FAIL"
 	}
-	return fmt.Sprintf("verify-ollama: %s, %d requests, share %.1f%%, honest false convictions %d/%d audited, verifier compute %.1f%% → %s",
-		conv, r.CheaterServed, 100*r.CheaterShare, r.HonestConvictions(), r.HonestAudited(), 100*r.VerifyShare(), verdict)
+	compute := fmt.Sprintf("verifier compute %.1f%%", 100*r.VerifyShare())
+	if r.Config.SampleShare > 0 {
+		compute += fmt.Sprintf(" (not judged: sample share %g%%)", 100*r.Config.SampleShare)
+	}
+	return fmt.Sprintf("verify-ollama: %s, %d requests, share %.1f%%, honest false convictions %d/%d audited, %s → %s",
+		conv, r.CheaterServed, 100*r.CheaterShare, r.HonestConvictions(), r.HonestAudited(), compute, verdict)
 }
 
 // trafficMarker marks the bench's consumer requests apart from canaries.
@@ -170,6 +179,9 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	}
 	if cfg.Clients <= 0 || cfg.MaxTokens <= 0 {
 		return nil, errors.New("bench verify --ollama: clients and max tokens must be positive")
+	}
+	if cfg.SampleShare < 0 || cfg.SampleShare > 1 {
+		return nil, fmt.Errorf("bench verify --ollama: sample share %g: want a fraction of responses, at most 1", cfg.SampleShare)
 	}
 	upstream, err := url.Parse(cfg.OllamaURL)
 	if err != nil || upstream.Host == "" {
@@ -206,6 +218,11 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	up := node.DevUpConfig()
 	up.Addr, up.DataDir, up.Backend, up.OllamaURL, up.Logger = "127.0.0.1:0", filepath.Join(dir, "up"), node.BackendOllama, cfg.OllamaURL, cfg.Logger
 	up.DevAPIKey = "ig-bench-" + randomHex()
+	defaults := "up's defaults"
+	if cfg.SampleShare > 0 {
+		up.Gateway.Samples.Share = cfg.SampleShare
+		defaults = "up's defaults but the sample share"
+	}
 	up.EditGenesis = func(g *ledger.Genesis) {
 		for _, a := range g.Accounts {
 			if slices.Contains(a.Roles, "provider") {
@@ -226,8 +243,8 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	}()
 	led := chain.Ledger{Client: n.Validator.Node.Client()}
 	honest := n.Provider.Key
-	fmt.Fprintf(cfg.Out, "verify-ollama: Ollama at %s; honest provider serves %s, the cheater %s as %s (identity %s); up's defaults: a canary every %s, %.0f%% of responses sampled, probation %d cases and %.0f%% of traffic\n",
-		cfg.OllamaURL, cfg.Model, cfg.CheatModel, cfg.Model, claimed.Digest, up.VerifyEvery, 100*up.Gateway.Samples.Share, gateway.DefaultProbationCases, 100*gateway.DefaultProbationShare)
+	fmt.Fprintf(cfg.Out, "verify-ollama: Ollama at %s; honest provider serves %s, the cheater %s as %s (identity %s); %s: a canary every %s, %.0f%% of responses sampled, probation %d cases and %.0f%% of traffic\n",
+		cfg.OllamaURL, cfg.Model, cfg.CheatModel, cfg.Model, claimed.Digest, defaults, up.VerifyEvery, 100*up.Gateway.Samples.Share, gateway.DefaultProbationCases, 100*gateway.DefaultProbationShare)
 
 	traffic := &consumers{url: n.Gateway.URL(), key: up.DevAPIKey, model: cfg.Model, maxTokens: cfg.MaxTokens}
 	tctx, stopTraffic := context.WithCancel(ctx)
@@ -474,6 +491,6 @@ func (r *VerifyOllamaResult) print(out io.Writer) {
 	}
 	fmt.Fprintf(out, "honest: %d responses judged (%d canaries in cases, %d sampled responses; target ≥ %d), %d failed verdicts, %d failed cases on the ledger, jailed %v\n",
 		r.HonestAudited(), r.HonestCanaries, r.HonestSamples, r.Config.HonestAudits, r.HonestFailedVerdicts, r.HonestFailures, r.HonestJailed)
-	fmt.Fprintf(out, "verifier after probation: %d canaries (%d tokens) and %d reference replays (%d tokens decoded, %d prefilled; of them %d per-token checks of sampled responses, %d tokens decoded) for %d completion tokens served to consumers: %.2f%% (target ≤ %.0f%%)\n",
-		r.Costs.Canaries, r.Costs.CanaryTokens, r.Costs.Replays, r.Costs.RefDecoded, r.Costs.RefPrompt, r.Costs.Checks, r.Costs.CheckDecoded, r.ServedTokens, 100*r.VerifyShare(), 100*targetVerifyShare)
+	fmt.Fprintf(out, "verifier after probation: %d canaries (%d tokens) and %d reference replays (%d tokens decoded, %d prefilled; greedy samples %d replays, %d decoded; per-token checks of sampled responses %d, %d decoded) for %d completion tokens served to consumers: %.2f%% (target ≤ %.0f%%)\n",
+		r.Costs.Canaries, r.Costs.CanaryTokens, r.Costs.Replays, r.Costs.RefDecoded, r.Costs.RefPrompt, r.Costs.Greedy, r.Costs.GreedyDecoded, r.Costs.Checks, r.Costs.CheckDecoded, r.ServedTokens, 100*r.VerifyShare(), 100*targetVerifyShare)
 }

@@ -26,13 +26,18 @@ type Costs struct {
 	// responses (Config.SampledChecks each).
 	Checks       int
 	CheckDecoded uint64
+	// Greedy and GreedyDecoded are the part spent replaying greedy
+	// samples; the rest replays canaries and others' cases.
+	Greedy        int
+	GreedyDecoded uint64
 }
 
 // Sub returns the costs incurred between before and c.
 func (c Costs) Sub(before Costs) Costs {
 	return Costs{Canaries: c.Canaries - before.Canaries, CanaryTokens: c.CanaryTokens - before.CanaryTokens,
 		Replays: c.Replays - before.Replays, RefPrompt: c.RefPrompt - before.RefPrompt, RefDecoded: c.RefDecoded - before.RefDecoded,
-		Checks: c.Checks - before.Checks, CheckDecoded: c.CheckDecoded - before.CheckDecoded}
+		Checks: c.Checks - before.Checks, CheckDecoded: c.CheckDecoded - before.CheckDecoded,
+		Greedy: c.Greedy - before.Greedy, GreedyDecoded: c.GreedyDecoded - before.GreedyDecoded}
 }
 
 // Costs reports the audits' costs so far.

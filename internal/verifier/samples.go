@@ -312,12 +312,15 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 		c.Step, c.MaxReplays = 1, v.cfg.SampledChecks
 	}
 	rp, err := v.replay(ctx, c, v.cfg.Reference, req, resp)
-	if !greedy {
-		v.mu.Lock()
+	v.mu.Lock()
+	if greedy {
+		v.costs.Greedy += rp.Replays
+		v.costs.GreedyDecoded += uint64(rp.RefDecoded)
+	} else {
 		v.costs.Checks += rp.Replays
 		v.costs.CheckDecoded += uint64(rp.RefDecoded)
-		v.mu.Unlock()
 	}
+	v.mu.Unlock()
 	if err != nil {
 		v.log.Warn("could not replay a sample; abstaining", "err", err)
 		return verify.Replayed{}, verify.Verdict{}, false
