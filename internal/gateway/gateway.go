@@ -101,7 +101,7 @@ type Config struct {
 	// min_provider_stake, or jailed are still never routed to when
 	// jailed): for a closed deployment whose providers are all trusted.
 	// Off by default: an open gateway serves only providers with stake at
-	// risk (standing.go).
+	// risk (ledgersync.go).
 	AllowUnregisteredProviders bool
 	// ProbationCases is how many cases a provider must pass on the ledger
 	// before the gateway stops capping its traffic (default
@@ -212,7 +212,7 @@ type Gateway struct {
 	served  map[string]bool
 	health  *health
 	// adm holds the connected providers' standing on the ledger
-	// (standing.go).
+	// (ledgersync.go).
 	adm     admission
 	prob    probation   // probation.go
 	funds   *funds      // nil without a ledger
