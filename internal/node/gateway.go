@@ -43,8 +43,8 @@ type GatewayConfig struct {
 	// DatabaseURL, when set (postgres://…), keeps API keys, receipts and
 	// reservations in that PostgreSQL database instead of DataDir's SQLite
 	// file, shared with every gateway given the same URL: admission
-	// reservations are then shared, and requests for a model no provider
-	// here serves are forwarded to a peer gateway that has one.
+	// reservations are then shared, and requests no provider here can take
+	// are forwarded to a peer gateway that can.
 	DatabaseURL string
 	// PeerURL is this gateway's base URL as its peers reach it (default:
 	// the listening address); PeerInterval is how often it publishes its
@@ -145,8 +145,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error
 		if peering, err = startPeering(cfg, key, st, h, ln); err != nil {
 			return nil, err
 		}
-		handler = peering.Wrap(handler)
-		api.SetOverflow(peering) // every local provider busy: a peer with a free slot serves
+		api.SetForwarder(peering) // a peer gateway is one more candidate of placement
 	}
 	g := &Gateway{Key: key, Store: st, Hub: h, API: api, Planter: planter, ln: ln, done: make(chan error, 1),
 		srv: cfg.httpServer(serveMux(cfg, gcfg.Metrics, st, handler))}
