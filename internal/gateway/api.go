@@ -51,24 +51,20 @@ func (g *Gateway) generateOpenAI(w http.ResponseWriter, r *http.Request, key sto
 	}
 	req := p.Request
 	req.Buffered = !p.Stream
-	if e := g.checkImages(req); e != nil {
-		apierr.WriteOpenAI(w, e)
-		return
-	}
 	session := r.Header.Get(SessionHeader)
 	if session == "" {
 		session = p.User
 	}
 	continues := p.Responses != nil && p.Responses.PreviousResponseID != ""
-	if !continues && g.overflow(w, r, body, req.Model, prefs) {
-		return
-	}
-	rt := route{prefs: prefs, session: session}
-	if p.N > 1 {
-		g.relayChoices(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, openai.NewChatChoices, w, p)
-		return
-	}
-	g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, newSink(g.consumerWriter(w), p))
+	q := placement{key: key, body: body, req: &req, prefs: prefs, stay: continues, format: apierr.WriteOpenAI}
+	g.serve(w, r, q, func() {
+		rt := route{prefs: prefs, session: session}
+		if p.N > 1 {
+			g.relayChoices(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, openai.NewChatChoices, w, p)
+			return
+		}
+		g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, newSink(g.consumerWriter(w), p))
+	})
 }
 
 // ollamaGeneration serves one Ollama generation endpoint.
@@ -87,7 +83,7 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		if p.LoadOnly {
 			// Ollama's "load the model" call: providers keep their models
 			// loaded, so only say whether the network has it.
-			if _, found := g.findModel(p.Request.Model); !found {
+			if !g.servesModel(r.Context(), p.Request.Model) {
 				apierr.WriteOllama(w, apierr.ModelNotFound(p.Request.Model))
 				return
 			}
@@ -101,41 +97,11 @@ func (g *Gateway) ollamaGeneration(parse func([]byte) (ollama.Params, *apierr.Er
 		}
 		req := p.Request
 		req.Buffered = !p.Stream
-		if e := g.checkImages(req); e != nil {
-			apierr.WriteOllama(w, e)
-			return
-		}
-		if g.overflow(w, r, body, req.Model, prefs) {
-			return
-		}
-		g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), route{prefs: prefs, session: r.Header.Get(SessionHeader)}, newSink(g.consumerWriter(w), p))
+		g.serve(w, r, placement{key: key, body: body, req: &req, prefs: prefs, format: apierr.WriteOllama}, func() {
+			rt := route{prefs: prefs, session: r.Header.Get(SessionHeader)}
+			g.relay(r.Context(), key, req, receipt.Sum(body), requestID(idPrefix), rt, newSink(g.consumerWriter(w), p))
+		})
 	}
-}
-
-// overflow hands the request to a peer gateway (Config.Overflow) when
-// local providers offer its model but none has a free slot, so that it is
-// served now instead of queueing here. Requests with routing preferences,
-// their own or their key's, stay: a peer's providers are not the ones they
-// name or allow, and they would rather wait for those. A request a peer
-// forwarded here stays too.
-func (g *Gateway) overflow(w http.ResponseWriter, r *http.Request, body []byte, model string, prefs scheduler.Preferences) bool {
-	if g.cfg.Overflow == nil || !prefs.IsZero() || r.Header.Get(ForwardedHeader) != "" {
-		return false
-	}
-	offered := false
-	for _, in := range g.cfg.Hub.Snapshot() {
-		if in.Paused || !slices.ContainsFunc(in.Capabilities.Models, func(m protocol.Model) bool { return scheduler.MatchModel(m.Name, model) }) {
-			continue
-		}
-		if in.Free() > 0 {
-			return false
-		}
-		offered = true
-	}
-	if !offered {
-		return false // not served here at all: placement explains why
-	}
-	return g.cfg.Overflow.Take(w, r, body, model)
 }
 
 // modelEntry aggregates one model name across providers.
@@ -213,6 +179,16 @@ func (g *Gateway) findPeerModel(ctx context.Context, name string) (store.PeerMod
 		}
 	}
 	return store.PeerModel{}, false
+}
+
+// servesModel reports whether a provider here or a peer gateway serves
+// the model name matches.
+func (g *Gateway) servesModel(ctx context.Context, name string) bool {
+	if _, found := g.findModel(name); found {
+		return true
+	}
+	_, found := g.findPeerModel(ctx, name)
+	return found
 }
 
 // peerOpenAIModel describes a model a peer gateway serves: the market

@@ -48,13 +48,15 @@ func (g *Gateway) handleOpenAIEmbeddings(w http.ResponseWriter, r *http.Request)
 	if session == "" {
 		session = p.User
 	}
-	ans, e := g.embed(r.Context(), key, p.Request, receipt.Sum(body), route{prefs: prefs, session: session})
-	if e != nil {
-		apierr.WriteOpenAI(w, e)
-		return
-	}
-	w.Header().Set("X-Request-Id", ans.id)
-	openai.WriteEmbeddings(g.consumerWriter(w), openai.NewEmbeddingsResponse(p, p.Request.Model, ans.vectors, ans.promptTokens))
+	g.serve(w, r, placement{key: key, body: body, req: &p.Request, prefs: prefs, format: apierr.WriteOpenAI}, func() {
+		ans, e := g.embed(r.Context(), key, p.Request, receipt.Sum(body), route{prefs: prefs, session: session})
+		if e != nil {
+			apierr.WriteOpenAI(w, e)
+			return
+		}
+		w.Header().Set("X-Request-Id", ans.id)
+		openai.WriteEmbeddings(g.consumerWriter(w), openai.NewEmbeddingsResponse(p, p.Request.Model, ans.vectors, ans.promptTokens))
+	})
 }
 
 // handleOllamaEmbed serves POST /api/embed and, legacy, /api/embeddings.
@@ -73,35 +75,45 @@ func (g *Gateway) handleOllamaEmbed(legacy bool) http.HandlerFunc {
 			apierr.WriteOllama(w, e)
 			return
 		}
-		start := time.Now()
-		var ans embedAnswer
-		if len(p.Request.Input) > 0 {
-			prefs, e := keyPreferences(key, scheduler.Preferences{}, nil) // Ollama's API has no "provider" member
-			if e == nil {
-				ans, e = g.embed(r.Context(), key, p.Request, receipt.Sum(body), route{prefs: prefs, session: r.Header.Get(SessionHeader)})
+		if len(p.Request.Input) == 0 {
+			// Nothing to embed, as Ollama answers it, for a model that exists.
+			if !g.servesModel(r.Context(), p.Request.Model) {
+				apierr.WriteOllama(w, apierr.ModelNotFound(p.Request.Model))
+				return
 			}
+			writeOllamaEmbed(g.consumerWriter(w), p, legacy, embedAnswer{}, 0)
+			return
+		}
+		prefs, e := keyPreferences(key, scheduler.Preferences{}, nil) // Ollama's API has no "provider" member
+		if e != nil {
+			apierr.WriteOllama(w, e)
+			return
+		}
+		g.serve(w, r, placement{key: key, body: body, req: &p.Request, prefs: prefs, format: apierr.WriteOllama}, func() {
+			start := time.Now()
+			ans, e := g.embed(r.Context(), key, p.Request, receipt.Sum(body), route{prefs: prefs, session: r.Header.Get(SessionHeader)})
 			if e != nil {
 				apierr.WriteOllama(w, e)
 				return
 			}
-		} else if _, found := g.findModel(p.Request.Model); !found {
-			// Nothing to embed, as Ollama answers it, for a model that exists.
-			apierr.WriteOllama(w, apierr.ModelNotFound(p.Request.Model))
-			return
-		}
-		if ans.id != "" {
 			w.Header().Set("X-Request-Id", ans.id)
-		}
-		if legacy {
-			var v []float32
-			if len(ans.vectors) > 0 {
-				v = ans.vectors[0]
-			}
-			ollama.WriteLegacyEmbedding(g.consumerWriter(w), v)
-			return
-		}
-		ollama.WriteEmbed(g.consumerWriter(w), p.Request.Model, ans.vectors, ans.promptTokens, time.Since(start))
+			writeOllamaEmbed(g.consumerWriter(w), p, legacy, ans, time.Since(start))
+		})
 	}
+}
+
+// writeOllamaEmbed writes an embed answer in /api/embed's shape, or in
+// the legacy /api/embeddings one (the first vector alone).
+func writeOllamaEmbed(w http.ResponseWriter, p ollama.EmbedParams, legacy bool, ans embedAnswer, took time.Duration) {
+	if legacy {
+		var v []float32
+		if len(ans.vectors) > 0 {
+			v = ans.vectors[0]
+		}
+		ollama.WriteLegacyEmbedding(w, v)
+		return
+	}
+	ollama.WriteEmbed(w, p.Request.Model, ans.vectors, ans.promptTokens, took)
 }
 
 // embedAnswer is what an embed request got: one vector per input, in

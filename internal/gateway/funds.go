@@ -28,7 +28,7 @@ type Ledger interface {
 	Params(ctx context.Context) (ledger.Params, error)
 	// Provider is a provider's registration, stake and verification
 	// standing: only registered, staked, unjailed providers are served,
-	// and reputation weighs the choice (standing.go).
+	// and reputation weighs the choice (ledgersync.go).
 	Provider(ctx context.Context, addr keys.Address) (chain.ProviderInfo, error)
 	// Height is the ledger's latest block height; at each new one the
 	// gateway re-reads the providers' standing.

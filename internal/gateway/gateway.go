@@ -101,7 +101,7 @@ type Config struct {
 	// min_provider_stake, or jailed are still never routed to when
 	// jailed): for a closed deployment whose providers are all trusted.
 	// Off by default: an open gateway serves only providers with stake at
-	// risk (standing.go).
+	// risk (ledgersync.go).
 	AllowUnregisteredProviders bool
 	// ProbationCases is how many cases a provider must pass on the ledger
 	// before the gateway stops capping its traffic (default
@@ -161,7 +161,7 @@ type Config struct {
 	Samples SampleConfig
 	// Peers, for gateways sharing a database, lists the models peer
 	// gateways serve; the model lists show them beside the local ones,
-	// since requests for them are forwarded (see Peering).
+	// since requests for them are forwarded (see Forwarder).
 	Peers PeerCatalog
 	// ResponseMemory bounds the bytes of conversation /v1/responses keeps
 	// in memory for previous_response_id (default
@@ -169,20 +169,21 @@ type Config struct {
 	// (default DefaultResponseTTL).
 	ResponseMemory int64
 	ResponseTTL    time.Duration
-	// Overflow, for gateways sharing a database, takes requests that would
-	// only queue here (every local provider of the model busy) to a peer
-	// gateway with a free slot for it (Peering implements it; see
-	// overflow).
-	Overflow Overflow
+	// Forwarder, for gateways sharing a database, is placement's
+	// candidate beyond this gateway: a peer gateway takes the requests no
+	// provider here can (Peering implements it; see serve in place.go).
+	Forwarder Forwarder
 }
 
-// Overflow serves a request through a peer gateway with a free slot for
-// its model.
-type Overflow interface {
-	// Take forwards the request (its body already read) and reports true,
-	// or reports false, having written nothing, when no peer has a free
-	// slot for model.
-	Take(w http.ResponseWriter, r *http.Request, body []byte, model string) bool
+// Forwarder reaches the peer gateways.
+type Forwarder interface {
+	// Peer is the peer gateway with the most free slots for model, if any
+	// publishes it.
+	Peer(ctx context.Context, model string) (store.PeerModel, bool)
+	// Forward relays the request (its body already read) to peer and the
+	// peer's answer back; unreachable is the consumer's error when the
+	// peer cannot be reached.
+	Forward(w http.ResponseWriter, r *http.Request, body []byte, peer store.PeerModel, model, unreachable string)
 }
 
 // PeerCatalog is what the model lists need from the peer directory;
@@ -212,7 +213,7 @@ type Gateway struct {
 	served  map[string]bool
 	health  *health
 	// adm holds the connected providers' standing on the ledger
-	// (standing.go).
+	// (ledgersync.go).
 	adm     admission
 	prob    probation   // probation.go
 	funds   *funds      // nil without a ledger
@@ -371,8 +372,8 @@ func (g *Gateway) registerGauges() {
 	m.Gauge("idlegrid_gateway_receipts_rejected", "Stored receipts the ledger rejected.", counts(func(c store.ReceiptCounts) int64 { return c.Rejected }))
 }
 
-// SetOverflow sets Config.Overflow; call it before serving.
-func (g *Gateway) SetOverflow(o Overflow) { g.cfg.Overflow = o }
+// SetForwarder sets Config.Forwarder; call it before serving.
+func (g *Gateway) SetForwarder(f Forwarder) { g.cfg.Forwarder = f }
 
 // Logger is the gateway's logger.
 func (g *Gateway) Logger() *slog.Logger { return g.log }

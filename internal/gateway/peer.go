@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -22,13 +21,15 @@ import (
 
 // Cross-gateway routing. Gateways that share a database publish, every
 // PeerConfig.Interval and with a lease of three intervals, which models
-// their connected providers serve and how many slots are free. A request
-// for a model no provider connected here offers is forwarded, as it came
-// (headers, body, streamed answer), to the peer gateway with the most free
-// slots for it; the peer authenticates the consumer against the shared API
-// keys, admits the request against the shared reservations, serves it and
-// bills it with its own receipt. A forwarded request carries ForwardedHeader
-// and is never forwarded again. See docs/scaling.md for the limits.
+// their connected providers serve and how many slots are free. Placement
+// (serve in place.go) takes the peer gateway with the most free slots for
+// a model as one more candidate, after the consumer is authenticated: it
+// forwards the request, as it came (headers, body, streamed answer), when
+// no provider here can take it. The peer authenticates the consumer
+// against the shared API keys again, admits the request against the shared
+// reservations, serves it and bills it with its own receipt. A forwarded
+// request carries ForwardedHeader and is never forwarded again. See
+// docs/scaling.md for the limits.
 
 // ForwardedHeader marks a request forwarded by a peer gateway; its value is
 // the forwarding gateway's key. It only stops a second forward, so a
@@ -54,22 +55,20 @@ type PeerConfig struct {
 	// Interval between publications (default 2 s); a gateway that stops
 	// publishing drops out of its peers' view after three.
 	Interval time.Duration
-	// MaxBodyBytes bounds a request body read to find its model (default
-	// 8 MiB, as the gateway).
-	MaxBodyBytes int64
 	// Transport reaches the peers (default http.DefaultTransport).
 	Transport http.RoundTripper
 	Logger    *slog.Logger
 }
 
-// Peering publishes this gateway's models and forwards requests it cannot
-// serve locally to a peer that can.
+// Peering publishes this gateway's models and forwards the requests
+// placement gives a peer.
 type Peering struct {
 	cfg PeerConfig
 	log *slog.Logger
 }
 
-// NewPeering checks cfg and returns a Peering; Run publishes, Wrap forwards.
+// NewPeering checks cfg and returns a Peering; Run publishes, Forward
+// forwards.
 func NewPeering(cfg PeerConfig) (*Peering, error) {
 	if cfg.Directory == nil || cfg.Hub == nil || cfg.Key.IsZero() {
 		return nil, errors.New("peering: directory, hub and key are required")
@@ -80,9 +79,6 @@ func NewPeering(cfg PeerConfig) (*Peering, error) {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 2 * time.Second
-	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 8 << 20
 	}
 	if cfg.Transport == nil {
 		cfg.Transport = http.DefaultTransport
@@ -149,81 +145,25 @@ func baseModel(name string) string {
 	return base
 }
 
-// local reports whether a provider connected here offers the model (busy
-// or not: a busy local provider queues the request here).
-func (p *Peering) local(model string) bool {
-	want := baseModel(model)
-	for _, in := range p.cfg.Hub.Snapshot() {
-		for _, m := range in.Capabilities.Models {
-			if baseModel(m.Name) == want {
-				return true
-			}
-		}
-	}
-	return false
-}
+var _ Forwarder = (*Peering)(nil)
 
-// Wrap forwards a generation request to a peer gateway when no provider
-// connected here offers its model and a peer has one; everything else goes
-// to next.
-func (p *Peering) Wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isGeneration(r.Method, r.URL.Path) || r.Header.Get(ForwardedHeader) != "" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MaxBodyBytes+1))
-		// Whatever happens next reads the body from the start.
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
-		if err != nil || int64(len(body)) > p.cfg.MaxBodyBytes {
-			next.ServeHTTP(w, r) // the gateway answers the bad or oversized body
-			return
-		}
-		var head struct {
-			Model string `json:"model"`
-		}
-		if json.Unmarshal(body, &head) != nil || head.Model == "" || p.local(head.Model) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		peers, err := p.cfg.Directory.PeersFor(r.Context(), baseModel(head.Model), p.cfg.Key)
-		if err != nil {
-			p.log.Warn("could not read the peer directory", "err", err)
-		}
-		if len(peers) == 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		p.forward(w, r, body, peers[0], head.Model,
-			"No provider connected to this gateway serves this model, and the peer gateway that has one could not be reached; please retry.")
-	})
-}
-
-var _ Overflow = (*Peering)(nil)
-
-// Take implements Overflow: it forwards the request to the peer with the
-// most free slots for model, if any has one.
-func (p *Peering) Take(w http.ResponseWriter, r *http.Request, body []byte, model string) bool {
-	peers, err := p.cfg.Directory.PeersFor(r.Context(), baseModel(model), p.cfg.Key)
+// Peer implements Forwarder: the peer gateway with the most free slots
+// for model, if any publishes it.
+func (p *Peering) Peer(ctx context.Context, model string) (store.PeerModel, bool) {
+	peers, err := p.cfg.Directory.PeersFor(ctx, baseModel(model), p.cfg.Key)
 	if err != nil {
 		p.log.Warn("could not read the peer directory", "err", err)
-		return false
+		return store.PeerModel{}, false
 	}
-	if len(peers) == 0 || peers[0].FreeSlots == 0 { // most free slots first
-		return false
+	if len(peers) == 0 {
+		return store.PeerModel{}, false
 	}
-	p.log.Info("every local provider of the model is busy; a peer gateway has a free slot", "model", model)
-	p.forward(w, r, body, peers[0], model,
-		"Every provider connected to this gateway for this model is busy, and the peer gateway with a free slot could not be reached; please retry.")
-	return true
+	return peers[0], true // most free slots first
 }
 
-// forward relays the request to peer and its answer back, flushing each
-// write so a stream stays a stream.
-func (p *Peering) forward(w http.ResponseWriter, r *http.Request, body []byte, peer store.PeerModel, model, unreachable string) {
+// Forward implements Forwarder: it relays the request to peer and its
+// answer back, flushing each write so a stream stays a stream.
+func (p *Peering) Forward(w http.ResponseWriter, r *http.Request, body []byte, peer store.PeerModel, model, unreachable string) {
 	// A consumer that stops reading must not pin the proxy either.
 	w = withWriteDeadline(w, DefaultConsumerWriteTimeout)
 	fail := func(w http.ResponseWriter, e *apierr.Error) {

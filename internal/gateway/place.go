@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,122 @@ import (
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
+
+// Placement: where an authenticated, parsed request is served. Every
+// request that runs a job (the route table's Generation routes) enters it
+// once, through serve, after authentication (auth.go). The candidates are
+// this gateway's providers, among which the scheduler picks (place), and,
+// for gateways sharing a database, the peer gateway with the most free
+// slots for the model (Config.Forwarder), which takes the request when no
+// provider here can.
+
+// placement is what placement knows of an authenticated, parsed request.
+type placement struct {
+	key  store.APIKey
+	body []byte // as the consumer sent it: what a peer gets
+	req  *protocol.Request
+	// prefs are the request's routing preferences, its own or its key's.
+	prefs scheduler.Preferences
+	// stay keeps the request here: it continues a response kept here,
+	// which the peers know nothing of.
+	stay   bool
+	format errorFormat
+}
+
+// serve places q: on a peer gateway when no provider here can take it and
+// a peer can (peerFor), else here, where here relays it and place picks
+// its provider. Images are checked against the providers here, unless
+// none offers the model and a peer takes it: the peer checks its own.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, q placement, here func()) {
+	why := g.localSlots(q.req.Model)
+	peer, ok := g.peerFor(r, q, why)
+	if !ok || why != peerNoLocal {
+		if e := g.checkImages(*q.req); e != nil {
+			q.format(w, e)
+			return
+		}
+	}
+	if ok {
+		g.cfg.Forwarder.Forward(w, r, q.body, peer, q.req.Model, why.unreachable())
+		return
+	}
+	here()
+}
+
+// peerReason is how the providers connected here stand for a model, as
+// placement on a peer gateway asks.
+type peerReason int
+
+const (
+	peerNone    peerReason = iota // a provider here has a free slot, or all are paused: stay
+	peerNoLocal                   // no provider connected here offers the model
+	peerBusy                      // every unpaused provider here that offers it is busy
+)
+
+// unreachable is the consumer's error when the peer cannot be reached.
+func (why peerReason) unreachable() string {
+	if why == peerBusy {
+		return "Every provider connected to this gateway for this model is busy, and the peer gateway with a free slot could not be reached; please retry."
+	}
+	return "No provider connected to this gateway serves this model, and the peer gateway that has one could not be reached; please retry."
+}
+
+// peerFor is the peer gateway placement gives q to, if any: when no
+// provider connected here offers its model (paused or not), the peer with
+// the most free slots for it; when every unpaused one that offers it is
+// busy, that peer if it has a free slot, for a request without routing
+// preferences (a peer's providers are not the ones they name or allow)
+// that is not an embedding (which waits for a slot here). Never for a
+// request a peer forwarded (one hop at most), one that stays, or one
+// admitted without a key: a peer authenticates the consumer's key itself,
+// and refuses a forwarded request without one.
+func (g *Gateway) peerFor(r *http.Request, q placement, why peerReason) (store.PeerModel, bool) {
+	if g.cfg.Forwarder == nil || q.stay || q.key.ID == keylessAccountKeyID || r.Header.Get(ForwardedHeader) != "" {
+		return store.PeerModel{}, false
+	}
+	switch {
+	case why == peerNoLocal:
+	case why == peerBusy && q.prefs.IsZero() && q.req.Kind != protocol.KindEmbed:
+	default:
+		return store.PeerModel{}, false
+	}
+	peer, ok := g.cfg.Forwarder.Peer(r.Context(), q.req.Model)
+	if !ok || why == peerBusy && peer.FreeSlots == 0 {
+		return store.PeerModel{}, false
+	}
+	if why == peerBusy {
+		g.log.Info("every local provider of the model is busy; a peer gateway has a free slot", "model", q.req.Model)
+	}
+	return peer, true
+}
+
+// localSlots says how the providers connected here stand for model: none
+// offers it (peerNoLocal), every unpaused one that does is busy
+// (peerBusy), or else peerNone (one has a free slot, or all that offer it
+// are paused and placement explains why).
+func (g *Gateway) localSlots(model string) peerReason {
+	offered, unpaused := false, false
+	for _, in := range g.cfg.Hub.Snapshot() {
+		if !slices.ContainsFunc(in.Capabilities.Models, func(m protocol.Model) bool { return scheduler.MatchModel(m.Name, model) }) {
+			continue
+		}
+		offered = true
+		if in.Paused {
+			continue
+		}
+		if in.Free() > 0 {
+			return peerNone
+		}
+		unpaused = true
+	}
+	switch {
+	case !offered:
+		return peerNoLocal
+	case unpaused:
+		return peerBusy
+	}
+	return peerNone
+}
 
 // place finds a provider with a free slot for the call's current segment
 // and dispatches it. While every provider of the model is busy it waits in

@@ -13,14 +13,15 @@ import (
 )
 
 // Route is one endpoint of the gateway's consumer API. The route table is
-// the one list of them: the handler serves it, peer forwarding reads which
-// routes run a job, and metrics label requests by its paths.
+// the one list of them: the handler serves it and metrics label requests
+// by its paths.
 type Route struct {
 	Method string
 	// Path as http.ServeMux patterns take it ("/v1/receipts/{id}").
 	Path string
-	// Generation: the request runs a job on a provider, so a peer gateway
-	// with a provider for the model may serve it (peer.go).
+	// Generation: the request runs a job, so its handler enters
+	// placement (serve in place.go), where a peer gateway is one of the
+	// candidates.
 	Generation bool
 	// Ollama: errors in Ollama's shape ({"error": "..."}), else OpenAI's.
 	Ollama bool
@@ -85,16 +86,6 @@ func indexWildcard(p string) int {
 		}
 	}
 	return -1
-}
-
-// isGeneration reports whether a POST to path runs a job.
-func isGeneration(method, path string) bool {
-	for _, r := range routes {
-		if r.Generation && r.Method == method && r.Path == path {
-			return true
-		}
-	}
-	return false
 }
 
 // Handler returns the gateway's HTTP handler: the consumer API (the route

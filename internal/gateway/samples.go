@@ -26,7 +26,7 @@ import (
 // counts, no text. With SampleConfig.ShareText the gateway also hands out
 // the request as the provider received it and the answer's text; that is
 // the operator's choice to make for its consumers (SECURITY.md). Planted
-// samples (samples_plant.go) enter the same feed and look the same.
+// samples (internal/verifier/planter) enter the same feed and look the same.
 
 // SampleConfig configures the sample feed.
 type SampleConfig struct {

@@ -26,6 +26,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
+	"github.com/idlegrid/idlegrid/internal/verifier/planter"
 	"github.com/idlegrid/idlegrid/internal/web"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -42,8 +43,8 @@ type GatewayConfig struct {
 	// DatabaseURL, when set (postgres://…), keeps API keys, receipts and
 	// reservations in that PostgreSQL database instead of DataDir's SQLite
 	// file, shared with every gateway given the same URL: admission
-	// reservations are then shared, and requests for a model no provider
-	// here serves are forwarded to a peer gateway that has one.
+	// reservations are then shared, and requests no provider here can take
+	// are forwarded to a peer gateway that can.
 	DatabaseURL string
 	// PeerURL is this gateway's base URL as its peers reach it (default:
 	// the listening address); PeerInterval is how often it publishes its
@@ -77,7 +78,7 @@ type GatewayConfig struct {
 	// Plant, when its Every is positive, plants known samples into the
 	// sample feed (its Ledger is filled in here; it needs ChainRPC or a
 	// Gateway.Ledger that is a *chain.Signer).
-	Plant   gateway.PlantConfig
+	Plant   planter.Config
 	Version string
 	Logger  *slog.Logger
 }
@@ -89,7 +90,7 @@ type Gateway struct {
 	Hub   *hub.Hub
 	API   *gateway.Gateway
 	// Planter plants known samples when GatewayConfig.Plant asks for it.
-	Planter *gateway.Planter
+	Planter *planter.Planter
 
 	srv  *http.Server
 	ln   net.Listener
@@ -144,8 +145,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error
 		if peering, err = startPeering(cfg, key, st, h, ln); err != nil {
 			return nil, err
 		}
-		handler = peering.Wrap(handler)
-		api.SetOverflow(peering) // every local provider busy: a peer with a free slot serves
+		api.SetForwarder(peering) // a peer gateway is one more candidate of placement
 	}
 	g := &Gateway{Key: key, Store: st, Hub: h, API: api, Planter: planter, ln: ln, done: make(chan error, 1),
 		srv: cfg.httpServer(serveMux(cfg, gcfg.Metrics, st, handler))}
@@ -273,7 +273,7 @@ func (cfg *GatewayConfig) gatewayConfig(key keys.PrivateKey, st *store.Store, h 
 }
 
 // newGatewayAPI makes the gateway and, when asked for, its planter.
-func newGatewayAPI(cfg GatewayConfig, gcfg gateway.Config) (*gateway.Gateway, *gateway.Planter, error) {
+func newGatewayAPI(cfg GatewayConfig, gcfg gateway.Config) (*gateway.Gateway, *planter.Planter, error) {
 	api, err := gateway.New(gcfg)
 	if err != nil {
 		return nil, nil, err
@@ -281,11 +281,11 @@ func newGatewayAPI(cfg GatewayConfig, gcfg gateway.Config) (*gateway.Gateway, *g
 	if cfg.Plant.Every <= 0 {
 		return api, nil, nil
 	}
-	planter, err := startPlanter(api, cfg, gcfg)
+	p, err := startPlanter(api, cfg, gcfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	return api, planter, nil
+	return api, p, nil
 }
 
 // serveMux serves /metrics beside the API, which is counted and timed,
@@ -337,17 +337,17 @@ func (cfg *GatewayConfig) serveTLS(g *Gateway) {
 
 // startBackground starts settlement (with the planter beside it) when the
 // gateway has a ledger, and peering with a shared database.
-func (g *Gateway) startBackground(ctx context.Context, ledger bool, planter *gateway.Planter, peering *gateway.Peering) {
+func (g *Gateway) startBackground(ctx context.Context, ledger bool, plants *planter.Planter, peering *gateway.Peering) {
 	if ledger {
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		g.API.RefreshParams(sctx) // route by the ledger's allowed digests from the first request
 		g.stopSettlement, g.settled = cancel, make(chan struct{})
 		go func() {
 			defer close(g.settled)
-			if planter != nil {
+			if plants != nil {
 				var wg sync.WaitGroup
 				defer wg.Wait()
-				wg.Go(func() { planter.Run(sctx) })
+				wg.Go(func() { plants.Run(sctx) })
 			}
 			g.API.RunSettlement(sctx)
 		}()
@@ -458,7 +458,7 @@ func (l plantLedger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Ca
 }
 
 // startPlanter makes the gateway's planter; it runs beside settlement.
-func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) (*gateway.Planter, error) {
+func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) (*planter.Planter, error) {
 	signer, ok := gcfg.Ledger.(*chain.Signer)
 	if !ok || len(cfg.ChainRPC) == 0 {
 		return nil, errors.New("planted samples need the ledger (--chain-rpc)")
@@ -469,5 +469,8 @@ func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) 
 	}
 	pc := cfg.Plant
 	pc.Ledger = plantLedger{Signer: signer, Ledger: chain.Ledger{Client: c}}
-	return api.NewPlanter(pc)
+	if pc.Logger == nil {
+		pc.Logger = api.Logger()
+	}
+	return planter.New(api, pc)
 }

@@ -12,7 +12,7 @@ import (
 
 // startPeering sets up cross-gateway routing for a gateway on a shared
 // database: it publishes this gateway's models under its peer URL and
-// forwards requests it has no provider for.
+// forwards the requests placement gives a peer.
 func startPeering(cfg GatewayConfig, key keys.PrivateKey, st *store.Store, h *hub.Hub, ln net.Listener) (*gateway.Peering, error) {
 	url := cfg.PeerURL
 	if url == "" {
@@ -26,7 +26,7 @@ func startPeering(cfg GatewayConfig, key keys.PrivateKey, st *store.Store, h *hu
 		}
 	}
 	p, err := gateway.NewPeering(gateway.PeerConfig{Directory: st, Hub: h, Key: key.Public(), URL: url,
-		Interval: cfg.PeerInterval, MaxBodyBytes: cfg.Gateway.MaxBodyBytes, Logger: cfg.Logger})
+		Interval: cfg.PeerInterval, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}

@@ -167,6 +167,15 @@ func TestCrossGatewayForwarding(t *testing.T) {
 	if status != http.StatusNotFound {
 		t.Errorf("unknown model via B: %d %s, want 404", status, out)
 	}
+	// A request without a valid key is B's to refuse: it is authenticated
+	// before placement could give it to A (TestPeerOnlyAfterAuthentication).
+	for _, auth := range []string{"", "Bearer sk-made-up-0123456789"} {
+		status, out = postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"sim","messages":[{"role":"user","content":"x"}]}`,
+			map[string]string{"Authorization": auth})
+		if status != http.StatusUnauthorized || !strings.Contains(out, "API key") {
+			t.Errorf("authorization %q via B: %d %s, want 401", auth, status, out)
+		}
+	}
 	status, out = postJSON(t, b.URL()+"/v1/chat/completions", `{"model":"sim","messages":[{"role":"user","content":"x"}]}`,
 		map[string]string{gateway.ForwardedHeader: a.Key.Public().String()})
 	if status == http.StatusOK {

@@ -20,6 +20,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/verifier"
+	"github.com/idlegrid/idlegrid/internal/verifier/planter"
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
@@ -61,7 +62,7 @@ type UpConfig struct {
 	// PlantEvery, when positive and the backend is the simulator (whose
 	// log-probabilities label the samples), plants a known sample into
 	// the gateway's sample feed that often, signed with the local
-	// provider's key (see gateway.Planter).
+	// provider's key (see planter.Planter).
 	PlantEvery time.Duration
 	Version    string
 	Logger     *slog.Logger
@@ -176,9 +177,9 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 	if cfg.KeylessLoopback {
 		gcfg.Keyless, gcfg.KeylessAccount, n.Keyless = gateway.LoopbackPrefixes, n.Account, true
 	}
-	var plant gateway.PlantConfig
+	var plant planter.Config
 	if cfg.PlantEvery > 0 && n.Backend != nil && n.Backend.Sim != nil {
-		plant = gateway.PlantConfig{Every: cfg.PlantEvery, Reference: n.Backend.Sim, Scorer: verify.SimScorer{Sim: n.Backend.Sim}, Provider: provKey}
+		plant = planter.Config{Every: cfg.PlantEvery, Reference: n.Backend.Sim, Scorer: verify.SimScorer{Sim: n.Backend.Sim}, Provider: provKey}
 	}
 	// ChainRPC serves the web UI's explorer; the gateway settles through gcfg.Ledger.
 	gw, err := StartGateway(ctx, GatewayConfig{Addr: cfg.Addr, DataDir: cfg.DataDir, ChainID: cfg.ChainID, Link: cfg.Link, ReceiptSync: cfg.ReceiptSync, Limits: cfg.Limits,

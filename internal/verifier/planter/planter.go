@@ -1,4 +1,7 @@
-package gateway
+// Package planter plants known samples into a gateway's sample feed to
+// test the verifiers: a verification role that the gateway's process runs
+// beside settlement, talking to the gateway through Gateway.
+package planter
 
 import (
 	"context"
@@ -14,12 +17,12 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
-	"github.com/idlegrid/idlegrid/internal/scheduler"
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
@@ -42,8 +45,8 @@ import (
 // ideally one that also serves real traffic, so that its samples do not
 // stand out by their provider.
 
-// PlantConfig configures a Planter.
-type PlantConfig struct {
+// Config configures a Planter.
+type Config struct {
 	// Every is the pause between planted samples.
 	Every time.Duration
 	// BadShare is the share of known-bad samples (default 0.5).
@@ -59,7 +62,9 @@ type PlantConfig struct {
 	Provider keys.PrivateKey
 	// Ledger takes the plant and reveal transactions (signed with the
 	// gateway's key) and answers where the cases stand.
-	Ledger PlantLedger
+	Ledger Ledger
+	// Logger gets the planter's log (default: none).
+	Logger *slog.Logger
 	// Seed picks the prompts; MaxTokens caps the answers (default 64);
 	// Expire drops a plant no verifier judged (default 30 min).
 	Seed      uint64
@@ -67,8 +72,8 @@ type PlantConfig struct {
 	Expire    time.Duration
 }
 
-// PlantLedger is the ledger as the planter uses it.
-type PlantLedger interface {
+// Ledger is the ledger as the planter uses it.
+type Ledger interface {
 	Send(ctx context.Context, tx ledger.Tx) (*chain.TxResult, error)
 	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
 	Params(ctx context.Context) (ledger.Params, error)
@@ -76,10 +81,24 @@ type PlantLedger interface {
 	EpochState(ctx context.Context) (chain.EpochInfo, error)
 }
 
+// Gateway is the gateway whose feed the planter plants into: its
+// providers' offers, its identity and countersignature for a planted
+// receipt, and the feed's insertion.
+type Gateway interface {
+	Offers() []gateway.Offer
+	ChainID() string
+	Key() keys.PublicKey
+	Countersign(r *receipt.Receipt) keys.Signature
+	SharesSampleText() bool
+	AddSample(s samplefeed.Sample) (uint64, error)
+}
+
+var _ Gateway = (*gateway.Gateway)(nil)
+
 // Planter plants known samples into a gateway's feed and reveals them.
 type Planter struct {
-	g        *Gateway
-	cfg      PlantConfig
+	g        Gateway
+	cfg      Config
 	log      *slog.Logger
 	consumer keys.Address // the account planted receipts bill
 
@@ -104,11 +123,11 @@ type Planted struct {
 	Pass     bool
 }
 
-// NewPlanter returns a planter for g's feed, which must share texts
-// (verifiers cannot judge a sample without them).
-func (g *Gateway) NewPlanter(cfg PlantConfig) (*Planter, error) {
+// New returns a planter for g's feed, which must share texts (verifiers
+// cannot judge a sample without them).
+func New(g Gateway, cfg Config) (*Planter, error) {
 	switch {
-	case g.samples == nil || !g.samples.text:
+	case !g.SharesSampleText():
 		return nil, errors.New("planter: planted samples need a sample feed that shares texts")
 	case cfg.Reference == nil || cfg.Scorer == nil:
 		return nil, errors.New("planter: a reference backend with log-probabilities is required to label samples")
@@ -127,11 +146,14 @@ func (g *Gateway) NewPlanter(cfg PlantConfig) (*Planter, error) {
 	if cfg.Expire <= 0 {
 		cfg.Expire = 30 * time.Minute
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	consumer, err := keys.Generate()
 	if err != nil {
 		return nil, err
 	}
-	return &Planter{g: g, cfg: cfg, log: g.log.With("role", "planter"), consumer: consumer.Public().Address()}, nil
+	return &Planter{g: g, cfg: cfg, log: cfg.Logger.With("role", "planter"), consumer: consumer.Public().Address()}, nil
 }
 
 // Run plants a sample every cfg.Every and reveals decided cases until ctx
@@ -206,7 +228,7 @@ func (p *Planter) Plant(ctx context.Context, pass bool) (Planted, error) {
 	if v.Pass != pass {
 		return Planted{}, fmt.Errorf("planter: a sample made to pass=%v was judged pass=%v (%s); not planted", pass, v.Pass, v.Reason)
 	}
-	req.Model = served.model.Name
+	req.Model = served.Model.Name
 	signed, err := p.receipt(req, resp, served)
 	if err != nil {
 		return Planted{}, err
@@ -234,7 +256,10 @@ func (p *Planter) Plant(ctx context.Context, pass bool) (Planted, error) {
 	}
 	// The commitment is in a block: only now may a verdict open the case.
 	text := resp.Text
-	seq := p.g.samples.add(samplefeed.Sample{Receipt: signed, FinishReason: resp.FinishReason, Request: &req, Text: &text})
+	seq, err := p.g.AddSample(samplefeed.Sample{Receipt: signed, FinishReason: resp.FinishReason, Request: &req, Text: &text})
+	if err != nil {
+		return Planted{}, fmt.Errorf("planter: %w", err)
+	}
 	p.mu.Lock()
 	p.pending = append(p.pending, plant{evidence: evidence, pass: pass, salt: salt, at: time.Now(), committed: uint64(res.Height)})
 	p.mu.Unlock()
@@ -244,27 +269,25 @@ func (p *Planter) Plant(ctx context.Context, pass bool) (Planted, error) {
 // servedModel picks, round robin, a reference model whose digest a
 // connected provider serves, with that provider's offer (the planter's own
 // provider's when it is connected).
-func (p *Planter) servedModel(models []backend.Model, i int) (backend.Model, offer, bool) {
-	catalog := p.g.catalog()
+func (p *Planter) servedModel(models []backend.Model, i int) (backend.Model, gateway.Offer, bool) {
+	offers := p.g.Offers()
 	for k := range models {
 		m := models[(i+k)%len(models)]
-		var found *offer
-		for _, e := range catalog {
-			for j := range e.offers {
-				o := &e.offers[j]
-				if o.model.Digest != m.Digest {
-					continue
-				}
-				if found == nil || o.key == p.cfg.Provider.Public() {
-					found = o
-				}
+		var found *gateway.Offer
+		for j := range offers {
+			o := &offers[j]
+			if o.Model.Digest != m.Digest {
+				continue
+			}
+			if found == nil || o.Provider == p.cfg.Provider.Public() {
+				found = o
 			}
 		}
 		if found != nil {
 			return m, *found, true
 		}
 	}
-	return backend.Model{}, offer{}, false
+	return backend.Model{}, gateway.Offer{}, false
 }
 
 // plantedIDPrefix is the request id prefix of a planted sample of kind:
@@ -283,16 +306,16 @@ func plantedIDPrefix(kind protocol.Kind) string {
 
 // receipt makes the planted sample's receipt at o's prices, signed by the
 // planter's provider key and countersigned by the gateway.
-func (p *Planter) receipt(req protocol.Request, resp verify.Response, o offer) (receipt.Signed, error) {
+func (p *Planter) receipt(req protocol.Request, resp verify.Response, o gateway.Offer) (receipt.Signed, error) {
 	body, _ := json.Marshal(req)
 	now := time.Now()
 	r := receipt.Receipt{
-		Version: receipt.Version, ChainID: p.g.cfg.ChainID, RequestID: requestID(plantedIDPrefix(req.Kind)),
-		Gateway: p.g.cfg.Key.Public(), Provider: p.cfg.Provider.Public(), Consumer: p.consumer,
-		Model: o.model.Name, ModelDigest: o.model.Digest,
+		Version: receipt.Version, ChainID: p.g.ChainID(), RequestID: gateway.NewRequestID(plantedIDPrefix(req.Kind)),
+		Gateway: p.g.Key(), Provider: p.cfg.Provider.Public(), Consumer: p.consumer,
+		Model: o.Model.Name, ModelDigest: o.Model.Digest,
 		PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens,
-		PricePromptPerMTok:     scheduler.ConsumerPrice(o.model.PricePromptPerMTok, p.g.cfg.FeeBps),
-		PriceCompletionPerMTok: scheduler.ConsumerPrice(o.model.PriceCompletionPerMTok, p.g.cfg.FeeBps),
+		PricePromptPerMTok:     o.PricePrompt,
+		PriceCompletionPerMTok: o.PriceCompletion,
 		RequestHash:            receipt.Sum(body), ResponseHash: receipt.Sum([]byte(resp.Text)),
 		StartUnixMs: now.Add(-time.Second).UnixMilli(), EndUnixMs: now.UnixMilli(),
 	}
@@ -303,7 +326,7 @@ func (p *Planter) receipt(req protocol.Request, resp verify.Response, o offer) (
 	if err := r.Validate(); err != nil {
 		return receipt.Signed{}, fmt.Errorf("planter: receipt: %w", err)
 	}
-	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.cfg.Provider, &r), GatewaySignature: receipt.SignGateway(p.g.cfg.Key, &r)}, nil
+	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.cfg.Provider, &r), GatewaySignature: p.g.Countersign(&r)}, nil
 }
 
 // Reveal opens the commitments whose cases are halfway to maturity, and
