@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -69,11 +69,11 @@ type PlantConfig struct {
 
 // PlantLedger is the ledger as the planter uses it.
 type PlantLedger interface {
-	Send(ctx context.Context, tx ledger.Tx) (*chain.TxResult, error)
+	Send(ctx context.Context, tx ledger.Tx) (*chainrpc.TxResult, error)
 	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
 	Params(ctx context.Context) (ledger.Params, error)
 	// EpochState tells the chain's height.
-	EpochState(ctx context.Context) (chain.EpochInfo, error)
+	EpochState(ctx context.Context) (chainrpc.EpochInfo, error)
 }
 
 // Planter plants known samples into a gateway's feed and reveals them.
@@ -332,7 +332,7 @@ func (p *Planter) Reveal(ctx context.Context) (int, error) {
 	for _, pl := range todo {
 		c, err := p.cfg.Ledger.Case(ctx, pl.evidence)
 		switch {
-		case errors.Is(err, chain.ErrNotFound):
+		case errors.Is(err, chainrpc.ErrNotFound):
 			// Nobody judged it: retire the commitment before it is due,
 			// or once the planter stops waiting.
 			if height < pl.committed+params.PlantRevealBlocks/2 && time.Since(pl.at) < p.cfg.Expire {
@@ -374,7 +374,7 @@ func (p *Planter) Reveal(ctx context.Context) (int, error) {
 }
 
 // settleRejected reports whether a settle-batch result rejected a receipt.
-func settleRejected(res *chain.TxResult) bool {
+func settleRejected(res *chainrpc.TxResult) bool {
 	for _, e := range res.Events {
 		if e.Type == "receipt_rejected" {
 			return true

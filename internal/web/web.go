@@ -28,7 +28,7 @@ import (
 
 	"github.com/cometbft/cometbft/types"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -53,11 +53,11 @@ type Receipts interface {
 
 // Ledger reads the ledger's state.
 type Ledger interface {
-	Account(ctx context.Context, addr keys.Address) (chain.AccountInfo, error)
-	Provider(ctx context.Context, addr keys.Address) (chain.ProviderInfo, error)
+	Account(ctx context.Context, addr keys.Address) (chainrpc.AccountInfo, error)
+	Provider(ctx context.Context, addr keys.Address) (chainrpc.ProviderInfo, error)
 	Settlement(ctx context.Context, gateway keys.Address, requestID string) (ledger.Settlement, error)
 	Tx(ctx context.Context, hash receipt.Hash) (ledger.TxRecord, error)
-	EpochState(ctx context.Context) (chain.EpochInfo, error)
+	EpochState(ctx context.Context) (chainrpc.EpochInfo, error)
 	Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, error)
 	Payouts(ctx context.Context, n uint64) ([]ledger.Payout, error)
 }
@@ -71,8 +71,8 @@ type Blocks interface {
 var (
 	_ Providers = (*hub.Hub)(nil)
 	_ Receipts  = (*store.Store)(nil)
-	_ Ledger    = chain.Ledger{}
-	_ Blocks    = (*chain.RPCAudit)(nil)
+	_ Ledger    = chainrpc.Ledger{}
+	_ Blocks    = (*chainrpc.RPCAudit)(nil)
 )
 
 // Config configures the UI. Hub and Receipts are required; without Ledger
@@ -94,15 +94,15 @@ type Config struct {
 // DialChain returns the ledger and block readers of the node whose RPC
 // server is at rpcURL (http://host:port).
 func DialChain(rpcURL string) (Ledger, Blocks, error) {
-	c, err := chain.NewHTTPClient(rpcURL)
+	c, err := chainrpc.NewHTTPClient(rpcURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("web: ledger RPC %s: %w", rpcURL, err)
 	}
-	b, err := chain.NewRPCAudit(rpcURL)
+	b, err := chainrpc.NewRPCAudit(rpcURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("web: %w", err)
 	}
-	return chain.Ledger{Client: c}, b, nil
+	return chainrpc.Ledger{Client: c}, b, nil
 }
 
 // UI serves the pages under Prefix.
