@@ -35,20 +35,20 @@ does not have). Exits non-zero with the first mismatch.`,
 			case changedFlag(cmd.Flags(), "chain-rpc", "rpc") && home != "":
 				return errors.New("give --chain-rpc or --home, not both")
 			case home != "":
-				h, err := audit.OpenHomeAudit(home)
+				h, err := audit.OpenHome(home)
 				if err != nil {
 					return err
 				}
 				defer h.Close()
 				blocks, state = h, h
 			default:
-				r, err := chainrpc.NewRPCAudit(rpc)
+				r, err := chainrpc.NewBlockReader(rpc)
 				if err != nil {
 					return err
 				}
 				blocks, state = r, r
 			}
-			rep, err := audit.Audit(cmd.Context(), blocks, state)
+			rep, err := audit.Run(cmd.Context(), blocks, state)
 			if err != nil {
 				return fmt.Errorf("audit: %w", err)
 			}

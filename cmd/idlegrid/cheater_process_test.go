@@ -72,7 +72,7 @@ func TestCheatingProviderProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	led := chainrpc.Ledger{Client: c}
+	led := chainrpc.StateReader{Client: c}
 	honest, _, err := keys.LoadOrCreate(filepath.Join(upDir, "provider.key"))
 	if err != nil {
 		t.Fatal(err)

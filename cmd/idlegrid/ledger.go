@@ -82,14 +82,14 @@ Transactions are signed with --key-file (default: the dev account of ` + "`idleg
 			amt, err := money.Parse(args[1])
 			return ledger.Tx{Kind: ledger.KindApprove, Gateway: keys.Address(args[0]), Amount: amt}, errors.Join(err, keys.Address(args[0]).Validate())
 		}),
-		ledgerLookupCmd(a, f, "tx HASH", "Show where a transaction ran and its result code", func(ctx context.Context, l chainrpc.Ledger, arg string) (any, error) {
+		ledgerLookupCmd(a, f, "tx HASH", "Show where a transaction ran and its result code", func(ctx context.Context, l chainrpc.StateReader, arg string) (any, error) {
 			var h receipt.Hash
 			if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
 				return nil, err
 			}
 			return l.Tx(ctx, h)
 		}),
-		ledgerLookupCmd(a, f, "receipt GATEWAY/REQUEST_ID", "Show how a gateway's receipt was settled (request ids are unique per gateway)", func(ctx context.Context, l chainrpc.Ledger, arg string) (any, error) {
+		ledgerLookupCmd(a, f, "receipt GATEWAY/REQUEST_ID", "Show how a gateway's receipt was settled (request ids are unique per gateway)", func(ctx context.Context, l chainrpc.StateReader, arg string) (any, error) {
 			gateway, id, err := chainrpc.ParseReceiptRef(arg)
 			if err != nil {
 				return nil, err
@@ -102,7 +102,7 @@ Transactions are signed with --key-file (default: the dev account of ` + "`idleg
 		ledgerTxCmd(a, f, "unjail", "Serve again after a conviction, once the jail time is over", 0, func([]string) (ledger.Tx, error) {
 			return ledger.Tx{Kind: ledger.KindUnjail}, nil
 		}),
-		ledgerLookupCmd(a, f, "provider ADDRESS", "Show a provider's verification record: audits, failures, convictions, reputation", func(ctx context.Context, l chainrpc.Ledger, arg string) (any, error) {
+		ledgerLookupCmd(a, f, "provider ADDRESS", "Show a provider's verification record: audits, failures, convictions, reputation", func(ctx context.Context, l chainrpc.StateReader, arg string) (any, error) {
 			return l.Provider(ctx, keys.Address(arg))
 		}),
 		ledgerEpochCmd(a, f),
@@ -146,7 +146,7 @@ func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			l := chainrpc.Ledger{Client: c}
+			l := chainrpc.StateReader{Client: c}
 			info, err := l.Account(ctx, addr)
 			if errors.Is(err, chainrpc.ErrNotFound) {
 				return fmt.Errorf("account %s does not exist on the ledger (it has never received anything)", addr)
@@ -275,7 +275,7 @@ func (f *ledgerFlags) send(cmd *cobra.Command, a *app, tx ledger.Tx) error {
 	return nil
 }
 
-func ledgerLookupCmd(a *app, f *ledgerFlags, use, short string, look func(context.Context, chainrpc.Ledger, string) (any, error)) *cobra.Command {
+func ledgerLookupCmd(a *app, f *ledgerFlags, use, short string, look func(context.Context, chainrpc.StateReader, string) (any, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,

@@ -21,13 +21,13 @@ import (
 
 // The reward commands: epochs, payout proofs and parameter changes.
 
-func (f *ledgerFlags) ledger(cmd *cobra.Command) (chainrpc.Ledger, context.Context, context.CancelFunc, error) {
+func (f *ledgerFlags) ledger(cmd *cobra.Command) (chainrpc.StateReader, context.Context, context.CancelFunc, error) {
 	c, err := f.client()
 	if err != nil {
-		return chainrpc.Ledger{}, nil, nil, err
+		return chainrpc.StateReader{}, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-	return chainrpc.Ledger{Client: c}, ctx, cancel, nil
+	return chainrpc.StateReader{Client: c}, ctx, cancel, nil
 }
 
 func ledgerEpochCmd(a *app, f *ledgerFlags) *cobra.Command {
@@ -215,7 +215,7 @@ func (f *ledgerFlags) epochRoot(cmd *cobra.Command, epoch uint64, also []string)
 			return root, "", err
 		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-		rec, err := chainrpc.Ledger{Client: c}.Epoch(ctx, epoch)
+		rec, err := chainrpc.StateReader{Client: c}.Epoch(ctx, epoch)
 		cancel()
 		if errors.Is(err, chainrpc.ErrNotFound) {
 			return root, "", fmt.Errorf("%s: epoch %d has not ended", u, epoch)
@@ -325,7 +325,7 @@ cap cannot change.`,
 // readParams reads a parameter change: the chain's current parameters with
 // the fields the file sets replaced. Unknown fields are errors, so a typo
 // cannot silently keep the old value.
-func readParams(ctx context.Context, l chainrpc.Ledger, file string) (ledger.Params, error) {
+func readParams(ctx context.Context, l chainrpc.StateReader, file string) (ledger.Params, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return ledger.Params{}, err

@@ -167,7 +167,7 @@ func printProviderLedger(ctx context.Context, w io.Writer, rpc string, addr keys
 		fmt.Fprintf(w, "ledger    %v\n", err)
 		return
 	}
-	l := chainrpc.Ledger{Client: c}
+	l := chainrpc.StateReader{Client: c}
 	acct, err := l.Account(ctx, addr)
 	if err != nil {
 		fmt.Fprintf(w, "ledger    %v\n", err)

@@ -160,7 +160,7 @@ func registerProvider(ctx context.Context, a *app, rpc string, key keys.PrivateK
 	if err != nil {
 		return fmt.Errorf("ledger at %s: %w (--chain-rpc, or --no-ledger to skip)", rpc, err)
 	}
-	l := chainrpc.Ledger{Client: c}
+	l := chainrpc.StateReader{Client: c}
 	params, err := l.Params(ctx)
 	if err != nil {
 		return err

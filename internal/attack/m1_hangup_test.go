@@ -59,7 +59,7 @@ func TestM1HangUpAfterFirstToken(t *testing.T) {
 		if err != nil {
 			return false // not stored yet
 		}
-		s, err := chainrpc.Ledger{Client: n.Validator.Node.Client()}.Settlement(ctx, stored.Receipt.Gateway.Address(), id)
+		s, err := chainrpc.StateReader{Client: n.Validator.Node.Client()}.Settlement(ctx, stored.Receipt.Gateway.Address(), id)
 		if errors.Is(err, chainrpc.ErrNotFound) {
 			return false
 		}

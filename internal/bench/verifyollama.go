@@ -224,7 +224,7 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 		defer cancel()
 		n.Shutdown(sctx)
 	}()
-	led := chainrpc.Ledger{Client: n.Validator.Node.Client()}
+	led := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	honest := n.Provider.Key
 	fmt.Fprintf(cfg.Out, "verify-ollama: Ollama at %s; honest provider serves %s, the cheater %s as %s (identity %s); up's defaults: a canary every %s, %.0f%% of responses sampled, probation %d cases and %.0f%% of traffic\n",
 		cfg.OllamaURL, cfg.Model, cfg.CheatModel, cfg.Model, claimed.Digest, up.VerifyEvery, 100*up.Gateway.Samples.Share, gateway.DefaultProbationCases, 100*gateway.DefaultProbationShare)

@@ -93,7 +93,7 @@ func (p parties) receipt(consumer keys.Address, id string, prompt, completion ui
 	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.provider, &r), GatewaySignature: receipt.SignGateway(p.gateway, &r)}
 }
 
-func balanceOf(t *testing.T, ctx context.Context, l chainrpc.Ledger, a keys.Address) chainrpc.AccountInfo {
+func balanceOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, a keys.Address) chainrpc.AccountInfo {
 	t.Helper()
 	info, err := l.Account(ctx, a)
 	if err != nil {
@@ -103,7 +103,7 @@ func balanceOf(t *testing.T, ctx context.Context, l chainrpc.Ledger, a keys.Addr
 }
 
 // depositOf is what consumer has locked for the parties' gateway.
-func (p parties) depositOf(t *testing.T, ctx context.Context, l chainrpc.Ledger, consumer keys.Address) money.Amount {
+func (p parties) depositOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, consumer keys.Address) money.Amount {
 	t.Helper()
 	d, err := l.Deposit(ctx, consumer, p.gateway.Public().Address())
 	if err != nil {
@@ -128,7 +128,7 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	p := testParties(t)
 	tn := startSingle(t, p.genesis(t), newLedgerApp)
 	ctx := testContext(t, 2*time.Minute)
-	l := chainrpc.Ledger{Client: tn.client()}
+	l := chainrpc.StateReader{Client: tn.client()}
 	gw := chainrpc.NewSigner(tn.client(), p.gateway, "idlegrid-test")
 	consumer := p.consumer.Public().Address()
 
@@ -255,7 +255,7 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	if after.Height != h || !bytes.Equal(after.AppHash, hash) {
 		t.Errorf("after restart: height %d app hash %X; before %d %X (first seen %d)", after.Height, after.AppHash, h, hash, before.Height)
 	}
-	l = chainrpc.Ledger{Client: tn.client()}
+	l = chainrpc.StateReader{Client: tn.client()}
 	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-inFlight*money.Unit {
 		t.Errorf("after restart, consumer balance %d", got)
 	}
@@ -311,7 +311,7 @@ func TestLedgerNetwork(t *testing.T) {
 	}
 	balance := func(via *testNode) money.Amount {
 		t.Helper()
-		return p.depositOf(t, ctx, chainrpc.Ledger{Client: via.client()}, consumer)
+		return p.depositOf(t, ctx, chainrpc.StateReader{Client: via.client()}, consumer)
 	}
 	var spent money.Amount
 	for _, tn := range nodes {

@@ -27,7 +27,7 @@ type snapshot struct {
 
 // takeSnapshot reads the accounts and deposits of n's identities and the
 // treasury.
-func takeSnapshot(ctx context.Context, l chainrpc.Ledger, n *network) (snapshot, error) {
+func takeSnapshot(ctx context.Context, l chainrpc.StateReader, n *network) (snapshot, error) {
 	s := snapshot{accounts: map[keys.Address]holdings{}, deposits: map[[2]keys.Address]money.Amount{}}
 	addrs := append([]keys.Address{ledger.TreasuryAddress}, n.consumers...)
 	for _, k := range append(append([]keys.PublicKey{}, n.gwKeys...), n.provKeys...) {
@@ -72,8 +72,8 @@ type settled struct {
 // the ledger must hold exactly one of them per request id. An id that is
 // in a block but settled under none of its receipts is a problem: a
 // receipt a gateway stored and sent was lost.
-func settledReceipts(ctx context.Context, rpc string, l chainrpc.Ledger) (map[string]settled, int64, []string, error) {
-	src, err := chainrpc.NewRPCAudit(rpc)
+func settledReceipts(ctx context.Context, rpc string, l chainrpc.StateReader) (map[string]settled, int64, []string, error) {
+	src, err := chainrpc.NewBlockReader(rpc)
 	if err != nil {
 		return nil, 0, nil, err
 	}

@@ -69,7 +69,7 @@ func drain(ctx context.Context, cfg Config, n *network) []string {
 
 // checkBooks matches what the clients saw with what the ledger settled and
 // reconciles the accounts; it fills res.
-func checkBooks(ctx context.Context, n *network, l chainrpc.Ledger, before snapshot, outcomes []outcome, res *Result) error {
+func checkBooks(ctx context.Context, n *network, l chainrpc.StateReader, before snapshot, outcomes []outcome, res *Result) error {
 	rs, _, problems, err := settledReceipts(ctx, n.rpcs[0], l)
 	if err != nil {
 		return err
@@ -229,10 +229,10 @@ func failureKind(o outcome) string {
 // `idlegrid audit` against each of them.
 func checkChain(ctx context.Context, n *network, res *Result) []string {
 	var problems []string
-	srcs := make([]*chainrpc.RPCAudit, len(n.rpcs))
+	srcs := make([]*chainrpc.BlockReader, len(n.rpcs))
 	height := int64(-1)
 	for i, u := range n.rpcs {
-		src, err := chainrpc.NewRPCAudit(u)
+		src, err := chainrpc.NewBlockReader(u)
 		if err != nil {
 			return []string{err.Error()}
 		}

@@ -189,7 +189,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := chainrpc.Ledger{Client: rpc}
+	l := chainrpc.StateReader{Client: rpc}
 	before, err := takeSnapshot(ctx, l, n)
 	if err != nil {
 		return nil, fmt.Errorf("faults: %w", err)

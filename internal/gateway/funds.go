@@ -18,9 +18,9 @@ import (
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
-// Ledger is what the gateway needs from the chain: a consumer's funds for
+// Chain is what the gateway needs from the chain: a consumer's funds for
 // admission, and settlement of receipt batches. chainrpc.Signer implements it.
-type Ledger interface {
+type Chain interface {
 	ConsumerFunds(ctx context.Context, consumer keys.Address) (chainrpc.Funds, error)
 	SettleBatch(ctx context.Context, rs []receipt.Signed) (chainrpc.BatchOutcome, error)
 	// Params are the chain's parameters; the gateway routes only to the
@@ -35,7 +35,7 @@ type Ledger interface {
 	Height(ctx context.Context) (int64, error)
 }
 
-var _ Ledger = (*chainrpc.Signer)(nil)
+var _ Chain = (*chainrpc.Signer)(nil)
 
 // funds is admission bookkeeping per consumer: the deposit the consumer
 // locked for this gateway on the ledger (cached briefly), which no other
@@ -44,7 +44,7 @@ var _ Ledger = (*chainrpc.Signer)(nil)
 // request is admitted only if spendable − reserved − pending covers its
 // worst-case cost, so a consumer can never run up more than it can pay.
 type funds struct {
-	ledger Ledger
+	ledger Chain
 	ttl    time.Duration
 	// shared, when set, holds reservations and pending spend in the
 	// database gateways share instead of in memory (see reserve.go).
@@ -65,7 +65,7 @@ type consumerFunds struct {
 	pending  money.Amount
 }
 
-func newFunds(l Ledger, ttl time.Duration, pending map[keys.Address]money.Amount) *funds {
+func newFunds(l Chain, ttl time.Duration, pending map[keys.Address]money.Amount) *funds {
 	f := &funds{ledger: l, ttl: ttl, accts: map[keys.Address]*consumerFunds{}, grace: holdGrace, log: slog.New(slog.DiscardHandler)}
 	for c, amt := range pending {
 		f.acct(c).pending = amt

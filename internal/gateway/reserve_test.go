@@ -21,7 +21,7 @@ import (
 // pool to the shared database, as a separate gateway process has.
 // sharedFunds is one process of the gateway with key k (a new key when
 // k is nil) on the shared database at url.
-func sharedFunds(t *testing.T, url string, l Ledger, k *keys.PrivateKey) (*funds, *store.Store, *keys.PrivateKey) {
+func sharedFunds(t *testing.T, url string, l Chain, k *keys.PrivateKey) (*funds, *store.Store, *keys.PrivateKey) {
 	t.Helper()
 	if k == nil {
 		g, err := keys.Generate()

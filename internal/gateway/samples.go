@@ -54,7 +54,7 @@ type VerifierRegistry interface {
 	Params(ctx context.Context) (ledger.Params, error)
 }
 
-var _ VerifierRegistry = chainrpc.Ledger{}
+var _ VerifierRegistry = chainrpc.StateReader{}
 
 const (
 	// verifierTTL is how long the ledger's answer about a reader is kept.

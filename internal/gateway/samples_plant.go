@@ -59,7 +59,7 @@ type PlantConfig struct {
 	Provider keys.PrivateKey
 	// Ledger takes the plant and reveal transactions (signed with the
 	// gateway's key) and answers where the cases stand.
-	Ledger PlantLedger
+	Ledger PlantChain
 	// Seed picks the prompts; MaxTokens caps the answers (default 64);
 	// Expire drops a plant no verifier judged (default 30 min).
 	Seed      uint64
@@ -67,8 +67,8 @@ type PlantConfig struct {
 	Expire    time.Duration
 }
 
-// PlantLedger is the ledger as the planter uses it.
-type PlantLedger interface {
+// PlantChain is the ledger as the planter uses it.
+type PlantChain interface {
 	Send(ctx context.Context, tx ledger.Tx) (*chainrpc.TxResult, error)
 	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
 	Params(ctx context.Context) (ledger.Params, error)

@@ -72,7 +72,7 @@ func TestAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	newGateway := func(l Ledger, allow bool) *Gateway {
+	newGateway := func(l Chain, allow bool) *Gateway {
 		g, err := New(Config{Key: gw, ChainID: "c", Store: st, Hub: hub.New(hub.Config{Key: gw, ChainID: "c"}), Ledger: l, AllowUnregisteredProviders: allow})
 		if err != nil {
 			t.Fatal(err)

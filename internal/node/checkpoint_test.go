@@ -92,7 +92,7 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 		}
 		return a.Receipts.Settled == 2 && a.Receipts.Pending == 0
 	})
-	l := chainrpc.Ledger{Client: tn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: tn.Validator.Node.Client()}
 	var spent money.Amount
 	for _, r := range rs {
 		st, err := l.Settlement(ctx, r.Gateway.Address(), r.RequestID)

@@ -260,7 +260,7 @@ func (cfg *GatewayConfig) gatewayConfig(key keys.PrivateKey, st *store.Store, h 
 		if err != nil {
 			return gcfg, nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
 		}
-		gcfg.Samples.Verifiers = chainrpc.Ledger{Client: c}
+		gcfg.Samples.Verifiers = chainrpc.StateReader{Client: c}
 	}
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = metrics.NewGateway(gateway.MetricsRoutes()...)
@@ -443,19 +443,21 @@ func startWeb(h *hub.Hub, st *store.Store, gateway keys.Address, chainRPC []stri
 	return web.New(wc)
 }
 
-// plantLedger sends the planter's transactions with the gateway's own
+// plantChain sends the planter's transactions with the gateway's own
 // signer (one nonce sequence for settlement and plants) and reads cases.
-type plantLedger struct {
+type plantChain struct {
 	*chainrpc.Signer
-	chainrpc.Ledger
+	chainrpc.StateReader
 }
 
 // Params reads the ledger's parameters (both halves can).
-func (l plantLedger) Params(ctx context.Context) (ledger.Params, error) { return l.Ledger.Params(ctx) }
+func (l plantChain) Params(ctx context.Context) (ledger.Params, error) {
+	return l.StateReader.Params(ctx)
+}
 
 // Case reads a case (both halves can).
-func (l plantLedger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
-	return l.Ledger.Case(ctx, evidence)
+func (l plantChain) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
+	return l.StateReader.Case(ctx, evidence)
 }
 
 // startPlanter makes the gateway's planter; it runs beside settlement.
@@ -469,6 +471,6 @@ func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) 
 		return nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
 	}
 	pc := cfg.Plant
-	pc.Ledger = plantLedger{Signer: signer, Ledger: chainrpc.Ledger{Client: c}}
+	pc.Ledger = plantChain{Signer: signer, StateReader: chainrpc.StateReader{Client: c}}
 	return api.NewPlanter(pc)
 }

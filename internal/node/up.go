@@ -279,7 +279,7 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 	}
 	v, err := verifier.New(verifier.Config{
 		Gateway: n.Gateway.URL(), APIKey: secret, Reference: n.Backend.Backend, Dir: filepath.Join(cfg.DataDir, "evidence"),
-		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer, Cases: LedgerCases(chainrpc.Ledger{Client: n.Validator.Node.Client()}),
+		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer, Cases: LedgerCases(chainrpc.StateReader{Client: n.Validator.Node.Client()}),
 		// New weights get the cases that end the gateway's probation back
 		// to back (both default to gateway.DefaultProbationCases).
 		ProbationCases: cfg.Gateway.ProbationCases,
@@ -304,7 +304,7 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 }
 
 // LedgerCases lists a ledger's open cases for a verifier (Config.Cases).
-func LedgerCases(l chainrpc.Ledger) func(context.Context) ([]verifier.OpenCase, error) {
+func LedgerCases(l chainrpc.StateReader) func(context.Context) ([]verifier.OpenCase, error) {
 	return func(ctx context.Context) ([]verifier.OpenCase, error) {
 		cs, err := l.OpenCases(ctx)
 		if err != nil {

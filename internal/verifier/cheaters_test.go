@@ -120,7 +120,7 @@ func TestCheatersConvictedThroughNetwork(t *testing.T) {
 	}
 
 	matureCases(t, ctx, sn, sn.verifiers[0], 3)
-	l := chainrpc.Ledger{Client: sn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: sn.Validator.Node.Client()}
 	for n, k := range sn.providers {
 		if n == "main" {
 			continue

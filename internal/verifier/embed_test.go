@@ -97,7 +97,7 @@ func TestEmbedSamplesJudged(t *testing.T) {
 		t.Fatalf("cases %v, failed %v: want %d each, every quantized one failed, no honest one", cases, failed, requests)
 	}
 	matureCases(t, ctx, sn, sn.verifiers[0], 3)
-	l := chainrpc.Ledger{Client: sn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: sn.Validator.Node.Client()}
 	waitProvider(t, ctx, l, sn.providers["quantized"].Address(), func(p chainrpc.ProviderInfo) bool { return p.Jailed })
 	if p, err := l.Provider(ctx, sn.providers["main"].Address()); err != nil || p.Jailed || p.Failures != 0 {
 		t.Errorf("honest provider on the ledger: %+v %v", p, err)

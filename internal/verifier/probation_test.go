@@ -122,7 +122,7 @@ func probationRun(t *testing.T, cheater bool) {
 		v.Run(vctx)
 	}()
 	defer func() { vcancel(); <-vdone }()
-	l := chainrpc.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	request := func() {
 		t.Helper()
 		// No prefix shared with other requests: no affinity.

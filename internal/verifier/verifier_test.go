@@ -176,7 +176,7 @@ func TestHonestProviderPasses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l := chainrpc.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chainrpc.ProviderInfo) bool { return p.Audits >= 2 })
 	if p, _ := l.Provider(ctx, n.Provider.Key.Address()); p.Jailed || p.Failures != 0 || p.Reputation != 1000 {
 		t.Errorf("honest provider on the ledger: %+v", p)
@@ -197,7 +197,7 @@ func TestCheaterConvicted(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l := chainrpc.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	// The cases mature two blocks after their verdicts: send a transfer
 	// so that blocks keep coming.
 	signer := chainrpc.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
@@ -230,7 +230,7 @@ func TestVerifiersJudgeEachOthersCanaries(t *testing.T) {
 	}
 	n, ref, vkey := network(t, 99, second)
 	opener := newVerifier(t, n, ref, vkey)
-	l := chainrpc.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	judge := newVerifier(t, n, ref, second, func(c *verifier.Config) { c.Key, c.Cases = second, node.LedgerCases(l) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -260,7 +260,7 @@ func TestVerifiersJudgeEachOthersCanaries(t *testing.T) {
 	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chainrpc.ProviderInfo) bool { return p.Jailed })
 }
 
-func waitProvider(t *testing.T, ctx context.Context, l chainrpc.Ledger, addr keys.Address, done func(chainrpc.ProviderInfo) bool) {
+func waitProvider(t *testing.T, ctx context.Context, l chainrpc.StateReader, addr keys.Address, done func(chainrpc.ProviderInfo) bool) {
 	t.Helper()
 	for {
 		p, err := l.Provider(ctx, addr)
@@ -334,7 +334,7 @@ func TestRealOllamaQuantizedCheater(t *testing.T) {
 			}
 			// Two failed cases convict once they mature: blocks keep coming
 			// with a few transfers.
-			l := chainrpc.Ledger{Client: n.Validator.Node.Client()}
+			l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 			signer := chainrpc.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
 			for range 3 {
 				signer.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: n.Account, Amount: 1})

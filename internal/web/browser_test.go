@@ -145,7 +145,7 @@ func TestPagesInBrowser(t *testing.T) {
 	n := startNetwork(t)
 	first := serveAndSettle(t, n)
 	second := serveAndSettle(t, n) // more blocks, so the first epoch (2 blocks) ends
-	l := chainrpc.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	var epoch1 ledger.EpochRecord
 	tstest.WaitFor(t, 30*time.Second, "the first epoch to end", func() bool {
 		rec, err := l.Epoch(context.Background(), 1) // epochs count from 1

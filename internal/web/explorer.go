@@ -373,7 +373,7 @@ type providerData struct {
 
 // readAccount fills in the provider's ledger account and its totals; an
 // account the ledger does not know is left nil without an error.
-func (d *providerData) readAccount(ctx context.Context, l Ledger) error {
+func (d *providerData) readAccount(ctx context.Context, l Chain) error {
 	a, err := l.Account(ctx, d.Address)
 	switch {
 	case errors.Is(err, chainrpc.ErrNotFound):

@@ -46,8 +46,8 @@ type StateSource interface {
 	Epoch(ctx context.Context, n uint64) (rec ledger.EpochRecord, payouts []ledger.Payout, ok bool, err error)
 }
 
-// AuditReport is what an audit checked.
-type AuditReport struct {
+// Report is what an audit checked.
+type Report struct {
 	ChainID  string
 	Heights  int64 // blocks re-executed
 	Txs      int   // transactions re-executed
@@ -72,9 +72,9 @@ type Mismatch struct {
 
 func (m *Mismatch) Error() string { return fmt.Sprintf("height %d: %s", m.Height, m.What) }
 
-// Audit replays the chain from src and compares with the node.
-func Audit(ctx context.Context, src BlockSource, state StateSource) (AuditReport, error) {
-	var rep AuditReport
+// Run replays the chain from src and compares with the node.
+func Run(ctx context.Context, src BlockSource, state StateSource) (Report, error) {
+	var rep Report
 	gen, err := src.Genesis(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("genesis: %w", err)
@@ -157,7 +157,7 @@ func blockSigners(blk *types.Block) [][]byte {
 
 // compareState compares every replayed account and the supply with the
 // node's, and that the node has no account the replay lacks.
-func compareState(ctx context.Context, mem memState, state StateSource, rep *AuditReport) (*Mismatch, int64, error) {
+func compareState(ctx context.Context, mem memState, state StateSource, rep *Report) (*Mismatch, int64, error) {
 	view := ledger.View{R: mem}
 	addrs := mem.accounts()
 	node, height, err := state.Accounts(ctx, addrs)
@@ -203,7 +203,7 @@ func compareState(ctx context.Context, mem memState, state StateSource, rep *Aud
 // compareEpochs compares the record and the payouts of every epoch the
 // replay finished with the node's, and that the node has not finished one
 // more.
-func compareEpochs(ctx context.Context, view ledger.View, state StateSource, rep *AuditReport, height int64) (*Mismatch, int64, error) {
+func compareEpochs(ctx context.Context, view ledger.View, state StateSource, rep *Report, height int64) (*Mismatch, int64, error) {
 	rep.Epochs, rep.LastEpoch, rep.Roots = 0, nil, nil
 	for n := uint64(1); ; n++ {
 		want, ok, err := view.Epoch(n)
@@ -277,17 +277,17 @@ func (m memState) accounts() []keys.Address {
 	return out
 }
 
-// HomeAudit reads blocks and state straight from a stopped node's home
+// Home reads blocks and state straight from a stopped node's home
 // directory: its block store, its genesis and its ledger state.
-type HomeAudit struct {
+type Home struct {
 	gen    *types.GenesisDoc
 	blocks *store.BlockStore
 	bdb    dbm.DB
 	app    *chain.App
 }
 
-// OpenHomeAudit opens the node home (it must not be running).
-func OpenHomeAudit(home string) (*HomeAudit, error) {
+// OpenHome opens the node home (it must not be running).
+func OpenHome(home string) (*Home, error) {
 	c, err := chain.LoadConfig(home)
 	if err != nil {
 		return nil, err
@@ -305,17 +305,17 @@ func OpenHomeAudit(home string) (*HomeAudit, error) {
 		bdb.Close()
 		return nil, err
 	}
-	return &HomeAudit{gen: gen, blocks: store.NewBlockStore(bdb), bdb: bdb, app: app}, nil
+	return &Home{gen: gen, blocks: store.NewBlockStore(bdb), bdb: bdb, app: app}, nil
 }
 
 // Close closes the home's databases.
-func (h *HomeAudit) Close() error { return errors.Join(h.app.Close(), h.bdb.Close()) }
+func (h *Home) Close() error { return errors.Join(h.app.Close(), h.bdb.Close()) }
 
 // Genesis implements BlockSource.
-func (h *HomeAudit) Genesis(context.Context) (*types.GenesisDoc, error) { return h.gen, nil }
+func (h *Home) Genesis(context.Context) (*types.GenesisDoc, error) { return h.gen, nil }
 
 // Latest implements BlockSource: the ledger's committed height and hash.
-func (h *HomeAudit) Latest(ctx context.Context) (int64, []byte, error) {
+func (h *Home) Latest(ctx context.Context) (int64, []byte, error) {
 	info, err := h.app.Info(ctx, &abci.InfoRequest{})
 	if err != nil {
 		return 0, nil, err
@@ -324,7 +324,7 @@ func (h *HomeAudit) Latest(ctx context.Context) (int64, []byte, error) {
 }
 
 // Block implements BlockSource.
-func (h *HomeAudit) Block(_ context.Context, height int64) (*types.Block, error) {
+func (h *Home) Block(_ context.Context, height int64) (*types.Block, error) {
 	b, _ := h.blocks.LoadBlock(height)
 	if b == nil {
 		return nil, fmt.Errorf("block %d is not in the block store (base %d, height %d)", height, h.blocks.Base(), h.blocks.Height())
@@ -333,7 +333,7 @@ func (h *HomeAudit) Block(_ context.Context, height int64) (*types.Block, error)
 }
 
 // Accounts implements StateSource from the ledger database.
-func (h *HomeAudit) Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]chainrpc.AccountInfo, int64, error) {
+func (h *Home) Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]chainrpc.AccountInfo, int64, error) {
 	view := ledger.View{R: h.app.DB()}
 	out := map[keys.Address]chainrpc.AccountInfo{}
 	for _, a := range addrs {
@@ -371,12 +371,12 @@ func (h *HomeAudit) Accounts(ctx context.Context, addrs []keys.Address) (map[key
 }
 
 // Supply implements StateSource.
-func (h *HomeAudit) Supply(context.Context) (ledger.Supply, error) {
+func (h *Home) Supply(context.Context) (ledger.Supply, error) {
 	return ledger.View{R: h.app.DB()}.Supply()
 }
 
 // Epoch implements StateSource.
-func (h *HomeAudit) Epoch(_ context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
+func (h *Home) Epoch(_ context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
 	view := ledger.View{R: h.app.DB()}
 	rec, ok, err := view.Epoch(n)
 	if err != nil || !ok {

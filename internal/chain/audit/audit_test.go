@@ -71,7 +71,7 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("verdict: %v %v", res, err)
 	}
 	h := waitSettled(t, tn, 20*time.Second)
-	l := chainrpc.Ledger{Client: tn.client()}
+	l := chainrpc.StateReader{Client: tn.client()}
 	if info, err := l.Provider(ctx, p.provider.Public().Address()); err != nil || !info.Jailed || info.Convictions != 1 || info.Reputation != 500 {
 		t.Fatalf("provider after a failed case: %+v %v", info, err)
 	}
@@ -79,11 +79,11 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("case: %+v %v", c, err)
 	}
 
-	rpc, err := chainrpc.NewRPCAudit(tn.node.RPCAddr())
+	rpc, err := chainrpc.NewBlockReader(tn.node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Audit(ctx, rpc, rpc)
+	rep, err := Run(ctx, rpc, rpc)
 	if err != nil || rep.Mismatch != nil {
 		t.Fatalf("clean chain over RPC: %+v, %v", rep.Mismatch, err)
 	}
@@ -116,7 +116,7 @@ func TestAudit(t *testing.T) {
 	}
 
 	// A block that is not what the validators committed.
-	rep, err = Audit(ctx, tamperedBlocks{BlockSource: rpc, height: txHeight}, rpc)
+	rep, err = Run(ctx, tamperedBlocks{BlockSource: rpc, height: txHeight}, rpc)
 	if err != nil || rep.Mismatch == nil || rep.Mismatch.Height != txHeight+1 {
 		t.Fatalf("altered block %d: %+v, %v", txHeight, rep.Mismatch, err)
 	}
@@ -124,11 +124,11 @@ func TestAudit(t *testing.T) {
 	// From the stopped node's home: clean, then with a balance rewritten in
 	// the node's state store.
 	tn.stop()
-	home, err := OpenHomeAudit(tn.home)
+	home, err := OpenHome(tn.home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err = Audit(ctx, home, home)
+	rep, err = Run(ctx, home, home)
 	if err != nil || rep.Mismatch != nil || rep.Heights < h || rep.Epochs < 1 {
 		t.Fatalf("clean home: %+v (%d heights, %d epochs), %v", rep.Mismatch, rep.Heights, rep.Epochs, err)
 	}
@@ -146,7 +146,7 @@ func TestAudit(t *testing.T) {
 	if err := home.app.DB().SetSync(key1, rec2); err != nil {
 		t.Fatal(err)
 	}
-	rep, err = Audit(ctx, home, home)
+	rep, err = Run(ctx, home, home)
 	if err != nil || rep.Mismatch == nil || !strings.Contains(rep.Mismatch.What, "epoch 1") {
 		t.Fatalf("tampered epoch record: %+v, %v", rep.Mismatch, err)
 	}
@@ -162,7 +162,7 @@ func TestAudit(t *testing.T) {
 	if err := home.app.DB().SetSync([]byte(ledger.AccountKeyPrefix+string(consumer)), other); err != nil {
 		t.Fatal(err)
 	}
-	rep, err = Audit(ctx, home, home)
+	rep, err = Run(ctx, home, home)
 	if err != nil || rep.Mismatch == nil || !strings.Contains(rep.Mismatch.What, string(consumer)) {
 		t.Fatalf("tampered balance: %+v, %v", rep.Mismatch, err)
 	}
@@ -189,15 +189,15 @@ func TestAuditEpochWithoutPayouts(t *testing.T) {
 		}
 	}
 	waitSettled(t, tn, 20*time.Second)
-	l := chainrpc.Ledger{Client: tn.client()}
+	l := chainrpc.StateReader{Client: tn.client()}
 	if ps, err := l.Payouts(ctx, 1); err != nil || len(ps) != 0 {
 		t.Fatalf("epoch 1 payouts: %v %v; want none", ps, err)
 	}
-	rpc, err := chainrpc.NewRPCAudit(tn.node.RPCAddr())
+	rpc, err := chainrpc.NewBlockReader(tn.node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Audit(ctx, rpc, rpc)
+	rep, err := Run(ctx, rpc, rpc)
 	if err != nil || rep.Mismatch != nil || rep.Epochs < 1 {
 		t.Fatalf("audit of a chain whose epochs paid nothing: %d epochs, %v, %v", rep.Epochs, rep.Mismatch, err)
 	}

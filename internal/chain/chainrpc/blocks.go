@@ -13,22 +13,24 @@ import (
 	"github.com/idlegrid/idlegrid/internal/ledger"
 )
 
-// RPCAudit reads blocks and state from a node's RPC server.
-type RPCAudit struct {
+// BlockReader reads a node's genesis and blocks from its RPC server, and
+// the state an audit compares with its replay: it is the audit's
+// BlockSource and StateSource over RPC, and the explorer's block source.
+type BlockReader struct {
 	c *rpchttp.HTTP
 }
 
-// NewRPCAudit connects to the node at rpcURL.
-func NewRPCAudit(rpcURL string) (*RPCAudit, error) {
+// NewBlockReader connects to the node at rpcURL.
+func NewBlockReader(rpcURL string) (*BlockReader, error) {
 	c, err := rpchttp.New(rpcURL)
 	if err != nil {
 		return nil, fmt.Errorf("RPC client for %s: %w", rpcURL, err)
 	}
-	return &RPCAudit{c: c}, nil
+	return &BlockReader{c: c}, nil
 }
 
-// Genesis implements BlockSource.
-func (r *RPCAudit) Genesis(ctx context.Context) (*types.GenesisDoc, error) {
+// Genesis implements audit.BlockSource.
+func (r *BlockReader) Genesis(ctx context.Context) (*types.GenesisDoc, error) {
 	res, err := r.c.Genesis(ctx)
 	if err != nil {
 		return nil, err
@@ -36,8 +38,8 @@ func (r *RPCAudit) Genesis(ctx context.Context) (*types.GenesisDoc, error) {
 	return res.Genesis, nil
 }
 
-// Latest implements BlockSource.
-func (r *RPCAudit) Latest(ctx context.Context) (int64, []byte, error) {
+// Latest implements audit.BlockSource.
+func (r *BlockReader) Latest(ctx context.Context) (int64, []byte, error) {
 	res, err := r.c.ABCIInfo(ctx)
 	if err != nil {
 		return 0, nil, err
@@ -45,8 +47,8 @@ func (r *RPCAudit) Latest(ctx context.Context) (int64, []byte, error) {
 	return res.Response.LastBlockHeight, res.Response.LastBlockAppHash, nil
 }
 
-// Block implements BlockSource.
-func (r *RPCAudit) Block(ctx context.Context, h int64) (*types.Block, error) {
+// Block implements audit.BlockSource.
+func (r *BlockReader) Block(ctx context.Context, h int64) (*types.Block, error) {
 	res, err := r.c.Block(ctx, &h)
 	if err != nil {
 		return nil, err
@@ -54,9 +56,9 @@ func (r *RPCAudit) Block(ctx context.Context, h int64) (*types.Block, error) {
 	return res.Block, nil
 }
 
-// Accounts implements StateSource with one query per account; the height
+// Accounts implements audit.StateSource with one query per account; the height
 // is the highest any answer reports.
-func (r *RPCAudit) Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error) {
+func (r *BlockReader) Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error) {
 	out := map[keys.Address]AccountInfo{}
 	var height int64
 	for _, a := range addrs {
@@ -80,8 +82,8 @@ func (r *RPCAudit) Accounts(ctx context.Context, addrs []keys.Address) (map[keys
 	return out, height, nil
 }
 
-// Supply implements StateSource.
-func (r *RPCAudit) Supply(ctx context.Context) (ledger.Supply, error) {
+// Supply implements audit.StateSource.
+func (r *BlockReader) Supply(ctx context.Context) (ledger.Supply, error) {
 	res, err := r.c.ABCIQuery(ctx, PathSupply, nil)
 	if err != nil {
 		return ledger.Supply{}, err
@@ -90,8 +92,8 @@ func (r *RPCAudit) Supply(ctx context.Context) (ledger.Supply, error) {
 	return s, json.Unmarshal(res.Response.Value, &s)
 }
 
-// Epoch implements StateSource.
-func (r *RPCAudit) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
+// Epoch implements audit.StateSource.
+func (r *BlockReader) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
 	var rec ledger.EpochRecord
 	var ps []ledger.Payout
 	arg := []byte(strconv.FormatUint(n, 10))
@@ -105,7 +107,7 @@ func (r *RPCAudit) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, []l
 
 // query decodes the answer to an ABCI query into v; ok is false when the
 // node answers not found.
-func (r *RPCAudit) query(ctx context.Context, path string, arg []byte, v any) (bool, error) {
+func (r *BlockReader) query(ctx context.Context, path string, arg []byte, v any) (bool, error) {
 	res, err := r.c.ABCIQuery(ctx, path, arg)
 	if err != nil {
 		return false, err
