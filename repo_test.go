@@ -339,6 +339,61 @@ func TestProviderDoesNotLinkCometBFT(t *testing.T) {
 	}
 }
 
+// chainClients reach a ledger node only through its client,
+// internal/chain/chainrpc: the gateway serves consumers and the web UI shows
+// the ledger, and neither runs a node.
+var chainClients = []string{"internal/gateway", "internal/web"}
+
+// nodeDeps are what a node links and a client of one must not: the ABCI
+// application and the node (internal/chain), the audit's replay, and
+// CometBFT's node, consensus (internal since CometBFT v1), block sync,
+// state sync, state and block store. CometBFT's p2p package is not among
+// them: its RPC result types (rpc/core/types, which the HTTP client
+// decodes into) import it.
+var nodeDeps = []string{
+	module + "/internal/chain",
+	module + "/internal/chain/audit",
+	"github.com/cometbft/cometbft/node",
+	"github.com/cometbft/cometbft/internal/consensus",
+	"github.com/cometbft/cometbft/internal/blocksync",
+	"github.com/cometbft/cometbft/statesync",
+	"github.com/cometbft/cometbft/state",
+	"github.com/cometbft/cometbft/store",
+}
+
+// TestChainClientsLinkNoNode: the gateway and the web UI link the chain's
+// RPC client, not the node (issue 18: they linked 108 CometBFT packages).
+func TestChainClientsLinkNoNode(t *testing.T) {
+	t.Parallel()
+	var patterns []string
+	for _, c := range chainClients {
+		patterns = append(patterns, "./"+c+"/...")
+	}
+	all := map[string]*listedPackage{}
+	for _, p := range goList(t, append([]string{"-deps"}, patterns...)...) {
+		all[p.ImportPath] = p
+	}
+	checked := 0
+	for path, p := range all {
+		r := rel(path)
+		if !isModulePackage(path) || !slices.ContainsFunc(chainClients, func(c string) bool { return r == c || strings.HasPrefix(r, c+"/") }) {
+			continue
+		}
+		checked++
+		for _, e := range p.DepsErrors {
+			t.Logf("%s: dependency error (dependencies may be incomplete): %s", r, e.Err)
+		}
+		for _, d := range p.Deps {
+			if slices.Contains(nodeDeps, d) {
+				t.Errorf("%s links %s (through %s): a client of the chain uses internal/chain/chainrpc", r, d, strings.Join(importChain(all, path, d), " → "))
+			}
+		}
+	}
+	if checked < len(chainClients) {
+		t.Fatalf("go list found %d of the packages under %v", checked, chainClients)
+	}
+}
+
 // repoFiles lists the files that are or may become part of the repository:
 // tracked files and untracked ones that are not ignored. Without git (an
 // exported tree) it walks the directory instead.

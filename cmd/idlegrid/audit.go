@@ -6,7 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/audit"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 )
 
 func newAuditCmd(a *app) *cobra.Command {
@@ -27,27 +28,27 @@ does not have). Exits non-zero with the first mismatch.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var (
-				blocks chain.BlockSource
-				state  chain.StateSource
+				blocks audit.BlockSource
+				state  audit.StateSource
 			)
 			switch {
 			case changedFlag(cmd.Flags(), "chain-rpc", "rpc") && home != "":
 				return errors.New("give --chain-rpc or --home, not both")
 			case home != "":
-				h, err := chain.OpenHomeAudit(home)
+				h, err := audit.OpenHome(home)
 				if err != nil {
 					return err
 				}
 				defer h.Close()
 				blocks, state = h, h
 			default:
-				r, err := chain.NewRPCAudit(rpc)
+				r, err := chainrpc.NewBlockReader(rpc)
 				if err != nil {
 					return err
 				}
 				blocks, state = r, r
 			}
-			rep, err := chain.Audit(cmd.Context(), blocks, state)
+			rep, err := audit.Run(cmd.Context(), blocks, state)
 			if err != nil {
 				return fmt.Errorf("audit: %w", err)
 			}

@@ -21,7 +21,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
 	"github.com/idlegrid/idlegrid/internal/bench"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 )
@@ -68,11 +68,11 @@ func TestCheatingProviderProcess(t *testing.T) {
 		"up", "--addr", "127.0.0.1:0", "--data-dir", upDir, "--backend", "ollama", "--ollama-url", ollamaURL, "--chain-rpc-addr", "127.0.0.1:0")
 	base := up.await(t, `OpenAI API base URL:\s+(http://\S+)/v1`)
 	rpc := up.await(t, `Ledger RPC:\s+(http://\S+)`)
-	c, err := chain.NewHTTPClient(rpc)
+	c, err := chainrpc.NewHTTPClient(rpc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	led := chain.Ledger{Client: c}
+	led := chainrpc.StateReader{Client: c}
 	honest, _, err := keys.LoadOrCreate(filepath.Join(upDir, "provider.key"))
 	if err != nil {
 		t.Fatal(err)

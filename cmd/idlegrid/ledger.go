@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -30,7 +30,7 @@ type ledgerFlags struct {
 	timeout time.Duration
 }
 
-func (f *ledgerFlags) client() (chain.Client, error) { return chain.NewHTTPClient(f.rpc) }
+func (f *ledgerFlags) client() (chainrpc.Client, error) { return chainrpc.NewHTTPClient(f.rpc) }
 
 func (f *ledgerFlags) key() (keys.PrivateKey, error) {
 	k, err := keys.Load(f.keyFile)
@@ -82,15 +82,15 @@ Transactions are signed with --key-file (default: the dev account of ` + "`idleg
 			amt, err := money.Parse(args[1])
 			return ledger.Tx{Kind: ledger.KindApprove, Gateway: keys.Address(args[0]), Amount: amt}, errors.Join(err, keys.Address(args[0]).Validate())
 		}),
-		ledgerLookupCmd(a, f, "tx HASH", "Show where a transaction ran and its result code", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
+		ledgerLookupCmd(a, f, "tx HASH", "Show where a transaction ran and its result code", func(ctx context.Context, l chainrpc.StateReader, arg string) (any, error) {
 			var h receipt.Hash
 			if err := h.UnmarshalText([]byte(strings.ToLower(arg))); err != nil {
 				return nil, err
 			}
 			return l.Tx(ctx, h)
 		}),
-		ledgerLookupCmd(a, f, "receipt GATEWAY/REQUEST_ID", "Show how a gateway's receipt was settled (request ids are unique per gateway)", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
-			gateway, id, err := chain.ParseReceiptRef(arg)
+		ledgerLookupCmd(a, f, "receipt GATEWAY/REQUEST_ID", "Show how a gateway's receipt was settled (request ids are unique per gateway)", func(ctx context.Context, l chainrpc.StateReader, arg string) (any, error) {
+			gateway, id, err := chainrpc.ParseReceiptRef(arg)
 			if err != nil {
 				return nil, err
 			}
@@ -102,7 +102,7 @@ Transactions are signed with --key-file (default: the dev account of ` + "`idleg
 		ledgerTxCmd(a, f, "unjail", "Serve again after a conviction, once the jail time is over", 0, func([]string) (ledger.Tx, error) {
 			return ledger.Tx{Kind: ledger.KindUnjail}, nil
 		}),
-		ledgerLookupCmd(a, f, "provider ADDRESS", "Show a provider's verification record: audits, failures, convictions, reputation", func(ctx context.Context, l chain.Ledger, arg string) (any, error) {
+		ledgerLookupCmd(a, f, "provider ADDRESS", "Show a provider's verification record: audits, failures, convictions, reputation", func(ctx context.Context, l chainrpc.StateReader, arg string) (any, error) {
 			return l.Provider(ctx, keys.Address(arg))
 		}),
 		ledgerEpochCmd(a, f),
@@ -146,15 +146,15 @@ func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			l := chain.Ledger{Client: c}
+			l := chainrpc.StateReader{Client: c}
 			info, err := l.Account(ctx, addr)
-			if errors.Is(err, chain.ErrNotFound) {
+			if errors.Is(err, chainrpc.ErrNotFound) {
 				return fmt.Errorf("account %s does not exist on the ledger (it has never received anything)", addr)
 			}
 			if err != nil {
 				return err
 			}
-			var deposits []chain.DepositInfo
+			var deposits []chainrpc.DepositInfo
 			for _, g := range gateways {
 				gw := keys.Address(g)
 				if err := gw.Validate(); err != nil {
@@ -168,8 +168,8 @@ func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
 			}
 			if f.json {
 				return printJSON(a.stdout, struct {
-					chain.AccountInfo
-					Deposits []chain.DepositInfo `json:"deposits,omitempty"`
+					chainrpc.AccountInfo
+					Deposits []chainrpc.DepositInfo `json:"deposits,omitempty"`
 				}{info, deposits})
 			}
 			printAccount(a.stdout, info)
@@ -186,7 +186,7 @@ func ledgerBalanceCmd(a *app, f *ledgerFlags) *cobra.Command {
 	return cmd
 }
 
-func printAccount(w io.Writer, a chain.AccountInfo) {
+func printAccount(w io.Writer, a chainrpc.AccountInfo) {
 	fmt.Fprintf(w, "account   %s\n", a.Address)
 	fmt.Fprintf(w, "balance   %s\n", a.Balance)
 	fmt.Fprintf(w, "stake     %s\n", a.Stake)
@@ -255,7 +255,7 @@ func (f *ledgerFlags) send(cmd *cobra.Command, a *app, tx ledger.Tx) error {
 	if err != nil {
 		return fmt.Errorf("ledger at %s: %w", f.rpc, err)
 	}
-	res, err := chain.NewSigner(c, k, st.ChainID).Send(ctx, tx)
+	res, err := chainrpc.NewSigner(c, k, st.ChainID).Send(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -275,7 +275,7 @@ func (f *ledgerFlags) send(cmd *cobra.Command, a *app, tx ledger.Tx) error {
 	return nil
 }
 
-func ledgerLookupCmd(a *app, f *ledgerFlags, use, short string, look func(context.Context, chain.Ledger, string) (any, error)) *cobra.Command {
+func ledgerLookupCmd(a *app, f *ledgerFlags, use, short string, look func(context.Context, chainrpc.StateReader, string) (any, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,

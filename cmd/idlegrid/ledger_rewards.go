@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -21,13 +21,13 @@ import (
 
 // The reward commands: epochs, payout proofs and parameter changes.
 
-func (f *ledgerFlags) ledger(cmd *cobra.Command) (chain.Ledger, context.Context, context.CancelFunc, error) {
+func (f *ledgerFlags) ledger(cmd *cobra.Command) (chainrpc.StateReader, context.Context, context.CancelFunc, error) {
 	c, err := f.client()
 	if err != nil {
-		return chain.Ledger{}, nil, nil, err
+		return chainrpc.StateReader{}, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-	return chain.Ledger{Client: c}, ctx, cancel, nil
+	return chainrpc.StateReader{Client: c}, ctx, cancel, nil
 }
 
 func ledgerEpochCmd(a *app, f *ledgerFlags) *cobra.Command {
@@ -57,7 +57,7 @@ func ledgerEpochCmd(a *app, f *ledgerFlags) *cobra.Command {
 				return fmt.Errorf("epoch %q: want a number", args[0])
 			}
 			rec, err := l.Epoch(ctx, n)
-			if errors.Is(err, chain.ErrNotFound) {
+			if errors.Is(err, chainrpc.ErrNotFound) {
 				return fmt.Errorf("epoch %d has not ended yet", n)
 			}
 			if err != nil {
@@ -104,7 +104,7 @@ the file.`,
 			}
 			defer cancel()
 			pr, err := l.PayoutProof(ctx, epoch, addr)
-			if errors.Is(err, chain.ErrNotFound) {
+			if errors.Is(err, chainrpc.ErrNotFound) {
 				return fmt.Errorf("no payout to %s in epoch %d: the epoch has not ended, or the account earned nothing in it", addr, epoch)
 			}
 			if err != nil {
@@ -210,14 +210,14 @@ func (f *ledgerFlags) epochRoot(cmd *cobra.Command, epoch uint64, also []string)
 	var root receipt.Hash
 	urls := append([]string{f.rpc}, also...)
 	for i, u := range urls {
-		c, err := chain.NewHTTPClient(u)
+		c, err := chainrpc.NewHTTPClient(u)
 		if err != nil {
 			return root, "", err
 		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-		rec, err := chain.Ledger{Client: c}.Epoch(ctx, epoch)
+		rec, err := chainrpc.StateReader{Client: c}.Epoch(ctx, epoch)
 		cancel()
-		if errors.Is(err, chain.ErrNotFound) {
+		if errors.Is(err, chainrpc.ErrNotFound) {
 			return root, "", fmt.Errorf("%s: epoch %d has not ended", u, epoch)
 		}
 		if err != nil {
@@ -258,7 +258,7 @@ cap cannot change.`,
 			}
 			return printJSON(a.stdout, struct {
 				Params ledger.Params `json:"params"`
-				chain.GovernanceInfo
+				chainrpc.GovernanceInfo
 			}{p, g})
 		},
 	}
@@ -325,7 +325,7 @@ cap cannot change.`,
 // readParams reads a parameter change: the chain's current parameters with
 // the fields the file sets replaced. Unknown fields are errors, so a typo
 // cannot silently keep the old value.
-func readParams(ctx context.Context, l chain.Ledger, file string) (ledger.Params, error) {
+func readParams(ctx context.Context, l chainrpc.StateReader, file string) (ledger.Params, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return ledger.Params{}, err

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -162,12 +162,12 @@ func provideControlCmds(a *app) []*cobra.Command {
 // printProviderLedger shows what the ledger holds for the provider:
 // earnings (balance, escrow, vesting), stake and verification record.
 func printProviderLedger(ctx context.Context, w io.Writer, rpc string, addr keys.Address) {
-	c, err := chain.NewHTTPClient(rpc)
+	c, err := chainrpc.NewHTTPClient(rpc)
 	if err != nil {
 		fmt.Fprintf(w, "ledger    %v\n", err)
 		return
 	}
-	l := chain.Ledger{Client: c}
+	l := chainrpc.StateReader{Client: c}
 	acct, err := l.Account(ctx, addr)
 	if err != nil {
 		fmt.Fprintf(w, "ledger    %v\n", err)

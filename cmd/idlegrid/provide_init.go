@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -150,7 +150,7 @@ func newProvideInitCmd(a *app) *cobra.Command {
 // amount asked, saying what is missing when the account cannot pay.
 func registerProvider(ctx context.Context, a *app, rpc string, key keys.PrivateKey, stakeFlag string) error {
 	out := a.stdout
-	c, err := chain.NewHTTPClient(rpc)
+	c, err := chainrpc.NewHTTPClient(rpc)
 	if err != nil {
 		return err
 	}
@@ -160,7 +160,7 @@ func registerProvider(ctx context.Context, a *app, rpc string, key keys.PrivateK
 	if err != nil {
 		return fmt.Errorf("ledger at %s: %w (--chain-rpc, or --no-ledger to skip)", rpc, err)
 	}
-	l := chain.Ledger{Client: c}
+	l := chainrpc.StateReader{Client: c}
 	params, err := l.Params(ctx)
 	if err != nil {
 		return err
@@ -173,7 +173,7 @@ func registerProvider(ctx context.Context, a *app, rpc string, key keys.PrivateK
 	}
 	addr := key.Public().Address()
 	acct, err := l.Account(ctx, addr)
-	if err != nil && !errors.Is(err, chain.ErrNotFound) {
+	if err != nil && !errors.Is(err, chainrpc.ErrNotFound) {
 		return err
 	}
 	if acct.Has(ledger.RoleProvider) && acct.Stake >= want {
@@ -181,11 +181,11 @@ func registerProvider(ctx context.Context, a *app, rpc string, key keys.PrivateK
 		return nil
 	}
 	need := want - min(want, acct.Stake)
-	if errors.Is(err, chain.ErrNotFound) || acct.Balance < need {
+	if errors.Is(err, chainrpc.ErrNotFound) || acct.Balance < need {
 		return fmt.Errorf("the account %s holds %s and needs %s to stake: send it tokens first (`idlegrid ledger send %s %s` from a funded key), then run this again",
 			addr, acct.Balance, need, addr, need)
 	}
-	signer := chain.NewSigner(c, key, st.ChainID)
+	signer := chainrpc.NewSigner(c, key, st.ChainID)
 	if !acct.Has(ledger.RoleProvider) {
 		res, err := signer.Send(ctx, ledger.Tx{Kind: ledger.KindRegister, Role: ledger.RoleProvider, Info: "idlegrid provide"})
 		if err == nil {

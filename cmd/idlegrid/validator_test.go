@@ -16,7 +16,7 @@ import (
 	"github.com/cometbft/cometbft/abci/example/kvstore"
 	abci "github.com/cometbft/cometbft/abci/types"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 )
 
 func TestValidatorInit(t *testing.T) {
@@ -117,7 +117,7 @@ func TestValidatorStart(t *testing.T) {
 			t.Fatalf("validator did not report its RPC address:\n%s", out.String())
 		}
 	}
-	c, err := chain.NewHTTPClient(rpc)
+	c, err := chainrpc.NewHTTPClient(rpc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -131,28 +131,28 @@ verifier stake. See docs/verification.md for the statistics.`,
 
 // verdictPoster signs verdicts with the key in keyFile, after checking on
 // the ledger that it is a registered verifier.
-func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Context, ledger.Tx) error, chain.Ledger, keys.PrivateKey, error) {
+func verdictPoster(ctx context.Context, rpc, keyFile string) (func(context.Context, ledger.Tx) error, chainrpc.StateReader, keys.PrivateKey, error) {
 	key, err := keys.Load(keyFile)
 	if err != nil {
-		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("verifier key: %w", err)
+		return nil, chainrpc.StateReader{}, keys.PrivateKey{}, fmt.Errorf("verifier key: %w", err)
 	}
-	c, err := chain.NewHTTPClient(rpc)
+	c, err := chainrpc.NewHTTPClient(rpc)
 	if err != nil {
-		return nil, chain.Ledger{}, keys.PrivateKey{}, err
+		return nil, chainrpc.StateReader{}, keys.PrivateKey{}, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := c.Status(sctx)
 	if err != nil {
-		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("ledger at %s: %w", rpc, err)
+		return nil, chainrpc.StateReader{}, keys.PrivateKey{}, fmt.Errorf("ledger at %s: %w", rpc, err)
 	}
 	addr := key.Public().Address()
-	l := chain.Ledger{Client: c}
+	l := chainrpc.StateReader{Client: c}
 	acct, err := l.Account(sctx, addr)
 	if err != nil || !acct.Has(ledger.RoleVerifier) {
-		return nil, chain.Ledger{}, keys.PrivateKey{}, fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key-file %s register verifier` and stake first", addr, err, keyFile)
+		return nil, chainrpc.StateReader{}, keys.PrivateKey{}, fmt.Errorf("%s is not a registered verifier on the ledger (%v): `idlegrid ledger --key-file %s register verifier` and stake first", addr, err, keyFile)
 	}
-	signer := chain.NewSigner(c, key, st.ChainID)
+	signer := chainrpc.NewSigner(c, key, st.ChainID)
 	return func(ctx context.Context, tx ledger.Tx) error {
 		res, err := signer.Send(ctx, tx)
 		if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
@@ -272,7 +272,7 @@ func TestH2UnstakedProviderDroppedWithinABlock(t *testing.T) {
 	}
 
 	// B unstakes: its stake falls under the minimum.
-	res, err := chain.NewSigner(n.Validator.Node.Client(), bKey, node.DefaultChainID).Send(ctx, ledger.Tx{Kind: ledger.KindUnstake, Amount: 1})
+	res, err := chainrpc.NewSigner(n.Validator.Node.Client(), bKey, node.DefaultChainID).Send(ctx, ledger.Tx{Kind: ledger.KindUnstake, Amount: 1})
 	if err != nil || res.Err() != nil {
 		t.Fatalf("unstake: %v %v", err, res.Err())
 	}

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/hub"
@@ -35,12 +35,12 @@ import (
 // registered and staked as a verifier; every other key unknown.
 type verifierLedger struct{ verifier keys.Address }
 
-func (v verifierLedger) Account(_ context.Context, addr keys.Address) (chain.AccountInfo, error) {
+func (v verifierLedger) Account(_ context.Context, addr keys.Address) (chainrpc.AccountInfo, error) {
 	if addr != v.verifier {
-		return chain.AccountInfo{}, chain.ErrNotFound
+		return chainrpc.AccountInfo{}, chainrpc.ErrNotFound
 	}
 	p := ledger.DefaultParams()
-	return chain.AccountInfo{Address: addr, Account: ledger.Account{Roles: ledger.RoleVerifier, Stake: p.MinVerifierStake + 1}}, nil
+	return chainrpc.AccountInfo{Address: addr, Account: ledger.Account{Roles: ledger.RoleVerifier, Stake: p.MinVerifierStake + 1}}, nil
 }
 
 func (verifierLedger) Params(context.Context) (ledger.Params, error) {
@@ -165,12 +165,12 @@ func TestL1StalledStreamReaderIsCut(t *testing.T) {
 // shows as reserved.
 type richConsumers struct{}
 
-func (richConsumers) ConsumerFunds(context.Context, keys.Address) (chain.Funds, error) {
-	return chain.Funds{Balance: 1 << 60, Deposit: 1 << 60}, nil
+func (richConsumers) ConsumerFunds(context.Context, keys.Address) (chainrpc.Funds, error) {
+	return chainrpc.Funds{Balance: 1 << 60, Deposit: 1 << 60}, nil
 }
 
-func (richConsumers) SettleBatch(context.Context, []receipt.Signed) (chain.BatchOutcome, error) {
-	return chain.BatchOutcome{}, errors.New("not settling in this test")
+func (richConsumers) SettleBatch(context.Context, []receipt.Signed) (chainrpc.BatchOutcome, error) {
+	return chainrpc.BatchOutcome{}, errors.New("not settling in this test")
 }
 
 func (richConsumers) Height(context.Context) (int64, error) { return 1, nil }
@@ -181,8 +181,8 @@ func (richConsumers) Params(context.Context) (ledger.Params, error) {
 
 // Provider: every provider is registered and staked, so the gateway
 // admits the test's providers (admission is not what this test is about).
-func (richConsumers) Provider(_ context.Context, a keys.Address) (chain.ProviderInfo, error) {
-	return chain.ProviderInfo{Address: a, Reputation: 1000, Stake: ledger.DefaultParams().MinProviderStake}, nil
+func (richConsumers) Provider(_ context.Context, a keys.Address) (chainrpc.ProviderInfo, error) {
+	return chainrpc.ProviderInfo{Address: a, Reputation: 1000, Stake: ledger.DefaultParams().MinProviderStake}, nil
 }
 
 // accountReserved reads what the consumer's requests in flight hold.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/tstest"
@@ -59,8 +59,8 @@ func TestM1HangUpAfterFirstToken(t *testing.T) {
 		if err != nil {
 			return false // not stored yet
 		}
-		s, err := chain.Ledger{Client: n.Validator.Node.Client()}.Settlement(ctx, stored.Receipt.Gateway.Address(), id)
-		if errors.Is(err, chain.ErrNotFound) {
+		s, err := chainrpc.StateReader{Client: n.Validator.Node.Client()}.Settlement(ctx, stored.Receipt.Gateway.Address(), id)
+		if errors.Is(err, chainrpc.ErrNotFound) {
 			return false
 		}
 		if err != nil {

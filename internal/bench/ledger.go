@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -206,7 +207,7 @@ func ledgerRun(ctx context.Context, cfg LedgerConfig, n int) (LedgerRun, error) 
 	fmt.Fprintf(cfg.Out, "%d validator(s) started; signing %d receipts\n", n, cfg.Receipts)
 	rs := p.receipts(cfg.Receipts)
 
-	signer := chain.NewSigner(vals[0].Node.Client(), p.gateway, benchChainID)
+	signer := chainrpc.NewSigner(vals[0].Node.Client(), p.gateway, benchChainID)
 	for _, v := range vals[1:] {
 		signer.BroadcastAlso(v.Node.Client())
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -208,7 +209,7 @@ func scaleRun(ctx context.Context, cfg ScaleConfig, n int, dbURL string) (ScaleR
 		}
 		g, err := node.StartGateway(sctx, node.GatewayConfig{Addr: "127.0.0.1:0", DataDir: gdir, ChainID: benchChainID, DatabaseURL: dbURL,
 			PeerInterval: 500 * time.Millisecond,
-			Gateway: gateway.Config{Ledger: chain.NewSigner(val.Node.Client(), k, benchChainID), MaxQueued: 1 << 16,
+			Gateway: gateway.Config{Ledger: chainrpc.NewSigner(val.Node.Client(), k, benchChainID), MaxQueued: 1 << 16,
 				SettleInterval: 500 * time.Millisecond, SettleBatchSize: 2000, SettleInFlight: 2}})
 		if err != nil {
 			return ScaleRun{}, err

@@ -22,7 +22,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -241,7 +241,7 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 		defer cancel()
 		n.Shutdown(sctx)
 	}()
-	led := chain.Ledger{Client: n.Validator.Node.Client()}
+	led := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	honest := n.Provider.Key
 	fmt.Fprintf(cfg.Out, "verify-ollama: Ollama at %s; honest provider serves %s, the cheater %s as %s (identity %s); %s: a canary every %s, %.0f%% of responses sampled, probation %d cases and %.0f%% of traffic\n",
 		cfg.OllamaURL, cfg.Model, cfg.CheatModel, cfg.Model, claimed.Digest, defaults, up.VerifyEvery, 100*up.Gateway.Samples.Share, gateway.DefaultProbationCases, 100*gateway.DefaultProbationShare)

@@ -136,6 +136,11 @@ func (app *App) Close() error {
 // Reader is the committed ledger state, for in-process queries.
 func (app *App) Reader() ledger.Reader { return app.db }
 
+// DB is the state store itself, for tools that read it whole (the audit of
+// a stopped node's home) and tests that doctor it. It holds the committed
+// state only while no block is being executed.
+func (app *App) DB() dbm.DB { return app.db }
+
 // Info tells CometBFT where the application is, so it replays only the
 // blocks the application has not committed.
 func (app *App) Info(context.Context, *abci.InfoRequest) (*abci.InfoResponse, error) {

@@ -10,112 +10,11 @@ import (
 
 	abci "github.com/cometbft/cometbft/abci/types"
 
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
-	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
-
-// Query paths the application answers, each with JSON in the response
-// value. Data is the path's argument as text.
-const (
-	PathAccount = "/account" // data: address → AccountInfo
-	PathReceipt = "/receipt" // data: "gateway/request_id" → ledger.Settlement
-	PathTx      = "/tx"      // data: tx hash in hex → ledger.TxRecord
-	PathDeposit = "/deposit" // data: "consumer/gateway" → DepositInfo
-	PathParams  = "/params"  // → ledger.Params
-	PathSupply  = "/supply"  // → ledger.Supply
-	// PathEpoch: data "" → EpochInfo of the running epoch; an epoch number
-	// → the finished epoch's ledger.EpochRecord.
-	PathEpoch      = "/epoch"
-	PathPayouts    = "/payouts"    // data: epoch number → []ledger.Payout, sorted by account
-	PathPayout     = "/payout"     // data: "epoch/address" → ledger.PayoutProof
-	PathGovernance = "/governance" // → GovernanceInfo
-	PathProvider   = "/provider"   // data: address → ProviderInfo (verification record)
-	PathCase       = "/case"       // data: evidence hash in hex → ledger.Case
-	// PathCases → []OpenCase: the cases that have not matured, with the
-	// receipts and texts of canary cases (anyone may replay them).
-	PathCases = "/cases"
-)
-
-// OpenCase is a case still collecting verdicts; Opening holds a canary
-// case's receipts and texts (empty for a sample case).
-type OpenCase struct {
-	Evidence receipt.Hash        `json:"evidence"`
-	Case     ledger.Case         `json:"case"`
-	Opening  *ledger.CaseOpening `json:"opening,omitempty"`
-}
-
-// ProviderInfo is a provider's verification record and reputation.
-type ProviderInfo struct {
-	Address keys.Address `json:"address"`
-	ledger.ProviderRecord
-	// Reputation is in thousandths; it weighs the provider's rewards.
-	Reputation uint64 `json:"reputation_milli"`
-	Jailed     bool   `json:"jailed"`
-	// Stake is the provider's bonded stake (gateways serve only providers
-	// staked at least min_provider_stake).
-	Stake money.Amount `json:"stake"`
-}
-
-// EpochInfo is the running epoch and the last finished one.
-type EpochInfo struct {
-	ledger.EpochState
-	// EndHeight is the height whose block ends the epoch.
-	EndHeight uint64 `json:"end_height"`
-	Height    int64  `json:"height"`
-}
-
-// GovernanceInfo is who approves parameter changes and the version the
-// next change's approvals must sign.
-type GovernanceInfo struct {
-	ChainID       string             `json:"chain_id"`
-	ParamsVersion uint64             `json:"params_version"`
-	Validators    []ledger.Validator `json:"validators"`
-}
-
-// Query result codes (0 is success).
-const (
-	QueryCodeNotFound   uint32 = 1
-	QueryCodeBadRequest uint32 = 2
-	QueryCodeInternal   uint32 = 3
-)
-
-// AccountInfo is an account as queries return it.
-type AccountInfo struct {
-	Address keys.Address `json:"address"`
-	ledger.Account
-	// Claimable and Unvested split the account's vesting schedules at the
-	// height of the answer.
-	Claimable money.Amount `json:"claimable"`
-	Unvested  money.Amount `json:"unvested"`
-}
-
-// DepositInfo is what a consumer locked for a gateway.
-type DepositInfo struct {
-	Consumer keys.Address `json:"consumer"`
-	Gateway  keys.Address `json:"gateway"`
-	ledger.Deposit
-	// Drawable is what the gateway's receipts can still be paid from at
-	// the height of the answer: the locked part and what is unlocking.
-	Drawable money.Amount `json:"drawable"`
-}
-
-// ParseReceiptRef reads the argument of PathReceipt, "gateway/request_id":
-// request ids are unique only per gateway, so a settlement is named by both.
-func ParseReceiptRef(ref string) (keys.Address, string, error) {
-	g, id, cut := strings.Cut(ref, "/")
-	gateway := keys.Address(g)
-	if !cut || gateway.Validate() != nil || id == "" {
-		return "", "", fmt.Errorf("receipt %q: want GATEWAY/REQUEST_ID (settlements are kept per gateway: the address of the gateway that settled it, a slash, the request id)", ref)
-	}
-	return gateway, id, nil
-}
-
-// ReceiptRef is the argument of PathReceipt for gateway's receipt requestID.
-func ReceiptRef(gateway keys.Address, requestID string) string {
-	return string(gateway) + "/" + requestID
-}
 
 // Query answers reads of committed state.
 func (app *App) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryResponse, error) {
@@ -129,7 +28,7 @@ func (app *App) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryRes
 		return resp, nil
 	}
 	if resp.Value, err = json.Marshal(v); err != nil {
-		resp.Code, resp.Log = QueryCodeInternal, err.Error()
+		resp.Code, resp.Log = chainrpc.QueryCodeInternal, err.Error()
 	}
 	return resp, nil
 }
@@ -137,7 +36,7 @@ func (app *App) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryRes
 func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 	h, ok := queryHandlers[path]
 	if !ok {
-		return nil, QueryCodeBadRequest, fmt.Errorf("unknown query path %q", path)
+		return nil, chainrpc.QueryCodeBadRequest, fmt.Errorf("unknown query path %q", path)
 	}
 	v, err := h(query{view: ledger.View{R: app.db}, arg: arg, height: height})
 	var qe *queryError
@@ -147,7 +46,7 @@ func (app *App) query(path, arg string, height int64) (any, uint32, error) {
 	case errors.As(err, &qe):
 		return nil, qe.code, qe.err
 	}
-	return nil, QueryCodeInternal, err
+	return nil, chainrpc.QueryCodeInternal, err
 }
 
 // query is one read of committed state: its argument and the height it
@@ -167,10 +66,10 @@ type queryError struct {
 
 func (e *queryError) Error() string { return e.err.Error() }
 
-func badRequest(err error) error { return &queryError{QueryCodeBadRequest, err} }
+func badRequest(err error) error { return &queryError{chainrpc.QueryCodeBadRequest, err} }
 
 func (q query) notFound(what string) error {
-	return &queryError{QueryCodeNotFound, fmt.Errorf("%s %q not found", what, q.arg)}
+	return &queryError{chainrpc.QueryCodeNotFound, fmt.Errorf("%s %q not found", what, q.arg)}
 }
 
 // found answers a lookup: the value, not found, or a storage error.
@@ -213,19 +112,19 @@ func (q query) epochNumber() (uint64, error) {
 
 // queryHandlers answer each query path.
 var queryHandlers = map[string]func(query) (any, error){
-	PathAccount:    queryAccount,
-	PathReceipt:    queryReceipt,
-	PathTx:         queryTx,
-	PathDeposit:    queryDeposit,
-	PathParams:     func(q query) (any, error) { return q.view.Params() },
-	PathSupply:     func(q query) (any, error) { return q.view.Supply() },
-	PathEpoch:      queryEpoch,
-	PathPayouts:    queryPayouts,
-	PathPayout:     queryPayout,
-	PathProvider:   queryProvider,
-	PathCase:       queryCase,
-	PathCases:      queryCases,
-	PathGovernance: queryGovernance,
+	chainrpc.PathAccount:    queryAccount,
+	chainrpc.PathReceipt:    queryReceipt,
+	chainrpc.PathTx:         queryTx,
+	chainrpc.PathDeposit:    queryDeposit,
+	chainrpc.PathParams:     func(q query) (any, error) { return q.view.Params() },
+	chainrpc.PathSupply:     func(q query) (any, error) { return q.view.Supply() },
+	chainrpc.PathEpoch:      queryEpoch,
+	chainrpc.PathPayouts:    queryPayouts,
+	chainrpc.PathPayout:     queryPayout,
+	chainrpc.PathProvider:   queryProvider,
+	chainrpc.PathCase:       queryCase,
+	chainrpc.PathCases:      queryCases,
+	chainrpc.PathGovernance: queryGovernance,
 }
 
 func queryAccount(q query) (any, error) {
@@ -238,11 +137,11 @@ func queryAccount(q query) (any, error) {
 		return q.found(nil, ok, err, "account")
 	}
 	h := uint64(q.height)
-	return AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(h), Unvested: a.Unvested(h)}, nil
+	return chainrpc.AccountInfo{Address: addr, Account: a, Claimable: a.Claimable(h), Unvested: a.Unvested(h)}, nil
 }
 
 func queryReceipt(q query) (any, error) {
-	gateway, id, err := ParseReceiptRef(q.arg)
+	gateway, id, err := chainrpc.ParseReceiptRef(q.arg)
 	if err != nil {
 		return nil, badRequest(err)
 	}
@@ -272,7 +171,7 @@ func queryDeposit(q query) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return DepositInfo{Consumer: consumer, Gateway: gateway, Deposit: d, Drawable: d.Drawable(uint64(q.height))}, nil
+	return chainrpc.DepositInfo{Consumer: consumer, Gateway: gateway, Deposit: d, Drawable: d.Drawable(uint64(q.height))}, nil
 }
 
 // queryEpoch answers the running epoch for an empty argument, else the
@@ -287,7 +186,7 @@ func queryEpoch(q query) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return EpochInfo{EpochState: st, EndHeight: st.Start + p.EpochBlocks - 1, Height: q.height}, nil
+		return chainrpc.EpochInfo{EpochState: st, EndHeight: st.Start + p.EpochBlocks - 1, Height: q.height}, nil
 	}
 	n, err := q.epochNumber()
 	if err != nil {
@@ -327,7 +226,7 @@ func queryPayout(q query) (any, error) {
 	case err != nil:
 		return nil, err
 	case !ok:
-		return nil, &queryError{QueryCodeNotFound, fmt.Errorf("no payout to %s in epoch %d (the epoch has not ended, or the account earned nothing in it)", addr, n)}
+		return nil, &queryError{chainrpc.QueryCodeNotFound, fmt.Errorf("no payout to %s in epoch %d (the epoch has not ended, or the account earned nothing in it)", addr, n)}
 	}
 	return pr, nil
 }
@@ -345,7 +244,7 @@ func queryProvider(q query) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed, Stake: a.Stake}, nil
+	return chainrpc.ProviderInfo{Address: addr, ProviderRecord: r, Reputation: r.Reputation(), Jailed: a.Jailed, Stake: a.Stake}, nil
 }
 
 func queryCase(q query) (any, error) {
@@ -364,7 +263,7 @@ func queryCases(q query) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []OpenCase{}
+	out := []chainrpc.OpenCase{}
 	for _, ev := range evs {
 		c, ok, err := q.view.Case(ev)
 		if err != nil {
@@ -373,7 +272,7 @@ func queryCases(q query) (any, error) {
 		if !ok || c.Matured {
 			continue
 		}
-		oc := OpenCase{Evidence: ev, Case: c}
+		oc := chainrpc.OpenCase{Evidence: ev, Case: c}
 		if c.Canary {
 			o, ok, err := q.view.CaseOpening(ev)
 			if err != nil {
@@ -401,5 +300,5 @@ func queryGovernance(q query) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return GovernanceInfo{ChainID: id, ParamsVersion: v, Validators: append([]ledger.Validator{}, vals...)}, nil
+	return chainrpc.GovernanceInfo{ChainID: id, ParamsVersion: v, Validators: append([]ledger.Validator{}, vals...)}, nil
 }

@@ -9,6 +9,7 @@ import (
 	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
 
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -37,26 +38,26 @@ func TestQueryCodes(t *testing.T) {
 		code       uint32
 		says       string
 	}{
-		{PathAccount, string(addr), 0, `"balance"`},
-		{PathAccount, "nope", QueryCodeBadRequest, "address"},
-		{PathAccount, string(other.Public().Address()), QueryCodeNotFound, "account"},
-		{PathParams, "", 0, `"min_provider_stake"`},
-		{PathSupply, "", 0, ""},
-		{PathEpoch, "", 0, `"end_height"`},
-		{PathEpoch, "x", QueryCodeBadRequest, "want a number"},
-		{PathEpoch, "7", QueryCodeNotFound, "finished epoch"},
-		{PathPayouts, "1", QueryCodeNotFound, "finished epoch"},
-		{PathPayout, "1/" + string(addr), QueryCodeNotFound, "no payout"},
-		{PathPayout, "one", QueryCodeBadRequest, "EPOCH/ADDRESS"},
-		{PathReceipt, "bad", QueryCodeBadRequest, "GATEWAY/REQUEST_ID"},
-		{PathReceipt, string(addr) + "/r1", QueryCodeNotFound, "settled receipt"},
-		{PathTx, "zz", QueryCodeBadRequest, "tx hash"},
-		{PathProvider, string(addr), QueryCodeNotFound, "provider"},
-		{PathCase, strings.Repeat("ab", 32), QueryCodeNotFound, "case"},
-		{PathCases, "", 0, "[]"},
-		{PathDeposit, string(addr) + "/" + string(other.Public().Address()), 0, `"drawable"`},
-		{PathGovernance, "", 0, `"chain_id":"q"`},
-		{"/nothing", "", QueryCodeBadRequest, "unknown query path"},
+		{chainrpc.PathAccount, string(addr), 0, `"balance"`},
+		{chainrpc.PathAccount, "nope", chainrpc.QueryCodeBadRequest, "address"},
+		{chainrpc.PathAccount, string(other.Public().Address()), chainrpc.QueryCodeNotFound, "account"},
+		{chainrpc.PathParams, "", 0, `"min_provider_stake"`},
+		{chainrpc.PathSupply, "", 0, ""},
+		{chainrpc.PathEpoch, "", 0, `"end_height"`},
+		{chainrpc.PathEpoch, "x", chainrpc.QueryCodeBadRequest, "want a number"},
+		{chainrpc.PathEpoch, "7", chainrpc.QueryCodeNotFound, "finished epoch"},
+		{chainrpc.PathPayouts, "1", chainrpc.QueryCodeNotFound, "finished epoch"},
+		{chainrpc.PathPayout, "1/" + string(addr), chainrpc.QueryCodeNotFound, "no payout"},
+		{chainrpc.PathPayout, "one", chainrpc.QueryCodeBadRequest, "EPOCH/ADDRESS"},
+		{chainrpc.PathReceipt, "bad", chainrpc.QueryCodeBadRequest, "GATEWAY/REQUEST_ID"},
+		{chainrpc.PathReceipt, string(addr) + "/r1", chainrpc.QueryCodeNotFound, "settled receipt"},
+		{chainrpc.PathTx, "zz", chainrpc.QueryCodeBadRequest, "tx hash"},
+		{chainrpc.PathProvider, string(addr), chainrpc.QueryCodeNotFound, "provider"},
+		{chainrpc.PathCase, strings.Repeat("ab", 32), chainrpc.QueryCodeNotFound, "case"},
+		{chainrpc.PathCases, "", 0, "[]"},
+		{chainrpc.PathDeposit, string(addr) + "/" + string(other.Public().Address()), 0, `"drawable"`},
+		{chainrpc.PathGovernance, "", 0, `"chain_id":"q"`},
+		{"/nothing", "", chainrpc.QueryCodeBadRequest, "unknown query path"},
 	} {
 		resp, err := app.Query(context.Background(), &abci.QueryRequest{Path: tt.path, Data: []byte(tt.data)})
 		if err != nil {

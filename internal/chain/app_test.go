@@ -15,6 +15,7 @@ import (
 
 	abci "github.com/cometbft/cometbft/abci/types"
 
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -92,7 +93,7 @@ func (p parties) receipt(consumer keys.Address, id string, prompt, completion ui
 	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.provider, &r), GatewaySignature: receipt.SignGateway(p.gateway, &r)}
 }
 
-func balanceOf(t *testing.T, ctx context.Context, l Ledger, a keys.Address) AccountInfo {
+func balanceOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, a keys.Address) chainrpc.AccountInfo {
 	t.Helper()
 	info, err := l.Account(ctx, a)
 	if err != nil {
@@ -102,7 +103,7 @@ func balanceOf(t *testing.T, ctx context.Context, l Ledger, a keys.Address) Acco
 }
 
 // depositOf is what consumer has locked for the parties' gateway.
-func (p parties) depositOf(t *testing.T, ctx context.Context, l Ledger, consumer keys.Address) money.Amount {
+func (p parties) depositOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, consumer keys.Address) money.Amount {
 	t.Helper()
 	d, err := l.Deposit(ctx, consumer, p.gateway.Public().Address())
 	if err != nil {
@@ -111,7 +112,7 @@ func (p parties) depositOf(t *testing.T, ctx context.Context, l Ledger, consumer
 	return d.Locked
 }
 
-func escrowTotal(a AccountInfo) money.Amount {
+func escrowTotal(a chainrpc.AccountInfo) money.Amount {
 	var s money.Amount
 	for _, e := range a.Escrow {
 		s += e.Amount
@@ -127,8 +128,8 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	p := testParties(t)
 	tn := startSingle(t, p.genesis(t), newLedgerApp)
 	ctx := testContext(t, 2*time.Minute)
-	l := Ledger{tn.client()}
-	gw := NewSigner(tn.client(), p.gateway, "idlegrid-test")
+	l := chainrpc.StateReader{Client: tn.client()}
+	gw := chainrpc.NewSigner(tn.client(), p.gateway, "idlegrid-test")
 	consumer := p.consumer.Public().Address()
 
 	var batch []receipt.Signed
@@ -187,13 +188,13 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	if err != nil || !st.PaidByGateway || st.Height != uint64(out.Height) {
 		t.Errorf("settlement of req-poor: %+v, %v", st, err)
 	}
-	if _, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-foreign"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("rejected receipt: settlement lookup %v, want ErrNotFound", err)
+	if _, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-foreign"); !errors.Is(err, chainrpc.ErrNotFound) {
+		t.Errorf("rejected receipt: settlement lookup %v, want chainrpc.ErrNotFound", err)
 	}
 	// Settlements are kept per gateway: a bare request id is refused
 	// with a message that names the form.
-	var qe *QueryError
-	if _, err := tn.client().Query(ctx, PathReceipt, []byte("req-poor")); !errors.As(err, &qe) || qe.Code != QueryCodeBadRequest || !strings.Contains(qe.Log, "GATEWAY/REQUEST_ID") {
+	var qe *chainrpc.QueryError
+	if _, err := tn.client().Query(ctx, chainrpc.PathReceipt, []byte("req-poor")); !errors.As(err, &qe) || qe.Code != chainrpc.QueryCodeBadRequest || !strings.Contains(qe.Log, "GATEWAY/REQUEST_ID") {
 		t.Errorf("bare request id: %v, want a bad request naming GATEWAY/REQUEST_ID", err)
 	}
 
@@ -214,7 +215,7 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	// more than the mempool holds per sender (ledger.MaxPendingTxs): the
 	// signer waits for a block to make room.
 	const inFlight = ledger.MaxPendingTxs + 36
-	cs := NewSigner(tn.client(), p.consumer, "idlegrid-test")
+	cs := chainrpc.NewSigner(tn.client(), p.consumer, "idlegrid-test")
 	var wg sync.WaitGroup
 	errs := make(chan error, inFlight)
 	for range inFlight {
@@ -240,7 +241,7 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	}
 	// A failing transaction comes back as a result with its code.
 	res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: consumerFunds})
-	var te *TxError
+	var te *chainrpc.TxError
 	if err == nil && res.Err() == nil || err != nil && !errors.As(err, &te) {
 		t.Errorf("overdraft: %+v, %v; want a failure", res, err)
 	}
@@ -254,7 +255,7 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	if after.Height != h || !bytes.Equal(after.AppHash, hash) {
 		t.Errorf("after restart: height %d app hash %X; before %d %X (first seen %d)", after.Height, after.AppHash, h, hash, before.Height)
 	}
-	l = Ledger{tn.client()}
+	l = chainrpc.StateReader{Client: tn.client()}
 	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-inFlight*money.Unit {
 		t.Errorf("after restart, consumer balance %d", got)
 	}
@@ -296,7 +297,7 @@ func TestLedgerNetwork(t *testing.T) {
 		// Handed to every running validator, as a gateway does with its
 		// --chain-rpc list: progress does not hang on one node's mempool
 		// gossip or its notice that transactions are waiting.
-		signer := NewSigner(via.client(), p.gateway, "idlegrid-test")
+		signer := chainrpc.NewSigner(via.client(), p.gateway, "idlegrid-test")
 		for _, other := range nodes {
 			if other != via && other.node != nil {
 				signer.BroadcastAlso(other.client())
@@ -310,7 +311,7 @@ func TestLedgerNetwork(t *testing.T) {
 	}
 	balance := func(via *testNode) money.Amount {
 		t.Helper()
-		return p.depositOf(t, ctx, Ledger{via.client()}, consumer)
+		return p.depositOf(t, ctx, chainrpc.StateReader{Client: via.client()}, consumer)
 	}
 	var spent money.Amount
 	for _, tn := range nodes {
@@ -318,7 +319,7 @@ func TestLedgerNetwork(t *testing.T) {
 	}
 	waitAgree(t, nodes, 30*time.Second)
 
-	down, err := NewHTTPClient(nodes[3].node.RPCAddr())
+	down, err := chainrpc.NewHTTPClient(nodes[3].node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,9 +329,9 @@ func TestLedgerNetwork(t *testing.T) {
 
 	// A gateway whose first listed validator is down settles through the
 	// next one (ReadFailover), over RPC as `idlegrid gateway --chain-rpc`.
-	var rpcs []Client
+	var rpcs []chainrpc.Client
 	for _, tn := range nodes[:3] {
-		c, err := NewHTTPClient(tn.node.RPCAddr())
+		c, err := chainrpc.NewHTTPClient(tn.node.RPCAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -344,7 +345,7 @@ func TestLedgerNetwork(t *testing.T) {
 		batch = append(batch, r)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 60*time.Second)
-	out, err := NewSigner(ReadFailover(append([]Client{down}, rpcs...)...), p.gateway, "idlegrid-test").SettleBatch(fctx, batch)
+	out, err := chainrpc.NewSigner(chainrpc.ReadFailover(append([]chainrpc.Client{down}, rpcs...)...), p.gateway, "idlegrid-test").SettleBatch(fctx, batch)
 	fcancel()
 	if err != nil || len(out.Settled) != len(batch) {
 		t.Fatalf("settle with the first validator down: %d settled, rejected %v, %v", len(out.Settled), out.Rejected, err)
@@ -367,7 +368,7 @@ func TestLedgerNetwork(t *testing.T) {
 	nodes[3].stop()
 	stuck := []receipt.Signed{p.receipt(consumer, "stuck", 100, 100)}
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err = NewSigner(nodes[0].client(), p.gateway, "idlegrid-test").SettleBatch(short, stuck)
+	_, err = chainrpc.NewSigner(nodes[0].client(), p.gateway, "idlegrid-test").SettleBatch(short, stuck)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("settle without quorum: %v, want a deadline error", err)
@@ -376,7 +377,7 @@ func TestLedgerNetwork(t *testing.T) {
 		t.Fatalf("balance moved without quorum: %d", got)
 	}
 	nodes[2].start(ctx)
-	out, err = NewSigner(nodes[1].client(), p.gateway, "idlegrid-test").SettleBatch(ctx, stuck)
+	out, err = chainrpc.NewSigner(nodes[1].client(), p.gateway, "idlegrid-test").SettleBatch(ctx, stuck)
 	if err != nil || len(out.Settled) != 1 {
 		t.Fatalf("settle after quorum returned: %+v, %v", out, err)
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
+
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 )
 
 // This file is the test harness for real CometBFT nodes on loopback, generic
@@ -76,7 +78,7 @@ func (tn *testNode) stop() {
 func (tn *testNode) running() bool { return tn.node != nil }
 
 // client is the node's in-process client.
-func (tn *testNode) client() Client {
+func (tn *testNode) client() chainrpc.Client {
 	tn.t.Helper()
 	if tn.node == nil {
 		tn.t.Fatalf("%s: not running", tn.name)
@@ -194,7 +196,7 @@ func waitAgree(t *testing.T, nodes []*testNode, timeout time.Duration) (int64, [
 	}
 }
 
-func sameHeight(sts []Status) bool {
+func sameHeight(sts []chainrpc.Status) bool {
 	for _, st := range sts[1:] {
 		if st.Height != sts[0].Height {
 			return false
@@ -204,11 +206,11 @@ func sameHeight(sts []Status) bool {
 }
 
 // waitHeight waits until the running node reaches at least height h.
-func waitHeight(t *testing.T, tn *testNode, h int64, timeout time.Duration) Status {
+func waitHeight(t *testing.T, tn *testNode, h int64, timeout time.Duration) chainrpc.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var last Status
+	var last chainrpc.Status
 	for {
 		st, err := tn.client().Status(ctx)
 		if err == nil && st.Height >= h && !st.CatchingUp {
@@ -221,8 +223,8 @@ func waitHeight(t *testing.T, tn *testNode, h int64, timeout time.Duration) Stat
 	}
 }
 
-func statuses(ctx context.Context, nodes []*testNode) ([]Status, error) {
-	var sts []Status
+func statuses(ctx context.Context, nodes []*testNode) ([]chainrpc.Status, error) {
+	var sts []chainrpc.Status
 	for _, tn := range nodes {
 		if !tn.running() {
 			continue
@@ -236,7 +238,7 @@ func statuses(ctx context.Context, nodes []*testNode) ([]Status, error) {
 	return sts, nil
 }
 
-func heights(sts []Status) []int64 {
+func heights(sts []chainrpc.Status) []int64 {
 	hs := make([]int64, len(sts))
 	for i, st := range sts {
 		hs[i] = st.Height
@@ -339,4 +341,16 @@ func (b *lockedBuffer) tail(n int) string {
 		s = s[len(s)-n:]
 	}
 	return string(s)
+}
+
+// sleep waits d or until ctx ends, whichever is first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

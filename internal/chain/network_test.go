@@ -15,6 +15,7 @@ import (
 
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 )
@@ -36,7 +37,7 @@ func TestHomeConfig(t *testing.T) {
 		t.Fatalf("homes %v", homes)
 	}
 	for i, home := range append([]string{single}, homes...) {
-		c, err := loadConfig(home)
+		c, err := LoadConfig(home)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +132,7 @@ func TestNetwork(t *testing.T) {
 	ctx := testContext(t, 3*time.Minute)
 	phase("four validators started")
 
-	submit := func(tn *testNode, tx string) *TxResult {
+	submit := func(tn *testNode, tx string) *chainrpc.TxResult {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
@@ -157,7 +158,7 @@ func TestNetwork(t *testing.T) {
 	// A tx above CometBFT's default limits (1 MiB per tx and per RPC body),
 	// like a receipt batch, goes through RPC, mempool gossip and a block. (It
 	// is kept near 1 MiB: under -race moving it costs seconds.)
-	remote, err := NewHTTPClient(nodes[0].node.RPCAddr())
+	remote, err := chainrpc.NewHTTPClient(nodes[0].node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

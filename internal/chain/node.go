@@ -24,6 +24,8 @@ import (
 	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	"github.com/cometbft/cometbft/types"
 	"github.com/spf13/viper"
+
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 )
 
 // NodeConfig says where a node lives and what it runs.
@@ -56,7 +58,7 @@ type Node struct {
 	node    *nm.Node
 	dbs     *dbSet
 	api     *stoppableAPI
-	client  Client
+	client  chainrpc.Client
 	rpcAddr string
 	// stopping quiets the errors CometBFT logs while it shuts down.
 	stopping *atomic.Bool
@@ -74,7 +76,7 @@ func StartNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	if nc.App == nil {
 		return nil, errors.New("start node: no ABCI application")
 	}
-	c, err := loadConfig(nc.Home)
+	c, err := LoadConfig(nc.Home)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +135,7 @@ func StartNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 		node:     n,
 		dbs:      dbs,
 		api:      api,
-		client:   newRPCClient(api, false),
+		client:   chainrpc.NewLocalClient(api),
 		rpcAddr:  rpcAddr,
 		stopping: stopping,
 	}, nil
@@ -147,11 +149,11 @@ func stopCreated(n *nm.Node, dbs *dbSet) error {
 }
 
 // Client returns a client that calls the node in-process, without HTTP.
-// Once the node stops, its calls fail with ErrNodeStopped.
-func (n *Node) Client() Client { return n.client }
+// Once the node stops, its calls fail with chainrpc.ErrNodeStopped.
+func (n *Node) Client() chainrpc.Client { return n.client }
 
 // RPCAddr is the base URL of the node's RPC server, http://127.0.0.1:PORT,
-// for NewHTTPClient; empty when the RPC server is disabled.
+// for chainrpc.NewHTTPClient; empty when the RPC server is disabled.
 func (n *Node) RPCAddr() string { return n.rpcAddr }
 
 // Stop stops the node and waits until it has stopped and closed its
@@ -179,19 +181,16 @@ func (n *Node) Stop() error {
 	return n.stopErr
 }
 
-// ErrNodeStopped is returned by an in-process client whose node has stopped.
-var ErrNodeStopped = errors.New("node stopped")
-
 // stoppableAPI guards an in-process node's API: Stop waits for the calls in
-// progress, and later calls fail with ErrNodeStopped instead of reaching
+// progress, and later calls fail with chainrpc.ErrNodeStopped instead of reaching
 // closed databases and a closed application.
 type stoppableAPI struct {
-	api     rpcAPI
+	api     chainrpc.NodeAPI
 	mu      sync.RWMutex
 	stopped bool
 }
 
-var _ rpcAPI = (*stoppableAPI)(nil)
+var _ chainrpc.NodeAPI = (*stoppableAPI)(nil)
 
 // stop waits for the calls in progress and fails every later one.
 func (s *stoppableAPI) stop() {
@@ -205,7 +204,7 @@ func (s *stoppableAPI) enter() error {
 	s.mu.RLock()
 	if s.stopped {
 		s.mu.RUnlock()
-		return ErrNodeStopped
+		return chainrpc.ErrNodeStopped
 	}
 	return nil
 }
@@ -242,9 +241,9 @@ func (s *stoppableAPI) Status(ctx context.Context) (*ctypes.ResultStatus, error)
 	return s.api.Status(ctx)
 }
 
-// loadConfig reads home's config.toml the way CometBFT's own command does
+// LoadConfig reads home's config.toml the way CometBFT's own command does
 // (viper over the mapstructure tags), on top of CometBFT's defaults.
-func loadConfig(home string) (*cfg.Config, error) {
+func LoadConfig(home string) (*cfg.Config, error) {
 	path := configFile(home)
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("CometBFT config %s: %w (initialise the home first)", path, err)

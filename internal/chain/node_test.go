@@ -18,6 +18,8 @@ import (
 	"github.com/cometbft/cometbft/abci/example/kvstore"
 	abci "github.com/cometbft/cometbft/abci/types"
 	"github.com/cometbft/cometbft/types"
+
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 )
 
 // newKVStore is the appFactory for CometBFT's example key-value store, with
@@ -218,7 +220,7 @@ func TestSingleNode(t *testing.T) {
 	tn := startSingle(t, nil, newKVStore)
 	ctx := testContext(t, 60*time.Second)
 	inproc := tn.client()
-	remote, err := NewHTTPClient(tn.node.RPCAddr())
+	remote, err := chainrpc.NewHTTPClient(tn.node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +229,7 @@ func TestSingleNode(t *testing.T) {
 	}
 	clients := []struct {
 		name string
-		c    Client
+		c    chainrpc.Client
 		tx   string
 	}{
 		{"in-process", inproc, "alpha=1"},
@@ -263,7 +265,7 @@ func TestSingleNode(t *testing.T) {
 	// new app hash) so that the restart has nothing left to do.
 	waitHeight(t, tn, top, 10*time.Second)
 	h, hash := waitAgree(t, []*testNode{tn}, 10*time.Second)
-	before := Status{Height: h, AppHash: hash}
+	before := chainrpc.Status{Height: h, AppHash: hash}
 	if err := tn.node.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -271,13 +273,13 @@ func TestSingleNode(t *testing.T) {
 		t.Fatalf("second Stop: %v", err)
 	}
 	// The stopped node's in-process client fails at once, even in a wait.
-	if _, err := inproc.Status(ctx); !errors.Is(err, ErrNodeStopped) {
+	if _, err := inproc.Status(ctx); !errors.Is(err, chainrpc.ErrNodeStopped) {
 		t.Fatalf("status of a stopped node: %v", err)
 	}
-	if _, err := inproc.WaitTx(ctx, types.Tx("never=sent").Hash()); !errors.Is(err, ErrNodeStopped) {
+	if _, err := inproc.WaitTx(ctx, types.Tx("never=sent").Hash()); !errors.Is(err, chainrpc.ErrNodeStopped) {
 		t.Fatalf("wait on a stopped node: %v", err)
 	}
-	if _, err := inproc.Submit(ctx, []byte("late=1")); !errors.Is(err, ErrNodeStopped) {
+	if _, err := inproc.Submit(ctx, []byte("late=1")); !errors.Is(err, chainrpc.ErrNodeStopped) {
 		t.Fatalf("submit to a stopped node: %v", err)
 	}
 	tn.stop()
@@ -302,13 +304,13 @@ func TestSingleNode(t *testing.T) {
 // an unreachable node is retried until the deadline.
 func TestClientErrors(t *testing.T) {
 	tn := startSingle(t, nil, newFailingQueries)
-	remote, err := NewHTTPClient(tn.node.RPCAddr())
+	remote, err := chainrpc.NewHTTPClient(tn.node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	clients := []struct {
 		name string
-		c    Client
+		c    chainrpc.Client
 	}{
 		{"in-process", tn.client()},
 		{"http", remote},
@@ -316,7 +318,7 @@ func TestClientErrors(t *testing.T) {
 	for _, cl := range clients {
 		t.Run(cl.name, func(t *testing.T) {
 			ctx := testContext(t, 30*time.Second)
-			var te *TxError
+			var te *chainrpc.TxError
 			_, err := cl.c.Broadcast(ctx, []byte("no-separator"))
 			if !errors.As(err, &te) || te.Code != kvstore.CodeTypeInvalidTxFormat || te.Height != 0 {
 				t.Fatalf("broadcast of a malformed tx: %v", err)
@@ -330,7 +332,7 @@ func TestClientErrors(t *testing.T) {
 				t.Fatalf("submit of a malformed tx took %v: it was retried", d)
 			}
 
-			var qe *QueryError
+			var qe *chainrpc.QueryError
 			_, err = cl.c.Query(ctx, "/fail/x", nil)
 			if !errors.As(err, &qe) || qe.Code != 7 || qe.Log != "no such thing" || qe.Codespace != "test" {
 				t.Fatalf("failing query: %v", err)
@@ -348,20 +350,20 @@ func TestClientErrors(t *testing.T) {
 	t.Run("unreachable", func(t *testing.T) {
 		addr := tn.node.RPCAddr()
 		tn.stop()
-		c, err := NewHTTPClient(addr)
+		c, err := chainrpc.NewHTTPClient(addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx := testContext(t, 30*time.Second)
 		_, err = c.Broadcast(ctx, []byte("k=v"))
-		if !errors.Is(err, ErrUnavailable) {
+		if !errors.Is(err, chainrpc.ErrUnavailable) {
 			t.Fatalf("broadcast to a stopped node: %v", err)
 		}
 		short, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		start := time.Now()
 		_, err = c.Submit(short, []byte("k=v"))
-		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), ErrUnavailable.Error()) {
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), chainrpc.ErrUnavailable.Error()) {
 			t.Fatalf("submit to a stopped node: %v", err)
 		}
 		if d := time.Since(start); d < 900*time.Millisecond {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"regexp"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -27,7 +27,7 @@ type snapshot struct {
 
 // takeSnapshot reads the accounts and deposits of n's identities and the
 // treasury.
-func takeSnapshot(ctx context.Context, l chain.Ledger, n *network) (snapshot, error) {
+func takeSnapshot(ctx context.Context, l chainrpc.StateReader, n *network) (snapshot, error) {
 	s := snapshot{accounts: map[keys.Address]holdings{}, deposits: map[[2]keys.Address]money.Amount{}}
 	addrs := append([]keys.Address{ledger.TreasuryAddress}, n.consumers...)
 	for _, k := range append(append([]keys.PublicKey{}, n.gwKeys...), n.provKeys...) {
@@ -35,7 +35,7 @@ func takeSnapshot(ctx context.Context, l chain.Ledger, n *network) (snapshot, er
 	}
 	for _, a := range addrs {
 		info, err := l.Account(ctx, a)
-		if errors.Is(err, chain.ErrNotFound) {
+		if errors.Is(err, chainrpc.ErrNotFound) {
 			s.accounts[a] = holdings{}
 			continue
 		}
@@ -72,8 +72,8 @@ type settled struct {
 // the ledger must hold exactly one of them per request id. An id that is
 // in a block but settled under none of its receipts is a problem: a
 // receipt a gateway stored and sent was lost.
-func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[string]settled, int64, []string, error) {
-	src, err := chain.NewRPCAudit(rpc)
+func settledReceipts(ctx context.Context, rpc string, l chainrpc.StateReader) (map[string]settled, int64, []string, error) {
+	src, err := chainrpc.NewBlockReader(rpc)
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -112,7 +112,7 @@ func settledReceipts(ctx context.Context, rpc string, l chain.Ledger) (map[strin
 	var problems []string
 	for _, id := range order {
 		st, err := l.Settlement(ctx, gatewayOf[id], id)
-		if errors.Is(err, chain.ErrNotFound) {
+		if errors.Is(err, chainrpc.ErrNotFound) {
 			problems = append(problems, fmt.Sprintf("receipt %s was sent for settlement but never settled", id))
 			continue
 		}

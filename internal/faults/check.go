@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/money"
 )
 
@@ -69,7 +69,7 @@ func drain(ctx context.Context, cfg Config, n *network) []string {
 
 // checkBooks matches what the clients saw with what the ledger settled and
 // reconciles the accounts; it fills res.
-func checkBooks(ctx context.Context, n *network, l chain.Ledger, before snapshot, outcomes []outcome, res *Result) error {
+func checkBooks(ctx context.Context, n *network, l chainrpc.StateReader, before snapshot, outcomes []outcome, res *Result) error {
 	rs, _, problems, err := settledReceipts(ctx, n.rpcs[0], l)
 	if err != nil {
 		return err
@@ -229,10 +229,10 @@ func failureKind(o outcome) string {
 // `idlegrid audit` against each of them.
 func checkChain(ctx context.Context, n *network, res *Result) []string {
 	var problems []string
-	srcs := make([]*chain.RPCAudit, len(n.rpcs))
+	srcs := make([]*chainrpc.BlockReader, len(n.rpcs))
 	height := int64(-1)
 	for i, u := range n.rpcs {
-		src, err := chain.NewRPCAudit(u)
+		src, err := chainrpc.NewBlockReader(u)
 		if err != nil {
 			return []string{err.Error()}
 		}

@@ -26,7 +26,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/money"
 )
 
@@ -185,11 +185,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("faults: setup: %w", err)
 	}
-	rpc, err := chain.NewHTTPClient(n.rpcs[0])
+	rpc, err := chainrpc.NewHTTPClient(n.rpcs[0])
 	if err != nil {
 		return nil, err
 	}
-	l := chain.Ledger{Client: rpc}
+	l := chainrpc.StateReader{Client: rpc}
 	before, err := takeSnapshot(ctx, l, n)
 	if err != nil {
 		return nil, fmt.Errorf("faults: %w", err)

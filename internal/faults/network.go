@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -273,7 +273,7 @@ func waitModel(ctx context.Context, base, model string) error {
 // reached the height the others had when it began waiting, so it votes
 // again before another validator may be killed.
 func waitCaughtUp(ctx context.Context, rpc string, all []string) error {
-	c, err := chain.NewHTTPClient(rpc)
+	c, err := chainrpc.NewHTTPClient(rpc)
 	if err != nil {
 		return err
 	}
@@ -282,7 +282,7 @@ func waitCaughtUp(ctx context.Context, rpc string, all []string) error {
 		if u == rpc {
 			continue
 		}
-		if o, err := chain.NewHTTPClient(u); err == nil {
+		if o, err := chainrpc.NewHTTPClient(u); err == nil {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			if st, err := o.Status(sctx); err == nil {
 				target = max(target, st.Height)

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -18,24 +18,25 @@ import (
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
-// Ledger is what the gateway needs from the chain: a consumer's funds for
-// admission, and settlement of receipt batches. chain.Signer implements it.
-type Ledger interface {
-	ConsumerFunds(ctx context.Context, consumer keys.Address) (chain.Funds, error)
-	SettleBatch(ctx context.Context, rs []receipt.Signed) (chain.BatchOutcome, error)
+// Chain is what the gateway needs from the chain: a consumer's funds for
+// admission, and settlement of receipt batches. chainrpc.Signer implements it.
+type Chain interface {
+	ConsumerFunds(ctx context.Context, consumer keys.Address) (chainrpc.Funds, error)
+	SettleBatch(ctx context.Context, rs []receipt.Signed) (chainrpc.BatchOutcome, error)
 	// Params are the chain's parameters; the gateway routes only to the
 	// model digests they allow.
 	Params(ctx context.Context) (ledger.Params, error)
 	// Provider is a provider's registration, stake and verification
 	// standing: only registered, staked, unjailed providers are served,
 	// and reputation weighs the choice (ledgersync.go).
-	Provider(ctx context.Context, addr keys.Address) (chain.ProviderInfo, error)
+	Provider(ctx context.Context, addr keys.Address) (chainrpc.ProviderInfo, error)
+
 	// Height is the ledger's latest block height; at each new one the
 	// gateway re-reads the providers' standing.
 	Height(ctx context.Context) (int64, error)
 }
 
-var _ Ledger = (*chain.Signer)(nil)
+var _ Chain = (*chainrpc.Signer)(nil)
 
 // funds is admission bookkeeping per consumer: the deposit the consumer
 // locked for this gateway on the ledger (cached briefly), which no other
@@ -44,7 +45,7 @@ var _ Ledger = (*chain.Signer)(nil)
 // request is admitted only if spendable − reserved − pending covers its
 // worst-case cost, so a consumer can never run up more than it can pay.
 type funds struct {
-	ledger Ledger
+	ledger Chain
 	ttl    time.Duration
 	// shared, when set, holds reservations and pending spend in the
 	// database gateways share instead of in memory (see reserve.go).
@@ -58,14 +59,14 @@ type funds struct {
 }
 
 type consumerFunds struct {
-	ledger   chain.Funds
+	ledger   chainrpc.Funds
 	fetched  time.Time // zero: must be read again
 	gen      uint64    // bumped whenever the cached ledger view is invalidated
 	reserved money.Amount
 	pending  money.Amount
 }
 
-func newFunds(l Ledger, ttl time.Duration, pending map[keys.Address]money.Amount) *funds {
+func newFunds(l Chain, ttl time.Duration, pending map[keys.Address]money.Amount) *funds {
 	f := &funds{ledger: l, ttl: ttl, accts: map[keys.Address]*consumerFunds{}, grace: holdGrace, log: slog.New(slog.DiscardHandler)}
 	for c, amt := range pending {
 		f.acct(c).pending = amt
@@ -125,7 +126,7 @@ func (f *funds) reserve(ctx context.Context, consumer keys.Address, cost money.A
 	return &reservation{f: f, consumer: consumer, amount: cost}, nil
 }
 
-func insufficient(consumer keys.Address, cost money.Amount, what string, view chain.Funds, reserved, pending money.Amount) *apierr.Error {
+func insufficient(consumer keys.Address, cost money.Amount, what string, view chainrpc.Funds, reserved, pending money.Amount) *apierr.Error {
 	return &apierr.Error{Status: http.StatusPaymentRequired, Type: "insufficient_quota", Code: "insufficient_funds",
 		Message: fmt.Sprintf("Insufficient funds: this request may cost up to %s tokens (%s), but account %s has %s tokens deposited for this gateway (balance %s, not spendable here), "+
 			"with %s reserved by requests in flight and %s charged by receipts awaiting settlement. Lock more in the deposit (`idlegrid ledger approve GATEWAY AMOUNT`, after `idlegrid ledger send` to fund the account), or lower max_tokens.",
@@ -136,7 +137,7 @@ func insufficient(consumer keys.Address, cost money.Amount, what string, view ch
 // and when they were read (the time the read began).
 // When the ledger cannot be reached, a previous reading is used; with none,
 // the request fails with 503 rather than being served unpaid.
-func (f *funds) view(ctx context.Context, consumer keys.Address) (chain.Funds, time.Time, *apierr.Error) {
+func (f *funds) view(ctx context.Context, consumer keys.Address) (chainrpc.Funds, time.Time, *apierr.Error) {
 	f.mu.Lock()
 	a := f.acct(consumer)
 	cached, fetched, gen := a.ledger, a.fetched, a.gen
@@ -150,7 +151,7 @@ func (f *funds) view(ctx context.Context, consumer keys.Address) (chain.Funds, t
 		if !fetched.IsZero() {
 			return cached, fetched, nil
 		}
-		return chain.Funds{}, time.Time{}, apierr.Unavailable("ledger_unavailable", "The gateway cannot read account %s from the ledger right now (%v); please retry.", consumer, err)
+		return chainrpc.Funds{}, time.Time{}, apierr.Unavailable("ledger_unavailable", "The gateway cannot read account %s from the ledger right now (%v); please retry.", consumer, err)
 	}
 	f.mu.Lock()
 	if a.gen == gen { // not invalidated while reading: the reading is current

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -21,20 +21,20 @@ import (
 // end-to-end tests run the real chain, this one pins the bookkeeping.
 type fixedLedger struct {
 	mu    sync.Mutex
-	funds map[keys.Address]chain.Funds
+	funds map[keys.Address]chainrpc.Funds
 	err   error
 	reads int
 }
 
-func (l *fixedLedger) ConsumerFunds(_ context.Context, c keys.Address) (chain.Funds, error) {
+func (l *fixedLedger) ConsumerFunds(_ context.Context, c keys.Address) (chainrpc.Funds, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reads++
 	return l.funds[c], l.err
 }
 
-func (l *fixedLedger) SettleBatch(context.Context, []receipt.Signed) (chain.BatchOutcome, error) {
-	return chain.BatchOutcome{}, errors.New("not used")
+func (l *fixedLedger) SettleBatch(context.Context, []receipt.Signed) (chainrpc.BatchOutcome, error) {
+	return chainrpc.BatchOutcome{}, errors.New("not used")
 }
 
 func (l *fixedLedger) Params(context.Context) (ledger.Params, error) {
@@ -43,13 +43,13 @@ func (l *fixedLedger) Params(context.Context) (ledger.Params, error) {
 
 // Provider answers that every provider is registered and staked: these
 // tests are not about admission (standing_test.go is).
-func (l *fixedLedger) Provider(_ context.Context, addr keys.Address) (chain.ProviderInfo, error) {
-	return chain.ProviderInfo{Address: addr, Stake: ledger.DefaultParams().MinProviderStake, Reputation: 1000}, nil
+func (l *fixedLedger) Provider(_ context.Context, addr keys.Address) (chainrpc.ProviderInfo, error) {
+	return chainrpc.ProviderInfo{Address: addr, Stake: ledger.DefaultParams().MinProviderStake, Reputation: 1000}, nil
 }
 
 func (l *fixedLedger) Height(context.Context) (int64, error) { return 1, nil }
 
-func (l *fixedLedger) set(c keys.Address, f chain.Funds, err error) {
+func (l *fixedLedger) set(c keys.Address, f chainrpc.Funds, err error) {
 	l.mu.Lock()
 	l.funds[c], l.err = f, err
 	l.mu.Unlock()
@@ -59,7 +59,7 @@ const alice = keys.Address("idg00000000000000000000000000000000000000a1")
 
 func TestFundsReserveChargeResolve(t *testing.T) {
 	ctx := context.Background()
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 800}}}
+	l := &fixedLedger{funds: map[keys.Address]chainrpc.Funds{alice: {Balance: 1000, Deposit: 800}}}
 	f := newFunds(l, time.Hour, map[keys.Address]money.Amount{alice: 100}) // 100 pending from before a restart
 
 	// Spendable is the deposit, 800, minus 100 pending.
@@ -91,7 +91,7 @@ func TestFundsReserveChargeResolve(t *testing.T) {
 	// The ledger settles the first 100: pending drops and the cached view
 	// is read again (the balance on the ledger dropped by as much).
 	reads := l.reads
-	l.set(alice, chain.Funds{Balance: 900, Deposit: 700}, nil)
+	l.set(alice, chainrpc.Funds{Balance: 900, Deposit: 700}, nil)
 	f.resolved(alice, 100)
 	if _, e := f.reserve(ctx, alice, 1, "test"); e == nil {
 		t.Fatal("reserve beyond 700 − 580 reserved − 120 pending accepted")
@@ -103,18 +103,18 @@ func TestFundsReserveChargeResolve(t *testing.T) {
 
 func TestFundsLedgerDown(t *testing.T) {
 	ctx := context.Background()
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{}}
-	l.set(alice, chain.Funds{}, errors.New("connection refused"))
+	l := &fixedLedger{funds: map[keys.Address]chainrpc.Funds{}}
+	l.set(alice, chainrpc.Funds{}, errors.New("connection refused"))
 	f := newFunds(l, time.Nanosecond, nil)
 	if _, e := f.reserve(ctx, alice, 1, "test"); e == nil || e.Status != http.StatusServiceUnavailable {
 		t.Fatalf("no reading and the ledger down: %v, want 503", e)
 	}
-	l.set(alice, chain.Funds{Balance: 50, Deposit: 50}, nil)
+	l.set(alice, chainrpc.Funds{Balance: 50, Deposit: 50}, nil)
 	if _, e := f.reserve(ctx, alice, 10, "test"); e != nil {
 		t.Fatal(e)
 	}
 	// Down again: the last reading stands in.
-	l.set(alice, chain.Funds{}, errors.New("connection refused"))
+	l.set(alice, chainrpc.Funds{}, errors.New("connection refused"))
 	if _, e := f.reserve(ctx, alice, 40, "test"); e != nil {
 		t.Fatalf("ledger down with an earlier reading: %v", e)
 	}
@@ -126,7 +126,7 @@ func TestFundsLedgerDown(t *testing.T) {
 // TestFundsConcurrent: many requests racing for one account never reserve
 // more than it has.
 func TestFundsConcurrent(t *testing.T) {
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 1000}}}
+	l := &fixedLedger{funds: map[keys.Address]chainrpc.Funds{alice: {Balance: 1000, Deposit: 1000}}}
 	f := newFunds(l, time.Millisecond, nil)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

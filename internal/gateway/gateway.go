@@ -95,7 +95,7 @@ type Config struct {
 	// the chain (402 when they do not cover a request) and settles stored
 	// receipts there (RunSettlement). Without it requests are served
 	// without a funds check and receipts stay in the store.
-	Ledger Ledger
+	Ledger Chain
 	// AllowUnregisteredProviders serves, with a Ledger, providers the
 	// ledger does not admit (unregistered, staked below
 	// min_provider_stake, or jailed are still never routed to when

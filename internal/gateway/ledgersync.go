@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -159,7 +159,7 @@ func (g *Gateway) setMinStake(min money.Amount) {
 func (g *Gateway) readStanding(ctx context.Context, key keys.PublicKey) (standing, error) {
 	now := g.cfg.Now()
 	p, err := g.cfg.Ledger.Provider(ctx, key.Address())
-	if errors.Is(err, chain.ErrNotFound) {
+	if errors.Is(err, chainrpc.ErrNotFound) {
 		return standing{read: now}, nil
 	}
 	if err != nil {

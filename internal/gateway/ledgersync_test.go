@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -22,15 +22,15 @@ import (
 type standingLedger struct {
 	fixedLedger
 	smu       sync.Mutex
-	providers map[keys.Address]chain.ProviderInfo
+	providers map[keys.Address]chainrpc.ProviderInfo
 }
 
-func (l *standingLedger) Provider(_ context.Context, addr keys.Address) (chain.ProviderInfo, error) {
+func (l *standingLedger) Provider(_ context.Context, addr keys.Address) (chainrpc.ProviderInfo, error) {
 	l.smu.Lock()
 	defer l.smu.Unlock()
 	p, ok := l.providers[addr]
 	if !ok {
-		return p, chain.ErrNotFound
+		return p, chainrpc.ErrNotFound
 	}
 	return p, nil
 }
@@ -38,8 +38,8 @@ func (l *standingLedger) Provider(_ context.Context, addr keys.Address) (chain.P
 // brokenLedger cannot read providers.
 type brokenLedger struct{ *standingLedger }
 
-func (l *brokenLedger) Provider(context.Context, keys.Address) (chain.ProviderInfo, error) {
-	return chain.ProviderInfo{}, errors.New("connection refused")
+func (l *brokenLedger) Provider(context.Context, keys.Address) (chainrpc.ProviderInfo, error) {
+	return chainrpc.ProviderInfo{}, errors.New("connection refused")
 }
 
 // TestAdmission: with a ledger the gateway admits only providers that are
@@ -58,7 +58,7 @@ func TestAdmission(t *testing.T) {
 		return k.Public()
 	}
 	good, unstaked, jailed, unknown := key(), key(), key(), key()
-	l := &standingLedger{fixedLedger: fixedLedger{funds: map[keys.Address]chain.Funds{}}, providers: map[keys.Address]chain.ProviderInfo{
+	l := &standingLedger{fixedLedger: fixedLedger{funds: map[keys.Address]chainrpc.Funds{}}, providers: map[keys.Address]chainrpc.ProviderInfo{
 		good.Address():     {Stake: min},
 		unstaked.Address(): {Stake: min - 1},
 		jailed.Address():   {Stake: min, Jailed: true},
@@ -72,7 +72,7 @@ func TestAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	newGateway := func(l Ledger, allow bool) *Gateway {
+	newGateway := func(l Chain, allow bool) *Gateway {
 		g, err := New(Config{Key: gw, ChainID: "c", Store: st, Hub: hub.New(hub.Config{Key: gw, ChainID: "c"}), Ledger: l, AllowUnregisteredProviders: allow})
 		if err != nil {
 			t.Fatal(err)
@@ -97,7 +97,7 @@ func TestAdmission(t *testing.T) {
 	}
 	// The ledger jails the good provider: its next reading takes it out.
 	l.smu.Lock()
-	l.providers[good.Address()] = chain.ProviderInfo{Stake: min, Jailed: true}
+	l.providers[good.Address()] = chainrpc.ProviderInfo{Stake: min, Jailed: true}
 	l.smu.Unlock()
 	if err := g.admitProvider(ctx, good); err == nil {
 		t.Error("a jailed provider was admitted")

@@ -29,7 +29,7 @@ import (
 // provider leaves probation in the block its last needed case matures.
 
 // Probation is per (provider, digest) where the ledger names the digest of
-// each case (chain.Signer): a provider off probation that serves a digest
+// each case (chainrpc.Signer): a provider off probation that serves a digest
 // it has not passed ProbationCases cases with (among its latest matured
 // cases the ledger lists) is on probation for the model it serves with
 // it, as a newcomer is. A digest that has passed stays passed for as long
@@ -57,7 +57,7 @@ type probation struct {
 	cleared     map[keys.PublicKey]map[string]bool
 }
 
-// caseReader is a ledger that names a case's digest (chain.Signer).
+// caseReader is a ledger that names a case's digest (chainrpc.Signer).
 type caseReader interface {
 	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
 }

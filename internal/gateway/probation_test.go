@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -34,8 +34,8 @@ func TestProbationCap(t *testing.T) {
 		return k.Public()
 	}
 	old, newcomer := gen(), gen()
-	audited := chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 10}}
-	l := &standingLedger{fixedLedger: fixedLedger{}, providers: map[keys.Address]chain.ProviderInfo{
+	audited := chainrpc.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 10}}
+	l := &standingLedger{fixedLedger: fixedLedger{}, providers: map[keys.Address]chainrpc.ProviderInfo{
 		old.Address():      audited,
 		newcomer.Address(): {Stake: min},
 	}}
@@ -113,7 +113,7 @@ func TestProbationCap(t *testing.T) {
 
 	// The newcomer passes its cases: the cap lifts.
 	l.smu.Lock()
-	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: DefaultProbationCases}}
+	l.providers[newcomer.Address()] = chainrpc.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: DefaultProbationCases}}
 	l.smu.Unlock()
 	read()
 	if s := share(500, info(old, 0), scheduler.Preferences{}); s < 0.4 || s > 0.6 {
@@ -122,7 +122,7 @@ func TestProbationCap(t *testing.T) {
 
 	// A failed case inside the conviction window caps it again.
 	l.smu.Lock()
-	l.providers[newcomer.Address()] = chain.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 20, Failures: 1, Recent: []uint64{7}}}
+	l.providers[newcomer.Address()] = chainrpc.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 20, Failures: 1, Recent: []uint64{7}}}
 	l.smu.Unlock()
 	read()
 	if s := share(1000, info(old, 0), scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
@@ -174,7 +174,7 @@ func (l *caseLedger) Case(_ context.Context, evidence receipt.Hash) (ledger.Case
 	defer l.smu.Unlock()
 	d, ok := l.cases[evidence]
 	if !ok {
-		return ledger.Case{}, chain.ErrNotFound
+		return ledger.Case{}, chainrpc.ErrNotFound
 	}
 	return ledger.Case{Digest: d}, nil
 }
@@ -195,7 +195,7 @@ func TestProbationPerDigest(t *testing.T) {
 		return k.Public()
 	}
 	old, moved := gen(), gen()
-	l := &caseLedger{standingLedger: &standingLedger{providers: map[keys.Address]chain.ProviderInfo{}}, cases: map[receipt.Hash]string{}}
+	l := &caseLedger{standingLedger: &standingLedger{providers: map[keys.Address]chainrpc.ProviderInfo{}}, cases: map[receipt.Hash]string{}}
 	// passed gives who n passed cases with digest, recorded as its latest.
 	passed := func(who keys.PublicKey, digest string, n int) {
 		l.smu.Lock()

@@ -8,7 +8,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -45,7 +45,7 @@ const (
 
 // reserveShared reserves cost in the shared database. A request's context
 // carries its deadline, which bounds the reservation's life.
-func (f *funds) reserveShared(ctx context.Context, consumer keys.Address, cost money.Amount, what string, view chain.Funds, fetched time.Time) (*reservation, *apierr.Error) {
+func (f *funds) reserveShared(ctx context.Context, consumer keys.Address, cost money.Amount, what string, view chainrpc.Funds, fetched time.Time) (*reservation, *apierr.Error) {
 	expires := time.Now().Add(10*time.Minute + f.grace)
 	if d, ok := ctx.Deadline(); ok {
 		expires = d.Add(f.grace)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -21,7 +21,7 @@ import (
 // pool to the shared database, as a separate gateway process has.
 // sharedFunds is one process of the gateway with key k (a new key when
 // k is nil) on the shared database at url.
-func sharedFunds(t *testing.T, url string, l Ledger, k *keys.PrivateKey) (*funds, *store.Store, *keys.PrivateKey) {
+func sharedFunds(t *testing.T, url string, l Chain, k *keys.PrivateKey) (*funds, *store.Store, *keys.PrivateKey) {
 	t.Helper()
 	if k == nil {
 		g, err := keys.Generate()
@@ -48,7 +48,7 @@ func sharedFunds(t *testing.T, url string, l Ledger, k *keys.PrivateKey) (*funds
 func TestSharedFundsTwoGatewaysRace(t *testing.T) {
 	url := pgtest.Database(t, "gateways")
 	const balance, cost = 1000, 7
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 5 * balance, Deposit: balance}}}
+	l := &fixedLedger{funds: map[keys.Address]chainrpc.Funds{alice: {Balance: 5 * balance, Deposit: balance}}}
 	gws := []*funds{}
 	_, _, k := sharedFunds(t, url, l, nil)
 	for range 2 {
@@ -94,7 +94,7 @@ func TestSharedFundsTwoGatewaysRace(t *testing.T) {
 // that receipt as pending until the ledger settles it.
 func TestSharedFundsReceiptStaysCharged(t *testing.T) {
 	url := pgtest.Database(t, "gateways")
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 1000}}}
+	l := &fixedLedger{funds: map[keys.Address]chainrpc.Funds{alice: {Balance: 1000, Deposit: 1000}}}
 	a, storeA, keyA := sharedFunds(t, url, l, nil)
 	b, _, _ := sharedFunds(t, url, l, keyA)
 	ctx := t.Context()
@@ -123,7 +123,7 @@ func TestSharedFundsReceiptStaysCharged(t *testing.T) {
 // deadline (plus the grace), not forever.
 func TestSharedFundsCrashedGatewayLapses(t *testing.T) {
 	url := pgtest.Database(t, "gateways")
-	l := &fixedLedger{funds: map[keys.Address]chain.Funds{alice: {Balance: 1000, Deposit: 1000}}}
+	l := &fixedLedger{funds: map[keys.Address]chainrpc.Funds{alice: {Balance: 1000, Deposit: 1000}}}
 	dead, deadStore, k := sharedFunds(t, url, l, nil)
 	live, _, _ := sharedFunds(t, url, l, k)
 	dead.grace = 0

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -50,11 +50,11 @@ type SampleConfig struct {
 
 // VerifierRegistry is the ledger as the sample feed reads it.
 type VerifierRegistry interface {
-	Account(ctx context.Context, addr keys.Address) (chain.AccountInfo, error)
+	Account(ctx context.Context, addr keys.Address) (chainrpc.AccountInfo, error)
 	Params(ctx context.Context) (ledger.Params, error)
 }
 
-var _ VerifierRegistry = chain.Ledger{}
+var _ VerifierRegistry = chainrpc.StateReader{}
 
 const (
 	// verifierTTL is how long the ledger's answer about a reader is kept.
@@ -353,7 +353,7 @@ func (f *sampleFeed) standing(ctx context.Context, addr keys.Address, now time.T
 		p, err = f.reg.Params(ctx)
 	}
 	switch {
-	case errors.Is(err, chain.ErrNotFound):
+	case errors.Is(err, chainrpc.ErrNotFound):
 		why = fmt.Sprintf("%s has no account on the ledger.", addr)
 	case err != nil:
 		return "Could not check the verifier on the ledger; try again."

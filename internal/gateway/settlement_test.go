@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -36,7 +36,7 @@ type batchLedger struct {
 	overlap []string
 }
 
-func (l *batchLedger) SettleBatch(ctx context.Context, rs []receipt.Signed) (chain.BatchOutcome, error) {
+func (l *batchLedger) SettleBatch(ctx context.Context, rs []receipt.Signed) (chainrpc.BatchOutcome, error) {
 	l.mu.Lock()
 	l.calls++
 	call := l.calls
@@ -61,10 +61,10 @@ func (l *batchLedger) SettleBatch(ctx context.Context, rs []receipt.Signed) (cha
 			for _, r := range rs {
 				l.failed[r.Receipt.RequestID] = true
 			}
-			return chain.BatchOutcome{}, fmt.Errorf("call %d: ledger unavailable", call)
+			return chainrpc.BatchOutcome{}, fmt.Errorf("call %d: ledger unavailable", call)
 		}
 	}
-	out := chain.BatchOutcome{Height: int64(call), Settled: map[string]int64{}}
+	out := chainrpc.BatchOutcome{Height: int64(call), Settled: map[string]int64{}}
 	for _, r := range rs {
 		id := r.Receipt.RequestID
 		if _, done := l.settled[id]; !done {
@@ -111,7 +111,7 @@ func TestSettlementPipeline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l := &batchLedger{fixedLedger: fixedLedger{funds: map[keys.Address]chain.Funds{}}, delay: 20 * time.Millisecond,
+	l := &batchLedger{fixedLedger: fixedLedger{funds: map[keys.Address]chainrpc.Funds{}}, delay: 20 * time.Millisecond,
 		fail: map[string]bool{"req-00": true, "req-13": true}, failed: map[string]bool{}, held: map[string]bool{}, sent: map[string]int{}, settled: map[string]int64{}}
 	g, err := New(Config{Key: gw, ChainID: "c", Store: st, Hub: hub.New(hub.Config{Key: gw, ChainID: "c"}), Ledger: l,
 		SettleBatchSize: 4, SettleInFlight: 3, SettleInterval: 5 * time.Millisecond})

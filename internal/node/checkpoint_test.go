@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -92,7 +92,7 @@ func TestKilledProviderIsPaidForWhatItDelivered(t *testing.T) {
 		}
 		return a.Receipts.Settled == 2 && a.Receipts.Pending == 0
 	})
-	l := chain.Ledger{Client: tn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: tn.Validator.Node.Client()}
 	var spent money.Amount
 	for _, r := range rs {
 		st, err := l.Settlement(ctx, r.Gateway.Address(), r.RequestID)

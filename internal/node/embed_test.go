@@ -18,7 +18,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -233,7 +233,7 @@ func TestEmbeddingsSettleOnTheLedger(t *testing.T) {
 	tn := startNet(t, netOptions{gateway: gateway.Config{SettleInterval: 100 * time.Millisecond}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l := chain.Ledger{Client: tn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: tn.Validator.Node.Client()}
 	gw := tn.Gateway.Key.Public().Address()
 	depBefore, err := l.Deposit(ctx, tn.Account, gw)
 	if err != nil {

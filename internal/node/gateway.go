@@ -15,7 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -28,7 +30,6 @@ import (
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/verifier/planter"
 	"github.com/idlegrid/idlegrid/internal/web"
-	"golang.org/x/crypto/acme/autocert"
 )
 
 // DefaultChainID is the chain of the embedded single-node network.
@@ -77,8 +78,9 @@ type GatewayConfig struct {
 	TLSDomains      []string
 	// Plant, when its Every is positive, plants known samples into the
 	// sample feed (its Ledger is filled in here; it needs ChainRPC or a
-	// Gateway.Ledger that is a *chain.Signer).
+	// Gateway.Ledger that is a *chainrpc.Signer).
 	Plant   planter.Config
+
 	Version string
 	Logger  *slog.Logger
 }
@@ -231,9 +233,9 @@ func (cfg *GatewayConfig) gatewayConfig(key keys.PrivateKey, st *store.Store, h 
 	gcfg := cfg.Gateway
 	gcfg.Key, gcfg.Store, gcfg.Hub, gcfg.ChainID, gcfg.Logger, gcfg.Version = key, st, h, cfg.ChainID, cfg.Logger, cfg.Version
 	if gcfg.Ledger == nil && len(cfg.ChainRPC) > 0 {
-		var clients []chain.Client
+		var clients []chainrpc.Client
 		for _, u := range cfg.ChainRPC {
-			c, err := chain.NewHTTPClient(u)
+			c, err := chainrpc.NewHTTPClient(u)
 			if err != nil {
 				return gcfg, nil, fmt.Errorf("ledger RPC %s: %w", u, err)
 			}
@@ -243,7 +245,7 @@ func (cfg *GatewayConfig) gatewayConfig(key keys.PrivateKey, st *store.Store, h 
 		// are handed to all; reads (balances for admission, params,
 		// standings) come from the first that answers: one validator down
 		// stops neither admission nor settlement.
-		signer := chain.NewSigner(chain.ReadFailover(clients...), key, cfg.ChainID)
+		signer := chainrpc.NewSigner(chainrpc.ReadFailover(clients...), key, cfg.ChainID)
 		signer.BroadcastAlso(clients[1:]...)
 		gcfg.Ledger = signer
 	}
@@ -255,11 +257,11 @@ func (cfg *GatewayConfig) gatewayConfig(key keys.PrivateKey, st *store.Store, h 
 	}
 	if gcfg.Samples.Share > 0 && gcfg.Samples.Verifiers == nil && len(cfg.ChainRPC) > 0 {
 		// Only verifiers registered on the ledger may read the samples.
-		c, err := chain.NewHTTPClient(cfg.ChainRPC[0])
+		c, err := chainrpc.NewHTTPClient(cfg.ChainRPC[0])
 		if err != nil {
 			return gcfg, nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
 		}
-		gcfg.Samples.Verifiers = chain.Ledger{Client: c}
+		gcfg.Samples.Verifiers = chainrpc.StateReader{Client: c}
 	}
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = metrics.NewGateway(gateway.MetricsRoutes()...)
@@ -442,35 +444,39 @@ func startWeb(h *hub.Hub, st *store.Store, gateway keys.Address, chainRPC []stri
 	return web.New(wc)
 }
 
-// plantLedger sends the planter's transactions with the gateway's own
+// plantChain sends the planter's transactions with the gateway's own
 // signer (one nonce sequence for settlement and plants) and reads cases.
-type plantLedger struct {
-	*chain.Signer
-	chain.Ledger
+type plantChain struct {
+	*chainrpc.Signer
+	chainrpc.StateReader
 }
 
 // Params reads the ledger's parameters (both halves can).
-func (l plantLedger) Params(ctx context.Context) (ledger.Params, error) { return l.Ledger.Params(ctx) }
+func (l plantChain) Params(ctx context.Context) (ledger.Params, error) {
+	return l.StateReader.Params(ctx)
+}
 
 // Case reads a case (both halves can).
-func (l plantLedger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
-	return l.Ledger.Case(ctx, evidence)
+func (l plantChain) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
+	return l.StateReader.Case(ctx, evidence)
 }
 
 // startPlanter makes the gateway's planter; it runs beside settlement.
 func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) (*planter.Planter, error) {
-	signer, ok := gcfg.Ledger.(*chain.Signer)
+	signer, ok := gcfg.Ledger.(*chainrpc.Signer)
+
 	if !ok || len(cfg.ChainRPC) == 0 {
 		return nil, errors.New("planted samples need the ledger (--chain-rpc)")
 	}
-	c, err := chain.NewHTTPClient(cfg.ChainRPC[0])
+	c, err := chainrpc.NewHTTPClient(cfg.ChainRPC[0])
 	if err != nil {
 		return nil, fmt.Errorf("ledger RPC %s: %w", cfg.ChainRPC[0], err)
 	}
 	pc := cfg.Plant
-	pc.Ledger = plantLedger{Signer: signer, Ledger: chain.Ledger{Client: c}}
+	pc.Ledger = plantChain{Signer: signer, StateReader: chainrpc.StateReader{Client: c}}
 	if pc.Logger == nil {
 		pc.Logger = api.Logger()
 	}
 	return planter.New(api, pc)
+
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -58,7 +58,7 @@ func TestReceiptsSettleOnTheLedger(t *testing.T) {
 	tn := startNet(t, netOptions{gateway: gateway.Config{SettleInterval: 100 * time.Millisecond, SettleBatchSize: 7}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l := chain.Ledger{Client: tn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: tn.Validator.Node.Client()}
 	before, err := l.Account(ctx, tn.Account)
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -122,7 +122,7 @@ func TestToolAndStructuredReceiptsSettle(t *testing.T) {
 	tn := startNet(t, netOptions{gateway: gateway.Config{SettleInterval: 100 * time.Millisecond}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l := chain.Ledger{Client: tn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: tn.Validator.Node.Client()}
 	gw := tn.Gateway.Key.Public().Address()
 	depBefore, err := l.Deposit(ctx, tn.Account, gw)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -173,7 +173,7 @@ func StartUp(ctx context.Context, cfg UpConfig) (*Network, error) {
 		}
 	}
 	gcfg := cfg.Gateway
-	gcfg.Ledger = chain.NewSigner(v.Node.Client(), gwKey, cfg.ChainID)
+	gcfg.Ledger = chainrpc.NewSigner(v.Node.Client(), gwKey, cfg.ChainID)
 	if cfg.KeylessLoopback {
 		gcfg.Keyless, gcfg.KeylessAccount, n.Keyless = gateway.LoopbackPrefixes, n.Account, true
 	}
@@ -272,7 +272,7 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 	if _, err := n.Gateway.Store.EnsureAPIKey(ctx, secret, "dev verifier", key.Public().Address()); err != nil {
 		return fmt.Errorf("verifier API key: %w", err)
 	}
-	signer := chain.NewSigner(n.Validator.Node.Client(), key, cfg.ChainID)
+	signer := chainrpc.NewSigner(n.Validator.Node.Client(), key, cfg.ChainID)
 	log := cfg.Logger.With("role", "verifier")
 	var scorer verify.Scorer // sampled responses are re-scored on the simulator only
 	if n.Backend.Sim != nil {
@@ -280,7 +280,7 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 	}
 	v, err := verifier.New(verifier.Config{
 		Gateway: n.Gateway.URL(), APIKey: secret, Reference: n.Backend.Backend, Dir: filepath.Join(cfg.DataDir, "evidence"),
-		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer, Cases: LedgerCases(chain.Ledger{Client: n.Validator.Node.Client()}),
+		Interval: cfg.VerifyEvery, Logger: log, Key: key, Scorer: scorer, Cases: LedgerCases(chainrpc.StateReader{Client: n.Validator.Node.Client()}),
 		// New weights get the cases that end the gateway's probation back
 		// to back (both default to gateway.DefaultProbationCases).
 		ProbationCases: cfg.Gateway.ProbationCases,
@@ -305,7 +305,7 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 }
 
 // LedgerCases lists a ledger's open cases for a verifier (Config.Cases).
-func LedgerCases(l chain.Ledger) func(context.Context) ([]verifier.OpenCase, error) {
+func LedgerCases(l chainrpc.StateReader) func(context.Context) ([]verifier.OpenCase, error) {
 	return func(ctx context.Context) ([]verifier.OpenCase, error) {
 		cs, err := l.OpenCases(ctx)
 		if err != nil {

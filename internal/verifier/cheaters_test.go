@@ -8,7 +8,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
@@ -120,15 +120,15 @@ func TestCheatersConvictedThroughNetwork(t *testing.T) {
 	}
 
 	matureCases(t, ctx, sn, sn.verifiers[0], 3)
-	l := chain.Ledger{Client: sn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: sn.Validator.Node.Client()}
 	for n, k := range sn.providers {
 		if n == "main" {
 			continue
 		}
-		waitProvider(t, ctx, l, k.Address(), func(p chain.ProviderInfo) bool { return p.Jailed })
+		waitProvider(t, ctx, l, k.Address(), func(p chainrpc.ProviderInfo) bool { return p.Jailed })
 	}
 	honest := sn.providers["main"].Address()
-	waitProvider(t, ctx, l, honest, func(p chain.ProviderInfo) bool { return p.Audits >= uint64(cases["main"]) })
+	waitProvider(t, ctx, l, honest, func(p chainrpc.ProviderInfo) bool { return p.Audits >= uint64(cases["main"]) })
 	if p, err := l.Provider(ctx, honest); err != nil || p.Jailed || p.Failures != 0 || p.Audits != uint64(cases["main"]) {
 		t.Errorf("honest provider on the ledger: %+v %v", p, err)
 	}

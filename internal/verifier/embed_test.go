@@ -11,7 +11,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/verify"
@@ -97,8 +97,8 @@ func TestEmbedSamplesJudged(t *testing.T) {
 		t.Fatalf("cases %v, failed %v: want %d each, every quantized one failed, no honest one", cases, failed, requests)
 	}
 	matureCases(t, ctx, sn, sn.verifiers[0], 3)
-	l := chain.Ledger{Client: sn.Validator.Node.Client()}
-	waitProvider(t, ctx, l, sn.providers["quantized"].Address(), func(p chain.ProviderInfo) bool { return p.Jailed })
+	l := chainrpc.StateReader{Client: sn.Validator.Node.Client()}
+	waitProvider(t, ctx, l, sn.providers["quantized"].Address(), func(p chainrpc.ProviderInfo) bool { return p.Jailed })
 	if p, err := l.Provider(ctx, sn.providers["main"].Address()); err != nil || p.Jailed || p.Failures != 0 {
 		t.Errorf("honest provider on the ledger: %+v %v", p, err)
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -45,7 +45,7 @@ func TestPlantedSamplesCatchLyingVerifier(t *testing.T) {
 	honestKey, liarKey := sn.verifiers[0], sn.verifiers[1]
 	honest := sampleVerifier(t, sn, ref, honestKey)
 	liar := sampleVerifier(t, sn, ref, liarKey, alwaysPass)
-	l := chain.Ledger{Client: sn.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: sn.Validator.Node.Client()}
 	stake := func(k keys.PrivateKey) money.Amount {
 		a, err := l.Account(ctx, k.Public().Address())
 		if err != nil {
@@ -111,7 +111,7 @@ func TestPlantedSamplesCatchLyingVerifier(t *testing.T) {
 	}
 }
 
-func waitCase(t *testing.T, ctx context.Context, l chain.Ledger, evidence receipt.Hash, done func(ledger.Case) bool) {
+func waitCase(t *testing.T, ctx context.Context, l chainrpc.StateReader, evidence receipt.Hash, done func(ledger.Case) bool) {
 	t.Helper()
 	for {
 		c, err := l.Case(ctx, evidence)

@@ -17,7 +17,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -122,7 +122,7 @@ func probationRun(t *testing.T, cheater bool) {
 		v.Run(vctx)
 	}()
 	defer func() { vcancel(); <-vdone }()
-	l := chain.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	request := func() {
 		t.Helper()
 		// No prefix shared with other requests: no affinity.
@@ -146,7 +146,7 @@ func probationRun(t *testing.T, cheater bool) {
 	}
 	// Consumer traffic keeps blocks coming while the verifier audits the
 	// network's own provider through its probation.
-	until := func(what string, cond func(chain.ProviderInfo) bool, who keys.PublicKey) {
+	until := func(what string, cond func(chainrpc.ProviderInfo) bool, who keys.PublicKey) {
 		t.Helper()
 		for {
 			if p, err := l.Provider(ctx, who.Address()); err == nil && cond(p) {
@@ -164,7 +164,7 @@ func probationRun(t *testing.T, cheater bool) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	until("the network's provider to pass its probation", func(p chain.ProviderInfo) bool { return p.Audits-p.Failures >= gateway.DefaultProbationCases },
+	until("the network's provider to pass its probation", func(p chainrpc.ProviderInfo) bool { return p.Audits-p.Failures >= gateway.DefaultProbationCases },
 		n.Provider.Key)
 
 	weights := uint64(0)
@@ -181,11 +181,11 @@ func probationRun(t *testing.T, cheater bool) {
 		t.Fatal(err)
 	}
 	oldServed.Store(0)
-	var left func(chain.ProviderInfo) bool // when probation ends
+	var left func(chainrpc.ProviderInfo) bool // when probation ends
 	if cheater {
-		left = func(p chain.ProviderInfo) bool { return p.Jailed }
+		left = func(p chainrpc.ProviderInfo) bool { return p.Jailed }
 	} else {
-		left = func(p chain.ProviderInfo) bool { return p.Audits >= gateway.DefaultProbationCases }
+		left = func(p chainrpc.ProviderInfo) bool { return p.Audits >= gateway.DefaultProbationCases }
 	}
 	until("the newcomer's probation to end", left, newKey.Public())
 	n.Gateway.API.RefreshParams(ctx)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -191,7 +191,7 @@ func canaryTraffic(model string, i, maxTokens int) protocol.Request {
 // and cases mature.
 func matureCases(t *testing.T, ctx context.Context, sn *sampledNet, from keys.PrivateKey, blocks int) {
 	t.Helper()
-	signer := chain.NewSigner(sn.Validator.Node.Client(), from, node.DefaultChainID)
+	signer := chainrpc.NewSigner(sn.Validator.Node.Client(), from, node.DefaultChainID)
 	for range blocks {
 		if _, err := signer.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: sn.Account, Amount: 1}); err != nil {
 			t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
@@ -127,7 +127,7 @@ func networkWith(t *testing.T, provider backend.Backend, extra ...keys.PrivateKe
 func newVerifier(t *testing.T, n *node.Network, ref backend.Backend, vkey keys.PrivateKey, edit ...func(*verifier.Config)) *verifier.Verifier {
 	t.Helper()
 	c := n.Validator.Node.Client()
-	signer := chain.NewSigner(c, vkey, node.DefaultChainID)
+	signer := chainrpc.NewSigner(c, vkey, node.DefaultChainID)
 	cfg := verifier.Config{
 		Gateway: n.Gateway.URL(), APIKey: apiKey, Reference: ref, CaseSize: 2, Dir: filepath.Join(t.TempDir(), "evidence"),
 		Post: func(ctx context.Context, tx ledger.Tx) error {
@@ -176,8 +176,8 @@ func TestHonestProviderPasses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l := chain.Ledger{Client: n.Validator.Node.Client()}
-	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chain.ProviderInfo) bool { return p.Audits >= 2 })
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
+	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chainrpc.ProviderInfo) bool { return p.Audits >= 2 })
 	if p, _ := l.Provider(ctx, n.Provider.Key.Address()); p.Jailed || p.Failures != 0 || p.Reputation != 1000 {
 		t.Errorf("honest provider on the ledger: %+v", p)
 	}
@@ -197,14 +197,14 @@ func TestCheaterConvicted(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l := chain.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	// The cases mature two blocks after their verdicts: send a transfer
 	// so that blocks keep coming.
-	signer := chain.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
+	signer := chainrpc.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
 	for range 3 {
 		signer.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: n.Account, Amount: 1})
 	}
-	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chain.ProviderInfo) bool { return p.Jailed })
+	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chainrpc.ProviderInfo) bool { return p.Jailed })
 	if p, _ := l.Provider(ctx, n.Provider.Key.Address()); p.Convictions != 1 || p.Failures < 2 {
 		t.Errorf("cheater on the ledger: %+v", p)
 	}
@@ -230,7 +230,7 @@ func TestVerifiersJudgeEachOthersCanaries(t *testing.T) {
 	}
 	n, ref, vkey := network(t, 99, second)
 	opener := newVerifier(t, n, ref, vkey)
-	l := chain.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	judge := newVerifier(t, n, ref, second, func(c *verifier.Config) { c.Key, c.Cases = second, node.LedgerCases(l) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -253,14 +253,14 @@ func TestVerifiersJudgeEachOthersCanaries(t *testing.T) {
 			judged++
 		}
 	}
-	signer := chain.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
+	signer := chainrpc.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
 	for range 22 {
 		signer.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: n.Account, Amount: 1})
 	}
-	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chain.ProviderInfo) bool { return p.Jailed })
+	waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chainrpc.ProviderInfo) bool { return p.Jailed })
 }
 
-func waitProvider(t *testing.T, ctx context.Context, l chain.Ledger, addr keys.Address, done func(chain.ProviderInfo) bool) {
+func waitProvider(t *testing.T, ctx context.Context, l chainrpc.StateReader, addr keys.Address, done func(chainrpc.ProviderInfo) bool) {
 	t.Helper()
 	for {
 		p, err := l.Provider(ctx, addr)
@@ -334,13 +334,13 @@ func TestRealOllamaQuantizedCheater(t *testing.T) {
 			}
 			// Two failed cases convict once they mature: blocks keep coming
 			// with a few transfers.
-			l := chain.Ledger{Client: n.Validator.Node.Client()}
-			signer := chain.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
+			l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
+			signer := chainrpc.NewSigner(n.Validator.Node.Client(), vkey, node.DefaultChainID)
 			for range 3 {
 				signer.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: n.Account, Amount: 1})
 			}
 			if tc.cheats {
-				waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chain.ProviderInfo) bool { return p.Jailed })
+				waitProvider(t, ctx, l, n.Provider.Key.Address(), func(p chainrpc.ProviderInfo) bool { return p.Jailed })
 			} else if p, err := l.Provider(ctx, n.Provider.Key.Address()); err != nil || p.Jailed || p.Failures != 0 {
 				t.Errorf("honest provider on the ledger: %+v %v", p, err)
 			}

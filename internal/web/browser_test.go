@@ -18,7 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/link"
@@ -145,7 +145,7 @@ func TestPagesInBrowser(t *testing.T) {
 	n := startNetwork(t)
 	first := serveAndSettle(t, n)
 	second := serveAndSettle(t, n) // more blocks, so the first epoch (2 blocks) ends
-	l := chain.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	var epoch1 ledger.EpochRecord
 	tstest.WaitFor(t, 30*time.Second, "the first epoch to end", func() bool {
 		rec, err := l.Epoch(context.Background(), 1) // epochs count from 1

@@ -23,7 +23,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
@@ -159,7 +159,7 @@ func TestContributePageServesThroughGateway(t *testing.T) {
 	// It also shows what the ledger holds for it: the provider's share of
 	// its settled receipts, in escrow (read again each time, since escrow
 	// is released to the balance after its period).
-	l := chain.Ledger{Client: n.Validator.Node.Client()}
+	l := chainrpc.StateReader{Client: n.Validator.Node.Client()}
 	tstest.WaitFor(t, 20*time.Second, "the page to show the ledger's escrow", func() bool {
 		a, err := l.Account(bctx, key.Public().Address())
 		if err != nil {

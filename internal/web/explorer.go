@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -236,7 +236,7 @@ func (u *UI) receipt(w http.ResponseWriter, r *http.Request) {
 	d := receiptData{ID: id, Gateway: gateway}
 	st, err := u.cfg.Ledger.Settlement(ctx, gateway, id)
 	switch {
-	case errors.Is(err, chain.ErrNotFound):
+	case errors.Is(err, chainrpc.ErrNotFound):
 	case err != nil:
 		u.unavailable(w, err)
 		return
@@ -263,7 +263,7 @@ func (u *UI) receipt(w http.ResponseWriter, r *http.Request) {
 }
 
 type epochsData struct {
-	Current chain.EpochInfo
+	Current chainrpc.EpochInfo
 	Epochs  []ledger.EpochRecord
 	Minted  chart
 }
@@ -284,7 +284,7 @@ func (u *UI) epochs(w http.ResponseWriter, r *http.Request) {
 	// Finished epochs, newest first; the running one has no record yet.
 	for n := cur.Number; n > 0 && len(d.Epochs) < epochsShown; n-- {
 		rec, err := u.cfg.Ledger.Epoch(ctx, n-1)
-		if errors.Is(err, chain.ErrNotFound) {
+		if errors.Is(err, chainrpc.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -319,7 +319,7 @@ func (u *UI) epoch(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := u.ctx(r)
 	defer cancel()
 	rec, err := u.cfg.Ledger.Epoch(ctx, n)
-	if errors.Is(err, chain.ErrNotFound) {
+	if errors.Is(err, chainrpc.ErrNotFound) {
 		u.notFound(w, r, "Epoch "+strconv.FormatUint(n, 10)+" has not ended yet.")
 		return
 	}
@@ -362,8 +362,8 @@ func parseAccount(s string) (keys.Address, bool) {
 
 type providerData struct {
 	Address keys.Address
-	Account *chain.AccountInfo
-	Record  *chain.ProviderInfo
+	Account *chainrpc.AccountInfo
+	Record  *chainrpc.ProviderInfo
 	Online  *hub.Info
 	Models  []string
 	Escrow  money.Amount
@@ -373,10 +373,10 @@ type providerData struct {
 
 // readAccount fills in the provider's ledger account and its totals; an
 // account the ledger does not know is left nil without an error.
-func (d *providerData) readAccount(ctx context.Context, l Ledger) error {
+func (d *providerData) readAccount(ctx context.Context, l Chain) error {
 	a, err := l.Account(ctx, d.Address)
 	switch {
-	case errors.Is(err, chain.ErrNotFound):
+	case errors.Is(err, chainrpc.ErrNotFound):
 		return nil
 	case err != nil:
 		return err
@@ -455,7 +455,7 @@ func (u *UI) provider(w http.ResponseWriter, r *http.Request) {
 		}
 		pr, err := u.cfg.Ledger.Provider(ctx, addr)
 		switch {
-		case errors.Is(err, chain.ErrNotFound):
+		case errors.Is(err, chainrpc.ErrNotFound):
 		case err != nil:
 			p.note("The verification record is unavailable: %v", err)
 		default:

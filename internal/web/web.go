@@ -28,7 +28,7 @@ import (
 
 	"github.com/cometbft/cometbft/types"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -51,13 +51,13 @@ type Receipts interface {
 	Receipt(ctx context.Context, requestID string) (receipt.Signed, error)
 }
 
-// Ledger reads the ledger's state.
-type Ledger interface {
-	Account(ctx context.Context, addr keys.Address) (chain.AccountInfo, error)
-	Provider(ctx context.Context, addr keys.Address) (chain.ProviderInfo, error)
+// Chain reads the ledger's state.
+type Chain interface {
+	Account(ctx context.Context, addr keys.Address) (chainrpc.AccountInfo, error)
+	Provider(ctx context.Context, addr keys.Address) (chainrpc.ProviderInfo, error)
 	Settlement(ctx context.Context, gateway keys.Address, requestID string) (ledger.Settlement, error)
 	Tx(ctx context.Context, hash receipt.Hash) (ledger.TxRecord, error)
-	EpochState(ctx context.Context) (chain.EpochInfo, error)
+	EpochState(ctx context.Context) (chainrpc.EpochInfo, error)
 	Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, error)
 	Payouts(ctx context.Context, n uint64) ([]ledger.Payout, error)
 }
@@ -71,8 +71,8 @@ type Blocks interface {
 var (
 	_ Providers = (*hub.Hub)(nil)
 	_ Receipts  = (*store.Store)(nil)
-	_ Ledger    = chain.Ledger{}
-	_ Blocks    = (*chain.RPCAudit)(nil)
+	_ Chain     = chainrpc.StateReader{}
+	_ Blocks    = (*chainrpc.BlockReader)(nil)
 )
 
 // Config configures the UI. Hub and Receipts are required; without Ledger
@@ -80,7 +80,7 @@ var (
 type Config struct {
 	Hub      Providers
 	Receipts Receipts
-	Ledger   Ledger
+	Ledger   Chain
 	Blocks   Blocks
 	// Gateway is this gateway's ledger address: the explorer looks up a
 	// request id under it unless the page names another gateway
@@ -93,16 +93,16 @@ type Config struct {
 
 // DialChain returns the ledger and block readers of the node whose RPC
 // server is at rpcURL (http://host:port).
-func DialChain(rpcURL string) (Ledger, Blocks, error) {
-	c, err := chain.NewHTTPClient(rpcURL)
+func DialChain(rpcURL string) (Chain, Blocks, error) {
+	c, err := chainrpc.NewHTTPClient(rpcURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("web: ledger RPC %s: %w", rpcURL, err)
 	}
-	b, err := chain.NewRPCAudit(rpcURL)
+	b, err := chainrpc.NewBlockReader(rpcURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("web: %w", err)
 	}
-	return chain.Ledger{Client: c}, b, nil
+	return chainrpc.StateReader{Client: c}, b, nil
 }
 
 // UI serves the pages under Prefix.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/cometbft/cometbft/types"
 
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -55,32 +55,32 @@ func (f *fakeReceipts) Receipt(_ context.Context, id string) (receipt.Signed, er
 }
 
 type fakeLedger struct {
-	accounts    map[keys.Address]chain.AccountInfo
-	providers   map[keys.Address]chain.ProviderInfo
+	accounts    map[keys.Address]chainrpc.AccountInfo
+	providers   map[keys.Address]chainrpc.ProviderInfo
 	settlements map[string]ledger.Settlement
-	epoch       chain.EpochInfo
+	epoch       chainrpc.EpochInfo
 	epochs      []ledger.EpochRecord
 	payouts     map[uint64][]ledger.Payout
 }
 
-func notFound(what string) error { return fmt.Errorf("%s: %w", what, chain.ErrNotFound) }
+func notFound(what string) error { return fmt.Errorf("%s: %w", what, chainrpc.ErrNotFound) }
 
-func (f *fakeLedger) Account(_ context.Context, a keys.Address) (chain.AccountInfo, error) {
+func (f *fakeLedger) Account(_ context.Context, a keys.Address) (chainrpc.AccountInfo, error) {
 	if v, ok := f.accounts[a]; ok {
 		return v, nil
 	}
-	return chain.AccountInfo{}, notFound("account")
+	return chainrpc.AccountInfo{}, notFound("account")
 }
 
-func (f *fakeLedger) Provider(_ context.Context, a keys.Address) (chain.ProviderInfo, error) {
+func (f *fakeLedger) Provider(_ context.Context, a keys.Address) (chainrpc.ProviderInfo, error) {
 	if v, ok := f.providers[a]; ok {
 		return v, nil
 	}
-	return chain.ProviderInfo{}, notFound("provider")
+	return chainrpc.ProviderInfo{}, notFound("provider")
 }
 
 func (f *fakeLedger) Settlement(_ context.Context, gateway keys.Address, id string) (ledger.Settlement, error) {
-	if v, ok := f.settlements[chain.ReceiptRef(gateway, id)]; ok {
+	if v, ok := f.settlements[chainrpc.ReceiptRef(gateway, id)]; ok {
 		return v, nil
 	}
 	return ledger.Settlement{}, notFound("receipt")
@@ -90,7 +90,7 @@ func (f *fakeLedger) Tx(context.Context, receipt.Hash) (ledger.TxRecord, error) 
 	return ledger.TxRecord{Height: 3}, nil
 }
 
-func (f *fakeLedger) EpochState(context.Context) (chain.EpochInfo, error) { return f.epoch, nil }
+func (f *fakeLedger) EpochState(context.Context) (chainrpc.EpochInfo, error) { return f.epoch, nil }
 
 func (f *fakeLedger) Epoch(_ context.Context, n uint64) (ledger.EpochRecord, error) {
 	for _, e := range f.epochs {
@@ -190,16 +190,16 @@ func newFixture(t *testing.T, withLedger bool) *fixture {
 	}
 	provAddr := f.provider.Public().Address()
 	f.ledger = &fakeLedger{
-		accounts: map[keys.Address]chain.AccountInfo{provAddr: {Address: provAddr, Account: ledger.Account{
+		accounts: map[keys.Address]chainrpc.AccountInfo{provAddr: {Address: provAddr, Account: ledger.Account{
 			Balance: 3 * money.Unit, Stake: 1000 * money.Unit, Roles: ledger.RoleProvider,
 			Escrow:  []ledger.Entry{{Amount: 5 * money.Unit, Height: 40}},
 			Vesting: []ledger.Vest{{Amount: 8 * money.Unit, Released: 2 * money.Unit, Start: 20, End: 220}},
 		}, Claimable: money.Unit, Unvested: 5 * money.Unit}},
-		providers: map[keys.Address]chain.ProviderInfo{provAddr: {Address: provAddr, Reputation: 975,
+		providers: map[keys.Address]chainrpc.ProviderInfo{provAddr: {Address: provAddr, Reputation: 975,
 			ProviderRecord: ledger.ProviderRecord{Audits: 40, Failures: 1, Last: []ledger.CaseOutcome{{Evidence: receipt.Sum([]byte("ev")), Pass: true, Height: 17}}}}},
-		settlements: map[string]ledger.Settlement{chain.ReceiptRef(f.gateway.Public().Address(), f.settled.Receipt.RequestID): {Height: 2, TxHash: receipt.Sum([]byte("tx")),
+		settlements: map[string]ledger.Settlement{chainrpc.ReceiptRef(f.gateway.Public().Address(), f.settled.Receipt.RequestID): {Height: 2, TxHash: receipt.Sum([]byte("tx")),
 			Receipt: f.settled.Receipt.Hash(), Amount: f.settled.Receipt.Amount, Consumer: f.consumer, Provider: f.provider.Public()}},
-		epoch: chain.EpochInfo{EpochState: ledger.EpochState{Number: 2, Start: 41}, EndHeight: 60, Height: 45},
+		epoch: chainrpc.EpochInfo{EpochState: ledger.EpochState{Number: 2, Start: 41}, EndHeight: 60, Height: 45},
 		epochs: []ledger.EpochRecord{
 			{Number: 0, Start: 1, End: 20, Minted: 100 * money.Unit, Providers: 60 * money.Unit, Payees: 1, Root: receipt.Sum([]byte("r0"))},
 			{Number: 1, Start: 21, End: 40, Minted: 90 * money.Unit, Providers: 50 * money.Unit, Payees: 1, Root: receipt.Sum([]byte("r1"))},

@@ -16,8 +16,9 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
-	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -62,9 +63,10 @@ type Config struct {
 	Provider keys.PrivateKey
 	// Ledger takes the plant and reveal transactions (signed with the
 	// gateway's key) and answers where the cases stand.
-	Ledger Ledger
+	Ledger Chain
 	// Logger gets the planter's log (default: none).
 	Logger *slog.Logger
+
 	// Seed picks the prompts; MaxTokens caps the answers (default 64);
 	// Expire drops a plant no verifier judged (default 30 min).
 	Seed      uint64
@@ -72,13 +74,14 @@ type Config struct {
 	Expire    time.Duration
 }
 
-// Ledger is the ledger as the planter uses it.
-type Ledger interface {
-	Send(ctx context.Context, tx ledger.Tx) (*chain.TxResult, error)
+// Chain is the ledger as the planter uses it.
+type Chain interface {
+	Send(ctx context.Context, tx ledger.Tx) (*chainrpc.TxResult, error)
+
 	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
 	Params(ctx context.Context) (ledger.Params, error)
 	// EpochState tells the chain's height.
-	EpochState(ctx context.Context) (chain.EpochInfo, error)
+	EpochState(ctx context.Context) (chainrpc.EpochInfo, error)
 }
 
 // Gateway is the gateway whose feed the planter plants into: its
@@ -355,7 +358,7 @@ func (p *Planter) Reveal(ctx context.Context) (int, error) {
 	for _, pl := range todo {
 		c, err := p.cfg.Ledger.Case(ctx, pl.evidence)
 		switch {
-		case errors.Is(err, chain.ErrNotFound):
+		case errors.Is(err, chainrpc.ErrNotFound):
 			// Nobody judged it: retire the commitment before it is due,
 			// or once the planter stops waiting.
 			if height < pl.committed+params.PlantRevealBlocks/2 && time.Since(pl.at) < p.cfg.Expire {
@@ -397,7 +400,7 @@ func (p *Planter) Reveal(ctx context.Context) (int, error) {
 }
 
 // settleRejected reports whether a settle-batch result rejected a receipt.
-func settleRejected(res *chain.TxResult) bool {
+func settleRejected(res *chainrpc.TxResult) bool {
 	for _, e := range res.Events {
 		if e.Type == "receipt_rejected" {
 			return true

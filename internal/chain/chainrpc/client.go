@@ -1,4 +1,4 @@
-package chain
+package chainrpc
 
 import (
 	"context"
@@ -16,7 +16,6 @@ import (
 	"github.com/cometbft/cometbft/mempool"
 	rpcclient "github.com/cometbft/cometbft/rpc/client"
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
-	"github.com/cometbft/cometbft/rpc/core"
 	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	rpctypes "github.com/cometbft/cometbft/rpc/jsonrpc/types"
 	"github.com/cometbft/cometbft/types"
@@ -123,6 +122,13 @@ type Status struct {
 	CatchingUp bool
 }
 
+// catchingUp is the text of rpc/core's ErrEndpointClosedCatchingUp, which
+// a node answers a broadcast with while it syncs. It is matched by text, in
+// process as over HTTP, so that the client does not link rpc/core (and with
+// it the node's state, store and consensus packages); TestCatchingUpText
+// keeps it equal to CometBFT's.
+const catchingUp = "endpoint is closed while node is catching up"
+
 // Polling and retry intervals; the backoff is jittered so that many
 // clients that lost one node do not return to it in step.
 const (
@@ -143,18 +149,24 @@ func NewHTTPClient(rpcURL string) (Client, error) {
 	return newRPCClient(c, true), nil
 }
 
-// rpcAPI is the part of CometBFT's RPC client interface that rpcClient
+// NewLocalClient returns a client that calls a node in-process through api
+// (rpc/client/local, as chain.Node does). Only the node's own error values
+// arrive there, so an error that is none of them is final, not a transport
+// error worth a retry.
+func NewLocalClient(api NodeAPI) Client { return newRPCClient(api, false) }
+
+// NodeAPI is the part of CometBFT's RPC client interface that the client
 // uses; the in-process (rpc/client/local) and the HTTP client implement it.
-type rpcAPI interface {
+type NodeAPI interface {
 	BroadcastTxSync(ctx context.Context, tx types.Tx) (*ctypes.ResultBroadcastTx, error)
 	Tx(ctx context.Context, hash []byte, prove bool) (*ctypes.ResultTx, error)
 	ABCIQueryWithOptions(ctx context.Context, path string, data cmtbytes.HexBytes, opts rpcclient.ABCIQueryOptions) (*ctypes.ResultABCIQuery, error)
 	Status(ctx context.Context) (*ctypes.ResultStatus, error)
 }
 
-// rpcClient implements Client over rpcAPI.
+// rpcClient implements Client over NodeAPI.
 type rpcClient struct {
-	c rpcAPI
+	c NodeAPI
 	// remote: errors other than JSON-RPC errors are transport errors, worth
 	// a retry. In-process there is no transport.
 	remote bool
@@ -162,9 +174,12 @@ type rpcClient struct {
 
 var _ Client = (*rpcClient)(nil)
 
-func newRPCClient(c rpcAPI, remote bool) *rpcClient {
+func newRPCClient(c NodeAPI, remote bool) *rpcClient {
 	return &rpcClient{c: c, remote: remote}
 }
+
+// ErrNodeStopped is returned by an in-process client whose node has stopped.
+var ErrNodeStopped = errors.New("node stopped")
 
 // ErrUnavailable is wrapped by errors from a node that cannot take a
 // transaction now but may soon: unreachable, catching up, or with a full
@@ -360,7 +375,7 @@ func (c *rpcClient) classify(err error) errKind {
 	switch {
 	case errors.Is(err, mempool.ErrTxInCache), errors.Is(err, mempool.ErrTxInMempool):
 		return errKnown
-	case errors.Is(err, core.ErrEndpointClosedCatchingUp), errors.Is(err, mempool.ErrRecheckFull), errors.As(err, &full):
+	case strings.Contains(err.Error(), catchingUp), errors.Is(err, mempool.ErrRecheckFull), errors.As(err, &full):
 		return errRetry
 	}
 	var rpcErr *rpctypes.RPCError
@@ -374,7 +389,7 @@ func (c *rpcClient) classify(err error) errKind {
 	switch {
 	case strings.Contains(msg, mempool.ErrTxInCache.Error()), strings.Contains(msg, mempool.ErrTxInMempool.Error()):
 		return errKnown
-	case strings.Contains(msg, core.ErrEndpointClosedCatchingUp.Error()),
+	case strings.Contains(msg, catchingUp),
 		strings.Contains(msg, "mempool is full"),
 		strings.Contains(msg, mempool.ErrRecheckFull.Error()):
 		return errRetry

@@ -1,4 +1,4 @@
-package chain
+package chainrpc
 
 import (
 	"context"
@@ -19,10 +19,10 @@ import (
 // transaction the ledger does not have.
 var ErrNotFound = errors.New("not found on the ledger")
 
-// Ledger reads the ledger's state through a Client with typed results.
-type Ledger struct{ Client Client }
+// StateReader reads the ledger's state through a Client with typed results.
+type StateReader struct{ Client Client }
 
-func (l Ledger) query(ctx context.Context, path, arg string, v any) error {
+func (l StateReader) query(ctx context.Context, path, arg string, v any) error {
 	raw, err := l.Client.Query(ctx, path, []byte(arg))
 	var qe *QueryError
 	if errors.As(err, &qe) && qe.Code == QueryCodeNotFound {
@@ -38,55 +38,55 @@ func (l Ledger) query(ctx context.Context, path, arg string, v any) error {
 }
 
 // Account returns an account; ErrNotFound if it never received anything.
-func (l Ledger) Account(ctx context.Context, addr keys.Address) (AccountInfo, error) {
+func (l StateReader) Account(ctx context.Context, addr keys.Address) (AccountInfo, error) {
 	var a AccountInfo
 	return a, l.query(ctx, PathAccount, string(addr), &a)
 }
 
 // Settlement says how and when gateway's receipt requestID was settled.
-func (l Ledger) Settlement(ctx context.Context, gateway keys.Address, requestID string) (ledger.Settlement, error) {
+func (l StateReader) Settlement(ctx context.Context, gateway keys.Address, requestID string) (ledger.Settlement, error) {
 	var s ledger.Settlement
 	return s, l.query(ctx, PathReceipt, ReceiptRef(gateway, requestID), &s)
 }
 
 // Tx says where a transaction ran and with which code.
-func (l Ledger) Tx(ctx context.Context, hash receipt.Hash) (ledger.TxRecord, error) {
+func (l StateReader) Tx(ctx context.Context, hash receipt.Hash) (ledger.TxRecord, error) {
 	var t ledger.TxRecord
 	return t, l.query(ctx, PathTx, hash.String(), &t)
 }
 
 // Deposit is what consumer locked for gateway; an empty one when none.
-func (l Ledger) Deposit(ctx context.Context, consumer, gateway keys.Address) (DepositInfo, error) {
+func (l StateReader) Deposit(ctx context.Context, consumer, gateway keys.Address) (DepositInfo, error) {
 	var d DepositInfo
 	return d, l.query(ctx, PathDeposit, string(consumer)+"/"+string(gateway), &d)
 }
 
 // Params are the chain's parameters.
-func (l Ledger) Params(ctx context.Context) (ledger.Params, error) {
+func (l StateReader) Params(ctx context.Context) (ledger.Params, error) {
 	var p ledger.Params
 	return p, l.query(ctx, PathParams, "", &p)
 }
 
 // Supply is the chain's money supply.
-func (l Ledger) Supply(ctx context.Context) (ledger.Supply, error) {
+func (l StateReader) Supply(ctx context.Context) (ledger.Supply, error) {
 	var s ledger.Supply
 	return s, l.query(ctx, PathSupply, "", &s)
 }
 
 // EpochState is the running epoch.
-func (l Ledger) EpochState(ctx context.Context) (EpochInfo, error) {
+func (l StateReader) EpochState(ctx context.Context) (EpochInfo, error) {
 	var e EpochInfo
 	return e, l.query(ctx, PathEpoch, "", &e)
 }
 
 // Epoch is a finished epoch's record; ErrNotFound if it has not ended.
-func (l Ledger) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, error) {
+func (l StateReader) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, error) {
 	var r ledger.EpochRecord
 	return r, l.query(ctx, PathEpoch, strconv.FormatUint(n, 10), &r)
 }
 
 // Payouts are a finished epoch's payouts, sorted by account.
-func (l Ledger) Payouts(ctx context.Context, n uint64) ([]ledger.Payout, error) {
+func (l StateReader) Payouts(ctx context.Context, n uint64) ([]ledger.Payout, error) {
 	var ps []ledger.Payout
 	return ps, l.query(ctx, PathPayouts, strconv.FormatUint(n, 10), &ps)
 }
@@ -94,19 +94,19 @@ func (l Ledger) Payouts(ctx context.Context, n uint64) ([]ledger.Payout, error) 
 // PayoutProof is the node's proof of an account's payout in an epoch;
 // ErrNotFound when the account was not paid in it. Check it with
 // PayoutProof.Verify against a root you trust.
-func (l Ledger) PayoutProof(ctx context.Context, epoch uint64, addr keys.Address) (ledger.PayoutProof, error) {
+func (l StateReader) PayoutProof(ctx context.Context, epoch uint64, addr keys.Address) (ledger.PayoutProof, error) {
 	var p ledger.PayoutProof
 	return p, l.query(ctx, PathPayout, strconv.FormatUint(epoch, 10)+"/"+string(addr), &p)
 }
 
 // Provider is a provider's verification record and reputation.
-func (l Ledger) Provider(ctx context.Context, addr keys.Address) (ProviderInfo, error) {
+func (l StateReader) Provider(ctx context.Context, addr keys.Address) (ProviderInfo, error) {
 	var p ProviderInfo
 	return p, l.query(ctx, PathProvider, string(addr), &p)
 }
 
 // Case is what verifiers said about a piece of evidence.
-func (l Ledger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
+func (l StateReader) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
 	var c ledger.Case
 	return c, l.query(ctx, PathCase, evidence.String(), &c)
 }
@@ -114,7 +114,7 @@ func (l Ledger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, e
 // PassedWith counts the provider's passed cases about digest among its
 // latest matured cases (ProviderRecord.Last): what a gateway's probation
 // per (provider, digest) counts.
-func (l Ledger) PassedWith(ctx context.Context, addr keys.Address, digest string) (int, error) {
+func (l StateReader) PassedWith(ctx context.Context, addr keys.Address, digest string) (int, error) {
 	p, err := l.Provider(ctx, addr)
 	if err != nil {
 		return 0, err
@@ -137,13 +137,13 @@ func (l Ledger) PassedWith(ctx context.Context, addr keys.Address, digest string
 
 // OpenCases lists the cases still collecting verdicts, with the texts of
 // canary cases.
-func (l Ledger) OpenCases(ctx context.Context) ([]OpenCase, error) {
+func (l StateReader) OpenCases(ctx context.Context) ([]OpenCase, error) {
 	var cs []OpenCase
 	return cs, l.query(ctx, PathCases, "", &cs)
 }
 
 // Governance is who approves parameter changes, and the version they sign.
-func (l Ledger) Governance(ctx context.Context) (GovernanceInfo, error) {
+func (l StateReader) Governance(ctx context.Context) (GovernanceInfo, error) {
 	var g GovernanceInfo
 	return g, l.query(ctx, PathGovernance, "", &g)
 }
@@ -153,7 +153,7 @@ func (l Ledger) Governance(ctx context.Context) (GovernanceInfo, error) {
 // from the ledger whenever a transaction is refused for its nonce (another
 // program sent from the same key, or a transaction was lost).
 type Signer struct {
-	ledger  Ledger
+	ledger  StateReader
 	key     keys.PrivateKey
 	chainID string
 
@@ -173,7 +173,7 @@ func (s *Signer) BroadcastAlso(cs ...Client) { s.also = append(s.also, cs...) }
 
 // NewSigner returns a Signer for key on chainID.
 func NewSigner(c Client, key keys.PrivateKey, chainID string) *Signer {
-	return &Signer{ledger: Ledger{c}, key: key, chainID: chainID}
+	return &Signer{ledger: StateReader{c}, key: key, chainID: chainID}
 }
 
 // Address is the signer's account.

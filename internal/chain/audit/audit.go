@@ -1,4 +1,9 @@
-package chain
+// Package audit checks a ledger node against its blocks. An audit trusts
+// nothing but the blocks: it re-executes every block from genesis with its
+// own copy of the state machine and compares what it computes with what the
+// node claims — the app hash in every block header and, at the end, the
+// node's state.
+package audit
 
 import (
 	"bytes"
@@ -8,24 +13,19 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	dbm "github.com/cometbft/cometbft-db"
+	abci "github.com/cometbft/cometbft/abci/types"
 	"github.com/cometbft/cometbft/store"
 	"github.com/cometbft/cometbft/types"
 
-	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
-
+	"github.com/idlegrid/idlegrid/internal/chain"
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
-
-// An audit trusts nothing but the blocks: it re-executes every block from
-// genesis with its own copy of the state machine and compares what it
-// computes with what the node claims — the app hash in every block header
-// and, at the end, the node's state.
 
 // BlockSource is where an audit reads the chain.
 type BlockSource interface {
@@ -39,15 +39,15 @@ type BlockSource interface {
 // replay. Accounts returns the node's accounts (at height, which it
 // reports) and Supply its supply record.
 type StateSource interface {
-	Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error)
+	Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]chainrpc.AccountInfo, int64, error)
 	Supply(ctx context.Context) (ledger.Supply, error)
 	// Epoch is a finished epoch's record and payouts; ok is false if the
 	// node has no record of it.
 	Epoch(ctx context.Context, n uint64) (rec ledger.EpochRecord, payouts []ledger.Payout, ok bool, err error)
 }
 
-// AuditReport is what an audit checked.
-type AuditReport struct {
+// Report is what an audit checked.
+type Report struct {
 	ChainID  string
 	Heights  int64 // blocks re-executed
 	Txs      int   // transactions re-executed
@@ -72,9 +72,9 @@ type Mismatch struct {
 
 func (m *Mismatch) Error() string { return fmt.Sprintf("height %d: %s", m.Height, m.What) }
 
-// Audit replays the chain from src and compares with the node.
-func Audit(ctx context.Context, src BlockSource, state StateSource) (AuditReport, error) {
-	var rep AuditReport
+// Run replays the chain from src and compares with the node.
+func Run(ctx context.Context, src BlockSource, state StateSource) (Report, error) {
+	var rep Report
 	gen, err := src.Genesis(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("genesis: %w", err)
@@ -157,7 +157,7 @@ func blockSigners(blk *types.Block) [][]byte {
 
 // compareState compares every replayed account and the supply with the
 // node's, and that the node has no account the replay lacks.
-func compareState(ctx context.Context, mem memState, state StateSource, rep *AuditReport) (*Mismatch, int64, error) {
+func compareState(ctx context.Context, mem memState, state StateSource, rep *Report) (*Mismatch, int64, error) {
 	view := ledger.View{R: mem}
 	addrs := mem.accounts()
 	node, height, err := state.Accounts(ctx, addrs)
@@ -203,7 +203,7 @@ func compareState(ctx context.Context, mem memState, state StateSource, rep *Aud
 // compareEpochs compares the record and the payouts of every epoch the
 // replay finished with the node's, and that the node has not finished one
 // more.
-func compareEpochs(ctx context.Context, view ledger.View, state StateSource, rep *AuditReport, height int64) (*Mismatch, int64, error) {
+func compareEpochs(ctx context.Context, view ledger.View, state StateSource, rep *Report, height int64) (*Mismatch, int64, error) {
 	rep.Epochs, rep.LastEpoch, rep.Roots = 0, nil, nil
 	for n := uint64(1); ; n++ {
 		want, ok, err := view.Epoch(n)
@@ -277,124 +277,18 @@ func (m memState) accounts() []keys.Address {
 	return out
 }
 
-// RPCAudit reads blocks and state from a node's RPC server.
-type RPCAudit struct {
-	c *rpchttp.HTTP
-}
-
-// NewRPCAudit connects to the node at rpcURL.
-func NewRPCAudit(rpcURL string) (*RPCAudit, error) {
-	c, err := rpchttp.New(rpcURL)
-	if err != nil {
-		return nil, fmt.Errorf("RPC client for %s: %w", rpcURL, err)
-	}
-	return &RPCAudit{c: c}, nil
-}
-
-// Genesis implements BlockSource.
-func (r *RPCAudit) Genesis(ctx context.Context) (*types.GenesisDoc, error) {
-	res, err := r.c.Genesis(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return res.Genesis, nil
-}
-
-// Latest implements BlockSource.
-func (r *RPCAudit) Latest(ctx context.Context) (int64, []byte, error) {
-	res, err := r.c.ABCIInfo(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	return res.Response.LastBlockHeight, res.Response.LastBlockAppHash, nil
-}
-
-// Block implements BlockSource.
-func (r *RPCAudit) Block(ctx context.Context, h int64) (*types.Block, error) {
-	res, err := r.c.Block(ctx, &h)
-	if err != nil {
-		return nil, err
-	}
-	return res.Block, nil
-}
-
-// Accounts implements StateSource with one query per account; the height
-// is the highest any answer reports.
-func (r *RPCAudit) Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error) {
-	out := map[keys.Address]AccountInfo{}
-	var height int64
-	for _, a := range addrs {
-		res, err := r.c.ABCIQuery(ctx, PathAccount, []byte(a))
-		if err != nil {
-			return nil, 0, err
-		}
-		height = max(height, res.Response.Height)
-		if res.Response.Code == QueryCodeNotFound {
-			continue
-		}
-		if res.Response.Code != 0 {
-			return nil, 0, &QueryError{Path: PathAccount, Code: res.Response.Code, Log: res.Response.Log}
-		}
-		var info AccountInfo
-		if err := json.Unmarshal(res.Response.Value, &info); err != nil {
-			return nil, 0, fmt.Errorf("account %s: %w", a, err)
-		}
-		out[a] = info
-	}
-	return out, height, nil
-}
-
-// Supply implements StateSource.
-func (r *RPCAudit) Supply(ctx context.Context) (ledger.Supply, error) {
-	res, err := r.c.ABCIQuery(ctx, PathSupply, nil)
-	if err != nil {
-		return ledger.Supply{}, err
-	}
-	var s ledger.Supply
-	return s, json.Unmarshal(res.Response.Value, &s)
-}
-
-// Epoch implements StateSource.
-func (r *RPCAudit) Epoch(ctx context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
-	var rec ledger.EpochRecord
-	var ps []ledger.Payout
-	arg := []byte(strconv.FormatUint(n, 10))
-	ok, err := r.query(ctx, PathEpoch, arg, &rec)
-	if err != nil || !ok {
-		return rec, nil, false, err
-	}
-	ok, err = r.query(ctx, PathPayouts, arg, &ps)
-	return rec, ps, ok, err
-}
-
-// query decodes the answer to an ABCI query into v; ok is false when the
-// node answers not found.
-func (r *RPCAudit) query(ctx context.Context, path string, arg []byte, v any) (bool, error) {
-	res, err := r.c.ABCIQuery(ctx, path, arg)
-	if err != nil {
-		return false, err
-	}
-	switch res.Response.Code {
-	case 0:
-		return true, json.Unmarshal(res.Response.Value, v)
-	case QueryCodeNotFound:
-		return false, nil
-	}
-	return false, &QueryError{Path: path, Code: res.Response.Code, Log: res.Response.Log}
-}
-
-// HomeAudit reads blocks and state straight from a stopped node's home
+// Home reads blocks and state straight from a stopped node's home
 // directory: its block store, its genesis and its ledger state.
-type HomeAudit struct {
+type Home struct {
 	gen    *types.GenesisDoc
 	blocks *store.BlockStore
 	bdb    dbm.DB
-	app    *App
+	app    *chain.App
 }
 
-// OpenHomeAudit opens the node home (it must not be running).
-func OpenHomeAudit(home string) (*HomeAudit, error) {
-	c, err := loadConfig(home)
+// OpenHome opens the node home (it must not be running).
+func OpenHome(home string) (*Home, error) {
+	c, err := chain.LoadConfig(home)
 	if err != nil {
 		return nil, err
 	}
@@ -406,29 +300,31 @@ func OpenHomeAudit(home string) (*HomeAudit, error) {
 	if err != nil {
 		return nil, fmt.Errorf("block store in %s (is the node still running?): %w", c.DBDir(), err)
 	}
-	app, err := OpenApp(filepath.Join(home, "data"), nil)
+	app, err := chain.OpenApp(filepath.Join(home, "data"), nil)
 	if err != nil {
 		bdb.Close()
 		return nil, err
 	}
-	return &HomeAudit{gen: gen, blocks: store.NewBlockStore(bdb), bdb: bdb, app: app}, nil
+	return &Home{gen: gen, blocks: store.NewBlockStore(bdb), bdb: bdb, app: app}, nil
 }
 
 // Close closes the home's databases.
-func (h *HomeAudit) Close() error { return errors.Join(h.app.Close(), h.bdb.Close()) }
+func (h *Home) Close() error { return errors.Join(h.app.Close(), h.bdb.Close()) }
 
 // Genesis implements BlockSource.
-func (h *HomeAudit) Genesis(context.Context) (*types.GenesisDoc, error) { return h.gen, nil }
+func (h *Home) Genesis(context.Context) (*types.GenesisDoc, error) { return h.gen, nil }
 
 // Latest implements BlockSource: the ledger's committed height and hash.
-func (h *HomeAudit) Latest(context.Context) (int64, []byte, error) {
-	h.app.mu.Lock()
-	defer h.app.mu.Unlock()
-	return h.app.height, h.app.appHash, nil
+func (h *Home) Latest(ctx context.Context) (int64, []byte, error) {
+	info, err := h.app.Info(ctx, &abci.InfoRequest{})
+	if err != nil {
+		return 0, nil, err
+	}
+	return info.LastBlockHeight, info.LastBlockAppHash, nil
 }
 
 // Block implements BlockSource.
-func (h *HomeAudit) Block(_ context.Context, height int64) (*types.Block, error) {
+func (h *Home) Block(_ context.Context, height int64) (*types.Block, error) {
 	b, _ := h.blocks.LoadBlock(height)
 	if b == nil {
 		return nil, fmt.Errorf("block %d is not in the block store (base %d, height %d)", height, h.blocks.Base(), h.blocks.Height())
@@ -437,22 +333,22 @@ func (h *HomeAudit) Block(_ context.Context, height int64) (*types.Block, error)
 }
 
 // Accounts implements StateSource from the ledger database.
-func (h *HomeAudit) Accounts(_ context.Context, addrs []keys.Address) (map[keys.Address]AccountInfo, int64, error) {
-	view := ledger.View{R: h.app.db}
-	out := map[keys.Address]AccountInfo{}
+func (h *Home) Accounts(ctx context.Context, addrs []keys.Address) (map[keys.Address]chainrpc.AccountInfo, int64, error) {
+	view := ledger.View{R: h.app.DB()}
+	out := map[keys.Address]chainrpc.AccountInfo{}
 	for _, a := range addrs {
 		acct, ok, err := view.Account(a)
 		if err != nil {
 			return nil, 0, err
 		}
 		if ok {
-			out[a] = AccountInfo{Address: a, Account: acct}
+			out[a] = chainrpc.AccountInfo{Address: a, Account: acct}
 		}
 	}
 	// Accounts the node has and the replay lacks.
 	// The prefix ends in '/', so the next byte value bounds the range.
 	prefix := ledger.AccountKeyPrefix
-	it, err := h.app.db.Iterator([]byte(prefix), []byte(prefix[:len(prefix)-1]+string(prefix[len(prefix)-1]+1)))
+	it, err := h.app.DB().Iterator([]byte(prefix), []byte(prefix[:len(prefix)-1]+string(prefix[len(prefix)-1]+1)))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -464,22 +360,24 @@ func (h *HomeAudit) Accounts(_ context.Context, addrs []keys.Address) (map[keys.
 			if err != nil {
 				return nil, 0, err
 			}
-			out[a] = AccountInfo{Address: a, Account: acct}
+			out[a] = chainrpc.AccountInfo{Address: a, Account: acct}
 		}
 	}
-	h.app.mu.Lock()
-	defer h.app.mu.Unlock()
-	return out, h.app.height, it.Error()
+	info, err := h.app.Info(ctx, &abci.InfoRequest{})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, info.LastBlockHeight, it.Error()
 }
 
 // Supply implements StateSource.
-func (h *HomeAudit) Supply(context.Context) (ledger.Supply, error) {
-	return ledger.View{R: h.app.db}.Supply()
+func (h *Home) Supply(context.Context) (ledger.Supply, error) {
+	return ledger.View{R: h.app.DB()}.Supply()
 }
 
 // Epoch implements StateSource.
-func (h *HomeAudit) Epoch(_ context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
-	view := ledger.View{R: h.app.db}
+func (h *Home) Epoch(_ context.Context, n uint64) (ledger.EpochRecord, []ledger.Payout, bool, error) {
+	view := ledger.View{R: h.app.DB()}
 	rec, ok, err := view.Epoch(n)
 	if err != nil || !ok {
 		return rec, nil, false, err

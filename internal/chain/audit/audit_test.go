@@ -1,4 +1,4 @@
-package chain
+package audit
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -39,9 +40,9 @@ func TestAudit(t *testing.T) {
 	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) {
 		p.EpochBlocks = 3
 		p.VerdictDelayBlocks, p.ConvictFailures = 1, 1 // one failed case convicts, a block later
-	}), newLedgerApp)
+	}))
 	ctx := testContext(t, 2*time.Minute)
-	gw := NewSigner(tn.client(), p.gateway, "idlegrid-test")
+	gw := chainrpc.NewSigner(tn.client(), p.gateway, "idlegrid-test")
 	consumer := p.consumer.Public().Address()
 	var txHeight int64
 	var batch []receipt.Signed
@@ -56,21 +57,21 @@ func TestAudit(t *testing.T) {
 		}
 		txHeight = out.Height
 	}
-	cs := NewSigner(tn.client(), p.consumer, "idlegrid-test")
+	cs := chainrpc.NewSigner(tn.client(), p.consumer, "idlegrid-test")
 	if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
 		t.Fatalf("transfer: %v %v", res, err)
 	}
 	// A verifier's failing verdict convicts the provider in the next block:
 	// slashed and jailed, on the node and in the replay.
-	vs := NewSigner(tn.client(), p.verifier, "idlegrid-test")
+	vs := chainrpc.NewSigner(tn.client(), p.verifier, "idlegrid-test")
 	judged := []ledger.BatchReceipt{ledger.NewBatchReceipt(&batch[0])}
 	evidence := ledger.CaseEvidence(judged, false)
 	if res, err := vs.Send(ctx, ledger.Tx{Kind: ledger.KindVerdict, Subject: p.provider.Public().Address(), Digest: batch[0].Receipt.ModelDigest,
 		Evidence: evidence, Pass: false, CaseReceipts: judged}); err != nil || res.Err() != nil {
 		t.Fatalf("verdict: %v %v", res, err)
 	}
-	h, _ := waitAgree(t, []*testNode{tn}, 20*time.Second)
-	l := Ledger{Client: tn.client()}
+	h := waitSettled(t, tn, 20*time.Second)
+	l := chainrpc.StateReader{Client: tn.client()}
 	if info, err := l.Provider(ctx, p.provider.Public().Address()); err != nil || !info.Jailed || info.Convictions != 1 || info.Reputation != 500 {
 		t.Fatalf("provider after a failed case: %+v %v", info, err)
 	}
@@ -78,11 +79,11 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("case: %+v %v", c, err)
 	}
 
-	rpc, err := NewRPCAudit(tn.node.RPCAddr())
+	rpc, err := chainrpc.NewBlockReader(tn.node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Audit(ctx, rpc, rpc)
+	rep, err := Run(ctx, rpc, rpc)
 	if err != nil || rep.Mismatch != nil {
 		t.Fatalf("clean chain over RPC: %+v, %v", rep.Mismatch, err)
 	}
@@ -96,7 +97,7 @@ func TestAudit(t *testing.T) {
 	if err != nil || rec.Providers == 0 || rec.Validators == 0 || rec.Root == (receipt.Hash{}) {
 		t.Fatalf("epoch 1: %+v %v", rec, err)
 	}
-	if _, err := l.Epoch(ctx, uint64(rep.Epochs)+1); !errors.Is(err, ErrNotFound) {
+	if _, err := l.Epoch(ctx, uint64(rep.Epochs)+1); !errors.Is(err, chainrpc.ErrNotFound) {
 		t.Errorf("epoch %d not ended yet: %v", rep.Epochs+1, err)
 	}
 	pr, err := l.PayoutProof(ctx, 1, p.provider.Public().Address())
@@ -110,12 +111,12 @@ func TestAudit(t *testing.T) {
 	if err := pr.Verify(rec.Root); err == nil {
 		t.Error("a proof for a smaller amount verifies")
 	}
-	if _, err := l.PayoutProof(ctx, 1, p.poor.Public().Address()); !errors.Is(err, ErrNotFound) {
+	if _, err := l.PayoutProof(ctx, 1, p.poor.Public().Address()); !errors.Is(err, chainrpc.ErrNotFound) {
 		t.Errorf("payout to an account that earned nothing: %v", err)
 	}
 
 	// A block that is not what the validators committed.
-	rep, err = Audit(ctx, tamperedBlocks{BlockSource: rpc, height: txHeight}, rpc)
+	rep, err = Run(ctx, tamperedBlocks{BlockSource: rpc, height: txHeight}, rpc)
 	if err != nil || rep.Mismatch == nil || rep.Mismatch.Height != txHeight+1 {
 		t.Fatalf("altered block %d: %+v, %v", txHeight, rep.Mismatch, err)
 	}
@@ -123,45 +124,45 @@ func TestAudit(t *testing.T) {
 	// From the stopped node's home: clean, then with a balance rewritten in
 	// the node's state store.
 	tn.stop()
-	home, err := OpenHomeAudit(tn.home)
+	home, err := OpenHome(tn.home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err = Audit(ctx, home, home)
+	rep, err = Run(ctx, home, home)
 	if err != nil || rep.Mismatch != nil || rep.Heights < h || rep.Epochs < 1 {
 		t.Fatalf("clean home: %+v (%d heights, %d epochs), %v", rep.Mismatch, rep.Heights, rep.Epochs, err)
 	}
 	// Epoch 1's record rewritten with epoch 2's: the same bytes a node
 	// would hold for another epoch, under epoch 1's key.
 	key1 := ledger.EpochRecordKey(1)
-	rec1, err := home.app.db.Get(key1)
+	rec1, err := home.app.DB().Get(key1)
 	if err != nil || rec1 == nil {
 		t.Fatalf("read epoch record: %v", err)
 	}
-	rec2, err := home.app.db.Get(ledger.EpochRecordKey(2))
+	rec2, err := home.app.DB().Get(ledger.EpochRecordKey(2))
 	if err != nil || rec2 == nil {
 		t.Fatalf("read epoch 2 record: %v", err)
 	}
-	if err := home.app.db.SetSync(key1, rec2); err != nil {
+	if err := home.app.DB().SetSync(key1, rec2); err != nil {
 		t.Fatal(err)
 	}
-	rep, err = Audit(ctx, home, home)
+	rep, err = Run(ctx, home, home)
 	if err != nil || rep.Mismatch == nil || !strings.Contains(rep.Mismatch.What, "epoch 1") {
 		t.Fatalf("tampered epoch record: %+v, %v", rep.Mismatch, err)
 	}
-	if err := home.app.db.SetSync(key1, rec1); err != nil {
+	if err := home.app.DB().SetSync(key1, rec1); err != nil {
 		t.Fatal(err)
 	}
 	// The poor consumer's record written over the consumer's: a different
 	// balance under the same key, as a corrupted or doctored store holds.
-	other, err := home.app.db.Get([]byte(ledger.AccountKeyPrefix + string(p.poor.Public().Address())))
+	other, err := home.app.DB().Get([]byte(ledger.AccountKeyPrefix + string(p.poor.Public().Address())))
 	if err != nil || other == nil {
 		t.Fatalf("read account record: %v", err)
 	}
-	if err := home.app.db.SetSync([]byte(ledger.AccountKeyPrefix+string(consumer)), other); err != nil {
+	if err := home.app.DB().SetSync([]byte(ledger.AccountKeyPrefix+string(consumer)), other); err != nil {
 		t.Fatal(err)
 	}
-	rep, err = Audit(ctx, home, home)
+	rep, err = Run(ctx, home, home)
 	if err != nil || rep.Mismatch == nil || !strings.Contains(rep.Mismatch.What, string(consumer)) {
 		t.Fatalf("tampered balance: %+v, %v", rep.Mismatch, err)
 	}
@@ -179,24 +180,24 @@ func TestAuditEpochWithoutPayouts(t *testing.T) {
 	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) {
 		p.EpochBlocks = 2
 		p.EpochEmission = 0
-	}), newLedgerApp)
+	}))
 	ctx := testContext(t, time.Minute)
-	cs := NewSigner(tn.client(), p.consumer, "idlegrid-test")
+	cs := chainrpc.NewSigner(tn.client(), p.consumer, "idlegrid-test")
 	for range 2 { // each transaction makes a block, and the next block commits its state
 		if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
 			t.Fatalf("transfer: %v %v", res, err)
 		}
 	}
-	waitAgree(t, []*testNode{tn}, 20*time.Second)
-	l := Ledger{Client: tn.client()}
+	waitSettled(t, tn, 20*time.Second)
+	l := chainrpc.StateReader{Client: tn.client()}
 	if ps, err := l.Payouts(ctx, 1); err != nil || len(ps) != 0 {
 		t.Fatalf("epoch 1 payouts: %v %v; want none", ps, err)
 	}
-	rpc, err := NewRPCAudit(tn.node.RPCAddr())
+	rpc, err := chainrpc.NewBlockReader(tn.node.RPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Audit(ctx, rpc, rpc)
+	rep, err := Run(ctx, rpc, rpc)
 	if err != nil || rep.Mismatch != nil || rep.Epochs < 1 {
 		t.Fatalf("audit of a chain whose epochs paid nothing: %d epochs, %v, %v", rep.Epochs, rep.Mismatch, err)
 	}
