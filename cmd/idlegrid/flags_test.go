@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,4 +66,87 @@ func TestFlagUsagesHaveNoBackquotes(t *testing.T) {
 		}
 	}
 	walk(newRootCmd(io.Discard, io.Discard))
+}
+
+// commands is every command under root, root included, parents first.
+func commands(root *cobra.Command) []*cobra.Command {
+	all := []*cobra.Command{root}
+	for i := 0; i < len(all); i++ {
+		all = append(all, all[i].Commands()...)
+	}
+	return all
+}
+
+// TestCommandTree pins what every command of the CLI shares: a short
+// help, arguments checked, flags with a usage, one type per flag name
+// (where two commands differ, the table says why), one default for the
+// vocabulary's paths and URLs, deprecated aliases that are hidden and set
+// the flag they name, and no local flag hiding an inherited one.
+func TestCommandTree(t *testing.T) {
+	// Flag names whose type differs between commands, and why.
+	typeDiffers := map[string]string{
+		"chain-rpc":  "gateway takes several validators; the others talk to one",
+		"gateway":    "ledger balance --gateway is a gateway's ledger address, repeatable; elsewhere a gateway's URL",
+		"validators": "bench ledger measures several network sizes; validator init writes one network",
+	}
+	// Flags with one default wherever they appear.
+	sameDefault := []string{"data-dir", "ollama-url", "database-url"}
+
+	types := map[string]string{}    // flag name → type
+	typeFrom := map[string]string{} // flag name → the command that set types[name]
+	defaults := map[string]string{} // flag name → default, for sameDefault
+	root := newRootCmd(io.Discard, io.Discard)
+	for _, c := range commands(root) {
+		path := c.CommandPath()
+		if c.Short == "" {
+			t.Errorf("%s: no short help", path)
+		}
+		if c.Runnable() && c.Args == nil {
+			t.Errorf("%s: runnable without an Args check, so stray arguments pass silently", path)
+		}
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			name := path + " --" + f.Name
+			for p := c.Parent(); p != nil; p = p.Parent() {
+				if p.PersistentFlags().Lookup(f.Name) != nil {
+					t.Errorf("%s hides the flag of the same name it inherits from %s", name, p.CommandPath())
+				}
+			}
+			if strings.TrimSpace(f.Usage) == "" {
+				t.Errorf("%s: no usage", name)
+			}
+			if f.Deprecated != "" {
+				target, ok := strings.CutPrefix(f.Deprecated, "use --")
+				to := c.Flags().Lookup(target)
+				switch {
+				case !ok || to == nil:
+					t.Errorf("%s: deprecated as %q, which names no flag of the command", name, f.Deprecated)
+				case !f.Hidden || to.Value != f.Value || to.DefValue != f.DefValue || to.Usage != f.Usage:
+					t.Errorf("%s: not a hidden alias of --%s (hidden %v, same value %v, same default %v)", name, target, f.Hidden, to.Value == f.Value, to.DefValue == f.DefValue)
+				}
+				return // an alias is checked as the flag it names
+			}
+			typ := f.Value.Type()
+			if prev, ok := types[f.Name]; !ok {
+				types[f.Name], typeFrom[f.Name] = typ, path
+			} else if prev != typ && typeDiffers[f.Name] == "" {
+				t.Errorf("%s is a %s, but %s --%s is a %s: one name, one type (or say why in typeDiffers)", name, typ, typeFrom[f.Name], f.Name, prev)
+			}
+			if slices.Contains(sameDefault, f.Name) {
+				if prev, ok := defaults[f.Name]; ok && prev != f.DefValue {
+					t.Errorf("%s defaults to %q, elsewhere %q", name, f.DefValue, prev)
+				}
+				defaults[f.Name] = f.DefValue
+			}
+		})
+	}
+	for name, why := range typeDiffers {
+		if _, ok := types[name]; !ok {
+			t.Errorf("typeDiffers names --%s (%s), which no command has", name, why)
+		}
+	}
+	for _, name := range sameDefault {
+		if _, ok := defaults[name]; !ok {
+			t.Errorf("sameDefault names --%s, which no command has", name)
+		}
+	}
 }
