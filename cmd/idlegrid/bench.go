@@ -7,113 +7,76 @@ import (
 	"runtime/trace"
 
 	"github.com/spf13/cobra"
-
-	"github.com/idlegrid/idlegrid/internal/bench"
 )
 
+// `idlegrid bench`: the group and its profiling flags. Each harness is
+// one file, bench_NAME.go, a front end of its package.
+
+// benchArgs are the flags of `idlegrid bench`, which every harness
+// inherits: the profiles of the run.
+type benchArgs struct {
+	cpuProfile string
+	memProfile string
+	traceFile  string
+}
+
 func newBenchCmd(a *app) *cobra.Command {
+	opts := &benchArgs{}
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Performance harness: measure idlegrid against a baseline in the same run",
 	}
-	var cpuProfile, memProfile, traceFile string
-	cmd.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
-	cmd.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write an allocation profile of the run to this file (go tool pprof -sample_index=alloc_space)")
-	cmd.PersistentFlags().StringVar(&traceFile, "trace", "", "write an execution trace of the run to this file (go tool trace)")
-	cmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&opts.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	pf.StringVar(&opts.memProfile, "memprofile", "", "write an allocation profile of the run to this file (go tool pprof -sample_index=alloc_space)")
+	pf.StringVar(&opts.traceFile, "trace", "", "write an execution trace of the run to this file (go tool trace)")
+	// The root's PersistentPreRunE is not run for a command that has its
+	// own, so this one configures the app first.
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if err := a.configure(cmd); err != nil {
 			return err
 		}
-		if traceFile != "" {
-			f, err := os.Create(traceFile)
-			if err != nil {
-				return err
-			}
-			if err := trace.Start(f); err != nil {
-				return err
-			}
-		}
-		if cpuProfile == "" {
-			return nil
-		}
-		f, err := os.Create(cpuProfile)
+		return opts.start()
+	}
+	cmd.PersistentPostRun = func(*cobra.Command, []string) { opts.stop() }
+	cmd.AddCommand(newBenchOverheadCmd(a), newBenchLedgerCmd(a), newBenchRoutingCmd(a), newBenchEconCmd(a), newBenchChaosCmd(a), newBenchVerifyCmd(a), newBenchScaleCmd(a))
+	return cmd
+}
+
+// start starts the trace and the CPU profile asked for.
+func (b *benchArgs) start() error {
+	if b.traceFile != "" {
+		f, err := os.Create(b.traceFile)
 		if err != nil {
 			return err
 		}
-		return pprof.StartCPUProfile(f)
-	}
-	cmd.PersistentPostRun = func(*cobra.Command, []string) {
-		if cpuProfile != "" {
-			pprof.StopCPUProfile()
-		}
-		if memProfile != "" {
-			if err := writeHeapProfile(memProfile); err != nil {
-				fmt.Fprintln(os.Stderr, "memprofile:", err)
-			}
-		}
-		if traceFile != "" {
-			trace.Stop()
+		if err := trace.Start(f); err != nil {
+			return err
 		}
 	}
-	cfg := bench.DefaultOverhead()
-	overhead := &cobra.Command{
-		Use:   "overhead",
-		Short: "What the gateway, hub and provider agent add to calling the simulator directly",
-		Long: `Start a local network in this process with an instant simulator upstream and
-compare, in the same run: non-streaming latency and requests/s at each
-concurrency (the upstream directly, two bare reverse proxies, the Portkey AI
-gateway when Node.js is present, and the network), time to first token, the most requests per second each side sustains, and
-per-token relay delay for many concurrent streams (backend emission →
-consumer arrival). The network's provider has --slots slots, as up's does.
-Prints a verdict on the saturation targets and a summary line at the end.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Out = a.stdout
-			res, err := bench.Overhead(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, res.Summary())
-			return nil
-		},
+	if b.cpuProfile == "" {
+		return nil
 	}
-	f := overhead.Flags()
-	f.IntVar(&cfg.Requests, "requests", cfg.Requests, "requests per latency measurement and side")
-	f.IntSliceVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "concurrency levels for the latency comparison")
-	f.IntVar(&cfg.Streams, "streams", cfg.Streams, "concurrent streams for the relay delay measurement")
-	f.Float64Var(&cfg.StreamRate, "stream-rate", cfg.StreamRate, "tokens per second per stream")
-	f.IntVar(&cfg.StreamTokens, "stream-tokens", cfg.StreamTokens, "tokens per stream")
-	f.DurationVar(&cfg.RPSDuration, "rps-duration", cfg.RPSDuration, "duration of each max-throughput run")
-	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "gateway receipt durability: disk (fsync) or process")
-	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs the network's provider runs at once (up's default; the relay measurement gets at least one per stream)")
-	f.BoolVar(&cfg.Peer, "peer", cfg.Peer, "also run the Portkey AI gateway (npm @portkey-ai/gateway@"+bench.PortkeyVersion+
-		", installed into the user cache directory) in front of the same upstream, when node and npm are present")
-	lcfg := bench.DefaultLedger()
-	ledgerCmd := &cobra.Command{
-		Use:   "ledger",
-		Short: "Receipts settled per second end to end, on one validator and on a 4-validator loopback network",
-		Long: `Sign receipts, then settle them in settle-batch transactions through CometBFT
-in this process: once on a single validator and once on a loopback network of
-four, measuring receipts settled per second from the first submission to the
-last commit and each batch's commit latency. Prints a summary line.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			lcfg.Out = a.stdout
-			res, err := bench.Ledger(cmd.Context(), lcfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, res.Summary())
-			return nil
-		},
+	f, err := os.Create(b.cpuProfile)
+	if err != nil {
+		return err
 	}
-	lf := ledgerCmd.Flags()
-	lf.IntSliceVar(&lcfg.Validators, "validators", lcfg.Validators, "network sizes to measure")
-	lf.IntVar(&lcfg.Receipts, "receipts", lcfg.Receipts, "receipts settled per network size")
-	lf.IntVar(&lcfg.BatchSize, "batch", lcfg.BatchSize, "receipts per settle-batch transaction")
-	lf.IntVar(&lcfg.InFlight, "in-flight", lcfg.InFlight, "batches awaiting commit at once")
-	cmd.AddCommand(overhead, ledgerCmd, newBenchRoutingCmd(a), newBenchEconCmd(a), newBenchChaosCmd(a), newBenchVerifyCmd(a), newBenchScaleCmd(a))
-	return cmd
+	return pprof.StartCPUProfile(f)
+}
+
+// stop ends the profiles and writes the allocation profile.
+func (b *benchArgs) stop() {
+	if b.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if b.memProfile != "" {
+		if err := writeHeapProfile(b.memProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "memprofile:", err)
+		}
+	}
+	if b.traceFile != "" {
+		trace.Stop()
+	}
 }
 
 func writeHeapProfile(path string) error {

@@ -15,9 +15,16 @@ import (
 	"github.com/idlegrid/idlegrid/internal/faults"
 )
 
+// benchChaosArgs are the flags of `idlegrid bench chaos`: the in-process
+// harness's configuration, and --processes.
+type benchChaosArgs struct {
+	cfg       bench.ChaosConfig
+	processes bool
+}
+
 func newBenchChaosCmd(a *app) *cobra.Command {
-	cfg := bench.DefaultChaos()
-	var processes bool
+	opts := &benchChaosArgs{cfg: bench.DefaultChaos()}
+	cfg := &opts.cfg
 	cmd := &cobra.Command{
 		Use:   "chaos",
 		Short: "Failover under chaos: simulated providers killed at steady load, every request must complete and be billed once",
@@ -47,22 +54,7 @@ validators must agree and ` + "`idlegrid audit`" + ` must pass
 (--duration 10m is the long run).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if processes {
-				return runProcessChaos(cmd.Context(), a, cfg.Duration)
-			}
-			cfg.Out = a.stdout
-			res, err := bench.Chaos(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			for _, msg := range slices.Sorted(maps.Keys(res.Failures)) {
-				fmt.Fprintf(a.stdout, "  failed %d×: %s\n", res.Failures[msg], msg)
-			}
-			fmt.Fprintln(a.stdout, res.Summary())
-			if !res.OK() {
-				return errors.New("chaos benchmark: checks failed")
-			}
-			return nil
+			return runBenchChaos(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
@@ -73,8 +65,28 @@ validators must agree and ` + "`idlegrid audit`" + ` must pass
 	f.DurationVar(&cfg.KillEvery, "kill-every", cfg.KillEvery, "interval between provider kills")
 	f.DurationVar(&cfg.RestartAfter, "restart-after", cfg.RestartAfter, "how long a killed provider stays down")
 	f.DurationVar(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "the providers' least interval between checkpoints (0: the agent's default, every chunk; e.g. 200ms signs less and leaves up to that much of a killed provider's output unbilled)")
-	f.BoolVar(&processes, "processes", false, "kill real processes: validators, gateways, providers and simulators (see above)")
+	f.BoolVar(&opts.processes, "processes", false, "kill real processes: validators, gateways, providers and simulators (see above)")
 	return cmd
+}
+
+func runBenchChaos(ctx context.Context, a *app, opts *benchChaosArgs) error {
+	if opts.processes {
+		return runProcessChaos(ctx, a, opts.cfg.Duration)
+	}
+	cfg := opts.cfg
+	cfg.Out = a.stdout
+	res, err := bench.Chaos(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	for _, msg := range slices.Sorted(maps.Keys(res.Failures)) {
+		fmt.Fprintf(a.stdout, "  failed %d×: %s\n", res.Failures[msg], msg)
+	}
+	fmt.Fprintln(a.stdout, res.Summary())
+	if !res.OK() {
+		return errors.New("chaos benchmark: checks failed")
+	}
+	return nil
 }
 
 // runProcessChaos is `bench chaos --processes`: the fault run of package

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -10,14 +11,20 @@ import (
 	"github.com/idlegrid/idlegrid/internal/money"
 )
 
+// benchEconArgs are the flags of `idlegrid bench econ`: most set the
+// simulation's configuration directly; the rest are applied to it by
+// runBenchEcon.
+type benchEconArgs struct {
+	cfg        econ.Config
+	providers  int
+	emission   string
+	svgFile    string
+	washLevels []uint
+}
+
 func newBenchEconCmd(a *app) *cobra.Command {
-	cfg := econ.DefaultConfig()
-	var (
-		providers  int
-		emission   string
-		svgFile    string
-		washLevels []uint
-	)
+	opts := &benchEconArgs{cfg: econ.DefaultConfig()}
+	cfg := &opts.cfg
 	cmd := &cobra.Command{
 		Use:   "econ",
 		Short: "Economics simulation on the real ledger: supply, earnings per hardware class, what cheating pays",
@@ -36,44 +43,17 @@ dollars, converted at --tokens-per-usd. Prints a summary line at the end;
 --svg writes a plot.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if cfg.Params.EpochEmission, err = money.Parse(emission); err != nil {
-				return fmt.Errorf("--emission: %w", err)
-			}
-			if providers != cfg.Providers() {
-				if err := cfg.ScaleProviders(providers); err != nil {
-					return err
-				}
-			}
-			cfg.Wash.LevelsBps = cfg.Wash.LevelsBps[:0]
-			for _, l := range washLevels {
-				cfg.Wash.LevelsBps = append(cfg.Wash.LevelsBps, uint32(min(l, 1<<31)))
-			}
-			rep, err := econ.Run(cfg)
-			if err != nil {
-				return err
-			}
-			if err := rep.Print(a.stdout); err != nil {
-				return err
-			}
-			if svgFile != "" {
-				if err := writeEconSVG(svgFile, &rep); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "plot written to %s\n", svgFile)
-			}
-			fmt.Fprintln(a.stdout, rep.Summary())
-			return nil
+			return runBenchEcon(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "epochs to simulate")
-	f.IntVar(&providers, "providers", cfg.Providers(), "providers; the default mix of classes and strategies is scaled to this many, and demand with it")
+	f.IntVar(&opts.providers, "providers", cfg.Providers(), "providers; the default mix of classes and strategies is scaled to this many, and demand with it")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of uptime and canary draws")
 	f.Uint64Var(&cfg.TokensPerUSD, "tokens-per-usd", cfg.TokensPerUSD, "assumed exchange rate: ledger tokens per US dollar")
 	f.Uint64Var(&cfg.BlockMillis, "block-ms", cfg.BlockMillis, "wall time of a block in milliseconds: turns speeds into tokens per epoch")
 	f.Uint64Var(&cfg.Params.EpochBlocks, "epoch-blocks", cfg.Params.EpochBlocks, "ledger param: blocks per epoch")
-	f.StringVar(&emission, "emission", cfg.Params.EpochEmission.String(), "ledger param: tokens the first epoch mints")
+	f.StringVar(&opts.emission, "emission", cfg.Params.EpochEmission.String(), "ledger param: tokens the first epoch mints")
 	f.Uint64Var(&cfg.Params.HalvingEpochs, "halving-epochs", cfg.Params.HalvingEpochs, "ledger param: emission halves every this many epochs (the chain default is 1000)")
 	f.Uint64Var(&cfg.Params.VestingBlocks, "vesting-blocks", cfg.Params.VestingBlocks, "ledger param: blocks over which rewards vest")
 	f.Uint64Var(&cfg.Params.EscrowBlocks, "escrow-blocks", cfg.Params.EscrowBlocks, "ledger param: blocks a provider's earnings stay in escrow")
@@ -96,9 +76,43 @@ dollars, converted at --tokens-per-usd. Prints a summary line at the end;
 	for i, l := range cfg.Wash.LevelsBps {
 		levels[i] = uint(l)
 	}
-	f.UintSliceVar(&washLevels, "wash-levels-bps", levels, "honest demand levels of the self-dealing sweep, in basis points of the default demand")
-	f.StringVar(&svgFile, "svg", "", "write the supply curve and income split as SVG to this file")
+	f.UintSliceVar(&opts.washLevels, "wash-levels-bps", levels, "honest demand levels of the self-dealing sweep, in basis points of the default demand")
+	f.StringVar(&opts.svgFile, "svg", "", "write the supply curve and income split as SVG to this file")
 	return cmd
+}
+
+// runBenchEcon runs the simulation; it does not block on the network, so
+// ctx goes unused.
+func runBenchEcon(_ context.Context, a *app, opts *benchEconArgs) error {
+	cfg := opts.cfg
+	var err error
+	if cfg.Params.EpochEmission, err = money.Parse(opts.emission); err != nil {
+		return fmt.Errorf("--emission: %w", err)
+	}
+	if opts.providers != cfg.Providers() {
+		if err := cfg.ScaleProviders(opts.providers); err != nil {
+			return err
+		}
+	}
+	cfg.Wash.LevelsBps = cfg.Wash.LevelsBps[:0]
+	for _, l := range opts.washLevels {
+		cfg.Wash.LevelsBps = append(cfg.Wash.LevelsBps, uint32(min(l, 1<<31)))
+	}
+	rep, err := econ.Run(cfg)
+	if err != nil {
+		return err
+	}
+	if err := rep.Print(a.stdout); err != nil {
+		return err
+	}
+	if opts.svgFile != "" {
+		if err := writeEconSVG(opts.svgFile, &rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "plot written to %s\n", opts.svgFile)
+	}
+	fmt.Fprintln(a.stdout, rep.Summary())
+	return nil
 }
 
 func writeEconSVG(path string, rep *econ.Report) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -8,8 +9,15 @@ import (
 	"github.com/idlegrid/idlegrid/internal/bench"
 )
 
+// benchRoutingArgs are the flags of `idlegrid bench routing`: the harness's
+// configuration.
+type benchRoutingArgs struct {
+	cfg bench.RoutingConfig
+}
+
 func newBenchRoutingCmd(a *app) *cobra.Command {
-	cfg := bench.DefaultRouting()
+	opts := &benchRoutingArgs{cfg: bench.DefaultRouting()}
+	cfg := &opts.cfg
 	cmd := &cobra.Command{
 		Use:   "routing",
 		Short: "Routing quality: the marketplace policy against round-robin and least-loaded on simulated providers",
@@ -27,13 +35,7 @@ baselines (a fresh network per policy, so every cache starts cold):
 Prints a summary line at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Out = a.stdout
-			res, err := bench.Routing(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, res.Summary())
-			return nil
+			return runBenchRouting(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
@@ -48,4 +50,15 @@ Prints a summary line at the end.`,
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "concurrent clients in the no-reuse workload")
 	f.DurationVar(&cfg.NoReuseDuration, "no-reuse-duration", cfg.NoReuseDuration, "duration of the no-reuse workload per policy")
 	return cmd
+}
+
+func runBenchRouting(ctx context.Context, a *app, opts *benchRoutingArgs) error {
+	cfg := opts.cfg
+	cfg.Out = a.stdout
+	res, err := bench.Routing(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, res.Summary())
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -8,8 +9,15 @@ import (
 	"github.com/idlegrid/idlegrid/internal/bench"
 )
 
+// benchScaleArgs are the flags of `idlegrid bench scale`: the harness's
+// configuration.
+type benchScaleArgs struct {
+	cfg bench.ScaleConfig
+}
+
 func newBenchScaleCmd(a *app) *cobra.Command {
-	cfg := bench.DefaultScale()
+	opts := &benchScaleArgs{cfg: bench.DefaultScale()}
+	cfg := &opts.cfg
 	cmd := &cobra.Command{
 		Use:   "scale",
 		Short: "Requests/s and receipts settled/s with 1, 2 and 4 gateways sharing one PostgreSQL",
@@ -24,13 +32,7 @@ gateways do not mean more CPU: the ratios show the cost of sharing, not the
 gain of more machines.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Out = a.stdout
-			res, err := bench.Scale(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, res.Summary())
-			return nil
+			return runBenchScale(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
@@ -41,4 +43,15 @@ gain of more machines.`,
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "load duration per run")
 	f.IntVar(&cfg.MaxTokens, "max-tokens", cfg.MaxTokens, "max_tokens of each request")
 	return cmd
+}
+
+func runBenchScale(ctx context.Context, a *app, opts *benchScaleArgs) error {
+	cfg := opts.cfg
+	cfg.Out = a.stdout
+	res, err := bench.Scale(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, res.Summary())
+	return nil
 }

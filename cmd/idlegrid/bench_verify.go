@@ -1,17 +1,28 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/idlegrid/idlegrid/internal/bench"
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
+// benchVerifyArgs are the flags of `idlegrid bench verify`: the
+// configurations of the simulated run and of the run on a real Ollama
+// (--ollama).
+type benchVerifyArgs struct {
+	flags  *pflag.FlagSet // to tell --honest-audits given from its default
+	cfg    verify.BenchConfig
+	ollama bench.VerifyOllamaConfig
+}
+
 func newBenchVerifyCmd(a *app) *cobra.Command {
-	cfg := verify.DefaultBench()
-	ocfg := bench.DefaultVerifyOllama()
+	opts := &benchVerifyArgs{cfg: verify.DefaultBench(), ollama: bench.DefaultVerifyOllama()}
+	cfg, ocfg := &opts.cfg, &opts.ollama
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verification: how fast cheating providers are convicted, that honest ones never are, and what it costs",
@@ -50,28 +61,11 @@ ended (target: at most 5%). Interrupting it (Ctrl-C) ends the honest-only
 traffic early and prints what was measured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if ocfg.OllamaURL != "" {
-				ocfg.Out, ocfg.Logger = a.stdout, a.log
-				if cmd.Flags().Changed("honest-audits") {
-					ocfg.HonestAudits = cfg.HonestAudits
-				}
-				res, err := bench.VerifyOllama(cmd.Context(), ocfg)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(a.stdout, res.Summary())
-				return nil
-			}
-			cfg.Out = a.stdout
-			res, err := verify.Bench(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, res.Summary())
-			return nil
+			return runBenchVerify(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
+	opts.flags = f
 	f.IntVar(&cfg.Trials, "trials", cfg.Trials, "independent audit streams per cheater and mode")
 	f.IntVar(&cfg.Horizon, "horizon", cfg.Horizon, "audited requests per cheater stream (the conviction target's horizon)")
 	f.IntVar(&cfg.HonestAudits, "honest-audits", cfg.HonestAudits, "audited requests per honest control and mode; with --ollama, the honest provider's responses the verifier must judge before the run ends (1,000 unless set)")
@@ -93,4 +87,30 @@ traffic early and prints what was measured.`,
 	f.DurationVar(&ocfg.ConvictTimeout, "max-conviction", ocfg.ConvictTimeout, "with --ollama: the longest to wait for the cheater's conviction")
 	f.DurationVar(&ocfg.HonestTimeout, "max-honest", ocfg.HonestTimeout, "with --ollama: the longest the honest-only traffic after the conviction runs")
 	return cmd
+}
+
+// runBenchVerify measures on the simulator, or on the real Ollama of
+// --ollama.
+func runBenchVerify(ctx context.Context, a *app, opts *benchVerifyArgs) error {
+	if opts.ollama.OllamaURL != "" {
+		ocfg := opts.ollama
+		ocfg.Out, ocfg.Logger = a.stdout, a.log
+		if opts.flags.Changed("honest-audits") {
+			ocfg.HonestAudits = opts.cfg.HonestAudits
+		}
+		res, err := bench.VerifyOllama(ctx, ocfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, res.Summary())
+		return nil
+	}
+	cfg := opts.cfg
+	cfg.Out = a.stdout
+	res, err := verify.Bench(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, res.Summary())
+	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
@@ -16,35 +15,24 @@ import (
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
+// gatewayArgs are the flags of `idlegrid gateway`: most set the gateway's
+// configuration directly; the rest are checked by runGateway.
+type gatewayArgs struct {
+	cfg            node.GatewayConfig
+	plantKeyFile   string
+	keylessFrom    []string
+	keylessAccount string
+}
+
 func newGatewayCmd(a *app) *cobra.Command {
-	cfg := node.GatewayConfig{}
-	var plantKey, keylessAccount string
-	var keylessFrom []string
+	opts := &gatewayArgs{}
+	cfg := &opts.cfg
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway: the consumer APIs and the endpoint providers dial",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Logger, cfg.Version = a.log, version
-			ctx := cmd.Context()
-			if err := plantSetup(&cfg, plantKey); err != nil {
-				return err
-			}
-			if err := keylessSetup(&cfg.Gateway, keylessFrom, keylessAccount); err != nil {
-				return err
-			}
-			g, err := node.StartGateway(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "gateway %s listening on %s (OpenAI API at %s/v1)\n", g.Key.Public(), g.URL(), g.URL())
-			if len(cfg.Gateway.Keyless) > 0 {
-				fmt.Fprintf(a.stdout, "requests without an API key from %v are billed to %s\n", cfg.Gateway.Keyless, cfg.Gateway.KeylessAccount)
-			}
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			return g.Shutdown(sctx)
+			return runGateway(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
@@ -77,12 +65,37 @@ func newGatewayCmd(a *app) *cobra.Command {
 	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", 0.01, "share of served responses sampled for registered verifiers (0: none); a sample is its receipt (hashes and counts) unless --sample-text")
 	f.BoolVar(&cfg.Gateway.Samples.ShareText, "sample-text", false, "also give verifiers the sampled requests and answers, so they can re-score them (consumers' text leaves the gateway: see SECURITY.md)")
 	f.DurationVar(&cfg.Plant.Every, "plant-every", 0, "plant a known-good or known-bad sample this often to test the verifiers (needs --sample-text, --chain-rpc and --plant-key-file; labelled by the built-in simulator)")
-	f.StringVar(&plantKey, "plant-key-file", "", "key file of a provider registered on the ledger that signs planted samples")
+	f.StringVar(&opts.plantKeyFile, "plant-key-file", "", "key file of a provider registered on the ledger that signs planted samples")
 	deprecatedAlias(f, "share-samples", "sample-text")
 	deprecatedAlias(f, "plant-key", "plant-key-file")
-	f.StringSliceVar(&keylessFrom, "keyless-from", nil, "serve requests without an API key from these client addresses or CIDR prefixes (comma-separated, e.g. 127.0.0.1/32,10.0.0.0/8; the connection's address, not a header), billed to --keyless-account; by default every request needs a key")
-	f.StringVar(&keylessAccount, "keyless-account", "", "ledger account billed for keyless requests (with --keyless-from)")
+	f.StringSliceVar(&opts.keylessFrom, "keyless-from", nil, "serve requests without an API key from these client addresses or CIDR prefixes (comma-separated, e.g. 127.0.0.1/32,10.0.0.0/8; the connection's address, not a header), billed to --keyless-account; by default every request needs a key")
+	f.StringVar(&opts.keylessAccount, "keyless-account", "", "ledger account billed for keyless requests (with --keyless-from)")
 	return cmd
+}
+
+// runGateway serves until ctx ends, then drains in-flight requests for up
+// to 30 s.
+func runGateway(ctx context.Context, a *app, opts *gatewayArgs) error {
+	cfg := opts.cfg
+	cfg.Logger, cfg.Version = a.log, version
+	if err := plantSetup(&cfg, opts.plantKeyFile); err != nil {
+		return err
+	}
+	if err := keylessSetup(&cfg.Gateway, opts.keylessFrom, opts.keylessAccount); err != nil {
+		return err
+	}
+	g, err := node.StartGateway(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "gateway %s listening on %s (OpenAI API at %s/v1)\n", g.Key.Public(), g.URL(), g.URL())
+	if len(cfg.Gateway.Keyless) > 0 {
+		fmt.Fprintf(a.stdout, "requests without an API key from %v are billed to %s\n", cfg.Gateway.Keyless, cfg.Gateway.KeylessAccount)
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return g.Shutdown(sctx)
 }
 
 // keylessSetup reads --keyless-from and --keyless-account: both or
@@ -124,29 +137,4 @@ func plantSetup(cfg *node.GatewayConfig, keyFile string) error {
 	}
 	cfg.Plant.Reference, cfg.Plant.Scorer, cfg.Plant.Provider = s, verify.SimScorer{Sim: s}, key
 	return nil
-}
-
-// gatewayFlags are the settings `up` and `gateway` share, bound by
-// addGatewayFlags to one gateway's configuration.
-type gatewayFlags struct {
-	addr, dataDir, chainID, receiptSync *string
-	gateway                             *gateway.Config
-}
-
-// addGatewayFlags adds the flags of a gateway that `up` and `gateway` both
-// take, with the same names, defaults and meaning.
-func addGatewayFlags(f *pflag.FlagSet, t gatewayFlags) {
-	f.StringVar(t.addr, "addr", "127.0.0.1:8420", "address the gateway listens on (loopback by default)")
-	f.StringVar(t.dataDir, "data-dir", defaultDataDir(), "directory for keys and the gateway database")
-	f.StringVar(t.chainID, "chain-id", node.DefaultChainID, "chain id receipts are signed for")
-	f.StringVar(t.receiptSync, "receipt-sync", "disk", "disk: fsync every receipt before the answer ends; process: survive a killed gateway, not a power cut (faster)")
-	// up's defaults come from node.DevUpConfig; a gateway's are the same.
-	d := node.DevUpConfig().Gateway
-	f.IntVar(&t.gateway.DefaultMaxTokens, "default-max-tokens", d.DefaultMaxTokens, "max tokens for requests that set none")
-	f.Int64Var(&t.gateway.MaxBodyBytes, "max-body-bytes", d.MaxBodyBytes, "largest accepted request body")
-	f.IntVar(&t.gateway.SettleBatchSize, "settle-batch", d.SettleBatchSize, "receipts per settlement batch")
-	f.DurationVar(&t.gateway.SettleInterval, "settle-interval", d.SettleInterval, "a partial settlement batch goes out this often")
-	f.DurationVar(&t.gateway.KeepSettled, "keep-settled", d.KeepSettled, "delete receipts from the gateway's store this long after the ledger settled them (the ledger keeps them all); 0 keeps them forever")
-	f.Int64Var(&t.gateway.ResponseMemory, "response-memory", gateway.DefaultResponseMemory, "bytes of /v1/responses conversations kept in memory for previous_response_id (-1: keep none)")
-	f.DurationVar(&t.gateway.ResponseTTL, "response-ttl", gateway.DefaultResponseTTL, "how long a /v1/responses conversation is kept for previous_response_id")
 }

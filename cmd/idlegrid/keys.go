@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -16,8 +17,9 @@ import (
 	"github.com/idlegrid/idlegrid/internal/store"
 )
 
+// newKeysCmd is `idlegrid keys`; its subcommands share the store flags.
 func newKeysCmd(a *app) *cobra.Command {
-	var where gatewayStoreFlags
+	where := &gatewayStoreFlags{}
 	cmd := &cobra.Command{
 		Use:   "keys",
 		Short: "Manage the gateway's consumer API keys",
@@ -26,57 +28,139 @@ PostgreSQL database gateways share (--database-url or IDLEGRID_DATABASE_URL),
 the same store selection as ` + "`idlegrid gateway`" + `.`,
 	}
 	where.add(cmd, "gateway data directory")
-	open := func(cmd *cobra.Command) (*store.Store, error) {
-		st, _, err := where.open(cmd.Context(), false)
-		return st, err
-	}
+	cmd.AddCommand(newKeysCreateCmd(a, where), newKeysListCmd(a, where), newKeysRevokeCmd(a, where), newKeysPrefsCmd(a, where))
+	return cmd
+}
 
-	var name, account, prefs string
-	create := &cobra.Command{
+// keysCreateArgs are the flags of `idlegrid keys create`.
+type keysCreateArgs struct {
+	where   *gatewayStoreFlags
+	name    string
+	account string
+	prefs   string
+}
+
+func newKeysCreateCmd(a *app, where *gatewayStoreFlags) *cobra.Command {
+	opts := &keysCreateArgs{where: where}
+	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create an API key (printed once; only its hash is stored)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			acct := keys.Address(account)
-			if account == "" {
-				dev, _, err := keys.LoadOrCreate(filepath.Join(where.dataDir, "dev-account.key"))
-				if err != nil {
-					return err
-				}
-				acct = dev.Public().Address()
-			}
-			if err := acct.Validate(); err != nil {
-				return fmt.Errorf("--account: %w", err)
-			}
-			if err := checkPrefs(prefs); err != nil {
-				return fmt.Errorf("--prefs: %w", err)
-			}
-			st, err := open(cmd)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			secret, k, err := st.CreateAPIKey(cmd.Context(), name, acct)
-			if err != nil {
-				return err
-			}
-			if prefs != "" {
-				if err := st.SetAPIKeyPreferences(cmd.Context(), k.ID, prefs); err != nil {
-					st.RevokeAPIKey(cmd.Context(), k.ID) // not handed out: never usable without its preferences
-					return err
-				}
-			}
-			fmt.Fprintf(a.stdout, "%s\n", secret)
-			fmt.Fprintf(a.stderr, "created key %s (%s) for account %s; it is shown only now\n", k.ID, k.Name, k.Account)
-			return nil
+			return runKeysCreate(cmd.Context(), a, opts)
 		},
 	}
-	create.Flags().StringVar(&name, "name", "default", "a label for the key")
-	create.Flags().StringVar(&account, "account", "", "ledger account the key bills (default: the dev account)")
-	create.Flags().StringVar(&prefs, "prefs", "", `default routing preferences, a "provider" object, e.g. '{"sort":"price","max_price":{"prompt":0.3}}'`)
+	f := cmd.Flags()
+	f.StringVar(&opts.name, "name", "default", "a label for the key")
+	f.StringVar(&opts.account, "account", "", "ledger account the key bills (default: the dev account)")
+	f.StringVar(&opts.prefs, "prefs", "", `default routing preferences, a "provider" object, e.g. '{"sort":"price","max_price":{"prompt":0.3}}'`)
+	return cmd
+}
 
-	var clear bool
-	setPrefs := &cobra.Command{
+func runKeysCreate(ctx context.Context, a *app, opts *keysCreateArgs) error {
+	acct := keys.Address(opts.account)
+	if opts.account == "" {
+		dev, _, err := keys.LoadOrCreate(filepath.Join(opts.where.dataDir, "dev-account.key"))
+		if err != nil {
+			return err
+		}
+		acct = dev.Public().Address()
+	}
+	if err := acct.Validate(); err != nil {
+		return fmt.Errorf("--account: %w", err)
+	}
+	if err := checkPrefs(opts.prefs); err != nil {
+		return fmt.Errorf("--prefs: %w", err)
+	}
+	st, _, err := opts.where.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	secret, k, err := st.CreateAPIKey(ctx, opts.name, acct)
+	if err != nil {
+		return err
+	}
+	if opts.prefs != "" {
+		if err := st.SetAPIKeyPreferences(ctx, k.ID, opts.prefs); err != nil {
+			st.RevokeAPIKey(ctx, k.ID) // not handed out: never usable without its preferences
+			return err
+		}
+	}
+	fmt.Fprintf(a.stdout, "%s\n", secret)
+	fmt.Fprintf(a.stderr, "created key %s (%s) for account %s; it is shown only now\n", k.ID, k.Name, k.Account)
+	return nil
+}
+
+// newKeysListCmd is `idlegrid keys list`: it takes only the group's flags.
+func newKeysListCmd(a *app, where *gatewayStoreFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List API keys (ids and prefixes, never secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runKeysList(cmd.Context(), a, where)
+		},
+	}
+}
+
+func runKeysList(ctx context.Context, a *app, where *gatewayStoreFlags) error {
+	st, _, err := where.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ks, err := st.ListAPIKeys(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tACCOUNT\tCREATED\tSTATUS\tPREFS")
+	for _, k := range ks {
+		status := "active"
+		if !k.RevokedAt.IsZero() {
+			status = "revoked " + k.RevokedAt.Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, k.Account, k.CreatedAt.Format(time.DateTime), status, cmp.Or(k.Preferences, "-"))
+	}
+	return tw.Flush()
+}
+
+// newKeysRevokeCmd is `idlegrid keys revoke`: it takes only the group's
+// flags.
+func newKeysRevokeCmd(a *app, where *gatewayStoreFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an API key; requests with it get 401 from now on",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runKeysRevoke(cmd.Context(), a, where, args[0])
+		},
+	}
+}
+
+func runKeysRevoke(ctx context.Context, a *app, where *gatewayStoreFlags, id string) error {
+	st, _, err := where.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.RevokeAPIKey(ctx, id); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "revoked %s\n", id)
+	return nil
+}
+
+// keysPrefsArgs are the flags of `idlegrid keys prefs`.
+type keysPrefsArgs struct {
+	where *gatewayStoreFlags
+	clear bool
+}
+
+func newKeysPrefsCmd(a *app, where *gatewayStoreFlags) *cobra.Command {
+	opts := &keysPrefsArgs{where: where}
+	cmd := &cobra.Command{
 		Use:   "prefs ID [JSON]",
 		Short: "Show, set or clear (--clear) an API key's default routing preferences",
 		Long: `An API key's default routing preferences are a "provider" object, as a
@@ -85,95 +169,55 @@ made with the key; a request's own "provider" members replace the
 default's members of the same name, one by one.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if clear && len(args) == 2 {
-				return errors.New("give preferences or --clear, not both")
-			}
-			if len(args) == 2 {
-				if err := checkPrefs(args[1]); err != nil {
-					return err
-				}
-			}
-			st, err := open(cmd)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if len(args) == 1 && !clear {
-				ks, err := st.ListAPIKeys(cmd.Context())
-				if err != nil {
-					return err
-				}
-				for _, k := range ks {
-					if k.ID == args[0] {
-						fmt.Fprintln(a.stdout, cmp.Or(k.Preferences, "{}"))
-						return nil
-					}
-				}
-				return fmt.Errorf("api key %s: %w", args[0], store.ErrNotFound)
-			}
-			value := ""
-			if !clear {
-				value = strings.TrimSpace(args[1])
-			}
-			if err := st.SetAPIKeyPreferences(cmd.Context(), args[0], value); err != nil {
-				return err
-			}
-			if clear {
-				fmt.Fprintf(a.stdout, "cleared the default preferences of %s\n", args[0])
-			} else {
-				fmt.Fprintf(a.stdout, "set the default preferences of %s\n", args[0])
-			}
-			return nil
+			return runKeysPrefs(cmd.Context(), a, opts, args)
 		},
 	}
-	setPrefs.Flags().BoolVar(&clear, "clear", false, "remove the key's default preferences")
-
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List API keys (ids and prefixes, never secrets)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := open(cmd)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ks, err := st.ListAPIKeys(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tACCOUNT\tCREATED\tSTATUS\tPREFS")
-			for _, k := range ks {
-				status := "active"
-				if !k.RevokedAt.IsZero() {
-					status = "revoked " + k.RevokedAt.Format(time.DateTime)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, k.Account, k.CreatedAt.Format(time.DateTime), status, cmp.Or(k.Preferences, "-"))
-			}
-			return tw.Flush()
-		},
-	}
-
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an API key; requests with it get 401 from now on",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := open(cmd)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if err := st.RevokeAPIKey(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "revoked %s\n", args[0])
-			return nil
-		},
-	}
-	cmd.AddCommand(create, list, revoke, setPrefs)
+	cmd.Flags().BoolVar(&opts.clear, "clear", false, "remove the key's default preferences")
 	return cmd
+}
+
+// runKeysPrefs shows the preferences of the key args[0], sets them to
+// args[1], or clears them.
+func runKeysPrefs(ctx context.Context, a *app, opts *keysPrefsArgs, args []string) error {
+	if opts.clear && len(args) == 2 {
+		return errors.New("give preferences or --clear, not both")
+	}
+	if len(args) == 2 {
+		if err := checkPrefs(args[1]); err != nil {
+			return err
+		}
+	}
+	st, _, err := opts.where.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if len(args) == 1 && !opts.clear {
+		ks, err := st.ListAPIKeys(ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range ks {
+			if k.ID == args[0] {
+				fmt.Fprintln(a.stdout, cmp.Or(k.Preferences, "{}"))
+				return nil
+			}
+		}
+		return fmt.Errorf("api key %s: %w", args[0], store.ErrNotFound)
+	}
+	value := ""
+	if !opts.clear {
+		value = strings.TrimSpace(args[1])
+	}
+	if err := st.SetAPIKeyPreferences(ctx, args[0], value); err != nil {
+		return err
+	}
+	if opts.clear {
+		fmt.Fprintf(a.stdout, "cleared the default preferences of %s\n", args[0])
+	} else {
+		fmt.Fprintf(a.stdout, "set the default preferences of %s\n", args[0])
+	}
+	return nil
 }
 
 // checkPrefs refuses default preferences a request could not carry, with

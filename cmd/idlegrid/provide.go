@@ -16,16 +16,21 @@ import (
 	"github.com/idlegrid/idlegrid/internal/provider"
 )
 
+// provideArgs are the flags of `idlegrid provide`: most set the agent's
+// configuration directly; the rest are parsed by runProvide.
+type provideArgs struct {
+	cfg                node.ProviderConfig
+	backend, ollamaURL string
+	dataDir            string
+	priceIn, priceOut  string
+	gatewayKey         string
+	idle               node.IdleConfig
+	noControl          bool
+}
+
 func newProvideCmd(a *app) *cobra.Command {
-	var (
-		cfg                 node.ProviderConfig
-		backendKind, ollama string
-		dataDir             string
-		priceIn, priceOut   string
-		gatewayKey          string
-		idleCfg             node.IdleConfig
-		noControl           bool
-	)
+	opts := &provideArgs{}
+	cfg, idle := &opts.cfg, &opts.idle
 	cmd := &cobra.Command{
 		Use:   "provide --gateway URL",
 		Short: "Sell this machine's idle model capacity through a gateway",
@@ -35,128 +40,158 @@ signs a receipt for each. The key is created on first run in the data
 directory (mode 0600).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.Gateway == "" {
-				return fmt.Errorf("--gateway is required, e.g. --gateway http://127.0.0.1:8420")
-			}
-			var err error
-			if cfg.PricePrompt, err = money.Parse(priceIn); err != nil {
-				return fmt.Errorf("--price-in: %w", err)
-			}
-			if cfg.PriceCompletion, err = money.Parse(priceOut); err != nil {
-				return fmt.Errorf("--price-out: %w", err)
-			}
-			if gatewayKey != "" {
-				if cfg.ExpectGateway, err = keys.ParsePublicKey(gatewayKey); err != nil {
-					return fmt.Errorf("--gateway-key: %w", err)
-				}
-			}
-			ctx := cmd.Context()
-			b, err := node.OpenBackend(ctx, backendKind, ollama, a.log)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			cfg.Backend, cfg.Logger, cfg.Version = b, a.log, version
-			if cfg.KeyFile == "" {
-				cfg.KeyFile = filepath.Join(dataDir, "provider.key")
-			}
-			cfg.Idle, cfg.PauseFile = &idleCfg, filepath.Join(dataDir, "paused.json")
-			if noControl {
-				cfg.ControlAddr = ""
-			}
-			cfg.Refused = func(err error) {
-				fmt.Fprintf(a.stderr, "idlegrid provide: the gateway refuses this provider (%s); trying again in a minute\n", err)
-			}
-			p, err := node.StartProvider(cfg)
-			if err != nil {
-				return err
-			}
-			if p.Created {
-				fmt.Fprintf(a.stdout, "created provider key %s\n", cfg.KeyFile)
-			}
-			fmt.Fprintf(a.stdout, "provider %s (address %s) serving %s via %s\n", p.Key, p.Key.Address(), b.Description, cfg.Gateway)
-			if p.ControlURL != "" {
-				fmt.Fprintf(a.stdout, "control endpoint %s (idlegrid provide status|pause|resume)\n", p.ControlURL)
-			}
-			if st := p.ControlStatus(); st.Idle != nil && st.Idle.Paused {
-				fmt.Fprintf(a.stdout, "paused: %s\n", st.Idle.Reason)
-			}
-			select {
-			case <-ctx.Done():
-			case <-p.Done():
-			}
-			return p.Stop()
+			return runProvide(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Gateway, "gateway", "", "gateway base URL, e.g. https://gateway.example:8420")
-	f.StringVar(&backendKind, "backend", node.BackendOllama, "model backend: ollama, sim or auto (not auto by default: a provider that meant to serve its Ollama must not quietly serve the simulator)")
-	f.StringVar(&ollama, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
+	f.StringVar(&opts.backend, "backend", node.BackendOllama, "model backend: ollama, sim or auto (not auto by default: a provider that meant to serve its Ollama must not quietly serve the simulator)")
+	f.StringVar(&opts.ollamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
 	f.StringSliceVar(&cfg.Models, "models", nil, "only offer these models (default: all local models)")
 	f.IntVar(&cfg.Slots, "slots", 4, "jobs to run at once")
-	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the provider key")
+	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory for the provider key")
 	f.StringVar(&cfg.KeyFile, "key-file", "", "provider key file (default DATA-DIR/provider.key)")
-	f.StringVar(&priceIn, "price-in", provider.DefaultPricePrompt.String(), "price floor per million prompt tokens, in tokens")
+	f.StringVar(&opts.priceIn, "price-in", provider.DefaultPricePrompt.String(), "price floor per million prompt tokens, in tokens")
 	f.StringVar(&cfg.ExpectChainID, "chain-id", "", "refuse a gateway on another chain (default: accept any)")
-	f.StringVar(&gatewayKey, "gateway-key", "", "refuse a gateway with another key, hex (default: accept any)")
-	f.StringVar(&priceOut, "price-out", provider.DefaultPriceCompletion.String(), "price floor per million completion tokens, in tokens")
-	f.BoolVar(&idleCfg.GPU, "idle-gpu", true, "pause while another program uses the GPU (nvidia-smi; skipped when absent)")
-	f.IntVar(&idleCfg.GPUUtilization, "gpu-busy-percent", 30, "GPU utilization that means the owner uses it, while no job of ours runs (0: off)")
-	f.IntVar(&idleCfg.GPUMemoryMiB, "gpu-busy-mib", 256, "GPU memory another program must use to count as using the GPU")
-	f.Float64Var(&idleCfg.CPULoad, "cpu-busy-load", 0, "pause while the 1-minute load per core is at least this and no job of ours runs (0: off; the load average lags our own jobs)")
-	f.StringVar(&idleCfg.Hours, "hours", "", `serve only during these local hours, e.g. "22:00-08:00,12:00-13:00" (default: any time)`)
-	f.BoolVar(&idleCfg.Battery, "idle-battery", true, "pause while the machine runs on battery")
-	f.DurationVar(&idleCfg.Interval, "idle-interval", 5*time.Second, "how often to check whether the machine is in use")
-	f.DurationVar(&idleCfg.ResumeAfter, "resume-after", time.Minute, "how long the machine must stay idle before serving resumes")
+	f.StringVar(&opts.gatewayKey, "gateway-key", "", "refuse a gateway with another key, hex (default: accept any)")
+	f.StringVar(&opts.priceOut, "price-out", provider.DefaultPriceCompletion.String(), "price floor per million completion tokens, in tokens")
+	f.BoolVar(&idle.GPU, "idle-gpu", true, "pause while another program uses the GPU (nvidia-smi; skipped when absent)")
+	f.IntVar(&idle.GPUUtilization, "gpu-busy-percent", 30, "GPU utilization that means the owner uses it, while no job of ours runs (0: off)")
+	f.IntVar(&idle.GPUMemoryMiB, "gpu-busy-mib", 256, "GPU memory another program must use to count as using the GPU")
+	f.Float64Var(&idle.CPULoad, "cpu-busy-load", 0, "pause while the 1-minute load per core is at least this and no job of ours runs (0: off; the load average lags our own jobs)")
+	f.StringVar(&idle.Hours, "hours", "", `serve only during these local hours, e.g. "22:00-08:00,12:00-13:00" (default: any time)`)
+	f.BoolVar(&idle.Battery, "idle-battery", true, "pause while the machine runs on battery")
+	f.DurationVar(&idle.Interval, "idle-interval", 5*time.Second, "how often to check whether the machine is in use")
+	f.DurationVar(&idle.ResumeAfter, "resume-after", time.Minute, "how long the machine must stay idle before serving resumes")
 	f.StringVar(&cfg.ControlAddr, "control-addr", node.DefaultControlAddr, "loopback address of the owner's control endpoint (status, pause, resume)")
-	f.BoolVar(&noControl, "no-control", false, "do not serve the control endpoint")
-	cmd.AddCommand(append(provideControlCmds(a), newProvideInitCmd(a))...)
+	f.BoolVar(&opts.noControl, "no-control", false, "do not serve the control endpoint")
+	cmd.AddCommand(
+		newProvideControlCmd(a, "status", "Show the running provider: connection, pause state and why, jobs and tokens served", 0, controlStatus),
+		newProvideControlCmd(a, "pause [REASON]", "Stop taking new jobs (running ones finish) until `provide resume`, across restarts", 1, controlPause),
+		newProvideControlCmd(a, "resume", "End a manual pause (the idle checks still apply)", 0, controlResume),
+		newProvideInitCmd(a),
+	)
 	return cmd
 }
 
-// provideControlCmds talk to a running `idlegrid provide` on its control
-// endpoint.
-func provideControlCmds(a *app) []*cobra.Command {
-	var control, rpc string
-	do := func(name, short string, nargs int, call func(context.Context, node.ControlClient, []string) (node.ControlStatus, error)) *cobra.Command {
-		c := &cobra.Command{
-			Use:   name,
-			Short: short,
-			Args:  cobra.MaximumNArgs(nargs),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-				defer cancel()
-				st, err := call(ctx, node.ControlClient{URL: control}, args)
-				if err != nil {
-					return err
-				}
-				printProviderStatus(a.stdout, st)
-				if rpc != "" {
-					printProviderLedger(ctx, a.stdout, rpc, keys.Address(st.Address))
-				}
-				return nil
-			},
+// runProvide serves jobs from --gateway until ctx ends or the agent stops.
+func runProvide(ctx context.Context, a *app, opts *provideArgs) error {
+	cfg := opts.cfg
+	if cfg.Gateway == "" {
+		return fmt.Errorf("--gateway is required, e.g. --gateway http://127.0.0.1:8420")
+	}
+	var err error
+	if cfg.PricePrompt, err = money.Parse(opts.priceIn); err != nil {
+		return fmt.Errorf("--price-in: %w", err)
+	}
+	if cfg.PriceCompletion, err = money.Parse(opts.priceOut); err != nil {
+		return fmt.Errorf("--price-out: %w", err)
+	}
+	if opts.gatewayKey != "" {
+		if cfg.ExpectGateway, err = keys.ParsePublicKey(opts.gatewayKey); err != nil {
+			return fmt.Errorf("--gateway-key: %w", err)
 		}
-		c.Flags().StringVar(&control, "control", "http://"+node.DefaultControlAddr, "the provider's control endpoint")
-		c.Flags().StringVar(&rpc, "chain-rpc", "", "also show earnings, stake and verification record from the ledger at this validator RPC URL")
-		deprecatedAlias(c.Flags(), "rpc", "chain-rpc")
-		return c
 	}
-	return []*cobra.Command{
-		do("status", "Show the running provider: connection, pause state and why, jobs and tokens served", 0, func(ctx context.Context, c node.ControlClient, _ []string) (node.ControlStatus, error) {
-			return c.Status(ctx)
-		}),
-		do("pause [REASON]", "Stop taking new jobs (running ones finish) until `provide resume`, across restarts", 1, func(ctx context.Context, c node.ControlClient, args []string) (node.ControlStatus, error) {
-			reason := ""
-			if len(args) == 1 {
-				reason = args[0]
-			}
-			return c.Pause(ctx, reason)
-		}),
-		do("resume", "End a manual pause (the idle checks still apply)", 0, func(ctx context.Context, c node.ControlClient, _ []string) (node.ControlStatus, error) {
-			return c.Resume(ctx)
-		}),
+	b, err := node.OpenBackend(ctx, opts.backend, opts.ollamaURL, a.log)
+	if err != nil {
+		return err
 	}
+	defer b.Close()
+	cfg.Backend, cfg.Logger, cfg.Version = b, a.log, version
+	if cfg.KeyFile == "" {
+		cfg.KeyFile = filepath.Join(opts.dataDir, "provider.key")
+	}
+	idle := opts.idle
+	cfg.Idle, cfg.PauseFile = &idle, filepath.Join(opts.dataDir, "paused.json")
+	if opts.noControl {
+		cfg.ControlAddr = ""
+	}
+	cfg.Refused = func(err error) {
+		fmt.Fprintf(a.stderr, "idlegrid provide: the gateway refuses this provider (%s); trying again in a minute\n", err)
+	}
+	p, err := node.StartProvider(cfg)
+	if err != nil {
+		return err
+	}
+	if p.Created {
+		fmt.Fprintf(a.stdout, "created provider key %s\n", cfg.KeyFile)
+	}
+	fmt.Fprintf(a.stdout, "provider %s (address %s) serving %s via %s\n", p.Key, p.Key.Address(), b.Description, cfg.Gateway)
+	if p.ControlURL != "" {
+		fmt.Fprintf(a.stdout, "control endpoint %s (idlegrid provide status|pause|resume)\n", p.ControlURL)
+	}
+	if st := p.ControlStatus(); st.Idle != nil && st.Idle.Paused {
+		fmt.Fprintf(a.stdout, "paused: %s\n", st.Idle.Reason)
+	}
+	select {
+	case <-ctx.Done():
+	case <-p.Done():
+	}
+	return p.Stop()
+}
+
+// provideControlArgs are the flags of `idlegrid provide status`, `pause`
+// and `resume`, which talk to a running `idlegrid provide` on its control
+// endpoint.
+type provideControlArgs struct {
+	control string
+	rpc     string
+}
+
+// controlCall is what one control subcommand asks the provider, with the
+// command's arguments.
+type controlCall func(context.Context, node.ControlClient, []string) (node.ControlStatus, error)
+
+func newProvideControlCmd(a *app, use, short string, nargs int, call controlCall) *cobra.Command {
+	opts := &provideControlArgs{}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.MaximumNArgs(nargs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runProvideControl(cmd.Context(), a, opts, call, args)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.control, "control", "http://"+node.DefaultControlAddr, "the provider's control endpoint")
+	f.StringVar(&opts.rpc, "chain-rpc", "", "also show earnings, stake and verification record from the ledger at this validator RPC URL")
+	deprecatedAlias(f, "rpc", "chain-rpc")
+	return cmd
+}
+
+// runProvideControl makes call and prints the provider's status it
+// answers with, and its record on the ledger with --chain-rpc.
+func runProvideControl(ctx context.Context, a *app, opts *provideControlArgs, call controlCall, args []string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	st, err := call(ctx, node.ControlClient{URL: opts.control}, args)
+	if err != nil {
+		return err
+	}
+	printProviderStatus(a.stdout, st)
+	if opts.rpc != "" {
+		printProviderLedger(ctx, a.stdout, opts.rpc, keys.Address(st.Address))
+	}
+	return nil
+}
+
+// controlStatus is `provide status`.
+func controlStatus(ctx context.Context, c node.ControlClient, _ []string) (node.ControlStatus, error) {
+	return c.Status(ctx)
+}
+
+// controlPause is `provide pause [REASON]`.
+func controlPause(ctx context.Context, c node.ControlClient, args []string) (node.ControlStatus, error) {
+	reason := ""
+	if len(args) == 1 {
+		reason = args[0]
+	}
+	return c.Pause(ctx, reason)
+}
+
+// controlResume is `provide resume`.
+func controlResume(ctx context.Context, c node.ControlClient, _ []string) (node.ControlStatus, error) {
+	return c.Resume(ctx)
 }
 
 // printProviderLedger shows what the ledger holds for the provider:

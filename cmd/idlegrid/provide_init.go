@@ -20,17 +20,22 @@ import (
 	"github.com/idlegrid/idlegrid/internal/provider"
 )
 
+// provideInitArgs are the flags of `idlegrid provide init`.
+type provideInitArgs struct {
+	gateway            string
+	backend, ollamaURL string
+	models             []string
+	runs, maxTokens    int
+	dataDir, keyFile   string
+	rpc                string
+	stake              string
+	noLedger           bool
+}
+
 // newProvideInitCmd is the guided onboarding: hardware, models, a
 // benchmark, a suggested price, and registration with stake on the ledger.
 func newProvideInitCmd(a *app) *cobra.Command {
-	var (
-		gateway, backendKind, ollama string
-		dataDir, keyFile, rpc        string
-		models                       []string
-		runs, maxTokens              int
-		stake                        string
-		noLedger                     bool
-	)
+	opts := &provideInitArgs{}
 	cmd := &cobra.Command{
 		Use:   "init --gateway URL",
 		Short: "Set this machine up as a provider: hardware, models, benchmark, price, ledger registration and stake",
@@ -47,103 +52,108 @@ func newProvideInitCmd(a *app) *cobra.Command {
  6. print the ` + "`idlegrid provide`" + ` command that starts serving.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			out := a.stdout
-			fmt.Fprintln(out, "1. Hardware")
-			hw := onboard.DetectHardware(ctx, "")
-			fmt.Fprint(out, indent(onboard.DescribeHardware(hw)))
-
-			fmt.Fprintln(out, "2. Models")
-			b, err := node.OpenBackend(ctx, backendKind, ollama, a.log)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			fmt.Fprintf(out, "   backend %s\n", b.Description)
-			have, err := onboard.CheckModels(ctx, b.Backend, models)
-			if err != nil {
-				return err
-			}
-			for _, m := range have {
-				fmt.Fprintf(out, "   %s (%s)\n", m.Name, modelIDs(m))
-			}
-
-			fmt.Fprintln(out, "3. Benchmark")
-			var results []onboard.BenchResult
-			for _, m := range have {
-				bar := progressbar.NewOptions(runs, progressbar.OptionSetWriter(a.stderr), progressbar.OptionSetDescription("   "+m.Name),
-					progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
-				res, err := onboard.Benchmark(ctx, b.Backend, m.Name, runs, maxTokens, func(int) { bar.Add(1) })
-				bar.Finish()
-				if err != nil {
-					return err
-				}
-				results = append(results, res)
-				fmt.Fprintf(out, "   %-24s first token %6s   %7.1f tokens/s delivered\n", m.Name, res.FirstToken.Round(time.Millisecond), res.TokensPerSecond)
-			}
-
-			fmt.Fprintln(out, "4. Prices")
-			var market map[string]onboard.Market
-			if gateway != "" {
-				if market, err = onboard.FetchMarket(ctx, gateway, nil); err != nil {
-					fmt.Fprintf(out, "   could not read the network's prices (%v): defaults\n", err)
-				}
-			}
-			priceIn, priceOut := money.Amount(0), money.Amount(0)
-			for _, res := range results {
-				var m *onboard.Market
-				if mk, ok := market[res.Model]; ok {
-					m = &mk
-				}
-				s := onboard.SuggestPrice(m, res, provider.DefaultPricePrompt, provider.DefaultPriceCompletion)
-				fmt.Fprintf(out, "   %-24s %s in, %s out per million tokens: %s\n", res.Model, s.Prompt, s.Completion, s.Why)
-				// One price per agent: the highest suggestion, so no model
-				// is offered below what the network pays for it.
-				priceIn, priceOut = max(priceIn, s.Prompt), max(priceOut, s.Completion)
-			}
-
-			fmt.Fprintln(out, "5. Ledger")
-			if keyFile == "" {
-				keyFile = filepath.Join(dataDir, "provider.key")
-			}
-			key, created, err := keys.LoadOrCreate(keyFile)
-			if err != nil {
-				return fmt.Errorf("provider key: %w", err)
-			}
-			verb := "using"
-			if created {
-				verb = "created"
-			}
-			fmt.Fprintf(out, "   %s key %s: provider %s, ledger address %s\n", verb, keyFile, key.Public(), key.Public().Address())
-			if noLedger {
-				fmt.Fprintln(out, "   skipped (--no-ledger)")
-			} else if err := registerProvider(ctx, a, rpc, key, stake); err != nil {
-				return err
-			}
-
-			fmt.Fprintln(out, "6. Start serving")
-			g := gateway
-			if g == "" {
-				g = "URL"
-			}
-			fmt.Fprintf(out, "   idlegrid provide --gateway %s --key-file %s --price-in %s --price-out %s\n", g, keyFile, priceIn, priceOut)
-			return nil
+			return runProvideInit(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&gateway, "gateway", "", "gateway base URL, for the network's prices")
-	f.StringVar(&backendKind, "backend", node.BackendOllama, "model backend: ollama, sim or auto (not auto by default: the benchmark and prices are for the Ollama you will serve)")
-	f.StringVar(&ollama, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
-	f.StringSliceVar(&models, "models", nil, "models to offer (default: all local models)")
-	f.IntVar(&runs, "runs", 5, "benchmark generations per model")
-	f.IntVar(&maxTokens, "max-tokens", 64, "tokens per benchmark generation")
-	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the provider key")
-	f.StringVar(&keyFile, "key-file", "", "provider key file (default DATA-DIR/provider.key)")
-	f.StringVar(&rpc, "chain-rpc", defaultRPC, "validator RPC URL")
+	f.StringVar(&opts.gateway, "gateway", "", "gateway base URL, for the network's prices")
+	f.StringVar(&opts.backend, "backend", node.BackendOllama, "model backend: ollama, sim or auto (not auto by default: the benchmark and prices are for the Ollama you will serve)")
+	f.StringVar(&opts.ollamaURL, "ollama-url", node.DefaultOllamaURL(), "Ollama base URL (default from OLLAMA_HOST)")
+	f.StringSliceVar(&opts.models, "models", nil, "models to offer (default: all local models)")
+	f.IntVar(&opts.runs, "runs", 5, "benchmark generations per model")
+	f.IntVar(&opts.maxTokens, "max-tokens", 64, "tokens per benchmark generation")
+	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory for the provider key")
+	f.StringVar(&opts.keyFile, "key-file", "", "provider key file (default DATA-DIR/provider.key)")
+	f.StringVar(&opts.rpc, "chain-rpc", defaultRPC, "validator RPC URL")
 	deprecatedAlias(f, "rpc", "chain-rpc")
-	f.StringVar(&stake, "stake", "", "tokens to stake (default: the chain's minimum provider stake)")
-	f.BoolVar(&noLedger, "no-ledger", false, "skip registration and stake")
+	f.StringVar(&opts.stake, "stake", "", "tokens to stake (default: the chain's minimum provider stake)")
+	f.BoolVar(&opts.noLedger, "no-ledger", false, "skip registration and stake")
 	return cmd
+}
+
+// runProvideInit walks through the six steps, printing each.
+func runProvideInit(ctx context.Context, a *app, opts *provideInitArgs) error {
+	out := a.stdout
+	fmt.Fprintln(out, "1. Hardware")
+	hw := onboard.DetectHardware(ctx, "")
+	fmt.Fprint(out, indent(onboard.DescribeHardware(hw)))
+
+	fmt.Fprintln(out, "2. Models")
+	b, err := node.OpenBackend(ctx, opts.backend, opts.ollamaURL, a.log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fmt.Fprintf(out, "   backend %s\n", b.Description)
+	have, err := onboard.CheckModels(ctx, b.Backend, opts.models)
+	if err != nil {
+		return err
+	}
+	for _, m := range have {
+		fmt.Fprintf(out, "   %s (%s)\n", m.Name, modelIDs(m))
+	}
+
+	fmt.Fprintln(out, "3. Benchmark")
+	var results []onboard.BenchResult
+	for _, m := range have {
+		bar := progressbar.NewOptions(opts.runs, progressbar.OptionSetWriter(a.stderr), progressbar.OptionSetDescription("   "+m.Name),
+			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+		res, err := onboard.Benchmark(ctx, b.Backend, m.Name, opts.runs, opts.maxTokens, func(int) { bar.Add(1) })
+		bar.Finish()
+		if err != nil {
+			return err
+		}
+		results = append(results, res)
+		fmt.Fprintf(out, "   %-24s first token %6s   %7.1f tokens/s delivered\n", m.Name, res.FirstToken.Round(time.Millisecond), res.TokensPerSecond)
+	}
+
+	fmt.Fprintln(out, "4. Prices")
+	var market map[string]onboard.Market
+	if opts.gateway != "" {
+		if market, err = onboard.FetchMarket(ctx, opts.gateway, nil); err != nil {
+			fmt.Fprintf(out, "   could not read the network's prices (%v): defaults\n", err)
+		}
+	}
+	priceIn, priceOut := money.Amount(0), money.Amount(0)
+	for _, res := range results {
+		var m *onboard.Market
+		if mk, ok := market[res.Model]; ok {
+			m = &mk
+		}
+		s := onboard.SuggestPrice(m, res, provider.DefaultPricePrompt, provider.DefaultPriceCompletion)
+		fmt.Fprintf(out, "   %-24s %s in, %s out per million tokens: %s\n", res.Model, s.Prompt, s.Completion, s.Why)
+		// One price per agent: the highest suggestion, so no model
+		// is offered below what the network pays for it.
+		priceIn, priceOut = max(priceIn, s.Prompt), max(priceOut, s.Completion)
+	}
+
+	fmt.Fprintln(out, "5. Ledger")
+	keyFile := opts.keyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(opts.dataDir, "provider.key")
+	}
+	key, created, err := keys.LoadOrCreate(keyFile)
+	if err != nil {
+		return fmt.Errorf("provider key: %w", err)
+	}
+	verb := "using"
+	if created {
+		verb = "created"
+	}
+	fmt.Fprintf(out, "   %s key %s: provider %s, ledger address %s\n", verb, keyFile, key.Public(), key.Public().Address())
+	if opts.noLedger {
+		fmt.Fprintln(out, "   skipped (--no-ledger)")
+	} else if err := registerProvider(ctx, a, opts.rpc, key, opts.stake); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out, "6. Start serving")
+	g := opts.gateway
+	if g == "" {
+		g = "URL"
+	}
+	fmt.Fprintf(out, "   idlegrid provide --gateway %s --key-file %s --price-in %s --price-out %s\n", g, keyFile, priceIn, priceOut)
+	return nil
 }
 
 // registerProvider registers key as a provider and stakes up to the

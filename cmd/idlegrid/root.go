@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/knadh/koanf/parsers/yaml"
@@ -107,13 +105,4 @@ func (a *app) configure(cmd *cobra.Command) error {
 		return fmt.Errorf("--log-format %q: want text or json", a.logFormat)
 	}
 	return nil
-}
-
-// defaultDataDir is ~/.idlegrid, or ./.idlegrid when there is no home.
-func defaultDataDir() string {
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return ".idlegrid"
-	}
-	return filepath.Join(home, ".idlegrid")
 }

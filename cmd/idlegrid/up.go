@@ -9,8 +9,15 @@ import (
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
+// upArgs are the flags of `idlegrid up`: they set the configuration of
+// the network it runs, whose defaults are node.DevUpConfig's.
+type upArgs struct {
+	cfg node.UpConfig
+}
+
 func newUpCmd(a *app) *cobra.Command {
-	cfg := node.DevUpConfig()
+	opts := &upArgs{cfg: node.DevUpConfig()}
+	cfg := &opts.cfg
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the whole network locally: a ledger validator, a gateway, a local provider and a funded dev account",
@@ -29,18 +36,7 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 --dev-api-key) to fix it for scripts and tests.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Logger, cfg.Version = a.log, version
-			ctx := cmd.Context()
-			n, err := node.StartUp(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			n.PrintBanner(a.stdout, cfg.DataDir)
-			<-ctx.Done()
-			a.log.Info("shutting down: finishing in-flight requests (up to 30 s)")
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			return n.Shutdown(sctx)
+			return runUp(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
@@ -56,4 +52,21 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", cfg.Gateway.Samples.Share, "share of served responses the gateway samples for verifiers, with their text (0: none)")
 	f.DurationVar(&cfg.PlantEvery, "plant-every", cfg.PlantEvery, "plant a known sample this often to test the verifiers, with the simulator backend (0: never)")
 	return cmd
+}
+
+// runUp runs the network until ctx ends, then drains in-flight requests
+// for up to 30 s.
+func runUp(ctx context.Context, a *app, opts *upArgs) error {
+	cfg := opts.cfg
+	cfg.Logger, cfg.Version = a.log, version
+	n, err := node.StartUp(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	n.PrintBanner(a.stdout, cfg.DataDir)
+	<-ctx.Done()
+	a.log.Info("shutting down: finishing in-flight requests (up to 30 s)")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return n.Shutdown(sctx)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,14 +85,17 @@ func newValidatorCmdWith(a *app, deps validatorDeps) *cobra.Command {
 	return cmd
 }
 
+// validatorInitArgs are the flags of `idlegrid validator init`.
+type validatorInitArgs struct {
+	validators   int
+	out, chainID string
+	appStateFile string
+	fund         []string
+	network      chain.NetworkOptions
+}
+
 func newValidatorInitCmd(a *app, deps validatorDeps) *cobra.Command {
-	var (
-		n             int
-		out, chainID  string
-		appStateFile  string
-		fund          []string
-		networkOption chain.NetworkOptions
-	)
+	opts := &validatorInitArgs{}
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Write the homes of a validator network: keys, one genesis, peers wired to each other",
@@ -101,26 +105,31 @@ config.toml listening on loopback with the other validators as persistent
 peers. Start each with ` + "`idlegrid validator start --home DIR/nodeI`" + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			appState, err := deps.appState(appStateFile, fund)
-			if err != nil {
-				return err
-			}
-			homes, err := chain.InitNetwork(out, n, chainID, appState, networkOption)
-			if err != nil {
-				return err
-			}
-			printHomes(a.stdout, chainID, homes)
-			return nil
+			return runValidatorInit(cmd.Context(), a, deps, opts)
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&n, "validators", 4, "number of validators (4 tolerates one down)")
-	f.StringVar(&out, "out", "validators", "directory to write node0 … nodeN-1 into")
-	f.StringVar(&chainID, "chain-id", node.DefaultChainID, "chain id")
-	f.StringVar(&appStateFile, "app-state", "", "ledger genesis JSON file (params, accounts with balances, stakes, roles, approvals; see docs/ledger.md); default: default params")
-	f.StringArrayVar(&fund, "fund", nil, "ADDRESS=AMOUNT: fund an account at genesis (repeatable)")
-	f.IntVar(&networkOption.BasePort, "base-port", 0, "node i gets P2P port base+2i and RPC port base+2i+1 (default: free ports)")
+	f.IntVar(&opts.validators, "validators", 4, "number of validators (4 tolerates one down)")
+	f.StringVar(&opts.out, "out", "validators", "directory to write node0 … nodeN-1 into")
+	f.StringVar(&opts.chainID, "chain-id", node.DefaultChainID, "chain id")
+	f.StringVar(&opts.appStateFile, "app-state", "", "ledger genesis JSON file (params, accounts with balances, stakes, roles, approvals; see docs/ledger.md); default: default params")
+	f.StringArrayVar(&opts.fund, "fund", nil, "ADDRESS=AMOUNT: fund an account at genesis (repeatable)")
+	f.IntVar(&opts.network.BasePort, "base-port", 0, "node i gets P2P port base+2i and RPC port base+2i+1 (default: free ports)")
 	return cmd
+}
+
+// runValidatorInit writes the validators' homes.
+func runValidatorInit(_ context.Context, a *app, deps validatorDeps, opts *validatorInitArgs) error {
+	appState, err := deps.appState(opts.appStateFile, opts.fund)
+	if err != nil {
+		return err
+	}
+	homes, err := chain.InitNetwork(opts.out, opts.validators, opts.chainID, appState, opts.network)
+	if err != nil {
+		return err
+	}
+	printHomes(a.stdout, opts.chainID, homes)
+	return nil
 }
 
 func printHomes(w io.Writer, chainID string, homes []string) {
@@ -130,40 +139,50 @@ func printHomes(w io.Writer, chainID string, homes []string) {
 	}
 }
 
+// validatorStartArgs are the flags of `idlegrid validator start`.
+type validatorStartArgs struct {
+	home        string
+	metricsAddr string
+}
+
 func newValidatorStartCmd(a *app, deps validatorDeps) *cobra.Command {
-	var home, metricsAddr string
+	opts := &validatorStartArgs{}
 	cmd := &cobra.Command{
 		Use:   "start",
 		Short: "Run one validator until interrupted",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if home == "" {
-				return errors.New("--home is required")
-			}
-			ctx := cmd.Context()
-			app, err := deps.newApp(home, a.log)
-			if err != nil {
-				return fmt.Errorf("validator application: %w", err)
-			}
-			defer func() {
-				if c, ok := app.(io.Closer); ok {
-					err = errors.Join(err, c.Close())
-				}
-			}()
-			n, err := chain.StartNode(ctx, chain.NodeConfig{Home: home, App: app, Logger: a.log, MetricsListenAddr: metricsAddr})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "validator running from %s, RPC at %s\n", home, n.RPCAddr())
-			if metricsAddr != "" {
-				fmt.Fprintf(a.stdout, "metrics at http://%s/metrics\n", metricsAddr)
-			}
-			<-ctx.Done()
-			a.log.Info("stopping validator")
-			return n.Stop()
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runValidatorStart(cmd.Context(), a, deps, opts)
 		},
 	}
-	cmd.Flags().StringVar(&home, "home", "", "the validator's CometBFT home (from validator init); required")
-	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve CometBFT's Prometheus metrics (block height, rounds, mempool, peers) here, e.g. 127.0.0.1:26660")
+	cmd.Flags().StringVar(&opts.home, "home", "", "the validator's CometBFT home (from validator init); required")
+	cmd.Flags().StringVar(&opts.metricsAddr, "metrics-addr", "", "serve CometBFT's Prometheus metrics (block height, rounds, mempool, peers) here, e.g. 127.0.0.1:26660")
 	return cmd
+}
+
+// runValidatorStart runs the validator of --home until ctx ends.
+func runValidatorStart(ctx context.Context, a *app, deps validatorDeps, opts *validatorStartArgs) (err error) {
+	if opts.home == "" {
+		return errors.New("--home is required")
+	}
+	app, err := deps.newApp(opts.home, a.log)
+	if err != nil {
+		return fmt.Errorf("validator application: %w", err)
+	}
+	defer func() {
+		if c, ok := app.(io.Closer); ok {
+			err = errors.Join(err, c.Close())
+		}
+	}()
+	n, err := chain.StartNode(ctx, chain.NodeConfig{Home: opts.home, App: app, Logger: a.log, MetricsListenAddr: opts.metricsAddr})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "validator running from %s, RPC at %s\n", opts.home, n.RPCAddr())
+	if opts.metricsAddr != "" {
+		fmt.Fprintf(a.stdout, "metrics at http://%s/metrics\n", opts.metricsAddr)
+	}
+	<-ctx.Done()
+	a.log.Info("stopping validator")
+	return n.Stop()
 }

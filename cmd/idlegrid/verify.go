@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"time"
 
@@ -17,16 +18,25 @@ import (
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
 
+// verifyArgs are the flags of `idlegrid verify`.
+type verifyArgs struct {
+	gateway, apiKey    string
+	backend, ollamaURL string
+	models             []string
+	interval           time.Duration
+	caseSize           int
+	maxTokens          int
+	probationCases     int
+	sampledChecks      int
+	rpc                string
+	dataDir, keyFile   string
+	dryRun             bool
+	sampleInterval     time.Duration
+	caseInterval       time.Duration
+}
+
 func newVerifyCmd(a *app) *cobra.Command {
-	var (
-		gateway, apiKey, backendKind, ollama   string
-		rpc, keyFile, dataDir                  string
-		models                                 []string
-		interval, sampleInterval, caseInterval time.Duration
-		caseSize, maxTokens, probationCases    int
-		sampledChecks                          int
-		dryRun                                 bool
-	)
+	opts := &verifyArgs{}
 	cmd := &cobra.Command{
 		Use:   "verify --gateway URL --api-key KEY",
 		Short: "Audit the providers behind a gateway with canaries and post verdicts on the ledger",
@@ -51,82 +61,91 @@ verifiers opened on the ledger and votes in them: cases are decided by
 verifier stake. See docs/verification.md for the statistics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if gateway == "" || apiKey == "" {
-				return errors.New("--gateway and --api-key are required")
-			}
-			ctx := cmd.Context()
-			b, err := node.OpenBackend(ctx, backendKind, ollama, a.log)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			cfg := verifier.Config{Gateway: gateway, APIKey: apiKey, Reference: b.Backend, Models: models, Interval: interval,
-				CaseSize: caseSize, MaxTokens: maxTokens, ProbationCases: probationCases, SampledChecks: sampledChecks, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
-				OnVerdict: func(p verifier.Posted) {
-					state := "PASS"
-					if !p.Verdict.Pass {
-						state = "FAIL (" + string(p.Verdict.Rule) + ": " + p.Verdict.Reason + ")"
-					}
-					posted := "posted"
-					if dryRun {
-						posted = "not posted (--dry-run)"
-					}
-					if p.Err != "" {
-						posted = "NOT posted: " + p.Err
-					}
-					fmt.Fprintf(a.stdout, "%s provider %s (%s %s): %s; evidence %s, %s\n",
-						time.Now().Format(time.TimeOnly), p.Provider, p.Model, p.Digest, state, p.Evidence, posted)
-				}}
-			if b.Sim != nil {
-				cfg.Scorer = verify.SimScorer{Sim: b.Sim}
-			}
-			if !dryRun {
-				if keyFile == "" {
-					keyFile = filepath.Join(dataDir, "verifier.key")
-				}
-				post, l, key, err := verdictPoster(ctx, rpc, keyFile)
-				if err != nil {
-					return err
-				}
-				addr := key.Public().Address()
-				cfg.Post = post
-				// The key also proves to the gateway that a registered
-				// verifier reads its sample feed, and names the verifier's
-				// own votes among the open cases.
-				cfg.Key, cfg.SampleInterval, cfg.NoFeed = key, sampleInterval, sampleInterval <= 0
-				if caseInterval > 0 {
-					cfg.Cases, cfg.CaseInterval = node.LedgerCases(l), caseInterval
-				}
-				fmt.Fprintf(a.stdout, "verifier %s posting verdicts to %s\n", addr, rpc)
-			}
-			v, err := verifier.New(cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "auditing the providers behind %s against %s, a canary every %s, %d per case\n", gateway, b.Description, interval, caseSize)
-			return v.Run(ctx)
+			return runVerify(cmd.Context(), a, opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&gateway, "gateway", "", "gateway base URL")
-	f.StringVar(&apiKey, "api-key", "", "an API key of the gateway (its account pays for the canaries)")
-	f.StringVar(&backendKind, "backend", node.BackendOllama, "reference backend: ollama, sim or auto (not auto by default: judging real models against the simulator would convict honest providers)")
-	f.StringVar(&ollama, "ollama-url", node.DefaultOllamaURL(), "reference Ollama base URL (default from OLLAMA_HOST)")
-	f.StringSliceVar(&models, "models", nil, "models to verify (default: every model of the reference)")
-	f.DurationVar(&interval, "interval", 10*time.Second, "pause between canaries")
-	f.IntVar(&caseSize, "case-size", 8, "canaries of one provider judged together")
-	f.IntVar(&maxTokens, "max-tokens", 128, "longest canary answer")
-	f.IntVar(&probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
-	f.IntVar(&sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
-	f.StringVar(&rpc, "chain-rpc", defaultRPC, "validator RPC URL verdicts are posted to")
-	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
-	f.StringVar(&keyFile, "key-file", "", "verifier key file (default DATA-DIR/verifier.key); register it with idlegrid ledger register verifier, and stake")
+	f.StringVar(&opts.gateway, "gateway", "", "gateway base URL")
+	f.StringVar(&opts.apiKey, "api-key", "", "an API key of the gateway (its account pays for the canaries)")
+	f.StringVar(&opts.backend, "backend", node.BackendOllama, "reference backend: ollama, sim or auto (not auto by default: judging real models against the simulator would convict honest providers)")
+	f.StringVar(&opts.ollamaURL, "ollama-url", node.DefaultOllamaURL(), "reference Ollama base URL (default from OLLAMA_HOST)")
+	f.StringSliceVar(&opts.models, "models", nil, "models to verify (default: every model of the reference)")
+	f.DurationVar(&opts.interval, "interval", 10*time.Second, "pause between canaries")
+	f.IntVar(&opts.caseSize, "case-size", 8, "canaries of one provider judged together")
+	f.IntVar(&opts.maxTokens, "max-tokens", 128, "longest canary answer")
+	f.IntVar(&opts.probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
+	f.IntVar(&opts.sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
+	f.StringVar(&opts.rpc, "chain-rpc", defaultRPC, "validator RPC URL verdicts are posted to")
+	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
+	f.StringVar(&opts.keyFile, "key-file", "", "verifier key file (default DATA-DIR/verifier.key); register it with idlegrid ledger register verifier, and stake")
 	deprecatedAlias(f, "rpc", "chain-rpc")
 	deprecatedAlias(f, "key", "key-file")
-	f.BoolVar(&dryRun, "dry-run", false, "judge but post nothing")
-	f.DurationVar(&sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key-file, and judge shared samples (0: canaries only)")
-	f.DurationVar(&caseInterval, "case-interval", 5*time.Second, "look for open canary cases of other verifiers this often, replay them and vote (0: never)")
+	f.BoolVar(&opts.dryRun, "dry-run", false, "judge but post nothing")
+	f.DurationVar(&opts.sampleInterval, "sample-interval", 5*time.Second, "read the gateway's sample feed this often, signed with --key-file, and judge shared samples (0: canaries only)")
+	f.DurationVar(&opts.caseInterval, "case-interval", 5*time.Second, "look for open canary cases of other verifiers this often, replay them and vote (0: never)")
 	return cmd
+}
+
+// runVerify audits the providers behind --gateway until ctx ends.
+func runVerify(ctx context.Context, a *app, opts *verifyArgs) error {
+	if opts.gateway == "" || opts.apiKey == "" {
+		return errors.New("--gateway and --api-key are required")
+	}
+	b, err := node.OpenBackend(ctx, opts.backend, opts.ollamaURL, a.log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	cfg := verifier.Config{Gateway: opts.gateway, APIKey: opts.apiKey, Reference: b.Backend, Models: opts.models, Interval: opts.interval,
+		CaseSize: opts.caseSize, MaxTokens: opts.maxTokens, ProbationCases: opts.probationCases, SampledChecks: opts.sampledChecks, Dir: filepath.Join(opts.dataDir, "evidence"), Logger: a.log,
+		OnVerdict: func(p verifier.Posted) { printVerdict(a.stdout, p, opts.dryRun) }}
+	if b.Sim != nil {
+		cfg.Scorer = verify.SimScorer{Sim: b.Sim}
+	}
+	if !opts.dryRun {
+		keyFile := opts.keyFile
+		if keyFile == "" {
+			keyFile = filepath.Join(opts.dataDir, "verifier.key")
+		}
+		post, l, key, err := verdictPoster(ctx, opts.rpc, keyFile)
+		if err != nil {
+			return err
+		}
+		addr := key.Public().Address()
+		cfg.Post = post
+		// The key also proves to the gateway that a registered
+		// verifier reads its sample feed, and names the verifier's
+		// own votes among the open cases.
+		cfg.Key, cfg.SampleInterval, cfg.NoFeed = key, opts.sampleInterval, opts.sampleInterval <= 0
+		if opts.caseInterval > 0 {
+			cfg.Cases, cfg.CaseInterval = node.LedgerCases(l), opts.caseInterval
+		}
+		fmt.Fprintf(a.stdout, "verifier %s posting verdicts to %s\n", addr, opts.rpc)
+	}
+	v, err := verifier.New(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "auditing the providers behind %s against %s, a canary every %s, %d per case\n", opts.gateway, b.Description, opts.interval, opts.caseSize)
+	return v.Run(ctx)
+}
+
+// printVerdict prints one verdict of the verifier and whether it went to
+// the ledger.
+func printVerdict(w io.Writer, p verifier.Posted, dryRun bool) {
+	state := "PASS"
+	if !p.Verdict.Pass {
+		state = "FAIL (" + string(p.Verdict.Rule) + ": " + p.Verdict.Reason + ")"
+	}
+	posted := "posted"
+	if dryRun {
+		posted = "not posted (--dry-run)"
+	}
+	if p.Err != "" {
+		posted = "NOT posted: " + p.Err
+	}
+	fmt.Fprintf(w, "%s provider %s (%s %s): %s; evidence %s, %s\n",
+		time.Now().Format(time.TimeOnly), p.Provider, p.Model, p.Digest, state, p.Evidence, posted)
 }
 
 // verdictPoster signs verdicts with the key in keyFile, after checking on

@@ -79,7 +79,7 @@ type GatewayConfig struct {
 	// Plant, when its Every is positive, plants known samples into the
 	// sample feed (its Ledger is filled in here; it needs ChainRPC or a
 	// Gateway.Ledger that is a *chainrpc.Signer).
-	Plant   planter.Config
+	Plant planter.Config
 
 	Version string
 	Logger  *slog.Logger
