@@ -116,6 +116,18 @@ func TestConfigPrecedence(t *testing.T) {
 	if _, _, err := run(t, "--config", cfg, "keys", "create", "--data-dir", flagDir); err != nil || !created(flagDir) {
 		t.Fatalf("flag does not win over the environment: %v", err)
 	}
+	// A value from the environment or the file counts as given: a flag
+	// that must be given explicitly takes it from there too.
+	t.Setenv("IDLEGRID_EPOCH", "3")
+	if _, _, err := run(t, "ledger", "payout", "--chain-rpc", "http://127.0.0.1:1"); err == nil || strings.Contains(err.Error(), "--epoch is required") {
+		t.Fatalf("IDLEGRID_EPOCH not taken as --epoch: %v", err)
+	}
+	os.WriteFile(cfg, []byte("epoch: 3\n"), 0o600)
+	t.Setenv("IDLEGRID_EPOCH", "")
+	os.Unsetenv("IDLEGRID_EPOCH")
+	if _, _, err := run(t, "--config", cfg, "ledger", "payout", "--chain-rpc", "http://127.0.0.1:1"); err == nil || strings.Contains(err.Error(), "--epoch is required") {
+		t.Fatalf("epoch from the config file not taken as --epoch: %v", err)
+	}
 	if _, _, err := run(t, "--config", filepath.Join(dir, "missing.yaml"), "keys", "list"); err == nil {
 		t.Fatal("missing config file accepted")
 	}

@@ -84,7 +84,9 @@ func (a *app) configure(cmd *cobra.Command) error {
 		default:
 			s = fmt.Sprint(v)
 		}
-		if err := f.Value.Set(s); err != nil {
+		// Set through the flag set, so that a value from the environment
+		// or the file counts as given (Changed), as on the command line.
+		if err := cmd.Flags().Set(f.Name, s); err != nil {
 			ferr = fmt.Errorf("config %s=%q: %w", f.Name, s, err)
 		}
 	})
