@@ -24,7 +24,6 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/metrics"
 	"github.com/idlegrid/idlegrid/internal/protocol"
-	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/web"
 	"golang.org/x/crypto/acme/autocert"
@@ -451,11 +450,6 @@ type plantLedger struct {
 
 // Params reads the ledger's parameters (both halves can).
 func (l plantLedger) Params(ctx context.Context) (ledger.Params, error) { return l.Ledger.Params(ctx) }
-
-// Case reads a case (both halves can).
-func (l plantLedger) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
-	return l.Ledger.Case(ctx, evidence)
-}
 
 // startPlanter makes the gateway's planter; it runs beside settlement.
 func startPlanter(api *gateway.Gateway, cfg GatewayConfig, gcfg gateway.Config) (*gateway.Planter, error) {
