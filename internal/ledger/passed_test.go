@@ -60,6 +60,28 @@ func TestPassesCountedPerDigest(t *testing.T) {
 	}
 }
 
+// TestConvictionClearsPassedDigests: a conviction clears the passes the
+// record counted, so a provider back from jail is on probation for every
+// digest again, the ones it passed with before included.
+func TestConvictionClearsPassedDigests(t *testing.T) {
+	w := newRewardWorld(t, rewardParams()) // verdict delay 5, 3 failures convict
+	const a, b = "sha256:aa", "sha256:bb"
+	for i := range 3 {
+		w.judgeDigest(w.p1, a, fmt.Sprint("pass-", i), true)
+	}
+	w.skipTo(w.height + 5)
+	if r := w.record(w.p1); r.Passed.Passes(a) != 3 {
+		t.Fatalf("before: %+v", r.Passed)
+	}
+	for i := range 3 {
+		w.judgeDigest(w.p1, b, fmt.Sprint("fail-", i), false)
+	}
+	w.skipTo(w.height + 5)
+	if r := w.record(w.p1); r.Convictions != 1 || len(r.Passed) != 0 {
+		t.Fatalf("after the conviction: %d convictions, passed %+v, want none", r.Convictions, r.Passed)
+	}
+}
+
 // TestPassedDigestsBound: the record holds at most maxPassedDigests
 // digests; a new one takes the place of the digest whose last pass is
 // oldest, the smallest digest among equally old ones; a digest it holds

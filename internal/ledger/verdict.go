@@ -993,6 +993,9 @@ func (b *Block) countCase(evidence receipt.Hash, c *Case) ([]Event, error) {
 		r.Convictions++
 		r.JailedAt = b.height
 		r.Recent = nil
+		// Trust earned before does not outlive a conviction: back from
+		// jail, the provider goes through probation for every digest.
+		r.Passed = nil
 		events = append(events, Event{Type: "convicted", Attrs: []Attr{
 			{Key: "provider", Value: string(c.Provider), Index: true},
 			{Key: "digest", Value: c.Digest},
