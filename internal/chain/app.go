@@ -19,7 +19,11 @@ import (
 
 // AppVersion is the version of the application's state machine, reported
 // to CometBFT; it changes when a block would execute differently.
-const AppVersion = 1
+//
+//	1: the ledger as first released on CometBFT
+//	2: a provider's record counts its passed cases per model digest
+//	   (ProviderRecord.Passed)
+const AppVersion = 2
 
 // ledgerCacheBytes is the ledger database's block cache, which pebble's
 // memtables (up to 8 MiB) share (see OpenApp).

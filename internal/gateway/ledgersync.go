@@ -10,6 +10,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
 )
 
@@ -50,15 +51,13 @@ type standing struct {
 	stake      money.Amount
 	jailed     bool
 	audits     uint64
-	failures   uint64
 	// recentFailures counts its failed cases still inside the conviction
 	// window (probation.go).
 	recentFailures int
 	reputation     uint64    // thousandths, as the ledger computes it
 	read           time.Time // when it was read
-	// passedDigests counts its latest passed cases per digest, when the
-	// ledger names cases' digests (probation.go); nil otherwise.
-	passedDigests map[string]int
+	// passed counts its passed cases per model digest (probation.go).
+	passed ledger.PassedDigests
 }
 
 // refusal says why a provider with this standing may not serve, "" when
@@ -166,8 +165,7 @@ func (g *Gateway) readStanding(ctx context.Context, key keys.PublicKey) (standin
 		return standing{}, err
 	}
 	return standing{registered: true, stake: p.Stake, jailed: p.Jailed, audits: p.Audits,
-		failures: p.Failures, recentFailures: len(p.Recent), reputation: p.Reputation, read: now,
-		passedDigests: g.passedDigests(ctx, key, p.Last)}, nil
+		recentFailures: len(p.Recent), reputation: p.Reputation, read: now, passed: p.Passed}, nil
 }
 
 // standing is key's last known standing; ok is false when it has never

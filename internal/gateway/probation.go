@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -9,9 +8,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
-	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
-	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
 )
 
@@ -28,13 +25,12 @@ import (
 // probation is sampled. The gateway re-reads standings at every block, so a
 // provider leaves probation in the block its last needed case matures.
 
-// Probation is per (provider, digest) where the ledger names the digest of
-// each case (chainrpc.Signer): a provider off probation that serves a digest
-// it has not passed ProbationCases cases with (among its latest matured
-// cases the ledger lists) is on probation for the model it serves with
-// it, as a newcomer is. A digest that has passed stays passed for as long
-// as the gateway runs; after a restart the ledger's latest cases decide
-// again.
+// Probation is per (provider, digest): the ledger counts each provider's
+// passed cases per model digest (ledger.ProviderRecord.Passed), and a
+// provider off probation that serves a model with a digest it has not
+// passed ProbationCases cases with is on probation for that model, as a
+// newcomer is. The count is the ledger's, so every gateway, and one just
+// restarted, sees the same.
 
 // Defaults of the probation policy (Config.ProbationCases and
 // Config.ProbationShare).
@@ -51,91 +47,20 @@ const (
 type probation struct {
 	mu     sync.Mutex
 	credit map[string]map[keys.PublicKey]float64
-	// caseDigests caches the digest of each case read (cases do not
-	// change); cleared holds, per provider, the digests that passed.
-	caseDigests map[receipt.Hash]string
-	cleared     map[keys.PublicKey]map[string]bool
 }
 
-// caseReader is a ledger that names a case's digest (chainrpc.Signer).
-type caseReader interface {
-	Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error)
-}
-
-// maxCaseDigests bounds the case digest cache.
-const maxCaseDigests = 1 << 16
-
-// passedDigests counts key's passed cases among last per digest, and
-// marks the digests that passed probation; nil when the ledger cannot
-// name cases' digests.
-func (g *Gateway) passedDigests(ctx context.Context, key keys.PublicKey, last []ledger.CaseOutcome) map[string]int {
-	cr, ok := g.cfg.Ledger.(caseReader)
-	if !ok || g.cfg.ProbationCases < 0 {
-		return nil
-	}
-	out := map[string]int{}
-	for _, o := range last {
-		if !o.Pass {
-			continue
-		}
-		g.prob.mu.Lock()
-		d, ok := g.prob.caseDigests[o.Evidence]
-		g.prob.mu.Unlock()
-		if !ok {
-			c, err := cr.Case(ctx, o.Evidence)
-			if err != nil {
-				continue // counted at the next read
-			}
-			d = c.Digest
-			g.prob.mu.Lock()
-			if g.prob.caseDigests == nil || len(g.prob.caseDigests) >= maxCaseDigests {
-				g.prob.caseDigests = map[receipt.Hash]string{}
-			}
-			g.prob.caseDigests[o.Evidence] = d
-			g.prob.mu.Unlock()
-		}
-		out[d]++
-	}
-	g.prob.mu.Lock()
-	defer g.prob.mu.Unlock()
-	for d, n := range out {
-		if n >= g.cfg.ProbationCases {
-			if g.prob.cleared == nil {
-				g.prob.cleared = map[keys.PublicKey]map[string]bool{}
-			}
-			if g.prob.cleared[key] == nil {
-				g.prob.cleared[key] = map[string]bool{}
-			}
-			g.prob.cleared[key][d] = true
-		}
-	}
-	return out
-}
-
-// onProbation reports whether st puts its provider on probation; a
-// gateway without a ledger, or one that serves unregistered providers,
-// has no probation.
-func (g *Gateway) onProbation(st standing) bool {
+// pairOnProbation reports whether a provider with standing st is on
+// probation serving digest: it has passed fewer than ProbationCases cases
+// with digest (the ledger counts every case toward the provider's total
+// and a passed one toward its digest too, so this covers a newcomer), or
+// a failed case of it is still inside the conviction window. A gateway
+// without a ledger, or one that serves unregistered providers, has no
+// probation.
+func (g *Gateway) pairOnProbation(st standing, digest string) bool {
 	if !g.enforced() || g.cfg.ProbationCases < 0 {
 		return false
 	}
-	passed := st.audits - min(st.failures, st.audits)
-	return passed < uint64(g.cfg.ProbationCases) || st.recentFailures > 0
-}
-
-// pairOnProbation reports whether key, with standing st, is on probation
-// serving digest: the provider is, or the ledger names its cases'
-// digests and digest has not passed.
-func (g *Gateway) pairOnProbation(key keys.PublicKey, st standing, digest string) bool {
-	if g.onProbation(st) {
-		return true
-	}
-	if st.passedDigests == nil || !g.enforced() {
-		return false
-	}
-	g.prob.mu.Lock()
-	defer g.prob.mu.Unlock()
-	return !g.prob.cleared[key][digest]
+	return st.recentFailures > 0 || st.passed.Passes(digest) < uint64(g.cfg.ProbationCases)
 }
 
 // probationSplit sorts model's providers on probation by their credit:
@@ -177,7 +102,7 @@ func (g *Gateway) probationOf(model string, infos []hub.Info) map[keys.PublicKey
 		if !ok {
 			continue
 		}
-		if st, _ := g.standing(in.Key); g.pairOnProbation(in.Key, st, d) {
+		if st, _ := g.standing(in.Key); g.pairOnProbation(st, d) {
 			on[in.Key] = true
 		}
 	}
@@ -223,7 +148,7 @@ func (g *Gateway) placed(model string, key keys.PublicKey, infos []hub.Info) {
 // all it serves while on probation.
 func (g *Gateway) sampledOnProbation(key keys.PublicKey, digest string) bool {
 	st, ok := g.standing(key)
-	return ok && g.pairOnProbation(key, st, digest)
+	return ok && g.pairOnProbation(st, digest)
 }
 
 // pick is the scheduler's choice for c among infos: a provider on

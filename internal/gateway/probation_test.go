@@ -1,9 +1,10 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +35,12 @@ func TestProbationCap(t *testing.T) {
 		return k.Public()
 	}
 	old, newcomer := gen(), gen()
-	audited := chainrpc.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 10}}
+	model := protocol.Model{Name: "tiny:latest", Digest: "sha256:aa"}
+	passed := func(audits, failures, passes uint64, recent ...uint64) chainrpc.ProviderInfo {
+		return chainrpc.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: audits, Failures: failures, Recent: recent,
+			Passed: ledger.PassedDigests{{Digest: model.Digest, Passes: passes}}}}
+	}
+	audited := passed(10, 0, 10)
 	l := &standingLedger{fixedLedger: fixedLedger{}, providers: map[keys.Address]chainrpc.ProviderInfo{
 		old.Address():      audited,
 		newcomer.Address(): {Stake: min},
@@ -60,7 +66,6 @@ func TestProbationCap(t *testing.T) {
 		}
 	}
 	read()
-	model := protocol.Model{Name: "tiny:latest", Digest: "sha256:aa"}
 	info := func(k keys.PublicKey, inflight int) hub.Info {
 		return hub.Info{Key: k, Capabilities: protocol.Capabilities{Models: []protocol.Model{model}, Slots: 4}, InFlight: inflight}
 	}
@@ -113,7 +118,7 @@ func TestProbationCap(t *testing.T) {
 
 	// The newcomer passes its cases: the cap lifts.
 	l.smu.Lock()
-	l.providers[newcomer.Address()] = chainrpc.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: DefaultProbationCases}}
+	l.providers[newcomer.Address()] = passed(DefaultProbationCases, 0, DefaultProbationCases)
 	l.smu.Unlock()
 	read()
 	if s := share(500, info(old, 0), scheduler.Preferences{}); s < 0.4 || s > 0.6 {
@@ -122,7 +127,7 @@ func TestProbationCap(t *testing.T) {
 
 	// A failed case inside the conviction window caps it again.
 	l.smu.Lock()
-	l.providers[newcomer.Address()] = chainrpc.ProviderInfo{Stake: min, ProviderRecord: ledger.ProviderRecord{Audits: 20, Failures: 1, Recent: []uint64{7}}}
+	l.providers[newcomer.Address()] = passed(20, 1, 19, 7)
 	l.smu.Unlock()
 	read()
 	if s := share(1000, info(old, 0), scheduler.Preferences{}); s > DefaultProbationShare+0.005 {
@@ -163,22 +168,6 @@ func TestProbationSampled(t *testing.T) {
 	}
 }
 
-// caseLedger names the digests of cases, as the chain does.
-type caseLedger struct {
-	*standingLedger
-	cases map[receipt.Hash]string
-}
-
-func (l *caseLedger) Case(_ context.Context, evidence receipt.Hash) (ledger.Case, error) {
-	l.smu.Lock()
-	defer l.smu.Unlock()
-	d, ok := l.cases[evidence]
-	if !ok {
-		return ledger.Case{}, chainrpc.ErrNotFound
-	}
-	return ledger.Case{Digest: d}, nil
-}
-
 // TestProbationPerDigest: probation is per (provider, digest). A provider
 // that passed its probation serving one digest of a model and then serves
 // the model with new weights is on probation for them: capped at the
@@ -195,20 +184,22 @@ func TestProbationPerDigest(t *testing.T) {
 		return k.Public()
 	}
 	old, moved := gen(), gen()
-	l := &caseLedger{standingLedger: &standingLedger{providers: map[keys.Address]chainrpc.ProviderInfo{}}, cases: map[receipt.Hash]string{}}
-	// passed gives who n passed cases with digest, recorded as its latest.
-	passed := func(who keys.PublicKey, digest string, n int) {
+	l := &standingLedger{providers: map[keys.Address]chainrpc.ProviderInfo{}}
+	// passed gives who n passed cases with digest, as the ledger counts
+	// them.
+	passed := func(who keys.PublicKey, digest string, n uint64) {
 		l.smu.Lock()
 		defer l.smu.Unlock()
 		p := l.providers[who.Address()]
 		p.Stake = min
-		for range n {
-			var h receipt.Hash
-			h[0], h[1] = byte(len(l.cases)), byte(len(l.cases)>>8)
-			l.cases[h] = digest
-			p.Audits++
-			p.Last = append(p.Last, ledger.CaseOutcome{Evidence: h, Pass: true})
+		p.Audits += n
+		i := slices.IndexFunc(p.Passed, func(d ledger.DigestPasses) bool { return d.Digest == digest })
+		if i < 0 {
+			p.Passed = append(p.Passed, ledger.DigestPasses{Digest: digest})
+			slices.SortFunc(p.Passed, func(a, b ledger.DigestPasses) int { return strings.Compare(a.Digest, b.Digest) })
+			i = slices.IndexFunc(p.Passed, func(d ledger.DigestPasses) bool { return d.Digest == digest })
 		}
+		p.Passed[i].Passes += n
 		l.providers[who.Address()] = p
 	}
 	passed(old, "sha256:aa", 8)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"slices"
+	"strings"
 
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -31,6 +32,7 @@ const (
 	maxVotes          = 256
 	maxRecentFailures = 64
 	maxLastCases      = 8
+	maxPassedDigests  = 16
 )
 
 // Case states.
@@ -153,6 +155,58 @@ type ProviderRecord struct {
 	Last []CaseOutcome `json:"last_cases,omitempty"`
 	// Open counts the cases about the provider that have not matured.
 	Open uint32 `json:"open_cases"`
+	// Passed counts its passed cases per model digest, sorted by digest,
+	// for at most maxPassedDigests digests: a gateway's probation per
+	// (provider, digest) reads it (see countPass).
+	Passed PassedDigests `json:"passed_digests,omitempty"`
+}
+
+// DigestPasses is how many cases a provider passed serving one digest.
+type DigestPasses struct {
+	Digest string `json:"digest"`
+	Passes uint64 `json:"passes"`
+	// Height is when the last of them matured.
+	Height uint64 `json:"height"`
+}
+
+// PassedDigests are a provider's passes per digest, sorted by digest.
+type PassedDigests []DigestPasses
+
+// Passes is how many cases were passed serving digest (0 for a digest
+// not held).
+func (ps PassedDigests) Passes(digest string) uint64 {
+	if i, ok := slices.BinarySearchFunc(ps, digest, byDigest); ok {
+		return ps[i].Passes
+	}
+	return 0
+}
+
+func byDigest(p DigestPasses, digest string) int { return strings.Compare(p.Digest, digest) }
+
+// countPass adds a case passed serving digest at height. A digest new to a
+// full record takes the place of the one whose last pass is oldest (ties:
+// the smallest digest): a provider that cycles through more digests than
+// the record holds goes back through probation for the ones evicted.
+func (r *ProviderRecord) countPass(digest string, height uint64) {
+	if digest == "" {
+		return
+	}
+	if i, ok := slices.BinarySearchFunc(r.Passed, digest, byDigest); ok {
+		r.Passed[i].Passes = satAdd(r.Passed[i].Passes, 1)
+		r.Passed[i].Height = height
+		return
+	}
+	if len(r.Passed) >= maxPassedDigests {
+		oldest := 0
+		for i, p := range r.Passed {
+			if p.Height < r.Passed[oldest].Height {
+				oldest = i // on a tie the earlier, smaller digest stays chosen
+			}
+		}
+		r.Passed = slices.Delete(r.Passed, oldest, oldest+1)
+	}
+	i, _ := slices.BinarySearchFunc(r.Passed, digest, byDigest)
+	r.Passed = slices.Insert(r.Passed, i, DigestPasses{Digest: digest, Passes: 1, Height: height})
 }
 
 // CaseOutcome is how one matured case ended for its provider.
@@ -190,6 +244,12 @@ func (r *ProviderRecord) encode() []byte {
 		e.u64(c.Height)
 	}
 	e.u32(r.Open)
+	e.u32(uint32(len(r.Passed)))
+	for _, p := range r.Passed {
+		e.str(p.Digest)
+		e.u64(p.Passes)
+		e.u64(p.Height)
+	}
 	return e.b
 }
 
@@ -209,6 +269,14 @@ func decodeProviderRecord(b []byte) (ProviderRecord, error) {
 		r.Last = append(r.Last, c)
 	}
 	r.Open = d.u32()
+	n = d.length(maxPassedDigests, "passed digests")
+	for i := range n {
+		p := DigestPasses{Digest: d.str(receipt.MaxDigest, "digest"), Passes: d.u64(), Height: d.u64()}
+		if d.err == nil && (p.Digest == "" || p.Passes == 0 || i > 0 && p.Digest <= r.Passed[i-1].Digest) {
+			d.fail("passed digest %d: want non-empty digests in increasing order, each with a pass", i)
+		}
+		r.Passed = append(r.Passed, p)
+	}
 	return r, d.end()
 }
 
@@ -891,9 +959,12 @@ func (b *Block) countCase(evidence receipt.Hash, c *Case) ([]Event, error) {
 	if n := len(r.Last); n > maxLastCases {
 		r.Last = r.Last[n-maxLastCases:]
 	}
-	if c.State == CaseFailed {
+	switch c.State {
+	case CaseFailed:
 		r.Failures++
 		r.Recent = append(r.Recent, b.height)
+	case CasePassed:
+		r.countPass(c.Digest, b.height)
 	}
 	cutoff := uint64(0)
 	if b.height > b.params.ConvictWindowBlocks {
@@ -922,6 +993,9 @@ func (b *Block) countCase(evidence receipt.Hash, c *Case) ([]Event, error) {
 		r.Convictions++
 		r.JailedAt = b.height
 		r.Recent = nil
+		// Trust earned before does not outlive a conviction: back from
+		// jail, the provider goes through probation for every digest.
+		r.Passed = nil
 		events = append(events, Event{Type: "convicted", Attrs: []Attr{
 			{Key: "provider", Value: string(c.Provider), Index: true},
 			{Key: "digest", Value: c.Digest},

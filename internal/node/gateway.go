@@ -26,7 +26,6 @@ import (
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/metrics"
 	"github.com/idlegrid/idlegrid/internal/protocol"
-	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/verifier/planter"
 	"github.com/idlegrid/idlegrid/internal/web"
@@ -454,11 +453,6 @@ type plantChain struct {
 // Params reads the ledger's parameters (both halves can).
 func (l plantChain) Params(ctx context.Context) (ledger.Params, error) {
 	return l.StateReader.Params(ctx)
-}
-
-// Case reads a case (both halves can).
-func (l plantChain) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
-	return l.StateReader.Case(ctx, evidence)
 }
 
 // startPlanter makes the gateway's planter; it runs beside settlement.

@@ -111,28 +111,15 @@ func (l StateReader) Case(ctx context.Context, evidence receipt.Hash) (ledger.Ca
 	return c, l.query(ctx, PathCase, evidence.String(), &c)
 }
 
-// PassedWith counts the provider's passed cases about digest among its
-// latest matured cases (ProviderRecord.Last): what a gateway's probation
-// per (provider, digest) counts.
-func (l StateReader) PassedWith(ctx context.Context, addr keys.Address, digest string) (int, error) {
+// PassedWith is how many cases the provider passed serving digest, as its
+// record on the ledger counts them (ProviderRecord.Passed): what a
+// gateway's probation per (provider, digest) counts.
+func (l StateReader) PassedWith(ctx context.Context, addr keys.Address, digest string) (uint64, error) {
 	p, err := l.Provider(ctx, addr)
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for _, o := range p.Last {
-		if !o.Pass {
-			continue
-		}
-		c, err := l.Case(ctx, o.Evidence)
-		if err != nil {
-			return 0, err
-		}
-		if c.Digest == digest {
-			n++
-		}
-	}
-	return n, nil
+	return p.Passed.Passes(digest), nil
 }
 
 // OpenCases lists the cases still collecting verdicts, with the texts of
@@ -185,12 +172,6 @@ func (s *Signer) Params(ctx context.Context) (ledger.Params, error) { return s.l
 // Provider is a provider's verification record and reputation.
 func (s *Signer) Provider(ctx context.Context, addr keys.Address) (ProviderInfo, error) {
 	return s.ledger.Provider(ctx, addr)
-}
-
-// Case is a verification case (the gateway's probation reads its
-// digest).
-func (s *Signer) Case(ctx context.Context, evidence receipt.Hash) (ledger.Case, error) {
-	return s.ledger.Case(ctx, evidence)
 }
 
 // Height is the latest block height of the node.
