@@ -134,14 +134,16 @@ func TestPausedProvider(t *testing.T) {
 }
 
 // TestJobTimeout: a provider that stays connected but stalls gets the job
-// cancelled at the gateway's job timeout, and the consumer a 504 that names
-// that timeout, not a hang (the consumer's own deadline, far longer, only
-// turns a hang into a failure).
+// cancelled at the gateway's job timeout, and the consumer a 504, not a
+// hang. The 504 comes from the gateway's deadline or from the provider's,
+// which the job carries (whichever fires first), so it is checked by its
+// code; the consumer's own deadline, 60 times the job timeout, only turns
+// a hang into a failure.
 func TestJobTimeout(t *testing.T) {
 	const jobTimeout = 500 * time.Millisecond
 	tn := startNet(t, netOptions{sim: slowSim(1000), gateway: gateway.Config{JobTimeout: jobTimeout}})
 	tn.Sim.SetFaults(sim.Faults{StallAfter: 2})
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*jobTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", tn.URL+"/v1/chat/completions",
 		strings.NewReader(`{"model":"sim","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`))
@@ -155,7 +157,7 @@ func TestJobTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the answer did not end: %v", err)
 	}
-	if e := decodeError(t, b); r.StatusCode != 504 || e.Error.Code != "timeout" || !strings.Contains(e.Error.Message, "job timeout ("+jobTimeout.String()+")") {
+	if e := decodeError(t, b); r.StatusCode != 504 || e.Error.Code != "timeout" || !strings.Contains(e.Error.Message, "job timeout") {
 		t.Fatalf("%d %s", r.StatusCode, b)
 	}
 	tstest.WaitFor(t, 10*time.Second, "the stalled upstream request to be cancelled", func() bool { return tn.Sim.Stats().Cancelled == 1 })
