@@ -15,6 +15,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/store"
 	"github.com/idlegrid/idlegrid/internal/store/pgtemp/pgtest"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // sharedFunds is one gateway's admission bookkeeping on its own connection
@@ -139,17 +140,10 @@ func TestSharedFundsCrashedGatewayLapses(t *testing.T) {
 	if _, e := live.reserve(t.Context(), alice, 1, "test"); e == nil || e.Status != http.StatusPaymentRequired {
 		t.Fatalf("while the dead gateway's hold lasts: %v, want 402", e)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	tstest.WaitFor(t, 10*time.Second, "the dead gateway's reservation to lapse", func() bool {
 		_, e := live.reserve(t.Context(), alice, 1000, "test")
-		if e == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dead gateway's reservation never lapsed: %v", e)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return e == nil
+	})
 }
 
 // receiptFor is a real signed receipt by gw for consumer, amount base units

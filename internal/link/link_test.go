@@ -467,18 +467,17 @@ func TestPeerThatDoesNotReadIsDropped(t *testing.T) {
 			}
 		}
 	}()
-	began := time.Now()
+	// The cause, not the time taken, shows the write deadline dropped it
+	// (the reader keeps the link alive, so nothing else would); wait only
+	// turns a link that is never dropped into a failure.
 	select {
 	case err := <-r.result:
 		r.result <- err
-		if !strings.Contains(fmt.Sprint(err), "read nothing") {
+		if !errors.Is(err, errStalled) {
 			t.Fatalf("link ended with %v, want the write deadline", err)
 		}
 	case <-time.After(wait):
 		t.Fatal("a peer that never reads was not dropped")
-	}
-	if took := time.Since(began); took > 3*heartbeat+wait/2 {
-		t.Fatalf("dropped after %s", took)
 	}
 	if err := l.TrySend(chunk("j", 0, "x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("TrySend after the drop: %v", err)

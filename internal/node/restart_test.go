@@ -14,6 +14,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
+	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
 // TestRestartedGatewayWaitsForItsProviders: a gateway restarted on its
@@ -60,9 +61,8 @@ func TestRestartedGatewayWaitsForItsProviders(t *testing.T) {
 		t.Cleanup(func() { p.Stop() })
 		return p
 	}
-	chat := func(gw *node.Gateway, model string) (int, string, time.Duration) {
+	chat := func(gw *node.Gateway, model string) (int, string) {
 		t.Helper()
-		began := time.Now()
 		req, _ := http.NewRequestWithContext(ctx, "POST", gw.URL()+"/v1/chat/completions",
 			strings.NewReader(`{"model":"`+model+`","max_tokens":4,"messages":[{"role":"user","content":"hello"}]}`))
 		req.Header.Set("Authorization", "Bearer "+testAPIKey)
@@ -72,7 +72,7 @@ func TestRestartedGatewayWaitsForItsProviders(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header.Get("Retry-After") + " " + string(b), time.Since(began)
+		return resp.StatusCode, resp.Header.Get("Retry-After") + " " + string(b)
 	}
 
 	// Serve the model once, then stop everything.
@@ -81,7 +81,7 @@ func TestRestartedGatewayWaitsForItsProviders(t *testing.T) {
 	if err := p.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if code, body, _ := chat(gw, "sim"); code != 200 {
+	if code, body := chat(gw, "sim"); code != 200 {
 		t.Fatalf("first gateway: %d %s", code, body)
 	}
 	p.Stop()
@@ -96,12 +96,18 @@ func TestRestartedGatewayWaitsForItsProviders(t *testing.T) {
 	}
 	got := make(chan answer, 1)
 	go func() {
-		code, body, _ := chat(gw, "sim")
+		code, body := chat(gw, "sim")
 		got <- answer{code, body}
 	}()
-	time.Sleep(300 * time.Millisecond) // the request is waiting by now
-	if code, body, took := chat(gw, "never-served"); code != http.StatusNotFound || took > 5*time.Second {
-		t.Errorf("a model the gateway never served: %d after %s, want 404 at once: %s", code, took, body)
+	tstest.WaitFor(t, 10*time.Second, "the request to wait for its provider", func() bool { return gw.API.Queued() == 1 })
+	// At once: answered while the other request still waits.
+	if code, body := chat(gw, "never-served"); code != http.StatusNotFound {
+		t.Errorf("a model the gateway never served: %d, want 404: %s", code, body)
+	}
+	select {
+	case a := <-got:
+		t.Fatalf("the request for a served model ended (%d %s) before the one for a model never served was answered, want it waiting for its provider", a.code, a.body)
+	default:
 	}
 	provide(gw)
 	select {
@@ -116,7 +122,7 @@ func TestRestartedGatewayWaitsForItsProviders(t *testing.T) {
 
 	// Restarted with nobody coming back: after the grace, 503, not 404.
 	gw = start(300 * time.Millisecond)
-	code, body, _ := chat(gw, "sim")
+	code, body := chat(gw, "sim")
 	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "5 ") {
 		t.Errorf("a model served moments ago with no provider back: %d %q, want 503 with Retry-After 5", code, body)
 	}

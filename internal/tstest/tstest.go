@@ -1,5 +1,16 @@
 // Package tstest holds what idlegrid's tests share: one way to wait for
 // a condition, instead of a copy in every package. Only tests import it.
+//
+// Time in a test is a parameter, never an assertion on the wall clock.
+// Code that runs wholly in process (no real socket: the simulator, the
+// settlement loop on a fake ledger, a store) runs inside a
+// testing/synctest bubble, where sleeps and timers pass in no wall time
+// and elapsed times are exact. Code on real sockets (a CometBFT node, a
+// gateway with connected providers) is checked by what a time bound
+// meant: an order (answered while another request still waits), a count
+// (broadcasts sent), or a state reached, waited for with WaitFor and a
+// generous deadline; a lower bound stays only where a timer the code sets
+// guarantees it.
 package tstest
 
 import (

@@ -55,10 +55,11 @@ func TestFaults(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 		defer cancel()
 		deltas := 0
-		start := time.Now()
+		// The stalled stream never ends by itself: Generate returning at
+		// all, with the context's error, shows the deadline ended it.
 		_, err := c.Generate(ctx, longRequest, func(backend.Delta) error { deltas++; return nil })
-		if deltas != n || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
-			t.Errorf("%d deltas, err %v after %v; want %d deltas then the deadline", deltas, err, time.Since(start), n)
+		if deltas != n || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() == nil {
+			t.Errorf("%d deltas, err %v; want %d deltas then the deadline", deltas, err, n)
 		}
 		tstest.WaitFor(t, 10*time.Second, "the stalled stream to count as cancelled", func() bool { return srv.Stats().Cancelled == 1 })
 	})

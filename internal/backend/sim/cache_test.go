@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
@@ -131,23 +132,25 @@ func TestPrefill(t *testing.T) {
 }
 
 // TestPrefillDelaysFirstToken: uncached prompt tokens delay the first token
-// (a lower bound only: a loaded machine may be slower, never faster).
+// by exactly their prefill time, on synctest's clock.
 func TestPrefillDelaysFirstToken(t *testing.T) {
-	cfg := cachedConfig(4096)
-	cfg.Models[0].PromptTokensPerSecond = 4_000 // 200 tokens: 50 ms
-	s := newSim(t, cfg)
-	start := time.Now()
-	var firstAt time.Duration
-	_, err := s.Generate(context.Background(), genReq(words("p", 200)), func(backend.Delta) error {
-		if firstAt == 0 {
-			firstAt = time.Since(start)
+	synctest.Test(t, func(t *testing.T) {
+		cfg := cachedConfig(4096)
+		cfg.Models[0].PromptTokensPerSecond = 4_000 // 200 tokens: 50 ms
+		s := newSim(t, cfg)
+		start := time.Now()
+		firstAt := time.Duration(-1)
+		_, err := s.Generate(context.Background(), genReq(words("p", 200)), func(backend.Delta) error {
+			if firstAt < 0 {
+				firstAt = time.Since(start)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
+		if firstAt != 50*time.Millisecond {
+			t.Fatalf("first token after %v, want 50ms of prompt processing", firstAt)
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if firstAt < 50*time.Millisecond {
-		t.Fatalf("first token after %v, want ≥ 50ms of prompt processing", firstAt)
-	}
 }

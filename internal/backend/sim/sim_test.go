@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
@@ -300,39 +301,48 @@ func TestLogprobs(t *testing.T) {
 	}
 }
 
+// TestCancelIsPrompt: a generation waiting for its first token ends when
+// its context does, not when the token is due. On synctest's clock the
+// deadline passes at exactly 5ms.
 func TestCancelIsPrompt(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Models[0].FirstToken = time.Hour
-	s := newSim(t, cfg)
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := s.Generate(ctx, protocol.Request{Kind: protocol.KindGenerate, Model: "sim", Prompt: "x"}, func(backend.Delta) error { return nil })
-	if took := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || took > time.Second {
-		t.Errorf("err %v after %v, want deadline exceeded at once", err, took)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Models[0].FirstToken = time.Hour
+		s := newSim(t, cfg)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := s.Generate(ctx, protocol.Request{Kind: protocol.KindGenerate, Model: "sim", Prompt: "x"}, func(backend.Delta) error { return nil })
+		if took := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || took != 5*time.Millisecond {
+			t.Errorf("err %v after %v, want deadline exceeded at 5ms", err, took)
+		}
+	})
 }
 
+// TestPacing: the first token comes after FirstToken, the others at
+// TokensPerSecond, each due from the start so that they do not drift. On
+// synctest's clock the times are exact: a faster or slower sim fails.
 func TestPacing(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Models[0].FirstToken, cfg.Models[0].TokensPerSecond, cfg.Models[0].IgnoreEOS = 30*time.Millisecond, 100, true
-	s := newSim(t, cfg)
-	start := time.Now()
-	var firstAt time.Duration
-	_, err := s.Generate(t.Context(), protocol.Request{Kind: protocol.KindGenerate, Model: "sim", Prompt: "x", Options: protocol.Options{MaxTokens: 6}},
-		func(backend.Delta) error {
-			if firstAt == 0 {
-				firstAt = time.Since(start)
-			}
-			return nil
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Only lower bounds: a loaded machine may be slower, never faster.
-	if total := time.Since(start); firstAt < 30*time.Millisecond || total < 80*time.Millisecond {
-		t.Errorf("first token after %v, all 6 after %v; want ≥ 30ms and ≥ 80ms", firstAt, total)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Models[0].FirstToken, cfg.Models[0].TokensPerSecond, cfg.Models[0].IgnoreEOS = 30*time.Millisecond, 100, true
+		s := newSim(t, cfg)
+		start := time.Now()
+		var at []time.Duration
+		_, err := s.Generate(t.Context(), protocol.Request{Kind: protocol.KindGenerate, Model: "sim", Prompt: "x", Options: protocol.Options{MaxTokens: 6}},
+			func(d backend.Delta) error {
+				at = append(at, time.Since(start))
+				time.Sleep(3 * time.Millisecond) // a slow consumer does not slow the rate
+				return nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []time.Duration{30 * time.Millisecond, 40 * time.Millisecond, 50 * time.Millisecond, 60 * time.Millisecond, 70 * time.Millisecond, 80 * time.Millisecond}
+		if !slices.Equal(at, want) {
+			t.Errorf("tokens at %v, want %v", at, want)
+		}
+	})
 }
 
 func TestNewRejects(t *testing.T) {

@@ -146,8 +146,13 @@ func NewHTTPClient(rpcURL string) (Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("RPC client for %s: %w", rpcURL, err)
 	}
-	return newRPCClient(c, true), nil
+	return NewRemoteClient(c), nil
 }
+
+// NewRemoteClient returns a client that calls a node in another process
+// through api (an RPC transport such as rpc/client/http): errors that are
+// not the node's answers are transport failures, retried by Submit.
+func NewRemoteClient(api NodeAPI) Client { return newRPCClient(api, true) }
 
 // NewLocalClient returns a client that calls a node in-process through api
 // (rpc/client/local, as chain.Node does). Only the node's own error values
