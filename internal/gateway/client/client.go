@@ -235,6 +235,18 @@ func (e *APIError) Unwrap() error {
 	return &apierr.Error{Status: e.Status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
 }
 
+// newAPIError is the error object o, answered with status.
+func newAPIError(status int, requestID string, o *apitypes.ErrorObject) *APIError {
+	e := &APIError{Status: status, RequestID: requestID, Type: o.Type, Message: o.Message}
+	if o.Code != nil {
+		e.Code = *o.Code
+	}
+	if o.Param != nil {
+		e.Param = *o.Param
+	}
+	return e
+}
+
 // decodeError turns an error answer into an *APIError; a body that is not
 // OpenAI's error JSON is quoted in Message.
 func decodeError(status int, requestID string, body []byte) *APIError {
@@ -243,14 +255,7 @@ func decodeError(status int, requestID string, body []byte) *APIError {
 		Error *apitypes.ErrorObject `json:"error"`
 	}
 	if json.Unmarshal(body, &b) == nil && b.Error != nil && b.Error.Message != "" {
-		e.Type, e.Message = b.Error.Type, b.Error.Message
-		if b.Error.Code != nil {
-			e.Code = *b.Error.Code
-		}
-		if b.Error.Param != nil {
-			e.Param = *b.Error.Param
-		}
-		return e
+		return newAPIError(status, requestID, b.Error)
 	}
 	snippet := strings.ToValidUTF8(string(body[:min(len(body), errorSnippet)]), "?")
 	e.Message = fmt.Sprintf("%s, with a body that is not an OpenAI error: %q", http.StatusText(status), strings.TrimSpace(snippet))

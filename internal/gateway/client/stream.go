@@ -38,14 +38,7 @@ func ReadChatStream(r io.Reader, maxLine int, onChunk func(apitypes.ChatChunk) e
 			return fmt.Errorf("stream event %d: %w", chunks+1, err)
 		}
 		if ev.Error != nil {
-			e := &APIError{Status: status, RequestID: requestID, Type: ev.Error.Type, Message: ev.Error.Message}
-			if ev.Error.Code != nil {
-				e.Code = *ev.Error.Code
-			}
-			if ev.Error.Param != nil {
-				e.Param = *ev.Error.Param
-			}
-			return e
+			return newAPIError(status, requestID, ev.Error)
 		}
 		chunks++
 		if err := onChunk(ev.ChatChunk); err != nil {

@@ -19,7 +19,7 @@ func TestStreamUsage(t *testing.T) {
 		{WithUsage(Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}),
 			`{"id":"","object":"","created":0,"model":"","system_fingerprint":null,"choices":null,"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`},
 	} {
-		b, err := json.Marshal(ChatChunk{SystemFingerprint: json.RawMessage(null), Usage: tc.usage})
+		b, err := json.Marshal(ChatChunk{Envelope: Envelope{SystemFingerprint: json.RawMessage(null)}, Usage: tc.usage})
 		if err != nil || string(b) != tc.want {
 			t.Fatalf("%+v encodes as %s (%v), want %s", tc.usage, b, err, tc.want)
 		}

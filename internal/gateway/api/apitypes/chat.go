@@ -59,16 +59,25 @@ type ToolFunction struct {
 	Arguments string `json:"arguments"`
 }
 
-// ChatChunk is one chat.completion.chunk event of a streamed chat
-// completion.
-type ChatChunk struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
+// Envelope is the members that open every streamed chunk (and the legacy
+// completion body, which has a chunk's shape), in OpenAI's order.
+type Envelope struct {
+	// ID is the request id (also the X-Request-Id header).
+	ID string `json:"id"`
+	// Object is "chat.completion.chunk" or "text_completion".
+	Object string `json:"object"`
+	// Created is in unix seconds.
 	Created int64  `json:"created"`
 	Model   string `json:"model"`
 	// SystemFingerprint is always null.
 	SystemFingerprint json.RawMessage `json:"system_fingerprint"`
-	Choices           []ChunkChoice   `json:"choices"`
+}
+
+// ChatChunk is one chat.completion.chunk event of a streamed chat
+// completion.
+type ChatChunk struct {
+	Envelope
+	Choices []ChunkChoice `json:"choices"`
 	// Usage is absent unless stream_options.include_usage was set; then
 	// it is null on every chunk but the last, which has no choices.
 	Usage StreamUsage `json:"usage,omitzero"`

@@ -10,14 +10,8 @@ import (
 // TextCompletion is both a streamed event and the whole non-streaming
 // answer of the legacy /v1/completions: the API uses one shape for both.
 type TextCompletion struct {
-	ID string `json:"id"`
-	// Object is "text_completion".
-	Object  string `json:"object"`
-	Created int64  `json:"created"`
-	Model   string `json:"model"`
-	// SystemFingerprint is always null.
-	SystemFingerprint json.RawMessage    `json:"system_fingerprint"`
-	Choices           []CompletionChoice `json:"choices"`
+	Envelope
+	Choices []CompletionChoice `json:"choices"`
 	// Usage is as in ChatChunk when streamed; the non-streaming body
 	// always has it.
 	Usage StreamUsage `json:"usage,omitzero"`

@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -68,9 +67,7 @@ func (s *completionSink) End(f sink.Final) error {
 }
 
 func (s *completionSink) completion(choices ...apitypes.CompletionChoice) apitypes.TextCompletion {
-	m := s.meta
-	return apitypes.TextCompletion{ID: m.RequestID, Object: "text_completion", Created: m.Created.Unix(), Model: m.Model,
-		SystemFingerprint: json.RawMessage(jsonNull), Choices: choices, Usage: nullUsage(s.p)}
+	return apitypes.TextCompletion{Envelope: newEnvelope(s.meta, "text_completion"), Choices: choices, Usage: nullUsage(s.p)}
 }
 
 // legacyLogprobs renders d's logprobs when they were requested, else nil,

@@ -88,8 +88,13 @@ func (c *sinkCore) Fail(e *apierr.Error) {
 
 // newChatChunk returns a chunk of the response m describes, with choices.
 func newChatChunk(m sink.Meta, p Params, choices []apitypes.ChunkChoice) apitypes.ChatChunk {
-	return apitypes.ChatChunk{ID: m.RequestID, Object: "chat.completion.chunk", Created: m.Created.Unix(), Model: m.Model,
-		SystemFingerprint: json.RawMessage(jsonNull), Choices: choices, Usage: nullUsage(p)}
+	return apitypes.ChatChunk{Envelope: newEnvelope(m, "chat.completion.chunk"), Choices: choices, Usage: nullUsage(p)}
+}
+
+// newEnvelope is the members that open every chunk of the response m
+// describes.
+func newEnvelope(m sink.Meta, object string) apitypes.Envelope {
+	return apitypes.Envelope{ID: m.RequestID, Object: object, Created: m.Created.Unix(), Model: m.Model, SystemFingerprint: json.RawMessage(jsonNull)}
 }
 
 // nullUsage is the usage member of every chunk but the usage chunk: null
