@@ -136,3 +136,43 @@ func TestConsumerViewsDecodeStrictly(t *testing.T) {
 		}
 	}
 }
+
+// TestUIReadsTheGatewayInProcess: the gateway's web UI shows the model
+// list and a key's account from the gateway's own views (web.API), and
+// the API's refusal of a wrong key.
+func TestUIReadsTheGatewayInProcess(t *testing.T) {
+	tn := startNet(t, netOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	acct, err := client.New(tn.URL, testAPIKey).Account(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(tn.URL + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "<td>sim</td>") || strings.Contains(string(b), "Models are unavailable") {
+		t.Errorf("overview: %d\n%s", resp.StatusCode, b)
+	}
+	for _, tc := range []struct {
+		key    string
+		status int
+		want   string
+	}{
+		{testAPIKey, http.StatusOK, string(acct.Account)},
+		{"ig-wrong-key", http.StatusUnauthorized, "Incorrect API key provided."},
+	} {
+		resp, err := http.PostForm(tn.URL+"/ui/account", map[string][]string{"key": {tc.key}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.want) {
+			t.Errorf("account page for %s: %d, want %d with %q", tc.key, resp.StatusCode, tc.status, tc.want)
+		}
+	}
+}

@@ -154,8 +154,14 @@ func New(cfg Config) (*UI, error) {
 
 // SetAPI gives the UI the gateway's consumer API, for the model list and
 // the account page. Until it is set those parts of the pages say they are
-// unavailable.
-func (u *UI) SetAPI(a API) { u.api.Store(&a) }
+// unavailable; a nil API disconnects it again.
+func (u *UI) SetAPI(a API) {
+	if a == nil {
+		u.api.Store(nil)
+		return
+	}
+	u.api.Store(&a)
+}
 
 func (u *UI) routes(static http.Handler) {
 	m := u.mux

@@ -410,7 +410,7 @@ func TestAccount(t *testing.T) {
 
 func TestAPINotConnected(t *testing.T) {
 	f := newFixture(t, true)
-	f.ui.api.Store(nil)
+	f.ui.SetAPI(nil)
 	code, body := f.get(t, "/ui/")
 	if code != http.StatusOK || !strings.Contains(body, "Models are unavailable") {
 		t.Errorf("overview without the API: %d\n%s", code, body)
