@@ -1,11 +1,8 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +16,8 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -162,8 +161,9 @@ func Chaos(ctx context.Context, cfg ChaosConfig) (*ChaosResult, error) {
 		answers []chaosAnswer
 		wg      sync.WaitGroup
 	)
-	api := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients}}
-	defer api.CloseIdleConnections()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients}}
+	defer hc.CloseIdleConnections()
+	api := client.New(gw.URL(), benchKey, client.WithHTTPClient(hc))
 	for c := range cfg.Clients {
 		wg.Add(1)
 		go func() {
@@ -171,7 +171,7 @@ func Chaos(ctx context.Context, cfg ChaosConfig) (*ChaosResult, error) {
 			for i := 0; rctx.Err() == nil; i++ {
 				// Requests already sent run to the end: the load stops,
 				// answers are not cut off.
-				a := chaosRequest(context.WithoutCancel(ctx), api, gw.URL(), fmt.Sprintf("chaos client %d request %d", c, i), cfg.AnswerTokens)
+				a := chaosRequest(context.WithoutCancel(ctx), api, fmt.Sprintf("chaos client %d request %d", c, i), cfg.AnswerTokens)
 				mu.Lock()
 				answers = append(answers, a)
 				mu.Unlock()
@@ -273,70 +273,23 @@ func (f *chaosFleet) killLoop(ctx context.Context, cfg ChaosConfig, wg *sync.Wai
 }
 
 // chaosRequest sends one streamed chat request and reads the answer.
-func chaosRequest(ctx context.Context, api *http.Client, base, prompt string, maxTokens int) chaosAnswer {
+func chaosRequest(ctx context.Context, api *client.Client, prompt string, maxTokens int) chaosAnswer {
 	a := chaosAnswer{prompt: prompt}
-	body, _ := json.Marshal(map[string]any{"model": "sim", "stream": true, "stream_options": map[string]bool{"include_usage": true},
-		"max_tokens": maxTokens, "temperature": 0, "messages": []map[string]string{{"role": "user", "content": prompt}}})
-	req, err := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		a.err = err
-		return a
-	}
-	req.Header.Set("Authorization", "Bearer "+benchKey)
+	req := map[string]any{"model": "sim", "stream": true, "stream_options": map[string]bool{"include_usage": true},
+		"max_tokens": maxTokens, "temperature": 0, "messages": []map[string]string{{"role": "user", "content": prompt}}}
 	start := time.Now()
-	resp, err := api.Do(req)
-	if err != nil {
-		a.err = err
-		return a
-	}
-	defer resp.Body.Close()
-	a.id = resp.Header.Get("X-Request-Id")
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		a.err = fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
-		return a
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
-		if !ok || string(data) == "[DONE]" {
-			continue
-		}
-		var ev struct {
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
-			Error *struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(data, &ev); err != nil {
-			a.err = fmt.Errorf("bad event: %w", err)
-			return a
-		}
-		if ev.Error != nil {
-			a.err = errors.New(ev.Error.Message)
-			return a
-		}
-		for _, c := range ev.Choices {
-			if c.Delta.Content != "" && a.ttft == 0 {
+	a.id, a.err = api.ChatStream(ctx, req, func(ch apitypes.ChatChunk) error {
+		for _, c := range ch.Choices {
+			if text := c.Delta.Text(); text != "" && a.ttft == 0 {
 				a.ttft = time.Since(start)
 			}
-			a.text += c.Delta.Content
+			a.text += c.Delta.Text()
 		}
-		if ev.Usage != nil {
-			a.tokens = ev.Usage.CompletionTokens
+		if u := ch.Usage.Counts; u != nil {
+			a.tokens = int(u.CompletionTokens)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		a.err = err
-	}
+		return nil
+	})
 	return a
 }
 

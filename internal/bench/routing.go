@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
@@ -279,18 +278,19 @@ func (n *routingNet) cacheHitRate() float64 {
 	return total.HitRate()
 }
 
-// client runs requests in a closed loop until ctx ends, calling done after
+// loop runs requests in a closed loop until ctx ends, calling done after
 // each completed one.
-type client func(ctx context.Context, id int, c *apiClient, done func(time.Duration)) error
+type loop func(ctx context.Context, id int, c *client.Client, done func(time.Duration)) error
 
-func runPolicy(ctx context.Context, cfg RoutingConfig, policy scheduler.Policy, d time.Duration, clients int, run client) (PolicyResult, error) {
+func runPolicy(ctx context.Context, cfg RoutingConfig, policy scheduler.Policy, d time.Duration, clients int, run loop) (PolicyResult, error) {
 	n, err := startRoutingNet(ctx, cfg, policy)
 	if err != nil {
 		return PolicyResult{}, err
 	}
 	defer n.close()
-	api := &apiClient{base: n.gw.URL(), http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}}
-	defer api.http.CloseIdleConnections()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	defer hc.CloseIdleConnections()
+	api := client.New(n.gw.URL(), benchKey, client.WithHTTPClient(hc))
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var (
@@ -333,15 +333,15 @@ func runPolicy(ctx context.Context, cfg RoutingConfig, policy scheduler.Policy, 
 
 // chatClient runs conversations: each on a fresh context of its own, turn
 // after turn, every turn sending the whole history back.
-func chatClient(cfg RoutingConfig) client {
-	return func(ctx context.Context, id int, c *apiClient, done func(time.Duration)) error {
+func chatClient(cfg RoutingConfig) loop {
+	return func(ctx context.Context, id int, c *client.Client, done func(time.Duration)) error {
 		rng := rand.New(rand.NewPCG(uint64(id), 1))
 		for ctx.Err() == nil {
 			msgs := []chatMessage{{Role: "system", Content: words(rng, cfg.ContextTokens)}}
 			for turn := 0; turn < cfg.Turns && ctx.Err() == nil; turn++ {
 				msgs = append(msgs, chatMessage{Role: "user", Content: words(rng, cfg.TurnTokens)})
 				start := time.Now()
-				answer, err := c.chat(ctx, msgs, cfg.AnswerTokens)
+				answer, err := chat(ctx, c, msgs, cfg.AnswerTokens)
 				if err != nil {
 					return err
 				}
@@ -374,12 +374,12 @@ func think(ctx context.Context, rng *rand.Rand, mean time.Duration) error {
 }
 
 // noReuseClient sends unique single-message prompts.
-func noReuseClient(cfg RoutingConfig) client {
-	return func(ctx context.Context, id int, c *apiClient, done func(time.Duration)) error {
+func noReuseClient(cfg RoutingConfig) loop {
+	return func(ctx context.Context, id int, c *client.Client, done func(time.Duration)) error {
 		rng := rand.New(rand.NewPCG(uint64(id), 2))
 		for ctx.Err() == nil {
 			start := time.Now()
-			if _, err := c.chat(ctx, []chatMessage{{Role: "user", Content: words(rng, cfg.PromptTokens)}}, cfg.AnswerTokens); err != nil {
+			if _, err := chat(ctx, c, []chatMessage{{Role: "user", Content: words(rng, cfg.PromptTokens)}}, cfg.AnswerTokens); err != nil {
 				return err
 			}
 			done(time.Since(start))
@@ -402,43 +402,15 @@ type chatMessage struct {
 	Content string `json:"content"`
 }
 
-type apiClient struct {
-	base string
-	http *http.Client
-}
-
 // chat sends a non-streaming chat completion and returns the answer; a
 // request cut by the end of the run returns ctx's error.
-func (c *apiClient) chat(ctx context.Context, msgs []chatMessage, maxTokens int) (string, error) {
-	body, err := json.Marshal(map[string]any{"model": "sim", "messages": msgs, "max_tokens": maxTokens, "temperature": 0})
+func chat(ctx context.Context, c *client.Client, msgs []chatMessage, maxTokens int) (string, error) {
+	out, err := c.Chat(ctx, map[string]any{"model": "sim", "messages": msgs, "max_tokens": maxTokens, "temperature": 0})
 	if err != nil {
 		return "", err
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		return "", err
+	if len(out.Choices) != 1 {
+		return "", fmt.Errorf("unexpected response: %d choices", len(out.Choices))
 	}
-	req.Header.Set("Authorization", "Bearer "+benchKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
-	var out struct {
-		Choices []struct {
-			Message chatMessage `json:"message"`
-		} `json:"choices"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil || len(out.Choices) != 1 {
-		return "", fmt.Errorf("unexpected response %.200s: %v", b, err)
-	}
-	return out.Choices[0].Message.Content, nil
+	return out.Choices[0].Message.Text(), nil
 }

@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend/ollama"
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -435,39 +434,24 @@ func (c *consumers) counts() trafficCounts {
 // run sends requests back to back until ctx ends: greedy and at the
 // default temperature in turn.
 func (c *consumers) run(ctx context.Context, w int) {
+	api := client.New(c.url, c.key, client.WithMaxBody(1<<20))
 	for k := 0; ctx.Err() == nil; k++ {
 		body := map[string]any{"model": c.model, "max_tokens": c.maxTokens,
 			"prompt": fmt.Sprintf("%d-%d %s: tell me about the sea", w, k, trafficMarker)}
 		if k%2 == 0 {
 			body["temperature"] = 0
 		}
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url+"/v1/completions", bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+c.key)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			if ctx.Err() == nil {
-				c.errors.Add(1)
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
-		}
-		var out struct {
-			Usage struct {
-				CompletionTokens uint64 `json:"completion_tokens"`
-			} `json:"usage"`
-		}
-		err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
-		resp.Body.Close()
+		out, err := api.Complete(ctx, body)
 		switch {
 		case ctx.Err() != nil:
-		case resp.StatusCode != http.StatusOK || err != nil:
+		case err != nil:
 			c.errors.Add(1)
 			time.Sleep(100 * time.Millisecond)
 		default:
 			c.answers.Add(1)
-			c.tokens.Add(out.Usage.CompletionTokens)
+			if u := out.Usage.Counts; u != nil {
+				c.tokens.Add(u.CompletionTokens)
+			}
 		}
 	}
 }

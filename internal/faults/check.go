@@ -3,7 +3,6 @@ package faults
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os/exec"
@@ -11,35 +10,16 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/money"
 )
 
-// accountView is the part of a gateway's GET /v1/account the checks read.
-type accountView struct {
-	Pending  money.Amount `json:"pending_settlement"`
-	Settled  money.Amount `json:"settled_spend"`
-	Receipts struct {
-		Settled  int64 `json:"settled"`
-		Pending  int64 `json:"pending"`
-		Rejected int64 `json:"rejected"`
-	} `json:"receipts"`
-}
-
-func gatewayAccount(ctx context.Context, base, apiKey string) (accountView, error) {
-	var v accountView
+// gatewayAccount reads one consumer's account at one gateway.
+func gatewayAccount(ctx context.Context, base, apiKey string) (apitypes.Account, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/account", nil)
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return v, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return v, fmt.Errorf("GET %s/v1/account: status %d", base, resp.StatusCode)
-	}
-	return v, json.NewDecoder(resp.Body).Decode(&v)
+	return client.New(base, apiKey).Account(ctx)
 }
 
 // drain waits until no gateway holds a receipt it has not settled.

@@ -1,16 +1,17 @@
 package faults
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 )
 
 // requestTimeout bounds one request of the load, failovers included; a
@@ -42,7 +43,13 @@ func load(ctx context.Context, cfg Config, n *network) []outcome {
 		wg  sync.WaitGroup
 		seq int
 	)
-	client := &http.Client{Timeout: requestTimeout}
+	hc := &http.Client{Timeout: requestTimeout}
+	apis := make([][]*client.Client, len(n.gwURLs))
+	for g, base := range n.gwURLs {
+		for _, key := range n.apiKeys[g] {
+			apis[g] = append(apis[g], client.New(base, key, client.WithHTTPClient(hc)))
+		}
+	}
 	for w := range cfg.Clients {
 		wg.Add(1)
 		go func() {
@@ -53,7 +60,7 @@ func load(ctx context.Context, cfg Config, n *network) []outcome {
 				seq++
 				i := seq
 				mu.Unlock()
-				o := send(client, n, rng, i, cfg.MaxTokens)
+				o := send(apis, rng, i, cfg.MaxTokens)
 				mu.Lock()
 				out = append(out, o)
 				mu.Unlock()
@@ -68,12 +75,15 @@ func load(ctx context.Context, cfg Config, n *network) []outcome {
 	return out
 }
 
-// send sends request i to a random gateway as a random consumer, streaming
-// or not, and reads the answer to its end. It does not take the load's
-// context: a request that began finishes (or times out) on its own, so the
-// run's accounting sees its whole outcome.
-func send(client *http.Client, n *network, rng *rand.Rand, i, maxTokens int) outcome {
-	o := outcome{gateway: rng.IntN(len(n.gateways)), consumer: rng.IntN(len(n.consumers)), stream: rng.IntN(2) == 0}
+// send sends request i to a random gateway as a random consumer
+// (apis[gateway][consumer]), streaming or not, and reads the answer to its
+// end. It does not take the load's context: a request that began finishes
+// (or times out) on its own, so the run's accounting sees its whole
+// outcome.
+func send(apis [][]*client.Client, rng *rand.Rand, i, maxTokens int) outcome {
+	o := outcome{gateway: rng.IntN(len(apis))}
+	o.consumer, o.stream = rng.IntN(len(apis[o.gateway])), rng.IntN(2) == 0
+	api := apis[o.gateway][o.consumer]
 	fields := map[string]any{
 		"model":      "sim",
 		"stream":     o.stream,
@@ -83,36 +93,23 @@ func send(client *http.Client, n *network, rng *rand.Rand, i, maxTokens int) out
 	if o.stream {
 		fields["stream_options"] = map[string]bool{"include_usage": true}
 	}
-	body, _ := json.Marshal(fields)
-	req, _ := http.NewRequest("POST", n.gwURLs[o.gateway]+"/v1/chat/completions", strings.NewReader(string(body)))
-	req.Header.Set("Authorization", "Bearer "+n.apiKeys[o.gateway][o.consumer])
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	resp, err := api.Do(context.Background(), http.MethodPost, "/v1/chat/completions", fields, nil)
 	if err != nil {
 		o.failure = "no response: " + err.Error()
 		return o
 	}
-	defer resp.Body.Close()
 	o.status, o.id = resp.StatusCode, resp.Header.Get("X-Request-Id")
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		o.failure = fmt.Sprintf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		o.failure = fmt.Sprintf("status %d: %v", resp.StatusCode, api.Decode(resp, nil))
 		return o
 	}
 	if o.stream {
+		defer resp.Body.Close()
 		readStream(resp.Body, &o)
 		return o
 	}
-	var c struct {
-		ID      string `json:"id"`
-		Choices []struct {
-			FinishReason string `json:"finish_reason"`
-		} `json:"choices"`
-		Usage struct {
-			CompletionTokens uint64 `json:"completion_tokens"`
-		} `json:"usage"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+	var c apitypes.ChatCompletion
+	if err := api.Decode(resp, &c); err != nil {
 		o.failure = "reading the answer: " + err.Error()
 		return o
 	}
@@ -120,60 +117,45 @@ func send(client *http.Client, n *network, rng *rand.Rand, i, maxTokens int) out
 		o.failure = fmt.Sprintf("malformed answer: id %q (header %q), %d choices", c.ID, o.id, len(c.Choices))
 		return o
 	}
-	o.completed, o.finish, o.tokens = true, c.Choices[0].FinishReason, c.Usage.CompletionTokens
+	var tokens uint64
+	if c.Usage != nil {
+		tokens = c.Usage.CompletionTokens
+	}
+	o.completed, o.finish, o.tokens = true, c.Choices[0].FinishReason, tokens
 	return o
 }
 
 // readStream reads server-sent chunks up to [DONE], an error event or the
 // end of the connection.
 func readStream(r io.Reader, o *outcome) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if data == "[DONE]" {
-			o.completed = o.finish != ""
-			if !o.completed {
-				o.failure = "[DONE] without a finish reason"
-			}
-			return
-		}
-		var ch struct {
-			ID      string          `json:"id"`
-			Error   json.RawMessage `json:"error"`
-			Choices []struct {
-				FinishReason *string `json:"finish_reason"`
-			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens uint64 `json:"completion_tokens"`
-			} `json:"usage"`
-		}
-		if err := json.Unmarshal([]byte(data), &ch); err != nil {
-			o.failure = "undecodable chunk: " + err.Error()
-			return
-		}
-		if len(ch.Error) > 0 {
-			o.failure = "error event: " + string(ch.Error)
-			return
-		}
+	err := client.ReadChatStream(r, client.DefaultMaxLine, func(ch apitypes.ChatChunk) error {
 		if ch.ID != o.id {
 			o.failure = fmt.Sprintf("chunk id %q in the stream of %q", ch.ID, o.id)
-			return
+			return errors.New(o.failure)
 		}
 		for _, c := range ch.Choices {
 			if c.FinishReason != nil {
 				o.finish = *c.FinishReason
 			}
 		}
-		if ch.Usage != nil {
-			o.tokens = ch.Usage.CompletionTokens
+		if u := ch.Usage.Counts; u != nil {
+			o.tokens = u.CompletionTokens
 		}
-	}
-	o.failure = "stream ended without [DONE]"
-	if err := sc.Err(); err != nil {
-		o.failure += ": " + err.Error()
+		return nil
+	}, o.status, o.id)
+	var ae *client.APIError
+	switch {
+	case o.failure != "":
+		// The callback's own finding.
+	case err == nil && o.finish == "":
+		o.failure = "[DONE] without a finish reason"
+	case err == nil:
+		o.completed = true
+	case errors.As(err, &ae):
+		o.failure = "error event: " + ae.Error()
+	case errors.Is(err, client.ErrTruncated):
+		o.failure = "stream ended without [DONE]: " + err.Error()
+	default:
+		o.failure = "undecodable chunk: " + err.Error()
 	}
 }

@@ -4,17 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -250,15 +251,11 @@ func startAll(ctx context.Context, ps []*process) error {
 // waitModel waits until the gateway at base lists model in /v1/models.
 func waitModel(ctx context.Context, base, model string) error {
 	deadline := time.Now().Add(60 * time.Second)
+	api := client.New(base, "")
 	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/models", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), `"`+model+`"`) {
-				return nil
-			}
+		models, err := api.Models(ctx)
+		if err == nil && slices.ContainsFunc(models, func(m apitypes.Model) bool { return m.ID == model }) {
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("gateway %s never listed model %q", base, model)

@@ -1,73 +1,65 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
-	"github.com/idlegrid/idlegrid/internal/keys"
-	"github.com/idlegrid/idlegrid/internal/money"
+	"github.com/idlegrid/idlegrid/internal/store"
 )
-
-// accountView is the answer of GET /v1/account. Amounts are integers in base
-// units (10⁻⁶ token).
-type accountView struct {
-	Object  string       `json:"object"`
-	Account keys.Address `json:"account"`
-	// Ledger is false when the gateway runs without a ledger; the ledger
-	// fields are then absent.
-	Ledger  bool          `json:"ledger"`
-	Balance *money.Amount `json:"balance,omitempty"`
-	// Deposit is what the account locked for this gateway on the ledger:
-	// requests are admitted against it (Spendable), and receipts paid
-	// from it. Unlocking was taken out of it: it still pays what this
-	// gateway admitted before, and returns to the balance later.
-	Deposit   *money.Amount `json:"deposit,omitempty"`
-	Unlocking *money.Amount `json:"unlocking,omitempty"`
-	Spendable *money.Amount `json:"spendable,omitempty"`
-	// Reserved is held by this account's requests in flight.
-	Reserved money.Amount `json:"reserved"`
-	// Pending is charged by receipts the ledger has not settled yet.
-	Pending money.Amount `json:"pending_settlement"`
-	// Settled is spend the ledger has settled; Rejected is receipts it
-	// refused (not charged to this account).
-	Settled  money.Amount  `json:"settled_spend"`
-	Receipts receiptCounts `json:"receipts"`
-}
-
-type receiptCounts struct {
-	Settled  int64 `json:"settled"`
-	Pending  int64 `json:"pending"`
-	Rejected int64 `json:"rejected"`
-}
 
 // handleAccount shows the caller's funds and spend.
 func (g *Gateway) handleAccount(w http.ResponseWriter, r *http.Request) {
 	key, e := g.authenticate(r)
-	if e != nil {
-		apierr.WriteOpenAI(w, e)
-		return
+	if e == nil {
+		var v apitypes.Account
+		if v, e = g.account(r.Context(), key); e == nil {
+			writeJSON(w, http.StatusOK, v)
+			return
+		}
 	}
-	sp, err := g.cfg.Store.ConsumerSpend(r.Context(), key.Account)
+	apierr.WriteOpenAI(w, e)
+}
+
+// AccountFor is what GET /v1/account answers to a request with apiKey as
+// its bearer token, without HTTP (the web UI's account page). A refusal
+// is an *apierr.Error with the status the API would answer; an empty key
+// is refused, as it is from a remote caller.
+func (g *Gateway) AccountFor(ctx context.Context, apiKey string) (apitypes.Account, error) {
+	if apiKey == "" {
+		return apitypes.Account{}, missingKey()
+	}
+	key, e := g.lookupKey(ctx, apiKey)
+	if e == nil {
+		var v apitypes.Account
+		if v, e = g.account(ctx, key); e == nil {
+			return v, nil
+		}
+	}
+	return apitypes.Account{}, e
+}
+
+// account builds the account view of key's account.
+func (g *Gateway) account(ctx context.Context, key store.APIKey) (apitypes.Account, *apierr.Error) {
+	sp, err := g.cfg.Store.ConsumerSpend(ctx, key.Account)
 	if err != nil {
 		g.log.Error("read spend", "account", key.Account, "err", err)
-		apierr.WriteOpenAI(w, apierr.Internal("could not read the account's receipts"))
-		return
+		return apitypes.Account{}, apierr.Internal("could not read the account's receipts")
 	}
-	v := accountView{Object: "account", Account: key.Account, Pending: sp.Pending, Settled: sp.Settled,
-		Receipts: receiptCounts{Settled: sp.SettledCount, Pending: sp.PendingCount, Rejected: sp.RejectedCount}}
+	v := apitypes.Account{Object: "account", Account: key.Account, Pending: sp.Pending, Settled: sp.Settled,
+		Receipts: apitypes.ReceiptCounts{Settled: sp.SettledCount, Pending: sp.PendingCount, Rejected: sp.RejectedCount}}
 	if g.funds != nil {
-		f, err := g.cfg.Ledger.ConsumerFunds(r.Context(), key.Account)
+		f, err := g.cfg.Ledger.ConsumerFunds(ctx, key.Account)
 		if err != nil {
-			apierr.WriteOpenAI(w, apierr.Unavailable("ledger_unavailable", "The gateway cannot read this account from the ledger right now (%v); please retry.", err))
-			return
+			return apitypes.Account{}, apierr.Unavailable("ledger_unavailable", "The gateway cannot read this account from the ledger right now (%v); please retry.", err)
 		}
 		spendable := f.Spendable()
 		v.Ledger, v.Balance, v.Deposit, v.Unlocking, v.Spendable = true, &f.Balance, &f.Deposit, &f.Unlocking, &spendable
-		if v.Reserved, v.Pending, err = g.funds.holdings(r.Context(), key.Account); err != nil {
+		if v.Reserved, v.Pending, err = g.funds.holdings(ctx, key.Account); err != nil {
 			g.log.Error("read holdings", "account", key.Account, "err", err)
-			apierr.WriteOpenAI(w, apierr.Internal("could not read the account's reservations"))
-			return
+			return apitypes.Account{}, apierr.Internal("could not read the account's reservations")
 		}
 	}
-	writeJSON(w, http.StatusOK, v)
+	return v, nil
 }

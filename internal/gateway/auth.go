@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -41,9 +42,19 @@ func (g *Gateway) authenticate(r *http.Request) (store.APIKey, *apierr.Error) {
 		if k, ok := g.keyless(r); ok {
 			return k, nil
 		}
-		return store.APIKey{}, apierr.Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'. `idlegrid keys create` makes one.")
+		return store.APIKey{}, missingKey()
 	}
-	k, err := g.cfg.Store.LookupAPIKey(r.Context(), token)
+	return g.lookupKey(r.Context(), token)
+}
+
+// missingKey refuses a request without an API key.
+func missingKey() *apierr.Error {
+	return apierr.Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'. `idlegrid keys create` makes one.")
+}
+
+// lookupKey maps an API key to its record.
+func (g *Gateway) lookupKey(ctx context.Context, token string) (store.APIKey, *apierr.Error) {
+	k, err := g.cfg.Store.LookupAPIKey(ctx, token)
 	switch {
 	case err == nil:
 		return k, nil

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/hub"
 )
 
@@ -66,7 +67,7 @@ func TestKeylessOnlyFromListedPeers(t *testing.T) {
 			if c.want != http.StatusOK {
 				return
 			}
-			var v accountView
+			var v apitypes.Account
 			if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil || v.Account != account {
 				t.Fatalf("billed to %q (%v), want the keyless account %s", v.Account, err, account)
 			}

@@ -140,7 +140,7 @@ func StartGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error
 	}
 	undo.add(ln.Close)
 	handler := api.Handler()
-	ui.SetAPI(handler) // the web UI calls the same handler in-process
+	ui.SetAPI(api) // the web UI reads the same views in-process
 	var peering *gateway.Peering
 	if cfg.DatabaseURL != "" {
 		if peering, err = startPeering(cfg, key, st, h, ln); err != nil {

@@ -13,38 +13,20 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
-// accountJSON is GET /v1/account.
-type accountJSON struct {
-	Account   keys.Address `json:"account"`
-	Ledger    bool         `json:"ledger"`
-	Balance   money.Amount `json:"balance"`
-	Spendable money.Amount `json:"spendable"`
-	Reserved  money.Amount `json:"reserved"`
-	Pending   money.Amount `json:"pending_settlement"`
-	Settled   money.Amount `json:"settled_spend"`
-	Receipts  struct {
-		Settled, Pending, Rejected int64
-	} `json:"receipts"`
-}
-
-func getAccount(t *testing.T, tn *testNet, key string) accountJSON {
+// getAccount reads GET /v1/account with key through the typed client.
+func getAccount(t *testing.T, tn *testNet, key string) apitypes.Account {
 	t.Helper()
-	req, _ := http.NewRequest("GET", tn.URL+"/v1/account", nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
+	a, err := client.New(tn.URL, key).Account(context.Background())
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var a accountJSON
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&a) != nil {
-		t.Fatalf("GET /v1/account: %s", resp.Status)
 	}
 	return a
 }
@@ -131,7 +113,7 @@ func TestReceiptsSettleOnTheLedger(t *testing.T) {
 		t.Errorf("provider escrow %d + balance %d, want %d", escrow, prov.Balance, providerShare)
 	}
 	a := getAccount(t, tn, testAPIKey)
-	if !a.Ledger || a.Balance != after.Balance || a.Spendable != depAfter.Locked || a.Settled != spent || a.Reserved != 0 || a.Pending != 0 {
+	if !a.Ledger || a.Balance == nil || *a.Balance != after.Balance || a.Spendable == nil || *a.Spendable != depAfter.Locked || a.Settled != spent || a.Reserved != 0 || a.Pending != 0 {
 		t.Errorf("/v1/account = %+v; want balance %d, spendable %d, settled %d, nothing reserved or pending", a, after.Balance, depAfter.Locked, spent)
 	}
 }
@@ -172,7 +154,7 @@ func TestInsufficientFunds(t *testing.T) {
 	if got := tn.Sim.Stats().Requests; got != served {
 		t.Errorf("the simulator served %d requests for consumers who cannot pay", got-served)
 	}
-	if a := getAccount(t, tn, secret); a.Reserved != 0 || a.Balance != 0 {
+	if a := getAccount(t, tn, secret); a.Reserved != 0 || a.Balance == nil || *a.Balance != 0 {
 		t.Errorf("poor account after refusals: %+v", a)
 	}
 }

@@ -7,10 +7,8 @@ package onboard
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"runtime"
@@ -20,6 +18,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/idle"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -210,33 +209,12 @@ func FetchMarket(ctx context.Context, gatewayURL string, hc *http.Client) (map[s
 	if hc == nil {
 		hc = &http.Client{Timeout: 15 * time.Second}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(gatewayURL, "/")+"/v1/models", nil)
+	models, err := client.New(gatewayURL, "", client.WithHTTPClient(hc), client.WithMaxBody(8<<20)).Models(ctx)
 	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("gateway models: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("gateway models: %s", resp.Status)
-	}
-	var list struct {
-		Data []struct {
-			ID           string `json:"id"`
-			Providers    int    `json:"providers"`
-			PricePerMTok *struct {
-				Prompt, Completion struct{ Min, Median string }
-			} `json:"price_per_mtok"`
-			TokensPerSecond float64 `json:"tokens_per_second"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&list); err != nil {
 		return nil, fmt.Errorf("gateway models: %w", err)
 	}
 	out := map[string]Market{}
-	for _, d := range list.Data {
+	for _, d := range models {
 		if d.Providers == 0 || d.PricePerMTok == nil {
 			continue
 		}

@@ -23,12 +23,10 @@
 package verifier
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -40,6 +38,8 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -122,6 +122,8 @@ const ollamaDefaultTemperature = 0.8
 type Verifier struct {
 	cfg Config
 	log *slog.Logger
+	// api sends canaries and fetches their receipts.
+	api *client.Client
 
 	mu      sync.Mutex
 	next    int                         // canary index in the prompt mix
@@ -228,7 +230,7 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("verifier: evidence directory: %w", err)
 		}
 	}
-	return &Verifier{cfg: cfg, log: cfg.Logger, pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{},
+	return &Verifier{cfg: cfg, log: cfg.Logger, api: client.New(cfg.Gateway, cfg.APIKey, client.WithHTTPClient(cfg.HTTP)), pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{},
 		pairs: map[string]*pair{}, wake: make(chan struct{}, 1),
 		judgedCases: map[receipt.Hash]bool{}}, nil
 }
@@ -565,9 +567,7 @@ func (v *Verifier) post(ctx context.Context, tx ledger.Tx) error {
 // returns the request body as sent.
 func (v *Verifier) ask(ctx context.Context, req protocol.Request, target *keys.PublicKey) (verify.Response, []byte, receipt.Signed, error) {
 	body := map[string]any{"model": req.Model, "max_tokens": req.Options.MaxTokens, "temperature": 0}
-	path := "/v1/chat/completions"
 	if req.Kind == protocol.KindGenerate {
-		path = "/v1/completions"
 		body["prompt"] = req.Prompt
 	} else {
 		body["messages"] = req.Messages
@@ -575,80 +575,57 @@ func (v *Verifier) ask(ctx context.Context, req protocol.Request, target *keys.P
 	if target != nil {
 		body["provider"] = map[string]any{"order": []string{target.String()}, "allow_fallbacks": false}
 	}
-	var out struct {
-		ID      string `json:"id"`
-		Choices []struct {
-			Text         string `json:"text"`
-			FinishReason string `json:"finish_reason"`
-			Message      struct {
-				Content string `json:"content"`
-			} `json:"message"`
-		} `json:"choices"`
-		Usage struct {
-			PromptTokens     uint64 `json:"prompt_tokens"`
-			CompletionTokens uint64 `json:"completion_tokens"`
-		} `json:"usage"`
-	}
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return verify.Response{}, nil, receipt.Signed{}, err
 	}
-	if err := v.call(ctx, http.MethodPost, path, raw, &out); err != nil {
-		return verify.Response{}, nil, receipt.Signed{}, err
+	var resp verify.Response
+	var id string
+	var n int
+	if req.Kind == protocol.KindGenerate {
+		out, err := v.api.Complete(ctx, json.RawMessage(raw))
+		if err != nil {
+			return verify.Response{}, nil, receipt.Signed{}, err
+		}
+		if id, n = out.ID, len(out.Choices); n == 1 {
+			resp = verify.Response{Text: out.Choices[0].Text, FinishReason: deref(out.Choices[0].FinishReason), Usage: usage(out.Usage.Counts)}
+		}
+	} else {
+		out, err := v.api.Chat(ctx, json.RawMessage(raw))
+		if err != nil {
+			return verify.Response{}, nil, receipt.Signed{}, err
+		}
+		if id, n = out.ID, len(out.Choices); n == 1 {
+			resp = verify.Response{Text: out.Choices[0].Message.Text(), FinishReason: out.Choices[0].FinishReason, Usage: usage(out.Usage)}
+		}
 	}
-	if len(out.Choices) != 1 || out.ID == "" {
-		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("canary: %d choices, id %q", len(out.Choices), out.ID)
+	if n != 1 || id == "" {
+		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("canary: %d choices, id %q", n, id)
 	}
-	ch := out.Choices[0]
-	resp := verify.Response{Text: ch.Message.Content + ch.Text, FinishReason: ch.FinishReason,
-		Usage: protocol.Usage{PromptTokens: out.Usage.PromptTokens, CompletionTokens: out.Usage.CompletionTokens}}
-	var rraw json.RawMessage
-	if err := v.call(ctx, http.MethodGet, "/v1/receipts/"+out.ID, nil, &rraw); err != nil {
-		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
-	}
-	signed, err := receipt.ParseSigned(rraw)
+	signed, err := v.api.Receipt(ctx, id)
 	if err == nil {
 		err = signed.Verify()
 	}
 	if err != nil {
-		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", out.ID, err)
+		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s: %w", id, err)
 	}
 	if signed.Receipt.ResponseHash != receipt.Sum([]byte(resp.Text)) {
-		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s is for another answer than the one received", out.ID)
+		return verify.Response{}, nil, receipt.Signed{}, fmt.Errorf("receipt of %s is for another answer than the one received", id)
 	}
 	return resp, raw, signed, nil
 }
 
-// call sends body (bytes as they are, or anything else as JSON) and
-// decodes the answer into out.
-func (v *Verifier) call(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if b, ok := body.([]byte); ok {
-		rd = bytes.NewReader(b)
-	} else if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+// usage is the protocol's usage of an answer's; none without one.
+func usage(u *apitypes.Usage) protocol.Usage {
+	if u == nil {
+		return protocol.Usage{}
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(v.cfg.Gateway, "/")+path, rd)
-	if err != nil {
-		return err
+	return protocol.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
 	}
-	req.Header.Set("Authorization", "Bearer "+v.cfg.APIKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := v.cfg.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return json.Unmarshal(b, out)
+	return *s
 }

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 )
 
 // maxFormBytes bounds the account form's body: it holds one API key.
 const maxFormBytes = 4 << 10
 
 type accountData struct {
-	View     *accountView
+	View     *apitypes.Account
 	Requests []requestRow
 	Error    string
 }
@@ -43,9 +46,12 @@ func (u *UI) account(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := u.ctx(r)
 	defer cancel()
-	var v accountView
-	err := u.callAPI(ctx, "/v1/account", key, &v)
-	var ae *apiError
+	a, err := u.consumerAPI()
+	var v apitypes.Account
+	if err == nil {
+		v, err = a.AccountFor(ctx, key)
+	}
+	var ae *apierr.Error
 	switch {
 	case errors.As(err, &ae):
 		d.Error, status = ae.Message, ae.Status

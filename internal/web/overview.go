@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/store"
 )
@@ -20,7 +21,7 @@ const (
 
 type overviewData struct {
 	Providers  []providerRow
-	Models     []apiModel
+	Models     []apitypes.Model
 	Online     int
 	Paused     int
 	InFlight   int

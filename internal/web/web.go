@@ -111,8 +111,8 @@ type UI struct {
 	log   *slog.Logger
 	pages map[string]*template.Template
 	mux   *http.ServeMux
-	// api is the gateway's API handler, set once the gateway exists.
-	api atomic.Pointer[http.Handler]
+	// api is the gateway's consumer API, set once the gateway exists.
+	api atomic.Pointer[API]
 }
 
 //go:embed templates/*.html static/*
@@ -152,10 +152,16 @@ func New(cfg Config) (*UI, error) {
 	return u, nil
 }
 
-// SetAPI gives the UI the gateway's API handler, which it calls in-process
-// for /v1/models and /v1/account. Until it is set those parts of the pages
-// say they are unavailable.
-func (u *UI) SetAPI(h http.Handler) { u.api.Store(&h) }
+// SetAPI gives the UI the gateway's consumer API, for the model list and
+// the account page. Until it is set those parts of the pages say they are
+// unavailable; a nil API disconnects it again.
+func (u *UI) SetAPI(a API) {
+	if a == nil {
+		u.api.Store(nil)
+		return
+	}
+	u.api.Store(&a)
+}
 
 func (u *UI) routes(static http.Handler) {
 	m := u.mux

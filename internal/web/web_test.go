@@ -15,6 +15,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/hub"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
@@ -118,8 +119,15 @@ func (f fakeBlocks) Block(_ context.Context, h int64) (*types.Block, error) {
 	return nil, fmt.Errorf("no block %d", h)
 }
 
-// fakeAPI answers /v1/models and /v1/account like the gateway does.
-func fakeAPI(models string, account keys.Address) http.Handler {
+// fakeAPI is the typed client of a server that answers /v1/models and
+// /v1/account like the gateway does.
+func fakeAPI(t *testing.T, models string, account keys.Address) API {
+	srv := httptest.NewServer(fakeAPIHandler(models, account))
+	t.Cleanup(srv.Close)
+	return client.New(srv.URL, "")
+}
+
+func fakeAPIHandler(models string, account keys.Address) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"object":"list","data":[{"id":`+models+`,"object":"model","providers":1,
@@ -228,7 +236,7 @@ func newFixture(t *testing.T, withLedger bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui.SetAPI(fakeAPI(f.modelName, f.consumer))
+	ui.SetAPI(fakeAPI(t, f.modelName, f.consumer))
 	f.ui = ui
 	return f
 }
@@ -402,7 +410,7 @@ func TestAccount(t *testing.T) {
 
 func TestAPINotConnected(t *testing.T) {
 	f := newFixture(t, true)
-	f.ui.api.Store(nil)
+	f.ui.SetAPI(nil)
 	code, body := f.get(t, "/ui/")
 	if code != http.StatusOK || !strings.Contains(body, "Models are unavailable") {
 		t.Errorf("overview without the API: %d\n%s", code, body)
@@ -417,7 +425,7 @@ func TestEscaping(t *testing.T) {
 	f := newFixture(t, true)
 	evil := `<script>alert(1)</script>`
 	b, _ := json.Marshal(evil)
-	f.ui.SetAPI(fakeAPI(string(b), f.consumer))
+	f.ui.SetAPI(fakeAPI(t, string(b), f.consumer))
 	_, body := f.get(t, "/ui/")
 	if strings.Contains(body, evil) {
 		t.Fatal("a model name is not escaped")

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 )
 
 // Error is an error a consumer sees.
@@ -83,22 +85,9 @@ func From(err error) *Error {
 	return Internal("internal error")
 }
 
-// OpenAIBody is the OpenAI error object.
-type OpenAIBody struct {
-	Error OpenAIError `json:"error"`
-}
-
-// OpenAIError is the inner object of OpenAIBody.
-type OpenAIError struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
-}
-
 // OpenAI returns the OpenAI-style body of e.
-func (e *Error) OpenAI() OpenAIBody {
-	b := OpenAIBody{Error: OpenAIError{Message: e.Message, Type: e.Type}}
+func (e *Error) OpenAI() apitypes.ErrorBody {
+	b := apitypes.ErrorBody{Error: apitypes.ErrorObject{Message: e.Message, Type: e.Type}}
 	if e.Param != "" {
 		b.Error.Param = &e.Param
 	}

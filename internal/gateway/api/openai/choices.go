@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -85,7 +86,7 @@ func (s choiceSink) Begin(sink.Meta) error {
 		}
 	}
 	empty := ""
-	return g.out.event(g.chunk(chunkChoice{Index: s.index, Delta: chunkDelta{Role: "assistant", Content: &empty, Refusal: json.RawMessage(jsonNull)}}))
+	return g.out.event(g.chunk(apitypes.ChunkChoice{Index: s.index, Delta: apitypes.ChunkDelta{Role: "assistant", Content: &empty, Refusal: json.RawMessage(jsonNull)}}))
 }
 
 // Delta implements sink.Sink.
@@ -103,7 +104,7 @@ func (s choiceSink) Delta(d sink.Delta) error {
 		return nil
 	}
 	text := d.Text
-	return g.out.event(g.chunk(chunkChoice{Index: s.index, Delta: chunkDelta{Content: &text}, Logprobs: g.chatLogprobs(d.Logprobs)}))
+	return g.out.event(g.chunk(apitypes.ChunkChoice{Index: s.index, Delta: apitypes.ChunkDelta{Content: &text}, Logprobs: g.chatLogprobs(d.Logprobs)}))
 }
 
 // End implements sink.Sink: streamed, this choice's finish_reason chunk,
@@ -125,12 +126,12 @@ func (s choiceSink) End(f sink.Final) error {
 	}
 	if g.p.Stream {
 		reason := c.finish
-		if err := g.out.event(g.chunk(chunkChoice{Index: s.index, FinishReason: &reason})); err != nil || !last {
+		if err := g.out.event(g.chunk(apitypes.ChunkChoice{Index: s.index, FinishReason: &reason})); err != nil || !last {
 			return err
 		}
 		if g.p.IncludeUsage {
 			u := g.chunk()
-			u.Choices, u.Usage = []chunkChoice{}, newUsage(g.usage())
+			u.Choices, u.Usage = []apitypes.ChunkChoice{}, apitypes.WithUsage(newUsage(g.usage()))
 			if err := g.out.event(u); err != nil {
 				return err
 			}
@@ -140,14 +141,14 @@ func (s choiceSink) End(f sink.Final) error {
 	if !last {
 		return nil
 	}
-	choices := make([]chatChoice, len(g.ch))
+	choices := make([]apitypes.ChatChoice, len(g.ch))
 	for i := range g.ch {
 		text := g.ch[i].text.String()
-		choices[i] = chatChoice{Index: i, Message: chatMessage{Role: "assistant", Content: &text, Refusal: json.RawMessage(jsonNull)},
+		choices[i] = apitypes.ChatChoice{Index: i, Message: apitypes.ChatMessage{Role: "assistant", Content: &text, Refusal: json.RawMessage(jsonNull)},
 			Logprobs: g.chatLogprobs(g.ch[i].logprobs), FinishReason: g.ch[i].finish}
 	}
-	return g.out.body(http.StatusOK, chatCompletion{ID: g.meta.RequestID, Object: "chat.completion", Created: g.meta.Created.Unix(), Model: g.meta.Model,
-		Choices: choices, Usage: newUsage(g.usage()), SystemFingerprint: json.RawMessage(jsonNull)})
+	return g.out.body(http.StatusOK, apitypes.ChatCompletion{ID: g.meta.RequestID, Object: "chat.completion", Created: g.meta.Created.Unix(), Model: g.meta.Model,
+		Choices: choices, Usage: new(newUsage(g.usage())), SystemFingerprint: json.RawMessage(jsonNull)})
 }
 
 // Fail implements sink.Sink: the first failure of any choice fails the
@@ -177,16 +178,11 @@ func (g *choiceGroup) usage() protocol.Usage {
 }
 
 // chunk returns a chunk with the response's common members.
-func (g *choiceGroup) chunk(choices ...chunkChoice) chatChunk {
-	usage := any(nil)
-	if g.p.IncludeUsage {
-		usage = json.RawMessage(jsonNull)
-	}
-	return chatChunk{envelope: envelope{ID: g.meta.RequestID, Object: "chat.completion.chunk", Created: g.meta.Created.Unix(), Model: g.meta.Model,
-		SystemFingerprint: json.RawMessage(jsonNull)}, Choices: choices, Usage: usage}
+func (g *choiceGroup) chunk(choices ...apitypes.ChunkChoice) apitypes.ChatChunk {
+	return newChatChunk(g.meta, g.p, choices)
 }
 
-func (g *choiceGroup) chatLogprobs(lps []protocol.TokenLogprob) *chatLogprobs {
+func (g *choiceGroup) chatLogprobs(lps []protocol.TokenLogprob) *apitypes.ChatLogprobs {
 	if !g.p.Request.Options.Logprobs {
 		return nil
 	}

@@ -5,24 +5,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 )
-
-// textCompletion is both a streamed chunk and the whole non-streaming
-// response of /v1/completions: the legacy API uses one shape for both.
-type textCompletion struct {
-	envelope
-	Choices []completionChoice `json:"choices"`
-	// Usage: see chatChunk.Usage; always set on the non-streaming body.
-	Usage any `json:"usage,omitempty"`
-}
-
-type completionChoice struct {
-	Text         string          `json:"text"`
-	Index        int             `json:"index"`
-	Logprobs     *legacyLogprobs `json:"logprobs"`
-	FinishReason *string         `json:"finish_reason"`
-}
 
 // completionSink writes legacy completions; see NewCompletionSink.
 type completionSink struct {
@@ -31,7 +16,7 @@ type completionSink struct {
 	offset int
 	// text and logprobs are buffered for the non-streaming response.
 	text     strings.Builder
-	logprobs *legacyLogprobs
+	logprobs *apitypes.LegacyLogprobs
 }
 
 var _ sink.Sink = (*completionSink)(nil)
@@ -55,10 +40,10 @@ func (s *completionSink) Delta(d sink.Delta) error {
 	lps := s.legacyLogprobs(d)
 	if !s.p.Stream {
 		s.text.WriteString(d.Text)
-		s.logprobs = s.logprobs.append(lps)
+		s.logprobs = appendLogprobs(s.logprobs, lps)
 		return nil
 	}
-	return s.out.event(s.completion(completionChoice{Text: d.Text, Logprobs: lps}))
+	return s.out.event(s.completion(apitypes.CompletionChoice{Text: d.Text, Logprobs: lps}))
 }
 
 // End implements sink.Sink.
@@ -72,24 +57,24 @@ func (s *completionSink) End(f sink.Final) error {
 		if lps == nil && s.p.Request.Options.Logprobs {
 			lps = newLegacyLogprobs(nil, s.p.Request.Options.TopLogprobs, 0)
 		}
-		c := s.completion(completionChoice{Text: s.text.String(), Logprobs: lps, FinishReason: &reason})
-		c.Usage = newUsage(f.Usage)
+		c := s.completion(apitypes.CompletionChoice{Text: s.text.String(), Logprobs: lps, FinishReason: &reason})
+		c.Usage = apitypes.WithUsage(newUsage(f.Usage))
 		return s.out.body(http.StatusOK, c)
 	}
 	usage := s.completion()
-	usage.Choices, usage.Usage = []completionChoice{}, newUsage(f.Usage)
-	return s.endStream(s.completion(completionChoice{FinishReason: &reason}), usage)
+	usage.Choices, usage.Usage = []apitypes.CompletionChoice{}, apitypes.WithUsage(newUsage(f.Usage))
+	return s.endStream(s.completion(apitypes.CompletionChoice{FinishReason: &reason}), usage)
 }
 
-func (s *completionSink) completion(choices ...completionChoice) textCompletion {
-	return textCompletion{envelope: s.envelope("text_completion"), Choices: choices, Usage: s.nullUsage()}
+func (s *completionSink) completion(choices ...apitypes.CompletionChoice) apitypes.TextCompletion {
+	return apitypes.TextCompletion{Envelope: newEnvelope(s.meta, "text_completion"), Choices: choices, Usage: nullUsage(s.p)}
 }
 
 // legacyLogprobs renders d's logprobs when they were requested, else nil,
 // and advances the text offset. Offsets restart from the delta's own start
 // at each delta, so that a provider whose tokens do not spell out the text
 // exactly cannot make them drift across the whole completion.
-func (s *completionSink) legacyLogprobs(d sink.Delta) *legacyLogprobs {
+func (s *completionSink) legacyLogprobs(d sink.Delta) *apitypes.LegacyLogprobs {
 	start := s.offset
 	s.offset += utf8.RuneCountInString(d.Text)
 	if !s.p.Request.Options.Logprobs {

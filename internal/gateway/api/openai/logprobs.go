@@ -1,12 +1,11 @@
 package openai
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"unicode/utf8"
 
-	"github.com/idlegrid/idlegrid/internal/gateway/sink"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 )
 
@@ -32,58 +31,30 @@ func tokenBytes(token string) []int {
 	return b
 }
 
-// chatLogprobs is choices[].logprobs of the chat API.
-type chatLogprobs struct {
-	Content []chatTokenLogprob `json:"content"`
-	Refusal json.RawMessage    `json:"refusal"`
-}
-
-type chatTokenLogprob struct {
-	Token       string           `json:"token"`
-	Logprob     float64          `json:"logprob"`
-	Bytes       []int            `json:"bytes"`
-	TopLogprobs []chatTopLogprob `json:"top_logprobs"`
-}
-
-type chatTopLogprob struct {
-	Token   string  `json:"token"`
-	Logprob float64 `json:"logprob"`
-	Bytes   []int   `json:"bytes"`
-}
-
 // newChatLogprobs converts provider logprobs, keeping at most top
 // alternatives per token (a provider may send more than was asked).
-func newChatLogprobs(lps []protocol.TokenLogprob, top int) *chatLogprobs {
-	out := &chatLogprobs{Content: make([]chatTokenLogprob, 0, len(lps)), Refusal: json.RawMessage(jsonNull)}
+func newChatLogprobs(lps []protocol.TokenLogprob, top int) *apitypes.ChatLogprobs {
+	out := &apitypes.ChatLogprobs{Content: make([]apitypes.ChatTokenLogprob, 0, len(lps)), Refusal: json.RawMessage(jsonNull)}
 	for _, lp := range lps {
-		t := chatTokenLogprob{Token: lp.Token, Logprob: finite(lp.Logprob), Bytes: tokenBytes(lp.Token), TopLogprobs: []chatTopLogprob{}}
+		t := apitypes.ChatTokenLogprob{Token: lp.Token, Logprob: finite(lp.Logprob), Bytes: tokenBytes(lp.Token), TopLogprobs: []apitypes.ChatTopLogprob{}}
 		for i, alt := range lp.Top {
 			if i >= top {
 				break
 			}
-			t.TopLogprobs = append(t.TopLogprobs, chatTopLogprob{Token: alt.Token, Logprob: finite(alt.Logprob), Bytes: tokenBytes(alt.Token)})
+			t.TopLogprobs = append(t.TopLogprobs, apitypes.ChatTopLogprob{Token: alt.Token, Logprob: finite(alt.Logprob), Bytes: tokenBytes(alt.Token)})
 		}
 		out.Content = append(out.Content, t)
 	}
 	return out
 }
 
-// legacyLogprobs is choices[].logprobs of the completions API.
-type legacyLogprobs struct {
-	Tokens        []string  `json:"tokens"`
-	TokenLogprobs []float64 `json:"token_logprobs"`
-	// TopLogprobs is null when no alternatives were asked for (logprobs=0).
-	TopLogprobs []orderedLogprobs `json:"top_logprobs"`
-	TextOffset  []int             `json:"text_offset"`
-}
-
 // newLegacyLogprobs converts provider logprobs; offset is where the first
 // token starts in the completion text, counted in characters (runes) as
 // Python clients index strings.
-func newLegacyLogprobs(lps []protocol.TokenLogprob, top, offset int) *legacyLogprobs {
-	out := &legacyLogprobs{Tokens: make([]string, 0, len(lps)), TokenLogprobs: make([]float64, 0, len(lps)), TextOffset: make([]int, 0, len(lps))}
+func newLegacyLogprobs(lps []protocol.TokenLogprob, top, offset int) *apitypes.LegacyLogprobs {
+	out := &apitypes.LegacyLogprobs{Tokens: make([]string, 0, len(lps)), TokenLogprobs: make([]float64, 0, len(lps)), TextOffset: make([]int, 0, len(lps))}
 	if top > 0 {
-		out.TopLogprobs = make([]orderedLogprobs, 0, len(lps))
+		out.TopLogprobs = make([]apitypes.TopLogprobs, 0, len(lps))
 	}
 	for _, lp := range lps {
 		out.Tokens = append(out.Tokens, lp.Token)
@@ -92,15 +63,19 @@ func newLegacyLogprobs(lps []protocol.TokenLogprob, top, offset int) *legacyLogp
 		offset += utf8.RuneCountInString(lp.Token)
 		if top > 0 {
 			n := min(top, len(lp.Top))
-			out.TopLogprobs = append(out.TopLogprobs, orderedLogprobs(lp.Top[:n]))
+			alts := make(apitypes.TopLogprobs, n)
+			for i, alt := range lp.Top[:n] {
+				alts[i] = apitypes.TopLogprob{Token: alt.Token, Logprob: finite(alt.Logprob)}
+			}
+			out.TopLogprobs = append(out.TopLogprobs, alts)
 		}
 	}
 	return out
 }
 
-// append returns l extended with m, for the non-streaming response; nil
-// stays nil when nothing was requested.
-func (l *legacyLogprobs) append(m *legacyLogprobs) *legacyLogprobs {
+// appendLogprobs returns l extended with m, for the non-streaming
+// response; nil stays nil when nothing was requested.
+func appendLogprobs(l, m *apitypes.LegacyLogprobs) *apitypes.LegacyLogprobs {
 	if l == nil {
 		return m
 	}
@@ -114,38 +89,4 @@ func (l *legacyLogprobs) append(m *legacyLogprobs) *legacyLogprobs {
 		l.TopLogprobs = append(l.TopLogprobs, m.TopLogprobs...)
 	}
 	return l
-}
-
-// orderedLogprobs marshals as the legacy {"token": logprob, …} object with
-// the most likely token first (a Go map would sort the keys). A token that
-// repeats keeps its first, most likely, entry.
-type orderedLogprobs []protocol.TopLogprob
-
-// MarshalJSON implements json.Marshaler.
-func (o orderedLogprobs) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	seen := make(map[string]bool, len(o))
-	for _, alt := range o {
-		if seen[alt.Token] {
-			continue
-		}
-		seen[alt.Token] = true
-		if len(seen) > 1 {
-			buf.WriteByte(',')
-		}
-		k, err := sink.Marshal(alt.Token)
-		if err != nil {
-			return nil, err
-		}
-		v, err := json.Marshal(finite(alt.Logprob))
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(k)
-		buf.WriteByte(':')
-		buf.Write(v)
-	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
 }

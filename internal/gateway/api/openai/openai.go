@@ -12,6 +12,7 @@ package openai
 import (
 	"fmt"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/gateway/api/jsonfield"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/scheduler"
@@ -77,15 +78,8 @@ func finishReason(r string) string {
 	return r
 }
 
-// usage is OpenAI's token usage object.
-type usage struct {
-	PromptTokens     uint64 `json:"prompt_tokens"`
-	CompletionTokens uint64 `json:"completion_tokens"`
-	TotalTokens      uint64 `json:"total_tokens"`
-}
-
-func newUsage(u protocol.Usage) *usage {
-	return &usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
+func newUsage(u protocol.Usage) apitypes.Usage {
+	return apitypes.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.PromptTokens + u.CompletionTokens}
 }
 
 // outOfOrder reports a relay that broke the Begin → Delta* → End|Fail order;

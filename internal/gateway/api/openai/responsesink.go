@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 	"github.com/idlegrid/idlegrid/internal/protocol"
@@ -93,10 +94,10 @@ type functionCall struct {
 
 // outputText is the message's one content part.
 type outputText struct {
-	Type        string             `json:"type"`
-	Annotations []struct{}         `json:"annotations"`
-	Logprobs    []chatTokenLogprob `json:"logprobs"`
-	Text        string             `json:"text"`
+	Type        string                      `json:"type"`
+	Annotations []struct{}                  `json:"annotations"`
+	Logprobs    []apitypes.ChatTokenLogprob `json:"logprobs"`
+	Text        string                      `json:"text"`
 }
 
 type responseUsage struct {
@@ -153,22 +154,22 @@ type (
 		Seq          int        `json:"sequence_number"`
 	}
 	textDeltaEvent struct {
-		Type         string             `json:"type"`
-		ItemID       string             `json:"item_id"`
-		OutputIndex  int                `json:"output_index"`
-		ContentIndex int                `json:"content_index"`
-		Delta        string             `json:"delta"`
-		Logprobs     []chatTokenLogprob `json:"logprobs"`
-		Seq          int                `json:"sequence_number"`
+		Type         string                      `json:"type"`
+		ItemID       string                      `json:"item_id"`
+		OutputIndex  int                         `json:"output_index"`
+		ContentIndex int                         `json:"content_index"`
+		Delta        string                      `json:"delta"`
+		Logprobs     []apitypes.ChatTokenLogprob `json:"logprobs"`
+		Seq          int                         `json:"sequence_number"`
 	}
 	textDoneEvent struct {
-		Type         string             `json:"type"`
-		ItemID       string             `json:"item_id"`
-		OutputIndex  int                `json:"output_index"`
-		ContentIndex int                `json:"content_index"`
-		Text         string             `json:"text"`
-		Logprobs     []chatTokenLogprob `json:"logprobs"`
-		Seq          int                `json:"sequence_number"`
+		Type         string                      `json:"type"`
+		ItemID       string                      `json:"item_id"`
+		OutputIndex  int                         `json:"output_index"`
+		ContentIndex int                         `json:"content_index"`
+		Text         string                      `json:"text"`
+		Logprobs     []apitypes.ChatTokenLogprob `json:"logprobs"`
+		Seq          int                         `json:"sequence_number"`
 	}
 )
 
@@ -416,9 +417,9 @@ func (s *responsesSink) part(text string) outputText {
 
 // outputLogprobs renders lps when log-probabilities were requested; the
 // Responses API sends an empty list otherwise.
-func (s *responsesSink) outputLogprobs(lps []protocol.TokenLogprob) []chatTokenLogprob {
+func (s *responsesSink) outputLogprobs(lps []protocol.TokenLogprob) []apitypes.ChatTokenLogprob {
 	if !s.p.Request.Options.Logprobs || len(lps) == 0 {
-		return []chatTokenLogprob{}
+		return []apitypes.ChatTokenLogprob{}
 	}
 	return newChatLogprobs(lps, s.p.Request.Options.TopLogprobs).Content
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 )
@@ -159,7 +160,7 @@ func TestResponsesSinkLogprobs(t *testing.T) {
 		Response struct {
 			Output []struct {
 				Content []struct {
-					Logprobs []chatTokenLogprob `json:"logprobs"`
+					Logprobs []apitypes.ChatTokenLogprob `json:"logprobs"`
 				} `json:"content"`
 			} `json:"output"`
 		} `json:"response"`

@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/gateway/apierr"
 	"github.com/idlegrid/idlegrid/internal/gateway/sink"
 )
@@ -85,25 +86,19 @@ func (c *sinkCore) Fail(e *apierr.Error) {
 	c.out.fail(e)
 }
 
-// envelope is the members that open every chunk of both streams (and the
-// legacy completions body, which has the chunk's shape), in OpenAI's order.
-type envelope struct {
-	ID                string          `json:"id"`
-	Object            string          `json:"object"`
-	Created           int64           `json:"created"`
-	Model             string          `json:"model"`
-	SystemFingerprint json.RawMessage `json:"system_fingerprint"`
+// newChatChunk returns a chunk of the response m describes, with choices.
+func newChatChunk(m sink.Meta, p Params, choices []apitypes.ChunkChoice) apitypes.ChatChunk {
+	return apitypes.ChatChunk{Envelope: newEnvelope(m, "chat.completion.chunk"), Choices: choices, Usage: nullUsage(p)}
 }
 
-func (c *sinkCore) envelope(object string) envelope {
-	return envelope{ID: c.meta.RequestID, Object: object, Created: c.meta.Created.Unix(), Model: c.meta.Model, SystemFingerprint: json.RawMessage(jsonNull)}
+// newEnvelope is the members that open every chunk of the response m
+// describes.
+func newEnvelope(m sink.Meta, object string) apitypes.Envelope {
+	return apitypes.Envelope{ID: m.RequestID, Object: object, Created: m.Created.Unix(), Model: m.Model, SystemFingerprint: json.RawMessage(jsonNull)}
 }
 
 // nullUsage is the usage member of every chunk but the usage chunk: null
-// when stream_options.include_usage was set, else omitted (nil).
-func (c *sinkCore) nullUsage() any {
-	if c.p.IncludeUsage {
-		return json.RawMessage(jsonNull)
-	}
-	return nil
+// when stream_options.include_usage was set, else absent.
+func nullUsage(p Params) apitypes.StreamUsage {
+	return apitypes.StreamUsage{Asked: p.IncludeUsage}
 }
