@@ -264,16 +264,8 @@ func modelCapabilities(e modelEntry) []string {
 }
 
 func (g *Gateway) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
-	var list []openai.Model
-	local := g.catalog()
-	for _, e := range local {
-		list = append(list, g.openAIModel(e))
-	}
-	now := time.Now()
-	for _, m := range g.peerModels(r.Context(), local) {
-		list = append(list, peerOpenAIModel(m, now))
-	}
-	openai.WriteModelList(w, list)
+	list, _ := g.Models(r.Context()) // never fails
+	openai.WriteModelObjects(w, list)
 }
 
 func (g *Gateway) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {

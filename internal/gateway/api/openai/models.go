@@ -66,9 +66,18 @@ func ModelObject(m Model) apitypes.Model {
 // WriteModelList writes the /v1/models response. The list is written in
 // the given order and is never null, even when empty.
 func WriteModelList(w http.ResponseWriter, models []Model) {
-	list := apitypes.ModelList{Object: "list", Data: make([]apitypes.Model, 0, len(models))}
+	objects := make([]apitypes.Model, 0, len(models))
 	for _, m := range models {
-		list.Data = append(list.Data, ModelObject(m))
+		objects = append(objects, ModelObject(m))
+	}
+	WriteModelObjects(w, objects)
+}
+
+// WriteModelObjects writes the /v1/models response from its entries.
+func WriteModelObjects(w http.ResponseWriter, models []apitypes.Model) {
+	list := apitypes.ModelList{Object: "list", Data: models}
+	if list.Data == nil {
+		list.Data = []apitypes.Model{}
 	}
 	out := newResponder(w)
 	// A failed write means the consumer left; there is nobody to tell.
