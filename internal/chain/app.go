@@ -35,6 +35,8 @@ const ledgerCacheBytes = 64 << 20
 var (
 	keyHeight  = []byte("\x00meta/height")
 	keyAppHash = []byte("\x00meta/app_hash")
+	// keyAppVersion is the AppVersion that wrote the state (absent: 1).
+	keyAppVersion = []byte("\x00meta/app_version")
 )
 
 // App is the ABCI application: the ledger state machine on a persistent
@@ -116,6 +118,17 @@ func NewApp(db dbm.DB, log *slog.Logger) (*App, error) {
 			return nil, fmt.Errorf("ledger state: height record of %d bytes", len(h))
 		}
 		app.height = int64(binary.BigEndian.Uint64(h))
+		v, err := db.Get(keyAppVersion)
+		if err != nil {
+			return nil, fmt.Errorf("ledger state: read app version: %w", err)
+		}
+		written := uint64(1)
+		if len(v) == 8 {
+			written = binary.BigEndian.Uint64(v)
+		}
+		if written != AppVersion {
+			return nil, fmt.Errorf("ledger state at height %d was written by app version %d and this idlegrid runs version %d, whose rules it cannot be upgraded to: remove the node's data to start a new chain", app.height, written, AppVersion)
+		}
 		if app.appHash, err = db.Get(keyAppHash); err != nil {
 			return nil, fmt.Errorf("ledger state: read app hash: %w", err)
 		}
@@ -275,6 +288,9 @@ func (app *App) write(changes []ledger.Change, height int64, hash []byte) error 
 		}
 	}
 	if err := batch.Set(keyHeight, binary.BigEndian.AppendUint64(nil, uint64(height))); err != nil {
+		return err
+	}
+	if err := batch.Set(keyAppVersion, binary.BigEndian.AppendUint64(nil, AppVersion)); err != nil {
 		return err
 	}
 	if len(hash) > 0 {

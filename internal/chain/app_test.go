@@ -3,6 +3,7 @@ package chain
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
@@ -406,5 +408,28 @@ func wipeData(t *testing.T, home string) {
 		if err := os.RemoveAll(filepath.Join(data, e.Name())); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestOlderStateRefused: a node whose ledger state an older app version
+// wrote stops at once with a clear error, instead of failing at the first
+// block that reads a record in the old encoding.
+func TestOlderStateRefused(t *testing.T) {
+	db := dbm.NewMemDB()
+	if err := db.Set(keyHeight, binary.BigEndian.AppendUint64(nil, 5)); err != nil {
+		t.Fatal(err)
+	}
+	// Version 1 wrote no version record.
+	_, err := NewApp(db, nil)
+	if err == nil || !strings.Contains(err.Error(), "app version 1") || !strings.Contains(err.Error(), "remove the node's data") {
+		t.Fatalf("state of app version 1 opened: %v", err)
+	}
+	if err := db.Set(keyAppVersion, binary.BigEndian.AppendUint64(nil, AppVersion)); err != nil {
+		t.Fatal(err)
+	}
+	// This bare state has no genesis, so reopening it fails further on,
+	// but not for its version.
+	if _, err := NewApp(db, nil); err != nil && strings.Contains(err.Error(), "app version") {
+		t.Fatalf("state written by this version refused: %v", err)
 	}
 }
