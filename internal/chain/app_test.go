@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +17,7 @@ import (
 	abci "github.com/cometbft/cometbft/abci/types"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
+	"github.com/idlegrid/idlegrid/internal/chain/chaintest"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -27,72 +27,6 @@ import (
 // newLedgerApp is the appFactory of the real application.
 func newLedgerApp(home string) (abci.Application, error) {
 	return OpenApp(filepath.Join(home, "data"), nil)
-}
-
-// parties are the test chain's accounts.
-type parties struct {
-	consumer, poor, gateway, provider, verifier keys.PrivateKey
-}
-
-func seedKey(t *testing.T, b byte) keys.PrivateKey {
-	t.Helper()
-	k, err := keys.FromSeed(bytes.Repeat([]byte{b}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func testParties(t *testing.T) parties {
-	return parties{consumer: seedKey(t, 1), poor: seedKey(t, 2), gateway: seedKey(t, 3), provider: seedKey(t, 4), verifier: seedKey(t, 5)}
-}
-
-const (
-	consumerFunds   = 1_000 * money.Unit
-	poorFunds       = 1 * money.Unit
-	gatewayStake    = 5_000 * money.Unit
-	providerStake   = 200 * money.Unit
-	pricePrompt     = 2 * money.Unit // per million tokens
-	priceCompletion = 6 * money.Unit
-)
-
-func (p parties) genesis(t *testing.T, edit ...func(*ledger.Params)) json.RawMessage {
-	t.Helper()
-	params := ledger.DefaultParams()
-	params.EscrowBlocks = 1000 // escrow stays put during the test
-	for _, f := range edit {
-		f(&params)
-	}
-	g := ledger.Genesis{Params: params, Accounts: []ledger.GenesisAccount{
-		// The consumer locks half its funds in a deposit for the gateway;
-		// the poor one locks nothing.
-		{Address: p.consumer.Public().Address(), PubKey: p.consumer.Public(), Balance: 2 * consumerFunds,
-			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Deposit: consumerFunds}}},
-		{Address: p.poor.Public().Address(), PubKey: p.poor.Public(), Balance: poorFunds},
-		{Address: p.gateway.Public().Address(), PubKey: p.gateway.Public(), Balance: 10 * money.Unit, Stake: gatewayStake, Roles: []string{"gateway"}},
-		{Address: p.provider.Public().Address(), PubKey: p.provider.Public(), Stake: providerStake, Roles: []string{"provider"}},
-		{Address: p.verifier.Public().Address(), PubKey: p.verifier.Public(), Stake: providerStake, Roles: []string{"verifier"}},
-	}}
-	b, err := json.Marshal(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// receipt is a signed receipt of consumer, served by the provider and
-// countersigned by the gateway.
-func (p parties) receipt(consumer keys.Address, id string, prompt, completion uint64) receipt.Signed {
-	amt, err := receipt.ComputeAmount(prompt, completion, pricePrompt, priceCompletion)
-	if err != nil {
-		panic(err)
-	}
-	r := receipt.Receipt{Version: receipt.Version, ChainID: "idlegrid-test", RequestID: id,
-		Gateway: p.gateway.Public(), Provider: p.provider.Public(), Consumer: consumer,
-		Model: "tiny", ModelDigest: "sha256:abc", PromptTokens: prompt, CompletionTokens: completion,
-		PricePromptPerMTok: pricePrompt, PriceCompletionPerMTok: priceCompletion, Amount: amt,
-		StartUnixMs: 1_700_000_000_000, EndUnixMs: 1_700_000_001_000}
-	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.provider, &r), GatewaySignature: receipt.SignGateway(p.gateway, &r)}
 }
 
 func balanceOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, a keys.Address) chainrpc.AccountInfo {
@@ -105,9 +39,9 @@ func balanceOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, a keys
 }
 
 // depositOf is what consumer has locked for the parties' gateway.
-func (p parties) depositOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, consumer keys.Address) money.Amount {
+func depositOf(t *testing.T, ctx context.Context, l chainrpc.StateReader, p chaintest.Parties, consumer keys.Address) money.Amount {
 	t.Helper()
-	d, err := l.Deposit(ctx, consumer, p.gateway.Public().Address())
+	d, err := l.Deposit(ctx, consumer, p.Gateway.Public().Address())
 	if err != nil {
 		t.Fatalf("deposit of %s: %v", consumer, err)
 	}
@@ -127,28 +61,28 @@ func escrowTotal(a chainrpc.AccountInfo) money.Amount {
 // sent again after a lost answer settling nothing twice, pipelined
 // transactions from one key, and state that survives a restart.
 func TestLedgerOnCometBFT(t *testing.T) {
-	p := testParties(t)
-	tn := startSingle(t, p.genesis(t), newLedgerApp)
+	p := chaintest.NewParties(t)
+	tn := startSingle(t, p.Genesis(t), newLedgerApp)
 	ctx := testContext(t, 2*time.Minute)
 	l := chainrpc.StateReader{Client: tn.client()}
-	gw := chainrpc.NewSigner(tn.client(), p.gateway, "idlegrid-test")
-	consumer := p.consumer.Public().Address()
+	gw := chainrpc.NewSigner(tn.client(), p.Gateway, chaintest.ChainID)
+	consumer := p.Consumer.Public().Address()
 
 	var batch []receipt.Signed
 	var total money.Amount
 	for i := range 50 {
-		r := p.receipt(consumer, fmt.Sprintf("req-%03d", i), 1000+uint64(i), 500)
+		r := p.Receipt(consumer, fmt.Sprintf("req-%03d", i), 1000+uint64(i), 500)
 		total += r.Receipt.Amount
 		batch = append(batch, r)
 	}
 	// The poor consumer cannot pay this one: the gateway's stake does.
-	costly := p.receipt(p.poor.Public().Address(), "req-poor", 1_000_000, 1_000_000)
+	costly := p.Receipt(p.Poor.Public().Address(), "req-poor", 1_000_000, 1_000_000)
 	batch = append(batch, costly)
 	// A receipt signed for another chain is rejected on its own.
-	foreign := p.receipt(consumer, "req-foreign", 10, 10)
+	foreign := p.Receipt(consumer, "req-foreign", 10, 10)
 	foreign.Receipt.ChainID = "other-chain"
-	foreign.ProviderSignature = receipt.SignProvider(p.provider, &foreign.Receipt)
-	foreign.GatewaySignature = receipt.SignGateway(p.gateway, &foreign.Receipt)
+	foreign.ProviderSignature = receipt.SignProvider(p.Provider, &foreign.Receipt)
+	foreign.GatewaySignature = receipt.SignGateway(p.Gateway, &foreign.Receipt)
 	batch = append(batch, foreign)
 
 	out, err := gw.SettleBatch(ctx, batch)
@@ -167,30 +101,30 @@ func TestLedgerOnCometBFT(t *testing.T) {
 		protocolFees += fee(r.Receipt.Amount, params.ProtocolFeeBps)
 		gatewayFees += fee(r.Receipt.Amount, params.GatewayFeeBps)
 	}
-	if got := p.depositOf(t, ctx, l, consumer); got != consumerFunds-total {
-		t.Errorf("consumer deposit %d, want %d", got, consumerFunds-total)
+	if got := depositOf(t, ctx, l, p, consumer); got != chaintest.ConsumerFunds-total {
+		t.Errorf("consumer deposit %d, want %d", got, chaintest.ConsumerFunds-total)
 	}
-	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds {
-		t.Errorf("consumer balance %d, want untouched %d", got, consumerFunds)
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != chaintest.ConsumerFunds {
+		t.Errorf("consumer balance %d, want untouched %d", got, chaintest.ConsumerFunds)
 	}
-	if got := balanceOf(t, ctx, l, p.poor.Public().Address()).Balance; got != poorFunds {
-		t.Errorf("poor consumer balance %d, want untouched %d", got, poorFunds)
+	if got := balanceOf(t, ctx, l, p.Poor.Public().Address()).Balance; got != chaintest.PoorFunds {
+		t.Errorf("poor consumer balance %d, want untouched %d", got, chaintest.PoorFunds)
 	}
-	g := balanceOf(t, ctx, l, p.gateway.Public().Address())
-	if g.Stake != gatewayStake-costly.Receipt.Amount || g.Balance != 10*money.Unit+gatewayFees {
-		t.Errorf("gateway stake %d balance %d, want %d and %d", g.Stake, g.Balance, gatewayStake-costly.Receipt.Amount, 10*money.Unit+gatewayFees)
+	g := balanceOf(t, ctx, l, p.Gateway.Public().Address())
+	if g.Stake != chaintest.GatewayStake-costly.Receipt.Amount || g.Balance != chaintest.GatewayBalance+gatewayFees {
+		t.Errorf("gateway stake %d balance %d, want %d and %d", g.Stake, g.Balance, chaintest.GatewayStake-costly.Receipt.Amount, chaintest.GatewayBalance+gatewayFees)
 	}
-	if got := escrowTotal(balanceOf(t, ctx, l, p.provider.Public().Address())); got != charged-protocolFees-gatewayFees {
+	if got := escrowTotal(balanceOf(t, ctx, l, p.Provider.Public().Address())); got != charged-protocolFees-gatewayFees {
 		t.Errorf("provider escrow %d, want %d", got, charged-protocolFees-gatewayFees)
 	}
 	if got := balanceOf(t, ctx, l, ledger.TreasuryAddress).Balance; got != protocolFees {
 		t.Errorf("treasury %d, want %d", got, protocolFees)
 	}
-	st, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-poor")
+	st, err := l.Settlement(ctx, p.Gateway.Public().Address(), "req-poor")
 	if err != nil || !st.PaidByGateway || st.Height != uint64(out.Height) {
 		t.Errorf("settlement of req-poor: %+v, %v", st, err)
 	}
-	if _, err := l.Settlement(ctx, p.gateway.Public().Address(), "req-foreign"); !errors.Is(err, chainrpc.ErrNotFound) {
+	if _, err := l.Settlement(ctx, p.Gateway.Public().Address(), "req-foreign"); !errors.Is(err, chainrpc.ErrNotFound) {
 		t.Errorf("rejected receipt: settlement lookup %v, want chainrpc.ErrNotFound", err)
 	}
 	// Settlements are kept per gateway: a bare request id is refused
@@ -209,22 +143,22 @@ func TestLedgerOnCometBFT(t *testing.T) {
 	if len(again.Settled) != 51 || len(again.Rejected) != 0 || again.Settled["req-000"] != out.Height {
 		t.Fatalf("resent batch: settled %d (req-000 at %d, first at %d), rejected %v", len(again.Settled), again.Settled["req-000"], out.Height, again.Rejected)
 	}
-	if got := p.depositOf(t, ctx, l, consumer); got != consumerFunds-total {
-		t.Errorf("after resending, consumer deposit %d, want %d", got, consumerFunds-total)
+	if got := depositOf(t, ctx, l, p, consumer); got != chaintest.ConsumerFunds-total {
+		t.Errorf("after resending, consumer deposit %d, want %d", got, chaintest.ConsumerFunds-total)
 	}
 
 	// Several transactions from one key in flight at once all commit, even
 	// more than the mempool holds per sender (ledger.MaxPendingTxs): the
 	// signer waits for a block to make room.
 	const inFlight = ledger.MaxPendingTxs + 36
-	cs := chainrpc.NewSigner(tn.client(), p.consumer, "idlegrid-test")
+	cs := chainrpc.NewSigner(tn.client(), p.Consumer, chaintest.ChainID)
 	var wg sync.WaitGroup
 	errs := make(chan error, inFlight)
 	for range inFlight {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit})
+			res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.Poor.Public().Address(), Amount: money.Unit})
 			if err == nil {
 				err = res.Err()
 			}
@@ -238,11 +172,11 @@ func TestLedgerOnCometBFT(t *testing.T) {
 			t.Errorf("pipelined transfer: %v", err)
 		}
 	}
-	if got := balanceOf(t, ctx, l, p.poor.Public().Address()).Balance; got != poorFunds+inFlight*money.Unit {
+	if got := balanceOf(t, ctx, l, p.Poor.Public().Address()).Balance; got != chaintest.PoorFunds+inFlight*money.Unit {
 		t.Errorf("poor balance after %d transfers: %d", inFlight, got)
 	}
 	// A failing transaction comes back as a result with its code.
-	res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: consumerFunds})
+	res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.Poor.Public().Address(), Amount: chaintest.ConsumerFunds})
 	var te *chainrpc.TxError
 	if err == nil && res.Err() == nil || err != nil && !errors.As(err, &te) {
 		t.Errorf("overdraft: %+v, %v; want a failure", res, err)
@@ -258,14 +192,14 @@ func TestLedgerOnCometBFT(t *testing.T) {
 		t.Errorf("after restart: height %d app hash %X; before %d %X (first seen %d)", after.Height, after.AppHash, h, hash, before.Height)
 	}
 	l = chainrpc.StateReader{Client: tn.client()}
-	if got := balanceOf(t, ctx, l, consumer).Balance; got != consumerFunds-inFlight*money.Unit {
+	if got := balanceOf(t, ctx, l, consumer).Balance; got != chaintest.ConsumerFunds-inFlight*money.Unit {
 		t.Errorf("after restart, consumer balance %d", got)
 	}
-	if got := p.depositOf(t, ctx, l, consumer); got != consumerFunds-total {
+	if got := depositOf(t, ctx, l, p, consumer); got != chaintest.ConsumerFunds-total {
 		t.Errorf("after restart, consumer deposit %d", got)
 	}
 	sup, err := l.Supply(ctx)
-	if err != nil || sup.Total != 2*consumerFunds+poorFunds+10*money.Unit+gatewayStake+2*providerStake { // the provider and the verifier stake the same
+	if err != nil || sup.Total != 2*chaintest.ConsumerFunds+chaintest.PoorFunds+chaintest.GatewayBalance+chaintest.GatewayStake+2*chaintest.ProviderStake { // the provider and the verifier stake the same
 		t.Errorf("supply %+v, %v", sup, err)
 	}
 }
@@ -279,17 +213,17 @@ func TestLedgerNetwork(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a four-validator network")
 	}
-	p := testParties(t)
-	nodes := startNetwork(t, 4, p.genesis(t), newLedgerApp)
+	p := chaintest.NewParties(t)
+	nodes := startNetwork(t, 4, p.Genesis(t), newLedgerApp)
 	ctx := testContext(t, 4*time.Minute)
-	consumer := p.consumer.Public().Address()
+	consumer := p.Consumer.Public().Address()
 	n := 0
 	settle := func(via *testNode, count int) money.Amount {
 		t.Helper()
 		var batch []receipt.Signed
 		var sum money.Amount
 		for range count {
-			r := p.receipt(consumer, fmt.Sprintf("net-%04d", n), 100, 100)
+			r := p.Receipt(consumer, fmt.Sprintf("net-%04d", n), 100, 100)
 			n++
 			sum += r.Receipt.Amount
 			batch = append(batch, r)
@@ -299,7 +233,7 @@ func TestLedgerNetwork(t *testing.T) {
 		// Handed to every running validator, as a gateway does with its
 		// --chain-rpc list: progress does not hang on one node's mempool
 		// gossip or its notice that transactions are waiting.
-		signer := chainrpc.NewSigner(via.client(), p.gateway, "idlegrid-test")
+		signer := chainrpc.NewSigner(via.client(), p.Gateway, chaintest.ChainID)
 		for _, other := range nodes {
 			if other != via && other.node != nil {
 				signer.BroadcastAlso(other.client())
@@ -313,7 +247,7 @@ func TestLedgerNetwork(t *testing.T) {
 	}
 	balance := func(via *testNode) money.Amount {
 		t.Helper()
-		return p.depositOf(t, ctx, chainrpc.StateReader{Client: via.client()}, consumer)
+		return depositOf(t, ctx, chainrpc.StateReader{Client: via.client()}, p, consumer)
 	}
 	var spent money.Amount
 	for _, tn := range nodes {
@@ -341,13 +275,13 @@ func TestLedgerNetwork(t *testing.T) {
 	}
 	var batch []receipt.Signed
 	for range 10 {
-		r := p.receipt(consumer, fmt.Sprintf("net-%04d", n), 100, 100)
+		r := p.Receipt(consumer, fmt.Sprintf("net-%04d", n), 100, 100)
 		n++
 		spent += r.Receipt.Amount
 		batch = append(batch, r)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 60*time.Second)
-	out, err := chainrpc.NewSigner(chainrpc.ReadFailover(append([]chainrpc.Client{down}, rpcs...)...), p.gateway, "idlegrid-test").SettleBatch(fctx, batch)
+	out, err := chainrpc.NewSigner(chainrpc.ReadFailover(append([]chainrpc.Client{down}, rpcs...)...), p.Gateway, chaintest.ChainID).SettleBatch(fctx, batch)
 	fcancel()
 	if err != nil || len(out.Settled) != len(batch) {
 		t.Fatalf("settle with the first validator down: %d settled, rejected %v, %v", len(out.Settled), out.Rejected, err)
@@ -360,34 +294,34 @@ func TestLedgerNetwork(t *testing.T) {
 	spent += settle(nodes[0], 25)
 	_, hash := waitAgree(t, nodes, 90*time.Second)
 	for _, tn := range nodes {
-		if got := balance(tn); got != consumerFunds-spent {
-			t.Fatalf("%s: consumer balance %d, want %d (app hash %X)", tn.name, got, consumerFunds-spent, hash)
+		if got := balance(tn); got != chaintest.ConsumerFunds-spent {
+			t.Fatalf("%s: consumer balance %d, want %d (app hash %X)", tn.name, got, chaintest.ConsumerFunds-spent, hash)
 		}
 	}
 
 	// Two down: no quorum. The batch does not commit and is not lost.
 	nodes[2].stop()
 	nodes[3].stop()
-	stuck := []receipt.Signed{p.receipt(consumer, "stuck", 100, 100)}
+	stuck := []receipt.Signed{p.Receipt(consumer, "stuck", 100, 100)}
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err = chainrpc.NewSigner(nodes[0].client(), p.gateway, "idlegrid-test").SettleBatch(short, stuck)
+	_, err = chainrpc.NewSigner(nodes[0].client(), p.Gateway, chaintest.ChainID).SettleBatch(short, stuck)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("settle without quorum: %v, want a deadline error", err)
 	}
-	if got := balance(nodes[0]); got != consumerFunds-spent {
+	if got := balance(nodes[0]); got != chaintest.ConsumerFunds-spent {
 		t.Fatalf("balance moved without quorum: %d", got)
 	}
 	nodes[2].start(ctx)
-	out, err = chainrpc.NewSigner(nodes[1].client(), p.gateway, "idlegrid-test").SettleBatch(ctx, stuck)
+	out, err = chainrpc.NewSigner(nodes[1].client(), p.Gateway, chaintest.ChainID).SettleBatch(ctx, stuck)
 	if err != nil || len(out.Settled) != 1 {
 		t.Fatalf("settle after quorum returned: %+v, %v", out, err)
 	}
 	spent += stuck[0].Receipt.Amount
 	waitAgree(t, nodes, 30*time.Second)
 	for _, tn := range nodes[:3] {
-		if got := balance(tn); got != consumerFunds-spent {
-			t.Errorf("%s: consumer balance %d, want %d", tn.name, got, consumerFunds-spent)
+		if got := balance(tn); got != chaintest.ConsumerFunds-spent {
+			t.Errorf("%s: consumer balance %d, want %d", tn.name, got, chaintest.ConsumerFunds-spent)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	abci "github.com/cometbft/cometbft/abci/types"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
+	"github.com/idlegrid/idlegrid/internal/chain/chaintest"
 )
 
 // This file is the test harness for real CometBFT nodes on loopback, generic
@@ -97,7 +98,7 @@ func closeApp(app abci.Application) error {
 func startSingle(t *testing.T, appState json.RawMessage, newApp appFactory) *testNode {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), "single")
-	if err := InitSingle(home, "idlegrid-test", appState); err != nil {
+	if err := InitSingle(home, chaintest.ChainID, appState); err != nil {
 		t.Fatal(err)
 	}
 	tn := &testNode{t: t, name: "single", home: home, newApp: newApp, log: testLogger(t, "single")}
@@ -113,7 +114,7 @@ func startSingle(t *testing.T, appState json.RawMessage, newApp appFactory) *tes
 // nodes are stopped when the test ends.
 func startNetwork(t *testing.T, n int, appState json.RawMessage, newApp appFactory) []*testNode {
 	t.Helper()
-	homes, err := InitNetwork(filepath.Join(t.TempDir(), "net"), n, "idlegrid-test", appState, NetworkOptions{})
+	homes, err := InitNetwork(filepath.Join(t.TempDir(), "net"), n, chaintest.ChainID, appState, NetworkOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 )
 
@@ -50,14 +52,7 @@ func TestBadInput(t *testing.T) {
 			if status != tt.status {
 				t.Fatalf("status %d, want %d: %s", status, tt.status, body)
 			}
-			var e struct {
-				Error struct {
-					Message string  `json:"message"`
-					Type    string  `json:"type"`
-					Param   *string `json:"param"`
-					Code    *string `json:"code"`
-				} `json:"error"`
-			}
+			var e apitypes.ErrorBody
 			if err := json.Unmarshal(body, &e); err != nil {
 				t.Fatalf("not OpenAI error JSON: %s", body)
 			}
@@ -127,13 +122,9 @@ func post(t *testing.T, url, key, body string) (int, []byte) {
 func TestReceiptsArePrivate(t *testing.T) {
 	tn := startNet(t, netOptions{})
 	ctx := context.Background()
-	status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`)
-	if status != 200 {
-		t.Fatalf("status %d: %s", status, body)
-	}
-	var resp struct{ ID string }
-	if err := json.Unmarshal(body, &resp); err != nil || resp.ID == "" {
-		t.Fatalf("no id in %s", body)
+	resp, err := client.New(tn.URL, testAPIKey).Chat(ctx, json.RawMessage(`{"model":"sim","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil || resp.ID == "" {
+		t.Fatalf("chat: %+v, %v", resp, err)
 	}
 	other, _, err := tn.Gateway.Store.CreateAPIKey(ctx, "other", keys.Address("idg"+strings.Repeat("ab", 20)))
 	if err != nil {

@@ -3,26 +3,25 @@ package node_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
-type chatCompletion struct {
-	ID      string
-	Choices []struct {
-		Index        int
-		Message      struct{ Content string }
-		FinishReason string `json:"finish_reason"`
+// tokenCounts are the members of a usage the choices tests compare; an
+// absent usage counts none.
+func tokenCounts(u *apitypes.Usage) [2]uint64 {
+	if u == nil {
+		return [2]uint64{}
 	}
-	Usage struct {
-		PromptTokens     uint64 `json:"prompt_tokens"`
-		CompletionTokens uint64 `json:"completion_tokens"`
-	}
+	return [2]uint64{u.PromptTokens, u.CompletionTokens}
 }
 
 // TestChoices: n = 3 is three jobs on the simulator, each with its own
@@ -33,39 +32,39 @@ type chatCompletion struct {
 func TestChoices(t *testing.T) {
 	tn := startNet(t, netOptions{})
 	const msgs = `"messages":[{"role":"user","content":"tell me"}],"max_tokens":12,"temperature":0.9`
+	ctx := context.Background()
+	c := client.New(tn.URL, testAPIKey)
 	var want []string
-	var wantUsage chatCompletion
+	var wantUsage [2]uint64
 	for i := range 3 {
-		status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, fmt.Sprintf(`{"model":"sim",%s,"seed":%d}`, msgs, 40+i))
-		var one chatCompletion
-		if err := json.Unmarshal(body, &one); status != 200 || err != nil {
-			t.Fatalf("n=1 seed %d: %d %s", 40+i, status, body)
+		one, err := c.Chat(ctx, json.RawMessage(fmt.Sprintf(`{"model":"sim",%s,"seed":%d}`, msgs, 40+i)))
+		if err != nil {
+			t.Fatalf("n=1 seed %d: %v", 40+i, err)
 		}
-		want = append(want, one.Choices[0].Message.Content)
-		wantUsage.Usage.PromptTokens += one.Usage.PromptTokens
-		wantUsage.Usage.CompletionTokens += one.Usage.CompletionTokens
+		want = append(want, one.Choices[0].Message.Text())
+		u := tokenCounts(one.Usage)
+		wantUsage[0] += u[0]
+		wantUsage[1] += u[1]
 	}
 	if want[0] == want[1] {
 		t.Fatalf("seeds 40 and 41 give the same text %q: the test cannot tell choices apart", want[0])
 	}
 
-	ctx := context.Background()
 	before, err := tn.Gateway.Store.ConsumerSpend(ctx, tn.Account)
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim",`+msgs+`,"seed":40,"n":3}`)
-	var got chatCompletion
-	if err := json.Unmarshal(body, &got); status != 200 || err != nil || len(got.Choices) != 3 {
-		t.Fatalf("n=3: %d %s", status, body)
+	got, err := c.Chat(ctx, json.RawMessage(`{"model":"sim",`+msgs+`,"seed":40,"n":3}`))
+	if err != nil || len(got.Choices) != 3 {
+		t.Fatalf("n=3: %+v, %v", got, err)
 	}
 	for i, c := range got.Choices {
-		if c.Index != i || c.Message.Content != want[i] || c.FinishReason == "" {
-			t.Errorf("choice %d: index %d, %q (%s), want %q", i, c.Index, c.Message.Content, c.FinishReason, want[i])
+		if c.Index != i || c.Message.Text() != want[i] || c.FinishReason == "" {
+			t.Errorf("choice %d: index %d, %q (%s), want %q", i, c.Index, c.Message.Text(), c.FinishReason, want[i])
 		}
 	}
-	if got.Usage != wantUsage.Usage {
-		t.Errorf("usage %+v, want the three jobs' sum %+v", got.Usage, wantUsage.Usage)
+	if tokenCounts(got.Usage) != wantUsage {
+		t.Errorf("usage %+v, want the three jobs' sum of prompt and completion tokens %v", got.Usage, wantUsage)
 	}
 	for _, id := range []string{got.ID, got.ID + "-n1", got.ID + "-n2"} {
 		s, err := tn.Gateway.Store.Receipt(ctx, id)
@@ -82,48 +81,17 @@ func TestChoices(t *testing.T) {
 	}
 
 	// Streamed: interleaved chunks with each choice's index.
-	status, body = post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim",`+msgs+`,"seed":40,"n":3,"stream":true,"stream_options":{"include_usage":true}}`)
-	if status != 200 {
-		t.Fatalf("stream: %d %s", status, body)
-	}
 	texts, finished, roles := make([]string, 3), make([]int, 3), make([]int, 3)
-	var usage *chatCompletion
-	done := false
-	for line := range strings.Lines(string(body)) {
-		data, ok := strings.CutPrefix(strings.TrimSpace(line), "data: ")
-		if !ok {
-			continue
-		}
-		if data == "[DONE]" {
-			done = true
-			continue
-		}
-		var chunk struct {
-			Choices []struct {
-				Index int
-				Delta struct {
-					Role    string
-					Content string
-				}
-				FinishReason *string `json:"finish_reason"`
-			}
-			Usage *struct {
-				PromptTokens     uint64 `json:"prompt_tokens"`
-				CompletionTokens uint64 `json:"completion_tokens"`
-			}
-		}
-		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
-			t.Fatalf("chunk %s: %v", data, err)
-		}
-		if chunk.Usage != nil {
-			usage = &chatCompletion{}
-			usage.Usage.PromptTokens, usage.Usage.CompletionTokens = chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens
+	var usage *apitypes.Usage
+	_, err = c.ChatStream(ctx, json.RawMessage(`{"model":"sim",`+msgs+`,"seed":40,"n":3,"stream":true,"stream_options":{"include_usage":true}}`), func(chunk apitypes.ChatChunk) error {
+		if chunk.Usage.Counts != nil {
+			usage = chunk.Usage.Counts
 		}
 		for _, c := range chunk.Choices {
 			if c.Index < 0 || c.Index > 2 {
-				t.Fatalf("choice index %d", c.Index)
+				return fmt.Errorf("choice index %d", c.Index)
 			}
-			texts[c.Index] += c.Delta.Content
+			texts[c.Index] += c.Delta.Text()
 			if c.Delta.Role == "assistant" {
 				roles[c.Index]++
 			}
@@ -131,14 +99,18 @@ func TestChoices(t *testing.T) {
 				finished[c.Index]++
 			}
 		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, client.ErrTruncated) {
+		t.Fatalf("stream: %v", err)
 	}
 	for i := range 3 {
 		if texts[i] != want[i] || roles[i] != 1 || finished[i] != 1 {
 			t.Errorf("streamed choice %d: %q (role chunks %d, finish chunks %d), want %q", i, texts[i], roles[i], finished[i], want[i])
 		}
 	}
-	if !done || usage == nil || usage.Usage != wantUsage.Usage {
-		t.Errorf("stream end: [DONE] %v, usage %+v, want %+v", done, usage, wantUsage.Usage)
+	if err != nil || usage == nil || tokenCounts(usage) != wantUsage {
+		t.Errorf("stream end: %v, usage %+v, want %v", err, usage, wantUsage)
 	}
 
 	if status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim",`+msgs+`,"n":9}`); status != 400 || !strings.Contains(string(body), "maximum of 8") {
@@ -160,10 +132,9 @@ func TestChoicesRealOllama(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn := startNet(t, netOptions{backend: b, slots: 2})
-	status, body := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"n":2,"seed":1}`)
-	var got chatCompletion
-	if err := json.Unmarshal(body, &got); status != 200 || err != nil || len(got.Choices) != 2 || got.Choices[1].Index != 1 {
-		t.Fatalf("n=2: %d %s", status, body)
+	got, err := client.New(tn.URL, testAPIKey).Chat(ctx, json.RawMessage(`{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"n":2,"seed":1}`))
+	if err != nil || len(got.Choices) != 2 || got.Choices[1].Index != 1 {
+		t.Fatalf("n=2: %+v, %v", got, err)
 	}
 	for _, id := range []string{got.ID, got.ID + "-n1"} {
 		if s, err := tn.Gateway.Store.Receipt(ctx, id); err != nil || s.Receipt.Consumer != tn.Account {

@@ -28,7 +28,7 @@ func TestAllowedDigests(t *testing.T) {
 		g.Params.AllowedDigests = []ledger.ModelDigests{{Model: "sim:latest", Digests: []string{"sha256:" + strings.Repeat("0", 64)}}}
 	}})
 	status, b := post(t, other.URL+"/v1/chat/completions", testAPIKey, chat)
-	if e := decodeError(t, b); status != 503 || e.Error.Code != "no_allowed_provider" || !strings.Contains(e.Error.Message, "does not allow") {
+	if e := decodeError(t, b); status != 503 || e.Code != "no_allowed_provider" || !strings.Contains(e.Message, "does not allow") {
 		t.Fatalf("a digest the ledger does not allow: %d %s", status, b)
 	}
 

@@ -1,9 +1,7 @@
 package node_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +15,8 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -137,42 +137,33 @@ func (n *faultyNet) stream(t *testing.T, prompt string, maxTokens int, extra str
 }
 
 // readStream reads a streamed chat answer to its end; onDelta, when set,
-// sees each piece of text as it arrives.
+// sees each piece of text as it arrives. A refusal leaves the answer
+// empty but for its status, and a stream cut before [DONE] is what it
+// carried until then: the tests judge both by status, text and usage.
 func readStream(t *testing.T, resp *http.Response, onDelta func(string)) streamed {
 	t.Helper()
 	out := streamed{id: resp.Header.Get("X-Request-Id"), status: resp.StatusCode}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok || data == "[DONE]" {
-			continue
-		}
-		var ev struct {
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
-			Error json.RawMessage `json:"error"`
-		}
-		if err := json.Unmarshal([]byte(data), &ev); err != nil {
-			t.Fatalf("bad event %q: %v", data, err)
-		}
-		if ev.Error != nil {
-			out.errorEvent = string(ev.Error)
-		}
-		for _, c := range ev.Choices {
-			out.text += c.Delta.Content
-			if onDelta != nil && c.Delta.Content != "" {
-				onDelta(c.Delta.Content)
+	if resp.StatusCode != http.StatusOK {
+		return out
+	}
+	err := client.ReadChatStream(resp.Body, client.DefaultMaxLine, func(ch apitypes.ChatChunk) error {
+		for _, c := range ch.Choices {
+			out.text += c.Delta.Text()
+			if onDelta != nil && c.Delta.Text() != "" {
+				onDelta(c.Delta.Text())
 			}
 		}
-		if ev.Usage != nil {
-			out.usage = ev.Usage.CompletionTokens
+		if ch.Usage.Counts != nil {
+			out.usage = int(ch.Usage.Counts.CompletionTokens)
 		}
+		return nil
+	}, resp.StatusCode, out.id)
+	var apiErr *client.APIError
+	switch {
+	case errors.As(err, &apiErr):
+		out.errorEvent = apiErr.Error()
+	case err != nil && !errors.Is(err, client.ErrTruncated):
+		t.Fatalf("bad event: %v", err)
 	}
 	return out
 }
@@ -376,7 +367,7 @@ func TestBreaker(t *testing.T) {
 	}
 	status, b := post(t, n.URL+"/v1/chat/completions", testAPIKey,
 		fmt.Sprintf(`{"model":"sim","messages":[{"role":"user","content":"hi"}],"provider":{"order":[%q],"allow_fallbacks":false}}`, bad.Key.String()))
-	if e := decodeError(t, b); status != 503 || !strings.Contains(e.Error.Message, "1 failing") {
+	if e := decodeError(t, b); status != 503 || !strings.Contains(e.Message, "1 failing") {
 		t.Fatalf("%d %s", status, b)
 	}
 	bad.broken.Store(false)
@@ -399,8 +390,8 @@ func TestAllProvidersFailing(t *testing.T) {
 	}
 	status, b := post(t, n.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)
 	e := decodeError(t, b)
-	if status != 503 || e.Error.Code != "providers_failing" || !strings.Contains(e.Error.Message, "3 providers online, all failing") ||
-		!strings.Contains(e.Error.Message, "model runner crashed") {
+	if status != 503 || e.Code != "providers_failing" || !strings.Contains(e.Message, "3 providers online, all failing") ||
+		!strings.Contains(e.Message, "model runner crashed") {
 		t.Fatalf("%d %s", status, b)
 	}
 	for i, p := range n.Providers {

@@ -1,10 +1,14 @@
 package node_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
+	ollamaapi "github.com/ollama/ollama/api"
+
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
@@ -48,39 +52,32 @@ func TestImagesServedByVisionProviders(t *testing.T) {
 	tn := startNet(t, netOptions{sim: cfg})
 	const png1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 	const png2 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
-	answer := func(path, body string) (string, string) {
+	c := client.New(tn.URL, testAPIKey)
+	answer := func(body string) (string, string) {
 		t.Helper()
-		status, out := post(t, tn.URL+path, testAPIKey, body)
-		if status != 200 {
-			t.Fatalf("%s: %d %s", path, status, out)
+		r, err := c.Chat(context.Background(), json.RawMessage(body))
+		if err != nil || len(r.Choices) != 1 {
+			t.Fatalf("chat: %+v, %v", r, err)
 		}
-		var r struct {
-			ID      string `json:"id"`
-			Choices []struct {
-				Message struct{ Content string } `json:"message"`
-			} `json:"choices"`
-			Response string `json:"response"`
-		}
-		if err := json.Unmarshal(out, &r); err != nil {
-			t.Fatalf("%s: %v: %s", path, err, out)
-		}
-		if len(r.Choices) == 1 {
-			return r.ID, r.Choices[0].Message.Content
-		}
-		return r.ID, r.Response
+		return r.ID, r.Choices[0].Message.Text()
 	}
 	chat := func(png string) string {
 		return `{"model":"eyes","max_tokens":12,"temperature":0,"messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,` + png + `"}}]}]}`
 	}
-	id1, a1 := answer("/v1/chat/completions", chat(png1))
-	_, a2 := answer("/v1/chat/completions", chat(png2))
+	id1, a1 := answer(chat(png1))
+	_, a2 := answer(chat(png2))
 	if a1 == "" || a1 == a2 {
 		t.Fatalf("answers %q and %q: the image made no difference", a1, a2)
 	}
 	if r := fetchReceipt(t, tn, id1); r.RequestHash != receipt.Sum([]byte(chat(png1))) || r.Model != "eyes" || r.PromptTokens == 0 {
 		t.Fatalf("receipt %+v", r)
 	}
-	if _, a := answer("/api/generate", `{"model":"eyes","stream":false,"prompt":"what is it?","images":["`+png1+`"],"options":{"temperature":0,"num_predict":12}}`); a == "" {
+	status, out := post(t, tn.URL+"/api/generate", testAPIKey, `{"model":"eyes","stream":false,"prompt":"what is it?","images":["`+png1+`"],"options":{"temperature":0,"num_predict":12}}`)
+	var gen ollamaapi.GenerateResponse
+	if status != 200 || json.Unmarshal(out, &gen) != nil {
+		t.Fatalf("/api/generate: %d %s", status, out)
+	}
+	if gen.Response == "" {
 		t.Fatal("/api/generate with an image answered nothing")
 	}
 	// The model without vision is refused before any provider runs.

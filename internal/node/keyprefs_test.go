@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/keys"
 )
 
@@ -36,7 +37,7 @@ func TestAPIKeyDefaultPreferences(t *testing.T) {
 	}
 	servedBy := func(status int, b []byte) keys.PublicKey {
 		t.Helper()
-		var r struct{ ID string }
+		var r apitypes.ChatCompletion
 		if status != 200 || json.Unmarshal(b, &r) != nil || r.ID == "" {
 			t.Fatalf("%d %s", status, b)
 		}
@@ -54,7 +55,7 @@ func TestAPIKeyDefaultPreferences(t *testing.T) {
 	// The key's order and no fallbacks stay; the request ignores that one
 	// provider: nothing is left.
 	status, b := chat(secret, fmt.Sprintf(`,"provider":{"ignore":[%q]}`, p1.String()))
-	if e := decodeError(t, b); status != http.StatusServiceUnavailable || e.Error.Code != "no_matching_provider" {
+	if e := decodeError(t, b); status != http.StatusServiceUnavailable || e.Code != "no_matching_provider" {
 		t.Fatalf("ignore laid over the key's order: %d %s", status, b)
 	}
 	// null resets a member to the network's default: fallbacks allowed.

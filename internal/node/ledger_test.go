@@ -134,11 +134,8 @@ func TestInsufficientFunds(t *testing.T) {
 	}
 	served := tn.Sim.Stats().Requests
 	status, body := post(t, tn.URL+"/v1/chat/completions", secret, `{"model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":10}`)
-	var oe struct {
-		Error struct{ Type, Code, Message string }
-	}
-	if status != http.StatusPaymentRequired || json.Unmarshal(body, &oe) != nil || oe.Error.Code != "insufficient_funds" ||
-		!strings.Contains(oe.Error.Message, string(poor.Public().Address())) {
+	if oe := decodeError(t, body); status != http.StatusPaymentRequired || oe.Code != "insufficient_funds" ||
+		!strings.Contains(oe.Message, string(poor.Public().Address())) {
 		t.Errorf("OpenAI API, no funds: %d %s", status, body)
 	}
 	status, body = post(t, tn.URL+"/api/chat", secret, `{"model":"sim","messages":[{"role":"user","content":"hi"}],"stream":false}`)

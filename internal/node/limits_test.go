@@ -17,7 +17,7 @@ func TestRateLimitedKey(t *testing.T) {
 		t.Fatalf("first: %d %s", s, b)
 	}
 	s, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, chat)
-	if e := decodeError(t, b); s != 429 || e.Error.Code != "rate_limited" || !strings.Contains(e.Error.Message, "API key") {
+	if e := decodeError(t, b); s != 429 || e.Code != "rate_limited" || !strings.Contains(e.Message, "API key") {
 		t.Fatalf("second at once: %d %s", s, b)
 	}
 }

@@ -44,7 +44,7 @@ func TestInflatedTokenCounts(t *testing.T) {
 	}
 	tn := startNet(t, netOptions{backend: &node.LocalBackend{Backend: inflating{Backend: inner.Backend, factor: 50}, Description: "inflating"}})
 	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":200,"messages":[{"role":"user","content":"hi"}]}`)
-	if e := decodeError(t, b); status != 502 || !strings.Contains(e.Error.Message, "not billed") {
+	if e := decodeError(t, b); status != 502 || !strings.Contains(e.Message, "not billed") {
 		t.Fatalf("inflated counts: %d %s", status, b)
 	}
 	// Claims within max_tokens but beyond the text are caught as well.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
@@ -194,7 +195,7 @@ func TestKeylessUp(t *testing.T) {
 		if !keyless {
 			continue
 		}
-		var resp struct{ ID string }
+		var resp apitypes.ChatCompletion
 		if err := json.Unmarshal(body, &resp); err != nil {
 			t.Fatal(err)
 		}

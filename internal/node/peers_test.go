@@ -13,6 +13,7 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -268,7 +269,7 @@ func TestBusyForwardedToPeer(t *testing.T) {
 
 	servedBy := func(out string) (gw, prov keys.PublicKey) {
 		t.Helper()
-		var resp struct{ ID string }
+		var resp apitypes.ChatCompletion
 		if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.ID == "" {
 			t.Fatalf("answer %s: %v", out, err)
 		}

@@ -11,22 +11,26 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/tstest"
 )
 
-type apiError struct {
-	Error struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-		Code    string `json:"code"`
-	} `json:"error"`
-}
-
-func decodeError(t *testing.T, b []byte) apiError {
+// decodeError reads an OpenAI error body into the typed client's view of a
+// refusal (its members as strings, "" where null); a body that is not
+// JSON fails t.
+func decodeError(t *testing.T, b []byte) client.APIError {
 	t.Helper()
-	var e apiError
-	if err := json.Unmarshal(b, &e); err != nil {
+	var body apitypes.ErrorBody
+	if err := json.Unmarshal(b, &body); err != nil {
 		t.Fatalf("not OpenAI error JSON: %s", b)
+	}
+	e := client.APIError{Type: body.Error.Type, Message: body.Error.Message}
+	if body.Error.Code != nil {
+		e.Code = *body.Error.Code
+	}
+	if body.Error.Param != nil {
+		e.Param = *body.Error.Param
 	}
 	return e
 }
@@ -73,7 +77,7 @@ func TestQueueFull(t *testing.T) {
 	if o.status != 429 || !strings.Contains(string(o.body), "queue is full") || o.retryAfter == "" {
 		t.Fatalf("overflow: %d, Retry-After %q: %s", o.status, o.retryAfter, o.body)
 	}
-	if e := decodeError(t, o.body); e.Error.Type != "rate_limit_error" || e.Error.Code != "providers_busy" {
+	if e := decodeError(t, o.body); e.Type != "rate_limit_error" || e.Code != "providers_busy" {
 		t.Fatalf("queue full: %+v", e)
 	}
 	select {
@@ -86,7 +90,7 @@ func TestQueueFull(t *testing.T) {
 	}
 	q := <-queued
 	e := decodeError(t, q.body)
-	if q.status != 429 || !strings.Contains(e.Error.Message, "1 busy") || !strings.Contains(e.Error.Message, "within "+queueTimeout.String()) || q.retryAfter == "" {
+	if q.status != 429 || !strings.Contains(e.Message, "1 busy") || !strings.Contains(e.Message, "within "+queueTimeout.String()) || q.retryAfter == "" {
 		t.Fatalf("queued request: %d, Retry-After %q: %s", q.status, q.retryAfter, q.body)
 	}
 	if q.after < queueTimeout {
@@ -104,7 +108,7 @@ func TestNoProviderOnline(t *testing.T) {
 	tstest.WaitFor(t, 10*time.Second, "the provider to be gone", func() bool { return len(tn.Gateway.Hub.Snapshot()) == 0 })
 	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","messages":[{"role":"user","content":"hi"}]}`)
 	e := decodeError(t, b)
-	if status != 503 || e.Error.Code != "no_provider" || !strings.Contains(e.Error.Message, `model "sim": 0 providers online`) {
+	if status != 503 || e.Code != "no_provider" || !strings.Contains(e.Message, `model "sim": 0 providers online`) {
 		t.Fatalf("%d %+v", status, e)
 	}
 	status, _ = post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"never-seen","messages":[{"role":"user","content":"hi"}]}`)
@@ -123,7 +127,7 @@ func TestPausedProvider(t *testing.T) {
 		return len(infos) == 1 && infos[0].Paused
 	})
 	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","messages":[{"role":"user","content":"hi"}]}`)
-	if e := decodeError(t, b); status != 503 || !strings.Contains(e.Error.Message, "paused") {
+	if e := decodeError(t, b); status != 503 || !strings.Contains(e.Message, "paused") {
 		t.Fatalf("%d %+v", status, e)
 	}
 	tn.Provider.Agent.Resume()
@@ -157,7 +161,7 @@ func TestJobTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the answer did not end: %v", err)
 	}
-	if e := decodeError(t, b); r.StatusCode != 504 || e.Error.Code != "timeout" || !strings.Contains(e.Error.Message, "job timeout") {
+	if e := decodeError(t, b); r.StatusCode != 504 || e.Code != "timeout" || !strings.Contains(e.Message, "job timeout") {
 		t.Fatalf("%d %s", r.StatusCode, b)
 	}
 	tstest.WaitFor(t, 10*time.Second, "the stalled upstream request to be cancelled", func() bool { return tn.Sim.Stats().Cancelled == 1 })

@@ -13,6 +13,8 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/tstest"
@@ -79,44 +81,21 @@ func TestSlotsGrantedInArrivalOrder(t *testing.T) {
 // reads it to the end and returns its request id.
 func firstTokenThenRest(ctx context.Context, base, prompt, extra string, first func()) (string, error) {
 	body := fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":3,"messages":[{"role":"user","content":%q}]%s}`, prompt, extra)
-	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return "", fmt.Errorf("%q: status %d", prompt, resp.StatusCode)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	seen, done := false, false
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if data == "[DONE]" {
-			done = true
-			break
-		}
-		var chunk struct {
-			Choices []struct {
-				Delta struct{ Content string } `json:"delta"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
-			return "", fmt.Errorf("%q: %w: %s", prompt, err, data)
-		}
-		if !seen && len(chunk.Choices) > 0 && chunk.Choices[0].Delta.Content != "" {
+	seen := false
+	id, err := client.New(base, testAPIKey).ChatStream(ctx, json.RawMessage(body), func(chunk apitypes.ChatChunk) error {
+		if !seen && len(chunk.Choices) > 0 && chunk.Choices[0].Delta.Text() != "" {
 			seen = true
 			first()
 		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", prompt, err)
 	}
-	if !seen || !done {
-		return "", fmt.Errorf("%q: stream ended without a token or [DONE] (%v)", prompt, sc.Err())
+	if !seen {
+		return "", fmt.Errorf("%q: stream ended without a token", prompt)
 	}
-	return resp.Header.Get("X-Request-Id"), nil
+	return id, nil
 }
 
 // TestRestrictedWaiterDoesNotHoldUpTheLine: two providers with one slot

@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -145,28 +146,20 @@ func TestMarketRouting(t *testing.T) {
 	const cheapPrompt, cheapCompletion = 212_766, 638_298
 
 	t.Run("models show the market", func(t *testing.T) {
-		req, _ := http.NewRequest("GET", m.URL+"/v1/models/sim", nil)
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
-		resp, err := http.DefaultClient.Do(req)
+		c := client.New(m.URL, testAPIKey)
+		resp, err := c.Do(context.Background(), http.MethodGet, "/v1/models/sim", nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		var got struct {
-			ID           string `json:"id"`
-			Providers    int    `json:"providers"`
-			PricePerMTok struct {
-				Prompt, Completion struct{ Min, Median string }
-			} `json:"price_per_mtok"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		var got apitypes.Model
+		if err := c.Decode(resp, &got); err != nil {
 			t.Fatal(err)
 		}
 		p := got.PricePerMTok
 		// Medians of two: the mean, rounded down ((212766+531915)/2, (638298+1063830)/2).
-		if got.ID != "sim" || got.Providers != 2 || p.Prompt.Min != "0.212766" || p.Prompt.Median != "0.372340" ||
+		if got.ID != "sim" || got.Providers != 2 || p == nil || p.Prompt.Min != "0.212766" || p.Prompt.Median != "0.372340" ||
 			p.Completion.Min != "0.638298" || p.Completion.Median != "0.851064" {
-			t.Fatalf("model %+v", got)
+			t.Fatalf("model %+v (prices %+v)", got, p)
 		}
 	})
 
@@ -220,7 +213,7 @@ func TestMarketRouting(t *testing.T) {
 		} {
 			status, b, _ := m.chat(t, tt.extra, nil)
 			e := decodeError(t, b)
-			if status != 503 || e.Error.Code != "no_matching_provider" || !strings.Contains(e.Error.Message, tt.msg) {
+			if status != 503 || e.Code != "no_matching_provider" || !strings.Contains(e.Message, tt.msg) {
 				t.Errorf("%s: %d %+v, want 503 no_matching_provider with %q", tt.extra, status, e, tt.msg)
 			}
 		}
@@ -238,11 +231,8 @@ func TestMarketRouting(t *testing.T) {
 			`,"provider":{"max_price":{"prompt":0.1234567}}`: "provider.max_price.prompt",
 		} {
 			status, b, _ := m.chat(t, extra, nil)
-			var e struct {
-				Error struct{ Param, Type string }
-			}
-			json.Unmarshal(b, &e)
-			if status != 400 || e.Error.Param != param || e.Error.Type != "invalid_request_error" {
+			e := decodeError(t, b)
+			if status != 400 || e.Param != param || e.Type != "invalid_request_error" {
 				t.Errorf("%s: %d %s, want 400 on %s", extra, status, b, param)
 			}
 		}
@@ -275,20 +265,9 @@ func TestMarketRouting(t *testing.T) {
 	})
 
 	t.Run("models show measured speed", func(t *testing.T) {
-		req, _ := http.NewRequest("GET", m.URL+"/v1/models", nil)
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var list struct {
-			Data []struct {
-				TokensPerSecond float64 `json:"tokens_per_second"`
-			}
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Data) != 1 || list.Data[0].TokensPerSecond <= 0 {
-			t.Fatalf("models %+v, %v: want a measured tokens_per_second", list, err)
+		models, err := client.New(m.URL, testAPIKey).Models(context.Background())
+		if err != nil || len(models) != 1 || models[0].TokensPerSecond <= 0 {
+			t.Fatalf("models %+v, %v: want a measured tokens_per_second", models, err)
 		}
 	})
 }
@@ -309,8 +288,8 @@ func TestMarketOrderWithoutFallbacks(t *testing.T) {
 		return false
 	})
 	status, b, _ := m.chat(t, `,"provider":{"order":["`+target.Key.String()+`"],"allow_fallbacks":false}`, nil)
-	if e := decodeError(t, b); status != 503 || e.Error.Code != "no_matching_provider" ||
-		!strings.Contains(e.Error.Message, "1 not in provider.order (allow_fallbacks is false), 1 paused") {
+	if e := decodeError(t, b); status != 503 || e.Code != "no_matching_provider" ||
+		!strings.Contains(e.Message, "1 not in provider.order (allow_fallbacks is false), 1 paused") {
 		t.Fatalf("%d %+v", status, e)
 	}
 	// With fallbacks the other provider serves.

@@ -1,15 +1,11 @@
 package node_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +13,8 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/link"
 	"github.com/idlegrid/idlegrid/internal/node"
@@ -110,45 +108,23 @@ func timedChat(t *testing.T, url, model string, maxTokens int, stream bool, extr
 	t.Helper()
 	body := fmt.Sprintf(`{"model":%q,"max_tokens":%d,"stream":%v,"stream_options":{"include_usage":true},"temperature":0,"messages":[{"role":"user","content":"Hello there"}]%s}`,
 		model, maxTokens, stream, extra)
-	req, _ := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	c := client.New(url, testAPIKey)
+	ctx := context.Background()
 	start := time.Now()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("status %d: %s", resp.StatusCode, b)
-	}
-	type usage struct {
-		Usage *struct {
-			CompletionTokens int `json:"completion_tokens"`
-		} `json:"usage"`
-	}
 	if !stream {
-		var u usage
-		if err := json.NewDecoder(resp.Body).Decode(&u); err != nil || u.Usage == nil {
-			t.Fatalf("answer: %+v, %v", u, err)
+		answer, err := c.Chat(ctx, json.RawMessage(body))
+		if err != nil || answer.Usage == nil {
+			t.Fatalf("answer: %+v, %v", answer, err)
 		}
-		return u.Usage.CompletionTokens, time.Since(start)
+		return int(answer.Usage.CompletionTokens), time.Since(start)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok || data == "[DONE]" {
-			continue
+	_, err := c.ChatStream(ctx, json.RawMessage(body), func(chunk apitypes.ChatChunk) error {
+		if chunk.Usage.Counts != nil {
+			tokens = int(chunk.Usage.Counts.CompletionTokens)
 		}
-		var u usage
-		if err := json.Unmarshal([]byte(data), &u); err != nil {
-			t.Fatalf("event %q: %v", data, err)
-		}
-		if u.Usage != nil {
-			tokens = u.Usage.CompletionTokens
-		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return tokens, time.Since(start)
@@ -157,28 +133,16 @@ func timedChat(t *testing.T, url, model string, maxTokens int, stream bool, extr
 // modelRate is the tokens/s /v1/models shows for model.
 func modelRate(t *testing.T, url, model string) float64 {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url+"/v1/models", nil)
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := http.DefaultClient.Do(req)
+	models, err := client.New(url, testAPIKey).Models(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var list struct {
-		Data []struct {
-			ID              string  `json:"id"`
-			TokensPerSecond float64 `json:"tokens_per_second"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range list.Data {
+	for _, m := range models {
 		if m.ID == model {
 			return m.TokensPerSecond
 		}
 	}
-	t.Fatalf("/v1/models lists no %s: %+v", model, list.Data)
+	t.Fatalf("/v1/models lists no %s: %+v", model, models)
 	return 0
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"slices"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/node"
 	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -57,18 +60,8 @@ func directAnswer(t *testing.T, tn *testNet, req protocol.Request) (string, []pr
 // fetchReceipt returns the consumer's verified receipt for id.
 func fetchReceipt(t *testing.T, tn *testNet, id string) receipt.Receipt {
 	t.Helper()
-	req, _ := http.NewRequest("GET", tn.URL+"/v1/receipts/"+id, nil)
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := http.DefaultClient.Do(req)
+	s, err := client.New(tn.URL, testAPIKey).Receipt(context.Background(), id)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("receipt %s: status %d", id, resp.StatusCode)
-	}
-	var s receipt.Signed
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Verify(); err != nil {
@@ -207,38 +200,43 @@ func TestOpenAIToolCallStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	type delta struct {
-		Content   *string `json:"content"`
-		ToolCalls []struct {
-			Index    *int   `json:"index"`
-			ID       string `json:"id"`
-			Type     string `json:"type"`
-			Function struct {
-				Name      string  `json:"name"`
-				Arguments *string `json:"arguments"`
-			} `json:"function"`
-		} `json:"tool_calls"`
+	// OpenAI clients join a call's fragments by "index" and append each
+	// "arguments" piece, so both members are on the wire even when 0 or
+	// "": decoded into apitypes, an absent one would read as its zero value.
+	toolCallMembers := func(data string) error {
+		var ev struct {
+			Choices []struct {
+				Delta struct {
+					ToolCalls []map[string]json.RawMessage `json:"tool_calls"`
+				} `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			return err
+		}
+		for _, ch := range ev.Choices {
+			for _, tc := range ch.Delta.ToolCalls {
+				var fn map[string]json.RawMessage
+				if tc["index"] == nil || json.Unmarshal(tc["function"], &fn) != nil || fn["arguments"] == nil {
+					return fmt.Errorf("tool call delta without index or arguments")
+				}
+			}
+		}
+		return nil
 	}
-	var events []struct {
-		Choices []struct {
-			Delta        delta   `json:"delta"`
-			FinishReason *string `json:"finish_reason"`
-		} `json:"choices"`
-	}
+	var events []apitypes.ChatChunk
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		l, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok || l == "[DONE]" {
 			continue
 		}
-		var ev = struct {
-			Choices []struct {
-				Delta        delta   `json:"delta"`
-				FinishReason *string `json:"finish_reason"`
-			} `json:"choices"`
-		}{}
+		var ev apitypes.ChatChunk
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("bad event %q: %v", l, err)
+		}
+		if err := toolCallMembers(l); err != nil {
+			t.Fatalf("%v: %s", err, l)
 		}
 		events = append(events, ev)
 	}
@@ -248,12 +246,12 @@ func TestOpenAIToolCallStream(t *testing.T) {
 	for _, ev := range events {
 		for _, ch := range ev.Choices {
 			for _, tc := range ch.Delta.ToolCalls {
-				if tc.Index == nil || *tc.Index != 0 || tc.Function.Arguments == nil {
-					t.Fatalf("tool call delta without index 0 or arguments: %+v", tc)
+				if tc.Index != 0 {
+					t.Fatalf("tool call delta without index 0: %+v", tc)
 				}
 				if tc.ID != "" {
 					named++
-					if tc.Type != "function" || tc.Function.Name != "get_weather" || *tc.Function.Arguments != "" {
+					if tc.Type != "function" || tc.Function.Name != "get_weather" || tc.Function.Arguments != "" {
 						t.Fatalf("first delta of the call %+v", tc)
 					}
 					continue
@@ -262,7 +260,7 @@ func TestOpenAIToolCallStream(t *testing.T) {
 					t.Fatalf("fragment repeats the name or type: %+v", tc)
 				}
 				fragments++
-				args.WriteString(*tc.Function.Arguments)
+				args.WriteString(tc.Function.Arguments)
 			}
 			if ch.FinishReason != nil {
 				finish = *ch.FinishReason
@@ -312,24 +310,12 @@ func TestToolsNeedTheCapability(t *testing.T) {
 		t.Fatalf("tools on a model with them: %d %s", status, body)
 	}
 
-	req, _ := http.NewRequestWithContext(ctx, "GET", tn.URL+"/v1/models", nil)
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := http.DefaultClient.Do(req)
+	models, err := client.New(tn.URL, testAPIKey).Models(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var list struct {
-		Data []struct {
-			ID           string   `json:"id"`
-			Capabilities []string `json:"capabilities"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]string{}
-	for _, m := range list.Data {
+	for _, m := range models {
 		got[m.ID] = strings.Join(m.Capabilities, ",")
 	}
 	if got["sim"] != "completion,tools" || got["plain"] != "completion" {
@@ -520,7 +506,7 @@ func TestUnaskedToolCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	status, b := post(t, tn.URL+"/v1/chat/completions", testAPIKey, `{"model":"sim","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}`)
-	if e := decodeError(t, b); status/100 != 5 || !strings.Contains(e.Error.Message, "offered no tools") {
+	if e := decodeError(t, b); status/100 != 5 || !strings.Contains(e.Message, "offered no tools") {
 		t.Fatalf("unasked tool calls: %d %s", status, b)
 	}
 	if n, _, err := tn.Gateway.Store.ReceiptStats(ctx, tn.Account); err != nil || n != 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
+	"github.com/idlegrid/idlegrid/internal/chain/chaintest"
 	"github.com/idlegrid/idlegrid/internal/ledger"
 	"github.com/idlegrid/idlegrid/internal/money"
 	"github.com/idlegrid/idlegrid/internal/receipt"
@@ -36,20 +37,20 @@ func (t tamperedBlocks) Block(ctx context.Context, h int64) (*types.Block, error
 // the first disagreement. Payout proofs from the node verify against the
 // epoch root.
 func TestAudit(t *testing.T) {
-	p := testParties(t)
-	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) {
+	p := chaintest.NewParties(t)
+	tn := startSingle(t, p.Genesis(t, func(p *ledger.Params) {
 		p.EpochBlocks = 3
 		p.VerdictDelayBlocks, p.ConvictFailures = 1, 1 // one failed case convicts, a block later
 	}))
 	ctx := testContext(t, 2*time.Minute)
-	gw := chainrpc.NewSigner(tn.client(), p.gateway, "idlegrid-test")
-	consumer := p.consumer.Public().Address()
+	gw := chainrpc.NewSigner(tn.client(), p.Gateway, chaintest.ChainID)
+	consumer := p.Consumer.Public().Address()
 	var txHeight int64
 	var batch []receipt.Signed
 	for b := range 3 {
 		batch = nil
 		for i := range 20 {
-			batch = append(batch, p.receipt(consumer, fmt.Sprintf("audit-%d-%d", b, i), 100, 50))
+			batch = append(batch, p.Receipt(consumer, fmt.Sprintf("audit-%d-%d", b, i), 100, 50))
 		}
 		out, err := gw.SettleBatch(ctx, batch)
 		if err != nil || len(out.Settled) != 20 {
@@ -57,22 +58,22 @@ func TestAudit(t *testing.T) {
 		}
 		txHeight = out.Height
 	}
-	cs := chainrpc.NewSigner(tn.client(), p.consumer, "idlegrid-test")
-	if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
+	cs := chainrpc.NewSigner(tn.client(), p.Consumer, chaintest.ChainID)
+	if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.Poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
 		t.Fatalf("transfer: %v %v", res, err)
 	}
 	// A verifier's failing verdict convicts the provider in the next block:
 	// slashed and jailed, on the node and in the replay.
-	vs := chainrpc.NewSigner(tn.client(), p.verifier, "idlegrid-test")
+	vs := chainrpc.NewSigner(tn.client(), p.Verifier, chaintest.ChainID)
 	judged := []ledger.BatchReceipt{ledger.NewBatchReceipt(&batch[0])}
 	evidence := ledger.CaseEvidence(judged, false)
-	if res, err := vs.Send(ctx, ledger.Tx{Kind: ledger.KindVerdict, Subject: p.provider.Public().Address(), Digest: batch[0].Receipt.ModelDigest,
+	if res, err := vs.Send(ctx, ledger.Tx{Kind: ledger.KindVerdict, Subject: p.Provider.Public().Address(), Digest: batch[0].Receipt.ModelDigest,
 		Evidence: evidence, Pass: false, CaseReceipts: judged}); err != nil || res.Err() != nil {
 		t.Fatalf("verdict: %v %v", res, err)
 	}
 	h := waitSettled(t, tn, 20*time.Second)
 	l := chainrpc.StateReader{Client: tn.client()}
-	if info, err := l.Provider(ctx, p.provider.Public().Address()); err != nil || !info.Jailed || info.Convictions != 1 || info.Reputation != 500 {
+	if info, err := l.Provider(ctx, p.Provider.Public().Address()); err != nil || !info.Jailed || info.Convictions != 1 || info.Reputation != 500 {
 		t.Fatalf("provider after a failed case: %+v %v", info, err)
 	}
 	if c, err := l.Case(ctx, evidence); err != nil || c.State != ledger.CaseFailed || !c.Matured {
@@ -100,7 +101,7 @@ func TestAudit(t *testing.T) {
 	if _, err := l.Epoch(ctx, uint64(rep.Epochs)+1); !errors.Is(err, chainrpc.ErrNotFound) {
 		t.Errorf("epoch %d not ended yet: %v", rep.Epochs+1, err)
 	}
-	pr, err := l.PayoutProof(ctx, 1, p.provider.Public().Address())
+	pr, err := l.PayoutProof(ctx, 1, p.Provider.Public().Address())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func TestAudit(t *testing.T) {
 	if err := pr.Verify(rec.Root); err == nil {
 		t.Error("a proof for a smaller amount verifies")
 	}
-	if _, err := l.PayoutProof(ctx, 1, p.poor.Public().Address()); !errors.Is(err, chainrpc.ErrNotFound) {
+	if _, err := l.PayoutProof(ctx, 1, p.Poor.Public().Address()); !errors.Is(err, chainrpc.ErrNotFound) {
 		t.Errorf("payout to an account that earned nothing: %v", err)
 	}
 
@@ -155,7 +156,7 @@ func TestAudit(t *testing.T) {
 	}
 	// The poor consumer's record written over the consumer's: a different
 	// balance under the same key, as a corrupted or doctored store holds.
-	other, err := home.app.DB().Get([]byte(ledger.AccountKeyPrefix + string(p.poor.Public().Address())))
+	other, err := home.app.DB().Get([]byte(ledger.AccountKeyPrefix + string(p.Poor.Public().Address())))
 	if err != nil || other == nil {
 		t.Fatalf("read account record: %v", err)
 	}
@@ -176,15 +177,15 @@ func TestAudit(t *testing.T) {
 // replay has none; the audit over RPC must call that agreement, not a
 // mismatch.
 func TestAuditEpochWithoutPayouts(t *testing.T) {
-	p := testParties(t)
-	tn := startSingle(t, p.genesis(t, func(p *ledger.Params) {
+	p := chaintest.NewParties(t)
+	tn := startSingle(t, p.Genesis(t, func(p *ledger.Params) {
 		p.EpochBlocks = 2
 		p.EpochEmission = 0
 	}))
 	ctx := testContext(t, time.Minute)
-	cs := chainrpc.NewSigner(tn.client(), p.consumer, "idlegrid-test")
+	cs := chainrpc.NewSigner(tn.client(), p.Consumer, chaintest.ChainID)
 	for range 2 { // each transaction makes a block, and the next block commits its state
-		if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
+		if res, err := cs.Send(ctx, ledger.Tx{Kind: ledger.KindTransfer, To: p.Poor.Public().Address(), Amount: money.Unit}); err != nil || res.Err() != nil {
 			t.Fatalf("transfer: %v %v", res, err)
 		}
 	}

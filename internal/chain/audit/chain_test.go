@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,14 +10,12 @@ import (
 
 	"github.com/idlegrid/idlegrid/internal/chain"
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
-	"github.com/idlegrid/idlegrid/internal/keys"
-	"github.com/idlegrid/idlegrid/internal/ledger"
-	"github.com/idlegrid/idlegrid/internal/money"
-	"github.com/idlegrid/idlegrid/internal/receipt"
+	"github.com/idlegrid/idlegrid/internal/chain/chaintest"
 )
 
 // This file runs the audited chain: one validator on loopback with the
-// ledger application, and the accounts its tests move money between.
+// ledger application. The accounts its tests move money between are
+// chaintest's, shared with internal/chain's tests.
 
 // testNode is the single validator of a test chain.
 type testNode struct {
@@ -33,7 +30,7 @@ type testNode struct {
 func startSingle(t *testing.T, appState json.RawMessage) *testNode {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), "single")
-	if err := chain.InitSingle(home, "idlegrid-test", appState); err != nil {
+	if err := chain.InitSingle(home, chaintest.ChainID, appState); err != nil {
 		t.Fatal(err)
 	}
 	app, err := chain.OpenApp(filepath.Join(home, "data"), nil)
@@ -99,70 +96,4 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// parties are the test chain's accounts.
-type parties struct {
-	consumer, poor, gateway, provider, verifier keys.PrivateKey
-}
-
-func seedKey(t *testing.T, b byte) keys.PrivateKey {
-	t.Helper()
-	k, err := keys.FromSeed(bytes.Repeat([]byte{b}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func testParties(t *testing.T) parties {
-	return parties{consumer: seedKey(t, 1), poor: seedKey(t, 2), gateway: seedKey(t, 3), provider: seedKey(t, 4), verifier: seedKey(t, 5)}
-}
-
-const (
-	consumerFunds   = 1_000 * money.Unit
-	poorFunds       = 1 * money.Unit
-	gatewayStake    = 5_000 * money.Unit
-	providerStake   = 200 * money.Unit
-	pricePrompt     = 2 * money.Unit // per million tokens
-	priceCompletion = 6 * money.Unit
-)
-
-func (p parties) genesis(t *testing.T, edit ...func(*ledger.Params)) json.RawMessage {
-	t.Helper()
-	params := ledger.DefaultParams()
-	params.EscrowBlocks = 1000 // escrow stays put during the test
-	for _, f := range edit {
-		f(&params)
-	}
-	g := ledger.Genesis{Params: params, Accounts: []ledger.GenesisAccount{
-		// The consumer locks half its funds in a deposit for the gateway;
-		// the poor one locks nothing.
-		{Address: p.consumer.Public().Address(), PubKey: p.consumer.Public(), Balance: 2 * consumerFunds,
-			Approvals: []ledger.GenesisApproval{{Gateway: p.gateway.Public().Address(), Deposit: consumerFunds}}},
-		{Address: p.poor.Public().Address(), PubKey: p.poor.Public(), Balance: poorFunds},
-		{Address: p.gateway.Public().Address(), PubKey: p.gateway.Public(), Balance: 10 * money.Unit, Stake: gatewayStake, Roles: []string{"gateway"}},
-		{Address: p.provider.Public().Address(), PubKey: p.provider.Public(), Stake: providerStake, Roles: []string{"provider"}},
-		{Address: p.verifier.Public().Address(), PubKey: p.verifier.Public(), Stake: providerStake, Roles: []string{"verifier"}},
-	}}
-	b, err := json.Marshal(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// receipt is a signed receipt of consumer, served by the provider and
-// countersigned by the gateway.
-func (p parties) receipt(consumer keys.Address, id string, prompt, completion uint64) receipt.Signed {
-	amt, err := receipt.ComputeAmount(prompt, completion, pricePrompt, priceCompletion)
-	if err != nil {
-		panic(err)
-	}
-	r := receipt.Receipt{Version: receipt.Version, ChainID: "idlegrid-test", RequestID: id,
-		Gateway: p.gateway.Public(), Provider: p.provider.Public(), Consumer: consumer,
-		Model: "tiny", ModelDigest: "sha256:abc", PromptTokens: prompt, CompletionTokens: completion,
-		PricePromptPerMTok: pricePrompt, PriceCompletionPerMTok: priceCompletion, Amount: amt,
-		StartUnixMs: 1_700_000_000_000, EndUnixMs: 1_700_000_001_000}
-	return receipt.Signed{Receipt: r, ProviderSignature: receipt.SignProvider(p.provider, &r), GatewaySignature: receipt.SignGateway(p.gateway, &r)}
 }
