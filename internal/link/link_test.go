@@ -429,8 +429,12 @@ func mustEncode(tb testing.TB, m *protocol.Message) []byte {
 // TrySend refuses at once meanwhile.
 func TestPeerThatDoesNotReadIsDropped(t *testing.T) {
 	server, client := wsPair(t)
-	const heartbeat = 100 * time.Millisecond
-	l := New(server, Options{Heartbeat: heartbeat, QueueLen: 16})
+	// The write timeout is one heartbeat, so a stalled write is found
+	// two heartbeats before the peer could count as silent (3×): on a
+	// busy machine the link's own reader can lag by a few hundred
+	// milliseconds, which must not pass for the peer's silence.
+	const heartbeat = 250 * time.Millisecond
+	l := New(server, Options{Heartbeat: heartbeat, WriteTimeout: heartbeat, QueueLen: 16})
 	r := start(t, l, client)
 	stop := make(chan struct{})
 	defer close(stop)
