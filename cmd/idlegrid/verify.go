@@ -25,6 +25,7 @@ func newVerifyCmd(a *app) *cobra.Command {
 		interval, sampleInterval, caseInterval time.Duration
 		caseSize, maxTokens, probationCases    int
 		sampledChecks                          int
+		budget                                 float64
 		dryRun                                 bool
 	)
 	cmd := &cobra.Command{
@@ -61,7 +62,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 			}
 			defer b.Close()
 			cfg := verifier.Config{Gateway: gateway, APIKey: apiKey, Reference: b.Backend, Models: models, Interval: interval,
-				CaseSize: caseSize, MaxTokens: maxTokens, ProbationCases: probationCases, SampledChecks: sampledChecks, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
+				CaseSize: caseSize, MaxTokens: maxTokens, ProbationCases: probationCases, SampledChecks: sampledChecks, Budget: budget, Dir: filepath.Join(dataDir, "evidence"), Logger: a.log,
 				OnVerdict: func(p verifier.Posted) {
 					state := "PASS"
 					if !p.Verdict.Pass {
@@ -118,6 +119,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f.IntVar(&maxTokens, "max-tokens", 128, "longest canary answer")
 	f.IntVar(&probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
 	f.IntVar(&sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
+	f.Float64Var(&budget, "budget", verifier.DefaultBudget, "outside probation, spend on audits (canaries generated and replayed, replays of samples and of others' cases) at most this share of the completion tokens the gateway reports serving; samples beyond it are skipped at random, canaries wait (negative: no budget)")
 	f.StringVar(&rpc, "chain-rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
 	f.StringVar(&keyFile, "key-file", "", "verifier key file (default DATA-DIR/verifier.key); register it with idlegrid ledger register verifier, and stake")
