@@ -12,12 +12,17 @@ import (
 // since the verifier's first read: spent is the tokens providers generated
 // for its periodic canaries plus the tokens its reference decoded replaying
 // them, samples of pairs off probation and the open cases of others (the
-// same definition as Costs and the bench's VerifyShare). It starts a
-// periodic canary, or judges a sample it selected, only while spent ≤
-// Budget × served + an allowance of one canary case's cost (CaseSize ×
-// MaxTokens, generated and replayed), so that the first case after a
-// start is never starved; a canary that does not fit waits for the next
-// interval.
+// same definition as Costs and the bench's VerifyShare). Its credit
+// starts at an allowance of one canary case's cost (CaseSize × MaxTokens,
+// generated and replayed), so that the first case after a start is never
+// starved, grows by Budget × the tokens served at each read of the feed,
+// and shrinks by what is spent; it starts a periodic canary, or judges a
+// sample it selected, only while the credit is not negative, so spent ≤
+// Budget × served + allowance at all times. Credit left unspent beyond
+// the allowance at the next read is dropped: a verifier that had nothing
+// to audit off probation for a while (a new network, all of it on
+// probation) does not spend what it banked then in one burst later. A
+// canary that does not fit waits for the next interval.
 //
 // Which samples are judged is decided when they are read, before they
 // are ordered: each sample of a pair off probation is kept with one
@@ -30,6 +35,11 @@ import (
 // place in the order of judging; a provider that makes its samples costly
 // lowers p for every provider alike. Pairs on probation are neither
 // throttled nor counted: their audits come before probation ends.
+//
+// What served_tokens says is the gateway's word: a gateway that inflates
+// it makes the verifier spend more, up to Budget × what it claims (the
+// verifier operator's compute, no money on the ledger); one that
+// understates it gets fewer audits of its providers off probation.
 //
 // A gateway that reports no served_tokens (one that predates the field)
 // leaves the verifier without a budget, which it says once in its log.
@@ -49,8 +59,10 @@ type budget struct {
 	// last is the feed's last served_tokens; served their growth since
 	// the verifier's first read (a gateway restart starts from zero again).
 	last, served uint64
-	// spent is the budgeted spending since the first read, in tokens.
-	spent uint64
+	// spent is the budgeted spending since the first read, in tokens;
+	// credit what the budget has left (see above).
+	spent  uint64
+	credit float64
 	// sampleCost is the running average cost of judging a selected sample
 	// (0 until one was judged); judgedSamples how many it averages.
 	sampleCost    float64
@@ -89,17 +101,10 @@ func (v *Verifier) allowance() float64 {
 	return 2 * float64(v.cfg.CaseSize) * float64(v.cfg.MaxTokens)
 }
 
-// left is what the budget has left with the given allowance; v.mu is
-// held.
-func (v *Verifier) left(allowance float64) float64 {
-	return v.cfg.Budget*float64(v.bud.served) + allowance - float64(v.bud.spent)
-}
-
 // budgetAllows reports whether a periodic canary or a selected sample may
-// be spent on now: no budget, or spent ≤ Budget × served + allowance.
-// v.mu is held.
+// be spent on now: no budget, or credit left. v.mu is held.
 func (v *Verifier) budgetAllows() bool {
-	return !v.budgeted() || v.left(v.allowance()) >= 0
+	return !v.budgeted() || v.bud.credit >= 0
 }
 
 // budgeted reports whether the budget applies; v.mu is held.
@@ -109,6 +114,7 @@ func (v *Verifier) budgeted() bool { return v.cfg.Budget >= 0 && v.bud.paced }
 func (v *Verifier) charge(tokens uint64) {
 	if v.budgeted() {
 		v.bud.spent += tokens
+		v.bud.credit -= float64(tokens)
 	}
 }
 
@@ -123,18 +129,19 @@ func (v *Verifier) observeServed(p *samplefeed.Page) {
 		return
 	}
 	cur := *p.ServedTokens
+	grown := cur - v.bud.last
 	switch {
 	case !v.bud.started:
 		// The first read: served counts from here.
-		v.bud.started = true
+		v.bud.started, v.bud.credit, grown = true, v.allowance(), 0
 		if v.cfg.Budget >= 0 {
 			v.log.Info("budget: auditing off probation within a share of the tokens the gateway serves", "budget", v.cfg.Budget, "served_tokens", cur, "sample_share", p.Share)
 		}
-	case cur >= v.bud.last:
-		v.bud.served += cur - v.bud.last
-	default:
-		v.bud.served += cur // the gateway restarted: its counter too
+	case cur < v.bud.last:
+		grown = cur // the gateway restarted: its counter too
 	}
+	v.bud.served += grown
+	v.bud.credit = min(v.bud.credit, v.allowance()) + v.cfg.Budget*float64(grown)
 	v.bud.last, v.bud.paced = cur, true
 }
 
@@ -160,7 +167,7 @@ func (v *Verifier) selectSamples(samples []samplefeed.Sample) []samplefeed.Sampl
 	if n == 0 {
 		return samples
 	}
-	left := v.left(v.allowance()/2) - float64(len(v.bud.selected))*v.bud.sampleCost
+	left := v.bud.credit - v.allowance()/2 - float64(len(v.bud.selected))*v.bud.sampleCost
 	p := 1.0
 	switch {
 	case left <= 0:

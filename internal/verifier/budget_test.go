@@ -279,7 +279,7 @@ func TestBudgetSparesProbation(t *testing.T) {
 	// Spend the budget: a periodic canary is postponed without asking
 	// the gateway; a pinned one of probation still goes out.
 	v.mu.Lock()
-	v.bud.spent = 1 << 20
+	v.bud.credit = -1
 	v.mu.Unlock()
 	if _, err := v.Step(ctx); err == nil {
 		t.Fatal("the probation canary did not go to the gateway (a fake without an API)")
@@ -311,5 +311,32 @@ func TestNoServedTokensNoBudget(t *testing.T) {
 	}
 	if fs, b := v.Feed(), v.Budget(); fs.Judged != 120 || fs.Skipped != 0 || b.Paced {
 		t.Fatalf("%+v %+v: want every sample judged, no budget", fs, b)
+	}
+}
+
+// TestBudgetDoesNotBank: credit the verifier had no use for (traffic
+// served while there was nothing to audit off probation) is not spent
+// later in one burst: past one allowance it is dropped at the next read.
+func TestBudgetDoesNotBank(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeFeed(t)
+	v := f.verifier(nil)
+	if _, err := v.PullSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.serveTokens(1_000_000) // a budget of 40,000 tokens, nothing to audit
+	if _, err := v.PullSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	prov := newKey(t)
+	for range 200 {
+		f.add(prov, 96)
+	}
+	if _, err := v.PullSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fs, b := v.Feed(), v.Budget()
+	if fs.Skipped == 0 || float64(b.Spent) > v.allowance()+2*96 {
+		t.Fatalf("%+v %+v: spent what it banked", fs, b)
 	}
 }

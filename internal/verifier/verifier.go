@@ -320,9 +320,9 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 		// A periodic canary: it waits for the traffic to refill the
 		// budget (budget.go); probation never does.
 		v.bud.postponed++
-		spent, served := v.bud.spent, v.bud.served
+		credit := v.bud.credit
 		v.mu.Unlock()
-		v.log.Debug("canary postponed: the budget is spent", "spent", spent, "served", served)
+		v.log.Debug("canary postponed: the budget is spent", "credit", credit)
 		return nil, nil
 	}
 	i := v.next
