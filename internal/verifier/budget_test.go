@@ -27,21 +27,15 @@ type replayed struct{ backend.Backend }
 // fakeFeed is a gateway's sample feed as a verifier reads it: signed
 // receipts of honest answers, and the served_tokens the test sets.
 type fakeFeed struct {
-	t       *testing.T
-	gw      keys.PrivateKey
-	ref     *sim.Sim
-	model   backend.Model
-	answers map[int]fakeAnswer // by answer length
-	srv     *httptest.Server
+	t     *testing.T
+	gw    keys.PrivateKey
+	ref   *sim.Sim
+	model backend.Model
+	srv   *httptest.Server
 
 	mu      sync.Mutex
 	samples []samplefeed.Sample
 	served  *uint64 // nil: the feed predates served_tokens
-}
-
-type fakeAnswer struct {
-	req  verify.Response
-	text string
 }
 
 func newFakeFeed(t *testing.T) *fakeFeed {
