@@ -118,10 +118,14 @@ type VerifyOllamaResult struct {
 	ServedTokens uint64
 	// Budget is the verifier's (verifier.Config.Budget); Judged and
 	// Skipped count the samples it judged and those its budget skipped
-	// after the conviction, Postponed its canaries that waited.
-	Budget          float64
-	Judged, Skipped uint64
-	Postponed       int
+	// after the conviction, Postponed its canaries that waited;
+	// BudgetSpent and BudgetServed are what it charged to its budget and
+	// the tokens the gateway reported serving then (the rest of Costs is
+	// probation's, which the budget does not throttle).
+	Budget                    float64
+	Judged, Skipped           uint64
+	Postponed                 int
+	BudgetSpent, BudgetServed uint64
 }
 
 // HonestAudited counts the honest provider's responses the verifier
@@ -339,6 +343,7 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	feed, budget := n.Verifier.Feed(), n.Verifier.Budget()
 	res.Budget, res.Judged, res.Skipped = budget.Budget, feed.Judged-feed0.Judged, feed.Skipped-feed0.Skipped
 	res.Postponed = budget.Postponed - budget0.Postponed
+	res.BudgetSpent, res.BudgetServed = budget.Spent-budget0.Spent, budget.Served-budget0.Served
 	if last := swap.Counts().LastMarked; !last.IsZero() {
 		res.LastServed = last.Sub(joined)
 	}
@@ -507,5 +512,6 @@ func (r *VerifyOllamaResult) print(out io.Writer) {
 	if r.Budget >= 0 {
 		budget = fmt.Sprintf("budget %g%% of the tokens the gateway served", 100*r.Budget)
 	}
-	fmt.Fprintf(out, "verifier budget after probation: %s; %d samples judged, %d skipped by the budget; %d canaries postponed\n", budget, r.Judged, r.Skipped, r.Postponed)
+	fmt.Fprintf(out, "verifier budget after probation: %s; %d samples judged, %d skipped by the budget; %d canaries postponed; charged to the budget %d tokens for %d served (%.2f%%), the rest is probation's\n",
+		budget, r.Judged, r.Skipped, r.Postponed, r.BudgetSpent, r.BudgetServed, 100*float64(r.BudgetSpent)/float64(max(r.BudgetServed, 1)))
 }
