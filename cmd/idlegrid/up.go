@@ -49,6 +49,7 @@ The API key is printed once, when it is created; set IDLEGRID_DEV_API_KEY (or
 	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs the local provider runs at once")
 	f.StringVar(&cfg.ChainMetricsAddr, "chain-metrics-addr", "", "serve the validator's Prometheus metrics here, e.g. 127.0.0.1:26660 (the gateway's are at /metrics on --addr)")
 	f.DurationVar(&cfg.VerifyEvery, "verify-every", cfg.VerifyEvery, "the dev verifier sends a canary this often and posts a verdict every 8 (0: no verifier)")
+	f.Float64Var(&cfg.VerifyBudget, "verify-budget", cfg.VerifyBudget, "the dev verifier spends on audits outside probation at most this share of the completion tokens the gateway serves (negative: no budget)")
 	f.Float64Var(&cfg.Gateway.Samples.Share, "sample-share", cfg.Gateway.Samples.Share, "share of served responses the gateway samples for verifiers, with their text (0: none)")
 	f.DurationVar(&cfg.PlantEvery, "plant-every", cfg.PlantEvery, "plant a known sample this often to test the verifiers, with the simulator backend (0: never)")
 	return cmd

@@ -28,6 +28,7 @@ type verifyArgs struct {
 	maxTokens          int
 	probationCases     int
 	sampledChecks      int
+	budget             float64
 	rpc                string
 	dataDir, keyFile   string
 	dryRun             bool
@@ -75,6 +76,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f.IntVar(&opts.maxTokens, "max-tokens", 128, "longest canary answer")
 	f.IntVar(&opts.probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
 	f.IntVar(&opts.sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
+	f.Float64Var(&opts.budget, "budget", verifier.DefaultBudget, "outside probation, spend on audits (canaries generated and replayed, replays of samples and of others' cases) at most this share of the completion tokens the gateway reports serving; samples beyond it are skipped at random, canaries wait (negative: no budget)")
 	f.StringVar(&opts.rpc, "chain-rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
 	f.StringVar(&opts.keyFile, "key-file", "", "verifier key file (default DATA-DIR/verifier.key); register it with idlegrid ledger register verifier, and stake")
@@ -97,7 +99,7 @@ func runVerify(ctx context.Context, a *app, opts *verifyArgs) error {
 	}
 	defer b.Close()
 	cfg := verifier.Config{Gateway: opts.gateway, APIKey: opts.apiKey, Reference: b.Backend, Models: opts.models, Interval: opts.interval,
-		CaseSize: opts.caseSize, MaxTokens: opts.maxTokens, ProbationCases: opts.probationCases, SampledChecks: opts.sampledChecks, Dir: filepath.Join(opts.dataDir, "evidence"), Logger: a.log,
+		CaseSize: opts.caseSize, MaxTokens: opts.maxTokens, ProbationCases: opts.probationCases, SampledChecks: opts.sampledChecks, Budget: opts.budget, Dir: filepath.Join(opts.dataDir, "evidence"), Logger: a.log,
 		OnVerdict: func(p verifier.Posted) { printVerdict(a.stdout, p, opts.dryRun) }}
 	if b.Sim != nil {
 		cfg.Scorer = verify.SimScorer{Sim: b.Sim}

@@ -115,6 +115,16 @@ type VerifyOllamaResult struct {
 	// probation), against the consumer completion tokens served then.
 	Costs        verifier.Costs
 	ServedTokens uint64
+	// Budget is the verifier's (verifier.Config.Budget); Judged and
+	// Skipped count the samples it judged and those its budget skipped
+	// after the conviction, Postponed its canaries that waited;
+	// BudgetSpent and BudgetServed are what it charged to its budget and
+	// the tokens the gateway reported serving then (the rest of Costs is
+	// probation's, which the budget does not throttle).
+	Budget                    float64
+	Judged, Skipped           uint64
+	Postponed                 int
+	BudgetSpent, BudgetServed uint64
 }
 
 // HonestAudited counts the honest provider's responses the verifier
@@ -310,6 +320,7 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	// honest provider's responses; the verifier's costs count from here.
 	convicted := time.Now()
 	before, costs0 := traffic.counts(), n.Verifier.Costs()
+	feed0, budget0 := n.Verifier.Feed(), n.Verifier.Budget()
 	atDrop := 0
 	poll(ctx, cfg.HonestTimeout, func() bool {
 		if res.Disconnected == 0 && !slices.ContainsFunc(n.Gateway.Hub.Snapshot(), func(in hub.Info) bool { return in.Key == cheaterKey.Public() }) {
@@ -328,6 +339,10 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	}
 	res.ServedTokens = ph.Tokens
 	res.Costs = n.Verifier.Costs().Sub(costs0)
+	feed, budget := n.Verifier.Feed(), n.Verifier.Budget()
+	res.Budget, res.Judged, res.Skipped = budget.Budget, feed.Judged-feed0.Judged, feed.Skipped-feed0.Skipped
+	res.Postponed = budget.Postponed - budget0.Postponed
+	res.BudgetSpent, res.BudgetServed = budget.Spent-budget0.Spent, budget.Served-budget0.Served
 	if last := swap.Counts().LastMarked; !last.IsZero() {
 		res.LastServed = last.Sub(joined)
 	}
@@ -477,4 +492,10 @@ func (r *VerifyOllamaResult) print(out io.Writer) {
 		r.HonestAudited(), r.HonestCanaries, r.HonestSamples, r.Config.HonestAudits, r.HonestFailedVerdicts, r.HonestFailures, r.HonestJailed)
 	fmt.Fprintf(out, "verifier after probation: %d canaries (%d tokens) and %d reference replays (%d tokens decoded, %d prefilled; greedy samples %d replays, %d decoded; per-token checks of sampled responses %d, %d decoded) for %d completion tokens served to consumers: %.2f%% (target ≤ %.0f%%)\n",
 		r.Costs.Canaries, r.Costs.CanaryTokens, r.Costs.Replays, r.Costs.RefDecoded, r.Costs.RefPrompt, r.Costs.Greedy, r.Costs.GreedyDecoded, r.Costs.Checks, r.Costs.CheckDecoded, r.ServedTokens, 100*r.VerifyShare(), 100*targetVerifyShare)
+	budget := "no budget"
+	if r.Budget >= 0 {
+		budget = fmt.Sprintf("budget %g%% of the tokens the gateway served", 100*r.Budget)
+	}
+	fmt.Fprintf(out, "verifier budget after probation: %s; %d samples judged, %d skipped by the budget; %d canaries postponed; charged to the budget %d tokens for %d served (%.2f%%), the rest is probation's\n",
+		budget, r.Judged, r.Skipped, r.Postponed, r.BudgetSpent, r.BudgetServed, 100*float64(r.BudgetSpent)/float64(max(r.BudgetServed, 1)))
 }

@@ -280,6 +280,7 @@ func (g *Gateway) finish(ctx context.Context, c *call, job *protocol.Job, provid
 		log.Error("could not store receipt", "err", err)
 		return outcome{err: apierr.Internal("The gateway could not record the receipt for this request; it is not billed. Please retry.")}
 	}
+	g.samples.count(d.Usage.CompletionTokens)
 	if auditable(&job.Request, out) {
 		g.samples.offer(&job.Request, signed, d.FinishReason, out.text.String(), seg.relayed)
 	}

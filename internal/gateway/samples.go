@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/chain/chainrpc"
@@ -86,6 +87,11 @@ type sampleFeed struct {
 	gateway  keys.PublicKey
 	now      func() time.Time
 
+	// served counts the completion tokens served to consumers since the
+	// start (samplefeed.Page.ServedTokens): verifiers pace their audits
+	// by it.
+	served atomic.Uint64
+
 	mu        sync.Mutex
 	ring      []samplefeed.Sample // oldest first
 	bytes     int                 // shared text in ring
@@ -128,6 +134,14 @@ func newSampleFeed(cfg SampleConfig, chainID string, gateway keys.PublicKey, now
 	}
 	return &sampleFeed{share: cfg.Share, text: cfg.ShareText, capacity: cfg.Capacity, maxBytes: cfg.MaxBytes, maxSeen: cfg.MaxReplay, reg: cfg.Verifiers, chainID: chainID, gateway: gateway, now: now,
 		seen: map[keys.Signature]seenSig{}, seenBy: map[keys.Address]int{}, verifiers: map[keys.Address]readerStanding{}, refused: map[keys.Address]readerStanding{}}, nil
+}
+
+// count adds a served request's completion tokens to the count the feed
+// reports.
+func (f *sampleFeed) count(completionTokens uint64) {
+	if f != nil {
+		f.served.Add(completionTokens)
+	}
 }
 
 // offer samples a served job's response with the feed's share: req is the
@@ -208,7 +222,8 @@ func sampleBytes(s *samplefeed.Sample) int {
 func (f *sampleFeed) page(after uint64, limit int, embeddings bool) samplefeed.Page {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	p := samplefeed.Page{Samples: []samplefeed.Sample{}, Next: after}
+	served := f.served.Load()
+	p := samplefeed.Page{Samples: []samplefeed.Sample{}, Next: after, ServedTokens: &served, Share: f.share}
 	if len(f.ring) == 0 {
 		return p
 	}

@@ -109,6 +109,26 @@ func TestSampleShare(t *testing.T) {
 	}
 }
 
+// TestSampleFeedServedTokens: every page reports the completion tokens
+// served so far (whether sampled or not) and the feed's share; a nil feed
+// counts nothing.
+func TestSampleFeedServedTokens(t *testing.T) {
+	var off *sampleFeed
+	off.count(5)
+	f, err := newSampleFeed(SampleConfig{Share: 0.5}, "c", keys.PublicKey{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := f.page(0, 10, false); p.ServedTokens == nil || *p.ServedTokens != 0 || p.Share != 0.5 {
+		t.Fatalf("empty feed: %+v", p)
+	}
+	f.count(30)
+	f.count(12)
+	if p := f.page(0, 10, false); *p.ServedTokens != 42 || len(p.Samples) != 0 {
+		t.Fatalf("after 42 tokens served: %+v", p)
+	}
+}
+
 // TestSampleFeedReplayBounds: a signature is accepted once; one verifier
 // may have at most maxSeenPerVerifier signatures remembered within their
 // window (past it, it alone is refused), and they expire with it.

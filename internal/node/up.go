@@ -59,6 +59,10 @@ type UpConfig struct {
 	// posts verdicts on the ledger (a demonstration: here the reference is
 	// the provider's own backend).
 	VerifyEvery time.Duration
+	// VerifyBudget is the dev verifier's budget: the share of the served
+	// completion tokens it spends on audits outside probation
+	// (verifier.Config.Budget; 0: its default, negative: none).
+	VerifyBudget float64
 	// PlantEvery, when positive and the backend is the simulator (whose
 	// log-probabilities label the samples), plants a known sample into
 	// the gateway's sample feed that often, signed with the local
@@ -87,9 +91,10 @@ type UpConfig struct {
 // what `up` does start from it.
 func DevUpConfig() UpConfig {
 	return UpConfig{
-		Slots:       4,
-		VerifyEvery: 30 * time.Second,
-		PlantEvery:  10 * time.Minute,
+		Slots:        4,
+		VerifyEvery:  30 * time.Second,
+		VerifyBudget: verifier.DefaultBudget,
+		PlantEvery:   10 * time.Minute,
 		Gateway: gateway.Config{
 			DefaultMaxTokens: 1024,
 			MaxBodyBytes:     8 << 20,
@@ -284,6 +289,7 @@ func (n *Network) startVerifier(ctx context.Context, cfg UpConfig, key keys.Priv
 		// New weights get the cases that end the gateway's probation back
 		// to back (both default to gateway.DefaultProbationCases).
 		ProbationCases: cfg.Gateway.ProbationCases,
+		Budget:         cfg.VerifyBudget,
 		Post: func(ctx context.Context, tx ledger.Tx) error {
 			res, err := signer.Send(ctx, tx)
 			if err != nil {

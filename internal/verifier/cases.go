@@ -125,7 +125,7 @@ func (v *Verifier) judgeCase(ctx context.Context, oc *OpenCase, refs []backend.M
 		}
 		resp := verify.Response{Text: o.Texts[k].Response, FinishReason: finish,
 			Usage: protocol.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens}}
-		rp, err := v.replay(ctx, v.cfg.Canary, v.cfg.Reference, req, resp)
+		rp, err := v.replay(ctx, v.cfg.Canary, v.cfg.Reference, req, resp, true)
 		if err != nil {
 			v.log.Warn("cannot replay a canary of an open case; abstaining", "evidence", oc.Evidence.String(), "err", err)
 			return Posted{}, false

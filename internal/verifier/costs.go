@@ -47,10 +47,14 @@ func (v *Verifier) Costs() Costs {
 	return v.costs
 }
 
-// replay replays resp on the reference with c and counts what it cost.
-func (v *Verifier) replay(ctx context.Context, c verify.Canary, ref backend.Backend, req protocol.Request, resp verify.Response) (verify.Replayed, error) {
+// replay replays resp on the reference with c and counts what it cost;
+// budgeted: against the budget too (budget.go).
+func (v *Verifier) replay(ctx context.Context, c verify.Canary, ref backend.Backend, req protocol.Request, resp verify.Response, budgeted bool) (verify.Replayed, error) {
 	rp, err := c.Replay(ctx, ref, req, resp)
 	v.mu.Lock()
+	if budgeted {
+		v.charge(uint64(rp.RefDecoded))
+	}
 	v.costs.Replays += rp.Replays
 	v.costs.RefPrompt += uint64(rp.RefPrompt)
 	v.costs.RefDecoded += uint64(rp.RefDecoded)

@@ -200,3 +200,56 @@ func TestFeedMeetsNewcomersDuringBacklog(t *testing.T) {
 		t.Errorf("the newcomer was not met before the backlog's second verdict (met at each verdict: %v)", knownAt)
 	}
 }
+
+// TestFeedReportsServedTokens: the gateway's feed reports the completion
+// tokens it served, and the verifier's budget counts their growth from
+// its first read: here every response is sampled, so what it served since
+// is the sum of the sampled receipts' completion tokens.
+func TestFeedReportsServedTokens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ref, err := sim.New(fastSim(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, _ := ref.Models(ctx)
+	sn := sampledNetwork(t, sampledOptions{main: ref, hashesOnly: true, verifiers: 1})
+	v := sampleVerifier(t, sn, ref, sn.verifiers[0])
+	if r := consume(t, sn, canaryTraffic(models[0].Name, 0, 32), sn.Provider.Key); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	if _, err := v.PullSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := v.Budget(); !b.Paced || b.Served != 0 || b.Budget != verifier.DefaultBudget {
+		t.Fatalf("after the first read: %+v", b)
+	}
+	for i := 1; i <= 4; i++ {
+		if r := consume(t, sn, canaryTraffic(models[0].Name, i, 32), sn.Provider.Key); r.status != 200 {
+			t.Fatalf("request %d: %d %s", i, r.status, r.body)
+		}
+	}
+	var want uint64
+	target := samplefeed.Path + "?after=1"
+	req, _ := http.NewRequest(http.MethodGet, sn.Gateway.URL()+target, nil)
+	samplefeed.Sign(req.Header, sn.verifiers[0], "idlegrid-dev", sn.Gateway.Key.Public(), http.MethodGet, target, time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page, err := samplefeed.ParsePage(raw)
+	if err != nil || len(page.Samples) != 4 || page.ServedTokens == nil || page.Share != 1 {
+		t.Fatalf("page: %s (%v)", raw, err)
+	}
+	for _, s := range page.Samples {
+		want += s.Receipt.Receipt.CompletionTokens
+	}
+	if _, err := v.PullSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := v.Budget(); want == 0 || b.Served != want {
+		t.Fatalf("served %d since the first read, want %d", b.Served, want)
+	}
+}

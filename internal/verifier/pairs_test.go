@@ -68,7 +68,7 @@ func TestSampleVerdictsMoveProbation(t *testing.T) {
 		s := samplefeed.Sample{Request: &req, Text: &resp.Text, FinishReason: resp.FinishReason,
 			Receipt: receipt.Signed{Receipt: receipt.Receipt{Provider: prov, ModelDigest: model.Digest, Model: model.Name,
 				PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens}}}
-		p, ok := v.judgeSample(ctx, &s, refs)
+		p, ok := v.judgeSample(ctx, &s, refs, false)
 		if !ok {
 			t.Fatal("sample not judged")
 		}

@@ -83,7 +83,7 @@ func TestRealTrafficJudgedOnOllama(t *testing.T) {
 			reqs, resps := traffic(t, ctx, o, c.model, n, 0)
 			failed, tokens, refDecoded := 0, 0, 0
 			for i := range reqs {
-				rp, verdict, ok := v.replaySample(ctx, reqs[i], resps[i])
+				rp, verdict, ok := v.replaySample(ctx, reqs[i], resps[i], false)
 				if !ok {
 					t.Fatalf("%s, %s: a greedy sample was not judged", ref.name, c.model)
 				}
@@ -128,7 +128,7 @@ func TestRealSampledTrafficOnOllama(t *testing.T) {
 	}
 	calls, decoded, tokens := 0, 0, 0
 	for i := range reqs {
-		rp, verdict, ok := v.replaySample(ctx, reqs[i], resps[i])
+		rp, verdict, ok := v.replaySample(ctx, reqs[i], resps[i], false)
 		if !ok || !verdict.Pass {
 			t.Errorf("honest sampled answer: judged %v, %+v", ok, verdict)
 		}
@@ -140,7 +140,7 @@ func TestRealSampledTrafficOnOllama(t *testing.T) {
 		t.Fatal(err)
 	}
 	none.noLogprobs = true // learned from an earlier replay
-	if _, _, ok := none.replaySample(ctx, reqs[0], resps[0]); ok {
+	if _, _, ok := none.replaySample(ctx, reqs[0], resps[0], false); ok {
 		t.Error("a sampled answer was judged without log-probabilities")
 	}
 }
@@ -163,7 +163,7 @@ func TestRealEarlyStopScored(t *testing.T) {
 		resp := resps[i]
 		resp.Text, resp.FinishReason = resp.Text[:len(resp.Text)/2], "stop"
 		resp.Usage.CompletionTokens /= 2
-		rp, verdict, ok := v.replaySample(ctx, reqs[i], resp)
+		rp, verdict, ok := v.replaySample(ctx, reqs[i], resp, false)
 		if !ok || !rp.Logprobs {
 			t.Fatalf("not judged with log-probabilities: %v %+v", ok, rp)
 		}

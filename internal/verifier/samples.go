@@ -56,20 +56,21 @@ type feedState struct {
 	gateway keys.PublicKey // learned from the gateway's answers
 	chainID string
 	// Read, Judged and Missed count the samples read, judged and dropped
-	// by the gateway before the verifier read them.
-	read, judged, missed uint64
+	// by the gateway before the verifier read them; Skipped those the
+	// budget left unjudged (budget.go).
+	read, judged, missed, skipped uint64
 }
 
 // FeedStats is what the verifier read from the sample feed so far.
 type FeedStats struct {
-	Read, Judged, Missed uint64
+	Read, Judged, Missed, Skipped uint64
 }
 
 // Feed reports the verifier's sample feed counters.
 func (v *Verifier) Feed() FeedStats {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return FeedStats{Read: v.feed.read, Judged: v.feed.judged, Missed: v.feed.missed}
+	return FeedStats{Read: v.feed.read, Judged: v.feed.judged, Missed: v.feed.missed, Skipped: v.feed.skipped}
 }
 
 // sampleRecord is the evidence the verifier keeps for a judged sample.
@@ -126,7 +127,10 @@ func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
 		}
 		s := queue[0]
 		queue = queue[1:]
-		if p, ok := v.judgeSample(ctx, &s, refs); ok {
+		v.mu.Lock()
+		budgeted := v.takeSelected(s.Seq)
+		v.mu.Unlock()
+		if p, ok := v.judgeSample(ctx, &s, refs, budgeted); ok {
 			out = append(out, p)
 		}
 	}
@@ -135,7 +139,7 @@ func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
 
 // readFeed reads every page the gateway holds after the last read, meets
 // their providers (a new one's canaries start at once) and returns the
-// samples in the order to judge them.
+// samples the budget keeps (budget.go) in the order to judge them.
 func (v *Verifier) readFeed(ctx context.Context, refs []backend.Model) ([]samplefeed.Sample, error) {
 	var all []samplefeed.Sample
 	for {
@@ -147,11 +151,12 @@ func (v *Verifier) readFeed(ctx context.Context, refs []backend.Model) ([]sample
 			return v.order(all), err
 		}
 		v.meet(page.Samples, refs)
-		all = append(all, page.Samples...)
 		v.mu.Lock()
 		v.feed.after = max(v.feed.after, page.Next)
 		v.feed.read += uint64(len(page.Samples))
 		v.feed.missed += page.Missed
+		v.observeServed(&page)
+		all = append(all, v.selectSamples(page.Samples)...)
 		v.mu.Unlock()
 		if len(page.Samples) < samplefeed.MaxPage {
 			return v.order(all), nil
@@ -181,8 +186,10 @@ func (v *Verifier) order(samples []samplefeed.Sample) []samplefeed.Sample {
 }
 
 // judgeSample re-scores one sample when it can: shared text, a reference
-// model for its digest, log-probabilities.
-func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs []backend.Model) (Posted, bool) {
+// model for its digest, log-probabilities. A budgeted sample (one the
+// budget's coin selected) is judged only while the budget allows, and
+// what it costs is charged to it.
+func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs []backend.Model, budgeted bool) (Posted, bool) {
 	r := &s.Receipt.Receipt
 	i := slices.IndexFunc(refs, func(m backend.Model) bool { return m.Digest == r.ModelDigest })
 	if i < 0 {
@@ -196,9 +203,22 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 		return Posted{}, false
 	}
 	v.see(model, r.Provider, r.ModelDigest)
+	if budgeted && !v.budgetAllows() {
+		v.feed.skipped++
+		v.mu.Unlock()
+		return Posted{}, false
+	}
 	v.mu.Unlock()
 	if !s.Shared() {
 		return Posted{}, false
+	}
+	var cost uint64 // reference tokens decoded to judge it
+	if budgeted {
+		defer func() {
+			v.mu.Lock()
+			v.sampleJudged(cost)
+			v.mu.Unlock()
+		}()
 	}
 	req := *s.Request
 	req.Model = model
@@ -225,7 +245,8 @@ func (v *Verifier) judgeSample(ctx context.Context, s *samplefeed.Sample, refs [
 		}
 		rec.Scores = &sc
 	} else {
-		rp, verdict, ok := v.replaySample(ctx, req, resp)
+		rp, verdict, ok := v.replaySample(ctx, req, resp, budgeted)
+		cost = uint64(rp.RefDecoded)
 		if !ok {
 			return Posted{}, false
 		}
@@ -293,8 +314,9 @@ func (v *Verifier) meet(samples []samplefeed.Sample, refs []backend.Model) {
 
 // replaySample judges a sample on a reference without a Scorer; ok is
 // false when it cannot (a sampled answer without log-probabilities, a
-// replay that failed): the verifier abstains.
-func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp verify.Response) (verify.Replayed, verify.Verdict, bool) {
+// replay that failed): the verifier abstains. The replay it returns
+// counts what it cost either way.
+func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp verify.Response, budgeted bool) (verify.Replayed, verify.Verdict, bool) {
 	temp := *v.cfg.DefaultTemperature
 	if t := req.Options.Temperature; t != nil {
 		temp = *t
@@ -311,7 +333,7 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 		// Token by token: SampledChecks calls of one token each.
 		c.Step, c.MaxReplays = 1, v.cfg.SampledChecks
 	}
-	rp, err := v.replay(ctx, c, v.cfg.Reference, req, resp)
+	rp, err := v.replay(ctx, c, v.cfg.Reference, req, resp, budgeted)
 	v.mu.Lock()
 	if greedy {
 		v.costs.Greedy += rp.Replays
@@ -323,7 +345,7 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 	v.mu.Unlock()
 	if err != nil {
 		v.log.Warn("could not replay a sample; abstaining", "err", err)
-		return verify.Replayed{}, verify.Verdict{}, false
+		return rp, verify.Verdict{}, false
 	}
 	if !rp.Logprobs && v.cfg.Canary.TopLogprobs > 0 && rp.Replays > 0 {
 		v.mu.Lock()
@@ -338,7 +360,7 @@ func (v *Verifier) replaySample(ctx context.Context, req protocol.Request, resp 
 	j.DefaultTemperature = *v.cfg.DefaultTemperature
 	if !greedy {
 		if !rp.Logprobs {
-			return verify.Replayed{}, verify.Verdict{}, false
+			return rp, verify.Verdict{}, false
 		}
 		return rp, j.Divergences(req, rp), true
 	}

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -99,6 +100,11 @@ type Config struct {
 	// SampledChecks is how many tokens of a sampled (temperature > 0)
 	// sample are checked, one reference call each (default 8).
 	SampledChecks int
+	// Budget is the share of the completion tokens the gateway serves
+	// that the verifier spends on audits outside probation (budget.go;
+	// default DefaultBudget, negative: no budget). It applies only while
+	// the sample feed reports what the gateway served.
+	Budget float64
 	// Cases, when set with a Key, lists the ledger's open cases: every
 	// CaseInterval (default 5 s) the verifier replays the canary cases
 	// other verifiers opened and votes in them (cases.go).
@@ -135,6 +141,7 @@ type Verifier struct {
 	verdict []Posted
 	feed    feedState
 	costs   Costs
+	bud     budget
 	// noLogprobs: the reference answered a replay without the
 	// log-probabilities asked for (said once in the log).
 	noLogprobs bool
@@ -205,6 +212,12 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.SampledChecks <= 0 {
 		cfg.SampledChecks = 8
+	}
+	if cfg.Budget != cfg.Budget || math.IsInf(cfg.Budget, 0) {
+		return nil, fmt.Errorf("verifier: budget %v: want a share of the served tokens (negative: none)", cfg.Budget)
+	}
+	if cfg.Budget == 0 {
+		cfg.Budget = DefaultBudget
 	}
 	if cfg.DefaultTemperature == nil {
 		t := ollamaDefaultTemperature
@@ -302,12 +315,22 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	if len(models) == 0 {
 		return nil, errors.New("the reference serves no model")
 	}
+	model, target, ok := v.probation()
+	ok = ok && slices.Contains(models, model)
 	v.mu.Lock()
+	if !ok && !v.budgetAllows() {
+		// A periodic canary: it waits for the traffic to refill the
+		// budget (budget.go); probation never does.
+		v.bud.postponed++
+		credit := v.bud.credit
+		v.mu.Unlock()
+		v.log.Debug("canary postponed: the budget is spent", "credit", credit)
+		return nil, nil
+	}
 	i := v.next
 	v.next++
 	v.mu.Unlock()
-	model, target, ok := v.probation()
-	if !ok || !slices.Contains(models, model) {
+	if !ok {
 		model = models[i%len(models)]
 		v.mu.Lock()
 		target = v.leastAudited(model)
@@ -333,8 +356,11 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	v.mu.Lock()
 	v.costs.Canaries++
 	v.costs.CanaryTokens += resp.Usage.CompletionTokens
+	if !ok {
+		v.charge(resp.Usage.CompletionTokens)
+	}
 	v.mu.Unlock()
-	replayed, err := v.replay(ctx, v.cfg.Canary, v.cfg.Reference, req, resp)
+	replayed, err := v.replay(ctx, v.cfg.Canary, v.cfg.Reference, req, resp, !ok)
 	if err != nil {
 		return nil, fmt.Errorf("reference replay: %w", err)
 	}

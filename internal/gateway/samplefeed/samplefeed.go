@@ -92,6 +92,14 @@ type Page struct {
 	// Missed counts samples after the request's after= that the bounded
 	// feed had already dropped.
 	Missed uint64 `json:"missed"`
+	// ServedTokens is the completion tokens the gateway has served to
+	// consumers (verifiers' canaries included) since it started; a
+	// verifier paces its audits by its growth. Absent from a gateway that
+	// predates it: the verifier then has no budget.
+	ServedTokens *uint64 `json:"served_tokens,omitempty"`
+	// Share is the gateway's configured share of served responses
+	// sampled (providers on probation have all theirs sampled).
+	Share float64 `json:"share,omitempty"`
 }
 
 // ParsePage decodes a feed answer and checks what a verifier relies on:
@@ -101,6 +109,9 @@ func ParsePage(b []byte) (Page, error) {
 	var p Page
 	if err := json.Unmarshal(b, &p); err != nil {
 		return Page{}, fmt.Errorf("sample feed: %w", err)
+	}
+	if p.Share < 0 || p.Share > 1 {
+		return Page{}, fmt.Errorf("sample feed: share %v: want a fraction between 0 and 1", p.Share)
 	}
 	if len(p.Samples) > MaxPage {
 		return Page{}, fmt.Errorf("sample feed: %d samples in one page (at most %d)", len(p.Samples), MaxPage)

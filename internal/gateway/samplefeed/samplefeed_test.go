@@ -143,10 +143,18 @@ func FuzzParsePage(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"samples":[],"next":0,"missed":3}`))
 	f.Add([]byte(`{"samples":[{"seq":0}]}`))
+	served := uint64(1234)
+	withServed, _ := json.Marshal(Page{Samples: []Sample{}, ServedTokens: &served, Share: 0.01})
+	f.Add(withServed)
+	f.Add([]byte(`{"samples":[],"next":0,"served_tokens":18446744073709551615,"share":1}`))
+	f.Add([]byte(`{"samples":[],"served_tokens":-1,"share":2}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParsePage(b)
 		if err != nil {
 			return
+		}
+		if p.Share < 0 || p.Share > 1 {
+			t.Fatalf("accepted a share of %v", p.Share)
 		}
 		var last uint64
 		for _, s := range p.Samples {
@@ -159,6 +167,34 @@ func FuzzParsePage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParsePageServed: served_tokens and share decode when present (a
+// verifier tells an absent count from zero), and a share outside [0, 1]
+// is refused.
+func TestParsePageServed(t *testing.T) {
+	for _, tc := range []struct {
+		body   string
+		served *uint64
+		share  float64
+		err    string
+	}{
+		{`{"samples":[],"next":0}`, nil, 0, ""},
+		{`{"samples":[],"next":0,"served_tokens":0,"share":0.01}`, new(uint64), 0.01, ""},
+		{`{"samples":[],"next":0,"served_tokens":-1}`, nil, 0, "served_tokens"},
+		{`{"samples":[],"next":0,"share":1.5}`, nil, 0, "share 1.5"},
+	} {
+		p, err := ParsePage([]byte(tc.body))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: error %v, want %q", tc.body, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || (p.ServedTokens == nil) != (tc.served == nil) || p.ServedTokens != nil && *p.ServedTokens != *tc.served || p.Share != tc.share {
+			t.Errorf("%s: %+v %v", tc.body, p, err)
+		}
+	}
 }
 
 // TestParsePageEmbeddings: a shared embed sample carries one vector per
