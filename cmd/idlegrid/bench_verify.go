@@ -81,6 +81,7 @@ traffic early and prints what was measured.`,
 	f.StringVar(&ocfg.Model, "model", ocfg.Model, "with --ollama: the model both providers claim")
 	f.StringVar(&ocfg.CheatModel, "cheat-model", ocfg.CheatModel, "with --ollama: the model the cheater runs instead")
 	f.IntVar(&ocfg.Clients, "clients", ocfg.Clients, "with --ollama: consumers sending requests back to back")
+	f.Float64Var(&ocfg.VerifyBudget, "verify-budget", 0, "with --ollama: the dev verifier's budget instead of up's (negative: none; the compute target is then not judged)")
 	f.Float64Var(&ocfg.SampleShare, "sample-share", 0, "with --ollama: the share of responses the gateway samples for the verifier instead of up's (the compute target is then not judged)")
 	f.IntVar(&ocfg.MaxTokens, "max-tokens", ocfg.MaxTokens, "with --ollama: max_tokens of each consumer request")
 	f.DurationVar(&ocfg.ProbationTimeout, "max-probation", ocfg.ProbationTimeout, "with --ollama: the longest the honest provider's probation may take")

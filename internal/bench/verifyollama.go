@@ -52,6 +52,10 @@ type VerifyOllamaConfig struct {
 	// (the honest audits come sooner), at a verifier compute that is no
 	// longer up's, so the compute target is not judged then.
 	SampleShare float64
+	// VerifyBudget, when not 0, replaces the dev verifier's budget
+	// (negative: none), so that more responses are judged per minute;
+	// the compute target is then not judged either.
+	VerifyBudget float64
 	// Caps on the phases: the honest provider's probation, the cheater's
 	// conviction after it joins, and the honest-only traffic after it.
 	ProbationTimeout, ConvictTimeout, HonestTimeout time.Duration
@@ -141,6 +145,24 @@ func (r *VerifyOllamaResult) VerifyShare() float64 {
 	return float64(r.Costs.CanaryTokens+r.Costs.RefDecoded) / float64(r.ServedTokens)
 }
 
+// PacedShare is the verifier's compute on providers off probation (what
+// it charged to its budget) per completion token the gateway reported
+// serving: verification once probation has ended, the target's measure.
+// VerifyShare also counts probation's tail after the conviction (the
+// cheater's queued samples, other weights still on probation).
+func (r *VerifyOllamaResult) PacedShare() float64 {
+	if r.BudgetServed == 0 {
+		return 0
+	}
+	return float64(r.BudgetSpent) / float64(r.BudgetServed)
+}
+
+// computeJudged reports whether the run used up's sample share and
+// budget, so that its compute is up's.
+func (r *VerifyOllamaResult) computeJudged() bool {
+	return r.Config.SampleShare == 0 && r.Config.VerifyBudget == 0
+}
+
 // HonestConvictions is 1 when the honest provider was jailed or failed a
 // case on the ledger.
 func (r *VerifyOllamaResult) HonestConvictions() int {
@@ -154,7 +176,7 @@ func (r *VerifyOllamaResult) HonestConvictions() int {
 func (r *VerifyOllamaResult) Met() bool {
 	return r.Convicted && r.ConvictedAfter <= targetConvictTime && r.CheaterServed <= targetCheaterRequests &&
 		r.CheaterShare <= targetCheaterShare && r.Disconnected > 0 && r.AfterDropped == 0 && r.HonestConvictions() == 0 &&
-		r.HonestAudited() >= r.Config.HonestAudits && r.ServedTokens > 0 && (r.Config.SampleShare > 0 || r.VerifyShare() <= targetVerifyShare)
+		r.HonestAudited() >= r.Config.HonestAudits && r.ServedTokens > 0 && (!r.computeJudged() || r.BudgetServed > 0 && r.PacedShare() <= targetVerifyShare)
 }
 
 // Summary is the one-line outcome.
@@ -167,9 +189,9 @@ func (r *VerifyOllamaResult) Summary() string {
 	if !r.Met() {
 		verdict = "FAIL"
 	}
-	compute := fmt.Sprintf("verifier compute %.1f%%", 100*r.VerifyShare())
-	if r.Config.SampleShare > 0 {
-		compute += fmt.Sprintf(" (not judged: sample share %g%%)", 100*r.Config.SampleShare)
+	compute := fmt.Sprintf("verifier compute %.1f%% off probation (%.1f%% with probation's tail)", 100*r.PacedShare(), 100*r.VerifyShare())
+	if !r.computeJudged() {
+		compute += " (not judged: sample share or budget changed)"
 	}
 	return fmt.Sprintf("verify-ollama: %s, %d requests, share %.1f%%, honest false convictions %d/%d audited, %s → %s",
 		conv, r.CheaterServed, 100*r.CheaterShare, r.HonestConvictions(), r.HonestAudited(), compute, verdict)
@@ -231,6 +253,10 @@ func VerifyOllama(ctx context.Context, cfg VerifyOllamaConfig) (*VerifyOllamaRes
 	if cfg.SampleShare > 0 {
 		up.Gateway.Samples.Share = cfg.SampleShare
 		defaults = "up's defaults but the sample share"
+	}
+	if cfg.VerifyBudget != 0 {
+		up.VerifyBudget = cfg.VerifyBudget
+		defaults = "up's defaults but the sample share or the verifier's budget"
 	}
 	up.EditGenesis = func(g *ledger.Genesis) {
 		for _, a := range g.Accounts {
@@ -490,12 +516,12 @@ func (r *VerifyOllamaResult) print(out io.Writer) {
 	}
 	fmt.Fprintf(out, "honest: %d responses judged (%d canaries in cases, %d sampled responses; target ≥ %d), %d failed verdicts, %d failed cases on the ledger, jailed %v\n",
 		r.HonestAudited(), r.HonestCanaries, r.HonestSamples, r.Config.HonestAudits, r.HonestFailedVerdicts, r.HonestFailures, r.HonestJailed)
-	fmt.Fprintf(out, "verifier after probation: %d canaries (%d tokens) and %d reference replays (%d tokens decoded, %d prefilled; greedy samples %d replays, %d decoded; per-token checks of sampled responses %d, %d decoded) for %d completion tokens served to consumers: %.2f%% (target ≤ %.0f%%)\n",
-		r.Costs.Canaries, r.Costs.CanaryTokens, r.Costs.Replays, r.Costs.RefDecoded, r.Costs.RefPrompt, r.Costs.Greedy, r.Costs.GreedyDecoded, r.Costs.Checks, r.Costs.CheckDecoded, r.ServedTokens, 100*r.VerifyShare(), 100*targetVerifyShare)
+	fmt.Fprintf(out, "verifier after probation: %d canaries (%d tokens) and %d reference replays (%d tokens decoded, %d prefilled; greedy samples %d replays, %d decoded; per-token checks of sampled responses %d, %d decoded) for %d completion tokens served to consumers: %.2f%%\n",
+		r.Costs.Canaries, r.Costs.CanaryTokens, r.Costs.Replays, r.Costs.RefDecoded, r.Costs.RefPrompt, r.Costs.Greedy, r.Costs.GreedyDecoded, r.Costs.Checks, r.Costs.CheckDecoded, r.ServedTokens, 100*r.VerifyShare())
 	budget := "no budget"
 	if r.Budget >= 0 {
 		budget = fmt.Sprintf("budget %g%% of the tokens the gateway served", 100*r.Budget)
 	}
-	fmt.Fprintf(out, "verifier budget after probation: %s; %d samples judged, %d skipped by the budget; %d canaries postponed; charged to the budget %d tokens for %d served (%.2f%%), the rest is probation's\n",
-		budget, r.Judged, r.Skipped, r.Postponed, r.BudgetSpent, r.BudgetServed, 100*float64(r.BudgetSpent)/float64(max(r.BudgetServed, 1)))
+	fmt.Fprintf(out, "verifier budget after probation: %s; %d samples judged, %d skipped by the budget; %d canaries postponed; charged to the budget (providers off probation) %d tokens for %d served: %.2f%% (target ≤ %.0f%%), the rest is probation's\n",
+		budget, r.Judged, r.Skipped, r.Postponed, r.BudgetSpent, r.BudgetServed, 100*r.PacedShare(), 100*targetVerifyShare)
 }
