@@ -29,6 +29,7 @@ type verifyArgs struct {
 	probationCases     int
 	sampledChecks      int
 	budget             float64
+	canaryFloor        time.Duration
 	rpc                string
 	dataDir, keyFile   string
 	dryRun             bool
@@ -76,6 +77,7 @@ verifier stake. See docs/verification.md for the statistics.`,
 	f.IntVar(&opts.maxTokens, "max-tokens", 128, "longest canary answer")
 	f.IntVar(&opts.probationCases, "probation-cases", 3, "cases of canaries a provider's weights get back to back when the verifier first sees them (-1: none)")
 	f.IntVar(&opts.sampledChecks, "sampled-checks", 8, "tokens of a sampled (temperature > 0) response checked, one reference call each")
+	f.DurationVar(&opts.canaryFloor, "canary-floor", verifier.DefaultCanaryFloor, "the longest a periodic canary waits for the budget: a gateway that under-reports what it served cannot stop the audits")
 	f.Float64Var(&opts.budget, "budget", verifier.DefaultBudget, "outside probation, spend on audits (canaries generated and replayed, replays of samples and of others' cases) at most this share of the completion tokens the gateway reports serving; samples beyond it are skipped at random, canaries wait (negative: no budget)")
 	f.StringVar(&opts.rpc, "chain-rpc", defaultRPC, "validator RPC URL verdicts are posted to")
 	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory for the verifier key and the evidence")
@@ -99,7 +101,7 @@ func runVerify(ctx context.Context, a *app, opts *verifyArgs) error {
 	}
 	defer b.Close()
 	cfg := verifier.Config{Gateway: opts.gateway, APIKey: opts.apiKey, Reference: b.Backend, Models: opts.models, Interval: opts.interval,
-		CaseSize: opts.caseSize, MaxTokens: opts.maxTokens, ProbationCases: opts.probationCases, SampledChecks: opts.sampledChecks, Budget: opts.budget, Dir: filepath.Join(opts.dataDir, "evidence"), Logger: a.log,
+		CaseSize: opts.caseSize, MaxTokens: opts.maxTokens, ProbationCases: opts.probationCases, SampledChecks: opts.sampledChecks, Budget: opts.budget, CanaryFloor: opts.canaryFloor, Dir: filepath.Join(opts.dataDir, "evidence"), Logger: a.log,
 		OnVerdict: func(p verifier.Posted) { printVerdict(a.stdout, p, opts.dryRun) }}
 	if b.Sim != nil {
 		cfg.Scorer = verify.SimScorer{Sim: b.Sim}

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"math/rand/v2"
+	"time"
 
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 )
@@ -39,7 +40,9 @@ import (
 // What served_tokens says is the gateway's word: a gateway that inflates
 // it makes the verifier spend more, up to Budget × what it claims (the
 // verifier operator's compute, no money on the ledger); one that
-// understates it gets fewer audits of its providers off probation.
+// understates it gets fewer audits of its providers off probation, but
+// not none: a periodic canary waits for the budget at most CanaryFloor
+// (default ten minutes) since the last one.
 //
 // A gateway that reports no served_tokens (one that predates the field)
 // leaves the verifier without a budget, which it says once in its log.
@@ -48,6 +51,12 @@ import (
 // compute the network targets for verification after probation, with a
 // margin.
 const DefaultBudget = 0.04
+
+// DefaultCanaryFloor is Config.CanaryFloor's default: at least one
+// periodic canary every ten minutes, whatever the budget says (a 128-token
+// canary and its replay every ten minutes are well under 1 % of one
+// provider's traffic at a few tokens a second).
+const DefaultCanaryFloor = 10 * time.Minute
 
 // budget is where the verifier's budget stands; v.mu guards it.
 type budget struct {
@@ -63,6 +72,9 @@ type budget struct {
 	// credit what the budget has left (see above).
 	spent  uint64
 	credit float64
+	// lastCanary is when the last periodic canary went out
+	// (Config.CanaryFloor).
+	lastCanary time.Time
 	// sampleCost is the running average cost of judging a selected sample
 	// (0 until one was judged); judgedSamples how many it averages.
 	sampleCost    float64

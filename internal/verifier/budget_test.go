@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend"
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
@@ -285,6 +286,30 @@ func TestBudgetSparesProbation(t *testing.T) {
 	v.mu.Unlock()
 	if p, err := v.Step(ctx); p != nil || err != nil || v.Budget().Postponed != 1 {
 		t.Fatalf("periodic canary with the budget spent: %v, %v, %+v", p, err, v.Budget())
+	}
+}
+
+// TestCanaryFloor: a gateway that never reports serving anything cannot
+// stop the periodic canaries of providers off probation: with the budget
+// spent, one still goes out once CanaryFloor has passed since the last.
+func TestCanaryFloor(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeFeed(t)
+	v := f.verifier(func(c *Config) { c.ProbationCases = -1 })
+	if _, err := v.PullSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v.mu.Lock()
+	v.bud.credit, v.bud.lastCanary = -1, time.Now()
+	v.mu.Unlock()
+	if p, err := v.Step(ctx); p != nil || err != nil || v.Budget().Postponed != 1 {
+		t.Fatalf("periodic canary with the budget spent, the last just now: %v, %v, %+v", p, err, v.Budget())
+	}
+	v.mu.Lock()
+	v.bud.lastCanary = time.Now().Add(-v.cfg.CanaryFloor - time.Second)
+	v.mu.Unlock()
+	if _, err := v.Step(ctx); err == nil || v.Budget().Postponed != 1 {
+		t.Fatalf("the canary did not go to the gateway (a fake without an API) once the floor passed: %v, %+v", err, v.Budget())
 	}
 }
 

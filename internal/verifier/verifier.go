@@ -105,6 +105,11 @@ type Config struct {
 	// default DefaultBudget, negative: no budget). It applies only while
 	// the sample feed reports what the gateway served.
 	Budget float64
+	// CanaryFloor is the longest a periodic canary waits for the budget
+	// (default DefaultCanaryFloor): the budget follows what the gateway
+	// says it served, so a gateway that under-reports could otherwise
+	// stop the audits of its providers off probation altogether.
+	CanaryFloor time.Duration
 	// Cases, when set with a Key, lists the ledger's open cases: every
 	// CaseInterval (default 5 s) the verifier replays the canary cases
 	// other verifiers opened and votes in them (cases.go).
@@ -210,6 +215,9 @@ func New(cfg Config) (*Verifier, error) {
 	if s, ok := cfg.Reference.(*sim.Sim); ok && cfg.Scorer == nil {
 		cfg.Scorer = verify.SimScorer{Sim: s}
 	}
+	if cfg.CanaryFloor <= 0 {
+		cfg.CanaryFloor = DefaultCanaryFloor
+	}
 	if cfg.SampledChecks <= 0 {
 		cfg.SampledChecks = 8
 	}
@@ -245,7 +253,7 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	return &Verifier{cfg: cfg, log: cfg.Logger, api: client.New(cfg.Gateway, cfg.APIKey, client.WithHTTPClient(cfg.HTTP)), pending: map[string][]canaryRecord{}, audited: map[keys.PublicKey]int{}, known: map[string][]keys.PublicKey{},
 		pairs: map[string]*pair{}, wake: make(chan struct{}, 1),
-		judgedCases: map[receipt.Hash]bool{}}, nil
+		judgedCases: map[receipt.Hash]bool{}, bud: budget{lastCanary: time.Now()}}, nil
 }
 
 // Run sends canaries and, with a Key, reads the sample feed, until ctx
@@ -318,9 +326,10 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	model, target, ok := v.probation()
 	ok = ok && slices.Contains(models, model)
 	v.mu.Lock()
-	if !ok && !v.budgetAllows() {
+	if !ok && !v.budgetAllows() && time.Since(v.bud.lastCanary) < v.cfg.CanaryFloor {
 		// A periodic canary: it waits for the traffic to refill the
-		// budget (budget.go); probation never does.
+		// budget (budget.go), but no longer than CanaryFloor since the
+		// last one; probation never waits.
 		v.bud.postponed++
 		credit := v.bud.credit
 		v.mu.Unlock()
@@ -329,6 +338,9 @@ func (v *Verifier) Step(ctx context.Context) (*Posted, error) {
 	}
 	i := v.next
 	v.next++
+	if !ok {
+		v.bud.lastCanary = time.Now()
+	}
 	v.mu.Unlock()
 	if !ok {
 		model = models[i%len(models)]
