@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway/samplefeed"
 	"github.com/idlegrid/idlegrid/internal/keys"
+	"github.com/idlegrid/idlegrid/internal/protocol"
 	"github.com/idlegrid/idlegrid/internal/receipt"
 	"github.com/idlegrid/idlegrid/internal/verify"
 )
@@ -357,5 +359,34 @@ func TestBudgetDoesNotBank(t *testing.T) {
 	fs, b := v.Feed(), v.Budget()
 	if fs.Skipped == 0 || float64(b.Spent) > v.allowance()+2*96 {
 		t.Fatalf("%+v %+v: spent what it banked", fs, b)
+	}
+}
+
+// TestNewGreedySamplesDoNotStarveSampledOnes: a page read while the
+// verifier judges queues behind what waits, so sampled (temperature > 0)
+// samples already queued are judged before newer greedy ones; only
+// greedy-first within one page. Before, each read re-sorted the whole
+// queue and a steady stream of greedy samples kept sampled ones waiting
+// for ever.
+func TestNewGreedySamplesDoNotStarveSampledOnes(t *testing.T) {
+	f := newFakeFeed(t)
+	v := f.verifier(func(c *Config) { c.ProbationCases = -1 })
+	p := newKey(t)
+	hot := 0.8
+	sample := func(seq uint64, temp *float64) samplefeed.Sample {
+		req := protocol.Request{Model: "sim"}
+		req.Options.Temperature = temp
+		r := receipt.Receipt{Provider: p.Public()}
+		return samplefeed.Sample{Seq: seq, Receipt: receipt.Signed{Receipt: r}, Request: &req}
+	}
+	zero := 0.0
+	queue := v.order([]samplefeed.Sample{sample(2, &hot), sample(1, &zero)}) // page 1
+	queue = v.enqueue(queue, []samplefeed.Sample{sample(3, &zero)}) // page 2
+	var seqs []uint64
+	for _, s := range queue {
+		seqs = append(seqs, s.Seq)
+	}
+	if !slices.Equal(seqs, []uint64{1, 2, 3}) {
+		t.Fatalf("judging order %v, want the waiting sampled sample (2) before the newer greedy one (3)", seqs)
 	}
 }

@@ -122,7 +122,7 @@ func (v *Verifier) PullSamples(ctx context.Context) ([]Posted, error) {
 			if rerr != nil {
 				err = rerr // judge what is queued; say so after
 			}
-			queue = v.order(append(queue, more...))
+			queue = v.enqueue(queue, more)
 			read = time.Now()
 		}
 		s := queue[0]
@@ -164,10 +164,11 @@ func (v *Verifier) readFeed(ctx context.Context, refs []backend.Model) ([]sample
 	}
 }
 
-// order sorts samples for judging: those of providers on probation before
-// the others, and greedy samples before sampled ones: they are cheap to
-// judge and catch most; sampled ones cost a reference call per token
-// checked. The sort is stable, so older samples go first.
+// order sorts a page of samples for judging: those of providers on
+// probation before the others, and greedy samples before sampled ones:
+// they are cheap to judge and catch most; sampled ones cost a reference
+// call per token checked. The sort is stable, so older samples go first.
+// Pages read later queue behind (PullSamples).
 func (v *Verifier) order(samples []samplefeed.Sample) []samplefeed.Sample {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -180,6 +181,28 @@ func (v *Verifier) order(samples []samplefeed.Sample) []samplefeed.Sample {
 			k++
 		}
 		return k
+	}
+	slices.SortStableFunc(samples, func(a, b samplefeed.Sample) int { return later(&a) - later(&b) })
+	return samples
+}
+
+// enqueue puts a newly read page behind the queue, in its own order:
+// only probation moves ahead of older samples, so a stream of new greedy
+// samples cannot starve the sampled ones already waiting.
+func (v *Verifier) enqueue(queue, page []samplefeed.Sample) []samplefeed.Sample {
+	return v.probationFirst(append(queue, v.order(page)...))
+}
+
+// probationFirst moves the samples of providers on probation ahead of
+// the others, keeping each group's order.
+func (v *Verifier) probationFirst(samples []samplefeed.Sample) []samplefeed.Sample {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	later := func(s *samplefeed.Sample) int {
+		if v.audited[s.Receipt.Receipt.Provider] >= v.cfg.ProbationCases {
+			return 1
+		}
+		return 0
 	}
 	slices.SortStableFunc(samples, func(a, b samplefeed.Sample) int { return later(&a) - later(&b) })
 	return samples
