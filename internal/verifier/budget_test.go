@@ -381,7 +381,7 @@ func TestNewGreedySamplesDoNotStarveSampledOnes(t *testing.T) {
 	}
 	zero := 0.0
 	queue := v.order([]samplefeed.Sample{sample(2, &hot), sample(1, &zero)}) // page 1
-	queue = v.enqueue(queue, []samplefeed.Sample{sample(3, &zero)}) // page 2
+	queue = v.enqueue(queue, []samplefeed.Sample{sample(3, &zero)})          // page 2
 	var seqs []uint64
 	for _, s := range queue {
 		seqs = append(seqs, s.Seq)
