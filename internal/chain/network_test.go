@@ -197,6 +197,10 @@ func TestNetwork(t *testing.T) {
 	// Two of four down: no quorum, so the tx cannot commit, but it is not lost.
 	nodes[2].stop()
 	nodes[3].stop()
+	// A block the four had already agreed on may still reach the two
+	// left: the height they agree on once the others are gone is the
+	// last one with quorum.
+	h3, _ = waitAgree(t, nodes[:2], 10*time.Second)
 	stuck := []byte("stuck=1")
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
 	_, err = nodes[0].client().Submit(short, stuck)
