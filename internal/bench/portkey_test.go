@@ -290,3 +290,38 @@ func procAddr(s string) (netip.AddrPort, error) {
 	addr, _ := netip.AddrFromSlice(ip)
 	return netip.AddrPortFrom(addr.Unmap(), uint16(port)), nil
 }
+
+// TestOverheadPortkeyTTFT runs the bench at a tiny size with its Portkey
+// peer: Portkey gets its row in the non-streaming table and its time to
+// first token on the same line as direct and idlegrid.
+func TestOverheadPortkeyTTFT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a network and Portkey; skipped with -short")
+	}
+	needPortkey(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var out strings.Builder
+	res, err := Overhead(ctx, OverheadConfig{Requests: 40, Concurrency: []int{1}, Streams: 2, StreamTokens: 5, StreamRate: 200,
+		RPSDuration: 100 * time.Millisecond, Peer: true, Out: &out})
+	t.Log(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NonStreaming) != 1 || len(res.NonStreaming[0].Peer.Dist) != 40 {
+		t.Fatalf("no Portkey row: %+v", res.NonStreaming)
+	}
+	if len(res.TTFT.Peer.Dist) != 20 || len(res.TTFTOpenAI.Dist) != 20 || len(res.TTFT.Direct.Dist) != 20 || len(res.TTFT.Via.Dist) != 20 {
+		t.Fatalf("time to first token: %d through Portkey, %d of the upstream's OpenAI stream, %d direct, %d via",
+			len(res.TTFT.Peer.Dist), len(res.TTFTOpenAI.Dist), len(res.TTFT.Direct.Dist), len(res.TTFT.Via.Dist))
+	}
+	var line string
+	for l := range strings.Lines(out.String()) {
+		if strings.HasPrefix(l, "time to first token") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "| added p50") || !strings.Contains(line, "| Portkey "+PortkeyVersion+" p50") {
+		t.Errorf("time to first token line: %q", line)
+	}
+}
