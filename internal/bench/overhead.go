@@ -13,12 +13,15 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/idlegrid/idlegrid/internal/backend/sim"
 	"github.com/idlegrid/idlegrid/internal/gateway"
+	"github.com/idlegrid/idlegrid/internal/gateway/api/apitypes"
+	"github.com/idlegrid/idlegrid/internal/gateway/client"
 	"github.com/idlegrid/idlegrid/internal/node"
 )
 
@@ -119,8 +122,14 @@ func proxyChain(origin string, hops int) (string, func()) {
 // OverheadResult holds every figure.
 type OverheadResult struct {
 	NonStreaming []Latency
-	TTFT         Latency
-	Relay        RelayResult
+	// TTFT is the time to first token with one client: Direct and Via
+	// stream Ollama's /api/chat; Peer is Portkey streaming OpenAI's
+	// /v1/chat/completions (server-sent events), empty without the peer.
+	TTFT Latency
+	// TTFTOpenAI is the upstream's own OpenAI stream, the baseline of
+	// TTFT.Peer; empty without the peer.
+	TTFTOpenAI Side
+	Relay      RelayResult
 	// RelayBare is the same streams through two bare reverse proxies.
 	RelayBare RelayResult
 	RelayRate float64
@@ -292,8 +301,31 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 	}); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "time to first token, c=1: direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s\n",
+	line := fmt.Sprintf("time to first token, c=1: direct p50 %s p99 %s | via p50 %s p99 %s | added p50 %s p99 %s",
 		ms(res.TTFT.Direct.Q(.5)), ms(res.TTFT.Direct.Q(.99)), ms(res.TTFT.Via.Q(.5)), ms(res.TTFT.Via.Q(.99)), ms(res.TTFT.Added(.5)), ms(res.TTFT.Added(.99)))
+	if peer != nil {
+		// Portkey speaks OpenAI's API only: its first token is the first
+		// content event of an OpenAI stream, next to the upstream's own
+		// OpenAI stream as its baseline.
+		if res.TTFTOpenAI, err = runClosed(ctx, 1, cfg.Requests/2, openaiTTFT(ctx, client, simSrv.URL, nil, model)); err != nil {
+			return nil, err
+		}
+		// Portkey's streaming path warms up first, as its non-streaming one
+		// did; a Portkey that does not stream is said on the line, not fatal.
+		viaPeer := openaiTTFT(ctx, client, peer.URL, peer, model)
+		_, err := runClosed(ctx, 1, max(cfg.Requests/8, 1), viaPeer)
+		if err == nil {
+			res.TTFT.Peer, err = runClosed(ctx, 1, cfg.Requests/2, viaPeer)
+		}
+		if p, d := res.TTFT.Peer, res.TTFTOpenAI; err == nil {
+			line += fmt.Sprintf(" | Portkey %s p50 %s p99 %s, added p50 %s p99 %s over the upstream's OpenAI stream (p50 %s p99 %s)", PortkeyVersion,
+				ms(p.Q(.5)), ms(p.Q(.99)), ms(p.Q(.5)-d.Q(.5)), ms(p.Q(.99)-d.Q(.99)), ms(d.Q(.5)), ms(d.Q(.99)))
+		} else {
+			res.TTFT.Peer = Side{}
+			line += fmt.Sprintf(" | Portkey %s: no time to first token (%v)", PortkeyVersion, err)
+		}
+	}
+	fmt.Fprintln(out, line)
 
 	for _, side := range []struct {
 		base string
@@ -335,6 +367,44 @@ func Overhead(ctx context.Context, cfg OverheadConfig) (*OverheadResult, error) 
 		fmt.Fprintln(out, t)
 	}
 	return res, nil
+}
+
+// openaiTTFT returns a call that streams one OpenAI chat completion
+// (16 tokens) from base, through Portkey when p is set, and returns the
+// time to its first event with a choice: the first token, or the end of an
+// empty answer, as the first line of an /api/chat stream is. An answer
+// that is not a stream of server-sent events is an error.
+func openaiTTFT(ctx context.Context, hc *http.Client, base string, p *portkeyPeer, model string) func(i int) (time.Duration, error) {
+	api := client.New(base, benchKey, client.WithHTTPClient(hc))
+	header := http.Header{}
+	if p != nil {
+		p.header(header)
+	}
+	return func(i int) (time.Duration, error) {
+		req := map[string]any{"model": model, "stream": true, "max_tokens": 16, "seed": 1, "temperature": 0,
+			"messages": []map[string]string{{"role": "user", "content": fmt.Sprintf("ttft %d", i%50)}}}
+		start := time.Now()
+		resp, err := api.Do(ctx, http.MethodPost, "/v1/chat/completions", req, header)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/event-stream") {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+			return 0, fmt.Errorf("%s: status %d, %q, not a stream: %s", base, resp.StatusCode, ct, b)
+		}
+		var first time.Duration
+		err = client.ReadChatStream(resp.Body, client.DefaultMaxLine, func(ch apitypes.ChatChunk) error {
+			if first == 0 && len(ch.Choices) > 0 {
+				first = time.Since(start)
+			}
+			return nil
+		}, resp.StatusCode, "")
+		if err == nil && first == 0 {
+			err = fmt.Errorf("%s: a stream without a choice", base)
+		}
+		return first, err
+	}
 }
 
 // DefaultSlots is the bench network's provider slots unless configured:

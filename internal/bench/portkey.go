@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,24 @@ import (
 // Node.js gateway for OpenAI-compatible APIs) that the overhead bench runs
 // as its peer: pinned, so figures from different days compare.
 const PortkeyVersion = "1.15.2"
+
+// portkeyNodeServer is the @hono/node-server (Portkey's HTTP server for
+// Node) installed with it: the release Portkey's own lock file pins.
+// Portkey's package asks for ^1.3.3, which npm resolves to the newest,
+// and with 1.14.2 as with 1.19.19 every streamed answer through Portkey
+// fails on Node 20 ("TypeError: immutable" when Portkey adds its headers;
+// Portkey issues 1389 and 1550).
+const portkeyNodeServer = "1.13.5"
+
+// portkeyPackage is the package.json the pinned Portkey is installed
+// from: the override holds every copy of @hono/node-server in the tree to
+// portkeyNodeServer.
+const portkeyPackage = `{
+  "private": true,
+  "dependencies": {"@portkey-ai/gateway": "` + PortkeyVersion + `"},
+  "overrides": {"@hono/node-server": "` + portkeyNodeServer + `"}
+}
+`
 
 // portkeyPeer is a running Portkey gateway in front of one OpenAI-compatible
 // upstream.
@@ -44,12 +63,23 @@ func portkeyDir() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(cache, "idlegrid", "portkey-"+PortkeyVersion), nil
+	return filepath.Join(cache, "idlegrid", "portkey-"+PortkeyVersion+"-node-server-"+portkeyNodeServer), nil
 }
 
 // portkeyEntry is the installed server script under dir.
 func portkeyEntry(dir string) string {
 	return filepath.Join(dir, "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
+}
+
+// portkeyInstalled says whether dir holds the pinned Portkey with the
+// pinned @hono/node-server.
+func portkeyInstalled(dir string) bool {
+	if _, err := os.Stat(portkeyEntry(dir)); err != nil {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "node_modules", "@hono", "node-server", "package.json"))
+	var pkg struct{ Version string }
+	return err == nil && json.Unmarshal(b, &pkg) == nil && pkg.Version == portkeyNodeServer
 }
 
 // installPortkey installs the pinned Portkey into its cache directory
@@ -63,26 +93,28 @@ func installPortkey(ctx context.Context, out func(string)) (string, error) {
 		return "", err
 	}
 	entry := portkeyEntry(dir)
-	if _, err := os.Stat(entry); err == nil {
+	if portkeyInstalled(dir) {
 		return entry, nil
 	}
 	npm, err := exec.LookPath("npm")
 	if err != nil {
 		return "", errNoNode
 	}
-	out(fmt.Sprintf("installing @portkey-ai/gateway@%s into %s", PortkeyVersion, dir))
+	out(fmt.Sprintf("installing @portkey-ai/gateway@%s (@hono/node-server@%s) into %s", PortkeyVersion, portkeyNodeServer, dir))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "package.json"), []byte(portkeyPackage), 0o644); err != nil {
 		return "", err
 	}
 	ictx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ictx, npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--ignore-scripts",
-		"@portkey-ai/gateway@"+PortkeyVersion)
+	cmd := exec.CommandContext(ictx, npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--ignore-scripts")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("npm install @portkey-ai/gateway@%s: %w\n%s", PortkeyVersion, err, b)
 	}
-	if _, err := os.Stat(entry); err != nil {
-		return "", fmt.Errorf("npm installed @portkey-ai/gateway@%s without %s", PortkeyVersion, entry)
+	if !portkeyInstalled(dir) {
+		return "", fmt.Errorf("npm installed @portkey-ai/gateway@%s without %s or without @hono/node-server@%s", PortkeyVersion, entry, portkeyNodeServer)
 	}
 	return entry, nil
 }
@@ -156,6 +188,9 @@ func (p *portkeyPeer) header(h http.Header) {
 	h.Set("x-portkey-provider", "openai")
 	h.Set("x-portkey-custom-host", p.Upstream)
 }
+
+// Pid is the gateway's node process.
+func (p *portkeyPeer) Pid() int { return p.cmd.Process.Pid }
 
 // Close stops the gateway and waits for it to exit.
 func (p *portkeyPeer) Close() {

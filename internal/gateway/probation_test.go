@@ -231,21 +231,7 @@ func TestProbationPerDigest(t *testing.T) {
 	// share places n requests for "tiny" and returns moved's share of them
 	// when it serves digest.
 	share := func(n int, digest string) float64 {
-		infos := []hub.Info{info(old, "sha256:aa"), info(moved, digest)}
-		got := 0
-		for range n {
-			c := &call{asked: "tiny", req: protocol.Request{Kind: protocol.KindGenerate, Model: "tiny", Prompt: "hi"}}
-			c.sched = g.sched.NewRequest(&c.req, scheduler.Preferences{}, "")
-			choice, err := g.pick(c, infos)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g.placed(probationModel(c.asked), choice.Key, infos)
-			if choice.Key == moved {
-				got++
-			}
-		}
-		return float64(got) / float64(n)
+		return shareOf(t, g, n, moved, []hub.Info{info(old, "sha256:aa"), info(moved, digest)})
 	}
 	if s := share(500, "sha256:aa"); s < 0.4 || s > 0.6 {
 		t.Errorf("with the weights it passed with, the provider got %.3f of the requests, want about half", s)
