@@ -3,8 +3,11 @@ package store
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	"modernc.org/sqlite"
 
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
@@ -109,4 +112,75 @@ func openBench(b *testing.B) (*Store, signer) {
 	}
 	b.Cleanup(func() { s.Close() })
 	return s, newSigner(b)
+}
+
+// BenchmarkSaveReceiptWhileSettling is one client's receipts saved one after
+// another, durably, while settlement marks every 1,000 of them settled in one
+// MarkSettled call, as the gateway does: it reports the receipts' p50, p99
+// and p99.9 in milliseconds. The sub-benchmarks compare, in one run, SQLite
+// syncing with fsync or fdatasync, and MarkSettled holding the writer for
+// the whole batch in one synced transaction ("batch") or marking without
+// syncing and handing the writer over whenever a receipt waits ("yield",
+// the store's way).
+func BenchmarkSaveReceiptWhileSettling(b *testing.B) {
+	for _, sync := range []string{"fsync", "fdatasync"} {
+		for _, marking := range []string{"batch", "yield"} {
+			b.Run(sync+"/"+marking, func(b *testing.B) {
+				ctx := b.Context()
+				s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				prev, err := sqlite.Fdatasync(sync == "fdatasync")
+				if err != nil {
+					b.Skipf("%s: %v", sync, err)
+				}
+				defer sqlite.Fdatasync(prev)
+				if marking == "batch" {
+					s.settleSynced = true
+				}
+				sg := newSigner(b)
+				const batch = 1000
+				settle := make(chan []string, 64)
+				settled := make(chan error, 1)
+				go func() {
+					var err error
+					for ids := range settle {
+						if err == nil {
+							err = s.MarkSettled(ctx, ids, 1)
+						}
+					}
+					settled <- err
+				}()
+				var lat []time.Duration
+				var ids []string
+				next := 0
+				for b.Loop() {
+					b.StopTimer()
+					r := sg.receipt(b, fmt.Sprintf("req-bench-%09d", next), 512, 256)
+					next++
+					b.StartTimer()
+					start := time.Now()
+					if err := s.SaveReceipt(ctx, r); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(start))
+					if ids = append(ids, r.Receipt.RequestID); len(ids) == batch {
+						settle <- ids
+						ids = nil
+					}
+				}
+				close(settle)
+				if err := <-settled; err != nil {
+					b.Fatal(err)
+				}
+				slices.Sort(lat)
+				at := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+				b.ReportMetric(at(0.5), "p50-ms")
+				b.ReportMetric(at(0.99), "p99-ms")
+				b.ReportMetric(at(0.999), "p99.9-ms")
+			})
+		}
+	}
 }

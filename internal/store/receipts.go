@@ -3,9 +3,12 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/idlegrid/idlegrid/internal/keys"
 	"github.com/idlegrid/idlegrid/internal/money"
@@ -148,6 +151,17 @@ func (w withCreatedAt) Scan(dest ...any) error { return w.rows.Scan(append(dest,
 // is the authority): if any id is unknown (ErrNotFound) or already settled
 // (ErrAlreadySettled, also when an id repeats in requestIDs) nothing
 // changes and the error names that id.
+//
+// The store has one writer, and marking a thousand receipts takes it for
+// 10–20 ms of SQLite's work: a request whose receipt waited for that would
+// see it. So the ids are checked first, on a reading connection, and then
+// marked in as many transactions as it takes to let every receipt being
+// saved go first: the transaction commits and hands the writer over as soon
+// as a receipt waits for it. Only a concurrent MarkSettled of the same
+// ids, which the gateway's settlement does not make, can find a receipt
+// settled after the check; the transaction at hand then changes nothing and
+// the error names the receipt, while those committed before it stay marked
+// (the ledger did settle them).
 func (s *Store) MarkSettled(ctx context.Context, requestIDs []string, height int64) error {
 	if height <= 0 {
 		return fmt.Errorf("mark settled: height %d: want a positive height", height)
@@ -155,8 +169,103 @@ func (s *Store) MarkSettled(ctx context.Context, requestIDs []string, height int
 	if len(requestIDs) == 0 {
 		return nil
 	}
+	if err := s.checkSettleable(ctx, requestIDs); err != nil {
+		return fmt.Errorf("mark settled at height %d: %w", height, err)
+	}
 	settledAt := micros(s.now())
-	err := inTx(ctx, s.write, func(tx *sql.Tx) error {
+	for ids := requestIDs; len(ids) > 0; {
+		n, err := s.markSettled(ctx, ids, settledAt, height)
+		if err != nil {
+			return fmt.Errorf("mark settled at height %d: %w", height, err)
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
+// checkSettleable returns, for the first id in order that cannot be marked
+// settled, why: it repeats, is unknown or is already settled.
+func (s *Store) checkSettleable(ctx context.Context, ids []string) error {
+	heights := make(map[string]int64, len(ids)) // settle_height of each stored id; 0 while unsettled
+	const perQuery = 500                        // bound parameters per query
+	for part := range slices.Chunk(ids, perQuery) {
+		marks := make([]string, len(part))
+		args := make([]any, len(part))
+		for i, id := range part {
+			marks[i], args[i] = fmt.Sprintf("$%d", i+1), id
+		}
+		err := func() error {
+			rows, err := s.read.QueryContext(ctx, `SELECT request_id, settle_height FROM receipts
+				WHERE request_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				var h sql.NullInt64
+				if err := rows.Scan(&id, &h); err != nil {
+					return err
+				}
+				heights[id] = h.Int64
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return fmt.Errorf("check receipts: %w", err)
+		}
+	}
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		h, ok := heights[id]
+		switch {
+		case seen[id]:
+			return fmt.Errorf("receipt %q (repeated in the batch): %w", id, ErrAlreadySettled)
+		case !ok:
+			return fmt.Errorf("receipt %q: %w", id, ErrNotFound)
+		case h != 0:
+			return fmt.Errorf("receipt %q (settled at height %d): %w", id, h, ErrAlreadySettled)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
+// markSettled marks ids settled in one transaction, all or none, from the
+// first until a receipt waits for the writer (at least one id, at most
+// s.settleChunk): it returns how many it marked.
+//
+// The transaction is not synced to disk: a mark lost to a power cut leaves
+// its receipt unsettled here, settlement sends it again, and the ledger
+// answers that this very receipt is settled at its height (chainrpc's
+// SettleBatch), which marks it then. So settling never adds a sync for a
+// receipt waiting behind it, and the receipts' own commits, which sync,
+// carry the marks written before them to disk anyway (SQLite's WAL is
+// written in order).
+func (s *Store) markSettled(ctx context.Context, ids []string, settledAt, height int64) (marked int, err error) {
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	if s.settleSynced {
+		return s.markSettledSynced(ctx, conn, ids, settledAt, height)
+	}
+	if err := s.d.unsynced(ctx, conn); err != nil {
+		return 0, err
+	}
+	defer func() {
+		if rerr := s.d.synced(context.WithoutCancel(ctx), conn, s.processDurable); rerr != nil {
+			// Never hand the receipts a connection that does not sync.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			err = errors.Join(err, fmt.Errorf("restore synchronous commits: %w", rerr))
+		}
+	}()
+	err = inTx(ctx, conn, func(tx *sql.Tx) error {
+		marked = 0
+		if err := s.d.unsyncedTx(ctx, tx); err != nil {
+			return err
+		}
 		stmt, err := tx.PrepareContext(ctx, `
 			UPDATE receipts SET settled_at = $1, settle_height = $2, rejected_at = NULL, rejected_reason = NULL
 			WHERE request_id = $3 AND settled_at IS NULL`)
@@ -164,7 +273,7 @@ func (s *Store) MarkSettled(ctx context.Context, requestIDs []string, height int
 			return err
 		}
 		defer stmt.Close()
-		for _, id := range requestIDs {
+		for _, id := range ids[:min(len(ids), s.settleChunk)] {
 			res, err := stmt.ExecContext(ctx, settledAt, height, id)
 			if err != nil {
 				return fmt.Errorf("receipt %q: %w", id, err)
@@ -176,13 +285,32 @@ func (s *Store) MarkSettled(ctx context.Context, requestIDs []string, height int
 			if n == 0 {
 				return whyNotSettled(ctx, tx, id)
 			}
+			if marked++; s.saving.Load() > 0 {
+				break // a receipt waits: commit, and it goes next
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("mark settled at height %d: %w", height, err)
-	}
-	return nil
+	return marked, err
+}
+
+// markSettledSynced marks every id in one synced transaction, whatever
+// waits: the benchmarks' baseline (settleSynced).
+func (s *Store) markSettledSynced(ctx context.Context, conn *sql.Conn, ids []string, settledAt, height int64) (int, error) {
+	return len(ids), inTx(ctx, conn, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			res, err := tx.ExecContext(ctx, `
+				UPDATE receipts SET settled_at = $1, settle_height = $2, rejected_at = NULL, rejected_reason = NULL
+				WHERE request_id = $3 AND settled_at IS NULL`, settledAt, height, id)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				return errors.Join(err, whyNotSettled(ctx, tx, id))
+			}
+		}
+		return nil
+	})
 }
 
 // whyNotSettled explains an UPDATE that matched no row.
@@ -416,3 +544,7 @@ func (s *Store) scope(n int) (string, []any) {
 	}
 	return fmt.Sprintf(" AND gateway = $%d", n), []any{s.gateway}
 }
+
+// maxSettleChunk bounds the receipts one MarkSettled transaction marks when
+// no receipt is waiting for the writer.
+const maxSettleChunk = 1000
