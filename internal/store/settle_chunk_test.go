@@ -133,3 +133,30 @@ func (s *Store) markSettledOnce(ctx context.Context, ids []string) error {
 	_, err := s.markSettled(ctx, ids, micros(s.now()), 9)
 	return err
 }
+
+// TestSettlementKeepsUpWhileReceiptsWait: with receipts always waiting (a
+// busy gateway), each marking transaction still marks minSettleChunk
+// receipts before it hands the writer over, so settlement's bookkeeping
+// keeps pace with the receipts stored; and it marks up to maxSettleChunk
+// when none waits.
+func TestSettlementKeepsUpWhileReceiptsWait(t *testing.T) {
+	ctx := t.Context()
+	s := openSQLite(t)
+	sg := newSigner(t)
+	ids := make([]string, 3*minSettleChunk)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("req-%03d", i)
+		if err := s.SaveReceipt(ctx, sg.receipt(t, ids[i], 10, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.saving.Add(1) // a receipt waits, for as long as this test runs
+	n, err := s.markSettled(ctx, ids, micros(s.now()), 4)
+	s.saving.Add(-1)
+	if err != nil || n != minSettleChunk {
+		t.Fatalf("with a receipt waiting: marked %d (%v), want %d in one transaction", n, err, minSettleChunk)
+	}
+	if n, err = s.markSettled(ctx, ids[n:], micros(s.now()), 4); err != nil || n != len(ids)-minSettleChunk {
+		t.Fatalf("with no receipt waiting: marked %d (%v), want the other %d", n, err, len(ids)-minSettleChunk)
+	}
+}
