@@ -43,7 +43,7 @@ Prints a verdict on the saturation targets and a summary line at the end.`,
 	f.StringVar(&cfg.ReceiptSync, "receipt-sync", "disk", "gateway receipt durability: disk (fsync) or process")
 	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs the network's provider runs at once (up's default; the relay measurement gets at least one per stream)")
 	f.BoolVar(&cfg.Peer, "peer", cfg.Peer, "also run the Portkey AI gateway (npm @portkey-ai/gateway@"+bench.PortkeyVersion+
-		", installed into the user cache directory) in front of the same upstream, when node and npm are present")
+		", installed into the user cache directory) in front of the same upstream, when node and npm are present: non-streaming latency and time to first token")
 	return cmd
 }
 

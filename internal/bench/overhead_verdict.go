@@ -103,7 +103,11 @@ func (r *OverheadResult) Summary() string {
 		parts = append(parts, fmt.Sprintf("added c=%d p50 %s p99 %s (two bare proxy hops: %s / %s)", l.Concurrency, ms(l.Added(.5)), ms(l.Added(.99)),
 			ms(l.ProxyAdded(.5)), ms(l.ProxyAdded(.99))))
 	}
-	parts = append(parts, fmt.Sprintf("added TTFT p50 %s p99 %s", ms(r.TTFT.Added(.5)), ms(r.TTFT.Added(.99))),
+	ttft := fmt.Sprintf("added TTFT p50 %s p99 %s", ms(r.TTFT.Added(.5)), ms(r.TTFT.Added(.99)))
+	if p, d := r.TTFT.Peer, r.TTFTOpenAI; len(p.Dist) > 0 && len(d.Dist) > 0 {
+		ttft += fmt.Sprintf(" (Portkey added p50 %s p99 %s)", ms(p.Q(.5)-d.Q(.5)), ms(p.Q(.99)-d.Q(.99)))
+	}
+	parts = append(parts, ttft,
 		fmt.Sprintf("relay @%.0f tok/s steady p50 %s p99 %s max %s (all tokens p99 %s max %s; two bare proxy hops p99 %s max %s)", r.RelayRate,
 			ms(r.Relay.Steady.Q(.5)), ms(r.Relay.Steady.Q(.99)), ms(r.Relay.Steady.Max()), ms(r.Relay.All.Q(.99)), ms(r.Relay.All.Max()),
 			ms(r.RelayBare.Steady.Q(.99)), ms(r.RelayBare.Steady.Max())),

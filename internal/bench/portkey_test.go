@@ -324,4 +324,7 @@ func TestOverheadPortkeyTTFT(t *testing.T) {
 	if !strings.Contains(line, "| added p50") || !strings.Contains(line, "| Portkey "+PortkeyVersion+" p50") {
 		t.Errorf("time to first token line: %q", line)
 	}
+	if s := res.Summary(); !strings.Contains(s, "(Portkey added p50 ") {
+		t.Errorf("summary has no Portkey time to first token: %s", s)
+	}
 }
