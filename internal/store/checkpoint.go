@@ -9,7 +9,7 @@ import (
 // inside the commit that crosses its threshold (1,000 pages): on the
 // gateway that is a receipt's commit, so every ~140th request waited about
 // 10 ms for pages to be copied into the database file and synced. Instead
-// the writer never checkpoints (wal_autocheckpoint=0) and the commits ask
+// the writer never checkpoints (wal_autocheckpoint=0) and the committer asks
 // a goroutine with its own connection to run a PASSIVE checkpoint every
 // checkpointEvery commits. A passive checkpoint takes no writer lock, so
 // receipts keep committing while it runs, and it copies the pages into the
@@ -18,7 +18,7 @@ import (
 // SQLite starts the WAL over only after a checkpoint that left nothing to
 // copy, and under steady commits a background one never quite gets there
 // (frames arrive while it copies), so the file grows. Once it holds
-// walFrameLimit frames, the save leading the commits runs one more checkpoint,
+// walFrameLimit frames, the committer runs one more checkpoint itself,
 // between two commits: it has only the frames of the last moments to copy
 // (2–3 ms with its syncs on a slow disk, once every couple of thousand
 // receipts), and the next commit starts the WAL over.
@@ -28,13 +28,13 @@ import (
 
 // checkpointEvery commits (each a few pages) between background
 // checkpoints; walFrameLimit frames (16 MiB of 4 KiB pages) before the
-// commits finish one.
+// committer finishes one.
 const (
 	checkpointEvery = 128
 	walFrameLimit   = 4096
 )
 
-// checkpointer runs until Close, checkpointing when the commits ask.
+// checkpointer runs until Close, checkpointing when the committer asks.
 func (s *Store) checkpointer() {
 	defer close(s.ckptDone)
 	for {
@@ -55,7 +55,7 @@ func (s *Store) checkpointer() {
 	}
 }
 
-// committedBatch is called after each commit by the save that led it.
+// committedBatch is called by the committer after each commit.
 func (s *Store) committedBatch() {
 	if s.ckpt == nil {
 		return

@@ -5,20 +5,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/idlegrid/idlegrid/internal/receipt"
 )
 
-// Group commit: receipts waiting to be written go in one transaction and
-// share its fsync. The first SaveReceipt to find nobody committing leads:
-// it writes, on its own goroutine, every receipt waiting at that moment
-// (its own first), answers each, and hands the lead to the receipt at the
-// head of those that arrived meanwhile, or stops leading when none did.
-// Durability is the same as one transaction per receipt (nobody returns
-// before the sync that covers their row); a lone request's receipt is
-// written without waking another goroutine, and concurrent requests share
-// one sync instead of queueing for one each.
+// Group commit: SaveReceipt hands its row to one committer goroutine, which
+// writes every receipt waiting at that moment in a single transaction and
+// answers each caller when that transaction is synced. Durability is the
+// same as one transaction per receipt (nobody returns before the fsync that
+// covers their row), but concurrent requests share one fsync instead of
+// queueing for one each.
 
 const maxBatch = 512
 
@@ -36,17 +32,7 @@ const insertReceiptSQL = `
 type pendingSave struct {
 	sr   *receipt.Signed
 	row  receiptRow
-	done chan error    // capacity 1
-	lead chan struct{} // capacity 1: this save is to commit the next batch
-}
-
-// commitQueue is the receipts waiting to be written and who writes them.
-type commitQueue struct {
-	mu      sync.Mutex
-	waiting []*pendingSave
-	leading bool       // a save is committing; it hands the lead on
-	closed  bool       // Close was called: no new saves
-	idle    *sync.Cond // on mu: signalled when leading turns false
+	done chan error // capacity 1
 }
 
 // SaveReceipt stores a signed receipt. When it returns nil the receipt is
@@ -65,83 +51,54 @@ func (s *Store) SaveReceipt(ctx context.Context, sr receipt.Signed) error {
 	if err != nil {
 		return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
 	}
-	p := &pendingSave{sr: &sr, row: row, done: make(chan error, 1), lead: make(chan struct{}, 1)}
-	q := &s.commits
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
+	p := &pendingSave{sr: &sr, row: row, done: make(chan error, 1)}
+	s.saving.Add(1) // the committer takes it back once it is written
+	select {
+	case s.saves <- p:
+	case <-s.closing:
+		s.saving.Add(-1)
 		return fmt.Errorf("save receipt %q: %w", r.RequestID, ErrClosed)
+	case <-ctx.Done():
+		s.saving.Add(-1)
+		return fmt.Errorf("save receipt %q: %w", r.RequestID, ctx.Err())
 	}
-	q.waiting = append(q.waiting, p)
-	s.saving.Add(1) // taken back once it is written
-	lead := !q.leading
-	q.leading = true
-	q.mu.Unlock()
-	if lead {
-		s.commitNext()
-	}
-	for {
-		select {
-		case err := <-p.done:
-			if err != nil {
-				return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
-			}
-			return nil
-		case <-p.lead:
-			s.commitNext()
-		case <-ctx.Done():
-			// The lead may still come to this save: take it on, so that
-			// the receipts behind it are written.
-			go func() {
-				select {
-				case <-p.done:
-				case <-p.lead:
-					s.commitNext()
-				}
-			}()
-			return fmt.Errorf("save receipt %q: %w", r.RequestID, ctx.Err())
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return fmt.Errorf("save receipt %q: %w", r.RequestID, err)
 		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("save receipt %q: %w", r.RequestID, ctx.Err())
 	}
 }
 
 // ErrClosed is returned by writes after Close.
 var ErrClosed = errors.New("store closed")
 
-// commitNext, run by the save that leads, writes the receipts waiting (at
-// most maxBatch, the leader's first) and hands the lead to the next one
-// waiting, if any.
-func (s *Store) commitNext() {
-	q := &s.commits
-	q.mu.Lock()
-	n := min(len(q.waiting), maxBatch)
-	batch := q.waiting[:n:n]
-	q.waiting = q.waiting[n:]
-	q.mu.Unlock()
-
-	s.commitBatch(batch)
-	s.saving.Add(-int32(len(batch)))
-	s.committedBatch()
-
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.waiting) > 0 {
-		q.waiting[0].lead <- struct{}{}
-		return
-	}
-	q.waiting = nil // let the last batch's array go
-	q.leading = false
-	q.idle.Broadcast()
-}
-
-// closeCommits refuses new saves and waits for those already waiting to be
-// written.
-func (s *Store) closeCommits() {
-	q := &s.commits
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.closed = true
-	for q.leading {
-		q.idle.Wait()
+// committer runs until Close; it drains what is queued before it exits.
+func (s *Store) committer() {
+	defer close(s.committed)
+	for {
+		var first *pendingSave
+		select {
+		case first = <-s.saves:
+		case <-s.closing:
+			return
+		}
+		batch := []*pendingSave{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case p := <-s.saves:
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+		s.saving.Add(-int32(len(batch)))
+		s.committedBatch()
 	}
 }
 

@@ -17,8 +17,8 @@ import (
 var postgresDialect = dialect{name: "postgres", goose: goose.DialectPostgres,
 	lockConsumer: `SELECT consumer FROM funds_locks WHERE consumer = $1 FOR UPDATE`}
 
-// postgresConns bounds one gateway's connections. Receipts are written one
-// batch at a time (group commit), so the pool serves lookups, reservations
+// postgresConns bounds one gateway's connections. Receipts are written by
+// one committer (group commit), so the pool serves lookups, reservations
 // and settlement bookkeeping; PostgreSQL's default max_connections (100)
 // leaves room for several gateways.
 const postgresConns = 16

@@ -85,22 +85,23 @@ type Store struct {
 	insertReceipt *sql.Stmt
 	lookupKey     *sql.Stmt
 
-	commits   commitQueue   // receipts waiting to be written (see commit.go)
-	closing   chan struct{} // closed by Close
+	saves     chan *pendingSave // to the committer (see commit.go)
+	closing   chan struct{}     // closed by Close
+	committed chan struct{}     // closed when the committer has exited
 	closeOnce sync.Once
 
 	// ckpt is the background WAL checkpointer's connection (SQLite only;
-	// see checkpoint.go), kicked every checkpointEvery commits (sinceCkpt
-	// counts them; only the save leading the commits touches it).
+	// see checkpoint.go), kicked by the committer every checkpointEvery
+	// commits (sinceCkpt is the committer's own count).
 	ckpt       *sql.DB
 	ckptKick   chan struct{}
 	ckptDone   chan struct{}
-	ckptFinish atomic.Bool // the WAL is long; the next commit's leader finishes a checkpoint
+	ckptFinish atomic.Bool // the WAL is long; the committer finishes a checkpoint
 	walFrames  int         // walFrameLimit; tests lower it
 	sinceCkpt  int
 	log        *slog.Logger
 
-	// saving counts receipts waiting to be written or being written;
+	// saving counts receipts handed to the committer and not yet written;
 	// MarkSettled hands the writer over when it is not zero.
 	saving atomic.Int32
 	// settleChunk bounds the receipts one MarkSettled transaction marks:
@@ -220,14 +221,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	return newStore(ctx, write, read, sqliteDialect, o)
 }
 
-// newStore prepares the statements and starts the checkpointer.
+// newStore prepares the statements and starts the committer.
 func newStore(ctx context.Context, write, read *sql.DB, d dialect, o options) (*Store, error) {
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{write: write, read: read, now: time.Now, d: d, processDurable: o.processDurable, gateway: o.gateway,
-		closing: make(chan struct{}), ckpt: o.ckpt, log: o.log, walFrames: walFrameLimit,
-		settleChunk: maxSettleChunk}
+		saves: make(chan *pendingSave, maxBatch), closing: make(chan struct{}), committed: make(chan struct{}),
+		ckpt: o.ckpt, log: o.log, walFrames: walFrameLimit, settleChunk: maxSettleChunk}
 	var err error
 	if s.insertReceipt, err = write.PrepareContext(ctx, insertReceiptSQL); err == nil {
 		s.lookupKey, err = read.PrepareContext(ctx, lookupAPIKeySQL)
@@ -235,7 +236,7 @@ func newStore(ctx context.Context, write, read *sql.DB, d dialect, o options) (*
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store: prepare statements: %w", err), s.closePools())
 	}
-	s.commits.idle = sync.NewCond(&s.commits.mu)
+	go s.committer()
 	if s.ckpt != nil {
 		s.ckptKick, s.ckptDone = make(chan struct{}, 1), make(chan struct{})
 		go s.checkpointer()
@@ -258,12 +259,22 @@ func (s *Store) closePools() error {
 // Close closes the database. The writer closes last so that SQLite
 // checkpoints the WAL into the main file when the last connection goes.
 func (s *Store) Close() error {
-	// Receipts already waiting are written (their callers are answered);
-	// saves from now on get ErrClosed.
-	s.closeCommits()
 	s.closeOnce.Do(func() { close(s.closing) })
+	<-s.committed
 	if s.ckptDone != nil {
 		<-s.ckptDone
+	}
+	// Saves queued after the committer's last batch are answered, not lost
+	// silently: their callers get ErrClosed.
+	for {
+		select {
+		case p := <-s.saves:
+			s.saving.Add(-1)
+			p.done <- ErrClosed
+			continue
+		default:
+		}
+		break
 	}
 	return errors.Join(s.insertReceipt.Close(), s.lookupKey.Close(), s.closePools())
 }
