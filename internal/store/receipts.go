@@ -157,7 +157,8 @@ func (w withCreatedAt) Scan(dest ...any) error { return w.rows.Scan(append(dest,
 // see it. So the ids are checked first, on a reading connection, and then
 // marked in as many transactions as it takes to let every receipt being
 // saved go first: the transaction commits and hands the writer over as soon
-// as a receipt waits for it. Only a concurrent MarkSettled of the same
+// as a receipt waits for it, once it has marked minSettleChunk receipts.
+// Only a concurrent MarkSettled of the same
 // ids, which the gateway's settlement does not make, can find a receipt
 // settled after the check; the transaction at hand then changes nothing and
 // the error names the receipt, while those committed before it stay marked
