@@ -184,9 +184,13 @@ net.Server.prototype.listen = function (...args) {
 
 // header sets what Portkey needs to route a request to the upstream as an
 // OpenAI-compatible provider.
-func (p *portkeyPeer) header(h http.Header) {
+func (p *portkeyPeer) header(h http.Header) { portkeyRoute(h, p.Upstream) }
+
+// portkeyRoute sets the headers that send a request through Portkey to the
+// OpenAI-compatible API at upstream (a base URL ending in /v1).
+func portkeyRoute(h http.Header, upstream string) {
 	h.Set("x-portkey-provider", "openai")
-	h.Set("x-portkey-custom-host", p.Upstream)
+	h.Set("x-portkey-custom-host", upstream)
 }
 
 // Pid is the gateway's node process.

@@ -168,8 +168,7 @@ func TestPortkeyPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		header := http.Header{}
-		header.Set("x-portkey-provider", "openai")
-		header.Set("x-portkey-custom-host", gated.URL+"/v1")
+		portkeyRoute(header, gated.URL+"/v1")
 		via, err := stream(peer.URL, header, open)
 		if errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Portkey passed no content on while the upstream held the rest of its stream: it buffers streams (%v)", err)

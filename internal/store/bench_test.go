@@ -138,7 +138,7 @@ func BenchmarkSaveReceiptWhileSettling(b *testing.B) {
 				}
 				defer sqlite.Fdatasync(prev)
 				if marking == "batch" {
-					s.settleSynced = true
+					s.settleChunk, s.settleSynced = 1<<30, true
 				}
 				sg := newSigner(b)
 				const batch = 1000

@@ -249,23 +249,24 @@ func (s *Store) markSettled(ctx context.Context, ids []string, settledAt, height
 		return 0, err
 	}
 	defer conn.Close()
-	if s.settleSynced {
-		return s.markSettledSynced(ctx, conn, ids, settledAt, height)
-	}
-	if err := s.d.unsynced(ctx, conn); err != nil {
-		return 0, err
-	}
-	defer func() {
-		if rerr := s.d.synced(context.WithoutCancel(ctx), conn, s.processDurable); rerr != nil {
-			// Never hand the receipts a connection that does not sync.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-			err = errors.Join(err, fmt.Errorf("restore synchronous commits: %w", rerr))
+	if !s.settleSynced {
+		if err := s.d.unsynced(ctx, conn); err != nil {
+			return 0, err
 		}
-	}()
+		defer func() {
+			if rerr := s.d.synced(context.WithoutCancel(ctx), conn, s.processDurable); rerr != nil {
+				// Never hand the receipts a connection that does not sync.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+				err = errors.Join(err, fmt.Errorf("restore synchronous commits: %w", rerr))
+			}
+		}()
+	}
 	err = inTx(ctx, conn, func(tx *sql.Tx) error {
 		marked = 0
-		if err := s.d.unsyncedTx(ctx, tx); err != nil {
-			return err
+		if !s.settleSynced {
+			if err := s.d.unsyncedTx(ctx, tx); err != nil {
+				return err
+			}
 		}
 		stmt, err := tx.PrepareContext(ctx, `
 			UPDATE receipts SET settled_at = $1, settle_height = $2, rejected_at = NULL, rejected_reason = NULL
@@ -286,32 +287,13 @@ func (s *Store) markSettled(ctx context.Context, ids []string, settledAt, height
 			if n == 0 {
 				return whyNotSettled(ctx, tx, id)
 			}
-			if marked++; marked >= minSettleChunk && s.saving.Load() > 0 {
+			if marked++; marked >= minSettleChunk && s.saving.Load() > 0 && !s.settleSynced {
 				break // a receipt waits: commit, and it goes next
 			}
 		}
 		return nil
 	})
 	return marked, err
-}
-
-// markSettledSynced marks every id in one synced transaction, whatever
-// waits: the benchmarks' baseline (settleSynced).
-func (s *Store) markSettledSynced(ctx context.Context, conn *sql.Conn, ids []string, settledAt, height int64) (int, error) {
-	return len(ids), inTx(ctx, conn, func(tx *sql.Tx) error {
-		for _, id := range ids {
-			res, err := tx.ExecContext(ctx, `
-				UPDATE receipts SET settled_at = $1, settle_height = $2, rejected_at = NULL, rejected_reason = NULL
-				WHERE request_id = $3 AND settled_at IS NULL`, settledAt, height, id)
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil || n == 0 {
-				return errors.Join(err, whyNotSettled(ctx, tx, id))
-			}
-		}
-		return nil
-	})
 }
 
 // whyNotSettled explains an UPDATE that matched no row.

@@ -105,8 +105,9 @@ type Store struct {
 	// MarkSettled hands the writer over when it is not zero.
 	saving atomic.Int32
 	// settleChunk bounds the receipts one MarkSettled transaction marks:
-	// maxSettleChunk. settleSynced marks them in one synced transaction
-	// whatever waits (the benchmarks' baseline).
+	// maxSettleChunk. settleSynced (the benchmarks' baseline, with a
+	// settleChunk above the batch) syncs the marking and yields to no
+	// receipt.
 	settleChunk  int
 	settleSynced bool
 }
